@@ -1,0 +1,62 @@
+# berth: build, demo, test and bench. Targets that install packages or run
+# sandboxes need root, on Debian 12.
+#
+#   make build   build bin/berth
+#   make demo    install what the demo needs, build, import busybox:demo, show it
+#   make test    install what the tests need, then vet, gofmt check, go test
+#   make bench   install the runtimes to compare with, then run benchmarks
+#   make clean   remove bin/
+
+# The Go toolchain: whatever hack/ensure-go.sh prints (fetching Go if need be).
+# Worked out the first time a recipe uses it, then kept, so `make clean` never
+# fetches anything. Override with `make GO=/path/to/go`.
+GO = $(eval GO := $(call ensure-go))$(GO)
+ensure-go = $(or $(shell hack/ensure-go.sh),$(error hack/ensure-go.sh found no usable Go toolchain))
+GOFMT = $(dir $(GO))gofmt
+
+DEMO_IMAGE := busybox:demo
+DEMO_TAR := bin/busybox-demo.tar.gz
+
+# Prerequisites run in the order written: packages before builds.
+.NOTPARALLEL:
+.DEFAULT_GOAL := build
+.PHONY: build demo test bench clean demo-deps test-deps bench-deps
+
+build:
+	$(GO) build -o bin/berth ./cmd/berth
+
+demo: demo-deps build
+	bin/berth image inspect $(DEMO_IMAGE) >/dev/null 2>&1 || { \
+		hack/mkdemo.sh $(DEMO_TAR) && \
+		bin/berth image import $(DEMO_TAR) --name $(DEMO_IMAGE); }
+	bin/berth image ls
+	bin/berth image inspect $(DEMO_IMAGE)
+
+test: test-deps
+	$(GO) vet ./...
+	@unformatted=$$($(GOFMT) -l .); \
+	if [ -n "$$unformatted" ]; then \
+		echo "gofmt: these files need formatting (run gofmt -w):" >&2; \
+		echo "$$unformatted" >&2; \
+		exit 1; \
+	fi
+	$(GO) test -count=1 -timeout 20m ./...
+
+# Placeholder until the benchmark suite lands.
+bench: bench-deps
+	$(GO) test -run '^$$' -bench . ./...
+
+demo-deps:
+	@[ "$$(id -u)" -eq 0 ] || { echo "make demo must run as root: it installs Debian packages and writes the image store (/var/lib/berth, or \$$BERTH_ROOT)" >&2; exit 1; }
+	hack/deps.sh demo
+
+test-deps:
+	@[ "$$(id -u)" -eq 0 ] || { echo "make test must run as root: the tests mount overlays, create namespaces and cgroups" >&2; exit 1; }
+	hack/deps.sh test
+
+bench-deps:
+	@[ "$$(id -u)" -eq 0 ] || { echo "make bench must run as root: it installs Debian packages and runs sandboxes" >&2; exit 1; }
+	hack/deps.sh bench
+
+clean:
+	rm -rf bin
