@@ -1,0 +1,273 @@
+package layerfs
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// A driver makes a writable root filesystem out of read-only unpacked layer
+// directories.
+type driver interface {
+	// Name is "overlay" or "copy".
+	Name() string
+
+	// Mount builds a writable root filesystem from lowers (absolute paths
+	// of unpacked layer directories in overlay format, topmost first) and
+	// returns its path. All state lives under dir, an existing empty
+	// directory private to this rootfs.
+	Mount(ctx context.Context, lowers []string, dir string) (rootfs string, err error)
+
+	// Unmount undoes Mount. It succeeds on a dir whose Mount failed half-way
+	// or was interrupted by a crash, and is idempotent. It does not remove
+	// dir itself.
+	Unmount(ctx context.Context, dir string) error
+
+	// Changes writes what was changed in dir's rootfs, relative to lowers,
+	// as an OCI layer tar.
+	Changes(ctx context.Context, lowers []string, dir string, w io.Writer) error
+}
+
+// newDriver returns the named driver. For the empty name it tries a real
+// overlay mount under tmp, which must be on the same filesystem as the
+// store, and returns the overlay driver if that works, else the copy driver.
+func newDriver(name, tmp string, log *slog.Logger) (driver, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	switch name {
+	case "overlay":
+		return &overlayDriver{log: log, volatile: true}, nil
+	case "copy":
+		return &copyDriver{log: log}, nil
+	case "":
+		start := time.Now()
+		// Failing to make the scratch directory says nothing about
+		// overlayfs; falling back to the copy driver for it would make every
+		// rootfs cost a full copy for no reason.
+		root, err := os.MkdirTemp(tmp, "overlay-probe-")
+		if err != nil {
+			return nil, fmt.Errorf("probe overlayfs: %w", err)
+		}
+		if err := probeOverlay(root, log); err != nil {
+			log.Warn("overlayfs is not usable for the store; using the copy driver, which copies each image in full", "dir", tmp, "err", err, "probe", time.Since(start))
+			return &copyDriver{log: log}, nil
+		}
+		log.Debug("overlayfs probe succeeded", "dir", tmp, "probe", time.Since(start))
+		return &overlayDriver{log: log, volatile: true}, nil
+	}
+	return nil, fmt.Errorf("unknown storage driver %q (want %q or %q)", name, "overlay", "copy")
+}
+
+// probeOverlay mounts a small overlay in root, an empty directory it
+// removes, the way the overlay driver would and checks that it shows what
+// the store relies on: whiteouts and opaque directories in lower layers, and
+// writes landing in the upper directory. Merely mounting is not enough: a
+// filesystem that ignores trusted.overlay.* xattrs mounts fine and shows
+// the wrong tree.
+func probeOverlay(root string, log *slog.Logger) (err error) {
+	mounted := false
+	defer func() {
+		if mounted {
+			return // removing root would reach into the mount
+		}
+		if rerr := os.RemoveAll(root); rerr != nil && err == nil {
+			err = rerr
+		}
+	}()
+
+	top := filepath.Join(root, "top")
+	bottom := filepath.Join(root, "bottom")
+	mnt := filepath.Join(root, "mnt")
+	for _, d := range []string{top, bottom, mnt, filepath.Join(top, "d"), filepath.Join(bottom, "d")} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return err
+		}
+	}
+	for _, f := range []string{"bottom/d/hidden", "bottom/gone", "bottom/kept"} {
+		if err := os.WriteFile(filepath.Join(root, f), nil, 0o644); err != nil {
+			return err
+		}
+	}
+	if err := mkWhiteout(filepath.Join(top, "gone")); err != nil {
+		return fmt.Errorf("cannot make a whiteout: %w", err)
+	}
+	if err := setOpaque(filepath.Join(top, "d")); err != nil {
+		return fmt.Errorf("cannot mark a directory opaque: %w", err)
+	}
+
+	// volatile skips the sync of the whole upper filesystem that
+	// unmounting an overlay otherwise does, which on a busy host would
+	// dominate the cost of the probe.
+	d := &overlayDriver{log: log, volatile: true}
+	ctx := context.Background()
+	merged, err := d.Mount(ctx, []string{top, bottom}, mnt)
+	if err != nil {
+		d.volatile = false // volatile needs Linux 5.10; the store does not.
+		if err := d.Unmount(ctx, mnt); err != nil {
+			mounted = true
+			return err
+		}
+		merged, err = d.Mount(ctx, []string{top, bottom}, mnt)
+	}
+	if err == nil {
+		err = checkProbe(merged, filepath.Join(mnt, "upper"))
+	}
+	if uerr := d.Unmount(ctx, mnt); uerr != nil {
+		mounted = true
+		return uerr
+	}
+	return err
+}
+
+func checkProbe(merged, upper string) error {
+	if _, err := os.Lstat(filepath.Join(merged, "kept")); err != nil {
+		return fmt.Errorf("overlay does not show lower files: %w", err)
+	}
+	if _, err := os.Lstat(filepath.Join(merged, "gone")); !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("overlay does not honor whiteouts in lower layers: stat %s: %v", filepath.Join(merged, "gone"), err)
+	}
+	if _, err := os.Lstat(filepath.Join(merged, "d", "hidden")); !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("overlay does not honor opaque directories in lower layers: stat %s: %v", filepath.Join(merged, "d", "hidden"), err)
+	}
+	if err := os.WriteFile(filepath.Join(merged, "d", "new"), nil, 0o644); err != nil {
+		return fmt.Errorf("overlay is not writable: %w", err)
+	}
+	if _, err := os.Lstat(filepath.Join(upper, "d", "new")); err != nil {
+		return fmt.Errorf("overlay writes do not reach the upper directory: %w", err)
+	}
+	return nil
+}
+
+// mkWhiteout makes an overlay whiteout: a character device 0:0.
+func mkWhiteout(path string) error {
+	if err := unix.Mknod(path, unix.S_IFCHR, 0); err != nil {
+		return &os.PathError{Op: "mknod", Path: path, Err: err}
+	}
+	return nil
+}
+
+// setOpaque marks a directory opaque: it hides what lower layers have in it.
+func setOpaque(path string) error {
+	if err := unix.Lsetxattr(path, overlayOpaqueXattr, []byte("y"), 0); err != nil {
+		return &os.PathError{Op: "setxattr " + overlayOpaqueXattr, Path: path, Err: err}
+	}
+	return nil
+}
+
+// isWhiteout reports whether st is an overlay whiteout.
+func isWhiteout(st *unix.Stat_t) bool {
+	return st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0
+}
+
+// isOpaque reports whether the directory at path is marked opaque.
+func isOpaque(path string) (bool, error) {
+	var buf [8]byte
+	n, err := unix.Lgetxattr(path, overlayOpaqueXattr, buf[:])
+	switch {
+	case err == nil:
+		return string(buf[:n]) == "y", nil
+	case err == unix.ENODATA || err == unix.EOPNOTSUPP || err == unix.ERANGE:
+		// ERANGE: a longer value than "y" is not the opaque marker.
+		return false, nil
+	}
+	return false, &os.PathError{Op: "getxattr " + overlayOpaqueXattr, Path: path, Err: err}
+}
+
+// absDir returns dir as an absolute, clean path; mount points and the
+// entries of /proc/self/mountinfo are only comparable that way.
+func absDir(dir string) (string, error) {
+	if dir == "" {
+		return "", errors.New("empty rootfs directory")
+	}
+	return filepath.Abs(dir)
+}
+
+// unmountAll unmounts everything mounted at path, including mounts stacked
+// on top of each other there. A mount that stays busy is detached lazily:
+// it lives on for whoever still uses it, but leaves path, so that the
+// caller can remove what was under it without reaching into the mount.
+func unmountAll(path string, log *slog.Logger) error {
+	for range 64 {
+		err := unix.Unmount(path, unix.UMOUNT_NOFOLLOW)
+		switch err {
+		case nil:
+			continue
+		case unix.EINVAL, unix.ENOENT:
+			return nil // not (or no longer) a mount point
+		case unix.EBUSY:
+			log.Warn("rootfs is busy; detaching it lazily", "path", path)
+			if err := unix.Unmount(path, unix.UMOUNT_NOFOLLOW|unix.MNT_DETACH); err != nil && err != unix.EINVAL {
+				return &os.PathError{Op: "unmount", Path: path, Err: err}
+			}
+			continue
+		}
+		return &os.PathError{Op: "unmount", Path: path, Err: err}
+	}
+	return fmt.Errorf("unmount %s: still mounted after 64 unmounts", path)
+}
+
+// mountsUnder returns the mount points at or below path, deepest first.
+func mountsUnder(path string) ([]string, error) {
+	if p, err := filepath.EvalSymlinks(path); err == nil {
+		path = p
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var mounts []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		// Fields: id parent major:minor root mountpoint options ...
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMountinfo(fields[4])
+		if mp == path || strings.HasPrefix(mp, path+"/") {
+			mounts = append(mounts, mp)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read /proc/self/mountinfo: %w", err)
+	}
+	// A mount's path is longer than that of any mount it sits under, so
+	// longest first unmounts children before their parents.
+	slices.SortStableFunc(mounts, func(a, b string) int { return len(b) - len(a) })
+	return mounts, nil
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for space and so on)
+// that the kernel uses in /proc/self/mountinfo.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
+			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
+			i += 3
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isOctal(c byte) bool { return '0' <= c && c <= '7' }
