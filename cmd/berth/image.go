@@ -1,0 +1,294 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/berth-dev/berth/layerfs"
+)
+
+func (g *globals) store() (*layerfs.Store, error) {
+	root := g.root
+	if root == "" {
+		root = layerfs.DefaultRoot()
+	}
+	return layerfs.Open(root, &layerfs.Options{Logger: g.logger()})
+}
+
+func newImageCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "image", Short: "Manage the images in the store"}
+	cmd.AddCommand(
+		newImageImportCommand(g),
+		newImageListCommand(g),
+		newImageInspectCommand(g),
+		newImageRemoveCommand(g),
+		newImageExportCommand(g),
+		newImageTagCommand(g),
+		newImageGCCommand(g),
+	)
+	return cmd
+}
+
+func newImageImportCommand(g *globals) *cobra.Command {
+	var name string
+	cmd := &cobra.Command{
+		Use:   "import PATH",
+		Short: "Import an OCI layout, docker-archive, rootfs tarball or directory",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.store()
+			if err != nil {
+				return err
+			}
+			opts := &layerfs.ImportOptions{Name: name}
+			var bar *progressBar
+			if term.IsTerminal(int(os.Stderr.Fd())) {
+				bar = &progressBar{w: os.Stderr, label: "importing " + filepath.Base(args[0])}
+				opts.Progress = bar.update
+			}
+			img, err := s.Import(cmd.Context(), args[0], opts)
+			bar.finish()
+			if err != nil {
+				return err
+			}
+			names := strings.Join(img.Names, ", ")
+			if names == "" {
+				names = "untagged; name it with --name or berth image tag"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s (%s)\n", img.Digest, names)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "name:tag for the imported image (default: the name the source carries)")
+	return cmd
+}
+
+// progressBar redraws one line on a terminal at most ten times a second.
+type progressBar struct {
+	w     io.Writer
+	label string
+	last  time.Time
+	drawn bool
+}
+
+func (p *progressBar) update(done, total int64) {
+	if now := time.Now(); now.Sub(p.last) >= 100*time.Millisecond {
+		p.last = now
+		p.drawn = true
+		if total > 0 {
+			fmt.Fprintf(p.w, "\r%s: %s / %s (%d%%)\033[K", p.label, humanSize(done), humanSize(total), done*100/total)
+		} else {
+			fmt.Fprintf(p.w, "\r%s: %s\033[K", p.label, humanSize(done))
+		}
+	}
+}
+
+func (p *progressBar) finish() {
+	if p != nil && p.drawn {
+		fmt.Fprint(p.w, "\r\033[K")
+	}
+}
+
+func humanSize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func newImageListCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List the images in the store",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.store()
+			if err != nil {
+				return err
+			}
+			images, err := s.Images(cmd.Context())
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 3, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tDIGEST\tLAYERS\tSIZE\tIMPORTED")
+			for _, img := range images {
+				names := img.Names
+				if len(names) == 0 {
+					names = []string{"<none>"}
+				}
+				for _, n := range names {
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", n, img.Digest.Hex[:12], len(img.Layers), humanSize(img.Size()), img.Imported.Local().Format(time.DateTime))
+				}
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+// inspectView is what `image inspect` prints.
+type inspectView struct {
+	Digest       string          `json:"digest"`
+	Names        []string        `json:"names"`
+	MediaType    string          `json:"mediaType"`
+	ConfigDigest string          `json:"configDigest"`
+	Size         int64           `json:"size"`
+	Imported     time.Time       `json:"imported"`
+	Layers       []layerfs.Layer `json:"layers"`
+	Config       json.RawMessage `json:"config"`
+}
+
+func newImageInspectCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "inspect REF",
+		Short: "Print an image's manifest digest, layers and config as JSON",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.store()
+			if err != nil {
+				return err
+			}
+			img, err := s.Image(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			v := inspectView{
+				Digest: img.Digest.String(), Names: img.Names, MediaType: string(img.MediaType),
+				ConfigDigest: img.ConfigDigest.String(), Size: img.Size(), Imported: img.Imported,
+				Layers: img.Layers, Config: img.RawConfig,
+			}
+			if v.Names == nil {
+				v.Names = []string{}
+			}
+			enc := json.NewEncoder(cmd.OutOrStdout())
+			enc.SetIndent("", "  ")
+			return enc.Encode(v)
+		},
+	}
+}
+
+func newImageRemoveCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "rm REF...",
+		Aliases: []string{"remove"},
+		Short:   "Remove names, or images by digest; `berth image gc` frees the space",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.store()
+			if err != nil {
+				return err
+			}
+			for _, ref := range args {
+				if err := s.Remove(cmd.Context(), ref); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+}
+
+func newImageTagCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "tag REF NAME",
+		Short: "Give an image another name",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.store()
+			if err != nil {
+				return err
+			}
+			return s.Tag(cmd.Context(), args[0], args[1])
+		},
+	}
+}
+
+func newImageExportCommand(g *globals) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "export REF PATH",
+		Short: "Write an image as an OCI layout (a directory or tar) or a docker-archive tar; PATH - is stdout",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var f layerfs.Format
+			switch format {
+			case "oci":
+				f = layerfs.FormatOCILayout
+			case "docker":
+				f = layerfs.FormatDockerArchive
+			default:
+				return fmt.Errorf("--format %q: want oci or docker", format)
+			}
+			s, err := g.store()
+			if err != nil {
+				return err
+			}
+			ref, dst := args[0], args[1]
+			if dst == "-" {
+				return s.Export(cmd.Context(), ref, cmd.OutOrStdout(), f)
+			}
+			if fi, err := os.Stat(dst); (err == nil && fi.IsDir()) || strings.HasSuffix(dst, "/") {
+				if f != layerfs.FormatOCILayout {
+					return fmt.Errorf("%s is a directory: a docker-archive is a tar file", dst)
+				}
+				return s.ExportLayout(cmd.Context(), ref, dst)
+			}
+			// Write next to the target and rename, so a failed export
+			// leaves no truncated archive behind.
+			tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-")
+			if err != nil {
+				return err
+			}
+			defer os.Remove(tmp.Name())
+			err = s.Export(cmd.Context(), ref, tmp, f)
+			if cerr := tmp.Close(); err == nil {
+				err = cerr
+			}
+			if err == nil {
+				err = os.Chmod(tmp.Name(), 0o644)
+			}
+			if err != nil {
+				return err
+			}
+			return os.Rename(tmp.Name(), dst)
+		},
+	}
+	cmd.Flags().StringVar(&format, "format", "oci", "oci or docker")
+	return cmd
+}
+
+func newImageGCCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "gc",
+		Short: "Delete blobs and layers no image or rootfs uses",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.store()
+			if err != nil {
+				return err
+			}
+			res, err := s.GC(cmd.Context())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %d blobs and %d layers (%s), %d interrupted imports\n", res.Blobs, res.Layers, humanSize(res.Bytes), res.Staging)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,546 @@
+package layerfs
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/gzip"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// ImportOptions tune Import. The zero value is ready to use.
+type ImportOptions struct {
+	// Name tags the imported image, overriding any name the source carries.
+	Name string
+	// Progress, if set, is called as source bytes are read, with the bytes
+	// read so far and the total expected (0 when unknown).
+	Progress func(done, total int64)
+}
+
+// Format is an on-disk image format Import reads.
+type Format string
+
+// The formats Import recognises.
+const (
+	FormatOCILayout     Format = "oci-layout"     // a directory or tar with oci-layout, index.json, blobs/
+	FormatDockerArchive Format = "docker-archive" // the tar `docker save` writes
+	FormatRootfsTar     Format = "rootfs-tar"     // a plain root filesystem tar (.tar, .tar.gz, .tar.zst)
+	FormatDirectory     Format = "directory"      // a root filesystem directory
+)
+
+// DetectFormat tells which format the file or directory at src is in.
+func DetectFormat(src string) (Format, error) {
+	fi, err := os.Stat(src)
+	if err != nil {
+		return "", err
+	}
+	if fi.IsDir() {
+		if exists(filepath.Join(src, "oci-layout")) {
+			return FormatOCILayout, nil
+		}
+		if exists(filepath.Join(src, "manifest.json")) {
+			return FormatDockerArchive, nil
+		}
+		return FormatDirectory, nil
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	br := bufio.NewReader(f)
+	rc, _, err := decompress(br)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", src, err)
+	}
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	var sawOCI, sawDocker bool
+	for n := 0; ; n++ {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			if n == 0 {
+				return "", fmt.Errorf("%s: empty archive: %w", src, ErrUnknownFormat)
+			}
+			break
+		}
+		if err != nil {
+			if n == 0 {
+				return "", fmt.Errorf("%s: not a tar archive (%v): %w", src, err, ErrUnknownFormat)
+			}
+			return "", fmt.Errorf("%s: %w", src, err)
+		}
+		name := strings.TrimPrefix(path.Clean("/"+hdr.Name), "/")
+		switch {
+		case name == "oci-layout" || name == "index.json":
+			sawOCI = true
+		case name == "manifest.json":
+			sawDocker = true
+		case name == "" || name == "repositories" || name == "blobs" || strings.HasPrefix(name, "blobs/"):
+		case isArchiveLayerName(name):
+		default:
+			// Anything outside the archive formats' vocabulary is part of
+			// a root filesystem.
+			return FormatRootfsTar, nil
+		}
+	}
+	switch {
+	case sawOCI:
+		return FormatOCILayout, nil
+	case sawDocker:
+		return FormatDockerArchive, nil
+	}
+	return FormatRootfsTar, nil
+}
+
+// isArchiveLayerName matches the <hex>/… and <hex>.json members of the
+// legacy docker-archive format.
+func isArchiveLayerName(name string) bool {
+	first, _, _ := strings.Cut(name, "/")
+	first = strings.TrimSuffix(first, ".json")
+	return len(first) == 64 && isHex(first)
+}
+
+// Import brings the image at path into the store: an OCI image layout (a
+// directory or a tar of one), a docker-archive tar, a root filesystem tar
+// (optionally gzip or zstd compressed) or a root filesystem directory,
+// the last two as one-layer images. Blobs are checked against every digest
+// the source promises. Importing an image the store already holds is cheap
+// and only adds its names.
+func (s *Store) Import(ctx context.Context, path string, opts *ImportOptions) (*Image, error) {
+	if opts == nil {
+		opts = &ImportOptions{}
+	}
+	var names []string
+	if opts.Name != "" {
+		r, err := ParseReference(opts.Name)
+		if err != nil {
+			return nil, err
+		}
+		if r.Digest != "" {
+			return nil, fmt.Errorf("%w %q: an import name cannot carry a digest", ErrInvalidReference, opts.Name)
+		}
+		names = []string{r.String()}
+	}
+	format, err := DetectFormat(path)
+	if err != nil {
+		return nil, fmt.Errorf("import %s: %w", path, err)
+	}
+	l, err := s.use(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer l.unlock()
+	s.cleanStaging(false)
+
+	progress := &progressCounter{report: opts.Progress}
+	var id v1.Hash
+	var srcNames []string
+	switch format {
+	case FormatRootfsTar:
+		progress.total = fileSize(path)
+		id, err = s.importRootfs(ctx, layerSource{name: filepath.Base(path), open: openFile(path)}, progress)
+	case FormatDirectory:
+		id, err = s.importRootfs(ctx, layerSource{name: path, open: dirTarGz(ctx, path)}, progress)
+	default:
+		id, srcNames, err = s.importArchive(ctx, path, format, opts.Name, progress)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("import %s: %w", path, err)
+	}
+	if names == nil {
+		names = srcNames
+	}
+	if err := s.addImage(id, names); err != nil {
+		return nil, fmt.Errorf("import %s: %w", path, err)
+	}
+	s.log.Info("imported image", "source", path, "format", format, "digest", id, "names", names)
+	refs, err := s.refs()
+	if err != nil {
+		return nil, err
+	}
+	return s.loadImage(id, refs)
+}
+
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+func openFile(path string) func() (io.ReadCloser, error) {
+	return func() (io.ReadCloser, error) { return os.Open(path) }
+}
+
+// dirTarGz streams a directory as a gzipped layer. The tar is written in a
+// fixed order and the gzip header carries no name or time, so the same
+// tree always gives the same digest.
+func dirTarGz(ctx context.Context, dir string) func() (io.ReadCloser, error) {
+	return func() (io.ReadCloser, error) {
+		pr, pw := io.Pipe()
+		go func() {
+			zw := gzip.NewWriter(pw)
+			err := writeTreeTar(ctx, zw, dir)
+			if cerr := zw.Close(); err == nil {
+				err = cerr
+			}
+			pw.CloseWithError(err)
+		}()
+		return pr, nil
+	}
+}
+
+// defaultPath is the PATH images built without a config get, the one
+// container runtimes conventionally supply.
+const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// importRootfs stores a root filesystem as a one-layer image with a minimal
+// config. The config carries no timestamp, so importing the same tree twice
+// yields the same image.
+func (s *Store) importRootfs(ctx context.Context, src layerSource, progress *progressCounter) (v1.Hash, error) {
+	layer, err := s.ingestLayer(ctx, src, progress)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	cfg := ocispec.Image{
+		Platform: ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH},
+		Config:   ocispec.ImageConfig{Env: []string{defaultPath}, Cmd: []string{"/bin/sh"}},
+		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: nil},
+	}
+	cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, digest.Digest(layer.diffID.String()))
+	cb, err := json.Marshal(cfg)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	return s.writeManifest(cb, []v1.Descriptor{layer.descriptor()}, nil)
+}
+
+// writeManifest stores a config and an OCI manifest for it and its layers
+// and returns the manifest digest. The config's bytes are kept as given:
+// their digest is the image ID.
+func (s *Store) writeManifest(cb []byte, layers []v1.Descriptor, annotations map[string]string) (v1.Hash, error) {
+	cd, err := s.putBlob(cb)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	m := v1.Manifest{
+		SchemaVersion: 2,
+		MediaType:     types.OCIManifestSchema1,
+		Config:        v1.Descriptor{MediaType: types.OCIConfigJSON, Digest: cd, Size: int64(len(cb))},
+		Layers:        layers,
+		Annotations:   annotations,
+	}
+	mb, err := json.Marshal(m)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	return s.putBlob(mb)
+}
+
+// importArchive imports an OCI layout or a docker-archive, extracting it
+// first when it is a tar.
+func (s *Store) importArchive(ctx context.Context, src string, format Format, want string, progress *progressCounter) (v1.Hash, []string, error) {
+	dir := src
+	if fi, err := os.Stat(src); err == nil && !fi.IsDir() {
+		st, err := s.newStaging()
+		if err != nil {
+			return v1.Hash{}, nil, err
+		}
+		defer st.remove()
+		dir = st.path("archive")
+		progress.total = fileSize(src)
+		if err := extractArchive(ctx, src, dir, progress); err != nil {
+			return v1.Hash{}, nil, err
+		}
+		// The extraction already counted the bytes.
+		progress = nil
+	}
+	if format == FormatOCILayout {
+		return s.importLayout(ctx, dir, want, progress)
+	}
+	return s.importDockerArchive(ctx, dir, want, progress)
+}
+
+func extractArchive(ctx context.Context, src, dir string, progress *progressCounter) error {
+	f, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var r io.Reader = f
+	if progress != nil {
+		r = io.TeeReader(f, progress)
+	}
+	rc, _, err := decompress(bufio.NewReaderSize(r, 1<<20))
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return err
+	}
+	if err := unpackTar(ctx, rc, dir); err != nil {
+		return fmt.Errorf("extract archive: %w", err)
+	}
+	return nil
+}
+
+// layoutImage is an image manifest found in an OCI layout's index.
+type layoutImage struct {
+	desc v1.Descriptor
+	name string // from its annotations, if any
+}
+
+// importLayout imports one image of an OCI image layout: the only one, the
+// one whose annotated name is want, or the one for this platform.
+func (s *Store) importLayout(ctx context.Context, dir, want string, progress *progressCounter) (v1.Hash, []string, error) {
+	blob := func(h v1.Hash) string { return filepath.Join(dir, "blobs", h.Algorithm, h.Hex) }
+	readVerified := func(d v1.Descriptor) ([]byte, error) {
+		b, err := os.ReadFile(blob(d.Digest))
+		if err != nil {
+			return nil, fmt.Errorf("blob %s: %w", d.Digest, err)
+		}
+		if got := sha256Hash(b); got != d.Digest {
+			return nil, fmt.Errorf("blob %s hashes to %s: %w", d.Digest, got, ErrDigestMismatch)
+		}
+		return b, nil
+	}
+	ib, err := os.ReadFile(filepath.Join(dir, "index.json"))
+	if err != nil {
+		return v1.Hash{}, nil, fmt.Errorf("OCI layout: %w", err)
+	}
+	var images []layoutImage
+	var walk func(b []byte, depth int) error
+	walk = func(b []byte, depth int) error {
+		idx, err := v1.ParseIndexManifest(bytes.NewReader(b))
+		if err != nil {
+			return fmt.Errorf("OCI layout index: %w", err)
+		}
+		for _, d := range idx.Manifests {
+			switch {
+			case d.MediaType.IsIndex():
+				if depth > 4 {
+					return errors.New("OCI layout: indexes nested too deep")
+				}
+				nb, err := readVerified(d)
+				if err != nil {
+					return err
+				}
+				if err := walk(nb, depth+1); err != nil {
+					return err
+				}
+			case d.MediaType.IsImage():
+				if d.Platform != nil && d.Platform.Architecture == "unknown" {
+					continue // attestation manifests
+				}
+				images = append(images, layoutImage{desc: d, name: annotatedName(d.Annotations)})
+			}
+		}
+		return nil
+	}
+	if err := walk(ib, 0); err != nil {
+		return v1.Hash{}, nil, err
+	}
+	chosen, err := chooseLayoutImage(images, want)
+	if err != nil {
+		return v1.Hash{}, nil, err
+	}
+	mb, err := readVerified(chosen.desc)
+	if err != nil {
+		return v1.Hash{}, nil, err
+	}
+	m, err := v1.ParseManifest(bytes.NewReader(mb))
+	if err != nil {
+		return v1.Hash{}, nil, fmt.Errorf("manifest %s: %w", chosen.desc.Digest, err)
+	}
+	cb, err := readVerified(m.Config)
+	if err != nil {
+		return v1.Hash{}, nil, err
+	}
+	cfg, err := v1.ParseConfigFile(bytes.NewReader(cb))
+	if err != nil {
+		return v1.Hash{}, nil, fmt.Errorf("config %s: %w", m.Config.Digest, err)
+	}
+	if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
+		return v1.Hash{}, nil, fmt.Errorf("manifest %s has %d layers but its config lists %d diff IDs", chosen.desc.Digest, len(m.Layers), len(cfg.RootFS.DiffIDs))
+	}
+	if progress != nil {
+		for _, l := range m.Layers {
+			progress.total += l.Size
+		}
+	}
+	for i, d := range m.Layers {
+		if !d.MediaType.IsLayer() {
+			return v1.Hash{}, nil, fmt.Errorf("manifest %s: layer %d has media type %q, not a layer", chosen.desc.Digest, i, d.MediaType)
+		}
+		src := layerSource{name: d.Digest.String(), digest: d.Digest, diffID: cfg.RootFS.DiffIDs[i], open: openFile(blob(d.Digest))}
+		if _, err := s.ingestLayer(ctx, src, progress); err != nil {
+			return v1.Hash{}, nil, err
+		}
+	}
+	if _, err := s.putBlob(cb); err != nil {
+		return v1.Hash{}, nil, err
+	}
+	id, err := s.putBlob(mb)
+	if err != nil {
+		return v1.Hash{}, nil, err
+	}
+	var names []string
+	if chosen.name != "" {
+		names = []string{chosen.name}
+	}
+	return id, names, nil
+}
+
+// annotatedName returns the full image name an index entry carries, if
+// any. containerd's annotation holds the whole name; the OCI one often
+// holds only a tag, which names nothing without its repository.
+func annotatedName(a map[string]string) string {
+	for _, key := range []string{"io.containerd.image.name", ocispec.AnnotationRefName} {
+		v := a[key]
+		if v == "" || !strings.ContainsAny(v, ":/@") {
+			continue
+		}
+		if r, err := ParseReference(v); err == nil && r.Digest == "" {
+			return r.String()
+		}
+	}
+	return ""
+}
+
+func chooseLayoutImage(images []layoutImage, want string) (layoutImage, error) {
+	if len(images) == 0 {
+		return layoutImage{}, errors.New("OCI layout holds no image manifest")
+	}
+	if len(images) == 1 {
+		return images[0], nil
+	}
+	if want != "" {
+		if r, err := ParseReference(want); err == nil {
+			for _, im := range images {
+				if im.name == r.String() {
+					return im, nil
+				}
+			}
+		}
+	}
+	var match []layoutImage
+	for _, im := range images {
+		p := im.desc.Platform
+		if p == nil || (p.OS == "linux" && p.Architecture == runtime.GOARCH) {
+			match = append(match, im)
+		}
+	}
+	if len(match) == 1 {
+		return match[0], nil
+	}
+	var names []string
+	for _, im := range images {
+		n := im.name
+		if n == "" {
+			n = im.desc.Digest.String()
+		}
+		names = append(names, n)
+	}
+	return layoutImage{}, fmt.Errorf("OCI layout holds %d images (%s) and none is singled out by name or platform", len(images), strings.Join(names, ", "))
+}
+
+// importDockerArchive imports an image from an extracted `docker save`
+// archive. The archive has no manifest, so one is made from its layers as
+// they are, keeping their bytes (and so their digests) unchanged.
+func (s *Store) importDockerArchive(ctx context.Context, dir, want string, progress *progressCounter) (v1.Hash, []string, error) {
+	mb, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err != nil {
+		return v1.Hash{}, nil, fmt.Errorf("docker archive: %w", err)
+	}
+	var manifest tarball.Manifest
+	if err := json.Unmarshal(mb, &manifest); err != nil {
+		return v1.Hash{}, nil, fmt.Errorf("docker archive manifest.json: %w", err)
+	}
+	var entry *tarball.Descriptor
+	switch {
+	case len(manifest) == 1:
+		entry = &manifest[0]
+	case len(manifest) == 0:
+		return v1.Hash{}, nil, errors.New("docker archive holds no image")
+	default:
+		r, _ := ParseReference(want)
+		for i := range manifest {
+			for _, t := range manifest[i].RepoTags {
+				if want != "" && (t == want || t == r.String()) {
+					entry = &manifest[i]
+				}
+			}
+		}
+		if entry == nil {
+			return v1.Hash{}, nil, fmt.Errorf("docker archive holds %d images; name the one to import", len(manifest))
+		}
+	}
+	member := func(name string) (string, error) {
+		clean := path.Clean(name)
+		if path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
+			return "", fmt.Errorf("%w %q: docker archive member outside the archive", ErrUnsafeEntry, name)
+		}
+		return filepath.Join(dir, clean), nil
+	}
+	cfgPath, err := member(entry.Config)
+	if err != nil {
+		return v1.Hash{}, nil, err
+	}
+	cb, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return v1.Hash{}, nil, fmt.Errorf("docker archive config: %w", err)
+	}
+	cfg, err := v1.ParseConfigFile(bytes.NewReader(cb))
+	if err != nil {
+		return v1.Hash{}, nil, fmt.Errorf("docker archive config %s: %w", entry.Config, err)
+	}
+	if len(cfg.RootFS.DiffIDs) != len(entry.Layers) {
+		return v1.Hash{}, nil, fmt.Errorf("docker archive lists %d layers but the config has %d diff IDs", len(entry.Layers), len(cfg.RootFS.DiffIDs))
+	}
+	var layers []v1.Descriptor
+	for i, name := range entry.Layers {
+		p, err := member(name)
+		if err != nil {
+			return v1.Hash{}, nil, err
+		}
+		if progress != nil {
+			progress.total += fileSize(p)
+		}
+		l, err := s.ingestLayer(ctx, layerSource{name: name, diffID: cfg.RootFS.DiffIDs[i], open: openFile(p)}, progress)
+		if err != nil {
+			return v1.Hash{}, nil, err
+		}
+		layers = append(layers, l.descriptor())
+	}
+	id, err := s.writeManifest(cb, layers, nil)
+	if err != nil {
+		return v1.Hash{}, nil, err
+	}
+	var names []string
+	for _, t := range entry.RepoTags {
+		if r, err := ParseReference(t); err == nil && r.Digest == "" {
+			names = append(names, r.String())
+		} else {
+			s.log.Warn("docker archive: skipping unusable tag", "tag", t)
+		}
+	}
+	return id, names, nil
+}

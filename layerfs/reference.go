@@ -1,0 +1,79 @@
+package layerfs
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// The grammar of image names, tags and digests is the one registries use
+// (the distribution reference grammar), so that names round-trip through
+// docker-archive and OCI layout files unchanged.
+var (
+	pathComponent = `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`
+	domainPart    = `(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])`
+	domain        = domainPart + `(?:\.` + domainPart + `)*(?::[0-9]+)?`
+	nameRE        = regexp.MustCompile(`^(?:` + domain + `/)?` + pathComponent + `(?:/` + pathComponent + `)*$`)
+	tagRE         = regexp.MustCompile(`^[\w][\w.-]{0,127}$`)
+	digestRE      = regexp.MustCompile(`^sha256:[a-f0-9]{64}$`)
+)
+
+const maxNameLength = 255
+
+// A Reference names an image in the store: a repository name with a tag
+// ("alpine:3.20"), a name pinned to a manifest digest ("alpine@sha256:…"),
+// or both.
+type Reference struct {
+	Name   string // repository, e.g. "alpine" or "registry.local:5000/team/app"
+	Tag    string // "latest" when neither a tag nor a digest was given
+	Digest string // "sha256:<hex>" or empty
+}
+
+// ParseReference parses s as NAME[:TAG][@DIGEST]. A name with neither tag
+// nor digest gets the tag "latest".
+func ParseReference(s string) (Reference, error) {
+	var r Reference
+	rest := s
+	if i := strings.IndexByte(rest, '@'); i >= 0 {
+		r.Digest = rest[i+1:]
+		rest = rest[:i]
+		if !digestRE.MatchString(r.Digest) {
+			return Reference{}, fmt.Errorf("%w %q: digest must be sha256: and 64 lowercase hex digits", ErrInvalidReference, s)
+		}
+	}
+	// A colon after the last slash separates the tag; one before it belongs
+	// to a registry's port.
+	if i := strings.LastIndexByte(rest, ':'); i > strings.LastIndexByte(rest, '/') {
+		r.Tag = rest[i+1:]
+		rest = rest[:i]
+		if !tagRE.MatchString(r.Tag) {
+			return Reference{}, fmt.Errorf("%w %q: bad tag %q", ErrInvalidReference, s, r.Tag)
+		}
+	}
+	r.Name = rest
+	if r.Name == "" {
+		return Reference{}, fmt.Errorf("%w %q: empty name", ErrInvalidReference, s)
+	}
+	if len(r.Name) > maxNameLength {
+		return Reference{}, fmt.Errorf("%w %q: name longer than %d characters", ErrInvalidReference, s, maxNameLength)
+	}
+	if !nameRE.MatchString(r.Name) {
+		return Reference{}, fmt.Errorf("%w %q: name must be lowercase letters, digits and separators (. _ - /)", ErrInvalidReference, s)
+	}
+	if r.Tag == "" && r.Digest == "" {
+		r.Tag = "latest"
+	}
+	return r, nil
+}
+
+// String returns the reference in its canonical form.
+func (r Reference) String() string {
+	s := r.Name
+	if r.Tag != "" {
+		s += ":" + r.Tag
+	}
+	if r.Digest != "" {
+		s += "@" + r.Digest
+	}
+	return s
+}

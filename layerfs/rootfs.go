@@ -1,0 +1,288 @@
+package layerfs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/klauspost/compress/gzip"
+)
+
+// A Rootfs is a writable root filesystem prepared from an image.
+type Rootfs struct {
+	Key    string  // the caller's name for it, unique in the store
+	Path   string  // the directory to use as the root
+	Image  v1.Hash // manifest digest of the image it was made from
+	Driver string  // "overlay" or "copy"
+}
+
+// rootfsRecord is written before anything is mounted, so that a crash at
+// any later point leaves enough on disk to undo it.
+type rootfsRecord struct {
+	Image   v1.Hash   `json:"image"`
+	Layers  []v1.Hash `json:"layers"` // diff IDs, bottom first
+	Driver  string    `json:"driver"`
+	Path    string    `json:"path"`
+	Created time.Time `json:"created"`
+}
+
+var keyRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+
+func (s *Store) rootfsDir(key string) string { return s.path("rootfs", key) }
+
+// Prepare makes a writable root filesystem from img under key, on top of
+// the image's shared read-only layers: an overlay mount where the store's
+// filesystem allows one, a private copy elsewhere. Release undoes it.
+func (s *Store) Prepare(ctx context.Context, key string, img *Image) (*Rootfs, error) {
+	if !keyRE.MatchString(key) {
+		return nil, fmt.Errorf("prepare: rootfs key %q: must be 1-128 letters, digits, '.', '_' or '-'", key)
+	}
+	d, err := s.rootfsDriver()
+	if err != nil {
+		return nil, fmt.Errorf("prepare %s: %w", key, err)
+	}
+	l, err := s.use(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer l.unlock()
+
+	rec := rootfsRecord{Image: img.Digest, Driver: d.Name(), Created: time.Now().UTC()}
+	lowers := make([]string, len(img.Layers))
+	for i, layer := range img.Layers {
+		dir := s.layerDir(layer.DiffID)
+		if !exists(dir) {
+			return nil, fmt.Errorf("prepare %s: layer %s of image %s: %w", key, layer.DiffID, img.Digest, ErrNotFound)
+		}
+		rec.Layers = append(rec.Layers, layer.DiffID)
+		lowers[len(lowers)-1-i] = dir
+	}
+	dir := s.rootfsDir(key)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("prepare: rootfs %q: %w", key, ErrExists)
+		}
+		return nil, fmt.Errorf("prepare %s: %w", key, err)
+	}
+	state := s.path("rootfs", key, "state")
+	b, _ := json.Marshal(rec)
+	err = os.Mkdir(state, 0o700)
+	if err == nil {
+		err = writeFileAtomic(s.path("rootfs", key, "rootfs.json"), b)
+	}
+	var path string
+	if err == nil {
+		path, err = d.Mount(ctx, lowers, state)
+	}
+	if err == nil {
+		rec.Path = path
+		b, _ = json.Marshal(rec)
+		err = writeFileAtomic(s.path("rootfs", key, "rootfs.json"), b)
+	}
+	if err != nil {
+		if uerr := d.Unmount(context.WithoutCancel(ctx), state); uerr != nil {
+			s.log.Error("undo failed prepare", "key", key, "err", uerr)
+			return nil, fmt.Errorf("prepare %s: %w (and undoing it: %v)", key, err, uerr)
+		}
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("prepare %s: %w", key, err)
+	}
+	return &Rootfs{Key: key, Path: path, Image: img.Digest, Driver: d.Name()}, nil
+}
+
+func (s *Store) readRootfs(key string) (rootfsRecord, error) {
+	var rec rootfsRecord
+	if !keyRE.MatchString(key) {
+		return rec, fmt.Errorf("rootfs key %q: %w", key, ErrNotFound)
+	}
+	b, err := os.ReadFile(s.path("rootfs", key, "rootfs.json"))
+	if err != nil {
+		if isNotExist(err) {
+			if exists(s.rootfsDir(key)) {
+				return rec, nil // crashed before the record was written: nothing mounted
+			}
+			return rec, fmt.Errorf("rootfs %q: %w", key, ErrNotFound)
+		}
+		return rec, err
+	}
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return rec, fmt.Errorf("rootfs %q record: %w", key, err)
+	}
+	return rec, nil
+}
+
+func (s *Store) lowers(rec rootfsRecord) []string {
+	out := make([]string, len(rec.Layers))
+	for i, id := range rec.Layers {
+		out[len(out)-1-i] = s.layerDir(id)
+	}
+	return out
+}
+
+// driverFor returns the driver a rootfs was made with, which may differ
+// from the one the store would pick today.
+func (s *Store) driverFor(rec rootfsRecord) (driver, error) {
+	if rec.Driver == "" {
+		return s.rootfsDriver()
+	}
+	return newDriver(rec.Driver, s.path("tmp"), s.log)
+}
+
+// Release unmounts and deletes the rootfs prepared under key, with every
+// change made in it. It also cleans up after a Prepare that was cut short.
+func (s *Store) Release(ctx context.Context, key string) error {
+	l, err := s.use(ctx)
+	if err != nil {
+		return err
+	}
+	defer l.unlock()
+	rec, err := s.readRootfs(key)
+	if err != nil {
+		return fmt.Errorf("release: %w", err)
+	}
+	d, err := s.driverFor(rec)
+	if err != nil {
+		return fmt.Errorf("release %s: %w", key, err)
+	}
+	if err := d.Unmount(ctx, s.path("rootfs", key, "state")); err != nil {
+		return fmt.Errorf("release %s: %w", key, err)
+	}
+	if err := os.RemoveAll(s.rootfsDir(key)); err != nil {
+		return fmt.Errorf("release %s: %w", key, err)
+	}
+	return nil
+}
+
+// Rootfses returns the keys of every prepared rootfs.
+func (s *Store) Rootfses(ctx context.Context) ([]string, error) {
+	entries, err := os.ReadDir(s.path("rootfs"))
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]string, 0, len(entries))
+	for _, e := range entries {
+		keys = append(keys, e.Name())
+	}
+	return keys, nil
+}
+
+// Diff writes what has changed in the rootfs under key, relative to its
+// image, to w as an OCI layer tar (uncompressed): files added or changed
+// in full, deletions as whiteouts.
+func (s *Store) Diff(ctx context.Context, key string, w io.Writer) error {
+	l, err := s.use(ctx)
+	if err != nil {
+		return err
+	}
+	defer l.unlock()
+	return s.diff(ctx, key, w)
+}
+
+func (s *Store) diff(ctx context.Context, key string, w io.Writer) error {
+	rec, err := s.readRootfs(key)
+	if err != nil {
+		return fmt.Errorf("diff: %w", err)
+	}
+	if rec.Path == "" {
+		return fmt.Errorf("diff: rootfs %q was never fully prepared: %w", key, ErrNotFound)
+	}
+	d, err := s.driverFor(rec)
+	if err != nil {
+		return fmt.Errorf("diff %s: %w", key, err)
+	}
+	if err := d.Changes(ctx, s.lowers(rec), s.path("rootfs", key, "state"), w); err != nil {
+		return fmt.Errorf("diff %s: %w", key, err)
+	}
+	return nil
+}
+
+// CommitOptions describe the image Commit makes.
+type CommitOptions struct {
+	Name    string // tags the new image; empty leaves it untagged
+	Comment string // recorded in the new layer's history entry
+	Author  string
+}
+
+// Commit saves what changed in the rootfs under key as a new gzipped layer
+// on top of its image's layers, and stores the result as a new image whose
+// config is the old one with that layer added.
+func (s *Store) Commit(ctx context.Context, key string, opts *CommitOptions) (*Image, error) {
+	if opts == nil {
+		opts = &CommitOptions{}
+	}
+	var names []string
+	if opts.Name != "" {
+		r, err := ParseReference(opts.Name)
+		if err != nil {
+			return nil, err
+		}
+		if r.Digest != "" {
+			return nil, fmt.Errorf("%w %q: a commit name cannot carry a digest", ErrInvalidReference, opts.Name)
+		}
+		names = []string{r.String()}
+	}
+	l, err := s.use(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer l.unlock()
+	rec, err := s.readRootfs(key)
+	if err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	parent, err := s.readImage(rec.Image)
+	if err != nil {
+		return nil, fmt.Errorf("commit %s: base image: %w", key, err)
+	}
+
+	// The diff is gzipped on its way into the store, where it is unpacked
+	// like any imported layer, in one pass.
+	src := layerSource{name: "commit of " + key, open: func() (io.ReadCloser, error) {
+		pr, pw := io.Pipe()
+		go func() {
+			zw := gzip.NewWriter(pw)
+			err := s.diff(ctx, key, zw)
+			if cerr := zw.Close(); err == nil {
+				err = cerr
+			}
+			pw.CloseWithError(err)
+		}()
+		return pr, nil
+	}}
+	layer, err := s.ingestLayer(ctx, src, nil)
+	if err != nil {
+		return nil, fmt.Errorf("commit %s: %w", key, err)
+	}
+
+	cfg := parent.Config.DeepCopy()
+	now := time.Now().UTC()
+	cfg.Created = v1.Time{Time: now}
+	if opts.Author != "" {
+		cfg.Author = opts.Author
+	}
+	cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, layer.diffID)
+	cfg.History = append(cfg.History, v1.History{Created: v1.Time{Time: now}, CreatedBy: "berth commit", Comment: opts.Comment, Author: opts.Author})
+	cb, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	layers := append(append([]v1.Descriptor(nil), parent.Manifest.Layers...), layer.descriptor())
+	id, err := s.writeManifest(cb, layers, nil)
+	if err != nil {
+		return nil, fmt.Errorf("commit %s: %w", key, err)
+	}
+	if err := s.addImage(id, names); err != nil {
+		return nil, fmt.Errorf("commit %s: %w", key, err)
+	}
+	refs, err := s.refs()
+	if err != nil {
+		return nil, err
+	}
+	return s.loadImage(id, refs)
+}
