@@ -71,7 +71,9 @@ func (d *copyDriver) Changes(ctx context.Context, lowers []string, dir string, w
 	return writeTreeDiff(ctx, w, lowers, filepath.Join(dir, "rootfs"))
 }
 
-// copier applies layers in overlay format to a directory tree.
+// copier applies layers in overlay format to a directory tree. Whiteouts
+// and opaque marks kept in OCI form (see ociMarker) count as the overlay
+// ones they stand for.
 type copier struct {
 	ctx context.Context
 
@@ -177,22 +179,52 @@ func (c *copier) apply(src, dst string) error {
 }
 
 // applyDir merges the layer directory src into the existing directory dst.
-// merge says whether dst may hold what lower layers put there.
+// merge says whether dst may hold what lower layers put there, and so
+// whether src's opaque mark applies. At a layer's root it is false although
+// dst holds the layers below: overlayfs ignores the mark there.
 func (c *copier) applyDir(src, dst string, st *unix.Stat_t, merge bool) error {
-	if merge {
-		opaque, err := isOpaque(src)
-		if err != nil {
-			return err
-		}
-		if opaque {
-			if err := removeContents(dst); err != nil {
-				return err
-			}
-		}
-	}
 	entries, err := os.ReadDir(src)
 	if err != nil {
 		return err
+	}
+	// Whiteouts and opaque marks in OCI form hide only what lower layers
+	// put in dst, so they go first: an entry of this layer may share a
+	// marker's name.
+	var whiteouts []string
+	opaque := false
+	n := 0
+	for _, e := range entries {
+		if e.Type().IsRegular() {
+			if target, opq, ok := ociMarker(e.Name()); ok {
+				if opq {
+					opaque = true
+				} else if target != "" {
+					whiteouts = append(whiteouts, target)
+				}
+				continue
+			}
+		}
+		entries[n] = e
+		n++
+	}
+	entries = entries[:n]
+	if merge && !opaque {
+		if opaque, err = isOpaque(src); err != nil {
+			return err
+		}
+	}
+	if merge && opaque {
+		if err := removeContents(dst); err != nil {
+			return err
+		}
+	} else {
+		// Even where merge is false: at a layer's root, dst holds the
+		// layers below.
+		for _, name := range whiteouts {
+			if err := os.RemoveAll(filepath.Join(dst, name)); err != nil {
+				return err
+			}
+		}
 	}
 	for _, e := range entries {
 		if err := c.apply(filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())); err != nil {

@@ -55,8 +55,9 @@ func writeWholeTree(ctx context.Context, w io.Writer, dir string, overlay bool) 
 // writeTreeDiff writes, as an OCI layer tar, the differences between rootfs
 // and the merged view of the read-only layer directories lowers (topmost
 // first, overlay format: char 0:0 whiteouts and trusted.overlay.opaque
-// dirs), for the copying driver: added/changed entries in full, removed
-// entries as .wh. whiteouts.
+// dirs, or their OCI forms where unpackTar kept those; see ociMarker), for
+// the copying driver: added/changed entries in full, removed entries as
+// .wh. whiteouts.
 //
 // An entry has changed if its type, mode, owner, size, modification time,
 // symlink target, device number or extended attributes differ; contents are
@@ -348,7 +349,11 @@ type layerDir struct {
 // lowerEntry is an entry of the merged lower view.
 type lowerEntry struct {
 	at int // index, in the layerDirs of its directory, of the one holding it
-	st unix.Stat_t
+	// last is the index of the lowest of those layerDirs whose entry of
+	// the same name may show through, if it is a directory: below it, a
+	// whiteout in OCI form hides the name.
+	last int
+	st   unix.Stat_t
 }
 
 // diffDir writes the differences between the directory open as fd, whose
@@ -359,7 +364,7 @@ func (d *treeDiff) diffDir(fd int, prefix string, lowers []layerDir) error {
 	if err != nil {
 		return err
 	}
-	merged, err := d.mergeLower(lowers, prefix)
+	merged, lowers, err := d.mergeLower(lowers, prefix)
 	if err != nil {
 		return err
 	}
@@ -441,7 +446,7 @@ func (d *treeDiff) diffSubdir(fd int, name, rel string, lowers []layerDir, le *l
 		}
 	}
 
-	children, err := d.lowerSubdirs(lowers, le.at, name, rel)
+	children, err := d.lowerSubdirs(lowers, le, name, rel)
 	defer func() {
 		for _, c := range children {
 			unix.Close(c.fd)
@@ -487,26 +492,59 @@ func (d *treeDiff) changed(fd int, name, rel string, st *unix.Stat_t, lowers []l
 
 // mergeLower lists the merged lower directory made of dirs (topmost
 // first): the topmost layer holding a name wins, and a whiteout there hides
-// the name.
-func (d *treeDiff) mergeLower(dirs []layerDir, prefix string) (map[string]lowerEntry, error) {
+// the name. It also returns the part of dirs that makes up the directory:
+// an opaque marker in OCI form ends it. (lowerSubdirs has already ended it
+// at an opaque attribute.)
+func (d *treeDiff) mergeLower(dirs []layerDir, prefix string) (map[string]lowerEntry, []layerDir, error) {
 	if len(dirs) == 0 {
-		return nil, nil
+		return nil, dirs, nil
 	}
 	merged := make(map[string]lowerEntry)
+	var whiteouts []string
 	for i, l := range dirs {
 		names, err := readDirNames(l.fd, d.dirent)
 		if err != nil {
-			return nil, d.lowerError("readdir", l, prefix, err)
+			return nil, nil, d.lowerError("readdir", l, prefix, err)
 		}
+		whiteouts = whiteouts[:0]
+		opaque := false
 		for _, name := range names {
-			if _, ok := merged[name]; ok {
+			target, opq, marker := ociMarker(name)
+			if _, ok := merged[name]; ok && !marker {
 				continue
 			}
-			e := lowerEntry{at: i}
+			e := lowerEntry{at: i, last: len(dirs) - 1}
 			if err := unix.Fstatat(l.fd, name, &e.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				return nil, d.lowerError("lstat", l, prefix+name, err)
+				return nil, nil, d.lowerError("lstat", l, prefix+name, err)
 			}
-			merged[name] = e
+			if marker && e.st.Mode&unix.S_IFMT == unix.S_IFREG {
+				if opq {
+					opaque = true
+				} else if target != "" {
+					whiteouts = append(whiteouts, target)
+				}
+				continue
+			}
+			if _, ok := merged[name]; !ok {
+				merged[name] = e
+			}
+		}
+		// Only now, since such a whiteout hides the name in lower layers
+		// only: this one may hold it as well.
+		for _, target := range whiteouts {
+			e, ok := merged[target]
+			switch {
+			case !ok:
+				// Recorded as the overlay whiteout it stands for.
+				merged[target] = lowerEntry{at: i, st: unix.Stat_t{Mode: unix.S_IFCHR}}
+			case e.last > i:
+				e.last = i
+				merged[target] = e
+			}
+		}
+		if opaque {
+			dirs = dirs[:i+1]
+			break
 		}
 	}
 	for name, e := range merged {
@@ -514,19 +552,19 @@ func (d *treeDiff) mergeLower(dirs []layerDir, prefix string) (map[string]lowerE
 			delete(merged, name)
 		}
 	}
-	return merged, nil
+	return merged, dirs, nil
 }
 
 // lowerSubdirs opens the layer directories that make up the merged lower
-// directory name, whose topmost part is in dirs[at]: that one, then the
-// same name in each layer below down to the first that is opaque, or
-// holds a whiteout or non-directory there. The caller closes them, also
-// on error.
-func (d *treeDiff) lowerSubdirs(dirs []layerDir, at int, name, rel string) ([]layerDir, error) {
+// directory name, the entry le of the merged view of dirs: dirs[le.at],
+// then the same name in each layer below down to the first that is opaque,
+// or holds a whiteout or non-directory there, and no further than
+// dirs[le.last]. The caller closes them, also on error.
+func (d *treeDiff) lowerSubdirs(dirs []layerDir, le *lowerEntry, name, rel string) ([]layerDir, error) {
 	var out []layerDir
-	for i := at; i < len(dirs); i++ {
+	for i := le.at; i <= le.last; i++ {
 		l := dirs[i]
-		if i > at {
+		if i > le.at {
 			var st unix.Stat_t
 			err := unix.Fstatat(l.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
 			if err == unix.ENOENT {

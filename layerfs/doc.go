@@ -5,8 +5,9 @@
 // digest, exactly as it was imported, so that exporting an image reproduces
 // the same digests. Each layer is also unpacked once, keyed by its
 // uncompressed digest (its diff ID), into a directory in overlayfs format:
-// OCI whiteouts become overlay whiteouts. Images that share layers share
-// both the blobs and the unpacked directories.
+// OCI whiteouts become overlay whiteouts (or stay OCI .wh. files where the
+// filesystem refuses overlay's, as overlayfs itself does). Images that
+// share layers share both the blobs and the unpacked directories.
 //
 // Prepare stacks an image's unpacked layers under a private writable
 // directory (an overlay mount, or a full copy where overlayfs cannot be

@@ -170,6 +170,30 @@ func isWhiteout(st *unix.Stat_t) bool {
 	return st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0
 }
 
+// ociMarker reports whether a regular file named name in a layer directory
+// is a whiteout or opaque marker in OCI form, which unpackTar leaves where
+// the filesystem refuses the overlay forms, and what it hides in lower
+// layers: the entry target of the same directory or, if opaque, all of
+// them. A marker with an invalid target hides nothing, but is one all the
+// same: it is never part of the merged view.
+func ociMarker(name string) (target string, opaque, ok bool) {
+	if name == whiteoutOpaque {
+		return "", true, true
+	}
+	target, ok = strings.CutPrefix(name, whiteoutPrefix)
+	if !validMarkerTarget(target) {
+		target = ""
+	}
+	return target, false, ok
+}
+
+// validMarkerTarget reports whether a whiteout may hide target, one entry
+// of its own directory. Joined to a path, "." or ".." would be the
+// directory itself or its parent.
+func validMarkerTarget(target string) bool {
+	return target != "" && target != "." && target != ".." && !strings.ContainsRune(target, '/')
+}
+
 // isOpaque reports whether the directory at path is marked opaque.
 func isOpaque(path string) (bool, error) {
 	var buf [8]byte

@@ -151,7 +151,7 @@ func (f layoutFile) writeTo(tw *tar.Writer) error {
 
 func (f layoutFile) writeFile(p string) error {
 	if f.src == "" {
-		return writeFileAtomic(p, f.data)
+		return writeFileAtomic(p, f.data, true)
 	}
 	r, err := os.Open(f.src)
 	if err != nil {

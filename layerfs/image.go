@@ -65,12 +65,12 @@ func (s *Store) addImage(digest v1.Hash, names []string) error {
 	p := s.imagePath(digest)
 	if !exists(p) {
 		b, _ := json.Marshal(imageRecord{Imported: time.Now().UTC()})
-		if err := writeFileAtomic(p, b); err != nil {
+		if err := writeFileAtomic(p, b, true); err != nil {
 			return fmt.Errorf("record image %s: %w", digest, err)
 		}
 	}
 	for _, n := range names {
-		if err := writeFileAtomic(s.refPath(n), []byte(digest.String()+"\n")); err != nil {
+		if err := writeFileAtomic(s.refPath(n), []byte(digest.String()+"\n"), true); err != nil {
 			return fmt.Errorf("tag %s: %w", n, err)
 		}
 	}

@@ -59,7 +59,7 @@ func (s *Store) putBlob(b []byte) (v1.Hash, error) {
 	if s.hasBlob(h) {
 		return h, nil
 	}
-	if err := writeFileAtomic(s.blobPath(h), b); err != nil {
+	if err := writeFileAtomic(s.blobPath(h), b, true); err != nil {
 		return h, fmt.Errorf("store blob %s: %w", h, err)
 	}
 	return h, nil

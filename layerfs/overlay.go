@@ -16,6 +16,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// The overlay driver hands the layer directories to overlayfs as they are,
+// so it relies on them holding whiteouts and opaque directories in overlay
+// form. Where the store's filesystem refused those (overlayfs itself does),
+// unpackTar kept them in OCI form instead (see ociMarker), which overlayfs
+// would show as plain .wh.* files while hiding nothing below them. Such a
+// store never gets this driver from the probe in newDriver, which needs
+// the overlay forms to work; only forcing it, or moving the store to
+// another filesystem, would mount such layers. Mount does not check for
+// them, since that would take a walk of every layer.
+
 // maxLowers is the most lower layers overlayfs stacks (OVL_MAX_STACK).
 const maxLowers = 500
 

@@ -74,7 +74,7 @@ func (s *Store) Prepare(ctx context.Context, key string, img *Image) (*Rootfs, e
 	b, _ := json.Marshal(rec)
 	err = os.Mkdir(state, 0o700)
 	if err == nil {
-		err = writeFileAtomic(s.path("rootfs", key, "rootfs.json"), b)
+		err = writeFileAtomic(s.path("rootfs", key, "rootfs.json"), b, false)
 	}
 	var path string
 	if err == nil {
@@ -83,7 +83,7 @@ func (s *Store) Prepare(ctx context.Context, key string, img *Image) (*Rootfs, e
 	if err == nil {
 		rec.Path = path
 		b, _ = json.Marshal(rec)
-		err = writeFileAtomic(s.path("rootfs", key, "rootfs.json"), b)
+		err = writeFileAtomic(s.path("rootfs", key, "rootfs.json"), b, false)
 	}
 	if err != nil {
 		if uerr := d.Unmount(context.WithoutCancel(ctx), state); uerr != nil {

@@ -39,7 +39,7 @@ type Options struct {
 // On disk:
 //
 //	blobs/sha256/<hex>   manifests, configs and layer blobs as imported
-//	layers/<hex>/diff    a layer unpacked in overlay format, by diff ID
+//	layers/<hex>/diff    a layer unpacked in overlay format (OCI .wh. files on overlayfs), by diff ID
 //	images/<hex>         one record per image, by manifest digest
 //	refs/<name>          a name:tag pointing at an image
 //	rootfs/<key>/        a prepared rootfs and its private state
@@ -249,14 +249,17 @@ func (s *Store) cleanStaging(all bool) (removed int) {
 }
 
 // writeFileAtomic writes data to path through a temporary file and a
-// rename, so readers see the old content or the new, never a mix.
-func writeFileAtomic(path string, data []byte) error {
+// rename, so readers see the old content or the new, never a mix. Durable
+// files are synced first, so that a power cut cannot leave the new name
+// with no data behind it; records that only matter while the machine stays
+// up (a rootfs's, whose mounts a reboot undoes anyway) skip the cost.
+func writeFileAtomic(path string, data []byte, durable bool) error {
 	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-")
 	if err != nil {
 		return err
 	}
 	_, err = f.Write(data)
-	if err == nil {
+	if err == nil && durable {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {

@@ -41,23 +41,38 @@ const resolveBeneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS
 // of the same layer at its name stays, and a directory there becomes
 // opaque instead.
 //
+// Where the filesystem will not hold overlay whiteouts or opaque attributes,
+// as overlayfs itself will not, they stay in OCI form instead; see
+// unpacker.ociWhiteouts.
+//
 // Entries are created relative to directory file descriptors that were
 // resolved beneath dir, and never through a symlink at their own name, so a
 // hostile layer cannot write outside dir; such entries, and overlayfs
 // attributes that a layer must not carry, fail with ErrUnsafeEntry.
 func unpackTar(ctx context.Context, r io.Reader, dir string) error {
+	u, err := newUnpacker(dir)
+	if err != nil {
+		return err
+	}
+	defer u.close()
+	return u.unpack(ctx, r)
+}
+
+func newUnpacker(dir string) (*unpacker, error) {
 	root, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return &os.PathError{Op: "open", Path: dir, Err: err}
+		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
 	}
-	u := unpacker{
+	return &unpacker{
 		root:     root,
 		parentFd: -1,
 		buf:      make([]byte, 256<<10),
 		dirIndex: make(map[string]int),
-	}
-	defer u.close()
+	}, nil
+}
 
+// unpack extracts the layer tar r.
+func (u *unpacker) unpack(ctx context.Context, r io.Reader) error {
 	tr := tar.NewReader(r)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -94,6 +109,18 @@ type unpacker struct {
 	// layer is complete because creating children changes them.
 	dirs     []dirTimes
 	dirIndex map[string]int // name to index in dirs
+
+	// ociWhiteouts and ociOpaque record that the filesystem refused an
+	// overlay whiteout or opaque attribute (overlayfs refuses both, as they
+	// are its own), so that the rest of the layer keeps them in OCI form
+	// without trying again: a whiteout as an empty regular file .wh.NAME,
+	// an opaque directory as one holding an empty regular file
+	// .wh..wh..opq. Read back, such a whiteout, like an OCI one, hides NAME
+	// only in lower layers, so an entry of this layer may stand beside it.
+	// No other regular file named .wh.* can be in a layer, since every
+	// entry of that name is a whiteout.
+	ociWhiteouts bool
+	ociOpaque    bool
 }
 
 type dirTimes struct {
@@ -140,6 +167,11 @@ func (u *unpacker) extract(hdr *tar.Header, r io.Reader) error {
 			return unsafeEntry(hdr.Name, fmt.Sprintf("hard link to %q escapes the layer", hdr.Linkname))
 		}
 		linkDir, linkBase = splitLayerPath(target)
+		// As in overlay form, where it has no file of that name, a
+		// whiteout kept in OCI form is nothing to link to.
+		if strings.HasPrefix(linkBase, whiteoutPrefix) {
+			return entryError(hdr.Name, "linkat", unix.ENOENT)
+		}
 	}
 
 	pfd, err := u.parent(hdr.Name, dir, true)
@@ -307,28 +339,38 @@ func (u *unpacker) extractRoot(hdr *tar.Header) error {
 // that this layer puts there, before or after the whiteout, stays; if it is
 // a directory, it becomes opaque instead.
 func (u *unpacker) whiteout(hdr *tar.Header, dir, target string) error {
-	if target == "" || target == "." || target == ".." || strings.ContainsRune(target, '/') {
+	if !validMarkerTarget(target) {
 		return unsafeEntry(hdr.Name, "invalid whiteout")
 	}
 	pfd, err := u.parent(hdr.Name, dir, true)
 	if err != nil {
 		return err
 	}
-	err = unix.Mknodat(pfd, target, unix.S_IFCHR, 0)
-	if err == nil {
-		return nil
-	}
-	if err != unix.EEXIST {
-		return entryError(hdr.Name, "mknodat", err)
-	}
-	var st unix.Stat_t
-	if err := unix.Fstatat(pfd, target, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return entryError(hdr.Name, "fstatat", err)
-	}
-	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-		if err := setOpaqueAt(pfd, target); err != nil {
-			return entryError(hdr.Name, "", err)
+	if !u.ociWhiteouts {
+		err := unix.Mknodat(pfd, target, unix.S_IFCHR, 0)
+		switch {
+		case err == nil:
+			return nil
+		case err == unix.EEXIST:
+			var st unix.Stat_t
+			if err := unix.Fstatat(pfd, target, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return entryError(hdr.Name, "fstatat", err)
+			}
+			if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+				if err := u.setOpaqueAt(pfd, target); err != nil {
+					return entryError(hdr.Name, "", err)
+				}
+			}
+			return nil
+		case !refused(err):
+			return entryError(hdr.Name, "mknodat", err)
 		}
+		u.ociWhiteouts = true
+	}
+	// Whatever this layer has at target may stay: the marker hides only
+	// what lower layers have there.
+	if err := mkMarkerAt(pfd, whiteoutPrefix+target); err != nil {
+		return entryError(hdr.Name, "", err)
 	}
 	return nil
 }
@@ -339,8 +381,64 @@ func (u *unpacker) setOpaque(hdr *tar.Header, dir string) error {
 	if err != nil {
 		return err
 	}
-	if err := unix.Fsetxattr(fd, overlayOpaqueXattr, []byte("y"), 0); err != nil {
-		return entryError(hdr.Name, "setxattr "+overlayOpaqueXattr, err)
+	if err := u.setOpaqueAt(fd, "."); err != nil {
+		return entryError(hdr.Name, "", err)
+	}
+	return nil
+}
+
+// setOpaqueAt marks the directory base in pfd opaque, by the overlay
+// attribute or, where the filesystem refuses that, an OCI opaque marker.
+func (u *unpacker) setOpaqueAt(pfd int, base string) error {
+	if !u.ociOpaque {
+		err := unix.Lsetxattr(procFdPath(pfd, base), overlayOpaqueXattr, []byte("y"), 0)
+		if err == nil {
+			return nil
+		}
+		if !refused(err) {
+			return os.NewSyscallError("setxattr "+overlayOpaqueXattr, err)
+		}
+		u.ociOpaque = true
+	}
+	fd, err := openDirAt(pfd, base)
+	if err != nil {
+		return os.NewSyscallError("openat", err)
+	}
+	defer unix.Close(fd)
+	return mkMarkerAt(fd, whiteoutOpaque)
+}
+
+// refused reports whether err, from making an overlay whiteout or setting
+// an overlay attribute, means that the filesystem will not hold it.
+func refused(err error) bool {
+	return err == unix.EPERM || err == unix.EOPNOTSUPP || err == unix.EINVAL
+}
+
+// mkMarkerAt makes the OCI whiteout or opaque marker name in dirfd: an
+// empty regular file of mode 0 owned by root, as OCI layers carry them. One
+// that is there already, from an earlier entry of the layer, is kept.
+func mkMarkerAt(dirfd int, name string) error {
+	const flags = unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	fd, err := unix.Openat(dirfd, name, flags, 0)
+	if err == unix.EEXIST {
+		var st unix.Stat_t
+		if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return os.NewSyscallError("fstatat", err)
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFREG {
+			return nil
+		}
+		// A directory made for a deeper entry such as .wh.x/y: the marker
+		// has nowhere to go.
+		return fmt.Errorf("make OCI marker %s: the layer has another entry of that name: %w", name, unix.EEXIST)
+	}
+	if err != nil {
+		return os.NewSyscallError("openat "+name, err)
+	}
+	defer unix.Close(fd)
+	// The directory's setgid bit may have given it another group.
+	if err := unix.Fchown(fd, 0, 0); err != nil {
+		return os.NewSyscallError("fchown "+name, err)
 	}
 	return nil
 }
@@ -405,7 +503,7 @@ func (u *unpacker) openDir(dir string, create bool) (int, error) {
 			return -1, err
 		}
 		if opaque {
-			if err := setOpaqueAt(pfd, base); err != nil {
+			if err := u.setOpaqueAt(pfd, base); err != nil {
 				return -1, err
 			}
 		}
@@ -441,7 +539,7 @@ func (u *unpacker) mkdir(pfd int, dir, base string) error {
 	if isWhiteout(&st) {
 		// The whiteout still hides the lower layers' directory: only
 		// entries of this layer may show in the new one.
-		return setOpaqueAt(pfd, base)
+		return u.setOpaqueAt(pfd, base)
 	}
 	return nil
 }
@@ -566,14 +664,6 @@ func setMetadataAt(pfd int, base string, hdr *tar.Header) error {
 		if err != nil {
 			return os.NewSyscallError("setxattr "+attr, err)
 		}
-	}
-	return nil
-}
-
-// setOpaqueAt marks the directory base in pfd opaque.
-func setOpaqueAt(pfd int, base string) error {
-	if err := unix.Lsetxattr(procFdPath(pfd, base), overlayOpaqueXattr, []byte("y"), 0); err != nil {
-		return os.NewSyscallError("setxattr "+overlayOpaqueXattr, err)
 	}
 	return nil
 }
