@@ -1,0 +1,514 @@
+//go:build linux
+
+package cgroup
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Mode is the layout of the host's cgroup hierarchies.
+type Mode int
+
+const (
+	// Auto, in Options, asks NewManager to detect the layout.
+	// Manager.Mode never returns it.
+	Auto Mode = iota
+	// V1 is one cgroup v1 hierarchy per controller and no cgroup2 mount.
+	V1
+	// Hybrid is v1 hierarchies for the controllers plus a cgroup2
+	// hierarchy without controllers.
+	Hybrid
+	// V2 is a single cgroup2 hierarchy carrying every controller.
+	V2
+)
+
+func (m Mode) String() string {
+	switch m {
+	case Auto:
+		return "auto"
+	case V1:
+		return "v1"
+	case Hybrid:
+		return "hybrid"
+	case V2:
+		return "v2"
+	}
+	return fmt.Sprintf("Mode(%d)", int(m))
+}
+
+var (
+	// ErrExists means Create found the cgroup already there, in at least
+	// one hierarchy. A leftover from a crash can be taken over with Open.
+	ErrExists = errors.New("cgroup already exists")
+	// ErrNotFound means the cgroup exists in no hierarchy.
+	ErrNotFound = errors.New("cgroup not found")
+	// ErrInvalidName means a name is not a single path element matching
+	// [A-Za-z0-9][A-Za-z0-9_.-]*, or collides with a cgroup interface file.
+	ErrInvalidName = errors.New("invalid cgroup name")
+	// ErrInvalidResources means a Resources field is out of range.
+	ErrInvalidResources = errors.New("invalid cgroup resources")
+)
+
+// Options configure a Manager. The zero value detects everything.
+type Options struct {
+	// Parent is the directory berth owns directly under the root of each
+	// hierarchy; every cgroup of the Manager is created in it. It must be
+	// a valid name. Default "berth".
+	Parent string
+
+	// Mode forces a layout instead of detecting one. Forcing V2 ignores
+	// any v1 hierarchy; forcing V1 ignores any cgroup2 mount.
+	Mode Mode
+
+	// UnifiedMount is the cgroup2 mount point to use instead of the one
+	// found in /proc/self/mountinfo.
+	UnifiedMount string
+
+	// V1Mounts maps cgroup v1 controller names (blkio, cpu, cpuacct,
+	// cpuset, devices, freezer, memory, pids) to the mount point of their
+	// hierarchy, replacing detection of every v1 hierarchy. Co-mounted
+	// controllers share a mount point.
+	V1Mounts map[string]string
+
+	// Logger receives warnings about limits the host cannot apply and
+	// debug records about cgroups created and removed. Default
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// v1Controllers are the v1 controllers a sandbox cgroup is created under.
+// devices gets no settings here; it is created so that the sandbox can
+// restrict devices later.
+var v1Controllers = []string{"blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "memory", "pids"}
+
+// v2Controllers are the controllers enabled for children of berth's parent
+// on V2, when the root delegates them.
+var v2Controllers = []string{"cpu", "io", "memory", "pids"}
+
+// A Manager creates and finds berth's cgroups in one host layout. It holds
+// no mutable state and is safe for concurrent use.
+type Manager struct {
+	mode    Mode
+	parent  string
+	unified string            // cgroup2 mount point; "" in V1 mode
+	v1      map[string]string // v1 controller → mount point; empty in V2 mode
+	log     *slog.Logger
+}
+
+// NewManager detects (or takes from opts) the cgroup layout. It changes
+// nothing on the host: berth's parent directories are made by Create.
+func NewManager(opts Options) (*Manager, error) {
+	parent := cmp.Or(opts.Parent, "berth")
+	if !validName(parent) {
+		return nil, fmt.Errorf("cgroup: parent %q: %w", parent, ErrInvalidName)
+	}
+	if opts.Mode < Auto || opts.Mode > V2 {
+		return nil, fmt.Errorf("cgroup: unknown mode %v", opts.Mode)
+	}
+	for ctrl := range opts.V1Mounts {
+		if !slices.Contains(v1Controllers, ctrl) {
+			return nil, fmt.Errorf("cgroup: V1Mounts: unknown controller %q", ctrl)
+		}
+	}
+
+	l := layout{unified: opts.UnifiedMount, v1: opts.V1Mounts}
+	needUnified := l.unified == "" && opts.Mode != V1
+	needV1 := l.v1 == nil && opts.Mode != V2
+	if needUnified || needV1 {
+		found, err := readLayout("/proc/self/mountinfo")
+		if err != nil {
+			return nil, err
+		}
+		if needUnified {
+			l.unified = found.unified
+		}
+		if needV1 {
+			l.v1 = found.v1
+		}
+	}
+
+	mode := opts.Mode
+	switch mode {
+	case Auto:
+		switch {
+		case len(l.v1) > 0 && l.unified != "":
+			mode = Hybrid
+		case len(l.v1) > 0:
+			mode = V1
+		case l.unified != "":
+			mode = V2
+		default:
+			return nil, fmt.Errorf("cgroup: no cgroup hierarchy is mounted: %w", errors.ErrUnsupported)
+		}
+	case V1:
+		l.unified = ""
+	case V2:
+		l.v1 = nil
+	}
+	if (mode == V2 || mode == Hybrid) && l.unified == "" {
+		return nil, fmt.Errorf("cgroup: mode %v: no cgroup2 mount: %w", mode, errors.ErrUnsupported)
+	}
+	if (mode == V1 || mode == Hybrid) && len(l.v1) == 0 {
+		return nil, fmt.Errorf("cgroup: mode %v: no cgroup v1 controller is mounted: %w", mode, errors.ErrUnsupported)
+	}
+
+	// Refuse to treat an ordinary directory as cgroupfs: Create would
+	// otherwise make plain directories and Remove would rmdir them.
+	if l.unified != "" {
+		if err := checkFSType(l.unified, unix.CGROUP2_SUPER_MAGIC, "cgroup2"); err != nil {
+			return nil, err
+		}
+	}
+	v1 := make(map[string]string, len(l.v1))
+	for ctrl, mnt := range l.v1 {
+		if err := checkFSType(mnt, unix.CGROUP_SUPER_MAGIC, "cgroup v1"); err != nil {
+			return nil, err
+		}
+		v1[ctrl] = filepath.Clean(mnt)
+	}
+	if l.unified != "" {
+		l.unified = filepath.Clean(l.unified)
+	}
+
+	return &Manager{
+		mode:    mode,
+		parent:  parent,
+		unified: l.unified,
+		v1:      v1,
+		log:     cmp.Or(opts.Logger, slog.Default()),
+	}, nil
+}
+
+func checkFSType(dir string, magic int64, kind string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("cgroup: statfs %s: %w", dir, err)
+	}
+	if int64(st.Type) != magic {
+		return fmt.Errorf("cgroup: %s is not a %s mount", dir, kind)
+	}
+	return nil
+}
+
+// Mode reports the layout the Manager uses.
+func (m *Manager) Mode() Mode { return m.mode }
+
+// Parent returns the name of berth's own directory under each hierarchy.
+func (m *Manager) Parent() string { return m.parent }
+
+// RemoveParent removes berth's parent directory from every hierarchy. It
+// fails while any cgroup is left in it; a parent that is already gone is
+// fine.
+func (m *Manager) RemoveParent() error {
+	var errs []error
+	for _, dir := range m.parentDirs() {
+		if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("cgroup: remove %s: %w", dir, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// mounts returns every hierarchy root the Manager uses, each once: the v1
+// mount points in name order, then the cgroup2 mount.
+func (m *Manager) mounts() []string {
+	var ms []string
+	for _, mnt := range m.v1 {
+		if !slices.Contains(ms, mnt) {
+			ms = append(ms, mnt)
+		}
+	}
+	slices.Sort(ms)
+	if m.unified != "" {
+		ms = append(ms, m.unified)
+	}
+	return ms
+}
+
+// parentDirs returns berth's parent directory in every hierarchy.
+func (m *Manager) parentDirs() []string {
+	var dirs []string
+	for _, mnt := range m.mounts() {
+		dirs = append(dirs, filepath.Join(mnt, m.parent))
+	}
+	return dirs
+}
+
+func (m *Manager) cgroup(name string) *Cgroup {
+	c := &Cgroup{
+		name: name,
+		rel:  "/" + m.parent + "/" + name,
+		v1:   make(map[string]string, len(m.v1)),
+		log:  m.log.With("cgroup", name),
+	}
+	if m.unified != "" {
+		c.unified = filepath.Join(m.unified, m.parent, name)
+	}
+	for ctrl, mnt := range m.v1 {
+		c.v1[ctrl] = filepath.Join(mnt, m.parent, name)
+	}
+	return c
+}
+
+// Create makes the cgroup name in every hierarchy and applies r to it (r
+// may be nil). If the cgroup exists in any hierarchy it fails with
+// ErrExists; if anything else fails, it removes what it made.
+func (m *Manager) Create(name string, r *Resources) (*Cgroup, error) {
+	if !validName(name) {
+		return nil, fmt.Errorf("cgroup: create %q: %w", name, ErrInvalidName)
+	}
+	if r != nil {
+		if err := r.validate(); err != nil {
+			return nil, fmt.Errorf("cgroup: create %q: %w", name, err)
+		}
+	}
+	if err := m.ensureParent(); err != nil {
+		return nil, err
+	}
+
+	c := m.cgroup(name)
+	var made []string
+	undo := func() {
+		for _, dir := range slices.Backward(made) {
+			if err := unix.Rmdir(dir); err != nil {
+				m.log.Warn("cgroup: cannot undo partial create", "dir", dir, "err", err)
+			}
+		}
+	}
+	for _, dir := range c.dirs() {
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			undo()
+			if errors.Is(err, fs.ErrExist) {
+				if fi, serr := os.Stat(dir); serr == nil && !fi.IsDir() {
+					return nil, fmt.Errorf("cgroup: create %s: name of an interface file: %w", dir, ErrInvalidName)
+				}
+				return nil, fmt.Errorf("cgroup: create %s: %w", dir, ErrExists)
+			}
+			return nil, fmt.Errorf("cgroup: %w", err)
+		}
+		made = append(made, dir)
+	}
+
+	// A v1 cpuset cgroup starts with no CPUs and no memory nodes, and the
+	// kernel refuses to move a process into it until both are set.
+	if dir := c.v1["cpuset"]; dir != "" {
+		if err := copyCpuset(filepath.Dir(dir), dir); err != nil {
+			undo()
+			return nil, err
+		}
+	}
+	if r != nil {
+		if err := c.apply(r); err != nil {
+			undo()
+			return nil, err
+		}
+	}
+	m.log.Debug("cgroup: created", "cgroup", name, "mode", m.mode)
+	return c, nil
+}
+
+// ensureParent makes berth's parent directory in every hierarchy, if
+// missing, and prepares it to hold sandboxes. It is idempotent, so that a
+// parent left half-prepared by a crash is completed by the next Create.
+func (m *Manager) ensureParent() error {
+	for _, dir := range m.parentDirs() {
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("cgroup: %w", err)
+		}
+	}
+	if mnt := m.v1["cpuset"]; mnt != "" {
+		if err := copyCpuset(mnt, filepath.Join(mnt, m.parent)); err != nil {
+			return err
+		}
+	}
+	if m.mode == V2 {
+		return m.enableControllers(filepath.Join(m.unified, m.parent))
+	}
+	return nil
+}
+
+// enableControllers delegates to the children of dir (berth's parent) the
+// controllers limits need, among those dir itself was given. A controller
+// that cannot be enabled is only logged: the limits that need it fail
+// later with errors.ErrUnsupported, and sandboxes without them still work.
+func (m *Manager) enableControllers(dir string) error {
+	avail, err := readFields(filepath.Join(dir, "cgroup.controllers"))
+	if err != nil {
+		return err
+	}
+	enabled, err := readFields(filepath.Join(dir, "cgroup.subtree_control"))
+	if err != nil {
+		return err
+	}
+	file := filepath.Join(dir, "cgroup.subtree_control")
+	for _, ctrl := range v2Controllers {
+		if !slices.Contains(avail, ctrl) || slices.Contains(enabled, ctrl) {
+			continue
+		}
+		// One controller per write: a write naming several fails as a
+		// whole if any of them cannot be enabled.
+		if err := writeFile(file, "+"+ctrl); err != nil {
+			hint := ""
+			if errors.Is(err, unix.EBUSY) {
+				hint = "the parent must hold no processes"
+			}
+			m.log.Warn("cgroup: cannot enable controller", "controller", ctrl, "file", file, "err", err, "hint", hint)
+		}
+	}
+	return nil
+}
+
+// copyCpuset gives dir the CPUs and memory nodes of from, unless dir
+// already has its own.
+func copyCpuset(from, dir string) error {
+	for _, file := range []string{"cpuset.cpus", "cpuset.mems"} {
+		cur, err := readString(filepath.Join(dir, file))
+		if err != nil {
+			return err
+		}
+		if cur != "" {
+			continue
+		}
+		val, err := readString(filepath.Join(from, file))
+		if err != nil {
+			return err
+		}
+		if val == "" {
+			// from has no setting of its own (a mount of a non-root
+			// cpuset cgroup may not); use what it effectively has.
+			if val, err = readString(filepath.Join(from, strings.Replace(file, "cpuset.", "cpuset.effective_", 1))); err != nil {
+				return err
+			}
+		}
+		if err := writeFile(filepath.Join(dir, file), val); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Open returns the existing cgroup name, for example to kill and remove
+// what a crashed process left behind. It fails with ErrNotFound only if
+// the cgroup exists in no hierarchy; a cgroup missing from some
+// hierarchies is opened so that it can be removed.
+func (m *Manager) Open(name string) (*Cgroup, error) {
+	if !validName(name) {
+		return nil, fmt.Errorf("cgroup: open %q: %w", name, ErrInvalidName)
+	}
+	c := m.cgroup(name)
+	if !c.existsAnywhere() {
+		return nil, fmt.Errorf("cgroup: open %s: %w", filepath.Join(m.parent, name), ErrNotFound)
+	}
+	return c, nil
+}
+
+// List returns, sorted, the names of the cgroups in berth's parent in any
+// hierarchy.
+func (m *Manager) List() ([]string, error) {
+	var names []string
+	for _, dir := range m.parentDirs() {
+		entries, err := os.ReadDir(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("cgroup: %w", err)
+		}
+		for _, e := range entries {
+			if e.IsDir() && validName(e.Name()) && !slices.Contains(names, e.Name()) {
+				names = append(names, e.Name())
+			}
+		}
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// validName reports whether name is a single path element matching
+// [A-Za-z0-9][A-Za-z0-9_.-]*, no longer than a file name may be.
+func validName(name string) bool {
+	if name == "" || len(name) > 255 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		b := name[i]
+		switch {
+		case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9':
+		case i > 0 && (b == '_' || b == '.' || b == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// A Cgroup is one sandbox's cgroup, present in every hierarchy of its
+// Manager. It is safe for concurrent use.
+type Cgroup struct {
+	name    string
+	rel     string            // "/parent/name": how /proc/PID/cgroup ends for members
+	unified string            // directory in the cgroup2 hierarchy; "" in V1 mode
+	v1      map[string]string // v1 controller → directory; empty in V2 mode
+	log     *slog.Logger
+
+	mu sync.Mutex // serialises Update, Freeze, Thaw, Kill and Remove
+}
+
+// Name returns the cgroup's name, as given to Create or Open.
+func (c *Cgroup) Name() string { return c.name }
+
+// dirs returns the cgroup's directory in every hierarchy, each once: v1
+// directories in name order (co-mounted controllers share one), then the
+// unified one.
+func (c *Cgroup) dirs() []string {
+	var dirs []string
+	for _, dir := range c.v1 {
+		if !slices.Contains(dirs, dir) {
+			dirs = append(dirs, dir)
+		}
+	}
+	slices.Sort(dirs)
+	if c.unified != "" {
+		dirs = append(dirs, c.unified)
+	}
+	return dirs
+}
+
+// ProcsFiles returns the cgroup.procs file of every hierarchy. A process
+// is fully in the cgroup only once its PID has been written to all of
+// them; a process writing "0" moves itself.
+func (c *Cgroup) ProcsFiles() []string {
+	var files []string
+	for _, dir := range c.dirs() {
+		files = append(files, filepath.Join(dir, "cgroup.procs"))
+	}
+	return files
+}
+
+// V2Dir returns the cgroup's directory in the unified hierarchy, whose
+// descriptor can be passed to clone3 with CLONE_INTO_CGROUP. ok is false
+// in V1 mode. In Hybrid mode a child started that way must still join the
+// other ProcsFiles.
+func (c *Cgroup) V2Dir() (dir string, ok bool) {
+	return c.unified, c.unified != ""
+}
+
+func (c *Cgroup) existsAnywhere() bool {
+	for _, dir := range c.dirs() {
+		if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
+			return true
+		}
+	}
+	return false
+}
