@@ -1,0 +1,20 @@
+// Package sandbox runs programs in hardened Linux containers made from OCI
+// images, the way os/exec runs them on the host.
+//
+//	sb := sandbox.New("alpine:3.20", &sandbox.Options{Args: []string{"echo", "hi"}, Stdout: os.Stdout})
+//	res, err := sb.Run(ctx)
+//
+// Each sandbox gets a copy-on-write root filesystem over the image's
+// shared layers, its own PID, mount, UTS, IPC, network and cgroup
+// namespaces, a cgroup with the requested limits, a minimal /dev, and the
+// capabilities, masked paths and no_new_privs of its security.Config.
+//
+// The sandbox's PID 1 is this program's own executable, started again from
+// a read-only mount of itself: a C constructor linked in by this package
+// takes over before the Go runtime starts, so the host program needs no
+// special call in main, and each idle sandbox costs the host only that
+// small init process. See SECURITY.md for why it is safe.
+//
+// Sandboxes are independent: many goroutines may create and run them at
+// once.
+package sandbox

@@ -1,0 +1,119 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/sandbox/internal/nsinit"
+)
+
+// ExecOptions describe a process to run in a running sandbox. Unset
+// fields take the sandbox's values: its image's user and working
+// directory, and its environment.
+type ExecOptions struct {
+	Args           []string
+	Env            []string // added to the sandbox's environment
+	Dir            string
+	User           string
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+}
+
+// Exec runs another process in the running sandbox, in all its namespaces
+// and its cgroup, with the same security settings, and waits for it.
+// Cancelling ctx kills it.
+func (s *Sandbox) Exec(ctx context.Context, o *ExecOptions) (*Result, error) {
+	if o == nil || len(o.Args) == 0 {
+		return nil, errors.New("sandbox exec: no command")
+	}
+	s.mu.Lock()
+	if s.cmd == nil || s.result == nil {
+		s.mu.Unlock()
+		return nil, ErrNotStarted
+	}
+	select {
+	case <-s.done:
+		s.mu.Unlock()
+		return nil, ErrNotRunning
+	default:
+	}
+	initPid := s.cmd.Process.Pid
+	// The spec of the sandbox's own workload is the base: what Exec's
+	// options leave out stays as the sandbox has it.
+	base := Options{Args: o.Args, Env: append(append([]string(nil), s.opts.Env...), o.Env...), Dir: o.Dir, User: o.User, Security: s.opts.Security}
+	if base.Dir == "" {
+		base.Dir = s.opts.Dir
+	}
+	if base.User == "" {
+		base.User = s.opts.User
+	}
+	rootfs := s.rootfs
+	s.mu.Unlock()
+
+	spec, err := s.processSpec(&base, rootfs)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, err)
+	}
+	pidfd, err := unix.PidfdOpen(initPid, 0)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, err)
+	}
+	pidfile := os.NewFile(uintptr(pidfd), "pidfd")
+	defer pidfile.Close()
+	spec.PidFD = 5 // after the spec and status pipes
+	spec.Namespaces = unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET | unix.CLONE_NEWPID | unix.CLONE_NEWCGROUP
+	spec.CgroupProcs = s.cg.ProcsFiles()
+
+	p, err := launch(nsinit.ModeExec, spec, s.cg, stdio{o.Stdin, o.Stdout, o.Stderr}, []*os.File{pidfile}, 0)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, err)
+	}
+	pidfile.Close()
+	res := &Result{Started: p.started}
+
+	ended := make(chan nsinit.Status, 1)
+	go func() {
+		var final nsinit.Status
+		for {
+			st, err := p.status.Next()
+			if err != nil {
+				break
+			}
+			if st.Exited {
+				final = st
+			}
+		}
+		ended <- final
+	}()
+	var final nsinit.Status
+	select {
+	case final = <-ended:
+	case <-ctx.Done():
+		res.Canceled = true
+		p.cmd.Process.Signal(nsinit.SigKillWorkload)
+		select {
+		case final = <-ended:
+		case <-time.After(time.Second):
+			// The helper does not answer: kill it, and its process
+			// with it (its parent-death signal).
+			p.cmd.Process.Kill()
+			final = <-ended
+		}
+	}
+	p.statusR.Close()
+	p.cmd.Wait()
+	res.Exited = time.Now()
+	if final.Exited {
+		res.ExitCode, res.Signal = final.ExitCode, final.Signal
+	} else {
+		res.ExitCode, res.Signal = 128+int(syscall.SIGKILL), syscall.SIGKILL
+	}
+	return res, nil
+}

@@ -1,0 +1,839 @@
+// The sandbox's first process. The host starts its own executable again,
+// already in fresh namespaces, with _BERTH_INIT in the environment; this
+// constructor runs before the Go runtime does, sets the sandbox up from the
+// spec on fd 3, starts the workload and stays behind as PID 1, reaping
+// zombies and forwarding signals. The Go runtime never starts in it, so an
+// idle sandbox costs the host a few hundred KiB rather than a Go heap.
+//
+// Exec mode (_BERTH_INIT=exec) joins the namespaces of a running sandbox
+// instead, through a pidfd on its PID 1, and runs one more process there.
+//
+// Protocol. Spec, on fd 3: records of a 2-byte tag, a 4-byte length and
+// that many bytes, to EOF. Status, on fd 4: lines "R" (the workload has
+// been exec'd), "X <code>" or "S <signal>" (it ended), or "E <errno>
+// <message>" (setting up failed; nothing was started).
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <linux/capability.h>
+#include <linux/close_range.h>
+#include <linux/filter.h>
+#include <linux/openat2.h>
+#include <linux/seccomp.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "spec.h"
+
+#define SPEC_FD 3
+#define STATUS_FD 4
+
+// ---- failure reporting ----------------------------------------------------
+
+static int status_fd = STATUS_FD;
+
+// exec_mode is set in a process that joins a running sandbox.
+static int exec_mode;
+
+static void write_all(int fd, const char *buf, size_t n) {
+	while (n > 0) {
+		ssize_t w = write(fd, buf, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return;
+		}
+		buf += w;
+		n -= (size_t)w;
+	}
+}
+
+static void status(const char *fmt, ...) {
+	char buf[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof buf - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if (n > (int)sizeof buf - 2)
+		n = sizeof buf - 2;
+	buf[n++] = '\n';
+	write_all(status_fd, buf, (size_t)n);
+}
+
+// die reports a setup failure to the host and exits. Messages name what
+// failed; the errno goes separately so the host can wrap it.
+__attribute__((noreturn, format(printf, 1, 2))) static void die(const char *fmt, ...) {
+	int err = errno;
+	char msg[400];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	for (char *p = msg; *p; p++)
+		if (*p == '\n')
+			*p = ' ';
+	status("E %d %s", err, msg);
+	_exit(126);
+}
+
+// ---- the spec ---------------------------------------------------------------
+
+struct mountspec {
+	const char *source, *target, *fstype, *data;
+	unsigned long flags;
+	int kind;
+};
+
+struct spec {
+	const char *rootfs, *hostname, *cwd, *path;
+	char **argv, **envp;
+	int argc, envc;
+	uid_t uid;
+	gid_t gid;
+	gid_t *groups;
+	int ngroups;
+	struct mountspec *mounts;
+	int nmounts;
+	const char **masked, **readonly_paths, **cgroup_procs;
+	int nmasked, nreadonly, ncgroup;
+	int readonly_root, no_new_privs, tty, loopback, bind_devices, unshare_cgroup;
+	uint64_t caps[5];  // bounding, effective, permitted, inheritable, ambient
+	int have_caps;
+	struct sock_fprog seccomp;
+	struct rlimit rlimits[RLIM_NLIMITS];
+	int rlimit_set[RLIM_NLIMITS];
+	int oom_score_adj, have_oom_score_adj;
+	int target_pidfd;  // exec mode
+	int namespaces;    // exec mode: CLONE_NEW* to join
+};
+
+static char *read_all(int fd, size_t *len) {
+	size_t cap = 16384, n = 0;
+	char *buf = malloc(cap);
+	if (!buf)
+		die("read spec: out of memory");
+	for (;;) {
+		if (n == cap) {
+			cap *= 2;
+			buf = realloc(buf, cap);
+			if (!buf)
+				die("read spec: out of memory");
+		}
+		ssize_t r = read(fd, buf + n, cap - n);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			die("read spec");
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	*len = n;
+	return buf;
+}
+
+static unsigned long long num(const char *s, const char *what) {
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || *end || end == s) {
+		errno = EINVAL;
+		die("spec: bad %s '%s'", what, s);
+	}
+	return v;
+}
+
+// fields splits a record of NUL-terminated strings.
+static int fields(char *p, uint32_t len, char **out, int max) {
+	int n = 0;
+	char *end = p + len;
+	while (p < end && n < max) {
+		out[n++] = p;
+		p += strlen(p) + 1;
+	}
+	return n;
+}
+
+// PUSH appends to a growing array and keeps a zeroed element after the
+// last, so that argv and envp end in NULL.
+#define PUSH(arr, count, val)                                             \
+	do {                                                              \
+		arr = realloc(arr, sizeof(*arr) * (size_t)((count) + 2)); \
+		if (!arr)                                                 \
+			die("spec: out of memory");                       \
+		arr[(count)++] = (val);                                   \
+		memset(&arr[(count)], 0, sizeof(*arr));                   \
+	} while (0)
+
+static void parse_spec(struct spec *s, char *buf, size_t len) {
+	memset(s, 0, sizeof *s);
+	s->uid = 0;
+	s->gid = 0;
+	s->target_pidfd = -1;
+	size_t off = 0;
+	while (off + 6 <= len) {
+		uint16_t tag;
+		uint32_t n;
+		memcpy(&tag, buf + off, 2);
+		memcpy(&n, buf + off + 2, 4);
+		off += 6;
+		if (n > len - off) {
+			errno = EINVAL;
+			die("spec: record %d overruns the spec", tag);
+		}
+		char *v = buf + off;
+		off += n;
+		// Every string record is sent NUL-terminated; check, so that a
+		// bad spec cannot make the parser read past it.
+		if (tag != TAG_SECCOMP && (n == 0 || v[n - 1] != 0)) {
+			errno = EINVAL;
+			die("spec: record %d is not terminated", tag);
+		}
+		char *f[6];
+		switch (tag) {
+		case TAG_ROOTFS: s->rootfs = v; break;
+		case TAG_HOSTNAME: s->hostname = v; break;
+		case TAG_CWD: s->cwd = v; break;
+		case TAG_PATH: s->path = v; break;
+		case TAG_ARG: PUSH(s->argv, s->argc, v); break;
+		case TAG_ENV: PUSH(s->envp, s->envc, v); break;
+		case TAG_UID: s->uid = (uid_t)num(v, "uid"); break;
+		case TAG_GID: s->gid = (gid_t)num(v, "gid"); break;
+		case TAG_GROUP: PUSH(s->groups, s->ngroups, (gid_t)num(v, "group")); break;
+		case TAG_CGROUP_PROCS: PUSH(s->cgroup_procs, s->ncgroup, v); break;
+		case TAG_MASK: PUSH(s->masked, s->nmasked, v); break;
+		case TAG_READONLY_PATH: PUSH(s->readonly_paths, s->nreadonly, v); break;
+		case TAG_READONLY_ROOT: s->readonly_root = 1; break;
+		case TAG_NO_NEW_PRIVS: s->no_new_privs = 1; break;
+		case TAG_TTY: s->tty = 1; break;
+		case TAG_LOOPBACK: s->loopback = 1; break;
+		case TAG_BIND_DEVICES: s->bind_devices = 1; break;
+		case TAG_UNSHARE_CGROUP: s->unshare_cgroup = 1; break;
+		case TAG_PIDFD: s->target_pidfd = (int)num(v, "pidfd"); break;
+		case TAG_NAMESPACES: s->namespaces = (int)num(v, "namespaces"); break;
+		case TAG_OOM_SCORE_ADJ:
+			s->oom_score_adj = (int)strtol(v, NULL, 10);
+			s->have_oom_score_adj = 1;
+			break;
+		case TAG_CAPS:
+			if (fields(v, n, f, 5) != 5) {
+				errno = EINVAL;
+				die("spec: capabilities need 5 sets");
+			}
+			for (int i = 0; i < 5; i++)
+				s->caps[i] = num(f[i], "capability set");
+			s->have_caps = 1;
+			break;
+		case TAG_RLIMIT: {
+			if (fields(v, n, f, 3) != 3) {
+				errno = EINVAL;
+				die("spec: rlimit needs 3 fields");
+			}
+			unsigned long long r = num(f[0], "rlimit");
+			if (r >= RLIM_NLIMITS) {
+				errno = EINVAL;
+				die("spec: rlimit %llu", r);
+			}
+			s->rlimits[r].rlim_cur = (rlim_t)num(f[1], "rlimit soft");
+			s->rlimits[r].rlim_max = (rlim_t)num(f[2], "rlimit hard");
+			s->rlimit_set[r] = 1;
+			break;
+		}
+		case TAG_MOUNT: {
+			if (fields(v, n, f, 6) != 6) {
+				errno = EINVAL;
+				die("spec: mount needs 6 fields");
+			}
+			struct mountspec m = {
+			    .kind = (int)num(f[0], "mount kind"),
+			    .source = f[1],
+			    .target = f[2],
+			    .fstype = f[3],
+			    .flags = (unsigned long)num(f[4], "mount flags"),
+			    .data = f[5],
+			};
+			PUSH(s->mounts, s->nmounts, m);
+			break;
+		}
+		case TAG_SECCOMP:
+			if (n % sizeof(struct sock_filter) != 0 || n == 0) {
+				errno = EINVAL;
+				die("spec: seccomp program of %u bytes", n);
+			}
+			s->seccomp.len = (unsigned short)(n / sizeof(struct sock_filter));
+			s->seccomp.filter = (struct sock_filter *)v;
+			break;
+		default:
+			errno = EINVAL;
+			die("spec: unknown record %d", tag);
+		}
+	}
+	if (off != len) {
+		errno = EINVAL;
+		die("spec: %zu trailing bytes", len - off);
+	}
+	if (s->argc == 0) {
+		errno = EINVAL;
+		die("spec: no command");
+	}
+}
+
+// The seccomp program must be aligned for the kernel's struct; the spec
+// buffer gives no such promise, so copy it.
+static void align_seccomp(struct spec *s) {
+	if (!s->seccomp.len)
+		return;
+	size_t n = s->seccomp.len * sizeof(struct sock_filter);
+	struct sock_filter *p = malloc(n);
+	if (!p)
+		die("seccomp: out of memory");
+	memcpy(p, s->seccomp.filter, n);
+	s->seccomp.filter = p;
+}
+
+// ---- paths inside the rootfs ----------------------------------------------
+
+static long openat2_(int dirfd, const char *path, int flags, unsigned long long resolve) {
+	struct open_how how = {.flags = (uint64_t)flags, .resolve = resolve};
+	return syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}
+
+// open_in_root opens path inside the rootfs as if the rootfs were "/": a
+// symlink in the image can never lead a mount out of it.
+static int open_in_root(int rootfd, const char *path, int flags) {
+	while (*path == '/')
+		path++;
+	if (!*path)
+		path = ".";
+	return (int)openat2_(rootfd, path, flags | O_CLOEXEC, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+}
+
+// make_in_root creates path's missing directories inside the rootfs, and
+// the last component as a directory or (file set) an empty file.
+static void make_in_root(int rootfd, const char *path, int file) {
+	char buf[PATH_MAX];
+	if (strlen(path) >= sizeof buf) {
+		errno = ENAMETOOLONG;
+		die("mount target %s", path);
+	}
+	strcpy(buf, path);
+	char *p = buf;
+	while (*p == '/')
+		p++;
+	for (;;) {
+		char *slash = strchr(p, '/');
+		int last = slash == NULL;
+		if (slash)
+			*slash = 0;
+		int fd = open_in_root(rootfd, buf, O_PATH);
+		if (fd >= 0) {
+			close(fd);
+		} else if (errno == ENOENT) {
+			// Create it in its parent, itself found inside the root.
+			char *base = strrchr(buf, '/');
+			int pfd;
+			if (base) {
+				*base = 0;
+				pfd = open_in_root(rootfd, buf, O_PATH | O_DIRECTORY);
+				*base = '/';
+				base++;
+			} else {
+				pfd = open_in_root(rootfd, ".", O_PATH | O_DIRECTORY);
+				base = buf;
+			}
+			if (pfd < 0)
+				die("mount target %s: parent", path);
+			int r;
+			if (last && file) {
+				r = openat(pfd, base, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0644);
+				if (r >= 0)
+					close(r);
+			} else {
+				r = mkdirat(pfd, base, 0755);
+			}
+			if (r < 0 && errno != EEXIST)
+				die("create mount target %s", path);
+			close(pfd);
+		} else {
+			die("mount target %s", path);
+		}
+		if (last)
+			return;
+		*slash = '/';
+		p = slash + 1;
+	}
+}
+
+static void fdpath(char *buf, size_t n, int fd) {
+	snprintf(buf, n, "/proc/self/fd/%d", fd);
+}
+
+static void remount_ro(const char *what, const char *where, unsigned long flags) {
+	if (mount(NULL, where, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | flags, NULL) < 0)
+		die("remount %s read-only", what);
+}
+
+static void do_mount(int rootfd, const struct mountspec *m) {
+	int file = 0;
+	if (m->kind == MOUNT_BIND) {
+		struct stat st;
+		if (stat(m->source, &st) < 0)
+			die("bind mount source %s", m->source);
+		file = !S_ISDIR(st.st_mode);
+	}
+	make_in_root(rootfd, m->target, file);
+	int fd = open_in_root(rootfd, m->target, O_PATH);
+	if (fd < 0)
+		die("mount target %s", m->target);
+	char where[64];
+	fdpath(where, sizeof where, fd);
+	unsigned long flags = m->flags;
+	switch (m->kind) {
+	case MOUNT_BIND:
+		if (mount(m->source, where, NULL, MS_BIND | MS_REC, NULL) < 0)
+			die("bind mount %s on %s", m->source, m->target);
+		if (flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)) {
+			if (mount(NULL, where, NULL, MS_BIND | MS_REMOUNT | (flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)), NULL) < 0)
+				die("remount bind mount %s with its flags", m->target);
+		}
+		break;
+	default:
+		if (mount(m->source, where, m->fstype, flags, m->data[0] ? m->data : NULL) < 0)
+			die("mount %s (%s) on %s", m->source, m->fstype, m->target);
+	}
+	close(fd);
+}
+
+struct devnode {
+	const char *name;
+	unsigned int major, minor;
+};
+
+static const struct devnode devnodes[] = {
+    {"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0},
+};
+
+// setup_dev fills the sandbox's own /dev tmpfs: the usual device nodes
+// (made, or bound from the host's where a user namespace forbids mknod),
+// a private devpts and the conventional links.
+static void setup_dev(int rootfd, int bind_devices) {
+	int dev = open_in_root(rootfd, "/dev", O_PATH | O_DIRECTORY);
+	if (dev < 0)
+		die("open /dev");
+	for (size_t i = 0; i < sizeof devnodes / sizeof devnodes[0]; i++) {
+		const struct devnode *d = &devnodes[i];
+		if (!bind_devices) {
+			if (mknodat(dev, d->name, S_IFCHR | 0666, makedev(d->major, d->minor)) < 0)
+				die("mknod /dev/%s", d->name);
+			continue;
+		}
+		int fd = openat(dev, d->name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0666);
+		if (fd < 0)
+			die("create /dev/%s", d->name);
+		close(fd);
+		char src[64], where[64];
+		snprintf(src, sizeof src, "/dev/%s", d->name);
+		int t = openat(dev, d->name, O_PATH | O_CLOEXEC | O_NOFOLLOW);
+		if (t < 0)
+			die("open /dev/%s", d->name);
+		fdpath(where, sizeof where, t);
+		if (mount(src, where, NULL, MS_BIND, NULL) < 0)
+			die("bind /dev/%s", d->name);
+		close(t);
+	}
+	static const char *links[][2] = {
+	    {"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"}, {"/proc/self/fd/1", "stdout"},
+	    {"/proc/self/fd/2", "stderr"}, {"pts/ptmx", "ptmx"},
+	};
+	for (size_t i = 0; i < sizeof links / sizeof links[0]; i++)
+		if (symlinkat(links[i][0], dev, links[i][1]) < 0)
+			die("link /dev/%s", links[i][1]);
+	if (mkdirat(dev, "pts", 0755) < 0 || mkdirat(dev, "shm", 01777) < 0 || mkdirat(dev, "mqueue", 0755) < 0)
+		die("mkdir in /dev");
+	close(dev);
+}
+
+// mask hides a path of the rootfs: /dev/null over a file, an empty
+// read-only tmpfs over a directory. Paths the image lacks need no hiding.
+static void mask(const char *path) {
+	struct stat st;
+	if (lstat(path, &st) < 0) {
+		if (errno == ENOENT)
+			return;
+		die("mask %s", path);
+	}
+	if (S_ISDIR(st.st_mode)) {
+		if (mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0,mode=0555") < 0)
+			die("mask %s", path);
+	} else if (mount("/dev/null", path, NULL, MS_BIND, NULL) < 0) {
+		die("mask %s", path);
+	}
+}
+
+static void make_readonly(const char *path) {
+	if (mount(path, path, NULL, MS_BIND | MS_REC, NULL) < 0) {
+		if (errno == ENOENT)
+			return;
+		die("bind %s", path);
+	}
+	remount_ro(path, path, MS_NOSUID | MS_NODEV | MS_NOEXEC);
+}
+
+static void loopback_up(void) {
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		die("socket for loopback");
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof ifr);
+	strcpy(ifr.ifr_name, "lo");
+	if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+		die("get flags of lo");
+	ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+	if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+		die("bring lo up");
+	close(s);
+}
+
+static void write_file(const char *path, const char *s) {
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		die("open %s", path);
+	size_t n = strlen(s);
+	if (write(fd, s, n) != (ssize_t)n)
+		die("write %s", path);
+	close(fd);
+}
+
+// setup_root builds the sandbox's mount tree and moves into it. It runs in
+// the sandbox's own mount namespace, so nothing here shows on the host.
+static void setup_root(struct spec *s) {
+	// Nothing done from here on may reach back into the host's mounts.
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		die("make mounts private");
+	if (mount(s->rootfs, s->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
+		die("bind rootfs %s", s->rootfs);
+	int rootfd = open(s->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0)
+		die("open rootfs %s", s->rootfs);
+	for (int i = 0; i < s->nmounts; i++) {
+		do_mount(rootfd, &s->mounts[i]);
+		if (strcmp(s->mounts[i].target, "/dev") == 0 && s->mounts[i].kind == MOUNT_DEV)
+			setup_dev(rootfd, s->bind_devices);
+	}
+	if (fchdir(rootfd) < 0)
+		die("chdir to rootfs");
+	// pivot_root(".", ".") stacks the old root under the new one; the
+	// detach then drops it, without needing a directory for it.
+	if (syscall(SYS_pivot_root, ".", ".") < 0)
+		die("pivot_root");
+	if (umount2(".", MNT_DETACH) < 0)
+		die("detach the host's root");
+	if (chdir("/") < 0)
+		die("chdir /");
+	close(rootfd);
+	for (int i = 0; i < s->nmasked; i++)
+		mask(s->masked[i]);
+	for (int i = 0; i < s->nreadonly; i++)
+		make_readonly(s->readonly_paths[i]);
+	if (s->readonly_root)
+		remount_ro("/", "/", 0);
+}
+
+// ---- the workload -----------------------------------------------------------
+
+static int capset_(uint64_t eff, uint64_t perm, uint64_t inh) {
+	struct __user_cap_header_struct h = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+	struct __user_cap_data_struct d[2] = {
+	    {.effective = (uint32_t)eff, .permitted = (uint32_t)perm, .inheritable = (uint32_t)inh},
+	    {.effective = (uint32_t)(eff >> 32), .permitted = (uint32_t)(perm >> 32), .inheritable = (uint32_t)(inh >> 32)},
+	};
+	return (int)syscall(SYS_capset, &h, d);
+}
+
+static void drop_privileges(struct spec *s) {
+	if (s->have_caps) {
+		// The bounding set first: dropping from it needs CAP_SETPCAP,
+		// which the effective set may be about to lose.
+		for (int c = 0; c <= 63; c++) {
+			if (s->caps[0] & (1ULL << c))
+				continue;
+			if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 && errno != EINVAL)
+				die("drop capability %d from the bounding set", c);
+		}
+		// Keep the permitted set across the uid change; the capset after
+		// it sets what remains.
+		if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+			die("keep capabilities");
+	}
+	if (setgroups((size_t)s->ngroups, s->groups) < 0)
+		die("set supplementary groups");
+	if (setresgid(s->gid, s->gid, s->gid) < 0)
+		die("set gid %u", s->gid);
+	if (setresuid(s->uid, s->uid, s->uid) < 0)
+		die("set uid %u", s->uid);
+	if (s->have_caps) {
+		if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0)
+			die("reset keepcaps");
+		if (capset_(s->caps[1], s->caps[2], s->caps[3]) < 0)
+			die("set capabilities");
+		if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+			die("clear ambient capabilities");
+		for (int c = 0; c <= 63; c++)
+			if (s->caps[4] & (1ULL << c))
+				if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) < 0)
+					die("raise ambient capability %d", c);
+	}
+}
+
+// lookup finds the command the way execvp would, but in the sandbox's PATH
+// rather than the host's.
+static const char *lookup(struct spec *s, char *buf, size_t n) {
+	const char *cmd = s->argv[0];
+	if (strchr(cmd, '/'))
+		return cmd;
+	const char *path = s->path && *s->path ? s->path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+	int saw_eacces = 0;
+	while (*path) {
+		const char *colon = strchr(path, ':');
+		size_t len = colon ? (size_t)(colon - path) : strlen(path);
+		if (len == 0)
+			snprintf(buf, n, "%s", cmd);
+		else
+			snprintf(buf, n, "%.*s/%s", (int)len, path, cmd);
+		if (access(buf, X_OK) == 0)
+			return buf;
+		if (errno == EACCES)
+			saw_eacces = 1;
+		path += len + (colon ? 1 : 0);
+	}
+	errno = saw_eacces ? EACCES : ENOENT;
+	die("exec %s: not found in PATH", cmd);
+}
+
+// exec_workload runs in the workload's own process: the last steps that
+// only it may take, then the exec. errfd is close-on-exec, so the exec
+// closing it is how init learns it worked.
+__attribute__((noreturn)) static void exec_workload(struct spec *s, int errfd) {
+	status_fd = errfd;
+	sigset_t all;
+	sigfillset(&all);
+	for (int sig = 1; sig < NSIG; sig++)
+		signal(sig, SIG_DFL);
+	sigprocmask(SIG_UNBLOCK, &all, NULL);
+	if (setsid() < 0)
+		die("setsid");
+
+	if (s->tty && ioctl(0, TIOCSCTTY, 0) < 0)
+		die("make stdin the controlling terminal");
+	for (int r = 0; r < RLIM_NLIMITS; r++)
+		if (s->rlimit_set[r] && setrlimit(r, &s->rlimits[r]) < 0)
+			die("set rlimit %d", r);
+	if (s->have_oom_score_adj) {
+		char v[16];
+		snprintf(v, sizeof v, "%d", s->oom_score_adj);
+		write_file("/proc/self/oom_score_adj", v);
+	}
+	char exe[PATH_MAX];
+	const char *path = lookup(s, exe, sizeof exe);
+	drop_privileges(s);
+	// An exec'd process lives in the sandbox's PID namespace, out of reach
+	// of the host's kill of its helper; tie it to the helper's life. Set
+	// after the uid change, which would clear it.
+	if (exec_mode && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+		die("set parent death signal");
+	if (s->cwd && chdir(s->cwd) < 0)
+		die("chdir %s", s->cwd);
+	if (s->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		die("set no_new_privs");
+	// Nothing of the host's may reach the workload: every descriptor but
+	// stdio closes at exec (runc's CVE-2024-21626 leaked one).
+	if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+		die("close descriptors");
+	// The filter goes last, so that it need not allow what set-up uses.
+	if (s->seccomp.len && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &s->seccomp) < 0)
+		die("load seccomp filter");
+	execve(path, s->argv, s->envp ? s->envp : (char *[]){NULL});
+	die("exec %s", path);
+}
+
+// start forks the workload and waits for its exec: returns its pid, or
+// reports the failure and exits.
+static pid_t start(struct spec *s) {
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		die("pipe");
+	pid_t pid = fork();
+	if (pid < 0)
+		die("fork the workload");
+	if (pid == 0) {
+		close(p[0]);
+		exec_workload(s, p[1]);
+	}
+	close(p[1]);
+	char buf[512];
+	ssize_t n, got = 0;
+	while ((n = read(p[0], buf + got, sizeof buf - 1 - (size_t)got)) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		got += n;
+		if ((size_t)got >= sizeof buf - 1)
+			break;
+	}
+	close(p[0]);
+	if (got > 0) {
+		// The workload's own report of why it could not start.
+		write_all(status_fd, buf, (size_t)got);
+		waitpid(pid, NULL, 0);
+		_exit(126);
+	}
+	status("R");
+	return pid;
+}
+
+// ---- PID 1 --------------------------------------------------------------------
+
+// reap waits for the workload, forwarding signals to it and reaping every
+// orphan the kernel hands to PID 1, and exits with its status.
+__attribute__((noreturn)) static void reap(pid_t main_pid, int sfd) {
+	for (;;) {
+		struct signalfd_siginfo si;
+		ssize_t n = read(sfd, &si, sizeof si);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n != sizeof si)
+			die("read signalfd");
+		if (si.ssi_signo != SIGCHLD) {
+			int sig = (int)si.ssi_signo;
+			// A process that joined a sandbox must not outlive its
+			// helper as an orphan: the host's reaper, not the
+			// sandbox's, would inherit it. So the host asks the helper
+			// to kill it, and the helper reaps it.
+			if (exec_mode && sig == SIGRTMAX)
+				sig = SIGKILL;
+			kill(main_pid, sig);
+			continue;
+		}
+		for (;;) {
+			int st;
+			pid_t p = waitpid(-1, &st, WNOHANG);
+			if (p <= 0)
+				break;
+			if (p != main_pid)
+				continue;
+			// The sandbox ends with its main process; the kernel kills
+			// the rest when PID 1 exits.
+			if (WIFSIGNALED(st)) {
+				status("S %d", WTERMSIG(st));
+				_exit(128 + WTERMSIG(st));
+			}
+			status("X %d", WEXITSTATUS(st));
+			_exit(WEXITSTATUS(st));
+		}
+	}
+}
+
+static int block_signals(void) {
+	sigset_t all;
+	sigfillset(&all);
+	if (sigprocmask(SIG_BLOCK, &all, NULL) < 0)
+		die("block signals");
+	int sfd = signalfd(-1, &all, SFD_CLOEXEC);
+	if (sfd < 0)
+		die("signalfd");
+	return sfd;
+}
+
+static void join_cgroups(struct spec *s) {
+	for (int i = 0; i < s->ncgroup; i++)
+		write_file(s->cgroup_procs[i], "0");
+	// A cgroup namespace made now has the sandbox's cgroup as its root.
+	if (s->unshare_cgroup && unshare(CLONE_NEWCGROUP) < 0)
+		die("new cgroup namespace");
+}
+
+static struct spec *load_spec(void) {
+	static struct spec s;
+	size_t len;
+	char *buf = read_all(SPEC_FD, &len);
+	close(SPEC_FD);
+	parse_spec(&s, buf, len);
+	align_seccomp(&s);
+	return &s;
+}
+
+static void run_init(void) {
+	struct spec *s = load_spec();
+	// No one in the sandbox may ptrace PID 1 or open its /proc entries,
+	// its exe link among them (runc's CVE-2019-5736 went through it).
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		die("set non-dumpable");
+	int sfd = block_signals();
+	join_cgroups(s);
+	if (s->rootfs)
+		setup_root(s);
+	if (s->hostname && sethostname(s->hostname, strlen(s->hostname)) < 0)
+		die("set hostname %s", s->hostname);
+	if (s->loopback)
+		loopback_up();
+	pid_t pid = start(s);
+	reap(pid, sfd);
+}
+
+// run_exec joins a running sandbox. Entering its PID namespace only takes
+// effect for children, so the process forks once more and waits, passing
+// the status on like PID 1 does.
+static void run_exec(void) {
+	exec_mode = 1;
+	struct spec *s = load_spec();
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		die("set non-dumpable");
+	join_cgroups(s);
+	if (setns(s->target_pidfd, s->namespaces) < 0)
+		die("join the sandbox's namespaces");
+	close(s->target_pidfd);
+	if (chdir("/") < 0)
+		die("chdir /");
+	int sfd = block_signals();
+	pid_t pid = start(s);
+	reap(pid, sfd);
+}
+
+__attribute__((constructor)) static void berth_nsinit(void) {
+	const char *mode = getenv("_BERTH_INIT");
+	if (!mode)
+		return;
+	if (strcmp(mode, "init") == 0)
+		run_init();
+	if (strcmp(mode, "exec") == 0)
+		run_exec();
+	errno = EINVAL;
+	die("unknown _BERTH_INIT mode %s", mode);
+}

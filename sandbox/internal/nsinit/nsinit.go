@@ -1,0 +1,286 @@
+// Package nsinit is the sandbox's first process and the host's side of
+// talking to it.
+//
+// The C half (nsinit.c) is a constructor linked into every program that
+// imports this package. When the host re-executes its own binary with
+// _BERTH_INIT set, the constructor runs before the Go runtime starts: it
+// reads a Spec from fd 3, builds the sandbox's mounts, starts the workload
+// and stays as PID 1, reporting on fd 4. A program that imports berth needs
+// no call in main for this to work.
+package nsinit
+
+// #include "spec.h"
+import "C"
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// EnvMode names the environment variable that switches the constructor on;
+// its value is ModeInit or ModeExec.
+const (
+	EnvMode  = "_BERTH_INIT"
+	ModeInit = "init"
+	ModeExec = "exec"
+)
+
+// MountKind says how the init makes a Mount.
+type MountKind int
+
+// Mount kinds.
+const (
+	MountBind MountKind = C.MOUNT_BIND // Source is a host path, bound recursively
+	MountFS   MountKind = C.MOUNT_FS   // a filesystem of type FSType
+	MountDev  MountKind = C.MOUNT_DEV  // a tmpfs at /dev, filled with device nodes
+)
+
+// A Mount is made inside the rootfs before the pivot. Target is resolved
+// inside the rootfs, so that symlinks in the image cannot redirect it.
+type Mount struct {
+	Kind   MountKind
+	Source string
+	Target string
+	FSType string
+	Flags  uintptr // MS_* flags
+	Data   string
+}
+
+// Caps are the five capability sets, as bit masks.
+type Caps struct {
+	Bounding, Effective, Permitted, Inheritable, Ambient uint64
+}
+
+// Rlimit is one resource limit.
+type Rlimit struct {
+	Resource   int
+	Soft, Hard uint64
+}
+
+// A Spec is everything the init needs to set a sandbox up and start its
+// workload, or (in exec mode) to join one.
+type Spec struct {
+	Rootfs        string // host path of the root filesystem; empty in exec mode
+	Hostname      string
+	Dir           string // working directory inside the sandbox
+	Path          string // the PATH to look the command up in
+	Args          []string
+	Env           []string
+	UID, GID      uint32
+	Groups        []uint32
+	CgroupProcs   []string // cgroup.procs files to join before anything else
+	UnshareCgroup bool     // make a cgroup namespace after joining
+	Mounts        []Mount
+	Masked        []string
+	ReadonlyPaths []string
+	ReadonlyRoot  bool
+	NoNewPrivs    bool
+	TTY           bool
+	Loopback      bool // bring lo up in a new network namespace
+	BindDevices   bool // bind device nodes from the host (no mknod in a user namespace)
+	Caps          *Caps
+	Rlimits       []Rlimit
+	Seccomp       []byte // a compiled BPF program (struct sock_filter array)
+	OOMScoreAdj   *int
+	PidFD         int // exec mode: descriptor number of a pidfd on the sandbox's PID 1
+	Namespaces    int // exec mode: CLONE_NEW* flags to join
+}
+
+// Encode serialises the spec in the records nsinit.c reads.
+func (s *Spec) Encode() []byte {
+	var b []byte
+	rec := func(tag int, fields ...string) {
+		n := 0
+		for _, f := range fields {
+			n += len(f) + 1
+		}
+		b = binary.NativeEndian.AppendUint16(b, uint16(tag))
+		b = binary.NativeEndian.AppendUint32(b, uint32(n))
+		for _, f := range fields {
+			b = append(b, f...)
+			b = append(b, 0)
+		}
+	}
+	str := func(tag int, v string) {
+		if v != "" {
+			rec(tag, v)
+		}
+	}
+	flag := func(tag int, v bool) {
+		if v {
+			rec(tag, "1")
+		}
+	}
+	u := func(v uint64) string { return strconv.FormatUint(v, 10) }
+
+	str(C.TAG_ROOTFS, s.Rootfs)
+	str(C.TAG_HOSTNAME, s.Hostname)
+	str(C.TAG_CWD, s.Dir)
+	str(C.TAG_PATH, s.Path)
+	for _, a := range s.Args {
+		rec(C.TAG_ARG, a)
+	}
+	for _, e := range s.Env {
+		rec(C.TAG_ENV, e)
+	}
+	rec(C.TAG_UID, u(uint64(s.UID)))
+	rec(C.TAG_GID, u(uint64(s.GID)))
+	for _, g := range s.Groups {
+		rec(C.TAG_GROUP, u(uint64(g)))
+	}
+	for _, p := range s.CgroupProcs {
+		rec(C.TAG_CGROUP_PROCS, p)
+	}
+	flag(C.TAG_UNSHARE_CGROUP, s.UnshareCgroup)
+	for _, m := range s.Mounts {
+		rec(C.TAG_MOUNT, u(uint64(m.Kind)), m.Source, m.Target, m.FSType, u(uint64(m.Flags)), m.Data)
+	}
+	for _, p := range s.Masked {
+		rec(C.TAG_MASK, p)
+	}
+	for _, p := range s.ReadonlyPaths {
+		rec(C.TAG_READONLY_PATH, p)
+	}
+	flag(C.TAG_READONLY_ROOT, s.ReadonlyRoot)
+	flag(C.TAG_NO_NEW_PRIVS, s.NoNewPrivs)
+	flag(C.TAG_TTY, s.TTY)
+	flag(C.TAG_LOOPBACK, s.Loopback)
+	flag(C.TAG_BIND_DEVICES, s.BindDevices)
+	if c := s.Caps; c != nil {
+		rec(C.TAG_CAPS, u(c.Bounding), u(c.Effective), u(c.Permitted), u(c.Inheritable), u(c.Ambient))
+	}
+	for _, r := range s.Rlimits {
+		rec(C.TAG_RLIMIT, u(uint64(r.Resource)), u(r.Soft), u(r.Hard))
+	}
+	if len(s.Seccomp) > 0 {
+		b = binary.NativeEndian.AppendUint16(b, C.TAG_SECCOMP)
+		b = binary.NativeEndian.AppendUint32(b, uint32(len(s.Seccomp)))
+		b = append(b, s.Seccomp...)
+	}
+	if s.OOMScoreAdj != nil {
+		rec(C.TAG_OOM_SCORE_ADJ, strconv.Itoa(*s.OOMScoreAdj))
+	}
+	if s.Namespaces != 0 {
+		rec(C.TAG_PIDFD, strconv.Itoa(s.PidFD))
+		rec(C.TAG_NAMESPACES, strconv.Itoa(s.Namespaces))
+	}
+	return b
+}
+
+// Status is what the init reports about the workload.
+type Status struct {
+	Started  bool
+	Exited   bool
+	ExitCode int
+	Signal   syscall.Signal // nonzero if a signal ended it
+}
+
+// SetupError is a failure the init reported while setting the sandbox up:
+// nothing of the workload ran.
+type SetupError struct {
+	Msg   string
+	Errno syscall.Errno
+}
+
+func (e *SetupError) Error() string {
+	if e.Errno != 0 {
+		return e.Msg + ": " + e.Errno.Error()
+	}
+	return e.Msg
+}
+
+func (e *SetupError) Unwrap() error {
+	if e.Errno == 0 {
+		return nil
+	}
+	return e.Errno
+}
+
+// A StatusReader reads the init's reports from fd 4's other end.
+type StatusReader struct {
+	r *bufio.Reader
+}
+
+// NewStatusReader reads status lines from r.
+func NewStatusReader(r io.Reader) *StatusReader {
+	return &StatusReader{r: bufio.NewReaderSize(r, 512)}
+}
+
+// Next returns the next report. It returns io.EOF when the init has gone
+// without a word, which means it was killed.
+func (sr *StatusReader) Next() (Status, error) {
+	line, err := sr.r.ReadString('\n')
+	if err != nil {
+		if errors.Is(err, io.EOF) && line == "" {
+			return Status{}, io.EOF
+		}
+		if !errors.Is(err, io.EOF) {
+			return Status{}, err
+		}
+	}
+	line = strings.TrimSuffix(line, "\n")
+	kind, rest, _ := strings.Cut(line, " ")
+	switch kind {
+	case "R":
+		return Status{Started: true}, nil
+	case "X":
+		code, err := strconv.Atoi(rest)
+		if err != nil {
+			break
+		}
+		return Status{Exited: true, ExitCode: code}, nil
+	case "S":
+		sig, err := strconv.Atoi(rest)
+		if err != nil {
+			break
+		}
+		return Status{Exited: true, ExitCode: 128 + sig, Signal: syscall.Signal(sig)}, nil
+	case "E":
+		errnoStr, msg, _ := strings.Cut(rest, " ")
+		n, _ := strconv.Atoi(errnoStr)
+		return Status{}, &SetupError{Msg: msg, Errno: syscall.Errno(n)}
+	}
+	return Status{}, fmt.Errorf("nsinit: garbled status %q", line)
+}
+
+// SelfExe returns a path through which to execute this program such that
+// nothing can write to the file: a read-only, detached bind mount of the
+// executable, held open for the life of the process. A sandbox's PID 1 is
+// this program, and runc's CVE-2019-5736 showed a container overwriting its
+// runtime through /proc/<pid>/exe; a read-only mount refuses that without
+// runc's remedy of copying the binary into memory for every container.
+var SelfExe = sync.OnceValues(func() (string, error) {
+	fd, err := unix.OpenTree(unix.AT_FDCWD, "/proc/self/exe", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return "", fmt.Errorf("nsinit: detached mount of own executable: %w", err)
+	}
+	err = unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NODEV})
+	if err != nil {
+		unix.Close(fd)
+		return "", fmt.Errorf("nsinit: make own executable's mount read-only: %w", err)
+	}
+	// The descriptor stays open: the path below lives as long as it does.
+	// It is moved high, because the path is resolved in the child after
+	// os/exec has placed ExtraFiles at 3, 4, ...: a low number would by
+	// then name one of those.
+	high, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 64)
+	unix.Close(fd)
+	if err != nil {
+		return "", fmt.Errorf("nsinit: move own executable's descriptor: %w", err)
+	}
+	return "/proc/self/fd/" + strconv.Itoa(high), nil
+})
+
+// SigKillWorkload, sent to an exec helper, makes it SIGKILL the process it
+// started and then report and exit like any other end. Killing the helper
+// itself would orphan that process to the host's init.
+const SigKillWorkload = syscall.Signal(64) // SIGRTMAX

@@ -1,0 +1,40 @@
+// Records of the spec the host sends the sandbox's init on fd 3. Shared by
+// nsinit.c and, through cgo, by the Go code that writes them.
+#ifndef BERTH_SPEC_H
+#define BERTH_SPEC_H
+
+enum {
+	TAG_ROOTFS = 1,
+	TAG_HOSTNAME,
+	TAG_CWD,
+	TAG_PATH,
+	TAG_ARG,
+	TAG_ENV,
+	TAG_UID,
+	TAG_GID,
+	TAG_GROUP,
+	TAG_CGROUP_PROCS,
+	TAG_MOUNT,
+	TAG_MASK,
+	TAG_READONLY_PATH,
+	TAG_READONLY_ROOT,
+	TAG_NO_NEW_PRIVS,
+	TAG_TTY,
+	TAG_LOOPBACK,
+	TAG_BIND_DEVICES,
+	TAG_UNSHARE_CGROUP,
+	TAG_CAPS,
+	TAG_RLIMIT,
+	TAG_SECCOMP,
+	TAG_OOM_SCORE_ADJ,
+	TAG_PIDFD,
+	TAG_NAMESPACES,
+};
+
+enum {
+	MOUNT_BIND = 1, // source is a host path, bound recursively
+	MOUNT_FS,       // a filesystem: proc, sysfs, tmpfs, devpts, mqueue
+	MOUNT_DEV,      // the tmpfs for /dev, then filled with device nodes
+};
+
+#endif

@@ -1,0 +1,621 @@
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/cgroup"
+	"github.com/berth-dev/berth/layerfs"
+	"github.com/berth-dev/berth/sandbox/internal/nsinit"
+	"github.com/berth-dev/berth/security"
+)
+
+// Errors a Sandbox's methods return; test for them with errors.Is.
+var (
+	ErrNotStarted     = errors.New("sandbox not started")
+	ErrAlreadyStarted = errors.New("sandbox already started")
+	ErrNotRunning     = errors.New("sandbox not running")
+	// ErrSetup wraps a failure to build the sandbox before its workload
+	// started: nothing of the workload ran.
+	ErrSetup = errors.New("sandbox setup failed")
+)
+
+// DefaultStateDir holds the runtime state of running sandboxes. It is on
+// tmpfs, like the mounts and cgroups it describes, so a reboot clears both.
+const DefaultStateDir = "/run/berth"
+
+// Storage prepares and releases root filesystems. *layerfs.Store is the
+// built-in one; out-of-process storage plugins implement the same methods.
+type Storage interface {
+	Image(ctx context.Context, ref string) (*layerfs.Image, error)
+	Prepare(ctx context.Context, key string, img *layerfs.Image) (*layerfs.Rootfs, error)
+	Release(ctx context.Context, key string) error
+}
+
+// Options configure a sandbox. The zero value runs the image's default
+// command with the Default security settings and no network.
+type Options struct {
+	// Args is the command and its arguments; empty means the image's
+	// Entrypoint and Cmd. A non-empty Args replaces both, as `docker run
+	// --entrypoint` with arguments would.
+	Args []string
+	// Env is added to the image's environment, replacing variables of the
+	// same name. Entries are KEY=VALUE.
+	Env []string
+	// Dir is the working directory; empty means the image's, or "/".
+	Dir string
+	// User is "uid[:gid]" or "name[:group]", resolved in the image's
+	// /etc/passwd and /etc/group; empty means the image's user, or root.
+	User string
+	// Hostname defaults to the first 12 characters of the sandbox's ID.
+	Hostname string
+
+	// Stdin, Stdout and Stderr are the workload's standard streams, as in
+	// os/exec: nil means /dev/null, and an *os.File is passed straight on.
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+
+	// Mounts are added to the rootfs, in order.
+	Mounts []Mount
+	// ReadonlyRootfs makes / read-only; mounts stay as they are.
+	ReadonlyRootfs bool
+	// Rlimits are set for the workload.
+	Rlimits []Rlimit
+	// Resources are the cgroup limits; nil means none.
+	Resources *cgroup.Resources
+	// Security says what the workload may do; nil means security.Default().
+	Security *security.Config
+	// Timeout, if positive, kills the sandbox that long after it started;
+	// the Result then says TimedOut.
+	Timeout time.Duration
+
+	// Storage resolves the image and prepares the rootfs; nil opens the
+	// store at layerfs.DefaultRoot().
+	Storage Storage
+	// Cgroups is where sandbox cgroups go; nil detects the host's layout
+	// and uses the "berth" parent.
+	Cgroups *cgroup.Manager
+	// StateDir holds per-sandbox runtime files; empty means DefaultStateDir.
+	StateDir string
+	// Logger receives diagnostics; nil discards them.
+	Logger *slog.Logger
+}
+
+// A Mount is a filesystem to add to the sandbox.
+type Mount struct {
+	Type        string // "bind" or "tmpfs"
+	Source      string // host path for bind mounts
+	Destination string // absolute path inside the sandbox
+	ReadOnly    bool
+	Options     string // tmpfs data, e.g. "size=64m,mode=1777"
+}
+
+// An Rlimit is a resource limit for the workload, as setrlimit(2) takes.
+type Rlimit struct {
+	Resource   int // unix.RLIMIT_*
+	Soft, Hard uint64
+}
+
+// Result says how a sandbox's workload ended.
+type Result struct {
+	ExitCode   int            // the exit status, or 128+signal
+	Signal     syscall.Signal // the signal that ended it, if one did
+	OOMKilled  bool           // the kernel's OOM killer killed a process in it
+	TimedOut   bool           // Options.Timeout ran out
+	Canceled   bool           // the context given to Start was cancelled
+	PeakMemory uint64         // bytes, as the cgroup recorded
+	CPUTime    time.Duration  // user + system, all processes
+	Started    time.Time
+	Exited     time.Time
+}
+
+// Success reports whether the workload exited with status 0.
+func (r *Result) Success() bool { return r.ExitCode == 0 && r.Signal == 0 }
+
+// A Sandbox is one container. Create it with New, start it with Start or
+// Run, and Close it when done.
+type Sandbox struct {
+	ref  string
+	img  *layerfs.Image
+	opts Options
+	log  *slog.Logger
+	id   string
+
+	state  State
+	rootfs string // host path of the rootfs, once started
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	cmd     *exec.Cmd
+	status  *nsinit.StatusReader
+	cg      *cgroup.Cgroup
+	storage Storage
+	undo    []func() error // cleanup, newest last
+	done    chan struct{}  // closed when the workload has ended and been reaped
+	result  *Result
+	waitErr error
+	killed  struct{ timeout, cancel bool }
+}
+
+// New returns a sandbox for the image ref names, not yet started. As with
+// exec.Command, problems are reported by Start.
+func New(ref string, opts *Options) *Sandbox {
+	s := &Sandbox{ref: ref, done: make(chan struct{})}
+	if opts != nil {
+		s.opts = *opts
+	}
+	s.log = s.opts.Logger
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	var b [8]byte
+	rand.Read(b[:])
+	s.id = hex.EncodeToString(b[:])
+	return s
+}
+
+// NewFromImage returns a sandbox for an image value already resolved in
+// storage (nil storage means opts.Storage, or the default store).
+func NewFromImage(img *layerfs.Image, opts *Options) *Sandbox {
+	s := New(img.Digest.String(), opts)
+	s.img = img
+	return s
+}
+
+// ID returns the sandbox's unique ID.
+func (s *Sandbox) ID() string { return s.id }
+
+// Run starts the sandbox, waits for its workload to end and frees
+// everything it used.
+func (s *Sandbox) Run(ctx context.Context) (*Result, error) {
+	if err := s.Start(ctx); err != nil {
+		return nil, err
+	}
+	return s.Wait()
+}
+
+// Start builds the sandbox and starts its workload, returning once the
+// workload's program is running. Cancelling ctx afterwards kills the
+// sandbox, as exec.CommandContext does.
+func (s *Sandbox) Start(ctx context.Context) (err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return ErrAlreadyStarted
+	}
+	if s.closed {
+		return fmt.Errorf("sandbox %s: closed", s.id)
+	}
+	s.started = true
+	defer func() {
+		if err != nil {
+			s.cleanup()
+			close(s.done)
+			err = fmt.Errorf("sandbox %s: %w", s.id, err)
+		}
+	}()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
+	s.storage = s.opts.Storage
+	if s.storage == nil {
+		st, err := layerfs.Open(layerfs.DefaultRoot(), &layerfs.Options{Logger: s.log})
+		if err != nil {
+			return err
+		}
+		s.storage = st
+	}
+	if s.img == nil {
+		if s.img, err = s.storage.Image(ctx, s.ref); err != nil {
+			return err
+		}
+	}
+	cgm := s.opts.Cgroups
+	if cgm == nil {
+		if cgm, err = cgroup.NewManager(cgroup.Options{Logger: s.log}); err != nil {
+			return err
+		}
+	}
+
+	// The record comes before anything it describes, so that a crash at
+	// any later point leaves Recover enough to undo it.
+	stateDir := filepath.Join(s.stateRoot(), s.id)
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return err
+	}
+	s.undo = append(s.undo, func() error { return os.RemoveAll(stateDir) })
+	s.state = State{
+		ID: s.id, Image: s.ref, Args: s.opts.Args, Created: time.Now().UTC(), Host: self(),
+		RootfsKey: "sandbox-" + s.id, Cgroup: s.id, Parent: cgm.Parent(),
+	}
+	if st, ok := s.storage.(*layerfs.Store); ok {
+		s.state.Store = st.Root()
+	}
+	if err := writeState(stateDir, &s.state); err != nil {
+		return err
+	}
+
+	rootfs, err := s.storage.Prepare(ctx, s.state.RootfsKey, s.img)
+	if err != nil {
+		return err
+	}
+	s.undo = append(s.undo, func() error { return s.storage.Release(context.Background(), s.state.RootfsKey) })
+
+	s.cg, err = cgm.Create(s.id, s.opts.Resources)
+	if err != nil {
+		return err
+	}
+	s.undo = append(s.undo, func() error { return s.cg.Remove(context.Background()) })
+
+	spec, err := s.buildSpec(rootfs.Path, stateDir)
+	if err != nil {
+		return err
+	}
+	s.state.Hostname = spec.Hostname
+	if err := s.startInit(ctx, spec); err != nil {
+		return err
+	}
+	s.rootfs = rootfs.Path
+	if st, err := procStartTime(s.cmd.Process.Pid); err == nil {
+		s.state.Init = procID{PID: s.cmd.Process.Pid, StartTime: st}
+		if err := writeState(stateDir, &s.state); err != nil {
+			s.log.Warn("update sandbox state", "id", s.id, "err", err)
+		}
+	}
+	return nil
+}
+
+func (s *Sandbox) stateRoot() string {
+	if s.opts.StateDir != "" {
+		return s.opts.StateDir
+	}
+	return DefaultStateDir
+}
+
+// startInit starts the sandbox's PID 1 and waits for its word that the
+// workload runs.
+func (s *Sandbox) startInit(ctx context.Context, spec *nsinit.Spec) error {
+	p, err := launch(nsinit.ModeInit, spec, s.cg, stdio{s.opts.Stdin, s.opts.Stdout, s.opts.Stderr}, nil,
+		unix.CLONE_NEWPID|unix.CLONE_NEWNS|unix.CLONE_NEWUTS|unix.CLONE_NEWIPC|unix.CLONE_NEWNET)
+	if err != nil {
+		return err
+	}
+	s.cmd, s.status = p.cmd, p.status
+	s.result = &Result{Started: p.started}
+	go s.supervise(ctx, p.statusR)
+	return nil
+}
+
+type stdio struct {
+	in       io.Reader
+	out, err io.Writer
+}
+
+// A launched process is an init or exec helper whose workload runs.
+type launched struct {
+	cmd     *exec.Cmd
+	status  *nsinit.StatusReader
+	statusR *os.File
+	started time.Time
+}
+
+// launch starts this program again as nsinit in mode, in new namespaces
+// (cloneflags) and born into cg, hands it spec, and waits until the
+// workload's exec has succeeded or setting up has failed. extra files
+// follow the spec and status pipes, from fd 5.
+func launch(mode string, spec *nsinit.Spec, cg *cgroup.Cgroup, std stdio, extra []*os.File, cloneflags uintptr) (*launched, error) {
+	exe, err := nsinit.SelfExe()
+	if err != nil {
+		return nil, err
+	}
+	specR, specW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer specR.Close()
+	defer specW.Close()
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer statusW.Close()
+
+	cmd := &exec.Cmd{
+		Path:       exe,
+		Args:       []string{"berth-" + mode},
+		Env:        []string{nsinit.EnvMode + "=" + mode},
+		Stdin:      std.in,
+		Stdout:     std.out,
+		Stderr:     std.err,
+		ExtraFiles: append([]*os.File{specR, statusW}, extra...),
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags: cloneflags,
+			// If the host dies, so does the sandbox; Recover then
+			// reclaims what it left.
+			Pdeathsig: syscall.SIGKILL,
+		},
+	}
+	if dir, ok := cg.V2Dir(); ok {
+		// Born in its cgroup: charged for everything from the first page.
+		fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			statusR.Close()
+			return nil, fmt.Errorf("open cgroup %s: %w", dir, err)
+		}
+		defer unix.Close(fd)
+		cmd.SysProcAttr.UseCgroupFD = true
+		cmd.SysProcAttr.CgroupFD = fd
+	}
+	// The spec fits the pipe's buffer unless a seccomp program is huge; a
+	// writer goroutine covers that case without costing the common one.
+	enc := spec.Encode()
+	if len(enc) < 60<<10 {
+		if _, err := specW.Write(enc); err != nil {
+			statusR.Close()
+			return nil, err
+		}
+		specW.Close()
+	} else {
+		go func() {
+			specW.Write(enc)
+			specW.Close()
+		}()
+	}
+	if err := cmd.Start(); err != nil {
+		statusR.Close()
+		return nil, fmt.Errorf("start %s: %w", mode, err)
+	}
+	started := time.Now()
+	statusW.Close()
+	status := nsinit.NewStatusReader(statusR)
+	st, err := status.Next()
+	if err != nil || !st.Started {
+		cmd.Process.Kill()
+		cmd.Wait()
+		statusR.Close()
+		var se *nsinit.SetupError
+		if errors.As(err, &se) {
+			return nil, fmt.Errorf("%w: %w", ErrSetup, se)
+		}
+		if err == nil || errors.Is(err, io.EOF) {
+			err = fmt.Errorf("%s exited before starting the workload", mode)
+		}
+		return nil, fmt.Errorf("%w: %w", ErrSetup, err)
+	}
+	return &launched{cmd: cmd, status: status, statusR: statusR, started: started}, nil
+}
+
+// supervise kills the sandbox when its context ends or its time runs out,
+// and collects its end.
+func (s *Sandbox) supervise(ctx context.Context, statusR *os.File) {
+	var timeout <-chan time.Time
+	if s.opts.Timeout > 0 {
+		t := time.NewTimer(s.opts.Timeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	ended := make(chan struct{})
+	var final nsinit.Status
+	var finalErr error
+	go func() {
+		defer close(ended)
+		for {
+			st, err := s.status.Next()
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					finalErr = err
+				}
+				return
+			}
+			if st.Exited {
+				final = st
+			}
+		}
+	}()
+	select {
+	case <-ended:
+	case <-timeout:
+		s.mu.Lock()
+		s.killed.timeout = true
+		s.mu.Unlock()
+		s.kill()
+		<-ended
+	case <-ctx.Done():
+		s.mu.Lock()
+		s.killed.cancel = true
+		s.mu.Unlock()
+		s.kill()
+		<-ended
+	}
+	statusR.Close()
+	waitErr := s.cmd.Wait()
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.result
+	r.Exited = time.Now()
+	switch {
+	case final.Exited:
+		r.ExitCode, r.Signal = final.ExitCode, final.Signal
+	default:
+		// PID 1 itself was killed: by Kill, a timeout, or from outside.
+		r.ExitCode, r.Signal = 128+int(syscall.SIGKILL), syscall.SIGKILL
+		if ws, ok := s.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			r.ExitCode, r.Signal = 128+int(ws.Signal()), ws.Signal()
+		}
+	}
+	r.TimedOut, r.Canceled = s.killed.timeout, s.killed.cancel
+	if stats, err := s.cg.Stats(); err == nil {
+		r.PeakMemory, r.CPUTime = stats.MemoryPeak, stats.CPU
+	}
+	if oom, err := s.cg.OOMKilled(); err == nil {
+		r.OOMKilled = oom
+	}
+	if finalErr != nil {
+		s.log.Warn("sandbox status", "id", s.id, "err", finalErr)
+	}
+	// Copying of non-file stdio ends when the last process holding the
+	// pipes is gone, which Wait has seen to.
+	var ee *exec.ExitError
+	if waitErr != nil && !errors.As(waitErr, &ee) {
+		s.waitErr = waitErr
+	}
+	if err := s.cleanup(); err != nil && s.waitErr == nil {
+		s.waitErr = err
+	}
+	close(s.done)
+}
+
+// kill ends every process of the sandbox: PID 1 first, whose death makes
+// the kernel kill the rest of its PID namespace, and then anything left in
+// its cgroup.
+func (s *Sandbox) kill() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		s.cmd.Process.Signal(syscall.SIGKILL)
+	}
+}
+
+// cleanup undoes what Start did, newest first, and reports the first
+// failure. Called with s.mu held.
+func (s *Sandbox) cleanup() error {
+	var first error
+	for i := len(s.undo) - 1; i >= 0; i-- {
+		if err := s.undo[i](); err != nil {
+			s.log.Error("sandbox cleanup", "id", s.id, "err", err)
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	s.undo = nil
+	return first
+}
+
+// Wait waits for the workload to end and for the sandbox to be torn down,
+// and returns how it ended. A workload that exits non-zero is not an
+// error: see Result.
+func (s *Sandbox) Wait() (*Result, error) {
+	s.mu.Lock()
+	started := s.started
+	s.mu.Unlock()
+	if !started {
+		return nil, ErrNotStarted
+	}
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.result == nil {
+		return nil, fmt.Errorf("sandbox %s: %w", s.id, ErrNotStarted)
+	}
+	r := *s.result
+	return &r, s.waitErr
+}
+
+// Signal sends sig to the workload, through PID 1, which passes on every
+// signal it can catch. SIGKILL and SIGSTOP go to PID 1 itself: SIGKILL
+// ends the whole sandbox.
+func (s *Sandbox) Signal(sig os.Signal) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil || s.result == nil {
+		return ErrNotStarted
+	}
+	select {
+	case <-s.done:
+		return ErrNotRunning
+	default:
+	}
+	return s.cmd.Process.Signal(sig)
+}
+
+// Kill ends every process in the sandbox at once.
+func (s *Sandbox) Kill() error { return s.Signal(syscall.SIGKILL) }
+
+// Close kills the sandbox if it runs, waits for it, and frees everything
+// it holds. It may be called any number of times.
+func (s *Sandbox) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	started := s.started
+	s.mu.Unlock()
+	if !started {
+		return nil
+	}
+	select {
+	case <-s.done:
+	default:
+		s.mu.Lock()
+		s.kill()
+		s.mu.Unlock()
+	}
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.waitErr
+}
+
+// Stats returns the sandbox's resource use now.
+func (s *Sandbox) Stats() (cgroup.Stats, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cg == nil || s.result == nil {
+		return cgroup.Stats{}, ErrNotStarted
+	}
+	select {
+	case <-s.done:
+		return cgroup.Stats{}, ErrNotRunning
+	default:
+	}
+	return s.cg.Stats()
+}
+
+// Pause freezes every process in the sandbox.
+func (s *Sandbox) Pause(ctx context.Context) error {
+	cg, err := s.runningCgroup()
+	if err != nil {
+		return err
+	}
+	return cg.Freeze(ctx)
+}
+
+// Resume thaws a paused sandbox.
+func (s *Sandbox) Resume(ctx context.Context) error {
+	cg, err := s.runningCgroup()
+	if err != nil {
+		return err
+	}
+	return cg.Thaw(ctx)
+}
+
+func (s *Sandbox) runningCgroup() (*cgroup.Cgroup, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cg == nil || s.result == nil {
+		return nil, ErrNotStarted
+	}
+	select {
+	case <-s.done:
+		return nil, ErrNotRunning
+	default:
+	}
+	return s.cg, nil
+}

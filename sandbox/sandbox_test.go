@@ -1,0 +1,343 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/cgroup"
+)
+
+func run(t *testing.T, image string, o *Options) (*Result, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	if o.Stdout == nil {
+		o.Stdout = &stdout
+	}
+	if o.Stderr == nil {
+		o.Stderr = &stderr
+	}
+	res, err := New(image, o).Run(context.Background())
+	if err != nil {
+		t.Fatalf("run %v: %v", o.Args, err)
+	}
+	return res, stdout.String(), stderr.String()
+}
+
+func sh(script string) func(*Options) {
+	return func(o *Options) { o.Args = []string{"/bin/sh", "-c", script} }
+}
+
+func TestEcho(t *testing.T) {
+	res, out, errOut := run(t, "alpine:test", opts(func(o *Options) { o.Args = []string{"echo", "hello"} }))
+	if !res.Success() || out != "hello\n" || errOut != "" {
+		t.Fatalf("exit %d, stdout %q, stderr %q", res.ExitCode, out, errOut)
+	}
+	if res.Started.IsZero() || res.Exited.Before(res.Started) {
+		t.Errorf("times: %v → %v", res.Started, res.Exited)
+	}
+}
+
+func TestExitCodesAndSignals(t *testing.T) {
+	res, _, _ := run(t, "alpine:test", opts(sh("exit 3")))
+	if res.ExitCode != 3 || res.Signal != 0 {
+		t.Errorf("exit 3: got %+v", res)
+	}
+	res, _, _ = run(t, "alpine:test", opts(sh("kill -TERM $$")))
+	if res.Signal != syscall.SIGTERM || res.ExitCode != 128+15 {
+		t.Errorf("killed by TERM: got code %d signal %v", res.ExitCode, res.Signal)
+	}
+	// A command that does not exist is a setup error, not an exit code.
+	_, err := New("alpine:test", opts(func(o *Options) { o.Args = []string{"/no/such/program"} })).Run(context.Background())
+	if !errors.Is(err, ErrSetup) || !errors.Is(err, syscall.ENOENT) || !strings.Contains(err.Error(), "/no/such/program") {
+		t.Errorf("missing program: %v", err)
+	}
+	_, err = New("alpine:nope", opts(nil)).Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("missing image: %v", err)
+	}
+}
+
+func TestStdio(t *testing.T) {
+	res, out, errOut := run(t, "alpine:test", opts(func(o *Options) {
+		o.Args = []string{"/bin/sh", "-c", "tr a-z A-Z; echo oops >&2"}
+		o.Stdin = strings.NewReader("quiet please\n")
+	}))
+	if !res.Success() || out != "QUIET PLEASE\n" || errOut != "oops\n" {
+		t.Errorf("exit %d, stdout %q, stderr %q", res.ExitCode, out, errOut)
+	}
+}
+
+func TestEnvDirUser(t *testing.T) {
+	res, out, _ := run(t, "alpine:test", opts(func(o *Options) {
+		o.Args = []string{"/bin/sh", "-c", `echo "$FOO $PATH $HOME"; pwd; id -u; id -g; id -G`}
+		o.Env = []string{"FOO=bar"}
+		o.Dir = "/var/new/dir"
+		o.User = "nobody"
+	}))
+	want := "bar /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin /\n/var/new/dir\n65534\n65534\n65534\n"
+	if !res.Success() || out != want {
+		t.Errorf("got %q, want %q", out, want)
+	}
+	// Supplementary groups come from the image's /etc/group.
+	res, out, _ = run(t, "alpine:test", opts(func(o *Options) {
+		o.Args = []string{"id"}
+		o.User = "daemon:kmem"
+	}))
+	if !res.Success() || !strings.HasPrefix(out, "uid=2(daemon) gid=9(kmem)") {
+		t.Errorf("id: %q", out)
+	}
+	_, err := New("alpine:test", opts(func(o *Options) { o.User = "nosuchuser" })).Run(context.Background())
+	if !errors.Is(err, ErrUnknownUser) {
+		t.Errorf("unknown user: %v", err)
+	}
+}
+
+func TestHostnameAndPIDIsolation(t *testing.T) {
+	res, out, _ := run(t, "alpine:test", opts(func(o *Options) {
+		o.Hostname = "box"
+		o.Args = []string{"/bin/sh", "-c", "hostname; cat /etc/hostname; echo $$; ls /proc | grep -c '^[0-9]'; ip -o link | wc -l"}
+	}))
+	lines := strings.Fields(out)
+	// The shell is PID 2 (PID 1 is the init); /proc shows the init, the
+	// shell, ls and grep; only lo exists.
+	if !res.Success() || len(lines) != 5 || lines[0] != "box" || lines[1] != "box" || lines[2] != "2" || lines[4] != "1" {
+		t.Errorf("got %q", out)
+	}
+	if n, _ := strconv.Atoi(lines[3]); n > 4 {
+		t.Errorf("%d processes visible", n)
+	}
+}
+
+func TestMemoryLimitOOM(t *testing.T) {
+	res, _, _ := run(t, "alpine:test", opts(func(o *Options) {
+		o.Args = []string{"tail", "/dev/zero"}
+		o.Resources = &cgroup.Resources{MemoryMax: 32 << 20}
+		o.Timeout = time.Minute
+	}))
+	if !res.OOMKilled || res.Signal != syscall.SIGKILL {
+		t.Errorf("memory bomb under 32m: %+v", res)
+	}
+	if res.PeakMemory < 16<<20 || res.PeakMemory > 34<<20 {
+		t.Errorf("peak memory %d", res.PeakMemory)
+	}
+}
+
+func TestPidsLimit(t *testing.T) {
+	var stderr syncBuffer
+	sb := New("alpine:test", opts(func(o *Options) {
+		// A fork bomb that keeps trying: each failed fork ends one loop.
+		o.Args = []string{"/bin/sh", "-c", "while :; do (while :; do sleep 5 & done) ; done"}
+		o.Resources = &cgroup.Resources{PidsMax: 20}
+		o.Stderr = &stderr
+	}))
+	if err := sb.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	waitFor(t, func() bool { return strings.Contains(stderr.String(), "can't fork") })
+	st, err := sb.Stats()
+	if err != nil || st.Pids > 20 || st.Pids < 10 {
+		t.Errorf("fork bomb under pids 20: %+v %v", st, err)
+	}
+	if err := sb.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := sb.Wait(); err != nil || res.Signal != syscall.SIGKILL {
+		t.Errorf("kill: %+v %v", res, err)
+	}
+}
+
+func TestCPUQuota(t *testing.T) {
+	res, _, _ := run(t, "alpine:test", opts(func(o *Options) {
+		o.Args = []string{"timeout", "1", "sh", "-c", "while :; do :; done"}
+		o.Resources = &cgroup.Resources{CPUQuota: 20 * time.Millisecond, CPUPeriod: 100 * time.Millisecond}
+	}))
+	// One second at 20% of a CPU.
+	if res.CPUTime < 100*time.Millisecond || res.CPUTime > 400*time.Millisecond {
+		t.Errorf("CPU time under a 0.2 CPU quota over 1 s: %v", res.CPUTime)
+	}
+}
+
+func TestTimeoutKillsTree(t *testing.T) {
+	start := time.Now()
+	res, _, _ := run(t, "alpine:test", opts(func(o *Options) {
+		o.Args = []string{"/bin/sh", "-c", "sleep 100 & sleep 100 & wait"}
+		o.Timeout = 300 * time.Millisecond
+	}))
+	if !res.TimedOut || res.Signal != syscall.SIGKILL || time.Since(start) > 10*time.Second {
+		t.Errorf("timeout: %+v after %v", res, time.Since(start))
+	}
+}
+
+func TestCancelKills(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sb := New("alpine:test", opts(sh("sleep 100")))
+	if err := sb.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	res, err := sb.Wait()
+	if err != nil || !res.Canceled || res.Signal != syscall.SIGKILL {
+		t.Errorf("cancel: %+v %v", res, err)
+	}
+	if err := sb.Close(); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestSignalAndPauseResume(t *testing.T) {
+	dir := t.TempDir()
+	sb := New("alpine:test", opts(func(o *Options) {
+		o.Args = []string{"/bin/sh", "-c", "trap 'echo got-usr1 >> /out/log; exit 7' USR1; while :; do echo tick >> /out/log; sleep 0.02; done"}
+		o.Mounts = []Mount{{Source: dir, Destination: "/out"}}
+	}))
+	if err := sb.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	lines := func() int {
+		b, _ := os.ReadFile(filepath.Join(dir, "log"))
+		return strings.Count(string(b), "\n")
+	}
+	waitFor(t, func() bool { return lines() > 2 })
+	if err := sb.Pause(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	frozen := lines()
+	time.Sleep(200 * time.Millisecond)
+	if n := lines(); n != frozen {
+		t.Errorf("log grew from %d to %d lines while paused", frozen, n)
+	}
+	if err := sb.Resume(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return lines() > frozen+2 })
+	st, err := sb.Stats()
+	if err != nil || st.Pids < 2 || st.Memory == 0 {
+		t.Errorf("stats: %+v %v", st, err)
+	}
+	if err := sb.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	res, err := sb.Wait()
+	if err != nil || res.ExitCode != 7 {
+		t.Errorf("after USR1: %+v %v", res, err)
+	}
+	if !strings.Contains(readFile(t, filepath.Join(dir, "log")), "got-usr1") {
+		t.Error("the trap did not run")
+	}
+}
+
+func TestConcurrentSandboxes(t *testing.T) {
+	const n = 100
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var out bytes.Buffer
+			res, err := New("busybox:test", opts(func(o *Options) {
+				o.Args = []string{"echo", strconv.Itoa(i)}
+				o.Stdout = &out
+			})).Run(context.Background())
+			switch {
+			case err != nil:
+				errs <- err
+			case !res.Success() || out.String() != fmt.Sprintf("%d\n", i):
+				errs <- fmt.Errorf("sandbox %d: %+v %q", i, res, out.String())
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out waiting")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func readFile(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestExec(t *testing.T) {
+	sb := New("alpine:test", opts(func(o *Options) {
+		o.Args = []string{"/bin/sh", "-c", "echo ready > /tmp/marker; sleep 100"}
+		o.Hostname = "execbox"
+		o.Env = []string{"FROM_SANDBOX=1"}
+	}))
+	if err := sb.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	var out bytes.Buffer
+	var res *Result
+	var err error
+	waitFor(t, func() bool {
+		out.Reset()
+		res, err = sb.Exec(context.Background(), &ExecOptions{
+			Args:   []string{"/bin/sh", "-c", "cat /tmp/marker; hostname; echo $FROM_SANDBOX $EXTRA; id -u; ls /proc | grep -c '^[0-9]'; cat /proc/self/cgroup"},
+			Env:    []string{"EXTRA=2"},
+			User:   "nobody",
+			Stdout: &out,
+		})
+		return err != nil || strings.HasPrefix(out.String(), "ready")
+	})
+	if err != nil || !res.Success() {
+		t.Fatalf("exec: %+v %v", res, err)
+	}
+	lines := strings.Split(out.String(), "\n")
+	if lines[0] != "ready" || lines[1] != "execbox" || lines[2] != "1 2" || lines[3] != "65534" {
+		t.Errorf("exec saw %q", out.String())
+	}
+	// Only the sandbox's processes: init, its sh and sleep, and ours.
+	if n, _ := strconv.Atoi(lines[4]); n > 6 {
+		t.Errorf("exec sees %d processes", n)
+	}
+	// In the sandbox's cgroup namespace, at its root.
+	if !strings.Contains(out.String(), "::/\n") && !strings.Contains(out.String(), ":/\n") {
+		t.Errorf("cgroup: %q", out.String())
+	}
+	res, err = sb.Exec(context.Background(), &ExecOptions{Args: []string{"sh", "-c", "exit 5"}})
+	if err != nil || res.ExitCode != 5 {
+		t.Errorf("exec exit 5: %+v %v", res, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	res, err = sb.Exec(ctx, &ExecOptions{Args: []string{"sleep", "100"}})
+	if err != nil || !res.Canceled {
+		t.Errorf("cancelled exec: %+v %v", res, err)
+	}
+	// The sleep of the cancelled exec dies with it (and is reaped by the
+	// sandbox's init, since its parent was outside).
+	waitFor(t, func() bool {
+		out.Reset()
+		sb.Exec(context.Background(), &ExecOptions{Args: []string{"sh", "-c", "ps -o stat,comm | grep -c sleep"}, Stdout: &out})
+		return strings.TrimSpace(out.String()) == "1"
+	})
+}

@@ -1,0 +1,234 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/sandbox/internal/nsinit"
+	"github.com/berth-dev/berth/security"
+)
+
+// defaultPath is the PATH a workload gets when its image sets none.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// buildSpec turns the image config and the options into what the init
+// needs.
+func (s *Sandbox) buildSpec(rootfs, stateDir string) (*nsinit.Spec, error) {
+	spec, err := s.processSpec(&s.opts, rootfs)
+	if err != nil {
+		return nil, err
+	}
+	spec.Rootfs = rootfs
+	spec.Hostname = s.opts.Hostname
+	if spec.Hostname == "" {
+		spec.Hostname = s.id[:12]
+	}
+	spec.Env = setDefaultEnv(spec.Env, "HOSTNAME", spec.Hostname)
+	spec.Loopback = true
+	spec.UnshareCgroup = true
+	spec.ReadonlyRoot = s.opts.ReadonlyRootfs
+	spec.CgroupProcs = s.cg.ProcsFiles()
+	sec := s.security(&s.opts)
+	spec.Masked = sec.MaskedPaths
+	spec.ReadonlyPaths = sec.ReadonlyPaths
+
+	if err := s.writeEtcFiles(stateDir, spec.Hostname); err != nil {
+		return nil, err
+	}
+	spec.Mounts = append(baseMounts(), etcMounts(stateDir)...)
+	user, err := userMounts(s.opts.Mounts)
+	if err != nil {
+		return nil, err
+	}
+	spec.Mounts = append(spec.Mounts, user...)
+	return spec, nil
+}
+
+func (s *Sandbox) security(o *Options) *security.Config {
+	if o.Security != nil {
+		return o.Security
+	}
+	return security.Default()
+}
+
+// processSpec describes one process of the sandbox, its workload or one
+// that Exec adds: command, environment, directory, user, privileges.
+func (s *Sandbox) processSpec(o *Options, rootfs string) (*nsinit.Spec, error) {
+	cfg := s.img.Config.Config
+	spec := &nsinit.Spec{}
+	spec.Args = o.Args
+	if len(spec.Args) == 0 {
+		spec.Args = append(append([]string(nil), cfg.Entrypoint...), cfg.Cmd...)
+	}
+	if len(spec.Args) == 0 {
+		return nil, errors.New("no command: the image has no Entrypoint or Cmd and Options.Args is empty")
+	}
+
+	spec.Dir = o.Dir
+	if spec.Dir == "" {
+		spec.Dir = cfg.WorkingDir
+	}
+	if spec.Dir == "" {
+		spec.Dir = "/"
+	}
+	if !path.IsAbs(spec.Dir) {
+		return nil, fmt.Errorf("working directory %q is not absolute", spec.Dir)
+	}
+	// Docker creates a missing working directory; so do we.
+	if err := mkdirInRoot(rootfs, spec.Dir); err != nil {
+		return nil, fmt.Errorf("working directory %s: %w", spec.Dir, err)
+	}
+
+	userSpec := o.User
+	if userSpec == "" {
+		userSpec = cfg.User
+	}
+	u, err := resolveUser(rootfs, userSpec)
+	if err != nil {
+		return nil, err
+	}
+	spec.UID, spec.GID, spec.Groups = u.uid, u.gid, u.groups
+
+	env := mergeEnv(cfg.Env, o.Env)
+	env = setDefaultEnv(env, "PATH", defaultPath)
+	env = setDefaultEnv(env, "HOME", u.home)
+	spec.Env = env
+	spec.Path = lookupEnv(env, "PATH")
+
+	sec := s.security(o)
+	caps, err := security.CapabilityMask(sec.Capabilities)
+	if err != nil {
+		return nil, err
+	}
+	spec.Caps = &nsinit.Caps{Bounding: caps, Effective: caps, Permitted: caps}
+	if u.uid != 0 {
+		// A non-root user starts with no effective capabilities, as
+		// after an exec without file capabilities.
+		spec.Caps.Effective, spec.Caps.Permitted = 0, 0
+	}
+	spec.NoNewPrivs = sec.NoNewPrivileges
+	for _, r := range o.Rlimits {
+		spec.Rlimits = append(spec.Rlimits, nsinit.Rlimit{Resource: r.Resource, Soft: r.Soft, Hard: r.Hard})
+	}
+	return spec, nil
+}
+
+// baseMounts are the filesystems every sandbox has.
+func baseMounts() []nsinit.Mount {
+	const nosuidNodevNoexec = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+	return []nsinit.Mount{
+		{Kind: nsinit.MountFS, Source: "proc", Target: "/proc", FSType: "proc", Flags: nosuidNodevNoexec},
+		{Kind: nsinit.MountDev, Source: "tmpfs", Target: "/dev", FSType: "tmpfs", Flags: unix.MS_NOSUID | unix.MS_STRICTATIME, Data: "mode=755,size=65536k"},
+		{Kind: nsinit.MountFS, Source: "devpts", Target: "/dev/pts", FSType: "devpts", Flags: unix.MS_NOSUID | unix.MS_NOEXEC, Data: "newinstance,ptmxmode=0666,mode=0620"},
+		{Kind: nsinit.MountFS, Source: "shm", Target: "/dev/shm", FSType: "tmpfs", Flags: nosuidNodevNoexec, Data: "mode=1777,size=65536k"},
+		{Kind: nsinit.MountFS, Source: "mqueue", Target: "/dev/mqueue", FSType: "mqueue", Flags: nosuidNodevNoexec},
+		{Kind: nsinit.MountFS, Source: "sysfs", Target: "/sys", FSType: "sysfs", Flags: nosuidNodevNoexec | unix.MS_RDONLY},
+	}
+}
+
+func etcMounts(stateDir string) []nsinit.Mount {
+	var out []nsinit.Mount
+	for _, f := range []string{"hosts", "hostname", "resolv.conf"} {
+		out = append(out, nsinit.Mount{Kind: nsinit.MountBind, Source: filepath.Join(stateDir, f), Target: "/etc/" + f})
+	}
+	return out
+}
+
+func userMounts(mounts []Mount) ([]nsinit.Mount, error) {
+	var out []nsinit.Mount
+	for _, m := range mounts {
+		if !path.IsAbs(m.Destination) {
+			return nil, fmt.Errorf("mount destination %q is not absolute", m.Destination)
+		}
+		switch m.Type {
+		case "bind", "":
+			if !filepath.IsAbs(m.Source) {
+				return nil, fmt.Errorf("bind mount source %q is not absolute", m.Source)
+			}
+			if _, err := os.Stat(m.Source); err != nil {
+				return nil, fmt.Errorf("bind mount source: %w", err)
+			}
+			var flags uintptr
+			if m.ReadOnly {
+				flags |= unix.MS_RDONLY
+			}
+			out = append(out, nsinit.Mount{Kind: nsinit.MountBind, Source: m.Source, Target: m.Destination, Flags: flags})
+		case "tmpfs":
+			flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV)
+			if m.ReadOnly {
+				flags |= unix.MS_RDONLY
+			}
+			out = append(out, nsinit.Mount{Kind: nsinit.MountFS, Source: "tmpfs", Target: m.Destination, FSType: "tmpfs", Flags: flags, Data: m.Options})
+		default:
+			return nil, fmt.Errorf("mount %s: unknown type %q (want bind or tmpfs)", m.Destination, m.Type)
+		}
+	}
+	return out, nil
+}
+
+// writeEtcFiles writes the sandbox's /etc/hosts, /etc/hostname and
+// /etc/resolv.conf, which the init binds over the image's.
+func (s *Sandbox) writeEtcFiles(stateDir, hostname string) error {
+	files := map[string]string{
+		"hostname": hostname + "\n",
+		"hosts": "127.0.0.1\tlocalhost " + hostname + "\n" +
+			"::1\tlocalhost ip6-localhost ip6-loopback\n",
+		// With no network there is no resolver to name.
+		"resolv.conf": "",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(stateDir, name), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func envKey(kv string) string {
+	k, _, _ := strings.Cut(kv, "=")
+	return k
+}
+
+// mergeEnv returns base with each of over's variables added or replacing
+// the one of the same name, keeping base's order.
+func mergeEnv(base, over []string) []string {
+	out := append([]string(nil), base...)
+	for _, kv := range over {
+		k := envKey(kv)
+		replaced := false
+		for i, old := range out {
+			if envKey(old) == k {
+				out[i], replaced = kv, true
+				break
+			}
+		}
+		if !replaced {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+func lookupEnv(env []string, key string) string {
+	for _, kv := range env {
+		if k, v, _ := strings.Cut(kv, "="); k == key {
+			return v
+		}
+	}
+	return ""
+}
+
+func setDefaultEnv(env []string, key, value string) []string {
+	for _, kv := range env {
+		if envKey(kv) == key {
+			return env
+		}
+	}
+	return append(env, key+"="+value)
+}

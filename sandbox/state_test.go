@@ -1,0 +1,93 @@
+package sandbox
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/berth-dev/berth/cgroup"
+)
+
+// TestRecoverAfterHostKilled kills -9 a host program with three running
+// sandboxes and checks that Recover leaves no mount, cgroup, rootfs or
+// state of theirs behind.
+func TestRecoverAfterHostKilled(t *testing.T) {
+	stateDir := t.TempDir()
+	parent := fmt.Sprintf("berth-test-%d-recover", os.Getpid())
+	cgm, err := cgroup.NewManager(cgroup.Options{Parent: parent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cgm.RemoveParent()
+
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "BERTH_TEST_HOST=1", "BERTH_TEST_STORE="+testEnv.store.Root(),
+		"BERTH_TEST_STATE="+stateDir, "BERTH_TEST_CGROUP_PARENT="+parent)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if line != "started\n" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("host process: %q", line)
+	}
+	states, err := ReadStates(stateDir)
+	if err != nil || len(states) != 3 || !states[0].Alive() {
+		t.Fatalf("states while running: %+v, %v", states, err)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+
+	res, err := Recover(context.Background(), &Options{Storage: testEnv.store, Cgroups: cgm, StateDir: stateDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Sandboxes) != 3 {
+		t.Errorf("recovered %+v, want the 3 sandboxes", res)
+	}
+	if mounts := mountsUnder(t, testEnv.store.Root()); len(mounts) > 0 {
+		t.Errorf("mounts left: %v", mounts)
+	}
+	if names, _ := cgm.List(); len(names) > 0 {
+		t.Errorf("cgroups left: %v", names)
+	}
+	if left, _ := os.ReadDir(stateDir); len(left) > 0 {
+		t.Errorf("state left: %d entries", len(left))
+	}
+	keys, _ := testEnv.store.Rootfses(context.Background())
+	for _, st := range states {
+		if slices.Contains(keys, st.RootfsKey) {
+			t.Errorf("rootfs %s left in the store", st.RootfsKey)
+		}
+	}
+	// A second pass finds nothing to do.
+	if res, err := Recover(context.Background(), &Options{Storage: testEnv.store, Cgroups: cgm, StateDir: stateDir}); err != nil || len(res.Sandboxes)+len(res.Rootfs)+len(res.Cgroups) > 0 {
+		t.Errorf("second recover: %+v %v", res, err)
+	}
+}
+
+func mountsUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], dir) {
+			out = append(out, f[4])
+		}
+	}
+	return out
+}
