@@ -34,7 +34,7 @@ func (s *Sandbox) Exec(ctx context.Context, o *ExecOptions) (*Result, error) {
 		return nil, errors.New("sandbox exec: no command")
 	}
 	s.mu.Lock()
-	if s.cmd == nil || s.result == nil {
+	if s.proc == nil || s.result == nil {
 		s.mu.Unlock()
 		return nil, ErrNotStarted
 	}
@@ -44,7 +44,7 @@ func (s *Sandbox) Exec(ctx context.Context, o *ExecOptions) (*Result, error) {
 		return nil, ErrNotRunning
 	default:
 	}
-	initPid := s.cmd.Process.Pid
+	initPid := s.proc.Pid
 	// The spec of the sandbox's own workload is the base: what Exec's
 	// options leave out stays as the sandbox has it.
 	base := Options{Args: o.Args, Env: append(append([]string(nil), s.opts.Env...), o.Env...), Dir: o.Dir, User: o.User, Security: s.opts.Security}

@@ -28,9 +28,19 @@ var (
 	ErrNotStarted     = errors.New("sandbox not started")
 	ErrAlreadyStarted = errors.New("sandbox already started")
 	ErrNotRunning     = errors.New("sandbox not running")
+	// ErrNotOwner means the sandbox was started by another process, which
+	// alone can wait for it.
+	ErrNotOwner = errors.New("sandbox started by another process")
+	// ErrNotFound means no sandbox has the given ID.
+	ErrNotFound = errors.New("no such sandbox")
+	// ErrAmbiguousID means an ID prefix names more than one sandbox.
+	ErrAmbiguousID = errors.New("sandbox ID prefix is ambiguous")
 	// ErrSetup wraps a failure to build the sandbox before its workload
 	// started: nothing of the workload ran.
 	ErrSetup = errors.New("sandbox setup failed")
+	// ErrExec means the sandbox was built but its program could not be
+	// run; the wrapped errno says why (ENOENT: no such program).
+	ErrExec = errors.New("cannot run the program")
 )
 
 // DefaultStateDir holds the runtime state of running sandboxes. It is on
@@ -67,6 +77,9 @@ type Options struct {
 	// os/exec: nil means /dev/null, and an *os.File is passed straight on.
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
+	// TTY gives the workload a terminal as its standard streams; what it
+	// writes, stderr included, goes to Stdout, and Stdin feeds its input.
+	TTY bool
 
 	// Mounts are added to the rootfs, in order.
 	Mounts []Mount
@@ -96,8 +109,8 @@ type Options struct {
 
 // A Mount is a filesystem to add to the sandbox.
 type Mount struct {
-	Type        string // "bind" or "tmpfs"
-	Source      string // host path for bind mounts
+	Type        string // "bind" (the default), "volume" or "tmpfs"
+	Source      string // host path for bind mounts; the volume's name
 	Destination string // absolute path inside the sandbox
 	ReadOnly    bool
 	Options     string // tmpfs data, e.g. "size=64m,mode=1777"
@@ -137,18 +150,21 @@ type Sandbox struct {
 	state  State
 	rootfs string // host path of the rootfs, once started
 
-	mu      sync.Mutex
-	started bool
-	closed  bool
-	cmd     *exec.Cmd
-	status  *nsinit.StatusReader
-	cg      *cgroup.Cgroup
-	storage Storage
-	undo    []func() error // cleanup, newest last
-	done    chan struct{}  // closed when the workload has ended and been reaped
-	result  *Result
-	waitErr error
-	killed  struct{ timeout, cancel bool }
+	mu        sync.Mutex
+	started   bool
+	closed    bool
+	cmd       *exec.Cmd   // PID 1, if this process started the sandbox
+	proc      *os.Process // PID 1, started here or found by Open
+	status    *nsinit.StatusReader
+	ptyMaster *os.File
+	ttyDone   chan struct{} // closed when terminal output has been copied
+	cg        *cgroup.Cgroup
+	storage   Storage
+	undo      []func() error // cleanup, newest last
+	done      chan struct{}  // closed when the workload has ended and been reaped
+	result    *Result
+	waitErr   error
+	killed    struct{ timeout, cancel bool }
 }
 
 // New returns a sandbox for the image ref names, not yet started. As with
@@ -242,6 +258,7 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 	s.state = State{
 		ID: s.id, Image: s.ref, Args: s.opts.Args, Created: time.Now().UTC(), Host: self(),
 		RootfsKey: "sandbox-" + s.id, Cgroup: s.id, Parent: cgm.Parent(),
+		ImageDigest: s.img.Digest.String(), Env: s.opts.Env, User: s.opts.User, Dir: s.opts.Dir, Security: s.security(&s.opts),
 	}
 	if st, ok := s.storage.(*layerfs.Store); ok {
 		s.state.Store = st.Root()
@@ -271,11 +288,12 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 		return err
 	}
 	s.rootfs = rootfs.Path
-	if st, err := procStartTime(s.cmd.Process.Pid); err == nil {
-		s.state.Init = procID{PID: s.cmd.Process.Pid, StartTime: st}
-		if err := writeState(stateDir, &s.state); err != nil {
-			s.log.Warn("update sandbox state", "id", s.id, "err", err)
-		}
+	s.state.Rootfs = rootfs.Path
+	if st, err := procStartTime(s.proc.Pid); err == nil {
+		s.state.Init = procID{PID: s.proc.Pid, StartTime: st}
+	}
+	if err := writeState(stateDir, &s.state); err != nil {
+		s.log.Warn("update sandbox state", "id", s.id, "err", err)
 	}
 	return nil
 }
@@ -290,12 +308,48 @@ func (s *Sandbox) stateRoot() string {
 // startInit starts the sandbox's PID 1 and waits for its word that the
 // workload runs.
 func (s *Sandbox) startInit(ctx context.Context, spec *nsinit.Spec) error {
-	p, err := launch(nsinit.ModeInit, spec, s.cg, stdio{s.opts.Stdin, s.opts.Stdout, s.opts.Stderr}, nil,
+	std := stdio{s.opts.Stdin, s.opts.Stdout, s.opts.Stderr}
+	var extra []*os.File
+	var console *os.File
+	if s.opts.TTY {
+		// The init makes the terminal in the sandbox's own devpts, where
+		// the workload can find it by name, and sends its master here.
+		pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("console socket: %w", err)
+		}
+		console = os.NewFile(uintptr(pair[0]), "console")
+		defer console.Close()
+		theirs := os.NewFile(uintptr(pair[1]), "console")
+		defer theirs.Close()
+		extra = []*os.File{theirs}
+		std = stdio{}
+		spec.TTY = true
+	}
+	p, err := launch(nsinit.ModeInit, spec, s.cg, std, extra,
 		unix.CLONE_NEWPID|unix.CLONE_NEWNS|unix.CLONE_NEWUTS|unix.CLONE_NEWIPC|unix.CLONE_NEWNET)
 	if err != nil {
 		return err
 	}
-	s.cmd, s.status = p.cmd, p.status
+	if s.opts.TTY {
+		master, err := receiveFD(console)
+		if err != nil {
+			p.cmd.Process.Kill()
+			p.cmd.Wait()
+			return fmt.Errorf("receive the sandbox's terminal: %w", err)
+		}
+		s.ptyMaster = master
+		s.undo = append(s.undo, master.Close)
+		s.ttyDone = make(chan struct{})
+		go func() {
+			copyTerminal(s.opts.Stdout, s.ptyMaster)
+			close(s.ttyDone)
+		}()
+		if s.opts.Stdin != nil {
+			go io.Copy(s.ptyMaster, s.opts.Stdin)
+		}
+	}
+	s.cmd, s.status, s.proc = p.cmd, p.status, p.cmd.Process
 	s.result = &Result{Started: p.started}
 	go s.supervise(ctx, p.statusR)
 	return nil
@@ -308,10 +362,12 @@ type stdio struct {
 
 // A launched process is an init or exec helper whose workload runs.
 type launched struct {
-	cmd     *exec.Cmd
-	status  *nsinit.StatusReader
-	statusR *os.File
-	started time.Time
+	cmd       *exec.Cmd
+	status    *nsinit.StatusReader
+	ptyMaster *os.File
+	ttyDone   chan struct{} // closed when terminal output has been copied
+	statusR   *os.File
+	started   time.Time
 }
 
 // launch starts this program again as nsinit in mode, in new namespaces
@@ -390,6 +446,9 @@ func launch(mode string, spec *nsinit.Spec, cg *cgroup.Cgroup, std stdio, extra 
 		statusR.Close()
 		var se *nsinit.SetupError
 		if errors.As(err, &se) {
+			if se.Exec {
+				return nil, fmt.Errorf("%w: %w", ErrExec, se)
+			}
 			return nil, fmt.Errorf("%w: %w", ErrSetup, se)
 		}
 		if err == nil || errors.Is(err, io.EOF) {
@@ -444,6 +503,9 @@ func (s *Sandbox) supervise(ctx context.Context, statusR *os.File) {
 	}
 	statusR.Close()
 	waitErr := s.cmd.Wait()
+	if s.ttyDone != nil {
+		<-s.ttyDone
+	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -485,8 +547,8 @@ func (s *Sandbox) supervise(ctx context.Context, statusR *os.File) {
 // the kernel kill the rest of its PID namespace, and then anything left in
 // its cgroup.
 func (s *Sandbox) kill() {
-	if s.cmd != nil && s.cmd.Process != nil {
-		s.cmd.Process.Signal(syscall.SIGKILL)
+	if s.proc != nil {
+		s.proc.Signal(syscall.SIGKILL)
 	}
 }
 
@@ -511,10 +573,13 @@ func (s *Sandbox) cleanup() error {
 // error: see Result.
 func (s *Sandbox) Wait() (*Result, error) {
 	s.mu.Lock()
-	started := s.started
+	started, owned := s.started, s.cmd != nil || s.proc == nil
 	s.mu.Unlock()
 	if !started {
 		return nil, ErrNotStarted
+	}
+	if !owned {
+		return nil, ErrNotOwner
 	}
 	<-s.done
 	s.mu.Lock()
@@ -532,7 +597,7 @@ func (s *Sandbox) Wait() (*Result, error) {
 func (s *Sandbox) Signal(sig os.Signal) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cmd == nil || s.result == nil {
+	if s.proc == nil || s.result == nil {
 		return ErrNotStarted
 	}
 	select {
@@ -540,7 +605,13 @@ func (s *Sandbox) Signal(sig os.Signal) error {
 		return ErrNotRunning
 	default:
 	}
-	return s.cmd.Process.Signal(sig)
+	if err := s.proc.Signal(sig); err != nil {
+		if errors.Is(err, os.ErrProcessDone) {
+			return ErrNotRunning
+		}
+		return err
+	}
+	return nil
 }
 
 // Kill ends every process in the sandbox at once.

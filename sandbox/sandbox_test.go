@@ -58,7 +58,7 @@ func TestExitCodesAndSignals(t *testing.T) {
 	}
 	// A command that does not exist is a setup error, not an exit code.
 	_, err := New("alpine:test", opts(func(o *Options) { o.Args = []string{"/no/such/program"} })).Run(context.Background())
-	if !errors.Is(err, ErrSetup) || !errors.Is(err, syscall.ENOENT) || !strings.Contains(err.Error(), "/no/such/program") {
+	if !errors.Is(err, ErrExec) || !errors.Is(err, syscall.ENOENT) || !strings.Contains(err.Error(), "/no/such/program") {
 		t.Errorf("missing program: %v", err)
 	}
 	_, err = New("alpine:nope", opts(nil)).Run(context.Background())

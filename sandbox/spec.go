@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -42,7 +43,7 @@ func (s *Sandbox) buildSpec(rootfs, stateDir string) (*nsinit.Spec, error) {
 		return nil, err
 	}
 	spec.Mounts = append(baseMounts(), etcMounts(stateDir)...)
-	user, err := userMounts(s.opts.Mounts)
+	user, err := s.userMounts(s.opts.Mounts)
 	if err != nil {
 		return nil, err
 	}
@@ -140,11 +141,28 @@ func etcMounts(stateDir string) []nsinit.Mount {
 	return out
 }
 
-func userMounts(mounts []Mount) ([]nsinit.Mount, error) {
+// volumeStorage is storage that also keeps named volumes, as
+// *layerfs.Store does.
+type volumeStorage interface {
+	Volume(ctx context.Context, name string) (string, error)
+}
+
+func (s *Sandbox) userMounts(mounts []Mount) ([]nsinit.Mount, error) {
 	var out []nsinit.Mount
 	for _, m := range mounts {
 		if !path.IsAbs(m.Destination) {
 			return nil, fmt.Errorf("mount destination %q is not absolute", m.Destination)
+		}
+		if m.Type == "volume" {
+			vs, ok := s.storage.(volumeStorage)
+			if !ok {
+				return nil, fmt.Errorf("mount %s: the storage keeps no volumes", m.Destination)
+			}
+			dir, err := vs.Volume(context.Background(), m.Source)
+			if err != nil {
+				return nil, fmt.Errorf("mount %s: %w", m.Destination, err)
+			}
+			m.Type, m.Source = "bind", dir
 		}
 		switch m.Type {
 		case "bind", "":
@@ -166,7 +184,7 @@ func userMounts(mounts []Mount) ([]nsinit.Mount, error) {
 			}
 			out = append(out, nsinit.Mount{Kind: nsinit.MountFS, Source: "tmpfs", Target: m.Destination, FSType: "tmpfs", Flags: flags, Data: m.Options})
 		default:
-			return nil, fmt.Errorf("mount %s: unknown type %q (want bind or tmpfs)", m.Destination, m.Type)
+			return nil, fmt.Errorf("mount %s: unknown type %q (want bind, volume or tmpfs)", m.Destination, m.Type)
 		}
 	}
 	return out, nil

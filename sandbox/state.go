@@ -14,6 +14,7 @@ import (
 
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/layerfs"
+	"github.com/berth-dev/berth/security"
 )
 
 // State is the record every sandbox keeps in its state directory while it
@@ -31,6 +32,15 @@ type State struct {
 	Cgroup    string    `json:"cgroup"`        // name under the cgroup parent
 	Parent    string    `json:"cgroupParent"`  // the cgroup parent
 	Hostname  string    `json:"hostname"`
+
+	// What Exec from another process needs to start processes the way
+	// the sandbox's own were.
+	ImageDigest string           `json:"imageDigest"`
+	Rootfs      string           `json:"rootfs"` // host path, once prepared
+	Env         []string         `json:"env,omitempty"`
+	User        string           `json:"user,omitempty"`
+	Dir         string           `json:"dir,omitempty"`
+	Security    *security.Config `json:"security,omitempty"`
 }
 
 // procID names a process for as long as it lives: a pid alone could be

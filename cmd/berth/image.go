@@ -14,6 +14,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/berth-dev/berth/layerfs"
+	"github.com/berth-dev/berth/sandbox"
 )
 
 func (g *globals) store() (*layerfs.Store, error) {
@@ -22,6 +23,19 @@ func (g *globals) store() (*layerfs.Store, error) {
 		root = layerfs.DefaultRoot()
 	}
 	return layerfs.Open(root, &layerfs.Options{Logger: g.logger()})
+}
+
+// storeOrNil opens the store named by --root, or returns nil to let the
+// sandbox package use the store a sandbox's own record names.
+func (g *globals) storeOrNil() sandbox.Storage {
+	if g.root == "" {
+		return nil
+	}
+	s, err := g.store()
+	if err != nil {
+		return nil
+	}
+	return s
 }
 
 func newImageCommand(g *globals) *cobra.Command {

@@ -12,20 +12,35 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/berth-dev/berth/sandbox"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := newRootCommand().ExecuteContext(ctx)
 	stop()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "berth: %v\n", err)
-		var ee exitError
-		if errors.As(err, &ee) {
-			os.Exit(int(ee))
-		}
-		os.Exit(1)
+	if err == nil {
+		return
 	}
+	// The workload's own exit status is passed on silently.
+	var ee exitError
+	if errors.As(err, &ee) {
+		os.Exit(int(ee))
+	}
+	fmt.Fprintf(os.Stderr, "berth: %v\n", err)
+	// Docker's conventions, which scripts around containers expect: 125
+	// when the sandbox could not be made, 126 when the program could not
+	// be run, 127 when there is no such program.
+	switch {
+	case errors.Is(err, sandbox.ErrExec) && errors.Is(err, syscall.ENOENT):
+		os.Exit(127)
+	case errors.Is(err, sandbox.ErrExec):
+		os.Exit(126)
+	case errors.Is(err, sandbox.ErrSetup):
+		os.Exit(125)
+	}
+	os.Exit(1)
 }
 
 // exitError carries an exit code other than 1 out of a command.
@@ -57,6 +72,6 @@ func newRootCommand() *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.root, "root", "", "image store directory (default $BERTH_ROOT or /var/lib/berth)")
 	root.PersistentFlags().BoolVar(&g.debug, "debug", false, "log what berth does to stderr")
-	root.AddCommand(newImageCommand(g))
+	root.AddCommand(newImageCommand(g), newRunCommand(g), newExecCommand(g), newPsCommand(g), newKillCommand(g), newGCCommand(g))
 	return root
 }

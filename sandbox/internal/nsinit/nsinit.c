@@ -38,6 +38,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
@@ -49,6 +50,7 @@
 
 #define SPEC_FD 3
 #define STATUS_FD 4
+#define CONSOLE_FD 5 // init with a terminal: a socket to send its master on
 
 // ---- failure reporting ----------------------------------------------------
 
@@ -82,6 +84,20 @@ static void status(const char *fmt, ...) {
 		n = sizeof buf - 2;
 	buf[n++] = '\n';
 	write_all(status_fd, buf, (size_t)n);
+}
+
+// exec_failed reports that the workload's program could not be run: a
+// missing or unrunnable command, which callers treat apart from a broken
+// sandbox.
+__attribute__((noreturn, format(printf, 1, 2))) static void exec_failed(const char *fmt, ...) {
+	int err = errno;
+	char msg[400];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	status("C %d %s", err, msg);
+	_exit(127);
 }
 
 // die reports a setup failure to the host and exits. Messages name what
@@ -128,6 +144,7 @@ struct spec {
 	int rlimit_set[RLIM_NLIMITS];
 	int oom_score_adj, have_oom_score_adj;
 	int target_pidfd;  // exec mode
+	int tty_slave;     // the terminal made in the sandbox's devpts, or -1
 	int namespaces;    // exec mode: CLONE_NEW* to join
 };
 
@@ -195,6 +212,7 @@ static void parse_spec(struct spec *s, char *buf, size_t len) {
 	s->uid = 0;
 	s->gid = 0;
 	s->target_pidfd = -1;
+	s->tty_slave = -1;
 	size_t off = 0;
 	while (off + 6 <= len) {
 		uint16_t tag;
@@ -393,9 +411,28 @@ static void fdpath(char *buf, size_t n, int fd) {
 	snprintf(buf, n, "/proc/self/fd/%d", fd);
 }
 
+// remount_bind changes the flags of a bind mount, keeping those it already
+// has: a remount that dropped nosuid or nodev from a mount that has them
+// would be refused.
+static void remount_bind(const char *what, const char *where, unsigned long flags) {
+	struct statvfs sv;
+	if (statvfs(where, &sv) < 0)
+		die("statvfs %s", what);
+	static const struct {
+		unsigned long st, ms;
+	} keep[] = {
+	    {ST_RDONLY, MS_RDONLY}, {ST_NOSUID, MS_NOSUID}, {ST_NODEV, MS_NODEV}, {ST_NOEXEC, MS_NOEXEC},
+	    {ST_NOATIME, MS_NOATIME}, {ST_NODIRATIME, MS_NODIRATIME}, {ST_RELATIME, MS_RELATIME},
+	};
+	for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
+		if (sv.f_flag & keep[i].st)
+			flags |= keep[i].ms;
+	if (mount(NULL, where, NULL, MS_BIND | MS_REMOUNT | flags, NULL) < 0)
+		die("remount %s", what);
+}
+
 static void remount_ro(const char *what, const char *where, unsigned long flags) {
-	if (mount(NULL, where, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | flags, NULL) < 0)
-		die("remount %s read-only", what);
+	remount_bind(what, where, MS_RDONLY | flags);
 }
 
 static void do_mount(int rootfd, const struct mountspec *m) {
@@ -418,8 +455,14 @@ static void do_mount(int rootfd, const struct mountspec *m) {
 		if (mount(m->source, where, NULL, MS_BIND | MS_REC, NULL) < 0)
 			die("bind mount %s on %s", m->source, m->target);
 		if (flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)) {
-			if (mount(NULL, where, NULL, MS_BIND | MS_REMOUNT | (flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)), NULL) < 0)
-				die("remount bind mount %s with its flags", m->target);
+			// The descriptor names what was under the new mount; the
+			// remount must name the mount itself.
+			close(fd);
+			fd = open_in_root(rootfd, m->target, O_PATH);
+			if (fd < 0)
+				die("mount target %s", m->target);
+			fdpath(where, sizeof where, fd);
+			remount_bind(m->target, where, flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC));
 		}
 		break;
 	default:
@@ -632,7 +675,7 @@ static const char *lookup(struct spec *s, char *buf, size_t n) {
 		path += len + (colon ? 1 : 0);
 	}
 	errno = saw_eacces ? EACCES : ENOENT;
-	die("exec %s: not found in PATH", cmd);
+	exec_failed("exec %s: not found in PATH", cmd);
 }
 
 // exec_workload runs in the workload's own process: the last steps that
@@ -648,6 +691,12 @@ __attribute__((noreturn)) static void exec_workload(struct spec *s, int errfd) {
 	if (setsid() < 0)
 		die("setsid");
 
+	if (s->tty_slave >= 0) {
+		for (int fd = 0; fd < 3; fd++)
+			if (dup2(s->tty_slave, fd) < 0)
+				die("terminal as fd %d", fd);
+		close(s->tty_slave);
+	}
 	if (s->tty && ioctl(0, TIOCSCTTY, 0) < 0)
 		die("make stdin the controlling terminal");
 	for (int r = 0; r < RLIM_NLIMITS; r++)
@@ -678,7 +727,7 @@ __attribute__((noreturn)) static void exec_workload(struct spec *s, int errfd) {
 	if (s->seccomp.len && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &s->seccomp) < 0)
 		die("load seccomp filter");
 	execve(path, s->argv, s->envp ? s->envp : (char *[]){NULL});
-	die("exec %s", path);
+	exec_failed("exec %s", path);
 }
 
 // start forks the workload and waits for its exec: returns its pid, or
@@ -771,6 +820,43 @@ static int block_signals(void) {
 	return sfd;
 }
 
+// make_terminal opens a terminal in the sandbox's own devpts, so that the
+// workload sees it at a /dev/pts path that exists for it, and hands the
+// master side to the host over the socket at fd 5.
+static void make_terminal(struct spec *s) {
+	int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (master < 0)
+		die("open /dev/ptmx");
+	int unlock = 0, n;
+	if (ioctl(master, TIOCSPTLCK, &unlock) < 0 || ioctl(master, TIOCGPTN, &n) < 0)
+		die("set up terminal");
+	char path[64];
+	snprintf(path, sizeof path, "/dev/pts/%d", n);
+	int slave = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (slave < 0)
+		die("open %s", path);
+	if (fchown(slave, s->uid, (gid_t)-1) < 0)
+		die("chown %s", path);
+	char byte = 0;
+	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	memset(&u, 0, sizeof u);
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &master, sizeof(int));
+	if (sendmsg(CONSOLE_FD, &msg, 0) < 0)
+		die("send the terminal to the host");
+	close(master);
+	close(CONSOLE_FD);
+	s->tty_slave = slave;
+}
+
 static void join_cgroups(struct spec *s) {
 	for (int i = 0; i < s->ncgroup; i++)
 		write_file(s->cgroup_procs[i], "0");
@@ -790,6 +876,7 @@ static struct spec *load_spec(void) {
 }
 
 static void run_init(void) {
+	prctl(PR_SET_NAME, "berth-init", 0, 0, 0);
 	struct spec *s = load_spec();
 	// No one in the sandbox may ptrace PID 1 or open its /proc entries,
 	// its exe link among them (runc's CVE-2019-5736 went through it).
@@ -799,6 +886,8 @@ static void run_init(void) {
 	join_cgroups(s);
 	if (s->rootfs)
 		setup_root(s);
+	if (s->tty)
+		make_terminal(s);
 	if (s->hostname && sethostname(s->hostname, strlen(s->hostname)) < 0)
 		die("set hostname %s", s->hostname);
 	if (s->loopback)
@@ -812,6 +901,7 @@ static void run_init(void) {
 // the status on like PID 1 does.
 static void run_exec(void) {
 	exec_mode = 1;
+	prctl(PR_SET_NAME, "berth-exec", 0, 0, 0);
 	struct spec *s = load_spec();
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
 		die("set non-dumpable");

@@ -189,6 +189,9 @@ type Status struct {
 type SetupError struct {
 	Msg   string
 	Errno syscall.Errno
+	// Exec is set when the sandbox was built but its program could not be
+	// run: not found, not executable.
+	Exec bool
 }
 
 func (e *SetupError) Error() string {
@@ -244,10 +247,10 @@ func (sr *StatusReader) Next() (Status, error) {
 			break
 		}
 		return Status{Exited: true, ExitCode: 128 + sig, Signal: syscall.Signal(sig)}, nil
-	case "E":
+	case "E", "C":
 		errnoStr, msg, _ := strings.Cut(rest, " ")
 		n, _ := strconv.Atoi(errnoStr)
-		return Status{}, &SetupError{Msg: msg, Errno: syscall.Errno(n)}
+		return Status{}, &SetupError{Msg: msg, Errno: syscall.Errno(n), Exec: kind == "C"}
 	}
 	return Status{}, fmt.Errorf("nsinit: garbled status %q", line)
 }
@@ -259,26 +262,32 @@ func (sr *StatusReader) Next() (Status, error) {
 // runtime through /proc/<pid>/exe; a read-only mount refuses that without
 // runc's remedy of copying the binary into memory for every container.
 var SelfExe = sync.OnceValues(func() (string, error) {
-	fd, err := unix.OpenTree(unix.AT_FDCWD, "/proc/self/exe", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	return ReadOnlyView("/proc/self/exe")
+})
+
+// ReadOnlyView returns a /proc/self/fd path to file through a detached
+// read-only bind mount of it that only this process holds. The path stays
+// valid for the life of the process.
+func ReadOnlyView(file string) (string, error) {
+	fd, err := unix.OpenTree(unix.AT_FDCWD, file, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 	if err != nil {
-		return "", fmt.Errorf("nsinit: detached mount of own executable: %w", err)
+		return "", fmt.Errorf("nsinit: detached mount of %s: %w", file, err)
 	}
 	err = unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NODEV})
 	if err != nil {
 		unix.Close(fd)
-		return "", fmt.Errorf("nsinit: make own executable's mount read-only: %w", err)
+		return "", fmt.Errorf("nsinit: make the mount of %s read-only: %w", file, err)
 	}
-	// The descriptor stays open: the path below lives as long as it does.
-	// It is moved high, because the path is resolved in the child after
-	// os/exec has placed ExtraFiles at 3, 4, ...: a low number would by
-	// then name one of those.
+	// The path is resolved in the child after os/exec has placed
+	// ExtraFiles at 3, 4, ...: a low number would by then name one of
+	// those, so the descriptor moves high.
 	high, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 64)
 	unix.Close(fd)
 	if err != nil {
-		return "", fmt.Errorf("nsinit: move own executable's descriptor: %w", err)
+		return "", fmt.Errorf("nsinit: move the descriptor of %s: %w", file, err)
 	}
 	return "/proc/self/fd/" + strconv.Itoa(high), nil
-})
+}
 
 // SigKillWorkload, sent to an exec helper, makes it SIGKILL the process it
 // started and then report and exit like any other end. Killing the helper

@@ -1,0 +1,86 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/berth-dev/berth/cgroup"
+	"github.com/berth-dev/berth/layerfs"
+)
+
+// Open returns a handle on a running sandbox that another process
+// started, found by its ID (or a unique prefix of it) in opts.StateDir.
+// The handle can Exec, Signal, Kill, Pause, Resume and read Stats; Wait
+// and Close belong to the process that started the sandbox, and Close on
+// the handle only lets it go.
+func Open(ctx context.Context, id string, opts *Options) (*Sandbox, error) {
+	o := Options{}
+	if opts != nil {
+		o = *opts
+	}
+	s := New("", &o)
+	states, err := ReadStates(s.stateRoot())
+	if err != nil {
+		return nil, err
+	}
+	var st *State
+	for i := range states {
+		if len(id) >= 4 && states[i].ID[:min(len(id), len(states[i].ID))] == id {
+			if st != nil {
+				return nil, fmt.Errorf("sandbox %s: %w", id, ErrAmbiguousID)
+			}
+			st = &states[i]
+		}
+	}
+	if st == nil {
+		return nil, fmt.Errorf("sandbox %s: %w", id, ErrNotFound)
+	}
+	if !st.Init.alive() || !st.Alive() {
+		return nil, fmt.Errorf("sandbox %s: %w", st.ID, ErrNotRunning)
+	}
+	proc, err := os.FindProcess(st.Init.PID)
+	if err != nil {
+		return nil, err
+	}
+	// The handle is a pidfd now; if the pid still names the same process
+	// after taking it, it will for as long as the handle lives.
+	if !st.Init.alive() {
+		proc.Release()
+		return nil, fmt.Errorf("sandbox %s: %w", st.ID, ErrNotRunning)
+	}
+
+	s.id, s.ref, s.state, s.rootfs, s.proc = st.ID, st.Image, *st, st.Rootfs, proc
+	s.opts.Env, s.opts.User, s.opts.Dir, s.opts.Security = st.Env, st.User, st.Dir, st.Security
+	s.started = true
+	s.result = &Result{Started: st.Created}
+	if s.storage = o.Storage; s.storage == nil {
+		if s.storage, err = layerfs.Open(firstNonEmpty(st.Store, layerfs.DefaultRoot()), &layerfs.Options{Logger: s.log}); err != nil {
+			return nil, err
+		}
+	}
+	if s.img, err = s.storage.Image(ctx, st.ImageDigest); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", st.ID, err)
+	}
+	cgm := o.Cgroups
+	if cgm == nil {
+		if cgm, err = cgroup.NewManager(cgroup.Options{Parent: st.Parent, Logger: s.log}); err != nil {
+			return nil, err
+		}
+	}
+	if s.cg, err = cgm.Open(st.Cgroup); err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", st.ID, err)
+	}
+	if _, err := os.Stat(filepath.Join(s.rootfs, ".")); err != nil {
+		return nil, fmt.Errorf("sandbox %s: rootfs: %w", st.ID, err)
+	}
+	return s, nil
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
