@@ -2,7 +2,7 @@
 # sandboxes need root, on Debian 12.
 #
 #   make build   build bin/berth
-#   make demo    install what the demo needs, build, import busybox:demo, show it
+#   make demo    install what the demo needs, build, import busybox:demo, run a hardened sandbox
 #   make test    install what the tests need, then vet, gofmt check, go test
 #   make bench   install the runtimes to compare with, then run benchmarks
 #   make clean   remove bin/
@@ -30,7 +30,8 @@ demo: demo-deps build
 		hack/mkdemo.sh $(DEMO_TAR) && \
 		bin/berth image import $(DEMO_TAR) --name $(DEMO_IMAGE); }
 	bin/berth image ls
-	bin/berth image inspect $(DEMO_IMAGE)
+	bin/berth run --hostname demo --memory 64m --pids-limit 64 --read-only \
+		-v $(CURDIR)/hack:/demo:ro $(DEMO_IMAGE) sh /demo/demo-inside.sh
 
 test: test-deps
 	$(GO) vet ./...

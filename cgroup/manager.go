@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -104,6 +105,8 @@ type Manager struct {
 	unified string            // cgroup2 mount point; "" in V1 mode
 	v1      map[string]string // v1 controller → mount point; empty in V2 mode
 	log     *slog.Logger
+
+	parentReady atomic.Bool // ensureParent has run
 }
 
 // NewManager detects (or takes from opts) the cgroup layout. It changes
@@ -209,11 +212,12 @@ func (m *Manager) Parent() string { return m.parent }
 
 // RemoveParent removes berth's parent directory from every hierarchy. It
 // fails while any cgroup is left in it; a parent that is already gone is
-// fine.
+// fine. A Create racing with it makes the parent again.
 func (m *Manager) RemoveParent() error {
 	var errs []error
+	m.parentReady.Store(false)
 	for _, dir := range m.parentDirs() {
-		if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := unix.Rmdir(dir); err != nil && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("cgroup: remove %s: %w", dir, err))
 		}
 	}
@@ -273,10 +277,25 @@ func (m *Manager) Create(name string, r *Resources) (*Cgroup, error) {
 			return nil, fmt.Errorf("cgroup: create %q: %w", name, err)
 		}
 	}
-	if err := m.ensureParent(); err != nil {
-		return nil, err
+	// The parent is prepared once per Manager; if it has gone since (berth
+	// gc removes an empty one), it is made again and the create retried.
+	if !m.parentReady.Load() {
+		if err := m.ensureParent(); err != nil {
+			return nil, err
+		}
+		m.parentReady.Store(true)
 	}
+	c, err := m.create(name, r)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := m.ensureParent(); err != nil {
+			return nil, err
+		}
+		c, err = m.create(name, r)
+	}
+	return c, err
+}
 
+func (m *Manager) create(name string, r *Resources) (*Cgroup, error) {
 	c := m.cgroup(name)
 	var made []string
 	undo := func() {
@@ -295,7 +314,7 @@ func (m *Manager) Create(name string, r *Resources) (*Cgroup, error) {
 				}
 				return nil, fmt.Errorf("cgroup: create %s: %w", dir, ErrExists)
 			}
-			return nil, fmt.Errorf("cgroup: %w", err)
+			return nil, fmt.Errorf("cgroup: create: %w", err)
 		}
 		made = append(made, dir)
 	}

@@ -107,6 +107,13 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+func (o *Options) logger() *slog.Logger {
+	if o.Logger != nil {
+		return o.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
 // A Mount is a filesystem to add to the sandbox.
 type Mount struct {
 	Type        string // "bind" (the default), "volume" or "tmpfs"

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/berth-dev/berth/cgroup"
@@ -242,6 +243,12 @@ func Recover(ctx context.Context, opts *Options) (RecoverResult, error) {
 			continue
 		}
 		res.Cgroups = append(res.Cgroups, name)
+	}
+	// An empty parent goes too; one still in use stays (EBUSY).
+	if len(live) == 0 {
+		if err := cgm.RemoveParent(); err != nil && !errors.Is(err, syscall.EBUSY) {
+			o.logger().Debug("cgroup parent kept", "err", err)
+		}
 	}
 	return res, errors.Join(errs...)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -50,8 +51,8 @@ func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e))
 
 // globals are the flags every command shares.
 type globals struct {
-	root  string
-	debug bool
+	root, state, cgroupParent string
+	debug                     bool
 }
 
 func (g *globals) logger() *slog.Logger {
@@ -60,6 +61,15 @@ func (g *globals) logger() *slog.Logger {
 		level = slog.LevelDebug
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// sandboxOptions are the Options every sandbox command starts from.
+func (g *globals) sandboxOptions() (*sandbox.Options, error) {
+	cgm, err := cgroup.NewManager(cgroup.Options{Parent: g.cgroupParent, Logger: g.logger()})
+	if err != nil {
+		return nil, err
+	}
+	return &sandbox.Options{StateDir: g.state, Cgroups: cgm, Logger: g.logger(), Storage: g.storeOrNil()}, nil
 }
 
 func newRootCommand() *cobra.Command {
@@ -71,6 +81,8 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&g.root, "root", "", "image store directory (default $BERTH_ROOT or /var/lib/berth)")
+	root.PersistentFlags().StringVar(&g.state, "state", sandbox.DefaultStateDir, "directory for the state of running sandboxes")
+	root.PersistentFlags().StringVar(&g.cgroupParent, "cgroup-parent", "berth", "cgroup under which sandboxes' cgroups go")
 	root.PersistentFlags().BoolVar(&g.debug, "debug", false, "log what berth does to stderr")
 	root.AddCommand(newImageCommand(g), newRunCommand(g), newExecCommand(g), newPsCommand(g), newKillCommand(g), newGCCommand(g))
 	return root

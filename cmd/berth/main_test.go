@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // berth runs the command line in-process against a store of the test's.
@@ -105,5 +108,73 @@ func TestImageCommandErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), strings.TrimSuffix(tc.want, ": ")) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("berth %v: %v, want one line containing %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+func TestRunCommands(t *testing.T) {
+	root := t.TempDir()
+	state := filepath.Join(root, "state")
+	parent := fmt.Sprintf("berth-clitest-%d", os.Getpid())
+	alpine, _ := filepath.Abs("../../../shared/images/alpine-minirootfs-3.20.3-x86_64.tar.gz")
+	g := []string{"--state", state, "--cgroup-parent", parent}
+	if _, err := berth(t, root, "image", "import", alpine, "--name", "alpine:test"); err != nil {
+		t.Fatal(err)
+	}
+	defer berth(t, root, append(g, "gc")...)
+
+	out, err := berth(t, root, append(g, "run", "-e", "A=1", "-w", "/tmp", "-u", "nobody", "--hostname", "h", "alpine:test", "sh", "-c", "echo $A $(pwd) $(id -u) $(hostname)")...)
+	if err != nil || out != "1 /tmp 65534 h\n" {
+		t.Errorf("run: %q %v", out, err)
+	}
+	_, err = berth(t, root, append(g, "run", "alpine:test", "sh", "-c", "exit 7")...)
+	var ee exitError
+	if !errors.As(err, &ee) || ee != 7 {
+		t.Errorf("exit 7: %v", err)
+	}
+	out, err = berth(t, root, append(g, "run", "-m", "32m", "alpine:test", "tail", "/dev/zero")...)
+	if !errors.As(err, &ee) || ee != 137 || !strings.Contains(out, "OOM-killed") {
+		t.Errorf("OOM: %q %v", out, err)
+	}
+	cmd := newRootCommand()
+	var buf bytes.Buffer
+	cmd.SetOut(&buf)
+	cmd.SetIn(strings.NewReader("piped\n"))
+	cmd.SetArgs(append([]string{"--root", root}, append(g, "run", "-i", "alpine:test", "cat")...))
+	if err := cmd.ExecuteContext(context.Background()); err != nil || buf.String() != "piped\n" {
+		t.Errorf("run -i: %q %v", buf.String(), err)
+	}
+	if _, err := berth(t, root, append(g, "run", "-v", "nocolon", "alpine:test", "true")...); err == nil || !strings.Contains(err.Error(), "SRC:DST") {
+		t.Errorf("bad -v: %v", err)
+	}
+
+	// A sandbox in the background, seen by ps, joined by exec, ended by kill.
+	done := make(chan error, 1)
+	go func() {
+		_, err := berth(t, root, append(g, "run", "alpine:test", "sleep", "100")...)
+		done <- err
+	}()
+	var id string
+	for deadline := time.Now().Add(10 * time.Second); id == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		out, _ := berth(t, root, append(g, "ps")...)
+		if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) == 2 && strings.Contains(lines[1], "running") {
+			id = strings.Fields(lines[1])[0]
+		}
+	}
+	if id == "" {
+		t.Fatal("ps never showed the sandbox")
+	}
+	out, err = berth(t, root, append(g, "exec", id, "sh", "-c", "ps -o comm | grep -c sleep")...)
+	if err != nil || out != "1\n" {
+		t.Errorf("exec: %q %v", out, err)
+	}
+	if _, err := berth(t, root, append(g, "kill", id)...); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.As(err, &ee) || ee != 137 {
+		t.Errorf("killed run: %v", err)
+	}
+	out, _ = berth(t, root, append(g, "ps")...)
+	if strings.Count(out, "\n") != 1 {
+		t.Errorf("ps after kill:\n%s", out)
 	}
 }

@@ -51,9 +51,9 @@ func (f *processFlags) environment() []string {
 	return out
 }
 
-func (f *processFlags) stdin() io.Reader {
+func (f *processFlags) stdin(cmd *cobra.Command) io.Reader {
 	if f.interactive {
-		return os.Stdin
+		return cmd.InOrStdin()
 	}
 	return nil
 }
@@ -73,13 +73,14 @@ func newRunCommand(g *globals) *cobra.Command {
 		Short: "Run a command in a new sandbox, and exit with its status",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts := &sandbox.Options{
-				Args: args[1:], Env: pf.environment(), Dir: pf.dir, User: pf.user, Hostname: hostname,
-				Stdin: pf.stdin(), Stdout: os.Stdout, Stderr: os.Stderr,
-				ReadonlyRootfs: readOnly, Timeout: timeout, TTY: tty, Logger: g.logger(),
+			opts, err := g.sandboxOptions()
+			if err != nil {
+				return err
 			}
+			opts.Args, opts.Env, opts.Dir, opts.User, opts.Hostname = args[1:], pf.environment(), pf.dir, pf.user, hostname
+			opts.Stdin, opts.Stdout, opts.Stderr = pf.stdin(cmd), cmd.OutOrStdout(), cmd.ErrOrStderr()
+			opts.ReadonlyRootfs, opts.Timeout, opts.TTY = readOnly, timeout, tty
 			res := &cgroup.Resources{PidsMax: pidsLimit}
-			var err error
 			if res.MemoryMax, err = parseBytes(memory); err != nil {
 				return fmt.Errorf("--memory: %w", err)
 			}
@@ -113,7 +114,11 @@ func newRunCommand(g *globals) *cobra.Command {
 			if tty && !term.IsTerminal(int(os.Stdin.Fd())) {
 				return errors.New("-t: standard input is not a terminal")
 			}
-			return runSandbox(cmd.Context(), sandbox.New(args[0], opts), tty)
+			err = runSandbox(cmd.Context(), sandbox.New(args[0], opts), tty, cmd.ErrOrStderr())
+			// The cgroup parent goes with the last sandbox in it; while
+			// others run, rmdir fails and it stays.
+			opts.Cgroups.RemoveParent()
+			return err
 		},
 	}
 	cmd.Flags().SetInterspersed(false)
@@ -133,7 +138,7 @@ func newRunCommand(g *globals) *cobra.Command {
 
 // runSandbox runs sb in the foreground, passing signals on to it, and
 // exits with its workload's status.
-func runSandbox(ctx context.Context, sb *sandbox.Sandbox, tty bool) error {
+func runSandbox(ctx context.Context, sb *sandbox.Sandbox, tty bool, stderr io.Writer) error {
 	// Ctrl-C and friends go to the workload, as they would to a program
 	// run directly, not to berth.
 	ctx = context.WithoutCancel(ctx)
@@ -176,9 +181,9 @@ func runSandbox(ctx context.Context, sb *sandbox.Sandbox, tty bool) error {
 	}
 	switch {
 	case res.TimedOut:
-		fmt.Fprintf(os.Stderr, "berth: sandbox %s timed out\n", sb.ID()[:12])
+		fmt.Fprintf(stderr, "berth: sandbox %s timed out\n", sb.ID()[:12])
 	case res.OOMKilled:
-		fmt.Fprintf(os.Stderr, "berth: sandbox %s ran out of memory (OOM-killed)\n", sb.ID()[:12])
+		fmt.Fprintf(stderr, "berth: sandbox %s ran out of memory (OOM-killed)\n", sb.ID()[:12])
 	}
 	if res.ExitCode != 0 {
 		return exitError(res.ExitCode)
@@ -243,13 +248,17 @@ func newExecCommand(g *globals) *cobra.Command {
 		Short: "Run another command in a running sandbox",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			sb, err := sandbox.Open(cmd.Context(), args[0], &sandbox.Options{Logger: g.logger(), Storage: g.storeOrNil()})
+			opts, err := g.sandboxOptions()
+			if err != nil {
+				return err
+			}
+			sb, err := sandbox.Open(cmd.Context(), args[0], opts)
 			if err != nil {
 				return err
 			}
 			res, err := sb.Exec(cmd.Context(), &sandbox.ExecOptions{
 				Args: args[1:], Env: pf.environment(), Dir: pf.dir, User: pf.user,
-				Stdin: pf.stdin(), Stdout: os.Stdout, Stderr: os.Stderr,
+				Stdin: pf.stdin(cmd), Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(),
 			})
 			if err != nil {
 				return err
@@ -276,8 +285,12 @@ func newKillCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			opts, err := g.sandboxOptions()
+			if err != nil {
+				return err
+			}
 			for _, id := range args {
-				sb, err := sandbox.Open(cmd.Context(), id, &sandbox.Options{Logger: g.logger(), Storage: g.storeOrNil()})
+				sb, err := sandbox.Open(cmd.Context(), id, opts)
 				if err != nil {
 					return err
 				}
@@ -311,7 +324,7 @@ func newPsCommand(g *globals) *cobra.Command {
 		Short: "List sandboxes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			states, err := sandbox.ReadStates("")
+			states, err := sandbox.ReadStates(g.state)
 			if err != nil {
 				return err
 			}
@@ -340,7 +353,12 @@ func newGCCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := sandbox.Recover(cmd.Context(), &sandbox.Options{Storage: store, Logger: g.logger()})
+			opts, err := g.sandboxOptions()
+			if err != nil {
+				return err
+			}
+			opts.Storage = store
+			res, err := sandbox.Recover(cmd.Context(), opts)
 			fmt.Fprintf(cmd.OutOrStdout(), "reclaimed %d dead sandboxes, %d stray rootfs, %d stray cgroups\n", len(res.Sandboxes), len(res.Rootfs), len(res.Cgroups))
 			if err != nil {
 				return err

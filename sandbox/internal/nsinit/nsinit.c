@@ -924,6 +924,9 @@ __attribute__((constructor)) static void berth_nsinit(void) {
 		run_init();
 	if (strcmp(mode, "exec") == 0)
 		run_exec();
+	// Measures what starting this program again costs, up to here.
+	if (strcmp(mode, "noop") == 0)
+		_exit(0);
 	errno = EINVAL;
 	die("unknown _BERTH_INIT mode %s", mode);
 }

@@ -32,6 +32,7 @@ const (
 	EnvMode  = "_BERTH_INIT"
 	ModeInit = "init"
 	ModeExec = "exec"
+	ModeNoop = "noop" // exit at once: for measuring the re-exec itself
 )
 
 // MountKind says how the init makes a Mount.

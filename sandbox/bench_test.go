@@ -1,0 +1,131 @@
+package sandbox
+
+import (
+	"os/exec"
+
+	"bufio"
+	"context"
+	"fmt"
+	"github.com/berth-dev/berth/sandbox/internal/nsinit"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func percentiles(b *testing.B, samples []time.Duration) {
+	slices.Sort(samples)
+	if len(samples) == 0 {
+		return
+	}
+	b.ReportMetric(float64(samples[len(samples)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(samples[len(samples)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// BenchmarkStartExit measures New+Run of `true`: from nothing to a
+// finished, torn-down sandbox. Run with -benchtime=200x or more for the
+// percentiles to mean something.
+func BenchmarkStartExit(b *testing.B) {
+	for _, image := range []string{"busybox:test", "alpine:test"} {
+		b.Run(strings.TrimSuffix(image, ":test"), func(b *testing.B) {
+			samples := make([]time.Duration, 0, b.N)
+			for i := 0; i < b.N; i++ {
+				start := time.Now()
+				res, err := New(image, opts(func(o *Options) { o.Args = []string{"true"} })).Run(context.Background())
+				if err != nil || !res.Success() {
+					b.Fatal(res, err)
+				}
+				samples = append(samples, time.Since(start))
+			}
+			percentiles(b, samples)
+		})
+	}
+}
+
+// BenchmarkIdleMemory starts N sandboxes running sleep and reports what
+// the host holds for each beyond the workload: its PID 1 (proportional
+// set size, so pages shared between the inits count once) and the growth
+// of this process.
+func BenchmarkIdleMemory(b *testing.B) {
+	for _, n := range []int{1, 10, 100} {
+		b.Run(fmt.Sprintf("N=%d", n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				hostBefore := pss(b, os.Getpid())
+				var sbs []*Sandbox
+				for j := 0; j < n; j++ {
+					sb := New("busybox:test", opts(func(o *Options) { o.Args = []string{"sleep", "1000"} }))
+					if err := sb.Start(context.Background()); err != nil {
+						b.Fatal(err)
+					}
+					sbs = append(sbs, sb)
+				}
+				var initPSS, initRSS int
+				for _, sb := range sbs {
+					initPSS += pss(b, sb.proc.Pid)
+					initRSS += rss(b, sb.proc.Pid)
+				}
+				hostAfter := pss(b, os.Getpid())
+				b.ReportMetric(float64(initPSS)/float64(n), "init-PSS-KiB/sandbox")
+				b.ReportMetric(float64(initRSS)/float64(n), "init-RSS-KiB/sandbox")
+				b.ReportMetric(float64(hostAfter-hostBefore)/float64(n), "host-PSS-KiB/sandbox")
+				for _, sb := range sbs {
+					sb.Close()
+				}
+			}
+		})
+	}
+}
+
+func smapsField(b *testing.B, pid int, field string) int {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if fs := strings.Fields(sc.Text()); len(fs) >= 2 && fs[0] == field+":" {
+			n, _ := strconv.Atoi(fs[1])
+			return n
+		}
+	}
+	b.Fatalf("no %s in smaps_rollup of %d", field, pid)
+	return 0
+}
+
+func pss(b *testing.B, pid int) int { return smapsField(b, pid, "Pss") }
+func rss(b *testing.B, pid int) int { return smapsField(b, pid, "Rss") }
+
+// BenchmarkReexec measures what starting the host's own executable again
+// costs up to the point where the init takes over (fork, exec through the
+// read-only view, the dynamic loader, the constructor), next to fork and
+// exec of a static busybox.
+func BenchmarkReexec(b *testing.B) {
+	exe, err := nsinit.SelfExe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		cmd  func() *exec.Cmd
+	}{
+		{"self", func() *exec.Cmd {
+			return &exec.Cmd{Path: exe, Args: []string{"berth-noop"}, Env: []string{nsinit.EnvMode + "=" + nsinit.ModeNoop}}
+		}},
+		{"busybox-true", func() *exec.Cmd { return exec.Command("/bin/busybox", "true") }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			samples := make([]time.Duration, 0, b.N)
+			for i := 0; i < b.N; i++ {
+				start := time.Now()
+				if err := c.cmd().Run(); err != nil {
+					b.Fatal(err)
+				}
+				samples = append(samples, time.Since(start))
+			}
+			percentiles(b, samples)
+		})
+	}
+}
