@@ -282,12 +282,12 @@ func (s *Store) readImage(h v1.Hash) (*Image, error) {
 
 // Tag points name at the image that ref names.
 func (s *Store) Tag(ctx context.Context, ref, name string) error {
-	r, err := ParseReference(name)
+	names, err := nameList(name, "a tag")
 	if err != nil {
 		return err
 	}
-	if r.Digest != "" {
-		return fmt.Errorf("%w %q: a tag cannot carry a digest", ErrInvalidReference, name)
+	if names == nil {
+		return fmt.Errorf("%w: empty tag", ErrInvalidReference)
 	}
 	l, err := s.use(ctx)
 	if err != nil {
@@ -298,7 +298,7 @@ func (s *Store) Tag(ctx context.Context, ref, name string) error {
 	if err != nil {
 		return err
 	}
-	return s.addImage(h, []string{r.String()})
+	return s.addImage(h, names)
 }
 
 // Remove deletes a reference. When ref is a name, only that name goes, and

@@ -126,16 +126,9 @@ func (s *Store) Import(ctx context.Context, path string, opts *ImportOptions) (*
 	if opts == nil {
 		opts = &ImportOptions{}
 	}
-	var names []string
-	if opts.Name != "" {
-		r, err := ParseReference(opts.Name)
-		if err != nil {
-			return nil, err
-		}
-		if r.Digest != "" {
-			return nil, fmt.Errorf("%w %q: an import name cannot carry a digest", ErrInvalidReference, opts.Name)
-		}
-		names = []string{r.String()}
+	names, err := nameList(opts.Name, "an import name")
+	if err != nil {
+		return nil, err
 	}
 	format, err := DetectFormat(path)
 	if err != nil {

@@ -77,3 +77,19 @@ func (r Reference) String() string {
 	}
 	return s
 }
+
+// nameList parses the name an image is to be given (by import, commit or
+// tag), which cannot pin a digest; an empty name gives no names.
+func nameList(name, what string) ([]string, error) {
+	if name == "" {
+		return nil, nil
+	}
+	r, err := ParseReference(name)
+	if err != nil {
+		return nil, err
+	}
+	if r.Digest != "" {
+		return nil, fmt.Errorf("%w %q: %s cannot carry a digest", ErrInvalidReference, name, what)
+	}
+	return []string{r.String()}, nil
+}

@@ -216,16 +216,9 @@ func (s *Store) Commit(ctx context.Context, key string, opts *CommitOptions) (*I
 	if opts == nil {
 		opts = &CommitOptions{}
 	}
-	var names []string
-	if opts.Name != "" {
-		r, err := ParseReference(opts.Name)
-		if err != nil {
-			return nil, err
-		}
-		if r.Digest != "" {
-			return nil, fmt.Errorf("%w %q: a commit name cannot carry a digest", ErrInvalidReference, opts.Name)
-		}
-		names = []string{r.String()}
+	names, err := nameList(opts.Name, "a commit name")
+	if err != nil {
+		return nil, err
 	}
 	l, err := s.use(ctx)
 	if err != nil {

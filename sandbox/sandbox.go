@@ -557,6 +557,14 @@ func (s *Sandbox) kill() {
 	if s.proc != nil {
 		s.proc.Signal(syscall.SIGKILL)
 	}
+	// A paused sandbox's processes take the signal only once thawed.
+	if s.cg != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.cg.Thaw(ctx); err != nil {
+			s.log.Warn("thaw to kill", "id", s.id, "err", err)
+		}
+	}
 }
 
 // cleanup undoes what Start did, newest first, and reports the first
@@ -621,8 +629,16 @@ func (s *Sandbox) Signal(sig os.Signal) error {
 	return nil
 }
 
-// Kill ends every process in the sandbox at once.
-func (s *Sandbox) Kill() error { return s.Signal(syscall.SIGKILL) }
+// Kill ends every process in the sandbox at once, paused or not.
+func (s *Sandbox) Kill() error {
+	if err := s.Signal(syscall.SIGKILL); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.kill()
+	return nil
+}
 
 // Close kills the sandbox if it runs, waits for it, and frees everything
 // it holds. It may be called any number of times.

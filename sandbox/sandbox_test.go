@@ -341,3 +341,39 @@ func TestExec(t *testing.T) {
 		return strings.TrimSpace(out.String()) == "1"
 	})
 }
+
+func TestKillPaused(t *testing.T) {
+	for _, how := range []string{"Kill", "Close"} {
+		sb := New("alpine:test", opts(sh("sleep 100 & sleep 100")))
+		if err := sb.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if err := sb.Pause(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() {
+			if how == "Kill" {
+				sb.Kill()
+			}
+			sb.Close()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s of a paused sandbox hangs", how)
+		}
+		if res, err := sb.Wait(); err != nil || res.Signal != syscall.SIGKILL {
+			t.Errorf("%s: %+v %v", how, res, err)
+		}
+	}
+}
+
+func TestInitReapsZombies(t *testing.T) {
+	// The subshell's sleep is orphaned to PID 1, which must reap it.
+	res, out, _ := run(t, "alpine:test", opts(sh("(sleep 0.1 &); sleep 0.6; ps -o stat | grep -c Z")))
+	if strings.TrimSpace(out) != "0" || res.ExitCode != 1 {
+		t.Errorf("zombies: %q (exit %d)", out, res.ExitCode)
+	}
+}

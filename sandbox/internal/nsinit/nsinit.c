@@ -86,34 +86,37 @@ static void status(const char *fmt, ...) {
 	write_all(status_fd, buf, (size_t)n);
 }
 
+// report sends a failure line of the given kind to the host: the errno
+// apart, so the host can wrap it, and the message on one line.
+static void report(char kind, int err, const char *fmt, va_list ap) {
+	char msg[400];
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	for (char *p = msg; *p; p++)
+		if (*p == '\n')
+			*p = ' ';
+	status("%c %d %s", kind, err, msg);
+}
+
+// die reports a setup failure and exits: nothing of the workload ran.
+__attribute__((noreturn, format(printf, 1, 2))) static void die(const char *fmt, ...) {
+	int err = errno;
+	va_list ap;
+	va_start(ap, fmt);
+	report('E', err, fmt, ap);
+	va_end(ap);
+	_exit(126);
+}
+
 // exec_failed reports that the workload's program could not be run: a
 // missing or unrunnable command, which callers treat apart from a broken
 // sandbox.
 __attribute__((noreturn, format(printf, 1, 2))) static void exec_failed(const char *fmt, ...) {
 	int err = errno;
-	char msg[400];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
+	report('C', err, fmt, ap);
 	va_end(ap);
-	status("C %d %s", err, msg);
 	_exit(127);
-}
-
-// die reports a setup failure to the host and exits. Messages name what
-// failed; the errno goes separately so the host can wrap it.
-__attribute__((noreturn, format(printf, 1, 2))) static void die(const char *fmt, ...) {
-	int err = errno;
-	char msg[400];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
-	for (char *p = msg; *p; p++)
-		if (*p == '\n')
-			*p = ' ';
-	status("E %d %s", err, msg);
-	_exit(126);
 }
 
 // ---- the spec ---------------------------------------------------------------
