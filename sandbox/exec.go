@@ -71,7 +71,10 @@ func (s *Sandbox) Exec(ctx context.Context, o *ExecOptions) (*Result, error) {
 	spec.Namespaces = unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET | unix.CLONE_NEWPID | unix.CLONE_NEWCGROUP
 	spec.CgroupProcs = s.cg.ProcsFiles()
 
-	p, err := launch(nsinit.ModeExec, spec, s.cg, stdio{o.Stdin, o.Stdout, o.Stderr}, []*os.File{pidfile}, 0)
+	p, err := launch(nsinit.ModeExec, s.cg, stdio{o.Stdin, o.Stdout, o.Stderr}, []*os.File{pidfile}, &syscall.SysProcAttr{})
+	if err == nil {
+		err = p.run(spec)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, err)
 	}

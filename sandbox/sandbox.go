@@ -80,6 +80,8 @@ type Options struct {
 	// TTY gives the workload a terminal as its standard streams; what it
 	// writes, stderr included, goes to Stdout, and Stdin feeds its input.
 	TTY bool
+	// ExtraFiles are passed to the workload as descriptors 3, 4, ...
+	ExtraFiles []*os.File
 
 	// Mounts are added to the rootfs, in order.
 	Mounts []Mount
@@ -274,26 +276,48 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 		return err
 	}
 
+	s.cg, err = cgm.Create(s.id, s.resources())
+	if err != nil {
+		return err
+	}
+	s.undo = append(s.undo, func() error { return s.cg.Remove(context.Background()) })
+
+	// The rootfs is made before PID 1 starts, so that its mount is there
+	// to copy when PID 1's mount namespace is made.
 	rootfs, err := s.storage.Prepare(ctx, s.state.RootfsKey, s.img)
 	if err != nil {
 		return err
 	}
 	s.undo = append(s.undo, func() error { return s.storage.Release(context.Background(), s.state.RootfsKey) })
 
-	s.cg, err = cgm.Create(s.id, s.opts.Resources)
-	if err != nil {
-		return err
-	}
-	s.undo = append(s.undo, func() error { return s.cg.Remove(context.Background()) })
-
-	spec, err := s.buildSpec(rootfs.Path, stateDir)
+	sec := s.security(&s.opts)
+	spec, err := s.buildSpec(rootfs.Path, stateDir, sec)
 	if err != nil {
 		return err
 	}
 	s.state.Hostname = spec.Hostname
-	if err := s.startInit(ctx, spec); err != nil {
+	p, console, err := s.launchInit(sec)
+	if err != nil {
 		return err
 	}
+	if console != nil {
+		defer console.Close()
+	}
+	if err := p.run(spec); err != nil {
+		return err
+	}
+	if console != nil {
+		if err := s.attachTerminal(console); err != nil {
+			p.cmd.Process.Kill()
+			p.cmd.Wait()
+			p.statusR.Close()
+			return err
+		}
+	}
+	s.cmd, s.status, s.proc = p.cmd, p.status, p.cmd.Process
+	s.result = &Result{Started: p.started}
+	go s.supervise(ctx, p.statusR)
+
 	s.rootfs = rootfs.Path
 	s.state.Rootfs = rootfs.Path
 	if st, err := procStartTime(s.proc.Pid); err == nil {
@@ -305,6 +329,26 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 	return nil
 }
 
+// resources are the cgroup limits: the options', with the security
+// configuration's defaults where the options set none.
+func (s *Sandbox) resources() *cgroup.Resources {
+	sec := s.security(&s.opts)
+	if sec.MemoryMax == 0 && sec.PidsMax == 0 {
+		return s.opts.Resources
+	}
+	r := cgroup.Resources{}
+	if s.opts.Resources != nil {
+		r = *s.opts.Resources
+	}
+	if r.MemoryMax == 0 {
+		r.MemoryMax = sec.MemoryMax
+	}
+	if r.PidsMax == 0 {
+		r.PidsMax = sec.PidsMax
+	}
+	return &r
+}
+
 func (s *Sandbox) stateRoot() string {
 	if s.opts.StateDir != "" {
 		return s.opts.StateDir
@@ -312,53 +356,85 @@ func (s *Sandbox) stateRoot() string {
 	return DefaultStateDir
 }
 
-// startInit starts the sandbox's PID 1 and waits for its word that the
-// workload runs.
-func (s *Sandbox) startInit(ctx context.Context, spec *nsinit.Spec) error {
+// launchInit starts the sandbox's PID 1, which waits for its spec. With a
+// terminal, it also returns the socket the init will send the terminal on.
+func (s *Sandbox) launchInit(sec *security.Config) (*launched, *os.File, error) {
 	std := stdio{s.opts.Stdin, s.opts.Stdout, s.opts.Stderr}
-	var extra []*os.File
+	// fd 5 is the console socket or nothing; the workload's own extra
+	// files follow from fd 6.
+	extra := []*os.File{nil}
 	var console *os.File
 	if s.opts.TTY {
 		// The init makes the terminal in the sandbox's own devpts, where
 		// the workload can find it by name, and sends its master here.
 		pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
-			return fmt.Errorf("console socket: %w", err)
+			return nil, nil, fmt.Errorf("console socket: %w", err)
 		}
 		console = os.NewFile(uintptr(pair[0]), "console")
-		defer console.Close()
 		theirs := os.NewFile(uintptr(pair[1]), "console")
 		defer theirs.Close()
-		extra = []*os.File{theirs}
+		extra[0] = theirs
 		std = stdio{}
-		spec.TTY = true
 	}
-	p, err := launch(nsinit.ModeInit, spec, s.cg, std, extra,
-		unix.CLONE_NEWPID|unix.CLONE_NEWNS|unix.CLONE_NEWUTS|unix.CLONE_NEWIPC|unix.CLONE_NEWNET)
+	extra = append(extra, s.opts.ExtraFiles...)
+	attr := &syscall.SysProcAttr{
+		Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET,
+	}
+	if u := sec.UserNamespace; u != nil {
+		attr.Cloneflags |= unix.CLONE_NEWUSER
+		attr.UidMappings, attr.GidMappings = idMaps(u.UIDMap), idMaps(u.GIDMap)
+		// The workload's supplementary groups need setgroups(2).
+		attr.GidMappingsEnableSetgroups = true
+	}
+	p, err := launch(nsinit.ModeInit, s.cg, std, extra, attr)
 	if err != nil {
-		return err
+		if console != nil {
+			console.Close()
+		}
+		return nil, nil, err
 	}
-	if s.opts.TTY {
-		master, err := receiveFD(console)
-		if err != nil {
+	if sec.UserNamespace != nil {
+		// Root in a user namespace may not write the host's cgroup files,
+		// so the host moves it into the v1 hierarchies (the unified one
+		// it was born in).
+		if err := s.cg.Add(p.cmd.Process.Pid); err != nil {
 			p.cmd.Process.Kill()
 			p.cmd.Wait()
-			return fmt.Errorf("receive the sandbox's terminal: %w", err)
-		}
-		s.ptyMaster = master
-		s.undo = append(s.undo, master.Close)
-		s.ttyDone = make(chan struct{})
-		go func() {
-			copyTerminal(s.opts.Stdout, s.ptyMaster)
-			close(s.ttyDone)
-		}()
-		if s.opts.Stdin != nil {
-			go io.Copy(s.ptyMaster, s.opts.Stdin)
+			if console != nil {
+				console.Close()
+			}
+			return nil, nil, err
 		}
 	}
-	s.cmd, s.status, s.proc = p.cmd, p.status, p.cmd.Process
-	s.result = &Result{Started: p.started}
-	go s.supervise(ctx, p.statusR)
+	return p, console, nil
+}
+
+func idMaps(m []security.IDMap) []syscall.SysProcIDMap {
+	out := make([]syscall.SysProcIDMap, len(m))
+	for i, e := range m {
+		out[i] = syscall.SysProcIDMap{ContainerID: int(e.ContainerID), HostID: int(e.HostID), Size: int(e.Size)}
+	}
+	return out
+}
+
+// attachTerminal takes the terminal the init made and copies between it
+// and the sandbox's standard streams.
+func (s *Sandbox) attachTerminal(console *os.File) error {
+	master, err := receiveFD(console)
+	if err != nil {
+		return fmt.Errorf("receive the sandbox's terminal: %w", err)
+	}
+	s.ptyMaster = master
+	s.undo = append(s.undo, master.Close)
+	s.ttyDone = make(chan struct{})
+	go func() {
+		copyTerminal(s.opts.Stdout, s.ptyMaster)
+		close(s.ttyDone)
+	}()
+	if s.opts.Stdin != nil {
+		go io.Copy(s.ptyMaster, s.opts.Stdin)
+	}
 	return nil
 }
 
@@ -369,19 +445,17 @@ type stdio struct {
 
 // A launched process is an init or exec helper whose workload runs.
 type launched struct {
-	cmd       *exec.Cmd
-	status    *nsinit.StatusReader
-	ptyMaster *os.File
-	ttyDone   chan struct{} // closed when terminal output has been copied
-	statusR   *os.File
-	started   time.Time
+	cmd     *exec.Cmd
+	status  *nsinit.StatusReader
+	statusR *os.File
+	specW   *os.File // until the spec is sent
+	started time.Time
 }
 
-// launch starts this program again as nsinit in mode, in new namespaces
-// (cloneflags) and born into cg, hands it spec, and waits until the
-// workload's exec has succeeded or setting up has failed. extra files
-// follow the spec and status pipes, from fd 5.
-func launch(mode string, spec *nsinit.Spec, cg *cgroup.Cgroup, std stdio, extra []*os.File, cloneflags uintptr) (*launched, error) {
+// launch starts this program again as nsinit in mode, with attr's
+// namespaces and born into cg. The process waits for its spec, which run
+// sends. extra files follow the spec and status pipes, from fd 5.
+func launch(mode string, cg *cgroup.Cgroup, std stdio, extra []*os.File, attr *syscall.SysProcAttr) (*launched, error) {
 	exe, err := nsinit.SelfExe()
 	if err != nil {
 		return nil, err
@@ -391,79 +465,80 @@ func launch(mode string, spec *nsinit.Spec, cg *cgroup.Cgroup, std stdio, extra 
 		return nil, err
 	}
 	defer specR.Close()
-	defer specW.Close()
 	statusR, statusW, err := os.Pipe()
 	if err != nil {
+		specW.Close()
 		return nil, err
 	}
 	defer statusW.Close()
+	fail := func(err error) (*launched, error) {
+		specW.Close()
+		statusR.Close()
+		return nil, err
+	}
 
+	// If the host dies, so does the sandbox; Recover then reclaims what it
+	// left.
+	attr.Pdeathsig = syscall.SIGKILL
 	cmd := &exec.Cmd{
-		Path:       exe,
-		Args:       []string{"berth-" + mode},
-		Env:        []string{nsinit.EnvMode + "=" + mode},
-		Stdin:      std.in,
-		Stdout:     std.out,
-		Stderr:     std.err,
-		ExtraFiles: append([]*os.File{specR, statusW}, extra...),
-		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: cloneflags,
-			// If the host dies, so does the sandbox; Recover then
-			// reclaims what it left.
-			Pdeathsig: syscall.SIGKILL,
-		},
+		Path:        exe,
+		Args:        []string{"berth-" + mode},
+		Env:         []string{nsinit.EnvMode + "=" + mode},
+		Stdin:       std.in,
+		Stdout:      std.out,
+		Stderr:      std.err,
+		ExtraFiles:  append([]*os.File{specR, statusW}, extra...),
+		SysProcAttr: attr,
 	}
 	if dir, ok := cg.V2Dir(); ok {
 		// Born in its cgroup: charged for everything from the first page.
 		fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			statusR.Close()
-			return nil, fmt.Errorf("open cgroup %s: %w", dir, err)
+			return fail(fmt.Errorf("open cgroup %s: %w", dir, err))
 		}
 		defer unix.Close(fd)
-		cmd.SysProcAttr.UseCgroupFD = true
-		cmd.SysProcAttr.CgroupFD = fd
+		attr.UseCgroupFD = true
+		attr.CgroupFD = fd
 	}
+	if err := cmd.Start(); err != nil {
+		return fail(fmt.Errorf("start %s: %w", mode, err))
+	}
+	return &launched{cmd: cmd, status: nsinit.NewStatusReader(statusR), statusR: statusR, specW: specW, started: time.Now()}, nil
+}
+
+// run sends the spec and waits until the workload's exec has succeeded or
+// setting up has failed; on failure the process is gone when it returns.
+func (p *launched) run(spec *nsinit.Spec) error {
 	// The spec fits the pipe's buffer unless a seccomp program is huge; a
 	// writer goroutine covers that case without costing the common one.
 	enc := spec.Encode()
 	if len(enc) < 60<<10 {
-		if _, err := specW.Write(enc); err != nil {
-			statusR.Close()
-			return nil, err
-		}
-		specW.Close()
+		p.specW.Write(enc)
+		p.specW.Close()
 	} else {
 		go func() {
-			specW.Write(enc)
-			specW.Close()
+			p.specW.Write(enc)
+			p.specW.Close()
 		}()
 	}
-	if err := cmd.Start(); err != nil {
-		statusR.Close()
-		return nil, fmt.Errorf("start %s: %w", mode, err)
+	st, err := p.status.Next()
+	if err == nil && st.Started {
+		return nil
 	}
-	started := time.Now()
-	statusW.Close()
-	status := nsinit.NewStatusReader(statusR)
-	st, err := status.Next()
-	if err != nil || !st.Started {
-		cmd.Process.Kill()
-		cmd.Wait()
-		statusR.Close()
-		var se *nsinit.SetupError
-		if errors.As(err, &se) {
-			if se.Exec {
-				return nil, fmt.Errorf("%w: %w", ErrExec, se)
-			}
-			return nil, fmt.Errorf("%w: %w", ErrSetup, se)
+	p.cmd.Process.Kill()
+	p.cmd.Wait()
+	p.statusR.Close()
+	var se *nsinit.SetupError
+	if errors.As(err, &se) {
+		if se.Exec {
+			return fmt.Errorf("%w: %w", ErrExec, se)
 		}
-		if err == nil || errors.Is(err, io.EOF) {
-			err = fmt.Errorf("%s exited before starting the workload", mode)
-		}
-		return nil, fmt.Errorf("%w: %w", ErrSetup, err)
+		return fmt.Errorf("%w: %w", ErrSetup, se)
 	}
-	return &launched{cmd: cmd, status: status, statusR: statusR, started: started}, nil
+	if err == nil || errors.Is(err, io.EOF) {
+		err = errors.New("the sandbox's init exited before starting the workload")
+	}
+	return fmt.Errorf("%w: %w", ErrSetup, err)
 }
 
 // supervise kills the sandbox when its context ends or its time runs out,

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -20,11 +21,13 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 
 // buildSpec turns the image config and the options into what the init
 // needs.
-func (s *Sandbox) buildSpec(rootfs, stateDir string) (*nsinit.Spec, error) {
+func (s *Sandbox) buildSpec(rootfs, stateDir string, sec *security.Config) (*nsinit.Spec, error) {
 	spec, err := s.processSpec(&s.opts, rootfs)
 	if err != nil {
 		return nil, err
 	}
+	spec.ExtraFiles = len(s.opts.ExtraFiles)
+	spec.TTY = s.opts.TTY
 	spec.Rootfs = rootfs
 	spec.Hostname = s.opts.Hostname
 	if spec.Hostname == "" {
@@ -33,9 +36,14 @@ func (s *Sandbox) buildSpec(rootfs, stateDir string) (*nsinit.Spec, error) {
 	spec.Env = setDefaultEnv(spec.Env, "HOSTNAME", spec.Hostname)
 	spec.Loopback = true
 	spec.UnshareCgroup = true
-	spec.ReadonlyRoot = s.opts.ReadonlyRootfs
-	spec.CgroupProcs = s.cg.ProcsFiles()
-	sec := s.security(&s.opts)
+	spec.ReadonlyRoot = s.opts.ReadonlyRootfs || sec.ReadonlyRootfs
+	if sec.UserNamespace == nil {
+		spec.CgroupProcs = s.cg.ProcsFiles()
+	} else {
+		// No mknod in a user namespace: device nodes are bound from the
+		// host's /dev instead.
+		spec.BindDevices = true
+	}
 	spec.Masked = sec.MaskedPaths
 	spec.ReadonlyPaths = sec.ReadonlyPaths
 
@@ -48,7 +56,20 @@ func (s *Sandbox) buildSpec(rootfs, stateDir string) (*nsinit.Spec, error) {
 		return nil, err
 	}
 	spec.Mounts = append(spec.Mounts, user...)
+	if sec.ReadonlyRootfs && !mountsAt(s.opts.Mounts, "/tmp") {
+		spec.Mounts = append(spec.Mounts, nsinit.Mount{Kind: nsinit.MountFS, Source: "tmpfs", Target: "/tmp", FSType: "tmpfs",
+			Flags: unix.MS_NOSUID | unix.MS_NODEV, Data: "mode=1777,size=65536k"})
+	}
 	return spec, nil
+}
+
+func mountsAt(mounts []Mount, dst string) bool {
+	for _, m := range mounts {
+		if path.Clean(m.Destination) == dst {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Sandbox) security(o *Options) *security.Config {
@@ -114,6 +135,14 @@ func (s *Sandbox) processSpec(o *Options, rootfs string) (*nsinit.Spec, error) {
 		spec.Caps.Effective, spec.Caps.Permitted = 0, 0
 	}
 	spec.NoNewPrivs = sec.NoNewPrivileges
+	if sec.Landlock {
+		spec.Landlock = security.LandlockFSAccess()
+	}
+	for _, r := range sec.Rlimits {
+		if !slices.ContainsFunc(o.Rlimits, func(x Rlimit) bool { return x.Resource == r.Resource }) {
+			spec.Rlimits = append(spec.Rlimits, nsinit.Rlimit{Resource: r.Resource, Soft: r.Soft, Hard: r.Hard})
+		}
+	}
 	for _, r := range o.Rlimits {
 		spec.Rlimits = append(spec.Rlimits, nsinit.Rlimit{Resource: r.Resource, Soft: r.Soft, Hard: r.Hard})
 	}

@@ -1,5 +1,17 @@
 package security
 
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	rlimitCore   = unix.RLIMIT_CORE
+	rlimitNofile = unix.RLIMIT_NOFILE
+	rlimitFsize  = unix.RLIMIT_FSIZE
+)
+
 // Config is what a sandboxed process may do.
 type Config struct {
 	// Capabilities the workload keeps (bounding, permitted and effective
@@ -13,6 +25,46 @@ type Config struct {
 	MaskedPaths []string
 	// ReadonlyPaths are mounted read-only.
 	ReadonlyPaths []string
+
+	// UserNamespace, if set, runs the sandbox in a user namespace with
+	// these mappings: root inside is an unprivileged id outside.
+	UserNamespace *UserNamespace
+	// Landlock confines file access to the sandbox's own tree (its root
+	// and what is mounted under it): a descriptor to anything else, passed
+	// in or leaked, opens nothing. Applied at the best ABI the kernel has.
+	Landlock bool
+	// ReadonlyRootfs makes the root filesystem read-only, with a private
+	// tmpfs at /tmp.
+	ReadonlyRootfs bool
+	// Rlimits apply unless the sandbox's options set the same resource.
+	Rlimits []Rlimit
+	// MemoryMax and PidsMax are limits the sandbox gets when its options
+	// set none; zero means no default.
+	MemoryMax int64
+	PidsMax   int64
+}
+
+// UserNamespace maps ids inside a sandbox to ids on the host.
+type UserNamespace struct {
+	UIDMap, GIDMap []IDMap
+}
+
+// IDMap maps Size ids from ContainerID inside to HostID outside.
+type IDMap struct {
+	ContainerID, HostID, Size uint32
+}
+
+// DefaultUserNamespace maps ids 0-65535 inside to 100000-165535 outside,
+// the range Debian gives the first user in /etc/subuid.
+func DefaultUserNamespace() *UserNamespace {
+	m := []IDMap{{ContainerID: 0, HostID: 100000, Size: 65536}}
+	return &UserNamespace{UIDMap: m, GIDMap: append([]IDMap(nil), m...)}
+}
+
+// Rlimit is a resource limit, as setrlimit(2) takes.
+type Rlimit struct {
+	Resource   int // unix.RLIMIT_*
+	Soft, Hard uint64
 }
 
 // dockerCaps is the set Docker grants a container by default.
@@ -45,4 +97,45 @@ func Default() *Config {
 		MaskedPaths:     append([]string(nil), defaultMasked...),
 		ReadonlyPaths:   append([]string(nil), defaultReadonly...),
 	}
+}
+
+// Strict returns what a sandbox running untrusted code gets: no
+// capabilities at all, a user namespace so that its root is nobody on the
+// host, a read-only root with a tmpfs /tmp, Landlock, tight resource
+// limits, and everything Default has.
+func Strict() *Config {
+	c := Default()
+	c.Capabilities = nil
+	c.UserNamespace = DefaultUserNamespace()
+	c.Landlock = true
+	c.ReadonlyRootfs = true
+	c.Rlimits = []Rlimit{
+		{Resource: rlimitCore, Soft: 0, Hard: 0},
+		{Resource: rlimitNofile, Soft: 1024, Hard: 1024},
+		{Resource: rlimitFsize, Soft: 1 << 30, Hard: 1 << 30},
+	}
+	c.MemoryMax = 512 << 20
+	c.PidsMax = 256
+	return c
+}
+
+// Unconfined returns a configuration that keeps Docker's capabilities but
+// applies none of the other restrictions. It is for trusted tools that
+// need to see the host's /proc and /sys as they are.
+func Unconfined() *Config {
+	return &Config{Capabilities: append([]string(nil), dockerCaps...)}
+}
+
+// Preset returns the named configuration: "default", "strict" or
+// "unconfined".
+func Preset(name string) (*Config, error) {
+	switch name {
+	case "", "default":
+		return Default(), nil
+	case "strict":
+		return Strict(), nil
+	case "unconfined":
+		return Unconfined(), nil
+	}
+	return nil, fmt.Errorf("security preset %q: want default, strict or unconfined", name)
 }

@@ -148,6 +148,12 @@ struct spec {
 	int oom_score_adj, have_oom_score_adj;
 	int target_pidfd;  // exec mode
 	int tty_slave;     // the terminal made in the sandbox's devpts, or -1
+	uint64_t landlock; // Landlock file rights to confine to "/", or 0
+	int extra_files;   // descriptors from fd 6 to pass as 3, 4, ...
+	struct filewrite {
+		const char *path, *data;
+	} *writes;         // written just before exec
+	int nwrites;
 	int namespaces;    // exec mode: CLONE_NEW* to join
 };
 
@@ -256,6 +262,17 @@ static void parse_spec(struct spec *s, char *buf, size_t len) {
 		case TAG_BIND_DEVICES: s->bind_devices = 1; break;
 		case TAG_UNSHARE_CGROUP: s->unshare_cgroup = 1; break;
 		case TAG_PIDFD: s->target_pidfd = (int)num(v, "pidfd"); break;
+		case TAG_LANDLOCK: s->landlock = num(v, "landlock rights"); break;
+		case TAG_EXTRA_FILES: s->extra_files = (int)num(v, "extra files"); break;
+		case TAG_EXEC_WRITE: {
+			if (fields(v, n, f, 2) != 2) {
+				errno = EINVAL;
+				die("spec: exec write needs a path and data");
+			}
+			struct filewrite w = {.path = f[0], .data = f[1]};
+			PUSH(s->writes, s->nwrites, w);
+			break;
+		}
 		case TAG_NAMESPACES: s->namespaces = (int)num(v, "namespaces"); break;
 		case TAG_OOM_SCORE_ADJ:
 			s->oom_score_adj = (int)strtol(v, NULL, 10);
@@ -656,6 +673,51 @@ static void drop_privileges(struct spec *s) {
 	}
 }
 
+// The kernel's structures for Landlock, as this file's callers need them:
+// only handled_access_fs, so that kernels of any Landlock ABI take it.
+struct ll_ruleset_attr {
+	uint64_t handled_access_fs;
+};
+struct ll_path_beneath {
+	uint64_t allowed_access;
+	int32_t parent_fd;
+} __attribute__((packed));
+
+// confine_to_root lets the process reach files only through the sandbox's
+// own tree: a descriptor to anything outside it, passed in or leaked,
+// opens nothing more.
+static void confine_to_root(uint64_t rights) {
+	struct ll_ruleset_attr attr = {.handled_access_fs = rights};
+	int rs = (int)syscall(SYS_landlock_create_ruleset, &attr, sizeof attr, 0);
+	if (rs < 0)
+		die("landlock: create ruleset");
+	int root = open("/", O_PATH | O_CLOEXEC);
+	if (root < 0)
+		die("landlock: open /");
+	struct ll_path_beneath rule = {.allowed_access = rights, .parent_fd = root};
+	if (syscall(SYS_landlock_add_rule, rs, 1 /* LANDLOCK_RULE_PATH_BENEATH */, &rule, 0) < 0)
+		die("landlock: allow /");
+	if (syscall(SYS_landlock_restrict_self, rs, 0) < 0)
+		die("landlock: restrict");
+	close(root);
+	close(rs);
+}
+
+// pass_extra_files moves the descriptors meant for the workload from fd 6
+// down to 3, 4, ..., clear of the descriptors set-up still needs.
+static void pass_extra_files(struct spec *s, int *errfd) {
+	if (s->extra_files <= 0)
+		return;
+	int high = fcntl(*errfd, F_DUPFD_CLOEXEC, 6 + s->extra_files);
+	if (high < 0)
+		die("move status descriptor");
+	close(*errfd);
+	*errfd = status_fd = high;
+	for (int i = 0; i < s->extra_files; i++)
+		if (dup2(6 + i, 3 + i) < 0)
+			die("pass descriptor %d", 3 + i);
+}
+
 // lookup finds the command the way execvp would, but in the sandbox's PATH
 // rather than the host's.
 static const char *lookup(struct spec *s, char *buf, size_t n) {
@@ -686,6 +748,7 @@ static const char *lookup(struct spec *s, char *buf, size_t n) {
 // closing it is how init learns it worked.
 __attribute__((noreturn)) static void exec_workload(struct spec *s, int errfd) {
 	status_fd = errfd;
+	pass_extra_files(s, &errfd);
 	sigset_t all;
 	sigfillset(&all);
 	for (int sig = 1; sig < NSIG; sig++)
@@ -712,6 +775,15 @@ __attribute__((noreturn)) static void exec_workload(struct spec *s, int errfd) {
 	}
 	char exe[PATH_MAX];
 	const char *path = lookup(s, exe, sizeof exe);
+	// Landlock before the capabilities go, while restricting needs no
+	// no_new_privs.
+	if (s->landlock)
+		confine_to_root(s->landlock);
+	// Without no_new_privs, loading a filter takes CAP_SYS_ADMIN, which
+	// the workload may be about to lose: load it now, and let it allow
+	// what the rest of the set-up calls.
+	if (!s->no_new_privs && s->seccomp.len && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &s->seccomp) < 0)
+		die("load seccomp filter");
 	drop_privileges(s);
 	// An exec'd process lives in the sandbox's PID namespace, out of reach
 	// of the host's kill of its helper; tie it to the helper's life. Set
@@ -722,12 +794,15 @@ __attribute__((noreturn)) static void exec_workload(struct spec *s, int errfd) {
 		die("chdir %s", s->cwd);
 	if (s->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		die("set no_new_privs");
+	for (int i = 0; i < s->nwrites; i++)
+		write_file(s->writes[i].path, s->writes[i].data);
 	// Nothing of the host's may reach the workload: every descriptor but
-	// stdio closes at exec (runc's CVE-2024-21626 leaked one).
-	if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+	// stdio and the ones passed on purpose closes at exec (runc's
+	// CVE-2024-21626 leaked one).
+	if (syscall(SYS_close_range, 3 + (unsigned)s->extra_files, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
 		die("close descriptors");
 	// The filter goes last, so that it need not allow what set-up uses.
-	if (s->seccomp.len && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &s->seccomp) < 0)
+	if (s->no_new_privs && s->seccomp.len && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &s->seccomp) < 0)
 		die("load seccomp filter");
 	execve(path, s->argv, s->envp ? s->envp : (char *[]){NULL});
 	exec_failed("exec %s", path);

@@ -94,7 +94,19 @@ type Spec struct {
 	OOMScoreAdj   *int
 	PidFD         int // exec mode: descriptor number of a pidfd on the sandbox's PID 1
 	Namespaces    int // exec mode: CLONE_NEW* flags to join
+	// Landlock, if nonzero, is the set of Landlock file access rights to
+	// confine to the sandbox's own tree.
+	Landlock uint64
+	// ExtraFiles is how many descriptors, from fd 6 of the init, the
+	// workload gets as fds 3, 4, ...
+	ExtraFiles int
+	// ExecWrites are written, in order, by the workload's process just
+	// before it execs: LSM labels through /proc/thread-self/attr.
+	ExecWrites []FileWrite
 }
+
+// FileWrite is a file and what to write to it.
+type FileWrite struct{ Path, Data string }
 
 // Encode serialises the spec in the records nsinit.c reads.
 func (s *Spec) Encode() []byte {
@@ -169,6 +181,15 @@ func (s *Spec) Encode() []byte {
 	}
 	if s.OOMScoreAdj != nil {
 		rec(C.TAG_OOM_SCORE_ADJ, strconv.Itoa(*s.OOMScoreAdj))
+	}
+	if s.Landlock != 0 {
+		rec(C.TAG_LANDLOCK, u(s.Landlock))
+	}
+	if s.ExtraFiles > 0 {
+		rec(C.TAG_EXTRA_FILES, strconv.Itoa(s.ExtraFiles))
+	}
+	for _, w := range s.ExecWrites {
+		rec(C.TAG_EXEC_WRITE, w.Path, w.Data)
 	}
 	if s.Namespaces != 0 {
 		rec(C.TAG_PIDFD, strconv.Itoa(s.PidFD))
