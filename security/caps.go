@@ -60,3 +60,28 @@ func CapabilityNames(mask uint64) []string {
 	}
 	return out
 }
+
+// WithCapabilities returns the configuration's capability list with add
+// granted and drop taken away, as Docker's --cap-add and --cap-drop do:
+// dropping "ALL" starts from nothing, so that what is added is all there
+// is; otherwise a capability both added and dropped is dropped.
+func (c *Config) WithCapabilities(add, drop []string) ([]string, error) {
+	have, err := CapabilityMask(c.Capabilities)
+	if err != nil {
+		return nil, err
+	}
+	plus, err := CapabilityMask(add)
+	if err != nil {
+		return nil, err
+	}
+	minus, err := CapabilityMask(drop)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range drop {
+		if strings.EqualFold(d, "ALL") {
+			have, minus = 0, 0
+		}
+	}
+	return CapabilityNames((have | plus) &^ minus), nil
+}

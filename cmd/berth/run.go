@@ -61,6 +61,7 @@ func (f *processFlags) stdin(cmd *cobra.Command) io.Reader {
 func newRunCommand(g *globals) *cobra.Command {
 	var (
 		pf                     processFlags
+		sf                     securityFlags
 		hostname, memory, swap string
 		cpus                   float64
 		pidsLimit              int64
@@ -80,6 +81,9 @@ func newRunCommand(g *globals) *cobra.Command {
 			opts.Args, opts.Env, opts.Dir, opts.User, opts.Hostname = args[1:], pf.environment(), pf.dir, pf.user, hostname
 			opts.Stdin, opts.Stdout, opts.Stderr = pf.stdin(cmd), cmd.OutOrStdout(), cmd.ErrOrStderr()
 			opts.ReadonlyRootfs, opts.Timeout, opts.TTY = readOnly, timeout, tty
+			if opts.Security, err = sf.config(); err != nil {
+				return err
+			}
 			res := &cgroup.Resources{PidsMax: pidsLimit}
 			if res.MemoryMax, err = parseBytes(memory); err != nil {
 				return fmt.Errorf("--memory: %w", err)
@@ -123,6 +127,7 @@ func newRunCommand(g *globals) *cobra.Command {
 	}
 	cmd.Flags().SetInterspersed(false)
 	pf.add(cmd)
+	sf.add(cmd)
 	cmd.Flags().StringVar(&hostname, "hostname", "", "the sandbox's host name")
 	cmd.Flags().StringVarP(&memory, "memory", "m", "", "memory limit (e.g. 64m, 1g)")
 	cmd.Flags().StringVar(&swap, "memory-swap", "", "memory+swap limit, as Docker's --memory-swap")

@@ -33,6 +33,7 @@ const (
 	ModeInit = "init"
 	ModeExec = "exec"
 	ModeNoop = "noop" // exit at once: for measuring the re-exec itself
+	ModeHold = "hold" // stay until stdin closes: to hold namespaces open
 )
 
 // MountKind says how the init makes a Mount.

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-dev/berth/security"
+)
+
+// securityFlags are `berth run`'s security options.
+type securityFlags struct {
+	preset   string
+	capAdd   []string
+	capDrop  []string
+	userns   string
+	landlock bool
+}
+
+func (f *securityFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.preset, "security", "default", "security preset: default, strict or unconfined")
+	cmd.Flags().StringArrayVar(&f.capAdd, "cap-add", nil, "grant a capability (e.g. NET_ADMIN, or ALL)")
+	cmd.Flags().StringArrayVar(&f.capDrop, "cap-drop", nil, "drop a capability (e.g. CHOWN, or ALL)")
+	cmd.Flags().StringVar(&f.userns, "userns", "", `user namespace: "host" for none, "default" for 0:100000:65536, or CONTAINER:HOST:SIZE[,...] (default: the preset's)`)
+	cmd.Flags().BoolVar(&f.landlock, "landlock", false, "confine file access to the sandbox's tree with Landlock (strict has it)")
+}
+
+// config builds the security configuration the flags describe.
+func (f *securityFlags) config() (*security.Config, error) {
+	c, err := security.Preset(f.preset)
+	if err != nil {
+		return nil, err
+	}
+	if len(f.capAdd) > 0 || len(f.capDrop) > 0 {
+		if c.Capabilities, err = c.WithCapabilities(f.capAdd, f.capDrop); err != nil {
+			return nil, err
+		}
+	}
+	if f.landlock {
+		c.Landlock = true
+	}
+	switch f.userns {
+	case "":
+	case "host":
+		c.UserNamespace = nil
+	case "default":
+		c.UserNamespace = security.DefaultUserNamespace()
+	default:
+		m, err := parseIDMaps(f.userns)
+		if err != nil {
+			return nil, fmt.Errorf("--userns %q: %w", f.userns, err)
+		}
+		c.UserNamespace = &security.UserNamespace{UIDMap: m, GIDMap: m}
+	}
+	return c, nil
+}
+
+// parseIDMaps reads CONTAINER:HOST:SIZE[,CONTAINER:HOST:SIZE...].
+func parseIDMaps(s string) ([]security.IDMap, error) {
+	var out []security.IDMap
+	for _, part := range strings.Split(s, ",") {
+		f := strings.Split(part, ":")
+		if len(f) != 3 {
+			return nil, fmt.Errorf("mapping %q: want CONTAINER:HOST:SIZE", part)
+		}
+		var n [3]uint32
+		for i, x := range f {
+			v, err := strconv.ParseUint(x, 10, 32)
+			if err != nil {
+				return nil, fmt.Errorf("mapping %q: %q is not a number", part, x)
+			}
+			n[i] = uint32(v)
+		}
+		if n[2] == 0 {
+			return nil, fmt.Errorf("mapping %q: size 0", part)
+		}
+		out = append(out, security.IDMap{ContainerID: n[0], HostID: n[1], Size: n[2]})
+	}
+	return out, nil
+}
