@@ -33,7 +33,7 @@ func BenchmarkPrepareRelease(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				start := time.Now()
 				key := fmt.Sprintf("bench-%d", i)
-				if _, err := s.Prepare(ctx, key, img); err != nil {
+				if _, err := s.Prepare(ctx, key, img, nil); err != nil {
 					b.Fatal(err)
 				}
 				if err := s.Release(ctx, key); err != nil {

@@ -17,14 +17,16 @@ import (
 // directory tree at dir/rootfs. It is the fallback for filesystems that
 // overlayfs cannot use as an upper layer, such as overlayfs itself. It costs
 // a copy of the image per rootfs, made cheap where the filesystem can share
-// extents (reflinks).
+// extents (reflinks). For a user namespace, it gives every file the host
+// owner that the image's owner maps to as it copies, and so is also the
+// fallback where layers cannot be idmapped.
 type copyDriver struct {
 	log *slog.Logger
 }
 
 func (d *copyDriver) Name() string { return "copy" }
 
-func (d *copyDriver) Mount(ctx context.Context, lowers []string, dir string) (string, error) {
+func (d *copyDriver) Mount(ctx context.Context, lowers []string, dir string, ids *idMapping) (string, error) {
 	dir, err := absDir(dir)
 	if err != nil {
 		return "", err
@@ -33,7 +35,13 @@ func (d *copyDriver) Mount(ctx context.Context, lowers []string, dir string) (st
 	if err := os.Mkdir(rootfs, 0o755); err != nil {
 		return "", err
 	}
-	c := &copier{ctx: ctx}
+	if ids != nil {
+		// For an image without layers; a layer's root sets its own owner.
+		if err := unix.Lchown(rootfs, int(ids.hostUID(0)), int(ids.hostGID(0))); err != nil {
+			return "", &os.PathError{Op: "chown", Path: rootfs, Err: err}
+		}
+	}
+	c := &copier{ctx: ctx, ids: ids}
 	// Applying the layers bottom up makes each one override, delete (by
 	// whiteouts) and hide (by opaque directories) what those below put there,
 	// as overlayfs would.
@@ -67,8 +75,8 @@ func (d *copyDriver) Unmount(ctx context.Context, dir string) error {
 	return os.RemoveAll(rootfs)
 }
 
-func (d *copyDriver) Changes(ctx context.Context, lowers []string, dir string, w io.Writer) error {
-	return writeTreeDiff(ctx, w, lowers, filepath.Join(dir, "rootfs"))
+func (d *copyDriver) Changes(ctx context.Context, lowers []string, dir string, ids *idMapping, w io.Writer) error {
+	return writeTreeDiff(ctx, w, lowers, filepath.Join(dir, "rootfs"), ids)
 }
 
 // copier applies layers in overlay format to a directory tree. Whiteouts
@@ -76,6 +84,8 @@ func (d *copyDriver) Changes(ctx context.Context, lowers []string, dir string, w
 // ones they stand for.
 type copier struct {
 	ctx context.Context
+	// ids, if set, maps the owners of the copies to the host.
+	ids *idMapping
 
 	// links maps the files of the current layer that have more than one
 	// name to where the first name was copied, to link the others to it.
@@ -175,7 +185,7 @@ func (c *copier) apply(src, dst string) error {
 	default:
 		return fmt.Errorf("%s: unknown file type %#o", src, st.Mode&unix.S_IFMT)
 	}
-	return copyMetadata(src, dst, &st, false)
+	return copyMetadata(src, dst, &st, false, c.ids)
 }
 
 // applyDir merges the layer directory src into the existing directory dst.
@@ -232,7 +242,7 @@ func (c *copier) applyDir(src, dst string, st *unix.Stat_t, merge bool) error {
 		}
 	}
 	// Last, because adding entries changes the directory's mtime.
-	return copyMetadata(src, dst, st, merge)
+	return copyMetadata(src, dst, st, merge, c.ids)
 }
 
 func removeContents(dir string) error {
@@ -316,11 +326,16 @@ func (c *copier) copyData(in, out *os.File, size int64) error {
 }
 
 // copyMetadata gives dst the owner, mode, extended attributes and times of
-// src. The order matters: chown clears setuid bits and file capabilities, and
-// each step but the last changes ctime and maybe mtime. replace removes
-// extended attributes dst has but src has not.
-func copyMetadata(src, dst string, st *unix.Stat_t, replace bool) error {
-	if err := unix.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
+// src, with the owner and the ids in extended attributes mapped to the host
+// by ids if set. The order matters: chown clears setuid bits and file
+// capabilities, and each step but the last changes ctime and maybe mtime.
+// replace removes extended attributes dst has but src has not.
+func copyMetadata(src, dst string, st *unix.Stat_t, replace bool, ids *idMapping) error {
+	uid, gid := st.Uid, st.Gid
+	if ids != nil {
+		uid, gid = ids.hostUID(uid), ids.hostGID(gid)
+	}
+	if err := unix.Lchown(dst, int(uid), int(gid)); err != nil {
 		return &os.PathError{Op: "chown", Path: dst, Err: err}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
@@ -328,7 +343,7 @@ func copyMetadata(src, dst string, st *unix.Stat_t, replace bool) error {
 			return &os.PathError{Op: "chmod", Path: dst, Err: err}
 		}
 	}
-	if err := copyXattrs(src, dst, replace); err != nil {
+	if err := copyXattrs(src, dst, replace, ids); err != nil {
 		return err
 	}
 	ts := []unix.Timespec{st.Atim, st.Mtim}
@@ -340,7 +355,7 @@ func copyMetadata(src, dst string, st *unix.Stat_t, replace bool) error {
 
 // copyXattrs copies the extended attributes of src to dst, except
 // overlayfs's own, which describe the layer, not the file.
-func copyXattrs(src, dst string, replace bool) error {
+func copyXattrs(src, dst string, replace bool, ids *idMapping) error {
 	names, err := listXattrs(src)
 	if err != nil {
 		return err
@@ -363,6 +378,9 @@ func copyXattrs(src, dst string, replace bool) error {
 		val, err := getXattr(src, name)
 		if err != nil {
 			return err
+		}
+		if ids != nil {
+			val = ids.hostXattr(name, val)
 		}
 		if err := unix.Lsetxattr(dst, name, val, 0); err != nil {
 			return &os.PathError{Op: "setxattr " + name, Path: dst, Err: err}

@@ -28,24 +28,25 @@ import (
 // Overlay whiteouts (character devices 0:0) become .wh. entries, and an
 // opaque directory is followed by a .wh..wh..opq entry. The upper directory
 // must come from a mount without redirect_dir and metacopy, whose upper
-// entries do not stand on their own.
-func writeOverlayDiff(ctx context.Context, w io.Writer, upper string) error {
-	return writeWholeTree(ctx, w, upper, true)
+// entries do not stand on their own. With ids, the overlay showed the
+// layers to a user namespace, and owners are mapped back to the image's.
+func writeOverlayDiff(ctx context.Context, w io.Writer, upper string, ids *idMapping) error {
+	return writeWholeTree(ctx, w, upper, true, ids)
 }
 
 // writeTreeTar writes the whole tree under dir as a layer tar (no
 // whiteouts), used to import a local directory as an image.
 func writeTreeTar(ctx context.Context, w io.Writer, dir string) error {
-	return writeWholeTree(ctx, w, dir, false)
+	return writeWholeTree(ctx, w, dir, false, nil)
 }
 
-func writeWholeTree(ctx context.Context, w io.Writer, dir string, overlay bool) error {
+func writeWholeTree(ctx context.Context, w io.Writer, dir string, overlay bool, ids *idMapping) error {
 	fd, err := openDirPath(dir)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
-	tw := newTreeWriter(ctx, w, dir)
+	tw := newTreeWriter(ctx, w, dir, ids)
 	if err := tw.writeTree(fd, "", overlay); err != nil {
 		return err
 	}
@@ -64,14 +65,18 @@ func writeWholeTree(ctx context.Context, w io.Writer, dir string, overlay bool) 
 // not compared. A directory that exists on both sides gets an entry only if
 // its own metadata changed. A directory that was removed and made again is
 // written with whiteouts for each lower entry it lost, never as opaque.
-func writeTreeDiff(ctx context.Context, w io.Writer, lowers []string, rootfs string) error {
+//
+// With ids, rootfs was copied with its owners mapped to the host by them:
+// lower entries are compared as mapped, and the tar holds owners mapped
+// back to the image's.
+func writeTreeDiff(ctx context.Context, w io.Writer, lowers []string, rootfs string, ids *idMapping) error {
 	fd, err := openDirPath(rootfs)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
 
-	d := treeDiff{treeWriter: newTreeWriter(ctx, w, rootfs), lowerRoots: lowers}
+	d := treeDiff{treeWriter: newTreeWriter(ctx, w, rootfs, ids), lowerRoots: lowers}
 	dirs := make([]layerDir, 0, len(lowers))
 	defer func() {
 		for _, l := range dirs {
@@ -103,6 +108,8 @@ type treeWriter struct {
 	ctx  context.Context
 	tw   *tar.Writer
 	root string // the tree being written, for errors
+	// ids, if set, maps the tree's owners back to the image's.
+	ids *idMapping
 
 	// links maps inodes with more than one link to the first name they
 	// were written under; later names become hard links to it.
@@ -113,11 +120,12 @@ type treeWriter struct {
 	xattrs xattrReader
 }
 
-func newTreeWriter(ctx context.Context, w io.Writer, root string) *treeWriter {
+func newTreeWriter(ctx context.Context, w io.Writer, root string, ids *idMapping) *treeWriter {
 	return &treeWriter{
 		ctx:    ctx,
 		tw:     tar.NewWriter(w),
 		root:   root,
+		ids:    ids,
 		links:  make(map[fileID]string),
 		buf:    make([]byte, 256<<10),
 		dirent: make([]byte, 32<<10),
@@ -196,7 +204,7 @@ func (w *treeWriter) writeDirTree(dirfd int, name, rel string, overlay bool) err
 			return fmt.Errorf("%s: renamed directory (overlay redirect_dir) cannot be written as a layer", w.path(rel))
 		}
 	}
-	if err := w.writeHeader(statHeader(rel+"/", &st, "", xattrs)); err != nil {
+	if err := w.writeHeader(w.header(rel+"/", &st, "", xattrs)); err != nil {
 		return err
 	}
 	if overlay && xattrs[overlayOpaqueXattr] == "y" {
@@ -217,7 +225,7 @@ func (w *treeWriter) writeNode(dirfd int, name, rel string, st *unix.Stat_t) err
 	}
 	if st.Nlink > 1 {
 		if first, ok := w.links[fileID{st.Dev, st.Ino}]; ok {
-			hdr := statHeader(rel, st, "", nil)
+			hdr := w.header(rel, st, "", nil)
 			hdr.Typeflag, hdr.Linkname, hdr.Size = tar.TypeLink, first, 0
 			return w.writeHeader(hdr)
 		}
@@ -242,7 +250,7 @@ func (w *treeWriter) writeNode(dirfd int, name, rel string, st *unix.Stat_t) err
 	if st.Nlink > 1 {
 		w.links[fileID{st.Dev, st.Ino}] = rel
 	}
-	return w.writeHeader(statHeader(rel, st, link, xattrs))
+	return w.writeHeader(w.header(rel, st, link, xattrs))
 }
 
 // writeFile writes the regular file name in dirfd. The metadata comes from
@@ -271,7 +279,7 @@ func (w *treeWriter) writeFile(dirfd int, name, rel string) error {
 	if st.Nlink > 1 {
 		w.links[fileID{st.Dev, st.Ino}] = rel
 	}
-	if err := w.writeHeader(statHeader(rel, &st, "", xattrs)); err != nil {
+	if err := w.writeHeader(w.header(rel, &st, "", xattrs)); err != nil {
 		return err
 	}
 	for size := st.Size; size > 0; {
@@ -306,6 +314,22 @@ func (w *treeWriter) writeWhiteout(name string) error {
 		ModTime:  time.Unix(0, 0),
 		Format:   tar.FormatPAX,
 	})
+}
+
+// header returns the tar header of an entry, as statHeader does, with its
+// owners mapped back to the image's if w.ids is set.
+func (w *treeWriter) header(name string, st *unix.Stat_t, link string, xattrs map[string]string) *tar.Header {
+	hdr := statHeader(name, st, link, xattrs)
+	if w.ids == nil {
+		return hdr
+	}
+	hdr.Uid, hdr.Gid = int(w.ids.containerUID(st.Uid)), int(w.ids.containerGID(st.Gid))
+	for k, v := range hdr.PAXRecords {
+		if attr, ok := strings.CutPrefix(k, paxXattrPrefix); ok {
+			hdr.PAXRecords[k] = string(w.ids.containerXattr(attr, []byte(v)))
+		}
+	}
+	return hdr
 }
 
 func (w *treeWriter) writeHeader(hdr *tar.Header) error {
@@ -440,8 +464,8 @@ func (d *treeDiff) diffSubdir(fd int, name, rel string, lowers []layerDir, le *l
 	if err != nil {
 		return d.lowerError("listxattr", l, rel, err)
 	}
-	if !sameStat(&st, &le.st) || !sameXattrs(xattrs, lxattrs) {
-		if err := d.writeHeader(statHeader(rel+"/", &st, "", xattrs)); err != nil {
+	if !sameStat(&st, &le.st) || !sameXattrs(xattrs, d.hostXattrs(lxattrs)) {
+		if err := d.writeHeader(d.header(rel+"/", &st, "", xattrs)); err != nil {
 			return err
 		}
 	}
@@ -487,7 +511,19 @@ func (d *treeDiff) changed(fd int, name, rel string, st *unix.Stat_t, lowers []l
 	if err != nil {
 		return false, d.lowerError("listxattr", l, rel, err)
 	}
-	return !sameXattrs(xattrs, lxattrs), nil
+	return !sameXattrs(xattrs, d.hostXattrs(lxattrs)), nil
+}
+
+// hostXattrs returns the extended attributes of a lower entry as the copy
+// in the rootfs has them, with ids mapped to the host if d.ids is set.
+func (d *treeDiff) hostXattrs(xattrs map[string]string) map[string]string {
+	if d.ids == nil {
+		return xattrs
+	}
+	for k, v := range xattrs {
+		xattrs[k] = string(d.ids.hostXattr(k, []byte(v)))
+	}
+	return xattrs
 }
 
 // mergeLower lists the merged lower directory made of dirs (topmost
@@ -516,6 +552,10 @@ func (d *treeDiff) mergeLower(dirs []layerDir, prefix string) (map[string]lowerE
 			e := lowerEntry{at: i, last: len(dirs) - 1}
 			if err := unix.Fstatat(l.fd, name, &e.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 				return nil, nil, d.lowerError("lstat", l, prefix+name, err)
+			}
+			if d.ids != nil {
+				// Compared with the rootfs, which holds mapped owners.
+				e.st.Uid, e.st.Gid = d.ids.hostUID(e.st.Uid), d.ids.hostGID(e.st.Gid)
 			}
 			if marker && e.st.Mode&unix.S_IFMT == unix.S_IFREG {
 				if opq {

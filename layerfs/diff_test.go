@@ -495,7 +495,7 @@ func TestOverlayDiff(t *testing.T) {
 	unmount()
 
 	var buf bytes.Buffer
-	if err := writeOverlayDiff(context.Background(), &buf, upper); err != nil {
+	if err := writeOverlayDiff(context.Background(), &buf, upper, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := tarListing(t, buf.Bytes()); !slices.Equal(got, overlayDiffListing) {
@@ -520,7 +520,7 @@ func TestTreeDiff(t *testing.T) {
 	changeScenario(t, rootfs)
 
 	var buf bytes.Buffer
-	if err := writeTreeDiff(context.Background(), &buf, []string{lower}, rootfs); err != nil {
+	if err := writeTreeDiff(context.Background(), &buf, []string{lower}, rootfs, nil); err != nil {
 		t.Fatal(err)
 	}
 	got := tarListing(t, buf.Bytes())
@@ -544,7 +544,7 @@ func TestTreeDiff(t *testing.T) {
 
 	// With no changes, there is nothing to write.
 	var empty bytes.Buffer
-	if err := writeTreeDiff(context.Background(), &empty, []string{lower}, unpackBytes(t, lowerTar)); err != nil {
+	if err := writeTreeDiff(context.Background(), &empty, []string{lower}, unpackBytes(t, lowerTar), nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := tarListing(t, empty.Bytes()); len(got) != 0 {
@@ -582,7 +582,7 @@ func TestTreeDiffLayers(t *testing.T) {
 	compareTrees(t, scanMerged(t, layers), scanTree(t, rootfs))
 
 	var buf bytes.Buffer
-	if err := writeTreeDiff(context.Background(), &buf, layers, rootfs); err != nil {
+	if err := writeTreeDiff(context.Background(), &buf, layers, rootfs, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := tarListing(t, buf.Bytes()); len(got) != 0 {
@@ -596,7 +596,7 @@ func TestTreeDiffLayers(t *testing.T) {
 		t.Fatal(err)
 	}
 	buf.Reset()
-	if err := writeTreeDiff(context.Background(), &buf, layers, rootfs); err != nil {
+	if err := writeTreeDiff(context.Background(), &buf, layers, rootfs, nil); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"a/", "a/.wh.top", "kept"}

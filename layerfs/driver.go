@@ -25,8 +25,10 @@ type driver interface {
 	// Mount builds a writable root filesystem from lowers (absolute paths
 	// of unpacked layer directories in overlay format, topmost first) and
 	// returns its path. All state lives under dir, an existing empty
-	// directory private to this rootfs.
-	Mount(ctx context.Context, lowers []string, dir string) (rootfs string, err error)
+	// directory private to this rootfs. With ids, every file shows as
+	// owned by the host id its owner maps to; the overlay driver fails
+	// with ErrIDMapUnsupported where it cannot do that.
+	Mount(ctx context.Context, lowers []string, dir string, ids *idMapping) (rootfs string, err error)
 
 	// Unmount undoes Mount. It succeeds on a dir whose Mount failed half-way
 	// or was interrupted by a crash, and is idempotent. It does not remove
@@ -34,8 +36,9 @@ type driver interface {
 	Unmount(ctx context.Context, dir string) error
 
 	// Changes writes what was changed in dir's rootfs, relative to lowers,
-	// as an OCI layer tar.
-	Changes(ctx context.Context, lowers []string, dir string, w io.Writer) error
+	// as an OCI layer tar. With ids, the rootfs was mounted with them, and
+	// the tar holds owners mapped back to the image's.
+	Changes(ctx context.Context, lowers []string, dir string, ids *idMapping, w io.Writer) error
 }
 
 // newDriver returns the named driver. For the empty name it tries a real
@@ -111,14 +114,14 @@ func probeOverlay(root string, log *slog.Logger) (err error) {
 	// dominate the cost of the probe.
 	d := &overlayDriver{log: log, volatile: true}
 	ctx := context.Background()
-	merged, err := d.Mount(ctx, []string{top, bottom}, mnt)
+	merged, err := d.Mount(ctx, []string{top, bottom}, mnt, nil)
 	if err != nil {
 		d.volatile = false // volatile needs Linux 5.10; the store does not.
 		if err := d.Unmount(ctx, mnt); err != nil {
 			mounted = true
 			return err
 		}
-		merged, err = d.Mount(ctx, []string{top, bottom}, mnt)
+		merged, err = d.Mount(ctx, []string{top, bottom}, mnt, nil)
 	}
 	if err == nil {
 		err = checkProbe(merged, filepath.Join(mnt, "upper"))

@@ -266,7 +266,7 @@ func TestDriverMergedView(t *testing.T) {
 			}
 			dir := privateDir(t, d)
 
-			rootfs, err := d.Mount(ctx, lowers, dir)
+			rootfs, err := d.Mount(ctx, lowers, dir, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -406,7 +406,7 @@ func TestDriverChanges(t *testing.T) {
 			ctx := t.Context()
 			lowers := testLayers(t)
 			dir := privateDir(t, d)
-			rootfs, err := d.Mount(ctx, lowers, dir)
+			rootfs, err := d.Mount(ctx, lowers, dir, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -417,7 +417,7 @@ func TestDriverChanges(t *testing.T) {
 				t.Fatal(err)
 			}
 			var buf bytes.Buffer
-			if err := d.Changes(ctx, lowers, dir, &buf); err != nil {
+			if err := d.Changes(ctx, lowers, dir, nil, &buf); err != nil {
 				t.Fatal(err)
 			}
 			var names []string
@@ -453,7 +453,7 @@ func TestDriverUnmountAfterFailedMount(t *testing.T) {
 			// The bottom layer exists, so the copy driver fails half-way.
 			lowers[1] = filepath.Join(t.TempDir(), "missing")
 			dir := privateDir(t, d)
-			if _, err := d.Mount(ctx, lowers, dir); err == nil {
+			if _, err := d.Mount(ctx, lowers, dir, nil); err == nil {
 				t.Fatal("Mount with a missing layer succeeded")
 			} else {
 				t.Logf("Mount: %v", err)
@@ -476,7 +476,7 @@ func TestDriverCopyCanceled(t *testing.T) {
 	dir := privateDir(t, d)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	if _, err := d.Mount(ctx, testLayers(t), dir); !errors.Is(err, context.Canceled) {
+	if _, err := d.Mount(ctx, testLayers(t), dir, nil); !errors.Is(err, context.Canceled) {
 		t.Errorf("Mount with a canceled context: %v, want %v", err, context.Canceled)
 	}
 	if err := d.Unmount(ctx, dir); err != nil {
@@ -518,7 +518,7 @@ func TestDriverOverlayManyLayers(t *testing.T) {
 			}
 
 			start := time.Now()
-			merged, err := d.Mount(t.Context(), lowers, dir)
+			merged, err := d.Mount(t.Context(), lowers, dir, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -577,7 +577,7 @@ func TestDriverOverlayTooManyLayers(t *testing.T) {
 	for _, legacy := range []bool{false, true} {
 		d := &overlayDriver{log: testLogger(t), legacy: legacy}
 		dir := privateDir(t, d)
-		_, err := d.Mount(t.Context(), lowers, dir)
+		_, err := d.Mount(t.Context(), lowers, dir, nil)
 		if err == nil || !strings.Contains(err.Error(), "600 layers") || !strings.Contains(err.Error(), "500") {
 			t.Errorf("Mount of 600 layers (legacy %v): %v, want an error naming 600 layers and the limit of 500", legacy, err)
 		}
@@ -670,7 +670,7 @@ func TestDriverNewOnOverlay(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { detachAll(t, dir) })
-	if _, err := d.Mount(t.Context(), testLayers(t), dir); err == nil {
+	if _, err := d.Mount(t.Context(), testLayers(t), dir, nil); err == nil {
 		t.Error("overlay Mount with its upper on overlayfs succeeded")
 	} else {
 		t.Logf("Mount: %v", err)
@@ -712,7 +712,7 @@ func TestDriverNoFDLeak(t *testing.T) {
 			wantErr bool
 		}{{lowers, false}, {missing, true}} {
 			dir := privateDir(t, d)
-			if _, err := d.Mount(t.Context(), tc.lowers, dir); (err != nil) != tc.wantErr {
+			if _, err := d.Mount(t.Context(), tc.lowers, dir, nil); (err != nil) != tc.wantErr {
 				t.Errorf("Mount(%q): %v", tc.lowers, err)
 			}
 			if err := d.Unmount(t.Context(), dir); err != nil {
@@ -730,7 +730,7 @@ func TestDriverNoLayers(t *testing.T) {
 	for name, d := range testDrivers(t) {
 		t.Run(name, func(t *testing.T) {
 			dir := privateDir(t, d)
-			rootfs, err := d.Mount(t.Context(), nil, dir)
+			rootfs, err := d.Mount(t.Context(), nil, dir, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -755,7 +755,7 @@ func TestDriverOverlayUnmountBusy(t *testing.T) {
 	d := &overlayDriver{log: slog.New(slog.NewTextHandler(&logs, nil))}
 	lowers := testLayers(t)
 	dir := privateDir(t, d)
-	merged, err := d.Mount(t.Context(), lowers, dir)
+	merged, err := d.Mount(t.Context(), lowers, dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -784,7 +784,7 @@ func TestDriverCopyUnmountLeftoverMount(t *testing.T) {
 	requireRoot(t)
 	d := &copyDriver{log: testLogger(t)}
 	dir := privateDir(t, d)
-	rootfs, err := d.Mount(t.Context(), testLayers(t), dir)
+	rootfs, err := d.Mount(t.Context(), testLayers(t), dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

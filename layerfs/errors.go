@@ -23,4 +23,9 @@ var (
 	ErrExists = errors.New("already exists")
 	// ErrAmbiguous means a short digest prefix matches more than one image.
 	ErrAmbiguous = errors.New("ambiguous image reference")
+	// ErrIDMapUnsupported means the kernel, or the filesystem the layers
+	// are on, cannot make the idmapped mounts that the overlay driver
+	// shows layers to a user namespace through. Prepare does not return
+	// it: it copies the image with shifted owners instead.
+	ErrIDMapUnsupported = errors.New("idmapped mounts not supported")
 )

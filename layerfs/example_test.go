@@ -31,7 +31,7 @@ func Example() {
 	}
 	fmt.Println(img.Names, len(img.Layers), "layer")
 
-	rootfs, err := store.Prepare(ctx, "example", img)
+	rootfs, err := store.Prepare(ctx, "example", img, nil)
 	if err != nil {
 		log.Fatal(err)
 	}

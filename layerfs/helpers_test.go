@@ -27,6 +27,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("BERTH_TEST_IMPORT") != "" {
 		os.Exit(helperImport())
 	}
+	if os.Getenv("BERTH_TEST_CRASH_PREPARE") != "" {
+		os.Exit(helperCrashPrepare())
+	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "layerfs tests must run as root: they mount overlays and write overlay xattrs and whiteout devices")
 		os.Exit(1)
@@ -71,7 +74,7 @@ func newStore(t testing.TB, opts *Options) *Store {
 
 func prepare(t testing.TB, s *Store, key string, img *Image) *Rootfs {
 	t.Helper()
-	r, err := s.Prepare(context.Background(), key, img)
+	r, err := s.Prepare(context.Background(), key, img, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

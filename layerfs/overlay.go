@@ -40,7 +40,8 @@ var overlayOptions = [...][2]string{
 
 // overlayDriver stacks the layers with overlayfs. Its layout under a rootfs
 // directory is upper (the changes), work (overlayfs scratch), merged (the
-// mount point) and, on kernels before 6.8, l (short links to the lowers).
+// mount point), on kernels before 6.8 l (short links to the lowers) and,
+// for a user namespace, idmapped (an idmapped mount of each lower).
 type overlayDriver struct {
 	log *slog.Logger
 
@@ -60,7 +61,7 @@ type overlayDriver struct {
 
 func (d *overlayDriver) Name() string { return "overlay" }
 
-func (d *overlayDriver) Mount(ctx context.Context, lowers []string, dir string) (string, error) {
+func (d *overlayDriver) Mount(ctx context.Context, lowers []string, dir string, ids *idMapping) (string, error) {
 	dir, err := absDir(dir)
 	if err != nil {
 		return "", err
@@ -85,9 +86,10 @@ func (d *overlayDriver) Mount(ctx context.Context, lowers []string, dir string) 
 			return "", err
 		}
 	}
-	if len(lowers) == 0 {
+	noLayers := len(lowers) == 0
+	if noLayers {
 		// An image without layers is an empty directory, but overlayfs
-		// wants at least one lower.
+		// wants at least one lower. Being empty, it needs no idmapping.
 		empty := filepath.Join(dir, "l", "empty")
 		if err := os.MkdirAll(empty, 0o755); err != nil {
 			return "", err
@@ -96,8 +98,18 @@ func (d *overlayDriver) Mount(ctx context.Context, lowers []string, dir string) 
 	}
 	// The root of an overlay takes its owner and mode from the upper
 	// directory; give it those of the image's root, as the copy driver does.
-	if err := copyDirOwnerMode(lowers[0], upper); err != nil {
+	if err := copyDirOwnerMode(lowers[0], upper, ids); err != nil {
 		return "", fmt.Errorf("mount overlay on %s: %w", merged, err)
+	}
+	if ids != nil && !noLayers {
+		// overlayfs cannot be idmapped itself, but (since Linux 5.19) takes
+		// idmapped layers. What it copies up from them, and what is
+		// created through it by a process of the namespace, keeps the
+		// mapped host owners in the upper directory.
+		lowers, err = d.idmapLayers(lowers, dir, ids)
+		if err != nil {
+			return "", err
+		}
 	}
 
 	if !d.legacy && !d.noAppend.Load() {
@@ -112,9 +124,79 @@ func (d *overlayDriver) Mount(ctx context.Context, lowers []string, dir string) 
 		d.log.Info("kernel lacks overlayfs lowerdir+ (Linux 6.8); mounting through short links to the layers", "err", err)
 	}
 	if err := d.mountLegacy(lowers, dir); err != nil {
+		if ids != nil && !noLayers && errors.Is(err, unix.EINVAL) {
+			// overlayfs before Linux 5.19 refuses idmapped layers so, and
+			// only logs why.
+			return "", fmt.Errorf("%w: %w", ErrIDMapUnsupported, err)
+		}
 		return "", err
 	}
 	return merged, nil
+}
+
+// testHookIDMap, if set, is called as each layer is idmapped; an error it
+// returns stands for one from mount_setattr.
+var testHookIDMap func(layer string) error
+
+// idmapLayers attaches an idmapped, read-only clone of each of lowers as
+// dir/idmapped/<i> and returns their paths. Attached, they have paths to
+// give overlayfs, on either mount path, and Unmount finds them there after
+// a crash.
+func (d *overlayDriver) idmapLayers(lowers []string, dir string, ids *idMapping) ([]string, error) {
+	base := filepath.Join(dir, "idmapped")
+	if err := os.Mkdir(base, 0o700); err != nil {
+		return nil, err
+	}
+	mapped := make([]string, len(lowers))
+	for i, l := range lowers {
+		mapped[i] = filepath.Join(base, strconv.Itoa(i))
+		if err := os.Mkdir(mapped[i], 0o700); err != nil {
+			return nil, err
+		}
+		if err := idmapMount(l, mapped[i], ids.userns); err != nil {
+			return nil, err
+		}
+	}
+	return mapped, nil
+}
+
+// idmapMount mounts a read-only clone of the directory src at target that
+// shows every file owned by the id userns maps its owner to.
+func idmapMount(src, target string, userns *os.File) error {
+	unsupported := func(op string, err error) error {
+		return fmt.Errorf("idmap layer %s: %s: %w: %w", src, op, ErrIDMapUnsupported, err)
+	}
+	fd, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		if err == unix.ENOSYS {
+			return unsupported("open_tree", err) // Linux before 5.2
+		}
+		return &os.PathError{Op: "open_tree", Path: src, Err: err}
+	}
+	defer unix.Close(fd)
+	attr := unix.MountAttr{
+		Attr_set:  unix.MOUNT_ATTR_IDMAP | unix.MOUNT_ATTR_RDONLY,
+		Userns_fd: uint64(userns.Fd()),
+	}
+	if testHookIDMap != nil {
+		err = testHookIDMap(src)
+	}
+	if err == nil {
+		err = unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &attr)
+	}
+	if err != nil {
+		switch err {
+		case unix.ENOSYS, unix.EINVAL, unix.EOPNOTSUPP:
+			// ENOSYS: Linux before 5.12; EINVAL: a filesystem without
+			// idmapped mounts (or a namespace without maps written).
+			return unsupported("mount_setattr", err)
+		}
+		return &os.PathError{Op: "mount_setattr", Path: src, Err: err}
+	}
+	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("idmap layer %s: move_mount to %s: %w", src, target, err)
+	}
+	return nil
 }
 
 // errNoAppend means the kernel does not know the "lowerdir+" option.
@@ -285,14 +367,18 @@ func inDir(dir string, fn func() error) error {
 	return <-errc
 }
 
-// copyDirOwnerMode gives dst the owner and permission bits of src.
-func copyDirOwnerMode(src, dst string) error {
+// copyDirOwnerMode gives dst the owner and permission bits of src, the
+// owner mapped to the host by ids if set.
+func copyDirOwnerMode(src, dst string, ids *idMapping) error {
 	var st unix.Stat_t
 	if err := unix.Stat(src, &st); err != nil {
 		return &os.PathError{Op: "stat", Path: src, Err: err}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return fmt.Errorf("lower layer %s is not a directory", src)
+	}
+	if ids != nil {
+		st.Uid, st.Gid = ids.hostUID(st.Uid), ids.hostGID(st.Gid)
 	}
 	if err := unix.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
 		return &os.PathError{Op: "chown", Path: dst, Err: err}
@@ -303,9 +389,10 @@ func copyDirOwnerMode(src, dst string) error {
 	return nil
 }
 
-// Unmount unmounts dir/merged, if it is mounted, and removes everything
-// Mount made. A busy mount is detached, since the store is about to remove
-// what it is made of.
+// Unmount unmounts dir/merged, if it is mounted, then the idmapped layers,
+// which the overlay keeps busy, and removes everything Mount made. A busy
+// mount is detached, since the store is about to remove what it is made
+// of.
 func (d *overlayDriver) Unmount(ctx context.Context, dir string) error {
 	dir, err := absDir(dir)
 	if err != nil {
@@ -314,7 +401,19 @@ func (d *overlayDriver) Unmount(ctx context.Context, dir string) error {
 	if err := unmountAll(filepath.Join(dir, "merged"), d.log); err != nil {
 		return err
 	}
-	for _, name := range []string{"merged", "upper", "work", "l"} {
+	// Mount made each mount point before mounting on it, so a crash at any
+	// point leaves every idmapped mount on one of these.
+	idmapped := filepath.Join(dir, "idmapped")
+	entries, err := os.ReadDir(idmapped)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	for _, e := range entries {
+		if err := unmountAll(filepath.Join(idmapped, e.Name()), d.log); err != nil {
+			return err
+		}
+	}
+	for _, name := range []string{"merged", "upper", "work", "l", "idmapped"} {
 		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
 			return err
 		}
@@ -322,6 +421,6 @@ func (d *overlayDriver) Unmount(ctx context.Context, dir string) error {
 	return nil
 }
 
-func (d *overlayDriver) Changes(ctx context.Context, lowers []string, dir string, w io.Writer) error {
-	return writeOverlayDiff(ctx, w, filepath.Join(dir, "upper"))
+func (d *overlayDriver) Changes(ctx context.Context, lowers []string, dir string, ids *idMapping, w io.Writer) error {
+	return writeOverlayDiff(ctx, w, filepath.Join(dir, "upper"), ids)
 }

@@ -371,7 +371,7 @@ func copyMount(t *testing.T, lowers []string) string {
 	t.Helper()
 	d := &copyDriver{log: testLogger(t)}
 	dir := privateDir(t, d)
-	rootfs, err := d.Mount(t.Context(), lowers, dir)
+	rootfs, err := d.Mount(t.Context(), lowers, dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,7 +408,7 @@ func TestCopyOCIMarkers(t *testing.T) {
 	diff := func(lowers []string) []byte {
 		t.Helper()
 		var buf bytes.Buffer
-		if err := writeTreeDiff(t.Context(), &buf, lowers, rootfs); err != nil {
+		if err := writeTreeDiff(t.Context(), &buf, lowers, rootfs, nil); err != nil {
 			t.Fatal(err)
 		}
 		return buf.Bytes()
@@ -531,7 +531,7 @@ func TestUnpackOCIForm(t *testing.T) {
 				t.Errorf("merged view differs from that of the overlay form:\n%s", strings.Join(d, "\n"))
 			}
 			var buf bytes.Buffer
-			if err := writeTreeDiff(t.Context(), &buf, lowers, rootfs); err != nil {
+			if err := writeTreeDiff(t.Context(), &buf, lowers, rootfs, nil); err != nil {
 				t.Fatal(err)
 			}
 			if got := tarListing(t, buf.Bytes()); len(got) > 0 {

@@ -19,7 +19,7 @@ type Rootfs struct {
 	Key    string  // the caller's name for it, unique in the store
 	Path   string  // the directory to use as the root
 	Image  v1.Hash // manifest digest of the image it was made from
-	Driver string  // "overlay" or "copy"
+	Driver string  // "overlay" or "copy", which may differ from the store's (see PrepareOptions)
 }
 
 // rootfsRecord is written before anything is mounted, so that a crash at
@@ -30,6 +30,12 @@ type rootfsRecord struct {
 	Driver  string    `json:"driver"`
 	Path    string    `json:"path"`
 	Created time.Time `json:"created"`
+	// UIDMap and GIDMap are those of the user namespace the rootfs was
+	// made for, if any, by which Diff maps owners back. (Undoing the
+	// idmapped mounts needs nothing recorded: they are on fixed paths in
+	// the driver's directory.)
+	UIDMap []IDMap `json:"uidMap,omitempty"`
+	GIDMap []IDMap `json:"gidMap,omitempty"`
 }
 
 var keyRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
@@ -38,10 +44,16 @@ func (s *Store) rootfsDir(key string) string { return s.path("rootfs", key) }
 
 // Prepare makes a writable root filesystem from img under key, on top of
 // the image's shared read-only layers: an overlay mount where the store's
-// filesystem allows one, a private copy elsewhere. Release undoes it.
-func (s *Store) Prepare(ctx context.Context, key string, img *Image) (*Rootfs, error) {
+// filesystem allows one, a private copy elsewhere. opts may ask for it to
+// show the files to a user namespace; nil prepares it for the host's ids.
+// Release undoes it.
+func (s *Store) Prepare(ctx context.Context, key string, img *Image, opts *PrepareOptions) (*Rootfs, error) {
 	if !keyRE.MatchString(key) {
 		return nil, fmt.Errorf("prepare: rootfs key %q: must be 1-128 letters, digits, '.', '_' or '-'", key)
+	}
+	ids, err := opts.idMapping()
+	if err != nil {
+		return nil, fmt.Errorf("prepare %s: %w", key, err)
 	}
 	d, err := s.rootfsDriver()
 	if err != nil {
@@ -54,6 +66,9 @@ func (s *Store) Prepare(ctx context.Context, key string, img *Image) (*Rootfs, e
 	defer l.unlock()
 
 	rec := rootfsRecord{Image: img.Digest, Driver: d.Name(), Created: time.Now().UTC()}
+	if ids != nil {
+		rec.UIDMap, rec.GIDMap = ids.uids, ids.gids
+	}
 	lowers := make([]string, len(img.Layers))
 	for i, layer := range img.Layers {
 		dir := s.layerDir(layer.DiffID)
@@ -73,12 +88,21 @@ func (s *Store) Prepare(ctx context.Context, key string, img *Image) (*Rootfs, e
 	state := s.path("rootfs", key, "state")
 	b, _ := json.Marshal(rec)
 	err = os.Mkdir(state, 0o700)
+	if err == nil && ids != nil {
+		err = letNamespaceIn(ids, dir, state)
+	}
 	if err == nil {
 		err = writeFileAtomic(s.path("rootfs", key, "rootfs.json"), b, false)
 	}
 	var path string
 	if err == nil {
-		path, err = d.Mount(ctx, lowers, state)
+		path, err = d.Mount(ctx, lowers, state, ids)
+	}
+	if errors.Is(err, ErrIDMapUnsupported) {
+		d, err = s.prepareFallback(ctx, key, d, state, err, &rec)
+		if err == nil {
+			path, err = d.Mount(ctx, lowers, state, ids)
+		}
 	}
 	if err == nil {
 		rec.Path = path
@@ -94,6 +118,46 @@ func (s *Store) Prepare(ctx context.Context, key string, img *Image) (*Rootfs, e
 		return nil, fmt.Errorf("prepare %s: %w", key, err)
 	}
 	return &Rootfs{Key: key, Path: path, Image: img.Digest, Driver: d.Name()}, nil
+}
+
+// letNamespaceIn lets root of the user namespace that ids describe, an
+// ordinary id on the host, search dirs on its way to the rootfs, which the
+// sandbox's init mounts from inside the namespace: their group becomes the
+// host gid of the namespace's root group, with search permission only, and
+// other ids on the host stay out.
+func letNamespaceIn(ids *idMapping, dirs ...string) error {
+	for _, d := range dirs {
+		if err := os.Lchown(d, 0, int(ids.hostGID(0))); err != nil {
+			return err
+		}
+		if err := os.Chmod(d, 0o710); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// prepareFallback undoes what driver d did in state before failing with
+// cause, an ErrIDMapUnsupported, and records that the rootfs under key is
+// to be copied instead. It returns the driver to undo state with, should
+// it fail.
+func (s *Store) prepareFallback(ctx context.Context, key string, d driver, state string, cause error, rec *rootfsRecord) (driver, error) {
+	if s.idmapWarned.CompareAndSwap(false, true) {
+		s.log.Warn("cannot show image layers to a user namespace through idmapped mounts; copying each image with shifted owners instead", "key", key, "err", cause)
+	} else {
+		s.log.Debug("idmapped mounts unsupported; copying the image", "key", key, "err", cause)
+	}
+	if err := d.Unmount(context.WithoutCancel(ctx), state); err != nil {
+		return d, fmt.Errorf("%w (and undoing it: %w)", cause, err)
+	}
+	// The record says which driver to undo with after a crash, so it must
+	// name the copy driver before that driver makes anything.
+	rec.Driver = "copy"
+	b, _ := json.Marshal(rec)
+	if err := writeFileAtomic(s.path("rootfs", key, "rootfs.json"), b, false); err != nil {
+		return d, err
+	}
+	return &copyDriver{log: s.log}, nil
 }
 
 func (s *Store) readRootfs(key string) (rootfsRecord, error) {
@@ -196,7 +260,7 @@ func (s *Store) diff(ctx context.Context, key string, w io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("diff %s: %w", key, err)
 	}
-	if err := d.Changes(ctx, s.lowers(rec), s.path("rootfs", key, "state"), w); err != nil {
+	if err := d.Changes(ctx, s.lowers(rec), s.path("rootfs", key, "state"), mappingOf(rec), w); err != nil {
 		return fmt.Errorf("diff %s: %w", key, err)
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -52,6 +53,10 @@ type Store struct {
 	driverOnce sync.Once
 	driver     driver
 	driverErr  error
+
+	// idmapWarned records that Prepare has warned once that it copies
+	// images for user namespaces, so that it does not on every call.
+	idmapWarned atomic.Bool
 }
 
 // Open opens the store at root, creating it if it does not exist.
@@ -78,6 +83,15 @@ func Open(root string, opts *Options) (*Store, error) {
 	s := &Store{root: abs, log: log, driverName: opts.Driver}
 	for _, d := range []string{"blobs/sha256", "layers", "images", "refs", "rootfs", "locks", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(abs, d), 0o700); err != nil {
+			return nil, fmt.Errorf("layerfs: create store: %w", err)
+		}
+	}
+	// Root in a sandbox's user namespace is an ordinary id on the host,
+	// and its init must still reach its rootfs to mount it: the path there
+	// may be searched by anyone, though not listed. Everything else stays
+	// closed.
+	for _, d := range []string{abs, filepath.Join(abs, "rootfs")} {
+		if err := os.Chmod(d, 0o711); err != nil {
 			return nil, fmt.Errorf("layerfs: create store: %w", err)
 		}
 	}

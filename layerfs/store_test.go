@@ -566,10 +566,10 @@ func TestPrepareErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	prepare(t, s, "one", img)
-	if _, err := s.Prepare(ctx, "one", img); !errors.Is(err, ErrExists) {
+	if _, err := s.Prepare(ctx, "one", img, nil); !errors.Is(err, ErrExists) {
 		t.Errorf("second prepare under one key: %v", err)
 	}
-	if _, err := s.Prepare(ctx, "../x", img); err == nil {
+	if _, err := s.Prepare(ctx, "../x", img, nil); err == nil {
 		t.Error("a key with a slash was accepted")
 	}
 	if err := s.Release(ctx, "never"); !errors.Is(err, ErrNotFound) {
