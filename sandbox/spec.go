@@ -46,11 +46,15 @@ func (s *Sandbox) buildSpec(rootfs, stateDir string, sec *security.Config) (*nsi
 	}
 	spec.Masked = sec.MaskedPaths
 	spec.ReadonlyPaths = sec.ReadonlyPaths
+	plan, err := lsmPlan(sec)
+	if err != nil {
+		return nil, err
+	}
 
 	if err := s.writeEtcFiles(stateDir, spec.Hostname); err != nil {
 		return nil, err
 	}
-	spec.Mounts = append(baseMounts(), etcMounts(stateDir)...)
+	spec.Mounts = append(baseMounts(plan), etcMounts(stateDir)...)
 	user, err := s.userMounts(s.opts.Mounts)
 	if err != nil {
 		return nil, err
@@ -58,9 +62,22 @@ func (s *Sandbox) buildSpec(rootfs, stateDir string, sec *security.Config) (*nsi
 	spec.Mounts = append(spec.Mounts, user...)
 	if sec.ReadonlyRootfs && !mountsAt(s.opts.Mounts, "/tmp") {
 		spec.Mounts = append(spec.Mounts, nsinit.Mount{Kind: nsinit.MountFS, Source: "tmpfs", Target: "/tmp", FSType: "tmpfs",
-			Flags: unix.MS_NOSUID | unix.MS_NODEV, Data: "mode=1777,size=65536k"})
+			Flags: unix.MS_NOSUID | unix.MS_NODEV, Data: plan.MountData("mode=1777,size=65536k")})
 	}
 	return spec, nil
+}
+
+// lsmPlan works out the SELinux and AppArmor labels to apply, looking at
+// the host only when some label is asked for.
+func lsmPlan(sec *security.Config) (*security.LSMPlan, error) {
+	if sec.LSM == (security.LSMOptions{}) {
+		return nil, nil
+	}
+	plan, err := security.PlanLSM(sec.LSM, security.DetectHostLSM())
+	if err != nil {
+		return nil, err
+	}
+	return plan, nil
 }
 
 func mountsAt(mounts []Mount, dst string) bool {
@@ -135,6 +152,15 @@ func (s *Sandbox) processSpec(o *Options, rootfs string) (*nsinit.Spec, error) {
 		spec.Caps.Effective, spec.Caps.Permitted = 0, 0
 	}
 	spec.NoNewPrivs = sec.NoNewPrivileges
+	plan, err := lsmPlan(sec)
+	if err != nil {
+		return nil, err
+	}
+	if plan != nil {
+		for _, w := range plan.ExecWrites {
+			spec.ExecWrites = append(spec.ExecWrites, nsinit.FileWrite{Path: w.Path, Data: w.Data})
+		}
+	}
 	if sec.Landlock {
 		spec.Landlock = security.LandlockFSAccess()
 	}
@@ -149,15 +175,16 @@ func (s *Sandbox) processSpec(o *Options, rootfs string) (*nsinit.Spec, error) {
 	return spec, nil
 }
 
-// baseMounts are the filesystems every sandbox has.
-func baseMounts() []nsinit.Mount {
+// baseMounts are the filesystems every sandbox has; its own ones carry
+// the SELinux mount label, if there is one.
+func baseMounts(plan *security.LSMPlan) []nsinit.Mount {
 	const nosuidNodevNoexec = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
 	return []nsinit.Mount{
 		{Kind: nsinit.MountFS, Source: "proc", Target: "/proc", FSType: "proc", Flags: nosuidNodevNoexec},
-		{Kind: nsinit.MountDev, Source: "tmpfs", Target: "/dev", FSType: "tmpfs", Flags: unix.MS_NOSUID | unix.MS_STRICTATIME, Data: "mode=755,size=65536k"},
-		{Kind: nsinit.MountFS, Source: "devpts", Target: "/dev/pts", FSType: "devpts", Flags: unix.MS_NOSUID | unix.MS_NOEXEC, Data: "newinstance,ptmxmode=0666,mode=0620"},
-		{Kind: nsinit.MountFS, Source: "shm", Target: "/dev/shm", FSType: "tmpfs", Flags: nosuidNodevNoexec, Data: "mode=1777,size=65536k"},
-		{Kind: nsinit.MountFS, Source: "mqueue", Target: "/dev/mqueue", FSType: "mqueue", Flags: nosuidNodevNoexec},
+		{Kind: nsinit.MountDev, Source: "tmpfs", Target: "/dev", FSType: "tmpfs", Flags: unix.MS_NOSUID | unix.MS_STRICTATIME, Data: plan.MountData("mode=755,size=65536k")},
+		{Kind: nsinit.MountFS, Source: "devpts", Target: "/dev/pts", FSType: "devpts", Flags: unix.MS_NOSUID | unix.MS_NOEXEC, Data: plan.MountData("newinstance,ptmxmode=0666,mode=0620")},
+		{Kind: nsinit.MountFS, Source: "shm", Target: "/dev/shm", FSType: "tmpfs", Flags: nosuidNodevNoexec, Data: plan.MountData("mode=1777,size=65536k")},
+		{Kind: nsinit.MountFS, Source: "mqueue", Target: "/dev/mqueue", FSType: "mqueue", Flags: nosuidNodevNoexec, Data: plan.MountData("")},
 		{Kind: nsinit.MountFS, Source: "sysfs", Target: "/sys", FSType: "sysfs", Flags: nosuidNodevNoexec | unix.MS_RDONLY},
 	}
 }

@@ -26,6 +26,10 @@ type Config struct {
 	// ReadonlyPaths are mounted read-only.
 	ReadonlyPaths []string
 
+	// LSM asks for SELinux and AppArmor labels, applied where the host
+	// has those modules (see PlanLSM).
+	LSM LSMOptions
+
 	// UserNamespace, if set, runs the sandbox in a user namespace with
 	// these mappings: root inside is an unprivileged id outside.
 	UserNamespace *UserNamespace
