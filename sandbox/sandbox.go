@@ -51,7 +51,7 @@ const DefaultStateDir = "/run/berth"
 // built-in one; out-of-process storage plugins implement the same methods.
 type Storage interface {
 	Image(ctx context.Context, ref string) (*layerfs.Image, error)
-	Prepare(ctx context.Context, key string, img *layerfs.Image) (*layerfs.Rootfs, error)
+	Prepare(ctx context.Context, key string, img *layerfs.Image, opts *layerfs.PrepareOptions) (*layerfs.Rootfs, error)
 	Release(ctx context.Context, key string) error
 }
 
@@ -259,8 +259,13 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 
 	// The record comes before anything it describes, so that a crash at
 	// any later point leaves Recover enough to undo it.
+	// The files the init binds (hosts, resolv.conf) must be reachable by
+	// root of a user namespace, an ordinary id on the host.
 	stateDir := filepath.Join(s.stateRoot(), s.id)
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+	if err := os.MkdirAll(stateDir, 0o711); err != nil {
+		return err
+	}
+	if err := os.Chmod(s.stateRoot(), 0o711); err != nil {
 		return err
 	}
 	s.undo = append(s.undo, func() error { return os.RemoveAll(stateDir) })
@@ -284,13 +289,20 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 
 	// The rootfs is made before PID 1 starts, so that its mount is there
 	// to copy when PID 1's mount namespace is made.
-	rootfs, err := s.storage.Prepare(ctx, s.state.RootfsKey, s.img)
+	sec := s.security(&s.opts)
+	prep, err := prepareOptions(sec)
+	if err != nil {
+		return err
+	}
+	rootfs, err := s.storage.Prepare(ctx, s.state.RootfsKey, s.img, prep)
+	if prep != nil {
+		prep.UserNS.Close()
+	}
 	if err != nil {
 		return err
 	}
 	s.undo = append(s.undo, func() error { return s.storage.Release(context.Background(), s.state.RootfsKey) })
 
-	sec := s.security(&s.opts)
 	spec, err := s.buildSpec(rootfs.Path, stateDir, sec)
 	if err != nil {
 		return err
@@ -386,6 +398,10 @@ func (s *Sandbox) launchInit(sec *security.Config) (*launched, *os.File, error) 
 		attr.UidMappings, attr.GidMappings = idMaps(u.UIDMap), idMaps(u.GIDMap)
 		// The workload's supplementary groups need setgroups(2).
 		attr.GidMappingsEnableSetgroups = true
+		// A new user namespace leaves the process with its old host ids,
+		// unmapped inside; becoming the namespace's root makes the exec
+		// grant it the namespace's capabilities.
+		attr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
 	}
 	p, err := launch(nsinit.ModeInit, s.cg, std, extra, attr)
 	if err != nil {

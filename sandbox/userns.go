@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/sandbox/internal/nsinit"
 	"github.com/berth-dev/berth/security"
 )
@@ -46,4 +47,26 @@ func newUserNS(u *security.UserNamespace) (*os.File, error) {
 		return nil, fmt.Errorf("open the user namespace: %w", err)
 	}
 	return ns, nil
+}
+
+// prepareOptions asks the storage for a rootfs that a sandbox in sec's user
+// namespace sees with the image's owners; nil without a user namespace.
+func prepareOptions(sec *security.Config) (*layerfs.PrepareOptions, error) {
+	u := sec.UserNamespace
+	if u == nil {
+		return nil, nil
+	}
+	ns, err := newUserNS(u)
+	if err != nil {
+		return nil, err
+	}
+	return &layerfs.PrepareOptions{UserNS: ns, UIDMap: layerMaps(u.UIDMap), GIDMap: layerMaps(u.GIDMap)}, nil
+}
+
+func layerMaps(m []security.IDMap) []layerfs.IDMap {
+	out := make([]layerfs.IDMap, len(m))
+	for i, e := range m {
+		out[i] = layerfs.IDMap{ContainerID: e.ContainerID, HostID: e.HostID, Size: e.Size}
+	}
+	return out
 }
