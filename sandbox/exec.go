@@ -69,6 +69,11 @@ func (s *Sandbox) Exec(ctx context.Context, o *ExecOptions) (*Result, error) {
 	defer pidfile.Close()
 	spec.PidFD = 5 // after the spec and status pipes
 	spec.Namespaces = unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET | unix.CLONE_NEWPID | unix.CLONE_NEWCGROUP
+	if s.security(&base).UserNamespace != nil {
+		// Without it the process would be the host's root in the
+		// sandbox's other namespaces.
+		spec.Namespaces |= unix.CLONE_NEWUSER
+	}
 	spec.CgroupProcs = s.cg.ProcsFiles()
 
 	p, err := launch(nsinit.ModeExec, s.cg, stdio{o.Stdin, o.Stdout, o.Stderr}, []*os.File{pidfile}, &syscall.SysProcAttr{})

@@ -39,6 +39,12 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	// Root of a sandbox's user namespace is an ordinary id on the host
+	// and must be able to reach the store and state under here.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	testEnv.stateDir = filepath.Join(dir, "state")
 	testEnv.store, err = layerfs.Open(filepath.Join(dir, "store"), nil)
 	if err == nil {

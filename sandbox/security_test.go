@@ -1,6 +1,8 @@
 package sandbox
 
 import (
+	"bytes"
+	"context"
 	"io"
 	"os"
 	"path/filepath"
@@ -60,5 +62,75 @@ func TestLandlockConfinesToTree(t *testing.T) {
 		if out != "3.20.3\nx\n" || !strings.Contains(errOut, "Permission denied") {
 			t.Errorf("with Landlock: stdout %q, stderr %q", out, errOut)
 		}
+	}
+}
+
+// searchableTempDir is a t.TempDir that root of a user namespace (an
+// ordinary id on the host) can reach.
+func searchableTempDir(t *testing.T) string {
+	dir := t.TempDir()
+	for d := dir; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestStrict(t *testing.T) {
+	dir := searchableTempDir(t)
+	owned := filepath.Join(dir, "owned-by-host-root")
+	if err := os.WriteFile(owned, []byte("original\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := `grep -E '^(CapEff|NoNewPrivs):' /proc/self/status
+		cat /proc/self/uid_map | tr -s ' ' | sed 's/^ //'
+		id -u
+		echo changed > /host/owned-by-host-root 2>/dev/null && echo "wrote host root's file" || echo "cannot write host root's file"
+		touch /etc/x 2>/dev/null && echo "rootfs writable" || echo "rootfs read-only"
+		echo t > /tmp/t && cat /tmp/t`
+	// Under Default, root in the sandbox is root on the host: it may.
+	_, out, _ := run(t, "alpine:test", opts(func(o *Options) {
+		o.Mounts = []Mount{{Source: dir, Destination: "/host"}}
+		o.Args = []string{"/bin/sh", "-c", script}
+	}))
+	if !strings.Contains(out, "wrote host root's file") {
+		t.Fatalf("under Default: %q", out)
+	}
+	os.WriteFile(owned, []byte("original\n"), 0o644)
+
+	res, out, errOut := run(t, "alpine:test", opts(func(o *Options) {
+		o.Security = security.Strict()
+		o.Mounts = []Mount{{Source: dir, Destination: "/host"}}
+		o.Args = []string{"/bin/sh", "-c", script}
+	}))
+	want := "CapEff:\t0000000000000000\nNoNewPrivs:\t1\n0 100000 65536\n0\ncannot write host root's file\nrootfs read-only\nt\n"
+	if !res.Success() || out != want {
+		t.Errorf("under Strict:\n%s\nwant\n%s\n(stderr %q)", out, want, errOut)
+	}
+	if b, _ := os.ReadFile(owned); string(b) != "original\n" {
+		t.Errorf("host file changed: %q", b)
+	}
+}
+
+func TestExecInStrict(t *testing.T) {
+	sb := New("alpine:test", opts(func(o *Options) {
+		o.Security = security.Strict()
+		o.Args = []string{"sleep", "100"}
+	}))
+	if err := sb.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	var out bytes.Buffer
+	res, err := sb.Exec(context.Background(), &ExecOptions{
+		Args:   []string{"/bin/sh", "-c", "id -u; grep -E '^(CapEff|NoNewPrivs):' /proc/self/status; cat /proc/self/uid_map | tr -s ' ' | sed 's/^ //'; echo x > /etc/x 2>/dev/null || echo ro"},
+		Stdout: &out,
+	})
+	if err != nil || !res.Success() {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if want := "0\nCapEff:\t0000000000000000\nNoNewPrivs:\t1\n0 100000 65536\nro\n"; out.String() != want {
+		t.Errorf("exec in a Strict sandbox saw\n%s\nwant\n%s", out.String(), want)
 	}
 }
