@@ -16,6 +16,7 @@ import (
 // testEnv is shared by the package's tests: a store holding the real test
 // images, and where sandbox state goes.
 var testEnv struct {
+	dir      string // removed at the end
 	store    *layerfs.Store
 	cgroups  *cgroup.Manager
 	stateDir string
@@ -45,6 +46,7 @@ func runTests(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	testEnv.dir = dir
 	testEnv.stateDir = filepath.Join(dir, "state")
 	testEnv.store, err = layerfs.Open(filepath.Join(dir, "store"), nil)
 	if err == nil {

@@ -16,6 +16,11 @@ import (
 	"github.com/berth-dev/berth/security"
 )
 
+// seccompPrograms remembers compiled seccomp programs across sandboxes.
+// It holds no state that matters: the same profile and capabilities always
+// compile to the same program; it only saves libseccomp's 14 ms per start.
+var seccompPrograms security.SeccompCache
+
 // defaultPath is the PATH a workload gets when its image sets none.
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -49,6 +54,11 @@ func (s *Sandbox) buildSpec(rootfs, stateDir string, sec *security.Config) (*nsi
 	plan, err := lsmPlan(sec)
 	if err != nil {
 		return nil, err
+	}
+	if plan != nil {
+		for _, w := range plan.Warnings {
+			s.log.Warn("security label skipped", "id", s.id, "why", w)
+		}
 	}
 
 	if err := s.writeEtcFiles(stateDir, spec.Hostname); err != nil {
@@ -152,6 +162,12 @@ func (s *Sandbox) processSpec(o *Options, rootfs string) (*nsinit.Spec, error) {
 		spec.Caps.Effective, spec.Caps.Permitted = 0, 0
 	}
 	spec.NoNewPrivs = sec.NoNewPrivileges
+	if sec.Seccomp != nil {
+		if spec.Seccomp, err = seccompPrograms.Program(sec.Seccomp, caps); err != nil {
+			return nil, err
+		}
+		spec.SeccompFlags = sec.Seccomp.FilterFlags()
+	}
 	plan, err := lsmPlan(sec)
 	if err != nil {
 		return nil, err

@@ -26,6 +26,9 @@ type Config struct {
 	// ReadonlyPaths are mounted read-only.
 	ReadonlyPaths []string
 
+	// Seccomp filters the workload's system calls; nil means no filter.
+	Seccomp *SeccompProfile
+
 	// LSM asks for SELinux and AppArmor labels, applied where the host
 	// has those modules (see PlanLSM).
 	LSM LSMOptions
@@ -92,24 +95,26 @@ var (
 )
 
 // Default returns what a careful container runtime grants a workload it
-// trusts somewhat: Docker's 14 capabilities, no new privileges, and the
-// usual masked and read-only paths.
+// trusts somewhat: Docker's 14 capabilities, Docker's seccomp profile, no
+// new privileges, and the usual masked and read-only paths.
 func Default() *Config {
 	return &Config{
 		Capabilities:    append([]string(nil), dockerCaps...),
 		NoNewPrivileges: true,
+		Seccomp:         DefaultSeccompProfile(),
 		MaskedPaths:     append([]string(nil), defaultMasked...),
 		ReadonlyPaths:   append([]string(nil), defaultReadonly...),
 	}
 }
 
 // Strict returns what a sandbox running untrusted code gets: no
-// capabilities at all, a user namespace so that its root is nobody on the
-// host, a read-only root with a tmpfs /tmp, Landlock, tight resource
-// limits, and everything Default has.
+// capabilities at all, a tighter seccomp filter, a user namespace so that
+// its root is nobody on the host, a read-only root with a tmpfs /tmp,
+// Landlock, tight resource limits, and everything else Default has.
 func Strict() *Config {
 	c := Default()
 	c.Capabilities = nil
+	c.Seccomp = StrictSeccompProfile()
 	c.UserNamespace = DefaultUserNamespace()
 	c.Landlock = true
 	c.ReadonlyRootfs = true

@@ -12,11 +12,15 @@ import (
 
 // securityFlags are `berth run`'s security options.
 type securityFlags struct {
-	preset   string
-	capAdd   []string
-	capDrop  []string
-	userns   string
-	landlock bool
+	preset        string
+	capAdd        []string
+	capDrop       []string
+	userns        string
+	landlock      bool
+	seccomp       string
+	selinux       string
+	apparmor      string
+	lsmBestEffort bool
 }
 
 func (f *securityFlags) add(cmd *cobra.Command) {
@@ -25,6 +29,10 @@ func (f *securityFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringArrayVar(&f.capDrop, "cap-drop", nil, "drop a capability (e.g. CHOWN, or ALL)")
 	cmd.Flags().StringVar(&f.userns, "userns", "", `user namespace: "host" for none, "default" for 0:100000:65536, or CONTAINER:HOST:SIZE[,...] (default: the preset's)`)
 	cmd.Flags().BoolVar(&f.landlock, "landlock", false, "confine file access to the sandbox's tree with Landlock (strict has it)")
+	cmd.Flags().StringVar(&f.seccomp, "seccomp", "", `seccomp profile: a JSON file in Docker's format, or "unconfined" (default: the preset's)`)
+	cmd.Flags().StringVar(&f.selinux, "selinux-label", "", "SELinux process label, e.g. system_u:system_r:container_t:s0:c1,c2")
+	cmd.Flags().StringVar(&f.apparmor, "apparmor", "", "AppArmor profile to run the workload under")
+	cmd.Flags().BoolVar(&f.lsmBestEffort, "lsm-best-effort", false, "skip SELinux/AppArmor labels the host cannot apply instead of failing")
 }
 
 // config builds the security configuration the flags describe.
@@ -41,6 +49,16 @@ func (f *securityFlags) config() (*security.Config, error) {
 	if f.landlock {
 		c.Landlock = true
 	}
+	switch f.seccomp {
+	case "":
+	case "unconfined":
+		c.Seccomp = nil
+	default:
+		if c.Seccomp, err = security.LoadSeccompProfile(f.seccomp); err != nil {
+			return nil, err
+		}
+	}
+	c.LSM = security.LSMOptions{SELinuxLabel: f.selinux, AppArmorProfile: f.apparmor, BestEffort: f.lsmBestEffort}
 	switch f.userns {
 	case "":
 	case "host":
@@ -79,4 +97,33 @@ func parseIDMaps(s string) ([]security.IDMap, error) {
 		out = append(out, security.IDMap{ContainerID: n[0], HostID: n[1], Size: n[2]})
 	}
 	return out, nil
+}
+
+func newSecurityCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "security", Short: "Show berth's security settings"}
+	profile := &cobra.Command{
+		Use:       "profile default|strict",
+		Short:     "Print a preset's seccomp profile as JSON, in Docker's format",
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: []string{"default", "strict"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var p *security.SeccompProfile
+			switch args[0] {
+			case "default":
+				p = security.DefaultSeccompProfile()
+			case "strict":
+				p = security.StrictSeccompProfile()
+			default:
+				return fmt.Errorf("no profile %q: want default or strict", args[0])
+			}
+			b, err := p.JSON()
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(b)
+			return err
+		},
+	}
+	cmd.AddCommand(profile)
+	return cmd
 }

@@ -143,6 +143,7 @@ struct spec {
 	uint64_t caps[5];  // bounding, effective, permitted, inheritable, ambient
 	int have_caps;
 	struct sock_fprog seccomp;
+	unsigned int seccomp_flags;
 	struct rlimit rlimits[RLIM_NLIMITS];
 	int rlimit_set[RLIM_NLIMITS];
 	int oom_score_adj, have_oom_score_adj;
@@ -263,6 +264,7 @@ static void parse_spec(struct spec *s, char *buf, size_t len) {
 		case TAG_UNSHARE_CGROUP: s->unshare_cgroup = 1; break;
 		case TAG_PIDFD: s->target_pidfd = (int)num(v, "pidfd"); break;
 		case TAG_LANDLOCK: s->landlock = num(v, "landlock rights"); break;
+		case TAG_SECCOMP_FLAGS: s->seccomp_flags = (unsigned int)num(v, "seccomp flags"); break;
 		case TAG_EXTRA_FILES: s->extra_files = (int)num(v, "extra files"); break;
 		case TAG_EXEC_WRITE: {
 			if (fields(v, n, f, 2) != 2) {
@@ -782,7 +784,7 @@ __attribute__((noreturn)) static void exec_workload(struct spec *s, int errfd) {
 	// Without no_new_privs, loading a filter takes CAP_SYS_ADMIN, which
 	// the workload may be about to lose: load it now, and let it allow
 	// what the rest of the set-up calls.
-	if (!s->no_new_privs && s->seccomp.len && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &s->seccomp) < 0)
+	if (!s->no_new_privs && s->seccomp.len && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, s->seccomp_flags, &s->seccomp) < 0)
 		die("load seccomp filter");
 	drop_privileges(s);
 	// An exec'd process lives in the sandbox's PID namespace, out of reach
@@ -802,7 +804,7 @@ __attribute__((noreturn)) static void exec_workload(struct spec *s, int errfd) {
 	if (syscall(SYS_close_range, 3 + (unsigned)s->extra_files, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
 		die("close descriptors");
 	// The filter goes last, so that it need not allow what set-up uses.
-	if (s->no_new_privs && s->seccomp.len && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &s->seccomp) < 0)
+	if (s->no_new_privs && s->seccomp.len && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, s->seccomp_flags, &s->seccomp) < 0)
 		die("load seccomp filter");
 	execve(path, s->argv, s->envp ? s->envp : (char *[]){NULL});
 	exec_failed("exec %s", path);

@@ -92,6 +92,7 @@ type Spec struct {
 	Caps          *Caps
 	Rlimits       []Rlimit
 	Seccomp       []byte // a compiled BPF program (struct sock_filter array)
+	SeccompFlags  uint   // SECCOMP_FILTER_FLAG_* for seccomp(2)
 	OOMScoreAdj   *int
 	PidFD         int // exec mode: descriptor number of a pidfd on the sandbox's PID 1
 	Namespaces    int // exec mode: CLONE_NEW* flags to join
@@ -179,6 +180,9 @@ func (s *Spec) Encode() []byte {
 		b = binary.NativeEndian.AppendUint16(b, C.TAG_SECCOMP)
 		b = binary.NativeEndian.AppendUint32(b, uint32(len(s.Seccomp)))
 		b = append(b, s.Seccomp...)
+	}
+	if s.SeccompFlags != 0 {
+		rec(C.TAG_SECCOMP_FLAGS, u(uint64(s.SeccompFlags)))
 	}
 	if s.OOMScoreAdj != nil {
 		rec(C.TAG_OOM_SCORE_ADJ, strconv.Itoa(*s.OOMScoreAdj))
