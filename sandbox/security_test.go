@@ -83,7 +83,13 @@ func TestStrict(t *testing.T) {
 	if err := os.WriteFile(owned, []byte("original\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	script := `grep -E '^(CapEff|NoNewPrivs):' /proc/self/status
+	secret, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer secret.Close()
+	script := `grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status
+		cat /proc/self/fd/3/owned-by-host-root >/dev/null 2>&1 && echo "read through fd 3" || echo "fd 3 opens nothing"
 		cat /proc/self/uid_map | tr -s ' ' | sed 's/^ //'
 		id -u
 		echo changed > /host/owned-by-host-root 2>/dev/null && echo "wrote host root's file" || echo "cannot write host root's file"
@@ -91,20 +97,22 @@ func TestStrict(t *testing.T) {
 		echo t > /tmp/t && cat /tmp/t`
 	// Under Default, root in the sandbox is root on the host: it may.
 	_, out, _ := run(t, "alpine:test", opts(func(o *Options) {
+		o.ExtraFiles = []*os.File{secret}
 		o.Mounts = []Mount{{Source: dir, Destination: "/host"}}
 		o.Args = []string{"/bin/sh", "-c", script}
 	}))
-	if !strings.Contains(out, "wrote host root's file") {
+	if !strings.Contains(out, "wrote host root's file") || !strings.Contains(out, "read through fd 3") {
 		t.Fatalf("under Default: %q", out)
 	}
 	os.WriteFile(owned, []byte("original\n"), 0o644)
 
 	res, out, errOut := run(t, "alpine:test", opts(func(o *Options) {
 		o.Security = security.Strict()
+		o.ExtraFiles = []*os.File{secret}
 		o.Mounts = []Mount{{Source: dir, Destination: "/host"}}
 		o.Args = []string{"/bin/sh", "-c", script}
 	}))
-	want := "CapEff:\t0000000000000000\nNoNewPrivs:\t1\n0 100000 65536\n0\ncannot write host root's file\nrootfs read-only\nt\n"
+	want := "CapEff:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\nfd 3 opens nothing\n0 100000 65536\n0\ncannot write host root's file\nrootfs read-only\nt\n"
 	if !res.Success() || out != want {
 		t.Errorf("under Strict:\n%s\nwant\n%s\n(stderr %q)", out, want, errOut)
 	}
