@@ -1,0 +1,250 @@
+package netplug
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/containernetworking/plugins/pkg/utils"
+	"github.com/coreos/go-iptables/iptables"
+	"github.com/vishvananda/netlink"
+)
+
+// deleteBridge deletes a network's bridge, if it exists and nothing is
+// plugged into it: bridge names are host-wide, and another RunDir's
+// sandboxes may use the same one. Only bridges with names netplug gives
+// are deleted.
+func deleteBridge(name string) error {
+	if !bridgeRE.MatchString(name) {
+		return fmt.Errorf("refusing to delete %q: not a bridge name netplug gives", name)
+	}
+	br, err := netlink.LinkByName(name)
+	if _, ok := errors.AsType[netlink.LinkNotFoundError](err); ok {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("find bridge %s: %w", name, err)
+	}
+	if br.Type() != "bridge" {
+		return fmt.Errorf("refusing to delete %s: a %s, not a bridge", name, br.Type())
+	}
+	links, err := linkList()
+	if err != nil {
+		return fmt.Errorf("bridge %s: %w", name, err)
+	}
+	for _, l := range links {
+		if l.Attrs().MasterIndex == br.Attrs().Index {
+			return fmt.Errorf("bridge %s: %w: %s is plugged into it", name, ErrInUse, l.Attrs().Name)
+		}
+	}
+	if err := netlink.LinkDel(br); err != nil {
+		return fmt.Errorf("delete bridge %s: %w", name, err)
+	}
+	return nil
+}
+
+// linkList lists the host's interfaces, again if a change interrupted the
+// listing.
+func linkList() ([]netlink.Link, error) {
+	for i := 0; ; i++ {
+		links, err := netlink.LinkList()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) || i == 5 {
+			return links, err
+		}
+	}
+}
+
+// hostRoutes returns the host's IPv4 routes but the default one: the
+// subnets a new network must not overlap.
+func hostRoutes() []netip.Prefix {
+	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, r := range routes {
+		if p, ok := prefixOf(r.Dst); ok && p.Bits() > 0 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones).Masked(), true
+}
+
+// teardownMasquerade removes the bridge plugin's masquerading of the
+// sandbox's addresses, when the plugin could not (see detach): the rule in
+// POSTROUTING and the sandbox's chain, named as the plugin names them.
+func teardownMasquerade(network, id string, ips []netip.Prefix) error {
+	chain := utils.FormatChainName(network, id)
+	comment := utils.FormatComment(network, id)
+	for _, proto := range []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6} {
+		var mine []netip.Prefix
+		for _, p := range ips {
+			if p.Addr().Is4() == (proto == iptables.ProtocolIPv4) {
+				mine = append(mine, p)
+			}
+		}
+		if len(mine) == 0 {
+			continue
+		}
+		ipt, err := iptables.NewWithProtocol(proto)
+		if err != nil {
+			return err
+		}
+		// One listing in the common case, where the plugin did it all.
+		if ok, err := ipt.ChainExists("nat", chain); err != nil || !ok {
+			if err != nil {
+				return fmt.Errorf("masquerading of %s: %w", id, err)
+			}
+			continue
+		}
+		for _, p := range mine {
+			for _, src := range []string{p.Addr().String(), p.String()} {
+				if err := ipt.DeleteIfExists("nat", "POSTROUTING", "-s", src, "-j", chain, "-m", "comment", "--comment", comment); err != nil {
+					return fmt.Errorf("masquerading of %s: %w", id, err)
+				}
+			}
+		}
+		if err := ipt.ClearAndDeleteChain("nat", chain); err != nil {
+			return fmt.Errorf("masquerading of %s: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// The chains the portmap and firewall plugins share between all the
+// sandboxes on a host, and leave when the last one goes.
+const (
+	hostportDNAT    = "CNI-HOSTPORT-DNAT"
+	hostportSetMark = "CNI-HOSTPORT-SETMARK"
+	hostportMasq    = "CNI-HOSTPORT-MASQ"
+	firewallForward = "CNI-FORWARD"
+	firewallAdmin   = "CNI-ADMIN"
+)
+
+// pruneSharedChains removes the plugins' shared chains when no rule of any
+// sandbox, berth's or another CNI runtime's, is left in them, and the
+// rules that jump to them. The caller holds sharedChainsLock exclusively.
+func pruneSharedChains(log *slog.Logger) error {
+	var errs []error
+	for _, proto := range []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6} {
+		ipt, err := iptables.NewWithProtocol(proto)
+		if err != nil {
+			if proto == iptables.ProtocolIPv4 {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		// portmap: the DNAT chain holds a jump per sandbox with ports; the
+		// mark and masquerade chains are only used through those.
+		if rules, ok := chainRules(ipt, "nat", hostportDNAT); ok && len(rules) == 0 {
+			errs = append(errs,
+				removeChain(ipt, "nat", hostportDNAT, "PREROUTING", "OUTPUT"),
+				removeChain(ipt, "nat", hostportMasq, "POSTROUTING"),
+				removeChain(ipt, "nat", hostportSetMark))
+		}
+		// firewall: the forward chain holds rules per sandbox, and a jump
+		// to the admin chain, which is the administrator's to fill.
+		if rules, ok := chainRules(ipt, "filter", firewallForward); ok &&
+			!slices.ContainsFunc(rules, func(r []string) bool { return jumpTarget(r) != firewallAdmin }) {
+			if admin, ok := chainRules(ipt, "filter", firewallAdmin); !ok || len(admin) == 0 {
+				errs = append(errs,
+					removeChain(ipt, "filter", firewallForward, "FORWARD"),
+					removeChain(ipt, "filter", firewallAdmin))
+			}
+		}
+	}
+	err := errors.Join(errs...)
+	if err != nil {
+		log.Warn("prune CNI's shared iptables chains", "err", err)
+	}
+	return err
+}
+
+// chainRules returns the rules of a chain, each split into arguments
+// without the leading "-A CHAIN", and whether the chain exists.
+func chainRules(ipt *iptables.IPTables, table, chain string) ([][]string, bool) {
+	lines, err := ipt.List(table, chain)
+	if err != nil {
+		return nil, false // no such chain
+	}
+	var rules [][]string
+	for _, l := range lines {
+		if f := splitRule(l); len(f) > 2 && f[0] == "-A" {
+			rules = append(rules, f[2:])
+		}
+	}
+	return rules, true
+}
+
+// removeChain deletes the rules of the entry chains that jump to chain,
+// then chain.
+func removeChain(ipt *iptables.IPTables, table, chain string, entries ...string) error {
+	for _, e := range entries {
+		rules, _ := chainRules(ipt, table, e)
+		for _, r := range rules {
+			if jumpTarget(r) == chain {
+				if err := ipt.DeleteIfExists(table, e, r...); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return ipt.ClearAndDeleteChain(table, chain)
+}
+
+func jumpTarget(rule []string) string {
+	for i := 0; i+1 < len(rule); i++ {
+		if rule[i] == "-j" || rule[i] == "-g" {
+			return rule[i+1]
+		}
+	}
+	return ""
+}
+
+// splitRule splits a rule as iptables -S prints it into arguments: words,
+// and double-quoted strings in which a backslash escapes.
+func splitRule(s string) []string {
+	var out []string
+	var cur strings.Builder
+	in, quoted, escaped := false, false, false
+	for _, c := range s {
+		switch {
+		case escaped:
+			cur.WriteRune(c)
+			escaped = false
+		case quoted && c == '\\':
+			escaped = true
+		case c == '"':
+			quoted, in = !quoted, true
+		case !quoted && (c == ' ' || c == '\t'):
+			if in {
+				out = append(out, cur.String())
+				cur.Reset()
+				in = false
+			}
+		default:
+			cur.WriteRune(c)
+			in = true
+		}
+	}
+	if in {
+		out = append(out, cur.String())
+	}
+	return out
+}
