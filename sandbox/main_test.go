@@ -1,6 +1,11 @@
 package sandbox
 
 import (
+	"net/netip"
+	"os/exec"
+
+	"github.com/berth-dev/berth/netplug"
+
 	"bytes"
 	"context"
 	"fmt"
@@ -16,6 +21,7 @@ import (
 // testEnv is shared by the package's tests: a store holding the real test
 // images, and where sandbox state goes.
 var testEnv struct {
+	nets     *netplug.Networks
 	dir      string // removed at the end
 	store    *layerfs.Store
 	cgroups  *cgroup.Manager
@@ -62,10 +68,23 @@ func runTests(m *testing.M) int {
 		}
 		_, err = testEnv.store.Import(context.Background(), filepath.Join("..", "..", "shared", "images", img.src), &layerfs.ImportOptions{Name: img.name})
 	}
+	if err == nil {
+		err = ensureCNIPlugins()
+	}
+	if err == nil {
+		// A network of the tests' own, so that they neither take nor
+		// disturb the addresses of the default one.
+		testEnv.nets, err = netplug.Open(&netplug.Options{
+			ConfigDir: filepath.Join(dir, "networks"),
+			RunDir:    filepath.Join(dir, "run-networks"),
+			Default:   netplug.NetworkOptions{Bridge: "berth-sbtest", Subnet: netip.MustParsePrefix("10.216.0.0/24")},
+		})
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "set up sandbox tests:", err)
 		return 1
 	}
+	defer testEnv.nets.Prune(context.Background())
 	return m.Run()
 }
 
@@ -92,8 +111,27 @@ func hostProcess() int {
 		fmt.Println(err)
 		return 1
 	}
+	nets, err := netplug.Open(&netplug.Options{
+		ConfigDir: os.Getenv("BERTH_TEST_NET_CONFIG"), RunDir: os.Getenv("BERTH_TEST_NET_RUN"),
+		Default: netplug.NetworkOptions{Bridge: "berth-sbtest", Subnet: netip.MustParsePrefix("10.216.0.0/24")},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	bridge, err := nets.Get(context.Background(), "bridge")
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
 	for i := 0; i < 3; i++ {
 		sb := New("alpine:test", &Options{Storage: store, Cgroups: cgm, StateDir: os.Getenv("BERTH_TEST_STATE"), Args: []string{"sleep", "1000"}})
+		if i == 0 {
+			// One on a bridge with a published port, so that Recover
+			// has a veth, rules and a lease to reclaim.
+			sb.opts.Network = bridge
+			sb.opts.Ports = []netplug.PortMapping{{HostIP: "127.0.0.1", ContainerPort: 80, Protocol: "tcp"}}
+		}
 		if err := sb.Start(context.Background()); err != nil {
 			fmt.Println(err)
 			return 1
@@ -120,4 +158,14 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// ensureCNIPlugins builds the CNI plugins into netplug's default directory
+// unless they are there at go.mod's version already (a second, at most).
+func ensureCNIPlugins() error {
+	out, err := exec.Command("../hack/build-cni.sh").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("build CNI plugins: %v: %s", err, out)
+	}
+	return nil
 }

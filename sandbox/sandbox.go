@@ -19,6 +19,7 @@ import (
 
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/layerfs"
+	"github.com/berth-dev/berth/netplug"
 	"github.com/berth-dev/berth/sandbox/internal/nsinit"
 	"github.com/berth-dev/berth/security"
 )
@@ -53,6 +54,14 @@ type Storage interface {
 	Image(ctx context.Context, ref string) (*layerfs.Image, error)
 	Prepare(ctx context.Context, key string, img *layerfs.Image, opts *layerfs.PrepareOptions) (*layerfs.Rootfs, error)
 	Release(ctx context.Context, key string) error
+}
+
+// Network attaches sandboxes' network namespaces. netplug's networks are
+// the built-in ones; out-of-process network plugins implement the same
+// methods.
+type Network interface {
+	Attach(ctx context.Context, id, netnsPath string, opts *netplug.AttachOptions) (*netplug.Attachment, error)
+	Detach(ctx context.Context, id, netnsPath string) error
 }
 
 // Options configure a sandbox. The zero value runs the image's default
@@ -96,6 +105,21 @@ type Options struct {
 	// Timeout, if positive, kills the sandbox that long after it started;
 	// the Result then says TimedOut.
 	Timeout time.Duration
+
+	// Network connects the sandbox: nil means a network namespace of its
+	// own with only loopback; netplug.Host() shares the host's; a bridge
+	// or named network from netplug gives it an address and a route.
+	Network Network
+	// Ports are published on the host (bridge networks).
+	Ports []netplug.PortMapping
+	// DNS, if set, replaces the network's resolver settings.
+	DNS *netplug.DNSConfig
+	// NetworkAliases are more names other sandboxes on the same named
+	// network may use for this one, besides its hostname.
+	NetworkAliases []string
+	// Networks is where Recover finds the network attachments of dead
+	// sandboxes; nil means netplug's default directories, if they exist.
+	Networks *netplug.Networks
 
 	// Storage resolves the image and prepares the rootfs; nil opens the
 	// store at layerfs.DefaultRoot().
@@ -156,8 +180,9 @@ type Sandbox struct {
 	log  *slog.Logger
 	id   string
 
-	state  State
-	rootfs string // host path of the rootfs, once started
+	state      State
+	rootfs     string              // host path of the rootfs, once started
+	attachment *netplug.Attachment // its network, once attached
 
 	mu        sync.Mutex
 	started   bool
@@ -315,6 +340,15 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 	if console != nil {
 		defer console.Close()
 	}
+	// PID 1 waits for its spec, so the workload's first instruction
+	// already sees its network.
+	if err := s.attachNetwork(ctx, p.cmd.Process.Pid, stateDir, spec.Hostname); err != nil {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+		p.statusR.Close()
+		p.specW.Close()
+		return err
+	}
 	if err := p.run(spec); err != nil {
 		return err
 	}
@@ -392,6 +426,9 @@ func (s *Sandbox) launchInit(sec *security.Config) (*launched, *os.File, error) 
 	extra = append(extra, s.opts.ExtraFiles...)
 	attr := &syscall.SysProcAttr{
 		Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET,
+	}
+	if s.hostNetwork() {
+		attr.Cloneflags &^= unix.CLONE_NEWNET
 	}
 	if u := sec.UserNamespace; u != nil {
 		attr.Cloneflags |= unix.CLONE_NEWUSER

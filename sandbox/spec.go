@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/netplug"
 	"github.com/berth-dev/berth/sandbox/internal/nsinit"
 	"github.com/berth-dev/berth/security"
 )
@@ -39,7 +40,8 @@ func (s *Sandbox) buildSpec(rootfs, stateDir string, sec *security.Config) (*nsi
 		spec.Hostname = s.id[:12]
 	}
 	spec.Env = setDefaultEnv(spec.Env, "HOSTNAME", spec.Hostname)
-	spec.Loopback = true
+	// The host's loopback is the host's business.
+	spec.Loopback = !s.hostNetwork()
 	spec.UnshareCgroup = true
 	spec.ReadonlyRoot = s.opts.ReadonlyRootfs || sec.ReadonlyRootfs
 	if sec.UserNamespace == nil {
@@ -265,11 +267,11 @@ func (s *Sandbox) userMounts(mounts []Mount) ([]nsinit.Mount, error) {
 // writeEtcFiles writes the sandbox's /etc/hosts, /etc/hostname and
 // /etc/resolv.conf, which the init binds over the image's.
 func (s *Sandbox) writeEtcFiles(stateDir, hostname string) error {
+	// Without a network there is no resolver to name; a network's Attach
+	// rewrites hosts and resolv.conf.
 	files := map[string]string{
-		"hostname": hostname + "\n",
-		"hosts": "127.0.0.1\tlocalhost " + hostname + "\n" +
-			"::1\tlocalhost ip6-localhost ip6-loopback\n",
-		// With no network there is no resolver to name.
+		"hostname":    hostname + "\n",
+		"hosts":       string(netplug.HostsFile(nil, hostname)),
 		"resolv.conf": "",
 	}
 	for name, content := range files {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/layerfs"
+	"github.com/berth-dev/berth/netplug"
 	"github.com/berth-dev/berth/security"
 )
 
@@ -166,6 +167,17 @@ func Recover(ctx context.Context, opts *Options) (RecoverResult, error) {
 		storage = st
 	}
 
+	nets := o.Networks
+	if nets == nil {
+		// Only a host where networks were ever used has netplug's state;
+		// recovering must not create it.
+		if _, err := os.Stat(netplug.DefaultRunDir); err == nil {
+			if nets, err = netplug.Open(&netplug.Options{Logger: o.Logger}); err != nil {
+				return res, err
+			}
+		}
+	}
+
 	states, err := ReadStates(stateDir)
 	if err != nil {
 		return res, err
@@ -183,6 +195,12 @@ func Recover(ctx context.Context, opts *Options) (RecoverResult, error) {
 		// The cgroup first: killing what runs in it frees the rootfs.
 		if cg, err := cgm.Open(st.Cgroup); err == nil {
 			if err := cg.Remove(ctx); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
+		if nets != nil {
+			if err := nets.DetachAll(ctx, st.ID); err != nil {
 				errs = append(errs, err)
 				continue
 			}
@@ -243,6 +261,13 @@ func Recover(ctx context.Context, opts *Options) (RecoverResult, error) {
 			continue
 		}
 		res.Cgroups = append(res.Cgroups, name)
+	}
+	// Attachments of sandboxes whose namespace is gone, whichever state
+	// directory they were recorded in, and bridges nothing uses.
+	if nets != nil {
+		if err := nets.Prune(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	// An empty parent goes too; one still in use stays (EBUSY).
 	if len(live) == 0 {

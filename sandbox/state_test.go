@@ -1,6 +1,11 @@
 package sandbox
 
 import (
+	"net/netip"
+	"path/filepath"
+
+	"github.com/berth-dev/berth/netplug"
+
 	"bufio"
 	"context"
 	"fmt"
@@ -25,9 +30,18 @@ func TestRecoverAfterHostKilled(t *testing.T) {
 	}
 	defer cgm.RemoveParent()
 
+	netConfig, netRun := filepath.Join(stateDir, "net-config"), filepath.Join(stateDir, "net-run")
+	nets, err := netplug.Open(&netplug.Options{ConfigDir: netConfig, RunDir: netRun,
+		Default: netplug.NetworkOptions{Bridge: "berth-sbtest", Subnet: netip.MustParsePrefix("10.216.0.0/24")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := networkCounts(t, netRun)
+
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "BERTH_TEST_HOST=1", "BERTH_TEST_STORE="+testEnv.store.Root(),
-		"BERTH_TEST_STATE="+stateDir, "BERTH_TEST_CGROUP_PARENT="+parent)
+		"BERTH_TEST_STATE="+stateDir, "BERTH_TEST_CGROUP_PARENT="+parent,
+		"BERTH_TEST_NET_CONFIG="+netConfig, "BERTH_TEST_NET_RUN="+netRun)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +63,10 @@ func TestRecoverAfterHostKilled(t *testing.T) {
 	cmd.Process.Kill()
 	cmd.Wait()
 
-	res, err := Recover(context.Background(), &Options{Storage: testEnv.store, Cgroups: cgm, StateDir: stateDir})
+	if during := networkCounts(t, netRun); during == before {
+		t.Fatalf("the bridge sandbox left no trace to reclaim: %+v", during)
+	}
+	res, err := Recover(context.Background(), &Options{Storage: testEnv.store, Cgroups: cgm, StateDir: stateDir, Networks: nets})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,8 +79,11 @@ func TestRecoverAfterHostKilled(t *testing.T) {
 	if names, _ := cgm.List(); len(names) > 0 {
 		t.Errorf("cgroups left: %v", names)
 	}
-	if left, _ := os.ReadDir(stateDir); len(left) > 0 {
-		t.Errorf("state left: %d entries", len(left))
+	if left, _ := filepath.Glob(filepath.Join(stateDir, "[0-9a-f]*")); len(left) > 0 {
+		t.Errorf("state left: %v", left)
+	}
+	if after := networkCounts(t, netRun); after != before {
+		t.Errorf("network leftovers: before %+v, after %+v", before, after)
 	}
 	keys, _ := testEnv.store.Rootfses(context.Background())
 	for _, st := range states {
@@ -72,7 +92,7 @@ func TestRecoverAfterHostKilled(t *testing.T) {
 		}
 	}
 	// A second pass finds nothing to do.
-	if res, err := Recover(context.Background(), &Options{Storage: testEnv.store, Cgroups: cgm, StateDir: stateDir}); err != nil || len(res.Sandboxes)+len(res.Rootfs)+len(res.Cgroups) > 0 {
+	if res, err := Recover(context.Background(), &Options{Storage: testEnv.store, Cgroups: cgm, StateDir: stateDir, Networks: nets}); err != nil || len(res.Sandboxes)+len(res.Rootfs)+len(res.Cgroups) > 0 {
 		t.Errorf("second recover: %+v %v", res, err)
 	}
 }
@@ -90,4 +110,31 @@ func mountsUnder(t *testing.T, dir string) []string {
 		}
 	}
 	return out
+}
+
+type netCounts struct{ veths, rules, leases int }
+
+// networkCounts counts what a bridge attachment leaves on the host: veth
+// devices, iptables rules of CNI's and berth's chains, and IPAM leases
+// under runDir.
+func networkCounts(t *testing.T, runDir string) netCounts {
+	t.Helper()
+	var c netCounts
+	out, err := exec.Command("ip", "-o", "link", "show", "type", "veth").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.veths = strings.Count(string(out), "\n")
+	out, err = exec.Command("iptables-save").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "-A") && (strings.Contains(l, "CNI-") || strings.Contains(l, "berth")) {
+			c.rules++
+		}
+	}
+	leases, _ := filepath.Glob(filepath.Join(runDir, "ipam", "*", "[0-9]*"))
+	c.leases = len(leases)
+	return c
 }

@@ -84,6 +84,6 @@ func newRootCommand() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.state, "state", sandbox.DefaultStateDir, "directory for the state of running sandboxes")
 	root.PersistentFlags().StringVar(&g.cgroupParent, "cgroup-parent", "berth", "cgroup under which sandboxes' cgroups go")
 	root.PersistentFlags().BoolVar(&g.debug, "debug", false, "log what berth does to stderr")
-	root.AddCommand(newImageCommand(g), newRunCommand(g), newExecCommand(g), newPsCommand(g), newKillCommand(g), newGCCommand(g), newSecurityCommand())
+	root.AddCommand(newImageCommand(g), newRunCommand(g), newExecCommand(g), newPsCommand(g), newKillCommand(g), newGCCommand(g), newSecurityCommand(), newNetworkCommand(g))
 	return root
 }

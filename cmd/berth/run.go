@@ -19,6 +19,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/berth-dev/berth/cgroup"
+	"github.com/berth-dev/berth/netplug"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -62,6 +63,7 @@ func newRunCommand(g *globals) *cobra.Command {
 	var (
 		pf                     processFlags
 		sf                     securityFlags
+		nf                     networkFlags
 		hostname, memory, swap string
 		cpus                   float64
 		pidsLimit              int64
@@ -82,6 +84,9 @@ func newRunCommand(g *globals) *cobra.Command {
 			opts.Stdin, opts.Stdout, opts.Stderr = pf.stdin(cmd), cmd.OutOrStdout(), cmd.ErrOrStderr()
 			opts.ReadonlyRootfs, opts.Timeout, opts.TTY = readOnly, timeout, tty
 			if opts.Security, err = sf.config(); err != nil {
+				return err
+			}
+			if err := nf.apply(g, cmd, opts); err != nil {
 				return err
 			}
 			res := &cgroup.Resources{PidsMax: pidsLimit}
@@ -128,6 +133,7 @@ func newRunCommand(g *globals) *cobra.Command {
 	cmd.Flags().SetInterspersed(false)
 	pf.add(cmd)
 	sf.add(cmd)
+	nf.add(cmd)
 	cmd.Flags().StringVar(&hostname, "hostname", "", "the sandbox's host name")
 	cmd.Flags().StringVarP(&memory, "memory", "m", "", "memory limit (e.g. 64m, 1g)")
 	cmd.Flags().StringVar(&swap, "memory-swap", "", "memory+swap limit, as Docker's --memory-swap")
@@ -363,6 +369,9 @@ func newGCCommand(g *globals) *cobra.Command {
 				return err
 			}
 			opts.Storage = store
+			if opts.Networks, err = netplug.Open(&netplug.Options{Logger: g.logger()}); err != nil {
+				return err
+			}
 			res, err := sandbox.Recover(cmd.Context(), opts)
 			fmt.Fprintf(cmd.OutOrStdout(), "reclaimed %d dead sandboxes, %d stray rootfs, %d stray cgroups\n", len(res.Sandboxes), len(res.Rootfs), len(res.Cgroups))
 			if err != nil {

@@ -1,0 +1,141 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/netplug"
+)
+
+func defaultNetwork(t *testing.T) Network {
+	n, err := testEnv.nets.Get(context.Background(), "bridge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// A busybox httpd in a sandbox serves a file to the host through a
+// published port on the host's loopback.
+func TestPublishedTCPPort(t *testing.T) {
+	// Alpine's busybox has no httpd; the busybox image's has.
+	sb := New("busybox:test", opts(func(o *Options) {
+		o.Network = defaultNetwork(t)
+		o.Ports = []netplug.PortMapping{{HostIP: "127.0.0.1", ContainerPort: 80, Protocol: "tcp"}}
+		o.Args = []string{"/bin/sh", "-c", "mkdir -p /www && echo served-from-sandbox > /www/index.html && exec httpd -f -p 80 -h /www"}
+	}))
+	if err := sb.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	a := sb.Attachment()
+	if a == nil || len(a.Ports) != 1 || a.Ports[0].HostPort == 0 || len(a.IPs) == 0 {
+		t.Fatalf("attachment: %+v", a)
+	}
+	url := fmt.Sprintf("http://127.0.0.1:%d/index.html", a.Ports[0].HostPort)
+	var body string
+	waitFor(t, func() bool {
+		resp, err := http.Get(url)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return resp.StatusCode == 200
+	})
+	if body != "served-from-sandbox\n" {
+		t.Errorf("GET %s: %q", url, body)
+	}
+}
+
+// UDP publishing: a datagram sent to the host port reaches the sandbox.
+func TestPublishedUDPPort(t *testing.T) {
+	var out syncBuffer
+	sb := New("alpine:test", opts(func(o *Options) {
+		o.Network = defaultNetwork(t)
+		o.Ports = []netplug.PortMapping{{HostIP: "127.0.0.1", ContainerPort: 5353, Protocol: "udp"}}
+		o.Args = []string{"nc", "-u", "-l", "-p", "5353"}
+		o.Stdout = &out
+	}))
+	if err := sb.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	port := sb.Attachment().Ports[0].HostPort
+	conn, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	waitFor(t, func() bool {
+		conn.Write([]byte("udp-datagram\n"))
+		time.Sleep(20 * time.Millisecond)
+		return strings.Contains(out.String(), "udp-datagram")
+	})
+}
+
+// Two sandboxes on a named network reach each other by name.
+func TestNamedNetworkByName(t *testing.T) {
+	ctx := context.Background()
+	n, err := testEnv.nets.Create(ctx, "sbtest-app", &netplug.NetworkOptions{Subnet: netip.MustParsePrefix("10.216.1.0/24")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer testEnv.nets.Remove(ctx, "sbtest-app")
+	db := New("busybox:test", opts(func(o *Options) {
+		o.Network = n
+		o.Hostname = "db"
+		o.Args = []string{"/bin/sh", "-c", "mkdir -p /www && echo hello-from-db > /www/index.html && exec httpd -f -p 8080 -h /www"}
+	}))
+	if err := db.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var got string
+	waitFor(t, func() bool {
+		_, out, _ := run(t, "alpine:test", opts(func(o *Options) {
+			o.Network = n
+			o.Hostname = "app"
+			o.Args = []string{"/bin/sh", "-c", "grep -w db /etc/hosts >/dev/null && wget -qO- -T 2 http://db:8080/index.html"}
+		}))
+		got = out
+		return out == "hello-from-db\n"
+	})
+	if got != "hello-from-db\n" {
+		t.Errorf("app got %q from db", got)
+	}
+}
+
+// The host network shows the host's interfaces; no network shows only lo.
+func TestHostAndNoneNetwork(t *testing.T) {
+	ifaces, _ := net.Interfaces()
+	var host []string
+	for _, i := range ifaces {
+		host = append(host, i.Name)
+	}
+	sort.Strings(host)
+	_, out, _ := run(t, "alpine:test", opts(func(o *Options) {
+		o.Network = netplug.Host()
+		o.Args = []string{"ls", "/sys/class/net"}
+	}))
+	if got := strings.Fields(out); strings.Join(got, " ") != strings.Join(host, " ") {
+		t.Errorf("host network shows %v, the host has %v", got, host)
+	}
+	_, out, _ = run(t, "alpine:test", opts(func(o *Options) { o.Args = []string{"ls", "/sys/class/net"} }))
+	if strings.TrimSpace(out) != "lo" {
+		t.Errorf("no network shows %q", out)
+	}
+	if b, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); len(b) == 0 {
+		t.Skip()
+	}
+}
