@@ -82,7 +82,9 @@ func TestRecoverAfterHostKilled(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(stateDir, "[0-9a-f]*")); len(left) > 0 {
 		t.Errorf("state left: %v", left)
 	}
-	if after := networkCounts(t, netRun); after != before {
+	// Rules may fall below where they started: Prune also removes CNI's
+	// shared chains once nothing uses them.
+	if after := networkCounts(t, netRun); after.veths != before.veths || after.leases != before.leases || after.rules > before.rules {
 		t.Errorf("network leftovers: before %+v, after %+v", before, after)
 	}
 	keys, _ := testEnv.store.Rootfses(context.Background())
