@@ -28,12 +28,20 @@ func percentiles(b *testing.B, samples []time.Duration) {
 // finished, torn-down sandbox. Run with -benchtime=200x or more for the
 // percentiles to mean something.
 func BenchmarkStartExit(b *testing.B) {
-	for _, image := range []string{"busybox:test", "alpine:test"} {
-		b.Run(strings.TrimSuffix(image, ":test"), func(b *testing.B) {
+	bridge, err := testEnv.nets.Get(context.Background(), "bridge")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, image string
+		net         Network
+	}{{"busybox", "busybox:test", nil}, {"alpine", "alpine:test", nil}, {"alpine-bridge", "alpine:test", bridge}} {
+		image := c.image
+		b.Run(c.name, func(b *testing.B) {
 			samples := make([]time.Duration, 0, b.N)
 			for i := 0; i < b.N; i++ {
 				start := time.Now()
-				res, err := New(image, opts(func(o *Options) { o.Args = []string{"true"} })).Run(context.Background())
+				res, err := New(image, opts(func(o *Options) { o.Args = []string{"true"}; o.Network = c.net })).Run(context.Background())
 				if err != nil || !res.Success() {
 					b.Fatal(res, err)
 				}

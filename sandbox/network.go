@@ -54,3 +54,14 @@ func (s *Sandbox) Attachment() *netplug.Attachment {
 	defer s.mu.Unlock()
 	return s.attachment
 }
+
+// NetworkNamespace returns the path of the running sandbox's network
+// namespace, for another sandbox's Options.JoinNetwork.
+func (s *Sandbox) NetworkNamespace() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return ""
+	}
+	return "/proc/" + strconv.Itoa(s.proc.Pid) + "/ns/net"
+}

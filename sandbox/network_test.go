@@ -139,3 +139,28 @@ func TestHostAndNoneNetwork(t *testing.T) {
 		t.Skip()
 	}
 }
+
+// A sandbox joins another's network namespace, as a pod's sidecar would:
+// it reaches the first one's server on localhost.
+func TestJoinNetwork(t *testing.T) {
+	web := New("busybox:test", opts(func(o *Options) {
+		o.Network = defaultNetwork(t)
+		o.Args = []string{"/bin/sh", "-c", "mkdir -p /www && echo from-web > /www/index.html && exec httpd -f -p 8081 -h /www"}
+	}))
+	if err := web.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer web.Close()
+	ip := web.Attachment().IPs[0].Addr().String()
+	var out string
+	waitFor(t, func() bool {
+		_, out, _ = run(t, "busybox:test", opts(func(o *Options) {
+			o.JoinNetwork = web.NetworkNamespace()
+			o.Args = []string{"/bin/sh", "-c", "wget -qO- -T 2 http://127.0.0.1:8081/index.html && ip -o -4 addr show eth0"}
+		}))
+		return strings.HasPrefix(out, "from-web\n")
+	})
+	if !strings.Contains(out, ip+"/") {
+		t.Errorf("sidecar saw %q, want the web sandbox's address %s", out, ip)
+	}
+}

@@ -117,6 +117,11 @@ type Options struct {
 	// NetworkAliases are more names other sandboxes on the same named
 	// network may use for this one, besides its hostname.
 	NetworkAliases []string
+	// JoinNetwork, if set, is a network namespace to share instead of one
+	// of the sandbox's own, e.g. another sandbox's (its
+	// NetworkNamespace), as a pod's sidecars share one. Network and Ports
+	// must then be unset.
+	JoinNetwork string
 	// Networks is where Recover finds the network attachments of dead
 	// sandboxes; nil means netplug's default directories, if they exist.
 	Networks *netplug.Networks
@@ -183,6 +188,7 @@ type Sandbox struct {
 	state      State
 	rootfs     string              // host path of the rootfs, once started
 	attachment *netplug.Attachment // its network, once attached
+	netns      *os.File            // Options.JoinNetwork, open while starting
 
 	mu        sync.Mutex
 	started   bool
@@ -314,6 +320,15 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 
 	// The rootfs is made before PID 1 starts, so that its mount is there
 	// to copy when PID 1's mount namespace is made.
+	if s.opts.JoinNetwork != "" {
+		if s.opts.Network != nil || len(s.opts.Ports) > 0 {
+			return errors.New("JoinNetwork excludes Network and Ports: the namespace joined has its network already")
+		}
+		if s.netns, err = os.Open(s.opts.JoinNetwork); err != nil {
+			return fmt.Errorf("network namespace to join: %w", err)
+		}
+		defer func() { s.netns.Close(); s.netns = nil }()
+	}
 	sec := s.security(&s.opts)
 	prep, err := prepareOptions(sec)
 	if err != nil {
@@ -424,10 +439,14 @@ func (s *Sandbox) launchInit(sec *security.Config) (*launched, *os.File, error) 
 		std = stdio{}
 	}
 	extra = append(extra, s.opts.ExtraFiles...)
+	if s.netns != nil {
+		// The init joins it; it follows the workload's files.
+		extra = append(extra, s.netns)
+	}
 	attr := &syscall.SysProcAttr{
 		Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET,
 	}
-	if s.hostNetwork() {
+	if s.hostNetwork() || s.netns != nil {
 		attr.Cloneflags &^= unix.CLONE_NEWNET
 	}
 	if u := sec.UserNamespace; u != nil {

@@ -40,8 +40,12 @@ func (s *Sandbox) buildSpec(rootfs, stateDir string, sec *security.Config) (*nsi
 		spec.Hostname = s.id[:12]
 	}
 	spec.Env = setDefaultEnv(spec.Env, "HOSTNAME", spec.Hostname)
-	// The host's loopback is the host's business.
-	spec.Loopback = !s.hostNetwork()
+	// The host's loopback is the host's business, and a joined
+	// namespace's is its owner's.
+	spec.Loopback = !s.hostNetwork() && s.netns == nil
+	if s.netns != nil {
+		spec.NetnsFD = 6 + len(s.opts.ExtraFiles)
+	}
 	spec.UnshareCgroup = true
 	spec.ReadonlyRoot = s.opts.ReadonlyRootfs || sec.ReadonlyRootfs
 	if sec.UserNamespace == nil {

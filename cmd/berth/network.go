@@ -21,7 +21,7 @@ type networkFlags struct {
 }
 
 func (f *networkFlags) add(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.net, "net", "none", "network: none, host, bridge, or the name of a network (berth network create)")
+	cmd.Flags().StringVar(&f.net, "net", "none", "network: none, host, bridge, the name of a network (berth network create), or container:ID to share a running sandbox's")
 	cmd.Flags().StringArrayVarP(&f.ports, "publish", "p", nil, "publish a port: [HOSTIP:][HOSTPORT:]PORT[/udp]")
 	cmd.Flags().StringArrayVar(&f.dns, "dns", nil, "a DNS server for the sandbox (instead of the host's)")
 	cmd.Flags().StringArrayVar(&f.aliases, "network-alias", nil, "another name the sandbox has on its network")
@@ -29,6 +29,17 @@ func (f *networkFlags) add(cmd *cobra.Command) {
 
 // apply sets the sandbox options the flags describe.
 func (f *networkFlags) apply(g *globals, cmd *cobra.Command, opts *sandbox.Options) error {
+	if id, ok := strings.CutPrefix(f.net, "container:"); ok {
+		other, err := sandbox.Open(cmd.Context(), id, opts)
+		if err != nil {
+			return fmt.Errorf("--net %s: %w", f.net, err)
+		}
+		opts.JoinNetwork = other.NetworkNamespace()
+		if len(f.ports) > 0 {
+			return fmt.Errorf("-p with --net %s: publish ports on the sandbox that owns the network", f.net)
+		}
+		return nil
+	}
 	if f.net != "none" || len(f.ports) > 0 {
 		nets, err := netplug.Open(&netplug.Options{Logger: g.logger()})
 		if err != nil {

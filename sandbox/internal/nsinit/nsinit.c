@@ -149,6 +149,7 @@ struct spec {
 	int oom_score_adj, have_oom_score_adj;
 	int target_pidfd;  // exec mode
 	int tty_slave;     // the terminal made in the sandbox's devpts, or -1
+	int netns_fd;      // a network namespace to join, or -1
 	uint64_t landlock; // Landlock file rights to confine to "/", or 0
 	int extra_files;   // descriptors from fd 6 to pass as 3, 4, ...
 	struct filewrite {
@@ -223,6 +224,7 @@ static void parse_spec(struct spec *s, char *buf, size_t len) {
 	s->gid = 0;
 	s->target_pidfd = -1;
 	s->tty_slave = -1;
+	s->netns_fd = -1;
 	size_t off = 0;
 	while (off + 6 <= len) {
 		uint16_t tag;
@@ -265,6 +267,7 @@ static void parse_spec(struct spec *s, char *buf, size_t len) {
 		case TAG_PIDFD: s->target_pidfd = (int)num(v, "pidfd"); break;
 		case TAG_LANDLOCK: s->landlock = num(v, "landlock rights"); break;
 		case TAG_SECCOMP_FLAGS: s->seccomp_flags = (unsigned int)num(v, "seccomp flags"); break;
+		case TAG_NETNS_FD: s->netns_fd = (int)num(v, "netns fd"); break;
 		case TAG_EXTRA_FILES: s->extra_files = (int)num(v, "extra files"); break;
 		case TAG_EXEC_WRITE: {
 			if (fields(v, n, f, 2) != 2) {
@@ -964,6 +967,13 @@ static void run_init(void) {
 		die("set non-dumpable");
 	int sfd = block_signals();
 	join_cgroups(s);
+	// Sharing another sandbox's network: join it before /sys is mounted,
+	// so that /sys shows that namespace's interfaces.
+	if (s->netns_fd >= 0) {
+		if (setns(s->netns_fd, CLONE_NEWNET) < 0)
+			die("join the network namespace");
+		close(s->netns_fd);
+	}
 	if (s->rootfs)
 		setup_root(s);
 	if (s->tty)

@@ -102,6 +102,9 @@ type Spec struct {
 	// ExtraFiles is how many descriptors, from fd 6 of the init, the
 	// workload gets as fds 3, 4, ...
 	ExtraFiles int
+	// NetnsFD, if nonzero, is the init's descriptor of a network
+	// namespace to join instead of having one of its own.
+	NetnsFD int
 	// ExecWrites are written, in order, by the workload's process just
 	// before it execs: LSM labels through /proc/thread-self/attr.
 	ExecWrites []FileWrite
@@ -192,6 +195,9 @@ func (s *Spec) Encode() []byte {
 	}
 	if s.ExtraFiles > 0 {
 		rec(C.TAG_EXTRA_FILES, strconv.Itoa(s.ExtraFiles))
+	}
+	if s.NetnsFD != 0 {
+		rec(C.TAG_NETNS_FD, strconv.Itoa(s.NetnsFD))
 	}
 	for _, w := range s.ExecWrites {
 		rec(C.TAG_EXEC_WRITE, w.Path, w.Data)

@@ -33,6 +33,7 @@ enum {
 	TAG_EXTRA_FILES,
 	TAG_EXEC_WRITE,
 	TAG_SECCOMP_FLAGS,
+	TAG_NETNS_FD,
 };
 
 enum {
