@@ -41,7 +41,7 @@ func (f *networkFlags) apply(g *globals, cmd *cobra.Command, opts *sandbox.Optio
 		return nil
 	}
 	if f.net != "none" || len(f.ports) > 0 {
-		nets, err := netplug.Open(&netplug.Options{Logger: g.logger()})
+		nets, err := g.networks()
 		if err != nil {
 			return err
 		}
@@ -84,7 +84,7 @@ func newNetworkCommand(g *globals) *cobra.Command {
 		Short: "Create a bridge network whose sandboxes reach each other by name",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			nets, err := netplug.Open(&netplug.Options{Logger: g.logger()})
+			nets, err := g.networks()
 			if err != nil {
 				return err
 			}
@@ -106,7 +106,7 @@ func newNetworkCommand(g *globals) *cobra.Command {
 		Short:   "List networks",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			nets, err := netplug.Open(&netplug.Options{Logger: g.logger()})
+			nets, err := g.networks()
 			if err != nil {
 				return err
 			}
@@ -128,7 +128,7 @@ func newNetworkCommand(g *globals) *cobra.Command {
 		Short:   "Remove networks no sandbox is attached to",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			nets, err := netplug.Open(&netplug.Options{Logger: g.logger()})
+			nets, err := g.networks()
 			if err != nil {
 				return err
 			}
@@ -142,4 +142,8 @@ func newNetworkCommand(g *globals) *cobra.Command {
 	}
 	cmd.AddCommand(create, ls, rm)
 	return cmd
+}
+
+func (g *globals) networks() (*netplug.Networks, error) {
+	return netplug.Open(&netplug.Options{Logger: g.logger()})
 }

@@ -19,7 +19,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/berth-dev/berth/cgroup"
-	"github.com/berth-dev/berth/netplug"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -369,7 +368,7 @@ func newGCCommand(g *globals) *cobra.Command {
 				return err
 			}
 			opts.Storage = store
-			if opts.Networks, err = netplug.Open(&netplug.Options{Logger: g.logger()}); err != nil {
+			if opts.Networks, err = g.networks(); err != nil {
 				return err
 			}
 			res, err := sandbox.Recover(cmd.Context(), opts)
