@@ -38,6 +38,8 @@ demo: demo-deps build cni
 	bin/berth run --hostname demo --memory 64m --pids-limit 64 --read-only \
 		-v $(CURDIR)/hack:/demo:ro $(DEMO_IMAGE) sh /demo/demo-inside.sh
 
+# Tests run one package at a time: netplug's leak audit counts host-wide
+# veths and rules, which other packages' sandboxes would disturb.
 test: test-deps cni
 	$(GO) vet ./...
 	@unformatted=$$($(GOFMT) -l .); \
@@ -46,8 +48,6 @@ test: test-deps cni
 		echo "$$unformatted" >&2; \
 		exit 1; \
 	fi
-	# One package at a time: netplug's leak audit counts host-wide veths
-	# and rules, which other packages' sandboxes would disturb.
 	$(GO) test -count=1 -p 1 -timeout 20m ./...
 
 # Placeholder until the benchmark suite lands.
