@@ -172,7 +172,7 @@ func (c *cniNetwork) attach(ctx context.Context, id, netnsPath string, opts *Att
 		ID: id, Network: c.name(), CNIName: c.cniName(), IfName: ifName,
 		NetNS: netnsPath, NS: nsid, Config: list.Bytes, Named: c.named(),
 		Hostname: opts.Hostname, Aliases: slices.Clone(opts.Aliases),
-		HostsFile: opts.HostsFile, Created: time.Now().UTC(),
+		HostsFile: opts.HostsFile, ExtraHosts: slices.Clone(opts.ExtraHosts), Created: time.Now().UTC(),
 	}
 	// The record is made before the plugins run: from here on, anything
 	// that fails, or a crash, is undone from it.
@@ -540,7 +540,7 @@ func (n *Networks) commit(ctx context.Context, cniName string, named bool, rec *
 	}
 	if !named {
 		if rec != nil && rec.HostsFile != "" {
-			a := &Attachment{Network: rec.Network, IPs: rec.IPs}
+			a := &Attachment{Network: rec.Network, IPs: rec.IPs, Hosts: rec.ExtraHosts}
 			if err := writeHostsFile(rec.HostsFile, HostsFile(a, rec.names()...), true); err != nil {
 				return nil, err
 			}
@@ -561,7 +561,7 @@ func (n *Networks) commit(ctx context.Context, cniName string, named bool, rec *
 		if r.HostsFile == "" || len(r.IPs) == 0 {
 			continue
 		}
-		a := &Attachment{Network: r.Network, IPs: r.IPs, Hosts: p}
+		a := &Attachment{Network: r.Network, IPs: r.IPs, Hosts: append(slices.Clone(p), r.ExtraHosts...)}
 		if err := writeHostsFile(r.HostsFile, HostsFile(a, r.names()...), self); err != nil {
 			if self {
 				return nil, err

@@ -60,6 +60,9 @@ type AttachOptions struct {
 	// place whenever a sandbox joins or leaves the same named network, so
 	// that a bind mount of it stays current inside the sandbox.
 	HostsFile string
+	// ExtraHosts are more /etc/hosts entries (Docker's --add-host), kept
+	// whenever netplug rewrites the file.
+	ExtraHosts []HostEntry
 }
 
 // A PortMapping publishes a sandbox's port on the host.

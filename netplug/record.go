@@ -37,7 +37,9 @@ type record struct {
 	IPs       []netip.Prefix `json:"ips,omitempty"`
 	Gateway   netip.Addr     `json:"gateway,omitzero"`
 	HostsFile string         `json:"hostsFile,omitempty"`
-	Created   time.Time      `json:"created"`
+	// ExtraHosts go into the hosts file after the peers.
+	ExtraHosts []HostEntry `json:"extraHosts,omitempty"`
+	Created    time.Time   `json:"created"`
 	// Result is what the last plugin to succeed returned: the whole
 	// list's result once Attach succeeded, or that of the plugins before
 	// the one that failed. DEL finds a plugin's work through it when

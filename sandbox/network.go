@@ -23,11 +23,12 @@ func (s *Sandbox) attachNetwork(ctx context.Context, pid int, stateDir, hostname
 	}
 	netns := "/proc/" + strconv.Itoa(pid) + "/ns/net"
 	a, err := n.Attach(ctx, s.id, netns, &netplug.AttachOptions{
-		Hostname:  hostname,
-		Aliases:   s.opts.NetworkAliases,
-		Ports:     s.opts.Ports,
-		DNS:       s.opts.DNS,
-		HostsFile: filepath.Join(stateDir, "hosts"),
+		Hostname:   hostname,
+		Aliases:    s.opts.NetworkAliases,
+		Ports:      s.opts.Ports,
+		DNS:        s.opts.DNS,
+		HostsFile:  filepath.Join(stateDir, "hosts"),
+		ExtraHosts: s.opts.ExtraHosts,
 	})
 	if err != nil {
 		return fmt.Errorf("network: %w", err)
@@ -41,7 +42,8 @@ func (s *Sandbox) attachNetwork(ctx context.Context, pid int, stateDir, hostname
 	}
 	if netplug.IsHost(n) {
 		// The host's network, and so its names for itself.
-		return os.WriteFile(filepath.Join(stateDir, "hosts"), netplug.HostsFile(a, hostname), 0o644)
+		b := netplug.HostsFile(&netplug.Attachment{Network: a.Network, IPs: a.IPs, Hosts: s.opts.ExtraHosts}, hostname)
+		return os.WriteFile(filepath.Join(stateDir, "hosts"), b, 0o644)
 	}
 	return nil
 }

@@ -164,3 +164,17 @@ func TestJoinNetwork(t *testing.T) {
 		t.Errorf("sidecar saw %q, want the web sandbox's address %s", out, ip)
 	}
 }
+
+func TestExtraHosts(t *testing.T) {
+	extra := []netplug.HostEntry{{IP: netip.MustParseAddr("10.99.0.7"), Names: []string{"registry.internal"}}}
+	for _, n := range []Network{nil, defaultNetwork(t)} {
+		_, out, _ := run(t, "alpine:test", opts(func(o *Options) {
+			o.Network = n
+			o.ExtraHosts = extra
+			o.Args = []string{"grep", "registry.internal", "/etc/hosts"}
+		}))
+		if !strings.HasPrefix(out, "10.99.0.7\tregistry.internal") {
+			t.Errorf("network %v: /etc/hosts has %q", n, out)
+		}
+	}
+}

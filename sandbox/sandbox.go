@@ -117,6 +117,8 @@ type Options struct {
 	// NetworkAliases are more names other sandboxes on the same named
 	// network may use for this one, besides its hostname.
 	NetworkAliases []string
+	// ExtraHosts are added to the sandbox's /etc/hosts.
+	ExtraHosts []netplug.HostEntry
 	// JoinNetwork, if set, is a network namespace to share instead of one
 	// of the sandbox's own, e.g. another sandbox's (its
 	// NetworkNamespace), as a pod's sidecars share one. Network and Ports

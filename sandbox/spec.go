@@ -275,7 +275,7 @@ func (s *Sandbox) writeEtcFiles(stateDir, hostname string) error {
 	// rewrites hosts and resolv.conf.
 	files := map[string]string{
 		"hostname":    hostname + "\n",
-		"hosts":       string(netplug.HostsFile(nil, hostname)),
+		"hosts":       string(netplug.HostsFile(&netplug.Attachment{Hosts: s.opts.ExtraHosts}, hostname)),
 		"resolv.conf": "",
 	}
 	for name, content := range files {

@@ -14,10 +14,11 @@ import (
 
 // networkFlags are `berth run`'s network options.
 type networkFlags struct {
-	net     string
-	ports   []string
-	dns     []string
-	aliases []string
+	net      string
+	ports    []string
+	dns      []string
+	aliases  []string
+	addHosts []string
 }
 
 func (f *networkFlags) add(cmd *cobra.Command) {
@@ -25,10 +26,19 @@ func (f *networkFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringArrayVarP(&f.ports, "publish", "p", nil, "publish a port: [HOSTIP:][HOSTPORT:]PORT[/udp]")
 	cmd.Flags().StringArrayVar(&f.dns, "dns", nil, "a DNS server for the sandbox (instead of the host's)")
 	cmd.Flags().StringArrayVar(&f.aliases, "network-alias", nil, "another name the sandbox has on its network")
+	cmd.Flags().StringArrayVar(&f.addHosts, "add-host", nil, "add NAME:IP to the sandbox's /etc/hosts")
 }
 
 // apply sets the sandbox options the flags describe.
 func (f *networkFlags) apply(g *globals, cmd *cobra.Command, opts *sandbox.Options) error {
+	for _, h := range f.addHosts {
+		name, ip, ok := strings.Cut(h, ":")
+		addr, err := netip.ParseAddr(ip)
+		if !ok || name == "" || err != nil {
+			return fmt.Errorf("--add-host %q: want NAME:IP", h)
+		}
+		opts.ExtraHosts = append(opts.ExtraHosts, netplug.HostEntry{IP: addr, Names: []string{name}})
+	}
 	if id, ok := strings.CutPrefix(f.net, "container:"); ok {
 		other, err := sandbox.Open(cmd.Context(), id, opts)
 		if err != nil {
