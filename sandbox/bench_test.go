@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"github.com/berth-dev/berth/netplug"
 	"os/exec"
 
 	"bufio"
@@ -136,4 +137,35 @@ func BenchmarkReexec(b *testing.B) {
 			percentiles(b, samples)
 		})
 	}
+}
+
+// BenchmarkStartExitPooled measures start→exit of `true` on the bridge
+// with a warm pool of prepared namespaces: between runs (untimed) the pool
+// has the time to refill, as it would between sandboxes that do not start
+// back to back faster than the plugins can attach.
+func BenchmarkStartExitPooled(b *testing.B) {
+	bridge, err := testEnv.nets.Get(context.Background(), "bridge")
+	if err != nil {
+		b.Fatal(err)
+	}
+	pool, err := netplug.NewPool(bridge, 2, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pool.Close()
+	samples := make([]time.Duration, 0, b.N)
+	time.Sleep(200 * time.Millisecond)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		res, err := New("alpine:test", opts(func(o *Options) { o.Args = []string{"true"}; o.NetworkPool = pool })).Run(context.Background())
+		if err != nil || !res.Success() {
+			b.Fatal(res, err)
+		}
+		samples = append(samples, time.Since(start))
+		b.StopTimer()
+		time.Sleep(150 * time.Millisecond)
+		b.StartTimer()
+	}
+	percentiles(b, samples)
 }

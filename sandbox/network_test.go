@@ -178,3 +178,47 @@ func TestExtraHosts(t *testing.T) {
 		}
 	}
 }
+
+// Sandboxes from a pool of prepared namespaces get a working address on
+// the bridge at once, and every namespace is detached after use.
+func TestNetworkPool(t *testing.T) {
+	pool, err := netplug.NewPool(defaultNetwork(t), 2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	web := New("busybox:test", opts(func(o *Options) {
+		o.NetworkPool = pool
+		o.Args = []string{"/bin/sh", "-c", "mkdir -p /www && echo pooled > /www/index.html && exec httpd -f -p 8082 -h /www"}
+	}))
+	if err := web.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	a := web.Attachment()
+	if a == nil || len(a.IPs) == 0 {
+		t.Fatalf("attachment %+v", a)
+	}
+	url := fmt.Sprintf("http://%s:8082/index.html", a.IPs[0].Addr())
+	waitFor(t, func() bool {
+		resp, err := http.Get(url)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	for i := 0; i < 3; i++ {
+		_, out, _ := run(t, "alpine:test", opts(func(o *Options) {
+			o.NetworkPool = pool
+			o.Args = []string{"/bin/sh", "-c", "ip -o -4 addr show eth0 | wc -l; grep -c nameserver /etc/resolv.conf || true"}
+		}))
+		if !strings.HasPrefix(out, "1\n") {
+			t.Errorf("pooled sandbox %d: %q", i, out)
+		}
+	}
+	web.Close()
+	pool.Close()
+	before := networkCounts(t, testEnv.dir+"/run-networks")
+	if before.veths != 0 || before.leases != 0 {
+		t.Errorf("after the pool closed: %+v", before)
+	}
+}

@@ -64,6 +64,12 @@ type Network interface {
 	Detach(ctx context.Context, id, netnsPath string) error
 }
 
+// A NamespacePool hands out network namespaces attached ahead of time;
+// release detaches and discards one once its sandbox is gone.
+type NamespacePool interface {
+	Acquire(ctx context.Context, id string) (netnsPath string, a *netplug.Attachment, release func(), err error)
+}
+
 // Options configure a sandbox. The zero value runs the image's default
 // command with the Default security settings and no network.
 type Options struct {
@@ -119,6 +125,10 @@ type Options struct {
 	NetworkAliases []string
 	// ExtraHosts are added to the sandbox's /etc/hosts.
 	ExtraHosts []netplug.HostEntry
+	// NetworkPool, if set, hands the sandbox a network namespace attached
+	// ahead of time (netplug.Pool), which it joins instead of attaching
+	// its own; Network, Ports and JoinNetwork must then be unset.
+	NetworkPool NamespacePool
 	// JoinNetwork, if set, is a network namespace to share instead of one
 	// of the sandbox's own, e.g. another sandbox's (its
 	// NetworkNamespace), as a pod's sidecars share one. Network and Ports
@@ -322,11 +332,23 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 
 	// The rootfs is made before PID 1 starts, so that its mount is there
 	// to copy when PID 1's mount namespace is made.
-	if s.opts.JoinNetwork != "" {
-		if s.opts.Network != nil || len(s.opts.Ports) > 0 {
-			return errors.New("JoinNetwork excludes Network and Ports: the namespace joined has its network already")
+	join := s.opts.JoinNetwork
+	if p := s.opts.NetworkPool; p != nil {
+		if join != "" {
+			return errors.New("NetworkPool excludes JoinNetwork")
 		}
-		if s.netns, err = os.Open(s.opts.JoinNetwork); err != nil {
+		path, a, release, err := p.Acquire(ctx, s.id)
+		if err != nil {
+			return fmt.Errorf("network: %w", err)
+		}
+		s.undo = append(s.undo, func() error { release(); return nil })
+		join, s.attachment = path, a
+	}
+	if join != "" {
+		if s.opts.Network != nil || len(s.opts.Ports) > 0 {
+			return errors.New("a joined network namespace excludes Network and Ports: it has its network already")
+		}
+		if s.netns, err = os.Open(join); err != nil {
 			return fmt.Errorf("network namespace to join: %w", err)
 		}
 		defer func() { s.netns.Close(); s.netns = nil }()

@@ -272,11 +272,16 @@ func (s *Sandbox) userMounts(mounts []Mount) ([]nsinit.Mount, error) {
 // /etc/resolv.conf, which the init binds over the image's.
 func (s *Sandbox) writeEtcFiles(stateDir, hostname string) error {
 	// Without a network there is no resolver to name; a network's Attach
-	// rewrites hosts and resolv.conf.
+	// rewrites hosts and resolv.conf. A pooled namespace was attached
+	// before the sandbox existed, so its files are written here.
+	a, resolv := &netplug.Attachment{Hosts: s.opts.ExtraHosts}, ""
+	if p := s.attachment; p != nil {
+		a.Network, a.IPs, resolv = p.Network, p.IPs, string(p.DNS.ResolvConf())
+	}
 	files := map[string]string{
 		"hostname":    hostname + "\n",
-		"hosts":       string(netplug.HostsFile(&netplug.Attachment{Hosts: s.opts.ExtraHosts}, hostname)),
-		"resolv.conf": "",
+		"hosts":       string(netplug.HostsFile(a, hostname)),
+		"resolv.conf": resolv,
 	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(stateDir, name), []byte(content), 0o644); err != nil {
