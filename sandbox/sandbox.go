@@ -315,7 +315,7 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 	s.state = State{
 		ID: s.id, Image: s.ref, Args: s.opts.Args, Created: time.Now().UTC(), Host: self(),
 		RootfsKey: "sandbox-" + s.id, Cgroup: s.id, Parent: cgm.Parent(),
-		ImageDigest: s.img.Digest.String(), Env: s.opts.Env, User: s.opts.User, Dir: s.opts.Dir, Security: s.security(&s.opts),
+		ImageDigest: s.img.Digest.String(), Env: s.opts.Env, User: s.opts.User, Dir: s.opts.Dir,
 	}
 	if st, ok := s.storage.(*layerfs.Store); ok {
 		s.state.Store = st.Root()
@@ -405,6 +405,9 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 
 	s.rootfs = rootfs.Path
 	s.state.Rootfs = rootfs.Path
+	// Only Exec from other processes needs it, and it is the largest part
+	// of the record (the seccomp profile): written once, now.
+	s.state.Security = sec
 	if st, err := procStartTime(s.proc.Pid); err == nil {
 		s.state.Init = procID{PID: s.proc.Pid, StartTime: st}
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -109,8 +110,32 @@ func (s *Sandbox) security(o *Options) *security.Config {
 	if o.Security != nil {
 		return o.Security
 	}
-	return security.Default()
+	return defaultSecurity()
 }
+
+// defaultSecurity is the configuration of sandboxes whose options give
+// none. It is shared and never changed, so its seccomp program can be
+// compiled once and found without hashing the profile on every start.
+var defaultSecurity = sync.OnceValue(security.Default)
+
+// seccompProgram returns sec's seccomp program for caps.
+func seccompProgram(sec *security.Config, caps uint64) ([]byte, error) {
+	if sec == defaultSecurity() {
+		if p, ok := defaultPrograms.Load(caps); ok {
+			return p.([]byte), nil
+		}
+		p, err := seccompPrograms.Program(sec.Seccomp, caps)
+		if err == nil {
+			defaultPrograms.Store(caps, p)
+		}
+		return p, err
+	}
+	return seccompPrograms.Program(sec.Seccomp, caps)
+}
+
+// defaultPrograms holds defaultSecurity's programs by capability set (a
+// root and a non-root workload differ).
+var defaultPrograms sync.Map
 
 // processSpec describes one process of the sandbox, its workload or one
 // that Exec adds: command, environment, directory, user, privileges.
@@ -169,7 +194,7 @@ func (s *Sandbox) processSpec(o *Options, rootfs string) (*nsinit.Spec, error) {
 	}
 	spec.NoNewPrivs = sec.NoNewPrivileges
 	if sec.Seccomp != nil {
-		if spec.Seccomp, err = seccompPrograms.Program(sec.Seccomp, caps); err != nil {
+		if spec.Seccomp, err = seccompProgram(sec, caps); err != nil {
 			return nil, err
 		}
 		spec.SeccompFlags = sec.Seccomp.FilterFlags()
