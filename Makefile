@@ -4,7 +4,7 @@
 #   make build   build bin/berth
 #   make demo    install what the demo needs, build, import busybox:demo, run a hardened sandbox
 #   make test    install what the tests need, then vet, gofmt check, go test
-#   make bench   install the runtimes to compare with, then run benchmarks
+#   make bench   install the runtimes to compare with, then run benchmarks (quick; make bench-full)
 #   make clean   remove bin/
 
 # The Go toolchain: whatever hack/ensure-go.sh prints (fetching Go if need be).
@@ -20,7 +20,7 @@ DEMO_TAR := bin/busybox-demo.tar.gz
 # Prerequisites run in the order written: packages before builds.
 .NOTPARALLEL:
 .DEFAULT_GOAL := build
-.PHONY: build cni demo test bench clean demo-deps test-deps bench-deps
+.PHONY: build cni demo test bench bench-full clean demo-deps test-deps bench-deps
 
 build:
 	$(GO) build -o bin/berth ./cmd/berth
@@ -50,9 +50,16 @@ test: test-deps cni
 	fi
 	$(GO) test -count=1 -p 1 -timeout 20m ./...
 
-# Placeholder until the benchmark suite lands.
-bench: bench-deps
-	$(GO) test -run '^$$' -bench . ./...
+# The comparative benchmark: berth (API and CLI), runc, crun, bubblewrap
+# and podman on one Alpine rootfs, in one process; results, tables and plots
+# go to bench/results. BENCH_MODE=full (or `make bench-full`) takes longer.
+BENCH_MODE ?= quick
+bench: bench-deps build cni
+	@[ "$$(id -u)" -eq 0 ] || { echo "make bench must run as root" >&2; exit 1; }
+	GO=$(GO) $(GO) run ./bench/cmd/berth-bench -$(BENCH_MODE) -out bench/results
+
+bench-full:
+	$(MAKE) bench BENCH_MODE=full
 
 demo-deps:
 	@[ "$$(id -u)" -eq 0 ] || { echo "make demo must run as root: it installs Debian packages and writes the image store (/var/lib/berth, or \$$BERTH_ROOT)" >&2; exit 1; }

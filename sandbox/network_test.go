@@ -186,6 +186,9 @@ func TestNetworkPool(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Even when the test fails half-way, what the pool prepared in the
+	// background must be detached before the test's networks go.
+	defer pool.Close()
 	web := New("busybox:test", opts(func(o *Options) {
 		o.NetworkPool = pool
 		o.Args = []string{"/bin/sh", "-c", "mkdir -p /www && echo pooled > /www/index.html && exec httpd -f -p 8082 -h /www"}
