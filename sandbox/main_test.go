@@ -40,6 +40,12 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
+	// The bridge plugin turns on the host's IPv4 forwarding; the tests
+	// leave it as they found it.
+	const forward = "/proc/sys/net/ipv4/ip_forward"
+	if was, err := os.ReadFile(forward); err == nil {
+		defer os.WriteFile(forward, was, 0o644)
+	}
 	dir, err := os.MkdirTemp("", "berth-sandbox-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
