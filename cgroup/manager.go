@@ -227,17 +227,23 @@ func (m *Manager) RemoveParent() error {
 // mounts returns every hierarchy root the Manager uses, each once: the v1
 // mount points in name order, then the cgroup2 mount.
 func (m *Manager) mounts() []string {
-	var ms []string
-	for _, mnt := range m.v1 {
-		if !slices.Contains(ms, mnt) {
-			ms = append(ms, mnt)
+	return hierarchies(m.v1, m.unified)
+}
+
+// hierarchies returns the distinct v1 directories of v1 (co-mounted
+// controllers share one) in name order, then unified if there is one.
+func hierarchies(v1 map[string]string, unified string) []string {
+	var dirs []string
+	for _, dir := range v1 {
+		if !slices.Contains(dirs, dir) {
+			dirs = append(dirs, dir)
 		}
 	}
-	slices.Sort(ms)
-	if m.unified != "" {
-		ms = append(ms, m.unified)
+	slices.Sort(dirs)
+	if unified != "" {
+		dirs = append(dirs, unified)
 	}
-	return ms
+	return dirs
 }
 
 // parentDirs returns berth's parent directory in every hierarchy.
@@ -491,17 +497,7 @@ func (c *Cgroup) Name() string { return c.name }
 // directories in name order (co-mounted controllers share one), then the
 // unified one.
 func (c *Cgroup) dirs() []string {
-	var dirs []string
-	for _, dir := range c.v1 {
-		if !slices.Contains(dirs, dir) {
-			dirs = append(dirs, dir)
-		}
-	}
-	slices.Sort(dirs)
-	if c.unified != "" {
-		dirs = append(dirs, c.unified)
-	}
-	return dirs
+	return hierarchies(c.v1, c.unified)
 }
 
 // ProcsFiles returns the cgroup.procs file of every hierarchy. A process

@@ -57,7 +57,12 @@ func (s *Sandbox) Exec(ctx context.Context, o *ExecOptions) (*Result, error) {
 	rootfs := s.rootfs
 	s.mu.Unlock()
 
-	spec, err := s.processSpec(&base, rootfs)
+	sec := s.security(&base)
+	plan, err := lsmPlan(sec)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, err)
+	}
+	spec, err := s.processSpec(&base, rootfs, sec, plan)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, err)
 	}
@@ -69,12 +74,11 @@ func (s *Sandbox) Exec(ctx context.Context, o *ExecOptions) (*Result, error) {
 	defer pidfile.Close()
 	spec.PidFD = 5 // after the spec and status pipes
 	spec.Namespaces = unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET | unix.CLONE_NEWPID | unix.CLONE_NEWCGROUP
-	if s.security(&base).UserNamespace != nil {
+	if sec.UserNamespace != nil {
 		// Without it the process would be the host's root in the
 		// sandbox's other namespaces.
 		spec.Namespaces |= unix.CLONE_NEWUSER
 	}
-	spec.CgroupProcs = s.cg.ProcsFiles()
 
 	p, err := launch(nsinit.ModeExec, s.cg, stdio{o.Stdin, o.Stdout, o.Stderr}, []*os.File{pidfile}, &syscall.SysProcAttr{})
 	if err == nil {

@@ -282,11 +282,9 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 
 	s.storage = s.opts.Storage
 	if s.storage == nil {
-		st, err := layerfs.Open(layerfs.DefaultRoot(), &layerfs.Options{Logger: s.log})
-		if err != nil {
+		if s.storage, err = defaultStore(); err != nil {
 			return err
 		}
-		s.storage = st
 	}
 	if s.img == nil {
 		if s.img, err = s.storage.Image(ctx, s.ref); err != nil {
@@ -295,7 +293,7 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 	}
 	cgm := s.opts.Cgroups
 	if cgm == nil {
-		if cgm, err = cgroup.NewManager(cgroup.Options{Logger: s.log}); err != nil {
+		if cgm, err = defaultCgroups(); err != nil {
 			return err
 		}
 	}
@@ -324,7 +322,8 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 		return err
 	}
 
-	s.cg, err = cgm.Create(s.id, s.resources())
+	sec := s.security(&s.opts)
+	s.cg, err = cgm.Create(s.id, resources(s.opts.Resources, sec))
 	if err != nil {
 		return err
 	}
@@ -353,7 +352,6 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 		}
 		defer func() { s.netns.Close(); s.netns = nil }()
 	}
-	sec := s.security(&s.opts)
 	prep, err := prepareOptions(sec)
 	if err != nil {
 		return err
@@ -417,16 +415,15 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 	return nil
 }
 
-// resources are the cgroup limits: the options', with the security
-// configuration's defaults where the options set none.
-func (s *Sandbox) resources() *cgroup.Resources {
-	sec := s.security(&s.opts)
+// resources are the cgroup limits: asked's, with the security
+// configuration's defaults where asked sets none.
+func resources(asked *cgroup.Resources, sec *security.Config) *cgroup.Resources {
 	if sec.MemoryMax == 0 && sec.PidsMax == 0 {
-		return s.opts.Resources
+		return asked
 	}
 	r := cgroup.Resources{}
-	if s.opts.Resources != nil {
-		r = *s.opts.Resources
+	if asked != nil {
+		r = *asked
 	}
 	if r.MemoryMax == 0 {
 		r.MemoryMax = sec.MemoryMax
@@ -492,19 +489,6 @@ func (s *Sandbox) launchInit(sec *security.Config) (*launched, *os.File, error) 
 			console.Close()
 		}
 		return nil, nil, err
-	}
-	if sec.UserNamespace != nil {
-		// Root in a user namespace may not write the host's cgroup files,
-		// so the host moves it into the v1 hierarchies (the unified one
-		// it was born in).
-		if err := s.cg.Add(p.cmd.Process.Pid); err != nil {
-			p.cmd.Process.Kill()
-			p.cmd.Wait()
-			if console != nil {
-				console.Close()
-			}
-			return nil, nil, err
-		}
 	}
 	return p, console, nil
 }
@@ -589,7 +573,8 @@ func launch(mode string, cg *cgroup.Cgroup, std stdio, extra []*os.File, attr *s
 		ExtraFiles:  append([]*os.File{specR, statusW}, extra...),
 		SysProcAttr: attr,
 	}
-	if dir, ok := cg.V2Dir(); ok {
+	dir, born := cg.V2Dir()
+	if born {
 		// Born in its cgroup: charged for everything from the first page.
 		fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
@@ -601,6 +586,19 @@ func launch(mode string, cg *cgroup.Cgroup, std stdio, extra []*os.File, attr *s
 	}
 	if err := cmd.Start(); err != nil {
 		return fail(fmt.Errorf("start %s: %w", mode, err))
+	}
+	// The process waits for its spec, so it is in all its cgroups before
+	// anything of the workload runs. The host moves it, not the process
+	// itself: root of a user namespace may not write the host's cgroup
+	// files, and a process born in the unified cgroup need not move there.
+	join := cg.Add
+	if born {
+		join = cg.AddV1
+	}
+	if err := join(cmd.Process.Pid); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return fail(err)
 	}
 	return &launched{cmd: cmd, status: nsinit.NewStatusReader(statusR), statusR: statusR, specW: specW, started: time.Now()}, nil
 }

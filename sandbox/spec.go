@@ -29,7 +29,16 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // buildSpec turns the image config and the options into what the init
 // needs.
 func (s *Sandbox) buildSpec(rootfs, stateDir string, sec *security.Config) (*nsinit.Spec, error) {
-	spec, err := s.processSpec(&s.opts, rootfs)
+	plan, err := lsmPlan(sec)
+	if err != nil {
+		return nil, err
+	}
+	if plan != nil {
+		for _, w := range plan.Warnings {
+			s.log.Warn("security label skipped", "id", s.id, "why", w)
+		}
+	}
+	spec, err := s.processSpec(&s.opts, rootfs, sec, plan)
 	if err != nil {
 		return nil, err
 	}
@@ -49,24 +58,11 @@ func (s *Sandbox) buildSpec(rootfs, stateDir string, sec *security.Config) (*nsi
 	}
 	spec.UnshareCgroup = true
 	spec.ReadonlyRoot = s.opts.ReadonlyRootfs || sec.ReadonlyRootfs
-	if sec.UserNamespace == nil {
-		spec.CgroupProcs = s.cg.ProcsFiles()
-	} else {
-		// No mknod in a user namespace: device nodes are bound from the
-		// host's /dev instead.
-		spec.BindDevices = true
-	}
+	// No mknod in a user namespace: device nodes are bound from the
+	// host's /dev instead.
+	spec.BindDevices = sec.UserNamespace != nil
 	spec.Masked = sec.MaskedPaths
 	spec.ReadonlyPaths = sec.ReadonlyPaths
-	plan, err := lsmPlan(sec)
-	if err != nil {
-		return nil, err
-	}
-	if plan != nil {
-		for _, w := range plan.Warnings {
-			s.log.Warn("security label skipped", "id", s.id, "why", w)
-		}
-	}
 
 	if err := s.writeEtcFiles(stateDir, spec.Hostname); err != nil {
 		return nil, err
@@ -138,8 +134,9 @@ func seccompProgram(sec *security.Config, caps uint64) ([]byte, error) {
 var defaultPrograms sync.Map
 
 // processSpec describes one process of the sandbox, its workload or one
-// that Exec adds: command, environment, directory, user, privileges.
-func (s *Sandbox) processSpec(o *Options, rootfs string) (*nsinit.Spec, error) {
+// that Exec adds: command, environment, directory, user, and the
+// privileges sec and plan leave it.
+func (s *Sandbox) processSpec(o *Options, rootfs string, sec *security.Config, plan *security.LSMPlan) (*nsinit.Spec, error) {
 	cfg := s.img.Config.Config
 	spec := &nsinit.Spec{}
 	spec.Args = o.Args
@@ -181,7 +178,6 @@ func (s *Sandbox) processSpec(o *Options, rootfs string) (*nsinit.Spec, error) {
 	spec.Env = env
 	spec.Path = lookupEnv(env, "PATH")
 
-	sec := s.security(o)
 	caps, err := security.CapabilityMask(sec.Capabilities)
 	if err != nil {
 		return nil, err
@@ -198,10 +194,6 @@ func (s *Sandbox) processSpec(o *Options, rootfs string) (*nsinit.Spec, error) {
 			return nil, err
 		}
 		spec.SeccompFlags = sec.Seccomp.FilterFlags()
-	}
-	plan, err := lsmPlan(sec)
-	if err != nil {
-		return nil, err
 	}
 	if plan != nil {
 		for _, w := range plan.ExecWrites {

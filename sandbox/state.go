@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/netplug"
 	"github.com/berth-dev/berth/security"
@@ -154,13 +153,13 @@ func Recover(ctx context.Context, opts *Options) (RecoverResult, error) {
 	cgm := o.Cgroups
 	if cgm == nil {
 		var err error
-		if cgm, err = cgroup.NewManager(cgroup.Options{Logger: o.Logger}); err != nil {
+		if cgm, err = defaultCgroups(); err != nil {
 			return res, err
 		}
 	}
 	storage := o.Storage
 	if storage == nil {
-		st, err := layerfs.Open(layerfs.DefaultRoot(), &layerfs.Options{Logger: o.Logger})
+		st, err := defaultStore()
 		if err != nil {
 			return res, err
 		}

@@ -137,8 +137,8 @@ struct spec {
 	int ngroups;
 	struct mountspec *mounts;
 	int nmounts;
-	const char **masked, **readonly_paths, **cgroup_procs;
-	int nmasked, nreadonly, ncgroup;
+	const char **masked, **readonly_paths;
+	int nmasked, nreadonly;
 	int readonly_root, no_new_privs, tty, loopback, bind_devices, unshare_cgroup;
 	uint64_t caps[5];  // bounding, effective, permitted, inheritable, ambient
 	int have_caps;
@@ -255,7 +255,6 @@ static void parse_spec(struct spec *s, char *buf, size_t len) {
 		case TAG_UID: s->uid = (uid_t)num(v, "uid"); break;
 		case TAG_GID: s->gid = (gid_t)num(v, "gid"); break;
 		case TAG_GROUP: PUSH(s->groups, s->ngroups, (gid_t)num(v, "group")); break;
-		case TAG_CGROUP_PROCS: PUSH(s->cgroup_procs, s->ncgroup, v); break;
 		case TAG_MASK: PUSH(s->masked, s->nmasked, v); break;
 		case TAG_READONLY_PATH: PUSH(s->readonly_paths, s->nreadonly, v); break;
 		case TAG_READONLY_ROOT: s->readonly_root = 1; break;
@@ -940,14 +939,6 @@ static void make_terminal(struct spec *s) {
 	s->tty_slave = slave;
 }
 
-static void join_cgroups(struct spec *s) {
-	for (int i = 0; i < s->ncgroup; i++)
-		write_file(s->cgroup_procs[i], "0");
-	// A cgroup namespace made now has the sandbox's cgroup as its root.
-	if (s->unshare_cgroup && unshare(CLONE_NEWCGROUP) < 0)
-		die("new cgroup namespace");
-}
-
 static struct spec *load_spec(void) {
 	static struct spec s;
 	size_t len;
@@ -966,7 +957,10 @@ static void run_init(void) {
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
 		die("set non-dumpable");
 	int sfd = block_signals();
-	join_cgroups(s);
+	// The host has moved this process into the sandbox's cgroups, so a
+	// cgroup namespace made now has them as its root.
+	if (s->unshare_cgroup && unshare(CLONE_NEWCGROUP) < 0)
+		die("new cgroup namespace");
 	// Sharing another sandbox's network: join it before /sys is mounted,
 	// so that /sys shows that namespace's interfaces.
 	if (s->netns_fd >= 0) {
@@ -995,7 +989,6 @@ static void run_exec(void) {
 	struct spec *s = load_spec();
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
 		die("set non-dumpable");
-	join_cgroups(s);
 	if (setns(s->target_pidfd, s->namespaces) < 0)
 		die("join the sandbox's namespaces");
 	close(s->target_pidfd);

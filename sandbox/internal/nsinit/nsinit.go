@@ -79,8 +79,7 @@ type Spec struct {
 	Env           []string
 	UID, GID      uint32
 	Groups        []uint32
-	CgroupProcs   []string // cgroup.procs files to join before anything else
-	UnshareCgroup bool     // make a cgroup namespace after joining
+	UnshareCgroup bool // make a cgroup namespace (the host has moved the process into its cgroup)
 	Mounts        []Mount
 	Masked        []string
 	ReadonlyPaths []string
@@ -154,9 +153,6 @@ func (s *Spec) Encode() []byte {
 	rec(C.TAG_GID, u(uint64(s.GID)))
 	for _, g := range s.Groups {
 		rec(C.TAG_GROUP, u(uint64(g)))
-	}
-	for _, p := range s.CgroupProcs {
-		rec(C.TAG_CGROUP_PROCS, p)
 	}
 	flag(C.TAG_UNSHARE_CGROUP, s.UnshareCgroup)
 	for _, m := range s.Mounts {
