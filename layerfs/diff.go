@@ -186,25 +186,17 @@ func (w *treeWriter) writeTree(fd int, prefix string, overlay bool) error {
 // writeDirTree writes the directory name in dirfd, whose layer name is rel,
 // and everything below it.
 func (w *treeWriter) writeDirTree(dirfd int, name, rel string, overlay bool) error {
-	fd, err := openDirAt(dirfd, name)
+	fd, st, xattrs, err := w.openDir(dirfd, name, rel)
 	if err != nil {
-		return w.pathError("open", rel, err)
+		return err
 	}
 	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return w.pathError("stat", rel, err)
-	}
-	xattrs, err := w.xattrs.read(fd, -1, "")
-	if err != nil {
-		return w.pathError("listxattr", rel, err)
-	}
 	if overlay {
 		if _, ok := xattrs[overlayXattrPrefix+"redirect"]; ok {
 			return fmt.Errorf("%s: renamed directory (overlay redirect_dir) cannot be written as a layer", w.path(rel))
 		}
 	}
-	if err := w.writeHeader(w.header(rel+"/", &st, "", xattrs)); err != nil {
+	if err := w.writeHeader(w.header(rel+"/", st, "", xattrs)); err != nil {
 		return err
 	}
 	if overlay && xattrs[overlayOpaqueXattr] == "y" {
@@ -353,6 +345,26 @@ func (w *treeWriter) path(rel string) string {
 	return filepath.Join(w.root, rel)
 }
 
+// openDir opens the directory name in dirfd, whose layer name is rel, and
+// reads its metadata; the caller closes the descriptor.
+func (w *treeWriter) openDir(dirfd int, name, rel string) (int, *unix.Stat_t, map[string]string, error) {
+	fd, err := openDirAt(dirfd, name)
+	if err != nil {
+		return -1, nil, nil, w.pathError("open", rel, err)
+	}
+	st := new(unix.Stat_t)
+	if err := unix.Fstat(fd, st); err != nil {
+		unix.Close(fd)
+		return -1, nil, nil, w.pathError("stat", rel, err)
+	}
+	xattrs, err := w.xattrs.read(fd, -1, "")
+	if err != nil {
+		unix.Close(fd)
+		return -1, nil, nil, w.pathError("listxattr", rel, err)
+	}
+	return fd, st, xattrs, nil
+}
+
 func (w *treeWriter) pathError(op, rel string, err error) error {
 	return &os.PathError{Op: op, Path: w.path(rel), Err: err}
 }
@@ -446,26 +458,18 @@ func (d *treeDiff) diffDir(fd int, prefix string, lowers []layerDir) error {
 // diffSubdir handles the directory name in fd that is also a directory in
 // the merged lower view, as le.
 func (d *treeDiff) diffSubdir(fd int, name, rel string, lowers []layerDir, le *lowerEntry) error {
-	sub, err := openDirAt(fd, name)
+	sub, st, xattrs, err := d.openDir(fd, name, rel)
 	if err != nil {
-		return d.pathError("open", rel, err)
+		return err
 	}
 	defer unix.Close(sub)
-	var st unix.Stat_t
-	if err := unix.Fstat(sub, &st); err != nil {
-		return d.pathError("stat", rel, err)
-	}
-	xattrs, err := d.xattrs.read(sub, -1, "")
-	if err != nil {
-		return d.pathError("listxattr", rel, err)
-	}
 	l := lowers[le.at]
 	lxattrs, err := d.xattrs.read(-1, l.fd, name)
 	if err != nil {
 		return d.lowerError("listxattr", l, rel, err)
 	}
-	if !sameStat(&st, &le.st) || !sameXattrs(xattrs, d.hostXattrs(lxattrs)) {
-		if err := d.writeHeader(d.header(rel+"/", &st, "", xattrs)); err != nil {
+	if !sameStat(st, &le.st) || !sameXattrs(xattrs, d.hostXattrs(lxattrs)) {
+		if err := d.writeHeader(d.header(rel+"/", st, "", xattrs)); err != nil {
 			return err
 		}
 	}
