@@ -102,6 +102,17 @@ func TestEnvDirUser(t *testing.T) {
 	}
 }
 
+// Device nodes are usable by every user, whatever the host's umask.
+func TestDevNodesForEveryUser(t *testing.T) {
+	res, out, errOut := run(t, "alpine:test", opts(func(o *Options) {
+		o.User = "nobody"
+		o.Args = []string{"/bin/sh", "-c", "echo x >/dev/null && head -c 4 /dev/zero | wc -c && ls -l /dev/null"}
+	}))
+	if !res.Success() || !strings.HasPrefix(out, "4\ncrw-rw-rw-") {
+		t.Errorf("exit %d, stdout %q, stderr %q", res.ExitCode, out, errOut)
+	}
+}
+
 func TestHostnameAndPIDIsolation(t *testing.T) {
 	res, out, _ := run(t, "alpine:test", opts(func(o *Options) {
 		o.Hostname = "box"

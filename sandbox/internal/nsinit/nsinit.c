@@ -512,6 +512,9 @@ static void setup_dev(int rootfd, int bind_devices) {
 	int dev = open_in_root(rootfd, "/dev", O_PATH | O_DIRECTORY);
 	if (dev < 0)
 		die("open /dev");
+	// The modes below are meant as written: the host's umask would make
+	// /dev/null unwritable for any user but root.
+	mode_t umask_was = umask(0);
 	for (size_t i = 0; i < sizeof devnodes / sizeof devnodes[0]; i++) {
 		const struct devnode *d = &devnodes[i];
 		if (!bind_devices) {
@@ -542,6 +545,7 @@ static void setup_dev(int rootfd, int bind_devices) {
 			die("link /dev/%s", links[i][1]);
 	if (mkdirat(dev, "pts", 0755) < 0 || mkdirat(dev, "shm", 01777) < 0 || mkdirat(dev, "mqueue", 0755) < 0)
 		die("mkdir in /dev");
+	umask(umask_was);
 	close(dev);
 }
 
