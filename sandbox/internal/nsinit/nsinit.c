@@ -8,8 +8,14 @@
 // Exec mode (_BERTH_INIT=exec) joins the namespaces of a running sandbox
 // instead, through a pidfd on its PID 1, and runs one more process there.
 //
+// Standby mode (_BERTH_INIT=standby) is an init built ahead of its
+// workload, for a pool: it sets the sandbox up from a first message, reports
+// "P", and starts the workload only when a second message names it.
+//
 // Protocol. Spec, on fd 3: records of a 2-byte tag, a 4-byte length and
-// that many bytes, to EOF. Status, on fd 4: lines "R" (the workload has
+// that many bytes, to EOF; in standby mode fd 3 is a socket and each of the
+// two messages is a 4-byte length and its records, the second carrying the
+// workload's descriptors (spec.h says which). Status, on fd 4: lines "R" (the workload has
 // been exec'd), "X <code>" or "S <signal>" (it ended), or "E <errno>
 // <message>" (setting up failed; nothing was started).
 
@@ -218,13 +224,16 @@ static int fields(char *p, uint32_t len, char **out, int max) {
 		memset(&arr[(count)], 0, sizeof(*arr));                   \
 	} while (0)
 
-static void parse_spec(struct spec *s, char *buf, size_t len) {
+static void init_spec(struct spec *s) {
 	memset(s, 0, sizeof *s);
-	s->uid = 0;
-	s->gid = 0;
 	s->target_pidfd = -1;
 	s->tty_slave = -1;
 	s->netns_fd = -1;
+}
+
+// parse_spec adds buf's records to s: a standby init parses two messages
+// into one spec.
+static void parse_spec(struct spec *s, char *buf, size_t len) {
 	size_t off = 0;
 	while (off + 6 <= len) {
 		uint16_t tag;
@@ -339,6 +348,9 @@ static void parse_spec(struct spec *s, char *buf, size_t len) {
 		errno = EINVAL;
 		die("spec: %zu trailing bytes", len - off);
 	}
+}
+
+static void need_command(struct spec *s) {
 	if (s->argc == 0) {
 		errno = EINVAL;
 		die("spec: no command");
@@ -948,19 +960,151 @@ static struct spec *load_spec(void) {
 	size_t len;
 	char *buf = read_all(SPEC_FD, &len);
 	close(SPEC_FD);
+	init_spec(&s);
 	parse_spec(&s, buf, len);
+	need_command(&s);
 	align_seccomp(&s);
 	return &s;
 }
 
-static void run_init(void) {
+// read_message reads one framed message from the standby socket, and the
+// descriptors that came with it. It returns NULL at EOF before a message:
+// the host gave the sandbox up.
+static char *read_message(size_t *len, int *fds, int *nfds) {
+	uint32_t n;
+	char *hdr = (char *)&n;
+	size_t got = 0;
+	*nfds = 0;
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * STANDBY_MAX_FDS)];
+		struct cmsghdr align;
+	} u;
+	while (got < sizeof n) {
+		struct iovec iov = {.iov_base = hdr + got, .iov_len = sizeof n - got};
+		struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
+		ssize_t r = recvmsg(SPEC_FD, &msg, MSG_CMSG_CLOEXEC);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			die("read spec");
+		}
+		if (r == 0) {
+			if (got == 0)
+				return NULL;
+			errno = EPIPE;
+			die("read spec: cut short");
+		}
+		if (msg.msg_flags & MSG_CTRUNC) {
+			errno = EMSGSIZE;
+			die("read spec: too many descriptors");
+		}
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+				continue;
+			int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+			if (*nfds + k > STANDBY_MAX_FDS) {
+				errno = EMSGSIZE;
+				die("read spec: too many descriptors");
+			}
+			memcpy(fds + *nfds, CMSG_DATA(c), sizeof(int) * (size_t)k);
+			*nfds += k;
+		}
+		got += (size_t)r;
+	}
+	char *buf = malloc(n ? n : 1);
+	if (!buf)
+		die("read spec: out of memory");
+	for (got = 0; got < n;) {
+		ssize_t r = read(SPEC_FD, buf + got, n - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			if (r == 0)
+				errno = EPIPE;
+			die("read spec: cut short");
+		}
+		got += (size_t)r;
+	}
+	*len = n;
+	return buf;
+}
+
+// install_fds puts the workload's descriptors where the rest of the init
+// expects them, as if the host had started it with them: stdio at 0-2,
+// the extra files from 6, the console socket at 5. Each goes high first,
+// so that no move overwrites one not yet moved.
+static void install_fds(struct spec *s, int *fds, int nfds) {
+	int want = 3 + s->extra_files + (s->tty ? 1 : 0);
+	if (nfds != want) {
+		errno = EINVAL;
+		die("spec: %d descriptors for %d", nfds, want);
+	}
+	int base = 6 + s->extra_files + 1;
+	for (int i = 0; i < nfds; i++) {
+		int hi = fcntl(fds[i], F_DUPFD_CLOEXEC, base);
+		if (hi < 0)
+			die("move descriptor");
+		close(fds[i]);
+		fds[i] = hi;
+	}
+	for (int i = 0; i < nfds; i++) {
+		int target = i < 3 ? i : i < 3 + s->extra_files ? 6 + (i - 3) : CONSOLE_FD;
+		if (dup2(fds[i], target) < 0)
+			die("place descriptor %d", target);
+		close(fds[i]);
+	}
+}
+
+// load_standby reads the sandbox's half of the spec.
+static struct spec *load_standby(void) {
+	static struct spec s;
+	init_spec(&s);
+	size_t len;
+	int fds[STANDBY_MAX_FDS], nfds;
+	char *buf = read_message(&len, fds, &nfds);
+	if (!buf)
+		_exit(0);
+	if (nfds) {
+		errno = EINVAL;
+		die("spec: descriptors with the sandbox's message");
+	}
+	parse_spec(&s, buf, len);
+	return &s;
+}
+
+// await_workload reads the workload's half of the spec and its
+// descriptors. EOF means the pool let the sandbox go unused.
+static void await_workload(struct spec *s) {
+	status("P");
+	size_t len;
+	int fds[STANDBY_MAX_FDS], nfds;
+	char *buf = read_message(&len, fds, &nfds);
+	if (!buf)
+		_exit(0);
+	close(SPEC_FD);
+	parse_spec(s, buf, len);
+	need_command(s);
+	align_seccomp(s);
+	install_fds(s, fds, nfds);
+}
+
+static void run_init(int standby) {
 	prctl(PR_SET_NAME, "berth-init", 0, 0, 0);
-	struct spec *s = load_spec();
+	struct spec *s = standby ? load_standby() : load_spec();
 	// No one in the sandbox may ptrace PID 1 or open its /proc entries,
 	// its exe link among them (runc's CVE-2019-5736 went through it).
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
 		die("set non-dumpable");
 	int sfd = block_signals();
+	// The workload's descriptors arrive later at low numbers that must be
+	// free: the signalfd moves clear of them.
+	if (standby) {
+		int high = fcntl(sfd, F_DUPFD_CLOEXEC, 8 + STANDBY_MAX_FDS);
+		if (high < 0)
+			die("move signalfd");
+		close(sfd);
+		sfd = high;
+	}
 	// The host has moved this process into the sandbox's cgroups, so a
 	// cgroup namespace made now has them as its root.
 	if (s->unshare_cgroup && unshare(CLONE_NEWCGROUP) < 0)
@@ -974,12 +1118,14 @@ static void run_init(void) {
 	}
 	if (s->rootfs)
 		setup_root(s);
-	if (s->tty)
-		make_terminal(s);
 	if (s->hostname && sethostname(s->hostname, strlen(s->hostname)) < 0)
 		die("set hostname %s", s->hostname);
 	if (s->loopback)
 		loopback_up();
+	if (standby)
+		await_workload(s);
+	if (s->tty)
+		make_terminal(s);
 	pid_t pid = start(s);
 	reap(pid, sfd);
 }
@@ -1008,7 +1154,9 @@ __attribute__((constructor)) static void berth_nsinit(void) {
 	if (!mode)
 		return;
 	if (strcmp(mode, "init") == 0)
-		run_init();
+		run_init(0);
+	if (strcmp(mode, "standby") == 0)
+		run_init(1);
 	if (strcmp(mode, "exec") == 0)
 		run_exec();
 	// Measures what starting this program again costs, up to here.

@@ -34,7 +34,15 @@ const (
 	ModeExec = "exec"
 	ModeNoop = "noop" // exit at once: for measuring the re-exec itself
 	ModeHold = "hold" // stay until stdin closes: to hold namespaces open
+	// ModeStandby is an init built ahead of its workload: it sets the
+	// sandbox up from a first message on its spec socket, reports Ready,
+	// and starts the workload that a second message names (SendMessage).
+	ModeStandby = "standby"
 )
+
+// MaxStandbyFiles is the most descriptors a standby init's workload
+// message may carry: stdio, extra files and console together.
+const MaxStandbyFiles = C.STANDBY_MAX_FDS
 
 // MountKind says how the init makes a Mount.
 type MountKind int
@@ -205,8 +213,38 @@ func (s *Spec) Encode() []byte {
 	return b
 }
 
+// SendMessage sends a standby init one framed part of its spec over the
+// stream socket conn, with fds, which the init receives as its own.
+func SendMessage(conn int, spec []byte, fds []int) error {
+	if len(fds) > MaxStandbyFiles {
+		return fmt.Errorf("nsinit: %d descriptors, at most %d", len(fds), MaxStandbyFiles)
+	}
+	if uint64(len(spec)) > 1<<31 {
+		return fmt.Errorf("nsinit: spec of %d bytes", len(spec))
+	}
+	msg := binary.NativeEndian.AppendUint32(make([]byte, 0, 4+len(spec)), uint32(len(spec)))
+	msg = append(msg, spec...)
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	// The descriptors go with the first bytes; a short write leaves the
+	// rest to plain writes.
+	n, err := unix.SendmsgN(conn, msg, oob, nil, unix.MSG_NOSIGNAL)
+	for err == nil && n < len(msg) {
+		var w int
+		w, err = unix.SendmsgN(conn, msg[n:], nil, nil, unix.MSG_NOSIGNAL)
+		n += w
+	}
+	if err != nil {
+		return fmt.Errorf("nsinit: send spec: %w", err)
+	}
+	return nil
+}
+
 // Status is what the init reports about the workload.
 type Status struct {
+	Ready    bool // a standby init has built the sandbox and waits for its workload
 	Started  bool
 	Exited   bool
 	ExitCode int
@@ -262,6 +300,8 @@ func (sr *StatusReader) Next() (Status, error) {
 	line = strings.TrimSuffix(line, "\n")
 	kind, rest, _ := strings.Cut(line, " ")
 	switch kind {
+	case "P":
+		return Status{Ready: true}, nil
 	case "R":
 		return Status{Started: true}, nil
 	case "X":

@@ -35,6 +35,11 @@ enum {
 	TAG_NETNS_FD,
 };
 
+// A standby init's messages are framed: a 4-byte length, then records.
+// The workload's message carries its descriptors, in this order: stdin,
+// stdout, stderr, the extra files, then the console socket if TTY is set.
+enum { STANDBY_MAX_FDS = 200 };
+
 enum {
 	MOUNT_BIND = 1, // source is a host path, bound recursively
 	MOUNT_FS,       // a filesystem: proc, sysfs, tmpfs, devpts, mqueue
