@@ -217,6 +217,12 @@ type Sandbox struct {
 	result    *Result
 	waitErr   error
 	killed    struct{ timeout, cancel bool }
+
+	pool    *Pool // the pool the sandbox comes from, if any
+	poolErr error // options the pool does not allow
+	plan    *security.LSMPlan
+	standby *launched      // a pool's sandbox: PID 1, waiting for its workload
+	copying sync.WaitGroup // copying a pooled workload's output
 }
 
 // New returns a sandbox for the image ref names, not yet started. As with
@@ -280,21 +286,85 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 		return err
 	}
 
+	if s.pool != nil {
+		return s.startFromPool(ctx)
+	}
+	sec := s.security(&s.opts)
+	rootfs, err := s.build(ctx, sec)
+	defer s.closeNetns()
+	if err != nil {
+		return err
+	}
+	spec, err := s.buildSpec(rootfs, s.stateDir(), sec)
+	if err != nil {
+		return err
+	}
+	s.state.Hostname = spec.Hostname
+	p, console, err := s.launchInit(nsinit.ModeInit, sec)
+	if err != nil {
+		return err
+	}
+	if console != nil {
+		defer console.Close()
+	}
+	// PID 1 waits for its spec, so the workload's first instruction
+	// already sees its network.
+	if err := s.attachNetwork(ctx, p.cmd.Process.Pid, s.stateDir(), spec.Hostname); err != nil {
+		p.abandon()
+		return err
+	}
+	if err := p.run(spec); err != nil {
+		return err
+	}
+	return s.finishStart(ctx, p, console, rootfs, sec)
+}
+
+// finishStart finishes a start whose workload runs: the terminal, the
+// supervisor and the record.
+func (s *Sandbox) finishStart(ctx context.Context, p *launched, console *os.File, rootfs string, sec *security.Config) error {
+	if console != nil {
+		if err := s.attachTerminal(console); err != nil {
+			p.abandon()
+			return err
+		}
+	}
+	s.cmd, s.status, s.proc = p.cmd, p.status, p.cmd.Process
+	s.result = &Result{Started: p.started}
+	go s.supervise(ctx, p)
+
+	s.rootfs = rootfs
+	s.state.Rootfs = rootfs
+	// Only Exec from other processes needs it, and it is the largest part
+	// of the record (the seccomp profile): written once, now.
+	s.state.Security = sec
+	if st, err := procStartTime(s.proc.Pid); err == nil {
+		s.state.Init = procID{PID: s.proc.Pid, StartTime: st}
+	}
+	if err := writeState(s.stateDir(), &s.state); err != nil {
+		s.log.Warn("update sandbox state", "id", s.id, "err", err)
+	}
+	return nil
+}
+
+// build makes what the sandbox's init needs before it starts: the record,
+// the cgroup, the network namespace to join, the rootfs. It returns the
+// rootfs's host path; s.undo undoes it all.
+func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs string, err error) {
 	s.storage = s.opts.Storage
 	if s.storage == nil {
 		if s.storage, err = defaultStore(); err != nil {
-			return err
+			return "", err
 		}
 	}
 	if s.img == nil {
 		if s.img, err = s.storage.Image(ctx, s.ref); err != nil {
-			return err
+			return "", err
 		}
 	}
 	cgm := s.opts.Cgroups
 	if cgm == nil {
 		if cgm, err = defaultCgroups(); err != nil {
-			return err
+			return "", err
 		}
 	}
 
@@ -302,12 +372,12 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 	// any later point leaves Recover enough to undo it.
 	// The files the init binds (hosts, resolv.conf) must be reachable by
 	// root of a user namespace, an ordinary id on the host.
-	stateDir := filepath.Join(s.stateRoot(), s.id)
+	stateDir := s.stateDir()
 	if err := os.MkdirAll(stateDir, 0o711); err != nil {
-		return err
+		return "", err
 	}
 	if err := os.Chmod(s.stateRoot(), 0o711); err != nil {
-		return err
+		return "", err
 	}
 	s.undo = append(s.undo, func() error { return os.RemoveAll(stateDir) })
 	s.state = State{
@@ -319,13 +389,12 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 		s.state.Store = st.Root()
 	}
 	if err := writeState(stateDir, &s.state); err != nil {
-		return err
+		return "", err
 	}
 
-	sec := s.security(&s.opts)
 	s.cg, err = cgm.Create(s.id, resources(s.opts.Resources, sec))
 	if err != nil {
-		return err
+		return "", err
 	}
 	s.undo = append(s.undo, func() error { return s.cg.Remove(context.Background()) })
 
@@ -334,86 +403,48 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 	join := s.opts.JoinNetwork
 	if p := s.opts.NetworkPool; p != nil {
 		if join != "" {
-			return errors.New("NetworkPool excludes JoinNetwork")
+			return "", errors.New("NetworkPool excludes JoinNetwork")
 		}
 		path, a, release, err := p.Acquire(ctx, s.id)
 		if err != nil {
-			return fmt.Errorf("network: %w", err)
+			return "", fmt.Errorf("network: %w", err)
 		}
 		s.undo = append(s.undo, func() error { release(); return nil })
 		join, s.attachment = path, a
 	}
 	if join != "" {
 		if s.opts.Network != nil || len(s.opts.Ports) > 0 {
-			return errors.New("a joined network namespace excludes Network and Ports: it has its network already")
+			return "", errors.New("a joined network namespace excludes Network and Ports: it has its network already")
 		}
 		if s.netns, err = os.Open(join); err != nil {
-			return fmt.Errorf("network namespace to join: %w", err)
+			return "", fmt.Errorf("network namespace to join: %w", err)
 		}
-		defer func() { s.netns.Close(); s.netns = nil }()
+		// Needed only until the init has joined it.
+		s.undo = append(s.undo, func() error { s.closeNetns(); return nil })
 	}
 	prep, err := prepareOptions(sec)
 	if err != nil {
-		return err
+		return "", err
 	}
-	rootfs, err := s.storage.Prepare(ctx, s.state.RootfsKey, s.img, prep)
+	fs, err := s.storage.Prepare(ctx, s.state.RootfsKey, s.img, prep)
 	if prep != nil {
 		prep.UserNS.Close()
 	}
 	if err != nil {
-		return err
+		return "", err
 	}
 	s.undo = append(s.undo, func() error { return s.storage.Release(context.Background(), s.state.RootfsKey) })
-
-	spec, err := s.buildSpec(rootfs.Path, stateDir, sec)
-	if err != nil {
-		return err
-	}
-	s.state.Hostname = spec.Hostname
-	p, console, err := s.launchInit(sec)
-	if err != nil {
-		return err
-	}
-	if console != nil {
-		defer console.Close()
-	}
-	// PID 1 waits for its spec, so the workload's first instruction
-	// already sees its network.
-	if err := s.attachNetwork(ctx, p.cmd.Process.Pid, stateDir, spec.Hostname); err != nil {
-		p.cmd.Process.Kill()
-		p.cmd.Wait()
-		p.statusR.Close()
-		p.specW.Close()
-		return err
-	}
-	if err := p.run(spec); err != nil {
-		return err
-	}
-	if console != nil {
-		if err := s.attachTerminal(console); err != nil {
-			p.cmd.Process.Kill()
-			p.cmd.Wait()
-			p.statusR.Close()
-			return err
-		}
-	}
-	s.cmd, s.status, s.proc = p.cmd, p.status, p.cmd.Process
-	s.result = &Result{Started: p.started}
-	go s.supervise(ctx, p.statusR)
-
-	s.rootfs = rootfs.Path
-	s.state.Rootfs = rootfs.Path
-	// Only Exec from other processes needs it, and it is the largest part
-	// of the record (the seccomp profile): written once, now.
-	s.state.Security = sec
-	if st, err := procStartTime(s.proc.Pid); err == nil {
-		s.state.Init = procID{PID: s.proc.Pid, StartTime: st}
-	}
-	if err := writeState(stateDir, &s.state); err != nil {
-		s.log.Warn("update sandbox state", "id", s.id, "err", err)
-	}
-	return nil
+	return fs.Path, nil
 }
+
+func (s *Sandbox) closeNetns() {
+	if s.netns != nil {
+		s.netns.Close()
+		s.netns = nil
+	}
+}
+
+func (s *Sandbox) stateDir() string { return filepath.Join(s.stateRoot(), s.id) }
 
 // resources are the cgroup limits: asked's, with the security
 // configuration's defaults where asked sets none.
@@ -443,13 +474,19 @@ func (s *Sandbox) stateRoot() string {
 
 // launchInit starts the sandbox's PID 1, which waits for its spec. With a
 // terminal, it also returns the socket the init will send the terminal on.
-func (s *Sandbox) launchInit(sec *security.Config) (*launched, *os.File, error) {
+// In standby mode the workload's stdio, files and terminal come later,
+// with its part of the spec.
+func (s *Sandbox) launchInit(mode string, sec *security.Config) (*launched, *os.File, error) {
 	std := stdio{s.opts.Stdin, s.opts.Stdout, s.opts.Stderr}
 	// fd 5 is the console socket or nothing; the workload's own extra
 	// files follow from fd 6.
 	extra := []*os.File{nil}
 	var console *os.File
-	if s.opts.TTY {
+	standby := mode == nsinit.ModeStandby
+	if standby {
+		std = stdio{}
+	}
+	if s.opts.TTY && !standby {
 		// The init makes the terminal in the sandbox's own devpts, where
 		// the workload can find it by name, and sends its master here.
 		pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
@@ -462,7 +499,9 @@ func (s *Sandbox) launchInit(sec *security.Config) (*launched, *os.File, error) 
 		extra[0] = theirs
 		std = stdio{}
 	}
-	extra = append(extra, s.opts.ExtraFiles...)
+	if !standby {
+		extra = append(extra, s.opts.ExtraFiles...)
+	}
 	if s.netns != nil {
 		// The init joins it; it follows the workload's files.
 		extra = append(extra, s.netns)
@@ -483,7 +522,7 @@ func (s *Sandbox) launchInit(sec *security.Config) (*launched, *os.File, error) 
 		// grant it the namespace's capabilities.
 		attr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
 	}
-	p, err := launch(nsinit.ModeInit, s.cg, std, extra, attr)
+	p, err := launch(mode, s.cg, std, extra, attr)
 	if err != nil {
 		if console != nil {
 			console.Close()
@@ -531,8 +570,20 @@ type launched struct {
 	cmd     *exec.Cmd
 	status  *nsinit.StatusReader
 	statusR *os.File
-	specW   *os.File // until the spec is sent
+	specW   *os.File // until the spec is sent; a socket for a standby init
 	started time.Time
+}
+
+// abandon kills a process whose workload has not started, and frees what
+// the host holds of it.
+func (p *launched) abandon() {
+	p.cmd.Process.Kill()
+	p.cmd.Wait()
+	p.statusR.Close()
+	if p.specW != nil {
+		p.specW.Close()
+		p.specW = nil
+	}
 }
 
 // launch starts this program again as nsinit in mode, with attr's
@@ -543,9 +594,19 @@ func launch(mode string, cg *cgroup.Cgroup, std stdio, extra []*os.File, attr *s
 	if err != nil {
 		return nil, err
 	}
-	specR, specW, err := os.Pipe()
-	if err != nil {
-		return nil, err
+	var specR, specW *os.File
+	if mode == nsinit.ModeStandby {
+		// Two messages, the second with descriptors: a socket.
+		pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("spec socket: %w", err)
+		}
+		specR, specW = os.NewFile(uintptr(pair[1]), "spec"), os.NewFile(uintptr(pair[0]), "spec")
+	} else {
+		var err error
+		if specR, specW, err = os.Pipe(); err != nil {
+			return nil, err
+		}
 	}
 	defer specR.Close()
 	statusR, statusW, err := os.Pipe()
@@ -618,13 +679,18 @@ func (p *launched) run(spec *nsinit.Spec) error {
 			p.specW.Close()
 		}()
 	}
+	p.specW = nil
+	return p.await(func(st nsinit.Status) bool { return st.Started })
+}
+
+// await reads the process's next report, which want must accept; any
+// other outcome kills the process and is returned as the error.
+func (p *launched) await(want func(nsinit.Status) bool) error {
 	st, err := p.status.Next()
-	if err == nil && st.Started {
+	if err == nil && want(st) {
 		return nil
 	}
-	p.cmd.Process.Kill()
-	p.cmd.Wait()
-	p.statusR.Close()
+	p.abandon()
 	var se *nsinit.SetupError
 	if errors.As(err, &se) {
 		if se.Exec {
@@ -640,7 +706,7 @@ func (p *launched) run(spec *nsinit.Spec) error {
 
 // supervise kills the sandbox when its context ends or its time runs out,
 // and collects its end.
-func (s *Sandbox) supervise(ctx context.Context, statusR *os.File) {
+func (s *Sandbox) supervise(ctx context.Context, p *launched) {
 	var timeout <-chan time.Time
 	if s.opts.Timeout > 0 {
 		t := time.NewTimer(s.opts.Timeout)
@@ -680,11 +746,14 @@ func (s *Sandbox) supervise(ctx context.Context, statusR *os.File) {
 		s.kill()
 		<-ended
 	}
-	statusR.Close()
+	p.statusR.Close()
 	waitErr := s.cmd.Wait()
 	if s.ttyDone != nil {
 		<-s.ttyDone
 	}
+	// Output copied for a pooled sandbox's workload ends with the last
+	// process that held its pipes.
+	s.copying.Wait()
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -716,7 +785,11 @@ func (s *Sandbox) supervise(ctx context.Context, statusR *os.File) {
 	if waitErr != nil && !errors.As(waitErr, &ee) {
 		s.waitErr = waitErr
 	}
-	if err := s.cleanup(); err != nil && s.waitErr == nil {
+	if s.pool != nil {
+		// The pool tears a used sandbox down while its caller goes on.
+		s.pool.discard(s.id, s.undo)
+		s.undo = nil
+	} else if err := s.cleanup(); err != nil && s.waitErr == nil {
 		s.waitErr = err
 	}
 	close(s.done)

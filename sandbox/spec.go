@@ -27,8 +27,25 @@ var seccompPrograms security.SeccompCache
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // buildSpec turns the image config and the options into what the init
-// needs.
+// needs: the sandbox's part and its workload's.
 func (s *Sandbox) buildSpec(rootfs, stateDir string, sec *security.Config) (*nsinit.Spec, error) {
+	plan, err := s.lsmPlan(sec)
+	if err != nil {
+		return nil, err
+	}
+	spec, err := s.workloadSpec(rootfs, sec, plan)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.sandboxSpec(spec, rootfs, stateDir, sec, plan); err != nil {
+		return nil, err
+	}
+	spec.Env = setDefaultEnv(spec.Env, "HOSTNAME", spec.Hostname)
+	return spec, nil
+}
+
+// lsmPlan is lsmPlan for the sandbox, its warnings logged.
+func (s *Sandbox) lsmPlan(sec *security.Config) (*security.LSMPlan, error) {
 	plan, err := lsmPlan(sec)
 	if err != nil {
 		return nil, err
@@ -38,23 +55,36 @@ func (s *Sandbox) buildSpec(rootfs, stateDir string, sec *security.Config) (*nsi
 			s.log.Warn("security label skipped", "id", s.id, "why", w)
 		}
 	}
+	return plan, nil
+}
+
+// workloadSpec is the workload's part of the spec: its process, and the
+// descriptors and terminal it gets.
+func (s *Sandbox) workloadSpec(rootfs string, sec *security.Config, plan *security.LSMPlan) (*nsinit.Spec, error) {
 	spec, err := s.processSpec(&s.opts, rootfs, sec, plan)
 	if err != nil {
 		return nil, err
 	}
 	spec.ExtraFiles = len(s.opts.ExtraFiles)
 	spec.TTY = s.opts.TTY
+	return spec, nil
+}
+
+// sandboxSpec fills in the sandbox's part of spec: root, mounts, hostname,
+// network; everything that comes before a workload.
+func (s *Sandbox) sandboxSpec(spec *nsinit.Spec, rootfs, stateDir string, sec *security.Config, plan *security.LSMPlan) error {
 	spec.Rootfs = rootfs
 	spec.Hostname = s.opts.Hostname
 	if spec.Hostname == "" {
 		spec.Hostname = s.id[:12]
 	}
-	spec.Env = setDefaultEnv(spec.Env, "HOSTNAME", spec.Hostname)
 	// The host's loopback is the host's business, and a joined
 	// namespace's is its owner's.
 	spec.Loopback = !s.hostNetwork() && s.netns == nil
 	if s.netns != nil {
-		spec.NetnsFD = 6 + len(s.opts.ExtraFiles)
+		// The init's descriptor: after the console slot and the
+		// workload's extra files.
+		spec.NetnsFD = 6 + spec.ExtraFiles
 	}
 	spec.UnshareCgroup = true
 	spec.ReadonlyRoot = s.opts.ReadonlyRootfs || sec.ReadonlyRootfs
@@ -65,19 +95,19 @@ func (s *Sandbox) buildSpec(rootfs, stateDir string, sec *security.Config) (*nsi
 	spec.ReadonlyPaths = sec.ReadonlyPaths
 
 	if err := s.writeEtcFiles(stateDir, spec.Hostname); err != nil {
-		return nil, err
+		return err
 	}
 	spec.Mounts = append(baseMounts(plan), etcMounts(stateDir)...)
 	user, err := s.userMounts(s.opts.Mounts)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	spec.Mounts = append(spec.Mounts, user...)
 	if sec.ReadonlyRootfs && !mountsAt(s.opts.Mounts, "/tmp") {
 		spec.Mounts = append(spec.Mounts, nsinit.Mount{Kind: nsinit.MountFS, Source: "tmpfs", Target: "/tmp", FSType: "tmpfs",
 			Flags: unix.MS_NOSUID | unix.MS_NODEV, Data: plan.MountData("mode=1777,size=65536k")})
 	}
-	return spec, nil
+	return nil
 }
 
 // lsmPlan works out the SELinux and AppArmor labels to apply, looking at

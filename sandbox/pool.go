@@ -1,0 +1,559 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/layerfs"
+	"github.com/berth-dev/berth/sandbox/internal/nsinit"
+)
+
+// ErrPoolClosed is returned by Start for a sandbox whose pool is closed.
+var ErrPoolClosed = errors.New("sandbox pool closed")
+
+// MaxPoolSize is the most sandboxes a Pool keeps ready.
+const MaxPoolSize = 1024
+
+// A Pool keeps sandboxes of one image and one configuration built ahead of
+// time: rootfs prepared, cgroups made, namespaces entered, mounts done, and
+// PID 1 waiting for a workload. A sandbox from the pool (Pool.New) has only
+// its workload's part left to do when it starts, and leaves its teardown to
+// the pool, so its Wait returns as soon as the workload has ended.
+//
+// A Pool is safe for concurrent use. Sandboxes wanted faster than the pool
+// refills are built when they start, as New's would be.
+type Pool struct {
+	ref  string
+	img  *layerfs.Image
+	tmpl Options
+	log  *slog.Logger
+
+	ready  chan *Sandbox // built sandboxes, waiting
+	refill chan struct{} // wakes the filler
+	ctx    context.Context
+	cancel context.CancelFunc
+	filled chan struct{} // closed when the filler has stopped
+
+	mu       sync.Mutex
+	closed   bool
+	teardown sync.WaitGroup // used sandboxes being torn down
+}
+
+// NewPool returns a pool that keeps size sandboxes of the image ref names
+// ready, each configured by opts. opts sets what all its sandboxes share
+// (image, mounts, limits, security, network) and may give defaults for
+// what each sandbox's own options may change (see Pool.New). NewPool
+// builds one sandbox before it returns, so that a configuration that
+// cannot work is reported here, and the rest in the background.
+func NewPool(ctx context.Context, ref string, opts *Options, size int) (*Pool, error) {
+	if size < 1 || size > MaxPoolSize {
+		return nil, fmt.Errorf("sandbox pool: size %d: want 1 to %d", size, MaxPoolSize)
+	}
+	p := &Pool{ref: ref, ready: make(chan *Sandbox, size), refill: make(chan struct{}, 1), filled: make(chan struct{})}
+	if opts != nil {
+		p.tmpl = *opts
+	}
+	p.log = p.tmpl.logger()
+	if p.tmpl.Storage == nil {
+		st, err := defaultStore()
+		if err != nil {
+			return nil, fmt.Errorf("sandbox pool: %w", err)
+		}
+		p.tmpl.Storage = st
+	}
+	img, err := p.tmpl.Storage.Image(ctx, ref)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox pool: %w", err)
+	}
+	p.img = img
+	first, err := p.build(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox pool: %w", err)
+	}
+	p.ready <- first
+	// The pool outlives NewPool's context: its own ends with Close.
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	go p.fill()
+	p.kick()
+	return p, nil
+}
+
+// New returns a sandbox of the pool, not yet started. opts may set only
+// what concerns the workload: Args, Env, Dir, User, Stdin, Stdout, Stderr,
+// TTY, ExtraFiles, Rlimits, Timeout and Logger; each one set replaces the
+// pool's. Anything else belongs to the sandboxes the pool has built, and
+// Start reports it as an error. The sandbox's ID is known once Start has
+// returned.
+func (p *Pool) New(opts *Options) *Sandbox {
+	s := &Sandbox{ref: p.ref, img: p.img, opts: p.tmpl, pool: p, done: make(chan struct{})}
+	if opts != nil {
+		if fixed := sandboxFields(opts); len(fixed) > 0 {
+			s.poolErr = fmt.Errorf("options fixed by the pool for all its sandboxes: %s", strings.Join(fixed, ", "))
+		}
+		o := &s.opts
+		if opts.Args != nil {
+			o.Args = opts.Args
+		}
+		if opts.Env != nil {
+			o.Env = opts.Env
+		}
+		if opts.Dir != "" {
+			o.Dir = opts.Dir
+		}
+		if opts.User != "" {
+			o.User = opts.User
+		}
+		if opts.Stdin != nil {
+			o.Stdin = opts.Stdin
+		}
+		if opts.Stdout != nil {
+			o.Stdout = opts.Stdout
+		}
+		if opts.Stderr != nil {
+			o.Stderr = opts.Stderr
+		}
+		if opts.TTY {
+			o.TTY = true
+		}
+		if opts.ExtraFiles != nil {
+			o.ExtraFiles = opts.ExtraFiles
+		}
+		if opts.Rlimits != nil {
+			o.Rlimits = opts.Rlimits
+		}
+		if opts.Timeout != 0 {
+			o.Timeout = opts.Timeout
+		}
+		if opts.Logger != nil {
+			o.Logger = opts.Logger
+		}
+	}
+	s.log = s.opts.logger()
+	return s
+}
+
+// sandboxFields names the options o sets that a pool's sandboxes share.
+func sandboxFields(o *Options) []string {
+	var set []string
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{
+		{"Hostname", o.Hostname != ""},
+		{"Mounts", o.Mounts != nil},
+		{"ReadonlyRootfs", o.ReadonlyRootfs},
+		{"Resources", o.Resources != nil},
+		{"Security", o.Security != nil},
+		{"Network", o.Network != nil},
+		{"Ports", o.Ports != nil},
+		{"DNS", o.DNS != nil},
+		{"NetworkAliases", o.NetworkAliases != nil},
+		{"ExtraHosts", o.ExtraHosts != nil},
+		{"NetworkPool", o.NetworkPool != nil},
+		{"JoinNetwork", o.JoinNetwork != ""},
+		{"Networks", o.Networks != nil},
+		{"Storage", o.Storage != nil},
+		{"Cgroups", o.Cgroups != nil},
+		{"StateDir", o.StateDir != ""},
+	} {
+		if f.set {
+			set = append(set, f.name)
+		}
+	}
+	return set
+}
+
+// Close frees the sandboxes waiting in the pool and waits until those that
+// have ended are torn down. Sandboxes still running stay their callers' to
+// wait for or close; they free what they hold themselves.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	p.mu.Unlock()
+	p.cancel()
+	<-p.filled
+	var first error
+	for {
+		select {
+		case e := <-p.ready:
+			if err := e.dropStandby(); err != nil && first == nil {
+				first = err
+			}
+			continue
+		default:
+		}
+		break
+	}
+	p.teardown.Wait()
+	return first
+}
+
+// kick asks the filler to top the pool up.
+func (p *Pool) kick() {
+	select {
+	case p.refill <- struct{}{}:
+	default:
+	}
+}
+
+// fill keeps the pool full, one sandbox at a time, until Close.
+func (p *Pool) fill() {
+	defer close(p.filled)
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-p.refill:
+		}
+		for len(p.ready) < cap(p.ready) && p.ctx.Err() == nil {
+			e, err := p.build(p.ctx)
+			if err != nil {
+				// Not retried until a sandbox is taken, whose own
+				// build then reports what is wrong.
+				if p.ctx.Err() == nil {
+					p.log.Warn("sandbox pool: build a sandbox", "image", p.ref, "err", err)
+				}
+				break
+			}
+			select {
+			case p.ready <- e:
+			default:
+				e.dropStandby()
+			}
+		}
+	}
+}
+
+// take returns a built sandbox: a waiting one, or one built now.
+func (p *Pool) take(ctx context.Context) (*Sandbox, error) {
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		return nil, ErrPoolClosed
+	}
+	defer p.kick()
+	select {
+	case e := <-p.ready:
+		return e, nil
+	default:
+		return p.build(ctx)
+	}
+}
+
+// build makes a sandbox up to its workload: everything Start does before
+// the workload's part of the spec, with PID 1 reporting it ready.
+func (p *Pool) build(ctx context.Context) (_ *Sandbox, err error) {
+	e := New(p.ref, &p.tmpl)
+	e.img = p.img
+	defer func() {
+		if err != nil {
+			e.cleanup()
+			err = fmt.Errorf("sandbox %s: %w", e.id, err)
+		}
+	}()
+	sec := e.security(&e.opts)
+	rootfs, err := e.build(ctx, sec)
+	if err != nil {
+		return nil, err
+	}
+	e.rootfs = rootfs
+	if e.plan, err = e.lsmPlan(sec); err != nil {
+		return nil, err
+	}
+	spec := &nsinit.Spec{}
+	if err := e.sandboxSpec(spec, rootfs, e.stateDir(), sec, e.plan); err != nil {
+		return nil, err
+	}
+	e.state.Hostname = spec.Hostname
+	lp, _, err := e.launchInit(nsinit.ModeStandby, sec)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.attachNetwork(ctx, lp.cmd.Process.Pid, e.stateDir(), spec.Hostname); err != nil {
+		lp.abandon()
+		return nil, err
+	}
+	if err := nsinit.SendMessage(int(lp.specW.Fd()), spec.Encode(), nil); err != nil {
+		lp.abandon()
+		return nil, err
+	}
+	if err := lp.await(func(st nsinit.Status) bool { return st.Ready }); err != nil {
+		return nil, err
+	}
+	e.closeNetns()
+	e.standby = lp
+	// What Recover and other processes need is known now; the take adds
+	// only the workload's part.
+	e.state.Rootfs, e.state.Security = rootfs, sec
+	if st, err := procStartTime(lp.cmd.Process.Pid); err == nil {
+		e.state.Init = procID{PID: lp.cmd.Process.Pid, StartTime: st}
+	}
+	if err := writeState(e.stateDir(), &e.state); err != nil {
+		lp.abandon()
+		return nil, err
+	}
+	return e, nil
+}
+
+// dropStandby frees a built sandbox that no workload used.
+func (e *Sandbox) dropStandby() error {
+	e.standby.abandon()
+	return e.cleanup()
+}
+
+// discard tears a used sandbox down: in the background, unless the pool
+// is closed and no longer waits for it.
+func (p *Pool) discard(id string, undo []func() error) {
+	run := func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			if err := undo[i](); err != nil {
+				p.log.Error("sandbox cleanup", "id", id, "err", err)
+			}
+		}
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		run()
+		return
+	}
+	p.teardown.Add(1)
+	p.mu.Unlock()
+	go func() {
+		defer p.teardown.Done()
+		run()
+	}()
+}
+
+// startFromPool starts a pool's sandbox: it takes a built one and sends
+// its PID 1 the workload. Called by Start, with s.mu held.
+func (s *Sandbox) startFromPool(ctx context.Context) error {
+	if s.poolErr != nil {
+		return s.poolErr
+	}
+	e, err := s.pool.take(ctx)
+	if err != nil {
+		return err
+	}
+	// The built sandbox becomes s: its ID, its record, what undoes it.
+	s.id, s.img, s.storage, s.state, s.cg, s.attachment = e.id, e.img, e.storage, e.state, e.cg, e.attachment
+	s.plan, s.undo = e.plan, e.undo
+	p := e.standby
+	rootfs := e.rootfs
+
+	sec := s.security(&s.opts)
+	spec, err := s.workloadSpec(rootfs, sec, s.plan)
+	if err != nil {
+		p.abandon()
+		return err
+	}
+	spec.Env = setDefaultEnv(spec.Env, "HOSTNAME", s.state.Hostname)
+	s.state.Args, s.state.Env, s.state.User, s.state.Dir = s.opts.Args, s.opts.Env, s.opts.User, s.opts.Dir
+
+	files, err := s.workloadFiles()
+	if err != nil {
+		p.abandon()
+		return err
+	}
+	fds := make([]int, len(files.send))
+	for i, f := range files.send {
+		fds[i] = int(f.Fd())
+	}
+	err = nsinit.SendMessage(int(p.specW.Fd()), spec.Encode(), fds)
+	files.sent(err == nil)
+	p.specW.Close()
+	p.specW = nil
+	if err != nil {
+		p.abandon()
+		return fmt.Errorf("%w: %w", ErrSetup, err)
+	}
+	p.started = time.Now()
+	if err := p.await(func(st nsinit.Status) bool { return st.Started }); err != nil {
+		return err
+	}
+	if files.console != nil {
+		defer files.console.Close()
+	}
+	return s.finishStart(ctx, p, files.console, rootfs, sec)
+}
+
+// poolFiles are the descriptors a pooled sandbox's workload is sent.
+type poolFiles struct {
+	send    []*os.File // in the order the init takes them
+	console *os.File   // our end of the terminal's socket, with TTY
+	closeUs []*os.File // the host's copies of what was sent, once sent
+	undo    []*os.File // the host's ends of pipes, if sending failed
+	after   []func()   // copiers, to start once sent
+}
+
+// sent closes the host's copies of the descriptors, and starts copying
+// if the workload got them.
+func (f *poolFiles) sent(ok bool) {
+	for _, c := range f.closeUs {
+		c.Close()
+	}
+	if !ok {
+		for _, c := range f.undo {
+			c.Close()
+		}
+		if f.console != nil {
+			f.console.Close()
+		}
+		return
+	}
+	for _, run := range f.after {
+		run()
+	}
+}
+
+// workloadFiles gives the workload its stdio, extra files and terminal the
+// way os/exec would: an *os.File as it is, nil as /dev/null, any other
+// reader or writer through a pipe that a goroutine copies.
+func (s *Sandbox) workloadFiles() (*poolFiles, error) {
+	f := &poolFiles{}
+	var devNull *os.File
+	null := func() (*os.File, error) {
+		if devNull == nil {
+			var err error
+			if devNull, err = os.OpenFile(os.DevNull, os.O_RDWR, 0); err != nil {
+				return nil, err
+			}
+			f.closeUs = append(f.closeUs, devNull)
+		}
+		return devNull, nil
+	}
+	input := func(r io.Reader) (*os.File, error) {
+		if r == nil {
+			return null()
+		}
+		if file, ok := r.(*os.File); ok {
+			return file, nil
+		}
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			return nil, err
+		}
+		f.closeUs, f.undo = append(f.closeUs, pr), append(f.undo, pw)
+		f.after = append(f.after, func() {
+			// Ends when the reader does or the workload's end of the
+			// pipe is gone; Wait does not wait for it, so that a
+			// stdin that never ends cannot hold Wait up.
+			go func() {
+				io.Copy(pw, r)
+				pw.Close()
+			}()
+		})
+		return pr, nil
+	}
+	output := func(w io.Writer) (*os.File, error) {
+		if w == nil {
+			return null()
+		}
+		if file, ok := w.(*os.File); ok {
+			return file, nil
+		}
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			return nil, err
+		}
+		f.closeUs, f.undo = append(f.closeUs, pw), append(f.undo, pr)
+		f.after = append(f.after, func() {
+			s.copying.Add(1)
+			go func() {
+				defer s.copying.Done()
+				io.Copy(w, pr)
+				pr.Close()
+			}()
+		})
+		return pw, nil
+	}
+	add := func(file *os.File, err error) error {
+		if err != nil {
+			return err
+		}
+		f.send = append(f.send, file)
+		return nil
+	}
+	var err error
+	if s.opts.TTY {
+		// The workload's stdio is the terminal the init makes; the
+		// init's own stays /dev/null.
+		for range 3 {
+			if err = add(null()); err != nil {
+				break
+			}
+		}
+	} else {
+		err = add(input(s.opts.Stdin))
+		var out *os.File
+		if err == nil {
+			out, err = output(s.opts.Stdout)
+			err = add(out, err)
+		}
+		if err == nil {
+			if sameWriter(s.opts.Stdout, s.opts.Stderr) {
+				err = add(out, nil)
+			} else {
+				err = add(output(s.opts.Stderr))
+			}
+		}
+	}
+	for _, x := range s.opts.ExtraFiles {
+		if err != nil {
+			break
+		}
+		if x == nil {
+			err = add(null())
+		} else {
+			err = add(x, nil)
+		}
+	}
+	if err == nil && s.opts.TTY {
+		pair, serr := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+		if serr != nil {
+			err = fmt.Errorf("console socket: %w", serr)
+		} else {
+			f.console = os.NewFile(uintptr(pair[0]), "console")
+			theirs := os.NewFile(uintptr(pair[1]), "console")
+			f.closeUs = append(f.closeUs, theirs)
+			f.send = append(f.send, theirs)
+		}
+	}
+	if err != nil {
+		f.sent(false)
+		return nil, fmt.Errorf("the workload's files: %w", err)
+	}
+	if len(f.send) > nsinit.MaxStandbyFiles {
+		f.sent(false)
+		return nil, fmt.Errorf("the workload's files: %d descriptors, at most %d", len(f.send), nsinit.MaxStandbyFiles)
+	}
+	return f, nil
+}
+
+// sameWriter reports whether a and b are one writer, as os/exec checks
+// before giving stdout and stderr one pipe.
+func sameWriter(a, b io.Writer) (same bool) {
+	if a == nil || b == nil {
+		return false
+	}
+	defer func() {
+		if recover() != nil {
+			same = false
+		}
+	}()
+	return a == b
+}

@@ -1,0 +1,255 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/cgroup"
+)
+
+// leftBehind reports what of berth's a test left: rootfses, cgroups,
+// records, mounts.
+func leftBehind(t *testing.T) []string {
+	t.Helper()
+	var left []string
+	if r, _ := testEnv.store.Rootfses(context.Background()); len(r) > 0 {
+		left = append(left, "rootfs")
+	}
+	if names, _ := testEnv.cgroups.List(); len(names) > 0 {
+		left = append(left, "cgroups "+strings.Join(names, " "))
+	}
+	if states, _ := ReadStates(testEnv.stateDir); len(states) > 0 {
+		left = append(left, "state records")
+	}
+	if m := mountsUnder(t, testEnv.store.Root()); len(m) > 0 {
+		left = append(left, "mounts "+strings.Join(m, " "))
+	}
+	return left
+}
+
+func newPool(t *testing.T, o *Options, size int) *Pool {
+	t.Helper()
+	p, err := NewPool(context.Background(), "alpine:test", o, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// A pooled sandbox is a whole sandbox: its own workload, stdio,
+// environment, user, hostname, limits and hardening, and nothing of it or
+// of the pool is left once both are closed.
+func TestPool(t *testing.T) {
+	p := newPool(t, opts(func(o *Options) {
+		o.Hostname = "pooled"
+		o.Env = []string{"FROM_POOL=1"}
+		o.Resources = &cgroup.Resources{PidsMax: 50}
+	}), 2)
+	// The limit is the pool's: a fork bomb stops at it.
+	var bomb bytes.Buffer
+	res, err := p.New(&Options{Args: []string{"/bin/sh", "-c", "for i in $(seq 80); do sleep 5 & done 2>/dev/null; echo $(jobs -p | wc -l)"}, Stdout: &bomb}).Run(context.Background())
+	if err != nil || strings.TrimSpace(bomb.String()) == "80" {
+		t.Errorf("pids limit: %+v %v %q", res, err, bomb.String())
+	}
+	for i := range 4 {
+		var stdout, stderr bytes.Buffer
+		sb := p.New(&Options{
+			Args:   []string{"/bin/sh", "-c", `read x; echo "$x $FROM_POOL $HOSTNAME $(id -u) $(pwd)"; echo err >&2; echo quiet >/dev/null; grep CapEff /proc/self/status; exit 7`},
+			Stdin:  strings.NewReader("in\n"),
+			Stdout: &stdout, Stderr: &stderr,
+			User: "nobody", Dir: "/tmp",
+		})
+		res, err := sb.Run(context.Background())
+		if err != nil {
+			t.Fatal(i, err)
+		}
+		if res.ExitCode != 7 {
+			t.Errorf("run %d: %+v", i, res)
+		}
+		lines := strings.Split(stdout.String(), "\n")
+		if len(lines) < 3 || lines[0] != "in 1 pooled 65534 /tmp" || lines[1] != "CapEff:\t0000000000000000" {
+			t.Errorf("run %d: stdout %q", i, stdout.String())
+		}
+		if stderr.String() != "err\n" {
+			t.Errorf("run %d: stderr %q", i, stderr.String())
+		}
+		if sb.ID() == "" {
+			t.Error("no ID after Start")
+		}
+		if res.PeakMemory == 0 {
+			t.Errorf("run %d: no memory accounted: %+v", i, res)
+		}
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if left := leftBehind(t); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
+
+// Sandboxes of one pool are apart from each other: one's files are not
+// another's, and each has its own PID namespace.
+func TestPoolSandboxesApart(t *testing.T) {
+	p := newPool(t, opts(nil), 2)
+	defer p.Close()
+	a := p.New(&Options{Args: []string{"/bin/sh", "-c", "echo secret > /root/mine; sleep 30"}})
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	var out bytes.Buffer
+	res, err := p.New(&Options{Args: []string{"/bin/sh", "-c", "ls /root; echo pid=$$"}, Stdout: &out}).Run(context.Background())
+	if err != nil || !res.Success() {
+		t.Fatal(res, err)
+	}
+	// PID 1 is the init; the shell comes next in a namespace of its own.
+	if strings.Contains(out.String(), "mine") || !strings.HasSuffix(out.String(), "pid=2\n") {
+		t.Errorf("a sandbox sees another's files or PIDs: %q", out.String())
+	}
+}
+
+// The pool's sandboxes take what the API offers a sandbox: a terminal,
+// extra files, Exec, Kill, a timeout, and errors that say what went
+// wrong.
+func TestPoolFeatures(t *testing.T) {
+	p := newPool(t, opts(nil), 1)
+	defer p.Close()
+	ctx := context.Background()
+
+	var term syncBuffer
+	res, err := p.New(&Options{TTY: true, Stdout: &term, Args: []string{"tty"}}).Run(ctx)
+	if err != nil || !res.Success() || strings.TrimSpace(strings.ReplaceAll(term.String(), "\r", "")) != "/dev/pts/0" {
+		t.Errorf("terminal: %+v %v %q", res, err, term.String())
+	}
+
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err = p.New(&Options{ExtraFiles: []*os.File{w}, Args: []string{"/bin/sh", "-c", "echo extra >&3"}}).Run(ctx)
+	w.Close()
+	buf := make([]byte, 64)
+	n, _ := r.Read(buf)
+	r.Close()
+	if err != nil || !res.Success() || string(buf[:n]) != "extra\n" {
+		t.Errorf("extra file: %+v %v %q", res, err, buf[:n])
+	}
+
+	sb := p.New(&Options{Args: []string{"sleep", "30"}})
+	if err := sb.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	er, err := sb.Exec(ctx, &ExecOptions{Args: []string{"hostname"}, Stdout: &out})
+	if err != nil || !er.Success() || strings.TrimSpace(out.String()) != sb.ID()[:12] {
+		t.Errorf("exec: %+v %v %q (id %s)", er, err, out.String(), sb.ID())
+	}
+	if err := sb.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if res, _ := sb.Wait(); res.Signal != syscall.SIGKILL {
+		t.Errorf("killed: %+v", res)
+	}
+
+	res, err = p.New(&Options{Args: []string{"sleep", "30"}, Timeout: 100 * time.Millisecond}).Run(ctx)
+	if err != nil || !res.TimedOut {
+		t.Errorf("timeout: %+v %v", res, err)
+	}
+
+	_, err = p.New(&Options{Args: []string{"/no/such/program"}}).Run(ctx)
+	if !errors.Is(err, ErrExec) || !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("missing program: %v", err)
+	}
+	_, err = p.New(&Options{Args: []string{"true"}, Mounts: []Mount{{Source: "/tmp", Destination: "/x"}}, Hostname: "h"}).Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "Hostname, Mounts") {
+		t.Errorf("options the pool fixes: %v", err)
+	}
+	_, err = p.New(&Options{Args: []string{"true"}, User: "nosuchuser"}).Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "nosuchuser") {
+		t.Errorf("unknown user: %v", err)
+	}
+}
+
+// Many goroutines take from one small pool at once: those that find it
+// empty build their own sandboxes; every one runs, and closing leaves
+// nothing behind.
+func TestPoolConcurrent(t *testing.T) {
+	p := newPool(t, opts(nil), 2)
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var out bytes.Buffer
+			res, err := p.New(&Options{Args: []string{"echo", strings.Repeat("x", i)}, Stdout: &out}).Run(context.Background())
+			if err == nil && (!res.Success() || out.String() != strings.Repeat("x", i)+"\n") {
+				err = errors.New("wrong output " + out.String())
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.New(nil).Run(context.Background()); !errors.Is(err, ErrPoolClosed) {
+		t.Errorf("start from a closed pool: %v", err)
+	}
+	if left := leftBehind(t); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
+
+// A configuration that cannot work is reported by NewPool, which leaves
+// nothing behind; so is a bad size.
+func TestPoolBadConfig(t *testing.T) {
+	_, err := NewPool(context.Background(), "alpine:test", opts(func(o *Options) {
+		o.Mounts = []Mount{{Source: "/nonexistent/source", Destination: "/x"}}
+	}), 2)
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/source") {
+		t.Errorf("bad mount: %v", err)
+	}
+	if _, err := NewPool(context.Background(), "alpine:test", opts(nil), 0); err == nil {
+		t.Error("size 0 accepted")
+	}
+	if _, err := NewPool(context.Background(), "alpine:nope", opts(nil), 1); err == nil {
+		t.Error("missing image accepted")
+	}
+	if left := leftBehind(t); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
+
+// A sandbox waiting in the pool whose PID 1 was killed from outside is
+// not handed out as if it worked: Start says what happened, and the next
+// sandbox works.
+func TestPoolStandbyKilled(t *testing.T) {
+	p := newPool(t, opts(nil), 1)
+	defer p.Close()
+	e := <-p.ready
+	e.standby.cmd.Process.Kill()
+	p.ready <- e
+	_, err := p.New(&Options{Args: []string{"true"}}).Run(context.Background())
+	if !errors.Is(err, ErrSetup) {
+		t.Errorf("dead standby: %v", err)
+	}
+	res, err := p.New(&Options{Args: []string{"true"}}).Run(context.Background())
+	if err != nil || !res.Success() {
+		t.Errorf("after a dead standby: %+v %v", res, err)
+	}
+}
