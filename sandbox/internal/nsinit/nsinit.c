@@ -9,8 +9,9 @@
 // instead, through a pidfd on its PID 1, and runs one more process there.
 //
 // Standby mode (_BERTH_INIT=standby) is an init built ahead of its
-// workload, for a pool: it sets the sandbox up from a first message, reports
-// "P", and starts the workload only when a second message names it.
+// workload, for a pool: it sets the sandbox up from a first message, forks
+// the workload's process, reports "P", and that process execs the workload
+// once a second message names it.
 //
 // Protocol. Spec, on fd 3: records of a 2-byte tag, a 4-byte length and
 // that many bytes, to EOF; in standby mode fd 3 is a socket and each of the
@@ -828,9 +829,12 @@ __attribute__((noreturn)) static void exec_workload(struct spec *s, int errfd) {
 	exec_failed("exec %s", path);
 }
 
+static void await_workload(struct spec *s, int *errfd);
+
 // start forks the workload and waits for its exec: returns its pid, or
-// reports the failure and exits.
-static pid_t start(struct spec *s) {
+// reports the failure and exits. A standby init forks it ahead of its
+// spec, reports itself ready, and leaves the process to wait for it.
+static pid_t start(struct spec *s, int standby) {
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
 		die("pipe");
@@ -839,9 +843,15 @@ static pid_t start(struct spec *s) {
 		die("fork the workload");
 	if (pid == 0) {
 		close(p[0]);
+		if (standby)
+			await_workload(s, &p[1]);
 		exec_workload(s, p[1]);
 	}
 	close(p[1]);
+	if (standby) {
+		close(SPEC_FD);
+		status("P");
+	}
 	char buf[512];
 	ssize_t n, got = 0;
 	while ((n = read(p[0], buf + got, sizeof buf - 1 - (size_t)got)) != 0) {
@@ -855,6 +865,10 @@ static pid_t start(struct spec *s) {
 			break;
 	}
 	close(p[0]);
+	if (standby && got > 0 && buf[0] == 'N') {
+		waitpid(pid, NULL, 0);
+		_exit(0);
+	}
 	if (got > 0) {
 		// The workload's own report of why it could not start.
 		write_all(status_fd, buf, (size_t)got);
@@ -1072,20 +1086,30 @@ static struct spec *load_standby(void) {
 	return &s;
 }
 
-// await_workload reads the workload's half of the spec and its
-// descriptors. EOF means the pool let the sandbox go unused.
-static void await_workload(struct spec *s) {
-	status("P");
+// await_workload runs in the workload's process, forked ahead: it reads
+// the workload's half of the spec and its descriptors, and makes its
+// terminal. Its failures go through errfd, as exec_workload's do. EOF
+// means the pool let the sandbox go unused: it says so ("N") and exits.
+static void await_workload(struct spec *s, int *errfd) {
+	int high = fcntl(*errfd, F_DUPFD_CLOEXEC, 8 + STANDBY_MAX_FDS);
+	if (high < 0)
+		die("move the error pipe");
+	close(*errfd);
+	*errfd = status_fd = high;
 	size_t len;
 	int fds[STANDBY_MAX_FDS], nfds;
 	char *buf = read_message(&len, fds, &nfds);
-	if (!buf)
+	if (!buf) {
+		write_all(high, "N\n", 2);
 		_exit(0);
+	}
 	close(SPEC_FD);
 	parse_spec(s, buf, len);
 	need_command(s);
 	align_seccomp(s);
 	install_fds(s, fds, nfds);
+	if (s->tty)
+		make_terminal(s);
 }
 
 static void run_init(int standby) {
@@ -1096,15 +1120,6 @@ static void run_init(int standby) {
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
 		die("set non-dumpable");
 	int sfd = block_signals();
-	// The workload's descriptors arrive later at low numbers that must be
-	// free: the signalfd moves clear of them.
-	if (standby) {
-		int high = fcntl(sfd, F_DUPFD_CLOEXEC, 8 + STANDBY_MAX_FDS);
-		if (high < 0)
-			die("move signalfd");
-		close(sfd);
-		sfd = high;
-	}
 	// The host has moved this process into the sandbox's cgroups, so a
 	// cgroup namespace made now has them as its root.
 	if (s->unshare_cgroup && unshare(CLONE_NEWCGROUP) < 0)
@@ -1122,11 +1137,9 @@ static void run_init(int standby) {
 		die("set hostname %s", s->hostname);
 	if (s->loopback)
 		loopback_up();
-	if (standby)
-		await_workload(s);
 	if (s->tty)
 		make_terminal(s);
-	pid_t pid = start(s);
+	pid_t pid = start(s, standby);
 	reap(pid, sfd);
 }
 
@@ -1145,7 +1158,7 @@ static void run_exec(void) {
 	if (chdir("/") < 0)
 		die("chdir /");
 	int sfd = block_signals();
-	pid_t pid = start(s);
+	pid_t pid = start(s, 0);
 	reap(pid, sfd);
 }
 
