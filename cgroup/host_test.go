@@ -143,6 +143,16 @@ func TestLifecycle(t *testing.T) {
 			if canLimit(t, m, "memory") && s.Memory == 0 {
 				t.Errorf("Stats.Memory = 0")
 			}
+			u, err := c.Usage()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if u.CPU < s.CPU || u.OOMKills != s.OOMKills || u.Pids != 0 || u.Memory != 0 {
+				t.Errorf("Usage %+v after Stats %+v", u, s)
+			}
+			if canLimit(t, m, "memory") && u.MemoryPeak < s.Memory {
+				t.Errorf("Usage.MemoryPeak = %d, below Stats.Memory %d", u.MemoryPeak, s.Memory)
+			}
 
 			// Kill, with the cgroup frozen again: Kill must cope and
 			// leave it thawed.

@@ -3,6 +3,7 @@
 package cgroup
 
 import (
+	"fmt"
 	"path/filepath"
 	"time"
 )
@@ -47,6 +48,62 @@ func (c *Cgroup) Stats() (Stats, error) {
 		return Stats{}, err
 	}
 	return s, nil
+}
+
+// Usage returns what the cgroup's tasks have used in all: CPU, MemoryPeak
+// and OOMKills, the other fields left zero. It reads three files where
+// Stats reads up to eleven: the summary of a sandbox that has ended.
+func (c *Cgroup) Usage() (Stats, error) {
+	var s Stats
+	switch dir := c.v1["cpuacct"]; {
+	case dir != "":
+		n, err := readExisting(filepath.Join(dir, "cpuacct.usage"))
+		if err != nil {
+			return Stats{}, err
+		}
+		s.CPU = time.Duration(n)
+	case c.unified != "":
+		kv, ok, err := readKeyed(filepath.Join(c.unified, "cpu.stat"))
+		if err == nil && !ok {
+			err = fmt.Errorf("cgroup: %s: %w", c.unified, ErrNotFound)
+		}
+		if err != nil {
+			return Stats{}, err
+		}
+		s.CPU = time.Duration(kv["usage_usec"]) * time.Microsecond
+	}
+	peak, events := "", ""
+	switch dir := c.v1["memory"]; {
+	case dir != "":
+		peak, events = filepath.Join(dir, "memory.max_usage_in_bytes"), filepath.Join(dir, "memory.oom_control")
+	case c.unified != "" && len(c.v1) == 0:
+		peak, events = filepath.Join(c.unified, "memory.peak"), filepath.Join(c.unified, "memory.events")
+	default:
+		return s, nil
+	}
+	// Missing without the memory controller, or before Linux 5.19
+	// (memory.peak): zero, as Stats has it.
+	n, _, err := readUint(peak)
+	if err != nil {
+		return Stats{}, err
+	}
+	s.MemoryPeak = n
+	kv, _, err := readKeyed(events)
+	if err != nil {
+		return Stats{}, err
+	}
+	s.OOMKills = kv["oom_kill"]
+	return s, nil
+}
+
+// readExisting is readUint for a file that must be there: its absence
+// means the cgroup is gone.
+func readExisting(path string) (uint64, error) {
+	n, ok, err := readUint(path)
+	if err == nil && !ok {
+		err = fmt.Errorf("cgroup: %s: %w", filepath.Dir(path), ErrNotFound)
+	}
+	return n, err
 }
 
 // OOMKilled reports whether the OOM killer has killed any task of the

@@ -62,7 +62,7 @@ func (s *Sandbox) Exec(ctx context.Context, o *ExecOptions) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, err)
 	}
-	spec, err := s.processSpec(&base, rootfs, sec, plan)
+	spec, err := s.processSpec(&base, rootfs, sec, plan, nil)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, err)
 	}

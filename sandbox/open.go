@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/layerfs"
@@ -21,23 +22,11 @@ func Open(ctx context.Context, id string, opts *Options) (*Sandbox, error) {
 		o = *opts
 	}
 	s := New("", &o)
-	states, err := ReadStates(s.stateRoot())
+	st, err := findState(ctx, s.stateRoot(), id)
 	if err != nil {
 		return nil, err
 	}
-	var st *State
-	for i := range states {
-		if len(id) >= 4 && states[i].ID[:min(len(id), len(states[i].ID))] == id {
-			if st != nil {
-				return nil, fmt.Errorf("sandbox %s: %w", id, ErrAmbiguousID)
-			}
-			st = &states[i]
-		}
-	}
-	if st == nil {
-		return nil, fmt.Errorf("sandbox %s: %w", id, ErrNotFound)
-	}
-	if !st.Init.alive() || !st.Alive() {
+	if st.Pending || !st.Init.alive() || !st.Alive() {
 		return nil, fmt.Errorf("sandbox %s: %w", st.ID, ErrNotRunning)
 	}
 	proc, err := os.FindProcess(st.Init.PID)
@@ -83,4 +72,41 @@ func firstNonEmpty(a, b string) string {
 		return a
 	}
 	return b
+}
+
+// pendingWait is how long Open waits for a starting sandbox's record to be
+// completed; its start has returned a few hundred microseconds before.
+const pendingWait = time.Second
+
+// findState returns the record of the sandbox id (or a unique prefix of
+// it) names, once it is complete.
+func findState(ctx context.Context, stateRoot, id string) (*State, error) {
+	deadline := time.Now().Add(pendingWait)
+	for {
+		states, err := ReadStates(stateRoot)
+		if err != nil {
+			return nil, err
+		}
+		var st *State
+		for i := range states {
+			if len(id) >= 4 && states[i].ID[:min(len(id), len(states[i].ID))] == id {
+				if st != nil {
+					return nil, fmt.Errorf("sandbox %s: %w", id, ErrAmbiguousID)
+				}
+				st = &states[i]
+			}
+		}
+		if st == nil {
+			return nil, fmt.Errorf("sandbox %s: %w", id, ErrNotFound)
+		}
+		// A sandbox waiting in a pool stays pending until it is used.
+		if !st.Pending || time.Now().After(deadline) {
+			return st, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
 }

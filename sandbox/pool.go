@@ -43,6 +43,8 @@ type Pool struct {
 	cancel context.CancelFunc
 	filled chan struct{} // closed when the filler has stopped
 
+	cache specCache
+
 	mu       sync.Mutex
 	closed   bool
 	teardown sync.WaitGroup // used sandboxes being torn down
@@ -298,7 +300,7 @@ func (p *Pool) build(ctx context.Context) (_ *Sandbox, err error) {
 	e.standby = lp
 	// What Recover and other processes need is known now; the take adds
 	// only the workload's part.
-	e.state.Rootfs, e.state.Security = rootfs, sec
+	e.state.Rootfs = rootfs
 	if st, err := procStartTime(lp.cmd.Process.Pid); err == nil {
 		e.state.Init = procID{PID: lp.cmd.Process.Pid, StartTime: st}
 	}
@@ -388,7 +390,7 @@ func (s *Sandbox) startFromPool(ctx context.Context) error {
 	if files.console != nil {
 		defer files.console.Close()
 	}
-	return s.finishStart(ctx, p, files.console, rootfs, sec)
+	return s.finishStart(ctx, p, files.console, rootfs)
 }
 
 // poolFiles are the descriptors a pooled sandbox's workload is sent.

@@ -316,12 +316,12 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 	if err := p.run(spec); err != nil {
 		return err
 	}
-	return s.finishStart(ctx, p, console, rootfs, sec)
+	return s.finishStart(ctx, p, console, rootfs)
 }
 
 // finishStart finishes a start whose workload runs: the terminal, the
 // supervisor and the record.
-func (s *Sandbox) finishStart(ctx context.Context, p *launched, console *os.File, rootfs string, sec *security.Config) error {
+func (s *Sandbox) finishStart(ctx context.Context, p *launched, console *os.File, rootfs string) error {
 	if console != nil {
 		if err := s.attachTerminal(console); err != nil {
 			p.abandon()
@@ -330,19 +330,24 @@ func (s *Sandbox) finishStart(ctx context.Context, p *launched, console *os.File
 	}
 	s.cmd, s.status, s.proc = p.cmd, p.status, p.cmd.Process
 	s.result = &Result{Started: p.started}
-	go s.supervise(ctx, p)
-
 	s.rootfs = rootfs
 	s.state.Rootfs = rootfs
-	// Only Exec from other processes needs it, and it is the largest part
-	// of the record (the seccomp profile): written once, now.
-	s.state.Security = sec
-	if st, err := procStartTime(s.proc.Pid); err == nil {
-		s.state.Init = procID{PID: s.proc.Pid, StartTime: st}
-	}
-	if err := writeState(s.stateDir(), &s.state); err != nil {
-		s.log.Warn("update sandbox state", "id", s.id, "err", err)
-	}
+	s.state.Pending = false
+	// The record is completed beside the workload, after Start has
+	// returned: until then it says Pending, which Open waits out. The
+	// teardown waits for it.
+	record, recorded := s.state, make(chan struct{})
+	go func() {
+		defer close(recorded)
+		if st, err := procStartTime(p.cmd.Process.Pid); err == nil && record.Init.PID == 0 {
+			record.Init = procID{PID: p.cmd.Process.Pid, StartTime: st}
+		}
+		if err := writeState(s.stateDir(), &record); err != nil {
+			s.log.Warn("update sandbox state", "id", s.id, "err", err)
+		}
+	}()
+	s.undo = append(s.undo, func() error { <-recorded; return nil })
+	go s.supervise(ctx, p)
 	return nil
 }
 
@@ -384,6 +389,9 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 		ID: s.id, Image: s.ref, Args: s.opts.Args, Created: time.Now().UTC(), Host: self(),
 		RootfsKey: "sandbox-" + s.id, Cgroup: s.id, Parent: cgm.Parent(),
 		ImageDigest: s.img.Digest.String(), Env: s.opts.Env, User: s.opts.User, Dir: s.opts.Dir,
+		// Exec from other processes needs it, and it is the largest
+		// part of the record (the seccomp profile): written once, now.
+		Security: sec, Pending: true,
 	}
 	if st, ok := s.storage.(*layerfs.Store); ok {
 		s.state.Store = st.Root()
@@ -770,11 +778,8 @@ func (s *Sandbox) supervise(ctx context.Context, p *launched) {
 		}
 	}
 	r.TimedOut, r.Canceled = s.killed.timeout, s.killed.cancel
-	if stats, err := s.cg.Stats(); err == nil {
-		r.PeakMemory, r.CPUTime = stats.MemoryPeak, stats.CPU
-	}
-	if oom, err := s.cg.OOMKilled(); err == nil {
-		r.OOMKilled = oom
+	if stats, err := s.cg.Usage(); err == nil {
+		r.PeakMemory, r.CPUTime, r.OOMKilled = stats.MemoryPeak, stats.CPU, stats.OOMKills > 0
 	}
 	if finalErr != nil {
 		s.log.Warn("sandbox status", "id", s.id, "err", finalErr)

@@ -61,7 +61,11 @@ func (s *Sandbox) lsmPlan(sec *security.Config) (*security.LSMPlan, error) {
 // workloadSpec is the workload's part of the spec: its process, and the
 // descriptors and terminal it gets.
 func (s *Sandbox) workloadSpec(rootfs string, sec *security.Config, plan *security.LSMPlan) (*nsinit.Spec, error) {
-	spec, err := s.processSpec(&s.opts, rootfs, sec, plan)
+	var cache *specCache
+	if s.pool != nil {
+		cache = &s.pool.cache
+	}
+	spec, err := s.processSpec(&s.opts, rootfs, sec, plan, cache)
 	if err != nil {
 		return nil, err
 	}
@@ -163,10 +167,49 @@ func seccompProgram(sec *security.Config, caps uint64) ([]byte, error) {
 // root and a non-root workload differ).
 var defaultPrograms sync.Map
 
+// specCache keeps what a pool's sandboxes would otherwise each work out
+// again: users looked up in the image (every sandbox's rootfs is the same
+// unused copy of it when the lookup is made) and seccomp programs of the
+// pool's one security configuration.
+type specCache struct {
+	users    sync.Map // user spec → user
+	programs sync.Map // capability mask → []byte
+}
+
+func (c *specCache) user(rootfs, spec string) (user, error) {
+	if c == nil {
+		return resolveUser(rootfs, spec)
+	}
+	if u, ok := c.users.Load(spec); ok {
+		return u.(user), nil
+	}
+	u, err := resolveUser(rootfs, spec)
+	if err == nil {
+		c.users.Store(spec, u)
+	}
+	return u, err
+}
+
+func (c *specCache) program(sec *security.Config, caps uint64) ([]byte, error) {
+	if c == nil {
+		return seccompProgram(sec, caps)
+	}
+	if p, ok := c.programs.Load(caps); ok {
+		return p.([]byte), nil
+	}
+	p, err := seccompProgram(sec, caps)
+	if err == nil {
+		c.programs.Store(caps, p)
+	}
+	return p, err
+}
+
 // processSpec describes one process of the sandbox, its workload or one
 // that Exec adds: command, environment, directory, user, and the
-// privileges sec and plan leave it.
-func (s *Sandbox) processSpec(o *Options, rootfs string, sec *security.Config, plan *security.LSMPlan) (*nsinit.Spec, error) {
+// privileges sec and plan leave it. cache, if not nil, is the pool's whose
+// sandbox starts (never Exec's, which must see the image as the workload
+// has left it).
+func (s *Sandbox) processSpec(o *Options, rootfs string, sec *security.Config, plan *security.LSMPlan, cache *specCache) (*nsinit.Spec, error) {
 	cfg := s.img.Config.Config
 	spec := &nsinit.Spec{}
 	spec.Args = o.Args
@@ -196,7 +239,7 @@ func (s *Sandbox) processSpec(o *Options, rootfs string, sec *security.Config, p
 	if userSpec == "" {
 		userSpec = cfg.User
 	}
-	u, err := resolveUser(rootfs, userSpec)
+	u, err := cache.user(rootfs, userSpec)
 	if err != nil {
 		return nil, err
 	}
@@ -220,7 +263,7 @@ func (s *Sandbox) processSpec(o *Options, rootfs string, sec *security.Config, p
 	}
 	spec.NoNewPrivs = sec.NoNewPrivileges
 	if sec.Seccomp != nil {
-		if spec.Seccomp, err = seccompProgram(sec, caps); err != nil {
+		if spec.Seccomp, err = cache.program(sec, caps); err != nil {
 			return nil, err
 		}
 		spec.SeccompFlags = sec.Seccomp.FilterFlags()

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -42,6 +43,11 @@ type State struct {
 	User        string           `json:"user,omitempty"`
 	Dir         string           `json:"dir,omitempty"`
 	Security    *security.Config `json:"security,omitempty"`
+
+	// Pending means the record is not complete: the sandbox is starting,
+	// or waits in a Pool for its workload. Its PID 1 and workload are
+	// recorded just after Start returns, off the start's path.
+	Pending bool `json:"pending,omitempty"`
 }
 
 // procID names a process for as long as it lives: a pid alone could be
@@ -70,11 +76,11 @@ func procStartTime(pid int) (uint64, error) {
 	return strconv.ParseUint(f[19], 10, 64)
 }
 
-func self() procID {
+var self = sync.OnceValue(func() procID {
 	pid := os.Getpid()
 	st, _ := procStartTime(pid)
 	return procID{PID: pid, StartTime: st}
-}
+})
 
 // alive reports whether the process p names still runs.
 func (p procID) alive() bool {
