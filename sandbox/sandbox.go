@@ -899,10 +899,14 @@ func (s *Sandbox) Close() error {
 		return nil
 	}
 	s.closed = true
-	started := s.started
+	started, handle := s.started, s.cmd == nil && s.proc != nil
 	s.mu.Unlock()
 	if !started {
 		return nil
+	}
+	if handle {
+		// Open's: the sandbox is its starter's to end.
+		return s.proc.Release()
 	}
 	select {
 	case <-s.done:

@@ -7,13 +7,16 @@ import (
 	"github.com/berth-dev/berth/netplug"
 
 	"bufio"
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berth-dev/berth/cgroup"
 )
@@ -139,4 +142,60 @@ func networkCounts(t *testing.T, runDir string) netCounts {
 	leases, _ := filepath.Glob(filepath.Join(runDir, "ipam", "*", "[0-9]*"))
 	c.leases = len(leases)
 	return c
+}
+
+// Another process's handle, opened the moment Start returns, already sees
+// the sandbox as started: its record is completed after Start, and Open
+// waits for that. A sandbox still waiting in a pool is not running.
+func TestOpenRightAfterStart(t *testing.T) {
+	p, err := NewPool(context.Background(), "alpine:test", opts(nil), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for _, sb := range []*Sandbox{
+		New("alpine:test", opts(func(o *Options) { o.Args = []string{"sleep", "30"}; o.User = "nobody" })),
+		p.New(&Options{Args: []string{"sleep", "30"}, User: "nobody"}),
+	} {
+		if err := sb.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		h, err := Open(context.Background(), sb.ID(), &Options{Storage: testEnv.store, Cgroups: testEnv.cgroups, StateDir: testEnv.stateDir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		res, err := h.Exec(context.Background(), &ExecOptions{Args: []string{"id", "-u"}, Stdout: &out})
+		if err != nil || !res.Success() || out.String() != "65534\n" {
+			t.Errorf("exec through a handle: %+v %v %q", res, err, out.String())
+		}
+		h.Close()
+		sb.Close()
+	}
+	// The pool has built its next sandbox by now, or soon: its record
+	// stays pending, and Open gives up when its context ends.
+	var standby string
+	for range 100 {
+		for _, st := range must(ReadStates(testEnv.stateDir)) {
+			if st.Pending {
+				standby = st.ID
+			}
+		}
+		if standby != "" {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := Open(ctx, standby, &Options{StateDir: testEnv.stateDir}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("open a sandbox waiting in a pool: %v", err)
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
