@@ -169,7 +169,12 @@ func TestOpenRightAfterStart(t *testing.T) {
 		if err != nil || !res.Success() || out.String() != "65534\n" {
 			t.Errorf("exec through a handle: %+v %v %q", res, err, out.String())
 		}
-		h.Close()
+		if err := h.Close(); err != nil {
+			t.Errorf("close the handle: %v", err)
+		}
+		if _, err := sb.Stats(); err != nil {
+			t.Errorf("the sandbox after its handle closed: %v", err)
+		}
 		sb.Close()
 	}
 	// The pool has built its next sandbox by now, or soon: its record
