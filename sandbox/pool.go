@@ -15,6 +15,7 @@ import (
 
 	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/sandbox/internal/nsinit"
+	"github.com/berth-dev/berth/security"
 )
 
 // ErrPoolClosed is returned by Start for a sandbox whose pool is closed.
@@ -247,7 +248,6 @@ func (p *Pool) take(ctx context.Context) (*Sandbox, error) {
 	if closed {
 		return nil, ErrPoolClosed
 	}
-	defer p.kick()
 	select {
 	case e := <-p.ready:
 		return e, nil
@@ -280,6 +280,11 @@ func (p *Pool) build(ctx context.Context) (_ *Sandbox, err error) {
 	if err := e.sandboxSpec(spec, rootfs, e.stateDir(), sec, e.plan); err != nil {
 		return nil, err
 	}
+	bounding, err := security.CapabilityMask(sec.Capabilities)
+	if err != nil {
+		return nil, err
+	}
+	spec.Bounding = &bounding
 	e.state.Hostname = spec.Hostname
 	lp, _, err := e.launchInit(nsinit.ModeStandby, sec)
 	if err != nil {
@@ -347,6 +352,9 @@ func (s *Sandbox) startFromPool(ctx context.Context) error {
 	if s.poolErr != nil {
 		return s.poolErr
 	}
+	// The pool builds the next sandbox once this one has started, not
+	// beside it: on a small machine the two would slow each other.
+	defer s.pool.kick()
 	e, err := s.pool.take(ctx)
 	if err != nil {
 		return err

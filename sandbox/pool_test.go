@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/cgroup"
+	"github.com/berth-dev/berth/security"
 )
 
 // leftBehind reports what of berth's a test left: rootfses, cgroups,
@@ -58,10 +60,17 @@ func TestPool(t *testing.T) {
 	if err != nil || strings.TrimSpace(bomb.String()) == "80" {
 		t.Errorf("pids limit: %+v %v %q", res, err, bomb.String())
 	}
+	// The bounding set, dropped to while the sandbox waited, is the
+	// configuration's.
+	mask, err := security.CapabilityMask(defaultSecurity().Capabilities)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bounding := fmt.Sprintf("CapBnd:\t%016x", mask)
 	for i := range 4 {
 		var stdout, stderr bytes.Buffer
 		sb := p.New(&Options{
-			Args:   []string{"/bin/sh", "-c", `read x; echo "$x $FROM_POOL $HOSTNAME $(id -u) $(pwd)"; echo err >&2; echo quiet >/dev/null; grep CapEff /proc/self/status; exit 7`},
+			Args:   []string{"/bin/sh", "-c", `read x; echo "$x $FROM_POOL $HOSTNAME $(id -u) $(pwd)"; echo err >&2; echo quiet >/dev/null; grep CapEff /proc/self/status; grep CapBnd /proc/self/status; exit 7`},
 			Stdin:  strings.NewReader("in\n"),
 			Stdout: &stdout, Stderr: &stderr,
 			User: "nobody", Dir: "/tmp",
@@ -74,7 +83,7 @@ func TestPool(t *testing.T) {
 			t.Errorf("run %d: %+v", i, res)
 		}
 		lines := strings.Split(stdout.String(), "\n")
-		if len(lines) < 3 || lines[0] != "in 1 pooled 65534 /tmp" || lines[1] != "CapEff:\t0000000000000000" {
+		if len(lines) < 3 || lines[0] != "in 1 pooled 65534 /tmp" || lines[1] != "CapEff:\t0000000000000000" || lines[2] != bounding {
 			t.Errorf("run %d: stdout %q", i, stdout.String())
 		}
 		if stderr.String() != "err\n" {

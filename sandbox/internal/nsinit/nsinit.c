@@ -164,6 +164,8 @@ struct spec {
 	} *writes;         // written just before exec
 	int nwrites;
 	int namespaces;    // exec mode: CLONE_NEW* to join
+	uint64_t bounding; // standby: the bounding set, dropped to ahead of the workload
+	int have_bounding;
 };
 
 static char *read_all(int fd, size_t *len) {
@@ -277,6 +279,10 @@ static void parse_spec(struct spec *s, char *buf, size_t len) {
 		case TAG_LANDLOCK: s->landlock = num(v, "landlock rights"); break;
 		case TAG_SECCOMP_FLAGS: s->seccomp_flags = (unsigned int)num(v, "seccomp flags"); break;
 		case TAG_NETNS_FD: s->netns_fd = (int)num(v, "netns fd"); break;
+		case TAG_BOUNDING:
+			s->bounding = num(v, "bounding set");
+			s->have_bounding = 1;
+			break;
 		case TAG_EXTRA_FILES: s->extra_files = (int)num(v, "extra files"); break;
 		case TAG_EXEC_WRITE: {
 			if (fields(v, n, f, 2) != 2) {
@@ -659,16 +665,28 @@ static int capset_(uint64_t eff, uint64_t perm, uint64_t inh) {
 	return (int)syscall(SYS_capset, &h, d);
 }
 
+// drop_bounding drops from the bounding set every capability not in keep.
+// Each drop commits new credentials, which costs: those already gone are
+// skipped, and the first one the kernel does not know ends the loop.
+static void drop_bounding(uint64_t keep) {
+	for (int c = 0; c <= 63; c++) {
+		if (keep & (1ULL << c))
+			continue;
+		int have = prctl(PR_CAPBSET_READ, c, 0, 0, 0);
+		if (have < 0 && errno == EINVAL)
+			break;
+		if (have == 0)
+			continue;
+		if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0)
+			die("drop capability %d from the bounding set", c);
+	}
+}
+
 static void drop_privileges(struct spec *s) {
 	if (s->have_caps) {
 		// The bounding set first: dropping from it needs CAP_SETPCAP,
 		// which the effective set may be about to lose.
-		for (int c = 0; c <= 63; c++) {
-			if (s->caps[0] & (1ULL << c))
-				continue;
-			if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 && errno != EINVAL)
-				die("drop capability %d from the bounding set", c);
-		}
+		drop_bounding(s->caps[0]);
 		// Keep the permitted set across the uid change; the capset after
 		// it sets what remains.
 		if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
@@ -1096,6 +1114,11 @@ static void await_workload(struct spec *s, int *errfd) {
 		die("move the error pipe");
 	close(*errfd);
 	*errfd = status_fd = high;
+	// What depends only on the sandbox's configuration is done while it
+	// waits: dropping from the bounding set costs a credential commit per
+	// capability.
+	if (s->have_bounding)
+		drop_bounding(s->bounding);
 	size_t len;
 	int fds[STANDBY_MAX_FDS], nfds;
 	char *buf = read_message(&len, fds, &nfds);

@@ -115,6 +115,9 @@ type Spec struct {
 	// ExecWrites are written, in order, by the workload's process just
 	// before it execs: LSM labels through /proc/thread-self/attr.
 	ExecWrites []FileWrite
+	// Bounding, in a standby init's first message, is the bounding set
+	// the workload's process drops to while it waits for its workload.
+	Bounding *uint64
 }
 
 // FileWrite is a file and what to write to it.
@@ -202,6 +205,9 @@ func (s *Spec) Encode() []byte {
 	}
 	if s.NetnsFD != 0 {
 		rec(C.TAG_NETNS_FD, strconv.Itoa(s.NetnsFD))
+	}
+	if s.Bounding != nil {
+		rec(C.TAG_BOUNDING, u(*s.Bounding))
 	}
 	for _, w := range s.ExecWrites {
 		rec(C.TAG_EXEC_WRITE, w.Path, w.Data)

@@ -33,6 +33,7 @@ enum {
 	TAG_EXEC_WRITE,
 	TAG_SECCOMP_FLAGS,
 	TAG_NETNS_FD,
+	TAG_BOUNDING,
 };
 
 // A standby init's messages are framed: a 4-byte length, then records.
