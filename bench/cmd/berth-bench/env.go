@@ -38,6 +38,7 @@ type env struct {
 	nets         *netplug.Networks
 	bridge       sandbox.Network
 	pool         *netplug.Pool
+	sandboxes    *sandbox.Pool // sandboxes built ahead of time
 	podman       []string // podman's global flags: private storage and cgroups
 	podmanUlimit []string
 
@@ -145,7 +146,7 @@ func setup(ctx context.Context, tarball string) (*env, error) {
 	}
 
 	e.note("runc and crun get a bundle per container (config.json written inside the timed run, tens of microseconds) so each has a cgroup of its own")
-	e.tools = []*tool{e.berthAPI(), e.berthCLI(), e.ociTool("runc", "runc"), e.ociTool("crun", "crun"),
+	e.tools = []*tool{e.berthAPI(), e.berthPool(ctx), e.berthCLI(), e.ociTool("runc", "runc"), e.ociTool("crun", "crun"),
 		e.ociTool("crun (cgroups disabled)", "crun", "--cgroup-manager=disabled"), e.bwrap(), e.podmanTool(ctx)}
 	return e, nil
 }
@@ -228,6 +229,31 @@ func (e *env) berthAPI() *tool {
 			return b, nil
 		},
 	}
+}
+
+// berthPool is berth through the Go API with a sandbox.Pool of two: each
+// run takes a sandbox built ahead of time, while the pool builds the next
+// and tears the last down in the background.
+func (e *env) berthPool(ctx context.Context) *tool {
+	t := &tool{name: "berth (Go API, sandbox.Pool)", version: "this tree"}
+	p, err := sandbox.NewPool(ctx, "alpine:bench", e.berthOptions(), 2)
+	if err != nil {
+		t.err = err.Error()
+		return t
+	}
+	e.sandboxes = p
+	e.onCleanup(p.Close)
+	t.run = func(ctx context.Context) error {
+		res, err := p.New(&sandbox.Options{Args: []string{"true"}}).Run(ctx)
+		if err != nil {
+			return err
+		}
+		if !res.Success() {
+			return fmt.Errorf("exit code %d, signal %d", res.ExitCode, res.Signal)
+		}
+		return nil
+	}
+	return t
 }
 
 func runBerth(ctx context.Context, o *sandbox.Options) error {

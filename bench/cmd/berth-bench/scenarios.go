@@ -248,9 +248,20 @@ type Throughput struct {
 }
 
 func scenarioThroughput(ctx context.Context, e *env, cfg config, res *Results) error {
-	t := e.tools[0]
+	for _, t := range e.tools[:2] { // berth (Go API), and from a sandbox.Pool
+		if t.run == nil || t.err != "" {
+			continue
+		}
+		if err := throughput(ctx, t, cfg, res); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func throughput(ctx context.Context, t *tool, cfg config, res *Results) error {
 	for _, workers := range []int{1, 2} {
-		progress("throughput: %d worker(s) for %v", workers, cfg.ThroughputTime)
+		progress("throughput: %s, %d worker(s) for %v", t.name, workers, cfg.ThroughputTime)
 		var runs atomic.Int64
 		var firstErr atomic.Value
 		deadline := time.Now().Add(cfg.ThroughputTime)
