@@ -39,7 +39,7 @@ type env struct {
 	bridge       sandbox.Network
 	pool         *netplug.Pool
 	sandboxes    *sandbox.Pool // sandboxes built ahead of time
-	podman       []string // podman's global flags: private storage and cgroups
+	podman       []string      // podman's global flags: private storage and cgroups
 	podmanUlimit []string
 
 	tools []*tool
