@@ -66,9 +66,9 @@ func decide(t testing.TB, prog []byte, a seccomp.ScmpArch, name string, args ...
 
 func decideNr(t testing.TB, prog []byte, audit, nr uint32, args ...uint64) string {
 	t.Helper()
-	c := call{nr: nr, arch: audit}
-	copy(c.args[:], args)
-	v, err := runFilter(prog, c)
+	c := Syscall{Nr: nr, Arch: audit}
+	copy(c.Args[:], args)
+	v, err := Evaluate(prog, c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,10 +368,10 @@ func TestOptimizedFilterAgrees(t *testing.T) {
 			for _, base := range []uint32{0, x32Bit} {
 				for nr := base; nr < base+560; nr++ {
 					for _, args := range argSets {
-						c := call{nr: nr, arch: audit}
-						copy(c.args[:], args)
-						a, err1 := runFilter(tree, c)
-						b, err2 := runFilter(list, c)
+						c := Syscall{Nr: nr, Arch: audit}
+						copy(c.Args[:], args)
+						a, err1 := Evaluate(tree, c)
+						b, err2 := Evaluate(list, c)
 						if err := errors.Join(err1, err2); err != nil {
 							t.Fatal(err)
 						}
@@ -405,7 +405,7 @@ func TestAuditArchitectures(t *testing.T) {
 		if b.x32 {
 			nr |= x32Bit
 		}
-		if v, err := runFilter(prog, call{arch: b.audit, nr: nr}); err != nil || v != unix.SECCOMP_RET_ALLOW {
+		if v, err := Evaluate(prog, Syscall{Arch: b.audit, Nr: nr}); err != nil || v != unix.SECCOMP_RET_ALLOW {
 			t.Errorf("%s: audit architecture %#x is not libseccomp's (%s, %v)", b.arch, b.audit, actionName(v), err)
 		}
 	}
@@ -731,5 +731,38 @@ func TestCompileConcurrently(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// Allows says whether a program lets a list of calls through, as the
+// kernel would decide each of them.
+func TestAllows(t *testing.T) {
+	arch := NativeAuditArch()
+	if arch != unix.AUDIT_ARCH_X86_64 {
+		t.Skipf("the calls below are x86-64's; this machine's architecture is %#x", arch)
+	}
+	caps, err := CapabilityMask(Default().Capabilities)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog, err := Default().Seccomp.Compile(caps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ordinary := []Syscall{{Nr: unix.SYS_READ, Arch: arch}, {Nr: unix.SYS_SETRESUID, Arch: arch}, {Nr: unix.SYS_EXECVE, Arch: arch},
+		{Nr: unix.SYS_PRCTL, Arch: arch, Args: [6]uint64{unix.PR_SET_NO_NEW_PRIVS, 1}}}
+	if ok, err := Allows(prog, ordinary); !ok || err != nil {
+		t.Errorf("the default profile refuses ordinary calls: %v", err)
+	}
+	// Without CAP_SYS_ADMIN, no mount; the list fails on its one refusal.
+	if ok, err := Allows(prog, append(ordinary, Syscall{Nr: unix.SYS_MOUNT, Arch: arch})); ok || err != nil {
+		t.Errorf("mount allowed without CAP_SYS_ADMIN (%v)", err)
+	}
+	// The calls of another architecture than the program's are refused.
+	if ok, _ := Allows(prog, []Syscall{{Nr: unix.SYS_READ, Arch: unix.AUDIT_ARCH_S390X}}); ok {
+		t.Error("a call of s390x allowed")
+	}
+	if _, err := Allows(prog[:12], ordinary); err == nil {
+		t.Error("a program cut mid-instruction was run")
 	}
 }
