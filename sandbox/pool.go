@@ -44,7 +44,9 @@ type Pool struct {
 	cancel context.CancelFunc
 	filled chan struct{} // closed when the filler has stopped
 
-	cache specCache
+	cache     specCache
+	early     sync.Once
+	earlyProg []byte // the seccomp program loaded while waiting, if any
 
 	mu       sync.Mutex
 	closed   bool
@@ -285,6 +287,9 @@ func (p *Pool) build(ctx context.Context) (_ *Sandbox, err error) {
 		return nil, err
 	}
 	spec.Bounding = &bounding
+	if prog := p.earlySeccomp(sec, bounding); prog != nil {
+		spec.Seccomp, spec.SeccompFlags, spec.NoNewPrivs = prog, sec.Seccomp.FilterFlags(), sec.NoNewPrivileges
+	}
 	e.state.Hostname = spec.Hostname
 	lp, _, err := e.launchInit(nsinit.ModeStandby, sec)
 	if err != nil {
@@ -314,6 +319,33 @@ func (p *Pool) build(ctx context.Context) (_ *Sandbox, err error) {
 		return nil, err
 	}
 	return e, nil
+}
+
+// earlySeccomp returns the seccomp program the pool's sandboxes load while
+// they wait, or nil if they load it just before the exec: there is none,
+// or it refuses a call that the rest of the set-up makes (a custom
+// profile may). Worked out once per pool.
+func (p *Pool) earlySeccomp(sec *security.Config, caps uint64) []byte {
+	p.early.Do(func() {
+		if sec.Seccomp == nil {
+			return
+		}
+		calls := nsinit.StandbySyscalls(sec.Landlock)
+		if calls == nil {
+			return
+		}
+		prog, err := p.cache.program(sec, caps)
+		if err != nil {
+			return // reported when a sandbox starts
+		}
+		ok, err := security.Allows(prog, calls)
+		if !ok || err != nil {
+			p.log.Debug("sandbox pool: seccomp filter loaded at the exec", "why", "it refuses a call of the set-up", "err", err)
+			return
+		}
+		p.earlyProg = prog
+	})
+	return p.earlyProg
 }
 
 // dropStandby frees a built sandbox that no workload used.
@@ -372,6 +404,10 @@ func (s *Sandbox) startFromPool(ctx context.Context) error {
 		return err
 	}
 	spec.Env = setDefaultEnv(spec.Env, "HOSTNAME", s.state.Hostname)
+	if s.pool.earlyProg != nil {
+		// Loaded already, while the sandbox waited.
+		spec.Seccomp, spec.SeccompFlags = nil, 0
+	}
 	s.state.Args, s.state.Env, s.state.User, s.state.Dir = s.opts.Args, s.opts.Env, s.opts.User, s.opts.Dir
 
 	files, err := s.workloadFiles()

@@ -262,3 +262,63 @@ func TestPoolStandbyKilled(t *testing.T) {
 		t.Errorf("after a dead standby: %+v %v", res, err)
 	}
 }
+
+// A pool's sandboxes are under the same filter as New's, loaded once: while
+// they wait when the filter lets the rest of their set-up through, just
+// before the exec when it does not.
+func TestPoolSeccomp(t *testing.T) {
+	dir, err := probe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	setsidRefused, err := security.ParseSeccompProfile([]byte(`{
+		"defaultAction": "SCMP_ACT_ALLOW",
+		"syscalls": [{"names": ["setsid", "mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+	}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	custom := security.Default()
+	custom.Seccomp = setsidRefused
+	for _, c := range []struct {
+		name  string
+		sec   *security.Config
+		early bool
+		calls []string
+		want  map[string]string
+	}{
+		{"default", nil, true, refusedByDefault, nil},
+		{"refuses setsid", custom, false, []string{"mkdir", "getpid"}, map[string]string{"mkdir": "EACCES", "getpid": "OK"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := newPool(t, opts(func(o *Options) {
+				o.Security = c.sec
+				o.Mounts = []Mount{{Source: dir, Destination: "/probe", ReadOnly: true}}
+			}), 1)
+			defer p.Close()
+			if early := p.earlyProg != nil; early != c.early {
+				t.Errorf("filter loaded while waiting: %v, want %v", early, c.early)
+			}
+			var out bytes.Buffer
+			res, err := p.New(&Options{Args: append([]string{"/probe/probe"}, c.calls...), Stdout: &out}).Run(context.Background())
+			if err != nil || !res.Success() {
+				t.Fatal(res, err)
+			}
+			for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+				name, result, _ := strings.Cut(l, " ")
+				want := "EPERM"
+				if c.want != nil {
+					want = c.want[name]
+				}
+				if result != want {
+					t.Errorf("%s: %s, want %s", name, result, want)
+				}
+			}
+			out.Reset()
+			res, err = p.New(&Options{Args: []string{"grep", "-E", "^(Seccomp|Seccomp_filters|NoNewPrivs):", "/proc/self/status"}, Stdout: &out}).Run(context.Background())
+			if err != nil || !res.Success() || out.String() != "NoNewPrivs:\t1\nSeccomp:\t2\nSeccomp_filters:\t1\n" {
+				t.Errorf("status: %q %v", out.String(), err)
+			}
+		})
+	}
+}

@@ -9,9 +9,10 @@
 // instead, through a pidfd on its PID 1, and runs one more process there.
 //
 // Standby mode (_BERTH_INIT=standby) is an init built ahead of its
-// workload, for a pool: it sets the sandbox up from a first message, forks
-// the workload's process, reports "P", and that process execs the workload
-// once a second message names it.
+// workload, for a pool: it sets the sandbox up from a first message and
+// forks the workload's process, which does what it can ahead (bounding
+// set, seccomp filter), reports "P", and execs the workload once a second
+// message names it.
 //
 // Protocol. Spec, on fd 3: records of a 2-byte tag, a 4-byte length and
 // that many bytes, to EOF; in standby mode fd 3 is a socket and each of the
@@ -866,10 +867,8 @@ static pid_t start(struct spec *s, int standby) {
 		exec_workload(s, p[1]);
 	}
 	close(p[1]);
-	if (standby) {
+	if (standby)
 		close(SPEC_FD);
-		status("P");
-	}
 	char buf[512];
 	ssize_t n, got = 0;
 	while ((n = read(p[0], buf + got, sizeof buf - 1 - (size_t)got)) != 0) {
@@ -1119,6 +1118,19 @@ static void await_workload(struct spec *s, int *errfd) {
 	// capability.
 	if (s->have_bounding)
 		drop_bounding(s->bounding);
+	// A filter the host found to allow everything this process does from
+	// here on is loaded now rather than just before the exec: the kernel
+	// takes hundreds of microseconds to take a large one in.
+	if (s->seccomp.len) {
+		align_seccomp(s);
+		if (s->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+			die("set no_new_privs");
+		if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, s->seccomp_flags, &s->seccomp) < 0)
+			die("load seccomp filter");
+		s->seccomp.len = 0;
+	}
+	// Ready: said here, so that a failure above is the standby's error.
+	write_all(STATUS_FD, "P\n", 2);
 	size_t len;
 	int fds[STANDBY_MAX_FDS], nfds;
 	char *buf = read_message(&len, fds, &nfds);
