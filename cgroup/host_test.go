@@ -6,8 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -650,6 +652,51 @@ func TestRecoverPartial(t *testing.T) {
 			}
 			if _, err := m.Open(c.Name()); !errors.Is(err, ErrNotFound) {
 				t.Errorf("Open after Remove = %v, want ErrNotFound", err)
+			}
+		})
+	}
+}
+
+// A single-threaded process moves itself in through JoinFiles, in every
+// layout; so does one that could not open the files, running as another
+// user, because the files are opened for it.
+func TestJoinFiles(t *testing.T) {
+	for _, md := range modes() {
+		t.Run(md.name, func(t *testing.T) {
+			m := md.new(t)
+			for _, uid := range []uint32{0, 65534} {
+				c := create(t, m, nil)
+				files, err := c.JoinFiles(true)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var script strings.Builder
+				for i := range files {
+					fmt.Fprintf(&script, "echo 0 >&%d || exit 1\n", 3+i)
+				}
+				script.WriteString("cat /proc/self/cgroup; exec sleep 60\n")
+				// dash takes single-digit descriptors only.
+				cmd := exec.Command("/bin/bash", "-c", script.String())
+				cmd.ExtraFiles = files
+				cmd.Stderr = os.Stderr
+				cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+				out, err := cmd.StdoutPipe()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				for _, f := range files {
+					f.Close()
+				}
+				b := make([]byte, 4096)
+				n, _ := io.ReadAtLeast(out, b, 1)
+				checkMember(t, c, cmd.Process.Pid)
+				t.Logf("uid %d: %s", uid, b[:n])
+				cmd.Process.Kill()
+				cmd.Wait()
+				removeAndCheck(t, c)
 			}
 		})
 	}

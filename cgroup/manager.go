@@ -511,6 +511,42 @@ func (c *Cgroup) ProcsFiles() []string {
 	return files
 }
 
+// JoinFiles opens, for writing, the files through which a single-threaded
+// process moves itself into the cgroup by writing "0" to each: tasks in
+// every v1 hierarchy, and, if unified is set, the unified hierarchy's
+// cgroup.procs. Moving one thread into a v1 cgroup does not take the lock
+// that moving a process by PID does, whose first taker after a quiet
+// spell waits out an RCU grace period (milliseconds per start). Opened by
+// the caller, the files also let a process that could not open them, root
+// of a user namespace, move itself. The caller closes them.
+func (c *Cgroup) JoinFiles(unified bool) ([]*os.File, error) {
+	var files []*os.File
+	for _, dir := range hierarchies(c.v1, "") {
+		f, err := os.OpenFile(filepath.Join(dir, "tasks"), os.O_WRONLY, 0)
+		if err != nil {
+			for _, f := range files {
+				f.Close()
+			}
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("cgroup: %s: %w", dir, ErrNotFound)
+			}
+			return nil, fmt.Errorf("cgroup: %w", err)
+		}
+		files = append(files, f)
+	}
+	if unified && c.unified != "" {
+		f, err := os.OpenFile(filepath.Join(c.unified, "cgroup.procs"), os.O_WRONLY, 0)
+		if err != nil {
+			for _, f := range files {
+				f.Close()
+			}
+			return nil, fmt.Errorf("cgroup: %w", err)
+		}
+		files = append(files, f)
+	}
+	return files, nil
+}
+
 // V2Dir returns the cgroup's directory in the unified hierarchy, whose
 // descriptor can be passed to clone3 with CLONE_INTO_CGROUP. ok is false
 // in V1 mode. In Hybrid mode a child started that way must still join the
