@@ -299,6 +299,7 @@ func (p *Pool) build(ctx context.Context) (_ *Sandbox, err error) {
 		lp.abandon()
 		return nil, err
 	}
+	spec.CgroupFDs = lp.cgroupFDs
 	if err := nsinit.SendMessage(int(lp.specW.Fd()), spec.Encode(), nil); err != nil {
 		lp.abandon()
 		return nil, err

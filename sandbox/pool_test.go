@@ -322,3 +322,25 @@ func TestPoolSeccomp(t *testing.T) {
 		})
 	}
 }
+
+// Strict's user namespace, Landlock and read-only root hold in a pooled
+// sandbox as in New's; the filter allows the set-up under Landlock, so it
+// is loaded while the sandbox waits.
+func TestPoolStrict(t *testing.T) {
+	p := newPool(t, opts(func(o *Options) { o.Security = security.Strict() }), 1)
+	defer p.Close()
+	if p.earlyProg == nil {
+		t.Error("Strict's filter is not loaded while waiting")
+	}
+	var out, errOut bytes.Buffer
+	res, err := p.New(&Options{Args: []string{"/bin/sh", "-c", "cat /proc/self/uid_map; touch /etc/x 2>&1; grep -E '^(Seccomp_filters|CapEff):' /proc/self/status; ls /proc/1/root/ 2>&1 | head -1"},
+		Stdout: &out, Stderr: &errOut}).Run(context.Background())
+	if err != nil || !res.Success() {
+		t.Fatal(res, err, errOut.String())
+	}
+	got := strings.Fields(out.String())
+	want := []string{"0", "100000", "65536", "touch:", "/etc/x:", "Read-only", "file", "system", "CapEff:", "0000000000000000", "Seccomp_filters:", "1"}
+	if len(got) < len(want) || strings.Join(got[:len(want)], " ") != strings.Join(want, " ") {
+		t.Errorf("under Strict from a pool: %q, want it to start with %q", out.String(), strings.Join(want, " "))
+	}
+}

@@ -580,6 +580,9 @@ type launched struct {
 	statusR *os.File
 	specW   *os.File // until the spec is sent; a socket for a standby init
 	started time.Time
+	// cgroupFDs are the process's descriptors of the files it joins its
+	// cgroups through, for its spec.
+	cgroupFDs []int
 }
 
 // abandon kills a process whose workload has not started, and frees what
@@ -653,23 +656,27 @@ func launch(mode string, cg *cgroup.Cgroup, std stdio, extra []*os.File, attr *s
 		attr.UseCgroupFD = true
 		attr.CgroupFD = fd
 	}
+	// The process moves itself into the rest of its cgroups first thing,
+	// through files opened here: a process moving itself spares the kernel
+	// a global lock, and root of a user namespace could not open them.
+	join, err := cg.JoinFiles(!born)
+	if err != nil {
+		return fail(err)
+	}
+	defer func() {
+		for _, f := range join {
+			f.Close()
+		}
+	}()
+	var joinFDs []int
+	for i := range join {
+		joinFDs = append(joinFDs, 3+len(cmd.ExtraFiles)+i)
+	}
+	cmd.ExtraFiles = append(cmd.ExtraFiles, join...)
 	if err := cmd.Start(); err != nil {
 		return fail(fmt.Errorf("start %s: %w", mode, err))
 	}
-	// The process waits for its spec, so it is in all its cgroups before
-	// anything of the workload runs. The host moves it, not the process
-	// itself: root of a user namespace may not write the host's cgroup
-	// files, and a process born in the unified cgroup need not move there.
-	join := cg.Add
-	if born {
-		join = cg.AddV1
-	}
-	if err := join(cmd.Process.Pid); err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
-		return fail(err)
-	}
-	return &launched{cmd: cmd, status: nsinit.NewStatusReader(statusR), statusR: statusR, specW: specW, started: time.Now()}, nil
+	return &launched{cmd: cmd, status: nsinit.NewStatusReader(statusR), statusR: statusR, specW: specW, started: time.Now(), cgroupFDs: joinFDs}, nil
 }
 
 // run sends the spec and waits until the workload's exec has succeeded or
@@ -677,6 +684,7 @@ func launch(mode string, cg *cgroup.Cgroup, std stdio, extra []*os.File, attr *s
 func (p *launched) run(spec *nsinit.Spec) error {
 	// The spec fits the pipe's buffer unless a seccomp program is huge; a
 	// writer goroutine covers that case without costing the common one.
+	spec.CgroupFDs = p.cgroupFDs
 	enc := spec.Encode()
 	if len(enc) < 60<<10 {
 		p.specW.Write(enc)

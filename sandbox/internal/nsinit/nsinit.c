@@ -167,6 +167,8 @@ struct spec {
 	int namespaces;    // exec mode: CLONE_NEW* to join
 	uint64_t bounding; // standby: the bounding set, dropped to ahead of the workload
 	int have_bounding;
+	int *cgroup_fds;   // files to write "0" to, to join the sandbox's cgroups
+	int ncgroup_fds;
 };
 
 static char *read_all(int fd, size_t *len) {
@@ -280,6 +282,7 @@ static void parse_spec(struct spec *s, char *buf, size_t len) {
 		case TAG_LANDLOCK: s->landlock = num(v, "landlock rights"); break;
 		case TAG_SECCOMP_FLAGS: s->seccomp_flags = (unsigned int)num(v, "seccomp flags"); break;
 		case TAG_NETNS_FD: s->netns_fd = (int)num(v, "netns fd"); break;
+		case TAG_CGROUP_FD: PUSH(s->cgroup_fds, s->ncgroup_fds, (int)num(v, "cgroup fd")); break;
 		case TAG_BOUNDING:
 			s->bounding = num(v, "bounding set");
 			s->have_bounding = 1;
@@ -898,6 +901,20 @@ static pid_t start(struct spec *s, int standby) {
 
 // ---- PID 1 --------------------------------------------------------------------
 
+// join_cgroups moves this process into the sandbox's cgroups through the
+// files the host opened for it. Still single-threaded, it moves itself by
+// writing "0" to each v1 tasks file, which spares the kernel the global
+// lock a move by PID takes (and the RCU grace period its first taker
+// after a quiet spell waits for); and it is in them before anything of
+// the workload runs.
+static void join_cgroups(struct spec *s) {
+	for (int i = 0; i < s->ncgroup_fds; i++) {
+		if (write(s->cgroup_fds[i], "0", 1) != 1)
+			die("join the sandbox's cgroups");
+		close(s->cgroup_fds[i]);
+	}
+}
+
 // reap waits for the workload, forwarding signals to it and reaping every
 // orphan the kernel hands to PID 1, and exits with its status.
 __attribute__((noreturn)) static void reap(pid_t main_pid, int sfd) {
@@ -1150,13 +1167,14 @@ static void await_workload(struct spec *s, int *errfd) {
 static void run_init(int standby) {
 	prctl(PR_SET_NAME, "berth-init", 0, 0, 0);
 	struct spec *s = standby ? load_standby() : load_spec();
+	join_cgroups(s);
 	// No one in the sandbox may ptrace PID 1 or open its /proc entries,
 	// its exe link among them (runc's CVE-2019-5736 went through it).
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
 		die("set non-dumpable");
 	int sfd = block_signals();
-	// The host has moved this process into the sandbox's cgroups, so a
-	// cgroup namespace made now has them as its root.
+	// In the sandbox's cgroups now, a cgroup namespace made now has them
+	// as its root.
 	if (s->unshare_cgroup && unshare(CLONE_NEWCGROUP) < 0)
 		die("new cgroup namespace");
 	// Sharing another sandbox's network: join it before /sys is mounted,
@@ -1185,6 +1203,7 @@ static void run_exec(void) {
 	exec_mode = 1;
 	prctl(PR_SET_NAME, "berth-exec", 0, 0, 0);
 	struct spec *s = load_spec();
+	join_cgroups(s);
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
 		die("set non-dumpable");
 	if (setns(s->target_pidfd, s->namespaces) < 0)

@@ -115,6 +115,9 @@ type Spec struct {
 	// ExecWrites are written, in order, by the workload's process just
 	// before it execs: LSM labels through /proc/thread-self/attr.
 	ExecWrites []FileWrite
+	// CgroupFDs are the process's descriptors of its cgroups' files
+	// (cgroup.Cgroup.JoinFiles), which it writes "0" to first thing.
+	CgroupFDs []int
 	// Bounding, in a standby init's first message, is the bounding set
 	// the workload's process drops to while it waits for its workload.
 	Bounding *uint64
@@ -208,6 +211,9 @@ func (s *Spec) Encode() []byte {
 	}
 	if s.Bounding != nil {
 		rec(C.TAG_BOUNDING, u(*s.Bounding))
+	}
+	for _, fd := range s.CgroupFDs {
+		rec(C.TAG_CGROUP_FD, strconv.Itoa(fd))
 	}
 	for _, w := range s.ExecWrites {
 		rec(C.TAG_EXEC_WRITE, w.Path, w.Data)

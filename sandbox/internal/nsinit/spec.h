@@ -34,6 +34,7 @@ enum {
 	TAG_SECCOMP_FLAGS,
 	TAG_NETNS_FD,
 	TAG_BOUNDING,
+	TAG_CGROUP_FD,
 };
 
 // A standby init's messages are framed: a 4-byte length, then records.
