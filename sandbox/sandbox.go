@@ -673,7 +673,7 @@ func launch(mode string, cg *cgroup.Cgroup, std stdio, extra []*os.File, attr *s
 		joinFDs = append(joinFDs, 3+len(cmd.ExtraFiles)+i)
 	}
 	cmd.ExtraFiles = append(cmd.ExtraFiles, join...)
-	if err := cmd.Start(); err != nil {
+	if err := startOnForkThread(cmd); err != nil {
 		return fail(fmt.Errorf("start %s: %w", mode, err))
 	}
 	return &launched{cmd: cmd, status: nsinit.NewStatusReader(statusR), statusR: statusR, specW: specW, started: time.Now(), cgroupFDs: joinFDs}, nil

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -386,5 +387,45 @@ func TestInitReapsZombies(t *testing.T) {
 	res, out, _ := run(t, "alpine:test", opts(sh("(sleep 0.1 &); sleep 0.6; ps -o stat | grep -c Z")))
 	if strings.TrimSpace(out) != "0" || res.ExitCode != 1 {
 		t.Errorf("zombies: %q (exit %d)", out, res.ExitCode)
+	}
+}
+
+// A sandbox outlives the OS thread its Start ran on. Linux sends a
+// child's parent-death signal when the thread that forked it ends, and the
+// Go runtime ends a thread whose locked goroutine returns; the sandboxes
+// here, New's and a pool's, are started from such goroutines.
+func TestSurvivesStartingThreadExit(t *testing.T) {
+	p, err := NewPool(context.Background(), "alpine:test", opts(nil), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for _, sb := range []*Sandbox{
+		New("alpine:test", opts(func(o *Options) { o.Args = []string{"sleep", "30"} })),
+		p.New(&Options{Args: []string{"sleep", "30"}}),
+	} {
+		started := make(chan error)
+		go func() {
+			runtime.LockOSThread()
+			started <- sb.Start(context.Background())
+			// Returns locked: the runtime ends this thread.
+		}()
+		if err := <-started; err != nil {
+			t.Fatal(err)
+		}
+		// The pool's next sandbox is built by its filler, whose thread
+		// may go the same way; and the standby waiting in it must live.
+		go func() {
+			runtime.LockOSThread()
+		}()
+		time.Sleep(200 * time.Millisecond)
+		if _, err := sb.Stats(); err != nil {
+			t.Errorf("the sandbox died with the thread that started it: %v", err)
+		}
+		sb.Close()
+	}
+	res, err := p.New(&Options{Args: []string{"true"}}).Run(context.Background())
+	if err != nil || !res.Success() {
+		t.Errorf("the pool's waiting sandbox after threads ended: %+v %v", res, err)
 	}
 }
