@@ -388,6 +388,30 @@ func (s *Sandbox) startFromPool(ctx context.Context) error {
 	// The pool builds the next sandbox once this one has started, not
 	// beside it: on a small machine the two would slow each other.
 	defer s.pool.kick()
+	// A sandbox can die while it waits (killed from outside, the OOM
+	// killer): one whose PID 1 cannot be sent its workload is dropped, and
+	// another taken.
+	for attempt := 1; ; attempt++ {
+		err := s.startTaken(ctx)
+		if !errors.Is(err, errStandbyGone) {
+			return err
+		}
+		s.log.Warn("sandbox pool: a waiting sandbox was gone", "id", s.id, "err", err)
+		if err := s.cleanup(); err != nil {
+			s.log.Warn("sandbox pool: clean up a sandbox that was gone", "id", s.id, "err", err)
+		}
+		if attempt == 3 {
+			return fmt.Errorf("%w: %w", ErrSetup, err)
+		}
+	}
+}
+
+// errStandbyGone means a waiting sandbox could not be sent its workload.
+var errStandbyGone = errors.New("the waiting sandbox's init is gone")
+
+// startTaken takes a built sandbox, which becomes s, and starts the
+// workload in it.
+func (s *Sandbox) startTaken(ctx context.Context) error {
 	e, err := s.pool.take(ctx)
 	if err != nil {
 		return err
@@ -411,6 +435,10 @@ func (s *Sandbox) startFromPool(ctx context.Context) error {
 	}
 	s.state.Args, s.state.Env, s.state.User, s.state.Dir = s.opts.Args, s.opts.Env, s.opts.User, s.opts.Dir
 
+	if p.gone() {
+		p.abandon()
+		return errStandbyGone
+	}
 	files, err := s.workloadFiles()
 	if err != nil {
 		p.abandon()
@@ -426,7 +454,7 @@ func (s *Sandbox) startFromPool(ctx context.Context) error {
 	p.specW = nil
 	if err != nil {
 		p.abandon()
-		return fmt.Errorf("%w: %w", ErrSetup, err)
+		return fmt.Errorf("%w: %w", errStandbyGone, err)
 	}
 	p.started = time.Now()
 	if err := p.await(func(st nsinit.Status) bool { return st.Started }); err != nil {
@@ -436,6 +464,24 @@ func (s *Sandbox) startFromPool(ctx context.Context) error {
 		defer files.console.Close()
 	}
 	return s.finishStart(ctx, p, files.console, rootfs)
+}
+
+// gone reports whether a waiting init has ended or spoken out of turn: its
+// status pipe, silent while it waits, is readable. The check does not
+// block; an init killed an instant before is caught by the send, or by
+// Start's error.
+func (p *launched) gone() bool {
+	rc, err := p.statusR.SyscallConn()
+	if err != nil {
+		return true
+	}
+	ready := false
+	rc.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 0)
+		ready = err == nil && n > 0
+	})
+	return ready
 }
 
 // poolFiles are the descriptors a pooled sandbox's workload is sent.

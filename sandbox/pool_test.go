@@ -244,22 +244,44 @@ func TestPoolBadConfig(t *testing.T) {
 	}
 }
 
-// A sandbox waiting in the pool whose PID 1 was killed from outside is
-// not handed out as if it worked: Start says what happened, and the next
-// sandbox works.
+// A sandbox waiting in the pool whose PID 1 was killed from outside is not
+// handed out: Start drops it, leaves nothing of it behind, and starts the
+// workload in another.
 func TestPoolStandbyKilled(t *testing.T) {
 	p := newPool(t, opts(nil), 1)
-	defer p.Close()
 	e := <-p.ready
 	e.standby.cmd.Process.Kill()
-	p.ready <- e
-	_, err := p.New(&Options{Args: []string{"true"}}).Run(context.Background())
-	if !errors.Is(err, ErrSetup) {
-		t.Errorf("dead standby: %v", err)
+	// Dead, as one that died while it waited would be.
+	for i := 0; !e.standby.gone(); i++ {
+		if i == 100 {
+			t.Fatal("the killed standby still looks alive")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	res, err := p.New(&Options{Args: []string{"true"}}).Run(context.Background())
+	// Back in the pool, first in line: the filler may have refilled it
+	// meanwhile, and what it built is dropped to make room.
+	for put := false; !put; {
+		select {
+		case p.ready <- e:
+			put = true
+		case other := <-p.ready:
+			other.dropStandby()
+		}
+	}
+	sb := p.New(&Options{Args: []string{"true"}})
+	res, err := sb.Run(context.Background())
 	if err != nil || !res.Success() {
-		t.Errorf("after a dead standby: %+v %v", res, err)
+		t.Errorf("a dead standby in the pool: %+v %v", res, err)
+	}
+	if sb.ID() == e.ID() {
+		t.Error("the workload ran in the dead sandbox")
+	}
+	if _, err := os.Stat(e.stateDir()); !os.IsNotExist(err) {
+		t.Errorf("the dead sandbox's record is left: %v", err)
+	}
+	p.Close()
+	if left := leftBehind(t); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
 	}
 }
 
