@@ -389,9 +389,7 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 		ID: s.id, Image: s.ref, Args: s.opts.Args, Created: time.Now().UTC(), Host: self(),
 		RootfsKey: "sandbox-" + s.id, Cgroup: s.id, Parent: cgm.Parent(),
 		ImageDigest: s.img.Digest.String(), Env: s.opts.Env, User: s.opts.User, Dir: s.opts.Dir,
-		// Exec from other processes needs it, and it is the largest
-		// part of the record (the seccomp profile): written once, now.
-		Security: sec, Pending: true,
+		Pending: true,
 	}
 	if st, ok := s.storage.(*layerfs.Store); ok {
 		s.state.Store = st.Root()
@@ -399,6 +397,10 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 	if err := writeState(stateDir, &s.state); err != nil {
 		return "", err
 	}
+	// Only Exec from other processes needs it, once the record is
+	// complete, and it is the largest part of it (the seccomp profile):
+	// not written until then.
+	s.state.Security = sec
 
 	s.cg, err = cgm.Create(s.id, resources(s.opts.Resources, sec))
 	if err != nil {
