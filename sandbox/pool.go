@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -50,7 +51,9 @@ type Pool struct {
 
 	mu       sync.Mutex
 	closed   bool
+	buildErr error          // why the filler last stopped short, if it did
 	teardown sync.WaitGroup // used sandboxes being torn down
+	busy     atomic.Int64   // teardowns under way
 }
 
 // NewPool returns a pool that keeps size sandboxes of the image ref names
@@ -206,6 +209,32 @@ func (p *Pool) Close() error {
 	return first
 }
 
+// Ready waits until the pool holds all the sandboxes it keeps and no used
+// one is being torn down: a warm pool, and a quiet machine, before a
+// burst of starts or a measurement. It returns the error that stopped the
+// pool from building a sandbox, if one did, or ctx's.
+func (p *Pool) Ready(ctx context.Context) error {
+	p.kick()
+	for {
+		p.mu.Lock()
+		closed, err := p.closed, p.buildErr
+		p.mu.Unlock()
+		switch {
+		case closed:
+			return ErrPoolClosed
+		case len(p.ready) == cap(p.ready) && p.busy.Load() == 0:
+			return nil
+		case err != nil:
+			return fmt.Errorf("sandbox pool: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
 // kick asks the filler to top the pool up.
 func (p *Pool) kick() {
 	select {
@@ -225,6 +254,9 @@ func (p *Pool) fill() {
 		}
 		for len(p.ready) < cap(p.ready) && p.ctx.Err() == nil {
 			e, err := p.build(p.ctx)
+			p.mu.Lock()
+			p.buildErr = err
+			p.mu.Unlock()
 			if err != nil {
 				// Not retried until a sandbox is taken, whose own
 				// build then reports what is wrong.
@@ -372,9 +404,11 @@ func (p *Pool) discard(id string, undo []func() error) {
 		return
 	}
 	p.teardown.Add(1)
+	p.busy.Add(1)
 	p.mu.Unlock()
 	go func() {
 		defer p.teardown.Done()
+		defer p.busy.Add(-1)
 		run()
 	}()
 }

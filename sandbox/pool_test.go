@@ -96,8 +96,16 @@ func TestPool(t *testing.T) {
 			t.Errorf("run %d: no memory accounted: %+v", i, res)
 		}
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Ready(ctx); err != nil || len(p.ready) != 2 || p.busy.Load() != 0 {
+		t.Errorf("Ready: %v, %d waiting, %d teardowns", err, len(p.ready), p.busy.Load())
+	}
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if err := p.Ready(ctx); !errors.Is(err, ErrPoolClosed) {
+		t.Errorf("Ready after Close: %v", err)
 	}
 	if left := leftBehind(t); len(left) > 0 {
 		t.Errorf("left behind: %v", left)
@@ -233,6 +241,28 @@ func TestPoolBadConfig(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "/nonexistent/source") {
 		t.Errorf("bad mount: %v", err)
 	}
+	// A configuration that stops working later: Ready says why the pool
+	// cannot fill up, and Start reports it too.
+	src := t.TempDir()
+	p, err := NewPool(context.Background(), "alpine:test", opts(func(o *Options) {
+		o.Mounts = []Mount{{Source: src, Destination: "/x"}}
+	}), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(src)
+	if res, err := p.New(&Options{Args: []string{"true"}}).Run(context.Background()); err != nil || !res.Success() {
+		t.Errorf("the sandbox built before the source went: %+v %v", res, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Ready(ctx); err == nil || !strings.Contains(err.Error(), src) {
+		t.Errorf("Ready with a mount source gone: %v", err)
+	}
+	if _, err := p.New(&Options{Args: []string{"true"}}).Run(context.Background()); err == nil || !strings.Contains(err.Error(), src) {
+		t.Errorf("start with a mount source gone: %v", err)
+	}
+	p.Close()
 	if _, err := NewPool(context.Background(), "alpine:test", opts(nil), 0); err == nil {
 		t.Error("size 0 accepted")
 	}
