@@ -44,6 +44,9 @@ func roundRobin(ctx context.Context, tools []*tool, n int) ([]Latency, error) {
 			start := time.Now()
 			err := t.run(ctx)
 			d := time.Since(start)
+			if err == nil && t.settle != nil {
+				err = t.settle(ctx)
+			}
 			if err != nil {
 				rows[i].Error = err.Error()
 				progress("%s failed: %v", t.name, err)
