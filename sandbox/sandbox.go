@@ -603,7 +603,11 @@ func (p *launched) abandon() {
 // namespaces and born into cg. The process waits for its spec, which run
 // sends. extra files follow the spec and status pipes, from fd 5.
 func launch(mode string, cg *cgroup.Cgroup, std stdio, extra []*os.File, attr *syscall.SysProcAttr) (*launched, error) {
-	exe, err := nsinit.SelfExe()
+	exeFor := nsinit.SelfExeFromParent
+	if attr.Cloneflags&unix.CLONE_NEWUSER != 0 {
+		exeFor = nsinit.SelfExe
+	}
+	exe, err := exeFor()
 	if err != nil {
 		return nil, err
 	}
@@ -637,16 +641,7 @@ func launch(mode string, cg *cgroup.Cgroup, std stdio, extra []*os.File, attr *s
 	// If the host dies, so does the sandbox; Recover then reclaims what it
 	// left.
 	attr.Pdeathsig = syscall.SIGKILL
-	cmd := &exec.Cmd{
-		Path:        exe,
-		Args:        []string{"berth-" + mode},
-		Env:         []string{nsinit.EnvMode + "=" + mode},
-		Stdin:       std.in,
-		Stdout:      std.out,
-		Stderr:      std.err,
-		ExtraFiles:  append([]*os.File{specR, statusW}, extra...),
-		SysProcAttr: attr,
-	}
+	files := append([]*os.File{specR, statusW}, extra...)
 	dir, born := cg.V2Dir()
 	if born {
 		// Born in its cgroup: charged for everything from the first page.
@@ -672,9 +667,19 @@ func launch(mode string, cg *cgroup.Cgroup, std stdio, extra []*os.File, attr *s
 	}()
 	var joinFDs []int
 	for i := range join {
-		joinFDs = append(joinFDs, 3+len(cmd.ExtraFiles)+i)
+		joinFDs = append(joinFDs, 3+len(files)+i)
 	}
-	cmd.ExtraFiles = append(cmd.ExtraFiles, join...)
+	files = append(files, join...)
+	cmd := &exec.Cmd{
+		Path:        exe,
+		Args:        []string{"berth-" + mode},
+		Env:         []string{nsinit.EnvMode + "=" + mode},
+		Stdin:       std.in,
+		Stdout:      std.out,
+		Stderr:      std.err,
+		ExtraFiles:  files,
+		SysProcAttr: attr,
+	}
 	if err := startOnForkThread(cmd); err != nil {
 		return fail(fmt.Errorf("start %s: %w", mode, err))
 	}

@@ -429,3 +429,23 @@ func TestSurvivesStartingThreadExit(t *testing.T) {
 		t.Errorf("the pool's waiting sandbox after threads ended: %+v %v", res, err)
 	}
 }
+
+// Sixteen goroutines start sandboxes at once, again and again: every start
+// works. Execing the init through the child's own /proc/self/fd failed
+// about once in 240 such starts.
+func TestManyConcurrentStarts(t *testing.T) {
+	for range 10 {
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res, err := New("alpine:test", opts(func(o *Options) { o.Args = []string{"true"} })).Run(context.Background())
+				if err != nil || !res.Success() {
+					t.Error(res, err)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+}
