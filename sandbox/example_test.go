@@ -12,13 +12,12 @@ import (
 	"github.com/berth-dev/berth/sandbox"
 )
 
-// Run a command in an image, with limits, and read its output and how it
-// ended. A real program would use the default store and cgroup parent and
-// need none of the set-up at the top.
-func Example() {
-	ctx := context.Background()
+// exampleHost makes a private store holding alpine:3.20, a cgroup parent
+// and a state directory, so that the examples leave the host as they found
+// it. A real program would use the default store and cgroup parent and
+// need none of this.
+func exampleHost(ctx context.Context) (*layerfs.Store, *cgroup.Manager, string, func()) {
 	root, _ := os.MkdirTemp("", "berth-example-")
-	defer os.RemoveAll(root)
 	store, err := layerfs.Open(root, nil)
 	if err != nil {
 		log.Fatal(err)
@@ -30,7 +29,18 @@ func Example() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer cgroups.RemoveParent()
+	return store, cgroups, root + "/state", func() {
+		cgroups.RemoveParent()
+		os.RemoveAll(root)
+	}
+}
+
+// Run a command in an image, with limits, and read its output and how it
+// ended.
+func Example() {
+	ctx := context.Background()
+	store, cgroups, stateDir, done := exampleHost(ctx)
+	defer done()
 
 	var out strings.Builder
 	sb := sandbox.New("alpine:3.20", &sandbox.Options{
@@ -41,7 +51,7 @@ func Example() {
 		Resources: &cgroup.Resources{MemoryMax: 64 << 20, PidsMax: 32},
 		Storage:   store,
 		Cgroups:   cgroups,
-		StateDir:  root + "/state",
+		StateDir:  stateDir,
 	})
 	res, err := sb.Run(ctx)
 	if err != nil {
@@ -60,27 +70,15 @@ func Example() {
 // tears the last one down in the background.
 func ExamplePool() {
 	ctx := context.Background()
-	root, _ := os.MkdirTemp("", "berth-example-")
-	defer os.RemoveAll(root)
-	store, err := layerfs.Open(root, nil)
-	if err != nil {
-		log.Fatal(err)
-	}
-	if _, err := store.Import(ctx, "../../shared/images/alpine-minirootfs-3.20.3-x86_64.tar.gz", &layerfs.ImportOptions{Name: "alpine:3.20"}); err != nil {
-		log.Fatal(err)
-	}
-	cgroups, err := cgroup.NewManager(cgroup.Options{Parent: fmt.Sprintf("berth-example-%d", os.Getpid())})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer cgroups.RemoveParent()
+	store, cgroups, stateDir, done := exampleHost(ctx)
+	defer done()
 
 	// What every sandbox of the pool shares: image, limits, security.
 	pool, err := sandbox.NewPool(ctx, "alpine:3.20", &sandbox.Options{
 		Resources: &cgroup.Resources{MemoryMax: 64 << 20, PidsMax: 32},
 		Storage:   store,
 		Cgroups:   cgroups,
-		StateDir:  root + "/state",
+		StateDir:  stateDir,
 	}, 2)
 	if err != nil {
 		log.Fatal(err)
