@@ -172,6 +172,12 @@ func linkExists(name string) bool { return fileExists("/sys/class/net/" + name) 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 func (e *env) setupNetwork(ctx context.Context) error {
+	// The bridge plugin turns on IPv4 forwarding host-wide; the harness
+	// leaves it as it found it.
+	const forward = "/proc/sys/net/ipv4/ip_forward"
+	if was, err := os.ReadFile(forward); err == nil {
+		e.onCleanup(func() error { return os.WriteFile(forward, was, 0o644) })
+	}
 	nets, err := netplug.Open(&netplug.Options{
 		ConfigDir: filepath.Join(e.tmp, "net", "config"),
 		RunDir:    filepath.Join(e.tmp, "net", "run"),
