@@ -147,13 +147,13 @@ func (r *Results) markdown() string {
 		fmt.Fprintf(&b, "| %s | %d | %.1f | %.0f | %.0f | %s | ok |\n", x.Tool, x.N, x.Procs, x.PSS, x.RSS, kmem)
 	}
 
-	b.WriteString("\n## 4. density: idle sandboxes running at once\n\n| tool | cap | reached | seconds to start all | stopped by |\n| --- | ---: | ---: | ---: | --- |\n")
+	b.WriteString("\n## 4. density: idle sandboxes running at once\n\n| tool | cap | reached | seconds to start all | seconds to close all | stopped by |\n| --- | ---: | ---: | ---: | ---: | --- |\n")
 	for _, d := range r.Density {
 		stop := "the cap"
 		if d.Error != "" {
 			stop = cell(d.Error)
 		}
-		fmt.Fprintf(&b, "| %s | %d | %d | %.1f | %s |\n", d.Tool, d.Cap, d.Reached, d.Seconds, stop)
+		fmt.Fprintf(&b, "| %s | %d | %d | %.1f | %.1f | %s |\n", d.Tool, d.Cap, d.Reached, d.Seconds, d.StopSeconds, stop)
 	}
 
 	b.WriteString("\n## 5. throughput: start→exit of `true` per second\n\n| tool | workers | runs | per second | result |\n| --- | ---: | ---: | ---: | --- |\n")

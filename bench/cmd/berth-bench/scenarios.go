@@ -190,7 +190,9 @@ type Density struct {
 	Cap     int     `json:"cap"`
 	Reached int     `json:"reached"`
 	Seconds float64 `json:"seconds_to_start_all"`
-	Error   string  `json:"error,omitempty"`
+	// StopSeconds is how long closing them all took.
+	StopSeconds float64 `json:"seconds_to_stop_all"`
+	Error       string  `json:"error,omitempty"`
 }
 
 func scenarioDensity(ctx context.Context, e *env, cfg config, res *Results) error {
@@ -202,16 +204,12 @@ func scenarioDensity(ctx context.Context, e *env, cfg config, res *Results) erro
 		if err := ctx.Err(); err != nil {
 			break
 		}
-		b, err := t.idle(ctx)
-		if b != nil && err == nil {
-			boxes = append(boxes, b)
-		} else if b != nil {
-			b.stop()
-		}
+		stop, err := t.sleep(ctx)
 		if err != nil {
 			d.Error = err.Error()
 			break
 		}
+		boxes = append(boxes, &idleBox{stop: stop})
 		if len(boxes)%100 == 0 {
 			progress("density: %d running", len(boxes))
 		}
@@ -219,7 +217,9 @@ func scenarioDensity(ctx context.Context, e *env, cfg config, res *Results) erro
 	d.Seconds = time.Since(start).Seconds()
 	d.Reached = len(boxes)
 	progress("density: stopping %d sandboxes", len(boxes))
+	stopStart := time.Now()
 	stopAll(boxes)
+	d.StopSeconds = time.Since(stopStart).Seconds()
 	res.Density = append(res.Density, d)
 	e.note("density is measured for berth only; the sandboxes start one after another")
 	return ctx.Err()
