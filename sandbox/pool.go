@@ -382,9 +382,9 @@ func (p *Pool) earlySeccomp(sec *security.Config, caps uint64) []byte {
 }
 
 // dropStandby frees a built sandbox that no workload used.
-func (e *Sandbox) dropStandby() error {
-	e.standby.abandon()
-	return e.cleanup()
+func (s *Sandbox) dropStandby() error {
+	s.standby.abandon()
+	return s.cleanup()
 }
 
 // discard tears a used sandbox down: in the background, unless the pool
