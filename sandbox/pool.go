@@ -367,7 +367,7 @@ func (p *Pool) earlySeccomp(sec *security.Config, caps uint64) []byte {
 		if calls == nil {
 			return
 		}
-		prog, err := p.cache.program(sec, caps)
+		prog, err := p.cache.program(p.tmpl.stateRoot(), sec, caps)
 		if err != nil {
 			return // reported when a sandbox starts
 		}

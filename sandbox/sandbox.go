@@ -475,9 +475,11 @@ func resources(asked *cgroup.Resources, sec *security.Config) *cgroup.Resources 
 	return &r
 }
 
-func (s *Sandbox) stateRoot() string {
-	if s.opts.StateDir != "" {
-		return s.opts.StateDir
+func (s *Sandbox) stateRoot() string { return s.opts.stateRoot() }
+
+func (o *Options) stateRoot() string {
+	if o.StateDir != "" {
+		return o.StateDir
 	}
 	return DefaultStateDir
 }

@@ -148,19 +148,23 @@ func (s *Sandbox) security(o *Options) *security.Config {
 // compiled once and found without hashing the profile on every start.
 var defaultSecurity = sync.OnceValue(security.Default)
 
-// seccompProgram returns sec's seccomp program for caps.
-func seccompProgram(sec *security.Config, caps uint64) ([]byte, error) {
+// seccompProgram returns sec's seccomp program for caps. Compiled
+// programs are also kept in files under stateRoot, so that a process that
+// runs one sandbox and exits, as the berth command does, need not compile
+// the same profile every time (libseccomp takes some 14 ms).
+func seccompProgram(stateRoot string, sec *security.Config, caps uint64) ([]byte, error) {
+	dir := filepath.Join(stateRoot, "seccomp")
 	if sec == defaultSecurity() {
 		if p, ok := defaultPrograms.Load(caps); ok {
 			return p.([]byte), nil
 		}
-		p, err := seccompPrograms.Program(sec.Seccomp, caps)
+		p, err := seccompPrograms.ProgramIn(dir, sec.Seccomp, caps)
 		if err == nil {
 			defaultPrograms.Store(caps, p)
 		}
 		return p, err
 	}
-	return seccompPrograms.Program(sec.Seccomp, caps)
+	return seccompPrograms.ProgramIn(dir, sec.Seccomp, caps)
 }
 
 // defaultPrograms holds defaultSecurity's programs by capability set (a
@@ -190,14 +194,14 @@ func (c *specCache) user(rootfs, spec string) (user, error) {
 	return u, err
 }
 
-func (c *specCache) program(sec *security.Config, caps uint64) ([]byte, error) {
+func (c *specCache) program(stateRoot string, sec *security.Config, caps uint64) ([]byte, error) {
 	if c == nil {
-		return seccompProgram(sec, caps)
+		return seccompProgram(stateRoot, sec, caps)
 	}
 	if p, ok := c.programs.Load(caps); ok {
 		return p.([]byte), nil
 	}
-	p, err := seccompProgram(sec, caps)
+	p, err := seccompProgram(stateRoot, sec, caps)
 	if err == nil {
 		c.programs.Store(caps, p)
 	}
@@ -263,7 +267,7 @@ func (s *Sandbox) processSpec(o *Options, rootfs string, sec *security.Config, p
 	}
 	spec.NoNewPrivs = sec.NoNewPrivileges
 	if sec.Seccomp != nil {
-		if spec.Seccomp, err = cache.program(sec, caps); err != nil {
+		if spec.Seccomp, err = cache.program(s.stateRoot(), sec, caps); err != nil {
 			return nil, err
 		}
 		spec.SeccompFlags = sec.Seccomp.FilterFlags()

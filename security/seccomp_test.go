@@ -1,6 +1,7 @@
 package security
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -764,5 +765,49 @@ func TestAllows(t *testing.T) {
 	}
 	if _, err := Allows(prog[:12], ordinary); err == nil {
 		t.Error("a program cut mid-instruction was run")
+	}
+}
+
+// ProgramIn keeps compiled programs in files that a later process reads
+// instead of compiling, and trusts a file only if no one else may write it.
+func TestProgramInFiles(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "seccomp")
+	p := DefaultSeccompProfile()
+	caps := capMask(t, dockerCapNames...)
+	var first SeccompCache
+	prog, err := first.ProgramIn(dir, p, caps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.bpf"))
+	if len(files) != 1 {
+		t.Fatalf("program files: %v", files)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("the directory: %v %v", fi.Mode(), err)
+	}
+	// A later process finds the file: what it holds is what it gets, so
+	// a sentinel shows it was read rather than compiled.
+	sentinel := []byte{6, 0, 0, 0, 0, 0, 0xff, 0x7f}
+	if err := os.WriteFile(files[0], sentinel, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var later SeccompCache
+	if got, err := later.ProgramIn(dir, p, caps); err != nil || !bytes.Equal(got, sentinel) {
+		t.Errorf("from the file: %x %v", got, err)
+	}
+	// Writable by others: not trusted, compiled again.
+	os.Chmod(files[0], 0o666)
+	var third SeccompCache
+	if got, err := third.ProgramIn(dir, p, caps); err != nil || !bytes.Equal(got, prog) {
+		t.Errorf("from a file others may write: %d bytes, %v", len(got), err)
+	}
+	// Nor in a directory others may write.
+	os.Chmod(files[0], 0o600)
+	os.WriteFile(files[0], sentinel, 0o600)
+	os.Chmod(dir, 0o777)
+	var fourth SeccompCache
+	if got, err := fourth.ProgramIn(dir, p, caps); err != nil || !bytes.Equal(got, prog) {
+		t.Errorf("from a directory others may write: %d bytes, %v", len(got), err)
 	}
 }
