@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -223,5 +224,45 @@ func TestNetworkPool(t *testing.T) {
 	before := networkCounts(t, testEnv.dir+"/run-networks")
 	if before.veths != 0 || before.leases != 0 {
 		t.Errorf("after the pool closed: %+v", before)
+	}
+}
+
+// A sandbox pool on a bridge network: every sandbox, waiting or taken, has
+// an address of its own, reachable from the host, and closing the pool
+// leaves no veth or lease behind.
+func TestSandboxPoolOnBridge(t *testing.T) {
+	p, err := NewPool(context.Background(), "busybox:test", opts(func(o *Options) { o.Network = defaultNetwork(t) }), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	web := p.New(&Options{Args: []string{"/bin/sh", "-c", "mkdir -p /www && echo from-pool > /www/index.html && exec httpd -f -p 8083 -h /www"}})
+	if err := web.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	a := web.Attachment()
+	if a == nil || len(a.IPs) == 0 {
+		t.Fatalf("attachment %+v", a)
+	}
+	url := fmt.Sprintf("http://%s:8083/index.html", a.IPs[0].Addr())
+	waitFor(t, func() bool {
+		resp, err := http.Get(url)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	var out bytes.Buffer
+	res, err := p.New(&Options{Args: []string{"/bin/sh", "-c", "ip -o -4 addr show eth0 | wc -l"}, Stdout: &out}).Run(context.Background())
+	if err != nil || !res.Success() || out.String() != "1\n" {
+		t.Errorf("a second pooled sandbox: %+v %v %q", res, err, out.String())
+	}
+	web.Close()
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if after := networkCounts(t, testEnv.dir+"/run-networks"); after.veths != 0 || after.leases != 0 {
+		t.Errorf("after the pool closed: %+v", after)
 	}
 }
