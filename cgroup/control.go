@@ -26,14 +26,6 @@ func (c *Cgroup) Add(pid int) error {
 	return c.add(pid, c.dirs())
 }
 
-// AddV1 moves pid into the cgroup's v1 hierarchies only: for a process
-// started inside the unified one with CLONE_INTO_CGROUP, which moving
-// again there would only cost a migration. On a pure v2 host it does
-// nothing.
-func (c *Cgroup) AddV1(pid int) error {
-	return c.add(pid, hierarchies(c.v1, ""))
-}
-
 func (c *Cgroup) add(pid int, dirs []string) error {
 	if pid <= 0 {
 		// "0" would move the calling process, which is never what a

@@ -29,13 +29,12 @@
 // as unsupported. The parent must hold no processes itself (on V2 the
 // kernel would refuse to enable controllers for its children otherwise).
 //
-// A process joins a cgroup by having its PID written to every file
-// Cgroup.ProcsFiles lists, one per hierarchy: Cgroup.Add does that for a
-// running process, and a sandbox's init can write "0" to each before it
-// execs. On V2 and Hybrid a child can also be started directly inside the
-// unified cgroup with CLONE_INTO_CGROUP (syscall.SysProcAttr.UseCgroupFD)
-// on a descriptor of Cgroup.V2Dir; on Hybrid it must still join the v1
-// hierarchies.
+// A process joins a cgroup in every hierarchy: Cgroup.Add moves a running
+// process by PID, and a single-threaded process can move itself through
+// the files Cgroup.JoinFiles opens, which is much cheaper on v1. On V2 and
+// Hybrid a child can also be started directly inside the unified cgroup
+// with CLONE_INTO_CGROUP (syscall.SysProcAttr.UseCgroupFD) on a descriptor
+// of Cgroup.V2Dir; on Hybrid it must still join the v1 hierarchies.
 //
 // Kill and Remove end every process in a cgroup without racing against
 // forks or PID reuse: with cgroup.kill where the kernel has it (5.14 and

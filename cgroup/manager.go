@@ -500,17 +500,6 @@ func (c *Cgroup) dirs() []string {
 	return hierarchies(c.v1, c.unified)
 }
 
-// ProcsFiles returns the cgroup.procs file of every hierarchy. A process
-// is fully in the cgroup only once its PID has been written to all of
-// them; a process writing "0" moves itself.
-func (c *Cgroup) ProcsFiles() []string {
-	var files []string
-	for _, dir := range c.dirs() {
-		files = append(files, filepath.Join(dir, "cgroup.procs"))
-	}
-	return files
-}
-
 // JoinFiles opens, for writing, the files through which a single-threaded
 // process moves itself into the cgroup by writing "0" to each: tasks in
 // every v1 hierarchy, and, if unified is set, the unified hierarchy's
@@ -550,7 +539,7 @@ func (c *Cgroup) JoinFiles(unified bool) ([]*os.File, error) {
 // V2Dir returns the cgroup's directory in the unified hierarchy, whose
 // descriptor can be passed to clone3 with CLONE_INTO_CGROUP. ok is false
 // in V1 mode. In Hybrid mode a child started that way must still join the
-// other ProcsFiles.
+// v1 hierarchies (JoinFiles(false)).
 func (c *Cgroup) V2Dir() (dir string, ok bool) {
 	return c.unified, c.unified != ""
 }
