@@ -339,7 +339,6 @@ func (p *Pool) build(ctx context.Context) (_ *Sandbox, err error) {
 	if err := lp.await(func(st nsinit.Status) bool { return st.Ready }); err != nil {
 		return nil, err
 	}
-	e.closeNetns()
 	e.standby = lp
 	// What Recover and other processes need is known now; the take adds
 	// only the workload's part.
@@ -462,7 +461,6 @@ func (s *Sandbox) startTaken(ctx context.Context) error {
 		p.abandon()
 		return err
 	}
-	spec.Env = setDefaultEnv(spec.Env, "HOSTNAME", s.state.Hostname)
 	if s.pool.earlyProg != nil {
 		// Loaded already, while the sandbox waited.
 		spec.Seccomp, spec.SeccompFlags = nil, 0

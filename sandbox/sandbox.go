@@ -291,7 +291,6 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 	}
 	sec := s.security(&s.opts)
 	rootfs, err := s.build(ctx, sec)
-	defer s.closeNetns()
 	if err != nil {
 		return err
 	}
@@ -339,8 +338,10 @@ func (s *Sandbox) finishStart(ctx context.Context, p *launched, console *os.File
 	record, recorded := s.state, make(chan struct{})
 	go func() {
 		defer close(recorded)
-		if st, err := procStartTime(p.cmd.Process.Pid); err == nil && record.Init.PID == 0 {
-			record.Init = procID{PID: p.cmd.Process.Pid, StartTime: st}
+		if record.Init.PID == 0 {
+			if st, err := procStartTime(p.cmd.Process.Pid); err == nil {
+				record.Init = procID{PID: p.cmd.Process.Pid, StartTime: st}
+			}
 		}
 		if err := writeState(s.stateDir(), &record); err != nil {
 			s.log.Warn("update sandbox state", "id", s.id, "err", err)
@@ -429,7 +430,8 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 		if s.netns, err = os.Open(join); err != nil {
 			return "", fmt.Errorf("network namespace to join: %w", err)
 		}
-		// Needed only until the init has joined it.
+		// Needed only until the init has it (launchInit closes it then);
+		// closed here if the start fails first.
 		s.undo = append(s.undo, func() error { s.closeNetns(); return nil })
 	}
 	prep, err := prepareOptions(sec)
@@ -515,8 +517,10 @@ func (s *Sandbox) launchInit(mode string, sec *security.Config) (*launched, *os.
 		extra = append(extra, s.opts.ExtraFiles...)
 	}
 	if s.netns != nil {
-		// The init joins it; it follows the workload's files.
+		// The init joins it; it follows the workload's files. Once the
+		// init holds it, the host's copy has served.
 		extra = append(extra, s.netns)
+		defer s.closeNetns()
 	}
 	attr := &syscall.SysProcAttr{
 		Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET,

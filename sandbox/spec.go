@@ -40,8 +40,15 @@ func (s *Sandbox) buildSpec(rootfs, stateDir string, sec *security.Config) (*nsi
 	if err := s.sandboxSpec(spec, rootfs, stateDir, sec, plan); err != nil {
 		return nil, err
 	}
-	spec.Env = setDefaultEnv(spec.Env, "HOSTNAME", spec.Hostname)
 	return spec, nil
+}
+
+// hostname is the sandbox's: the one asked for, or the start of its ID.
+func (s *Sandbox) hostname() string {
+	if s.opts.Hostname != "" {
+		return s.opts.Hostname
+	}
+	return s.id[:12]
 }
 
 // lsmPlan is lsmPlan for the sandbox, its warnings logged.
@@ -69,6 +76,7 @@ func (s *Sandbox) workloadSpec(rootfs string, sec *security.Config, plan *securi
 	if err != nil {
 		return nil, err
 	}
+	spec.Env = setDefaultEnv(spec.Env, "HOSTNAME", s.hostname())
 	spec.ExtraFiles = len(s.opts.ExtraFiles)
 	spec.TTY = s.opts.TTY
 	return spec, nil
@@ -78,10 +86,7 @@ func (s *Sandbox) workloadSpec(rootfs string, sec *security.Config, plan *securi
 // network; everything that comes before a workload.
 func (s *Sandbox) sandboxSpec(spec *nsinit.Spec, rootfs, stateDir string, sec *security.Config, plan *security.LSMPlan) error {
 	spec.Rootfs = rootfs
-	spec.Hostname = s.opts.Hostname
-	if spec.Hostname == "" {
-		spec.Hostname = s.id[:12]
-	}
+	spec.Hostname = s.hostname()
 	// The host's loopback is the host's business, and a joined
 	// namespace's is its owner's.
 	spec.Loopback = !s.hostNetwork() && s.netns == nil
