@@ -43,18 +43,7 @@ func TestPublishedTCPPort(t *testing.T) {
 		t.Fatalf("attachment: %+v", a)
 	}
 	url := fmt.Sprintf("http://127.0.0.1:%d/index.html", a.Ports[0].HostPort)
-	var body string
-	waitFor(t, func() bool {
-		resp, err := http.Get(url)
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		body = string(b)
-		return resp.StatusCode == 200
-	})
-	if body != "served-from-sandbox\n" {
+	if body := httpBody(t, url); body != "served-from-sandbox\n" {
 		t.Errorf("GET %s: %q", url, body)
 	}
 }
@@ -202,14 +191,9 @@ func TestNetworkPool(t *testing.T) {
 		t.Fatalf("attachment %+v", a)
 	}
 	url := fmt.Sprintf("http://%s:8082/index.html", a.IPs[0].Addr())
-	waitFor(t, func() bool {
-		resp, err := http.Get(url)
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	if body := httpBody(t, url); body != "pooled\n" {
+		t.Errorf("GET %s: %q", url, body)
+	}
 	for i := 0; i < 3; i++ {
 		_, out, _ := run(t, "alpine:test", opts(func(o *Options) {
 			o.NetworkPool = pool
@@ -245,14 +229,9 @@ func TestSandboxPoolOnBridge(t *testing.T) {
 		t.Fatalf("attachment %+v", a)
 	}
 	url := fmt.Sprintf("http://%s:8083/index.html", a.IPs[0].Addr())
-	waitFor(t, func() bool {
-		resp, err := http.Get(url)
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	if body := httpBody(t, url); body != "from-pool\n" {
+		t.Errorf("GET %s: %q", url, body)
+	}
 	var out bytes.Buffer
 	res, err := p.New(&Options{Args: []string{"/bin/sh", "-c", "ip -o -4 addr show eth0 | wc -l"}, Stdout: &out}).Run(context.Background())
 	if err != nil || !res.Success() || out.String() != "1\n" {
@@ -265,4 +244,21 @@ func TestSandboxPoolOnBridge(t *testing.T) {
 	if after := networkCounts(t, testEnv.dir+"/run-networks"); after.veths != 0 || after.leases != 0 {
 		t.Errorf("after the pool closed: %+v", after)
 	}
+}
+
+// httpBody waits until url answers 200 and returns the body it sent.
+func httpBody(t *testing.T, url string) string {
+	t.Helper()
+	var body string
+	waitFor(t, func() bool {
+		resp, err := http.Get(url)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return resp.StatusCode == 200
+	})
+	return body
 }
