@@ -3,7 +3,6 @@ package security
 import (
 	"encoding/binary"
 	"fmt"
-	"runtime"
 
 	"golang.org/x/sys/unix"
 )
@@ -13,7 +12,7 @@ import (
 // not look at.
 type Syscall struct {
 	Nr   uint32
-	Arch uint32 // AUDIT_ARCH_*; NativeAuditArch for this machine's own calls
+	Arch uint32 // AUDIT_ARCH_*
 	Args [6]uint64
 }
 
@@ -136,21 +135,4 @@ func Allows(prog []byte, calls []Syscall) (bool, error) {
 		}
 	}
 	return true, nil
-}
-
-// NativeAuditArch is the AUDIT_ARCH_* value of this machine's native system
-// calls, or 0 where Evaluate's little-endian reading of arguments would be
-// wrong or the architecture is not known here.
-func NativeAuditArch() uint32 {
-	switch runtime.GOARCH {
-	case "amd64":
-		return unix.AUDIT_ARCH_X86_64
-	case "arm64":
-		return unix.AUDIT_ARCH_AARCH64
-	case "riscv64":
-		return unix.AUDIT_ARCH_RISCV64
-	case "ppc64le":
-		return unix.AUDIT_ARCH_PPC64LE
-	}
-	return 0
 }

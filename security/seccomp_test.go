@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -738,10 +739,10 @@ func TestCompileConcurrently(t *testing.T) {
 // Allows says whether a program lets a list of calls through, as the
 // kernel would decide each of them.
 func TestAllows(t *testing.T) {
-	arch := NativeAuditArch()
-	if arch != unix.AUDIT_ARCH_X86_64 {
-		t.Skipf("the calls below are x86-64's; this machine's architecture is %#x", arch)
+	if runtime.GOARCH != "amd64" {
+		t.Skipf("the calls below are x86-64's; this machine is %s", runtime.GOARCH)
 	}
+	arch := uint32(unix.AUDIT_ARCH_X86_64)
 	caps, err := CapabilityMask(Default().Capabilities)
 	if err != nil {
 		t.Fatal(err)
