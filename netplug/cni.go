@@ -204,9 +204,14 @@ func (c *cniNetwork) attach(ctx context.Context, id, netnsPath string, opts *Att
 			n.log.Warn("record a plugin's result", "id", id, "network", rec.Network, "err", err)
 		}
 	})
+	setupDone, err := n.awaitSharedChains(ctx, list, len(ports) > 0)
+	if err != nil {
+		return nil, undo(err)
+	}
 	actx, cancel := context.WithTimeout(context.WithValue(context.WithoutCancel(ctx), resultSinkKey{}, sink), cleanupTimeout)
 	res, err := n.cni.AddNetworkList(actx, list, runtimeConf(rec, netnsPath))
 	cancel()
+	setupDone()
 	if err != nil {
 		return nil, undo(pluginError(err))
 	}

@@ -1,6 +1,8 @@
 package netplug
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +11,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/plugins/pkg/utils"
 	"github.com/coreos/go-iptables/iptables"
 	"github.com/vishvananda/netlink"
@@ -247,4 +250,92 @@ func splitRule(s string) []string {
 		out = append(out, cur.String())
 	}
 	return out
+}
+
+// chainSetupLock is held exclusively by an attachment whose plugins are
+// to create the shared chains. The firewall and portmap plugins check for
+// a chain or an entry rule and then add it, so two of them setting up at
+// once either fail (iptables-nft answers a chain that appeared meanwhile
+// with an exit status the plugins do not take for "exists") or add the
+// entry rules twice. Once the chains are there, attachments run at once
+// again. The shared chains lock is held around it, so Prune cannot remove
+// the chains between the check and the plugins' run.
+const chainSetupLock = "/run/lock/berth-netplug-setup.lock"
+
+// A chainProbe is the rule a plugin adds last when it sets up its shared
+// chains: while it is missing, the setup is not done.
+type chainProbe struct {
+	table, chain string
+	rule         []string
+}
+
+// The rules are the plugins' own, argument for argument: iptables -C
+// matches them exactly.
+var (
+	firewallProbe = chainProbe{"filter", firewallForward,
+		[]string{"-m", "comment", "--comment", "CNI firewall plugin admin overrides", "-j", firewallAdmin}}
+	portmapProbe = chainProbe{"nat", "OUTPUT",
+		[]string{"-m", "addrtype", "--dst-type", "LOCAL", "-j", hostportDNAT}}
+)
+
+// sharedChainProbes returns the probes for the shared chains the list's
+// plugins set up in an ADD: the firewall plugin's always, portmap's when
+// ports are published. Plugins on another backend than iptables share
+// nothing berth knows of. Only IPv4 is probed: berth's networks are IPv4,
+// and an IPv6-only custom network merely attaches one at a time.
+func sharedChainProbes(list *libcni.NetworkConfigList, ports bool) []chainProbe {
+	var probes []chainProbe
+	for _, p := range list.Plugins {
+		var conf struct {
+			Backend string `json:"backend"`
+		}
+		if json.Unmarshal(p.Bytes, &conf) != nil || (conf.Backend != "" && conf.Backend != "iptables") {
+			continue
+		}
+		switch {
+		case p.Network.Type == "firewall":
+			probes = append(probes, firewallProbe)
+		case p.Network.Type == "portmap" && ports:
+			probes = append(probes, portmapProbe)
+		}
+	}
+	return probes
+}
+
+// awaitSharedChains returns at once if the shared chains the list's
+// plugins use are set up. Otherwise it takes chainSetupLock, for the
+// caller to hold while its plugins run, unless the chains were set up
+// while it waited. The caller holds the shared chains lock.
+func (n *Networks) awaitSharedChains(ctx context.Context, list *libcni.NetworkConfigList, ports bool) (unlock func(), err error) {
+	probes := sharedChainProbes(list, ports)
+	if n.chainsReady(probes) {
+		return func() {}, nil
+	}
+	l, err := lockExclusive(ctx, chainSetupLock)
+	if err != nil {
+		return nil, err
+	}
+	if n.chainsReady(probes) {
+		l.Unlock()
+		return func() {}, nil
+	}
+	return l.Unlock, nil
+}
+
+// chainsReady reports whether every probe's rule exists. Any doubt (no
+// iptables, an error) counts as not ready: the price is only waiting.
+func (n *Networks) chainsReady(probes []chainProbe) bool {
+	if len(probes) == 0 {
+		return true
+	}
+	ipt, err := n.iptables()
+	if err != nil {
+		return false
+	}
+	for _, p := range probes {
+		if ok, err := ipt.Exists(p.table, p.chain, p.rule...); err != nil || !ok {
+			return false
+		}
+	}
+	return true
 }

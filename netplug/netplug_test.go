@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -362,6 +364,84 @@ func TestConcurrentAttach(t *testing.T) {
 	if leases, recs, cache := stateFiles(n); leases+recs+cache != 0 {
 		t.Errorf("left %d leases, %d records, %d cache entries", leases, recs, cache)
 	}
+}
+
+// Sandboxes attaching at once to a host without the plugins' shared
+// chains (a fresh boot, or after Prune) all succeed, and the chains get one
+// entry rule each: the plugins check for a chain or rule and then add it,
+// so two of them setting up at once collide unless berth keeps them apart.
+func TestConcurrentFirstAttach(t *testing.T) {
+	const rounds, count = 4, 6
+	n := testNetworks(t, "berth-t7", "10.215.7.0/24")
+	ctx := t.Context()
+	def := mustGet(t, n, DefaultNetwork)
+	for r := range rounds {
+		if err := n.Prune(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := entryRules(t); got != nil {
+			t.Fatalf("round %d: after Prune, entry rules %v are left", r, got)
+		}
+		nss := make([]*testNS, count)
+		for i := range nss {
+			nss[i] = newNS(t)
+		}
+		errs := make([]error, count)
+		var wg sync.WaitGroup
+		for i := range count {
+			wg.Go(func() {
+				var opts AttachOptions
+				if i%2 == 0 {
+					opts.Ports = []PortMapping{{HostIP: "127.0.0.1", ContainerPort: 80}}
+				}
+				_, errs[i] = def.Attach(ctx, fmt.Sprintf("first%d", i), nss[i].path, &opts)
+			})
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatalf("round %d: %v", r, err)
+		}
+		want := map[string]int{"FORWARD->CNI-FORWARD": 1, "CNI-FORWARD->CNI-ADMIN": 1,
+			"PREROUTING->CNI-HOSTPORT-DNAT": 1, "OUTPUT->CNI-HOSTPORT-DNAT": 1, "POSTROUTING->CNI-HOSTPORT-MASQ": 1}
+		if got := entryRules(t); !maps.Equal(got, want) {
+			t.Errorf("round %d: entry rules %v, want %v", r, got, want)
+		}
+		for i := range count {
+			errs[i] = def.Detach(ctx, fmt.Sprintf("first%d", i), nss[i].path)
+			nss[i].kill()
+		}
+		if err := errors.Join(errs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// entryRules counts the rules that jump to the plugins' shared chains, by
+// "from->to".
+func entryRules(t *testing.T) map[string]int {
+	t.Helper()
+	var got map[string]int
+	for _, table := range []string{"filter", "nat"} {
+		out, err := exec.Command("iptables", "-w", "-t", table, "-S").Output()
+		if err != nil {
+			t.Fatalf("iptables -t %s -S: %v", table, err)
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			f := splitRule(l)
+			// The sandboxes' own chains jump to the shared ones too.
+			if len(f) < 2 || f[0] != "-A" || strings.HasPrefix(f[1], "CNI-DN-") {
+				continue
+			}
+			switch to := jumpTarget(f[2:]); to {
+			case firewallForward, firewallAdmin, hostportDNAT, hostportMasq, hostportSetMark:
+				if got == nil {
+					got = map[string]int{}
+				}
+				got[f[1]+"->"+to]++
+			}
+		}
+	}
+	return got
 }
 
 // Attach and Detach, one after the other, leave nothing behind: the

@@ -14,11 +14,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/version"
+	"github.com/coreos/go-iptables/iptables"
 )
 
 // Networks manages the bridge networks of one state directory: the
@@ -30,6 +32,9 @@ type Networks struct {
 	cni  *libcni.CNIConfig
 	exec invoke.Exec
 	def  *NetworkInfo
+
+	// iptables is IPv4's, made on first use: making it runs iptables.
+	iptables func() (*iptables.IPTables, error)
 }
 
 // Open returns the networks kept in opts' directories, creating the
@@ -56,6 +61,9 @@ func Open(opts *Options) (*Networks, error) {
 		},
 		log: n.log,
 	}
+	n.iptables = sync.OnceValues(func() (*iptables.IPTables, error) {
+		return iptables.NewWithProtocol(iptables.ProtocolIPv4)
+	})
 	n.cni = libcni.NewCNIConfigWithCacheDir([]string{o.PluginDir}, filepath.Join(o.RunDir, "cache"), n.exec)
 	return n, nil
 }
@@ -84,6 +92,8 @@ func Bridge(opts *Options) (Network, error) {
 // They are taken in that order. sharedChainsLock is a host-wide one,
 // because the CNI plugins' shared iptables chains are host-wide: held
 // shared by Attach and Detach, exclusively by Prune when it removes them.
+// Last comes chainSetupLock (in host.go), host-wide too, which an Attach
+// holds while its plugins create those chains.
 const sharedChainsLock = "/run/lock/berth-netplug.lock"
 
 func (n *Networks) lockPath(name string) string {
