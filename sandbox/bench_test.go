@@ -112,7 +112,7 @@ func rss(b *testing.B, pid int) int { return smapsField(b, pid, "Rss") }
 // read-only view, the dynamic loader, the constructor), next to fork and
 // exec of a static busybox.
 func BenchmarkReexec(b *testing.B) {
-	exe, err := nsinit.SelfExe()
+	self, err := nsinit.SelfExe()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func BenchmarkReexec(b *testing.B) {
 		cmd  func() *exec.Cmd
 	}{
 		{"self", func() *exec.Cmd {
-			return &exec.Cmd{Path: exe, Args: []string{"berth-noop"}, Env: []string{nsinit.EnvMode + "=" + nsinit.ModeNoop}}
+			return &exec.Cmd{Path: nsinit.ExecPath(3), Args: []string{"berth-noop"}, Env: []string{nsinit.EnvMode + "=" + nsinit.ModeNoop}, ExtraFiles: []*os.File{self}}
 		}},
 		{"busybox-true", func() *exec.Cmd { return exec.Command("/bin/busybox", "true") }},
 	} {

@@ -2,12 +2,18 @@ package sandbox
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/sandbox/internal/nsinit"
+	"github.com/berth-dev/berth/security"
 )
 
 // Nothing of the host's reaches the workload: not a descriptor the host
@@ -29,6 +35,61 @@ func TestNoDescriptorsLeak(t *testing.T) {
 	if !strings.Contains(out, "hidden") && !strings.HasSuffix(strings.TrimSpace(out), "\n/") {
 		// PID 1's entries are closed to the workload: it is not dumpable.
 		t.Errorf("PID 1's cwd is readable: %q", out)
+	}
+}
+
+// A sandbox's PID 1, which lives as long as the sandbox, holds nothing of
+// the host's but what berth passed it: not a descriptor the host leaked
+// (a pipe's write end there would keep its reader waiting), not the
+// runtime's executable it was started through. With and without a user
+// namespace, which start differently.
+func TestInitHoldsNoHostDescriptors(t *testing.T) {
+	leaked := filepath.Join(t.TempDir(), "leaked")
+	low, err := syscall.Open(leaked, syscall.O_RDWR|syscall.O_CREAT, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Above the files the init gets, which would replace a low one.
+	fd, err := unix.FcntlInt(uintptr(low), unix.F_DUPFD, 300)
+	syscall.Close(low)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	self, err := nsinit.SelfExe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exe syscall.Stat_t
+	if err := syscall.Fstat(int(self.Fd()), &exe); err != nil {
+		t.Fatal(err)
+	}
+	for _, sec := range []*security.Config{security.Default(), security.Strict()} {
+		sb := New("alpine:test", opts(func(o *Options) { o.Args = []string{"sleep", "60"}; o.Security = sec }))
+		if err := sb.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		dir := fmt.Sprintf("/proc/%d/fd", sb.proc.Pid)
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			var st syscall.Stat_t
+			if err := syscall.Stat(filepath.Join(dir, e.Name()), &st); err != nil {
+				continue
+			}
+			link, _ := os.Readlink(filepath.Join(dir, e.Name()))
+			if st.Dev == exe.Dev && st.Ino == exe.Ino {
+				t.Errorf("user namespace %v: PID 1 holds the runtime's executable at fd %s", sec.UserNamespace != nil, e.Name())
+			}
+			if link == leaked {
+				t.Errorf("user namespace %v: PID 1 holds the host's leaked descriptor at fd %s", sec.UserNamespace != nil, e.Name())
+			}
+		}
+		sb.Kill()
+		sb.Wait()
+		sb.Close()
 	}
 }
 

@@ -29,7 +29,11 @@ var testEnv struct {
 }
 
 func TestMain(m *testing.M) {
-	if os.Getenv("BERTH_TEST_HOST") != "" {
+	switch os.Getenv("BERTH_TEST_HOST") {
+	case "":
+	case "fdlayout":
+		os.Exit(fdLayoutProcess())
+	default:
 		os.Exit(hostProcess())
 	}
 	if os.Geteuid() != 0 {

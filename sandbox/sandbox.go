@@ -609,11 +609,7 @@ func (p *launched) abandon() {
 // namespaces and born into cg. The process waits for its spec, which run
 // sends. extra files follow the spec and status pipes, from fd 5.
 func launch(mode string, cg *cgroup.Cgroup, std stdio, extra []*os.File, attr *syscall.SysProcAttr) (*launched, error) {
-	exeFor := nsinit.SelfExeFromParent
-	if attr.Cloneflags&unix.CLONE_NEWUSER != 0 {
-		exeFor = nsinit.SelfExe
-	}
-	exe, err := exeFor()
+	self, err := nsinit.SelfExe()
 	if err != nil {
 		return nil, err
 	}
@@ -676,8 +672,10 @@ func launch(mode string, cg *cgroup.Cgroup, std stdio, extra []*os.File, attr *s
 		joinFDs = append(joinFDs, 3+len(files)+i)
 	}
 	files = append(files, join...)
+	// Last, the file the process executes through; the init closes it.
+	files = append(files, self)
 	cmd := &exec.Cmd{
-		Path:        exe,
+		Path:        nsinit.ExecPath(3 + len(files) - 1),
 		Args:        []string{"berth-" + mode},
 		Env:         []string{nsinit.EnvMode + "=" + mode},
 		Stdin:       std.in,

@@ -18,14 +18,15 @@ import (
 // The rootfs is prepared for it before the sandbox's own namespace exists:
 // an idmapped mount depends only on the mappings, which the two share.
 func newUserNS(u *security.UserNamespace) (*os.File, error) {
-	exe, err := nsinit.SelfExe()
+	self, err := nsinit.SelfExe()
 	if err != nil {
 		return nil, err
 	}
 	cmd := &exec.Cmd{
-		Path: exe,
-		Args: []string{"berth-hold"},
-		Env:  []string{nsinit.EnvMode + "=" + nsinit.ModeHold},
+		Path:       nsinit.ExecPath(3),
+		Args:       []string{"berth-hold"},
+		Env:        []string{nsinit.EnvMode + "=" + nsinit.ModeHold},
+		ExtraFiles: []*os.File{self},
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags:  unix.CLONE_NEWUSER,
 			UidMappings: idMaps(u.UIDMap),

@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -1216,10 +1217,32 @@ static void run_exec(void) {
 	reap(pid, sfd);
 }
 
+// close_host_fds closes the descriptor this program was executed through,
+// /proc/self/fd/N, and every one above it. The host passes its read-only
+// view of the executable as the last of the process's files, so that N is
+// above all of them; whatever else is open is the host's, inherited
+// because it was not close-on-exec, and none of the init's business: a
+// pipe held open here would keep the host's reader waiting for the
+// sandbox's end. The workload would not get it anyway (see the
+// close_range before its exec).
+static void close_host_fds(void) {
+	static const char prefix[] = "/proc/self/fd/";
+	const char *fn = (const char *)getauxval(AT_EXECFN);
+	if (!fn || strncmp(fn, prefix, sizeof prefix - 1) != 0)
+		return;
+	char *end;
+	long fd = strtol(fn + sizeof prefix - 1, &end, 10);
+	if (*end != '\0' || fd < 3 || fd > INT_MAX)
+		return;
+	if (syscall(SYS_close_range, (unsigned)fd, ~0U, 0) < 0)
+		die("close the host's descriptors");
+}
+
 __attribute__((constructor)) static void berth_nsinit(void) {
 	const char *mode = getenv("_BERTH_INIT");
 	if (!mode)
 		return;
+	close_host_fds();
 	if (strcmp(mode, "init") == 0)
 		run_init(0);
 	if (strcmp(mode, "standby") == 0)

@@ -337,56 +337,44 @@ func (sr *StatusReader) Next() (Status, error) {
 	return Status{}, fmt.Errorf("nsinit: garbled status %q", line)
 }
 
-// SelfExe returns a path through which to execute this program such that
-// nothing can write to the file: a read-only, detached bind mount of the
-// executable, held open for the life of the process. A sandbox's PID 1 is
-// this program, and runc's CVE-2019-5736 showed a container overwriting its
-// runtime through /proc/<pid>/exe; a read-only mount refuses that without
-// runc's remedy of copying the binary into memory for every container.
-var SelfExe = sync.OnceValues(func() (string, error) {
+// SelfExe returns this program's executable, opened through a read-only,
+// detached bind mount of it and held for the life of the process. A
+// sandbox's PID 1 is this program, and runc's CVE-2019-5736 showed a
+// container overwriting its runtime through /proc/<pid>/exe; a read-only
+// mount refuses that without runc's remedy of copying the binary into
+// memory for every container.
+//
+// A helper gets the file as one of its descriptors and executes it through
+// that descriptor (ExecPath). A descriptor of the host's own that is not
+// among the child's files is not safe to name: os/exec's child, when it
+// shuffles its files into place, first moves its error pipe to one above
+// the highest of them, then on up, over whatever was there. With a file
+// numbered just below the host's, the exec opened that pipe and failed
+// with EACCES (1 start in 160, 16 in user namespaces at once).
+var SelfExe = sync.OnceValues(func() (*os.File, error) {
 	return ReadOnlyView("/proc/self/exe")
 })
 
-// SelfExeFromParent is SelfExe's file named through this process's own
-// /proc entry rather than the new child's, for a child that stays in this
-// process's user namespace. Children made with new PID and mount
-// namespaces while many others are being made now and then fail to exec
-// through their own /proc/self/fd with EACCES (about 1 start in 240, 16
-// at once, on this project's test machine; the file and its mount are
-// intact, and trying again fails the same way), and did not in 7,200
-// through the parent's entry. A child in a new user namespace may not look
-// into the parent's entry: it uses SelfExe, and the failure remains for
-// it (1 start in 640, 16 at once).
-var SelfExeFromParent = sync.OnceValues(func() (string, error) {
-	exe, err := SelfExe()
-	if err != nil {
-		return "", err
-	}
-	return "/proc/" + strconv.Itoa(os.Getpid()) + "/fd/" + strings.TrimPrefix(exe, "/proc/self/fd/"), nil
-})
+// ExecPath returns the path through which a child executes the file it was
+// given as descriptor fd.
+func ExecPath(fd int) string {
+	return "/proc/self/fd/" + strconv.Itoa(fd)
+}
 
-// ReadOnlyView returns a /proc/self/fd path to file through a detached
-// read-only bind mount of it that only this process holds. The path stays
-// valid for the life of the process.
-func ReadOnlyView(file string) (string, error) {
+// ReadOnlyView returns file opened through a detached read-only bind mount
+// of it that only this process holds: nothing can write to the file
+// through it, nor remount it.
+func ReadOnlyView(file string) (*os.File, error) {
 	fd, err := unix.OpenTree(unix.AT_FDCWD, file, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 	if err != nil {
-		return "", fmt.Errorf("nsinit: detached mount of %s: %w", file, err)
+		return nil, fmt.Errorf("nsinit: detached mount of %s: %w", file, err)
 	}
 	err = unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NODEV})
 	if err != nil {
 		unix.Close(fd)
-		return "", fmt.Errorf("nsinit: make the mount of %s read-only: %w", file, err)
+		return nil, fmt.Errorf("nsinit: make the mount of %s read-only: %w", file, err)
 	}
-	// The path is resolved in the child after os/exec has placed
-	// ExtraFiles at 3, 4, ...: a low number would by then name one of
-	// those, so the descriptor moves high.
-	high, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 64)
-	unix.Close(fd)
-	if err != nil {
-		return "", fmt.Errorf("nsinit: move the descriptor of %s: %w", file, err)
-	}
-	return "/proc/self/fd/" + strconv.Itoa(high), nil
+	return os.NewFile(uintptr(fd), file), nil
 }
 
 // SigKillWorkload, sent to an exec helper, makes it SIGKILL the process it

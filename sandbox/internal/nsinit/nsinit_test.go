@@ -2,6 +2,7 @@ package nsinit
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -21,13 +22,15 @@ func TestReadOnlyViewRefusesWrites(t *testing.T) {
 	if err := os.WriteFile(file, []byte("#!/bin/sh\necho original\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	view, err := ReadOnlyView(file)
+	f, err := ReadOnlyView(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.OpenFile(view, os.O_WRONLY|os.O_TRUNC, 0)
+	defer f.Close()
+	view := fmt.Sprintf("/proc/self/fd/%d", f.Fd())
+	w, err := os.OpenFile(view, os.O_WRONLY|os.O_TRUNC, 0)
 	if err == nil {
-		f.Close()
+		w.Close()
 		t.Fatal("opened the executable for writing through its read-only view")
 	}
 	if !errors.Is(err, syscall.EROFS) {
