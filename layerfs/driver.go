@@ -44,7 +44,9 @@ type driver interface {
 // newDriver returns the named driver. For the empty name it tries a real
 // overlay mount under tmp, which must be on the same filesystem as the
 // store, and returns the overlay driver if that works, else the copy driver.
-func newDriver(name, tmp string, log *slog.Logger) (driver, error) {
+// A success is remembered in the file cache (if not ""), for this boot and
+// this filesystem: see probeKey.
+func newDriver(name, tmp, cache string, log *slog.Logger) (driver, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -55,6 +57,17 @@ func newDriver(name, tmp string, log *slog.Logger) (driver, error) {
 		return &copyDriver{log: log}, nil
 	case "":
 		start := time.Now()
+		key, kerr := probeKey(tmp)
+		if kerr != nil {
+			log.Debug("overlayfs probe not remembered", "err", kerr)
+			cache = ""
+		}
+		if cache != "" {
+			if b, err := os.ReadFile(cache); err == nil && string(b) == key {
+				log.Debug("overlayfs probe remembered", "file", cache)
+				return &overlayDriver{log: log, volatile: true}, nil
+			}
+		}
 		// Failing to make the scratch directory says nothing about
 		// overlayfs; falling back to the copy driver for it would make every
 		// rootfs cost a full copy for no reason.
@@ -67,9 +80,32 @@ func newDriver(name, tmp string, log *slog.Logger) (driver, error) {
 			return &copyDriver{log: log}, nil
 		}
 		log.Debug("overlayfs probe succeeded", "dir", tmp, "probe", time.Since(start))
+		if cache != "" {
+			if err := writeFileAtomic(cache, []byte(key), false); err != nil {
+				log.Warn("remember the overlayfs probe", "err", err)
+			}
+		}
 		return &overlayDriver{log: log, volatile: true}, nil
 	}
 	return nil, fmt.Errorf("unknown storage driver %q (want %q or %q)", name, "overlay", "copy")
+}
+
+// probeKey says what a probe's success holds for: this boot (the kernel,
+// its modules and their settings) and the filesystem dir is on. Probing
+// mounts and unmounts an overlay, 3 to 10 ms here: most of what a
+// short-lived process such as `berth run` spent before it started anything.
+// Only a success is remembered; a failure is probed again, since what made
+// it may be mended without a reboot.
+func probeKey(dir string) (string, error) {
+	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return "", err
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return "", &os.PathError{Op: "stat", Path: dir, Err: err}
+	}
+	return fmt.Sprintf("overlay boot=%s dev=%d\n", strings.TrimSpace(string(boot)), st.Dev), nil
 }
 
 // probeOverlay mounts a small overlay in root, an empty directory it

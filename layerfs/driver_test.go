@@ -592,22 +592,22 @@ func TestDriverNew(t *testing.T) {
 	requireRoot(t)
 	log := testLogger(t)
 	for _, name := range []string{"overlay", "copy"} {
-		d, err := newDriver(name, t.TempDir(), log)
+		d, err := newDriver(name, t.TempDir(), "", log)
 		if err != nil || d.Name() != name {
 			t.Errorf("newDriver(%q) = %v, %v", name, d, err)
 		}
 	}
-	if d, err := newDriver("bogus", t.TempDir(), log); err == nil || !strings.Contains(err.Error(), "bogus") {
+	if d, err := newDriver("bogus", t.TempDir(), "", log); err == nil || !strings.Contains(err.Error(), "bogus") {
 		t.Errorf(`newDriver("bogus") = %v, %v; want an error naming it`, d, err)
 	}
 
-	if d, err := newDriver("", filepath.Join(t.TempDir(), "missing"), log); err == nil {
+	if d, err := newDriver("", filepath.Join(t.TempDir(), "missing"), "", log); err == nil {
 		t.Errorf(`newDriver("") with a missing scratch directory = %s, want an error`, d.Name())
 	}
 
 	tmp := t.TempDir()
 	start := time.Now()
-	d, err := newDriver("", tmp, log)
+	d, err := newDriver("", tmp, "", log)
 	t.Logf("probe took %v", time.Since(start))
 	if err != nil {
 		t.Fatal(err)
@@ -617,6 +617,47 @@ func TestDriverNew(t *testing.T) {
 	}
 	assertNotMounted(t, tmp)
 	assertEmptyDir(t, tmp)
+}
+
+// A store remembers that overlayfs passed the probe, for this boot and
+// filesystem, and the next process to open it skips the probe.
+func TestDriverProbeRemembered(t *testing.T) {
+	requireRoot(t)
+	tmp := t.TempDir()
+	cache := filepath.Join(t.TempDir(), "overlay-probe")
+	probe := func() string {
+		t.Helper()
+		var logs bytes.Buffer
+		d, err := newDriver("", tmp, cache, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+		if err != nil || d.Name() != "overlay" {
+			t.Fatalf(`newDriver("") = %v, %v; want overlay`, d, err)
+		}
+		assertEmptyDir(t, tmp)
+		return logs.String()
+	}
+	if logs := probe(); !strings.Contains(logs, "probe succeeded") {
+		t.Fatalf("first use did not probe: %s", logs)
+	}
+	key, err := probeKey(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(cache); err != nil || string(b) != key {
+		t.Fatalf("remembered %q (%v), want %q", b, err, key)
+	}
+	if logs := probe(); strings.Contains(logs, "probe succeeded") || !strings.Contains(logs, "probe remembered") {
+		t.Errorf("second use probed again: %s", logs)
+	}
+	// Another boot's (or filesystem's) success counts for nothing.
+	if err := os.WriteFile(cache, []byte("overlay boot=00000000-0000-0000-0000-000000000000 dev=1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if logs := probe(); !strings.Contains(logs, "probe succeeded") {
+		t.Errorf("a stale record was trusted: %s", logs)
+	}
+	if b, _ := os.ReadFile(cache); string(b) != key {
+		t.Errorf("after probing again, remembered %q, want %q", b, key)
+	}
 }
 
 // TestDriverNewOnOverlay puts the store on overlayfs, which overlayfs cannot
@@ -647,7 +688,8 @@ func TestDriverNewOnOverlay(t *testing.T) {
 
 	var logs bytes.Buffer
 	start := time.Now()
-	d, err := newDriver("", tmp, slog.New(slog.NewTextHandler(&logs, nil)))
+	cache := filepath.Join(base, "overlay-probe")
+	d, err := newDriver("", tmp, cache, slog.New(slog.NewTextHandler(&logs, nil)))
 	t.Logf("probe took %v; logged: %s", time.Since(start), logs.String())
 	if err != nil {
 		t.Fatal(err)
@@ -658,10 +700,13 @@ func TestDriverNewOnOverlay(t *testing.T) {
 	if !strings.Contains(logs.String(), "copy driver") {
 		t.Errorf("newDriver did not log why it chose the copy driver")
 	}
+	if _, err := os.Stat(cache); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a failed probe was remembered: %v", err)
+	}
 	assertEmptyDir(t, tmp)
 
 	// Forcing overlay there fails at Mount, with the kernel's reason.
-	d, err = newDriver("overlay", tmp, testLogger(t))
+	d, err = newDriver("overlay", tmp, "", testLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -195,7 +195,7 @@ func (s *Store) driverFor(rec rootfsRecord) (driver, error) {
 	if rec.Driver == "" {
 		return s.rootfsDriver()
 	}
-	return newDriver(rec.Driver, s.path("tmp"), s.log)
+	return newDriver(rec.Driver, s.path("tmp"), "", s.log)
 }
 
 // Release unmounts and deletes the rootfs prepared under key, with every

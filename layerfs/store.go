@@ -113,13 +113,16 @@ func (s *Store) Driver() (string, error) {
 
 func (s *Store) rootfsDriver() (driver, error) {
 	s.driverOnce.Do(func() {
-		s.driver, s.driverErr = newDriver(s.driverName, filepath.Join(s.root, "tmp"), s.log)
+		s.driver, s.driverErr = newDriver(s.driverName, s.path("tmp"), s.path(probeCacheFile), s.log)
 		if s.driverErr == nil {
 			s.log.Debug("rootfs driver", "driver", s.driver.Name(), "root", s.root)
 		}
 	})
 	return s.driver, s.driverErr
 }
+
+// probeCacheFile, in the store, remembers that overlayfs passed the probe.
+const probeCacheFile = "overlay-probe"
 
 func (s *Store) path(elem ...string) string {
 	return filepath.Join(append([]string{s.root}, elem...)...)
