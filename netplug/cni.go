@@ -310,7 +310,7 @@ func (n *Networks) detach(ctx context.Context, cniName, id, netnsPath string) er
 	// the bridge plugin cannot tell which masquerading rules were the
 	// sandbox's, and leaves them.
 	if masqueradeBackend(list) == "iptables" {
-		if err := teardownMasquerade(list.Name, id, ips); err != nil {
+		if err := n.teardownMasquerade(ctx, list.Name, id, ips, netns == ""); err != nil {
 			return fmt.Errorf("detach %s from network %s: %w", id, rec.Network, err)
 		}
 	}

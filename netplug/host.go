@@ -1,6 +1,7 @@
 package netplug
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os/exec"
 	"slices"
 	"strings"
 
@@ -92,7 +94,9 @@ func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
 // teardownMasquerade removes the bridge plugin's masquerading of the
 // sandbox's addresses, when the plugin could not (see detach): the rule in
 // POSTROUTING and the sandbox's chain, named as the plugin names them.
-func teardownMasquerade(network, id string, ips []netip.Prefix) error {
+// nsGone says that the sandbox's namespace was gone at DEL, so that the
+// plugin surely left them.
+func (n *Networks) teardownMasquerade(ctx context.Context, network, id string, ips []netip.Prefix, nsGone bool) error {
 	chain := utils.FormatChainName(network, id)
 	comment := utils.FormatComment(network, id)
 	for _, proto := range []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6} {
@@ -105,7 +109,19 @@ func teardownMasquerade(network, id string, ips []netip.Prefix) error {
 		if len(mine) == 0 {
 			continue
 		}
-		ipt, err := iptables.NewWithProtocol(proto)
+		if nsGone {
+			// Each iptables run costs milliseconds; removing the rules
+			// one checked step at a time took some ten runs.
+			err := removeMasqueradeAtOnce(ctx, proto, chain, comment, mine)
+			if err == nil {
+				continue
+			}
+			n.log.Debug("remove masquerading at once; going step by step", "id", id, "err", err)
+		}
+		ipt, err := n.iptables()
+		if proto == iptables.ProtocolIPv6 {
+			ipt, err = iptables.NewWithProtocol(proto)
+		}
 		if err != nil {
 			return err
 		}
@@ -126,6 +142,31 @@ func teardownMasquerade(network, id string, ips []netip.Prefix) error {
 		if err := ipt.ClearAndDeleteChain("nat", chain); err != nil {
 			return fmt.Errorf("masquerading of %s: %w", id, err)
 		}
+	}
+	return nil
+}
+
+// removeMasqueradeAtOnce removes the POSTROUTING rule of each of srcs and
+// the sandbox's chain in one iptables-restore transaction. A transaction
+// is all or nothing: if any of them is missing, or a rule was written in
+// another form (older plugins gave the source with its prefix length),
+// nothing changes and it fails.
+func removeMasqueradeAtOnce(ctx context.Context, proto iptables.Protocol, chain, comment string, srcs []netip.Prefix) error {
+	var b strings.Builder
+	b.WriteString("*nat\n")
+	quoted := `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(comment) + `"`
+	for _, p := range srcs {
+		fmt.Fprintf(&b, "-D POSTROUTING -s %s -j %s -m comment --comment %s\n", p.Addr(), chain, quoted)
+	}
+	fmt.Fprintf(&b, "-F %s\n-X %s\nCOMMIT\n", chain, chain)
+	bin := "iptables-restore"
+	if proto == iptables.ProtocolIPv6 {
+		bin = "ip6tables-restore"
+	}
+	cmd := exec.CommandContext(ctx, bin, "--noflush")
+	cmd.Stdin = strings.NewReader(b.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: %w: %s", bin, err, bytes.TrimSpace(out))
 	}
 	return nil
 }
