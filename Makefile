@@ -39,7 +39,9 @@ demo: demo-deps build cni
 		-v $(CURDIR)/hack:/demo:ro $(DEMO_IMAGE) sh /demo/demo-inside.sh
 
 # Tests run one package at a time: netplug's leak audit counts host-wide
-# veths and rules, which other packages' sandboxes would disturb.
+# veths and rules, which other packages' sandboxes would disturb. Then
+# again under the race detector, since berth is meant to be used by many
+# goroutines at once (-short trims the leak audit's cycles).
 test: test-deps cni
 	$(GO) vet ./...
 	@unformatted=$$($(GOFMT) -l .); \
@@ -49,6 +51,7 @@ test: test-deps cni
 		exit 1; \
 	fi
 	$(GO) test -count=1 -p 1 -timeout 20m ./...
+	$(GO) test -race -short -count=1 -p 1 -timeout 20m ./...
 
 # The comparative benchmark: berth (API and CLI), runc, crun, bubblewrap
 # and podman on one Alpine rootfs, in one process; results, tables and plots
