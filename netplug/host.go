@@ -118,8 +118,11 @@ func (n *Networks) teardownMasquerade(ctx context.Context, network, id string, i
 			}
 			n.log.Debug("remove masquerading at once; going step by step", "id", id, "err", err)
 		}
-		ipt, err := n.iptables()
-		if proto == iptables.ProtocolIPv6 {
+		var ipt *iptables.IPTables
+		var err error
+		if proto == iptables.ProtocolIPv4 {
+			ipt, err = n.iptables()
+		} else {
 			ipt, err = iptables.NewWithProtocol(proto)
 		}
 		if err != nil {
