@@ -29,6 +29,8 @@ func DefaultRoot() string {
 type Options struct {
 	// Driver chooses how Prepare builds a rootfs: "overlay", "copy", or ""
 	// to use overlay where a probe mount shows it works and copy elsewhere.
+	// A probe that succeeded is remembered in the store until the next
+	// boot, or until the store is on another filesystem.
 	Driver string
 	// Logger receives the store's diagnostics; nil discards them.
 	Logger *slog.Logger
