@@ -25,6 +25,28 @@ func percentiles(b *testing.B, samples []time.Duration) {
 	b.ReportMetric(float64(samples[len(samples)*99/100].Microseconds())/1000, "p99-ms")
 }
 
+// timeStartExit runs sandboxes of `true` that next makes, b.N of them,
+// timing each run and pausing, untimed, for pause after it; then reports
+// the percentiles.
+func timeStartExit(b *testing.B, pause time.Duration, next func() *Sandbox) {
+	samples := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		res, err := next().Run(context.Background())
+		if err != nil || !res.Success() {
+			b.Fatal(res, err)
+		}
+		samples = append(samples, time.Since(start))
+		if pause > 0 {
+			b.StopTimer()
+			time.Sleep(pause)
+			b.StartTimer()
+		}
+	}
+	percentiles(b, samples)
+}
+
 // BenchmarkStartExit measures New+Run of `true`: from nothing to a
 // finished, torn-down sandbox. Run with -benchtime=200x or more for the
 // percentiles to mean something.
@@ -39,16 +61,9 @@ func BenchmarkStartExit(b *testing.B) {
 	}{{"busybox", "busybox:test", nil}, {"alpine", "alpine:test", nil}, {"alpine-bridge", "alpine:test", bridge}} {
 		image := c.image
 		b.Run(c.name, func(b *testing.B) {
-			samples := make([]time.Duration, 0, b.N)
-			for i := 0; i < b.N; i++ {
-				start := time.Now()
-				res, err := New(image, opts(func(o *Options) { o.Args = []string{"true"}; o.Network = c.net })).Run(context.Background())
-				if err != nil || !res.Success() {
-					b.Fatal(res, err)
-				}
-				samples = append(samples, time.Since(start))
-			}
-			percentiles(b, samples)
+			timeStartExit(b, 0, func() *Sandbox {
+				return New(image, opts(func(o *Options) { o.Args = []string{"true"}; o.Network = c.net }))
+			})
 		})
 	}
 }
@@ -153,21 +168,10 @@ func BenchmarkStartExitPooled(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer pool.Close()
-	samples := make([]time.Duration, 0, b.N)
 	time.Sleep(200 * time.Millisecond)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		start := time.Now()
-		res, err := New("alpine:test", opts(func(o *Options) { o.Args = []string{"true"}; o.NetworkPool = pool })).Run(context.Background())
-		if err != nil || !res.Success() {
-			b.Fatal(res, err)
-		}
-		samples = append(samples, time.Since(start))
-		b.StopTimer()
-		time.Sleep(150 * time.Millisecond)
-		b.StartTimer()
-	}
-	percentiles(b, samples)
+	timeStartExit(b, 150*time.Millisecond, func() *Sandbox {
+		return New("alpine:test", opts(func(o *Options) { o.Args = []string{"true"}; o.NetworkPool = pool }))
+	})
 }
 
 // BenchmarkStartExitPool measures start→exit of `true` from a Pool of
@@ -182,18 +186,7 @@ func BenchmarkStartExitPool(b *testing.B) {
 	}
 	defer pool.Close()
 	time.Sleep(100 * time.Millisecond)
-	samples := make([]time.Duration, 0, b.N)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		start := time.Now()
-		res, err := pool.New(&Options{Args: []string{"true"}}).Run(context.Background())
-		if err != nil || !res.Success() {
-			b.Fatal(res, err)
-		}
-		samples = append(samples, time.Since(start))
-		b.StopTimer()
-		time.Sleep(20 * time.Millisecond)
-		b.StartTimer()
-	}
-	percentiles(b, samples)
+	timeStartExit(b, 20*time.Millisecond, func() *Sandbox {
+		return pool.New(&Options{Args: []string{"true"}})
+	})
 }

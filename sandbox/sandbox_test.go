@@ -399,10 +399,7 @@ func TestInitReapsZombies(t *testing.T) {
 // Go runtime ends a thread whose locked goroutine returns; the sandboxes
 // here, New's and a pool's, are started from such goroutines.
 func TestSurvivesStartingThreadExit(t *testing.T) {
-	p, err := NewPool(context.Background(), "alpine:test", opts(nil), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newPool(t, opts(nil), 1)
 	defer p.Close()
 	for _, sb := range []*Sandbox{
 		New("alpine:test", opts(func(o *Options) { o.Args = []string{"sleep", "30"} })),

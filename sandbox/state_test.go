@@ -148,10 +148,7 @@ func networkCounts(t *testing.T, runDir string) netCounts {
 // the sandbox as started: its record is completed after Start, and Open
 // waits for that. A sandbox still waiting in a pool is not running.
 func TestOpenRightAfterStart(t *testing.T) {
-	p, err := NewPool(context.Background(), "alpine:test", opts(nil), 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newPool(t, opts(nil), 1)
 	defer p.Close()
 	for _, sb := range []*Sandbox{
 		New("alpine:test", opts(func(o *Options) { o.Args = []string{"sleep", "30"}; o.User = "nobody" })),
