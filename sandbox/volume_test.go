@@ -415,3 +415,55 @@ func TestBindOptionsRefused(t *testing.T) {
 		t.Errorf("bad option: %v", err)
 	}
 }
+
+// Bind sources travel as descriptors after the workload's extra files and
+// a joined network namespace: each lands where it should, in a sandbox of
+// its own and in a pool's.
+func TestBindSourcesBesideOtherDescriptors(t *testing.T) {
+	holder := New("alpine:test", opts(func(o *Options) { o.Args = []string{"sleep", "100"} }))
+	if err := holder.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	a, b := hostDir(t), hostDir(t)
+	os.WriteFile(filepath.Join(a, "f"), []byte("a\n"), 0o644)
+	os.WriteFile(filepath.Join(b, "f"), []byte("b\n"), 0o644)
+	files := func() []*os.File {
+		var out []*os.File
+		for _, s := range []string{"three\n", "four\n"} {
+			f, err := os.CreateTemp(t.TempDir(), "extra")
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.WriteString(s)
+			f.Seek(0, 0)
+			t.Cleanup(func() { f.Close() })
+			out = append(out, f)
+		}
+		return out
+	}
+	const want = "a\nb\nthree\nfour\n"
+	mounts := []Mount{{Source: a, Destination: "/a"}, {Source: b, Destination: "/b"}}
+	out, errOut, err := tryRun(opts(func(o *Options) {
+		o.JoinNetwork = holder.NetworkNamespace()
+		o.ExtraFiles = files()
+		o.Mounts = mounts
+		o.Args = []string{"sh", "-c", "cat /a/f /b/f; cat <&3; cat <&4"}
+	}))
+	if err != nil || out != want {
+		t.Errorf("sandbox: %q %v (%s), want %q", out, err, errOut, want)
+	}
+	p, err := NewPool(context.Background(), "alpine:test", opts(func(o *Options) {
+		o.JoinNetwork = holder.NetworkNamespace()
+		o.Mounts = mounts
+	}), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	var buf bytes.Buffer
+	_, err = p.New(&Options{ExtraFiles: files(), Stdout: &buf, Args: []string{"sh", "-c", "cat /a/f /b/f; cat <&3; cat <&4"}}).Run(context.Background())
+	if err != nil || buf.String() != want {
+		t.Errorf("pool: %q %v, want %q", buf.String(), err, want)
+	}
+}
