@@ -332,32 +332,13 @@ type volumeStorage interface {
 }
 
 // userMounts turns the caller's mounts into the init's. The source of each
-// bind mount and volume is opened here (openBindSource), and goes to the
-// init as a descriptor, from firstFD on, in s.mountSources.
+// bind mount and volume is opened here (openSource), and goes to the init
+// as a descriptor, from firstFD on, in s.mountSources.
 func (s *Sandbox) userMounts(mounts []Mount, firstFD int) ([]nsinit.Mount, error) {
 	var out []nsinit.Mount
 	for _, m := range mounts {
 		if !path.IsAbs(m.Destination) {
 			return nil, fmt.Errorf("mount destination %q is not absolute", m.Destination)
-		}
-		var open func() (*os.File, error)
-		switch m.Type {
-		case "volume":
-			vs, ok := s.storage.(volumeStorage)
-			if !ok {
-				return nil, fmt.Errorf("mount %s: the storage keeps no volumes", m.Destination)
-			}
-			dir, err := vs.Volume(context.Background(), m.Source)
-			if err != nil {
-				return nil, fmt.Errorf("mount %s: %w", m.Destination, err)
-			}
-			m.Source = dir
-			open = func() (*os.File, error) { return openVolumeSource(dir) }
-		case "bind", "":
-			if !filepath.IsAbs(m.Source) {
-				return nil, fmt.Errorf("bind mount source %q is not absolute", m.Source)
-			}
-			open = func() (*os.File, error) { return openBindSource(m.Source) }
 		}
 		switch m.Type {
 		case "bind", "", "volume":
@@ -365,9 +346,9 @@ func (s *Sandbox) userMounts(mounts []Mount, firstFD int) ([]nsinit.Mount, error
 			if err != nil {
 				return nil, err
 			}
-			src, err := open()
+			src, err := s.openSource(&m)
 			if err != nil {
-				return nil, fmt.Errorf("bind mount source: %w", err)
+				return nil, err
 			}
 			if s.mountSources == nil {
 				s.undo = append(s.undo, func() error { s.closeMountSources(); return nil })
@@ -386,6 +367,35 @@ func (s *Sandbox) userMounts(mounts []Mount, firstFD int) ([]nsinit.Mount, error
 		}
 	}
 	return out, nil
+}
+
+// openSource opens the source of a bind mount or volume m for its init,
+// setting m.Source to a volume's directory.
+func (s *Sandbox) openSource(m *Mount) (*os.File, error) {
+	if m.Type == "volume" {
+		vs, ok := s.storage.(volumeStorage)
+		if !ok {
+			return nil, fmt.Errorf("mount %s: the storage keeps no volumes", m.Destination)
+		}
+		dir, err := vs.Volume(context.Background(), m.Source)
+		if err != nil {
+			return nil, fmt.Errorf("mount %s: %w", m.Destination, err)
+		}
+		m.Source = dir
+		f, err := openVolumeSource(dir)
+		if err != nil {
+			return nil, fmt.Errorf("mount %s: volume: %w", m.Destination, err)
+		}
+		return f, nil
+	}
+	if !filepath.IsAbs(m.Source) {
+		return nil, fmt.Errorf("bind mount source %q is not absolute", m.Source)
+	}
+	f, err := openBindSource(m.Source)
+	if err != nil {
+		return nil, fmt.Errorf("bind mount source: %w", err)
+	}
+	return f, nil
 }
 
 // writeEtcFiles writes the sandbox's /etc/hosts, /etc/hostname and
