@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -188,16 +189,14 @@ func TestMountSourceSwappedAfterCheck(t *testing.T) {
 	}
 }
 
+// euidHelper builds testdata/euid, static so that it runs in any image,
+// once for the package's tests, under testEnv's directory.
 var euidHelper = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "berth-euid-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "euid")
+	bin := filepath.Join(testEnv.dir, "euid")
 	cmd := exec.Command("go", "build", "-o", bin, "./testdata/euid")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", errors.New("build testdata/euid: " + err.Error() + ": " + string(out))
+		return "", fmt.Errorf("build testdata/euid: %w: %s", err, out)
 	}
 	return bin, nil
 })
@@ -209,7 +208,6 @@ func setuidHelper(t *testing.T, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(filepath.Dir(bin)) })
 	b, err := os.ReadFile(bin)
 	if err != nil {
 		t.Fatal(err)
