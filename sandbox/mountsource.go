@@ -31,7 +31,7 @@ func openBindSource(src string) (*os.File, error) {
 	how := &unix.OpenHow{Flags: unix.O_PATH | unix.O_CLOEXEC, Resolve: unix.RESOLVE_NO_SYMLINKS}
 	fd, err := unix.Openat2(unix.AT_FDCWD, src, how)
 	if errors.Is(err, unix.ELOOP) {
-		return nil, linkError(src)
+		return nil, linkError(src, "/", true)
 	}
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: src, Err: err}
@@ -56,7 +56,7 @@ func openVolumeSource(dir string) (*os.File, error) {
 	how := &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS}
 	fd, err := unix.Openat2(pfd, name, how)
 	if errors.Is(err, unix.ELOOP) {
-		return nil, linkError(dir)
+		return nil, linkError(dir, parent, false)
 	}
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
@@ -75,17 +75,17 @@ func cloneTree(fd int, name string) (*os.File, error) {
 	return os.NewFile(uintptr(tree), name), nil
 }
 
-// linkError describes the first symbolic link on path: the link, what it
-// says, and the path with it resolved, which a caller who trusts the link
-// can pass instead.
-func linkError(path string) error {
-	link, target := firstLink(path)
+// linkError describes the first symbolic link on path below the directory
+// from: the link, what it says, and, with suggest, the path with it
+// resolved, which a caller who trusts the link can pass instead.
+func linkError(path, from string, suggest bool) error {
+	link, target := firstLink(path, from)
 	if link == "" {
 		// Gone since the open failed: still refused, without details.
 		return fmt.Errorf("%s: %w", path, ErrMountSourceLink)
 	}
 	hint := ""
-	if real, err := filepath.EvalSymlinks(link); err == nil {
+	if real, err := filepath.EvalSymlinks(link); err == nil && suggest {
 		rest, _ := filepath.Rel(link, path)
 		hint = "; if you trust it, pass " + filepath.Join(real, rest)
 	}
@@ -93,12 +93,16 @@ func linkError(path string) error {
 		path, ErrMountSourceLink, link, target, hint)
 }
 
-// firstLink returns the first component of the absolute path that is a
-// symbolic link, and its contents, or "" if none is.
-func firstLink(path string) (link, target string) {
-	cur := "/"
-	for _, part := range strings.Split(strings.TrimPrefix(path, "/"), "/") {
-		if part == "" {
+// firstLink returns the first component of path below the directory from
+// that is a symbolic link, and its contents, or "" if none is.
+func firstLink(path, from string) (link, target string) {
+	rel, err := filepath.Rel(from, path)
+	if err != nil {
+		return "", ""
+	}
+	cur := from
+	for _, part := range strings.Split(rel, "/") {
+		if part == "" || part == "." {
 			continue
 		}
 		cur = filepath.Join(cur, part)

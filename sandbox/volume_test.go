@@ -117,6 +117,9 @@ func TestVolumeLinkRefused(t *testing.T) {
 	if strings.Contains(out, "host secret") || !errors.Is(err, ErrMountSourceLink) {
 		t.Fatalf("volume replaced by a link: output %q, error %v", out, err)
 	}
+	if !strings.Contains(err.Error(), dir+" -> "+secret) {
+		t.Errorf("error %q does not name the link", err)
+	}
 
 	// The volumes' directory reached through a link is fine.
 	base := hostDir(t)
