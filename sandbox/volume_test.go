@@ -498,3 +498,70 @@ func BenchmarkOpenBindSource(b *testing.B) {
 		f.Close()
 	}
 }
+
+// openOf counts this process's descriptors of the file at path. A
+// detached mount's descriptor names no host path, so they are compared by
+// device and inode.
+func openOf(t *testing.T, path string) int {
+	t.Helper()
+	var want unix.Stat_t
+	if err := unix.Stat(path, &want); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range entries {
+		var st unix.Stat_t
+		if err := unix.Stat("/proc/self/fd/"+e.Name(), &st); err == nil && st.Dev == want.Dev && st.Ino == want.Ino {
+			n++
+		}
+	}
+	return n
+}
+
+// The host keeps no descriptor of a mount's source once the sandbox has
+// started, or failed to: not when a later mount's source is refused, nor
+// when the sandbox is from a pool.
+func TestMountSourcesClosed(t *testing.T) {
+	dir := hostDir(t)
+	good := filepath.Join(dir, "good")
+	os.Mkdir(good, 0o755)
+	os.Symlink(good, filepath.Join(dir, "link"))
+	sb := New("alpine:test", opts(func(o *Options) {
+		o.Mounts = []Mount{{Source: good, Destination: "/a"}}
+		o.Args = []string{"sleep", "100"}
+	}))
+	if err := sb.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := openOf(t, good); n != 0 {
+		t.Errorf("%d descriptors of the source open while the sandbox runs", n)
+	}
+	sb.Close()
+	_, _, err := tryRun(opts(func(o *Options) {
+		o.Mounts = []Mount{{Source: good, Destination: "/a"}, {Source: filepath.Join(dir, "link"), Destination: "/b"}}
+		o.Args = []string{"true"}
+	}))
+	if !errors.Is(err, ErrMountSourceLink) {
+		t.Fatalf("second mount through a link: %v", err)
+	}
+	if n := openOf(t, good); n != 0 {
+		t.Errorf("%d descriptors of the first source open after a failed start", n)
+	}
+	p, err := NewPool(context.Background(), "alpine:test", opts(func(o *Options) {
+		o.Mounts = []Mount{{Source: good, Destination: "/a"}}
+	}), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Ready(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := openOf(t, good); n != 0 {
+		t.Errorf("%d descriptors of the source open with a pool's sandboxes waiting", n)
+	}
+	p.Close()
+}
