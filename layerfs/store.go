@@ -59,6 +59,11 @@ type Store struct {
 	// idmapWarned records that Prepare has warned once that it copies
 	// images for user namespaces, so that it does not on every call.
 	idmapWarned atomic.Bool
+
+	// projectQuotas records whether the store's filesystem enforces
+	// project quotas, for disk quotas; asked once.
+	projectOnce   sync.Once
+	projectQuotas bool
 }
 
 // Open opens the store at root, creating it if it does not exist.
