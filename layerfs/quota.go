@@ -25,7 +25,8 @@ import (
 //     inode limits for that ID. It costs two ioctls and two quotactls.
 //   - "loop": elsewhere, the state directory is the mount point of an ext4
 //     filesystem of the quota's size, in a sparse image file beside it on a
-//     loop device. It costs an mkfs, a loop device and a mount.
+//     loop device. It costs a copy of an empty filesystem's metadata (made
+//     once per size by mkfs.ext4), a loop device and a mount.
 //
 // Either way the rootfs record names the backend before anything is set
 // up, so that Release, after a crash too, undoes it.
@@ -129,7 +130,7 @@ func (s *Store) applyQuota(ctx context.Context, q *diskQuota, dir, state string)
 	case quotaProject:
 		err = setProjectQuota(s.root, state, q)
 	case quotaLoop:
-		err = mountLoopFS(ctx, q, loopImage(dir), state)
+		err = s.mountLoopFS(ctx, q, loopImage(dir), state)
 	default:
 		err = fmt.Errorf("unknown backend %q", q.Backend)
 	}
