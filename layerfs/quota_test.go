@@ -458,3 +458,30 @@ func helperCrashQuota() int {
 	syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	return 1
 }
+
+// TestDiskQuotaTemplates checks that the store keeps one template per
+// quota size, and that GC removes them.
+func TestDiskQuotaTemplates(t *testing.T) {
+	if projectQuotasEnforced(os.TempDir()) {
+		t.Skip("the temporary directory's filesystem enforces project quotas")
+	}
+	s, img := quotaStore(t, "", "overlay")
+	for i, size := range []int64{testQuota, testQuota, 2 * testQuota} {
+		key := fmt.Sprint("t", i)
+		if _, err := s.Prepare(ctx, key, img, &PrepareOptions{DiskQuota: size}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Release(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if tmpls, _ := filepath.Glob(s.path("quota", "*")); len(tmpls) != 2 {
+		t.Errorf("templates after quotas of 2 sizes: %q", tmpls)
+	}
+	if _, err := s.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(s.path("quota")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("templates after GC: %v", err)
+	}
+}
