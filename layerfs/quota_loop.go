@@ -95,7 +95,9 @@ func (s *Store) mountLoopFS(ctx context.Context, q *diskQuota, image, target str
 // never mounted again after a crash, and root in the sandbox gets no more
 // than others. Every copy has the same UUID, which ext4 does not mind.
 func (s *Store) loopTemplate(ctx context.Context, q *diskQuota) (string, error) {
-	path := s.path("quota", fmt.Sprintf("ext4-%d-%d.img", loopImageSize(q), q.Inodes))
+	// The version changes with how templates are made, so that a store
+	// never copies one made another way.
+	path := s.path("quota", fmt.Sprintf("ext4-v1-%d-%d.img", loopImageSize(q), q.Inodes))
 	if exists(path) {
 		return path, nil
 	}

@@ -110,13 +110,25 @@ func (s *Store) Prepare(ctx context.Context, key string, img *Image, opts *Prepa
 		err = letNamespaceIn(ids, dir, state)
 	}
 	var path string
+	mount := func() (err error) {
+		if quota == nil {
+			path, err = d.Mount(ctx, lowers, state, ids)
+			return err
+		}
+		// The copy driver's copy of the image counts against a project
+		// quota, which CAP_SYS_RESOURCE would let it exceed unnoticed.
+		return withoutResourceCap(func() (err error) {
+			path, err = d.Mount(ctx, lowers, state, ids)
+			return err
+		})
+	}
 	if err == nil {
-		path, err = d.Mount(ctx, lowers, state, ids)
+		err = mount()
 	}
 	if errors.Is(err, ErrIDMapUnsupported) {
 		d, err = s.prepareFallback(ctx, key, d, state, err, &rec)
 		if err == nil {
-			path, err = d.Mount(ctx, lowers, state, ids)
+			err = mount()
 		}
 	}
 	if err != nil && quota != nil && d.Name() == "copy" && quotaFull(err) {
