@@ -273,6 +273,9 @@ func TestDiskQuotaLoop(t *testing.T) {
 			if err := s.Diff(ctx, "q", io.Discard); err != nil {
 				t.Errorf("diff of a rootfs with a quota: %v", err)
 			}
+			if _, err := s.Commit(ctx, "q", &CommitOptions{Name: "committed:1"}); err != nil {
+				t.Errorf("commit of a rootfs with a quota: %v", err)
+			}
 			if err := s.Release(ctx, "q"); err != nil {
 				t.Fatal(err)
 			}
