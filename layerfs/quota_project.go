@@ -105,7 +105,11 @@ func projectQuotasEnforced(dir string) bool {
 // carry project ID id.
 func projectInUse(dir string, id uint32) (bool, error) {
 	var q ifDQBlk
-	if err := quotactlAt(dir, qcmd(qGetQuota, prjQuota), id, unsafe.Pointer(&q)); err != nil {
+	err := quotactlAt(dir, qcmd(qGetQuota, prjQuota), id, unsafe.Pointer(&q))
+	if err == unix.ENOENT {
+		return false, nil // XFS: no quota record for id, so no files
+	}
+	if err != nil {
 		return false, fmt.Errorf("read project quota %d: %w", id, err)
 	}
 	return q.CurSpace > 0 || q.CurInodes > 0, nil
