@@ -104,6 +104,12 @@ type Options struct {
 	Mounts []Mount
 	// ReadonlyRootfs makes / read-only; mounts stay as they are.
 	ReadonlyRootfs bool
+	// DiskQuota, if not 0, caps in bytes what the workload may write to
+	// its rootfs, and its files at one per 4 KiB: past it, writes fail
+	// with ENOSPC or EDQUOT while the host's disk keeps the rest. It needs
+	// at least layerfs.MinDiskQuota; see layerfs.PrepareOptions for how it
+	// is enforced. Mounts and volumes are not counted.
+	DiskQuota int64
 	// Rlimits are set for the workload.
 	Rlimits []Rlimit
 	// Resources are the cgroup limits; nil means none.
@@ -462,8 +468,14 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 	if err != nil {
 		return "", err
 	}
+	if s.opts.DiskQuota != 0 {
+		if prep == nil {
+			prep = &layerfs.PrepareOptions{}
+		}
+		prep.DiskQuota = s.opts.DiskQuota
+	}
 	fs, err := s.storage.Prepare(ctx, s.state.RootfsKey, s.img, prep)
-	if prep != nil {
+	if prep != nil && prep.UserNS != nil {
 		prep.UserNS.Close()
 	}
 	if err != nil {

@@ -66,6 +66,9 @@ func TestRecoverAfterHostKilled(t *testing.T) {
 	cmd.Process.Kill()
 	cmd.Wait()
 
+	if loops := loopsBackedBy(testEnv.store.Root()); len(loops) != 1 {
+		t.Errorf("loop devices after the crash: %v, want the disk quota's", loops)
+	}
 	if during := networkCounts(t, netRun); during == before {
 		t.Fatalf("the bridge sandbox left no trace to reclaim: %+v", during)
 	}
@@ -78,6 +81,9 @@ func TestRecoverAfterHostKilled(t *testing.T) {
 	}
 	if mounts := mountsUnder(t, testEnv.store.Root()); len(mounts) > 0 {
 		t.Errorf("mounts left: %v", mounts)
+	}
+	if loops := loopsBackedBy(testEnv.store.Root()); len(loops) > 0 {
+		t.Errorf("loop devices left: %v", loops)
 	}
 	if names, _ := cgm.List(); len(names) > 0 {
 		t.Errorf("cgroups left: %v", names)

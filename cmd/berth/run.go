@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -64,6 +65,7 @@ func newRunCommand(g *globals) *cobra.Command {
 		sf                     securityFlags
 		nf                     networkFlags
 		hostname, memory, swap string
+		disk                   string
 		cpus                   float64
 		pidsLimit              int64
 		volumes, tmpfs         []string
@@ -103,6 +105,9 @@ func newRunCommand(g *globals) *cobra.Command {
 				res.CPUQuota = time.Duration(cpus * float64(res.CPUPeriod))
 			}
 			opts.Resources = res
+			if opts.DiskQuota, err = parseDiskQuota(disk); err != nil {
+				return err
+			}
 			for _, v := range volumes {
 				m, err := parseVolume(v)
 				if err != nil {
@@ -136,6 +141,7 @@ func newRunCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&hostname, "hostname", "", "the sandbox's host name")
 	cmd.Flags().StringVarP(&memory, "memory", "m", "", "memory limit (e.g. 64m, 1g)")
 	cmd.Flags().StringVar(&swap, "memory-swap", "", "memory+swap limit, as Docker's --memory-swap")
+	cmd.Flags().StringVar(&disk, "disk", "", "cap what the sandbox writes to its root filesystem (e.g. 1g; at least 1m)")
 	cmd.Flags().Float64Var(&cpus, "cpus", 0, "CPUs the sandbox may use (e.g. 0.5)")
 	cmd.Flags().Int64Var(&pidsLimit, "pids-limit", 0, "most processes at once")
 	cmd.Flags().StringArrayVarP(&volumes, "volume", "v", nil, "bind mount SRC:DST[:OPTIONS], nosuid,nodev unless OPTIONS (comma-separated: ro, suid, dev, noexec) say otherwise; a SRC that is not a path names a volume in the store")
@@ -219,9 +225,13 @@ func parseBytes(s string) (int64, error) {
 		mult, num = 1<<20, num[:len(num)-1]
 	case strings.HasSuffix(num, "g"):
 		mult, num = 1<<30, num[:len(num)-1]
+	case strings.HasSuffix(num, "t"):
+		mult, num = 1<<40, num[:len(num)-1]
 	}
 	n, err := strconv.ParseFloat(num, 64)
-	if err != nil || n < 0 {
+	// ParseFloat takes "inf" and "nan", which are no sizes, and a size
+	// past int64 would wrap around to a negative or small one.
+	if err != nil || n < 0 || math.IsNaN(n) || n*float64(mult) >= math.MaxInt64 {
 		return 0, fmt.Errorf("bad size %q (want e.g. 64m)", s)
 	}
 	return int64(n * float64(mult)), nil
