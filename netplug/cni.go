@@ -329,7 +329,7 @@ func (n *Networks) detach(ctx context.Context, cniName, id, netnsPath string) er
 	}
 	if rec.Port != "" {
 		mac, _ := net.ParseMAC(rec.PortMAC)
-		if err := removePortFilter(ctx, rec.Port, mac); err != nil {
+		if err := removePortFilter(rec.Port, mac); err != nil {
 			return fmt.Errorf("detach %s from network %s: %w", id, rec.Network, err)
 		}
 	}

@@ -42,7 +42,8 @@
 // # Filters
 //
 // berth adds packet filters of its own, in two nftables tables called
-// berth, written with the nft command (the nftables package). "ip berth"
+// berth (the kernel's nf_tables; `nft list table bridge berth` shows
+// them). "ip berth"
 // drops IPv4 packets that come in from a berth bridge (any bridge named
 // berth*) with a loopback source or destination, before connection
 // tracking, so that route_localnet opens the host's loopback to no

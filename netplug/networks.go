@@ -469,7 +469,7 @@ func (n *Networks) Prune(ctx context.Context) error {
 		}
 	}
 	errs = append(errs, pruneSharedChains(n.log))
-	if err := pruneFilters(ctx); err != nil {
+	if err := pruneFilters(); err != nil {
 		n.log.Warn("prune berth's packet filters", "err", err)
 		errs = append(errs, err)
 	}
