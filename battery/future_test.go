@@ -1,0 +1,14 @@
+package battery
+
+import "github.com/berth-dev/berth/sandbox"
+
+// This file holds the battery's only uses of API that the fixes for issue
+// 10 add, so that wiring them in touches one place.
+
+// setDiskQuota caps the sandbox's writable layer at bytes
+// (Options.DiskQuota, `berth run --disk`). Until Options has the field it
+// sets nothing, and the disk case runs without a quota, as a sandbox
+// does today.
+func setDiskQuota(o *sandbox.Options, bytes int64) {
+	_, _ = o, bytes
+}

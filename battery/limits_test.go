@@ -1,0 +1,144 @@
+package battery
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// Bounds on the limit cases, so that a missing limit costs the host a
+// little and never all it has.
+const (
+	// maxPidsToTry is the most processes the fork bomb makes; a preset
+	// whose pids limit is above it cannot be tested here.
+	maxPidsToTry = 4096
+	// unboundedForks is how far the bomb goes when no limit is set: far
+	// enough to say nothing stopped it.
+	unboundedForks = 512
+	// maxMemoryToTry and unboundedMemory are the same for memory.
+	maxMemoryToTry  = 1 << 30
+	unboundedMemory = 256 << 20
+	// diskQuota is the writable layer's quota in the disk case, and
+	// diskToTry how much the sandbox tries to write.
+	diskQuota = 4 << 20
+	diskToTry = 16 << 20
+)
+
+// limitCases exhaust resources the host shares with the sandbox.
+func limitCases() []hostile {
+	return []hostile{
+		{
+			name:    "limit-fork-bomb",
+			attacks: "forks without end to take the host's process table",
+			prepare: func(t *testing.T, a *attempt) {
+				limit := a.sec.PidsMax
+				switch {
+				case limit == 0:
+					a.attack("fork-bomb", "cap", unboundedForks)
+				case limit > maxPidsToTry:
+					t.Fatalf("the %s pids limit %d is above what the battery can try here (%d)", a.variant, limit, maxPidsToTry)
+				default:
+					a.attack("fork-bomb", "cap", limit+16)
+				}
+			},
+			judge: func(a *attempt) string {
+				if leak := ordinaryJudgement(a, "EAGAIN"); leak != "" {
+					return leak
+				}
+				if a.verdict.Count >= a.sec.PidsMax {
+					return fmt.Sprintf("%d processes forked, at or past the limit %d", a.verdict.Count, a.sec.PidsMax)
+				}
+				return ""
+			},
+		},
+		{
+			name:    "limit-memory-bomb",
+			attacks: "touches memory without end to take the host's",
+			prepare: func(t *testing.T, a *attempt) {
+				limit := a.sec.MemoryMax
+				switch {
+				case limit == 0:
+					a.attack("memory-bomb", "cap", unboundedMemory)
+				case limit > maxMemoryToTry:
+					t.Fatalf("the %s memory limit %d is above what the battery can try here (%d)", a.variant, limit, maxMemoryToTry)
+				default:
+					a.attack("memory-bomb", "cap", limit+64<<20)
+				}
+			},
+			judge: func(a *attempt) string {
+				// The OOM killer ends the bomb before it can say so.
+				if a.res != nil && (a.res.OOMKilled || a.res.Signal == syscall.SIGKILL) {
+					return ""
+				}
+				return ordinaryJudgement(a, "ENOMEM")
+			},
+		},
+		{
+			name:    "limit-disk-filler",
+			attacks: "fills the host's disk through the writable layer",
+			prepare: func(t *testing.T, a *attempt) {
+				setDiskQuota(a.opts, diskQuota)
+				a.attack("disk-fill", "path", "/var/tmp/battery-fill", "cap", diskToTry)
+			},
+			judge: func(a *attempt) string {
+				v := a.verdict
+				if leak := ordinaryJudgement(a, ""); leak != "" {
+					return leak
+				}
+				if v.Errno != "ENOSPC" && v.Errno != "EDQUOT" && v.Errno != "EROFS" {
+					return "stopped by " + v.String() + ", not by a quota"
+				}
+				if v.Count > diskQuota+1<<20 {
+					return fmt.Sprintf("wrote %d bytes past a %d-byte quota", v.Count, diskQuota)
+				}
+				return ""
+			},
+		},
+		{
+			name:    "limit-inotify",
+			attacks: "takes the inotify instances host root's programs need",
+			kept: map[string]string{
+				presetDefault.name: "without a user namespace a sandbox's root is counted as the host's root; the battery never exhausts that allowance (SECURITY.md; Strict gives the sandbox its own counter)",
+			},
+			prepare: func(t *testing.T, a *attempt) {
+				host, err := readHostInt("/proc/sys/fs/inotify/max_user_instances")
+				if err != nil {
+					t.Fatal(err)
+				}
+				a.attack("inotify", "hostmax", host)
+			},
+			errno: "EMFILE",
+		},
+		{
+			name:    "limit-mqueue",
+			attacks: "takes the POSIX message-queue bytes host root's programs need",
+			prepare: func(t *testing.T, a *attempt) {
+				var r unix.Rlimit
+				if err := unix.Getrlimit(unix.RLIMIT_MSGQUEUE, &r); err != nil {
+					t.Fatal(err)
+				}
+				a.attack("mqueue", "hostmax", r.Cur)
+			},
+		},
+		{
+			name: "limit-rlimit-raise", errno: "EPERM",
+			attacks: "raises its hard resource limits",
+			prepare: func(t *testing.T, a *attempt) {
+				a.attack("rlimit-raise")
+			},
+		},
+	}
+}
+
+func readHostInt(path string) (int64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+}
