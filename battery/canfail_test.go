@@ -37,8 +37,6 @@ var weakenings = []weakening{
 		cases: []string{"no-new-privs"}},
 	{name: "CAP_SYS_ADMIN", base: presetStrict, weaken: func(a *attempt) { a.sec.Capabilities = []string{"CAP_SYS_ADMIN"} },
 		cases: []string{"caps-held"}},
-	{name: "CAP_SYS_RESOURCE", base: presetDefault, weaken: func(a *attempt) { a.sec.Capabilities = append(a.sec.Capabilities, "CAP_SYS_RESOURCE") },
-		cases: []string{"limit-rlimit-raise"}},
 	{name: "CAP_SYS_PTRACE, past the init's non-dumpable flag", base: presetDefault,
 		weaken: func(a *attempt) { a.sec.Capabilities = append(a.sec.Capabilities, "CAP_SYS_PTRACE") },
 		cases:  []string{"ptrace-init", "pid1-cwd", "pid1-root", "pid1-environ", "pid1-fd"}},
@@ -81,4 +79,3 @@ func TestBatteryCanFail(t *testing.T) {
 		})
 	}
 }
-
