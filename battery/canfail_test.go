@@ -48,6 +48,8 @@ var weakenings = []weakening{
 		cases: []string{"ns-host-interfaces"}},
 	{name: "Landlock", base: presetStrict, weaken: func(a *attempt) { a.sec.Landlock = false },
 		cases: []string{"stdio-reopen-read"}},
+	{name: "Strict's rlimits", base: presetStrict, weaken: func(a *attempt) { a.sec.Rlimits = nil },
+		cases: []string{"rlimits-held"}},
 	{name: "the user namespace", base: presetStrict, weaken: func(a *attempt) { a.sec.UserNamespace = nil },
 		cases: []string{"vol-setuid"}},
 }

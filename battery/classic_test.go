@@ -1,11 +1,13 @@
 package battery
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -144,7 +146,97 @@ func classicCases() []hostile {
 			},
 		},
 		simple("no-new-privs", "runs without no_new_privs or without a seccomp filter", "", "no-new-privs"),
+		{
+			name: "rlimits-held", attacks: "runs with resource limits above its preset's",
+			prepare: func(t *testing.T, a *attempt) {
+				want := map[int]int64{unix.RLIMIT_CORE: -1, unix.RLIMIT_NOFILE: -1, unix.RLIMIT_FSIZE: -1}
+				for _, r := range a.sec.Rlimits {
+					if _, ok := want[r.Resource]; ok {
+						want[r.Resource] = int64(r.Hard)
+					}
+				}
+				a.attack("rlimits", "core", want[unix.RLIMIT_CORE], "nofile", want[unix.RLIMIT_NOFILE], "fsize", want[unix.RLIMIT_FSIZE])
+			},
+		},
+		{
+			name: "mount-propagation-in", attacks: "sees a mount the host makes later under a volume's source",
+			run: runMountPropagation, judge: func(a *attempt) string { return ordinaryJudgement(a, "") },
+		},
 	}
+}
+
+// runMountPropagation starts a sandbox with a volume, then mounts a tmpfs
+// under the volume's source on the host and tells the sandbox, which
+// looks for it: with private propagation it must not show.
+func runMountPropagation(t *testing.T, a *attempt) {
+	dir := volumeDir(t)
+	sub := filepath.Join(dir, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A shared mount of its own, whatever the host's root is: a copy of
+	// it in the sandbox's mount namespace would receive what the host
+	// mounts under it, unless the sandbox made its mounts private.
+	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	if err := unix.Mount("", dir, "", unix.MS_SHARED, ""); err != nil {
+		t.Fatal(err)
+	}
+	if !sharedPropagation(dir) {
+		t.Fatalf("%s is not a shared mount", dir)
+	}
+	a.mount(dir, "/vol", false)
+	a.attack("await-mount", "ready", "/vol/ready", "marker", a.marker, "seen", "/vol/sub/host-mounted")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sb := a.newSandbox()
+	defer sb.Close()
+	if err := sb.Start(ctx); err != nil {
+		t.Fatalf("start the attacker: %v", err)
+	}
+	if err := unix.Mount(a.marker, sub, "tmpfs", 0, "size=64k,mode=0755"); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(sub, unix.MNT_DETACH)
+	if err := os.WriteFile(filepath.Join(sub, "host-mounted"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ready"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.verdict = a.awaitVerdict(ctx)
+	a.res, _ = sb.Wait()
+}
+
+// sharedPropagation reports whether the mount holding path is shared, so
+// that a mount under it would reach a copy that is not made private.
+func sharedPropagation(path string) bool {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	best, shared := "", false
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 7 {
+			continue
+		}
+		mp := f[4]
+		if (path == mp || strings.HasPrefix(path, strings.TrimSuffix(mp, "/")+"/")) && len(mp) >= len(best) {
+			best, shared = mp, false
+			for _, opt := range f[6:] {
+				if opt == "-" {
+					break
+				}
+				if strings.HasPrefix(opt, "shared:") {
+					shared = true
+				}
+			}
+		}
+	}
+	return shared
 }
 
 // hostMarker is a file on the host, outside every sandbox, whose path

@@ -81,6 +81,17 @@ func deviceCases() []hostile {
 		node("dev-cpu-dma-latency", "changes a host-wide power setting (cpu_dma_latency)", "c", fixed(10), misc("cpu_dma_latency"), "dma", nil),
 		node("dev-mem", "reads the host's physical memory (1:1)", "c", fixed(1), fixed(1), "read", nil),
 		{
+			name: "dev-beyond-passed", also: also, errno: "EPERM",
+			attacks: "reaches a device other than the one the caller passed in (the allowlist must not open up)",
+			prepare: func(t *testing.T, a *attempt) {
+				if !passDevice(a.opts, loop(t).path) {
+					t.Skip("needs Options.Devices")
+				}
+				hostCanOpen(t, "c", 10, 232, "kvm")
+				a.attack("device", "type", "c", "major", 10, "minor", 232, "op", "kvm")
+			},
+		},
+		{
 			name: "dev-nodes-listed", attacks: "finds device nodes beyond the documented /dev",
 			prepare: func(t *testing.T, a *attempt) {
 				// SECURITY.md: null, zero, full, random, urandom, tty, a

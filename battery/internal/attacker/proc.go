@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -454,4 +455,65 @@ func mountCgroupAttack(args) Verdict {
 		v.Detail += "; " + found
 	}
 	return v
+}
+
+func init() {
+	register(map[string]attack{
+		"rlimits":     rlimitsAttack,
+		"await-mount": awaitMountAttack,
+	})
+}
+
+// rlimitsAttack reads its limits and succeeds if one is above what its
+// preset sets (core=, nofile=, fsize=; -1 means no bound is asked).
+func rlimitsAttack(a args) Verdict {
+	var over []string
+	for _, r := range []struct {
+		key string
+		res int
+	}{{"core", unix.RLIMIT_CORE}, {"nofile", unix.RLIMIT_NOFILE}, {"fsize", unix.RLIMIT_FSIZE}} {
+		want := a.int(r.key)
+		if want < 0 {
+			continue
+		}
+		var got unix.Rlimit
+		if err := unix.Getrlimit(r.res, &got); err != nil {
+			return refused("getrlimit", err)
+		}
+		if got.Max > uint64(want) || got.Cur > uint64(want) {
+			over = append(over, fmt.Sprintf("%s is %d/%d, above %d", r.key, got.Cur, got.Max, want))
+		}
+	}
+	if len(over) > 0 {
+		return worked(strings.Join(over, "; "))
+	}
+	return Verdict{Attempted: true, Detail: "every limit within its preset's"}
+}
+
+// awaitMountAttack waits for the host to say (the file ready= appearing
+// in a volume) that it has mounted something under the volume's source,
+// and then looks for it (marker= in its mounts, or the file seen= under
+// the volume): with private propagation nothing the host mounts later
+// shows inside.
+func awaitMountAttack(a args) Verdict {
+	for i := 0; ; i++ {
+		if _, err := os.Stat(a.str("ready")); err == nil {
+			break
+		}
+		if i == 3000 {
+			return notAttempted("the host never said it had mounted")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return refused("read mountinfo", err)
+	}
+	if strings.Contains(string(b), a.str("marker")) {
+		return worked("the host's new mount propagated into the sandbox")
+	}
+	if _, err := os.Stat(a.str("seen")); err == nil {
+		return worked("the host's new mount shows under the volume")
+	}
+	return Verdict{Attempted: true, Detail: "the host's later mount does not show"}
 }
