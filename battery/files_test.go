@@ -217,7 +217,12 @@ func hostToolCases() []hostile {
 				a.attack("plant-fifo", "path", file)
 			},
 			run:   func(t *testing.T, a *attempt) { runExecThroughFIFO(t, a, user) },
-			judge: func(a *attempt) string { return a.execLeak },
+			judge: func(a *attempt) string {
+				if a.verdict == nil || !a.verdict.Attempted {
+					return ordinaryJudgement(a, "")
+				}
+				return a.execLeak
+			},
 		}
 	}
 	return []hostile{

@@ -155,8 +155,10 @@ func spoofIPAttack(a args) Verdict {
 }
 
 // arpPoisonAttack tells the host, in ARP replies and gratuitous ARP, that
-// the neighbour's address (victim=) is at the attacker's MAC, for longer
-// than the kernel's lock time.
+// the neighbour's address (victim=) is at the attacker's MAC, for 3.5s:
+// the kernel ignores a new address within its lock time (1s) of an
+// entry's last change, and the first forged packet is such a change (the
+// entry goes stale), so an attack shorter than twice that may miss.
 func arpPoisonAttack(a args) Verdict {
 	l, err := openLink()
 	if err != nil {
@@ -169,7 +171,7 @@ func arpPoisonAttack(a args) Verdict {
 	garp := arpFrame(bcast, l.mac, 1, l.mac, victim, bcast, victim)
 	var sent int64
 	var last error
-	for i := 0; i < 16; i++ {
+	for i := 0; i < 35; i++ {
 		for _, f := range [][]byte{reply, garp} {
 			if err := l.send(f); err != nil {
 				last = err
