@@ -216,7 +216,7 @@ func hostToolCases() []hostile {
 			prepare: func(t *testing.T, a *attempt) {
 				a.attack("plant-fifo", "path", file)
 			},
-			run:   func(t *testing.T, a *attempt) { runExecThroughFIFO(t, a, user) },
+			run: func(t *testing.T, a *attempt) { runExecThroughFIFO(t, a, user) },
 			judge: func(a *attempt) string {
 				if a.verdict == nil || !a.verdict.Attempted {
 					return ordinaryJudgement(a, "")
