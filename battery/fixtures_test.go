@@ -65,9 +65,9 @@ var theLoop = sync.OnceValues(func() (*loopDevice, error) {
 	if err := os.WriteFile(l.backing, l.content, 0o600); err != nil {
 		return nil, err
 	}
-	out, err := exec.Command("losetup", "--find", "--show", l.backing).Output()
+	out, err := exec.Command("losetup", "--find", "--show", l.backing).CombinedOutput()
 	if err != nil {
-		return nil, fmt.Errorf("losetup: %w", err)
+		return nil, fmt.Errorf("losetup: %w: %s", err, out)
 	}
 	l.path = strings.TrimSpace(string(out))
 	addUndo(func() { exec.Command("losetup", "--detach", l.path).Run() })
@@ -82,11 +82,13 @@ var theLoop = sync.OnceValues(func() (*loopDevice, error) {
 	return l, nil
 })
 
+// loop returns the battery's loop device, skipping the case where the
+// host cannot make one (no loop driver, as in some containers).
 func loop(t *testing.T) *loopDevice {
 	t.Helper()
 	l, err := theLoop()
 	if err != nil {
-		t.Fatalf("loop device: %v", err)
+		t.Skipf("no loop device to attack: %v", err)
 	}
 	return l
 }

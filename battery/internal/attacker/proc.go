@@ -30,6 +30,8 @@ func init() {
 		"no-new-privs":   noNewPrivsAttack,
 		"syscall":        syscallAttack,
 		"mount-cgroup":   mountCgroupAttack,
+		"rlimits":        rlimitsAttack,
+		"await-mount":    awaitMountAttack,
 	})
 }
 
@@ -455,13 +457,6 @@ func mountCgroupAttack(args) Verdict {
 		v.Detail += "; " + found
 	}
 	return v
-}
-
-func init() {
-	register(map[string]attack{
-		"rlimits":     rlimitsAttack,
-		"await-mount": awaitMountAttack,
-	})
 }
 
 // rlimitsAttack reads its limits and succeeds if one is above what its
