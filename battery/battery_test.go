@@ -116,8 +116,9 @@ func (a *attempt) attack(name string, kv ...any) {
 	}
 }
 
-// check registers a host-side check, run after the sandbox has ended: it
-// returns what reached the host, or "".
+// check registers a host-side check, run once the attacker has given its
+// verdict (after its sandbox has ended, or while it holds): it returns
+// what reached the host, or "".
 func (a *attempt) check(fn func() string) { a.checks = append(a.checks, fn) }
 
 // mount adds a bind mount.
