@@ -6,11 +6,9 @@ import "github.com/berth-dev/berth/sandbox"
 // 10 add, so that wiring them in touches one place.
 
 // setDiskQuota caps the sandbox's writable layer at bytes
-// (Options.DiskQuota, `berth run --disk`). Until Options has the field it
-// sets nothing, and the disk case runs without a quota, as a sandbox
-// does today.
+// (Options.DiskQuota, `berth run --disk`).
 func setDiskQuota(o *sandbox.Options, bytes int64) {
-	_, _ = o, bytes
+	o.DiskQuota = bytes
 }
 
 // passDevice gives the sandbox the host device at path
