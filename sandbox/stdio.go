@@ -1,0 +1,254 @@
+package sandbox
+
+import (
+	"io"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// A workload's standard streams are pipes unless its caller hands over
+// files on purpose (Options.HandOverStdio). A host file given to the
+// workload as it is would be the host's open file in the sandbox's hands:
+// reopened through /proc/self/fd it reads what the host wrote there
+// before and overwrites it, ftruncate and lseek work on it, and a host
+// terminal takes ioctls such as TIOCSTI, which types into the host's
+// shell. Through a pipe the workload can only add to the stream, in order.
+
+type stdio struct {
+	in       io.Reader
+	out, err io.Writer
+}
+
+// hostWriter hides the *os.File behind a writer, so that os/exec copies
+// to it through a pipe instead of passing the file itself on.
+type hostWriter struct{ io.Writer }
+
+// pipedStdio returns the streams to give the process that runs a
+// workload: writers that are files are wrapped so that os/exec gives the
+// process a pipe and copies from it, and a reader other than nil becomes
+// the read end of a pipe that feed fills once started. nil stays nil
+// (os/exec's /dev/null). With handOver, files pass unchanged, as os/exec
+// would pass them.
+func pipedStdio(in io.Reader, out, errw io.Writer, handOver bool) (std stdio, feed *inputFeed, err error) {
+	std = stdio{in: in, out: out, err: errw}
+	if !handOver {
+		std.out, std.err = pipedWriters(out, errw)
+	}
+	if _, isFile := in.(*os.File); in == nil || (isFile && handOver) {
+		return std, nil, nil
+	}
+	r, feed, err := newInputFeed(in)
+	if err != nil {
+		return stdio{}, nil, err
+	}
+	std.in = r
+	return std, feed, nil
+}
+
+// pipedWriters wraps the writers that are files. Stdout and stderr that
+// are one open file (`> log 2>&1`) stay one writer, so that os/exec gives
+// them one pipe and their lines keep their order.
+func pipedWriters(out, errw io.Writer) (io.Writer, io.Writer) {
+	of, outFile := out.(*os.File)
+	ef, errFile := errw.(*os.File)
+	if outFile && errFile && sameOpenFile(of, ef) {
+		w := hostWriter{of}
+		return w, w
+	}
+	if outFile {
+		out = hostWriter{of}
+	}
+	if errFile {
+		errw = hostWriter{ef}
+	}
+	return out, errw
+}
+
+// kcmpFile is KCMP_FILE of <linux/kcmp.h>.
+const kcmpFile = 0
+
+// sameOpenFile reports whether a and b are one open file description, as
+// descriptors duplicated from each other are.
+func sameOpenFile(a, b *os.File) bool {
+	if a == b {
+		return true
+	}
+	var same bool
+	ac, err1 := a.SyscallConn()
+	bc, err2 := b.SyscallConn()
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	ac.Control(func(afd uintptr) {
+		bc.Control(func(bfd uintptr) {
+			pid := uintptr(os.Getpid())
+			r, _, errno := unix.Syscall6(unix.SYS_KCMP, pid, pid, kcmpFile, afd, bfd, 0)
+			same = errno == 0 && r == 0
+		})
+	})
+	return same
+}
+
+// An inputFeed copies a caller's Stdin into the pipe a workload reads, and
+// can be stopped once the workload is gone, so that a stdin that never
+// ends (a terminal) holds up neither Wait nor a goroutine. A file is
+// waited on with poll(2) beside a wake-up descriptor; any other reader
+// cannot be interrupted, and its goroutine ends at its next Read, whose
+// data has nowhere to go, as with os/exec.
+type inputFeed struct {
+	src io.Reader
+	dst *os.File // the pipe's write end, or a terminal's master
+	own bool     // dst is the feed's to close
+
+	mu      sync.Mutex
+	wake    int  // an eventfd that ends a poll for input; -1 once closed
+	running bool // start has run
+	stopped bool // stop has run
+	done    chan struct{}
+}
+
+// newInputFeed returns a pipe's read end, for the workload, and the feed
+// that fills it from src.
+func newInputFeed(src io.Reader) (*os.File, *inputFeed, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	f, err := feedInto(w, src, true)
+	if err != nil {
+		r.Close()
+		w.Close()
+		return nil, nil, err
+	}
+	return r, f, nil
+}
+
+// feedInto returns a feed from src into dst, not yet started.
+func feedInto(dst *os.File, src io.Reader, own bool) (*inputFeed, error) {
+	f := &inputFeed{src: src, dst: dst, own: own, wake: -1, done: make(chan struct{})}
+	if _, ok := src.(*os.File); ok {
+		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+		if err != nil {
+			return nil, err
+		}
+		f.wake = fd
+	}
+	return f, nil
+}
+
+// start begins copying. It may be called on a nil feed.
+func (f *inputFeed) start() {
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	f.running = true
+	f.mu.Unlock()
+	go func() {
+		defer close(f.done)
+		if file, ok := f.src.(*os.File); ok {
+			f.copyFile(file)
+		} else {
+			io.Copy(f.dst, f.src)
+		}
+		f.finish()
+	}()
+}
+
+// finish closes what the feed owns once it has stopped copying.
+func (f *inputFeed) finish() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.wake >= 0 {
+		unix.Close(f.wake)
+		f.wake = -1
+	}
+	if f.own {
+		f.dst.Close()
+	}
+}
+
+// stop ends the feed: the workload has ended, or never started. A file's
+// copying has ended when it returns; another reader's ends at its next
+// Read. A feed never started is released. It may be called more than
+// once, and on a nil feed.
+func (f *inputFeed) stop() {
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	if f.stopped {
+		f.mu.Unlock()
+		return
+	}
+	f.stopped = true
+	running := f.running
+	if !running {
+		f.mu.Unlock()
+		f.finish()
+		return
+	}
+	if f.wake >= 0 {
+		one := [8]byte{1}
+		unix.Write(f.wake, one[:])
+	}
+	// Closing the write end makes a copy blocked on a full pipe return.
+	if f.own {
+		f.dst.Close()
+	}
+	_, isFile := f.src.(*os.File)
+	f.mu.Unlock()
+	if isFile {
+		<-f.done
+	}
+}
+
+// copyFile copies from a file until its end, an error, or stop. It waits
+// for input with poll(2), beside the wake-up descriptor, rather than in
+// read(2), which nothing could interrupt; it leaves the file's own flags
+// alone, which the caller's other users of it share.
+func (f *inputFeed) copyFile(src *os.File) {
+	rc, err := src.SyscallConn()
+	if err != nil {
+		return
+	}
+	f.mu.Lock()
+	wake := f.wake
+	f.mu.Unlock()
+	buf := make([]byte, 32<<10)
+	for {
+		var n int
+		var stop bool
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			for {
+				fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(wake), Events: unix.POLLIN}}
+				if _, err := unix.Poll(fds, -1); err != nil {
+					if err == unix.EINTR {
+						continue
+					}
+					rerr = err
+					return true
+				}
+				if fds[1].Revents != 0 {
+					stop = true
+					return true
+				}
+				n, rerr = unix.Read(int(fd), buf)
+				if rerr == unix.EAGAIN || rerr == unix.EINTR {
+					// Another reader of the file took the input.
+					continue
+				}
+				return true
+			}
+		})
+		if stop || err != nil || rerr != nil || n <= 0 {
+			return
+		}
+		if _, err := f.dst.Write(buf[:n]); err != nil {
+			return
+		}
+	}
+}
