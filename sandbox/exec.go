@@ -83,22 +83,21 @@ func (s *Sandbox) Exec(ctx context.Context, o *ExecOptions) (*Result, error) {
 		spec.Namespaces |= unix.CLONE_NEWUSER
 	}
 
-	std, feed, err := pipedStdio(o.Stdin, o.Stdout, o.Stderr, o.HandOverStdio)
+	std, streams, err := pipedStdio(o.Stdin, o.Stdout, o.Stderr, o.HandOverStdio)
 	if err != nil {
-		return nil, fmt.Errorf("sandbox %s exec: stdin: %w", s.id, err)
+		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, err)
 	}
 	p, err := launch(nsinit.ModeExec, s.cg, std, []*os.File{pidfile}, &syscall.SysProcAttr{})
-	if feed != nil {
+	if streams.feed != nil {
 		// The process has its own copy of the pipe's read end.
 		std.in.(*os.File).Close()
 	}
+	// Once the process has ended and its output is copied (p.cmd.Wait),
+	// nothing reads its input any more.
+	defer streams.release()
 	if err == nil {
-		feed.start()
-		// Nothing reads the process's input once it has ended.
-		defer feed.stop()
+		streams.feed.start()
 		err = p.run(spec)
-	} else {
-		feed.stop()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, err)

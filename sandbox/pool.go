@@ -583,15 +583,26 @@ func (s *Sandbox) workloadFiles() (*poolFiles, error) {
 			return nil, err
 		}
 		f.closeUs, f.feed = append(f.closeUs, pr), feed
-		s.stdinFeed = feed
+		s.streams.feed = feed
 		return pr, nil
 	}
 	output := func(w io.Writer) (*os.File, error) {
 		if w == nil {
 			return null()
 		}
-		if file, ok := w.(*os.File); ok && handOver {
+		file, isFile := w.(*os.File)
+		if isFile && handOver {
 			return file, nil
+		}
+		var dup *os.File
+		if isFile {
+			// The caller may close its own once Start has returned.
+			var err error
+			if dup, err = dupFile(file); err != nil {
+				return nil, err
+			}
+			w = dup
+			f.undo = append(f.undo, dup)
 		}
 		pr, pw, err := os.Pipe()
 		if err != nil {
@@ -604,6 +615,9 @@ func (s *Sandbox) workloadFiles() (*poolFiles, error) {
 				defer s.copying.Done()
 				io.Copy(w, pr)
 				pr.Close()
+				if dup != nil {
+					dup.Close()
+				}
 			}()
 		})
 		return pw, nil

@@ -224,7 +224,7 @@ type Sandbox struct {
 	status    *nsinit.StatusReader
 	ptyMaster *os.File
 	ttyDone   chan struct{} // closed when terminal output has been copied
-	stdinFeed *inputFeed    // copies Stdin to the workload, if it is read
+	streams   hostStreams   // the host's side of the workload's piped stdio
 	cg        *cgroup.Cgroup
 	storage   Storage
 	undo      []func() error // cleanup, newest last
@@ -292,7 +292,7 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 	s.started = true
 	defer func() {
 		if err != nil {
-			s.stdinFeed.stop()
+			s.streams.release()
 			s.cleanup()
 			close(s.done)
 			err = fmt.Errorf("sandbox %s: %w", s.id, err)
@@ -513,12 +513,11 @@ func (s *Sandbox) launchInit(mode string, sec *security.Config) (*launched, *os.
 	var console *os.File
 	standby := mode == nsinit.ModeStandby
 	var std stdio
-	var feed *inputFeed
+	var streams hostStreams
 	if !standby && !s.opts.TTY {
 		var err error
-		std, feed, err = pipedStdio(s.opts.Stdin, s.opts.Stdout, s.opts.Stderr, s.opts.HandOverStdio)
-		if err != nil {
-			return nil, nil, fmt.Errorf("the workload's stdin: %w", err)
+		if std, streams, err = pipedStdio(s.opts.Stdin, s.opts.Stdout, s.opts.Stderr, s.opts.HandOverStdio); err != nil {
+			return nil, nil, err
 		}
 	}
 	if s.opts.TTY && !standby {
@@ -559,15 +558,15 @@ func (s *Sandbox) launchInit(mode string, sec *security.Config) (*launched, *os.
 		attr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
 	}
 	p, err := launch(mode, s.cg, std, extra, attr)
-	if feed != nil {
+	if streams.feed != nil {
 		// The process has its own copy of the pipe's read end.
 		std.in.(*os.File).Close()
-		if err == nil {
-			feed.start()
-			s.stdinFeed = feed
-		} else {
-			feed.stop()
-		}
+	}
+	if err == nil {
+		streams.feed.start()
+		s.streams = streams
+	} else {
+		streams.release()
 	}
 	if err != nil {
 		if console != nil {
@@ -606,7 +605,7 @@ func (s *Sandbox) attachTerminal(console *os.File) error {
 			return fmt.Errorf("the terminal's input: %w", err)
 		}
 		feed.start()
-		s.stdinFeed = feed
+		s.streams.feed = feed
 	}
 	return nil
 }
@@ -805,8 +804,9 @@ func (s *Sandbox) supervise(ctx context.Context, p *launched) {
 	}
 	p.statusR.Close()
 	waitErr := s.cmd.Wait()
-	// Nothing reads the workload's input any more.
-	s.stdinFeed.stop()
+	// Nothing reads the workload's input any more, and its output has
+	// been copied.
+	s.streams.release()
 	if s.ttyDone != nil {
 		<-s.ttyDone
 	}

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"sync"
@@ -21,49 +22,110 @@ type stdio struct {
 	out, err io.Writer
 }
 
-// hostWriter hides the *os.File behind a writer, so that os/exec copies
+// hostWriter hides an *os.File behind a writer, so that os/exec copies
 // to it through a pipe instead of passing the file itself on.
 type hostWriter struct{ io.Writer }
+
+// hostStreams are what the host holds of a workload's piped streams:
+// release them once the process is gone and its output copied.
+type hostStreams struct {
+	feed *inputFeed
+	// dups are the caller's files, duplicated, that output is copied to:
+	// a caller may close its own as soon as the start has returned, as
+	// with os/exec, and a reader of a pipe given as Stdout then sees its
+	// end when the copying is done.
+	dups []*os.File
+}
+
+// release stops the feed and closes the duplicates.
+func (h *hostStreams) release() {
+	h.feed.stop()
+	for _, f := range h.dups {
+		f.Close()
+	}
+	h.feed, h.dups = nil, nil
+}
 
 // pipedStdio returns the streams to give the process that runs a
 // workload: writers that are files are wrapped so that os/exec gives the
 // process a pipe and copies from it, and a reader other than nil becomes
-// the read end of a pipe that feed fills once started. nil stays nil
+// the read end of a pipe that the feed fills once started. nil stays nil
 // (os/exec's /dev/null). With handOver, files pass unchanged, as os/exec
 // would pass them.
-func pipedStdio(in io.Reader, out, errw io.Writer, handOver bool) (std stdio, feed *inputFeed, err error) {
-	std = stdio{in: in, out: out, err: errw}
+func pipedStdio(in io.Reader, out, errw io.Writer, handOver bool) (stdio, hostStreams, error) {
+	std := stdio{in: in, out: out, err: errw}
+	var h hostStreams
 	if !handOver {
-		std.out, std.err = pipedWriters(out, errw)
+		var err error
+		if std.out, std.err, h.dups, err = pipedWriters(out, errw); err != nil {
+			return stdio{}, hostStreams{}, err
+		}
 	}
 	if _, isFile := in.(*os.File); in == nil || (isFile && handOver) {
-		return std, nil, nil
+		return std, h, nil
 	}
 	r, feed, err := newInputFeed(in)
 	if err != nil {
-		return stdio{}, nil, err
+		h.release()
+		return stdio{}, hostStreams{}, err
 	}
-	std.in = r
-	return std, feed, nil
+	std.in, h.feed = r, feed
+	return std, h, nil
 }
 
-// pipedWriters wraps the writers that are files. Stdout and stderr that
-// are one open file (`> log 2>&1`) stay one writer, so that os/exec gives
-// them one pipe and their lines keep their order.
-func pipedWriters(out, errw io.Writer) (io.Writer, io.Writer) {
+// pipedWriters wraps the writers that are files, duplicated. Stdout and
+// stderr that are one open file (`> log 2>&1`) stay one writer, so that
+// os/exec gives them one pipe and their lines keep their order.
+func pipedWriters(out, errw io.Writer) (o, e io.Writer, dups []*os.File, err error) {
 	of, outFile := out.(*os.File)
 	ef, errFile := errw.(*os.File)
-	if outFile && errFile && sameOpenFile(of, ef) {
-		w := hostWriter{of}
-		return w, w
+	wrap := func(f *os.File) io.Writer {
+		if err != nil {
+			return nil
+		}
+		var d *os.File
+		if d, err = dupFile(f); err != nil {
+			return nil
+		}
+		dups = append(dups, d)
+		return hostWriter{d}
 	}
-	if outFile {
-		out = hostWriter{of}
+	o, e = out, errw
+	switch {
+	case outFile && errFile && sameOpenFile(of, ef):
+		o = wrap(of)
+		e = o
+	default:
+		if outFile {
+			o = wrap(of)
+		}
+		if errFile {
+			e = wrap(ef)
+		}
 	}
-	if errFile {
-		errw = hostWriter{ef}
+	if err != nil {
+		for _, d := range dups {
+			d.Close()
+		}
+		return nil, nil, nil, fmt.Errorf("the workload's output: %w", err)
 	}
-	return out, errw
+	return o, e, dups, nil
+}
+
+// dupFile returns a new descriptor of f's open file, close-on-exec.
+func dupFile(f *os.File) (*os.File, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	fd, derr := -1, error(nil)
+	if err := rc.Control(func(u uintptr) { fd, derr = unix.FcntlInt(u, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, derr
+	}
+	return os.NewFile(uintptr(fd), f.Name()), nil
 }
 
 // kcmpFile is KCMP_FILE of <linux/kcmp.h>.
@@ -125,15 +187,21 @@ func newInputFeed(src io.Reader) (*os.File, *inputFeed, error) {
 	return r, f, nil
 }
 
-// feedInto returns a feed from src into dst, not yet started.
+// feedInto returns a feed from src into dst, not yet started. A file is
+// read through a duplicate of its own, which its caller may close.
 func feedInto(dst *os.File, src io.Reader, own bool) (*inputFeed, error) {
 	f := &inputFeed{src: src, dst: dst, own: own, wake: -1, done: make(chan struct{})}
-	if _, ok := src.(*os.File); ok {
-		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if file, ok := src.(*os.File); ok {
+		dup, err := dupFile(file)
 		if err != nil {
 			return nil, err
 		}
-		f.wake = fd
+		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+		if err != nil {
+			dup.Close()
+			return nil, err
+		}
+		f.src, f.wake = dup, fd
 	}
 	return f, nil
 }
@@ -164,6 +232,7 @@ func (f *inputFeed) finish() {
 	if f.wake >= 0 {
 		unix.Close(f.wake)
 		f.wake = -1
+		f.src.(*os.File).Close()
 	}
 	if f.own {
 		f.dst.Close()

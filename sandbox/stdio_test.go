@@ -11,8 +11,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // streamsProbe builds testdata/streams.c statically, once, into a
@@ -215,20 +213,6 @@ func TestStdoutStderrOneFile(t *testing.T) {
 	}
 }
 
-func dupFile(f *os.File) (*os.File, error) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var fd int
-	var derr error
-	rc.Control(func(u uintptr) { fd, derr = unix.FcntlInt(u, unix.F_DUPFD_CLOEXEC, 0) })
-	if derr != nil {
-		return nil, derr
-	}
-	return os.NewFile(uintptr(fd), f.Name()), nil
-}
-
 // A caller's stdin that never ends, such as a terminal nobody types into,
 // neither holds up the end of a workload that does not read it nor is
 // read after it: the sandbox stops reading a file at once, and another
@@ -271,5 +255,39 @@ func TestNilStdinIsEOF(t *testing.T) {
 	res, out, _ := run(t, "alpine:test", opts(sh("cat; echo done")))
 	if !res.Success() || out != "done\n" {
 		t.Errorf("exit %d, stdout %q", res.ExitCode, out)
+	}
+}
+
+// As with os/exec, a caller may close its copy of a file given as Stdout
+// once Start has returned, and then reads the pipe behind it to its end,
+// which comes once the workload's output has all been copied.
+func TestCloseStdoutAfterStart(t *testing.T) {
+	p := newPool(t, opts(nil), 1)
+	defer p.Close()
+	for _, sb := range []func(*Options) *Sandbox{
+		func(o *Options) *Sandbox { return New("alpine:test", opts(func(x *Options) { x.Args, x.Stdout = o.Args, o.Stdout })) },
+		p.New,
+	} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := sb(&Options{Args: []string{"seq", "100000"}, Stdout: w})
+		if err := s.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		w.Close()
+		b, err := io.ReadAll(r)
+		r.Close()
+		if res, werr := s.Wait(); err != nil || werr != nil || !res.Success() {
+			t.Fatal(res, err, werr)
+		}
+		var want strings.Builder
+		for i := 1; i <= 100000; i++ {
+			fmt.Fprintln(&want, i)
+		}
+		if string(b) != want.String() {
+			t.Errorf("read %d bytes, want %d", len(b), want.Len())
+		}
 	}
 }
