@@ -265,7 +265,9 @@ func TestCloseStdoutAfterStart(t *testing.T) {
 	p := newPool(t, opts(nil), 1)
 	defer p.Close()
 	for _, sb := range []func(*Options) *Sandbox{
-		func(o *Options) *Sandbox { return New("alpine:test", opts(func(x *Options) { x.Args, x.Stdout = o.Args, o.Stdout })) },
+		func(o *Options) *Sandbox {
+			return New("alpine:test", opts(func(x *Options) { x.Args, x.Stdout = o.Args, o.Stdout }))
+		},
 		p.New,
 	} {
 		r, w, err := os.Pipe()
