@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/berth-dev/berth/sandbox/internal/nsinit"
 )
 
 // streamsProbe builds testdata/streams.c statically, once, into a
@@ -104,6 +106,16 @@ func hostFiles(t *testing.T) (log, input *os.File) {
 	return log, input
 }
 
+// openFDs counts this process's open descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
 func parseReport(s string) map[string]string {
 	got := map[string]string{}
 	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
@@ -128,13 +140,21 @@ func numberedLines(n int) string {
 // output reaches the log whole and in order.
 func TestStdioFilesArePiped(t *testing.T) {
 	const lines = 20000 // more than a pipe holds
+	// Made once per process, on the first start: not a leak.
+	if _, err := nsinit.SelfExe(); err != nil {
+		t.Fatal(err)
+	}
 	for _, r := range streamsRunners(t) {
 		t.Run(r.name, func(t *testing.T) {
 			log, input := hostFiles(t)
 			var report syncBuffer
+			fds := openFDs(t)
 			res := r.run(t, &Options{Args: []string{"/streams/streams", fmt.Sprint(lines)}, Stdin: input, Stdout: log, Stderr: &report})
 			if !res.Success() {
 				t.Fatalf("exit %d: %s", res.ExitCode, report.String())
+			}
+			if after := openFDs(t); after != fds {
+				t.Errorf("%d descriptors open before, %d after", fds, after)
 			}
 			got := parseReport(report.String())
 			if got["kind"] != "fifo fifo fifo" {
