@@ -92,9 +92,12 @@ type Options struct {
 	// means /dev/null, anything else, *os.File included, is copied
 	// through a pipe, so that the workload can read its input and add to
 	// its output but never reach the host's files behind them. Output is
-	// complete when Wait returns. A Stdin that is an *os.File stops being
-	// read when the workload ends; another reader is read until its next
-	// Read returns, whose data is then dropped.
+	// complete when Wait returns. Files are copied through duplicates, so
+	// that, as with os/exec, the caller may close its own once Start has
+	// returned. A Stdin that is an *os.File stops being read when the
+	// workload ends; another reader is read until its next Read returns,
+	// whose data is then dropped. Stdout and Stderr that are one open
+	// file share one pipe, so their order is kept.
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 	// HandOverStdio passes an *os.File given as Stdin, Stdout or Stderr
