@@ -240,8 +240,8 @@ func (f *inputFeed) finish() {
 }
 
 // stop ends the feed: the workload has ended, or never started. A file's
-// copying has ended when it returns; another reader's ends at its next
-// Read. A feed never started is released. It may be called more than
+// copying into a pipe has ended when it returns; another reader's ends at
+// its next Read. A feed never started is released. It may be called more than
 // once, and on a nil feed.
 func (f *inputFeed) stop() {
 	if f == nil {
@@ -269,7 +269,9 @@ func (f *inputFeed) stop() {
 	}
 	_, isFile := f.src.(*os.File)
 	f.mu.Unlock()
-	if isFile {
+	// A terminal's master, not the feed's to close, could hold a write
+	// up; it is closed with the rest of the sandbox, which ends the feed.
+	if isFile && f.own {
 		<-f.done
 	}
 }

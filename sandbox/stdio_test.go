@@ -250,14 +250,10 @@ func TestStdinThatNeverEnds(t *testing.T) {
 			if !res.Success() {
 				t.Fatalf("exit %d", res.ExitCode)
 			}
-			// What the caller writes now stays for the caller.
-			if _, err := pw.WriteString("x"); err != nil {
-				t.Fatal(err)
-			}
-			pr.SetReadDeadline(time.Now().Add(10 * time.Second))
-			buf := make([]byte, 1)
-			if n, err := pr.Read(buf); n != 1 || err != nil {
-				t.Errorf("the sandbox still reads its caller's stdin after its workload ended: %v", err)
+			// Only the test's own two ends are left of the pipe: the
+			// sandbox no longer reads it.
+			if n := pipeRefs(t, pr); n != 2 {
+				t.Errorf("the sandbox still holds its caller's stdin after its workload ended: %d descriptors of the pipe", n)
 			}
 
 			// A reader that is not a file, blocked for good.
@@ -312,4 +308,66 @@ func TestCloseStdoutAfterStart(t *testing.T) {
 			t.Errorf("read %d bytes, want %d", len(b), want.Len())
 		}
 	}
+}
+
+// With a terminal, Stdin feeds the terminal's input, and a stdin that
+// never ends is no longer read once the workload has ended.
+func TestTerminalStdin(t *testing.T) {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	defer pw.Close()
+	var out syncBuffer
+	sb := New("alpine:test", opts(func(o *Options) {
+		o.TTY = true
+		o.Stdin, o.Stdout = pr, &out
+		o.Args = []string{"/bin/sh", "-c", "stty -echo; echo ready; read x; echo got $x"}
+	}))
+	if err := sb.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	pw.WriteString("hello\n")
+	res, err := sb.Wait()
+	if err != nil || !res.Success() {
+		t.Fatalf("%+v %v", res, err)
+	}
+	if got := strings.ReplaceAll(out.String(), "\r", ""); !strings.HasSuffix(got, "got hello\n") {
+		t.Errorf("terminal output %q", got)
+	}
+	// The feed of a terminal ends beside the teardown: wait for it, a
+	// minute at most.
+	deadline := time.Now().Add(time.Minute)
+	for pipeRefs(t, pr) != 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := pipeRefs(t, pr); n != 2 {
+		t.Errorf("the sandbox still holds its caller's stdin after its workload ended: %d descriptors of the pipe", n)
+	}
+}
+
+// pipeRefs counts this process's descriptors of the pipe f is an end of.
+func pipeRefs(t *testing.T, f *os.File) int {
+	t.Helper()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want string
+	rc.Control(func(fd uintptr) { want, err = os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if l, _ := os.Readlink("/proc/self/fd/" + e.Name()); l == want {
+			n++
+		}
+	}
+	return n
 }
