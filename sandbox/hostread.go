@@ -15,7 +15,7 @@ import (
 // or another process holds a lease that reading would have to wait out.
 // The sandbox's workload can change its own tree at will, so the host
 // reads from it only what cannot block or exhaust it.
-var ErrSandboxFile = errors.New("berth does not read such a file of a sandbox")
+var ErrSandboxFile = errors.New("unsafe file in the sandbox")
 
 // maxSandboxFile is the most berth reads of one file of a sandbox's tree,
 // such as /etc/passwd: far more than any real one, and bounded.
