@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -247,20 +248,28 @@ func (w *treeWriter) writeNode(dirfd int, name, rel string, st *unix.Stat_t) err
 
 // writeFile writes the regular file name in dirfd. The metadata comes from
 // the open file, so that it matches the contents even if the tree changes
-// meanwhile.
+// meanwhile. A running sandbox can replace the file between the caller's
+// look at it and the open: the type is checked through an O_PATH
+// descriptor, and only the inode checked is opened, so that a FIFO or a
+// device put there is never opened.
 func (w *treeWriter) writeFile(dirfd int, name, rel string) error {
-	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	path, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return w.pathError("open", rel, err)
 	}
-	defer unix.Close(fd)
+	defer unix.Close(path)
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	if err := unix.Fstat(path, &st); err != nil {
 		return w.pathError("stat", rel, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return fmt.Errorf("%s: changed type while being archived", w.path(rel))
 	}
+	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(path), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return w.pathError("open", rel, err)
+	}
+	defer unix.Close(fd)
 	xattrs, err := w.xattrs.read(fd, -1, "")
 	if err != nil {
 		return w.pathError("listxattr", rel, err)

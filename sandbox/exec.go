@@ -18,12 +18,15 @@ import (
 // fields take the sandbox's values: its image's user and working
 // directory, and its environment.
 type ExecOptions struct {
-	Args           []string
-	Env            []string // added to the sandbox's environment
-	Dir            string
-	User           string
+	Args []string
+	Env  []string // added to the sandbox's environment
+	Dir  string
+	User string
+	// Stdin, Stdout, Stderr and HandOverStdio are as in Options: the
+	// process gets pipes unless files are handed over.
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
+	HandOverStdio  bool
 }
 
 // Exec runs another process in the running sandbox, in all its namespaces
@@ -80,8 +83,20 @@ func (s *Sandbox) Exec(ctx context.Context, o *ExecOptions) (*Result, error) {
 		spec.Namespaces |= unix.CLONE_NEWUSER
 	}
 
-	p, err := launch(nsinit.ModeExec, s.cg, stdio{o.Stdin, o.Stdout, o.Stderr}, []*os.File{pidfile}, &syscall.SysProcAttr{})
+	std, streams, err := pipedStdio(o.Stdin, o.Stdout, o.Stderr, o.HandOverStdio)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, err)
+	}
+	p, err := launch(nsinit.ModeExec, s.cg, std, []*os.File{pidfile}, &syscall.SysProcAttr{})
+	if streams.feed != nil {
+		// The process has its own copy of the pipe's read end.
+		std.in.(*os.File).Close()
+	}
+	// Once the process has ended and its output is copied (p.cmd.Wait),
+	// nothing reads its input any more.
+	defer streams.release()
 	if err == nil {
+		streams.feed.start()
 		err = p.run(spec)
 	}
 	if err != nil {

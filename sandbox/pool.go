@@ -97,7 +97,7 @@ func NewPool(ctx context.Context, ref string, opts *Options, size int) (*Pool, e
 
 // New returns a sandbox of the pool, not yet started. opts may set only
 // what concerns the workload: Args, Env, Dir, User, Stdin, Stdout, Stderr,
-// TTY, ExtraFiles, Rlimits, Timeout and Logger; each one set replaces the
+// HandOverStdio, TTY, ExtraFiles, Rlimits, Timeout and Logger; each one set replaces the
 // pool's. Anything else belongs to the sandboxes the pool has built, and
 // Start reports it as an error. The sandbox's ID is known once Start has
 // returned.
@@ -131,6 +131,9 @@ func (p *Pool) New(opts *Options) *Sandbox {
 		}
 		if opts.TTY {
 			o.TTY = true
+		}
+		if opts.HandOverStdio {
+			o.HandOverStdio = true
 		}
 		if opts.ExtraFiles != nil {
 			o.ExtraFiles = opts.ExtraFiles
@@ -524,6 +527,7 @@ type poolFiles struct {
 	closeUs []*os.File // the host's copies of what was sent, once sent
 	undo    []*os.File // the host's ends of pipes, if sending failed
 	after   []func()   // copiers, to start once sent
+	feed    *inputFeed // fills the workload's stdin pipe, once sent
 }
 
 // sent closes the host's copies of the descriptors, and starts copying
@@ -533,6 +537,7 @@ func (f *poolFiles) sent(ok bool) {
 		c.Close()
 	}
 	if !ok {
+		f.feed.stop()
 		for _, c := range f.undo {
 			c.Close()
 		}
@@ -541,14 +546,16 @@ func (f *poolFiles) sent(ok bool) {
 		}
 		return
 	}
+	f.feed.start()
 	for _, run := range f.after {
 		run()
 	}
 }
 
-// workloadFiles gives the workload its stdio, extra files and terminal the
-// way os/exec would: an *os.File as it is, nil as /dev/null, any other
-// reader or writer through a pipe that a goroutine copies.
+// workloadFiles gives the workload its stdio, extra files and terminal as
+// launchInit does for New's sandboxes: nil as /dev/null, any other reader
+// or writer through a pipe that a goroutine copies, and an *os.File as it
+// is only if the caller hands it over (Options.HandOverStdio).
 func (s *Sandbox) workloadFiles() (*poolFiles, error) {
 	f := &poolFiles{}
 	var devNull *os.File
@@ -562,35 +569,41 @@ func (s *Sandbox) workloadFiles() (*poolFiles, error) {
 		}
 		return devNull, nil
 	}
+	handOver := s.opts.HandOverStdio
 	input := func(r io.Reader) (*os.File, error) {
 		if r == nil {
 			return null()
 		}
-		if file, ok := r.(*os.File); ok {
+		if file, ok := r.(*os.File); ok && handOver {
 			return file, nil
 		}
-		pr, pw, err := os.Pipe()
+		// Stopped by supervise once the workload has ended, so that a
+		// stdin that never ends cannot hold Wait up.
+		pr, feed, err := newInputFeed(r)
 		if err != nil {
 			return nil, err
 		}
-		f.closeUs, f.undo = append(f.closeUs, pr), append(f.undo, pw)
-		f.after = append(f.after, func() {
-			// Ends when the reader does or the workload's end of the
-			// pipe is gone; Wait does not wait for it, so that a
-			// stdin that never ends cannot hold Wait up.
-			go func() {
-				io.Copy(pw, r)
-				pw.Close()
-			}()
-		})
+		f.closeUs, f.feed = append(f.closeUs, pr), feed
+		s.streams.feed = feed
 		return pr, nil
 	}
 	output := func(w io.Writer) (*os.File, error) {
 		if w == nil {
 			return null()
 		}
-		if file, ok := w.(*os.File); ok {
+		file, isFile := w.(*os.File)
+		if isFile && handOver {
 			return file, nil
+		}
+		var dup *os.File
+		if isFile {
+			// The caller may close its own once Start has returned.
+			var err error
+			if dup, err = dupFile(file); err != nil {
+				return nil, err
+			}
+			w = dup
+			f.undo = append(f.undo, dup)
 		}
 		pr, pw, err := os.Pipe()
 		if err != nil {
@@ -603,6 +616,9 @@ func (s *Sandbox) workloadFiles() (*poolFiles, error) {
 				defer s.copying.Done()
 				io.Copy(w, pr)
 				pr.Close()
+				if dup != nil {
+					dup.Close()
+				}
 			}()
 		})
 		return pw, nil
@@ -631,7 +647,7 @@ func (s *Sandbox) workloadFiles() (*poolFiles, error) {
 			err = add(out, err)
 		}
 		if err == nil {
-			if sameWriter(s.opts.Stdout, s.opts.Stderr) {
+			if sameWriter(s.opts.Stdout, s.opts.Stderr) || sameFiles(s.opts.Stdout, s.opts.Stderr) {
 				err = add(out, nil)
 			} else {
 				err = add(output(s.opts.Stderr))
@@ -668,6 +684,14 @@ func (s *Sandbox) workloadFiles() (*poolFiles, error) {
 		return nil, fmt.Errorf("the workload's files: %d descriptors, at most %d", len(f.send), nsinit.MaxStandbyFiles)
 	}
 	return f, nil
+}
+
+// sameFiles reports whether a and b are files that are one open file
+// description, which one pipe serves in order.
+func sameFiles(a, b io.Writer) bool {
+	af, ok1 := a.(*os.File)
+	bf, ok2 := b.(*os.File)
+	return ok1 && ok2 && sameOpenFile(af, bf)
 }
 
 // sameWriter reports whether a and b are one writer, as os/exec checks

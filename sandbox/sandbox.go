@@ -88,10 +88,27 @@ type Options struct {
 	// Hostname defaults to the first 12 characters of the sandbox's ID.
 	Hostname string
 
-	// Stdin, Stdout and Stderr are the workload's standard streams, as in
-	// os/exec: nil means /dev/null, and an *os.File is passed straight on.
+	// Stdin, Stdout and Stderr are the workload's standard streams: nil
+	// means /dev/null, anything else, *os.File included, is copied
+	// through a pipe, so that the workload can read its input and add to
+	// its output but never reach the host's files behind them. Output is
+	// complete when Wait returns. Files are copied through duplicates, so
+	// that, as with os/exec, the caller may close its own once Start has
+	// returned. A Stdin that is an *os.File stops being read when the
+	// workload ends; another reader is read until its next Read returns,
+	// whose data is then dropped. Stdout and Stderr that are one open
+	// file share one pipe, so their order is kept.
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
+	// HandOverStdio passes an *os.File given as Stdin, Stdout or Stderr
+	// to the workload as it is, as os/exec does, instead of through a
+	// pipe. The workload then holds the host's open file itself: it can
+	// reopen it through /proc/self/fd with any access the file's
+	// permissions give it, read what was written to it before, seek,
+	// truncate, lock or map it, and use its ioctls (on a terminal,
+	// TIOCSTI types into the host's shell). Hand over only files meant to
+	// be the workload's, such as a pipe's end or a file it may overwrite.
+	HandOverStdio bool
 	// TTY gives the workload a terminal as its standard streams; what it
 	// writes, stderr included, goes to Stdout, and Stdin feeds its input.
 	TTY bool
@@ -240,6 +257,7 @@ type Sandbox struct {
 	status    *nsinit.StatusReader
 	ptyMaster *os.File
 	ttyDone   chan struct{} // closed when terminal output has been copied
+	streams   hostStreams   // the host's side of the workload's piped stdio
 	cg        *cgroup.Cgroup
 	storage   Storage
 	undo      []func() error // cleanup, newest last
@@ -307,6 +325,7 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 	s.started = true
 	defer func() {
 		if err != nil {
+			s.streams.release()
 			s.cleanup()
 			close(s.done)
 			err = fmt.Errorf("sandbox %s: %w", s.id, err)
@@ -527,14 +546,18 @@ func (o *Options) stateRoot() string {
 // In standby mode the workload's stdio, files and terminal come later,
 // with its part of the spec.
 func (s *Sandbox) launchInit(mode string, sec *security.Config) (*launched, *os.File, error) {
-	std := stdio{s.opts.Stdin, s.opts.Stdout, s.opts.Stderr}
 	// fd 5 is the console socket or nothing; the workload's own extra
 	// files follow from fd 6.
 	extra := []*os.File{nil}
 	var console *os.File
 	standby := mode == nsinit.ModeStandby
-	if standby {
-		std = stdio{}
+	var std stdio
+	var streams hostStreams
+	if !standby && !s.opts.TTY {
+		var err error
+		if std, streams, err = pipedStdio(s.opts.Stdin, s.opts.Stdout, s.opts.Stderr, s.opts.HandOverStdio); err != nil {
+			return nil, nil, err
+		}
 	}
 	if s.opts.TTY && !standby {
 		// The init makes the terminal in the sandbox's own devpts, where
@@ -547,7 +570,6 @@ func (s *Sandbox) launchInit(mode string, sec *security.Config) (*launched, *os.
 		theirs := os.NewFile(uintptr(pair[1]), "console")
 		defer theirs.Close()
 		extra[0] = theirs
-		std = stdio{}
 	}
 	if !standby {
 		extra = append(extra, s.opts.ExtraFiles...)
@@ -579,6 +601,16 @@ func (s *Sandbox) launchInit(mode string, sec *security.Config) (*launched, *os.
 		attr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
 	}
 	p, err := launch(mode, s.cg, std, extra, attr)
+	if streams.feed != nil {
+		// The process has its own copy of the pipe's read end.
+		std.in.(*os.File).Close()
+	}
+	if err == nil {
+		streams.feed.start()
+		s.streams = streams
+	} else {
+		streams.release()
+	}
 	if err != nil {
 		if console != nil {
 			console.Close()
@@ -611,14 +643,14 @@ func (s *Sandbox) attachTerminal(console *os.File) error {
 		close(s.ttyDone)
 	}()
 	if s.opts.Stdin != nil {
-		go io.Copy(s.ptyMaster, s.opts.Stdin)
+		feed, err := feedInto(master, s.opts.Stdin, false)
+		if err != nil {
+			return fmt.Errorf("the terminal's input: %w", err)
+		}
+		feed.start()
+		s.streams.feed = feed
 	}
 	return nil
-}
-
-type stdio struct {
-	in       io.Reader
-	out, err io.Writer
 }
 
 // A launched process is an init or exec helper whose workload runs.
@@ -815,6 +847,9 @@ func (s *Sandbox) supervise(ctx context.Context, p *launched) {
 	}
 	p.statusR.Close()
 	waitErr := s.cmd.Wait()
+	// Nothing reads the workload's input any more, and its output has
+	// been copied.
+	s.streams.release()
 	if s.ttyDone != nil {
 		<-s.ttyDone
 	}

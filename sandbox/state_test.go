@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/berth-dev/berth/cgroup"
 )
 
@@ -63,8 +65,44 @@ func TestRecoverAfterHostKilled(t *testing.T) {
 	if err != nil || len(states) != 3 || !states[0].Alive() {
 		t.Fatalf("states while running: %+v, %v", states, err)
 	}
+	// Every process of the sandboxes, to check they die with the host:
+	// their PID 1s have the parent-death signal, and the rest die with
+	// their PID namespace.
+	var procs []*os.File
+	defer func() {
+		for _, p := range procs {
+			p.Close()
+		}
+	}()
+	for _, st := range states {
+		cg, err := cgm.Open(st.Cgroup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids, err := cg.Pids()
+		if err != nil || len(pids) < 2 {
+			t.Fatalf("sandbox %s runs %v (%v), want its PID 1 and its workload", st.ID, pids, err)
+		}
+		for _, pid := range pids {
+			fd, err := unix.PidfdOpen(pid, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			procs = append(procs, os.NewFile(uintptr(fd), fmt.Sprint("pidfd ", pid)))
+		}
+	}
 	cmd.Process.Kill()
 	cmd.Wait()
+	for _, p := range procs {
+		// A pidfd reads as ready once its process has ended; a minute
+		// is only how long the test waits before calling it a failure.
+		fds := []unix.PollFd{{Fd: int32(p.Fd()), Events: unix.POLLIN}}
+		if n, err := unix.Poll(fds, int(time.Minute/time.Millisecond)); n != 1 || err != nil {
+			// Recover, below, still reclaims it.
+			t.Errorf("%s outlives its host (%v)", p.Name(), err)
+			break
+		}
+	}
 
 	if loops := loopsBackedBy(testEnv.store.Root()); len(loops) != 1 {
 		t.Errorf("loop devices after the crash: %v, want the disk quota's", loops)

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -65,9 +64,11 @@ func mkdirInRoot(rootfs, dir string) error {
 }
 
 // readDB calls fn with the colon-separated fields of each line of an
-// /etc/passwd-style file in the image; a missing file has no lines.
+// /etc/passwd-style file in the image; a missing file has no lines. The
+// file is the sandbox's to change: it is read only if it is a regular file
+// of bounded size (openSandboxFile).
 func readDB(rootfs, name string, fn func(f []string) bool) error {
-	f, err := openInRoot(rootfs, name, unix.O_RDONLY)
+	f, err := openSandboxFile(rootfs, name, maxSandboxFile)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return nil
@@ -75,7 +76,7 @@ func readDB(rootfs, name string, fn func(f []string) bool) error {
 		return err
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(io.LimitReader(f, 16<<20))
+	sc := bufio.NewScanner(limitSandboxFile(f, maxSandboxFile))
 	for sc.Scan() {
 		line := sc.Text()
 		if line == "" || strings.HasPrefix(line, "#") {
@@ -85,7 +86,10 @@ func readDB(rootfs, name string, fn func(f []string) bool) error {
 			return nil
 		}
 	}
-	return sc.Err()
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read %s: %w", name, err)
+	}
+	return nil
 }
 
 // resolveUser turns "user[:group]" (names or numbers) into ids the way
@@ -116,7 +120,7 @@ func resolveUser(rootfs, spec string) (user, error) {
 		return true
 	})
 	if err != nil {
-		return u, fmt.Errorf("read /etc/passwd: %w", err)
+		return u, err
 	}
 	if !found {
 		n, err := strconv.ParseUint(userPart, 10, 32)
@@ -150,7 +154,7 @@ func resolveUser(rootfs, spec string) (user, error) {
 		return false
 	})
 	if err != nil {
-		return u, fmt.Errorf("read /etc/group: %w", err)
+		return u, err
 	}
 	return u, nil
 }
@@ -170,7 +174,7 @@ func resolveGroup(rootfs, spec string) (uint32, error) {
 		return true
 	})
 	if err != nil {
-		return 0, fmt.Errorf("read /etc/group: %w", err)
+		return 0, err
 	}
 	if found {
 		return gid, nil

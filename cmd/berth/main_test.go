@@ -150,6 +150,23 @@ func TestRunCommands(t *testing.T) {
 	if err := cmd.ExecuteContext(context.Background()); err != nil || buf.String() != "piped\n" {
 		t.Errorf("run -i: %q %v", buf.String(), err)
 	}
+	// `berth run ... > job.log`: the workload writes to the log through
+	// a pipe and cannot truncate what the host wrote there before.
+	log, err := os.OpenFile(filepath.Join(t.TempDir(), "job.log"), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	log.WriteString("host line\n")
+	cmd = newRootCommand()
+	cmd.SetOut(log)
+	cmd.SetArgs(append([]string{"--root", root}, append(g, "run", "alpine:test", "sh", "-c", "stat -L -c %F /proc/self/fd/1; truncate -s 0 /proc/self/fd/1 2>/dev/null; echo done")...))
+	if err := cmd.ExecuteContext(context.Background()); err != nil {
+		t.Errorf("run > job.log: %v", err)
+	}
+	if b, _ := os.ReadFile(log.Name()); string(b) != "host line\nfifo\ndone\n" {
+		t.Errorf("run > job.log: the log holds %q", b)
+	}
 	if _, err := berth(t, root, append(g, "run", "-v", "nocolon", "alpine:test", "true")...); err == nil || !strings.Contains(err.Error(), "SRC:DST") {
 		t.Errorf("bad -v: %v", err)
 	}

@@ -118,7 +118,7 @@ static long p_clone_newuser(const char *arg) { return do_clone(CLONE_NEWUSER); }
 // A zero size is refused before anything is made: EINVAL if let through.
 static long p_clone3(const char *arg) { return syscall(NR_clone3, NULL, 0); }
 
-static long p_unshare(const char *arg) { return syscall(SYS_unshare, CLONE_NEWUTS); }
+static long p_unshare(const char *arg) { return syscall(SYS_unshare, arg_long(arg, CLONE_NEWUTS)); }
 static long p_setns(const char *arg) { return syscall(SYS_setns, -1, 0); }
 static long p_mount(const char *arg) {
 	return syscall(SYS_mount, "berth-probe", NOWHERE, "berth-probe-fs", 0, NULL);
@@ -194,7 +194,8 @@ static long p_personality(const char *arg) {
 	return syscall(SYS_personality, arg_long(arg, 0xffffffff)) < 0 ? -1 : 0;
 }
 static long p_userfaultfd(const char *arg) {
-	long fd = syscall(SYS_userfaultfd, O_CLOEXEC);
+	// arg adds flags: 1 is UFFD_USER_MODE_ONLY, which needs no capability.
+	long fd = syscall(SYS_userfaultfd, O_CLOEXEC | arg_long(arg, 0));
 	if (fd >= 0)
 		close(fd);
 	return fd;
