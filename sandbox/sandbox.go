@@ -108,6 +108,12 @@ type Options struct {
 	Resources *cgroup.Resources
 	// Security says what the workload may do; nil means security.Default().
 	Security *security.Config
+	// Sysctls are kernel parameters written inside the sandbox before its
+	// workload starts, as Docker's --sysctl, winning over Security's key
+	// by key. Only keys of the sandbox's own namespaces are allowed
+	// (security.SysctlNamespace): no net.* key when it shares the host's
+	// network or joins another's, no user.* key without a user namespace.
+	Sysctls map[string]string
 	// Timeout, if positive, kills the sandbox that long after it started;
 	// the Result then says TimedOut.
 	Timeout time.Duration
