@@ -67,6 +67,7 @@ func newRunCommand(g *globals) *cobra.Command {
 		cpus                   float64
 		pidsLimit              int64
 		volumes, tmpfs         []string
+		sysctls                []string
 		readOnly, tty          bool
 		timeout                time.Duration
 	)
@@ -103,6 +104,9 @@ func newRunCommand(g *globals) *cobra.Command {
 				res.CPUQuota = time.Duration(cpus * float64(res.CPUPeriod))
 			}
 			opts.Resources = res
+			if opts.Sysctls, err = parseSysctls(sysctls); err != nil {
+				return err
+			}
 			for _, v := range volumes {
 				m, err := parseVolume(v)
 				if err != nil {
@@ -140,6 +144,7 @@ func newRunCommand(g *globals) *cobra.Command {
 	cmd.Flags().Int64Var(&pidsLimit, "pids-limit", 0, "most processes at once")
 	cmd.Flags().StringArrayVarP(&volumes, "volume", "v", nil, "bind mount SRC:DST[:ro]; a SRC that is not a path names a volume in the store")
 	cmd.Flags().StringArrayVar(&tmpfs, "tmpfs", nil, "mount a tmpfs at DST[:OPTIONS]")
+	cmd.Flags().StringArrayVar(&sysctls, "sysctl", nil, "set a kernel parameter of the sandbox's own namespaces (KEY=VALUE, e.g. net.ipv4.ip_unprivileged_port_start=0)")
 	cmd.Flags().BoolVar(&readOnly, "read-only", false, "make the root filesystem read-only")
 	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "give the sandbox a terminal")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "kill the sandbox after this long (e.g. 10s)")
