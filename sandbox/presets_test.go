@@ -305,8 +305,9 @@ func TestStrictLimits(t *testing.T) {
 	pids := cgroupLimit(t, pid, "pids", "pids.max", "pids.max")
 	mem := cgroupLimit(t, pid, "memory", "memory.limit_in_bytes", "memory.max")
 	sb.Close()
+	// Fatal: the memory bomb below must not run without its limit.
 	if pids != "256" || mem != strconv.Itoa(512<<20) {
-		t.Errorf("pids.max %s, memory limit %s", pids, mem)
+		t.Fatalf("pids.max %s, memory limit %s", pids, mem)
 	}
 	res, out, _ = run(t, "alpine:test", opts(func(o *Options) {
 		o.Security = security.Strict()
