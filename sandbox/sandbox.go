@@ -104,7 +104,9 @@ type Options struct {
 	ReadonlyRootfs bool
 	// Rlimits are set for the workload.
 	Rlimits []Rlimit
-	// Resources are the cgroup limits; nil means none.
+	// Resources are the cgroup limits. Where they set no memory or pids
+	// limit (or are nil), the security configuration's MemoryMax and
+	// PidsMax apply: under Default, 3/4 of the host's RAM and 4096 tasks.
 	Resources *cgroup.Resources
 	// Security says what the workload may do; nil means security.Default().
 	Security *security.Config
