@@ -6,15 +6,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 
+	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/netplug"
 	"github.com/berth-dev/berth/security"
 )
@@ -469,5 +472,39 @@ func TestInotifyBoundedInStrict(t *testing.T) {
 			}
 			stdoutW.Close()
 		})
+	}
+}
+
+// On a host whose cgroups have no pids or memory controller for berth
+// (here: the unified hierarchy of a hybrid host, which has neither), a
+// sandbox runs without the defaults, saying so, as it did before the
+// presets had them; a limit asked for still fails.
+func TestDefaultLimitsWithoutControllers(t *testing.T) {
+	const unified = "/sys/fs/cgroup/unified"
+	b, err := os.ReadFile(filepath.Join(unified, "cgroup.controllers"))
+	if ctrls := strings.Fields(string(b)); err != nil || slices.Contains(ctrls, "pids") || slices.Contains(ctrls, "memory") {
+		t.Skip("no cgroup2 hierarchy without pids and memory controllers here")
+	}
+	var logged syncBuffer
+	log := slog.New(slog.NewTextHandler(&logged, nil))
+	cgm, err := cgroup.NewManager(cgroup.Options{Mode: cgroup.V2, UnifiedMount: unified, Parent: fmt.Sprintf("berth-presets-test-%d", os.Getpid()), Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cgm.RemoveParent()
+	res, _, _ := run(t, "alpine:test", opts(func(o *Options) {
+		o.Cgroups, o.Logger = cgm, log
+		o.Args = []string{"true"}
+	}))
+	if !res.Success() || !strings.Contains(logged.String(), "cannot enforce the security configuration's default limits") {
+		t.Errorf("%+v, logged %q", res, logged.String())
+	}
+	_, err = New("alpine:test", opts(func(o *Options) {
+		o.Cgroups = cgm
+		o.Args = []string{"true"}
+		o.Resources = &cgroup.Resources{PidsMax: 10}
+	})).Run(context.Background())
+	if !errors.Is(err, errors.ErrUnsupported) {
+		t.Errorf("a pids limit asked for where there is no pids controller: %v", err)
 	}
 }

@@ -411,7 +411,7 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 	// not written until then.
 	s.state.Security = sec
 
-	s.cg, err = cgm.Create(s.id, resources(s.opts.Resources, sec))
+	s.cg, err = s.createCgroup(cgm, sec)
 	if err != nil {
 		return "", err
 	}
