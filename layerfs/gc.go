@@ -141,6 +141,10 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 			os.Remove(s.path("locks", e.Name()))
 		}
 	}
+	// The templates of disk quotas' filesystems are remade on demand.
+	if err := os.RemoveAll(s.path("quota")); err != nil {
+		s.log.Warn("gc: remove disk quota templates", "err", err)
+	}
 	res.Staging = s.cleanStaging(true)
 	s.log.Info("gc", "blobs", res.Blobs, "layers", res.Layers, "bytes", res.Bytes, "staging", res.Staging)
 	return res, nil

@@ -30,6 +30,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("BERTH_TEST_CRASH_PREPARE") != "" {
 		os.Exit(helperCrashPrepare())
 	}
+	if os.Getenv("BERTH_TEST_CRASH_QUOTA") != "" {
+		os.Exit(helperCrashQuota())
+	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "layerfs tests must run as root: they mount overlays and write overlay xattrs and whiteout devices")
 		os.Exit(1)

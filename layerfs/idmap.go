@@ -45,6 +45,20 @@ type PrepareOptions struct {
 	// Prepare only uses UserNS while it runs; the caller closes it.
 	UserNS         *os.File
 	UIDMap, GIDMap []IDMap
+
+	// DiskQuota, if not 0, caps the bytes of what is written to the rootfs
+	// (at least MinDiskQuota): past it, writes fail with ENOSPC or EDQUOT,
+	// and the store's filesystem keeps the rest of its space. DiskInodes
+	// caps the files, directories and links made in it; 0 means one per 4
+	// KiB of DiskQuota, which ordinary files never reach before the bytes.
+	//
+	// Where the store's filesystem enforces project quotas (ext4 or XFS
+	// mounted with prjquota), the rootfs gets a project of its own; else
+	// it gets an ext4 filesystem of its own in a sparse file on a loop
+	// device, which needs mkfs.ext4 (ErrNoMkfs) and costs a few
+	// milliseconds more. The quota covers what the driver keeps for the
+	// rootfs: with the copy driver, the copy of the image counts too.
+	DiskQuota, DiskInodes int64
 }
 
 // overflowID is the id the kernel shows for one that a user namespace

@@ -113,7 +113,7 @@ func (d *overlayDriver) Mount(ctx context.Context, lowers []string, dir string, 
 	}
 
 	if !d.legacy && !d.noAppend.Load() {
-		err := d.mountAppend(lowers, upper, work, merged)
+		err := withoutResourceCap(func() error { return d.mountAppend(lowers, upper, work, merged) })
 		if !errors.Is(err, errNoAppend) {
 			if err != nil {
 				return "", err
@@ -330,6 +330,9 @@ func (d *overlayDriver) mountLegacy(lowers []string, dir string) error {
 		}
 	}
 	err := inDir(dir, func() error {
+		if err := dropResourceCap(); err != nil {
+			return err
+		}
 		return unix.Mount("overlay", merged, "overlay", 0, data)
 	})
 	if err != nil {

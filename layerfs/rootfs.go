@@ -36,6 +36,8 @@ type rootfsRecord struct {
 	// the driver's directory.)
 	UIDMap []IDMap `json:"uidMap,omitempty"`
 	GIDMap []IDMap `json:"gidMap,omitempty"`
+	// Quota is the disk quota of the state directory, if it has one.
+	Quota *diskQuota `json:"quota,omitempty"`
 }
 
 var keyRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
@@ -52,6 +54,10 @@ func (s *Store) Prepare(ctx context.Context, key string, img *Image, opts *Prepa
 		return nil, fmt.Errorf("prepare: rootfs key %q: must be 1-128 letters, digits, '.', '_' or '-'", key)
 	}
 	ids, err := opts.idMapping()
+	if err != nil {
+		return nil, fmt.Errorf("prepare %s: %w", key, err)
+	}
+	quota, err := opts.diskQuota()
 	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", key, err)
 	}
@@ -86,31 +92,59 @@ func (s *Store) Prepare(ctx context.Context, key string, img *Image, opts *Prepa
 		return nil, fmt.Errorf("prepare %s: %w", key, err)
 	}
 	state := s.path("rootfs", key, "state")
-	b, _ := json.Marshal(rec)
 	err = os.Mkdir(state, 0o700)
+	if err == nil && quota != nil {
+		rec.Quota = quota
+		err = s.quotaBackend(quota, dir)
+	}
+	if err == nil {
+		b, _ := json.Marshal(rec)
+		err = writeFileAtomic(s.path("rootfs", key, "rootfs.json"), b, false)
+	}
+	if err == nil && quota != nil {
+		// A filesystem of the rootfs's own is mounted on state, so the
+		// namespace must be let into its root, below.
+		err = s.applyQuota(ctx, quota, dir, state)
+	}
 	if err == nil && ids != nil {
 		err = letNamespaceIn(ids, dir, state)
 	}
-	if err == nil {
-		err = writeFileAtomic(s.path("rootfs", key, "rootfs.json"), b, false)
-	}
 	var path string
+	mount := func() (err error) {
+		if quota == nil {
+			path, err = d.Mount(ctx, lowers, state, ids)
+			return err
+		}
+		// The copy driver's copy of the image counts against a project
+		// quota, which CAP_SYS_RESOURCE would let it exceed unnoticed.
+		return withoutResourceCap(func() (err error) {
+			path, err = d.Mount(ctx, lowers, state, ids)
+			return err
+		})
+	}
 	if err == nil {
-		path, err = d.Mount(ctx, lowers, state, ids)
+		err = mount()
 	}
 	if errors.Is(err, ErrIDMapUnsupported) {
 		d, err = s.prepareFallback(ctx, key, d, state, err, &rec)
 		if err == nil {
-			path, err = d.Mount(ctx, lowers, state, ids)
+			err = mount()
 		}
+	}
+	if err != nil && quota != nil && d.Name() == "copy" && quotaFull(err) {
+		err = fmt.Errorf("%w: the disk quota of %d bytes and %d inodes is too small for a copy of the image, which counts against it with the copy driver", err, quota.Bytes, quota.Inodes)
 	}
 	if err == nil {
 		rec.Path = path
-		b, _ = json.Marshal(rec)
+		b, _ := json.Marshal(rec)
 		err = writeFileAtomic(s.path("rootfs", key, "rootfs.json"), b, false)
 	}
 	if err != nil {
-		if uerr := d.Unmount(context.WithoutCancel(ctx), state); uerr != nil {
+		uerr := d.Unmount(context.WithoutCancel(ctx), state)
+		if uerr == nil && quota != nil && quota.Backend != "" {
+			uerr = s.removeQuota(quota, dir, state)
+		}
+		if uerr != nil {
 			s.log.Error("undo failed prepare", "key", key, "err", uerr)
 			return nil, fmt.Errorf("prepare %s: %w (and undoing it: %v)", key, err, uerr)
 		}
@@ -214,8 +248,14 @@ func (s *Store) Release(ctx context.Context, key string) error {
 	if err != nil {
 		return fmt.Errorf("release %s: %w", key, err)
 	}
-	if err := d.Unmount(ctx, s.path("rootfs", key, "state")); err != nil {
+	state := s.path("rootfs", key, "state")
+	if err := d.Unmount(ctx, state); err != nil {
 		return fmt.Errorf("release %s: %w", key, err)
+	}
+	if rec.Quota != nil {
+		if err := s.removeQuota(rec.Quota, s.rootfsDir(key), state); err != nil {
+			return fmt.Errorf("release %s: %w", key, err)
+		}
 	}
 	if err := os.RemoveAll(s.rootfsDir(key)); err != nil {
 		return fmt.Errorf("release %s: %w", key, err)

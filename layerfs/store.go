@@ -46,6 +46,7 @@ type Options struct {
 //	images/<hex>         one record per image, by manifest digest
 //	refs/<name>          a name:tag pointing at an image
 //	rootfs/<key>/        a prepared rootfs and its private state
+//	quota/               empty ext4 images that disk quotas copy, by size
 //	locks/, tmp/         per-layer locks and private staging areas
 type Store struct {
 	root string
@@ -59,6 +60,11 @@ type Store struct {
 	// idmapWarned records that Prepare has warned once that it copies
 	// images for user namespaces, so that it does not on every call.
 	idmapWarned atomic.Bool
+
+	// projectQuotas records whether the store's filesystem enforces
+	// project quotas, for disk quotas; asked once.
+	projectOnce   sync.Once
+	projectQuotas bool
 }
 
 // Open opens the store at root, creating it if it does not exist.

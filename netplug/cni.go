@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -221,6 +222,11 @@ func (c *cniNetwork) attach(ctx context.Context, id, netnsPath string, opts *Att
 	if rec.IPs, rec.Gateway, err = resultAddrs(res); err != nil {
 		return nil, undo(err)
 	}
+	if c.info != nil {
+		if err := n.filterPort(ctx, rec, res, c.info.Bridge); err != nil {
+			return nil, undo(err)
+		}
+	}
 	hosts, err := n.commit(ctx, rec.CNIName, rec.Named, rec, "")
 	if err != nil {
 		return nil, undo(err)
@@ -234,6 +240,21 @@ func (c *cniNetwork) attach(ctx context.Context, id, netnsPath string, opts *Att
 		Hosts:     hosts,
 		DNS:       dns,
 	}, nil
+}
+
+// filterPort installs the packet filter of the sandbox's port on a
+// bridge network. The port goes into the record first, for Detach to
+// find the filter even after a crash.
+func (n *Networks) filterPort(ctx context.Context, rec *record, res types.Result, bridge string) error {
+	f, portMAC, err := portFilterOf(res, bridge, rec.IPs)
+	if err != nil {
+		return err
+	}
+	rec.Port, rec.PortMAC = f.Port, portMAC.String()
+	if err := n.writeRecord(rec, rec.CNIName, false); err != nil {
+		return err
+	}
+	return installPortFilter(ctx, f)
 }
 
 // Detach implements Network.
@@ -305,6 +326,12 @@ func (n *Networks) detach(ctx context.Context, cniName, id, netnsPath string) er
 	}
 	if err != nil {
 		return fmt.Errorf("detach %s from network %s: %w", id, rec.Network, pluginError(err))
+	}
+	if rec.Port != "" {
+		mac, _ := net.ParseMAC(rec.PortMAC)
+		if err := removePortFilter(rec.Port, mac); err != nil {
+			return fmt.Errorf("detach %s from network %s: %w", id, rec.Network, err)
+		}
 	}
 	// Without the namespace, or when the sandbox deleted its interface,
 	// the bridge plugin cannot tell which masquerading rules were the

@@ -32,9 +32,30 @@
 // version go.mod pins.
 //
 // The plugins use iptables (the iptables package: iptables-nft or legacy)
-// for masquerading, published ports and forwarding rules, and the bridge
-// plugin turns on IPv4 forwarding host-wide, as every container runtime
-// does; netplug never turns it off again.
+// for masquerading, published ports and forwarding rules. They change
+// host settings that netplug never puts back: the bridge plugin turns on
+// IPv4 forwarding host-wide (net.ipv4.ip_forward), as every container
+// runtime does, and portmap, once a port is published on a bridge, sets
+// net.ipv4.conf.<bridge>.route_localnet, so that the host reaches the
+// port through 127.0.0.1.
+//
+// # Filters
+//
+// berth adds packet filters of its own, in two nftables tables called
+// berth (the kernel's nf_tables; `nft list table bridge berth` shows
+// them). "ip berth"
+// drops IPv4 packets that come in from a berth bridge (any bridge named
+// berth*) with a loopback source or destination, before connection
+// tracking, so that route_localnet opens the host's loopback to no
+// sandbox (Kubernetes' CVE-2020-8558). "bridge berth" gives each sandbox's
+// port on a bridge network a chain that drops what the sandbox sends
+// with a MAC or IPv4 address not its own, in the frame, the IPv4 header
+// or ARP, and anything but IPv4 and ARP: a sandbox, even with
+// CAP_NET_RAW, cannot pose as a neighbour or the gateway, to the host or
+// to other sandboxes. Attach installs a port's filter and Detach (also
+// DetachAll and Prune, after a crash) removes it; Prune removes the
+// tables once no port is left. Custom networks get no filters: their
+// configuration is the caller's.
 //
 // Everything a network leaves on the host is named for berth or kept in
 // berth's directories, so that it can be audited and removed: bridges are
@@ -44,8 +65,8 @@
 // named networks' definitions live under Options.ConfigDir
 // (/var/lib/berth/networks). The iptables chains are the plugins' own
 // (CNI-*): per-sandbox chains go on Detach, and Networks.Prune removes the
-// plugins' shared chains once nothing is left in them, and the bridges no
-// sandbox uses. Because those chains are shared host-wide, so is the lock
+// plugins' shared chains once nothing is left in them, berth's nftables
+// tables once no port is filtered, and the bridges no sandbox uses. Because those chains are shared host-wide, so is the lock
 // that guards their removal: /run/lock/berth-netplug.lock.
 //
 // # Crashes

@@ -3,6 +3,7 @@ package netplug
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -313,7 +314,7 @@ func mustGet(t testing.TB, n *Networks, name string) Network {
 
 // counts are what an attachment can leave on the host.
 type counts struct {
-	Veths, Bridges, Rules, Namespaces int
+	Veths, Bridges, Rules, Filters, Namespaces int
 }
 
 // snapshot counts what is on the host now: veths, berth's bridges,
@@ -330,6 +331,7 @@ func snapshot() counts {
 		}
 	}
 	c.Rules = countRules()
+	c.Filters = countFilters()
 	c.Namespaces = int(liveNamespaces.Load())
 	return c
 }
@@ -368,6 +370,42 @@ func countRules() int {
 		out, _ := exec.Command(cmd[0], cmd[1:]...).Output()
 		for _, l := range strings.Split(string(out), "\n") {
 			if strings.Contains(l, "CNI-") || strings.Contains(strings.ToLower(l), "berth") || strings.Contains(l, "cni_") {
+				total++
+			}
+		}
+	}
+	return total
+}
+
+// countFilters counts berth's nftables tables and what is in them:
+// chains, rules, maps and the maps' elements.
+func countFilters() int {
+	out, err := exec.Command("nft", "-j", "list", "ruleset").Output()
+	if err != nil {
+		return -1
+	}
+	var list struct {
+		Nftables []map[string]struct {
+			Name  string            `json:"name"`
+			Table string            `json:"table"`
+			Elem  []json.RawMessage `json:"elem"`
+		} `json:"nftables"`
+	}
+	if err := json.Unmarshal(out, &list); err != nil {
+		return -1
+	}
+	total := 0
+	for _, o := range list.Nftables {
+		for kind, v := range o {
+			switch {
+			case kind == "table":
+				if v.Name == filterTable {
+					total++
+				}
+			case v.Table != filterTable:
+			case kind == "map" || kind == "set":
+				total += 1 + len(v.Elem)
+			default:
 				total++
 			}
 		}

@@ -68,7 +68,9 @@ type AttachOptions struct {
 // A PortMapping publishes a sandbox's port on the host.
 type PortMapping struct {
 	// HostIP is the host address to listen on; empty means all of them.
-	// 127.0.0.1 works too: the host's loopback reaches the sandbox.
+	// 127.0.0.1 works too: the host's loopback reaches the sandbox (the
+	// bridge gets route_localnet, and berth's filters keep the host's
+	// loopback out of the sandboxes' reach all the same).
 	HostIP string `json:"hostIP,omitempty"`
 	// HostPort 0 means any free port; Attachment.Ports says which.
 	HostPort      uint16 `json:"hostPort"`

@@ -93,7 +93,8 @@ func Bridge(opts *Options) (Network, error) {
 // because the CNI plugins' shared iptables chains are host-wide: held
 // shared by Attach and Detach, exclusively by Prune when it removes them.
 // Last comes chainSetupLock (in host.go), host-wide too, which an Attach
-// holds while its plugins create those chains.
+// holds while its plugins create those chains, and then filterSetupLock
+// (in filter.go), which it holds while it makes berth's nftables tables.
 const sharedChainsLock = "/run/lock/berth-netplug.lock"
 
 func (n *Networks) lockPath(name string) string {
@@ -469,6 +470,10 @@ func (n *Networks) Prune(ctx context.Context) error {
 		}
 	}
 	errs = append(errs, pruneSharedChains(n.log))
+	if err := pruneFilters(); err != nil {
+		n.log.Warn("prune berth's packet filters", "err", err)
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 

@@ -40,6 +40,11 @@ type record struct {
 	// ExtraHosts go into the hosts file after the peers.
 	ExtraHosts []HostEntry `json:"extraHosts,omitempty"`
 	Created    time.Time   `json:"created"`
+	// Port is the host's end of the sandbox's veth on a berth bridge,
+	// whose packet filter Detach removes, and PortMAC its MAC address,
+	// which tells it from a later interface of the same name.
+	Port    string `json:"port,omitempty"`
+	PortMAC string `json:"portMAC,omitempty"`
 	// Result is what the last plugin to succeed returned: the whole
 	// list's result once Attach succeeded, or that of the plugins before
 	// the one that failed. DEL finds a plugin's work through it when

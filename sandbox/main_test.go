@@ -142,6 +142,11 @@ func hostProcess() int {
 			sb.opts.Network = bridge
 			sb.opts.Ports = []netplug.PortMapping{{HostIP: "127.0.0.1", ContainerPort: 80, Protocol: "tcp"}}
 		}
+		if i == 1 {
+			// One with a disk quota, whose filesystem, loop device and
+			// image Recover must free.
+			sb.opts.DiskQuota = 4 << 20
+		}
 		if err := sb.Start(context.Background()); err != nil {
 			fmt.Println(err)
 			return 1

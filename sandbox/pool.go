@@ -159,6 +159,7 @@ func sandboxFields(o *Options) []string {
 		{"Hostname", o.Hostname != ""},
 		{"Mounts", o.Mounts != nil},
 		{"ReadonlyRootfs", o.ReadonlyRootfs},
+		{"DiskQuota", o.DiskQuota != 0},
 		{"Resources", o.Resources != nil},
 		{"Security", o.Security != nil},
 		{"Sysctls", o.Sysctls != nil},

@@ -98,10 +98,18 @@ type Options struct {
 	// ExtraFiles are passed to the workload as descriptors 3, 4, ...
 	ExtraFiles []*os.File
 
-	// Mounts are added to the rootfs, in order.
+	// Mounts are added to the rootfs, in order. Bind mounts and volumes
+	// are nosuid and nodev unless a Mount opts out; their sources may not
+	// go through symbolic links (see Mount).
 	Mounts []Mount
 	// ReadonlyRootfs makes / read-only; mounts stay as they are.
 	ReadonlyRootfs bool
+	// DiskQuota, if not 0, caps in bytes what the workload may write to
+	// its rootfs, and its files at one per 4 KiB: past it, writes fail
+	// with ENOSPC or EDQUOT while the host's disk keeps the rest. It needs
+	// at least layerfs.MinDiskQuota; see layerfs.PrepareOptions for how it
+	// is enforced. Mounts and volumes are not counted.
+	DiskQuota int64
 	// Rlimits are set for the workload.
 	Rlimits []Rlimit
 	// Resources are the cgroup limits. Where they set no memory or pids
@@ -166,12 +174,31 @@ func (o *Options) logger() *slog.Logger {
 }
 
 // A Mount is a filesystem to add to the sandbox.
+//
+// A bind mount's source is opened on the host without following symbolic
+// links: a path through one is refused with ErrMountSourceLink, whose
+// message names the link and the path to pass instead if it is trusted. A
+// sandbox that can write to a host directory can leave links there, and
+// from the host they look like any other. What is checked is what is
+// mounted: the init gets the opened source, not its path. The same holds
+// for a named volume's own directory (the directory holding the volumes is
+// the storage's, trusted as configured).
+//
+// Bind mounts and volumes are nosuid and nodev, on the source's submounts
+// too: a setuid binary or a device node that a sandbox, or anyone, left in
+// a host directory grants nothing inside. Options "suid" and "dev" opt
+// out; flags the source's own mounts have (nosuid, read-only, ...) stay.
+// ReadOnly also covers the submounts.
 type Mount struct {
 	Type        string // "bind" (the default), "volume" or "tmpfs"
-	Source      string // host path for bind mounts; the volume's name
+	Source      string // absolute host path for bind mounts; the volume's name
 	Destination string // absolute path inside the sandbox
 	ReadOnly    bool
-	Options     string // tmpfs data, e.g. "size=64m,mode=1777"
+	// Options are, for tmpfs, its mount data ("size=64m,mode=1777"). For
+	// bind mounts and volumes, a comma-separated list: "suid" and "dev"
+	// give up nosuid and nodev, "noexec" forbids running files; "nosuid",
+	// "nodev" and "exec" state the defaults.
+	Options string
 }
 
 // An Rlimit is a resource limit for the workload, as setrlimit(2) takes.
@@ -209,6 +236,9 @@ type Sandbox struct {
 	rootfs     string              // host path of the rootfs, once started
 	attachment *netplug.Attachment // its network, once attached
 	netns      *os.File            // Options.JoinNetwork, open while starting
+	// mountSources are the bind mounts' sources, as detached mount
+	// trees, open while starting (userMounts).
+	mountSources []*os.File
 
 	mu        sync.Mutex
 	started   bool
@@ -446,8 +476,14 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 	if err != nil {
 		return "", err
 	}
+	if s.opts.DiskQuota != 0 {
+		if prep == nil {
+			prep = &layerfs.PrepareOptions{}
+		}
+		prep.DiskQuota = s.opts.DiskQuota
+	}
 	fs, err := s.storage.Prepare(ctx, s.state.RootfsKey, s.img, prep)
-	if prep != nil {
+	if prep != nil && prep.UserNS != nil {
 		prep.UserNS.Close()
 	}
 	if err != nil {
@@ -530,6 +566,10 @@ func (s *Sandbox) launchInit(mode string, sec *security.Config) (*launched, *os.
 		extra = append(extra, s.netns)
 		defer s.closeNetns()
 	}
+	// The bind mounts' sources, which the init attaches; last, so that
+	// userMounts knows their numbers.
+	extra = append(extra, s.mountSources...)
+	defer s.closeMountSources()
 	attr := &syscall.SysProcAttr{
 		Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET,
 	}

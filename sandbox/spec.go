@@ -112,7 +112,13 @@ func (s *Sandbox) sandboxSpec(spec *nsinit.Spec, rootfs, stateDir string, sec *s
 		return err
 	}
 	spec.Mounts = append(baseMounts(plan), etcMounts(stateDir)...)
-	user, err := s.userMounts(s.opts.Mounts)
+	// The bind mounts' sources follow the init's other descriptors (see
+	// launchInit).
+	firstFD := 6 + spec.ExtraFiles
+	if s.netns != nil {
+		firstFD++
+	}
+	user, err := s.userMounts(s.opts.Mounts, firstFD)
 	if err != nil {
 		return err
 	}
@@ -324,41 +330,37 @@ func etcMounts(stateDir string) []nsinit.Mount {
 }
 
 // volumeStorage is storage that also keeps named volumes, as
-// *layerfs.Store does.
+// *layerfs.Store does. The directory holding a volume's is trusted as it
+// is (see openVolumeSource).
 type volumeStorage interface {
 	Volume(ctx context.Context, name string) (string, error)
 }
 
-func (s *Sandbox) userMounts(mounts []Mount) ([]nsinit.Mount, error) {
+// userMounts turns the caller's mounts into the init's. The source of each
+// bind mount and volume is opened here (openSource), and goes to the init
+// as a descriptor, from firstFD on, in s.mountSources.
+func (s *Sandbox) userMounts(mounts []Mount, firstFD int) ([]nsinit.Mount, error) {
 	var out []nsinit.Mount
 	for _, m := range mounts {
 		if !path.IsAbs(m.Destination) {
 			return nil, fmt.Errorf("mount destination %q is not absolute", m.Destination)
 		}
-		if m.Type == "volume" {
-			vs, ok := s.storage.(volumeStorage)
-			if !ok {
-				return nil, fmt.Errorf("mount %s: the storage keeps no volumes", m.Destination)
-			}
-			dir, err := vs.Volume(context.Background(), m.Source)
-			if err != nil {
-				return nil, fmt.Errorf("mount %s: %w", m.Destination, err)
-			}
-			m.Type, m.Source = "bind", dir
-		}
 		switch m.Type {
-		case "bind", "":
-			if !filepath.IsAbs(m.Source) {
-				return nil, fmt.Errorf("bind mount source %q is not absolute", m.Source)
+		case "bind", "", "volume":
+			flags, err := bindFlags(&m)
+			if err != nil {
+				return nil, err
 			}
-			if _, err := os.Stat(m.Source); err != nil {
-				return nil, fmt.Errorf("bind mount source: %w", err)
+			src, err := s.openSource(&m)
+			if err != nil {
+				return nil, err
 			}
-			var flags uintptr
-			if m.ReadOnly {
-				flags |= unix.MS_RDONLY
+			if s.mountSources == nil {
+				s.undo = append(s.undo, func() error { s.closeMountSources(); return nil })
 			}
-			out = append(out, nsinit.Mount{Kind: nsinit.MountBind, Source: m.Source, Target: m.Destination, Flags: flags})
+			s.mountSources = append(s.mountSources, src)
+			out = append(out, nsinit.Mount{Kind: nsinit.MountBind, Source: m.Source, Target: m.Destination, Flags: flags,
+				SourceFD: firstFD + len(s.mountSources) - 1})
 		case "tmpfs":
 			flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV)
 			if m.ReadOnly {
@@ -370,6 +372,35 @@ func (s *Sandbox) userMounts(mounts []Mount) ([]nsinit.Mount, error) {
 		}
 	}
 	return out, nil
+}
+
+// openSource opens the source of a bind mount or volume m for its init,
+// setting m.Source to a volume's directory.
+func (s *Sandbox) openSource(m *Mount) (*os.File, error) {
+	if m.Type == "volume" {
+		vs, ok := s.storage.(volumeStorage)
+		if !ok {
+			return nil, fmt.Errorf("mount %s: the storage keeps no volumes", m.Destination)
+		}
+		dir, err := vs.Volume(context.Background(), m.Source)
+		if err != nil {
+			return nil, fmt.Errorf("mount %s: %w", m.Destination, err)
+		}
+		m.Source = dir
+		f, err := openVolumeSource(dir)
+		if err != nil {
+			return nil, fmt.Errorf("mount %s: volume: %w", m.Destination, err)
+		}
+		return f, nil
+	}
+	if !filepath.IsAbs(m.Source) {
+		return nil, fmt.Errorf("bind mount source %q is not absolute", m.Source)
+	}
+	f, err := openBindSource(m.Source)
+	if err != nil {
+		return nil, fmt.Errorf("bind mount source: %w", err)
+	}
+	return f, nil
 }
 
 // writeEtcFiles writes the sandbox's /etc/hosts, /etc/hostname and

@@ -66,8 +66,11 @@ func TestRecoverAfterHostKilled(t *testing.T) {
 	cmd.Process.Kill()
 	cmd.Wait()
 
-	if during := networkCounts(t, netRun); during == before {
-		t.Fatalf("the bridge sandbox left no trace to reclaim: %+v", during)
+	if loops := loopsBackedBy(testEnv.store.Root()); len(loops) != 1 {
+		t.Errorf("loop devices after the crash: %v, want the disk quota's", loops)
+	}
+	if during := networkCounts(t, netRun); during == before || during.filters <= before.filters {
+		t.Fatalf("the bridge sandbox left no trace to reclaim, or has no filter: %+v, before %+v", during, before)
 	}
 	res, err := Recover(context.Background(), &Options{Storage: testEnv.store, Cgroups: cgm, StateDir: stateDir, Networks: nets})
 	if err != nil {
@@ -79,6 +82,9 @@ func TestRecoverAfterHostKilled(t *testing.T) {
 	if mounts := mountsUnder(t, testEnv.store.Root()); len(mounts) > 0 {
 		t.Errorf("mounts left: %v", mounts)
 	}
+	if loops := loopsBackedBy(testEnv.store.Root()); len(loops) > 0 {
+		t.Errorf("loop devices left: %v", loops)
+	}
 	if names, _ := cgm.List(); len(names) > 0 {
 		t.Errorf("cgroups left: %v", names)
 	}
@@ -87,7 +93,7 @@ func TestRecoverAfterHostKilled(t *testing.T) {
 	}
 	// Rules may fall below where they started: Prune also removes CNI's
 	// shared chains once nothing uses them.
-	if after := networkCounts(t, netRun); after.veths != before.veths || after.leases != before.leases || after.rules > before.rules {
+	if after := networkCounts(t, netRun); after.veths != before.veths || after.leases != before.leases || after.rules > before.rules || after.filters > before.filters {
 		t.Errorf("network leftovers: before %+v, after %+v", before, after)
 	}
 	keys, _ := testEnv.store.Rootfses(context.Background())
@@ -117,11 +123,11 @@ func mountsUnder(t *testing.T, dir string) []string {
 	return out
 }
 
-type netCounts struct{ veths, rules, leases int }
+type netCounts struct{ veths, rules, filters, leases int }
 
 // networkCounts counts what a bridge attachment leaves on the host: veth
-// devices, iptables rules of CNI's and berth's chains, and IPAM leases
-// under runDir.
+// devices, iptables rules of CNI's and berth's chains, the ports berth's
+// nftables filters have a chain for, and IPAM leases under runDir.
 func networkCounts(t *testing.T, runDir string) netCounts {
 	t.Helper()
 	var c netCounts
@@ -137,6 +143,13 @@ func networkCounts(t *testing.T, runDir string) netCounts {
 	for _, l := range strings.Split(string(out), "\n") {
 		if strings.HasPrefix(l, "-A") && (strings.Contains(l, "CNI-") || strings.Contains(l, "berth")) {
 			c.rules++
+		}
+	}
+	if out, err := exec.Command("nft", "list", "ruleset").Output(); err == nil {
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(strings.TrimSpace(l), "chain port-") {
+				c.filters++
+			}
 		}
 	}
 	leases, _ := filepath.Glob(filepath.Join(runDir, "ipam", "*", "[0-9]*"))

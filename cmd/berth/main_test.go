@@ -135,6 +135,13 @@ func TestRunCommands(t *testing.T) {
 	if !errors.As(err, &ee) || ee != 137 || !strings.Contains(out, "OOM-killed") {
 		t.Errorf("OOM: %q %v", out, err)
 	}
+	out, err = berth(t, root, append(g, "run", "--disk", "4m", "alpine:test", "sh", "-c", "dd if=/dev/zero of=/big bs=64k count=192 2>&1 | grep -c 'No space left'")...)
+	if err != nil || out != "1\n" {
+		t.Errorf("run --disk 4m writing 12m: %q %v", out, err)
+	}
+	if _, err := berth(t, root, append(g, "run", "--disk", "1k", "alpine:test", "true")...); err == nil || !strings.Contains(err.Error(), "--disk") {
+		t.Errorf("bad --disk: %v", err)
+	}
 	cmd := newRootCommand()
 	var buf bytes.Buffer
 	cmd.SetOut(&buf)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -64,6 +65,7 @@ func newRunCommand(g *globals) *cobra.Command {
 		sf                     securityFlags
 		nf                     networkFlags
 		hostname, memory, swap string
+		disk                   string
 		cpus                   float64
 		pidsLimit              int64
 		volumes, tmpfs         []string
@@ -107,6 +109,9 @@ func newRunCommand(g *globals) *cobra.Command {
 			if opts.Sysctls, err = parseSysctls(sysctls); err != nil {
 				return err
 			}
+			if opts.DiskQuota, err = parseDiskQuota(disk); err != nil {
+				return err
+			}
 			for _, v := range volumes {
 				m, err := parseVolume(v)
 				if err != nil {
@@ -140,9 +145,10 @@ func newRunCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&hostname, "hostname", "", "the sandbox's host name")
 	cmd.Flags().StringVarP(&memory, "memory", "m", "", "memory limit (e.g. 64m, 1g); default: the preset's (3/4 of the host's RAM, strict 512m)")
 	cmd.Flags().StringVar(&swap, "memory-swap", "", "memory+swap limit, as Docker's --memory-swap")
+	cmd.Flags().StringVar(&disk, "disk", "", "cap what the sandbox writes to its root filesystem (e.g. 1g; at least 1m)")
 	cmd.Flags().Float64Var(&cpus, "cpus", 0, "CPUs the sandbox may use (e.g. 0.5)")
 	cmd.Flags().Int64Var(&pidsLimit, "pids-limit", 0, "most processes at once; default: the preset's (4096, strict 256)")
-	cmd.Flags().StringArrayVarP(&volumes, "volume", "v", nil, "bind mount SRC:DST[:ro]; a SRC that is not a path names a volume in the store")
+	cmd.Flags().StringArrayVarP(&volumes, "volume", "v", nil, "bind mount SRC:DST[:OPTIONS], nosuid,nodev unless OPTIONS (comma-separated: ro, suid, dev, noexec) say otherwise; a SRC that is not a path names a volume in the store")
 	cmd.Flags().StringArrayVar(&tmpfs, "tmpfs", nil, "mount a tmpfs at DST[:OPTIONS]")
 	cmd.Flags().StringArrayVar(&sysctls, "sysctl", nil, "set a kernel parameter of the sandbox's own namespaces (KEY=VALUE, e.g. net.ipv4.ip_unprivileged_port_start=0)")
 	cmd.Flags().BoolVar(&readOnly, "read-only", false, "make the root filesystem read-only")
@@ -224,34 +230,53 @@ func parseBytes(s string) (int64, error) {
 		mult, num = 1<<20, num[:len(num)-1]
 	case strings.HasSuffix(num, "g"):
 		mult, num = 1<<30, num[:len(num)-1]
+	case strings.HasSuffix(num, "t"):
+		mult, num = 1<<40, num[:len(num)-1]
 	}
 	n, err := strconv.ParseFloat(num, 64)
-	if err != nil || n < 0 {
+	// ParseFloat takes "inf" and "nan", which are no sizes, and a size
+	// past int64 would wrap around to a negative or small one.
+	if err != nil || n < 0 || math.IsNaN(n) || n*float64(mult) >= math.MaxInt64 {
 		return 0, fmt.Errorf("bad size %q (want e.g. 64m)", s)
 	}
 	return int64(n * float64(mult)), nil
 }
 
-// parseVolume reads SRC:DST[:ro|rw].
+// parseVolume reads SRC:DST[:OPTIONS], OPTIONS a comma-separated list of
+// ro, rw and the flags sandbox.Mount takes: suid and dev (bind mounts are
+// nosuid,nodev otherwise), noexec, and the defaults nosuid, nodev, exec.
+// A relative SRC is taken from the working directory as the kernel names
+// it, free of symbolic links, which berth refuses in sources.
 func parseVolume(v string) (sandbox.Mount, error) {
 	parts := strings.Split(v, ":")
 	if len(parts) < 2 || len(parts) > 3 || parts[0] == "" || parts[1] == "" {
-		return sandbox.Mount{}, fmt.Errorf("-v %q: want SRC:DST[:ro]", v)
+		return sandbox.Mount{}, fmt.Errorf("-v %q: want SRC:DST[:OPTIONS]", v)
 	}
 	m := sandbox.Mount{Source: parts[0], Destination: parts[1], Type: "bind"}
 	if len(parts) == 3 {
-		switch parts[2] {
-		case "ro":
-			m.ReadOnly = true
-		case "rw":
-		default:
-			return m, fmt.Errorf("-v %q: option %q (want ro or rw)", v, parts[2])
+		var flags []string
+		for _, o := range strings.Split(parts[2], ",") {
+			switch o {
+			case "ro":
+				m.ReadOnly = true
+			case "rw":
+				m.ReadOnly = false
+			case "suid", "nosuid", "dev", "nodev", "exec", "noexec":
+				flags = append(flags, o)
+			default:
+				return m, fmt.Errorf("-v %q: option %q (want ro, rw, suid, dev or noexec)", v, o)
+			}
 		}
+		m.Options = strings.Join(flags, ",")
 	}
 	if !strings.ContainsRune(m.Source, '/') {
 		m.Type = "volume"
-	} else if abs, err := filepath.Abs(m.Source); err == nil {
-		m.Source = abs
+	} else if !filepath.IsAbs(m.Source) {
+		wd, err := unix.Getwd()
+		if err != nil {
+			return m, fmt.Errorf("-v %q: working directory: %w", v, err)
+		}
+		m.Source = filepath.Join(wd, m.Source)
 	}
 	return m, nil
 }

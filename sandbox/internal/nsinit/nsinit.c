@@ -42,6 +42,9 @@
 #include <sys/auxv.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#ifndef MOUNT_ATTR_RDONLY // glibc before 2.36
+#include <linux/mount.h>
+#endif
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -134,6 +137,7 @@ struct mountspec {
 	const char *source, *target, *fstype, *data;
 	unsigned long flags;
 	int kind;
+	int source_fd; // a bind's source as a detached mount tree, or -1
 };
 
 struct spec {
@@ -350,10 +354,19 @@ static void parse_spec(struct spec *s, char *buf, size_t len) {
 			    .fstype = f[3],
 			    .flags = (unsigned long)num(f[4], "mount flags"),
 			    .data = f[5],
+			    .source_fd = -1,
 			};
 			PUSH(s->mounts, s->nmounts, m);
 			break;
 		}
+		case TAG_MOUNT_SOURCE_FD:
+			// Belongs to the bind mount just before it.
+			if (s->nmounts == 0 || s->mounts[s->nmounts - 1].kind != MOUNT_BIND) {
+				errno = EINVAL;
+				die("spec: a mount source descriptor without its bind mount");
+			}
+			s->mounts[s->nmounts - 1].source_fd = (int)num(v, "mount source fd");
+			break;
 		case TAG_SECCOMP:
 			if (n % sizeof(struct sock_filter) != 0 || n == 0) {
 				errno = EINVAL;
@@ -494,11 +507,39 @@ static void remount_ro(const char *what, const char *where, unsigned long flags)
 	remount_bind(what, where, MS_RDONLY | flags);
 }
 
+// attach_tree mounts a bind's source that the host resolved and cloned
+// into a detached mount tree, so that what it checked is what is mounted:
+// no component of the path is looked up again. Flags go on every mount of
+// the tree, the source's submounts too, and add to those each has; the
+// tree becomes private, so that no mount event crosses between the host
+// and the sandbox.
+static void attach_tree(const struct mountspec *m, int target) {
+	const unsigned long known = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC;
+	if (m->flags & ~known) {
+		errno = EINVAL;
+		die("bind mount %s: flags %#lx", m->source, m->flags & ~known);
+	}
+	struct mount_attr attr = {.propagation = MS_PRIVATE};
+	if (m->flags & MS_RDONLY)
+		attr.attr_set |= MOUNT_ATTR_RDONLY;
+	if (m->flags & MS_NOSUID)
+		attr.attr_set |= MOUNT_ATTR_NOSUID;
+	if (m->flags & MS_NODEV)
+		attr.attr_set |= MOUNT_ATTR_NODEV;
+	if (m->flags & MS_NOEXEC)
+		attr.attr_set |= MOUNT_ATTR_NOEXEC;
+	if (syscall(SYS_mount_setattr, m->source_fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
+		die("set the flags of bind mount %s", m->source);
+	if (syscall(SYS_move_mount, m->source_fd, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+		die("bind mount %s on %s", m->source, m->target);
+	close(m->source_fd);
+}
+
 static void do_mount(int rootfd, const struct mountspec *m) {
 	int file = 0;
 	if (m->kind == MOUNT_BIND) {
 		struct stat st;
-		if (stat(m->source, &st) < 0)
+		if ((m->source_fd >= 0 ? fstat(m->source_fd, &st) : stat(m->source, &st)) < 0)
 			die("bind mount source %s", m->source);
 		file = !S_ISDIR(st.st_mode);
 	}
@@ -511,6 +552,10 @@ static void do_mount(int rootfd, const struct mountspec *m) {
 	unsigned long flags = m->flags;
 	switch (m->kind) {
 	case MOUNT_BIND:
+		if (m->source_fd >= 0) {
+			attach_tree(m, fd);
+			break;
+		}
 		if (mount(m->source, where, NULL, MS_BIND | MS_REC, NULL) < 0)
 			die("bind mount %s on %s", m->source, m->target);
 		if (flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)) {

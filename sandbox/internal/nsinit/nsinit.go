@@ -64,6 +64,12 @@ type Mount struct {
 	FSType string
 	Flags  uintptr // MS_* flags
 	Data   string
+	// SourceFD, if nonzero, is the init's descriptor of a detached mount
+	// tree (open_tree(2) with OPEN_TREE_CLONE) that a MountBind attaches
+	// instead of looking Source up, which then only names it in errors.
+	// Its Flags, of MS_RDONLY, MS_NOSUID, MS_NODEV and MS_NOEXEC, go on
+	// every mount of the tree, and the tree is made private.
+	SourceFD int
 }
 
 // Caps are the five capability sets, as bit masks.
@@ -180,6 +186,9 @@ func (s *Spec) Encode() []byte {
 	flag(C.TAG_UNSHARE_CGROUP, s.UnshareCgroup)
 	for _, m := range s.Mounts {
 		rec(C.TAG_MOUNT, u(uint64(m.Kind)), m.Source, m.Target, m.FSType, u(uint64(m.Flags)), m.Data)
+		if m.SourceFD != 0 {
+			rec(C.TAG_MOUNT_SOURCE_FD, strconv.Itoa(m.SourceFD))
+		}
 	}
 	for _, p := range s.Masked {
 		rec(C.TAG_MASK, p)

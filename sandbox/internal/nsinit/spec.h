@@ -49,7 +49,9 @@ enum {
 enum { STANDBY_MAX_FDS = 200 };
 
 enum {
-	MOUNT_BIND = 1, // source is a host path, bound recursively
+	MOUNT_BIND = 1, // source is a host path, bound recursively; or, with a
+	                // TAG_MOUNT_SOURCE_FD record after it, a detached mount
+	                // tree of it, and source only names it in errors
 	MOUNT_FS,       // a filesystem: proc, sysfs, tmpfs, devpts, mqueue
 	MOUNT_DEV,      // the tmpfs for /dev, then filled with device nodes
 };
