@@ -188,6 +188,10 @@ func TestSysctlsStayInSandbox(t *testing.T) {
 		{"user namespace limits without one", func(o *Options) {
 			o.Sysctls = map[string]string{"user.max_inotify_instances": "1"}
 		}},
+		{"host-wide key in the configuration", func(o *Options) {
+			o.Security = security.Default()
+			o.Security.Sysctls = map[string]string{"kernel.panic": "1"}
+		}},
 		{"empty value", func(o *Options) { o.Sysctls = map[string]string{"kernel.shmmni": ""} }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -506,5 +510,20 @@ func TestDefaultLimitsWithoutControllers(t *testing.T) {
 	})).Run(context.Background())
 	if !errors.Is(err, errors.ErrUnsupported) {
 		t.Errorf("a pids limit asked for where there is no pids controller: %v", err)
+	}
+}
+
+// Strict without its user namespace runs, without the limits of the
+// namespace it no longer has.
+func TestStrictWithoutUserNamespace(t *testing.T) {
+	sec := security.Strict()
+	sec.UserNamespace = nil
+	res, out, errOut := run(t, "alpine:test", opts(func(o *Options) {
+		o.Security = sec
+		o.Args = []string{"cat", "/proc/sys/user/max_inotify_instances"}
+	}))
+	host, _ := os.ReadFile("/proc/sys/user/max_inotify_instances")
+	if !res.Success() || out != string(host) {
+		t.Errorf("got %q (stderr %q), want the host's %q", out, errOut, host)
 	}
 }

@@ -25,8 +25,13 @@ const pingGroupRange = "net.ipv4.ping_group_range"
 func (s *Sandbox) sysctls(sec *security.Config) ([]nsinit.Sysctl, error) {
 	type entry struct{ key, value string }
 	byPath := map[string]entry{}
-	for _, m := range []map[string]string{sec.Sysctls, s.opts.Sysctls} {
+	for i, m := range []map[string]string{sec.Sysctls, s.opts.Sysctls} {
 		for k, v := range m {
+			// A configuration's limits of its user namespace (Strict's)
+			// go with the namespace, if a caller takes that away.
+			if ns, err := security.SysctlNamespace(k); i == 0 && err == nil && ns == unix.CLONE_NEWUSER && sec.UserNamespace == nil {
+				continue
+			}
 			if err := s.checkSysctl(sec, k, v); err != nil {
 				return nil, err
 			}

@@ -57,7 +57,8 @@ type Config struct {
 	// workload starts, by key ("net.ipv4.ip_unprivileged_port_start") or
 	// path under /proc/sys. Only keys of namespaces the sandbox has of its
 	// own are allowed (see SysctlNamespace); a sandbox's own options win
-	// key by key.
+	// key by key. user.* keys, limits of the user namespace, are skipped
+	// when UserNamespace is nil.
 	Sysctls map[string]string
 }
 
