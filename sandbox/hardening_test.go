@@ -134,7 +134,7 @@ func TestDefaultHardening(t *testing.T) {
 		touch /sys/x 2>/dev/null && echo "sys writable"
 		echo end`)))
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if !res.Success() || len(lines) < 6 || strings.Join(lines[:3], "\n") != "CapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\nNoNewPrivs:\t1" || lines[len(lines)-1] != "end" {
+	if !res.Success() || len(lines) < 6 || strings.Join(lines[:3], "\n") != "CapEff:\t00000000a00405fb\nCapBnd:\t00000000a00405fb\nNoNewPrivs:\t1" || lines[len(lines)-1] != "end" {
 		t.Fatalf("got\n%s", out)
 	}
 	for _, l := range lines[3 : len(lines)-1] {

@@ -165,6 +165,7 @@ func sandboxFields(o *Options) []string {
 		{"DiskQuota", o.DiskQuota != 0},
 		{"Resources", o.Resources != nil},
 		{"Security", o.Security != nil},
+		{"Sysctls", o.Sysctls != nil},
 		{"Network", o.Network != nil},
 		{"Ports", o.Ports != nil},
 		{"DNS", o.DNS != nil},

@@ -129,10 +129,18 @@ type Options struct {
 	DiskQuota int64
 	// Rlimits are set for the workload.
 	Rlimits []Rlimit
-	// Resources are the cgroup limits; nil means none.
+	// Resources are the cgroup limits. Where they set no memory or pids
+	// limit (or are nil), the security configuration's MemoryMax and
+	// PidsMax apply: under Default, 3/4 of the host's RAM and 4096 tasks.
 	Resources *cgroup.Resources
 	// Security says what the workload may do; nil means security.Default().
 	Security *security.Config
+	// Sysctls are kernel parameters written inside the sandbox before its
+	// workload starts, as Docker's --sysctl, winning over Security's key
+	// by key. Only keys of the sandbox's own namespaces are allowed
+	// (security.SysctlNamespace): no net.* key when it shares the host's
+	// network or joins another's, no user.* key without a user namespace.
+	Sysctls map[string]string
 	// Timeout, if positive, kills the sandbox that long after it started;
 	// the Result then says TimedOut.
 	Timeout time.Duration
@@ -452,7 +460,7 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 	// not written until then.
 	s.state.Security = sec
 
-	s.cg, err = cgm.Create(s.id, resources(s.opts.Resources, sec))
+	s.cg, err = s.createCgroup(cgm, sec)
 	if err != nil {
 		return "", err
 	}

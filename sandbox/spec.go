@@ -102,6 +102,11 @@ func (s *Sandbox) sandboxSpec(spec *nsinit.Spec, rootfs, stateDir string, sec *s
 	spec.BindDevices = sec.UserNamespace != nil
 	spec.Masked = sec.MaskedPaths
 	spec.ReadonlyPaths = sec.ReadonlyPaths
+	sysctls, err := s.sysctls(sec)
+	if err != nil {
+		return err
+	}
+	spec.Sysctls = sysctls
 
 	if err := s.writeEtcFiles(stateDir, spec.Hostname); err != nil {
 		return err

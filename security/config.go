@@ -2,6 +2,7 @@ package security
 
 import (
 	"fmt"
+	"strconv"
 
 	"golang.org/x/sys/unix"
 )
@@ -10,6 +11,9 @@ const (
 	rlimitCore   = unix.RLIMIT_CORE
 	rlimitNofile = unix.RLIMIT_NOFILE
 	rlimitFsize  = unix.RLIMIT_FSIZE
+	// RLIMIT_MSGQUEUE bounds the POSIX message-queue bytes of the
+	// process's user, all its processes together (see Default).
+	rlimitMsgqueue = unix.RLIMIT_MSGQUEUE
 )
 
 // Config is what a sandboxed process may do.
@@ -49,6 +53,13 @@ type Config struct {
 	// set none; zero means no default.
 	MemoryMax int64
 	PidsMax   int64
+	// Sysctls are kernel parameters written inside the sandbox before its
+	// workload starts, by key ("net.ipv4.ip_unprivileged_port_start") or
+	// path under /proc/sys. Only keys of namespaces the sandbox has of its
+	// own are allowed (see SysctlNamespace); a sandbox's own options win
+	// key by key. user.* keys, limits of the user namespace, are skipped
+	// when UserNamespace is nil.
+	Sysctls map[string]string
 }
 
 // UserNamespace maps ids inside a sandbox to ids on the host.
@@ -81,6 +92,56 @@ var dockerCaps = []string{
 	"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 }
 
+// defaultCaps is Docker's set less CAP_MKNOD and CAP_NET_RAW, as podman's
+// is. MKNOD makes device nodes, which the device cgroup refuses to open
+// anyway, and which a sandbox could leave in a host directory mounted
+// into it. NET_RAW forges packets: a neighbour's source address, ARP
+// replies that poison the host's cache. What ordinary programs use it
+// for, ping, works without it: a sandbox's own network namespace lets
+// every group open ICMP echo sockets (net.ipv4.ping_group_range).
+var defaultCaps = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER",
+	"CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+	"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+}
+
+// Default limits. A fork bomb or a memory bomb in a sandbox without
+// limits takes the host down with it.
+const (
+	// defaultPidsMax is twice podman's default: more processes and
+	// threads than real programs start, far fewer than the host has.
+	defaultPidsMax = 4096
+	// defaultMsgqueueBytes is a quarter of the kernel's default
+	// RLIMIT_MSGQUEUE, room for two queues of the default size (10
+	// messages of 8 KiB). The kernel checks the bytes all of a user's
+	// queues hold against the creating process's own limit, so this
+	// bounds what all Default sandboxes together can take from the
+	// allowance of the host's root, whose user they share.
+	defaultMsgqueueBytes = 200 << 10
+	// strictMsgqueueBytes fits one queue of the default size.
+	strictMsgqueueBytes = 100 << 10
+	// Strict's user namespace counts inotify instances and watches apart
+	// from the host's (user.max_inotify_*, written inside it), bounding
+	// what one sandbox takes of the host root's allowance, which the
+	// kernel also charges: 128 instances by default.
+	strictInotifyInstances = 16
+	strictInotifyWatches   = 8192
+)
+
+// memoryShare is the share of the host's RAM a Default sandbox may use.
+const memoryShare = 0.75
+
+// defaultMemoryMax is memoryShare of the host's RAM, in whole MiB, or 0
+// (no default) if the kernel does not say how much there is.
+func defaultMemoryMax() int64 {
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil || si.Totalram == 0 {
+		return 0
+	}
+	total := float64(si.Totalram) * float64(si.Unit)
+	return int64(total*memoryShare) &^ (1<<20 - 1)
+}
+
 // Paths of /proc and /sys that leak host information or let a container
 // reach the host's hardware or kernel; container runtimes hide them.
 var (
@@ -95,22 +156,31 @@ var (
 )
 
 // Default returns what a careful container runtime grants a workload it
-// trusts somewhat: Docker's 14 capabilities, Docker's seccomp profile, no
-// new privileges, and the usual masked and read-only paths.
+// trusts somewhat: Docker's capabilities less MKNOD and NET_RAW (12),
+// Docker's seccomp profile, no new privileges, the usual masked and
+// read-only paths, and limits no real program meets but that keep a
+// fork bomb or a memory bomb from taking the host: 4096 processes, three
+// quarters of the host's RAM, 200 KiB of POSIX message queues.
 func Default() *Config {
 	return &Config{
-		Capabilities:    append([]string(nil), dockerCaps...),
+		Capabilities:    append([]string(nil), defaultCaps...),
 		NoNewPrivileges: true,
 		Seccomp:         DefaultSeccompProfile(),
 		MaskedPaths:     append([]string(nil), defaultMasked...),
 		ReadonlyPaths:   append([]string(nil), defaultReadonly...),
+		Rlimits: []Rlimit{
+			{Resource: rlimitMsgqueue, Soft: defaultMsgqueueBytes, Hard: defaultMsgqueueBytes},
+		},
+		MemoryMax: defaultMemoryMax(),
+		PidsMax:   defaultPidsMax,
 	}
 }
 
 // Strict returns what a sandbox running untrusted code gets: no
 // capabilities at all, a tighter seccomp filter, a user namespace so that
 // its root is nobody on the host, a read-only root with a tmpfs /tmp,
-// Landlock, tight resource limits, and everything else Default has.
+// Landlock, tight resource limits (512 MiB, 256 processes, 1024 files,
+// no core dumps, 16 inotify instances), and everything else Default has.
 func Strict() *Config {
 	c := Default()
 	c.Capabilities = nil
@@ -122,15 +192,21 @@ func Strict() *Config {
 		{Resource: rlimitCore, Soft: 0, Hard: 0},
 		{Resource: rlimitNofile, Soft: 1024, Hard: 1024},
 		{Resource: rlimitFsize, Soft: 1 << 30, Hard: 1 << 30},
+		{Resource: rlimitMsgqueue, Soft: strictMsgqueueBytes, Hard: strictMsgqueueBytes},
 	}
 	c.MemoryMax = 512 << 20
 	c.PidsMax = 256
+	c.Sysctls = map[string]string{
+		"user.max_inotify_instances": strconv.Itoa(strictInotifyInstances),
+		"user.max_inotify_watches":   strconv.Itoa(strictInotifyWatches),
+	}
 	return c
 }
 
-// Unconfined returns a configuration that keeps Docker's capabilities but
-// applies none of the other restrictions. It is for trusted tools that
-// need to see the host's /proc and /sys as they are.
+// Unconfined returns a configuration that keeps Docker's capabilities,
+// MKNOD and NET_RAW among them, but applies none of the other
+// restrictions and sets no limits. It is for trusted tools that need to
+// see the host's /proc and /sys as they are.
 func Unconfined() *Config {
 	return &Config{Capabilities: append([]string(nil), dockerCaps...)}
 }

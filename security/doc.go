@@ -6,7 +6,8 @@
 // Package sandbox applies it.
 //
 // Default is what a careful container runtime gives a workload it trusts
-// somewhat (Docker's capabilities and seccomp profile); Strict is for
+// somewhat (Docker's capabilities less MKNOD and NET_RAW, Docker's seccomp
+// profile, limits on processes, memory and message queues); Strict is for
 // untrusted code. Seccomp profiles use the JSON format Docker and the OCI
 // runtime spec share, and compile with libseccomp.
 package security

@@ -69,6 +69,7 @@ func newRunCommand(g *globals) *cobra.Command {
 		cpus                   float64
 		pidsLimit              int64
 		volumes, tmpfs         []string
+		sysctls                []string
 		readOnly, tty          bool
 		timeout                time.Duration
 	)
@@ -105,6 +106,9 @@ func newRunCommand(g *globals) *cobra.Command {
 				res.CPUQuota = time.Duration(cpus * float64(res.CPUPeriod))
 			}
 			opts.Resources = res
+			if opts.Sysctls, err = parseSysctls(sysctls); err != nil {
+				return err
+			}
 			if opts.DiskQuota, err = parseDiskQuota(disk); err != nil {
 				return err
 			}
@@ -139,13 +143,14 @@ func newRunCommand(g *globals) *cobra.Command {
 	sf.add(cmd)
 	nf.add(cmd)
 	cmd.Flags().StringVar(&hostname, "hostname", "", "the sandbox's host name")
-	cmd.Flags().StringVarP(&memory, "memory", "m", "", "memory limit (e.g. 64m, 1g)")
+	cmd.Flags().StringVarP(&memory, "memory", "m", "", "memory limit (e.g. 64m, 1g); default: the preset's (3/4 of the host's RAM, strict 512m)")
 	cmd.Flags().StringVar(&swap, "memory-swap", "", "memory+swap limit, as Docker's --memory-swap")
 	cmd.Flags().StringVar(&disk, "disk", "", "cap what the sandbox writes to its root filesystem (e.g. 1g; at least 1m)")
 	cmd.Flags().Float64Var(&cpus, "cpus", 0, "CPUs the sandbox may use (e.g. 0.5)")
-	cmd.Flags().Int64Var(&pidsLimit, "pids-limit", 0, "most processes at once")
+	cmd.Flags().Int64Var(&pidsLimit, "pids-limit", 0, "most processes at once; default: the preset's (4096, strict 256)")
 	cmd.Flags().StringArrayVarP(&volumes, "volume", "v", nil, "bind mount SRC:DST[:OPTIONS], nosuid,nodev unless OPTIONS (comma-separated: ro, suid, dev, noexec) say otherwise; a SRC that is not a path names a volume in the store")
 	cmd.Flags().StringArrayVar(&tmpfs, "tmpfs", nil, "mount a tmpfs at DST[:OPTIONS]")
+	cmd.Flags().StringArrayVar(&sysctls, "sysctl", nil, "set a kernel parameter of the sandbox's own namespaces (KEY=VALUE, e.g. net.ipv4.ip_unprivileged_port_start=0)")
 	cmd.Flags().BoolVar(&readOnly, "read-only", false, "make the root filesystem read-only")
 	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "give the sandbox a terminal")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "kill the sandbox after this long (e.g. 10s)")

@@ -174,6 +174,8 @@ struct spec {
 	int have_bounding;
 	int *cgroup_fds;   // files to write "0" to, to join the sandbox's cgroups
 	int ncgroup_fds;
+	struct filewrite *sysctls; // paths under /proc/sys, written after /proc is mounted
+	int nsysctls;
 };
 
 static char *read_all(int fd, size_t *len) {
@@ -300,6 +302,15 @@ static void parse_spec(struct spec *s, char *buf, size_t len) {
 			}
 			struct filewrite w = {.path = f[0], .data = f[1]};
 			PUSH(s->writes, s->nwrites, w);
+			break;
+		}
+		case TAG_SYSCTL: {
+			if (fields(v, n, f, 2) != 2) {
+				errno = EINVAL;
+				die("spec: sysctl needs a path and a value");
+			}
+			struct filewrite w = {.path = f[0], .data = f[1]};
+			PUSH(s->sysctls, s->nsysctls, w);
 			break;
 		}
 		case TAG_NAMESPACES: s->namespaces = (int)num(v, "namespaces"); break;
@@ -659,6 +670,30 @@ static void loopback_up(void) {
 	close(s);
 }
 
+static void write_file(const char *path, const char *s);
+
+// write_sysctls sets the kernel parameters of the sandbox's own
+// namespaces, through its own /proc. Each path is resolved beneath
+// /proc/sys and no link is followed, so none leads elsewhere.
+static void write_sysctls(struct spec *s) {
+	if (!s->nsysctls)
+		return;
+	int dir = open("/proc/sys", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dir < 0)
+		die("open /proc/sys");
+	for (int i = 0; i < s->nsysctls; i++) {
+		const struct filewrite *w = &s->sysctls[i];
+		int fd = (int)openat2_(dir, w->path, O_WRONLY | O_CLOEXEC, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+		if (fd < 0)
+			die("sysctl %s", w->path);
+		size_t len = strlen(w->data);
+		if (write(fd, w->data, len) != (ssize_t)len)
+			die("sysctl %s = %s", w->path, w->data);
+		close(fd);
+	}
+	close(dir);
+}
+
 static void write_file(const char *path, const char *s) {
 	int fd = open(path, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
@@ -696,6 +731,7 @@ static void setup_root(struct spec *s) {
 	if (chdir("/") < 0)
 		die("chdir /");
 	close(rootfd);
+	write_sysctls(s);
 	for (int i = 0; i < s->nmasked; i++)
 		mask(s->masked[i]);
 	for (int i = 0; i < s->nreadonly; i++)

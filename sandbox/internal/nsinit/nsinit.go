@@ -128,10 +128,18 @@ type Spec struct {
 	// Bounding, in a standby init's first message, is the bounding set
 	// the workload's process drops to while it waits for its workload.
 	Bounding *uint64
+	// Sysctls are written, in order, once the sandbox's /proc is mounted
+	// and before /proc/sys is made read-only: only files of the
+	// sandbox's own namespaces, which the caller has checked.
+	Sysctls []Sysctl
 }
 
 // FileWrite is a file and what to write to it.
 type FileWrite struct{ Path, Data string }
+
+// A Sysctl is a kernel parameter: its file, relative to /proc/sys, and
+// the value to write there.
+type Sysctl struct{ Path, Value string }
 
 // Encode serialises the spec in the records nsinit.c reads.
 func (s *Spec) Encode() []byte {
@@ -227,6 +235,9 @@ func (s *Spec) Encode() []byte {
 	}
 	for _, w := range s.ExecWrites {
 		rec(C.TAG_EXEC_WRITE, w.Path, w.Data)
+	}
+	for _, c := range s.Sysctls {
+		rec(C.TAG_SYSCTL, c.Path, c.Value)
 	}
 	if s.Namespaces != 0 {
 		rec(C.TAG_PIDFD, strconv.Itoa(s.PidFD))
