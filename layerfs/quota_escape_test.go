@@ -5,6 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -109,4 +111,34 @@ func TestDiskQuotaProjectUserNS(t *testing.T) {
 	if !isFull(err) || n > testQuota {
 		t.Errorf("wrote %d bytes under a quota of %d: %v", n, testQuota, err)
 	}
+}
+
+// TestDiskQuotaLoopFlags checks that a rootfs's own filesystem is mounted
+// nosuid,nodev on the host: what a workload leaves in its upper directory
+// (a setuid-root copy of a shell, a disk's device node) is no use to a
+// host user who reaches it there.
+func TestDiskQuotaLoopFlags(t *testing.T) {
+	s, img := quotaStore(t, "", "overlay")
+	if _, err := s.Prepare(ctx, "q", img, &PrepareOptions{DiskQuota: testQuota}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Release(ctx, "q")
+	if b := readRecord(t, s, "q").Quota.Backend; b != quotaLoop {
+		t.Skipf("backend %s", b)
+	}
+	state := filepath.Join(s.rootfsDir("q"), "state")
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(mi), "\n") {
+		if f := strings.Fields(l); len(f) > 5 && f[4] == state {
+			opts := strings.Split(f[5], ",")
+			if !slices.Contains(opts, "nosuid") || !slices.Contains(opts, "nodev") {
+				t.Errorf("%s mounted %s, want nosuid and nodev", state, f[5])
+			}
+			return
+		}
+	}
+	t.Fatalf("%s is not a mount point", state)
 }
