@@ -1,13 +1,16 @@
 package sandbox
 
 import (
+	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/security"
 )
 
@@ -50,5 +53,40 @@ func TestBindSubmountsLockedInUserNS(t *testing.T) {
 	}
 	if strings.TrimSpace(out) != "done" {
 		t.Errorf("a workload with CAP_SYS_ADMIN in its user namespace changed a bound submount:\n%s", out)
+	}
+}
+
+// A named volume is bound for a workload with CAP_SYS_ADMIN in its user
+// namespace too, when the store's own path goes through a symbolic link,
+// which is the store's configuration and trusted.
+func TestVolumeLockedThroughStoreLink(t *testing.T) {
+	link := filepath.Join(testEnv.dir, "store-link")
+	if err := os.Symlink(filepath.Join(testEnv.dir, "store"), link); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(link)
+	store, err := layerfs.Open(link, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "locked-" + strconv.Itoa(os.Getpid())
+	defer store.RemoveVolume(context.Background(), name)
+	dir, err := store.Volume(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("kept\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sec := security.Strict()
+	sec.Capabilities = []string{"CAP_SYS_ADMIN"}
+	out, errOut, err := tryRun(opts(func(o *Options) {
+		o.Storage = store
+		o.Security = sec
+		o.Mounts = []Mount{{Type: "volume", Source: name, Destination: "/data"}}
+		o.Args = []string{"sh", "-c", "cat /data/f"}
+	}))
+	if err != nil || out != "kept\n" {
+		t.Errorf("volume through the store's link: %q %v (%s)", out, err, errOut)
 	}
 }
