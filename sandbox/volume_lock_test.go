@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -88,5 +89,55 @@ func TestVolumeLockedThroughStoreLink(t *testing.T) {
 	}))
 	if err != nil || out != "kept\n" {
 		t.Errorf("volume through the store's link: %q %v (%s)", out, err, errOut)
+	}
+}
+
+// Once a sandbox runs, neither its PID 1 nor its workload holds a
+// descriptor of a bind's source (the host's detached tree of it, or what
+// the init opened to clone it again): whatever a process of the sandbox
+// could do with one, there is none to do it with. Under Default, Strict
+// and a preset that keeps CAP_SYS_ADMIN in a user namespace.
+func TestNoMountSourceDescriptorInSandbox(t *testing.T) {
+	vol := hostDir(t)
+	if err := os.Chmod(filepath.Dir(vol), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var src unix.Stat_t
+	if err := unix.Stat(vol, &src); err != nil {
+		t.Fatal(err)
+	}
+	admin := security.Strict()
+	admin.Capabilities = []string{"CAP_SYS_ADMIN"}
+	for name, sec := range map[string]*security.Config{"default": security.Default(), "strict": security.Strict(), "userns-admin": admin} {
+		sb := New("alpine:test", opts(func(o *Options) {
+			o.Security = sec
+			o.Mounts = []Mount{{Source: vol, Destination: "/data"}}
+			o.Args = []string{"sleep", "60"}
+		}))
+		if err := sb.Start(context.Background()); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		pids := []string{strconv.Itoa(sb.proc.Pid)}
+		children, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", sb.proc.Pid, sb.proc.Pid))
+		pids = append(pids, strings.Fields(string(children))...)
+		if len(pids) < 2 {
+			t.Errorf("%s: no workload found under PID 1", name)
+		}
+		for _, pid := range pids {
+			dir := "/proc/" + pid + "/fd"
+			ents, err := os.ReadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range ents {
+				var st unix.Stat_t
+				if unix.Stat(filepath.Join(dir, e.Name()), &st) == nil && st.Dev == src.Dev && st.Ino == src.Ino {
+					t.Errorf("%s: process %s holds the bind's source at fd %s", name, pid, e.Name())
+				}
+			}
+		}
+		sb.Kill()
+		sb.Wait()
+		sb.Close()
 	}
 }
