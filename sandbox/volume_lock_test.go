@@ -141,3 +141,50 @@ func TestNoMountSourceDescriptorInSandbox(t *testing.T) {
 		sb.Close()
 	}
 }
+
+// With CAP_SYS_ADMIN in a user namespace, the init looks a bind's source
+// up again by its path; a directory swapped in on that path after the host
+// opened the source (here a real one, not a link) is refused, not
+// mounted.
+func TestLockedSourceSwappedAfterCheck(t *testing.T) {
+	vol := hostDir(t)
+	if err := os.Chmod(filepath.Dir(vol), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	leaf := filepath.Join(vol, "mid", "leaf")
+	other := filepath.Join(vol, "other", "leaf")
+	for dir, marker := range map[string]string{leaf: "checked\n", other: "swapped in\n"} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "marker"), []byte(marker), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sec := security.Strict()
+	sec.Capabilities = []string{"CAP_SYS_ADMIN"}
+	swapped := false
+	out, errOut, err := tryRun(opts(func(o *Options) {
+		o.Security = sec
+		o.Network = hookNetwork{hook: func() {
+			mid := filepath.Join(vol, "mid")
+			if err := os.Rename(mid, mid+".old"); err != nil {
+				t.Error(err)
+				return
+			}
+			if err := os.Rename(filepath.Join(vol, "other"), mid); err != nil {
+				t.Error(err)
+				return
+			}
+			swapped = true
+		}}
+		o.Mounts = []Mount{{Source: leaf, Destination: "/data"}}
+		o.Args = []string{"cat", "/data/marker"}
+	}))
+	if !swapped {
+		t.Fatal("the hook did not run")
+	}
+	if err == nil || !strings.Contains(err.Error(), "elsewhere") {
+		t.Errorf("a source swapped after the check: %q, %v (%s); want it refused", out, err, errOut)
+	}
+}
