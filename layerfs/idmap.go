@@ -53,8 +53,9 @@ type PrepareOptions struct {
 	// KiB of DiskQuota, which ordinary files never reach before the bytes.
 	//
 	// Where the store's filesystem enforces project quotas (ext4 or XFS
-	// mounted with prjquota), the rootfs gets a project of its own; else
-	// it gets an ext4 filesystem of its own in a sparse file on a loop
+	// mounted with prjquota) and the rootfs is for a user namespace (whose
+	// root, unlike the host's, cannot change a file's project), the rootfs
+	// gets a project of its own; else it gets an ext4 filesystem of its own in a sparse file on a loop
 	// device, which needs mkfs.ext4 (ErrNoMkfs) and costs a few
 	// milliseconds more. The quota covers what the driver keeps for the
 	// rootfs: with the copy driver, the copy of the image counts too.

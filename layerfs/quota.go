@@ -19,10 +19,11 @@ import (
 //
 // There are two ways to enforce it, chosen per rootfs:
 //
-//   - "project": where the store's filesystem enforces project quotas (ext4
-//     or XFS mounted with prjquota), the state directory gets a project
-//     ID of its own, inherited by everything made in it, and block and
-//     inode limits for that ID. It costs two ioctls and two quotactls.
+//   - "project": for a rootfs in a user namespace, where the store's
+//     filesystem enforces project quotas (ext4 or XFS mounted with
+//     prjquota), the state directory gets a project ID of its own,
+//     inherited by everything made in it, and block and inode limits for
+//     that ID. It costs two ioctls and two quotactls.
 //   - "loop": elsewhere, the state directory is the mount point of an ext4
 //     filesystem of the quota's size, in a sparse image file beside it on a
 //     loop device. It costs a copy of an empty filesystem's metadata (made
@@ -89,12 +90,22 @@ func (opts *PrepareOptions) diskQuota() (*diskQuota, error) {
 
 // quotaBackend picks how to enforce q for the rootfs whose directory is
 // dir, and sets q.Backend (and q.Project).
-func (s *Store) quotaBackend(q *diskQuota, dir string) error {
+//
+// A project quota is only for a rootfs shown in a user namespace
+// (userNS). The kernel lets the owner of a file in the initial user
+// namespace change its project ID, or take the inherit flag off a
+// directory so that what is made in it gets project 0: chattr -p 0 or
+// chattr -P through the overlay reaches the upper directory, and the
+// workload's writes then count for a project without limits. Only a
+// caller in another user namespace is refused (EINVAL), so a workload in
+// the host's, as a Default sandbox is, gets a filesystem of its own,
+// whose size no file attribute changes.
+func (s *Store) quotaBackend(q *diskQuota, dir string, userNS bool) error {
 	s.projectOnce.Do(func() {
 		s.projectQuotas = projectQuotasEnforced(s.root)
 		s.log.Debug("disk quota backend", "projectQuotas", s.projectQuotas, "root", s.root)
 	})
-	if s.projectQuotas {
+	if s.projectQuotas && userNS {
 		var st unix.Stat_t
 		if err := unix.Lstat(dir, &st); err != nil {
 			return &os.PathError{Op: "stat", Path: dir, Err: err}

@@ -290,7 +290,9 @@ func TestDiskQuotaLoop(t *testing.T) {
 func TestDiskQuotaProject(t *testing.T) {
 	fs := projectQuotaFS(t)
 	ns := newUserNS(t)
-	for _, userns := range []bool{false, true} {
+	// Only a rootfs for a user namespace gets a project quota: see
+	// TestDiskQuotaProjectEscape for one in the host's.
+	for _, userns := range []bool{true} {
 		t.Run(fmt.Sprintf("userns=%v", userns), func(t *testing.T) {
 			s, img := quotaStore(t, filepath.Join(fs, fmt.Sprintf("store-%v", userns)), "overlay")
 			opts := &PrepareOptions{DiskQuota: testQuota}

@@ -95,7 +95,7 @@ func (s *Store) Prepare(ctx context.Context, key string, img *Image, opts *Prepa
 	err = os.Mkdir(state, 0o700)
 	if err == nil && quota != nil {
 		rec.Quota = quota
-		err = s.quotaBackend(quota, dir)
+		err = s.quotaBackend(quota, dir, ids != nil)
 	}
 	if err == nil {
 		b, _ := json.Marshal(rec)

@@ -386,10 +386,17 @@ func (s *Sandbox) openSource(m *Mount) (*os.File, error) {
 		if err != nil {
 			return nil, fmt.Errorf("mount %s: %w", m.Destination, err)
 		}
-		m.Source = dir
 		f, err := openVolumeSource(dir)
 		if err != nil {
 			return nil, fmt.Errorf("mount %s: volume: %w", m.Destination, err)
+		}
+		// The init may look the directory up again by its path, without
+		// following links (to keep submounts locked, see nsinit's
+		// clone_locked): give it the path with the trusted links of the
+		// storage's own resolved.
+		m.Source = dir
+		if parent, err := filepath.EvalSymlinks(filepath.Dir(dir)); err == nil {
+			m.Source = filepath.Join(parent, filepath.Base(dir))
 		}
 		return f, nil
 	}

@@ -507,17 +507,67 @@ static void remount_ro(const char *what, const char *where, unsigned long flags)
 	remount_bind(what, where, MS_RDONLY | flags);
 }
 
+// clone_locked returns a detached copy of the mount tree of a bind's
+// source, cloned from the sandbox's own mount namespace rather than the
+// host's. The kernel locked every mount there when it copied the host's
+// into a namespace of a user namespace of the sandbox's (MNT_LOCKED, and
+// their flags): a copy keeps its submounts locked, so that a workload
+// with CAP_SYS_ADMIN in its user namespace can neither unmount one, to
+// see what the host hid below it, nor clear a flag the host gave it. The
+// host's own copy (m->source_fd) was cloned in the host's namespace, where
+// nothing is locked. The path is looked up without following symbolic
+// links and must lead to the directory or file the host opened.
+static int clone_locked(const struct mountspec *m) {
+	int fd = (int)openat2_(AT_FDCWD, m->source, O_PATH | O_CLOEXEC, RESOLVE_NO_SYMLINKS);
+	if (fd < 0)
+		die("bind mount %s: the workload may hold CAP_SYS_ADMIN, so its source must be reachable "
+		    "by its path from the sandbox's user namespace, which keeps the host's submounts locked",
+		    m->source);
+	struct stat want, got;
+	if (fstat(m->source_fd, &want) < 0 || fstat(fd, &got) < 0)
+		die("bind mount source %s", m->source);
+	if (want.st_dev != got.st_dev || want.st_ino != got.st_ino) {
+		errno = ESTALE;
+		die("bind mount %s: its path leads elsewhere than when the host opened it", m->source);
+	}
+	int tree = (int)syscall(SYS_open_tree, fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
+	if (tree < 0)
+		die("bind mount %s: detached mount", m->source);
+	close(fd);
+	return tree;
+}
+
+// admin_possible reports whether the workload may hold CAP_SYS_ADMIN: its
+// bounding set keeps it, or the spec keeps every capability.
+static int admin_possible(const struct spec *s) {
+	const uint64_t admin = 1ULL << CAP_SYS_ADMIN;
+	if (s->have_bounding)
+		return (s->bounding & admin) != 0;
+	if (s->have_caps)
+		return (s->caps[0] & admin) != 0;
+	return 1;
+}
+
 // attach_tree mounts a bind's source that the host resolved and cloned
 // into a detached mount tree, so that what it checked is what is mounted:
 // no component of the path is looked up again. Flags go on every mount of
 // the tree, the source's submounts too, and add to those each has; the
 // tree becomes private, so that no mount event crosses between the host
 // and the sandbox.
-static void attach_tree(const struct mountspec *m, int target) {
+//
+// With lock, the tree attached is cloned here instead, from the same
+// directory reached by its path in the sandbox's mount namespace: see
+// clone_locked.
+static void attach_tree(const struct mountspec *m, int target, int lock) {
 	const unsigned long known = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC;
 	if (m->flags & ~known) {
 		errno = EINVAL;
 		die("bind mount %s: flags %#lx", m->source, m->flags & ~known);
+	}
+	int tree = m->source_fd;
+	if (lock) {
+		tree = clone_locked(m);
+		close(m->source_fd);
 	}
 	struct mount_attr attr = {.propagation = MS_PRIVATE};
 	if (m->flags & MS_RDONLY)
@@ -528,14 +578,14 @@ static void attach_tree(const struct mountspec *m, int target) {
 		attr.attr_set |= MOUNT_ATTR_NODEV;
 	if (m->flags & MS_NOEXEC)
 		attr.attr_set |= MOUNT_ATTR_NOEXEC;
-	if (syscall(SYS_mount_setattr, m->source_fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
+	if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
 		die("set the flags of bind mount %s", m->source);
-	if (syscall(SYS_move_mount, m->source_fd, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+	if (syscall(SYS_move_mount, tree, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
 		die("bind mount %s on %s", m->source, m->target);
-	close(m->source_fd);
+	close(tree);
 }
 
-static void do_mount(int rootfd, const struct mountspec *m) {
+static void do_mount(int rootfd, const struct mountspec *m, int lock) {
 	int file = 0;
 	if (m->kind == MOUNT_BIND) {
 		struct stat st;
@@ -553,7 +603,7 @@ static void do_mount(int rootfd, const struct mountspec *m) {
 	switch (m->kind) {
 	case MOUNT_BIND:
 		if (m->source_fd >= 0) {
-			attach_tree(m, fd);
+			attach_tree(m, fd, lock);
 			break;
 		}
 		if (mount(m->source, where, NULL, MS_BIND | MS_REC, NULL) < 0)
@@ -716,7 +766,7 @@ static void setup_root(struct spec *s) {
 	if (rootfd < 0)
 		die("open rootfs %s", s->rootfs);
 	for (int i = 0; i < s->nmounts; i++) {
-		do_mount(rootfd, &s->mounts[i]);
+		do_mount(rootfd, &s->mounts[i], admin_possible(s));
 		if (strcmp(s->mounts[i].target, "/dev") == 0 && s->mounts[i].kind == MOUNT_DEV)
 			setup_dev(rootfd, s->bind_devices);
 	}
