@@ -161,6 +161,7 @@ func sandboxFields(o *Options) []string {
 		{"ReadonlyRootfs", o.ReadonlyRootfs},
 		{"Resources", o.Resources != nil},
 		{"Security", o.Security != nil},
+		{"Devices", o.Devices != nil},
 		{"Network", o.Network != nil},
 		{"Ports", o.Ports != nil},
 		{"DNS", o.DNS != nil},

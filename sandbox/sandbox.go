@@ -108,6 +108,12 @@ type Options struct {
 	Resources *cgroup.Resources
 	// Security says what the workload may do; nil means security.Default().
 	Security *security.Config
+	// Devices are host devices to give the sandbox, as `docker run
+	// --device` does. Whatever the security configuration, a sandbox's
+	// cgroup lets it use only the nodes of its own /dev (null, zero, full,
+	// random, urandom, tty, ptmx and its terminals), these, and any
+	// devices Resources.Devices allows.
+	Devices []Device
 	// Timeout, if positive, kills the sandbox that long after it started;
 	// the Result then says TimedOut.
 	Timeout time.Duration
@@ -201,6 +207,7 @@ type Sandbox struct {
 	rootfs     string              // host path of the rootfs, once started
 	attachment *netplug.Attachment // its network, once attached
 	netns      *os.File            // Options.JoinNetwork, open while starting
+	devices    []hostDevice        // Options.Devices, checked
 
 	mu        sync.Mutex
 	started   bool
@@ -356,6 +363,11 @@ func (s *Sandbox) finishStart(ctx context.Context, p *launched, console *os.File
 // the cgroup, the network namespace to join, the rootfs. It returns the
 // rootfs's host path; s.undo undoes it all.
 func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs string, err error) {
+	// Bad devices are the caller's mistake: reported before anything is
+	// made.
+	if s.devices, err = resolveDevices(s.opts.Devices); err != nil {
+		return "", err
+	}
 	s.storage = s.opts.Storage
 	if s.storage == nil {
 		if s.storage, err = defaultStore(); err != nil {
@@ -403,7 +415,7 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 	// not written until then.
 	s.state.Security = sec
 
-	s.cg, err = cgm.Create(s.id, resources(s.opts.Resources, sec))
+	s.cg, err = cgm.Create(s.id, withDevices(resources(s.opts.Resources, sec), s.devices))
 	if err != nil {
 		return "", err
 	}
