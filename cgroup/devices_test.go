@@ -374,3 +374,44 @@ func BenchmarkApplyDevices(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLoadDeviceProgram measures loading a sandbox's device program,
+// which a Manager does once per rule set (and a process that starts one
+// sandbox and exits, as the berth command does, once per start).
+func BenchmarkLoadDeviceProgram(b *testing.B) {
+	requireRoot(b)
+	rules := benchDeviceRules()
+	for b.Loop() {
+		var d devicePrograms
+		if _, err := d.program(rules); err != nil {
+			b.Fatal(err)
+		}
+		d.close()
+	}
+}
+
+// Nothing of a device program outlives its cgroups and its Manager: once
+// the cgroup is removed and the Manager has let the program go (as when
+// the process that made it has died, and Remove runs from a later one),
+// the kernel frees it.
+func TestDeviceProgramGoesWithCgroup(t *testing.T) {
+	m := v2MountManager(t, nil)
+	c, err := m.Create(uniqueName(), &Resources{Devices: testDeviceRules})
+	if err != nil {
+		t.Fatal(err)
+	}
+	progs := attachedDevicePrograms(t, c)
+	if len(progs) != 1 {
+		t.Fatalf("%d device programs attached, want 1", len(progs))
+	}
+	m.devices.close()
+	removeAndCheck(t, c)
+	// The kernel releases a removed cgroup's programs from a work queue.
+	eventually(t, 10*time.Second, "the device program freed", func() bool {
+		p, err := ebpf.NewProgramFromID(progs[0].ID)
+		if err == nil {
+			p.Close()
+		}
+		return errors.Is(err, os.ErrNotExist)
+	})
+}
