@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // A DeviceType is the kind of device node a DeviceRule applies to.
@@ -139,6 +141,14 @@ func (c *Cgroup) applyDevicesV1(rules []DeviceRule) error {
 			var pe *os.PathError
 			if errors.As(err, &pe) {
 				err = pe.Err
+			}
+			// The kernel refuses to allow what the parent does not (a
+			// host that runs berth in a container of its own may not
+			// allow every pty major). The device is out of reach either
+			// way, so the rest of the list still applies.
+			if errors.Is(err, unix.EPERM) {
+				c.log.Debug("cgroup: device rule refused by the parent cgroup", "rule", line)
+				continue
 			}
 			return fmt.Errorf("cgroup: write %q to %s: %w", line, file, err)
 		}

@@ -415,3 +415,32 @@ func TestDeviceProgramGoesWithCgroup(t *testing.T) {
 		return errors.Is(err, os.ErrNotExist)
 	})
 }
+
+// Under a parent that allows less (as when berth itself runs in a
+// container), the rules the parent refuses are left out on v1, where the
+// kernel would refuse them, and the rest still apply.
+func TestDeviceRulesUnderRestrictedParent(t *testing.T) {
+	m := hostManager(t, Options{Mode: V1, Parent: testParent + "-restricted"})
+	if m.v1["devices"] == "" {
+		t.Skip("no v1 devices hierarchy")
+	}
+	t.Cleanup(func() {
+		if err := m.RemoveParent(); err != nil {
+			t.Error(err)
+		}
+	})
+	if err := m.ensureParent(); err != nil {
+		t.Fatal(err)
+	}
+	parent := filepath.Join(m.v1["devices"], m.parent)
+	if err := writeFile(filepath.Join(parent, "devices.deny"), "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFile(filepath.Join(parent, "devices.allow"), "c 1:3 rwm"); err != nil {
+		t.Fatal(err)
+	}
+	c := create(t, m, &Resources{Devices: testDeviceRules})
+	if got := readTrimmed(t, filepath.Join(c.v1["devices"], "devices.list")); got != "c 1:3 rwm" {
+		t.Errorf("devices.list = %q, want only what the parent allows", got)
+	}
+}
