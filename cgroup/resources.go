@@ -71,12 +71,16 @@ type Resources struct {
 	// Devices, if not nil, are the only device nodes the cgroup's
 	// processes may open or make: anything no rule allows is refused with
 	// EPERM, whatever their capabilities. An empty, non-nil list allows
-	// none. Update replaces the whole list.
+	// none. Update replaces the whole list (on v1 by denying everything
+	// and then allowing each rule, so that for a moment members can open
+	// no device at all).
 	//
 	// Every mechanism of the layout enforces them: the v1 devices
 	// controller (devices.deny, devices.allow) where it is mounted, and a
 	// BPF_PROG_TYPE_CGROUP_DEVICE program on the cgroup2 hierarchy where
 	// there is one, so on a Hybrid host both, and the kernel checks both.
+	// On v1 a rule the parent cgroup does not allow is left out: the
+	// kernel would refuse it, and the device is out of reach anyway.
 	// The program is attached with BPF_PROG_ATTACH and goes with the
 	// cgroup; the Manager loads one per distinct list and shares it
 	// between its cgroups.
