@@ -397,3 +397,20 @@ func TestDeviceOptionsInvalid(t *testing.T) {
 		t.Errorf("state left: %v", states)
 	}
 }
+
+// Rules of the caller's own in Resources.Devices are allowed beside the
+// sandbox's: here mknod and read of a device no driver has, whose
+// permitted open fails with ENXIO rather than EPERM.
+func TestResourcesDevicesAdded(t *testing.T) {
+	script := fmt.Sprintf(`mknod /tmp/n c %d 0 && head -c 1 /tmp/n; echo x >/dev/null && echo null works`, noDriverMajor)
+	res, out, errOut := run(t, "alpine:test", opts(func(o *Options) {
+		o.Security = withMknod(security.Default())
+		o.Resources = &cgroup.Resources{Devices: []cgroup.DeviceRule{
+			{Type: cgroup.CharDevice, Major: noDriverMajor, Minor: 0, Access: "rm"},
+		}}
+		o.Args = []string{"/bin/sh", "-c", script}
+	}))
+	if !res.Success() || out != "null works\n" || !strings.Contains(errOut, "No such device or address") {
+		t.Errorf("stdout %q, stderr %q (%+v)", out, errOut, res)
+	}
+}
