@@ -414,3 +414,27 @@ func TestResourcesDevicesAdded(t *testing.T) {
 		t.Errorf("stdout %q, stderr %q (%+v)", out, errOut, res)
 	}
 }
+
+// A process Exec adds is held to the same allowlist.
+func TestExecDeviceAllowlist(t *testing.T) {
+	if err := devNodesImage(); err != nil {
+		t.Fatal(err)
+	}
+	sb := New("alpine-devnodes:test", opts(func(o *Options) {
+		o.Security = withMknod(security.Default())
+		o.Args = []string{"sleep", "100"}
+	}))
+	if err := sb.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	var out, errOut strings.Builder
+	res, err := sb.Exec(context.Background(), &ExecOptions{
+		Args:   []string{"/bin/sh", "-c", deviceProbe()},
+		Stdout: &out, Stderr: &errOut,
+	})
+	if err != nil || !res.Success() {
+		t.Fatalf("%+v %v, stderr %q", res, err, errOut.String())
+	}
+	checkDeviceProbe(t, out.String(), nil)
+}
