@@ -23,8 +23,9 @@ import (
 )
 
 // hostileDevices are devices no sandbox may reach: a loop device (a disk
-// of the host is reached the same way), the kernel log, KVM, the console
-// and a virtual terminal. The test image ships a node of each in /nodes,
+// of the host is reached the same way), the kernel log, KVM, the console,
+// a virtual terminal and userfaultfd (which seccomp refuses as a system
+// call). The test image ships a node of each in /nodes,
 // as a hostile image would, which needs no CAP_MKNOD at all.
 var hostileDevices = []struct {
 	name         string
@@ -36,6 +37,7 @@ var hostileDevices = []struct {
 	{"kvm", 'c', 10, 232},
 	{"console", 'c', 5, 1},
 	{"tty1", 'c', 4, 1},
+	{"userfaultfd", 'c', 10, 257},
 }
 
 // devNodesImage is alpine with hostileDevices' nodes, mode 0666, in
