@@ -223,9 +223,6 @@ func (c *Cgroup) applyDevices(rules []DeviceRule) error {
 		enforced = true
 	}
 	if c.unified != "" {
-		if err := checkDir(c.unified); err != nil {
-			return err
-		}
 		if err := c.devs.attach(c.unified, rules); err != nil {
 			return err
 		}

@@ -188,7 +188,7 @@ func checkDeviceAccess(access string) error {
 		seen += string(c)
 	}
 	if seen == "" {
-		return fmt.Errorf("access is empty")
+		return errors.New("access is empty")
 	}
 	return nil
 }
