@@ -407,7 +407,7 @@ func TestDeviceProgramGoesWithCgroup(t *testing.T) {
 	m.devices.close()
 	removeAndCheck(t, c)
 	// The kernel releases a removed cgroup's programs from a work queue.
-	eventually(t, 10*time.Second, "the device program freed", func() bool {
+	eventually(t, 30*time.Second, "the device program freed", func() bool {
 		p, err := ebpf.NewProgramFromID(progs[0].ID)
 		if err == nil {
 			p.Close()
