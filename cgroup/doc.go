@@ -1,6 +1,7 @@
 // Package cgroup puts sandboxes into Linux control groups: it limits what
-// they may use (memory, swap, CPU, process count, I/O weight), reports what
-// they used, and freezes, kills and removes them as a unit.
+// they may use (memory, swap, CPU, process count, I/O weight, device
+// nodes), reports what they used, and freezes, kills and removes them as a
+// unit.
 //
 // A Manager finds the host's cgroup layout once, at NewManager, by reading
 // /proc/self/mountinfo:
@@ -12,8 +13,8 @@
 //   - Hybrid: v1 hierarchies carry the controllers, and a cgroup2 hierarchy
 //     (normally at /sys/fs/cgroup/unified) carries none. Limits and usage
 //     come from v1; the unified hierarchy is still used for what needs no
-//     controller: cgroup.kill, cgroup.freeze, cgroup.events and
-//     CLONE_INTO_CGROUP.
+//     controller: cgroup.kill, cgroup.freeze, cgroup.events,
+//     CLONE_INTO_CGROUP and BPF device programs.
 //
 // Options can force a mode or name the mount points to use instead.
 //

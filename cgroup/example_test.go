@@ -65,3 +65,22 @@ func Example_gc() {
 		}
 	}
 }
+
+// Devices lets a cgroup's processes use only the device nodes it lists,
+// here /dev/null and /dev/zero, and /dev/fuse for reading and writing:
+// opening or making any other node fails with EPERM, even for root.
+func ExampleResources_devices() {
+	m, err := cgroup.NewManager(cgroup.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	c, err := m.Create("sandbox-2", &cgroup.Resources{Devices: []cgroup.DeviceRule{
+		{Type: cgroup.CharDevice, Major: 1, Minor: 3, Access: "rwm"},
+		{Type: cgroup.CharDevice, Major: 1, Minor: 5, Access: "rwm"},
+		{Type: cgroup.CharDevice, Major: 10, Minor: 229, Access: "rw"},
+	}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Remove(context.Background())
+}

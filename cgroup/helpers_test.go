@@ -72,14 +72,14 @@ func removeTestParent() error {
 	return errors.Join(errs...)
 }
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create cgroups")
 	}
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
@@ -159,7 +159,7 @@ func hostManager(t *testing.T, opts Options) *Manager {
 // v2MountManager mounts a cgroup2 hierarchy on a fresh directory and
 // returns a V2 Manager using it. On a hybrid host that is the unified
 // hierarchy, without controllers.
-func v2MountManager(t *testing.T, logger *slog.Logger) *Manager {
+func v2MountManager(t testing.TB, logger *slog.Logger) *Manager {
 	t.Helper()
 	requireRoot(t)
 	// Not t.TempDir: its cleanup would remove recursively, and on a

@@ -89,16 +89,15 @@ type Options struct {
 }
 
 // v1Controllers are the v1 controllers a sandbox cgroup is created under.
-// devices gets no settings here; it is created so that the sandbox can
-// restrict devices later.
 var v1Controllers = []string{"blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "memory", "pids"}
 
 // v2Controllers are the controllers enabled for children of berth's parent
 // on V2, when the root delegates them.
 var v2Controllers = []string{"cpu", "io", "memory", "pids"}
 
-// A Manager creates and finds berth's cgroups in one host layout. It holds
-// no mutable state and is safe for concurrent use.
+// A Manager creates and finds berth's cgroups in one host layout. It is
+// safe for concurrent use. Beside the layout it keeps only the BPF device
+// programs its cgroups share (see Resources.Devices), each loaded once.
 type Manager struct {
 	mode    Mode
 	parent  string
@@ -107,6 +106,7 @@ type Manager struct {
 	log     *slog.Logger
 
 	parentReady atomic.Bool // ensureParent has run
+	devices     *devicePrograms
 }
 
 // NewManager detects (or takes from opts) the cgroup layout. It changes
@@ -190,6 +190,7 @@ func NewManager(opts Options) (*Manager, error) {
 		unified: l.unified,
 		v1:      v1,
 		log:     cmp.Or(opts.Logger, slog.Default()),
+		devices: &devicePrograms{},
 	}, nil
 }
 
@@ -261,6 +262,7 @@ func (m *Manager) cgroup(name string) *Cgroup {
 		rel:  "/" + m.parent + "/" + name,
 		v1:   make(map[string]string, len(m.v1)),
 		log:  m.log.With("cgroup", name),
+		devs: m.devices,
 	}
 	if m.unified != "" {
 		c.unified = filepath.Join(m.unified, m.parent, name)
@@ -486,6 +488,7 @@ type Cgroup struct {
 	unified string            // directory in the cgroup2 hierarchy; "" in V1 mode
 	v1      map[string]string // v1 controller → directory; empty in V2 mode
 	log     *slog.Logger
+	devs    *devicePrograms // the Manager's
 
 	mu sync.Mutex // serialises Update, Freeze, Thaw, Kill and Remove
 }

@@ -67,6 +67,24 @@ type Resources struct {
 	// hosts run none. Where no weight file exists, the weight is skipped
 	// with a warning in the Manager's log instead of failing.
 	IOWeight uint16
+
+	// Devices, if not nil, are the only device nodes the cgroup's
+	// processes may open or make: anything no rule allows is refused with
+	// EPERM, whatever their capabilities. An empty, non-nil list allows
+	// none. Update replaces the whole list (on v1 by denying everything
+	// and then allowing each rule, so that for a moment members can open
+	// no device at all).
+	//
+	// Every mechanism of the layout enforces them: the v1 devices
+	// controller (devices.deny, devices.allow) where it is mounted, and a
+	// BPF_PROG_TYPE_CGROUP_DEVICE program on the cgroup2 hierarchy where
+	// there is one, so on a Hybrid host both, and the kernel checks both.
+	// On v1 a rule the parent cgroup does not allow is left out: the
+	// kernel would refuse it, and the device is out of reach anyway.
+	// The program is attached with BPF_PROG_ATTACH and goes with the
+	// cgroup; the Manager loads one per distinct list and shares it
+	// between its cgroups.
+	Devices []DeviceRule
 }
 
 func (r *Resources) validate() error {
@@ -92,6 +110,11 @@ func (r *Resources) validate() error {
 		return bad("PidsMax %d", r.PidsMax)
 	case r.IOWeight > 10000:
 		return bad("IOWeight %d is not within 1..10000", r.IOWeight)
+	}
+	for _, d := range r.Devices {
+		if err := d.validate(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -182,6 +205,31 @@ func (c *Cgroup) apply(r *Resources) error {
 		if err := writeFile(s.file, s.value); err != nil {
 			return err
 		}
+	}
+	if r.Devices != nil {
+		return c.applyDevices(r.Devices)
+	}
+	return nil
+}
+
+// applyDevices makes rules the cgroup's device allowlist in every
+// hierarchy that can enforce one.
+func (c *Cgroup) applyDevices(rules []DeviceRule) error {
+	enforced := false
+	if _, ok := c.v1["devices"]; ok {
+		if err := c.applyDevicesV1(rules); err != nil {
+			return err
+		}
+		enforced = true
+	}
+	if c.unified != "" {
+		if err := c.devs.attach(c.unified, rules); err != nil {
+			return err
+		}
+		enforced = true
+	}
+	if !enforced {
+		return unsupported("device rules", `no cgroup v1 "devices" hierarchy is mounted`)
 	}
 	return nil
 }

@@ -6,8 +6,10 @@
 //
 // Each sandbox gets a copy-on-write root filesystem over the image's
 // shared layers, its own PID, mount, UTS, IPC, network and cgroup
-// namespaces, a cgroup with the requested limits, a minimal /dev, and the
-// capabilities, masked paths and no_new_privs of its security.Config.
+// namespaces, a cgroup with the requested limits, a minimal /dev whose
+// devices (and those passed in Options.Devices) are the only ones its
+// cgroup lets it use, and the capabilities, masked paths and no_new_privs
+// of its security.Config.
 //
 // The sandbox's PID 1 is this program's own executable, started again from
 // a read-only mount of itself: a C constructor linked in by this package

@@ -17,7 +17,7 @@ import (
 func (s *Sandbox) createCgroup(cgm *cgroup.Manager, sec *security.Config) (*cgroup.Cgroup, error) {
 	asked := s.opts.Resources
 	full := resources(asked, sec)
-	cg, err := cgm.Create(s.id, full)
+	cg, err := cgm.Create(s.id, withDevices(full, s.devices))
 	if err == nil || full == asked || !errors.Is(err, errors.ErrUnsupported) {
 		return cg, err
 	}
@@ -27,7 +27,7 @@ func (s *Sandbox) createCgroup(cgm *cgroup.Manager, sec *security.Config) (*cgro
 		resources(asked, &security.Config{MemoryMax: sec.MemoryMax}),
 		asked,
 	} {
-		cg, err2 := cgm.Create(s.id, r)
+		cg, err2 := cgm.Create(s.id, withDevices(r, s.devices))
 		if err2 == nil {
 			s.log.Warn("the host's cgroups cannot enforce the security configuration's default limits; going without",
 				"id", s.id, "err", err, "pids", limitOf(r, func(r *cgroup.Resources) int64 { return r.PidsMax }),

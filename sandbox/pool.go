@@ -166,6 +166,7 @@ func sandboxFields(o *Options) []string {
 		{"Resources", o.Resources != nil},
 		{"Security", o.Security != nil},
 		{"Sysctls", o.Sysctls != nil},
+		{"Devices", o.Devices != nil},
 		{"Network", o.Network != nil},
 		{"Ports", o.Ports != nil},
 		{"DNS", o.DNS != nil},

@@ -141,6 +141,12 @@ type Options struct {
 	// (security.SysctlNamespace): no net.* key when it shares the host's
 	// network or joins another's, no user.* key without a user namespace.
 	Sysctls map[string]string
+	// Devices are host devices to give the sandbox, as `docker run
+	// --device` does. Whatever the security configuration, a sandbox's
+	// cgroup lets it use only the nodes of its own /dev (null, zero, full,
+	// random, urandom, tty, ptmx and its terminals), these, and any
+	// devices Resources.Devices allows.
+	Devices []Device
 	// Timeout, if positive, kills the sandbox that long after it started;
 	// the Result then says TimedOut.
 	Timeout time.Duration
@@ -256,6 +262,7 @@ type Sandbox struct {
 	// mountSources are the bind mounts' sources, as detached mount
 	// trees, open while starting (userMounts).
 	mountSources []*os.File
+	devices      []hostDevice // Options.Devices, checked
 
 	mu        sync.Mutex
 	started   bool
@@ -413,6 +420,11 @@ func (s *Sandbox) finishStart(ctx context.Context, p *launched, console *os.File
 // the cgroup, the network namespace to join, the rootfs. It returns the
 // rootfs's host path; s.undo undoes it all.
 func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs string, err error) {
+	// Bad devices are the caller's mistake: reported before anything is
+	// made.
+	if s.devices, err = resolveDevices(s.opts.Devices); err != nil {
+		return "", err
+	}
 	s.storage = s.opts.Storage
 	if s.storage == nil {
 		if s.storage, err = defaultStore(); err != nil {

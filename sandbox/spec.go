@@ -100,6 +100,7 @@ func (s *Sandbox) sandboxSpec(spec *nsinit.Spec, rootfs, stateDir string, sec *s
 	// No mknod in a user namespace: device nodes are bound from the
 	// host's /dev instead.
 	spec.BindDevices = sec.UserNamespace != nil
+	spec.Devices = deviceSpecs(s.devices, spec.BindDevices)
 	spec.Masked = sec.MaskedPaths
 	spec.ReadonlyPaths = sec.ReadonlyPaths
 	sysctls, err := s.sysctls(sec)

@@ -70,6 +70,7 @@ func newRunCommand(g *globals) *cobra.Command {
 		pidsLimit              int64
 		volumes, tmpfs         []string
 		sysctls                []string
+		devices                []string
 		readOnly, tty          bool
 		timeout                time.Duration
 	)
@@ -119,6 +120,13 @@ func newRunCommand(g *globals) *cobra.Command {
 				}
 				opts.Mounts = append(opts.Mounts, m)
 			}
+			for _, d := range devices {
+				dev, err := parseDevice(d)
+				if err != nil {
+					return err
+				}
+				opts.Devices = append(opts.Devices, dev)
+			}
 			for _, t := range tmpfs {
 				dst, data, _ := strings.Cut(t, ":")
 				opts.Mounts = append(opts.Mounts, sandbox.Mount{Type: "tmpfs", Destination: dst, Options: data})
@@ -151,6 +159,7 @@ func newRunCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringArrayVarP(&volumes, "volume", "v", nil, "bind mount SRC:DST[:OPTIONS], nosuid,nodev unless OPTIONS (comma-separated: ro, suid, dev, noexec) say otherwise; a SRC that is not a path names a volume in the store")
 	cmd.Flags().StringArrayVar(&tmpfs, "tmpfs", nil, "mount a tmpfs at DST[:OPTIONS]")
 	cmd.Flags().StringArrayVar(&sysctls, "sysctl", nil, "set a kernel parameter of the sandbox's own namespaces (KEY=VALUE, e.g. net.ipv4.ip_unprivileged_port_start=0)")
+	cmd.Flags().StringArrayVar(&devices, "device", nil, "give the sandbox a host device: HOST[:CONTAINER[:PERMS]], PERMS some of rwm (default rwm)")
 	cmd.Flags().BoolVar(&readOnly, "read-only", false, "make the root filesystem read-only")
 	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "give the sandbox a terminal")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "kill the sandbox after this long (e.g. 10s)")

@@ -140,6 +140,16 @@ struct mountspec {
 	int source_fd; // a bind's source as a detached mount tree, or -1
 };
 
+// A device node to add to /dev (TAG_DEVICE).
+struct devspec {
+	const char *path, *source; // path is under /dev; source is the host's node
+	mode_t type, mode;         // S_IFCHR or S_IFBLK; permission bits
+	unsigned int major, minor;
+	uid_t uid;
+	gid_t gid;
+	int bind; // bind source rather than mknod
+};
+
 struct spec {
 	const char *rootfs, *hostname, *cwd, *path;
 	char **argv, **envp;
@@ -176,6 +186,8 @@ struct spec {
 	int ncgroup_fds;
 	struct filewrite *sysctls; // paths under /proc/sys, written after /proc is mounted
 	int nsysctls;
+	struct devspec *devices; // nodes added to /dev
+	int ndevices;
 };
 
 static char *read_all(int fd, size_t *len) {
@@ -367,6 +379,26 @@ static void parse_spec(struct spec *s, char *buf, size_t len) {
 			}
 			s->mounts[s->nmounts - 1].source_fd = (int)num(v, "mount source fd");
 			break;
+		case TAG_DEVICE: {
+			char *d[9];
+			if (fields(v, n, d, 9) != 9 || strncmp(d[0], "/dev/", 5) != 0 || (strcmp(d[2], "c") != 0 && strcmp(d[2], "b") != 0)) {
+				errno = EINVAL;
+				die("spec: bad device record");
+			}
+			struct devspec dev = {
+			    .path = d[0],
+			    .source = d[1],
+			    .type = d[2][0] == 'c' ? S_IFCHR : S_IFBLK,
+			    .major = (unsigned int)num(d[3], "device major"),
+			    .minor = (unsigned int)num(d[4], "device minor"),
+			    .mode = (mode_t)num(d[5], "device mode") & 0777,
+			    .uid = (uid_t)num(d[6], "device uid"),
+			    .gid = (gid_t)num(d[7], "device gid"),
+			    .bind = strcmp(d[8], "1") == 0,
+			};
+			PUSH(s->devices, s->ndevices, dev);
+			break;
+		}
 		case TAG_SECCOMP:
 			if (n % sizeof(struct sock_filter) != 0 || n == 0) {
 				errno = EINVAL;
@@ -635,10 +667,69 @@ static const struct devnode devnodes[] = {
     {"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0},
 };
 
+// add_device makes one of the spec's device nodes in /dev, whose
+// descriptor dev is: its missing directories, then the node, made with
+// mknod or bound from the host's. Every step is taken from the directory
+// before it and follows no symbolic link, so it stays inside /dev.
+static void add_device(int dev, const struct devspec *d) {
+	char buf[PATH_MAX];
+	const char *rel = d->path + strlen("/dev/");
+	if (strlen(rel) >= sizeof buf) {
+		errno = ENAMETOOLONG;
+		die("device %s", d->path);
+	}
+	strcpy(buf, rel);
+	int dir = fcntl(dev, F_DUPFD_CLOEXEC, 0);
+	if (dir < 0)
+		die("device %s", d->path);
+	char *name = buf;
+	for (;;) {
+		char *slash = strchr(name, '/');
+		if (slash)
+			*slash = 0;
+		if (!*name || strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
+			errno = EINVAL;
+			die("device path %s", d->path);
+		}
+		if (!slash)
+			break;
+		if (mkdirat(dir, name, 0755) < 0 && errno != EEXIST)
+			die("make the directory of device %s", d->path);
+		int next = openat(dir, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (next < 0)
+			die("open the directory of device %s", d->path);
+		close(dir);
+		dir = next;
+		name = slash + 1;
+	}
+	if (d->bind) {
+		int fd = openat(dir, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0);
+		if (fd < 0)
+			die("create %s", d->path);
+		close(fd);
+		int t = openat(dir, name, O_PATH | O_CLOEXEC | O_NOFOLLOW);
+		if (t < 0)
+			die("open %s", d->path);
+		char where[64];
+		fdpath(where, sizeof where, t);
+		if (mount(d->source, where, NULL, MS_BIND, NULL) < 0)
+			die("bind %s on %s", d->source, d->path);
+		close(t);
+	} else {
+		if (mknodat(dir, name, d->type | d->mode, makedev(d->major, d->minor)) < 0)
+			die("mknod %s", d->path);
+		if (fchownat(dir, name, d->uid, d->gid, AT_SYMLINK_NOFOLLOW) < 0)
+			die("chown %s", d->path);
+	}
+	close(dir);
+}
+
 // setup_dev fills the sandbox's own /dev tmpfs: the usual device nodes
 // (made, or bound from the host's where a user namespace forbids mknod),
-// a private devpts and the conventional links.
-static void setup_dev(int rootfd, int bind_devices) {
+// a private devpts, the conventional links, and the devices the spec
+// adds.
+static void setup_dev(int rootfd, const struct spec *s) {
+	int bind_devices = s->bind_devices;
 	int dev = open_in_root(rootfd, "/dev", O_PATH | O_DIRECTORY);
 	if (dev < 0)
 		die("open /dev");
@@ -675,6 +766,8 @@ static void setup_dev(int rootfd, int bind_devices) {
 			die("link /dev/%s", links[i][1]);
 	if (mkdirat(dev, "pts", 0755) < 0 || mkdirat(dev, "shm", 01777) < 0 || mkdirat(dev, "mqueue", 0755) < 0)
 		die("mkdir in /dev");
+	for (int i = 0; i < s->ndevices; i++)
+		add_device(dev, &s->devices[i]);
 	umask(umask_was);
 	close(dev);
 }
@@ -768,7 +861,7 @@ static void setup_root(struct spec *s) {
 	for (int i = 0; i < s->nmounts; i++) {
 		do_mount(rootfd, &s->mounts[i], admin_possible(s));
 		if (strcmp(s->mounts[i].target, "/dev") == 0 && s->mounts[i].kind == MOUNT_DEV)
-			setup_dev(rootfd, s->bind_devices);
+			setup_dev(rootfd, s);
 	}
 	if (fchdir(rootfd) < 0)
 		die("chdir to rootfs");

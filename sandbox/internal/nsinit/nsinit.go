@@ -132,6 +132,22 @@ type Spec struct {
 	// and before /proc/sys is made read-only: only files of the
 	// sandbox's own namespaces, which the caller has checked.
 	Sysctls []Sysctl
+	// Devices are nodes the init adds to the sandbox's /dev, after its
+	// usual ones (TAG_DEVICE).
+	Devices []Device
+}
+
+// A Device is a device node the init makes in the sandbox's /dev.
+type Device struct {
+	Path         string // under /dev, such as /dev/fuse or /dev/net/tun
+	Source       string // the host's node, bound from when Bind is set
+	Type         byte   // 'c' (character) or 'b' (block)
+	Major, Minor uint32
+	Mode         uint32 // permission bits
+	UID, GID     uint32
+	// Bind makes the node a bind mount of Source rather than a new node:
+	// for a user namespace, where mknod is refused.
+	Bind bool
 }
 
 // FileWrite is a file and what to write to it.
@@ -232,6 +248,14 @@ func (s *Spec) Encode() []byte {
 	}
 	for _, fd := range s.CgroupFDs {
 		rec(C.TAG_CGROUP_FD, strconv.Itoa(fd))
+	}
+	for _, d := range s.Devices {
+		bind := "0"
+		if d.Bind {
+			bind = "1"
+		}
+		rec(C.TAG_DEVICE, d.Path, d.Source, string(d.Type), u(uint64(d.Major)), u(uint64(d.Minor)),
+			u(uint64(d.Mode)), u(uint64(d.UID)), u(uint64(d.GID)), bind)
 	}
 	for _, w := range s.ExecWrites {
 		rec(C.TAG_EXEC_WRITE, w.Path, w.Data)

@@ -35,12 +35,9 @@ enum {
 	TAG_NETNS_FD,
 	TAG_BOUNDING,
 	TAG_CGROUP_FD,
-	// Reserved for work in progress, so that branches do not collide:
 	TAG_SYSCTL,          // a /proc/sys file to write inside the sandbox
 	TAG_DEVICE,          // an extra device node for /dev
 	TAG_MOUNT_SOURCE_FD, // a bind mount's source, as a descriptor
-	TAG_RESERVED_1,
-	TAG_RESERVED_2,
 };
 
 // A standby init's messages are framed: a 4-byte length, then records.
