@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 
 	"github.com/berth-dev/berth/netplug"
@@ -27,7 +26,7 @@ func (s *Sandbox) attachNetwork(ctx context.Context, pid int, stateDir, hostname
 		Aliases:    s.opts.NetworkAliases,
 		Ports:      s.opts.Ports,
 		DNS:        s.opts.DNS,
-		HostsFile:  filepath.Join(stateDir, "hosts"),
+		HostsFile:  etcFile(stateDir, "hosts"),
 		ExtraHosts: s.opts.ExtraHosts,
 	})
 	if err != nil {
@@ -37,13 +36,13 @@ func (s *Sandbox) attachNetwork(ctx context.Context, pid int, stateDir, hostname
 	// the namespace; netplug undoes the attachment from that.
 	s.undo = append(s.undo, func() error { return n.Detach(context.Background(), s.id, netns) })
 	s.attachment = a
-	if err := os.WriteFile(filepath.Join(stateDir, "resolv.conf"), []byte(a.DNS.ResolvConf()), 0o644); err != nil {
+	if err := os.WriteFile(etcFile(stateDir, "resolv.conf"), []byte(a.DNS.ResolvConf()), 0o644); err != nil {
 		return err
 	}
 	if netplug.IsHost(n) {
 		// The host's network, and so its names for itself.
 		b := netplug.HostsFile(&netplug.Attachment{Network: a.Network, IPs: a.IPs, Hosts: s.opts.ExtraHosts}, hostname)
-		return os.WriteFile(filepath.Join(stateDir, "hosts"), b, 0o644)
+		return os.WriteFile(etcFile(stateDir, "hosts"), b, 0o644)
 	}
 	return nil
 }

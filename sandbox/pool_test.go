@@ -33,6 +33,9 @@ func leftBehind(t *testing.T) []string {
 	if m := mountsUnder(t, testEnv.store.Root()); len(m) > 0 {
 		left = append(left, "mounts "+strings.Join(m, " "))
 	}
+	if m := mountsUnder(t, testEnv.stateDir); len(m) > 0 {
+		left = append(left, "mounts "+strings.Join(m, " "))
+	}
 	return left
 }
 

@@ -454,7 +454,7 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 	if err := os.Chmod(s.stateRoot(), 0o711); err != nil {
 		return "", err
 	}
-	s.undo = append(s.undo, func() error { return os.RemoveAll(stateDir) })
+	s.undo = append(s.undo, func() error { return removeStateDir(stateDir) })
 	s.state = State{
 		ID: s.id, Image: s.ref, Args: s.opts.Args, Created: time.Now().UTC(), Host: self(),
 		RootfsKey: "sandbox-" + s.id, Cgroup: s.id, Parent: cgm.Parent(),

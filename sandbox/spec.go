@@ -109,6 +109,9 @@ func (s *Sandbox) sandboxSpec(spec *nsinit.Spec, rootfs, stateDir string, sec *s
 	}
 	spec.Sysctls = sysctls
 
+	if err := mountEtcFS(stateDir, plan.MountData("")); err != nil {
+		return err
+	}
 	if err := s.writeEtcFiles(stateDir, spec.Hostname); err != nil {
 		return err
 	}
@@ -324,8 +327,8 @@ func baseMounts(plan *security.LSMPlan) []nsinit.Mount {
 
 func etcMounts(stateDir string) []nsinit.Mount {
 	var out []nsinit.Mount
-	for _, f := range []string{"hosts", "hostname", "resolv.conf"} {
-		out = append(out, nsinit.Mount{Kind: nsinit.MountBind, Source: filepath.Join(stateDir, f), Target: "/etc/" + f})
+	for _, f := range etcFiles {
+		out = append(out, nsinit.Mount{Kind: nsinit.MountBind, Source: etcFile(stateDir, f), Target: "/etc/" + f})
 	}
 	return out
 }
@@ -412,7 +415,8 @@ func (s *Sandbox) openSource(m *Mount) (*os.File, error) {
 }
 
 // writeEtcFiles writes the sandbox's /etc/hosts, /etc/hostname and
-// /etc/resolv.conf, which the init binds over the image's.
+// /etc/resolv.conf into their filesystem (mountEtcFS), from which the init
+// binds them over the image's.
 func (s *Sandbox) writeEtcFiles(stateDir, hostname string) error {
 	// Without a network there is no resolver to name; a network's Attach
 	// rewrites hosts and resolv.conf. A pooled namespace was attached
@@ -427,7 +431,7 @@ func (s *Sandbox) writeEtcFiles(stateDir, hostname string) error {
 		"resolv.conf": resolv,
 	}
 	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(stateDir, name), []byte(content), 0o644); err != nil {
+		if err := os.WriteFile(etcFile(stateDir, name), []byte(content), 0o644); err != nil {
 			return err
 		}
 	}

@@ -214,7 +214,7 @@ func Recover(ctx context.Context, opts *Options) (RecoverResult, error) {
 			errs = append(errs, err)
 			continue
 		}
-		if err := os.RemoveAll(filepath.Join(stateDir, st.ID)); err != nil {
+		if err := removeStateDir(filepath.Join(stateDir, st.ID)); err != nil {
 			errs = append(errs, err)
 			continue
 		}

@@ -104,6 +104,9 @@ func TestRecoverAfterHostKilled(t *testing.T) {
 		}
 	}
 
+	if mounts := mountsUnder(t, stateDir); len(mounts) != 3 {
+		t.Errorf("mounts in the state directory after the crash: %v, want the 3 sandboxes' etc files'", mounts)
+	}
 	if loops := loopsBackedBy(testEnv.store.Root()); len(loops) != 1 {
 		t.Errorf("loop devices after the crash: %v, want the disk quota's", loops)
 	}
@@ -119,6 +122,9 @@ func TestRecoverAfterHostKilled(t *testing.T) {
 	}
 	if mounts := mountsUnder(t, testEnv.store.Root()); len(mounts) > 0 {
 		t.Errorf("mounts left: %v", mounts)
+	}
+	if mounts := mountsUnder(t, stateDir); len(mounts) > 0 {
+		t.Errorf("mounts left in the state directory: %v", mounts)
 	}
 	if loops := loopsBackedBy(testEnv.store.Root()); len(loops) > 0 {
 		t.Errorf("loop devices left: %v", loops)
