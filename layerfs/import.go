@@ -411,8 +411,8 @@ func annotatedName(a map[string]string) string {
 		if v == "" || !strings.ContainsAny(v, ":/@") {
 			continue
 		}
-		if r, err := ParseReference(v); err == nil && r.Digest == "" {
-			return r.String()
+		if names, err := nameList(v, "an image name"); err == nil {
+			return names[0]
 		}
 	}
 	return ""
@@ -529,8 +529,8 @@ func (s *Store) importDockerArchive(ctx context.Context, dir, want string, progr
 	}
 	var names []string
 	for _, t := range entry.RepoTags {
-		if r, err := ParseReference(t); err == nil && r.Digest == "" {
-			names = append(names, r.String())
+		if n, err := nameList(t, "an image name"); err == nil {
+			names = append(names, n...)
 		} else {
 			s.log.Warn("docker archive: skipping unusable tag", "tag", t)
 		}
