@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -171,8 +170,10 @@ func FuzzImportDockerArchive(f *testing.F) {
 		if err := os.Mkdir(archive, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		// A file beside the archive that an escaping member name would reach.
-		if err := os.WriteFile(filepath.Join(dir, "secret"), layer, 0o600); err != nil {
+		// Beside the archive, where an escaping member name would lead: a
+		// directory, so that reading it fails with an error that names it.
+		secret := filepath.Join(dir, "secret")
+		if err := os.Mkdir(secret, 0o700); err != nil {
 			t.Fatal(err)
 		}
 		files := map[string]string{
@@ -191,12 +192,9 @@ func FuzzImportDockerArchive(f *testing.F) {
 		}
 		img, err := s.Import(context.Background(), archive, nil)
 		checkImported(t, s, img, err)
-		if err == nil {
-			return
-		}
-		// A member outside the archive must be refused as such, not read.
-		if strings.Contains(manifest, "secret") && !errors.Is(err, ErrUnsafeEntry) && strings.Contains(err.Error(), "secret") {
-			t.Errorf("import of an archive naming a member outside it: %v, want ErrUnsafeEntry", err)
+		// A member outside the archive must be refused, not read.
+		if err != nil && strings.Contains(err.Error(), secret) {
+			t.Errorf("import read outside the archive: %v", err)
 		}
 	})
 }

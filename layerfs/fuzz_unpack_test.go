@@ -17,21 +17,37 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// fuzzCanaryDir is a directory at a fixed absolute path, so that seeds can
-// aim absolute symlinks and hard links at it; FuzzUnpackTar checks after
-// every input that it is unchanged.
+// fuzzCanaryDir returns a directory at a fixed absolute path, so that
+// seeds can aim absolute symlinks and hard links at it; FuzzUnpackTar
+// checks after every input that it is unchanged. The fuzzing workers of
+// one run, and runs at once, share it: it is made once, whole, by a rename,
+// and never written again.
 func fuzzCanaryDir(t testing.TB) string {
 	t.Helper()
 	dir := filepath.Join(os.TempDir(), "berth-fuzz-canary")
-	if err := os.MkdirAll(filepath.Join(dir, "sub"), 0o755); err != nil {
-		t.Fatal(err)
+	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
+		tmp, err := os.MkdirTemp(os.TempDir(), "berth-fuzz-canary-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer os.RemoveAll(tmp)
+		if err := os.Mkdir(filepath.Join(tmp, "sub"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(tmp, "secret"), []byte("canary"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(tmp, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		// Another process may have made it meanwhile; theirs is as good.
+		os.Rename(tmp, dir)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "secret"), []byte("canary"), 0o600); err != nil {
-		t.Fatal(err)
+	var st unix.Stat_t
+	b, err := os.ReadFile(filepath.Join(dir, "secret"))
+	if err != nil || string(b) != "canary" || unix.Lstat(filepath.Join(dir, "secret"), &st) != nil || st.Mode != unix.S_IFREG|0o600 || st.Nlink != 1 {
+		t.Fatalf("%s is not as FuzzUnpackTar made it (an escape in an earlier run?): remove it and run again", dir)
 	}
-	// Put back what an earlier run that found an escape may have changed.
-	os.Chmod(filepath.Join(dir, "secret"), 0o600)
-	os.Chmod(filepath.Join(dir, "sub"), 0o755)
 	return dir
 }
 
@@ -62,7 +78,7 @@ func FuzzUnpackTar(f *testing.F) {
 
 		// A sparse entry can claim exabytes; the deadline bounds the work,
 		// and the unpacker must honour it.
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
 		defer cancel()
 		u, err := newUnpacker(layer)
 		if err != nil {
