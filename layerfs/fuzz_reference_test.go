@@ -1,6 +1,7 @@
 package layerfs
 
 import (
+	"context"
 	"errors"
 	"net/url"
 	"strings"
@@ -24,7 +25,16 @@ func FuzzParseReference(f *testing.F) {
 	} {
 		f.Add(s)
 	}
+	// An empty store: looking a reference up in it finds nothing, or
+	// says what is wrong with the reference, and touches no other file.
+	store, err := Open(f.TempDir(), nil)
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, s string) {
+		if _, err := store.Image(context.Background(), s); !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrInvalidReference) {
+			t.Errorf("Image(%q) in an empty store: %v, want ErrNotFound or ErrInvalidReference", s, err)
+		}
 		r, err := ParseReference(s)
 		if err != nil {
 			if !errors.Is(err, ErrInvalidReference) {
