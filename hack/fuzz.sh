@@ -22,6 +22,7 @@ targets=(
 	./layerfs:FuzzImportDockerArchive
 	./layerfs:FuzzParseReference
 	./security:FuzzSeccompProfile
+	./security:FuzzSeccompRules
 	./security:FuzzSeccompEvaluate
 	./cmd/berth:FuzzParseBytes
 	./cmd/berth:FuzzCPUQuota

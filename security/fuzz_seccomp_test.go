@@ -114,11 +114,11 @@ func checkUnconditionalRules(t *testing.T, p *SeccompProfile, prog []byte, caps 
 		}
 		want := r.Action.ret(r.ErrnoRet)
 		for _, name := range r.names() {
-			nr, err := seccomp.GetSyscallFromNameByArch(name, seccomp.ArchAMD64)
-			if err != nil || nr < 0 {
-				continue // not an x86-64 call, or one only berth's table knows
+			nr, ok := amd64Number(name)
+			if !ok {
+				continue
 			}
-			got, err := Evaluate(prog, Syscall{Nr: uint32(nr), Arch: unix.AUDIT_ARCH_X86_64})
+			got, err := Evaluate(prog, Syscall{Nr: nr, Arch: unix.AUDIT_ARCH_X86_64})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -127,6 +127,16 @@ func checkUnconditionalRules(t *testing.T, p *SeccompProfile, prog []byte, caps 
 			}
 		}
 	}
+}
+
+// amd64Number returns the x86-64 number of the system call name, from
+// libseccomp or berth's table; false if x86-64 has no such call.
+func amd64Number(name string) (uint32, bool) {
+	if n, err := seccomp.GetSyscallFromNameByArch(name, seccomp.ArchAMD64); err == nil {
+		return uint32(n), n >= 0
+	}
+	b, _ := abiOf(seccomp.ArchAMD64)
+	return newSyscallNumber(name, b)
 }
 
 // normalProfile returns p with what JSON leaves out on purpose made
@@ -180,5 +190,92 @@ func FuzzSeccompEvaluate(f *testing.F) {
 	f.Add([]byte{0x20, 0, 0, 0, 0x40, 0, 0, 0}, uint32(0), uint32(0))                            // ld beyond seccomp_data
 	f.Fuzz(func(t *testing.T, prog []byte, nr, arch uint32) {
 		Evaluate(prog, Syscall{Nr: nr, Arch: arch, Args: [6]uint64{1, 2, 3, 4, 5, 6}})
+	})
+}
+
+// FuzzSeccompRules builds profiles rule by rule from the fuzzer's bytes,
+// so that nearly every input is a valid profile and reaches the compiler,
+// for x86-64 and arm64 machines: a profile must compile or fail with an
+// error, compile the same twice, and on x86-64 give each call a rule names
+// without conditions that rule's action.
+func FuzzSeccompRules(f *testing.F) {
+	f.Add([]byte{1, 0, 0, 0, 6, 0, 0})
+	f.Add([]byte{0, 1, 2, 3, 0, 1, 5, 4, 6, 7, 1, 2, 3, 9, 5, 2, 8, 1, 0, 0, 1, 2, 0, 10})
+	f.Add([]byte{3, 20, 0, 0, 0, 6, 1, 21, 0, 0, 0, 6, 1, 22, 4, 2, 1, 5, 0})
+	names := []string{
+		"read", "write", "openat", "clone", "personality", "socket", "socketcall", "ipc", "ptrace",
+		"keyctl", "clone3", "openat2", "mseal", "uretprobe", "listmount", "futex_waitv", "execve",
+		"arch_prctl", "modify_ldt", "mmap", "mmap2", "_llseek", "setxattrat", "file_setattr",
+	}
+	actions := []SeccompAction{ActAllow, ActErrno, ActKillProcess, ActKillThread, ActTrap, ActTrace, ActLog, ActKill}
+	ops := []SeccompOp{OpEqualTo, OpNotEqual, OpLessThan, OpLessEqual, OpGreaterThan, OpGreaterEqual, OpMaskedEqual}
+	arches := [][]string{nil, {"SCMP_ARCH_X86"}, {"SCMP_ARCH_X86", "SCMP_ARCH_X32"}, {"SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"}}
+	kernel, err := parseKernelVersion("6.1")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) < 2 {
+			return
+		}
+		errno := func(b byte) *uint {
+			if b%3 == 0 {
+				return nil
+			}
+			v := uint(b) * 16
+			return &v
+		}
+		p := &SeccompProfile{DefaultAction: actions[data[0]%byte(len(actions))], Architectures: arches[data[1]%4]}
+		if p.DefaultAction == ActErrno || p.DefaultAction == ActTrace {
+			p.DefaultErrnoRet = errno(data[1] / 4)
+		}
+		// Each rule takes 6 bytes: name, action with errno, argument
+		// index (6 and 7 for none), op, value, and a flag for a second
+		// name and an includes on capabilities.
+		for rest := data[2:]; len(rest) >= 6; rest = rest[6:] {
+			r := SeccompRule{Names: []string{names[int(rest[0])%len(names)]}, Action: actions[rest[1]%byte(len(actions))]}
+			if r.Action == ActErrno || r.Action == ActTrace {
+				r.ErrnoRet = errno(rest[1] / 8)
+			}
+			if i := rest[2] % 8; i < 6 {
+				a := SeccompArg{Index: uint(i), Op: ops[rest[3]%byte(len(ops))], Value: uint64(rest[4])}
+				if a.Op == OpMaskedEqual {
+					a.Value, a.ValueTwo = 0xff, uint64(rest[4])
+				}
+				r.Args = append(r.Args, a)
+			}
+			if rest[5]&1 != 0 {
+				r.Names = append(r.Names, names[int(rest[5]/2)%len(names)])
+			}
+			if rest[5]&0x80 != 0 {
+				r.Includes = &SeccompFilter{Caps: []string{"CAP_SYS_ADMIN"}}
+			}
+			p.Syscalls = append(p.Syscalls, r)
+		}
+		if err := p.validate(); err != nil {
+			return
+		}
+		for _, native := range []seccomp.ScmpArch{seccomp.ArchAMD64, seccomp.ArchARM64} {
+			tg := target{caps: 0, kernel: kernel, native: native}
+			prog, err := p.compile(tg)
+			if err != nil {
+				continue
+			}
+			again, err := p.compile(tg)
+			if err != nil || string(again) != string(prog) {
+				t.Fatalf("compiling twice for %v gave different filters (%v)", native, err)
+			}
+			if len(prog)%8 != 0 || len(prog)/8 > unix.BPF_MAXINSNS {
+				t.Fatalf("compiled filter of %d bytes", len(prog))
+			}
+			for _, c := range []Syscall{{Nr: 0, Arch: unix.AUDIT_ARCH_X86_64}, {Nr: 102, Arch: unix.AUDIT_ARCH_I386}, {Nr: 56, Arch: unix.AUDIT_ARCH_AARCH64}, {Nr: 500, Arch: unix.AUDIT_ARCH_ARM}} {
+				if _, err := Evaluate(prog, c); err != nil {
+					t.Fatalf("compiled filter faults on %+v: %v", c, err)
+				}
+			}
+			if native == seccomp.ArchAMD64 {
+				checkUnconditionalRules(t, p, prog, 0)
+			}
+		}
 	})
 }
