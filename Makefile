@@ -52,6 +52,7 @@ test: test-deps cni
 	fi
 	$(GO) test -count=1 -p 1 -timeout 20m ./...
 	$(GO) test -race -short -count=1 -p 1 -timeout 20m ./...
+	GO=$(GO) hack/fuzz.sh
 
 # The comparative benchmark: berth (API and CLI), runc, crun, bubblewrap
 # and podman on one Alpine rootfs, in one process; results, tables and plots

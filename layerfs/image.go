@@ -102,6 +102,10 @@ func (s *Store) refs() (map[string]v1.Hash, error) {
 }
 
 func (s *Store) readRef(name string) (v1.Hash, error) {
+	if len(refFile(name)) > maxFileName {
+		// Too long to have been recorded (see nameList).
+		return v1.Hash{}, fmt.Errorf("image %q: %w", name, ErrNotFound)
+	}
 	b, err := os.ReadFile(s.refPath(name))
 	if err != nil {
 		if isNotExist(err) {

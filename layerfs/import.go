@@ -304,9 +304,9 @@ type layoutImage struct {
 // importLayout imports one image of an OCI image layout: the only one, the
 // one whose annotated name is want, or the one for this platform.
 func (s *Store) importLayout(ctx context.Context, dir, want string, progress *progressCounter) (v1.Hash, []string, error) {
-	blob := func(h v1.Hash) string { return filepath.Join(dir, "blobs", h.Algorithm, h.Hex) }
+	blob := func(h v1.Hash) string { return path.Join("blobs", h.Algorithm, h.Hex) }
 	readVerified := func(d v1.Descriptor) ([]byte, error) {
-		b, err := os.ReadFile(blob(d.Digest))
+		b, err := readMember(dir, blob(d.Digest))
 		if err != nil {
 			return nil, fmt.Errorf("blob %s: %w", d.Digest, err)
 		}
@@ -315,7 +315,7 @@ func (s *Store) importLayout(ctx context.Context, dir, want string, progress *pr
 		}
 		return b, nil
 	}
-	ib, err := os.ReadFile(filepath.Join(dir, "index.json"))
+	ib, err := readMember(dir, "index.json")
 	if err != nil {
 		return v1.Hash{}, nil, fmt.Errorf("OCI layout: %w", err)
 	}
@@ -383,7 +383,7 @@ func (s *Store) importLayout(ctx context.Context, dir, want string, progress *pr
 		if !d.MediaType.IsLayer() {
 			return v1.Hash{}, nil, fmt.Errorf("manifest %s: layer %d has media type %q, not a layer", chosen.desc.Digest, i, d.MediaType)
 		}
-		src := layerSource{name: d.Digest.String(), digest: d.Digest, diffID: cfg.RootFS.DiffIDs[i], open: openFile(blob(d.Digest))}
+		src := layerSource{name: d.Digest.String(), digest: d.Digest, diffID: cfg.RootFS.DiffIDs[i], open: memberOpener(dir, blob(d.Digest))}
 		if _, err := s.ingestLayer(ctx, src, progress); err != nil {
 			return v1.Hash{}, nil, err
 		}
@@ -411,8 +411,8 @@ func annotatedName(a map[string]string) string {
 		if v == "" || !strings.ContainsAny(v, ":/@") {
 			continue
 		}
-		if r, err := ParseReference(v); err == nil && r.Digest == "" {
-			return r.String()
+		if names, err := nameList(v, "an image name"); err == nil {
+			return names[0]
 		}
 	}
 	return ""
@@ -459,7 +459,7 @@ func chooseLayoutImage(images []layoutImage, want string) (layoutImage, error) {
 // archive. The archive has no manifest, so one is made from its layers as
 // they are, keeping their bytes (and so their digests) unchanged.
 func (s *Store) importDockerArchive(ctx context.Context, dir, want string, progress *progressCounter) (v1.Hash, []string, error) {
-	mb, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	mb, err := readMember(dir, "manifest.json")
 	if err != nil {
 		return v1.Hash{}, nil, fmt.Errorf("docker archive: %w", err)
 	}
@@ -491,13 +491,13 @@ func (s *Store) importDockerArchive(ctx context.Context, dir, want string, progr
 		if path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
 			return "", fmt.Errorf("%w %q: docker archive member outside the archive", ErrUnsafeEntry, name)
 		}
-		return filepath.Join(dir, clean), nil
+		return clean, nil
 	}
 	cfgPath, err := member(entry.Config)
 	if err != nil {
 		return v1.Hash{}, nil, err
 	}
-	cb, err := os.ReadFile(cfgPath)
+	cb, err := readMember(dir, cfgPath)
 	if err != nil {
 		return v1.Hash{}, nil, fmt.Errorf("docker archive config: %w", err)
 	}
@@ -515,9 +515,9 @@ func (s *Store) importDockerArchive(ctx context.Context, dir, want string, progr
 			return v1.Hash{}, nil, err
 		}
 		if progress != nil {
-			progress.total += fileSize(p)
+			progress.total += fileSize(filepath.Join(dir, p))
 		}
-		l, err := s.ingestLayer(ctx, layerSource{name: name, diffID: cfg.RootFS.DiffIDs[i], open: openFile(p)}, progress)
+		l, err := s.ingestLayer(ctx, layerSource{name: name, diffID: cfg.RootFS.DiffIDs[i], open: memberOpener(dir, p)}, progress)
 		if err != nil {
 			return v1.Hash{}, nil, err
 		}
@@ -529,8 +529,8 @@ func (s *Store) importDockerArchive(ctx context.Context, dir, want string, progr
 	}
 	var names []string
 	for _, t := range entry.RepoTags {
-		if r, err := ParseReference(t); err == nil && r.Digest == "" {
-			names = append(names, r.String())
+		if n, err := nameList(t, "an image name"); err == nil {
+			names = append(names, n...)
 		} else {
 			s.log.Warn("docker archive: skipping unusable tag", "tag", t)
 		}

@@ -91,5 +91,14 @@ func nameList(name, what string) ([]string, error) {
 	if r.Digest != "" {
 		return nil, fmt.Errorf("%w %q: %s cannot carry a digest", ErrInvalidReference, name, what)
 	}
+	// The store keeps each name in a file of its own, escaped; the grammar
+	// allows names and tags that together make a longer file name than
+	// filesystems hold.
+	if n := len(refFile(r.String())); n > maxFileName {
+		return nil, fmt.Errorf("%w %q: too long for %s (%d bytes escaped, at most %d)", ErrInvalidReference, name, what, n, maxFileName)
+	}
 	return []string{r.String()}, nil
 }
+
+// maxFileName is the longest file name Linux filesystems take (NAME_MAX).
+const maxFileName = 255

@@ -2,6 +2,7 @@ package layerfs
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -85,7 +86,7 @@ func (u *unpacker) unpack(ctx context.Context, r io.Reader) error {
 		if err != nil {
 			return fmt.Errorf("read layer tar: %w", err)
 		}
-		if err := u.extract(hdr, tr); err != nil {
+		if err := u.extract(ctx, hdr, tr); err != nil {
 			return err
 		}
 	}
@@ -136,7 +137,7 @@ func (u *unpacker) close() {
 }
 
 // extract creates the entry described by hdr, reading file contents from r.
-func (u *unpacker) extract(hdr *tar.Header, r io.Reader) error {
+func (u *unpacker) extract(ctx context.Context, hdr *tar.Header, r io.Reader) error {
 	name, ok := cleanLayerPath(hdr.Name)
 	if !ok {
 		return unsafeEntry(hdr.Name, "escapes the layer")
@@ -191,7 +192,7 @@ func (u *unpacker) extract(hdr *tar.Header, r io.Reader) error {
 		return nil
 
 	case tar.TypeReg:
-		return u.extractFile(hdr, r, pfd, dir, base)
+		return u.extractFile(ctx, hdr, r, pfd, dir, base)
 
 	case tar.TypeLink:
 		lfd := pfd
@@ -260,7 +261,14 @@ func (u *unpacker) extract(hdr *tar.Header, r io.Reader) error {
 
 // extractFile creates the regular file of hdr as base in pfd and streams its
 // contents from r.
-func (u *unpacker) extractFile(hdr *tar.Header, r io.Reader, pfd int, dir, base string) error {
+//
+// Runs of zeros become holes. A sparse entry of a few hundred bytes in the
+// archive may claim a file of any size, which the tar reader fills with
+// zeros: written out, they would fill the disk. The file is sized first, so
+// that one larger than the filesystem allows fails at once, and ctx is
+// checked as the zeros are read, so that a caller's deadline stops one that
+// would take long.
+func (u *unpacker) extractFile(ctx context.Context, hdr *tar.Header, r io.Reader, pfd int, dir, base string) error {
 	fd := -1
 	err := u.replacing("openat", pfd, dir, base, func() (err error) {
 		const flags = unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
@@ -272,10 +280,20 @@ func (u *unpacker) extractFile(hdr *tar.Header, r io.Reader, pfd int, dir, base 
 	}
 	defer unix.Close(fd)
 
+	if err := unix.Ftruncate(fd, hdr.Size); err != nil {
+		return entryError(hdr.Name, "ftruncate", err)
+	}
 	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("layer entry %q: %w", hdr.Name, err)
+		}
 		n, rerr := r.Read(u.buf)
 		if n > 0 {
-			if err := writeFull(fd, u.buf[:n]); err != nil {
+			if allZero(u.buf[:n]) {
+				if _, err := unix.Seek(fd, int64(n), io.SeekCurrent); err != nil {
+					return entryError(hdr.Name, "lseek", err)
+				}
+			} else if err := writeFull(fd, u.buf[:n]); err != nil {
 				return entryError(hdr.Name, "write", err)
 			}
 		}
@@ -806,6 +824,22 @@ func writeFull(fd int, b []byte) error {
 		b = b[n:]
 	}
 	return nil
+}
+
+// zeroPage is compared with file contents to find runs of zeros; it is
+// never written.
+var zeroPage [4096]byte
+
+// allZero reports whether b holds only zero bytes.
+func allZero(b []byte) bool {
+	for len(b) > 0 {
+		n := min(len(b), len(zeroPage))
+		if !bytes.Equal(b[:n], zeroPage[:n]) {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
 }
 
 // entryPerm returns the permission bits of hdr, including setuid, setgid

@@ -72,14 +72,23 @@ func Evaluate(prog []byte, c Syscall) (uint32, error) {
 			a = in.K
 		case unix.BPF_LDX | unix.BPF_IMM:
 			x = in.K
-		case unix.BPF_LD | unix.BPF_MEM:
-			a = mem[in.K]
-		case unix.BPF_LDX | unix.BPF_MEM:
-			x = mem[in.K]
-		case unix.BPF_ST:
-			mem[in.K] = a
-		case unix.BPF_STX:
-			mem[in.K] = x
+		case unix.BPF_LD | unix.BPF_MEM, unix.BPF_LDX | unix.BPF_MEM, unix.BPF_ST, unix.BPF_STX:
+			// The kernel's checker refuses a program that reaches past
+			// the scratch memory.
+			if in.K >= uint32(len(mem)) {
+				err = fmt.Errorf("instruction %d: scratch memory M[%d]", pc, in.K)
+				break
+			}
+			switch in.Code {
+			case unix.BPF_LD | unix.BPF_MEM:
+				a = mem[in.K]
+			case unix.BPF_LDX | unix.BPF_MEM:
+				x = mem[in.K]
+			case unix.BPF_ST:
+				mem[in.K] = a
+			case unix.BPF_STX:
+				mem[in.K] = x
+			}
 		case unix.BPF_ALU | unix.BPF_AND | unix.BPF_K:
 			a &= in.K
 		case unix.BPF_ALU | unix.BPF_AND | unix.BPF_X:

@@ -99,12 +99,11 @@ func newRunCommand(g *globals) *cobra.Command {
 			if res.MemorySwapMax, err = parseBytes(swap); err != nil {
 				return fmt.Errorf("--memory-swap: %w", err)
 			}
-			if cpus < 0 {
-				return fmt.Errorf("--cpus %v: must be positive", cpus)
+			if res.CPUQuota, err = cpuQuota(cpus); err != nil {
+				return fmt.Errorf("--cpus: %w", err)
 			}
-			if cpus > 0 {
-				res.CPUPeriod = 100 * time.Millisecond
-				res.CPUQuota = time.Duration(cpus * float64(res.CPUPeriod))
+			if res.CPUQuota > 0 {
+				res.CPUPeriod = cpuPeriod
 			}
 			opts.Resources = res
 			if opts.Sysctls, err = parseSysctls(sysctls); err != nil {
@@ -221,7 +220,10 @@ func runSandbox(ctx context.Context, sb *sandbox.Sandbox, tty bool, stderr io.Wr
 	return nil
 }
 
-// parseBytes reads sizes like 512, 64k, 64m, 1g (powers of 1024); "" is 0.
+// parseBytes reads sizes like 512, 64k, 64m, 1g (powers of 1024); "" is 0
+// and "-1" is -1 (no limit). A size that is not a whole number of bytes is
+// rounded down, but one that rounds to 0, which would mean no limit, is
+// refused, as are sizes too large to count.
 func parseBytes(s string) (int64, error) {
 	if s == "" {
 		return 0, nil
@@ -243,12 +245,17 @@ func parseBytes(s string) (int64, error) {
 		mult, num = 1<<40, num[:len(num)-1]
 	}
 	n, err := strconv.ParseFloat(num, 64)
-	// ParseFloat takes "inf" and "nan", which are no sizes, and a size
-	// past int64 would wrap around to a negative or small one.
-	if err != nil || n < 0 || math.IsNaN(n) || n*float64(mult) >= math.MaxInt64 {
+	if err != nil || math.IsNaN(n) || n < 0 {
 		return 0, fmt.Errorf("bad size %q (want e.g. 64m)", s)
 	}
-	return int64(n * float64(mult)), nil
+	v := n * float64(mult)
+	switch {
+	case v >= math.MaxInt64: // as a float64, 2^63
+		return 0, fmt.Errorf("size %q is too large", s)
+	case v < 1 && n != 0:
+		return 0, fmt.Errorf("size %q is less than a byte", s)
+	}
+	return int64(v), nil
 }
 
 // parseVolume reads SRC:DST[:OPTIONS], OPTIONS a comma-separated list of

@@ -94,6 +94,10 @@ func parseIDMaps(s string) ([]security.IDMap, error) {
 		if n[2] == 0 {
 			return nil, fmt.Errorf("mapping %q: size 0", part)
 		}
+		// The kernel refuses a range that wraps past the last 32-bit id.
+		if uint64(n[0])+uint64(n[2]) >= 1<<32 || uint64(n[1])+uint64(n[2]) >= 1<<32 {
+			return nil, fmt.Errorf("mapping %q: the range runs past id %d", part, uint32(1<<32-2))
+		}
 		out = append(out, security.IDMap{ContainerID: n[0], HostID: n[1], Size: n[2]})
 	}
 	return out, nil

@@ -1,0 +1,25 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"time"
+)
+
+// cpuPeriod is the period --cpus sets its quota for: the kernel's default.
+const cpuPeriod = 100 * time.Millisecond
+
+// cpuQuota returns the CPU time per cpuPeriod that --cpus allows: 0 (no
+// limit) for 0, else at least the 1ms the kernel takes and at most the
+// host's CPUs, as Docker has it. A quota that rounded to 0, or that
+// overflowed to a negative one, would silently lift the limit asked for.
+func cpuQuota(cpus float64) (time.Duration, error) {
+	if cpus == 0 {
+		return 0, nil
+	}
+	if n := runtime.NumCPU(); math.IsNaN(cpus) || cpus < 0.01 || cpus > float64(n) {
+		return 0, fmt.Errorf("%v CPUs: want 0.01 to %d (the host's CPUs), or 0 for no limit", cpus, n)
+	}
+	return max(time.Duration(cpus*float64(cpuPeriod)), time.Millisecond), nil
+}
