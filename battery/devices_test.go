@@ -92,6 +92,14 @@ func deviceCases() []hostile {
 			},
 		},
 		{
+			name: "dev-own-rootfs-loop", also: also, errno: "EPERM",
+			attacks: "opens the loop device that holds its own disk quota's filesystem (block 7:N)",
+			prepare: func(t *testing.T, a *attempt) {
+				setDiskQuota(a.opts, diskQuota)
+				a.attack("own-rootfs-loop")
+			},
+		},
+		{
 			name: "dev-nodes-listed", attacks: "finds device nodes beyond the documented /dev",
 			prepare: func(t *testing.T, a *attempt) {
 				// SECURITY.md: null, zero, full, random, urandom, tty, a
