@@ -29,11 +29,12 @@ type weakening struct {
 // IP and MAC addresses; net-host-loopback, net-ip-spoof, net-arp-poison,
 // net-mac-forge) and the refusal to follow a symlink a sandbox planted in
 // a volume's source (vol-symlink-dir, vol-symlink-file). Their cases
-// were seen to fail on the tree before those fixes were merged.
+// were seen to fail with the code taken out by hand (installPortFilter
+// returning at once; openBindSource without RESOLVE_NO_SYMLINKS).
 // dev-own-rootfs-loop has none either: the loop device under a quota's
 // filesystem is only made as the sandbox starts, too late to pass it in
-// Options.Devices; dev-loop-read shows the allowlist refusing the same
-// device major.
+// Options.Devices. It was seen to fail under DefaultWithMknod with a
+// "b 7:* rwm" rule added to the allowlist by hand.
 var weakenings = []weakening{
 	{name: "no seccomp filter", base: presetDefault, weaken: func(_ *testing.T, a *attempt) { a.sec.Seccomp = nil },
 		cases: []string{"seccomp-unshare-userns", "seccomp-clone-newuser", "seccomp-keyctl", "seccomp-add_key", "seccomp-setns",
