@@ -187,7 +187,7 @@ func runCase(t *testing.T, c hostile, v variant) {
 
 // attemptCase runs c under v, with weaken applied to the attempt if set,
 // and returns what leaked: the verdict's reading and the host checks'.
-func attemptCase(t *testing.T, c hostile, v variant, weaken func(*attempt)) []string {
+func attemptCase(t *testing.T, c hostile, v variant, weaken func(*testing.T, *attempt)) []string {
 	if why, ok := c.kept[v.name]; ok {
 		t.Skipf("allowed under %s on purpose: %s", v.name, why)
 	}
@@ -197,7 +197,7 @@ func attemptCase(t *testing.T, c hostile, v variant, weaken func(*attempt)) []st
 		c.prepare(t, a)
 	}
 	if weaken != nil {
-		weaken(a)
+		weaken(t, a)
 	}
 	if c.run != nil {
 		c.run(t, a)

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/sandbox"
 )
 
 // deviceCases make host devices in the sandbox (or find them in a volume)
@@ -84,11 +86,17 @@ func deviceCases() []hostile {
 			name: "dev-beyond-passed", also: also, errno: "EPERM",
 			attacks: "reaches a device other than the one the caller passed in (the allowlist must not open up)",
 			prepare: func(t *testing.T, a *attempt) {
-				if !passDevice(a.opts, loop(t).path) {
-					t.Skip("needs Options.Devices")
-				}
+				passDevice(a.opts, loop(t).path)
 				hostCanOpen(t, "c", 10, 232, "kvm")
 				a.attack("device", "type", "c", "major", 10, "minor", 232, "op", "kvm")
+			},
+		},
+		{
+			name: "dev-own-rootfs-loop", also: also, errno: "EPERM",
+			attacks: "opens the loop device that holds its own disk quota's filesystem (block 7:N)",
+			prepare: func(t *testing.T, a *attempt) {
+				a.opts.DiskQuota = diskQuota
+				a.attack("own-rootfs-loop")
 			},
 		},
 		{
@@ -140,6 +148,12 @@ func hostCanOpen(t *testing.T, typ string, major, minor uint32, op string) {
 		t.Skipf("the host's own root cannot open %s %d:%d here (%v), so a refusal would prove nothing", typ, major, minor, err)
 	}
 	unix.Close(fd)
+}
+
+// passDevice gives the sandbox the host device at path, with all access
+// (Options.Devices, `berth run --device`), at the same path in its /dev.
+func passDevice(o *sandbox.Options, path string) {
+	o.Devices = append(o.Devices, sandbox.Device{Source: path, Destination: "/dev/" + filepath.Base(path), Access: "rwm"})
 }
 
 func mknodHost(path string, loopMinor uint32) error {

@@ -18,6 +18,14 @@
 // back, so that what is tested is the device cgroup or the network's
 // filter and not only the capability.
 //
+// TestBatteryCanFail takes each protection that has a switch away (the
+// seccomp filter, masked paths, the device allowlist by passing the
+// attacked device in Options.Devices, pipes for standard streams by
+// Options.HandOverStdio, nosuid and nodev by a volume's "suid,dev", the
+// disk quota, dropped capabilities, the presets' limits) and checks that
+// the cases naming it then fail: a case that passes without its
+// protection tests nothing.
+//
 // The battery runs in `make test` (go test ./..., as root). Sizes are kept
 // small: a quota of a few MiB, a fork bomb capped just above the pids
 // limit, and nothing that would exhaust one of the host's shared limits

@@ -82,7 +82,7 @@ func limitCases() []hostile {
 			name:    "limit-disk-filler",
 			attacks: "fills the host's disk through the writable layer",
 			prepare: func(t *testing.T, a *attempt) {
-				setDiskQuota(a.opts, diskQuota)
+				a.opts.DiskQuota = diskQuota
 				a.attack("disk-fill", "path", "/var/tmp/battery-fill", "cap", diskToTry)
 			},
 			judge: func(a *attempt) string {

@@ -170,14 +170,16 @@ func chrootEscapeAttack(a args) Verdict {
 	return Verdict{Attempted: true, Detail: "the way out leads to the sandbox's root only"}
 }
 
-// ptraceAttack attaches to pid=.
+// ptraceAttack attaches to pid=. It seizes rather than attaches, which
+// the kernel permits on the same terms: PTRACE_ATTACH's SIGSTOP, left
+// pending when the tracer goes, would stop the sandbox's init for good
+// and leave the run to its timeout.
 func ptraceAttack(a args) Verdict {
 	pid := int(a.int("pid"))
-	if err := unix.PtraceAttach(pid); err != nil {
-		return refused("PTRACE_ATTACH", err)
+	if err := unix.PtraceSeize(pid); err != nil {
+		return refused("PTRACE_SEIZE", err)
 	}
-	unix.PtraceDetach(pid)
-	return worked(fmt.Sprintf("attached to pid %d", pid))
+	return worked(fmt.Sprintf("attached to pid %d (the tracee is let go when the attacker exits)", pid))
 }
 
 // hostPIDsAttack lists the processes it can see: any but the sandbox's
