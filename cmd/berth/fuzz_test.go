@@ -34,7 +34,7 @@ func FuzzParseBytes(f *testing.F) {
 		case n < -1:
 			t.Fatalf("parseBytes(%q) = %d", s, n)
 		case n == 0 && s != "":
-			num := strings.TrimRight(strings.ToLower(s), "kmgb")
+			num := strings.TrimRight(strings.ToLower(s), "kmgtb")
 			if v, err := strconv.ParseFloat(num, 64); err != nil || v != 0 {
 				t.Fatalf("parseBytes(%q) = 0, which means no limit", s)
 			}
@@ -46,8 +46,8 @@ func FuzzParseBytes(f *testing.F) {
 		}
 		// Whole numbers with a suffix are exact.
 		if d, err := strconv.ParseInt(s, 10, 64); err == nil && d >= 0 && d < 1<<30 {
-			for suffix, mult := range map[string]int64{"k": 1 << 10, "m": 1 << 20, "g": 1 << 30} {
-				if d*mult >= 1<<53 {
+			for suffix, mult := range map[string]int64{"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40} {
+				if d >= (1<<53)/mult { // beyond float64's exact integers
 					continue
 				}
 				if got, err := parseBytes(s + suffix); err != nil || got != d*mult {
