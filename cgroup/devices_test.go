@@ -449,3 +449,35 @@ func TestDeviceRulesUnderRestrictedParent(t *testing.T) {
 		t.Errorf("devices.list = %q, want only what the parent allows", got)
 	}
 }
+
+// A Manager keeps at most maxDevicePrograms programs loaded, and closes
+// each one it lets go: a host-side process that meets ever new rule sets
+// holds a bounded number of BPF descriptors.
+func TestDeviceProgramsBounded(t *testing.T) {
+	requireRoot(t)
+	var d devicePrograms
+	defer d.close()
+	var loaded []*ebpf.Program
+	for i := range maxDevicePrograms + 4 {
+		p, err := d.program([]DeviceRule{{Type: CharDevice, Major: 1, Minor: int64(i), Access: "r"}})
+		if err != nil {
+			if errors.Is(err, errors.ErrUnsupported) {
+				t.Skip(err)
+			}
+			t.Fatal(err)
+		}
+		loaded = append(loaded, p)
+		if len(d.progs) > maxDevicePrograms {
+			t.Fatalf("%d programs kept, want at most %d", len(d.progs), maxDevicePrograms)
+		}
+	}
+	open := 0
+	for _, p := range loaded {
+		if p.FD() >= 0 {
+			open++
+		}
+	}
+	if open != len(d.progs) {
+		t.Errorf("%d of the loaded programs are open, %d kept: the others must be closed", open, len(d.progs))
+	}
+}

@@ -315,8 +315,14 @@ func removePortFilter(port string, portMAC net.HardwareAddr) error {
 	return nil
 }
 
-// deletePorts removes the filters of ports in one transaction.
+// deletePorts removes the filters of ports in one transaction. With no
+// ports (a Prune that finds every port alive) it sends nothing: no
+// needless transaction, and no DELSETELEM near the form the kernel takes
+// for "flush the map", which would unfilter every sandbox.
 func deletePorts(c *nftables.Conn, t *berthTables, ports ...string) error {
+	if len(ports) == 0 {
+		return nil
+	}
 	elems := make([]nftables.SetElement, len(ports))
 	for i, p := range ports {
 		elems[i] = nftables.SetElement{Key: ifKey(p)}

@@ -2,6 +2,7 @@ package netplug
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // How long a test waits for a packet that must not arrive.
@@ -388,4 +390,62 @@ func BenchmarkPortFilter(b *testing.B) {
 			remove(b)
 		}
 	})
+}
+
+// Prune removes the filters of ports that are gone and keeps those of
+// ports that exist, also when no port is gone at all. Run in a network
+// namespace of its own: berth's tables there are the test's alone.
+func TestPruneFiltersKeepsLivePorts(t *testing.T) {
+	needRoot(t)
+	errc := make(chan error, 1)
+	onOtherThread(func() {
+		errc <- func() error {
+			if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+				return err
+			}
+			live, gone := "vethprlive0", "vethprgone0"
+			if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: live}}); err != nil {
+				return err
+			}
+			for i, port := range []string{live, gone} {
+				f := &portFilter{Port: port, MAC: net.HardwareAddr{2, 0, 0, 0, 0, byte(i + 1)}, IPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 215, 98, byte(i + 2)})}}
+				if err := installPortFilter(t.Context(), f); err != nil {
+					return err
+				}
+			}
+			want := []string{live}
+			for i := range 2 { // the second time, nothing is gone
+				if err := pruneFilters(); err != nil {
+					return fmt.Errorf("prune %d: %w", i, err)
+				}
+				c, err := nftables.New()
+				if err != nil {
+					return err
+				}
+				set, err := c.GetSetByName(tablesOf().bridge, portsMap)
+				if err != nil {
+					return fmt.Errorf("prune %d: %w", i, err)
+				}
+				elems, err := c.GetSetElements(set)
+				if err != nil {
+					return err
+				}
+				var got []string
+				for _, e := range elems {
+					got = append(got, string(bytes.TrimRight(e.Key, "\x00")))
+				}
+				ports, err := filteredPorts(c, tablesOf())
+				if err != nil {
+					return err
+				}
+				if !slices.Equal(got, want) || !slices.Equal(ports, want) {
+					return fmt.Errorf("prune %d: map holds %v, filtered ports %v; want %v", i, got, ports, want)
+				}
+			}
+			return nil
+		}()
+	})
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
 }
