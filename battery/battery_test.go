@@ -1,7 +1,6 @@
 package battery
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -9,10 +8,10 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/security"
 )
@@ -247,32 +246,56 @@ func (a *attempt) exit() string {
 	return fmt.Sprintf("exit %d, signal %v, OOM-killed %v", a.res.ExitCode, a.res.Signal, a.res.OOMKilled)
 }
 
+// attackerTimeout bounds every wait on an attacker's sandbox.
+const attackerTimeout = 2 * time.Minute
+
 // runSandbox runs the attacker in a sandbox and reads its verdict.
 func (a *attempt) runSandbox(t *testing.T) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	if a.hold {
+		a.runHeld(t)
+		return
+	}
+	if err := a.run(); err != nil {
+		t.Fatalf("run the attacker: %v", err)
+	}
+}
+
+// run runs the attacker to its end and reads its verdict.
+func (a *attempt) run() error {
+	ctx, cancel := context.WithTimeout(context.Background(), attackerTimeout)
 	defer cancel()
 	sb := a.newSandbox()
 	defer sb.Close()
-	if a.hold {
-		a.runHeld(t, ctx, sb)
-		return
-	}
 	res, err := sb.Run(ctx)
 	if err != nil {
-		t.Fatalf("run the attacker: %v", err)
+		return err
 	}
 	a.res = res
 	a.verdict = lastVerdict(a.stderr.String())
+	return nil
+}
+
+// start starts the attacker under attackerTimeout; done cancels that and
+// closes the sandbox.
+func (a *attempt) start(t *testing.T) (ctx context.Context, sb *sandbox.Sandbox, done func()) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), attackerTimeout)
+	sb = a.newSandbox()
+	done = func() { sb.Close(); cancel() }
+	if err := sb.Start(ctx); err != nil {
+		done()
+		t.Fatalf("start the attacker: %v", err)
+	}
+	return ctx, sb, done
 }
 
 // runHeld starts the attacker, waits for its verdict, runs the host
 // checks while it is still there, and then kills it.
-func (a *attempt) runHeld(t *testing.T, ctx context.Context, sb *sandbox.Sandbox) {
+func (a *attempt) runHeld(t *testing.T) {
 	t.Helper()
-	if err := sb.Start(ctx); err != nil {
-		t.Fatalf("start the attacker: %v", err)
-	}
+	ctx, sb, done := a.start(t)
+	defer done()
 	a.verdict = a.awaitVerdict(ctx)
 	var leaks []string
 	for _, check := range a.checks {
@@ -339,19 +362,4 @@ func randomHex(n int) string {
 
 // syncBuffer is a bytes.Buffer a test may read while a sandbox's output
 // is still being copied into it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = testenv.SyncBuffer

@@ -1,13 +1,11 @@
 package battery
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -189,13 +187,8 @@ func runMountPropagation(t *testing.T, a *attempt) {
 	}
 	a.mount(dir, "/vol", false)
 	a.attack("await-mount", "ready", "/vol/ready", "marker", a.marker, "seen", "/vol/sub/host-mounted")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	sb := a.newSandbox()
-	defer sb.Close()
-	if err := sb.Start(ctx); err != nil {
-		t.Fatalf("start the attacker: %v", err)
-	}
+	ctx, sb, stop := a.start(t)
+	defer stop()
 	if err := unix.Mount(a.marker, sub, "tmpfs", 0, "size=64k,mode=0755"); err != nil {
 		t.Fatal(err)
 	}

@@ -175,18 +175,8 @@ func runPlantedLink(t *testing.T, a *attempt) {
 	next.mount(filepath.Join(vol, "sub"), "/data", false)
 	next.attack(a.follow.attack[0].(string), a.follow.attack[1:]...)
 	a.follow.next = next
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	sb := next.newSandbox()
-	defer sb.Close()
-	res, err := sb.Run(ctx)
-	if err != nil {
-		// Refusing the planted link is one right answer.
-		a.follow.startErr = err
-		return
-	}
-	next.res = res
-	next.verdict = lastVerdict(next.stderr.String())
+	// Refusing the planted link is one right answer.
+	a.follow.startErr = next.run()
 }
 
 func plantedLinkJudgement(a *attempt) string {
@@ -236,13 +226,8 @@ func hostToolCases() []hostile {
 // back with an error well before its context runs out, not wait on the
 // FIFO.
 func runExecThroughFIFO(t *testing.T, a *attempt, user string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	sb := a.newSandbox()
-	defer sb.Close()
-	if err := sb.Start(ctx); err != nil {
-		t.Fatalf("start the attacker: %v", err)
-	}
+	ctx, sb, stop := a.start(t)
+	defer stop()
 	a.verdict = a.awaitVerdict(ctx)
 	planted := a.verdict != nil && a.verdict.Succeeded
 

@@ -326,11 +326,18 @@ func fdbPort(b *bridge, mac net.HardwareAddr) (int, bool) {
 
 // datagrams reads what a host listener got, waiting a little for what is
 // still on its way, and returns the senders of those that hold marker.
+// It stops at 5s even if datagrams keep coming: a steady sender must not
+// hold the battery.
 func datagrams(c *net.UDPConn, marker string) []netip.Addr {
 	var from []netip.Addr
 	buf := make([]byte, 2048)
+	end := time.Now().Add(5 * time.Second)
 	for {
-		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		d := time.Now().Add(300 * time.Millisecond)
+		if d.After(end) {
+			d = end
+		}
+		c.SetReadDeadline(d)
 		n, addr, err := c.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			return from

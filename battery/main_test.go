@@ -1,7 +1,6 @@
 package battery
 
 import (
-	"context"
 	"fmt"
 	"net/netip"
 	"os"
@@ -10,6 +9,7 @@ import (
 	"runtime"
 
 	"github.com/berth-dev/berth/cgroup"
+	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/netplug"
 	"github.com/berth-dev/berth/sandbox"
@@ -44,65 +44,25 @@ func TestMain(m *testing.M) {
 }
 
 func runBattery(m *testing.M) int {
-	// The bridge plugin turns on the host's IPv4 forwarding; the battery
-	// leaves it as it found it.
-	const forward = "/proc/sys/net/ipv4/ip_forward"
-	if was, err := os.ReadFile(forward); err == nil {
-		defer os.WriteFile(forward, was, 0o644)
+	e, err := testenv.Setup(testenv.Options{
+		Name:   "berth-battery",
+		Images: map[string]string{image: testenv.Alpine},
+		Bridge: "berthbat0", Subnet: netip.MustParsePrefix("10.216.76.0/24"),
+	})
+	defer e.Close()
+	if err == nil {
+		env.dir, env.stateDir = e.Dir, e.StateDir
+		env.store, env.cgroups, env.nets = e.Store, e.Cgroups, e.Nets
+		env.attacker, err = buildAttacker(e.Dir)
 	}
-	dir, err := os.MkdirTemp("", "berth-battery-")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	// Root of a Strict sandbox's user namespace is an ordinary id on the
-	// host and must reach the store, the state and the attacker.
-	if err := os.Chmod(dir, 0o711); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	env.dir = dir
-	env.stateDir = filepath.Join(dir, "state")
-	if err := setUp(dir); err != nil {
 		fmt.Fprintln(os.Stderr, "set up the battery:", err)
 		return 1
 	}
-	defer env.cgroups.RemoveParent()
-	defer env.nets.Prune(context.Background())
 	// The fixtures (loop device, network, its long-lived sandbox) go
 	// first, before what they were made in.
 	defer fixtures.release()
 	return m.Run()
-}
-
-func setUp(dir string) error {
-	var err error
-	env.store, err = layerfs.Open(filepath.Join(dir, "store"), nil)
-	if err != nil {
-		return err
-	}
-	env.cgroups, err = cgroup.NewManager(cgroup.Options{Parent: fmt.Sprintf("berth-battery-%d", os.Getpid())})
-	if err != nil {
-		return err
-	}
-	src := filepath.Join("..", "..", "shared", "images", "alpine-minirootfs-3.20.3-x86_64.tar.gz")
-	if _, err := env.store.Import(context.Background(), src, &layerfs.ImportOptions{Name: image}); err != nil {
-		return err
-	}
-	if out, err := exec.Command("../hack/build-cni.sh").CombinedOutput(); err != nil {
-		return fmt.Errorf("build CNI plugins: %v: %s", err, out)
-	}
-	env.nets, err = netplug.Open(&netplug.Options{
-		ConfigDir: filepath.Join(dir, "networks"),
-		RunDir:    filepath.Join(dir, "run-networks"),
-		Default:   netplug.NetworkOptions{Bridge: "berthbat0", Subnet: netip.MustParsePrefix("10.216.76.0/24")},
-	})
-	if err != nil {
-		return err
-	}
-	env.attacker, err = buildAttacker(dir)
-	return err
 }
 
 // buildAttacker builds internal/attacker statically into a directory of

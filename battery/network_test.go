@@ -19,13 +19,9 @@ func networkCases() []hostile {
 			attacks: "sends hand-made packets to a service the host bound to 127.0.0.1 (CVE-2020-8558)",
 			prepare: func(t *testing.T, a *attempt) {
 				b := theNetwork(t)
-				l, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { l.Close() })
+				l, port := listenUDP(t, net.IPv4(127, 0, 0, 1))
 				a.opts.Network = b.network
-				a.attack("net-loopback", "gwmac", b.mac, "port", l.LocalAddr().(*net.UDPAddr).Port, "marker", a.marker)
+				a.attack("net-loopback", "gwmac", b.mac, "port", port, "marker", a.marker)
 				a.check(func() string {
 					if from := datagrams(l, a.marker); len(from) > 0 {
 						return fmt.Sprintf("the host's 127.0.0.1 listener got the sandbox's datagram from %v", from)
@@ -41,13 +37,9 @@ func networkCases() []hostile {
 			prepare: func(t *testing.T, a *attempt) {
 				b := theNetwork(t)
 				victim := startNeighbour(t, b)
-				l, err := net.ListenUDP("udp4", &net.UDPAddr{IP: b.gateway.AsSlice()})
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { l.Close() })
+				l, port := listenUDP(t, b.gateway.AsSlice())
 				a.opts.Network = b.network
-				a.attack("net-spoof-ip", "gwmac", b.mac, "gw", b.gateway, "victim", victim.ip, "port", l.LocalAddr().(*net.UDPAddr).Port, "marker", a.marker)
+				a.attack("net-spoof-ip", "gwmac", b.mac, "gw", b.gateway, "victim", victim.ip, "port", port, "marker", a.marker)
 				a.check(func() string {
 					for _, from := range datagrams(l, a.marker) {
 						if from == victim.ip {
@@ -133,4 +125,15 @@ func packetJudgement(a *attempt) string {
 		return "the attack could not even be made: " + v.Detail
 	}
 	return ""
+}
+
+// listenUDP listens for the host side of a forged datagram on ip, until
+// the test ends.
+func listenUDP(t *testing.T, ip net.IP) (*net.UDPConn, int) {
+	l, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ip})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l, l.LocalAddr().(*net.UDPAddr).Port
 }

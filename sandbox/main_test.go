@@ -1,21 +1,16 @@
 package sandbox
 
 import (
-	"net/netip"
-	"os/exec"
-
-	"github.com/berth-dev/berth/netplug"
-
-	"bytes"
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
-	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/berth-dev/berth/cgroup"
+	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/layerfs"
+	"github.com/berth-dev/berth/netplug"
 )
 
 // testEnv is shared by the package's tests: a store holding the real test
@@ -44,57 +39,18 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
-	// The bridge plugin turns on the host's IPv4 forwarding; the tests
-	// leave it as they found it.
-	const forward = "/proc/sys/net/ipv4/ip_forward"
-	if was, err := os.ReadFile(forward); err == nil {
-		defer os.WriteFile(forward, was, 0o644)
-	}
-	dir, err := os.MkdirTemp("", "berth-sandbox-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	// Root of a sandbox's user namespace is an ordinary id on the host
-	// and must be able to reach the store and state under here.
-	if err := os.Chmod(dir, 0o711); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	testEnv.dir = dir
-	testEnv.stateDir = filepath.Join(dir, "state")
-	testEnv.store, err = layerfs.Open(filepath.Join(dir, "store"), nil)
-	if err == nil {
-		testEnv.cgroups, err = cgroup.NewManager(cgroup.Options{Parent: fmt.Sprintf("berth-test-%d", os.Getpid())})
-	}
-	defer testEnv.cgroups.RemoveParent()
-	for _, img := range []struct{ src, name string }{
-		{"alpine-minirootfs-3.20.3-x86_64.tar.gz", "alpine:test"},
-		{"busybox-1.38-musl-oci", "busybox:test"},
-	} {
-		if err != nil {
-			break
-		}
-		_, err = testEnv.store.Import(context.Background(), filepath.Join("..", "..", "shared", "images", img.src), &layerfs.ImportOptions{Name: img.name})
-	}
-	if err == nil {
-		err = ensureCNIPlugins()
-	}
-	if err == nil {
-		// A network of the tests' own, so that they neither take nor
-		// disturb the addresses of the default one.
-		testEnv.nets, err = netplug.Open(&netplug.Options{
-			ConfigDir: filepath.Join(dir, "networks"),
-			RunDir:    filepath.Join(dir, "run-networks"),
-			Default:   netplug.NetworkOptions{Bridge: "berth-sbtest", Subnet: netip.MustParsePrefix("10.216.0.0/24")},
-		})
-	}
+	e, err := testenv.Setup(testenv.Options{
+		Name:   "berth-test",
+		Images: map[string]string{"alpine:test": testenv.Alpine, "busybox:test": testenv.Busybox},
+		Bridge: "berth-sbtest", Subnet: netip.MustParsePrefix("10.216.0.0/24"),
+	})
+	defer e.Close()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "set up sandbox tests:", err)
 		return 1
 	}
-	defer testEnv.nets.Prune(context.Background())
+	testEnv.dir, testEnv.stateDir = e.Dir, e.StateDir
+	testEnv.store, testEnv.cgroups, testEnv.nets = e.Store, e.Cgroups, e.Nets
 	return m.Run()
 }
 
@@ -158,29 +114,4 @@ func hostProcess() int {
 
 // syncBuffer is a bytes.Buffer that a test may read while the sandbox's
 // output is still being copied into it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// ensureCNIPlugins builds the CNI plugins into netplug's default directory
-// unless they are there at go.mod's version already (a second, at most).
-func ensureCNIPlugins() error {
-	out, err := exec.Command("../hack/build-cni.sh").CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("build CNI plugins: %v: %s", err, out)
-	}
-	return nil
-}
+type syncBuffer = testenv.SyncBuffer

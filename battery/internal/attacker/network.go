@@ -139,7 +139,7 @@ func hostLoopbackAttack(a args) Verdict {
 	}
 	defer unix.Close(l.fd)
 	f := udpFrame(mustMAC(a.str("gwmac")), l.mac, l.ip, netip.MustParseAddr("127.0.0.1"), uint16(a.int("port")), []byte(a.str("marker")))
-	return sendRepeatedly(l, f, "datagram to the host's 127.0.0.1")
+	return sendRepeatedly(l, [][]byte{f}, 5, 20*time.Millisecond, "datagram to the host's 127.0.0.1")
 }
 
 // spoofIPAttack sends a datagram to the gateway (gw=, gwmac=, port=) with
@@ -151,7 +151,7 @@ func spoofIPAttack(a args) Verdict {
 	}
 	defer unix.Close(l.fd)
 	f := udpFrame(mustMAC(a.str("gwmac")), l.mac, mustAddr(a.str("victim")), mustAddr(a.str("gw")), uint16(a.int("port")), []byte(a.str("marker")))
-	return sendRepeatedly(l, f, "datagram from "+a.str("victim"))
+	return sendRepeatedly(l, [][]byte{f}, 5, 20*time.Millisecond, "datagram from "+a.str("victim"))
 }
 
 // arpPoisonAttack tells the host, in ARP replies and gratuitous ARP, that
@@ -169,24 +169,7 @@ func arpPoisonAttack(a args) Verdict {
 	bcast := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 	reply := arpFrame(gwmac, l.mac, 2, l.mac, victim, gwmac, gw)
 	garp := arpFrame(bcast, l.mac, 1, l.mac, victim, bcast, victim)
-	var sent int64
-	var last error
-	for i := 0; i < 35; i++ {
-		for _, f := range [][]byte{reply, garp} {
-			if err := l.send(f); err != nil {
-				last = err
-			} else {
-				sent++
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if sent == 0 {
-		return refused("send", last)
-	}
-	v := worked(fmt.Sprintf("sent %d forged ARP packets for %s", sent, victim))
-	v.Count = sent
-	return v
+	return sendRepeatedly(l, [][]byte{reply, garp}, 35, 100*time.Millisecond, "forged ARP packets for "+victim.String())
 }
 
 // macForgeAttack sends frames whose source is the neighbour's MAC
@@ -200,19 +183,23 @@ func macForgeAttack(a args) Verdict {
 	victim := mustMAC(a.str("victimmac"))
 	bcast := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 	f := udpFrame(bcast, victim, l.ip, netip.MustParseAddr("255.255.255.255"), 9, []byte("battery"))
-	return sendRepeatedly(l, f, "frames from "+victim.String())
+	return sendRepeatedly(l, [][]byte{f}, 5, 20*time.Millisecond, "frames from "+victim.String())
 }
 
-func sendRepeatedly(l *link, f []byte, what string) Verdict {
+// sendRepeatedly sends frames rounds times, pause apart; it reports
+// refused only when no frame at all went out.
+func sendRepeatedly(l *link, frames [][]byte, rounds int, pause time.Duration, what string) Verdict {
 	var sent int64
 	var last error
-	for i := 0; i < 5; i++ {
-		if err := l.send(f); err != nil {
-			last = err
-		} else {
-			sent++
+	for i := 0; i < rounds; i++ {
+		for _, f := range frames {
+			if err := l.send(f); err != nil {
+				last = err
+			} else {
+				sent++
+			}
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(pause)
 	}
 	if sent == 0 {
 		return refused("send", last)
