@@ -3,6 +3,7 @@ package security
 import (
 	"fmt"
 	"strconv"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -132,15 +133,16 @@ const (
 const memoryShare = 0.75
 
 // defaultMemoryMax is memoryShare of the host's RAM, in whole MiB, or 0
-// (no default) if the kernel does not say how much there is.
-func defaultMemoryMax() int64 {
+// (no default) if the kernel does not say how much there is. It is asked
+// once: Default is called for every sandbox that sets no Security.
+var defaultMemoryMax = sync.OnceValue(func() int64 {
 	var si unix.Sysinfo_t
 	if err := unix.Sysinfo(&si); err != nil || si.Totalram == 0 {
 		return 0
 	}
 	total := float64(si.Totalram) * float64(si.Unit)
 	return int64(total*memoryShare) &^ (1<<20 - 1)
-}
+})
 
 // Paths of /proc and /sys that leak host information or let a container
 // reach the host's hardware or kernel; container runtimes hide them.
