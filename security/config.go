@@ -2,6 +2,7 @@ package security
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -100,11 +101,9 @@ var dockerCaps = []string{
 // replies that poison the host's cache. What ordinary programs use it
 // for, ping, works without it: a sandbox's own network namespace lets
 // every group open ICMP echo sockets (net.ipv4.ping_group_range).
-var defaultCaps = []string{
-	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER",
-	"CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
-	"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
-}
+var defaultCaps = slices.DeleteFunc(slices.Clone(dockerCaps), func(c string) bool {
+	return c == "CAP_MKNOD" || c == "CAP_NET_RAW"
+})
 
 // Default limits. A fork bomb or a memory bomb in a sandbox without
 // limits takes the host down with it.
