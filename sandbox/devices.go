@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -48,6 +49,15 @@ var (
 		{Type: cgroup.CharDevice, Major: 5, Minor: 2, Access: "rwm"}, // ptmx
 	}
 	ptyMajors = [2]int64{136, 143}
+	// baseAllowlist is what every sandbox's cgroup allows before its own
+	// devices: baseDevices and its terminals. Built once, not per start.
+	baseAllowlist = func() []cgroup.DeviceRule {
+		rules := slices.Clone(baseDevices)
+		for major := ptyMajors[0]; major <= ptyMajors[1]; major++ {
+			rules = append(rules, cgroup.DeviceRule{Type: cgroup.CharDevice, Major: major, Minor: cgroup.AnyDeviceNumber, Access: "rwm"})
+		}
+		return slices.Clip(rules)
+	}()
 )
 
 // reservedDev are the names the init puts directly in every sandbox's
@@ -61,27 +71,13 @@ var reservedDev = []string{
 // /dev's nodes, each device given to it, and then extra, the caller's own
 // Resources.Devices.
 func deviceAllowlist(devs []hostDevice, extra []cgroup.DeviceRule) []cgroup.DeviceRule {
-	rules := make([]cgroup.DeviceRule, 0, len(baseDevices)+int(ptyMajors[1]-ptyMajors[0]+1)+len(devs)+len(extra))
-	rules = append(rules, baseDevices...)
-	for major := ptyMajors[0]; major <= ptyMajors[1]; major++ {
-		rules = append(rules, cgroup.DeviceRule{Type: cgroup.CharDevice, Major: major, Minor: cgroup.AnyDeviceNumber, Access: "rwm"})
-	}
+	rules := make([]cgroup.DeviceRule, 0, len(baseAllowlist)+len(devs)+len(extra))
+	rules = append(rules, baseAllowlist...)
 	for _, d := range devs {
 		n := d.node
 		rules = append(rules, cgroup.DeviceRule{Type: cgroup.DeviceType(n.Type), Major: int64(n.Major), Minor: int64(n.Minor), Access: d.access})
 	}
 	return append(rules, extra...)
-}
-
-// withDevices returns a copy of r (which may be nil) whose device rules
-// are the sandbox's allowlist.
-func withDevices(r *cgroup.Resources, devs []hostDevice) *cgroup.Resources {
-	var out cgroup.Resources
-	if r != nil {
-		out = *r
-	}
-	out.Devices = deviceAllowlist(devs, out.Devices)
-	return &out
 }
 
 // A hostDevice is a Device checked and resolved: the node the init makes

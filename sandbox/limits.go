@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"errors"
+	"slices"
 
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/security"
@@ -16,22 +17,41 @@ import (
 // for is never dropped.
 func (s *Sandbox) createCgroup(cgm *cgroup.Manager, sec *security.Config) (*cgroup.Cgroup, error) {
 	asked := s.opts.Resources
+	var own []cgroup.DeviceRule
+	if asked != nil {
+		own = asked.Devices
+	}
+	// The device rules are the same whatever limits go: built once.
+	devices := deviceAllowlist(s.devices, own)
+	create := func(r *cgroup.Resources) (*cgroup.Cgroup, error) {
+		var with cgroup.Resources
+		if r != nil {
+			with = *r
+		}
+		with.Devices = devices
+		return cgm.Create(s.id, &with)
+	}
 	full := resources(asked, sec)
-	cg, err := cgm.Create(s.id, withDevices(full, s.devices))
-	if err == nil || full == asked || !errors.Is(err, errors.ErrUnsupported) {
+	cg, err := create(full)
+	if err == nil || !errors.Is(err, errors.ErrUnsupported) {
 		return cg, err
 	}
-	// Each default alone, then none.
+	// Each default alone, then none; a set of limits already tried (the
+	// options set that limit themselves) is not tried again.
+	tried := [][2]int64{limits(full)}
 	for _, r := range []*cgroup.Resources{
 		resources(asked, &security.Config{PidsMax: sec.PidsMax}),
 		resources(asked, &security.Config{MemoryMax: sec.MemoryMax}),
 		asked,
 	} {
-		cg, err2 := cgm.Create(s.id, withDevices(r, s.devices))
+		if slices.Contains(tried, limits(r)) {
+			continue
+		}
+		tried = append(tried, limits(r))
+		cg, err2 := create(r)
 		if err2 == nil {
 			s.log.Warn("the host's cgroups cannot enforce the security configuration's default limits; going without",
-				"id", s.id, "err", err, "pids", limitOf(r, func(r *cgroup.Resources) int64 { return r.PidsMax }),
-				"memory", limitOf(r, func(r *cgroup.Resources) int64 { return r.MemoryMax }))
+				"id", s.id, "err", err, "pids", limits(r)[0], "memory", limits(r)[1])
 			return cg, nil
 		}
 		if !errors.Is(err2, errors.ErrUnsupported) {
@@ -41,10 +61,10 @@ func (s *Sandbox) createCgroup(cgm *cgroup.Manager, sec *security.Config) (*cgro
 	return nil, err
 }
 
-// limitOf returns the limit field picks of r, 0 (none) for nil.
-func limitOf(r *cgroup.Resources, field func(*cgroup.Resources) int64) int64 {
+// limits returns r's pids and memory limits, 0 (none) for nil.
+func limits(r *cgroup.Resources) [2]int64 {
 	if r == nil {
-		return 0
+		return [2]int64{}
 	}
-	return field(r)
+	return [2]int64{r.PidsMax, r.MemoryMax}
 }

@@ -6,8 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -21,15 +19,7 @@ import (
 
 // netattack builds testdata/netattack, a static program that sends
 // hand-made frames from inside a sandbox, once.
-var netattack = sync.OnceValues(func() (string, error) {
-	out := filepath.Join(testEnv.dir, "netattack")
-	cmd := exec.Command("go", "build", "-o", out, "./testdata/netattack")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build netattack: %w\n%s", err, b)
-	}
-	return out, nil
-})
+var netattack = staticHelper("netattack")
 
 // hostInbox collects the payloads of datagrams to a host socket.
 type hostInbox struct {

@@ -27,12 +27,16 @@ func (s *Sandbox) sysctls(sec *security.Config) ([]nsinit.Sysctl, error) {
 	byPath := map[string]entry{}
 	for i, m := range []map[string]string{sec.Sysctls, s.opts.Sysctls} {
 		for k, v := range m {
+			ns, err := security.SysctlNamespace(k)
+			if err != nil {
+				return nil, err
+			}
 			// A configuration's limits of its user namespace (Strict's)
 			// go with the namespace, if a caller takes that away.
-			if ns, err := security.SysctlNamespace(k); i == 0 && err == nil && ns == unix.CLONE_NEWUSER && sec.UserNamespace == nil {
+			if i == 0 && ns == unix.CLONE_NEWUSER && sec.UserNamespace == nil {
 				continue
 			}
-			if err := s.checkSysctl(sec, k, v); err != nil {
+			if err := s.checkSysctl(sec, k, v, ns); err != nil {
 				return nil, err
 			}
 			byPath[security.SysctlPath(k)] = entry{k, v}
@@ -52,13 +56,10 @@ func (s *Sandbox) sysctls(sec *security.Config) ([]nsinit.Sysctl, error) {
 	return out, nil
 }
 
-// checkSysctl refuses a sysctl that a namespace of the sandbox's own does
-// not hold, or that the sandbox's root could not write.
-func (s *Sandbox) checkSysctl(sec *security.Config, key, value string) error {
-	ns, err := security.SysctlNamespace(key)
-	if err != nil {
-		return err
-	}
+// checkSysctl refuses a sysctl, held by the namespace ns
+// (security.SysctlNamespace), that is not the sandbox's own, or that the
+// sandbox's root could not write.
+func (s *Sandbox) checkSysctl(sec *security.Config, key, value string, ns int) error {
 	if err := security.CheckSysctlValue(key, value); err != nil {
 		return err
 	}

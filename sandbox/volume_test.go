@@ -192,17 +192,23 @@ func TestMountSourceSwappedAfterCheck(t *testing.T) {
 	}
 }
 
-// euidHelper builds testdata/euid, static so that it runs in any image,
-// once for the package's tests, under testEnv's directory.
-var euidHelper = sync.OnceValues(func() (string, error) {
-	bin := filepath.Join(testEnv.dir, "euid")
-	cmd := exec.Command("go", "build", "-o", bin, "./testdata/euid")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build testdata/euid: %w: %s", err, out)
-	}
-	return bin, nil
-})
+// staticHelper returns a function that builds testdata/name, static so
+// that it runs in any image, once for the package's tests, under
+// testEnv's directory, and returns its path.
+func staticHelper(name string) func() (string, error) {
+	return sync.OnceValues(func() (string, error) {
+		bin := filepath.Join(testEnv.dir, name)
+		cmd := exec.Command("go", "build", "-o", bin, "./testdata/"+name)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("build testdata/%s: %w: %s", name, err, out)
+		}
+		return bin, nil
+	})
+}
+
+// euidHelper builds testdata/euid.
+var euidHelper = staticHelper("euid")
 
 // setuidHelper puts a setuid-root copy of the euid helper in dir.
 func setuidHelper(t *testing.T, dir string) {

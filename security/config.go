@@ -2,7 +2,9 @@ package security
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -99,11 +101,9 @@ var dockerCaps = []string{
 // replies that poison the host's cache. What ordinary programs use it
 // for, ping, works without it: a sandbox's own network namespace lets
 // every group open ICMP echo sockets (net.ipv4.ping_group_range).
-var defaultCaps = []string{
-	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER",
-	"CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
-	"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
-}
+var defaultCaps = slices.DeleteFunc(slices.Clone(dockerCaps), func(c string) bool {
+	return c == "CAP_MKNOD" || c == "CAP_NET_RAW"
+})
 
 // Default limits. A fork bomb or a memory bomb in a sandbox without
 // limits takes the host down with it.
@@ -132,15 +132,16 @@ const (
 const memoryShare = 0.75
 
 // defaultMemoryMax is memoryShare of the host's RAM, in whole MiB, or 0
-// (no default) if the kernel does not say how much there is.
-func defaultMemoryMax() int64 {
+// (no default) if the kernel does not say how much there is. It is asked
+// once: Default is called for every sandbox that sets no Security.
+var defaultMemoryMax = sync.OnceValue(func() int64 {
 	var si unix.Sysinfo_t
 	if err := unix.Sysinfo(&si); err != nil || si.Totalram == 0 {
 		return 0
 	}
 	total := float64(si.Totalram) * float64(si.Unit)
 	return int64(total*memoryShare) &^ (1<<20 - 1)
-}
+})
 
 // Paths of /proc and /sys that leak host information or let a container
 // reach the host's hardware or kernel; container runtimes hide them.

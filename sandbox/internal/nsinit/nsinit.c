@@ -710,10 +710,24 @@ static void add_device(int dev, const struct devspec *d) {
 		int t = openat(dir, name, O_PATH | O_CLOEXEC | O_NOFOLLOW);
 		if (t < 0)
 			die("open %s", d->path);
-		char where[64];
+		// The host checked what its path named; it may name something
+		// else by now (a link swapped in a directory a sandbox can
+		// write): bind only the device node the spec says, through a
+		// descriptor, so that the path is looked up once.
+		int src = open(d->source, O_PATH | O_CLOEXEC);
+		struct stat st;
+		if (src < 0 || fstat(src, &st) < 0)
+			die("device %s: source %s", d->path, d->source);
+		if ((st.st_mode & S_IFMT) != d->type || st.st_rdev != makedev(d->major, d->minor)) {
+			errno = ESTALE;
+			die("device %s: source %s is no longer the device it was", d->path, d->source);
+		}
+		char from[64], where[64];
+		fdpath(from, sizeof from, src);
 		fdpath(where, sizeof where, t);
-		if (mount(d->source, where, NULL, MS_BIND, NULL) < 0)
+		if (mount(from, where, NULL, MS_BIND, NULL) < 0)
 			die("bind %s on %s", d->source, d->path);
+		close(src);
 		close(t);
 	} else {
 		if (mknodat(dir, name, d->type | d->mode, makedev(d->major, d->minor)) < 0)
