@@ -481,3 +481,40 @@ func TestDeviceProgramsBounded(t *testing.T) {
 		t.Errorf("%d of the loaded programs are open, %d kept: the others must be closed", open, len(d.progs))
 	}
 }
+
+// Enforces says what a Create with limits would find: here the host's
+// hierarchies carry pids and memory, and a V2 manager on the
+// controller-less unified hierarchy of a hybrid host carries neither.
+func TestEnforces(t *testing.T) {
+	host, err := NewManager(Options{Parent: fmt.Sprintf("berth-enforces-%d", os.Getpid())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ctrl := range []string{"pids", "memory"} {
+		ok, err := host.Enforces(ctrl)
+		_, err2 := host.Create("probe-"+ctrl, &Resources{PidsMax: 10, MemoryMax: 64 << 20})
+		if err == nil && err2 == nil {
+			if c, err := host.Open("probe-" + ctrl); err == nil {
+				c.Remove(context.Background())
+			}
+		}
+		if err != nil || ok != (err2 == nil) {
+			t.Errorf("host: Enforces(%q) = %v, %v; Create with its limit: %v", ctrl, ok, err, err2)
+		}
+	}
+	host.RemoveParent()
+	if host.Mode() != Hybrid {
+		return
+	}
+	const unified = "/sys/fs/cgroup/unified"
+	v2, err := NewManager(Options{Mode: V2, UnifiedMount: unified, Parent: fmt.Sprintf("berth-enforces-v2-%d", os.Getpid())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v2.RemoveParent()
+	for _, ctrl := range []string{"pids", "memory"} {
+		if ok, err := v2.Enforces(ctrl); err != nil || ok {
+			t.Errorf("v2 without controllers: Enforces(%q) = %v, %v", ctrl, ok, err)
+		}
+	}
+}

@@ -106,7 +106,10 @@ type Manager struct {
 	log     *slog.Logger
 
 	parentReady atomic.Bool // ensureParent has run
-	devices     *devicePrograms
+	// delegated are the controllers berth's V2 parent gives its children,
+	// read when ensureParent prepares it (Enforces).
+	delegated atomic.Pointer[[]string]
+	devices   *devicePrograms
 }
 
 // NewManager detects (or takes from opts) the cgroup layout. It changes
@@ -360,9 +363,41 @@ func (m *Manager) ensureParent() error {
 		}
 	}
 	if m.mode == V2 {
-		return m.enableControllers(filepath.Join(m.unified, m.parent))
+		dir := filepath.Join(m.unified, m.parent)
+		if err := m.enableControllers(dir); err != nil {
+			return err
+		}
+		delegated, err := readFields(filepath.Join(dir, "cgroup.subtree_control"))
+		if err != nil {
+			return err
+		}
+		m.delegated.Store(&delegated)
 	}
 	return nil
+}
+
+// Enforces reports whether the Manager's cgroups can take the limits of
+// controller, named as on cgroup v2 ("memory", "pids", "cpu" or "io"): on
+// V1 and Hybrid, whether its v1 hierarchy is mounted; on V2, whether
+// berth's parent delegates it to its children, which it prepares first if
+// need be. A caller with limits that are only defaults (a security
+// preset's) can leave out what the host cannot enforce instead of failing
+// a Create with errors.ErrUnsupported.
+func (m *Manager) Enforces(controller string) (bool, error) {
+	if m.mode != V2 {
+		if controller == "io" {
+			controller = "blkio"
+		}
+		_, ok := m.v1[controller]
+		return ok, nil
+	}
+	if !m.parentReady.Load() {
+		if err := m.ensureParent(); err != nil {
+			return false, err
+		}
+		m.parentReady.Store(true)
+	}
+	return slices.Contains(*m.delegated.Load(), controller), nil
 }
 
 // enableControllers delegates to the children of dir (berth's parent) the
