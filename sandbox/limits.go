@@ -1,7 +1,6 @@
 package sandbox
 
 import (
-
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/security"
 )
