@@ -12,20 +12,26 @@ import (
 	"github.com/berth-dev/berth/security"
 )
 
-// probe builds security/testdata/probe.c statically, once, into a
-// directory a sandbox can bind: it makes system calls with harmless
-// arguments and prints what each returned.
-var probe = sync.OnceValues(func() (string, error) {
-	dir := filepath.Join(testEnv.dir, "probe")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		return "", err
-	}
-	out, err := exec.Command("gcc", "-static", "-O2", "-o", filepath.Join(dir, "probe"), "../security/testdata/probe.c").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("build the probe: %v: %s", err, out)
-	}
-	return dir, nil
-})
+// staticProgram returns a function that builds the C program src
+// statically, once, into testEnv.dir/name/name, a directory a sandbox can
+// bind, and returns that directory.
+func staticProgram(name, src string) func() (string, error) {
+	return sync.OnceValues(func() (string, error) {
+		dir := filepath.Join(testEnv.dir, name)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			return "", err
+		}
+		out, err := exec.Command("gcc", "-static", "-O2", "-o", filepath.Join(dir, name), src).CombinedOutput()
+		if err != nil {
+			return "", fmt.Errorf("build %s: %v: %s", src, err, out)
+		}
+		return dir, nil
+	})
+}
+
+// probe builds security/testdata/probe.c: it makes system calls with
+// harmless arguments and prints what each returned.
+var probe = staticProgram("probe", "../security/testdata/probe.c")
 
 func runProbe(t *testing.T, sec *security.Config, calls ...string) map[string]string {
 	t.Helper()

@@ -5,29 +5,16 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/berth-dev/berth/sandbox/internal/nsinit"
 )
 
-// streamsProbe builds testdata/streams.c statically, once, into a
-// directory a sandbox can bind.
-var streamsProbe = sync.OnceValues(func() (string, error) {
-	dir := filepath.Join(testEnv.dir, "streams")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		return "", err
-	}
-	out, err := exec.Command("gcc", "-static", "-O2", "-o", filepath.Join(dir, "streams"), "testdata/streams.c").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("build the streams probe: %v: %s", err, out)
-	}
-	return dir, nil
-})
+// streamsProbe builds testdata/streams.c.
+var streamsProbe = staticProgram("streams", "testdata/streams.c")
 
 // streamsMount binds the streams probe at /streams.
 func streamsMount(t *testing.T) Mount {
