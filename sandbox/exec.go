@@ -87,14 +87,21 @@ func (s *Sandbox) Exec(ctx context.Context, o *ExecOptions) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, err)
 	}
+	// Released after outs have finished copying into the duplicates.
+	defer streams.release()
+	outs, err := pipeOutputs(&std, o.HandOverStdio)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, err)
+	}
+	// Once the process has ended (p.cmd.Wait), only what its output
+	// pipes hold is copied, whatever it left behind.
+	defer outs.finish()
 	p, err := launch(nsinit.ModeExec, s.cg, std, []*os.File{pidfile}, &syscall.SysProcAttr{})
+	outs.closeWriteEnds()
 	if streams.feed != nil {
 		// The process has its own copy of the pipe's read end.
 		std.in.(*os.File).Close()
 	}
-	// Once the process has ended and its output is copied (p.cmd.Wait),
-	// nothing reads its input any more.
-	defer streams.release()
 	if err == nil {
 		streams.feed.start()
 		err = p.run(spec)

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -322,4 +323,127 @@ func (f *inputFeed) copyFile(src *os.File) {
 			return
 		}
 	}
+}
+
+// execOutputs are the outputs of a process that Exec adds to a sandbox.
+// Unlike a sandbox's workload, whose PID namespace dies with it, an
+// exec'd command can leave processes behind (`daemon &`) that keep its
+// output open for as long as they run, and a hostile workload can reopen
+// the pipe through /proc and hold it: copying until every writer has
+// closed it, as os/exec does, would keep Exec waiting for them. So Exec's
+// outputs are pipes of berth's own, copied until the process has ended
+// and then only for what they still hold.
+type execOutputs struct {
+	copies []*outputCopy
+}
+
+// pipeOutputs replaces std's writers with the write ends of pipes whose
+// copying finish ends. The process gets the write ends as files; close
+// them (closeWriteEnds) once it has its own copies.
+func pipeOutputs(std *stdio, handOver bool) (*execOutputs, error) {
+	var outs execOutputs
+	wrap := func(w io.Writer) (io.Writer, error) {
+		if _, isFile := w.(*os.File); w == nil || (isFile && handOver) {
+			return w, nil
+		}
+		c, err := newOutputCopy(w)
+		if err != nil {
+			return nil, err
+		}
+		outs.copies = append(outs.copies, c)
+		return c.w, nil
+	}
+	same := sameWriter(std.out, std.err)
+	var err error
+	if std.out, err = wrap(std.out); err != nil {
+		outs.finish()
+		return nil, err
+	}
+	if same {
+		std.err = std.out
+	} else if std.err, err = wrap(std.err); err != nil {
+		outs.finish()
+		return nil, err
+	}
+	return &outs, nil
+}
+
+// closeWriteEnds closes the host's copies of the pipes' write ends.
+func (o *execOutputs) closeWriteEnds() {
+	for _, c := range o.copies {
+		c.w.Close()
+	}
+}
+
+// finish, once the process has ended, copies what the pipes still hold
+// and stops copying.
+func (o *execOutputs) finish() {
+	for _, c := range o.copies {
+		c.finish()
+	}
+}
+
+// An outputCopy copies a pipe into a caller's writer.
+type outputCopy struct {
+	r, w *os.File
+	dst  io.Writer
+	done chan struct{}
+	buf  []byte
+}
+
+func newOutputCopy(dst io.Writer) (*outputCopy, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("the process's output: %w", err)
+	}
+	c := &outputCopy{r: r, w: w, dst: dst, done: make(chan struct{}), buf: make([]byte, 32<<10)}
+	go func() {
+		defer close(c.done)
+		for {
+			n, err := r.Read(c.buf)
+			if n > 0 {
+				if _, werr := dst.Write(c.buf[:n]); werr != nil {
+					// The writer is gone: the process gets EPIPE
+					// rather than a full pipe.
+					r.Close()
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return c, nil
+}
+
+// maxDrain bounds what finish reads after the process has ended: what a
+// pipe can hold, and then some, but not without end from a writer that
+// goes on writing.
+const maxDrain = 1 << 20
+
+// finish stops the copying goroutine's wait (a deadline ends a blocked
+// Read without losing data), reads what the pipe holds now without
+// waiting for more, and closes it.
+func (c *outputCopy) finish() {
+	c.w.Close()
+	c.r.SetReadDeadline(time.Now())
+	<-c.done
+	if rc, err := c.r.SyscallConn(); err == nil {
+		for drained := 0; drained < maxDrain; {
+			n := 0
+			rerr := rc.Read(func(fd uintptr) bool {
+				n, _ = unix.Read(int(fd), c.buf)
+				return true // never wait: only what is there already
+			})
+			if rerr != nil || n <= 0 {
+				break
+			}
+			drained += n
+			if _, err := c.dst.Write(c.buf[:n]); err != nil {
+				break
+			}
+		}
+	}
+	c.r.Close()
 }

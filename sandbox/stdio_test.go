@@ -358,3 +358,48 @@ func pipeRefs(t *testing.T, f *os.File) int {
 	}
 	return n
 }
+
+// An exec'd command that leaves a process behind holding its output
+// (`daemon &`) does not keep Exec waiting for that process: its output
+// ends with it, and what it wrote before it ended is all there. A writer
+// that is a file and one that is not behave alike.
+func TestExecLeavesBackgroundProcesses(t *testing.T) {
+	sb := New("alpine:test", opts(func(o *Options) { o.Args = []string{"sleep", "1000"} }))
+	if err := sb.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	log, err := os.CreateTemp(t.TempDir(), "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	var buf strings.Builder
+	for name, w := range map[string]io.Writer{"file": log, "writer": &buf} {
+		done := make(chan error, 1)
+		go func() {
+			res, err := sb.Exec(context.Background(), &ExecOptions{
+				Args:   []string{"sh", "-c", "sleep 1000 & echo before; echo end"},
+				Stdout: w, Stderr: w,
+			})
+			if err == nil && !res.Success() {
+				err = fmt.Errorf("%+v", res)
+			}
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("%s: Exec waits for the process its command left behind", name)
+		}
+	}
+	got, _ := os.ReadFile(log.Name())
+	for name, out := range map[string]string{"file": string(got), "writer": buf.String()} {
+		if out != "before\nend\n" {
+			t.Errorf("%s: output %q", name, out)
+		}
+	}
+}
