@@ -130,7 +130,7 @@ func (s *Store) quotaBackend(q *diskQuota, dir string, userNS bool) error {
 				q.Backend, q.Project = quotaProject, id
 				return nil
 			}
-			s.log.Warn("project ID already has files on the store's filesystem, perhaps an administrator's project; using a filesystem of the rootfs's own for its quota", "project", id)
+			s.log.Warn("project ID already has files or limits on the store's filesystem, perhaps an administrator's project; using a filesystem of the rootfs's own for its quota", "project", id)
 		}
 	}
 	q.Backend = quotaLoop

@@ -118,7 +118,10 @@ func quotasEnforced(dir string) (project, any bool) {
 }
 
 // projectInUse reports whether files on the filesystem of dir already
-// carry project ID id.
+// carry project ID id, or it has limits: an administrator's, set before
+// any file joins the project, which a rootfs's quota would overwrite and
+// its Release clear. (A rootfs clears its own before its directory, and
+// so its ID, is gone.)
 func projectInUse(dir string, id uint32) (bool, error) {
 	var q ifDQBlk
 	err := quotactlAt(dir, qcmd(qGetQuota, prjQuota), id, unsafe.Pointer(&q))
@@ -128,7 +131,8 @@ func projectInUse(dir string, id uint32) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("read project quota %d: %w", id, err)
 	}
-	return q.CurSpace > 0 || q.CurInodes > 0, nil
+	return q.CurSpace > 0 || q.CurInodes > 0 ||
+		q.BHardLimit > 0 || q.BSoftLimit > 0 || q.IHardLimit > 0 || q.ISoftLimit > 0, nil
 }
 
 // setProjectQuota limits project q.Project on the filesystem of root to
