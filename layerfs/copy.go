@@ -298,30 +298,72 @@ func (c *copier) copyData(in, out *os.File, size int64) error {
 			c.noClone = true
 		}
 	}
-	if !c.noCopyRange {
-		for size > 0 {
-			n, err := unix.CopyFileRange(infd, nil, outfd, nil, int(min(size, 1<<30)), 0)
-			if err != nil {
-				switch err {
-				case unix.ENOSYS, unix.EOPNOTSUPP:
-					c.noCopyRange = true
-				case unix.EXDEV, unix.EINVAL:
-				default:
-					return err
-				}
-				break
-			}
-			if n == 0 {
-				break
-			}
-			size -= int64(n)
-		}
-		if size <= 0 {
-			return nil
-		}
+	return copyHoles(in, out, size, &c.noCopyRange)
+}
+
+// sparseMin is the size from which copyHoles looks for holes: a smaller
+// file is copied whole, sparing two lseeks per file of an image.
+const sparseMin = 1 << 20
+
+// copyHoles copies size bytes of in to out, an empty file, leaving in's
+// holes holes: an image may hold a sparse file of terabytes (see
+// extractFile), which would fill the disk written out whole. It uses
+// copy_file_range unless *noCopyRange, which it sets when the kernel
+// or filesystem cannot.
+func copyHoles(in, out *os.File, size int64, noCopyRange *bool) error {
+	if size < sparseMin {
+		return copyExtent(in, out, 0, size, noCopyRange)
 	}
-	// The file offsets are where copy_file_range stopped.
-	_, err := io.Copy(out, in)
+	if err := out.Truncate(size); err != nil {
+		return err
+	}
+	infd := int(in.Fd())
+	for off := int64(0); off < size; {
+		start, err := unix.Seek(infd, off, unix.SEEK_DATA)
+		if err == unix.ENXIO {
+			return nil // only a hole is left
+		}
+		if err != nil {
+			return fmt.Errorf("seek data: %w", err)
+		}
+		end, err := unix.Seek(infd, start, unix.SEEK_HOLE)
+		if err != nil {
+			return fmt.Errorf("seek hole: %w", err)
+		}
+		end = min(end, size)
+		if err := copyExtent(in, out, start, end, noCopyRange); err != nil {
+			return err
+		}
+		off = end
+	}
+	return nil
+}
+
+// copyExtent copies the bytes from start to end of in to the same offsets
+// of out.
+func copyExtent(in, out *os.File, start, end int64, noCopyRange *bool) error {
+	for !*noCopyRange && start < end {
+		roff, woff := start, start
+		n, err := unix.CopyFileRange(int(in.Fd()), &roff, int(out.Fd()), &woff, int(min(end-start, 1<<30)), 0)
+		if err != nil {
+			switch err {
+			case unix.ENOSYS, unix.EOPNOTSUPP:
+				*noCopyRange = true
+			case unix.EXDEV, unix.EINVAL:
+			default:
+				return err
+			}
+			break
+		}
+		if n == 0 {
+			break
+		}
+		start += int64(n)
+	}
+	if start >= end {
+		return nil
+	}
+	_, err := io.Copy(io.NewOffsetWriter(out, start), io.NewSectionReader(in, start, end-start))
 	return err
 }
 

@@ -15,12 +15,12 @@ const capSysResource = 24
 // unlocked, so the runtime ends it when fn returns instead of letting other
 // goroutines run with its capabilities.
 //
-// Overlays are mounted so. overlayfs makes every change to its upper
-// directory with the credentials of the task that mounted it, whoever
-// writes through the mount, and ext4 lets CAP_SYS_RESOURCE exceed quota
-// limits: a sandbox writing through an overlay mounted with it would
-// ignore its disk quota, and any project quota an administrator set on
-// the store.
+// Prepare mounts rootfses so where the store's filesystem enforces quotas.
+// overlayfs makes every change to its upper directory with the credentials
+// of the task that mounted it, whoever writes through the mount, and ext4
+// lets CAP_SYS_RESOURCE exceed quota limits: a sandbox writing through an
+// overlay mounted with it would ignore its disk quota, and any quota an
+// administrator set on the store's filesystem.
 func withoutResourceCap(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {

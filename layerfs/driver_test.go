@@ -869,3 +869,47 @@ func TestDriverCopyData(t *testing.T) {
 		}
 	}
 }
+
+// TestDriverCopyHoles checks that the copy driver leaves a sparse file's
+// holes holes, whichever way it copies: an image may hold a file of
+// terabytes that is nearly all hole, which written out whole would fill
+// the disk.
+func TestDriverCopyHoles(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src")
+	const size = 1 << 30
+	f, err := os.Create(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int64{0, size / 2, size - 5} {
+		if _, err := f.WriteAt([]byte("data!"), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	for i, c := range []*copier{{noClone: true}, {noClone: true, noCopyRange: true}} {
+		dst := filepath.Join(dir, fmt.Sprint("dst", i))
+		if err := c.copyFile(src, dst, size); err != nil {
+			t.Fatal(err)
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(dst, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Size != size || st.Blocks*512 > 1<<20 {
+			t.Errorf("copier %+v: copy of %d bytes, %d allocated, want %d bytes, nearly all hole", c, st.Size, st.Blocks*512, size)
+		}
+		g, err := os.Open(dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, off := range []int64{0, size / 2, size - 5} {
+			b := make([]byte, 5)
+			if _, err := g.ReadAt(b, off); err != nil || string(b) != "data!" {
+				t.Errorf("copier %+v: at %d: %q, %v", c, off, b, err)
+			}
+		}
+		g.Close()
+	}
+}

@@ -24,18 +24,10 @@ func openMember(dir, name string) (*os.File, error) {
 		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
 	}
 	defer unix.Close(root)
-	how := unix.OpenHow{
+	fd, err := openat2(root, name, &unix.OpenHow{
 		Flags:   unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NONBLOCK | unix.O_NOCTTY,
 		Resolve: resolveBeneath,
-	}
-	var fd int
-	for tries := 0; ; tries++ {
-		fd, err = unix.Openat2(root, name, &how)
-		// EAGAIN means a concurrent rename raced the lookup.
-		if (err != unix.EAGAIN && err != unix.EINTR) || tries == 100 {
-			break
-		}
-	}
+	})
 	switch {
 	case err == unix.EXDEV || err == unix.ELOOP:
 		return nil, fmt.Errorf("%w %q: leads outside the archive", ErrUnsafeEntry, name)

@@ -113,7 +113,7 @@ func (d *overlayDriver) Mount(ctx context.Context, lowers []string, dir string, 
 	}
 
 	if !d.legacy && !d.noAppend.Load() {
-		err := withoutResourceCap(func() error { return d.mountAppend(lowers, upper, work, merged) })
+		err := d.mountAppend(lowers, upper, work, merged)
 		if !errors.Is(err, errNoAppend) {
 			if err != nil {
 				return "", err
@@ -330,6 +330,9 @@ func (d *overlayDriver) mountLegacy(lowers []string, dir string) error {
 		}
 	}
 	err := inDir(dir, func() error {
+		// inDir's thread is not the caller's, which Prepare may have
+		// already rid of CAP_SYS_RESOURCE (see Store.Prepare); the thread
+		// is a new one anyway, and dropping it here costs nothing.
 		if err := dropResourceCap(); err != nil {
 			return err
 		}

@@ -88,6 +88,18 @@ func (opts *PrepareOptions) diskQuota() (*diskQuota, error) {
 	return q, nil
 }
 
+// fsQuotas reports whether the store's filesystem enforces project
+// quotas, and whether it enforces quotas of any type (user, group or
+// project, an administrator's or a rootfs's own). It asks the kernel once
+// per Store: quotas turned on later are seen by the next Open.
+func (s *Store) fsQuotas() (project, any bool) {
+	s.quotaOnce.Do(func() {
+		s.projectQuotas, s.anyQuotas = quotasEnforced(s.root)
+		s.log.Debug("store filesystem quotas", "project", s.projectQuotas, "any", s.anyQuotas, "root", s.root)
+	})
+	return s.projectQuotas, s.anyQuotas
+}
+
 // quotaBackend picks how to enforce q for the rootfs whose directory is
 // dir, and sets q.Backend (and q.Project).
 //
@@ -101,11 +113,7 @@ func (opts *PrepareOptions) diskQuota() (*diskQuota, error) {
 // the host's, as a Default sandbox is, gets a filesystem of its own,
 // whose size no file attribute changes.
 func (s *Store) quotaBackend(q *diskQuota, dir string, userNS bool) error {
-	s.projectOnce.Do(func() {
-		s.projectQuotas = projectQuotasEnforced(s.root)
-		s.log.Debug("disk quota backend", "projectQuotas", s.projectQuotas, "root", s.root)
-	})
-	if s.projectQuotas && userNS {
+	if project, _ := s.fsQuotas(); project && userNS {
 		var st unix.Stat_t
 		if err := unix.Lstat(dir, &st); err != nil {
 			return &os.PathError{Op: "stat", Path: dir, Err: err}
@@ -122,7 +130,7 @@ func (s *Store) quotaBackend(q *diskQuota, dir string, userNS bool) error {
 				q.Backend, q.Project = quotaProject, id
 				return nil
 			}
-			s.log.Warn("project ID already has files on the store's filesystem, perhaps an administrator's project; using a filesystem of the rootfs's own for its quota", "project", id)
+			s.log.Warn("project ID already has files or limits on the store's filesystem, perhaps an administrator's project; using a filesystem of the rootfs's own for its quota", "project", id)
 		}
 	}
 	q.Backend = quotaLoop

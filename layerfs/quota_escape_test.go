@@ -142,3 +142,39 @@ func TestDiskQuotaLoopFlags(t *testing.T) {
 	}
 	t.Fatalf("%s is not a mount point", state)
 }
+
+// TestDiskQuotaAdminProject checks that an administrator's project quota
+// on the store holds for a rootfs prepared without a disk quota of its
+// own: the overlay writes with the credentials of its mounter, which must
+// not carry CAP_SYS_RESOURCE past the quota, although the rootfs asked
+// for none.
+func TestDiskQuotaAdminProject(t *testing.T) {
+	const admin = 4242
+	fs := projectQuotaFS(t)
+	root := filepath.Join(fs, "store")
+	if err := os.Mkdir(root, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// The limits are set again below, once the image is in.
+	if err := setProjectQuota(fs, root, &diskQuota{Project: admin, Bytes: 32 << 20, Inodes: 1 << 16}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { clearProjectQuota(fs, admin) })
+	s, img := quotaStore(t, root, "overlay")
+	if _, any := s.fsQuotas(); !any {
+		t.Fatal("the store does not see the quotas its filesystem enforces")
+	}
+	used := projectUsage(t, fs, admin).CurSpace
+	if err := setProjectQuota(fs, root, &diskQuota{Project: admin, Bytes: int64(used) + testQuota, Inodes: 1 << 16}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Prepare(ctx, "q", img, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Release(ctx, "q")
+	n, err := writeUntilFull(filepath.Join(r.Path, "big"), 3*testQuota)
+	if !isFull(err) || n > testQuota {
+		t.Errorf("wrote %d bytes through a rootfs under an administrator's quota of %d more: %v", n, testQuota, err)
+	}
+}

@@ -153,36 +153,8 @@ func copySparse(dst *os.File, src string) error {
 	if err != nil {
 		return err
 	}
-	if err := dst.Truncate(fi.Size()); err != nil {
-		return err
-	}
-	in, out := int(sf.Fd()), int(dst.Fd())
-	for off := int64(0); off < fi.Size(); {
-		start, err := unix.Seek(in, off, unix.SEEK_DATA)
-		if err == unix.ENXIO {
-			return nil // only a hole is left
-		}
-		if err != nil {
-			return fmt.Errorf("seek data: %w", err)
-		}
-		end, err := unix.Seek(in, start, unix.SEEK_HOLE)
-		if err != nil {
-			return fmt.Errorf("seek hole: %w", err)
-		}
-		for start < end {
-			roff, woff := start, start
-			n, err := unix.CopyFileRange(in, &roff, out, &woff, int(end-start), 0)
-			if err != nil {
-				return fmt.Errorf("copy_file_range: %w", err)
-			}
-			if n == 0 {
-				return fmt.Errorf("copy_file_range: %s ended early", src)
-			}
-			start += int64(n)
-		}
-		off = end
-	}
-	return nil
+	var noCopyRange bool
+	return copyHoles(sf, dst, fi.Size(), &noCopyRange)
 }
 
 // attachLoop attaches backing to a free loop device, with autoclear, and

@@ -25,6 +25,8 @@ const (
 	qifDQBlkSize = 1024
 
 	fsQStatVVersion1 = 1
+	fsQuotaUDQEnfd   = 1 << 1 // FS_QUOTA_UDQ_ENFD: user limits are enforced
+	fsQuotaGDQEnfd   = 1 << 3 // FS_QUOTA_GDQ_ENFD: group limits are enforced
 	fsQuotaPDQEnfd   = 1 << 5 // FS_QUOTA_PDQ_ENFD: project limits are enforced
 
 	fsIOCFSGetXattr    = 0x801c581f // FS_IOC_FSGETXATTR
@@ -94,15 +96,32 @@ func quotactlAt(path string, cmd, id uint32, addr unsafe.Pointer) error {
 // project quotas. Any failure to tell (an old kernel, a filesystem without
 // quotas) means it does not.
 func projectQuotasEnforced(dir string) bool {
+	project, _ := quotasEnforced(dir)
+	return project
+}
+
+// quotasEnforced reports whether the filesystem dir is on enforces project
+// quotas, and whether it enforces quotas of any type; the kernel reports
+// every type's state whichever it is asked about. Any failure to tell (a
+// filesystem without quotas) means it does not, except that a kernel
+// without quotactl_fd (before 5.14), which cannot tell, is taken to
+// enforce some, so that rootfses are not mounted able to bypass them.
+func quotasEnforced(dir string) (project, any bool) {
 	st := fsQuotaStatV{Version: fsQStatVVersion1}
 	if err := quotactlAt(dir, qcmd(qXGetQStatV, prjQuota), 0, unsafe.Pointer(&st)); err != nil {
-		return false
+		// ENOSYS also means no quota is on: ask with no descriptor, which
+		// a kernel with the system call refuses with EBADF.
+		_, _, errno := unix.Syscall6(unix.SYS_QUOTACTL_FD, ^uintptr(0), 0, 0, 0, 0, 0)
+		return false, errno == unix.ENOSYS
 	}
-	return st.Flags&fsQuotaPDQEnfd != 0
+	return st.Flags&fsQuotaPDQEnfd != 0, st.Flags&(fsQuotaUDQEnfd|fsQuotaGDQEnfd|fsQuotaPDQEnfd) != 0
 }
 
 // projectInUse reports whether files on the filesystem of dir already
-// carry project ID id.
+// carry project ID id, or it has limits: an administrator's, set before
+// any file joins the project, which a rootfs's quota would overwrite and
+// its Release clear. (A rootfs clears its own before its directory, and
+// so its ID, is gone.)
 func projectInUse(dir string, id uint32) (bool, error) {
 	var q ifDQBlk
 	err := quotactlAt(dir, qcmd(qGetQuota, prjQuota), id, unsafe.Pointer(&q))
@@ -112,7 +131,8 @@ func projectInUse(dir string, id uint32) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("read project quota %d: %w", id, err)
 	}
-	return q.CurSpace > 0 || q.CurInodes > 0, nil
+	return q.CurSpace > 0 || q.CurInodes > 0 ||
+		q.BHardLimit > 0 || q.BSoftLimit > 0 || q.IHardLimit > 0 || q.ISoftLimit > 0, nil
 }
 
 // setProjectQuota limits project q.Project on the filesystem of root to

@@ -111,16 +111,21 @@ func (s *Store) Prepare(ctx context.Context, key string, img *Image, opts *Prepa
 	}
 	var path string
 	mount := func() (err error) {
-		if quota == nil {
+		m := func() (err error) {
 			path, err = d.Mount(ctx, lowers, state, ids)
 			return err
 		}
-		// The copy driver's copy of the image counts against a project
-		// quota, which CAP_SYS_RESOURCE would let it exceed unnoticed.
-		return withoutResourceCap(func() (err error) {
-			path, err = d.Mount(ctx, lowers, state, ids)
-			return err
-		})
+		// Quotas bind only a writer without CAP_SYS_RESOURCE: the copy
+		// driver's copy of the image, and everything a workload writes
+		// through an overlay (made with its mounter's credentials), must be
+		// made so where the store's filesystem enforces any (the rootfs's
+		// project quota, or an administrator's). Elsewhere nothing is left
+		// to bypass (a loop filesystem has no quotas and reserves no blocks
+		// for root), and the start path is spared a new OS thread.
+		if _, any := s.fsQuotas(); any {
+			return withoutResourceCap(m)
+		}
+		return m()
 	}
 	if err == nil {
 		err = mount()

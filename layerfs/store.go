@@ -62,9 +62,10 @@ type Store struct {
 	idmapWarned atomic.Bool
 
 	// projectQuotas records whether the store's filesystem enforces
-	// project quotas, for disk quotas; asked once.
-	projectOnce   sync.Once
-	projectQuotas bool
+	// project quotas, for disk quotas, and anyQuotas whether it enforces
+	// quotas of any type, which rootfs mounts must not bypass; asked once.
+	quotaOnce                sync.Once
+	projectQuotas, anyQuotas bool
 }
 
 // Open opens the store at root, creating it if it does not exist.

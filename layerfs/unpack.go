@@ -740,13 +740,18 @@ func isWhiteoutMeta(name string) bool {
 // openBeneath opens the directory name relative to dirfd without leaving
 // dirfd.
 func openBeneath(dirfd int, name string) (int, error) {
-	how := unix.OpenHow{
+	return openat2(dirfd, name, &unix.OpenHow{
 		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
 		Resolve: resolveBeneath,
-	}
+	})
+}
+
+// openat2 calls openat2(2), again (a bounded number of times) when a
+// signal interrupted it or, with RESOLVE_BENEATH, a concurrent rename
+// raced the lookup (EAGAIN).
+func openat2(dirfd int, name string, how *unix.OpenHow) (int, error) {
 	for tries := 0; ; tries++ {
-		fd, err := unix.Openat2(dirfd, name, &how)
-		// EAGAIN means a concurrent rename raced the lookup.
+		fd, err := unix.Openat2(dirfd, name, how)
 		if (err != unix.EAGAIN && err != unix.EINTR) || tries == 100 {
 			return fd, err
 		}
