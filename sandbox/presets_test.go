@@ -8,12 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
@@ -24,17 +22,7 @@ import (
 
 // ucountsProbe builds testdata/ucounts.c statically, once, into a
 // directory a sandbox can bind.
-var ucountsProbe = sync.OnceValues(func() (string, error) {
-	dir := filepath.Join(testEnv.dir, "ucounts")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		return "", err
-	}
-	out, err := exec.Command("gcc", "-static", "-O2", "-Wall", "-o", filepath.Join(dir, "ucounts"), "testdata/ucounts.c").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("build the ucounts probe: %v: %s", err, out)
-	}
-	return dir, nil
-})
+var ucountsProbe = staticProgram("ucounts", "testdata/ucounts.c")
 
 // withUcounts binds the ucounts probe at /probe and runs it with args.
 func withUcounts(t *testing.T, sec *security.Config, args ...string) func(*Options) {
