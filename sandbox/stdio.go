@@ -429,6 +429,8 @@ func (c *outputCopy) finish() {
 	c.w.Close()
 	c.r.SetReadDeadline(time.Now())
 	<-c.done
+	// A passed deadline would refuse the reads below before trying.
+	c.r.SetReadDeadline(time.Time{})
 	if rc, err := c.r.SyscallConn(); err == nil {
 		for drained := 0; drained < maxDrain; {
 			n := 0
