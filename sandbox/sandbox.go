@@ -459,7 +459,7 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 	s.undo = append(s.undo, func() error { return removeStateDir(stateDir) })
 	s.state = State{
 		ID: s.id, Image: s.ref, Args: s.opts.Args, Created: time.Now().UTC(), Host: self(),
-		RootfsKey: "sandbox-" + s.id, Cgroup: s.id, Parent: cgm.Parent(),
+		RootfsKey: "sandbox-" + s.id, Cgroup: s.id, Parent: cgm.Parent(), Volumes: volumeNames(s.opts.Mounts),
 		ImageDigest: s.img.Digest.String(), Env: s.opts.Env, User: s.opts.User, Dir: s.opts.Dir,
 		Pending: true,
 	}
