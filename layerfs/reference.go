@@ -48,7 +48,7 @@ func ParseReference(s string) (Reference, error) {
 		r.Digest = rest[i+1:]
 		rest = rest[:i]
 		if !digestRE.MatchString(r.Digest) {
-			return Reference{}, fmt.Errorf("%w %s: digest must be sha256: and 64 lowercase hex digits", ErrInvalidReference, s)
+			return Reference{}, fmt.Errorf("%w %s: digest must be sha256: and 64 lowercase hex digits", ErrInvalidReference, clip.Quote(s))
 		}
 	}
 	// A colon after the last slash separates the tag; one before it belongs
@@ -62,13 +62,13 @@ func ParseReference(s string) (Reference, error) {
 	}
 	r.Name = rest
 	if r.Name == "" {
-		return Reference{}, fmt.Errorf("%w %s: empty name", ErrInvalidReference, s)
+		return Reference{}, fmt.Errorf("%w %s: empty name", ErrInvalidReference, clip.Quote(s))
 	}
 	if len(r.Name) > maxNameLength {
 		return Reference{}, fmt.Errorf("%w %s: name longer than %d characters", ErrInvalidReference, clip.Quote(s), maxNameLength)
 	}
 	if !nameRE.MatchString(r.Name) {
-		return Reference{}, fmt.Errorf("%w %s: name must be lowercase letters, digits and separators (. _ - /)", ErrInvalidReference, s)
+		return Reference{}, fmt.Errorf("%w %s: name must be lowercase letters, digits and separators (. _ - /)", ErrInvalidReference, clip.Quote(s))
 	}
 	if r.Tag == "" && r.Digest == "" {
 		r.Tag = "latest"
