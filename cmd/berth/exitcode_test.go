@@ -51,7 +51,9 @@ func newCLIEnv(t *testing.T) *cliEnv {
 	return e
 }
 
-func (e *cliEnv) args(args ...string) []string { return append(append([]string(nil), e.flags...), args...) }
+func (e *cliEnv) args(args ...string) []string {
+	return append(append([]string(nil), e.flags...), args...)
+}
 
 // Status 1 is the workload's: whatever stops a sandbox from being made
 // exits 125, and the sandbox package says so with ErrSetup where it found
