@@ -33,6 +33,11 @@ func strictUsage(root *cobra.Command) {
 	// cobra adds these itself on Execute, too late for the walk below.
 	root.InitDefaultHelpCmd()
 	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		if c.Name() == "help" && c.Run != nil {
+			strictHelp(c)
+		}
+	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%s: %w", c.CommandPath(), err)}
 	})
@@ -56,6 +61,24 @@ func strictUsage(root *cobra.Command) {
 		}
 	}
 	walk(root)
+}
+
+// strictHelp makes `berth help TOPIC` fail for a topic that is no
+// command, where cobra prints the top-level help and exits 0.
+func strictHelp(help *cobra.Command) {
+	show := help.Run
+	help.Run = nil
+	help.RunE = func(c *cobra.Command, args []string) error {
+		if cmd, rest, err := c.Root().Find(args); err != nil || len(rest) > 0 {
+			topic := strings.Join(args, " ")
+			if cmd != nil && len(rest) > 0 {
+				topic = rest[0]
+			}
+			return usageError{fmt.Errorf("unknown help topic %s; see %s --help", clip.Quote(topic), c.Root().Name())}
+		}
+		show(c, args)
+		return nil
+	}
 }
 
 // unknownSubcommand is the Args of a command group: it takes none, so an

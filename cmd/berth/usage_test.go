@@ -30,6 +30,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"image", "inspect"}, []string{"berth image inspect: accepts 1 arg"}},
 		{[]string{"ps", "extra"}, []string{"berth ps: unknown command \"extra\""}},
 		{[]string{"volume", "create"}, []string{"berth volume create: accepts 1 arg"}},
+		{[]string{"help", "bogus"}, []string{`unknown help topic "bogus"`}},
+		{[]string{"help", "image", "push"}, []string{`unknown help topic "push"`}},
 	} {
 		stdout, stderr, code := berthExit(t, root, c.args...)
 		ok := code == 125 && strings.Count(stderr, "\n") == 1 && strings.HasPrefix(stderr, "berth: ") && stdout == ""
@@ -41,7 +43,7 @@ func TestUsageErrors(t *testing.T) {
 		}
 	}
 	// Asking for help is not an error.
-	for _, args := range [][]string{{"--help"}, {"image", "--help"}, {"help", "image"}, {"volume", "rm", "--help"}} {
+	for _, args := range [][]string{{"--help"}, {"image", "--help"}, {"help", "image"}, {"help", "image", "ls"}, {"help"}, {"volume", "rm", "--help"}} {
 		if stdout, stderr, code := berthExit(t, root, args...); code != 0 || !strings.Contains(stdout, "Usage:") {
 			t.Errorf("berth %s: exit %d, stdout %q, stderr %q; want the help and 0", strings.Join(args, " "), code, stdout, stderr)
 		}
