@@ -32,7 +32,9 @@ func TestLongNamesClipped(t *testing.T) {
 		{[]string{"kill", long}, true},
 		{[]string{"volume", "create", long}, true},
 		{[]string{"volume", "rm", long}, true},
-		{[]string{"network", "rm", long}, false},
+		{[]string{"network", "rm", long}, true},
+		{[]string{"network", "create", long}, true},
+		{[]string{"run", "--net", long, "alpine:test", "true"}, false},
 		{[]string{long}, true},
 		{[]string{"image", long}, true},
 	} {
