@@ -106,8 +106,15 @@ func (g *globals) sandboxOptions() (*sandbox.Options, error) {
 func newRootCommand() *cobra.Command {
 	g := &globals{}
 	root := &cobra.Command{
-		Use:           "berth",
-		Short:         "Run programs in hardened sandboxes made from OCI images",
+		Use:   "berth",
+		Short: "Run programs in hardened sandboxes made from OCI images",
+		Long: `Run programs in hardened sandboxes made from OCI images.
+
+Exit status: run and exec exit with their workload's status, or 125 if
+berth could not make the sandbox (or start the process), 126 if the
+program cannot be run and 127 if there is no such program. Every command
+exits 125 for a command line it does not understand, and other commands
+1 when they fail.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

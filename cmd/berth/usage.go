@@ -47,6 +47,7 @@ func strictUsage(root *cobra.Command) {
 		case c.HasSubCommands() && !c.Runnable():
 			c.Args = unknownSubcommand
 			c.RunE = missingSubcommand
+			c.SetUsageFunc(groupUsage)
 		case c.Args != nil:
 			args := c.Args
 			c.Args = func(c *cobra.Command, a []string) error {
@@ -79,6 +80,20 @@ func strictHelp(help *cobra.Command) {
 		show(c, args)
 		return nil
 	}
+}
+
+// groupUsage prints a group's usage as cobra does for a command that
+// runs nothing itself, without the "berth image [flags]" line that
+// missingSubcommand, which makes it runnable, would otherwise add.
+// Subcommands inherit it, and get the usual usage.
+func groupUsage(c *cobra.Command) error {
+	usage := (&cobra.Command{}).UsageFunc() // cobra's own
+	if c.HasSubCommands() {
+		run := c.RunE
+		c.RunE = nil
+		defer func() { c.RunE = run }()
+	}
+	return usage(c)
 }
 
 // unknownSubcommand is the Args of a command group: it takes none, so an

@@ -48,4 +48,11 @@ func TestUsageErrors(t *testing.T) {
 			t.Errorf("berth %s: exit %d, stdout %q, stderr %q; want the help and 0", strings.Join(args, " "), code, stdout, stderr)
 		}
 	}
+	// A group's usage does not offer to run it alone; its commands' do.
+	if stdout, _, _ := berthExit(t, root, "image", "--help"); strings.Contains(stdout, "berth image [flags]") || !strings.Contains(stdout, "berth image [command]") {
+		t.Errorf("berth image --help:\n%s", stdout)
+	}
+	if stdout, _, _ := berthExit(t, root, "volume", "rm", "--help"); !strings.Contains(stdout, "berth volume rm [-f] NAME...") {
+		t.Errorf("berth volume rm --help:\n%s", stdout)
+	}
 }
