@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -117,5 +118,54 @@ func TestExitCodes(t *testing.T) {
 	}
 	if _, err := berth(t, e.root, args...); !errors.Is(err, sandbox.ErrSetup) || !errors.Is(err, unix.ENOSPC) {
 		t.Errorf("run with a full state directory: %v does not wrap both ErrSetup and ENOSPC", err)
+	}
+}
+
+// TestHelperMain is not a test: run by TestMainExitStatus as a process of
+// its own, it is berth's main, with the arguments after "--".
+func TestHelperMain(t *testing.T) {
+	if os.Getenv("BERTH_TEST_MAIN") == "" {
+		t.Skip("run as berth's main by TestMainExitStatus")
+	}
+	for i, a := range os.Args {
+		if a == "--" {
+			os.Args = append([]string{"berth"}, os.Args[i+1:]...)
+			break
+		}
+	}
+	main()
+	os.Exit(0)
+}
+
+// main exits with what execute says, in a process of its own.
+func TestMainExitStatus(t *testing.T) {
+	e := newCLIEnv(t)
+	for _, c := range []struct {
+		args   []string
+		code   int
+		stderr string
+	}{
+		{[]string{"bogus"}, 125, `unknown command "bogus"`},
+		{e.args("run", "nope:1", "true"), 125, "not found"},
+		{e.args("run", "alpine:test", "sh", "-c", "echo out; exit 3"), 3, ""},
+		{e.args("run", "alpine:test", "sh", "-c", "exit 1"), 1, ""},
+		{e.args("image", "inspect", "nope:1"), 1, "not found"},
+		{e.args("image", "ls"), 0, ""},
+	} {
+		cmd := exec.Command(os.Args[0], append([]string{"-test.run=^TestHelperMain$", "--", "--root", e.root}, c.args...)...)
+		cmd.Env = append(os.Environ(), "BERTH_TEST_MAIN=1")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != c.code || !strings.Contains(stderr.String(), c.stderr) {
+			t.Errorf("berth %s: exit %d, stderr %q; want %d and %q", strings.Join(c.args, " "), code, stderr.String(), c.code, c.stderr)
+		}
 	}
 }
