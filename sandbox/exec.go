@@ -34,17 +34,17 @@ type ExecOptions struct {
 // Cancelling ctx kills it.
 func (s *Sandbox) Exec(ctx context.Context, o *ExecOptions) (*Result, error) {
 	if o == nil || len(o.Args) == 0 {
-		return nil, fmt.Errorf("sandbox exec: %w", setupError(errors.New("no command")))
+		return nil, setupError(errors.New("sandbox exec: no command"))
 	}
 	s.mu.Lock()
 	if s.proc == nil || s.result == nil {
 		s.mu.Unlock()
-		return nil, setupError(ErrNotStarted)
+		return nil, ErrNotStarted
 	}
 	select {
 	case <-s.done:
 		s.mu.Unlock()
-		return nil, setupError(ErrNotRunning)
+		return nil, ErrNotRunning
 	default:
 	}
 	initPid := s.proc.Pid
