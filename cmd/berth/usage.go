@@ -18,9 +18,9 @@ type usageError struct{ err error }
 func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
-// strictUsage makes every command under root, those added later to the
-// tree included as long as they are added before it is called, refuse what
-// it does not understand. Left to itself, cobra runs a command group
+// strictUsage makes every command in root's tree refuse what it does not
+// understand; it is called once the tree is complete, so that groups
+// added later get it without doing anything. Left to itself, cobra runs a command group
 // (`berth image`) given an unknown subcommand, or none, by printing its
 // help and exiting 0, so that `berth image push x` looks to a script as if
 // it worked.
