@@ -14,6 +14,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/berth-dev/berth/internal/clip"
 )
 
 // An Image is an image held by the store. Its identity is the digest of its
@@ -104,12 +106,12 @@ func (s *Store) refs() (map[string]v1.Hash, error) {
 func (s *Store) readRef(name string) (v1.Hash, error) {
 	if len(refFile(name)) > maxFileName {
 		// Too long to have been recorded (see nameList).
-		return v1.Hash{}, fmt.Errorf("image %q: %w", name, ErrNotFound)
+		return v1.Hash{}, fmt.Errorf("image %s: %w", clip.Quote(name), ErrNotFound)
 	}
 	b, err := os.ReadFile(s.refPath(name))
 	if err != nil {
 		if isNotExist(err) {
-			return v1.Hash{}, fmt.Errorf("image %q: %w", name, ErrNotFound)
+			return v1.Hash{}, fmt.Errorf("image %s: %w", clip.Quote(name), ErrNotFound)
 		}
 		return v1.Hash{}, err
 	}
@@ -124,6 +126,9 @@ func (s *Store) readRef(name string) (v1.Hash, error) {
 // name@digest, a full digest, or an unambiguous prefix of at least six hex
 // digits of a manifest digest.
 func (s *Store) resolve(ref string) (v1.Hash, error) {
+	if len(ref) > MaxReferenceLength {
+		return v1.Hash{}, fmt.Errorf("%w %s: longer than %d bytes", ErrInvalidReference, clip.Quote(ref), MaxReferenceLength)
+	}
 	if h, err := v1.NewHash(ref); err == nil {
 		if !exists(s.imagePath(h)) {
 			return v1.Hash{}, fmt.Errorf("image %s: %w", ref, ErrNotFound)
@@ -167,7 +172,7 @@ func (s *Store) resolve(ref string) (v1.Hash, error) {
 	if perr != nil {
 		return v1.Hash{}, perr
 	}
-	return v1.Hash{}, fmt.Errorf("image %q: %w", ref, ErrNotFound)
+	return v1.Hash{}, fmt.Errorf("image %s: %w", clip.Quote(ref), ErrNotFound)
 }
 
 func isHex(s string) bool {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/berth-dev/berth/internal/clip"
 )
 
 // The grammar of image names, tags and digests is the one registries use
@@ -20,6 +22,11 @@ var (
 
 const maxNameLength = 255
 
+// MaxReferenceLength is the longest reference the grammar allows: a name
+// of 255 characters (the registries' limit), a tag of 128 and a digest.
+// Anything longer is refused before it is parsed or looked up.
+const MaxReferenceLength = maxNameLength + len(":") + 128 + len("@sha256:") + 64
+
 // A Reference names an image in the store: a repository name with a tag
 // ("alpine:3.20"), a name pinned to a manifest digest ("alpine@sha256:…"),
 // or both.
@@ -32,13 +39,16 @@ type Reference struct {
 // ParseReference parses s as NAME[:TAG][@DIGEST]. A name with neither tag
 // nor digest gets the tag "latest".
 func ParseReference(s string) (Reference, error) {
+	if len(s) > MaxReferenceLength {
+		return Reference{}, fmt.Errorf("%w %s: longer than %d bytes", ErrInvalidReference, clip.Quote(s), MaxReferenceLength)
+	}
 	var r Reference
 	rest := s
 	if i := strings.IndexByte(rest, '@'); i >= 0 {
 		r.Digest = rest[i+1:]
 		rest = rest[:i]
 		if !digestRE.MatchString(r.Digest) {
-			return Reference{}, fmt.Errorf("%w %q: digest must be sha256: and 64 lowercase hex digits", ErrInvalidReference, s)
+			return Reference{}, fmt.Errorf("%w %s: digest must be sha256: and 64 lowercase hex digits", ErrInvalidReference, clip.Quote(s))
 		}
 	}
 	// A colon after the last slash separates the tag; one before it belongs
@@ -47,18 +57,18 @@ func ParseReference(s string) (Reference, error) {
 		r.Tag = rest[i+1:]
 		rest = rest[:i]
 		if !tagRE.MatchString(r.Tag) {
-			return Reference{}, fmt.Errorf("%w %q: bad tag %q", ErrInvalidReference, s, r.Tag)
+			return Reference{}, fmt.Errorf("%w %s: bad tag %s", ErrInvalidReference, clip.Quote(s), clip.Quote(r.Tag))
 		}
 	}
 	r.Name = rest
 	if r.Name == "" {
-		return Reference{}, fmt.Errorf("%w %q: empty name", ErrInvalidReference, s)
+		return Reference{}, fmt.Errorf("%w %s: empty name", ErrInvalidReference, clip.Quote(s))
 	}
 	if len(r.Name) > maxNameLength {
-		return Reference{}, fmt.Errorf("%w %q: name longer than %d characters", ErrInvalidReference, s, maxNameLength)
+		return Reference{}, fmt.Errorf("%w %s: name longer than %d characters", ErrInvalidReference, clip.Quote(s), maxNameLength)
 	}
 	if !nameRE.MatchString(r.Name) {
-		return Reference{}, fmt.Errorf("%w %q: name must be lowercase letters, digits and separators (. _ - /)", ErrInvalidReference, s)
+		return Reference{}, fmt.Errorf("%w %s: name must be lowercase letters, digits and separators (. _ - /)", ErrInvalidReference, clip.Quote(s))
 	}
 	if r.Tag == "" && r.Digest == "" {
 		r.Tag = "latest"
@@ -89,13 +99,13 @@ func nameList(name, what string) ([]string, error) {
 		return nil, err
 	}
 	if r.Digest != "" {
-		return nil, fmt.Errorf("%w %q: %s cannot carry a digest", ErrInvalidReference, name, what)
+		return nil, fmt.Errorf("%w %s: %s cannot carry a digest", ErrInvalidReference, clip.Quote(name), what)
 	}
 	// The store keeps each name in a file of its own, escaped; the grammar
 	// allows names and tags that together make a longer file name than
 	// filesystems hold.
 	if n := len(refFile(r.String())); n > maxFileName {
-		return nil, fmt.Errorf("%w %q: too long for %s (%d bytes escaped, at most %d)", ErrInvalidReference, name, what, n, maxFileName)
+		return nil, fmt.Errorf("%w %s: too long for %s (%d bytes escaped, at most %d)", ErrInvalidReference, clip.Quote(name), what, n, maxFileName)
 	}
 	return []string{r.String()}, nil
 }

@@ -388,29 +388,3 @@ func (s *Store) Commit(ctx context.Context, key string, opts *CommitOptions) (*I
 	}
 	return s.loadImage(id, refs)
 }
-
-// Volume returns the directory of the named volume, creating it empty the
-// first time. Volumes live in the store and outlast the sandboxes that
-// mount them, until RemoveVolume.
-func (s *Store) Volume(ctx context.Context, name string) (string, error) {
-	if !keyRE.MatchString(name) {
-		return "", fmt.Errorf("volume name %q: must be 1-128 letters, digits, '.', '_' or '-'", name)
-	}
-	dir := s.path("volumes", name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("volume %s: %w", name, err)
-	}
-	return dir, nil
-}
-
-// RemoveVolume deletes the named volume and everything in it.
-func (s *Store) RemoveVolume(ctx context.Context, name string) error {
-	if !keyRE.MatchString(name) {
-		return fmt.Errorf("volume %q: %w", name, ErrNotFound)
-	}
-	dir := s.path("volumes", name)
-	if !exists(dir) {
-		return fmt.Errorf("volume %q: %w", name, ErrNotFound)
-	}
-	return os.RemoveAll(dir)
-}

@@ -21,6 +21,8 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/coreos/go-iptables/iptables"
+
+	"github.com/berth-dev/berth/internal/clip"
 )
 
 // Networks manages the bridge networks of one state directory: the
@@ -157,7 +159,7 @@ func (n *Networks) configPath(name string) string {
 
 func (n *Networks) readInfo(name string) (*NetworkInfo, error) {
 	if !nameRE.MatchString(name) {
-		return nil, fmt.Errorf("network %q: %w", name, ErrNotFound)
+		return nil, fmt.Errorf("network %s: %w", clip.Quote(name), ErrNotFound)
 	}
 	data, err := os.ReadFile(n.configPath(name))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -206,7 +208,7 @@ func (n *Networks) Create(ctx context.Context, name string, opts *NetworkOptions
 		return nil, fmt.Errorf("network %q: %w", name, ErrReserved)
 	}
 	if !nameRE.MatchString(name) {
-		return nil, fmt.Errorf("%w: network name %q: want 1 to 63 of a-z 0-9 _ . - starting with a letter or digit", ErrInvalid, name)
+		return nil, fmt.Errorf("%w: network name %s: want 1 to 63 of a-z 0-9 _ . - starting with a letter or digit", ErrInvalid, clip.Quote(name))
 	}
 	var o NetworkOptions
 	if opts != nil {

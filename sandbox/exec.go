@@ -34,7 +34,7 @@ type ExecOptions struct {
 // Cancelling ctx kills it.
 func (s *Sandbox) Exec(ctx context.Context, o *ExecOptions) (*Result, error) {
 	if o == nil || len(o.Args) == 0 {
-		return nil, errors.New("sandbox exec: no command")
+		return nil, setupError(errors.New("sandbox exec: no command"))
 	}
 	s.mu.Lock()
 	if s.proc == nil || s.result == nil {
@@ -63,15 +63,15 @@ func (s *Sandbox) Exec(ctx context.Context, o *ExecOptions) (*Result, error) {
 	sec := s.security(&base)
 	plan, err := lsmPlan(sec)
 	if err != nil {
-		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, err)
+		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, setupError(err))
 	}
 	spec, err := s.processSpec(&base, rootfs, sec, plan, nil)
 	if err != nil {
-		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, err)
+		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, setupError(err))
 	}
 	pidfd, err := unix.PidfdOpen(initPid, 0)
 	if err != nil {
-		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, err)
+		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, setupError(err))
 	}
 	pidfile := os.NewFile(uintptr(pidfd), "pidfd")
 	defer pidfile.Close()
@@ -85,13 +85,13 @@ func (s *Sandbox) Exec(ctx context.Context, o *ExecOptions) (*Result, error) {
 
 	std, streams, err := pipedStdio(o.Stdin, o.Stdout, o.Stderr, o.HandOverStdio)
 	if err != nil {
-		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, err)
+		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, setupError(err))
 	}
 	// Released after outs have finished copying into the duplicates.
 	defer streams.release()
 	outs, err := pipeOutputs(&std, o.HandOverStdio)
 	if err != nil {
-		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, err)
+		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, setupError(err))
 	}
 	// Once the process has ended (p.cmd.Wait), only what its output
 	// pipes hold is copied, whatever it left behind.
@@ -107,7 +107,7 @@ func (s *Sandbox) Exec(ctx context.Context, o *ExecOptions) (*Result, error) {
 		err = p.run(spec)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, err)
+		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, setupError(err))
 	}
 	pidfile.Close()
 	res := &Result{Started: p.started}

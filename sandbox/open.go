@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/cgroup"
+	"github.com/berth-dev/berth/internal/clip"
 	"github.com/berth-dev/berth/layerfs"
 )
 
@@ -91,13 +92,13 @@ func findState(ctx context.Context, stateRoot, id string) (*State, error) {
 		for i := range states {
 			if len(id) >= 4 && states[i].ID[:min(len(id), len(states[i].ID))] == id {
 				if st != nil {
-					return nil, fmt.Errorf("sandbox %s: %w", id, ErrAmbiguousID)
+					return nil, fmt.Errorf("sandbox %s: %w", clip.String(id), ErrAmbiguousID)
 				}
 				st = &states[i]
 			}
 		}
 		if st == nil {
-			return nil, fmt.Errorf("sandbox %s: %w", id, ErrNotFound)
+			return nil, fmt.Errorf("sandbox %s: %w", clip.String(id), ErrNotFound)
 		}
 		// A sandbox waiting in a pool stays pending until it is used.
 		if !st.Pending || time.Now().After(deadline) {

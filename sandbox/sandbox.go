@@ -37,7 +37,9 @@ var (
 	// ErrAmbiguousID means an ID prefix names more than one sandbox.
 	ErrAmbiguousID = errors.New("sandbox ID prefix is ambiguous")
 	// ErrSetup wraps a failure to build the sandbox before its workload
-	// started: nothing of the workload ran.
+	// started, or to start a process Exec was asked for: nothing of the
+	// workload, or of the process, ran. Start and Exec wrap every such
+	// failure with it.
 	ErrSetup = errors.New("sandbox setup failed")
 	// ErrExec means the sandbox was built but its program could not be
 	// run; the wrapped errno says why (ENOENT: no such program).
@@ -343,7 +345,7 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 			s.streams.release()
 			s.cleanup()
 			close(s.done)
-			err = fmt.Errorf("sandbox %s: %w", s.id, err)
+			err = fmt.Errorf("sandbox %s: %w", s.id, setupError(err))
 		}
 	}()
 	if err := ctx.Err(); err != nil {
@@ -457,7 +459,7 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 	s.undo = append(s.undo, func() error { return removeStateDir(stateDir) })
 	s.state = State{
 		ID: s.id, Image: s.ref, Args: s.opts.Args, Created: time.Now().UTC(), Host: self(),
-		RootfsKey: "sandbox-" + s.id, Cgroup: s.id, Parent: cgm.Parent(),
+		RootfsKey: "sandbox-" + s.id, Cgroup: s.id, Parent: cgm.Parent(), Volumes: volumeNames(s.opts.Mounts),
 		ImageDigest: s.img.Digest.String(), Env: s.opts.Env, User: s.opts.User, Dir: s.opts.Dir,
 		Pending: true,
 	}

@@ -34,6 +34,7 @@ type State struct {
 	Cgroup    string    `json:"cgroup"`        // name under the cgroup parent
 	Parent    string    `json:"cgroupParent"`  // the cgroup parent
 	Hostname  string    `json:"hostname"`
+	Volumes   []string  `json:"volumes,omitempty"` // names of the named volumes it binds
 
 	// What Exec from another process needs to start processes the way
 	// the sandbox's own were.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -14,34 +15,64 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-dev/berth/cgroup"
+	"github.com/berth-dev/berth/internal/clip"
 	"github.com/berth-dev/berth/sandbox"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newRootCommand().ExecuteContext(ctx)
+	code := execute(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
+	os.Exit(code)
+}
+
+// Exit statuses of berth's own, Docker's and podman's, which scripts
+// around containers expect. Any other status is the workload's.
+const (
+	exitFailure  = 1   // a command other than run or exec failed
+	exitSetup    = 125 // the command line was not understood, or the sandbox could not be made
+	exitCannot   = 126 // the program could not be run
+	exitNotFound = 127 // there is no such program
+)
+
+// execute runs the command line args and returns the status to exit
+// with, having printed any error to stderr.
+func execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRootCommand()
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
-		return
+		return 0
 	}
 	// The workload's own exit status is passed on silently.
 	var ee exitError
 	if errors.As(err, &ee) {
-		os.Exit(int(ee))
+		return int(ee)
 	}
-	fmt.Fprintf(os.Stderr, "berth: %v\n", err)
-	// Docker's conventions, which scripts around containers expect: 125
-	// when the sandbox could not be made, 126 when the program could not
-	// be run, 127 when there is no such program.
+	fmt.Fprintf(stderr, "berth: %s\n", clip.Text(err.Error()))
+	return exitCode(cmd, err)
+}
+
+// exitCode is the status a command that failed with err exits with.
+func exitCode(cmd *cobra.Command, err error) int {
+	var usage usageError
 	switch {
 	case errors.Is(err, sandbox.ErrExec) && errors.Is(err, syscall.ENOENT):
-		os.Exit(127)
+		return exitNotFound
 	case errors.Is(err, sandbox.ErrExec):
-		os.Exit(126)
-	case errors.Is(err, sandbox.ErrSetup):
-		os.Exit(125)
+		return exitCannot
+	case errors.Is(err, sandbox.ErrSetup), errors.As(err, &usage):
+		return exitSetup
+	case startsWorkload(cmd):
+		// Status 1 is the workload's: run and exec never claim it for
+		// their own failures, whether the sandbox package or the
+		// command's own checks of its options found them.
+		return exitSetup
 	}
-	os.Exit(1)
+	return exitFailure
 }
 
 // exitError carries an exit code other than 1 out of a command.
@@ -75,8 +106,15 @@ func (g *globals) sandboxOptions() (*sandbox.Options, error) {
 func newRootCommand() *cobra.Command {
 	g := &globals{}
 	root := &cobra.Command{
-		Use:           "berth",
-		Short:         "Run programs in hardened sandboxes made from OCI images",
+		Use:   "berth",
+		Short: "Run programs in hardened sandboxes made from OCI images",
+		Long: `Run programs in hardened sandboxes made from OCI images.
+
+Exit status: run and exec exit with their workload's status, or 125 if
+berth could not make the sandbox (or start the process), 126 if the
+program cannot be run and 127 if there is no such program. Every command
+exits 125 for a command line it does not understand, and other commands
+1 when they fail.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -84,6 +122,10 @@ func newRootCommand() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.state, "state", sandbox.DefaultStateDir, "directory for the state of running sandboxes")
 	root.PersistentFlags().StringVar(&g.cgroupParent, "cgroup-parent", "berth", "cgroup under which sandboxes' cgroups go")
 	root.PersistentFlags().BoolVar(&g.debug, "debug", false, "log what berth does to stderr")
-	root.AddCommand(newImageCommand(g), newRunCommand(g), newExecCommand(g), newPsCommand(g), newKillCommand(g), newGCCommand(g), newSecurityCommand(), newNetworkCommand(g))
+	run, exec := newRunCommand(g), newExecCommand(g)
+	markWorkload(run)
+	markWorkload(exec)
+	root.AddCommand(newImageCommand(g), run, exec, newPsCommand(g), newKillCommand(g), newGCCommand(g), newSecurityCommand(), newNetworkCommand(g), newVolumeCommand(g))
+	strictUsage(root)
 	return root
 }

@@ -1,0 +1,78 @@
+// Package clip shortens what users typed before it is echoed in an error.
+//
+// A name or path of thousands of bytes, echoed whole, buries the message
+// that says what is wrong with it (and fills logs); its first few dozen
+// bytes and its length say enough to find it again.
+package clip
+
+import (
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// Keep is how many bytes of a long string Quote and Text keep.
+const Keep = 64
+
+// Quote returns s quoted as %q would, cut to its first Keep bytes (on a
+// rune boundary) and followed by its length when it is longer.
+func Quote(s string) string {
+	if len(s) <= Keep {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(prefix(s)) + "… (" + strconv.Itoa(len(s)) + " bytes)"
+}
+
+// String is Quote without the quotes, for names printed bare.
+func String(s string) string {
+	if len(s) <= Keep {
+		return s
+	}
+	return prefix(s) + "… (" + strconv.Itoa(len(s)) + " bytes)"
+}
+
+// maxWord is the longest run of non-space bytes Text leaves alone: longer
+// than a digest or any path a person would type, far shorter than the
+// names it is there to catch.
+const maxWord = 256
+
+// Text shortens every run of non-space bytes in msg longer than maxWord,
+// as String does. It is the last line of defence for messages built from
+// errors of packages that echo what they were given whole (a path in an
+// *os.PathError, say).
+func Text(msg string) string {
+	if len(msg) <= maxWord {
+		return msg
+	}
+	var b strings.Builder
+	for len(msg) > 0 {
+		i := strings.IndexAny(msg, " \t\n")
+		if i < 0 {
+			i = len(msg)
+		}
+		if word := msg[:i]; len(word) > maxWord {
+			// Punctuation that ends the word is the message's own
+			// ("open PATH: ..."), kept after the cut.
+			end := strings.TrimRight(word, ":,;")
+			b.WriteString(String(end) + word[len(end):])
+		} else {
+			b.WriteString(word)
+		}
+		msg = msg[i:]
+		j := 0
+		for j < len(msg) && (msg[j] == ' ' || msg[j] == '\t' || msg[j] == '\n') {
+			j++
+		}
+		b.WriteString(msg[:j])
+		msg = msg[j:]
+	}
+	return b.String()
+}
+
+func prefix(s string) string {
+	n := Keep
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
