@@ -143,7 +143,11 @@ type storedLayer struct {
 // unpacked directory, reading the source at most once: the blob is copied,
 // hashed, decompressed, hashed again and unpacked in a single pass, and
 // both digests are checked before anything is published.
+//
+// The store's import limits bound it: those of the import that ctx carries,
+// else its own (see Store.withImportBudget).
 func (s *Store) ingestLayer(ctx context.Context, src layerSource, progress *progressCounter) (storedLayer, error) {
+	ctx = s.withImportBudget(ctx)
 	known := !isZero(src.digest) && !isZero(src.diffID)
 	if !isZero(src.diffID) {
 		// Concurrent imports of the same layer wait for the first instead
@@ -198,10 +202,13 @@ func (s *Store) ingestLayer(ctx context.Context, src layerSource, progress *prog
 	defer tarStream.Close()
 	differ := sha256.New()
 	tee := io.TeeReader(tarStream, differ)
+	// What is read without unpacking counts towards the import's limit
+	// as well: it costs the decompressing all the same.
+	drain := importBudgetFrom(ctx).reader(tee)
 
 	diffDir := st.path("layer/diff")
 	if haveLayer {
-		_, err = io.Copy(io.Discard, tee)
+		_, err = io.Copy(io.Discard, drain)
 	} else {
 		if err = os.MkdirAll(diffDir, 0o755); err == nil {
 			err = unpackTar(ctx, tee, diffDir)
@@ -209,7 +216,7 @@ func (s *Store) ingestLayer(ctx context.Context, src layerSource, progress *prog
 		if err == nil {
 			// The tar reader stops at the end-of-archive marker; the rest
 			// of the stream still counts towards the digests.
-			_, err = io.Copy(io.Discard, tee)
+			_, err = io.Copy(io.Discard, drain)
 		}
 	}
 	if err == nil {

@@ -50,12 +50,17 @@ const resolveBeneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS
 // resolved beneath dir, and never through a symlink at their own name, so a
 // hostile layer cannot write outside dir; such entries, and overlayfs
 // attributes that a layer must not carry, fail with ErrUnsafeEntry.
+//
+// The import budget that ctx may carry (see Store.withImportBudget) bounds
+// the stream read, the entries made and the space left free; past it
+// unpackTar fails with ErrImportTooLarge or ErrNoSpace.
 func unpackTar(ctx context.Context, r io.Reader, dir string) error {
 	u, err := newUnpacker(dir)
 	if err != nil {
 		return err
 	}
 	defer u.close()
+	u.budget = importBudgetFrom(ctx)
 	return u.unpack(ctx, r)
 }
 
@@ -74,7 +79,7 @@ func newUnpacker(dir string) (*unpacker, error) {
 
 // unpack extracts the layer tar r.
 func (u *unpacker) unpack(ctx context.Context, r io.Reader) error {
-	tr := tar.NewReader(r)
+	tr := tar.NewReader(u.budget.reader(r))
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -103,6 +108,9 @@ type unpacker struct {
 	// not go stale.
 	parentName string
 	parentFd   int
+
+	// budget, if not nil, bounds what the unpack reads and writes.
+	budget *importBudget
 
 	buf []byte // file contents, and directory listings when removing
 
@@ -138,6 +146,13 @@ func (u *unpacker) close() {
 
 // extract creates the entry described by hdr, reading file contents from r.
 func (u *unpacker) extract(ctx context.Context, hdr *tar.Header, r io.Reader) error {
+	var size int64
+	if hdr.Typeflag == tar.TypeReg {
+		size = hdr.Size
+	}
+	if err := u.budget.addEntry(u.root, size); err != nil {
+		return fmt.Errorf("layer entry %q: %w", hdr.Name, err)
+	}
 	name, ok := cleanLayerPath(hdr.Name)
 	if !ok {
 		return unsafeEntry(hdr.Name, "escapes the layer")
@@ -295,6 +310,8 @@ func (u *unpacker) extractFile(ctx context.Context, hdr *tar.Header, r io.Reader
 				}
 			} else if err := writeFull(fd, u.buf[:n]); err != nil {
 				return entryError(hdr.Name, "write", err)
+			} else if err := u.budget.wrote(u.root, int64(n)); err != nil {
+				return fmt.Errorf("layer entry %q: %w", hdr.Name, err)
 			}
 		}
 		if rerr == io.EOF {
