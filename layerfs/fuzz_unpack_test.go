@@ -303,6 +303,11 @@ func unpackSeeds(t testing.TB) [][]byte {
 		{dirEntry("a/", 0o755), fileEntry("a/.wh.b", "", 0), fileEntry("a/.wh..wh..opq", "", 0), fileEntry("a/b", "x", 0o644),
 			fileEntry(".wh.a", "", 0), dirEntry(".wh.x/", 0o755), fileEntry(".wh..wh.plnk/1", "", 0)},
 		{fileEntry(".wh.etc", "", 0), dirEntry("etc/", 0o755), fileEntry("etc/.wh..wh..opq", "", 0), hardlinkEntry("l", "etc/.wh.x")},
+		{fileEntry(".wh..wh..opq", "", 0), fileEntry("a", "a", 0o644), dirEntry("./", 0o755)},
+		// Entries that replace what earlier ones made part of a path.
+		{dirEntry("a/", 0o755), fileEntry("a/x", "x", 0o644), fileEntry("a", "f", 0o644), dirEntry("a/", 0o755), fileEntry("a/b", "b", 0o644)},
+		{dirEntry("d/", 0o755), dirEntry("a/", 0o755), fileEntry("a/x", "x", 0o644), symlinkEntry("a", "d"), fileEntry("a/b", "b", 0o644), hardlinkEntry("h", "a/b")},
+		{symlinkEntry("a", "."), fileEntry("a/x", "x", 0o644), symlinkEntry("a", canary), fileEntry("a/y", "pwned", 0o644)},
 		// Escapes by name.
 		{fileEntry("../outside/secret", "pwned", 0o644)},
 		{fileEntry("/"+escape[1:], "pwned", 0o644)},

@@ -103,9 +103,9 @@ type unpacker struct {
 	root int // the layer directory
 
 	// parentName and parentFd cache the directory that was last opened as
-	// a parent, since consecutive entries usually share it. Entries only
-	// ever replace children of the current parent, so the cached fd can
-	// not go stale.
+	// a parent, since consecutive entries usually share it. An entry that
+	// replaces the directory, or any on the way to it, drops the cache
+	// (see clear): the fd would still name the directory it replaced.
 	parentName string
 	parentFd   int
 
@@ -600,6 +600,7 @@ func (u *unpacker) replacing(op string, pfd int, dir, base string, mk func() err
 // clear removes whatever an earlier entry put at base in pfd (the directory
 // dir of the layer). It never follows a symlink at base.
 func (u *unpacker) clear(pfd int, dir, base string) error {
+	u.forgetParent(joinLayerPath(dir, base))
 	err := unix.Unlinkat(pfd, base, 0)
 	if err == unix.EISDIR {
 		u.forgetDirs(joinLayerPath(dir, base))
@@ -609,6 +610,23 @@ func (u *unpacker) clear(pfd int, dir, base string) error {
 		return fmt.Errorf("remove earlier entry: %w", err)
 	}
 	return nil
+}
+
+// forgetParent drops the cached parent descriptor if it was reached
+// through name, which is about to be replaced: a directory there, or one
+// below it, or one that a symlink there led to, is no longer what the
+// layer has at that path.
+func (u *unpacker) forgetParent(name string) {
+	if u.parentFd < 0 || !isAtOrBelow(u.parentName, name) {
+		return
+	}
+	unix.Close(u.parentFd)
+	u.parentName, u.parentFd = "", -1
+}
+
+// isAtOrBelow reports whether the clean layer path p is dir or inside it.
+func isAtOrBelow(p, dir string) bool {
+	return p == dir || (len(p) > len(dir) && p[len(dir)] == '/' && strings.HasPrefix(p, dir))
 }
 
 // deferDirTimes records the times of the directory entry hdr for
@@ -628,7 +646,7 @@ func (u *unpacker) deferDirTimes(name string, hdr *tar.Header) {
 func (u *unpacker) forgetDirs(name string) {
 	for i := range u.dirs {
 		d := &u.dirs[i]
-		if d.name == name || (len(d.name) > len(name) && d.name[len(name)] == '/' && strings.HasPrefix(d.name, name)) {
+		if isAtOrBelow(d.name, name) {
 			delete(u.dirIndex, d.name)
 			d.name = ""
 		}
