@@ -297,3 +297,41 @@ func (p *progressCounter) Write(b []byte) (int, error) {
 }
 
 func isZero(h v1.Hash) bool { return h == v1.Hash{} }
+
+// visibleLayers returns the layer directories, top first, that a rootfs of
+// them shows: all of them down to the first whose root is opaque, a layer
+// that began with .wh..wh..opq to say that it replaces everything below it.
+// overlayfs ignores an opaque mark on a lower layer's root, as the copy
+// driver does after it, so the layers it hides are left out of the stack
+// instead. Layer directories never change once stored, so the same layers
+// always give the same answer.
+func visibleLayers(lowers []string) ([]string, error) {
+	for i, dir := range lowers {
+		opaque, err := isOpaqueRoot(dir)
+		if err != nil {
+			return nil, fmt.Errorf("layer %s: %w", dir, err)
+		}
+		if opaque {
+			return lowers[:i+1], nil
+		}
+	}
+	return lowers, nil
+}
+
+// isOpaqueRoot reports whether the root of the layer directory dir is
+// marked opaque, by the overlay attribute or, where the store's filesystem
+// refused that, by the marker in OCI form (see unpacker.ociOpaque).
+func isOpaqueRoot(dir string) (bool, error) {
+	if opaque, err := isOpaque(dir); err != nil || opaque {
+		return opaque, err
+	}
+	var st unix.Stat_t
+	switch err := unix.Lstat(filepath.Join(dir, whiteoutOpaque), &st); {
+	case err == nil:
+		return st.Mode&unix.S_IFMT == unix.S_IFREG, nil
+	case err == unix.ENOENT:
+		return false, nil
+	default:
+		return false, &os.PathError{Op: "lstat", Path: filepath.Join(dir, whiteoutOpaque), Err: err}
+	}
+}
