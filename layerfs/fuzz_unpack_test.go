@@ -371,3 +371,56 @@ func buildFuzzTar(t testing.TB, entries []entry) []byte {
 	tw.Close()
 	return []byte(buf.String())
 }
+
+// FuzzUnpackLimits unpacks layer tars under a small import budget and
+// checks that what is on disk afterwards, whether the unpack failed or
+// not, stays within it: the names made, and the sizes of the files.
+func FuzzUnpackLimits(f *testing.F) {
+	const maxBytes, maxEntries = 64 << 10, 64
+	for _, seed := range unpackSeeds(f) {
+		f.Add(seed)
+	}
+	var many, deep []entry
+	for i := range 200 {
+		many = append(many, fileEntry(fmt.Sprintf("f%d", i), "", 0o644))
+	}
+	deep = append(deep, fileEntry(strings.Repeat("d/", 300)+"f", "x", 0o644))
+	f.Add(buildFuzzTar(f, many))
+	f.Add(buildFuzzTar(f, deep))
+	f.Add(buildFuzzTar(f, []entry{fileEntry("a", strings.Repeat("x", 40<<10), 0o644), fileEntry("b", strings.Repeat("x", 40<<10), 0o644)}))
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		layer := t.TempDir()
+		b := &importBudget{limits: importLimits{maxBytes: maxBytes, maxEntries: maxEntries, minFree: -1}}
+		ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), importBudgetKey{}, b), 250*time.Millisecond)
+		defer cancel()
+		err := unpackTar(ctx, strings.NewReader(string(fixTarChecksums(data))), layer)
+
+		var names, size int64
+		seen := map[uint64]bool{} // hard links share a size
+		werr := filepath.WalkDir(layer, func(p string, d os.DirEntry, err error) error {
+			if err != nil || p == layer {
+				return err
+			}
+			names++
+			if d.Type().IsRegular() {
+				var st unix.Stat_t
+				if err := unix.Lstat(p, &st); err != nil {
+					return err
+				}
+				if !seen[st.Ino] {
+					seen[st.Ino] = true
+					size += st.Size
+				}
+			}
+			return nil
+		})
+		if werr != nil {
+			t.Fatal(werr)
+		}
+		// A whiteout over a directory may add an opaque marker to it.
+		if names > 2*maxEntries || size > maxBytes {
+			t.Errorf("unpack (err %v) left %d names and %d bytes of files, over a budget of %d entries and %d bytes", err, names, size, maxEntries, maxBytes)
+		}
+	})
+}

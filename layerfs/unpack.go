@@ -530,6 +530,11 @@ func (u *unpacker) openDir(dir string, create bool) (int, error) {
 	}
 	switch err {
 	case nil:
+		// A directory the archive does not list counts all the same: a
+		// deep name makes hundreds.
+		if err := u.budget.addEntry(u.root, 0); err != nil {
+			return -1, err
+		}
 		// The defaults hold whatever the umask and the parent's setgid bit.
 		if err := unix.Fchownat(pfd, base, 0, 0, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return -1, err
