@@ -209,7 +209,8 @@ func (b *importBudget) checkSpace(fd int) error {
 	if reserve == 0 {
 		reserve = min(DefaultMinFreeSpace, int64(st.Blocks)*st.Bsize/20)
 	}
-	// Filesystems that make inodes as they need them report none.
+	// Filesystems that make inodes as they need them report none, as
+	// ramfs reports no blocks.
 	inodeReserve := min(65536, int64(st.Files)/20)
 	if !b.measured {
 		b.measured = true
@@ -222,8 +223,9 @@ func (b *importBudget) checkSpace(fd int) error {
 	b.unmeasuredBytes, b.unmeasuredInodes = 0, 0
 	// Bavail leaves out the blocks a filesystem keeps for root, which the
 	// store, running as root, could otherwise fill. What is written before
-	// the next measurement must fit beside the reserve.
-	if free := int64(st.Bavail) * st.Bsize; free-b.stepBytes < reserve {
+	// the next measurement must fit beside the reserve. A filesystem that
+	// reports no blocks at all (ramfs) has no size to measure.
+	if free := int64(st.Bavail) * st.Bsize; st.Blocks > 0 && free-b.stepBytes < reserve {
 		return fmt.Errorf("%w: %s has %s free and keeps %s in reserve (Options.MinFreeSpace)", ErrNoSpace, b.limits.root, formatBytes(free), formatBytes(reserve))
 	}
 	if free := int64(st.Ffree); st.Files > 0 && free-b.stepInodes < inodeReserve {
