@@ -144,10 +144,12 @@ type storedLayer struct {
 // hashed, decompressed, hashed again and unpacked in a single pass, and
 // both digests are checked before anything is published.
 //
-// The store's import limits bound it: those of the import that ctx carries,
-// else its own (see Store.withImportBudget).
+// The limits of the import that ctx carries bound it (see
+// Store.withImportBudget). A layer ingested outside an import, a commit of
+// what a sandbox wrote, is already on disk within the sandbox's own quota:
+// only the store's reserve of free space applies to it.
 func (s *Store) ingestLayer(ctx context.Context, src layerSource, progress *progressCounter) (storedLayer, error) {
-	ctx = s.withImportBudget(ctx)
+	ctx = s.withSpaceBudget(ctx)
 	known := !isZero(src.digest) && !isZero(src.diffID)
 	if !isZero(src.diffID) {
 		// Concurrent imports of the same layer wait for the first instead

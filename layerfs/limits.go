@@ -113,6 +113,16 @@ func (s *Store) withImportBudget(ctx context.Context) context.Context {
 	return context.WithValue(ctx, importBudgetKey{}, &importBudget{limits: s.limits})
 }
 
+// withSpaceBudget returns ctx carrying a budget that keeps only the
+// store's reserve of free space, unless it carries one already.
+func (s *Store) withSpaceBudget(ctx context.Context) context.Context {
+	if importBudgetFrom(ctx) != nil {
+		return ctx
+	}
+	l := importLimits{maxBytes: -1, maxEntries: -1, minFree: s.limits.minFree, root: s.limits.root}
+	return context.WithValue(ctx, importBudgetKey{}, &importBudget{limits: l})
+}
+
 // importBudgetFrom returns the budget ctx carries, or nil.
 func importBudgetFrom(ctx context.Context) *importBudget {
 	b, _ := ctx.Value(importBudgetKey{}).(*importBudget)

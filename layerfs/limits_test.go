@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -266,5 +267,46 @@ func TestFormatBytes(t *testing.T) {
 		if got := formatBytes(n); got != want {
 			t.Errorf("formatBytes(%d) = %q, want %q", n, got, want)
 		}
+	}
+}
+
+// A commit copies what a sandbox already wrote, within its own quota: the
+// import limits do not apply to it, but the store's reserve of free space
+// does, and a commit refused for it leaves nothing behind.
+func TestCommitLimits(t *testing.T) {
+	tiny := t.TempDir()
+	writeLayout(t, tiny, "tiny:1", true, buildTar(t, fileEntry("a", "a", 0o644)))
+	// commitBig commits 24 MiB written to a rootfs of a tiny image, and
+	// returns what the store held before the commit.
+	commitBig := func(t *testing.T, s *Store) ([]string, error) {
+		t.Helper()
+		img, err := s.Import(ctx, tiny, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := prepare(t, s, "big", img)
+		if err := os.WriteFile(filepath.Join(r.Path, "big"), []byte(filler(24<<20, 'x')), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		before := storeLeftovers(t, s)
+		_, err = s.Commit(ctx, "big", nil)
+		return before, err
+	}
+
+	if _, err := commitBig(t, newStore(t, &Options{MaxImportSize: 1 << 20, MaxImportEntries: 2})); err != nil {
+		t.Errorf("commit of 24 MiB into a store with a 1 MiB import limit: %v", err)
+	}
+
+	root := filepath.Join(smallFilesystem(t, "40m", 100000), "store")
+	s, err := Open(root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := commitBig(t, s)
+	if !errors.Is(err, ErrNoSpace) {
+		t.Errorf("commit of 24 MiB more into 40 MiB: %v, want %v", err, ErrNoSpace)
+	}
+	if after := storeLeftovers(t, s); !slices.Equal(after, before) {
+		t.Errorf("store holds %v after the refused commit, %v before", after, before)
 	}
 }
