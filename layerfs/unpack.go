@@ -104,8 +104,8 @@ type unpacker struct {
 
 	// parentName and parentFd cache the directory that was last opened as
 	// a parent, since consecutive entries usually share it. An entry that
-	// replaces the directory, or any on the way to it, drops the cache
-	// (see clear): the fd would still name the directory it replaced.
+	// replaces another drops the cache (see clear): the fd might name a
+	// directory that the replaced entry was, or led to.
 	parentName string
 	parentFd   int
 
@@ -605,7 +605,7 @@ func (u *unpacker) replacing(op string, pfd int, dir, base string, mk func() err
 // clear removes whatever an earlier entry put at base in pfd (the directory
 // dir of the layer). It never follows a symlink at base.
 func (u *unpacker) clear(pfd int, dir, base string) error {
-	u.forgetParent(joinLayerPath(dir, base))
+	u.forgetParent(dir)
 	err := unix.Unlinkat(pfd, base, 0)
 	if err == unix.EISDIR {
 		u.forgetDirs(joinLayerPath(dir, base))
@@ -617,16 +617,17 @@ func (u *unpacker) clear(pfd int, dir, base string) error {
 	return nil
 }
 
-// forgetParent drops the cached parent descriptor if it was reached
-// through name, which is about to be replaced: a directory there, or one
-// below it, or one that a symlink there led to, is no longer what the
-// layer has at that path.
-func (u *unpacker) forgetParent(name string) {
-	if u.parentFd < 0 || !isAtOrBelow(u.parentName, name) {
-		return
+// forgetParent drops the cached parent descriptor, unless it is dir, since
+// an entry of dir is about to be replaced: the directory there, one below
+// it, or one that a symlink anywhere on the cached path led through it to,
+// may be the cached one, and would then no longer be what the layer has at
+// that path. dir itself stays what it is. Replacements are rare, so this
+// costs one more lookup now and then.
+func (u *unpacker) forgetParent(dir string) {
+	if u.parentFd >= 0 && u.parentName != dir {
+		unix.Close(u.parentFd)
+		u.parentName, u.parentFd = "", -1
 	}
-	unix.Close(u.parentFd)
-	u.parentName, u.parentFd = "", -1
 }
 
 // isAtOrBelow reports whether the clean layer path p is dir or inside it.

@@ -105,6 +105,16 @@ func TestUnpackEntryOrder(t *testing.T) {
 			want: map[string]string{"a": "dir", "a/s": "dir", "a/s/b": "file b"},
 		},
 		{
+			// a/s was reached through the symlink a; the directory it led
+			// to is replaced, not a.
+			name: "symlink target replaced",
+			entries: []entry{
+				dirEntry("d/", 0o755), symlinkEntry("a", "d"), dirEntry("a/s/", 0o755), fileEntry("a/s/x", "x", 0o644),
+				fileEntry("d", "file", 0o644), dirEntry("d/", 0o755), fileEntry("a/s/y", "y", 0o644),
+			},
+			want: map[string]string{"a": "symlink d", "d": "dir", "d/s": "dir", "d/s/y": "file y"},
+		},
+		{
 			name: "hard link into a replaced directory",
 			entries: []entry{
 				dirEntry("a/", 0o755), fileEntry("a/x", "old", 0o644),
