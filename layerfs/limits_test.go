@@ -310,3 +310,24 @@ func TestCommitLimits(t *testing.T) {
 		t.Errorf("store holds %v after the refused commit, %v before", after, before)
 	}
 }
+
+// An image refused at its second layer has already published its first,
+// which other imports may share meanwhile: nothing names it, and GC, which
+// holds every other operation off, reclaims it.
+func TestRefusedImportLeavesOnlyGarbage(t *testing.T) {
+	s := newStore(t, &Options{MaxImportSize: 8 << 20})
+	layout := t.TempDir()
+	writeLayout(t, layout, "two:1", true, buildTar(t, fileEntry("a", "a", 0o644)), manyFiles(t, 16, 1<<20, 'x'))
+	if _, err := s.Import(ctx, layout, nil); !errors.Is(err, ErrImportTooLarge) {
+		t.Fatalf("import = %v, want %v", err, ErrImportTooLarge)
+	}
+	if images, err := s.Images(ctx); err != nil || len(images) != 0 {
+		t.Errorf("images after the refused import: %v, %v", images, err)
+	}
+	if _, err := s.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if left := storeLeftovers(t, s); len(left) > 0 {
+		t.Errorf("after GC, the refused import left %v", left)
+	}
+}
