@@ -303,6 +303,11 @@ func unpackSeeds(t testing.TB) [][]byte {
 		{dirEntry("a/", 0o755), fileEntry("a/.wh.b", "", 0), fileEntry("a/.wh..wh..opq", "", 0), fileEntry("a/b", "x", 0o644),
 			fileEntry(".wh.a", "", 0), dirEntry(".wh.x/", 0o755), fileEntry(".wh..wh.plnk/1", "", 0)},
 		{fileEntry(".wh.etc", "", 0), dirEntry("etc/", 0o755), fileEntry("etc/.wh..wh..opq", "", 0), hardlinkEntry("l", "etc/.wh.x")},
+		{fileEntry(".wh..wh..opq", "", 0), fileEntry("a", "a", 0o644), dirEntry("./", 0o755)},
+		// Entries that replace what earlier ones made part of a path.
+		{dirEntry("a/", 0o755), fileEntry("a/x", "x", 0o644), fileEntry("a", "f", 0o644), dirEntry("a/", 0o755), fileEntry("a/b", "b", 0o644)},
+		{dirEntry("d/", 0o755), dirEntry("a/", 0o755), fileEntry("a/x", "x", 0o644), symlinkEntry("a", "d"), fileEntry("a/b", "b", 0o644), hardlinkEntry("h", "a/b")},
+		{symlinkEntry("a", "."), fileEntry("a/x", "x", 0o644), symlinkEntry("a", canary), fileEntry("a/y", "pwned", 0o644)},
 		// Escapes by name.
 		{fileEntry("../outside/secret", "pwned", 0o644)},
 		{fileEntry("/"+escape[1:], "pwned", 0o644)},
@@ -365,4 +370,57 @@ func buildFuzzTar(t testing.TB, entries []entry) []byte {
 	}
 	tw.Close()
 	return []byte(buf.String())
+}
+
+// FuzzUnpackLimits unpacks layer tars under a small import budget and
+// checks that what is on disk afterwards, whether the unpack failed or
+// not, stays within it: the names made, and the sizes of the files.
+func FuzzUnpackLimits(f *testing.F) {
+	const maxBytes, maxEntries = 64 << 10, 64
+	for _, seed := range unpackSeeds(f) {
+		f.Add(seed)
+	}
+	var many, deep []entry
+	for i := range 200 {
+		many = append(many, fileEntry(fmt.Sprintf("f%d", i), "", 0o644))
+	}
+	deep = append(deep, fileEntry(strings.Repeat("d/", 300)+"f", "x", 0o644))
+	f.Add(buildFuzzTar(f, many))
+	f.Add(buildFuzzTar(f, deep))
+	f.Add(buildFuzzTar(f, []entry{fileEntry("a", strings.Repeat("x", 40<<10), 0o644), fileEntry("b", strings.Repeat("x", 40<<10), 0o644)}))
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		layer := t.TempDir()
+		b := &importBudget{limits: importLimits{maxBytes: maxBytes, maxEntries: maxEntries, minFree: -1}}
+		ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), importBudgetKey{}, b), 250*time.Millisecond)
+		defer cancel()
+		err := unpackTar(ctx, strings.NewReader(string(fixTarChecksums(data))), layer)
+
+		var names, size int64
+		seen := map[uint64]bool{} // hard links share a size
+		werr := filepath.WalkDir(layer, func(p string, d os.DirEntry, err error) error {
+			if err != nil || p == layer {
+				return err
+			}
+			names++
+			if d.Type().IsRegular() {
+				var st unix.Stat_t
+				if err := unix.Lstat(p, &st); err != nil {
+					return err
+				}
+				if !seen[st.Ino] {
+					seen[st.Ino] = true
+					size += st.Size
+				}
+			}
+			return nil
+		})
+		if werr != nil {
+			t.Fatal(werr)
+		}
+		// A whiteout over a directory may add an opaque marker to it.
+		if names > 2*maxEntries || size > maxBytes {
+			t.Errorf("unpack (err %v) left %d names and %d bytes of files, over a budget of %d entries and %d bytes", err, names, size, maxEntries, maxBytes)
+		}
+	})
 }

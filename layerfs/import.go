@@ -126,6 +126,7 @@ func (s *Store) Import(ctx context.Context, path string, opts *ImportOptions) (*
 	if opts == nil {
 		opts = &ImportOptions{}
 	}
+	ctx = s.withImportBudget(ctx) // one budget for the archive and all its layers
 	names, err := nameList(opts.Name, "an import name")
 	if err != nil {
 		return nil, err

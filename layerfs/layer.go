@@ -143,7 +143,13 @@ type storedLayer struct {
 // unpacked directory, reading the source at most once: the blob is copied,
 // hashed, decompressed, hashed again and unpacked in a single pass, and
 // both digests are checked before anything is published.
+//
+// The limits of the import that ctx carries bound it (see
+// Store.withImportBudget). A layer ingested outside an import, a commit of
+// what a sandbox wrote, is already on disk within the sandbox's own quota:
+// only the store's reserve of free space applies to it.
 func (s *Store) ingestLayer(ctx context.Context, src layerSource, progress *progressCounter) (storedLayer, error) {
+	ctx = s.withSpaceBudget(ctx)
 	known := !isZero(src.digest) && !isZero(src.diffID)
 	if !isZero(src.diffID) {
 		// Concurrent imports of the same layer wait for the first instead
@@ -198,10 +204,13 @@ func (s *Store) ingestLayer(ctx context.Context, src layerSource, progress *prog
 	defer tarStream.Close()
 	differ := sha256.New()
 	tee := io.TeeReader(tarStream, differ)
+	// What is read without unpacking counts towards the import's limit
+	// as well: it costs the decompressing all the same.
+	drain := importBudgetFrom(ctx).reader(tee)
 
 	diffDir := st.path("layer/diff")
 	if haveLayer {
-		_, err = io.Copy(io.Discard, tee)
+		_, err = io.Copy(io.Discard, drain)
 	} else {
 		if err = os.MkdirAll(diffDir, 0o755); err == nil {
 			err = unpackTar(ctx, tee, diffDir)
@@ -209,7 +218,7 @@ func (s *Store) ingestLayer(ctx context.Context, src layerSource, progress *prog
 		if err == nil {
 			// The tar reader stops at the end-of-archive marker; the rest
 			// of the stream still counts towards the digests.
-			_, err = io.Copy(io.Discard, tee)
+			_, err = io.Copy(io.Discard, drain)
 		}
 	}
 	if err == nil {
@@ -290,3 +299,41 @@ func (p *progressCounter) Write(b []byte) (int, error) {
 }
 
 func isZero(h v1.Hash) bool { return h == v1.Hash{} }
+
+// visibleLayers returns the layer directories, top first, that a rootfs of
+// them shows: all of them down to the first whose root is opaque, a layer
+// that began with .wh..wh..opq to say that it replaces everything below it.
+// overlayfs ignores an opaque mark on a lower layer's root, as the copy
+// driver does after it, so the layers it hides are left out of the stack
+// instead. Layer directories never change once stored, so the same layers
+// always give the same answer.
+func visibleLayers(lowers []string) ([]string, error) {
+	for i, dir := range lowers {
+		opaque, err := isOpaqueRoot(dir)
+		if err != nil {
+			return nil, fmt.Errorf("layer %s: %w", dir, err)
+		}
+		if opaque {
+			return lowers[:i+1], nil
+		}
+	}
+	return lowers, nil
+}
+
+// isOpaqueRoot reports whether the root of the layer directory dir is
+// marked opaque, by the overlay attribute or, where the store's filesystem
+// refused that, by the marker in OCI form (see unpacker.ociOpaque).
+func isOpaqueRoot(dir string) (bool, error) {
+	if opaque, err := isOpaque(dir); err != nil || opaque {
+		return opaque, err
+	}
+	var st unix.Stat_t
+	switch err := unix.Lstat(filepath.Join(dir, whiteoutOpaque), &st); {
+	case err == nil:
+		return st.Mode&unix.S_IFMT == unix.S_IFREG, nil
+	case err == unix.ENOENT:
+		return false, nil
+	default:
+		return false, &os.PathError{Op: "lstat", Path: filepath.Join(dir, whiteoutOpaque), Err: err}
+	}
+}

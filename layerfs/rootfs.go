@@ -84,6 +84,9 @@ func (s *Store) Prepare(ctx context.Context, key string, img *Image, opts *Prepa
 		rec.Layers = append(rec.Layers, layer.DiffID)
 		lowers[len(lowers)-1-i] = dir
 	}
+	if lowers, err = visibleLayers(lowers); err != nil {
+		return nil, fmt.Errorf("prepare %s: %w", key, err)
+	}
 	dir := s.rootfsDir(key)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		if errors.Is(err, os.ErrExist) {
@@ -220,12 +223,13 @@ func (s *Store) readRootfs(key string) (rootfsRecord, error) {
 	return rec, nil
 }
 
-func (s *Store) lowers(rec rootfsRecord) []string {
+// lowers returns the layer directories a rootfs shows, top first.
+func (s *Store) lowers(rec rootfsRecord) ([]string, error) {
 	out := make([]string, len(rec.Layers))
 	for i, id := range rec.Layers {
 		out[len(out)-1-i] = s.layerDir(id)
 	}
-	return out
+	return visibleLayers(out)
 }
 
 // driverFor returns the driver a rootfs was made with, which may differ
@@ -305,7 +309,11 @@ func (s *Store) diff(ctx context.Context, key string, w io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("diff %s: %w", key, err)
 	}
-	if err := d.Changes(ctx, s.lowers(rec), s.path("rootfs", key, "state"), mappingOf(rec), w); err != nil {
+	lowers, err := s.lowers(rec)
+	if err != nil {
+		return fmt.Errorf("diff %s: %w", key, err)
+	}
+	if err := d.Changes(ctx, lowers, s.path("rootfs", key, "state"), mappingOf(rec), w); err != nil {
 		return fmt.Errorf("diff %s: %w", key, err)
 	}
 	return nil

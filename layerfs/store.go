@@ -34,6 +34,23 @@ type Options struct {
 	Driver string
 	// Logger receives the store's diagnostics; nil discards them.
 	Logger *slog.Logger
+
+	// MaxImportSize bounds the total size of the files one import unpacks
+	// (an archive's members and its layers' files, holes included), and
+	// so the work and disk a small compressed layer can claim. Zero means
+	// DefaultMaxImportSize, a negative value no limit. Past it, Import
+	// fails with ErrImportTooLarge and leaves nothing behind.
+	MaxImportSize int64
+	// MaxImportEntries bounds the files, directories, links and other
+	// entries one import unpacks, likewise: zero means
+	// DefaultMaxImportEntries, a negative value no limit.
+	MaxImportEntries int64
+	// MinFreeSpace is the space that imports and commits leave free on the
+	// store's filesystem, measured as they go; past it they fail with
+	// ErrNoSpace and leave nothing behind. Zero means DefaultMinFreeSpace
+	// or 5% of the filesystem, whichever is less (and 5% of its inodes, at
+	// most 65536, where it counts inodes); a negative value checks nothing.
+	MinFreeSpace int64
 }
 
 // A Store is an image store rooted at a directory. Its methods are safe for
@@ -56,6 +73,9 @@ type Store struct {
 	driverOnce sync.Once
 	driver     driver
 	driverErr  error
+
+	// limits bound each import; see Options.MaxImportSize.
+	limits importLimits
 
 	// idmapWarned records that Prepare has warned once that it copies
 	// images for user namespaces, so that it does not on every call.
@@ -89,7 +109,7 @@ func Open(root string, opts *Options) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Store{root: abs, log: log, driverName: opts.Driver}
+	s := &Store{root: abs, log: log, driverName: opts.Driver, limits: newImportLimits(abs, opts)}
 	for _, d := range []string{"blobs/sha256", "layers", "images", "refs", "rootfs", "locks", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(abs, d), 0o700); err != nil {
 			return nil, fmt.Errorf("layerfs: create store: %w", err)

@@ -50,12 +50,17 @@ const resolveBeneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS
 // resolved beneath dir, and never through a symlink at their own name, so a
 // hostile layer cannot write outside dir; such entries, and overlayfs
 // attributes that a layer must not carry, fail with ErrUnsafeEntry.
+//
+// The import budget that ctx may carry (see Store.withImportBudget) bounds
+// the stream read, the entries made and the space left free; past it
+// unpackTar fails with ErrImportTooLarge or ErrNoSpace.
 func unpackTar(ctx context.Context, r io.Reader, dir string) error {
 	u, err := newUnpacker(dir)
 	if err != nil {
 		return err
 	}
 	defer u.close()
+	u.budget = importBudgetFrom(ctx)
 	return u.unpack(ctx, r)
 }
 
@@ -74,7 +79,7 @@ func newUnpacker(dir string) (*unpacker, error) {
 
 // unpack extracts the layer tar r.
 func (u *unpacker) unpack(ctx context.Context, r io.Reader) error {
-	tr := tar.NewReader(r)
+	tr := tar.NewReader(u.budget.reader(r))
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -98,11 +103,14 @@ type unpacker struct {
 	root int // the layer directory
 
 	// parentName and parentFd cache the directory that was last opened as
-	// a parent, since consecutive entries usually share it. Entries only
-	// ever replace children of the current parent, so the cached fd can
-	// not go stale.
+	// a parent, since consecutive entries usually share it. An entry that
+	// replaces another drops the cache (see clear): the fd might name a
+	// directory that the replaced entry was, or led to.
 	parentName string
 	parentFd   int
+
+	// budget, if not nil, bounds what the unpack reads and writes.
+	budget *importBudget
 
 	buf []byte // file contents, and directory listings when removing
 
@@ -138,6 +146,13 @@ func (u *unpacker) close() {
 
 // extract creates the entry described by hdr, reading file contents from r.
 func (u *unpacker) extract(ctx context.Context, hdr *tar.Header, r io.Reader) error {
+	var size int64
+	if hdr.Typeflag == tar.TypeReg {
+		size = hdr.Size
+	}
+	if err := u.budget.addEntry(u.root, size); err != nil {
+		return fmt.Errorf("layer entry %q: %w", hdr.Name, err)
+	}
 	name, ok := cleanLayerPath(hdr.Name)
 	if !ok {
 		return unsafeEntry(hdr.Name, "escapes the layer")
@@ -295,6 +310,8 @@ func (u *unpacker) extractFile(ctx context.Context, hdr *tar.Header, r io.Reader
 				}
 			} else if err := writeFull(fd, u.buf[:n]); err != nil {
 				return entryError(hdr.Name, "write", err)
+			} else if err := u.budget.wrote(u.root, int64(n)); err != nil {
+				return fmt.Errorf("layer entry %q: %w", hdr.Name, err)
 			}
 		}
 		if rerr == io.EOF {
@@ -513,6 +530,11 @@ func (u *unpacker) openDir(dir string, create bool) (int, error) {
 	}
 	switch err {
 	case nil:
+		// A directory the archive does not list counts all the same: a
+		// deep name makes hundreds.
+		if err := u.budget.addEntry(u.root, 0); err != nil {
+			return -1, err
+		}
 		// The defaults hold whatever the umask and the parent's setgid bit.
 		if err := unix.Fchownat(pfd, base, 0, 0, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return -1, err
@@ -583,6 +605,7 @@ func (u *unpacker) replacing(op string, pfd int, dir, base string, mk func() err
 // clear removes whatever an earlier entry put at base in pfd (the directory
 // dir of the layer). It never follows a symlink at base.
 func (u *unpacker) clear(pfd int, dir, base string) error {
+	u.forgetParent(dir)
 	err := unix.Unlinkat(pfd, base, 0)
 	if err == unix.EISDIR {
 		u.forgetDirs(joinLayerPath(dir, base))
@@ -592,6 +615,24 @@ func (u *unpacker) clear(pfd int, dir, base string) error {
 		return fmt.Errorf("remove earlier entry: %w", err)
 	}
 	return nil
+}
+
+// forgetParent drops the cached parent descriptor, unless it is dir, since
+// an entry of dir is about to be replaced: the directory there, one below
+// it, or one that a symlink anywhere on the cached path led through it to,
+// may be the cached one, and would then no longer be what the layer has at
+// that path. dir itself stays what it is. Replacements are rare, so this
+// costs one more lookup now and then.
+func (u *unpacker) forgetParent(dir string) {
+	if u.parentFd >= 0 && u.parentName != dir {
+		unix.Close(u.parentFd)
+		u.parentName, u.parentFd = "", -1
+	}
+}
+
+// isAtOrBelow reports whether the clean layer path p is dir or inside it.
+func isAtOrBelow(p, dir string) bool {
+	return p == dir || (len(p) > len(dir) && p[len(dir)] == '/' && strings.HasPrefix(p, dir))
 }
 
 // deferDirTimes records the times of the directory entry hdr for
@@ -611,7 +652,7 @@ func (u *unpacker) deferDirTimes(name string, hdr *tar.Header) {
 func (u *unpacker) forgetDirs(name string) {
 	for i := range u.dirs {
 		d := &u.dirs[i]
-		if d.name == name || (len(d.name) > len(name) && d.name[len(name)] == '/' && strings.HasPrefix(d.name, name)) {
+		if isAtOrBelow(d.name, name) {
 			delete(u.dirIndex, d.name)
 			d.name = ""
 		}

@@ -53,13 +53,24 @@ func newImageCommand(g *globals) *cobra.Command {
 }
 
 func newImageImportCommand(g *globals) *cobra.Command {
-	var name string
+	var name, maxSize string
+	var maxFiles int64
 	cmd := &cobra.Command{
 		Use:   "import PATH",
 		Short: "Import an OCI layout, docker-archive, rootfs tarball or directory",
-		Args:  cobra.ExactArgs(1),
+		Long: `Import an OCI layout, docker-archive, rootfs tarball or directory.
+
+An import unpacks at most --max-size (default 64g) uncompressed and
+--max-files (default 4000000) files, directories and links, and leaves 1 GiB
+(or 5% of a smaller filesystem) free in the store; past any of these it stops
+and leaves nothing behind. -1 lifts a limit.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := g.store()
+			limits, err := importLimits(maxSize, maxFiles)
+			if err != nil {
+				return err
+			}
+			s, err := g.storeWith(limits)
 			if err != nil {
 				return err
 			}
@@ -83,7 +94,40 @@ func newImageImportCommand(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "name:tag for the imported image (default: the name the source carries)")
+	cmd.Flags().StringVar(&maxSize, "max-size", "", "most the import may unpack, uncompressed, e.g. 100g; -1 for no limit (default 64g)")
+	cmd.Flags().Int64Var(&maxFiles, "max-files", 0, "most files, directories and links the import may unpack; -1 for no limit (default 4000000)")
 	return cmd
+}
+
+// importLimits reads the import command's --max-size and --max-files into
+// store options, 0 leaving the store's defaults.
+func importLimits(maxSize string, maxFiles int64) (layerfs.Options, error) {
+	var o layerfs.Options
+	if maxSize != "" {
+		n, err := parseBytes(maxSize)
+		if err != nil {
+			return o, fmt.Errorf("--max-size: %w", err)
+		}
+		if n == 0 {
+			return o, fmt.Errorf("--max-size %q: want a size of at least a byte, or -1 for no limit", maxSize)
+		}
+		o.MaxImportSize = n
+	}
+	if maxFiles < -1 {
+		return o, fmt.Errorf("--max-files %d: want at least 1, or -1 for no limit", maxFiles)
+	}
+	o.MaxImportEntries = maxFiles
+	return o, nil
+}
+
+// storeWith opens the store as store does, with the import limits of opts.
+func (g *globals) storeWith(opts layerfs.Options) (*layerfs.Store, error) {
+	root := g.root
+	if root == "" {
+		root = layerfs.DefaultRoot()
+	}
+	opts.Logger = g.logger()
+	return layerfs.Open(root, &opts)
 }
 
 // progressBar redraws one line on a terminal at most ten times a second.
