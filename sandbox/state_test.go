@@ -129,10 +129,10 @@ func TestRecoverAfterHostKilled(t *testing.T) {
 	if loops := loopsBackedBy(testEnv.store.Root()); len(loops) > 0 {
 		t.Errorf("loop devices left: %v", loops)
 	}
-	if names, _ := cgm.List(); len(names) > 0 {
+	if names := cgroupsLeft(t, cgm); len(names) > 0 {
 		t.Errorf("cgroups left: %v", names)
 	}
-	if left, _ := filepath.Glob(filepath.Join(stateDir, "[0-9a-f]*")); len(left) > 0 {
+	if left := stateLeft(t, stateDir, filepath.Base(netConfig), filepath.Base(netRun)); len(left) > 0 {
 		t.Errorf("state left: %v", left)
 	}
 	// Rules may fall below where they started: Prune also removes CNI's
@@ -140,7 +140,7 @@ func TestRecoverAfterHostKilled(t *testing.T) {
 	if after := networkCounts(t, netRun); after.veths != before.veths || after.leases != before.leases || after.rules > before.rules || after.filters > before.filters {
 		t.Errorf("network leftovers: before %+v, after %+v", before, after)
 	}
-	keys, _ := testEnv.store.Rootfses(context.Background())
+	keys := rootfsesLeft(t)
 	for _, st := range states {
 		if slices.Contains(keys, st.RootfsKey) {
 			t.Errorf("rootfs %s left in the store", st.RootfsKey)
@@ -189,11 +189,13 @@ func networkCounts(t *testing.T, runDir string) netCounts {
 			c.rules++
 		}
 	}
-	if out, err := exec.Command("nft", "list", "ruleset").Output(); err == nil {
-		for _, l := range strings.Split(string(out), "\n") {
-			if strings.HasPrefix(strings.TrimSpace(l), "chain port-") {
-				c.filters++
-			}
+	out, err = exec.Command("nft", "list", "ruleset").Output()
+	if err != nil {
+		t.Fatalf("nft list ruleset: %v", err)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "chain port-") {
+			c.filters++
 		}
 	}
 	leases, _ := filepath.Glob(filepath.Join(runDir, "ipam", "*", "[0-9]*"))
