@@ -33,10 +33,14 @@ import (
 // or mounted over, since every lookup is confined to it.
 
 // etcMounts returns the init's binds of the sandbox's etc files (in
-// stateDir) into rootfs. covered lists the destinations, inside the
-// sandbox, of the other filesystems mounted there: a link must not lead a
-// bind into one of them.
-func (s *Sandbox) etcMounts(stateDir, rootfs string, covered []string) ([]nsinit.Mount, error) {
+// stateDir) into rootfs. early and late list the destinations, inside the
+// sandbox, of the filesystems the init mounts before the etc files (/proc,
+// /sys, /dev) and after them (the caller's). A bind must never land in an
+// early one: it would create or mount over something in the sandbox's
+// procfs, sysfs or /dev. A link must not lead a bind into a late one
+// either, where it would be hidden; the files' own places in /etc may be
+// under a late one, as when the caller mounts over /etc itself.
+func (s *Sandbox) etcMounts(stateDir, rootfs string, early, late []string) ([]nsinit.Mount, error) {
 	etc, err := securejoin.SecureJoin(rootfs, "/etc")
 	if err != nil {
 		return nil, fmt.Errorf("image's /etc: %w", err)
@@ -50,15 +54,19 @@ func (s *Sandbox) etcMounts(stateDir, rootfs string, covered []string) ([]nsinit
 	var out []nsinit.Mount
 	for _, f := range etcFiles {
 		own := path.Join(etc, f)
-		target, why, err := etcTarget(rootfs, "/etc/"+f, covered)
+		target, why, err := etcTarget(rootfs, "/etc/"+f, early)
 		if err != nil {
 			return nil, err
 		}
-		if why == "" && target != own && taken[target] {
-			why = "leads to " + target + ", where another of berth's files is bound"
+		if why == "" && target != own {
+			if c := coveredBy(target, late); c != "" {
+				why = "leads to " + target + ", below the mount at " + c
+			} else if taken[target] {
+				why = "leads to " + target + ", where another of berth's files is bound"
+			}
 		}
 		if why != "" {
-			if err := replaceEtcLink(rootfs, etc, f, covered); err != nil {
+			if err := replaceEtcLink(rootfs, etc, f, early); err != nil {
 				return nil, fmt.Errorf("image's /etc/%s %s: %w", f, why, err)
 			}
 			s.log.Info("image's etc file is a link that cannot be bound over: replaced by a file", "id", s.id, "file", "/etc/"+f, "why", why)
@@ -73,8 +81,8 @@ func (s *Sandbox) etcMounts(stateDir, rootfs string, covered []string) ([]nsinit
 // etcTarget resolves name inside rootfs, links and all, and returns where
 // a file bound at name lands, as a path inside the sandbox. The init
 // creates it, and the directories leading to it, if they are missing.
-// If a file cannot be bound there, target is empty and why says what is
-// wrong with the place.
+// If a file cannot be bound there (in covered, among others), target is
+// empty and why says what is wrong with the place.
 func etcTarget(rootfs, name string, covered []string) (target, why string, err error) {
 	full, err := securejoin.SecureJoin(rootfs, name)
 	if errors.Is(err, unix.ELOOP) {
@@ -103,7 +111,8 @@ func etcTarget(rootfs, name string, covered []string) (target, why string, err e
 
 // replaceEtcLink replaces the symbolic link name in the image's /etc (etc,
 // already resolved inside rootfs) with an empty file. Only a link is
-// removed: anything else there is the image's, and an error.
+// removed: anything else there is the image's, and an error, as is an
+// /etc that leads into covered.
 func replaceEtcLink(rootfs, etc, name string, covered []string) error {
 	if c := coveredBy(etc, covered); c != "" {
 		return fmt.Errorf("/etc leads to %s, inside the sandbox's %s", etc, c)
@@ -150,8 +159,8 @@ func inRoot(rootfs, full string) string {
 	return "/" + rel
 }
 
-// coveredBy returns the destination in covered that p is at or below, or
-// "".
+// coveredBy returns the mount destination in covered that p is at or
+// below, or "".
 func coveredBy(p string, covered []string) string {
 	for _, c := range covered {
 		c = path.Clean(c)

@@ -88,6 +88,16 @@ func TestEtcFilesBehindLinks(t *testing.T) {
 	hostMissing := filepath.Join(host, "made-by-berth")
 	// up climbs out of /etc further than the rootfs goes.
 	const up = "../../../../../../../.."
+	// vol is a host directory bound into the sandbox, which a link in the
+	// image names: nothing may be made in it.
+	vol, err := os.MkdirTemp(testEnv.dir, "etc-vol-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(vol)
+	if err := os.Chmod(vol, 0o755); err != nil {
+		t.Fatal(err)
+	}
 
 	cases := []struct {
 		name  string
@@ -99,6 +109,8 @@ func TestEtcFilesBehindLinks(t *testing.T) {
 		// intact is a shell test of what the links must not have
 		// changed in the sandbox.
 		intact string
+		// mounts are the sandbox's.
+		mounts []Mount
 	}{
 		{name: "ubuntu-stub-resolver", links: map[string]string{"etc/resolv.conf": "../run/systemd/resolve/stub-resolv.conf"},
 			also: map[string]string{"resolv.conf": "/run/systemd/resolve/stub-resolv.conf"}},
@@ -113,6 +125,10 @@ func TestEtcFilesBehindLinks(t *testing.T) {
 			"etc/hosts":       hostSecret,
 			"etc/hostname":    up + hostMissing,
 		}},
+		{name: "into-a-volume", links: map[string]string{"etc/resolv.conf": "/data/resolv.conf", "etc/hosts": "../data/sub/hosts"},
+			mounts: []Mount{{Source: vol, Destination: "/data"}}},
+		{name: "into-a-tmpfs", links: map[string]string{"etc/hostname": "/run/hostname"},
+			mounts: []Mount{{Type: "tmpfs", Destination: "/run"}}},
 		{name: "loops", links: map[string]string{"etc/resolv.conf": "resolv.conf", "etc/hosts": "hosts.2", "etc/hosts.2": "hosts"}},
 		{name: "directories", links: map[string]string{"etc/resolv.conf": "/usr", "etc/hosts": ".", "etc/hostname": up}},
 		{name: "proc", links: map[string]string{"etc/resolv.conf": "/proc/self/environ"},
@@ -139,7 +155,7 @@ func TestEtcFilesBehindLinks(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, p := range etcPresets {
-				t.Run(p.name, func(t *testing.T) { testEtcLinks(t, ref, p.sec(), c.also, c.intact) })
+				t.Run(p.name, func(t *testing.T) { testEtcLinks(t, ref, p.sec(), c.mounts, c.also, c.intact) })
 			}
 		})
 	}
@@ -149,18 +165,36 @@ func TestEtcFilesBehindLinks(t *testing.T) {
 	if _, err := os.Lstat(hostMissing); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a sandbox's start made %s on the host (%v)", hostMissing, err)
 	}
+	if left, err := os.ReadDir(vol); err != nil || len(left) > 0 {
+		t.Errorf("a sandbox's start made %v in the volume (%v)", left, err)
+	}
 }
 
-// testEtcLinks runs a sandbox of image ref under sec, and checks that
-// /etc's files in it, and the paths of also (by file), are berth's: the
-// same files, which show what the host wrote there, and (where the
-// workload may write them) what it writes. The shell test intact must
-// hold in it.
-func testEtcLinks(t *testing.T, ref string, sec *security.Config, also map[string]string, intact string) {
+// A mount of the caller's over /etc itself hides the etc files, as it
+// always has, and the sandbox starts.
+func TestEtcFilesUnderCallersMount(t *testing.T) {
+	var out bytes.Buffer
+	res, err := New("alpine:test", opts(func(o *Options) {
+		o.Mounts = []Mount{{Type: "tmpfs", Destination: "/etc"}}
+		o.Args = []string{"ls", "-A", "/etc"}
+		o.Stdout = &out
+	})).Run(context.Background())
+	if err != nil || !res.Success() || out.String() != "" {
+		t.Errorf("with a tmpfs at /etc: %+v %v, /etc holds %q", res, err, out.String())
+	}
+}
+
+// testEtcLinks runs a sandbox of image ref under sec, with mounts, and
+// checks that /etc's files in it, and the paths of also (by file), are
+// berth's: the same files, which show what the host wrote there, and
+// (where the workload may write them) what it writes. The shell test
+// intact must hold in it.
+func testEtcLinks(t *testing.T, ref string, sec *security.Config, mounts []Mount, also map[string]string, intact string) {
 	ctx := context.Background()
 	sb := New(ref, opts(func(o *Options) {
 		o.Args = []string{"sleep", "1000"}
 		o.Security = sec
+		o.Mounts = mounts
 	}))
 	if err := sb.Start(ctx); err != nil {
 		t.Fatalf("start: %v", err)

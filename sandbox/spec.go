@@ -130,7 +130,7 @@ func (s *Sandbox) sandboxSpec(spec *nsinit.Spec, rootfs, stateDir string, sec *s
 			Flags: unix.MS_NOSUID | unix.MS_NODEV, Data: plan.MountData("mode=1777,size=65536k")})
 	}
 	base := baseMounts(plan)
-	etc, err := s.etcMounts(stateDir, rootfs, mountDestinations(rootfs, append(slices.Clip(base), user...)))
+	etc, err := s.etcMounts(stateDir, rootfs, mountDestinations(rootfs, base), mountDestinations(rootfs, user))
 	if err != nil {
 		return err
 	}
