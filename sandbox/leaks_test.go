@@ -2,9 +2,12 @@ package sandbox
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -83,4 +86,110 @@ func leftBehind(t *testing.T) []string {
 		left = append(left, "mounts "+strings.Join(m, " "))
 	}
 	return left
+}
+
+// netTraces names what one test's attachments put on the host, so that
+// their leftovers are found by name: unlike networkCounts, which counts
+// the host's veths and rules, other programs' networks, coming and going
+// meanwhile, can neither hide a leftover nor fake one.
+type netTraces struct {
+	ids    []string // the sandboxes'
+	ports  []string // the host's ends of their veths
+	chains []string // the iptables chains their rules jump to
+}
+
+// traceNetworks finds, while the sandboxes ids are attached, what their
+// attachments (recorded under runDir) put on the host.
+func traceNetworks(t *testing.T, runDir string, ids []string) netTraces {
+	t.Helper()
+	tr := netTraces{ids: ids}
+	recs, err := filepath.Glob(filepath.Join(runDir, "attachments", "*", "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range recs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rec struct {
+			ID   string `json:"id"`
+			Port string `json:"port"`
+		}
+		if err := json.Unmarshal(b, &rec); err != nil {
+			t.Fatalf("attachment record %s: %v", p, err)
+		}
+		if slices.Contains(ids, rec.ID) && rec.Port != "" {
+			tr.ports = append(tr.ports, rec.Port)
+		}
+	}
+	for _, rule := range iptablesRules(t) {
+		f := strings.Fields(rule)
+		if i := slices.Index(f, "-j"); i > 0 && i+1 < len(f) && strings.HasPrefix(f[i+1], "CNI-") && tr.names(rule) {
+			tr.chains = append(tr.chains, f[i+1])
+		}
+	}
+	return tr
+}
+
+// names reports whether line names one of tr's sandboxes, ports or
+// chains.
+func (tr netTraces) names(line string) bool {
+	for _, group := range [][]string{tr.ids, tr.ports, tr.chains} {
+		for _, s := range group {
+			if strings.Contains(line, s) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// left returns what of tr is on the host: the veths, iptables rules and
+// chains naming the sandboxes, their ports or their chains, nftables
+// chains filtering their ports, and IPAM leases under runDir.
+func (tr netTraces) left(t *testing.T, runDir string) []string {
+	t.Helper()
+	var left []string
+	for _, port := range tr.ports {
+		if _, err := os.Stat(filepath.Join("/sys/class/net", port)); err == nil {
+			left = append(left, "veth "+port)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
+	for _, rule := range iptablesRules(t) {
+		if tr.names(rule) {
+			left = append(left, "iptables "+rule)
+		}
+	}
+	out, err := exec.Command("nft", "list", "ruleset").Output()
+	if err != nil {
+		t.Fatalf("nft list ruleset: %v", err)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		for _, port := range tr.ports {
+			if strings.TrimSpace(l) == "chain port-"+port+" {" {
+				left = append(left, "nftables chain port-"+port)
+			}
+		}
+	}
+	leases, err := filepath.Glob(filepath.Join(runDir, "ipam", "*", "[0-9]*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range leases {
+		left = append(left, "lease "+filepath.Base(l))
+	}
+	return left
+}
+
+// iptablesRules returns the lines of iptables-save: chains and rules.
+func iptablesRules(t *testing.T) []string {
+	t.Helper()
+	out, err := exec.Command("iptables-save").Output()
+	if err != nil {
+		t.Fatalf("iptables-save: %v", err)
+	}
+	return strings.Split(strings.TrimSpace(string(out)), "\n")
 }
