@@ -99,7 +99,8 @@ type netTraces struct {
 }
 
 // traceNetworks finds, while the sandboxes ids are attached, what their
-// attachments (recorded under runDir) put on the host.
+// attachments (recorded under runDir) put on the host; nil ids means
+// every attachment recorded there.
 func traceNetworks(t *testing.T, runDir string, ids []string) netTraces {
 	t.Helper()
 	tr := netTraces{ids: ids}
@@ -119,7 +120,13 @@ func traceNetworks(t *testing.T, runDir string, ids []string) netTraces {
 		if err := json.Unmarshal(b, &rec); err != nil {
 			t.Fatalf("attachment record %s: %v", p, err)
 		}
-		if slices.Contains(ids, rec.ID) && rec.Port != "" {
+		if ids != nil && !slices.Contains(ids, rec.ID) {
+			continue
+		}
+		if ids == nil {
+			tr.ids = append(tr.ids, rec.ID)
+		}
+		if rec.Port != "" {
 			tr.ports = append(tr.ports, rec.Port)
 		}
 	}
