@@ -328,12 +328,12 @@ func TestExec(t *testing.T) {
 		t.Fatalf("exec: %+v %v", res, err)
 	}
 	lines := strings.Split(out.String(), "\n")
-	if lines[0] != "ready" || lines[1] != "execbox" || lines[2] != "1 2" || lines[3] != "65534" {
-		t.Errorf("exec saw %q", out.String())
+	if len(lines) < 5 || lines[0] != "ready" || lines[1] != "execbox" || lines[2] != "1 2" || lines[3] != "65534" {
+		t.Fatalf("exec saw %q", out.String())
 	}
 	// Only the sandbox's processes: init, its sh and sleep, and ours.
-	if n, _ := strconv.Atoi(lines[4]); n > 6 {
-		t.Errorf("exec sees %d processes", n)
+	if n, err := strconv.Atoi(lines[4]); err != nil || n > 6 || n < 4 {
+		t.Errorf("exec sees %q processes", lines[4])
 	}
 	// In the sandbox's cgroup namespace, at its root.
 	if !strings.Contains(out.String(), "::/\n") && !strings.Contains(out.String(), ":/\n") {
