@@ -86,6 +86,10 @@ func TestEtcFilesBehindLinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	hostMissing := filepath.Join(host, "made-by-berth")
+	shadow, err := os.ReadFile("/etc/shadow")
+	if err != nil {
+		t.Fatal(err)
+	}
 	// up climbs out of /etc further than the rootfs goes.
 	const up = "../../../../../../../.."
 	// vol is a host directory bound into the sandbox, which a link in the
@@ -125,6 +129,10 @@ func TestEtcFilesBehindLinks(t *testing.T) {
 			"etc/hosts":       hostSecret,
 			"etc/hostname":    up + hostMissing,
 		}},
+		// As under Docker, a link to a file of the image's binds over
+		// it: here the image's /etc/shadow, never the host's.
+		{name: "image-shadow", links: map[string]string{"etc/resolv.conf": "../../../../etc/shadow"},
+			also: map[string]string{"resolv.conf": "/etc/shadow"}},
 		{name: "into-a-volume", links: map[string]string{"etc/resolv.conf": "/data/resolv.conf", "etc/hosts": "../data/sub/hosts"},
 			mounts: []Mount{{Source: vol, Destination: "/data"}}},
 		{name: "into-a-tmpfs", links: map[string]string{"etc/hostname": "/run/hostname"},
@@ -164,6 +172,9 @@ func TestEtcFilesBehindLinks(t *testing.T) {
 	}
 	if _, err := os.Lstat(hostMissing); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a sandbox's start made %s on the host (%v)", hostMissing, err)
+	}
+	if got, err := os.ReadFile("/etc/shadow"); err != nil || !bytes.Equal(got, shadow) {
+		t.Errorf("the host's /etc/shadow changed (%v)", err)
 	}
 	if left, err := os.ReadDir(vol); err != nil || len(left) > 0 {
 		t.Errorf("a sandbox's start made %v in the volume (%v)", left, err)
