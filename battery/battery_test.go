@@ -172,7 +172,7 @@ func TestBatteryCases(t *testing.T) {
 // cases is the battery, in the order.
 func cases() []hostile {
 	var all []hostile
-	for _, group := range [][]hostile{deviceCases(), networkCases(), stdioCases(), volumeCases(), hostToolCases(), limitCases(), classicCases()} {
+	for _, group := range [][]hostile{deviceCases(), networkCases(), stdioCases(), volumeCases(), hostToolCases(), limitCases(), classicCases(), etcLinkCases()} {
 		all = append(all, group...)
 	}
 	return all

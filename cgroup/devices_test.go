@@ -280,8 +280,8 @@ func TestDeviceRulesUnsupported(t *testing.T) {
 	if !errors.Is(err, errors.ErrUnsupported) {
 		t.Errorf("Create with device rules and no devices hierarchy = %v, want ErrUnsupported", err)
 	}
-	if names, _ := m.List(); len(names) != 0 {
-		t.Errorf("cgroups left behind: %v", names)
+	if names, err := m.List(); err != nil || len(names) != 0 {
+		t.Errorf("cgroups left behind: %v (%v)", names, err)
 	}
 }
 

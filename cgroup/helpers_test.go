@@ -5,6 +5,7 @@ package cgroup
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -34,6 +35,7 @@ func uniqueName() string {
 }
 
 func TestMain(m *testing.M) {
+	runExamplesOnlyAsRoot()
 	code := m.Run()
 	if os.Geteuid() == 0 {
 		if err := removeTestParent(); err != nil {
@@ -42,6 +44,18 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(code)
+}
+
+// runExamplesOnlyAsRoot leaves the examples out of a run without root,
+// unless -run names what to run: they make real cgroups, which needs root,
+// and an example cannot skip itself as a test does.
+func runExamplesOnlyAsRoot() {
+	flag.Parse()
+	if os.Geteuid() == 0 || flag.Lookup("test.run").Value.String() != "" {
+		return
+	}
+	fmt.Fprintln(os.Stderr, "not root: the examples, which make real cgroups, do not run")
+	flag.Set("test.run", "^(Test|Fuzz)")
 }
 
 // removeTestParent removes whatever a failed test left, then the test

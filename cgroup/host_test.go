@@ -187,8 +187,8 @@ func TestLifecycle(t *testing.T) {
 			if err := c.Add(os.Getpid()); !errors.Is(err, ErrNotFound) {
 				t.Errorf("Add after Remove = %v, want ErrNotFound", err)
 			}
-			if names, _ := m.List(); slices.Contains(names, c.Name()) {
-				t.Errorf("List after Remove still has %s", c.Name())
+			if names, err := m.List(); err != nil || slices.Contains(names, c.Name()) {
+				t.Errorf("List after Remove: %v (%v), still has %s", names, err, c.Name())
 			}
 		})
 	}

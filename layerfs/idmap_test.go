@@ -593,8 +593,8 @@ func TestPrepareOptionsChecked(t *testing.T) {
 			s.Release(ctx, "bad")
 		}
 	}
-	if keys, _ := s.Rootfses(ctx); len(keys) > 0 {
-		t.Errorf("refused Prepares left %q", keys)
+	if keys, err := s.Rootfses(ctx); err != nil || len(keys) > 0 {
+		t.Errorf("refused Prepares left %q (%v)", keys, err)
 	}
 }
 

@@ -369,8 +369,8 @@ func TestDiskQuotaChecked(t *testing.T) {
 		}
 		t.Logf("%s: %v", name, err)
 	}
-	if keys, _ := s.Rootfses(ctx); len(keys) > 0 {
-		t.Errorf("refused Prepares left %q", keys)
+	if keys, err := s.Rootfses(ctx); err != nil || len(keys) > 0 {
+		t.Errorf("refused Prepares left %q (%v)", keys, err)
 	}
 }
 

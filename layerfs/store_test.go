@@ -187,7 +187,7 @@ func TestImportRefusesUnsafeEntries(t *testing.T) {
 				t.Fatalf("import: %v, want an unsafe-entry error naming %q", err, name)
 			}
 			for _, d := range []string{"layers", "images", "refs", "tmp"} {
-				if left, _ := os.ReadDir(s.path(d)); len(left) > 0 {
+				if left := entriesLeft(t, s.path(d)); len(left) > 0 {
 					t.Errorf("%s holds %d entries after a refused import", d, len(left))
 				}
 			}
@@ -210,7 +210,7 @@ func TestImportChecksDigests(t *testing.T) {
 	if _, err := s.Import(ctx, dir, nil); !errors.Is(err, ErrDigestMismatch) {
 		t.Fatalf("import of a corrupt layer: %v, want ErrDigestMismatch", err)
 	}
-	if left, _ := os.ReadDir(s.path("layers")); len(left) > 0 {
+	if left := entriesLeft(t, s.path("layers")); len(left) > 0 {
 		t.Errorf("a layer was published from a corrupt blob")
 	}
 }
@@ -380,7 +380,7 @@ func TestImportKilledThenRetried(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if left, _ := os.ReadDir(s.path("tmp")); len(left) > 0 {
+	if left := entriesLeft(t, s.path("tmp")); len(left) > 0 {
 		t.Errorf("after gc (%+v), tmp still holds %d entries", res, len(left))
 	}
 }
@@ -393,7 +393,7 @@ func checkStoreConsistent(t testing.TB, root string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	blobs, _ := os.ReadDir(s.path("blobs", "sha256"))
+	blobs := entriesLeft(t, s.path("blobs", "sha256"))
 	for _, b := range blobs {
 		if strings.HasPrefix(b.Name(), ".tmp-") {
 			// A write killed before its rename: garbage GC removes, not
@@ -405,7 +405,7 @@ func checkStoreConsistent(t testing.TB, root string) {
 			t.Errorf("blob %s is not what its name says", b.Name())
 		}
 	}
-	layers, _ := os.ReadDir(s.path("layers"))
+	layers := entriesLeft(t, s.path("layers"))
 	for _, l := range layers {
 		d := s.path("layers", l.Name(), "diff")
 		var buf bytes.Buffer
@@ -687,8 +687,8 @@ func TestRemoveAndGC(t *testing.T) {
 	if err := s.Remove(ctx, b.Digest.String()); err != nil {
 		t.Fatal(err)
 	}
-	if imgs, _ := s.Images(ctx); len(imgs) != 0 {
-		t.Fatalf("images left: %d", len(imgs))
+	if imgs, err := s.Images(ctx); err != nil || len(imgs) != 0 {
+		t.Fatalf("images left: %d (%v)", len(imgs), err)
 	}
 	res, err := s.GC(ctx)
 	if err != nil {
@@ -705,7 +705,7 @@ func TestRemoveAndGC(t *testing.T) {
 		t.Errorf("gc after release: %+v, %v", res, err)
 	}
 	for _, d := range []string{"blobs/sha256", "layers", "images", "refs", "rootfs", "tmp", "locks"} {
-		if left, _ := os.ReadDir(s.path(d)); len(left) > 0 {
+		if left := entriesLeft(t, s.path(d)); len(left) > 0 {
 			t.Errorf("%s not empty after removing everything: %d entries", d, len(left))
 		}
 	}

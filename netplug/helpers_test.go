@@ -289,8 +289,8 @@ func testNetworks(t testing.TB, bridge, subnet string) *Networks {
 		if err := n.Prune(context.Background()); err != nil {
 			t.Errorf("prune: %v", err)
 		}
-		if recs, _ := n.records(""); len(recs) > 0 {
-			t.Errorf("%d attachment records left", len(recs))
+		if recs, err := n.records(""); err != nil || len(recs) > 0 {
+			t.Errorf("attachment records left: %d (%v)", len(recs), err)
 		}
 	})
 	return n
@@ -318,10 +318,12 @@ type counts struct {
 }
 
 // snapshot counts what is on the host now: veths, berth's bridges,
-// iptables rules of CNI's and berth's, and the test's namespaces.
+// iptables rules of CNI's and berth's, and the test's namespaces. A
+// listing that fails panics (see mustList): the leak checks compare
+// snapshots, and an error must not read as "nothing there".
 func snapshot() counts {
 	var c counts
-	links, _ := retryDump(netlink.LinkList)
+	links := mustList(retryDump(netlink.LinkList))
 	for _, l := range links {
 		switch {
 		case l.Type() == "veth":
@@ -367,7 +369,7 @@ func countRules() int {
 		if _, err := exec.LookPath(cmd[0]); err != nil {
 			continue
 		}
-		out, _ := exec.Command(cmd[0], cmd[1:]...).Output()
+		out := mustOutput(cmd[0], cmd[1:]...)
 		for _, l := range strings.Split(string(out), "\n") {
 			if strings.Contains(l, "CNI-") || strings.Contains(strings.ToLower(l), "berth") || strings.Contains(l, "cni_") {
 				total++
@@ -380,10 +382,7 @@ func countRules() int {
 // countFilters counts berth's nftables tables and what is in them:
 // chains, rules, maps and the maps' elements.
 func countFilters() int {
-	out, err := exec.Command("nft", "-j", "list", "ruleset").Output()
-	if err != nil {
-		return -1
-	}
+	out := mustOutput("nft", "-j", "list", "ruleset")
 	var list struct {
 		Nftables []map[string]struct {
 			Name  string            `json:"name"`
@@ -392,7 +391,7 @@ func countFilters() int {
 		} `json:"nftables"`
 	}
 	if err := json.Unmarshal(out, &list); err != nil {
-		return -1
+		panic(fmt.Sprintf("netplug tests: cannot read nft's ruleset: %v", err))
 	}
 	total := 0
 	for _, o := range list.Nftables {
@@ -417,7 +416,7 @@ func countFilters() int {
 func rulesMentioning(strs ...string) []string {
 	var found []string
 	for _, cmd := range []string{"iptables-save", "ip6tables-save"} {
-		out, _ := exec.Command(cmd).Output()
+		out := mustOutput(cmd)
 		for _, l := range strings.Split(string(out), "\n") {
 			for _, s := range strs {
 				if strings.Contains(l, s) {
@@ -442,6 +441,31 @@ func stateFiles(n *Networks) (leases, records, cache int) {
 	recs, _ := filepath.Glob(filepath.Join(n.opts.RunDir, "attachments", "*", "*"))
 	cached, _ := filepath.Glob(filepath.Join(n.opts.RunDir, "cache", "results", "*"))
 	return leases, len(recs), len(cached)
+}
+
+// mustList returns what a listing of the host's state returned, and
+// panics if it failed: a helper that counts what a test left behind must
+// not read an error as "nothing", and some of its callers (TestMain) have
+// no test to fail.
+func mustList[T any](v []T, err error) []T {
+	if err != nil {
+		panic(fmt.Sprintf("netplug tests: cannot list the host's state: %v", err))
+	}
+	return v
+}
+
+// mustOutput returns the output of a command that lists the host's
+// state, and panics if it fails (see mustList).
+func mustOutput(name string, args ...string) []byte {
+	out, err := exec.Command(name, args...).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			err = fmt.Errorf("%w: %s", err, ee.Stderr)
+		}
+		panic(fmt.Sprintf("netplug tests: %s %s: %v", name, strings.Join(args, " "), err))
+	}
+	return out
 }
 
 func retryDump[T any](f func() ([]T, error)) ([]T, error) {

@@ -392,11 +392,8 @@ func TestDeviceOptionsInvalid(t *testing.T) {
 			}
 		})
 	}
-	if names, _ := testEnv.cgroups.List(); len(names) > 0 {
-		t.Errorf("cgroups left: %v", names)
-	}
-	if states, _ := ReadStates(testEnv.stateDir); len(states) > 0 {
-		t.Errorf("state left: %v", states)
+	if left := leftBehind(t); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
 	}
 }
 

@@ -17,7 +17,10 @@ import (
 // it. A real program would use the default store and cgroup parent and
 // need none of this.
 func exampleHost(ctx context.Context) (*layerfs.Store, *cgroup.Manager, string, func()) {
-	root, _ := os.MkdirTemp("", "berth-example-")
+	root, err := os.MkdirTemp("", "berth-example-")
+	if err != nil {
+		log.Fatal(err)
+	}
 	store, err := layerfs.Open(root, nil)
 	if err != nil {
 		log.Fatal(err)
@@ -30,7 +33,9 @@ func exampleHost(ctx context.Context) (*layerfs.Store, *cgroup.Manager, string, 
 		log.Fatal(err)
 	}
 	return store, cgroups, root + "/state", func() {
-		cgroups.RemoveParent()
+		if err := cgroups.RemoveParent(); err != nil {
+			log.Print(err)
+		}
 		os.RemoveAll(root)
 	}
 }

@@ -203,11 +203,15 @@ func TestNetworkPool(t *testing.T) {
 			t.Errorf("pooled sandbox %d: %q", i, out)
 		}
 	}
+	runDir := testEnv.dir + "/run-networks"
+	traces := traceNetworks(t, runDir, nil)
+	if len(traces.ports) == 0 {
+		t.Fatalf("no attachment recorded in %s", runDir)
+	}
 	web.Close()
 	pool.Close()
-	before := networkCounts(t, testEnv.dir+"/run-networks")
-	if before.veths != 0 || before.leases != 0 {
-		t.Errorf("after the pool closed: %+v", before)
+	if left := traces.left(t, runDir); len(left) > 0 {
+		t.Errorf("after the pool closed: %q", left)
 	}
 }
 
@@ -237,12 +241,17 @@ func TestSandboxPoolOnBridge(t *testing.T) {
 	if err != nil || !res.Success() || out.String() != "1\n" {
 		t.Errorf("a second pooled sandbox: %+v %v %q", res, err, out.String())
 	}
+	runDir := testEnv.dir + "/run-networks"
+	traces := traceNetworks(t, runDir, nil)
+	if len(traces.ports) == 0 {
+		t.Fatalf("no attachment recorded in %s", runDir)
+	}
 	web.Close()
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if after := networkCounts(t, testEnv.dir+"/run-networks"); after.veths != 0 || after.leases != 0 {
-		t.Errorf("after the pool closed: %+v", after)
+	if left := traces.left(t, runDir); len(left) > 0 {
+		t.Errorf("after the pool closed: %q", left)
 	}
 }
 

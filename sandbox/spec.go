@@ -115,7 +115,6 @@ func (s *Sandbox) sandboxSpec(spec *nsinit.Spec, rootfs, stateDir string, sec *s
 	if err := s.writeEtcFiles(stateDir, spec.Hostname); err != nil {
 		return err
 	}
-	spec.Mounts = append(baseMounts(plan), etcMounts(stateDir)...)
 	// The bind mounts' sources follow the init's other descriptors (see
 	// launchInit).
 	firstFD := 6 + spec.ExtraFiles
@@ -126,11 +125,16 @@ func (s *Sandbox) sandboxSpec(spec *nsinit.Spec, rootfs, stateDir string, sec *s
 	if err != nil {
 		return err
 	}
-	spec.Mounts = append(spec.Mounts, user...)
 	if sec.ReadonlyRootfs && !mountsAt(s.opts.Mounts, "/tmp") {
-		spec.Mounts = append(spec.Mounts, nsinit.Mount{Kind: nsinit.MountFS, Source: "tmpfs", Target: "/tmp", FSType: "tmpfs",
+		user = append(user, nsinit.Mount{Kind: nsinit.MountFS, Source: "tmpfs", Target: "/tmp", FSType: "tmpfs",
 			Flags: unix.MS_NOSUID | unix.MS_NODEV, Data: plan.MountData("mode=1777,size=65536k")})
 	}
+	base := baseMounts(plan)
+	etc, err := s.etcMounts(stateDir, rootfs, mountDestinations(rootfs, base), mountDestinations(rootfs, user))
+	if err != nil {
+		return err
+	}
+	spec.Mounts = append(append(base, etc...), user...)
 	return nil
 }
 
@@ -323,14 +327,6 @@ func baseMounts(plan *security.LSMPlan) []nsinit.Mount {
 		{Kind: nsinit.MountFS, Source: "mqueue", Target: "/dev/mqueue", FSType: "mqueue", Flags: nosuidNodevNoexec, Data: plan.MountData("")},
 		{Kind: nsinit.MountFS, Source: "sysfs", Target: "/sys", FSType: "sysfs", Flags: nosuidNodevNoexec | unix.MS_RDONLY},
 	}
-}
-
-func etcMounts(stateDir string) []nsinit.Mount {
-	var out []nsinit.Mount
-	for _, f := range etcFiles {
-		out = append(out, nsinit.Mount{Kind: nsinit.MountBind, Source: etcFile(stateDir, f), Target: "/etc/" + f})
-	}
-	return out
 }
 
 // volumeStorage is storage that also keeps named volumes, as

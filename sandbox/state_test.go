@@ -41,7 +41,6 @@ func TestRecoverAfterHostKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := networkCounts(t, netRun)
 
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "BERTH_TEST_HOST=1", "BERTH_TEST_STORE="+testEnv.store.Root(),
@@ -110,8 +109,14 @@ func TestRecoverAfterHostKilled(t *testing.T) {
 	if loops := loopsBackedBy(testEnv.store.Root()); len(loops) != 1 {
 		t.Errorf("loop devices after the crash: %v, want the disk quota's", loops)
 	}
-	if during := networkCounts(t, netRun); during == before || during.filters <= before.filters {
-		t.Fatalf("the bridge sandbox left no trace to reclaim, or has no filter: %+v, before %+v", during, before)
+	var ids []string
+	for _, st := range states {
+		ids = append(ids, st.ID)
+	}
+	traces := traceNetworks(t, netRun, ids)
+	during := traces.left(t, netRun)
+	if len(traces.ports) != 1 || len(traces.chains) == 0 || !slices.ContainsFunc(during, func(l string) bool { return strings.HasPrefix(l, "nftables ") }) {
+		t.Fatalf("the bridge sandbox left no trace to reclaim, or has no filter: %+v: %q", traces, during)
 	}
 	res, err := Recover(context.Background(), &Options{Storage: testEnv.store, Cgroups: cgm, StateDir: stateDir, Networks: nets})
 	if err != nil {
@@ -129,18 +134,16 @@ func TestRecoverAfterHostKilled(t *testing.T) {
 	if loops := loopsBackedBy(testEnv.store.Root()); len(loops) > 0 {
 		t.Errorf("loop devices left: %v", loops)
 	}
-	if names, _ := cgm.List(); len(names) > 0 {
+	if names := cgroupsLeft(t, cgm); len(names) > 0 {
 		t.Errorf("cgroups left: %v", names)
 	}
-	if left, _ := filepath.Glob(filepath.Join(stateDir, "[0-9a-f]*")); len(left) > 0 {
+	if left := stateLeft(t, stateDir, filepath.Base(netConfig), filepath.Base(netRun)); len(left) > 0 {
 		t.Errorf("state left: %v", left)
 	}
-	// Rules may fall below where they started: Prune also removes CNI's
-	// shared chains once nothing uses them.
-	if after := networkCounts(t, netRun); after.veths != before.veths || after.leases != before.leases || after.rules > before.rules || after.filters > before.filters {
-		t.Errorf("network leftovers: before %+v, after %+v", before, after)
+	if left := traces.left(t, netRun); len(left) > 0 {
+		t.Errorf("network leftovers: %q", left)
 	}
-	keys, _ := testEnv.store.Rootfses(context.Background())
+	keys := rootfsesLeft(t)
 	for _, st := range states {
 		if slices.Contains(keys, st.RootfsKey) {
 			t.Errorf("rootfs %s left in the store", st.RootfsKey)
@@ -189,11 +192,13 @@ func networkCounts(t *testing.T, runDir string) netCounts {
 			c.rules++
 		}
 	}
-	if out, err := exec.Command("nft", "list", "ruleset").Output(); err == nil {
-		for _, l := range strings.Split(string(out), "\n") {
-			if strings.HasPrefix(strings.TrimSpace(l), "chain port-") {
-				c.filters++
-			}
+	out, err = exec.Command("nft", "list", "ruleset").Output()
+	if err != nil {
+		t.Fatalf("nft list ruleset: %v", err)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "chain port-") {
+			c.filters++
 		}
 	}
 	leases, _ := filepath.Glob(filepath.Join(runDir, "ipam", "*", "[0-9]*"))
