@@ -349,7 +349,9 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-
+	if err := s.validate(); err != nil {
+		return err
+	}
 	if s.pool != nil {
 		return s.startFromPool(ctx)
 	}
