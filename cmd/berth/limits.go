@@ -23,3 +23,17 @@ func cpuQuota(cpus float64) (time.Duration, error) {
 	}
 	return max(time.Duration(cpus*float64(cpuPeriod)), time.Millisecond), nil
 }
+
+// parseMemory reads --memory: a size as parseBytes takes, "" for the
+// preset's default. Unlike --memory-swap it has no -1: a negative size is
+// a mistake, and no limit at all is not what a sandbox is for.
+func parseMemory(s string) (int64, error) {
+	n, err := parseBytes(s)
+	if err != nil {
+		return 0, err
+	}
+	if n < 0 {
+		return 0, fmt.Errorf("%s: want a size such as 64m (at least 1m)", quoteArg(s))
+	}
+	return n, nil
+}
