@@ -352,7 +352,7 @@ func (p *Pool) build(ctx context.Context) (_ *Sandbox, err error) {
 		return nil, err
 	}
 	if err := lp.await(func(st nsinit.Status) bool { return st.Ready }); err != nil {
-		return nil, err
+		return nil, e.startFailure(err)
 	}
 	e.standby = lp
 	// What Recover and other processes need is known now; the take adds
@@ -505,7 +505,7 @@ func (s *Sandbox) startTaken(ctx context.Context) error {
 	}
 	p.started = time.Now()
 	if err := p.await(func(st nsinit.Status) bool { return st.Started }); err != nil {
-		return err
+		return s.startFailure(err)
 	}
 	if files.console != nil {
 		defer files.console.Close()

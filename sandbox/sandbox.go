@@ -379,7 +379,7 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 		return err
 	}
 	if err := p.run(spec); err != nil {
-		return err
+		return s.startFailure(err)
 	}
 	return s.finishStart(ctx, p, console, rootfs)
 }

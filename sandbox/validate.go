@@ -257,7 +257,7 @@ func checkMount(m *Mount) error {
 	case under("/sys"):
 		return fmt.Errorf("destination %s is under /sys, which is the kernel's, read-only", dst)
 	case under("/proc") && (m.Type == "tmpfs" || !slices.Contains(procMountable, dst)):
-		return fmt.Errorf("destination %s is under /proc; only bind mounts at %s may be", dst, strings.Join(procMountable, ", "))
+		return fmt.Errorf("destination %s is under /proc, where only a bind mount on a file lxcfs provides (/proc/meminfo, /proc/uptime...) may go", dst)
 	}
 	switch m.Type {
 	case "", "bind":
