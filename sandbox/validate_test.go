@@ -181,20 +181,28 @@ func TestInvalidSysctl(t *testing.T) {
 // Valid values at the edges of what Validate refuses are taken.
 func TestValidOptionsAtTheEdges(t *testing.T) {
 	for name, set := range map[string]func(*Options){
-		"empty value":         func(o *Options) { o.Env = []string{"A=", "B=c=d"} },
-		"host name":           func(o *Options) { o.Hostname = "web-1.example_x"; o.NetworkAliases = []string{"db", "db.local"} },
-		"64-byte host name":   func(o *Options) { o.Hostname = strings.Repeat("h", 64) },
-		"lxcfs file":          func(o *Options) { o.Mounts = []Mount{{Source: "/etc/hostname", Destination: "/proc/uptime"}} },
-		"under /dev":          func(o *Options) { o.Mounts = []Mount{{Type: "tmpfs", Destination: "/dev/shm"}} },
-		"nested mounts":       func(o *Options) { o.Mounts = []Mount{{Type: "tmpfs", Destination: "/mnt"}, {Type: "tmpfs", Destination: "/mnt/sub"}} },
-		"/procfoo":            func(o *Options) { o.Mounts = []Mount{{Type: "tmpfs", Destination: "/procfoo"}} },
-		"minimum memory":      func(o *Options) { o.Resources = &cgroup.Resources{MemoryMax: MinMemory, PidsMax: MinPids} },
-		"no limits":           func(o *Options) { o.Resources = &cgroup.Resources{MemoryMax: -1, PidsMax: -1, MemorySwapMax: -1} },
-		"the host's CPUs":     func(o *Options) { o.Resources = &cgroup.Resources{CPUQuota: time.Duration(runtime.NumCPU()) * 100 * time.Millisecond} },
-		"user and group":      func(o *Options) { o.User = "1000:1000"; o.Dir = "/a/./b" },
-		"rlimit":              func(o *Options) { o.Rlimits = []Rlimit{{Resource: unix.RLIMIT_NOFILE, Soft: 64, Hard: 64}} },
-		"resolver and hosts":  func(o *Options) { o.DNS = &netplug.DNSConfig{Search: []string{"example.com"}, Options: []string{"ndots:2"}} },
-		"extra host":          func(o *Options) { o.ExtraHosts = []netplug.HostEntry{{IP: netip.MustParseAddr("::1"), Names: []string{"me"}}} },
+		"empty value":       func(o *Options) { o.Env = []string{"A=", "B=c=d"} },
+		"host name":         func(o *Options) { o.Hostname = "web-1.example_x"; o.NetworkAliases = []string{"db", "db.local"} },
+		"64-byte host name": func(o *Options) { o.Hostname = strings.Repeat("h", 64) },
+		"lxcfs file":        func(o *Options) { o.Mounts = []Mount{{Source: "/etc/hostname", Destination: "/proc/uptime"}} },
+		"under /dev":        func(o *Options) { o.Mounts = []Mount{{Type: "tmpfs", Destination: "/dev/shm"}} },
+		"nested mounts": func(o *Options) {
+			o.Mounts = []Mount{{Type: "tmpfs", Destination: "/mnt"}, {Type: "tmpfs", Destination: "/mnt/sub"}}
+		},
+		"/procfoo":       func(o *Options) { o.Mounts = []Mount{{Type: "tmpfs", Destination: "/procfoo"}} },
+		"minimum memory": func(o *Options) { o.Resources = &cgroup.Resources{MemoryMax: MinMemory, PidsMax: MinPids} },
+		"no limits":      func(o *Options) { o.Resources = &cgroup.Resources{MemoryMax: -1, PidsMax: -1, MemorySwapMax: -1} },
+		"the host's CPUs": func(o *Options) {
+			o.Resources = &cgroup.Resources{CPUQuota: time.Duration(runtime.NumCPU()) * 100 * time.Millisecond}
+		},
+		"user and group": func(o *Options) { o.User = "1000:1000"; o.Dir = "/a/./b" },
+		"rlimit":         func(o *Options) { o.Rlimits = []Rlimit{{Resource: unix.RLIMIT_NOFILE, Soft: 64, Hard: 64}} },
+		"resolver and hosts": func(o *Options) {
+			o.DNS = &netplug.DNSConfig{Search: []string{"example.com"}, Options: []string{"ndots:2"}}
+		},
+		"extra host": func(o *Options) {
+			o.ExtraHosts = []netplug.HostEntry{{IP: netip.MustParseAddr("::1"), Names: []string{"me"}}}
+		},
 		"security defaults":   func(o *Options) { o.Security = security.Strict() },
 		"unconfined security": func(o *Options) { o.Security = security.Unconfined() },
 	} {
