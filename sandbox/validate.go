@@ -71,9 +71,9 @@ func (o *Options) validate() error {
 	}
 	switch {
 	case o.DiskQuota < 0:
-		return fmt.Errorf("DiskQuota %d is negative (0 means no quota)", o.DiskQuota)
+		return fmt.Errorf("DiskQuota %d: a negative disk quota (0 means none)", o.DiskQuota)
 	case o.DiskQuota > 0 && o.DiskQuota < layerfs.MinDiskQuota:
-		return fmt.Errorf("DiskQuota %d is less than the minimum of %d bytes (1 MiB)", o.DiskQuota, layerfs.MinDiskQuota)
+		return fmt.Errorf("DiskQuota %d: a disk quota below the minimum of %d bytes (1 MiB)", o.DiskQuota, layerfs.MinDiskQuota)
 	case o.Timeout < 0:
 		return fmt.Errorf("Timeout %v is negative (0 means none)", o.Timeout)
 	}

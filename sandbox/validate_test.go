@@ -75,8 +75,8 @@ var nonsenseOptions = []struct {
 	{"unknown bind option", func(o *Options) {
 		o.Mounts = []Mount{{Source: "/tmp", Destination: "/mnt", Options: "rw,bogus"}}
 	}, `option "rw"`},
-	{"negative DiskQuota", func(o *Options) { o.DiskQuota = -1 }, "DiskQuota -1 is negative"},
-	{"DiskQuota below the minimum", func(o *Options) { o.DiskQuota = 1000 }, "DiskQuota 1000 is less than the minimum of 1048576 bytes"},
+	{"negative DiskQuota", func(o *Options) { o.DiskQuota = -1 }, "DiskQuota -1: a negative disk quota"},
+	{"DiskQuota below the minimum", func(o *Options) { o.DiskQuota = 1000 }, "DiskQuota 1000: a disk quota below the minimum of 1048576 bytes"},
 	{"negative Timeout", func(o *Options) { o.Timeout = -time.Second }, "Timeout -1s is negative"},
 	{"unknown rlimit", func(o *Options) { o.Rlimits = []Rlimit{{Resource: 99}} }, "Rlimits[0]: no resource 99"},
 	{"rlimit soft above hard", func(o *Options) {
