@@ -122,6 +122,9 @@ func (s *Sandbox) sandboxSpec(spec *nsinit.Spec, rootfs, stateDir string, sec *s
 	if s.netns != nil {
 		firstFD++
 	}
+	if err := checkMountTargets(rootfs, s.opts.Mounts); err != nil {
+		return err
+	}
 	user, err := s.userMounts(s.opts.Mounts, firstFD)
 	if err != nil {
 		return err

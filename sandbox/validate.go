@@ -3,6 +3,7 @@ package sandbox
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path"
 	"runtime"
 	"slices"
@@ -247,17 +248,8 @@ func checkMount(m *Mount) error {
 	if err := checkPath(m.Destination); err != nil {
 		return fmt.Errorf("destination %w", err)
 	}
-	dst := path.Clean(m.Destination)
-	under := func(dir string) bool { return dst == dir || strings.HasPrefix(dst, dir+"/") }
-	switch {
-	case dst == "/":
-		return errors.New("destination /: the image is the root; use ReadonlyRootfs or another directory")
-	case dst == "/proc" || dst == "/sys" || dst == "/dev" || dst == "/dev/pts":
-		return fmt.Errorf("destination %s: the sandbox's own %s goes there", dst, dst)
-	case under("/sys"):
-		return fmt.Errorf("destination %s is under /sys, which is the kernel's, read-only", dst)
-	case under("/proc") && (m.Type == "tmpfs" || !slices.Contains(procMountable, dst)):
-		return fmt.Errorf("destination %s is under /proc, where only a bind mount on a file lxcfs provides (/proc/meminfo, /proc/uptime...) may go", dst)
+	if err := checkDestination(path.Clean(m.Destination), m.Type); err != nil {
+		return fmt.Errorf("destination %w", err)
 	}
 	switch m.Type {
 	case "", "bind":
@@ -288,6 +280,107 @@ func checkMount(m *Mount) error {
 // rlimNLimits is the number of resources setrlimit(2) knows (RLIM_NLIMITS),
 // unix.RLIMIT_CPU (0) to unix.RLIMIT_RTTIME (15).
 const rlimNLimits = unix.RLIMIT_RTTIME + 1
+
+// checkDestination refuses dst, a clean absolute path in the sandbox, as
+// where a mount of type typ would go: the root, the sandbox's own /proc,
+// /sys, /dev and /dev/pts, and anything under /sys or /proc but the files
+// lxcfs provides.
+func checkDestination(dst, typ string) error {
+	under := func(dir string) bool { return dst == dir || strings.HasPrefix(dst, dir+"/") }
+	switch {
+	case dst == "/":
+		return errors.New("/: the image is the root; use ReadonlyRootfs or another directory")
+	case dst == "/proc" || dst == "/sys" || dst == "/dev" || dst == "/dev/pts":
+		return fmt.Errorf("%s: the sandbox's own %s goes there", dst, dst)
+	case under("/sys"):
+		return fmt.Errorf("%s is under /sys, which is the kernel's, read-only", dst)
+	case under("/proc") && (typ == "tmpfs" || !slices.Contains(procMountable, dst)):
+		return fmt.Errorf("%s is under /proc, where only a bind mount on a file lxcfs provides (/proc/meminfo, /proc/uptime...) may go", dst)
+	}
+	return nil
+}
+
+// checkMountTargets refuses a mount whose destination leads, through
+// symbolic links of the image, to a place checkDestination refuses by
+// name: a link /data -> /proc in an image would otherwise put a caller's
+// -v dir:/data over the sandbox's /proc. The init resolves destinations
+// inside the rootfs as this does, and creates what does not exist yet.
+func checkMountTargets(rootfs string, mounts []Mount) error {
+	if len(mounts) == 0 {
+		return nil
+	}
+	root, err := unix.Open(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: rootfs, Err: err}
+	}
+	defer unix.Close(root)
+	for i, m := range mounts {
+		dst := path.Clean(m.Destination)
+		real, err := resolveInRoot(root, dst)
+		if err != nil {
+			return fmt.Errorf("%w: Mounts[%d]: destination %s: %w", ErrInvalidOptions, i, dst, err)
+		}
+		if real == dst {
+			continue // checked by name
+		}
+		if err := checkDestination(real, m.Type); err != nil {
+			return fmt.Errorf("%w: Mounts[%d]: destination %s leads, through the image's symbolic links, to %w", ErrInvalidOptions, i, dst, err)
+		}
+	}
+	return nil
+}
+
+// maxLinks is how many symbolic links resolveInRoot follows in one path,
+// as the kernel's MAXSYMLINKS.
+const maxLinks = 40
+
+// resolveInRoot returns the path that p, absolute, names inside the
+// directory root once the symbolic links on it are followed as
+// openat2(RESOLVE_IN_ROOT) follows them: an absolute link from root, ".."
+// at root staying there. Links are followed even where their target does
+// not exist (yet); from the first missing component on, the rest is taken
+// as it is.
+func resolveInRoot(root int, p string) (string, error) {
+	cur, rest, links := "/", strings.Split(p, "/"), 0
+	for len(rest) > 0 {
+		c := rest[0]
+		rest = rest[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			cur = path.Dir(cur) // cur has no links: ".." is lexical
+			continue
+		}
+		next := path.Join(cur, c)
+		var st unix.Stat_t
+		err := unix.Fstatat(root, next[1:], &st, unix.AT_SYMLINK_NOFOLLOW)
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+			return path.Join(append([]string{next}, rest...)...), nil
+		}
+		if err != nil {
+			return "", err
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+			cur = next
+			continue
+		}
+		if links++; links > maxLinks {
+			return "", fmt.Errorf("more than %d symbolic links: %w", maxLinks, unix.ELOOP)
+		}
+		buf := make([]byte, unix.PathMax)
+		n, err := unix.Readlinkat(root, next[1:], buf)
+		if err != nil {
+			return "", err
+		}
+		target := string(buf[:n])
+		if path.IsAbs(target) {
+			cur = "/"
+		}
+		rest = append(strings.Split(target, "/"), rest...)
+	}
+	return cur, nil
+}
 
 // checkRlimits checks resource limits as setrlimit(2) would, and that none
 // is given twice, where one would silently win.

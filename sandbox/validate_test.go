@@ -1,21 +1,26 @@
 package sandbox
 
 import (
+	"archive/tar"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/cgroup"
+	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/netplug"
 	"github.com/berth-dev/berth/security"
 )
@@ -381,5 +386,91 @@ func TestInitOOMIsReported(t *testing.T) {
 	}
 	if _, err := cgm.Open(sb.ID()); !errors.Is(err, cgroup.ErrNotFound) {
 		t.Errorf("the sandbox's cgroup is left (open: %v)", err)
+	}
+}
+
+// linksImage is alpine with symbolic links that lead mount destinations
+// elsewhere: /data to /proc, /cg to /sys/fs/cgroup, /self through ../ to
+// /proc/self, and /ok to /tmp.
+var linksImage = sync.OnceValue(func() error {
+	src := filepath.Join("..", "..", "shared", "images", "alpine-minirootfs-3.20.3-x86_64.tar.gz")
+	dst := filepath.Join(testEnv.dir, "alpine-mountlinks.tar")
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	zr, err := gzip.NewReader(in)
+	if err != nil {
+		return err
+	}
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	tw := tar.NewWriter(out)
+	tr := tar.NewReader(zr)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			return err
+		}
+	}
+	for name, target := range map[string]string{"data": "/proc", "cg": "sys/fs/cgroup", "self": "../../../proc/self", "ok": "/tmp"} {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: name, Linkname: target, Mode: 0o777}); err != nil {
+			return err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	_, err = testEnv.store.Import(context.Background(), dst, &layerfs.ImportOptions{Name: "alpine-mountlinks:test"})
+	return err
+})
+
+// A destination that the image's links lead under /proc or /sys is refused
+// as the same destination named directly would be; one they lead somewhere
+// ordinary is mounted there.
+func TestMountThroughImageLinks(t *testing.T) {
+	if err := linksImage(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		dst, want string
+	}{
+		{"/data", "destination /data leads, through the image's symbolic links, to /proc: the sandbox's own /proc"},
+		{"/data/sys/kernel", "to /proc/sys/kernel is under /proc"},
+		{"/cg/memory", "to /sys/fs/cgroup/memory is under /sys"},
+		{"/self", "to /proc/self is under /proc"},
+	} {
+		sb := New("alpine-mountlinks:test", opts(func(o *Options) {
+			o.Args = []string{"true"}
+			o.Mounts = []Mount{{Source: t.TempDir(), Destination: c.dst}}
+		}))
+		checkInvalid(t, sb.Start(context.Background()), c.want)
+	}
+	if left := leftBehind(t); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("through /ok\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, out, errOut := run(t, "alpine-mountlinks:test", opts(func(o *Options) {
+		o.Args = []string{"cat", "/tmp/sub/f"}
+		o.Mounts = []Mount{{Source: dir, Destination: "/ok/sub"}}
+	}))
+	if !res.Success() || out != "through /ok\n" {
+		t.Errorf("mount through /ok: %+v, stdout %q, stderr %q", res, out, errOut)
 	}
 }
