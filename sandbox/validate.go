@@ -438,11 +438,55 @@ func checkSecurity(c *security.Config) error {
 	case c.PidsMax > 0 && c.PidsMax < MinPids:
 		return fmt.Errorf("PidsMax %d is too small: a sandbox needs at least %d tasks (its init and the workload)", c.PidsMax, MinPids)
 	}
+	if _, err := security.CapabilityMask(c.Capabilities); err != nil {
+		return fmt.Errorf("Capabilities: %w", err)
+	}
+	if u := c.UserNamespace; u != nil {
+		if err := checkIDMaps("UIDMap", u.UIDMap); err != nil {
+			return fmt.Errorf("UserNamespace.%w", err)
+		}
+		if err := checkIDMaps("GIDMap", u.GIDMap); err != nil {
+			return fmt.Errorf("UserNamespace.%w", err)
+		}
+	}
 	rl := make([]Rlimit, len(c.Rlimits))
 	for i, r := range c.Rlimits {
 		rl[i] = Rlimit{Resource: r.Resource, Soft: r.Soft, Hard: r.Hard}
 	}
 	return checkRlimits("Rlimits", rl)
+}
+
+// maxIDMaps is the most lines the kernel takes in a uid_map or gid_map.
+const maxIDMaps = 340
+
+// checkIDMaps checks a user namespace's id mappings as the kernel would
+// when writing them, which refuses them all with a bare EINVAL: none
+// empty, none running past the last id, no two overlapping inside or
+// outside.
+func checkIDMaps(field string, maps []security.IDMap) error {
+	switch {
+	case len(maps) == 0:
+		return fmt.Errorf("%s: no mapping (root inside must map to some id outside)", field)
+	case len(maps) > maxIDMaps:
+		return fmt.Errorf("%s: %d mappings, more than the kernel's %d", field, len(maps), maxIDMaps)
+	}
+	overlap := func(a, b uint32, n, m uint32) bool {
+		return uint64(a) < uint64(b)+uint64(m) && uint64(b) < uint64(a)+uint64(n)
+	}
+	for i, m := range maps {
+		switch {
+		case m.Size == 0:
+			return fmt.Errorf("%s[%d]: size 0", field, i)
+		case uint64(m.ContainerID)+uint64(m.Size) >= 1<<32 || uint64(m.HostID)+uint64(m.Size) >= 1<<32:
+			return fmt.Errorf("%s[%d]: the range runs past id %d", field, i, uint32(1<<32-2))
+		}
+		for j, o := range maps[:i] {
+			if overlap(m.ContainerID, o.ContainerID, m.Size, o.Size) || overlap(m.HostID, o.HostID, m.Size, o.Size) {
+				return fmt.Errorf("%s[%d] overlaps %s[%d]", field, i, field, j)
+			}
+		}
+	}
+	return nil
 }
 
 // checkNetworkOptions checks the network options against each other, and

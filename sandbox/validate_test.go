@@ -110,6 +110,24 @@ var nonsenseOptions = []struct {
 		o.Security = security.Default()
 		o.Security.PidsMax = -1
 	}, "Security: PidsMax -1 is negative"},
+	{"unknown capability", func(o *Options) {
+		o.Security = security.Default()
+		o.Security.Capabilities = append(o.Security.Capabilities, "CAP_FLY")
+	}, "Security: Capabilities: "},
+	{"empty id map", func(o *Options) {
+		o.Security = security.Strict()
+		o.Security.UserNamespace = &security.UserNamespace{UIDMap: []security.IDMap{{HostID: 100000, Size: 0}}, GIDMap: security.DefaultUserNamespace().GIDMap}
+	}, "Security: UserNamespace.UIDMap[0]: size 0"},
+	{"overlapping id maps", func(o *Options) {
+		m := []security.IDMap{{ContainerID: 0, HostID: 100000, Size: 1000}, {ContainerID: 500, HostID: 300000, Size: 10}}
+		o.Security = security.Strict()
+		o.Security.UserNamespace = &security.UserNamespace{UIDMap: security.DefaultUserNamespace().UIDMap, GIDMap: m}
+	}, "Security: UserNamespace.GIDMap[1] overlaps GIDMap[0]"},
+	{"id map past the last id", func(o *Options) {
+		m := []security.IDMap{{ContainerID: 0, HostID: 1<<32 - 10, Size: 100}}
+		o.Security = security.Strict()
+		o.Security.UserNamespace = &security.UserNamespace{UIDMap: m, GIDMap: m}
+	}, "UIDMap[0]: the range runs past id 4294967294"},
 	{"pool and join", func(o *Options) { o.NetworkPool, o.JoinNetwork = noPool{}, "/proc/1/ns/net" }, "NetworkPool hands the sandbox its network"},
 	{"join and ports", func(o *Options) {
 		o.JoinNetwork, o.Ports = "/proc/1/ns/net", []netplug.PortMapping{{ContainerPort: 80}}
