@@ -30,6 +30,11 @@ type invalidOptions struct{}
 func (invalidOptions) Error() string        { return "invalid options" }
 func (invalidOptions) Is(target error) bool { return target == ErrSetup }
 
+// ErrSeccompCannotStart means a seccomp profile refuses a system call
+// that starting the workload needs, so that no program could ever run
+// under it. It comes with ErrInvalidOptions.
+var ErrSeccompCannotStart = errors.New("the seccomp profile lets no program start")
+
 // MinMemory is the smallest memory limit (Resources.MemoryMax) a sandbox
 // takes. Below it the sandbox's own init, before any workload runs, is
 // killed for lack of memory: it needs some 300 KiB on cgroup v1 (measured
@@ -582,8 +587,8 @@ func checkSeccompStart(prog []byte, sec *security.Config) error {
 			return fmt.Errorf("seccomp: %w", err)
 		}
 		if !ok {
-			return fmt.Errorf("%w: Security.Seccomp: the profile refuses %s, which starting the workload needs: no program could run under it",
-				ErrInvalidOptions, security.SyscallName(c.Nr))
+			return fmt.Errorf("%w: Security.Seccomp: %w: it refuses %s, which starting the workload needs",
+				ErrInvalidOptions, ErrSeccompCannotStart, security.SyscallName(c.Nr))
 		}
 	}
 	return nil

@@ -295,7 +295,7 @@ func TestSeccompThatCannotStart(t *testing.T) {
 				}
 				return
 			}
-			checkInvalid(t, err, "the profile refuses "+c.refuses+", which starting the workload needs")
+			checkInvalid(t, err, "the seccomp profile lets no program start: it refuses "+c.refuses+", which starting the workload needs")
 		})
 	}
 }
@@ -313,7 +313,10 @@ func TestPoolSeccompThatCannotStart(t *testing.T) {
 	if err == nil {
 		pool.Close()
 	}
-	checkInvalid(t, err, "the profile refuses execve")
+	checkInvalid(t, err, "it refuses execve")
+	if !errors.Is(err, ErrSeccompCannotStart) {
+		t.Errorf("%v: not ErrSeccompCannotStart", err)
+	}
 }
 
 // A pool checks its template, and each of its sandboxes the options it

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -150,6 +151,9 @@ func newRunCommand(g *globals) *cobra.Command {
 				return invalidFlag("-t: standard input is not a terminal")
 			}
 			err = runSandbox(cmd.Context(), sandbox.New(args[0], opts), tty, cmd.ErrOrStderr())
+			if errors.Is(err, sandbox.ErrSeccompCannotStart) && sf.seccomp != "" {
+				err = fmt.Errorf("--seccomp %s: %w", sf.seccomp, err)
+			}
 			// The cgroup parent goes with the last sandbox in it; while
 			// others run, rmdir fails and it stays.
 			opts.Cgroups.RemoveParent()

@@ -71,7 +71,7 @@ func TestRunRefusesNonsense(t *testing.T) {
 		{[]string{"--hostname", "a b"}, "a host name has only letters"},
 		{[]string{"--hostname", strings.Repeat("h", 5000)}, "(5000 bytes) is longer than 64 bytes"},
 		{[]string{"-w", "tmp"}, `Dir: "tmp" is not an absolute path`},
-		{[]string{"--seccomp", empty}, "the profile refuses execve, which starting the workload needs"},
+		{[]string{"--seccomp", empty}, "the seccomp profile lets no program start: it refuses execve"},
 	} {
 		args := append(append(append([]string{}, g...), "run"), c.flags...)
 		args = append(args, "alpine:test", "echo", "ran")
@@ -82,6 +82,9 @@ func TestRunRefusesNonsense(t *testing.T) {
 			continue
 		}
 		msg := string(out)
+		if c.flags[0] == "--seccomp" && !strings.HasPrefix(msg, "berth: --seccomp "+empty+": ") {
+			t.Errorf("run %q said %q, which does not name the profile first", c.flags, msg)
+		}
 		if !strings.HasPrefix(msg, "berth: ") || !strings.Contains(msg, c.want) || strings.Count(msg, "\n") != 1 || len(msg) > 300 {
 			t.Errorf("run %q said %q, want one short line containing %q", c.flags, msg, c.want)
 		}
