@@ -196,8 +196,11 @@ func checkPath(p string) error {
 		return fmt.Errorf("%s contains a NUL byte", quoteShort(p))
 	case !path.IsAbs(p):
 		return fmt.Errorf("%s is not an absolute path", quoteShort(p))
-	case slices.Contains(strings.Split(p, "/"), ".."):
-		return fmt.Errorf("%s contains \"..\"", quoteShort(p))
+	}
+	for part := range strings.SplitSeq(p, "/") {
+		if part == ".." {
+			return fmt.Errorf("%s contains \"..\"", quoteShort(p))
+		}
 	}
 	return nil
 }

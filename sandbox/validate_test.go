@@ -495,3 +495,21 @@ func TestMountThroughImageLinks(t *testing.T) {
 		t.Errorf("mount through /ok: %+v, stdout %q, stderr %q", res, out, errOut)
 	}
 }
+
+// BenchmarkValidate is what Start adds to check options like the berth
+// command's.
+func BenchmarkValidate(b *testing.B) {
+	o := &Options{
+		Args: []string{"/bin/sh", "-c", "echo hello"}, Env: []string{"A=1", "B=2", "PATH=/bin:/usr/bin", "HOME=/root", "TERM=xterm"},
+		Dir: "/work", User: "1000:1000", Hostname: "build-42",
+		Mounts:    []Mount{{Source: "/srv/data", Destination: "/data", ReadOnly: true}, {Type: "tmpfs", Destination: "/scratch", Options: "size=64m"}},
+		Resources: &cgroup.Resources{MemoryMax: 512 << 20, PidsMax: 256, CPUQuota: 50 * time.Millisecond, CPUPeriod: 100 * time.Millisecond},
+		Rlimits:   []Rlimit{{Resource: unix.RLIMIT_NOFILE, Soft: 1024, Hard: 1024}},
+		Timeout:   time.Minute, StateDir: "/run/berth",
+	}
+	for b.Loop() {
+		if err := o.Validate(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
