@@ -3,6 +3,7 @@ package sandbox
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path"
 	"runtime"
@@ -508,6 +509,14 @@ func checkNetworkOptions(o *Options) error {
 	case o.JoinNetwork != "" && !path.IsAbs(o.JoinNetwork):
 		return fmt.Errorf("JoinNetwork %s is not an absolute path", quoteShort(o.JoinNetwork))
 	}
+	if len(o.Ports) > 0 && o.NetworkPool == nil && o.JoinNetwork == "" {
+		switch n := o.Network; {
+		case n == nil || n == netplug.None():
+			return errors.New("Ports need a network to publish them on (a bridge); the sandbox has none but its loopback")
+		case netplug.IsHost(n):
+			return errors.New("Ports: the sandbox shares the host's network, where its ports are the host's already")
+		}
+	}
 	for i, p := range o.Ports {
 		if err := checkPort(p); err != nil {
 			return fmt.Errorf("Ports[%d]: %w", i, err)
@@ -568,12 +577,19 @@ func checkResolvWord(w string) error {
 	return nil
 }
 
+// checkPort checks a published port as the networks will, so that a
+// mistake is reported before anything is made.
 func checkPort(p netplug.PortMapping) error {
-	switch {
+	switch proto := strings.ToLower(p.Protocol); {
 	case p.ContainerPort == 0:
 		return errors.New("no container port")
-	case p.Protocol != "" && p.Protocol != "tcp" && p.Protocol != "udp":
+	case proto != "" && proto != "tcp" && proto != "udp":
 		return fmt.Errorf("protocol %s (want tcp or udp)", quoteShort(p.Protocol))
+	}
+	if p.HostIP != "" {
+		if _, err := netip.ParseAddr(p.HostIP); err != nil {
+			return fmt.Errorf("host address %s is not an IP address", quoteShort(p.HostIP))
+		}
 	}
 	return nil
 }

@@ -33,6 +33,15 @@ func (noPool) Acquire(context.Context, string) (string, *netplug.Attachment, fun
 	return "", nil, nil, errors.New("noPool: asked")
 }
 
+// bridgeStub stands for a network that publishes ports; options naming it
+// are refused before it is asked.
+type bridgeStub struct{}
+
+func (bridgeStub) Attach(context.Context, string, string, *netplug.AttachOptions) (*netplug.Attachment, error) {
+	return nil, errors.New("bridgeStub: asked")
+}
+func (bridgeStub) Detach(context.Context, string, string) error { return nil }
+
 // nonsenseOptions are options that make no sense, each with what its error
 // must say.
 var nonsenseOptions = []struct {
@@ -129,12 +138,24 @@ var nonsenseOptions = []struct {
 		o.Security.UserNamespace = &security.UserNamespace{UIDMap: m, GIDMap: m}
 	}, "UIDMap[0]: the range runs past id 4294967294"},
 	{"pool and join", func(o *Options) { o.NetworkPool, o.JoinNetwork = noPool{}, "/proc/1/ns/net" }, "NetworkPool hands the sandbox its network"},
+	{"ports without a network", func(o *Options) { o.Ports = []netplug.PortMapping{{ContainerPort: 80}} }, "Ports need a network to publish them on"},
+	{"ports on no network", func(o *Options) {
+		o.Network, o.Ports = netplug.None(), []netplug.PortMapping{{ContainerPort: 80}}
+	}, "Ports need a network"},
+	{"ports on the host's network", func(o *Options) {
+		o.Network, o.Ports = netplug.Host(), []netplug.PortMapping{{ContainerPort: 80}}
+	}, "the sandbox shares the host's network"},
+	{"port on a host address that is none", func(o *Options) {
+		o.Network, o.Ports = bridgeStub{}, []netplug.PortMapping{{HostIP: "localhost", ContainerPort: 80}}
+	}, `Ports[0]: host address "localhost" is not an IP address`},
 	{"join and ports", func(o *Options) {
 		o.JoinNetwork, o.Ports = "/proc/1/ns/net", []netplug.PortMapping{{ContainerPort: 80}}
 	}, "JoinNetwork shares a network namespace"},
 	{"relative JoinNetwork", func(o *Options) { o.JoinNetwork = "net" }, `JoinNetwork "net" is not an absolute path`},
-	{"port 0", func(o *Options) { o.Ports = []netplug.PortMapping{{HostPort: 80}} }, "Ports[0]: no container port"},
-	{"unknown protocol", func(o *Options) { o.Ports = []netplug.PortMapping{{ContainerPort: 80, Protocol: "sctp"}} }, `protocol "sctp"`},
+	{"port 0", func(o *Options) { o.Network, o.Ports = bridgeStub{}, []netplug.PortMapping{{HostPort: 80}} }, "Ports[0]: no container port"},
+	{"unknown protocol", func(o *Options) {
+		o.Network, o.Ports = bridgeStub{}, []netplug.PortMapping{{ContainerPort: 80, Protocol: "sctp"}}
+	}, `protocol "sctp"`},
 	{"alias with a space", func(o *Options) { o.NetworkAliases = []string{"db", "web evil"} }, "NetworkAliases[1]: \"web evil\": a host name has only"},
 	{"extra host without address", func(o *Options) { o.ExtraHosts = []netplug.HostEntry{{Names: []string{"x"}}} }, "ExtraHosts[0]: no address"},
 	{"extra host without name", func(o *Options) {
@@ -222,6 +243,9 @@ func TestValidOptionsAtTheEdges(t *testing.T) {
 		"rlimit":         func(o *Options) { o.Rlimits = []Rlimit{{Resource: unix.RLIMIT_NOFILE, Soft: 64, Hard: 64}} },
 		"resolver and hosts": func(o *Options) {
 			o.DNS = &netplug.DNSConfig{Search: []string{"example.com"}, Options: []string{"ndots:2"}}
+		},
+		"ports": func(o *Options) {
+			o.Network, o.Ports = bridgeStub{}, []netplug.PortMapping{{HostIP: "127.0.0.1", ContainerPort: 80, Protocol: "TCP"}}
 		},
 		"extra host": func(o *Options) {
 			o.ExtraHosts = []netplug.HostEntry{{IP: netip.MustParseAddr("::1"), Names: []string{"me"}}}
