@@ -215,7 +215,7 @@ func (o *Options) logger() *slog.Logger {
 type Mount struct {
 	Type        string // "bind" (the default), "volume" or "tmpfs"
 	Source      string // absolute host path for bind mounts; the volume's name
-	Destination string // absolute path inside the sandbox
+	Destination string // absolute path inside the sandbox; not /proc, /sys or /dev (see Options.Validate)
 	ReadOnly    bool
 	// Options are, for tmpfs, its mount data ("size=64m,mode=1777"). For
 	// bind mounts and volumes, a comma-separated list: "suid" and "dev"

@@ -57,6 +57,22 @@ const maxHostname = 64
 // number of CPUs): Start calls it first, before anything is made, and
 // also checks what needs the host. Callers may call it earlier to report
 // mistakes sooner.
+//
+// Among what it refuses: strings with a NUL (the kernel would cut them),
+// Env entries without a name, a relative Dir or mount destination, ".."
+// in either; a Hostname, NetworkAliases or ExtraHosts name that is not a
+// host name (they go into /etc/hosts, where a space or a newline would
+// add entries); mounts on /, /proc, /sys, /dev or /dev/pts, or under
+// /proc or /sys, but for bind mounts on the files lxcfs provides
+// (/proc/meminfo and the like, as runc allows), and two mounts on one
+// destination; negative Timeout and DiskQuota, or one below
+// layerfs.MinDiskQuota; Rlimits the kernel does not know or would refuse;
+// Resources the cgroup package refuses, MemoryMax below MinMemory,
+// PidsMax below MinPids, more CPUs than the host has; Ports with no
+// network to publish them on. Start also refuses mount destinations that
+// the image's symbolic links lead to such places, sysctls the sandbox may
+// not set, and seccomp profiles under which no program could start
+// (ErrSeccompCannotStart).
 func (o *Options) Validate() error {
 	if err := o.validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
