@@ -267,6 +267,26 @@ func TestCreateInvalidResources(t *testing.T) {
 	}
 }
 
+// The most tasks Validate takes is the most the kernel takes: pids.max
+// holds maxPids and refuses one more.
+func TestPidsMaxBound(t *testing.T) {
+	m := hostManager(t, Options{})
+	if !canLimit(t, m, "pids") {
+		t.Skip("no pids controller")
+	}
+	c := create(t, m, &Resources{PidsMax: maxPids})
+	file := filepath.Join(c.unified, "pids.max")
+	if dir := c.v1["pids"]; dir != "" {
+		file = filepath.Join(dir, "pids.max")
+	}
+	if got, err := readString(file); err != nil || got != strconv.Itoa(maxPids) {
+		t.Errorf("pids.max = %q, %v; want %d", got, err, maxPids)
+	}
+	if err := writeFile(file, strconv.Itoa(maxPids+1)); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("writing %d to pids.max: %v, want EINVAL", maxPids+1, err)
+	}
+}
+
 var testLimits = Resources{
 	MemoryMax:     32 << 20,
 	MemorySwapMax: 32 << 20, // no swap

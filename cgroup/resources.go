@@ -87,15 +87,24 @@ type Resources struct {
 	Devices []DeviceRule
 }
 
+// maxPids is the most tasks pids.max takes: the kernel's PID_MAX_LIMIT on
+// 64-bit machines. A larger limit would fail as EINVAL on write.
+const maxPids = 1 << 22
+
+// Validate reports the first field of r that no cgroup could be given, as
+// an error wrapping ErrInvalidResources; Create and Update check the same.
+// It lets a caller find a mistake before making anything.
+func (r *Resources) Validate() error { return r.validate() }
+
 func (r *Resources) validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidResources}, args...)...)
 	}
 	switch {
 	case r.MemoryMax < -1:
-		return bad("MemoryMax %d", r.MemoryMax)
+		return bad("MemoryMax %d (want bytes, or -1 for no limit)", r.MemoryMax)
 	case r.MemorySwapMax < -1:
-		return bad("MemorySwapMax %d", r.MemorySwapMax)
+		return bad("MemorySwapMax %d (want bytes, or -1 for no limit)", r.MemorySwapMax)
 	case r.MemorySwapMax > 0 && r.MemoryMax <= 0:
 		return bad("MemorySwapMax %d needs a positive MemoryMax", r.MemorySwapMax)
 	case r.MemorySwapMax > 0 && r.MemorySwapMax < r.MemoryMax:
@@ -107,7 +116,9 @@ func (r *Resources) validate() error {
 	case r.CPUWeight > 10000:
 		return bad("CPUWeight %d is not within 1..10000", r.CPUWeight)
 	case r.PidsMax < -1:
-		return bad("PidsMax %d", r.PidsMax)
+		return bad("PidsMax %d (want a number of tasks, or -1 for no limit)", r.PidsMax)
+	case r.PidsMax > maxPids:
+		return bad("PidsMax %d is above the kernel's most, %d (-1 means no limit)", r.PidsMax, maxPids)
 	case r.IOWeight > 10000:
 		return bad("IOWeight %d is not within 1..10000", r.IOWeight)
 	}

@@ -179,8 +179,9 @@ func TestResourcesValidate(t *testing.T) {
 		{MemoryMax: -1, MemorySwapMax: -1, PidsMax: -1, CPUQuota: -1},
 		{MemorySwapMax: -1},
 		{CPUQuota: time.Millisecond, CPUPeriod: time.Second, CPUWeight: 10000, IOWeight: 10000},
+		{PidsMax: maxPids},
 	} {
-		if err := r.validate(); err != nil {
+		if err := r.Validate(); err != nil {
 			t.Errorf("%+v: %v", r, err)
 		}
 	}
@@ -194,9 +195,10 @@ func TestResourcesValidate(t *testing.T) {
 		{CPUPeriod: -time.Millisecond},
 		{CPUWeight: 10001},
 		{PidsMax: -5},
+		{PidsMax: maxPids + 1},
 		{IOWeight: 10001},
 	} {
-		if err := r.validate(); !errors.Is(err, ErrInvalidResources) {
+		if err := r.Validate(); !errors.Is(err, ErrInvalidResources) {
 			t.Errorf("%+v: %v, want ErrInvalidResources", r, err)
 		}
 	}

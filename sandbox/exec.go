@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -33,8 +32,11 @@ type ExecOptions struct {
 // and its cgroup, with the same security settings, and waits for it.
 // Cancelling ctx kills it.
 func (s *Sandbox) Exec(ctx context.Context, o *ExecOptions) (*Result, error) {
-	if o == nil || len(o.Args) == 0 {
-		return nil, setupError(errors.New("sandbox exec: no command"))
+	if o == nil {
+		o = &ExecOptions{}
+	}
+	if err := o.validate(); err != nil {
+		return nil, fmt.Errorf("sandbox exec: %w", err)
 	}
 	s.mu.Lock()
 	if s.proc == nil || s.result == nil {

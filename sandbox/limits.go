@@ -1,6 +1,8 @@
 package sandbox
 
 import (
+	"fmt"
+
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/security"
 )
@@ -37,4 +39,37 @@ func (s *Sandbox) createCgroup(cgm *cgroup.Manager, sec *security.Config) (*cgro
 	}
 	r.Devices = deviceAllowlist(s.devices, r.Devices)
 	return cgm.Create(s.id, &r)
+}
+
+// ErrInitOOM means the sandbox's init was killed for lack of memory before
+// its workload started: its memory limit, or that of a cgroup above it,
+// leaves too little. It is also an ErrSetup.
+var ErrInitOOM error = initOOM{}
+
+type initOOM struct{}
+
+func (initOOM) Error() string {
+	return "the sandbox's init was killed for lack of memory before its workload started"
+}
+func (initOOM) Is(target error) bool { return target == ErrSetup }
+
+// startFailure explains err, a failure of the sandbox's init to start its
+// workload: if the OOM killer struck in the sandbox's cgroup meanwhile,
+// that is the reason, which the init could not report, and err, which
+// says only that it ended, is replaced. Otherwise err is returned as it
+// is.
+func (s *Sandbox) startFailure(err error) error {
+	if s.cg == nil {
+		return err
+	}
+	killed, cgErr := s.cg.OOMKilled()
+	if cgErr != nil || !killed {
+		return err
+	}
+	limit := "none of its own"
+	if r := resources(s.opts.Resources, s.security(&s.opts)); r != nil && r.MemoryMax > 0 {
+		limit = fmt.Sprintf("%d bytes", r.MemoryMax)
+	}
+	return fmt.Errorf("%w (memory limit: %s, and those of the cgroups above it; a sandbox needs at least %d bytes to start)",
+		ErrInitOOM, limit, MinMemory)
 }

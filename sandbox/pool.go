@@ -307,6 +307,9 @@ func (p *Pool) build(ctx context.Context) (_ *Sandbox, err error) {
 			err = fmt.Errorf("sandbox %s: %w", e.id, err)
 		}
 	}()
+	if err := e.validate(); err != nil {
+		return nil, err
+	}
 	sec := e.security(&e.opts)
 	rootfs, err := e.build(ctx, sec)
 	if err != nil {
@@ -325,6 +328,12 @@ func (p *Pool) build(ctx context.Context) (_ *Sandbox, err error) {
 		return nil, err
 	}
 	spec.Bounding = &bounding
+	// A filter under which no workload could start is the pool's error.
+	if sec.Seccomp != nil {
+		if _, err := p.cache.program(p.tmpl.stateRoot(), sec, bounding); err != nil {
+			return nil, err
+		}
+	}
 	if prog := p.earlySeccomp(sec, bounding); prog != nil {
 		spec.Seccomp, spec.SeccompFlags, spec.NoNewPrivs = prog, sec.Seccomp.FilterFlags(), sec.NoNewPrivileges
 	}
@@ -343,7 +352,7 @@ func (p *Pool) build(ctx context.Context) (_ *Sandbox, err error) {
 		return nil, err
 	}
 	if err := lp.await(func(st nsinit.Status) bool { return st.Ready }); err != nil {
-		return nil, err
+		return nil, e.startFailure(err)
 	}
 	e.standby = lp
 	// What Recover and other processes need is known now; the take adds
@@ -496,7 +505,7 @@ func (s *Sandbox) startTaken(ctx context.Context) error {
 	}
 	p.started = time.Now()
 	if err := p.await(func(st nsinit.Status) bool { return st.Started }); err != nil {
-		return err
+		return s.startFailure(err)
 	}
 	if files.console != nil {
 		defer files.console.Close()

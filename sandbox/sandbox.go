@@ -217,7 +217,7 @@ func (o *Options) logger() *slog.Logger {
 type Mount struct {
 	Type        string // "bind" (the default), "volume" or "tmpfs"
 	Source      string // absolute host path for bind mounts; the volume's name
-	Destination string // absolute path inside the sandbox
+	Destination string // absolute path inside the sandbox; not /proc, /sys or /dev (see Options.Validate)
 	ReadOnly    bool
 	// Options are, for tmpfs, its mount data ("size=64m,mode=1777"). For
 	// bind mounts and volumes, a comma-separated list: "suid" and "dev"
@@ -351,7 +351,9 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-
+	if err := s.validate(); err != nil {
+		return err
+	}
 	if s.pool != nil {
 		return s.startFromPool(ctx)
 	}
@@ -379,7 +381,7 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 		return err
 	}
 	if err := p.run(spec); err != nil {
-		return err
+		return s.startFailure(err)
 	}
 	return s.finishStart(ctx, p, console, rootfs)
 }

@@ -121,6 +121,9 @@ func (s *Sandbox) sandboxSpec(spec *nsinit.Spec, rootfs, stateDir string, sec *s
 	if s.netns != nil {
 		firstFD++
 	}
+	if err := checkMountTargets(rootfs, s.opts.Mounts); err != nil {
+		return err
+	}
 	user, err := s.userMounts(s.opts.Mounts, firstFD)
 	if err != nil {
 		return err
@@ -182,13 +185,26 @@ func seccompProgram(stateRoot string, sec *security.Config, caps uint64) ([]byte
 		if p, ok := defaultPrograms.Load(caps); ok {
 			return p.([]byte), nil
 		}
-		p, err := seccompPrograms.ProgramIn(dir, sec.Seccomp, caps)
+		p, err := startableProgram(dir, sec, caps)
 		if err == nil {
 			defaultPrograms.Store(caps, p)
 		}
 		return p, err
 	}
-	return seccompPrograms.ProgramIn(dir, sec.Seccomp, caps)
+	return startableProgram(dir, sec, caps)
+}
+
+// startableProgram returns sec's seccomp program for caps, kept in dir,
+// once it is known to let the workload start (checkSeccompStart).
+func startableProgram(dir string, sec *security.Config, caps uint64) ([]byte, error) {
+	p, err := seccompPrograms.ProgramIn(dir, sec.Seccomp, caps)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSeccompStart(p, sec); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // defaultPrograms holds defaultSecurity's programs by capability set (a

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	seccomp "github.com/seccomp/libseccomp-golang"
 	"golang.org/x/sys/unix"
 )
 
@@ -144,4 +145,13 @@ func Allows(prog []byte, calls []Syscall) (bool, error) {
 		}
 	}
 	return true, nil
+}
+
+// SyscallName returns the name of system call nr of the machine's own
+// architecture, or "system call NR" for a number libseccomp does not know.
+func SyscallName(nr uint32) string {
+	if name, err := seccomp.ScmpSyscall(nr).GetName(); err == nil {
+		return name
+	}
+	return fmt.Sprintf("system call %d", nr)
 }

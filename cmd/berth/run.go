@@ -20,6 +20,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/berth-dev/berth/cgroup"
+	"github.com/berth-dev/berth/internal/clip"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -37,10 +38,16 @@ func (f *processFlags) add(cmd *cobra.Command) {
 	cmd.Flags().BoolVarP(&f.interactive, "interactive", "i", false, "pass standard input to the sandbox")
 }
 
-func (f *processFlags) environment() []string {
+// environment returns the variables -e sets: KEY=VALUE, or KEY for the
+// host's value of KEY (left out if the host has none, as Docker does).
+func (f *processFlags) environment() ([]string, error) {
 	var out []string
 	for _, e := range f.env {
-		if !strings.Contains(e, "=") {
+		name, _, hasValue := strings.Cut(e, "=")
+		if name == "" {
+			return nil, invalidFlag("-e %s: want KEY=VALUE or KEY, with a KEY", clip.Quote(e))
+		}
+		if !hasValue {
 			v, ok := os.LookupEnv(e)
 			if !ok {
 				continue
@@ -49,7 +56,7 @@ func (f *processFlags) environment() []string {
 		}
 		out = append(out, e)
 	}
-	return out
+	return out, nil
 }
 
 func (f *processFlags) stdin(cmd *cobra.Command) io.Reader {
@@ -83,46 +90,52 @@ func newRunCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			opts.Args, opts.Env, opts.Dir, opts.User, opts.Hostname = args[1:], pf.environment(), pf.dir, pf.user, hostname
+			if opts.Env, err = pf.environment(); err != nil {
+				return err
+			}
+			opts.Args, opts.Dir, opts.User, opts.Hostname = args[1:], pf.dir, pf.user, hostname
+			if timeout < 0 {
+				return invalidFlag("--timeout %v: want a positive duration, or 0 for none", timeout)
+			}
 			opts.Stdin, opts.Stdout, opts.Stderr = pf.stdin(cmd), cmd.OutOrStdout(), cmd.ErrOrStderr()
 			opts.ReadonlyRootfs, opts.Timeout, opts.TTY = readOnly, timeout, tty
 			if opts.Security, err = sf.config(); err != nil {
-				return err
+				return usageError{err}
 			}
 			if err := nf.apply(g, cmd, opts); err != nil {
 				return err
 			}
 			res := &cgroup.Resources{PidsMax: pidsLimit}
-			if res.MemoryMax, err = parseBytes(memory); err != nil {
-				return fmt.Errorf("--memory: %w", err)
+			if res.MemoryMax, err = parseMemory(memory); err != nil {
+				return invalidFlag("--memory: %w", err)
 			}
 			if res.MemorySwapMax, err = parseBytes(swap); err != nil {
-				return fmt.Errorf("--memory-swap: %w", err)
+				return invalidFlag("--memory-swap: %w", err)
 			}
 			if res.CPUQuota, err = cpuQuota(cpus); err != nil {
-				return fmt.Errorf("--cpus: %w", err)
+				return invalidFlag("--cpus: %w", err)
 			}
 			if res.CPUQuota > 0 {
 				res.CPUPeriod = cpuPeriod
 			}
 			opts.Resources = res
 			if opts.Sysctls, err = parseSysctls(sysctls); err != nil {
-				return err
+				return usageError{err}
 			}
 			if opts.DiskQuota, err = parseDiskQuota(disk); err != nil {
-				return err
+				return usageError{err}
 			}
 			for _, v := range volumes {
 				m, err := parseVolume(v)
 				if err != nil {
-					return err
+					return usageError{err}
 				}
 				opts.Mounts = append(opts.Mounts, m)
 			}
 			for _, d := range devices {
 				dev, err := parseDevice(d)
 				if err != nil {
-					return err
+					return usageError{err}
 				}
 				opts.Devices = append(opts.Devices, dev)
 			}
@@ -136,9 +149,12 @@ func newRunCommand(g *globals) *cobra.Command {
 			}
 			opts.Storage = store
 			if tty && !term.IsTerminal(int(os.Stdin.Fd())) {
-				return errors.New("-t: standard input is not a terminal")
+				return invalidFlag("-t: standard input is not a terminal")
 			}
 			err = runSandbox(cmd.Context(), sandbox.New(args[0], opts), tty, cmd.ErrOrStderr())
+			if errors.Is(err, sandbox.ErrSeccompCannotStart) && sf.seccomp != "" {
+				err = fmt.Errorf("--seccomp %s: %w", sf.seccomp, err)
+			}
 			// The cgroup parent goes with the last sandbox in it; while
 			// others run, rmdir fails and it stays.
 			opts.Cgroups.RemoveParent()
@@ -150,11 +166,11 @@ func newRunCommand(g *globals) *cobra.Command {
 	sf.add(cmd)
 	nf.add(cmd)
 	cmd.Flags().StringVar(&hostname, "hostname", "", "the sandbox's host name")
-	cmd.Flags().StringVarP(&memory, "memory", "m", "", "memory limit (e.g. 64m, 1g); default: the preset's (3/4 of the host's RAM, strict 512m)")
+	cmd.Flags().StringVarP(&memory, "memory", "m", "", "memory limit (e.g. 64m, 1g; at least 1m); default: the preset's (3/4 of the host's RAM, strict 512m)")
 	cmd.Flags().StringVar(&swap, "memory-swap", "", "memory+swap limit, as Docker's --memory-swap")
 	cmd.Flags().StringVar(&disk, "disk", "", "cap what the sandbox writes to its root filesystem (e.g. 1g; at least 1m)")
 	cmd.Flags().Float64Var(&cpus, "cpus", 0, "CPUs the sandbox may use (e.g. 0.5)")
-	cmd.Flags().Int64Var(&pidsLimit, "pids-limit", 0, "most processes at once; default: the preset's (4096, strict 256)")
+	cmd.Flags().Int64Var(&pidsLimit, "pids-limit", 0, "most processes at once (at least 2, -1 for no limit); default: the preset's (4096, strict 256)")
 	cmd.Flags().StringArrayVarP(&volumes, "volume", "v", nil, "bind mount SRC:DST[:OPTIONS], nosuid,nodev unless OPTIONS (comma-separated: ro, suid, dev, noexec) say otherwise; a SRC that is not a path names a volume in the store")
 	cmd.Flags().StringArrayVar(&tmpfs, "tmpfs", nil, "mount a tmpfs at DST[:OPTIONS]")
 	cmd.Flags().StringArrayVar(&sysctls, "sysctl", nil, "set a kernel parameter of the sandbox's own namespaces (KEY=VALUE, e.g. net.ipv4.ip_unprivileged_port_start=0)")
@@ -251,7 +267,7 @@ func parseBytes(s string) (int64, error) {
 	v := n * float64(mult)
 	switch {
 	case v >= math.MaxInt64: // as a float64, 2^63
-		return 0, fmt.Errorf("size %q is too large", s)
+		return 0, fmt.Errorf("size %s is too large (the most is %d bytes, 8 EiB less a byte)", clip.Quote(s), int64(math.MaxInt64))
 	case v < 1 && n != 0:
 		return 0, fmt.Errorf("size %q is less than a byte", s)
 	}
@@ -308,12 +324,16 @@ func newExecCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			env, err := pf.environment()
+			if err != nil {
+				return err
+			}
 			sb, err := sandbox.Open(cmd.Context(), args[0], opts)
 			if err != nil {
 				return err
 			}
 			res, err := sb.Exec(cmd.Context(), &sandbox.ExecOptions{
-				Args: args[1:], Env: pf.environment(), Dir: pf.dir, User: pf.user,
+				Args: args[1:], Env: env, Dir: pf.dir, User: pf.user,
 				Stdin: pf.stdin(cmd), Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(),
 			})
 			if err != nil {

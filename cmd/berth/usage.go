@@ -143,3 +143,9 @@ func markWorkload(c *cobra.Command) {
 func startsWorkload(c *cobra.Command) bool {
 	return c != nil && c.Annotations[workloadAnnotation] == "true"
 }
+
+// invalidFlag returns a usageError with the message fmt.Errorf makes, for
+// a flag whose value parsed but makes no sense (-m -1, -e =value).
+func invalidFlag(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}

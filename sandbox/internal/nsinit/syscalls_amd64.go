@@ -51,3 +51,41 @@ func StandbySyscalls(landlock bool) []security.Syscall {
 	}
 	return calls
 }
+
+// ExecSyscalls are the system calls a workload's process makes once its
+// seccomp filter is loaded, up to and including the exec, and those it
+// needs to report a failed exec: a filter that refuses one can never start
+// a program, and the process would die of it, or fail, before saying why.
+// With noNewPrivs the filter is loaded just before the exec; without, it
+// is loaded while the process may still do so (it takes CAP_SYS_ADMIN
+// then), before the privileges are dropped, which it must also allow.
+func ExecSyscalls(noNewPrivs bool) []security.Syscall {
+	arch := uint32(unix.AUDIT_ARCH_X86_64)
+	// Pointers are never 0; a rule may look at them all the same.
+	const ptr = 0x7ffd_0000_1000
+	calls := [][7]uint64{
+		{unix.SYS_EXECVE, ptr, ptr, ptr},
+		{unix.SYS_WRITE, 2, ptr, 64},
+		{unix.SYS_EXIT_GROUP, 126},
+		{unix.SYS_EXIT_GROUP, 127},
+	}
+	if !noNewPrivs {
+		calls = append(calls, [][7]uint64{
+			{unix.SYS_PRCTL, unix.PR_CAPBSET_READ},
+			{unix.SYS_PRCTL, unix.PR_CAPBSET_DROP},
+			{unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 1},
+			{unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 0},
+			{unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL},
+			{unix.SYS_SETGROUPS}, {unix.SYS_SETRESGID}, {unix.SYS_SETRESUID},
+			{unix.SYS_CAPSET, ptr, ptr},
+			{unix.SYS_CHDIR, ptr},
+			{unix.SYS_CLOSE_RANGE},
+		}...)
+	}
+	out := make([]security.Syscall, len(calls))
+	for i, c := range calls {
+		out[i] = security.Syscall{Nr: uint32(c[0]), Arch: arch}
+		copy(out[i].Args[:], c[1:])
+	}
+	return out
+}
