@@ -2,7 +2,6 @@ package layerfs
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
@@ -61,13 +60,17 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 	if err != nil {
 		return res, err
 	}
+	// A rootfs whose record is damaged may still be mounted on layers
+	// that nothing else names; which ones, only the overlay knows. Until
+	// Release frees it, no layer goes.
+	keepLayers := false
 	for _, key := range keys {
-		b, err := os.ReadFile(s.path("rootfs", key, "rootfs.json"))
+		rec, err := s.readRootfs(key)
 		if err != nil {
-			continue
-		}
-		var rec rootfsRecord
-		if json.Unmarshal(b, &rec) != nil {
+			if mounts, merr := mountsUnder(s.rootfsDir(key)); merr != nil || len(mounts) > 0 {
+				s.log.Warn("gc: a mounted rootfs's record is unreadable; keeping every layer", "key", key, "err", err)
+				keepLayers = true
+			}
 			continue
 		}
 		for _, id := range rec.Layers {
@@ -116,7 +119,7 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 		return res, err
 	}
 	for _, e := range entries {
-		if layers[v1.Hash{Algorithm: "sha256", Hex: e.Name()}] {
+		if keepLayers || layers[v1.Hash{Algorithm: "sha256", Hex: e.Name()}] {
 			continue
 		}
 		// Move the layer out of sight first, so no half-deleted layer is

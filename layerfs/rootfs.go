@@ -99,7 +99,7 @@ func (s *Store) Prepare(ctx context.Context, key string, img *Image, opts *Prepa
 	}
 	if err == nil {
 		b, _ := json.Marshal(rec)
-		err = writeFileAtomic(s.path("rootfs", key, "rootfs.json"), b, false)
+		err = writeFileAtomic(s.path("rootfs", key, "rootfs.json"), b, true)
 	}
 	if err == nil && quota != nil {
 		// A filesystem of the rootfs's own is mounted on state, so the
@@ -142,7 +142,7 @@ func (s *Store) Prepare(ctx context.Context, key string, img *Image, opts *Prepa
 	if err == nil {
 		rec.Path = path
 		b, _ := json.Marshal(rec)
-		err = writeFileAtomic(s.path("rootfs", key, "rootfs.json"), b, false)
+		err = writeFileAtomic(s.path("rootfs", key, "rootfs.json"), b, true)
 	}
 	if err != nil {
 		uerr := d.Unmount(context.WithoutCancel(ctx), state)
@@ -193,7 +193,7 @@ func (s *Store) prepareFallback(ctx context.Context, key string, d driver, state
 	// name the copy driver before that driver makes anything.
 	rec.Driver = "copy"
 	b, _ := json.Marshal(rec)
-	if err := writeFileAtomic(s.path("rootfs", key, "rootfs.json"), b, false); err != nil {
+	if err := writeFileAtomic(s.path("rootfs", key, "rootfs.json"), b, true); err != nil {
 		return d, err
 	}
 	return &copyDriver{log: s.log}, nil
@@ -212,10 +212,10 @@ func (s *Store) readRootfs(key string) (rootfsRecord, error) {
 			}
 			return rec, fmt.Errorf("rootfs %q: %w", key, ErrNotFound)
 		}
-		return rec, err
+		return rec, damaged(key, err)
 	}
 	if err := json.Unmarshal(b, &rec); err != nil {
-		return rec, fmt.Errorf("rootfs %q record: %w", key, err)
+		return rec, damaged(key, fmt.Errorf("rootfs.json: %w", err))
 	}
 	return rec, nil
 }
@@ -246,12 +246,22 @@ func (s *Store) Release(ctx context.Context, key string) error {
 	}
 	defer l.unlock()
 	rec, err := s.readRootfs(key)
+	if errors.Is(err, ErrDamagedRecord) {
+		if err := s.releaseDamaged(key, err); err != nil {
+			return fmt.Errorf("release %s (record damaged): %w", key, err)
+		}
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("release: %w", err)
 	}
 	d, err := s.driverFor(rec)
 	if err != nil {
-		return fmt.Errorf("release %s: %w", key, err)
+		// A record that names no driver berth has is as good as none.
+		if err := s.releaseDamaged(key, damaged(key, err)); err != nil {
+			return fmt.Errorf("release %s (record damaged): %w", key, err)
+		}
+		return nil
 	}
 	state := s.path("rootfs", key, "state")
 	if err := d.Unmount(ctx, state); err != nil {
