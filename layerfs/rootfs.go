@@ -246,6 +246,12 @@ func (s *Store) Release(ctx context.Context, key string) error {
 	}
 	defer l.unlock()
 	rec, err := s.readRootfs(key)
+	if err == nil && !exists(s.path("rootfs", key, "rootfs.json")) {
+		// Prepare writes the record before it mounts anything, so
+		// without one nothing should be mounted; but the record may
+		// also have been lost since, with the rootfs mounted.
+		err = damaged(key, errors.New("no rootfs.json"))
+	}
 	if errors.Is(err, ErrDamagedRecord) {
 		if err := s.releaseDamaged(key, err); err != nil {
 			return fmt.Errorf("release %s (record damaged): %w", key, err)
@@ -272,8 +278,10 @@ func (s *Store) Release(ctx context.Context, key string) error {
 			return fmt.Errorf("release %s: %w", key, err)
 		}
 	}
-	if err := os.RemoveAll(s.rootfsDir(key)); err != nil {
+	if n, err := s.sweepRootfs(key); err != nil {
 		return fmt.Errorf("release %s: %w", key, err)
+	} else if n > 0 {
+		s.log.Warn("released a rootfs whose record did not name all its mounts", "key", key, "unmounted", n)
 	}
 	return nil
 }

@@ -15,34 +15,43 @@ import (
 // from what it finds on the host (releaseDamaged); nothing else can use it.
 var ErrDamagedRecord = errors.New("rootfs record damaged")
 
-// releaseDamaged frees the rootfs under key without its record. A record
-// says which driver and which disk quota to undo; what they made can be
-// found without one: every mount is on a path in the rootfs's directory
-// (the overlay or the copy, idmapped layers, a disk quota's loop
-// filesystem, whose loop device detaches itself once unmounted), and a
-// project quota's ID is the directory's inode number, which its state
-// directory carries.
+// releaseDamaged frees the rootfs under key without its record.
 func (s *Store) releaseDamaged(key string, cause error) error {
-	dir := s.rootfsDir(key)
-	mounts, err := mountsUnder(dir)
+	n, err := s.sweepRootfs(key)
 	if err != nil {
 		return err
 	}
+	s.log.Warn("released a rootfs whose record was damaged", "key", key, "err", cause, "unmounted", n)
+	return nil
+}
+
+// sweepRootfs removes the directory of the rootfs under key and whatever
+// is still mounted in it, with no help from its record, and returns how
+// many mounts it undid. A record says which driver and which disk quota
+// to undo; what they made can be found without one: every mount is on a
+// path in the rootfs's directory (the overlay or the copy, idmapped
+// layers, a disk quota's loop filesystem, whose loop device detaches
+// itself once unmounted), and a project quota's ID is the directory's
+// inode number, which its state directory carries. Release sweeps after
+// undoing what the record names too, since a record that parses may
+// still be wrong.
+func (s *Store) sweepRootfs(key string) (int, error) {
+	dir := s.rootfsDir(key)
+	mounts, err := mountsUnder(dir)
+	if err != nil {
+		return 0, err
+	}
 	for _, m := range mounts {
 		if err := unmountAll(m, s.log); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	if id, ok := ownProject(dir, s.path("rootfs", key, "state")); ok {
 		if err := clearProjectQuota(s.root, id); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	if err := os.RemoveAll(dir); err != nil {
-		return err
-	}
-	s.log.Warn("released a rootfs whose record was damaged", "key", key, "err", cause, "unmounted", len(mounts))
-	return nil
+	return len(mounts), os.RemoveAll(dir)
 }
 
 // ownProject returns the project ID of a rootfs's project quota, if state

@@ -141,7 +141,7 @@ var ErrDamagedState = errors.New("sandbox record missing or damaged")
 type Record struct {
 	ID    string // the directory's name
 	State *State // nil if the record cannot be read (then Err says why)
-	Err   error  // wraps ErrDamagedState
+	Err   error  // wraps ErrDamagedState, and says what is wrong
 	// Owned means that a live process owns the sandbox: it runs, or is
 	// starting, or waits in a pool.
 	Owned bool
@@ -185,20 +185,21 @@ func ReadRecords(stateDir string) ([]Record, error) {
 }
 
 // readState reads the record in the state directory dir of sandbox id.
+// Its errors do not name the sandbox: their callers do.
 func readState(dir, id string) (*State, error) {
 	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("sandbox %s: %w: no state.json", id, ErrDamagedState)
+		return nil, fmt.Errorf("%w: no state.json", ErrDamagedState)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("sandbox %s: %w: %w", id, ErrDamagedState, err)
+		return nil, fmt.Errorf("%w: %w", ErrDamagedState, err)
 	}
 	var st State
 	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("sandbox %s: %w: state.json: %w", id, ErrDamagedState, err)
+		return nil, fmt.Errorf("%w: state.json: %w", ErrDamagedState, err)
 	}
 	if st.ID != id {
-		return nil, fmt.Errorf("sandbox %s: %w: state.json names sandbox %.40q", id, ErrDamagedState, st.ID)
+		return nil, fmt.Errorf("%w: state.json names sandbox %.40q", ErrDamagedState, st.ID)
 	}
 	return &st, nil
 }
@@ -286,7 +287,7 @@ func Recover(ctx context.Context, opts *Options) (RecoverResult, error) {
 		err := reclaim(ctx, d, stateDir, cgm, storage, nets)
 		d.lock.Close()
 		if err != nil {
-			o.logger().Warn("recover: cannot reclaim a dead sandbox", "id", d.id, "err", err)
+			o.logger().Info("recover: cannot reclaim a dead sandbox", "id", d.id, "err", err)
 			fail("sandbox "+d.id, err)
 			continue
 		}
