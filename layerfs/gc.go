@@ -76,7 +76,7 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 		for _, id := range rec.Layers {
 			layers[id] = true
 		}
-		if s.hasBlob(rec.Image) {
+		if rec.Image.Hex != "" && s.hasBlob(rec.Image) {
 			markImage(rec.Image)
 		}
 	}

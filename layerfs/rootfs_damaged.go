@@ -21,7 +21,13 @@ func (s *Store) releaseDamaged(key string, cause error) error {
 	if err != nil {
 		return err
 	}
-	s.log.Warn("released a rootfs whose record was damaged", "key", key, "err", cause, "unmounted", n)
+	// Without a record and with nothing mounted, it is most likely a
+	// Prepare killed before it wrote the record: nothing to worry about.
+	log := s.log.Info
+	if n > 0 {
+		log = s.log.Warn
+	}
+	log("released a rootfs whose record was damaged", "key", key, "err", cause, "unmounted", n)
 	return nil
 }
 
