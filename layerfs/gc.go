@@ -10,6 +10,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/atomicfile"
 )
 
 // GCResult says what GC removed.
@@ -92,6 +94,15 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 	for name, h := range refs {
 		if !exists(s.imagePath(h)) {
 			os.Remove(s.refPath(name))
+		}
+	}
+	// So do names a kill left half-written: no writer runs while GC
+	// holds the store.
+	if entries, err := os.ReadDir(s.path("refs")); err == nil {
+		for _, e := range entries {
+			if atomicfile.IsTemp(e.Name()) {
+				os.Remove(s.path("refs", e.Name()))
+			}
 		}
 	}
 

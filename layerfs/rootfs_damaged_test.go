@@ -133,3 +133,27 @@ func write(t *testing.T, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+// TestGCRemovesHalfWrittenRecords checks that GC removes the temporary
+// files a kill leaves beside image records and names, and nothing else.
+func TestGCRemovesHalfWrittenRecords(t *testing.T) {
+	s, img := quotaStore(t, "", "")
+	temps := []string{
+		s.path("refs", ".tmp-alpine%3Alatest-123"),
+		s.path("images", ".tmp-"+img.Digest.Hex+"-456"),
+	}
+	for _, p := range temps {
+		write(t, p, "half")
+	}
+	if _, err := s.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range temps {
+		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left: %v", p, err)
+		}
+	}
+	if got, err := s.Image(ctx, img.Names[0]); err != nil || got.Digest != img.Digest {
+		t.Errorf("the image after gc: %v, %v", got, err)
+	}
+}
