@@ -32,6 +32,10 @@ func TestRecoverDamagedState(t *testing.T) {
 	rootfsJSON := func(_, id string) string {
 		return filepath.Join(testEnv.store.Root(), "rootfs", "sandbox-"+id, "rootfs.json")
 	}
+	attachmentJSON := func(dir, id string) string {
+		// The host's network state is beside its state directory.
+		return filepath.Join(dir, "..", "net-run", "attachments", "berth", id+".json")
+	}
 	overwrite := func(file func(dir, id string) string, content string) func(*testing.T, string, string) {
 		return func(t *testing.T, dir, id string) {
 			if err := os.WriteFile(file(dir, id), []byte(content), 0o600); err != nil {
@@ -57,6 +61,18 @@ func TestRecoverDamagedState(t *testing.T) {
 		{"both garbled", func(t *testing.T, dir, id string) {
 			overwrite(stateJSON, "[")(t, dir, id)
 			overwrite(rootfsJSON, "]")(t, dir, id)
+		}, true},
+		{"attachment record garbled", func(t *testing.T, dir, id string) {
+			if _, err := os.Stat(attachmentJSON(dir, id)); err == nil {
+				overwrite(attachmentJSON, "{")(t, dir, id)
+			}
+		}, false},
+		{"all three garbled", func(t *testing.T, dir, id string) {
+			overwrite(stateJSON, "[")(t, dir, id)
+			overwrite(rootfsJSON, "]")(t, dir, id)
+			if _, err := os.Stat(attachmentJSON(dir, id)); err == nil {
+				overwrite(attachmentJSON, "")(t, dir, id)
+			}
 		}, true},
 		{"rootfs already gone", func(t *testing.T, dir, id string) {
 			if err := testEnv.store.Release(context.Background(), "sandbox-"+id); err != nil {
