@@ -21,6 +21,8 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/coreos/go-iptables/iptables"
+
+	"github.com/berth-dev/berth/internal/atomicfile"
 )
 
 // Networks manages the bridge networks of one state directory: the
@@ -249,19 +251,9 @@ func (n *Networks) Create(ctx context.Context, name string, opts *NetworkOptions
 	if err != nil {
 		return nil, err
 	}
-	tmp, err := os.CreateTemp(n.opts.ConfigDir, ".tmp-"+name+"-*")
-	if err != nil {
-		return nil, err
-	}
-	_, err = tmp.Write(append(data, '\n'))
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), n.configPath(name))
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
+	// Definitions outlive reboots, so a power cut must not leave one
+	// half-written.
+	if err := atomicfile.WriteFile(n.configPath(name), append(data, '\n'), 0o600); err != nil {
 		return nil, fmt.Errorf("create network %q: %w", name, err)
 	}
 	n.log.Info("network created", "network", name, "bridge", info.Bridge, "subnet", info.Subnet)
