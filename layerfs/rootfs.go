@@ -99,7 +99,7 @@ func (s *Store) Prepare(ctx context.Context, key string, img *Image, opts *Prepa
 	}
 	if err == nil {
 		b, _ := json.Marshal(rec)
-		err = writeFileAtomic(s.path("rootfs", key, "rootfs.json"), b, true)
+		err = writeFileAtomic(s.path("rootfs", key, "rootfs.json"), b, false)
 	}
 	if err == nil && quota != nil {
 		// A filesystem of the rootfs's own is mounted on state, so the
@@ -142,7 +142,7 @@ func (s *Store) Prepare(ctx context.Context, key string, img *Image, opts *Prepa
 	if err == nil {
 		rec.Path = path
 		b, _ := json.Marshal(rec)
-		err = writeFileAtomic(s.path("rootfs", key, "rootfs.json"), b, true)
+		err = writeFileAtomic(s.path("rootfs", key, "rootfs.json"), b, false)
 	}
 	if err != nil {
 		uerr := d.Unmount(context.WithoutCancel(ctx), state)
@@ -193,7 +193,7 @@ func (s *Store) prepareFallback(ctx context.Context, key string, d driver, state
 	// name the copy driver before that driver makes anything.
 	rec.Driver = "copy"
 	b, _ := json.Marshal(rec)
-	if err := writeFileAtomic(s.path("rootfs", key, "rootfs.json"), b, true); err != nil {
+	if err := writeFileAtomic(s.path("rootfs", key, "rootfs.json"), b, false); err != nil {
 		return d, err
 	}
 	return &copyDriver{log: s.log}, nil

@@ -278,9 +278,12 @@ func (s *Store) cleanStaging(all bool) (removed int) {
 
 // writeFileAtomic writes data to path through a temporary file and a
 // rename, so readers see the old content or the new, never a mix. Durable
-// files (every record) are synced, file and directory, so that a power cut
-// cannot leave the new name with no data behind it; only caches, which
-// are remade when unreadable, skip the cost.
+// files are synced, file and directory, so that a power cut cannot leave
+// the new name with no data behind it. Two kinds of file skip the cost
+// (some 0.4 ms a sync on the development machine's disk, twice on every
+// sandbox's start): caches, remade when unreadable, and rootfs records,
+// which describe mounts that a power cut undoes anyway, and which Release
+// does without when they are damaged (sweepRootfs).
 func writeFileAtomic(path string, data []byte, durable bool) error {
 	if durable {
 		return atomicfile.WriteFile(path, data, 0o600)
