@@ -24,8 +24,10 @@ import (
 )
 
 // State is the record every sandbox keeps in its state directory while it
-// exists. It names the process that owns the sandbox, so that Recover can
-// tell a sandbox whose host died from one that is merely running.
+// exists. It names the process that owns the sandbox; but what tells
+// Recover that the owner lives is the lock the owner holds on the
+// directory (ownerlock.go), which needs no record that a crash or a
+// stray write may have damaged.
 type State struct {
 	ID        string    `json:"id"`
 	Image     string    `json:"image"`
@@ -169,8 +171,8 @@ func ReadRecords(stateDir string) ([]Record, error) {
 		dir := filepath.Join(stateDir, e.Name())
 		r := Record{ID: e.Name()}
 		r.State, r.Err = readState(dir, e.Name())
-		// A shared lock only tests for the owner's: it keeps neither
-		// another test nor Recover from seeing the same.
+		// A shared lock tests for the owner's exclusive one without
+		// getting in the way of other readers doing the same.
 		lock, err := tryOwnerLock(dir, unix.LOCK_SH)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // removed meanwhile
@@ -178,7 +180,8 @@ func ReadRecords(stateDir string) ([]Record, error) {
 		if lock != nil {
 			lock.Close()
 		}
-		r.Owned = (err == nil && lock == nil) || (r.State != nil && r.State.Alive())
+		// A lock that cannot be tested is no proof of death either.
+		r.Owned = err != nil || lock == nil || (r.State != nil && r.State.Alive())
 		out = append(out, r)
 	}
 	return out, nil
@@ -216,7 +219,7 @@ type RecoverResult struct {
 // A RecoverFailure is something Recover found dead but could not
 // reclaim. The next Recover tries again.
 type RecoverFailure struct {
-	What string // "sandbox ID", "rootfs KEY", "cgroup NAME", "networks"
+	What string // "sandbox ID", "rootfs KEY", "cgroup NAME", "rootfs list", "cgroup list" or "networks"
 	Err  error
 }
 
