@@ -21,8 +21,6 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/coreos/go-iptables/iptables"
-
-	"github.com/berth-dev/berth/internal/atomicfile"
 )
 
 // Networks manages the bridge networks of one state directory: the
@@ -251,9 +249,7 @@ func (n *Networks) Create(ctx context.Context, name string, opts *NetworkOptions
 	if err != nil {
 		return nil, err
 	}
-	// Definitions outlive reboots, so a power cut must not leave one
-	// half-written.
-	if err := atomicfile.WriteFile(n.configPath(name), append(data, '\n'), 0o600); err != nil {
+	if err := writeDefinition(n.configPath(name), append(data, '\n')); err != nil {
 		return nil, fmt.Errorf("create network %q: %w", name, err)
 	}
 	n.log.Info("network created", "network", name, "bridge", info.Bridge, "subnet", info.Subnet)
