@@ -227,10 +227,9 @@ func (f RecoverFailure) Error() string { return f.What + ": " + f.Err.Error() }
 
 // Recover finds sandboxes whose host process died (killed, crashed, or a
 // machine that rebooted under the store) and frees what they held: their
-// processes, cgroups, rootfs mounts, network attachments and state. A
-// sandbox whose record is missing or damaged is reclaimed from its ID,
-// the name of its state directory, which names its cgroup, rootfs and
-// attachments too. Live sandboxes, which their owners keep locked
+// processes, cgroups, rootfs mounts, network attachments and state, all
+// found from the sandbox's ID, the name of its state directory, so that
+// a sandbox whose record is missing or damaged is reclaimed as well. Live sandboxes, which their owners keep locked
 // (ownerlock.go), are left alone, so it is safe to run while other
 // programs run sandboxes. What cannot be reclaimed is listed in
 // RecoverResult.Failed, and joined in the error, and Recover carries on
@@ -418,15 +417,14 @@ func surveyStateDir(stateDir string) (live map[string]bool, dead []deadSandbox, 
 	return live, dead, nil
 }
 
-// reclaim frees what the dead sandbox d held: what its record names, or,
-// if it has none, what is named after its ID. Its state directory goes
-// last, only once everything else has, so that what is left can be tried
-// again.
+// reclaim frees what the dead sandbox d held. Its cgroup, rootfs and
+// network attachments are named after its ID (see build), which is the
+// name of its state directory: the record is not needed to find them, and
+// is not trusted to, since a damaged record that still parsed could name
+// another sandbox's. The state directory goes last, only once everything
+// else has, so that what is left can be tried again.
 func reclaim(ctx context.Context, d deadSandbox, stateDir string, cgm *cgroup.Manager, storage Storage, nets *netplug.Networks) error {
 	cgName, rootfsKey := d.id, "sandbox-"+d.id
-	if d.state != nil {
-		cgName, rootfsKey = d.state.Cgroup, d.state.RootfsKey
-	}
 	// The cgroup first: killing what runs in it frees the rootfs.
 	if cg, err := cgm.Open(cgName); err == nil {
 		if err := cg.Remove(ctx); err != nil {

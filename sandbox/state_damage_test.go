@@ -349,19 +349,38 @@ func TestRecoverSparesLiveSandboxes(t *testing.T) {
 	}
 	defer lock.Close()
 
+	// A dead sandbox whose record, damaged but still well-formed, names
+	// the live one's cgroup and rootfs.
+	liar := filepath.Join(stateDir, "00000000000000cc")
+	if err := os.Mkdir(liar, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	lie := fmt.Sprintf(`{"id":"00000000000000cc","cgroup":%q,"rootfsKey":"sandbox-%s","host":{"pid":1,"startTime":1}}`, sb.ID(), sb.ID())
+	if err := os.WriteFile(filepath.Join(liar, "state.json"), []byte(lie), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	records, err := ReadRecords(stateDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(records) != 2 || !records[0].Owned || !records[1].Owned || records[0].Err == nil || records[1].Err == nil {
-		t.Errorf("records: %+v, want both owned and damaged", records)
+	byID := map[string]Record{}
+	for _, r := range records {
+		byID[r.ID] = r
+	}
+	for _, id := range []string{sb.ID(), "00000000000000aa"} {
+		if r := byID[id]; !r.Owned || r.Err == nil {
+			t.Errorf("record %+v: want owned and damaged", r)
+		}
+	}
+	if r := byID["00000000000000cc"]; len(records) != 3 || r.Owned || r.State == nil {
+		t.Errorf("records: %+v, want a third, dead and readable", records)
 	}
 	res, err := Recover(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Sandboxes) > 0 {
-		t.Errorf("recover reclaimed live sandboxes: %+v", res)
+	if !slices.Equal(res.Sandboxes, []string{"00000000000000cc"}) {
+		t.Errorf("recover reclaimed %q, want only the dead one", res.Sandboxes)
 	}
 	for _, d := range []string{starting, filepath.Join(stateDir, sb.ID())} {
 		if _, err := os.Stat(d); err != nil {
