@@ -10,9 +10,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrDamagedRecord means a rootfs's record (rootfs.json) exists but cannot
-// be read: empty, truncated or garbled. Release still frees such a rootfs,
-// from what it finds on the host (releaseDamaged); nothing else can use it.
+// ErrDamagedRecord means a rootfs's record (rootfs.json) cannot be read:
+// empty, truncated or garbled. Diff and Commit fail with it; Release still
+// frees such a rootfs, from what it finds on the host (sweepRootfs), and
+// one whose record is missing or names no driver berth has, too.
 var ErrDamagedRecord = errors.New("rootfs record damaged")
 
 // releaseDamaged frees the rootfs under key without its record.
