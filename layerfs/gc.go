@@ -2,7 +2,6 @@ package layerfs
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
@@ -11,6 +10,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/atomicfile"
 )
 
 // GCResult says what GC removed.
@@ -61,19 +62,23 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 	if err != nil {
 		return res, err
 	}
+	// A rootfs whose record is damaged may still be mounted on layers
+	// that nothing else names; which ones, only the overlay knows. Until
+	// Release frees it, no layer goes.
+	keepLayers := false
 	for _, key := range keys {
-		b, err := os.ReadFile(s.path("rootfs", key, "rootfs.json"))
+		rec, err := s.readRootfs(key)
 		if err != nil {
-			continue
-		}
-		var rec rootfsRecord
-		if json.Unmarshal(b, &rec) != nil {
+			if mounts, merr := mountsUnder(s.rootfsDir(key)); merr != nil || len(mounts) > 0 {
+				s.log.Warn("gc: a mounted rootfs's record is unreadable; keeping every layer", "key", key, "err", err)
+				keepLayers = true
+			}
 			continue
 		}
 		for _, id := range rec.Layers {
 			layers[id] = true
 		}
-		if s.hasBlob(rec.Image) {
+		if rec.Image.Hex != "" && s.hasBlob(rec.Image) {
 			markImage(rec.Image)
 		}
 	}
@@ -89,6 +94,15 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 	for name, h := range refs {
 		if !exists(s.imagePath(h)) {
 			os.Remove(s.refPath(name))
+		}
+	}
+	// So do names a kill left half-written: no writer runs while GC
+	// holds the store.
+	if entries, err := os.ReadDir(s.path("refs")); err == nil {
+		for _, e := range entries {
+			if atomicfile.IsTemp(e.Name()) {
+				os.Remove(s.path("refs", e.Name()))
+			}
 		}
 	}
 
@@ -116,7 +130,7 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 		return res, err
 	}
 	for _, e := range entries {
-		if layers[v1.Hash{Algorithm: "sha256", Hex: e.Name()}] {
+		if keepLayers || layers[v1.Hash{Algorithm: "sha256", Hex: e.Name()}] {
 			continue
 		}
 		// Move the layer out of sight first, so no half-deleted layer is

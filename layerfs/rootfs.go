@@ -215,10 +215,10 @@ func (s *Store) readRootfs(key string) (rootfsRecord, error) {
 			}
 			return rec, fmt.Errorf("rootfs %q: %w", key, ErrNotFound)
 		}
-		return rec, err
+		return rec, damaged(key, err)
 	}
 	if err := json.Unmarshal(b, &rec); err != nil {
-		return rec, fmt.Errorf("rootfs %q record: %w", key, err)
+		return rec, damaged(key, fmt.Errorf("rootfs.json: %w", err))
 	}
 	return rec, nil
 }
@@ -250,12 +250,28 @@ func (s *Store) Release(ctx context.Context, key string) error {
 	}
 	defer l.unlock()
 	rec, err := s.readRootfs(key)
+	if err == nil && !exists(s.path("rootfs", key, "rootfs.json")) {
+		// Prepare writes the record before it mounts anything, so
+		// without one nothing should be mounted; but the record may
+		// also have been lost since, with the rootfs mounted.
+		err = damaged(key, errors.New("no rootfs.json"))
+	}
+	if errors.Is(err, ErrDamagedRecord) {
+		if err := s.releaseDamaged(key, err); err != nil {
+			return fmt.Errorf("release %s (record damaged): %w", key, err)
+		}
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("release: %w", err)
 	}
 	d, err := s.driverFor(rec)
 	if err != nil {
-		return fmt.Errorf("release %s: %w", key, err)
+		// A record that names no driver berth has is as good as none.
+		if err := s.releaseDamaged(key, damaged(key, err)); err != nil {
+			return fmt.Errorf("release %s (record damaged): %w", key, err)
+		}
+		return nil
 	}
 	state := s.path("rootfs", key, "state")
 	if err := d.Unmount(ctx, state); err != nil {
@@ -266,8 +282,10 @@ func (s *Store) Release(ctx context.Context, key string) error {
 			return fmt.Errorf("release %s: %w", key, err)
 		}
 	}
-	if err := os.RemoveAll(s.rootfsDir(key)); err != nil {
+	if n, err := s.sweepRootfs(key); err != nil {
 		return fmt.Errorf("release %s: %w", key, err)
+	} else if n > 0 {
+		s.log.Warn("released a rootfs whose record did not name all its mounts", "key", key, "unmounted", n)
 	}
 	return nil
 }

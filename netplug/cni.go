@@ -289,7 +289,7 @@ func (n *Networks) detach(ctx context.Context, cniName, id, netnsPath string) er
 		return nil
 	}
 	if err != nil {
-		return err
+		return n.detachDamaged(ctx, cniName, id, err)
 	}
 	// The plugins enter the namespace only if it is still the one that was
 	// attached. /proc/<pid>/ns/net of a dead sandbox may name another

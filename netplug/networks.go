@@ -251,19 +251,7 @@ func (n *Networks) Create(ctx context.Context, name string, opts *NetworkOptions
 	if err != nil {
 		return nil, err
 	}
-	tmp, err := os.CreateTemp(n.opts.ConfigDir, ".tmp-"+name+"-*")
-	if err != nil {
-		return nil, err
-	}
-	_, err = tmp.Write(append(data, '\n'))
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), n.configPath(name))
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
+	if err := writeDefinition(n.configPath(name), append(data, '\n')); err != nil {
 		return nil, fmt.Errorf("create network %q: %w", name, err)
 	}
 	n.log.Info("network created", "network", name, "bridge", info.Bridge, "subnet", info.Subnet)

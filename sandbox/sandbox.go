@@ -451,10 +451,14 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 	// any later point leaves Recover enough to undo it.
 	// The files the init binds (hosts, resolv.conf) must be reachable by
 	// root of a user namespace, an ordinary id on the host.
+	// Its owner lock tells Recover that it lives, record or not
+	// (ownerlock.go), until after the directory is gone.
 	stateDir := s.stateDir()
-	if err := os.MkdirAll(stateDir, 0o711); err != nil {
+	owner, err := claimStateDir(s.stateRoot(), stateDir)
+	if err != nil {
 		return "", err
 	}
+	s.undo = append(s.undo, owner.Close)
 	if err := os.Chmod(s.stateRoot(), 0o711); err != nil {
 		return "", err
 	}

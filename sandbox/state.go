@@ -14,14 +14,20 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/cgroup"
+	"github.com/berth-dev/berth/internal/atomicfile"
 	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/netplug"
 	"github.com/berth-dev/berth/security"
 )
 
 // State is the record every sandbox keeps in its state directory while it
-// exists. It names the process that owns the sandbox, so that Recover can
-// tell a sandbox whose host died from one that is merely running.
+// exists. It names the process that owns the sandbox; but what tells
+// Recover that the owner lives is the lock the owner holds on the
+// directory (ownerlock.go), which needs no record that a crash or a
+// stray write may have damaged.
 type State struct {
 	ID        string    `json:"id"`
 	Image     string    `json:"image"`
@@ -97,11 +103,7 @@ func writeState(dir string, st *State) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, ".state.json.tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(dir, "state.json"))
+	return atomicfile.WriteFile(filepath.Join(dir, "state.json"), b, 0o600)
 }
 
 // ReadStates returns the records of every sandbox under stateDir (empty
@@ -134,19 +136,106 @@ func ReadStates(stateDir string) ([]State, error) {
 // Alive reports whether the process that owns the sandbox still runs.
 func (st *State) Alive() bool { return st.Host.alive() }
 
-// RecoverResult says what Recover reclaimed.
+// ErrDamagedState means that a sandbox's state directory has no readable
+// record: state.json is missing, empty, truncated or garbled.
+var ErrDamagedState = errors.New("sandbox record missing or damaged")
+
+// A Record is what a sandbox's state directory says of it, however little.
+type Record struct {
+	ID    string // the directory's name
+	State *State // nil if the record cannot be read (then Err says why)
+	Err   error  // wraps ErrDamagedState, and says what is wrong
+	// Owned means that a live process owns the sandbox: it runs, or is
+	// starting, or waits in a pool.
+	Owned bool
+}
+
+// ReadRecords returns what the state directory of every sandbox under
+// stateDir (empty means DefaultStateDir) says, records that cannot be
+// read included, so that a damaged sandbox is listed rather than hidden.
+func ReadRecords(stateDir string) ([]Record, error) {
+	if stateDir == "" {
+		stateDir = DefaultStateDir
+	}
+	entries, err := os.ReadDir(stateDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []Record
+	for _, e := range entries {
+		if !e.IsDir() || !sandboxIDRE.MatchString(e.Name()) {
+			continue
+		}
+		dir := filepath.Join(stateDir, e.Name())
+		r := Record{ID: e.Name()}
+		r.State, r.Err = readState(dir, e.Name())
+		// A shared lock tests for the owner's exclusive one without
+		// getting in the way of other readers doing the same.
+		lock, err := tryOwnerLock(dir, unix.LOCK_SH)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed meanwhile
+		}
+		if lock != nil {
+			lock.Close()
+		}
+		// A lock that cannot be tested is no proof of death either.
+		r.Owned = err != nil || lock == nil || (r.State != nil && r.State.Alive())
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// readState reads the record in the state directory dir of sandbox id.
+// Its errors do not name the sandbox: their callers do.
+func readState(dir, id string) (*State, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: no state.json", ErrDamagedState)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrDamagedState, err)
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("%w: state.json: %w", ErrDamagedState, err)
+	}
+	if st.ID != id {
+		return nil, fmt.Errorf("%w: state.json names sandbox %.40q", ErrDamagedState, st.ID)
+	}
+	return &st, nil
+}
+
+// RecoverResult says what Recover reclaimed, and what it could not.
 type RecoverResult struct {
 	Sandboxes []string // IDs of dead sandboxes whose leftovers were removed
+	Damaged   []string // those of them whose record was unreadable, reclaimed by ID alone
 	Rootfs    []string // store keys of sandbox rootfs no record names
 	Cgroups   []string // cgroups no record names
+	Failed    []RecoverFailure
 }
+
+// A RecoverFailure is something Recover found dead but could not
+// reclaim. The next Recover tries again.
+type RecoverFailure struct {
+	What string // "sandbox ID", "rootfs KEY", "cgroup NAME", "rootfs list", "cgroup list" or "networks"
+	Err  error
+}
+
+func (f RecoverFailure) Error() string { return f.What + ": " + f.Err.Error() }
 
 // Recover finds sandboxes whose host process died (killed, crashed, or a
 // machine that rebooted under the store) and frees what they held: their
-// processes, cgroups, rootfs mounts and state. It leaves live sandboxes
-// alone, so it is safe to run while other programs run sandboxes.
-// opts supplies the storage, cgroup manager and state directory, as for
-// New.
+// processes, cgroups, rootfs mounts, network attachments and state, all
+// found from the sandbox's ID, the name of its state directory, so that
+// a sandbox whose record is missing or damaged is reclaimed as well. Live sandboxes, which their owners keep locked
+// (ownerlock.go), are left alone, so it is safe to run while other
+// programs run sandboxes. What cannot be reclaimed is listed in
+// RecoverResult.Failed, and joined in the error, and Recover carries on
+// with the rest. opts supplies the storage, cgroup manager and state
+// directory, as for New.
 func Recover(ctx context.Context, opts *Options) (RecoverResult, error) {
 	var res RecoverResult
 	o := Options{}
@@ -183,43 +272,33 @@ func Recover(ctx context.Context, opts *Options) (RecoverResult, error) {
 			}
 		}
 	}
+	fail := func(what string, err error) {
+		res.Failed = append(res.Failed, RecoverFailure{What: what, Err: err})
+	}
 
-	states, err := ReadStates(stateDir)
+	live, dead, err := surveyStateDir(stateDir)
 	if err != nil {
 		return res, err
 	}
-	live := map[string]bool{}
-	var errs []error
-	for _, st := range states {
-		if st.Alive() {
-			live[st.ID] = true
-			continue
-		}
+	for _, d := range dead {
 		if err := ctx.Err(); err != nil {
+			for _, d := range dead {
+				d.lock.Close()
+			}
 			return res, err
 		}
-		// The cgroup first: killing what runs in it frees the rootfs.
-		if cg, err := cgm.Open(st.Cgroup); err == nil {
-			if err := cg.Remove(ctx); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-		}
-		if nets != nil {
-			if err := nets.DetachAll(ctx, st.ID); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-		}
-		if err := storage.Release(ctx, st.RootfsKey); err != nil && !errors.Is(err, layerfs.ErrNotFound) {
-			errs = append(errs, err)
+		err := reclaim(ctx, d, stateDir, cgm, storage, nets)
+		d.lock.Close()
+		if err != nil {
+			o.logger().Info("recover: cannot reclaim a dead sandbox", "id", d.id, "err", err)
+			fail("sandbox "+d.id, err)
 			continue
 		}
-		if err := removeStateDir(filepath.Join(stateDir, st.ID)); err != nil {
-			errs = append(errs, err)
-			continue
+		if d.state == nil {
+			o.logger().Info("recover: reclaimed a sandbox whose record was damaged", "id", d.id, "err", d.damage)
+			res.Damaged = append(res.Damaged, d.id)
 		}
-		res.Sandboxes = append(res.Sandboxes, st.ID)
+		res.Sandboxes = append(res.Sandboxes, d.id)
 	}
 
 	// Leftovers with no record at all: from a crash before the record was
@@ -236,7 +315,7 @@ func Recover(ctx context.Context, opts *Options) (RecoverResult, error) {
 	}); ok {
 		keys, err := lister.Rootfses(ctx)
 		if err != nil {
-			errs = append(errs, err)
+			fail("rootfs list", err)
 		}
 		for _, key := range keys {
 			id, ok := strings.CutPrefix(key, "sandbox-")
@@ -244,7 +323,7 @@ func Recover(ctx context.Context, opts *Options) (RecoverResult, error) {
 				continue
 			}
 			if err := storage.Release(ctx, key); err != nil {
-				errs = append(errs, err)
+				fail("rootfs "+key, err)
 				continue
 			}
 			res.Rootfs = append(res.Rootfs, key)
@@ -252,7 +331,7 @@ func Recover(ctx context.Context, opts *Options) (RecoverResult, error) {
 	}
 	names, err := cgm.List()
 	if err != nil {
-		errs = append(errs, err)
+		fail("cgroup list", err)
 	}
 	for _, name := range names {
 		if hasRecord(name) {
@@ -263,7 +342,7 @@ func Recover(ctx context.Context, opts *Options) (RecoverResult, error) {
 			err = cg.Remove(ctx)
 		}
 		if err != nil {
-			errs = append(errs, err)
+			fail("cgroup "+name, err)
 			continue
 		}
 		res.Cgroups = append(res.Cgroups, name)
@@ -272,7 +351,7 @@ func Recover(ctx context.Context, opts *Options) (RecoverResult, error) {
 	// directory they were recorded in, and bridges nothing uses.
 	if nets != nil {
 		if err := nets.Prune(ctx); err != nil {
-			errs = append(errs, err)
+			fail("networks", err)
 		}
 	}
 	// An empty parent goes too; one still in use stays (EBUSY).
@@ -281,5 +360,91 @@ func Recover(ctx context.Context, opts *Options) (RecoverResult, error) {
 			o.logger().Debug("cgroup parent kept", "err", err)
 		}
 	}
+	errs := make([]error, len(res.Failed))
+	for i, f := range res.Failed {
+		errs[i] = f
+	}
 	return res, errors.Join(errs...)
+}
+
+// A deadSandbox is a state directory whose owner is gone.
+type deadSandbox struct {
+	id     string
+	state  *State // nil if unreadable
+	damage error  // why state is nil
+	lock   *os.File
+}
+
+// surveyStateDir sorts the sandboxes under stateDir into the live and the
+// dead, whose owner locks it takes (so that a concurrent Recover leaves
+// them to this one). It holds off new sandboxes' starts meanwhile, so
+// that none is caught between making its directory and locking it.
+func surveyStateDir(stateDir string) (live map[string]bool, dead []deadSandbox, err error) {
+	live = map[string]bool{}
+	if _, err := os.Stat(stateDir); errors.Is(err, fs.ErrNotExist) {
+		return live, nil, nil
+	}
+	root, err := lockRoot(stateDir, unix.LOCK_EX)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer root.Close()
+	entries, err := os.ReadDir(stateDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, e := range entries {
+		if !e.IsDir() || !sandboxIDRE.MatchString(e.Name()) {
+			continue
+		}
+		dir := filepath.Join(stateDir, e.Name())
+		lock, err := tryOwnerLock(dir, unix.LOCK_EX)
+		if err != nil || lock == nil {
+			// Locked by its owner; or unreadable, which is no proof of
+			// death.
+			live[e.Name()] = true
+			continue
+		}
+		st, damage := readState(dir, e.Name())
+		// Sandboxes of a berth that took no owner lock are alive as
+		// long as the process their record names.
+		if st != nil && st.Alive() {
+			lock.Close()
+			live[e.Name()] = true
+			continue
+		}
+		dead = append(dead, deadSandbox{id: e.Name(), state: st, damage: damage, lock: lock})
+	}
+	return live, dead, nil
+}
+
+// reclaim frees what the dead sandbox d held. Its cgroup, rootfs and
+// network attachments are named after its ID (see build), which is the
+// name of its state directory: the record is not needed to find them, and
+// is not trusted to, since a damaged record that still parsed could name
+// another sandbox's. The state directory goes last, only once everything
+// else has, so that what is left can be tried again.
+func reclaim(ctx context.Context, d deadSandbox, stateDir string, cgm *cgroup.Manager, storage Storage, nets *netplug.Networks) error {
+	cgName, rootfsKey := d.id, "sandbox-"+d.id
+	// The cgroup first: killing what runs in it frees the rootfs.
+	if cg, err := cgm.Open(cgName); err == nil {
+		if err := cg.Remove(ctx); err != nil {
+			return err
+		}
+	} else if !errors.Is(err, cgroup.ErrNotFound) {
+		return err
+	}
+	var errs []error
+	if nets != nil {
+		if err := nets.DetachAll(ctx, d.id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := storage.Release(ctx, rootfsKey); err != nil && !errors.Is(err, layerfs.ErrNotFound) {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	return removeStateDir(filepath.Join(stateDir, d.id))
 }

@@ -400,30 +400,65 @@ func newPsCommand(g *globals) *cobra.Command {
 		Short: "List sandboxes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			states, err := sandbox.ReadStates(g.state)
+			records, err := sandbox.ReadRecords(g.state)
 			if err != nil {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 3, ' ', 0)
 			fmt.Fprintln(tw, "ID\tIMAGE\tCOMMAND\tCREATED\tSTATUS")
-			for _, st := range states {
-				status := "running"
-				if !st.Alive() {
-					status = "dead (berth gc reclaims it)"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s ago\t%s\n", st.ID[:12], st.Image, strings.Join(st.Args, " "),
-					time.Since(st.Created).Round(time.Second), status)
+			for _, r := range records {
+				fmt.Fprintln(tw, psLine(r))
 			}
 			return tw.Flush()
 		},
 	}
 }
 
+// psLine is the line of `berth ps` for r. A sandbox whose record cannot
+// be read is listed all the same, with what is wrong, so that it is not
+// overlooked.
+func psLine(r sandbox.Record) string {
+	id := r.ID[:min(12, len(r.ID))]
+	st := r.State
+	if st == nil {
+		status := "dead, damaged record (berth gc reclaims it)"
+		if r.Owned {
+			status = "starting, or damaged record (owner alive)"
+		}
+		why := strings.TrimPrefix(r.Err.Error(), sandbox.ErrDamagedState.Error()+": ")
+		return fmt.Sprintf("%s\t?\t?\t?\t%s: %s", id, status, truncate(why, 80))
+	}
+	status := "running"
+	switch {
+	case !r.Owned:
+		status = "dead (berth gc reclaims it)"
+	case st.Pending:
+		status = "starting, or waiting in a pool"
+	}
+	return fmt.Sprintf("%s\t%s\t%s\t%s ago\t%s", id, truncate(st.Image, 40), truncate(strings.Join(st.Args, " "), 60),
+		time.Since(st.Created).Round(time.Second), status)
+}
+
+// truncate shortens v's text to n bytes or so for a table.
+func truncate(v any, n int) string {
+	s := fmt.Sprint(v)
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
 func newGCCommand(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "gc",
 		Short: "Reclaim what dead sandboxes left, then unused image data",
-		Args:  cobra.NoArgs,
+		Long: `Reclaim what dead sandboxes left (processes, cgroups, mounts, network
+attachments, rootfs and state), whether or not their records can be read,
+then the image data nothing uses. Live sandboxes are left alone.
+
+gc carries on past what it cannot reclaim, names each such thing and why
+on standard error, and then exits with status 1.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			store, err := g.store()
 			if err != nil {
@@ -437,16 +472,29 @@ func newGCCommand(g *globals) *cobra.Command {
 			if opts.Networks, err = g.networks(); err != nil {
 				return err
 			}
-			res, err := sandbox.Recover(cmd.Context(), opts)
-			fmt.Fprintf(cmd.OutOrStdout(), "reclaimed %d dead sandboxes, %d stray rootfs, %d stray cgroups\n", len(res.Sandboxes), len(res.Rootfs), len(res.Cgroups))
-			if err != nil {
-				return err
+			out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
+			res, rerr := sandbox.Recover(cmd.Context(), opts)
+			fmt.Fprintf(out, "reclaimed %d dead sandboxes (%d with damaged records), %d stray rootfs, %d stray cgroups\n",
+				len(res.Sandboxes), len(res.Damaged), len(res.Rootfs), len(res.Cgroups))
+			for _, f := range res.Failed {
+				fmt.Fprintf(errOut, "berth gc: could not reclaim %s: %v\n", f.What, f.Err)
 			}
+			if rerr != nil && len(res.Failed) == 0 {
+				// Recover stopped before it could reclaim anything.
+				fmt.Fprintf(errOut, "berth gc: %v\n", rerr)
+			}
+			// The store's own collection goes on regardless: what Recover
+			// could not free keeps what it uses.
 			gc, err := store.GC(cmd.Context())
 			if err != nil {
-				return err
+				fmt.Fprintf(errOut, "berth gc: image data: %v\n", err)
+			} else {
+				fmt.Fprintf(out, "removed %d blobs and %d layers (%s)\n", gc.Blobs, gc.Layers, humanSize(gc.Bytes))
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "removed %d blobs and %d layers (%s)\n", gc.Blobs, gc.Layers, humanSize(gc.Bytes))
+			if rerr != nil || err != nil {
+				// What, and why, is on standard error already.
+				return exitError(1)
+			}
 			return nil
 		},
 	}
