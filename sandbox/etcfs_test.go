@@ -213,7 +213,7 @@ func TestEtcFilesUnmounted(t *testing.T) {
 		if m := mountsUnder(t, stateDir); len(m) > 0 {
 			t.Errorf("mounts left: %v", m)
 		}
-		if left, _ := filepath.Glob(filepath.Join(stateDir, "*")); len(left) > 0 {
+		if left := stateLeft(t, stateDir); len(left) > 0 {
 			t.Errorf("state left: %v", left)
 		}
 	}
