@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -48,6 +49,7 @@ func newImageCommand(g *globals) *cobra.Command {
 		newImageExportCommand(g),
 		newImageTagCommand(g),
 		newImageGCCommand(g),
+		newImageCheckCommand(g),
 	)
 	return cmd
 }
@@ -302,6 +304,42 @@ func newImageGCCommand(g *globals) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "removed %d blobs and %d layers (%s), %d interrupted imports\n", res.Blobs, res.Layers, humanSize(res.Bytes), res.Staging)
+			return nil
+		},
+	}
+}
+
+// errStoreDamaged is what `image check` fails with when it found problems,
+// which it has printed already.
+var errStoreDamaged = errors.New("the store has problems")
+
+func newImageCheckCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "check",
+		Short: "Verify every blob's digest and layer's diff ID, and list what is missing, orphaned or left over",
+		Long: `Verify the image store: every blob must hash to its digest, every layer
+blob must decompress to the diff ID its image gives it, every image must have
+its manifest, config, layer blobs and unpacked layers, every name must point
+at an image and every prepared rootfs must have its record. Blobs and layers
+nothing uses, and files interrupted operations left, are listed too
+(berth image gc removes them). Prints one problem a line and exits 1 if
+there is any. Other operations on the store wait while it runs.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.store()
+			if err != nil {
+				return err
+			}
+			problems, err := s.Check(cmd.Context())
+			if err != nil {
+				return err
+			}
+			for _, p := range problems {
+				fmt.Fprintln(cmd.OutOrStdout(), p)
+			}
+			if len(problems) > 0 {
+				return fmt.Errorf("%w: %d found in %s", errStoreDamaged, len(problems), s.Root())
+			}
 			return nil
 		},
 	}
