@@ -1,0 +1,362 @@
+//go:build soak
+
+package soak
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// maxGCPasses bounds how often collect runs berth gc: each pass may find
+// what the one before could not reclaim yet, but it must converge.
+const maxGCPasses = 5
+
+// netRunDir is netplug's default state directory, which the berth
+// command uses; the soak's network has its own entries in it.
+const netRunDir = "/run/berth/networks"
+
+// collect runs berth gc until a pass succeeds and leaves no sandbox,
+// rootfs or cgroup behind, then removes the soak's network.
+func (s *soak) collect() {
+	ctx := context.Background()
+	for s.stats.GCPasses < maxGCPasses {
+		s.stats.GCPasses++
+		out, err := s.command(ctx, "gc").CombinedOutput()
+		s.t.Logf("berth gc, pass %d: %v\n%s", s.stats.GCPasses, err, bytes.TrimSpace(out))
+		if err == nil && len(s.sandboxDirs())+len(s.rootfsDirs())+len(s.cgroups()) == 0 {
+			s.stats.Converged = true
+			break
+		}
+	}
+	if out, err := s.command(ctx, "network", "rm", s.network).CombinedOutput(); err != nil {
+		s.t.Logf("berth network rm %s: %v\n%s", s.network, err, out)
+	}
+}
+
+// audit returns everything the soak's sandboxes and imports left.
+func (s *soak) audit() []string {
+	var left []string
+	add := func(what string, items []string) {
+		for _, i := range items {
+			left = append(left, what+": "+i)
+		}
+	}
+	add("mount", s.mounts())
+	add("cgroup", s.cgroups())
+	add("process", s.processes())
+	add("state", s.sandboxDirs())
+	add("rootfs", s.rootfsDirs())
+	add("temporary file", s.tempFiles())
+	add("loop device", s.loopDevices())
+	add("network", s.networkLeftovers())
+	add("rule", s.rules())
+	add("image check", s.imageCheck())
+	return left
+}
+
+// mounts returns the mount points under the soak's directory.
+func (s *soak) mounts() []string {
+	var out []string
+	for _, m := range mountinfo() {
+		if m.point == s.dir || strings.HasPrefix(m.point, s.dir+"/") {
+			out = append(out, m.point)
+		}
+	}
+	return out
+}
+
+type mount struct{ point, fstype string }
+
+func mountinfo() []mount {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []mount
+	for _, line := range strings.Split(string(b), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if !ok || len(f) < 5 || len(g) < 1 {
+			continue
+		}
+		out = append(out, mount{point: unescapeOctal(f[4]), fstype: g[0]})
+	}
+	return out
+}
+
+// unescapeOctal undoes mountinfo's \NNN escapes of blanks and backslashes.
+func unescapeOctal(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// cgroups returns the soak's cgroup parent and everything below it, in
+// every hierarchy mounted (v1 controllers, named ones, and cgroup2).
+func (s *soak) cgroups() []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, m := range mountinfo() {
+		if (m.fstype != "cgroup" && m.fstype != "cgroup2") || seen[m.point] {
+			continue
+		}
+		seen[m.point] = true
+		filepath.WalkDir(filepath.Join(m.point, s.parent), func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				out = append(out, p)
+			}
+			return nil
+		})
+	}
+	return out
+}
+
+// processes returns the processes in the soak's cgroups, and berth
+// commands of the soak's still running.
+func (s *soak) processes() []string {
+	var out []string
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil {
+			continue
+		}
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		ours := exe == s.berth && bytes.Contains(cmdline, []byte(s.root))
+		if ours || inCgroupUnder(pid, s.parent) {
+			out = append(out, fmt.Sprintf("%d %s", pid, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})))
+		}
+	}
+	return out
+}
+
+// sandboxDirs returns what is in the soak's state directory but the
+// cache of compiled seccomp programs, which is meant to stay.
+func (s *soak) sandboxDirs() []string {
+	var out []string
+	for _, p := range dirEntries(s.state) {
+		if filepath.Base(p) != "seccomp" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// rootfsDirs returns the rootfses prepared in the soak's store.
+func (s *soak) rootfsDirs() []string { return dirEntries(filepath.Join(s.root, "rootfs")) }
+
+func dirEntries(dir string) []string {
+	entries, _ := os.ReadDir(dir)
+	var out []string
+	for _, e := range entries {
+		out = append(out, filepath.Join(dir, e.Name()))
+	}
+	return out
+}
+
+// tempFiles returns the staging areas and temporary files left in the
+// store and the state directory: anything in the store's tmp, and files
+// named as writers name their temporary files, outside unpacked layers
+// (whose files are the images').
+func (s *soak) tempFiles() []string {
+	out := dirEntries(filepath.Join(s.root, "tmp"))
+	for _, dir := range []string{s.root, s.state} {
+		filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return nil
+			}
+			if d.IsDir() && filepath.Dir(p) == filepath.Join(s.root, "layers") {
+				return fs.SkipDir
+			}
+			name := d.Name()
+			if strings.HasPrefix(name, ".tmp-") || strings.Contains(name, ".tmp") {
+				out = append(out, p)
+			}
+			return nil
+		})
+	}
+	return out
+}
+
+// loopDevices returns the loop devices backed by files in the soak's
+// directory (disk quotas' filesystems, where the store has no project
+// quotas).
+func (s *soak) loopDevices() []string {
+	var out []string
+	files, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		backing := strings.TrimSpace(string(b))
+		if err == nil && strings.HasPrefix(backing, s.dir+"/") {
+			out = append(out, filepath.Base(filepath.Dir(filepath.Dir(f)))+" on "+backing)
+		}
+	}
+	return out
+}
+
+// networkLeftovers returns the soak network's bridge and ports, IPAM
+// leases, attachment records and CNI cache entries.
+func (s *soak) networkLeftovers() []string {
+	var out []string
+	if _, err := os.Stat("/sys/class/net/" + s.bridge); err == nil {
+		out = append(out, "bridge "+s.bridge)
+	}
+	ports, _ := bridgePorts(s.bridge)
+	for _, p := range ports {
+		out = append(out, "port "+p+" of "+s.bridge)
+	}
+	// Ports seen during the soak, should they have left the bridge
+	// but not the host.
+	for p := range s.ports {
+		if _, err := os.Stat("/sys/class/net/" + p); err == nil {
+			out = append(out, "interface "+p)
+		}
+	}
+	leases, _ := filepath.Glob(filepath.Join(netRunDir, "ipam", s.cniName, "*"))
+	for _, l := range leases {
+		if _, err := netip.ParseAddr(filepath.Base(l)); err == nil {
+			out = append(out, "IPAM lease "+l)
+		}
+	}
+	records, _ := filepath.Glob(filepath.Join(netRunDir, "attachments", s.cniName, "*"))
+	out = append(out, records...)
+	cached, _ := filepath.Glob(filepath.Join(netRunDir, "cache", "results", s.cniName+"-*"))
+	out = append(out, cached...)
+	return out
+}
+
+// bridgePorts returns the interfaces enslaved to bridge.
+func bridgePorts(bridge string) ([]string, error) {
+	entries, err := os.ReadDir("/sys/class/net/" + bridge + "/brif")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	return out, nil
+}
+
+// rules returns the iptables and nftables rules that name the soak's
+// network, its bridge, or a sandbox or bridge port it saw. The CNI
+// plugins' rules carry the network's name and the sandbox's ID in their
+// comments; berth's port filters are named after the port.
+func (s *soak) rules() []string {
+	needles := []string{`"` + s.cniName + `"`, s.bridge + " "}
+	for id := range s.seen {
+		needles = append(needles, id)
+	}
+	for p := range s.ports {
+		needles = append(needles, "port-"+p, `"`+p+`"`)
+	}
+	var out []string
+	for _, cmd := range [][]string{{"iptables-save"}, {"ip6tables-save"}, {"nft", "list", "ruleset"}} {
+		b, err := exec.Command(cmd[0], cmd[1:]...).Output()
+		if err != nil {
+			out = append(out, fmt.Sprintf("cannot list them with %s: %v", cmd[0], err))
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			for _, n := range needles {
+				if strings.Contains(line, n) {
+					out = append(out, cmd[0]+": "+strings.TrimSpace(line))
+					break
+				}
+			}
+		}
+	}
+	return out
+}
+
+// imageCheck returns what berth image check finds wrong with the store.
+func (s *soak) imageCheck() []string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	out, err := s.command(ctx, "image", "check").CombinedOutput()
+	if err == nil {
+		return nil
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		lines = append(lines, err.Error())
+	}
+	return lines
+}
+
+// cleanUp removes what the soak left, as far as it can, so that a failed
+// soak does not leave the host worse off: the processes in its cgroups,
+// its mounts, loop devices, cgroups and network.
+func (s *soak) cleanUp() {
+	if len(s.audit()) == 0 {
+		os.RemoveAll(s.dir)
+		return
+	}
+	ctx := context.Background()
+	for range 3 {
+		for _, c := range s.cgroups() {
+			b, _ := os.ReadFile(filepath.Join(c, "cgroup.procs"))
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil && inCgroupUnder(pid, s.parent) {
+					if fd, err := unix.PidfdOpen(pid, 0); err == nil {
+						if inCgroupUnder(pid, s.parent) {
+							unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+						}
+						unix.Close(fd)
+					}
+				}
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+		s.command(ctx, "gc").Run()
+		mounts := s.mounts()
+		for i := len(mounts) - 1; i >= 0; i-- {
+			unix.Unmount(mounts[i], unix.MNT_DETACH)
+		}
+		cgroups := s.cgroups()
+		for i := len(cgroups) - 1; i >= 0; i-- {
+			os.Remove(cgroups[i])
+		}
+	}
+	s.command(ctx, "network", "rm", s.network).Run()
+	for _, l := range s.loopDevices() {
+		dev, _, _ := strings.Cut(l, " ")
+		exec.Command("losetup", "-d", "/dev/"+dev).Run()
+	}
+	left := s.audit()
+	if len(s.mounts()) == 0 {
+		// Whatever else is left under the soak's directory is its own.
+		os.RemoveAll(s.dir)
+		left = slices.DeleteFunc(left, func(l string) bool { return strings.Contains(l, s.dir+"/") })
+	}
+	if len(left) > 0 {
+		s.t.Logf("after cleaning up, still left (remove by hand):\n\t%s", strings.Join(left, "\n\t"))
+	}
+}
