@@ -269,7 +269,7 @@ func bridgePorts(bridge string) ([]string, error) {
 // plugins' rules carry the network's name and the sandbox's ID in their
 // comments; berth's port filters are named after the port.
 func (s *soak) rules() []string {
-	needles := []string{`"` + s.cniName + `"`, s.bridge + " "}
+	needles := []string{s.cniName + `\"`, s.cniName + `"`, s.bridge + " "}
 	for id := range s.seen {
 		needles = append(needles, id)
 	}
@@ -346,6 +346,7 @@ func (s *soak) cleanUp() {
 		}
 	}
 	s.command(ctx, "network", "rm", s.network).Run()
+	s.removeRules()
 	for _, l := range s.loopDevices() {
 		dev, _, _ := strings.Cut(l, " ")
 		exec.Command("losetup", "-d", "/dev/"+dev).Run()
@@ -358,5 +359,34 @@ func (s *soak) cleanUp() {
 	}
 	if len(left) > 0 {
 		s.t.Logf("after cleaning up, still left (remove by hand):\n\t%s", strings.Join(left, "\n\t"))
+	}
+}
+
+// removeRules deletes the iptables rules whose comments name the soak's
+// network (the CNI plugins' for its sandboxes), and the chains they jump
+// to once those are empty.
+func (s *soak) removeRules() {
+	for _, table := range []string{"nat", "filter", "mangle"} {
+		b, err := exec.Command("iptables-save", "-t", table).Output()
+		if err != nil {
+			continue
+		}
+		chains := map[string]bool{}
+		for _, line := range strings.Split(string(b), "\n") {
+			rule, ok := strings.CutPrefix(line, "-A ")
+			if !ok || !strings.Contains(rule, s.cniName+`\"`) {
+				continue
+			}
+			if _, target, ok := strings.Cut(rule, " -j CNI-"); ok {
+				chains["CNI-"+strings.Fields(target)[0]] = true
+			}
+			// iptables-save quotes as a shell would read it.
+			exec.Command("sh", "-c", "iptables -t "+table+" -D "+rule).Run()
+		}
+		for c := range chains {
+			if out, err := exec.Command("iptables", "-t", table, "-S", c).Output(); err == nil && strings.Count(string(out), "\n-A ") == 0 && !strings.HasPrefix(string(out), "-A ") {
+				exec.Command("iptables", "-t", table, "-X", c).Run()
+			}
+		}
 	}
 }
