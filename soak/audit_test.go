@@ -137,8 +137,19 @@ func (s *soak) cgroups() []string {
 }
 
 // processes returns the processes in the soak's cgroups, and berth
-// commands of the soak's still running.
+// commands of the soak's still running. A process may be on its way out
+// (a zombie whose parent has not reaped it yet): it has a few seconds.
 func (s *soak) processes() []string {
+	var out []string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		out = s.processesNow()
+		if len(out) == 0 || time.Now().After(deadline) {
+			return out
+		}
+	}
+}
+
+func (s *soak) processesNow() []string {
 	var out []string
 	procs, _ := os.ReadDir("/proc")
 	for _, p := range procs {
@@ -150,18 +161,20 @@ func (s *soak) processes() []string {
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		ours := exe == s.berth && bytes.Contains(cmdline, []byte(s.root))
 		if ours || inCgroupUnder(pid, s.parent) {
-			out = append(out, fmt.Sprintf("%d %s", pid, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '})))
+			stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			out = append(out, fmt.Sprintf("%d %q, stat %s", pid, bytes.ReplaceAll(cmdline, []byte{0}, []byte{' '}), bytes.TrimSpace(stat)))
 		}
 	}
 	return out
 }
 
-// sandboxDirs returns what is in the soak's state directory but the
-// cache of compiled seccomp programs, which is meant to stay.
+// sandboxDirs returns what is in the soak's state directory but what is
+// meant to stay there: the cache of compiled seccomp programs and the lock
+// that sandboxes' starters and gc share.
 func (s *soak) sandboxDirs() []string {
 	var out []string
 	for _, p := range dirEntries(s.state) {
-		if filepath.Base(p) != "seccomp" {
+		if name := filepath.Base(p); name != "seccomp" && name != ".lock" {
 			out = append(out, p)
 		}
 	}
