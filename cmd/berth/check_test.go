@@ -1,0 +1,42 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestImageCheck requires berth image check to pass a sound store and to
+// fail, naming the blob, on one with a flipped byte.
+func TestImageCheck(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("must run as root: importing writes whiteout devices and overlay xattrs")
+	}
+	root := t.TempDir()
+	alpine, _ := filepath.Abs("../../../shared/images/alpine-minirootfs-3.20.3-x86_64.tar.gz")
+	if _, err := berth(t, root, "image", "import", alpine, "--name", "alpine:test"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := berth(t, root, "image", "check"); err != nil || out != "" {
+		t.Fatalf("check of a sound store: %v\n%s", err, out)
+	}
+
+	blobs, err := filepath.Glob(filepath.Join(root, "blobs", "sha256", "*"))
+	if err != nil || len(blobs) == 0 {
+		t.Fatalf("no blobs in the store: %v", err)
+	}
+	b, err := os.ReadFile(blobs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 1
+	if err := os.WriteFile(blobs[0], b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := berth(t, root, "image", "check")
+	if !errors.Is(err, errStoreDamaged) || !strings.Contains(out, "corrupt blob: "+blobs[0]) {
+		t.Errorf("check of a store with a flipped byte in %s: %v\n%s", blobs[0], err, out)
+	}
+}
