@@ -194,12 +194,12 @@ func dirEntries(dir string) []string {
 }
 
 // tempFiles returns the staging areas and temporary files left in the
-// store and the state directory: anything in the store's tmp, and files
+// store, the state directory and beside the exports: anything in the store's tmp, and files
 // named as writers name their temporary files, outside unpacked layers
 // (whose files are the images').
 func (s *soak) tempFiles() []string {
 	out := dirEntries(filepath.Join(s.root, "tmp"))
-	for _, dir := range []string{s.root, s.state} {
+	for _, dir := range []string{s.root, s.state, filepath.Join(s.dir, "exports")} {
 		filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return nil

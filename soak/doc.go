@@ -6,10 +6,10 @@
 //
 // It drives the berth command through thousands of operations (runs with
 // and without a bridge network and published ports, runs with disk
-// quotas, execs into running sandboxes, imports, collections) a few at a
-// time, while it kills the commands and the sandboxes' init processes
-// with SIGKILL at random moments and damages the sandboxes' state and
-// rootfs records. Then it runs berth gc until it converges and requires
+// quotas, execs into running sandboxes, imports, exports, collections) a
+// few at a time, while it kills the commands and the sandboxes' init
+// processes with SIGKILL at random moments and damages the sandboxes'
+// state and rootfs records. Then it runs berth gc until it converges and requires
 // that nothing is left: no mounts, cgroups, veths, iptables or nftables
 // rules, IPAM leases, loop devices, state or temporary files, and a store
 // that berth image check finds sound.

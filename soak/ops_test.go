@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -46,6 +47,11 @@ var operations = []struct {
 	{"image import", 8, func(s *soak, i int) []string {
 		return []string{"image", "import", s.busybox, "--name", fmt.Sprintf("soak-import%d:x", i%8)}
 	}},
+	// A killed export must leave no partial archive.
+	{"image export", 4, func(s *soak, i int) []string {
+		format := []string{"oci", "docker"}[s.intN(2)]
+		return []string{"image", "export", "--format", format, "soak:busybox", filepath.Join(s.dir, "exports", fmt.Sprintf("busybox%d.tar", i%4))}
+	}},
 	// Collections while sandboxes run must leave those alone.
 	{"gc", 5, func(s *soak, i int) []string { return []string{"gc"} }},
 }
@@ -53,8 +59,8 @@ var operations = []struct {
 // cliKillChance is how likely the soak is to kill an operation's berth
 // command, at a random moment in its first cliKillWithin.
 const (
-	cliKillChance = 0.2
-	cliKillWithin = 2 * time.Second
+	cliKillChance = 0.25
+	cliKillWithin = 800 * time.Millisecond
 	// opTimeout is how long an operation may take before the soak
 	// calls it hung.
 	opTimeout = 3 * time.Minute

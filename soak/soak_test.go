@@ -155,6 +155,9 @@ func setUp(t *testing.T, seed uint64) *soak {
 			t.Fatalf("test image: %v (the soak needs ../shared/images beside the repository)", err)
 		}
 	}
+	if err := os.Mkdir(filepath.Join(dir, "exports"), 0o700); err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	for _, args := range [][]string{
 		{"image", "import", alpine, "--name", "soak:alpine"},
