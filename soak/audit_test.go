@@ -403,3 +403,42 @@ func (s *soak) removeRules() {
 		}
 	}
 }
+
+// proveAudit runs a sandbox that holds one of everything the audit looks
+// for, and requires the audit to see each kind while it runs: an audit
+// blind to a kind would pass the soak whatever leaked. Then it kills the
+// sandbox's berth command, leaving the sandbox for gc like any other.
+func (s *soak) proveAudit() {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	port := fmt.Sprintf("127.0.0.1:%d:80", s.portBase+9999)
+	cmd := s.command(ctx, "run", "--disk", "16m", "--net", s.network, "-p", port, "soak:alpine", "sleep", "60")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("start berth: %v", err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	for deadline := time.Now().Add(time.Minute); s.liveSandbox() == ""; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("the audit's proof sandbox did not start: %s", stderr.String())
+		}
+	}
+	s.look()
+	seen := map[string]bool{}
+	for _, l := range s.audit() {
+		kind, _, _ := strings.Cut(l, ": ")
+		seen[kind] = true
+	}
+	for _, kind := range []string{"mount", "cgroup", "process", "state", "rootfs", "loop device", "network", "rule"} {
+		if !seen[kind] {
+			s.t.Errorf("the audit does not see the %ss of a running sandbox with a disk quota and a published port", kind)
+		}
+	}
+	if s.t.Failed() {
+		s.t.FailNow()
+	}
+}

@@ -169,6 +169,7 @@ func setUp(t *testing.T, seed uint64) *soak {
 		}
 	}
 	t.Logf("soak: store %s, state %s, cgroup parent %s, network %s (bridge %s)", s.root, s.state, s.parent, s.network, s.bridge)
+	s.proveAudit()
 	return s
 }
 
