@@ -9,7 +9,8 @@ import (
 )
 
 // TestImageCheck requires berth image check to pass a sound store and to
-// fail, naming the blob, on one with a flipped byte.
+// fail, naming what is wrong, on one with a sandbox's rootfs that no
+// sandbox owns, and on one with a flipped byte in a blob.
 func TestImageCheck(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("must run as root: importing writes whiteout devices and overlay xattrs")
@@ -19,8 +20,28 @@ func TestImageCheck(t *testing.T) {
 	if _, err := berth(t, root, "image", "import", alpine, "--name", "alpine:test"); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := berth(t, root, "image", "check"); err != nil || out != "" {
+	state := t.TempDir()
+	if out, err := berth(t, root, "--state", state, "image", "check"); err != nil || out != "" {
 		t.Fatalf("check of a sound store: %v\n%s", err, out)
+	}
+
+	// A rootfs with a sound record, which a sandbox in state would own.
+	rootfs := filepath.Join(root, "rootfs", "sandbox-0123456789abcdef")
+	if err := os.Mkdir(rootfs, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "rootfs.json"), []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := berth(t, root, "--state", state, "image", "check")
+	if !errors.Is(err, errStoreDamaged) || !strings.Contains(out, "stray rootfs: "+rootfs) {
+		t.Errorf("check of a store with a stray rootfs: %v\n%s", err, out)
+	}
+	if err := os.Mkdir(filepath.Join(state, "0123456789abcdef"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := berth(t, root, "--state", state, "image", "check"); err != nil || out != "" {
+		t.Fatalf("check of a store whose rootfs a sandbox owns: %v\n%s", err, out)
 	}
 
 	blobs, err := filepath.Glob(filepath.Join(root, "blobs", "sha256", "*"))
@@ -35,7 +56,7 @@ func TestImageCheck(t *testing.T) {
 	if err := os.WriteFile(blobs[0], b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, err := berth(t, root, "image", "check")
+	out, err = berth(t, root, "--state", state, "image", "check")
 	if !errors.Is(err, errStoreDamaged) || !strings.Contains(out, "corrupt blob: "+blobs[0]) {
 		t.Errorf("check of a store with a flipped byte in %s: %v\n%s", blobs[0], err, out)
 	}
