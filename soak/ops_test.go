@@ -123,6 +123,7 @@ type outcome struct {
 	code   int
 	killed bool
 	hung   bool
+	err    error // from Wait, when it is not an exit status
 }
 
 func (o outcome) failed() bool { return o.hung || (!o.killed && o.code != 0) }
@@ -140,7 +141,9 @@ func (s *soak) outcome(ctx context.Context, cmd *exec.Cmd, err error, killed boo
 		return outcome{code: ee.ExitCode()}
 	}
 	if err != nil {
-		return outcome{code: -1}
+		// exec.ErrWaitDelay: berth exited, but something it left holds
+		// its stderr open.
+		return outcome{code: -1, err: err}
 	}
 	return outcome{}
 }
@@ -149,6 +152,9 @@ func (s *soak) outcome(ctx context.Context, cmd *exec.Cmd, err error, killed boo
 // report.
 func (s *soak) note(op string, o outcome, stderr string) {
 	line, _, _ := strings.Cut(strings.TrimSpace(stderr), "\n")
+	if o.err != nil {
+		line = o.err.Error() + ": " + line
+	}
 	if len(line) > 200 {
 		line = line[:200] + "..."
 	}
