@@ -29,7 +29,7 @@ const maxGCPasses = 5
 const netRunDir = "/run/berth/networks"
 
 // collect runs berth gc until a pass succeeds and leaves no sandbox,
-// rootfs or cgroup behind, then removes the soak's network.
+// rootfs or cgroup behind.
 func (s *soak) collect() {
 	ctx := context.Background()
 	for s.stats.GCPasses < maxGCPasses {
@@ -41,9 +41,23 @@ func (s *soak) collect() {
 			break
 		}
 	}
+}
+
+// removeNetwork removes the soak's network, which must work once nothing
+// is attached, and returns what is left of it.
+func (s *soak) removeNetwork() []string {
+	ctx := context.Background()
 	if out, err := s.command(ctx, "network", "rm", s.network).CombinedOutput(); err != nil {
-		s.t.Logf("berth network rm %s: %v\n%s", s.network, err, out)
+		return []string{fmt.Sprintf("network: berth network rm %s: %v: %s", s.network, err, bytes.TrimSpace(out))}
 	}
+	var left []string
+	if _, err := os.Stat("/sys/class/net/" + s.bridge); err == nil {
+		left = append(left, "network: bridge "+s.bridge+" after berth network rm")
+	}
+	if out, err := s.command(ctx, "network", "ls").Output(); err != nil || bytes.Contains(out, []byte(s.network+" ")) {
+		left = append(left, fmt.Sprintf("network: berth network ls still lists %s (%v)", s.network, err))
+	}
+	return left
 }
 
 // audit returns everything the soak's sandboxes and imports left.

@@ -89,6 +89,7 @@ func TestSoak(t *testing.T) {
 
 	s.collect()
 	left := s.audit()
+	left = append(left, s.removeNetwork()...)
 	s.stats.Wall = time.Since(start)
 	s.report(left)
 	if len(left) > 0 {
