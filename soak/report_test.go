@@ -15,7 +15,6 @@ type stats struct {
 	Ops       map[string]*opStats // by kind of operation
 	InitKills int                 // sandboxes' inits killed
 	Damage    map[string]int      // records damaged, by how
-	Hung      int                 // commands that outlived opTimeout
 	GCPasses  int                 // final berth gc passes
 	Converged bool                // the last of them left nothing
 	Runs      time.Duration       // the operations' wall time
@@ -76,7 +75,6 @@ func (s *soak) report(left []string) {
 	total := 0
 	for _, o := range st.Ops {
 		total += o.N
-		st.Hung += o.Hung
 	}
 	fmt.Fprintf(&b, "soak figures\n")
 	fmt.Fprintf(&b, "  operations      %d in %s (%.1f/s)\n", total, st.Runs.Round(time.Second), float64(total)/st.Runs.Seconds())
@@ -116,6 +114,15 @@ func (s *soak) killedCLIs() int {
 	n := 0
 	for _, o := range s.stats.Ops {
 		n += o.Killed
+	}
+	return n
+}
+
+// hung counts the berth commands that outlived opTimeout.
+func (s *soak) hung() int {
+	n := 0
+	for _, o := range s.stats.Ops {
+		n += o.Hung
 	}
 	return n
 }

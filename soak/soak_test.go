@@ -95,8 +95,8 @@ func TestSoak(t *testing.T) {
 	if len(left) > 0 {
 		t.Errorf("the soak left %d things behind:\n\t%s", len(left), strings.Join(left, "\n\t"))
 	}
-	if s.stats.Hung > 0 {
-		t.Errorf("%d berth commands hung until the soak killed them", s.stats.Hung)
+	if n := s.hung(); n > 0 {
+		t.Errorf("%d berth commands hung until the soak killed them", n)
 	}
 	if !s.stats.Converged {
 		t.Errorf("berth gc did not converge in %d passes", s.stats.GCPasses)
