@@ -97,10 +97,10 @@ func (s *soak) operate(i int) {
 	if s.chance(cliKillChance) {
 		// os.Process signals through a pidfd: never another process
 		// that reused the pid.
+		// Marked before the signal goes, or Wait could return first.
 		timer := time.AfterFunc(s.delay(cliKillWithin), func() {
-			if cmd.Process.Kill() == nil {
-				killed.Store(true)
-			}
+			killed.Store(true)
+			cmd.Process.Kill()
 		})
 		defer timer.Stop()
 	}
@@ -138,6 +138,10 @@ func (s *soak) outcome(ctx context.Context, cmd *exec.Cmd, err error, killed boo
 	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
+		if ws.Signaled() {
+			// Not the soak's doing: say which signal, as a shell would.
+			return outcome{code: 128 + int(ws.Signal()), err: err}
+		}
 		return outcome{code: ee.ExitCode()}
 	}
 	if err != nil {
