@@ -42,6 +42,9 @@ const (
 	// ProblemBadLayer: an unpacked layer that is not a directory holding
 	// a diff directory.
 	ProblemBadLayer ProblemKind = "bad layer"
+	// ProblemLayerContent: an unpacked layer whose files differ from what
+	// its blob unpacks to (CheckOptions.Layers).
+	ProblemLayerContent ProblemKind = "layer content"
 	// ProblemDanglingRef: a name that points at no image, or cannot be
 	// read.
 	ProblemDanglingRef ProblemKind = "dangling reference"
@@ -66,6 +69,16 @@ func (p Problem) String() string {
 	return fmt.Sprintf("%s: %s: %s", p.Kind, p.Path, p.Detail)
 }
 
+// CheckOptions say how thoroughly Check verifies the store. The zero value
+// (or nil) checks everything but the unpacked layers' files.
+type CheckOptions struct {
+	// Layers also unpacks every layer in use again from its blob, and
+	// compares each file's type, permissions, owner, size, content, link
+	// target, device number and extended attributes with the store's
+	// unpacked layer. It reads and writes as much as the images hold.
+	Layers bool
+}
+
 // Check verifies the store and returns everything it finds wrong, sorted
 // by path; the error is only for a check that could not be carried out.
 //
@@ -77,30 +90,41 @@ func (p Problem) String() string {
 // directories and temporary files are reported as orphans and leftovers:
 // GC removes them, so after a GC with no operation running there are none.
 //
-// The unpacked directories are not compared with their layers' content:
-// an unpacked layer is in overlay format (whiteouts converted, entries in
-// the filesystem's order, tar headers gone), so re-archiving it cannot
-// reproduce the tar its diff ID hashes. What is verified is that the blob
-// it was unpacked from is intact and yields that diff ID.
+// An unpacked layer cannot be hashed back to its diff ID: it is in
+// overlay format (whiteouts converted, entries in the filesystem's order,
+// tar headers gone), so re-archiving it cannot reproduce the tar the diff
+// ID hashes. What is always verified is that the blob it was unpacked from
+// is intact and yields that diff ID; with opts.Layers, the unpacked files
+// are also compared with a fresh unpack of that blob.
 //
 // Check holds the store exclusively, like GC, so that it never sees an
 // import half-published: other operations on the store wait for it.
-func (s *Store) Check(ctx context.Context) ([]Problem, error) {
+func (s *Store) Check(ctx context.Context, opts *CheckOptions) ([]Problem, error) {
+	if opts == nil {
+		opts = &CheckOptions{}
+	}
 	l, err := lockFile(ctx, s.path("store.lock"), unix.LOCK_EX)
 	if err != nil {
 		return nil, err
 	}
 	defer l.unlock()
 	c := &checker{
-		s:       s,
-		ctx:     ctx,
-		blobOK:  map[v1.Hash]bool{},
-		images:  map[v1.Hash]bool{},
-		blobs:   map[v1.Hash]bool{},
-		layers:  map[v1.Hash]bool{},
-		diffIDs: map[v1.Hash][]v1.Hash{},
+		s:        s,
+		ctx:      ctx,
+		blobOK:   map[v1.Hash]bool{},
+		images:   map[v1.Hash]bool{},
+		blobs:    map[v1.Hash]bool{},
+		layers:   map[v1.Hash]bool{},
+		diffIDs:  map[v1.Hash][]v1.Hash{},
+		diffIDOK: map[v1.Hash]bool{},
 	}
-	for _, step := range []func() error{c.checkBlobs, c.checkImages, c.checkRootfses, c.checkRefs, c.checkDiffIDs, c.checkLayers, c.checkOrphanBlobs, c.checkTmp} {
+	steps := []func() error{c.checkBlobs, c.checkImages, c.checkRootfses, c.checkRefs, c.checkDiffIDs, c.checkLayers, c.checkOrphanBlobs}
+	if opts.Layers {
+		steps = append(steps, c.checkLayerContents)
+	}
+	// Last, once the other steps' staging areas are gone.
+	steps = append(steps, c.checkTmp)
+	for _, step := range steps {
 		if err := step(); err != nil {
 			return nil, fmt.Errorf("check store %s: %w", s.root, err)
 		}
@@ -115,11 +139,12 @@ type checker struct {
 	ctx      context.Context
 	problems []Problem
 
-	blobOK  map[v1.Hash]bool      // blobs present and intact
-	images  map[v1.Hash]bool      // images marked, by manifest digest
-	blobs   map[v1.Hash]bool      // blobs something uses
-	layers  map[v1.Hash]bool      // unpacked layers something uses, by diff ID
-	diffIDs map[v1.Hash][]v1.Hash // layer blob digest to the diff IDs images give it
+	blobOK   map[v1.Hash]bool      // blobs present and intact
+	images   map[v1.Hash]bool      // images marked, by manifest digest
+	blobs    map[v1.Hash]bool      // blobs something uses
+	layers   map[v1.Hash]bool      // unpacked layers something uses, by diff ID
+	diffIDs  map[v1.Hash][]v1.Hash // layer blob digest to the diff IDs images give it
+	diffIDOK map[v1.Hash]bool      // diff IDs a blob was found to yield
 }
 
 func (c *checker) report(kind ProblemKind, path, format string, args ...any) {
@@ -364,6 +389,7 @@ func (c *checker) checkDiffIDs() error {
 			c.report(ProblemDiffID, c.s.blobPath(d), "does not decompress: %v", err)
 			continue
 		}
+		c.diffIDOK[got] = true
 		for _, want := range c.diffIDs[d] {
 			if got != want {
 				c.report(ProblemDiffID, c.s.blobPath(d), "decompresses to content with digest %s, but an image gives it diff ID %s", got, want)

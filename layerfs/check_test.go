@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
 )
 
 // TestCheck damages a store holding a real image in one way at a time
@@ -143,11 +144,11 @@ func TestCheck(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if problems, err := s.Check(ctx); err != nil || len(problems) != 0 {
+			if problems, err := s.Check(ctx, nil); err != nil || len(problems) != 0 {
 				t.Fatalf("intact store: Check = %v, %v; want no problems", problems, err)
 			}
 			tc.damage(t, s, img)
-			problems, err := s.Check(ctx)
+			problems, err := s.Check(ctx, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -178,7 +179,7 @@ func TestCheckAfterGC(t *testing.T) {
 	if err := os.MkdirAll(s.path("tmp", "stage-123"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	problems, err := s.Check(ctx)
+	problems, err := s.Check(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +189,7 @@ func TestCheckAfterGC(t *testing.T) {
 	if _, err := s.GC(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if problems, err := s.Check(ctx); err != nil || len(problems) != 0 {
+	if problems, err := s.Check(ctx, nil); err != nil || len(problems) != 0 {
 		t.Fatalf("after GC: Check = %v\n%s", err, problemList(problems))
 	}
 }
@@ -277,5 +278,111 @@ func mustMkdir(t *testing.T, path string) {
 	t.Helper()
 	if err := os.MkdirAll(path, 0o700); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCheckLayers changes the files of a real image's unpacked layer in
+// one way at a time and requires Check with Layers to name the file, and
+// nothing on the intact store.
+func TestCheckLayers(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		file   string // in the layer
+		change func(path string) error
+	}{
+		{"content, same size", "etc/alpine-release", func(p string) error {
+			b, err := os.ReadFile(p)
+			if err == nil {
+				b[0] ^= 1
+				err = os.WriteFile(p, b, 0)
+			}
+			return err
+		}},
+		{"content, longer", "etc/hostname", func(p string) error {
+			f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+			if err == nil {
+				_, err = f.WriteString("x")
+				f.Close()
+			}
+			return err
+		}},
+		{"permissions", "bin/busybox", func(p string) error { return unix.Chmod(p, 0o4755) }},
+		{"owner", "etc/hostname", func(p string) error { return os.Lchown(p, 1000, 1000) }},
+		{"link target", "bin/sh", func(p string) error {
+			if err := os.Remove(p); err != nil {
+				return err
+			}
+			return os.Symlink("/tmp/sh", p)
+		}},
+		{"deleted", "etc/hostname", os.Remove},
+		{"added", "etc/added", func(p string) error { return os.WriteFile(p, nil, 0o644) }},
+		{"extended attribute", "etc/hostname", func(p string) error { return unix.Lsetxattr(p, "user.added", []byte("1"), 0) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStore(t, nil)
+			img, err := s.Import(ctx, sharedImage(t, alpineTar), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if problems, err := s.Check(ctx, &CheckOptions{Layers: true}); err != nil || len(problems) != 0 {
+				t.Fatalf("intact store: Check = %v\n%s", err, problemList(problems))
+			}
+			layer := s.layerDir(img.Layers[0].DiffID)
+			if err := tc.change(filepath.Join(layer, tc.file)); err != nil {
+				t.Fatal(err)
+			}
+			problems, err := s.Check(ctx, &CheckOptions{Layers: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range problems {
+				if p.Kind == ProblemLayerContent && p.Path == filepath.Dir(layer) && strings.Contains(p.Detail, "/"+tc.file+": ") {
+					t.Logf("reported: %s", p)
+					return
+				}
+			}
+			t.Errorf("Check did not report the change to /%s:\n%s", tc.file, problemList(problems))
+		})
+	}
+}
+
+// TestCheckLayersWhiteouts requires Check with Layers to find nothing
+// wrong with a sound layer of deletions: whiteouts and opaque directories
+// unpack the same every time.
+func TestCheckLayersWhiteouts(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t, nil)
+	img, err := s.Import(ctx, sharedImage(t, alpineTar), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := prepare(t, s, "whiteouts", img)
+	if err := os.Remove(filepath.Join(r.Path, "etc/hostname")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(r.Path, "etc/apk")); err != nil {
+		t.Fatal(err)
+	}
+	mustMkdir(t, filepath.Join(r.Path, "etc/apk"))
+	mustWrite(t, filepath.Join(r.Path, "etc/apk/new"), "new")
+	top, err := s.Commit(ctx, "whiteouts", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(top.Layers) != 2 {
+		t.Fatalf("the commit has %d layers, want 2", len(top.Layers))
+	}
+	problems, err := s.Check(ctx, &CheckOptions{Layers: true})
+	if err != nil || len(problems) != 0 {
+		t.Fatalf("Check = %v\n%s", err, problemList(problems))
+	}
+	// And the check does look at that layer.
+	if err := os.Remove(filepath.Join(s.layerDir(top.Layers[1].DiffID), "etc/hostname")); err != nil {
+		t.Fatalf("the commit has no whiteout for /etc/hostname: %v", err)
+	}
+	problems, err = s.Check(ctx, &CheckOptions{Layers: true})
+	if err != nil || !hasProblem(problems, ProblemLayerContent, filepath.Dir(s.layerDir(top.Layers[1].DiffID))) {
+		t.Fatalf("a deleted whiteout went unnoticed: %v\n%s", err, problemList(problems))
 	}
 }

@@ -9,8 +9,9 @@ import (
 )
 
 // TestImageCheck requires berth image check to pass a sound store and to
-// fail, naming what is wrong, on one with a sandbox's rootfs that no
-// sandbox owns, and on one with a flipped byte in a blob.
+// fail, naming what is wrong, on one with a changed file in an unpacked
+// layer (with --layers only), one with a sandbox's rootfs that no sandbox
+// owns, and one with a flipped byte in a blob.
 func TestImageCheck(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("must run as root: importing writes whiteout devices and overlay xattrs")
@@ -21,8 +22,26 @@ func TestImageCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	state := t.TempDir()
-	if out, err := berth(t, root, "--state", state, "image", "check"); err != nil || out != "" {
+	if out, err := berth(t, root, "--state", state, "image", "check", "--layers"); err != nil || out != "" {
 		t.Fatalf("check of a sound store: %v\n%s", err, out)
+	}
+	// A file changed in the unpacked layer, which only --layers sees.
+	hostname, err := filepath.Glob(filepath.Join(root, "layers", "*", "diff", "etc", "hostname"))
+	if err != nil || len(hostname) != 1 {
+		t.Fatalf("no /etc/hostname in the unpacked layer: %v", err)
+	}
+	if err := os.WriteFile(hostname[0], []byte("changed"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := berth(t, root, "--state", state, "image", "check"); err != nil || out != "" {
+		t.Fatalf("check without --layers of a store whose unpacked layer changed: %v\n%s", err, out)
+	}
+	out, err := berth(t, root, "--state", state, "image", "check", "--layers")
+	if !errors.Is(err, errStoreDamaged) || !strings.Contains(out, "/etc/hostname: size") {
+		t.Fatalf("check --layers of a store whose unpacked layer changed: %v\n%s", err, out)
+	}
+	if err := os.Remove(hostname[0]); err != nil {
+		t.Fatal(err)
 	}
 
 	// A rootfs with a sound record, which a sandbox in state would own.
@@ -33,7 +52,7 @@ func TestImageCheck(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(rootfs, "rootfs.json"), []byte("{}"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, err := berth(t, root, "--state", state, "image", "check")
+	out, err = berth(t, root, "--state", state, "image", "check")
 	if !errors.Is(err, errStoreDamaged) || !strings.Contains(out, "stray rootfs: "+rootfs) {
 		t.Errorf("check of a store with a stray rootfs: %v\n%s", err, out)
 	}

@@ -335,7 +335,8 @@ func strayRootfses(ctx context.Context, s *layerfs.Store, stateDir string) ([]st
 }
 
 func newImageCheckCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var layers bool
+	cmd := &cobra.Command{
 		Use:   "check",
 		Short: "Verify every blob's digest and layer's diff ID, and list what is missing, orphaned or left over",
 		Long: `Verify the image store: every blob must hash to its digest, every layer
@@ -344,15 +345,17 @@ its manifest, config, layer blobs and unpacked layers, every name must point
 at an image and every prepared rootfs must have its record and a sandbox
 in the --state directory that owns it. Blobs and layers nothing uses, and
 files interrupted operations left, are listed too (berth image gc removes
-them; berth gc, stray rootfses). Prints one problem a line and exits 1 if
-there is any. Other operations on the store wait while it runs.`,
+them; berth gc, stray rootfses). With --layers, every layer in use is also
+unpacked again from its blob and compared, file by file, with the store's
+unpacked copy, which sandboxes run. Prints one problem a line and exits 1
+if there is any. Other operations on the store wait while it runs.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := g.store()
 			if err != nil {
 				return err
 			}
-			problems, err := s.Check(cmd.Context())
+			problems, err := s.Check(cmd.Context(), &layerfs.CheckOptions{Layers: layers})
 			if err != nil {
 				return err
 			}
@@ -372,4 +375,6 @@ there is any. Other operations on the store wait while it runs.`,
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&layers, "layers", false, "also compare each unpacked layer's files with a fresh unpack of its blob")
+	return cmd
 }
