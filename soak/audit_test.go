@@ -326,7 +326,7 @@ func (s *soak) rules() []string {
 func (s *soak) imageCheck() []string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	out, err := s.command(ctx, "image", "check").CombinedOutput()
+	out, err := s.command(ctx, "image", "check", "--layers").CombinedOutput()
 	if err == nil {
 		return nil
 	}
