@@ -340,7 +340,8 @@ func (s *soak) imageCheck() []string {
 
 // cleanUp removes what the soak left, as far as it can, so that a failed
 // soak does not leave the host worse off: the processes in its cgroups,
-// its mounts, loop devices, cgroups and network.
+// its mounts, loop devices, cgroups, and its network with its rules and
+// cache entries.
 func (s *soak) cleanUp() {
 	if len(s.audit()) == 0 {
 		os.RemoveAll(s.dir)
@@ -374,6 +375,11 @@ func (s *soak) cleanUp() {
 	}
 	s.command(ctx, "network", "rm", s.network).Run()
 	s.removeRules()
+	// CNI result cache entries of the soak's network, by their names.
+	cached, _ := filepath.Glob(filepath.Join(netRunDir, "cache", "results", s.cniName+"-*"))
+	for _, p := range cached {
+		os.Remove(p)
+	}
 	for _, l := range s.loopDevices() {
 		dev, _, _ := strings.Cut(l, " ")
 		exec.Command("losetup", "-d", "/dev/"+dev).Run()
