@@ -54,6 +54,17 @@ test: test-deps cni
 	$(GO) test -race -short -count=1 -p 1 -timeout 20m ./...
 	GO=$(GO) hack/fuzz.sh
 
+# The soak test, which make test leaves out: thousands of runs, execs and
+# imports with berth commands and sandboxes killed at random moments and
+# their records damaged, then berth gc, then an audit that nothing is left
+# (soak/doc.go). `make soak SOAK_RUNS=60` is a short try.
+SOAK_RUNS ?= 2000
+SOAK_CONCURRENCY ?= 4
+.PHONY: soak
+soak: test-deps build cni
+	BERTH_SOAK_RUNS=$(SOAK_RUNS) BERTH_SOAK_CONCURRENCY=$(SOAK_CONCURRENCY) BERTH_SOAK_BINARY=$(CURDIR)/bin/berth \
+		$(GO) test -tags soak -count=1 -timeout 4h -v -run TestSoak ./soak/
+
 # The comparative benchmark: berth (API and CLI), runc, crun, bubblewrap
 # and podman on one Alpine rootfs, in one process; results, tables and plots
 # go to bench/results. BENCH_MODE=full (or `make bench-full`) takes longer.

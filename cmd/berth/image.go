@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -48,6 +50,7 @@ func newImageCommand(g *globals) *cobra.Command {
 		newImageExportCommand(g),
 		newImageTagCommand(g),
 		newImageGCCommand(g),
+		newImageCheckCommand(g),
 	)
 	return cmd
 }
@@ -349,4 +352,73 @@ func newImageGCCommand(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// errStoreDamaged is what `image check` fails with when it found problems,
+// which it has printed already.
+var errStoreDamaged = errors.New("the store has problems")
+
+// strayRootfses returns the keys of the sandboxes' rootfses in s whose
+// sandbox has no state directory in stateDir: those berth gc reclaims.
+func strayRootfses(ctx context.Context, s *layerfs.Store, stateDir string) ([]string, error) {
+	keys, err := s.Rootfses(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var stray []string
+	for _, key := range keys {
+		id, ok := strings.CutPrefix(key, "sandbox-")
+		if !ok {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(stateDir, id)); errors.Is(err, os.ErrNotExist) {
+			stray = append(stray, key)
+		}
+	}
+	return stray, nil
+}
+
+func newImageCheckCommand(g *globals) *cobra.Command {
+	var layers bool
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Verify every blob's digest and layer's diff ID, and list what is missing, orphaned or left over",
+		Long: `Verify the image store: every blob must hash to its digest, every layer
+blob must decompress to the diff ID its image gives it, every image must have
+its manifest, config, layer blobs and unpacked layers, every name must point
+at an image and every prepared rootfs must have its record and a sandbox
+in the --state directory that owns it. Blobs and layers nothing uses, and
+files interrupted operations left, are listed too (berth image gc removes
+them; berth gc, stray rootfses). With --layers, every layer in use is also
+unpacked again from its blob and compared, file by file, with the store's
+unpacked copy, which sandboxes run. Prints one problem a line and exits 1
+if there is any. Other operations on the store wait while it runs.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.store()
+			if err != nil {
+				return err
+			}
+			problems, err := s.Check(cmd.Context(), &layerfs.CheckOptions{Layers: layers})
+			if err != nil {
+				return err
+			}
+			for _, p := range problems {
+				fmt.Fprintln(cmd.OutOrStdout(), p)
+			}
+			stray, err := strayRootfses(cmd.Context(), s, g.state)
+			if err != nil {
+				return err
+			}
+			for _, key := range stray {
+				fmt.Fprintf(cmd.OutOrStdout(), "stray rootfs: %s: no sandbox in %s owns it (berth gc reclaims it)\n", filepath.Join(s.Root(), "rootfs", key), g.state)
+			}
+			if n := len(problems) + len(stray); n > 0 {
+				return fmt.Errorf("%w: %d found in %s", errStoreDamaged, n, s.Root())
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&layers, "layers", false, "also compare each unpacked layer's files with a fresh unpack of its blob")
+	return cmd
 }
