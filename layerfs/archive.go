@@ -1,0 +1,367 @@
+package layerfs
+
+import (
+	"archive/tar"
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// A tarArchive is an image archive tar (an OCI layout or a docker
+// archive) read once, member by member, into a table. Nothing of it is
+// unpacked into a tree: a member is found by resolving its name in the
+// table, symlinks included, so no name in the archive can lead to a file
+// outside it, and only regular members can be opened. The contents of an
+// uncompressed archive are read in place; a compressed one's regular
+// members are copied, as the table is made, to files in a staging
+// directory.
+type tarArchive struct {
+	format  Format
+	members map[string]*tarMember
+	file    *os.File // the archive, when members are read in place
+}
+
+// A tarMember is one entry of the table.
+type tarMember struct {
+	name    string // as cleaned, for messages
+	typ     byte   // tar.TypeReg, TypeDir or TypeSymlink; anything else cannot be opened
+	what    string // for a member that cannot be opened, what it is
+	link    string // a symlink's target
+	size    int64
+	offset  int64  // of the contents in the archive, read in place
+	copy    string // or the file they were copied to
+	skipped string // why the contents were not kept, if they were not
+}
+
+// maxSymlinkHops bounds the symlinks followed in resolving one name, as
+// the kernel's 40 does.
+const maxSymlinkHops = 40
+
+// stagingReserve is the space that copying a compressed archive's members
+// leaves free on the store's filesystem.
+const stagingReserve = 64 << 20
+
+// readTarArchive reads the tar at src, possibly compressed, and tells
+// which format it is in. For an image archive it returns the member table;
+// when copyTo is set, the regular members of a compressed archive are
+// copied into that directory as the tar is read (when it is not, as for
+// DetectFormat, their contents are skipped). A root filesystem tar is
+// recognised by a member that no image archive holds; that of a
+// compressed tar ends the reading at once, as the whole of it would have
+// to be decompressed to see more. progress, if set, counts the bytes read
+// from src.
+//
+// The caller closes the archive.
+func readTarArchive(ctx context.Context, src, copyTo string, progress *progressCounter) (*tarArchive, error) {
+	f, err := os.Open(src)
+	if err != nil {
+		return nil, err
+	}
+	a := &tarArchive{members: make(map[string]*tarMember), file: f}
+	ok := false
+	defer func() {
+		if !ok {
+			a.close()
+		}
+	}()
+	magic := make([]byte, 4)
+	n, err := f.ReadAt(magic, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	var r io.Reader = f
+	compressed := sniffCompression(magic[:n]) != uncompressed
+	if compressed {
+		var in io.Reader = f
+		if progress != nil {
+			in = io.TeeReader(f, progress)
+		}
+		rc, _, err := decompress(bufio.NewReaderSize(in, 1<<20))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", src, err)
+		}
+		defer rc.Close()
+		r = rc
+		a.file.Close()
+		a.file = nil
+	}
+	// Read directly from the file, tar.Reader seeks over the contents
+	// of members instead of reading them, and after each header the
+	// file's offset is where the member's contents start.
+	tr := tar.NewReader(r)
+	var sawIndex, sawManifest bool
+	var other, sawArchiveMember string
+	for n := 0; ; n++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			if n == 0 {
+				return nil, fmt.Errorf("%s: empty archive: %w", src, ErrUnknownFormat)
+			}
+			break
+		}
+		if err != nil {
+			if n == 0 {
+				return nil, fmt.Errorf("%s: not a tar archive (%v): %w", src, err, ErrUnknownFormat)
+			}
+			return nil, fmt.Errorf("%s: %w", src, err)
+		}
+		name := strings.TrimPrefix(path.Clean("/"+hdr.Name), "/")
+		switch {
+		case name == "oci-layout" || name == "index.json":
+			sawIndex = true
+		case name == "manifest.json":
+			sawManifest = true
+		case name == "":
+		case isArchiveMemberName(name):
+			sawArchiveMember = name
+		default:
+			if other == "" {
+				other = name
+			}
+			if sawManifest && !sawIndex {
+				return nil, fmt.Errorf("%s: has a manifest.json but also %q, which no docker archive holds: %w", src, clip(name, 200), ErrUnknownFormat)
+			}
+			if compressed && !sawIndex {
+				a.format = FormatRootfsTar
+				ok = true
+				return a, nil
+			}
+			// The member tells the format; it is not one to read.
+			continue
+		}
+		m := a.add(name, hdr)
+		if m.typ != tar.TypeReg || m.skipped != "" || hdr.Typeflag == tar.TypeLink {
+			continue
+		}
+		if a.file != nil {
+			if m.offset, err = a.file.Seek(0, io.SeekCurrent); err != nil {
+				return nil, fmt.Errorf("%s: %w", src, err)
+			}
+			continue
+		}
+		if copyTo != "" {
+			if err := a.copyMember(tr, m, copyTo, strconv.Itoa(n)); err != nil {
+				return nil, fmt.Errorf("%s: member %s: %w", src, m.name, err)
+			}
+		}
+	}
+	switch {
+	case sawIndex:
+		a.format = FormatOCILayout
+	case sawManifest:
+		a.format = FormatDockerArchive
+	case other == "" && sawArchiveMember != "":
+		// Only the legacy format's layer directories: Docker before
+		// 1.10 wrote no manifest.json, and neither does a partial copy.
+		return nil, fmt.Errorf("%s: holds image layers (%s) but no manifest.json or index.json to say how they make an image: %w", src, clip(sawArchiveMember, 200), ErrUnknownFormat)
+	default:
+		a.format = FormatRootfsTar
+	}
+	ok = true
+	return a, nil
+}
+
+// add records the member hdr describes under name, replacing any earlier
+// one of that name, as unpacking the tar would.
+func (a *tarArchive) add(name string, hdr *tar.Header) *tarMember {
+	m := &tarMember{name: name, typ: hdr.Typeflag, size: hdr.Size}
+	switch hdr.Typeflag {
+	case tar.TypeReg:
+		if isSparse(hdr) {
+			m.typ, m.what = 0, "a sparse file"
+		}
+	case tar.TypeDir:
+		m.size = 0
+	case tar.TypeSymlink:
+		m.link, m.size = hdr.Linkname, 0
+	case tar.TypeLink:
+		// A hard link is another name for an earlier member, which
+		// must be a regular file.
+		target := a.members[strings.TrimPrefix(path.Clean("/"+hdr.Linkname), "/")]
+		if target == nil || target.typ != tar.TypeReg {
+			m.typ, m.what = 0, fmt.Sprintf("a hard link to %q, which is no regular file before it in the archive", clip(hdr.Linkname, 200))
+			break
+		}
+		copied := *target
+		copied.name = name
+		m = &copied
+	case tar.TypeChar:
+		m.typ, m.what = 0, "a character device"
+	case tar.TypeBlock:
+		m.typ, m.what = 0, "a block device"
+	case tar.TypeFifo:
+		m.typ, m.what = 0, "a FIFO"
+	default:
+		m.typ, m.what = 0, fmt.Sprintf("a member of tar type %q", hdr.Typeflag)
+	}
+	if m.typ == tar.TypeReg && m.size > documentLimit(name) {
+		// Its contents are skipped, and opening it says why.
+		m.skipped = fmt.Sprintf("%s is %d bytes, and an %s may be at most %d", name, m.size, documentKindOf(name).what, documentKindOf(name).max)
+	}
+	a.members[name] = m
+	return m
+}
+
+// isSparse tells whether hdr is a sparse file, whose contents in the
+// archive are not its contents. No tool writes image archives with them.
+func isSparse(hdr *tar.Header) bool {
+	if hdr.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
+}
+
+// documentKindOf returns the kind of document a member of this name is,
+// if it is one that is known by name alone; the size of other members
+// is checked when they are read, against their descriptors.
+func documentKindOf(name string) documentKind {
+	switch {
+	case name == "oci-layout" || name == "index.json" || name == "manifest.json" || name == "repositories":
+		return layoutDocument
+	case strings.HasSuffix(name, ".json") || path.Base(name) == "json" || path.Base(name) == "VERSION":
+		return configDocument
+	}
+	return documentKind{}
+}
+
+// documentLimit is the most a member named name can hold: a document's
+// limit, or for anything else no limit.
+func documentLimit(name string) int64 {
+	if k := documentKindOf(name); k.max > 0 {
+		return k.max
+	}
+	return 1<<63 - 1
+}
+
+// copyMember copies the contents of m, the current member of tr, to a new
+// file in dir, if the filesystem has room for it.
+func (a *tarArchive) copyMember(tr *tar.Reader, m *tarMember, dir, name string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return &os.PathError{Op: "statfs", Path: dir, Err: err}
+	}
+	if free := int64(st.Bavail) * st.Bsize; m.size > free-stagingReserve {
+		return fmt.Errorf("%d bytes to unpack, and the store's filesystem has %d free: %w", m.size, free, unix.ENOSPC)
+	}
+	p := filepath.Join(dir, name)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = io.CopyN(f, tr, m.size)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(p)
+		return err
+	}
+	m.copy = p
+	return nil
+}
+
+// open opens the regular member name, resolving symlinks in the table.
+func (a *tarArchive) open(name string) (*memberFile, error) {
+	m, err := a.resolve(name)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case m.typ != tar.TypeReg:
+		what := m.what
+		switch m.typ {
+		case tar.TypeDir:
+			what = "a directory"
+		case tar.TypeSymlink:
+			what = "a symlink" // resolve follows them all
+		}
+		return nil, fmt.Errorf("%w %q: %s, not a regular file", ErrUnsafeEntry, name, what)
+	case m.skipped != "":
+		return nil, fmt.Errorf("%w: %s", ErrMemberTooLarge, m.skipped)
+	case m.copy != "":
+		f, err := os.Open(m.copy)
+		if err != nil {
+			return nil, err
+		}
+		return &memberFile{Reader: f, size: m.size, closer: f}, nil
+	case a.file != nil:
+		return &memberFile{Reader: io.NewSectionReader(a.file, m.offset, m.size), size: m.size}, nil
+	}
+	return nil, fmt.Errorf("%s: contents not kept", name)
+}
+
+// resolve finds the member that name leads to, following symlinks as the
+// kernel would in a tree unpacked from the archive, but refusing any that
+// leads outside it: an absolute target, or ".." above the root.
+func (a *tarArchive) resolve(name string) (*tarMember, error) {
+	var done []string
+	rest := strings.Split(name, "/")
+	hops := 0
+	for len(rest) > 0 {
+		c := rest[0]
+		rest = rest[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if len(done) == 0 {
+				return nil, fmt.Errorf("%w %q: leads outside the archive", ErrUnsafeEntry, name)
+			}
+			done = done[:len(done)-1]
+			continue
+		}
+		m := a.members[path.Join(path.Join(done...), c)]
+		if m == nil || m.typ != tar.TypeSymlink {
+			done = append(done, c)
+			continue
+		}
+		if hops++; hops > maxSymlinkHops || path.IsAbs(m.link) {
+			return nil, fmt.Errorf("%w %q: leads outside the archive", ErrUnsafeEntry, name)
+		}
+		rest = append(strings.Split(m.link, "/"), rest...)
+	}
+	m := a.members[path.Join(done...)]
+	if m == nil {
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+	}
+	return m, nil
+}
+
+func (a *tarArchive) close() {
+	if a.file != nil {
+		a.file.Close()
+	}
+}
+
+// isArchiveMemberName tells whether name is one an image archive holds
+// (beside its index and manifests): a blob of an OCI layout, the
+// repositories file, or the <hex>/…, <hex>.json and <hex>.tar members of
+// a docker archive (the last as skopeo and podman write).
+func isArchiveMemberName(name string) bool {
+	if name == "blobs" || strings.HasPrefix(name, "blobs/") || name == "repositories" {
+		return true
+	}
+	first, _, _ := strings.Cut(name, "/")
+	if first == name {
+		first = strings.TrimSuffix(strings.TrimSuffix(first, ".json"), ".tar")
+	}
+	return len(first) == 64 && isHex(first)
+}
