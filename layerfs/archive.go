@@ -28,19 +28,19 @@ import (
 type tarArchive struct {
 	format  Format
 	members map[string]*tarMember
-	file    *os.File // the archive, when members are read in place
+	src     *os.File // the archive
+	inPlace bool     // members are read from src, not from copies
 }
 
 // A tarMember is one entry of the table.
 type tarMember struct {
-	name    string // as cleaned, for messages
-	typ     byte   // tar.TypeReg, TypeDir or TypeSymlink; anything else cannot be opened
-	what    string // for a member that cannot be opened, what it is
-	link    string // a symlink's target
-	size    int64
-	offset  int64  // of the contents in the archive, read in place
-	copy    string // or the file they were copied to
-	skipped string // why the contents were not kept, if they were not
+	name   string // as cleaned, for messages
+	typ    byte   // tar.TypeReg, TypeDir or TypeSymlink; anything else cannot be opened
+	what   string // for a member that cannot be opened, what it is
+	link   string // a symlink's target
+	size   int64
+	offset int64  // of the contents in the archive, read in place
+	copy   string // or the file they were copied to
 }
 
 // maxSymlinkHops bounds the symlinks followed in resolving one name, as
@@ -67,7 +67,7 @@ func readTarArchive(ctx context.Context, src, copyTo string, progress *progressC
 	if err != nil {
 		return nil, err
 	}
-	a := &tarArchive{members: make(map[string]*tarMember), file: f}
+	a := &tarArchive{members: make(map[string]*tarMember), src: f, inPlace: true}
 	ok := false
 	defer func() {
 		if !ok {
@@ -88,12 +88,11 @@ func readTarArchive(ctx context.Context, src, copyTo string, progress *progressC
 		}
 		rc, _, err := decompress(bufio.NewReaderSize(in, 1<<20))
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", src, err)
+			return nil, err
 		}
 		defer rc.Close()
 		r = rc
-		a.file.Close()
-		a.file = nil
+		a.inPlace = false
 	}
 	// Read directly from the file, tar.Reader seeks over the contents
 	// of members instead of reading them, and after each header the
@@ -108,15 +107,15 @@ func readTarArchive(ctx context.Context, src, copyTo string, progress *progressC
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			if n == 0 {
-				return nil, fmt.Errorf("%s: empty archive: %w", src, ErrUnknownFormat)
+				return nil, fmt.Errorf("empty archive: %w", ErrUnknownFormat)
 			}
 			break
 		}
 		if err != nil {
 			if n == 0 {
-				return nil, fmt.Errorf("%s: not a tar archive (%v): %w", src, err, ErrUnknownFormat)
+				return nil, fmt.Errorf("not a tar archive (%v): %w", err, ErrUnknownFormat)
 			}
-			return nil, fmt.Errorf("%s: %w", src, err)
+			return nil, err
 		}
 		name := strings.TrimPrefix(path.Clean("/"+hdr.Name), "/")
 		switch {
@@ -132,41 +131,51 @@ func readTarArchive(ctx context.Context, src, copyTo string, progress *progressC
 				other = name
 			}
 			if sawManifest && !sawIndex {
-				return nil, fmt.Errorf("%s: has a manifest.json but also %q, which no docker archive holds: %w", src, clip(name, 200), ErrUnknownFormat)
+				return nil, fmt.Errorf("has a manifest.json but also %q, which no docker archive holds: %w", clip(name, 200), ErrUnknownFormat)
 			}
 			if compressed && !sawIndex {
 				a.format = FormatRootfsTar
 				ok = true
 				return a, nil
 			}
-			// The member tells the format; it is not one to read.
-			continue
+			if !sawIndex {
+				// Only an OCI layout may hold other files, and this
+				// tar may yet prove to be a root filesystem, whose
+				// members are not worth a table.
+				continue
+			}
 		}
 		m := a.add(name, hdr)
-		if m.typ != tar.TypeReg || m.skipped != "" || hdr.Typeflag == tar.TypeLink {
+		if k := documentKindOf(name); m.typ == tar.TypeReg && k.max > 0 && m.size > k.max {
+			// Said now, rather than after reading it all.
+			return nil, fmt.Errorf("%w: %s is %d bytes, and %s may be at most %d", ErrMemberTooLarge, name, m.size, k.what, k.max)
+		}
+		if m.typ != tar.TypeReg || hdr.Typeflag == tar.TypeLink {
 			continue
 		}
-		if a.file != nil {
-			if m.offset, err = a.file.Seek(0, io.SeekCurrent); err != nil {
-				return nil, fmt.Errorf("%s: %w", src, err)
+		if a.inPlace {
+			if m.offset, err = a.src.Seek(0, io.SeekCurrent); err != nil {
+				return nil, err
 			}
 			continue
 		}
 		if copyTo != "" {
 			if err := a.copyMember(tr, m, copyTo, strconv.Itoa(n)); err != nil {
-				return nil, fmt.Errorf("%s: member %s: %w", src, m.name, err)
+				return nil, fmt.Errorf("member %s: %w", m.name, err)
 			}
 		}
 	}
 	switch {
 	case sawIndex:
 		a.format = FormatOCILayout
+	case sawManifest && other != "":
+		return nil, fmt.Errorf("has a manifest.json but also %q, which no docker archive holds: %w", clip(other, 200), ErrUnknownFormat)
 	case sawManifest:
 		a.format = FormatDockerArchive
 	case other == "" && sawArchiveMember != "":
 		// Only the legacy format's layer directories: Docker before
 		// 1.10 wrote no manifest.json, and neither does a partial copy.
-		return nil, fmt.Errorf("%s: holds image layers (%s) but no manifest.json or index.json to say how they make an image: %w", src, clip(sawArchiveMember, 200), ErrUnknownFormat)
+		return nil, fmt.Errorf("holds image layers (%s) but no manifest.json or index.json to say how they make an image: %w", clip(sawArchiveMember, 200), ErrUnknownFormat)
 	default:
 		a.format = FormatRootfsTar
 	}
@@ -207,10 +216,6 @@ func (a *tarArchive) add(name string, hdr *tar.Header) *tarMember {
 	default:
 		m.typ, m.what = 0, fmt.Sprintf("a member of tar type %q", hdr.Typeflag)
 	}
-	if m.typ == tar.TypeReg && m.size > documentLimit(name) {
-		// Its contents are skipped, and opening it says why.
-		m.skipped = fmt.Sprintf("%s is %d bytes, and an %s may be at most %d", name, m.size, documentKindOf(name).what, documentKindOf(name).max)
-	}
 	a.members[name] = m
 	return m
 }
@@ -240,15 +245,6 @@ func documentKindOf(name string) documentKind {
 		return configDocument
 	}
 	return documentKind{}
-}
-
-// documentLimit is the most a member named name can hold: a document's
-// limit, or for anything else no limit.
-func documentLimit(name string) int64 {
-	if k := documentKindOf(name); k.max > 0 {
-		return k.max
-	}
-	return 1<<63 - 1
 }
 
 // copyMember copies the contents of m, the current member of tr, to a new
@@ -294,16 +290,14 @@ func (a *tarArchive) open(name string) (*memberFile, error) {
 			what = "a symlink" // resolve follows them all
 		}
 		return nil, fmt.Errorf("%w %q: %s, not a regular file", ErrUnsafeEntry, name, what)
-	case m.skipped != "":
-		return nil, fmt.Errorf("%w: %s", ErrMemberTooLarge, m.skipped)
 	case m.copy != "":
 		f, err := os.Open(m.copy)
 		if err != nil {
 			return nil, err
 		}
 		return &memberFile{Reader: f, size: m.size, closer: f}, nil
-	case a.file != nil:
-		return &memberFile{Reader: io.NewSectionReader(a.file, m.offset, m.size), size: m.size}, nil
+	case a.inPlace:
+		return &memberFile{Reader: io.NewSectionReader(a.src, m.offset, m.size), size: m.size}, nil
 	}
 	return nil, fmt.Errorf("%s: contents not kept", name)
 }
@@ -345,11 +339,7 @@ func (a *tarArchive) resolve(name string) (*tarMember, error) {
 	return m, nil
 }
 
-func (a *tarArchive) close() {
-	if a.file != nil {
-		a.file.Close()
-	}
-}
+func (a *tarArchive) close() { a.src.Close() }
 
 // isArchiveMemberName tells whether name is one an image archive holds
 // (beside its index and manifests): a blob of an OCI layout, the

@@ -64,7 +64,7 @@ func detectFormat(ctx context.Context, src string) (Format, error) {
 	}
 	a, err := readTarArchive(ctx, src, "", nil)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%s: %w", src, err)
 	}
 	a.close()
 	return a.format, nil
@@ -84,9 +84,9 @@ func (s *Store) Import(ctx context.Context, path string, opts *ImportOptions) (*
 	if err != nil {
 		return nil, err
 	}
-	format, err := detectFormat(ctx, path)
+	fi, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("import %s: %w", path, err)
+		return nil, fmt.Errorf("import: %w", err)
 	}
 	l, err := s.use(ctx)
 	if err != nil {
@@ -98,14 +98,18 @@ func (s *Store) Import(ctx context.Context, path string, opts *ImportOptions) (*
 	progress := &progressCounter{report: opts.Progress}
 	var id v1.Hash
 	var srcNames []string
-	switch format {
-	case FormatRootfsTar:
-		progress.total = fileSize(path)
-		id, err = s.importRootfs(ctx, layerSource{name: filepath.Base(path), open: openFile(path)}, progress)
-	case FormatDirectory:
-		id, err = s.importRootfs(ctx, layerSource{name: path, open: dirTarGz(ctx, path)}, progress)
-	default:
-		id, srcNames, err = s.importArchive(ctx, path, format, opts.Name, progress)
+	var format Format
+	if fi.IsDir() {
+		format, err = detectFormat(ctx, path)
+		switch {
+		case err != nil:
+		case format == FormatDirectory:
+			id, err = s.importRootfs(ctx, layerSource{name: path, open: dirTarGz(ctx, path)}, progress)
+		default:
+			id, srcNames, err = s.importArchive(ctx, dirMembers(path), format, opts.Name, progress)
+		}
+	} else {
+		id, srcNames, format, err = s.importFile(ctx, path, opts.Name, progress)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("import %s: %w", path, err)
@@ -201,37 +205,43 @@ func (s *Store) writeManifest(cb []byte, layers []v1.Descriptor, annotations map
 	return s.putBlob(mb)
 }
 
-// importArchive imports an OCI layout or a docker-archive, a directory or
-// a tar.
-func (s *Store) importArchive(ctx context.Context, src string, format Format, want string, progress *progressCounter) (v1.Hash, []string, error) {
-	var members memberSource = dirMembers(src)
-	if fi, err := os.Stat(src); err == nil && !fi.IsDir() {
-		st, err := s.newStaging()
-		if err != nil {
-			return v1.Hash{}, nil, err
-		}
-		defer st.remove()
-		progress.total = fileSize(src)
-		copyTo := st.path("archive")
-		if err := os.Mkdir(copyTo, 0o700); err != nil {
-			return v1.Hash{}, nil, err
-		}
-		a, err := readTarArchive(ctx, src, copyTo, progress)
-		if err != nil {
-			return v1.Hash{}, nil, err
-		}
-		defer a.close()
-		if a.format != format {
-			return v1.Hash{}, nil, fmt.Errorf("%s changed while it was read: was %s, now %s", src, format, a.format)
-		}
-		members = a
-		if a.file == nil {
-			// Reading the compressed archive counted its bytes.
-			progress = nil
-		} else {
-			progress.total = 0
-		}
+// importFile imports the tar at src: an image archive or a root
+// filesystem, which reading it tells apart.
+func (s *Store) importFile(ctx context.Context, src, want string, progress *progressCounter) (v1.Hash, []string, Format, error) {
+	st, err := s.newStaging()
+	if err != nil {
+		return v1.Hash{}, nil, "", err
 	}
+	defer st.remove()
+	copyTo := st.path("archive")
+	if err := os.Mkdir(copyTo, 0o700); err != nil {
+		return v1.Hash{}, nil, "", err
+	}
+	progress.total = fileSize(src)
+	a, err := readTarArchive(ctx, src, copyTo, progress)
+	if err != nil {
+		return v1.Hash{}, nil, "", err
+	}
+	defer a.close()
+	if a.format == FormatRootfsTar {
+		a.close()
+		progress.done = 0
+		id, err := s.importRootfs(ctx, layerSource{name: filepath.Base(src), open: openFile(src)}, progress)
+		return id, nil, a.format, err
+	}
+	if a.inPlace {
+		// The layers are read in place, and counted as they are.
+		progress.total = 0
+	} else {
+		// Copying the compressed archive's members counted its bytes.
+		progress = nil
+	}
+	id, names, err := s.importArchive(ctx, a, a.format, want, progress)
+	return id, names, a.format, err
+}
+
+// importArchive imports an OCI layout or a docker-archive.
+func (s *Store) importArchive(ctx context.Context, members memberSource, format Format, want string, progress *progressCounter) (v1.Hash, []string, error) {
 	if format == FormatOCILayout {
 		return s.importLayout(ctx, members, want, progress)
 	}

@@ -26,9 +26,9 @@ type documentKind struct {
 }
 
 var (
-	layoutDocument   = documentKind{"layout file", 4 << 20}       // oci-layout, index.json, a docker archive's manifest.json
-	manifestDocument = documentKind{"manifest or index", 4 << 20} // a blob an index or manifest points to
-	configDocument   = documentKind{"image config", 8 << 20}
+	layoutDocument   = documentKind{"a layout file", 4 << 20}       // oci-layout, index.json, a docker archive's manifest.json
+	manifestDocument = documentKind{"a manifest or index", 4 << 20} // a blob an index or manifest points to
+	configDocument   = documentKind{"an image config", 8 << 20}
 )
 
 // A memberSource holds the files of an image layout or archive: a
@@ -119,6 +119,12 @@ func fileTypeName(mode uint32) string {
 // descriptor's cannot have the promised digest, and reading it through
 // to find out could take as long as the file is large.
 func openSized(src memberSource, name string, want int64) (*memberFile, error) {
+	return openChecked(src, name, want, documentKind{})
+}
+
+// openChecked is openSized for a member that is also a document of kind
+// kind (the zero kind for none), which a size beyond its kind's refuses.
+func openChecked(src memberSource, name string, want int64, kind documentKind) (*memberFile, error) {
 	if want < 0 {
 		return nil, fmt.Errorf("%s: descriptor gives a negative size, %d", name, want)
 	}
@@ -126,7 +132,11 @@ func openSized(src memberSource, name string, want int64) (*memberFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	if want > 0 && f.size != want {
+	switch {
+	case kind.max > 0 && f.size > kind.max:
+		f.Close()
+		return nil, fmt.Errorf("%w: %s is %d bytes, and %s may be at most %d", ErrMemberTooLarge, name, f.size, kind.what, kind.max)
+	case want > 0 && f.size != want:
 		f.Close()
 		return nil, fmt.Errorf("%s is %d bytes, its descriptor says %d: %w", name, f.size, want, ErrDigestMismatch)
 	}
@@ -139,14 +149,11 @@ func openSized(src memberSource, name string, want int64) (*memberFile, error) {
 // kind and want bytes (0 if unknown); see openSized. The size is checked
 // before anything is read.
 func readDocument(src memberSource, name string, kind documentKind, want int64) ([]byte, error) {
-	f, err := openSized(src, name, want)
+	f, err := openChecked(src, name, want, kind)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	if f.size > kind.max {
-		return nil, fmt.Errorf("%w: %s is %d bytes, and an %s may be at most %d", ErrMemberTooLarge, name, f.size, kind.what, kind.max)
-	}
 	b := make([]byte, f.size)
 	if _, err := io.ReadFull(f, b); err != nil {
 		return nil, fmt.Errorf("read %s: %w", name, err)
