@@ -2,6 +2,7 @@ package layerfs
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -64,6 +65,26 @@ func (s *Store) Export(ctx context.Context, ref string, w io.Writer, format Form
 		}
 	}
 	return tw.Close()
+}
+
+// ExportFile writes the image that ref names to the file target, as a tar
+// in format (see Export). The file appears, or replaces what was there,
+// only once it is whole and on disk: an export that fails, is cancelled
+// or is killed leaves the target as it was and, where the filesystem
+// supports O_TMPFILE, nothing beside it.
+func (s *Store) ExportFile(ctx context.Context, ref, target string, format Format) error {
+	f, err := createAtomic(target, 0o644)
+	if err != nil {
+		return fmt.Errorf("export %s: %w", ref, err)
+	}
+	defer f.abort()
+	if err := s.Export(ctx, ref, f, format); err != nil {
+		return fmt.Errorf("export %s to %s: %w", ref, target, err)
+	}
+	if err := f.commit(); err != nil {
+		return fmt.Errorf("export %s: %w", ref, err)
+	}
+	return nil
 }
 
 // ExportLayout adds the image that ref names to the OCI image layout in
@@ -149,33 +170,28 @@ func (f layoutFile) writeTo(tw *tar.Writer) error {
 	return err
 }
 
+// writeFile writes the member to p through an atomicFile, so that a
+// layout being added to never holds a partial file, even when the export
+// is killed.
 func (f layoutFile) writeFile(p string) error {
-	if f.src == "" {
-		return writeFileAtomic(p, f.data, true)
+	var r io.Reader = bytes.NewReader(f.data)
+	if f.src != "" {
+		src, err := os.Open(f.src)
+		if err != nil {
+			return err
+		}
+		defer src.Close()
+		r = src
 	}
-	r, err := os.Open(f.src)
+	w, err := createAtomic(p, 0o644)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(p), ".tmp-")
-	if err != nil {
+	defer w.abort()
+	if _, err := io.Copy(w, r); err != nil {
 		return err
 	}
-	_, err = io.Copy(tmp, r)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), p)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-	}
-	return err
+	return w.commit()
 }
 
 // layoutFiles lists the files of an OCI layout holding img, keeping the

@@ -263,24 +263,9 @@ func newImageExportCommand(g *globals) *cobra.Command {
 				}
 				return s.ExportLayout(cmd.Context(), ref, dst)
 			}
-			// Write next to the target and rename, so a failed export
-			// leaves no truncated archive behind.
-			tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-")
-			if err != nil {
-				return err
-			}
-			defer os.Remove(tmp.Name())
-			err = s.Export(cmd.Context(), ref, tmp, f)
-			if cerr := tmp.Close(); err == nil {
-				err = cerr
-			}
-			if err == nil {
-				err = os.Chmod(tmp.Name(), 0o644)
-			}
-			if err != nil {
-				return err
-			}
-			return os.Rename(tmp.Name(), dst)
+			// The archive appears at dst only once it is whole: a
+			// failed or killed export leaves no partial file.
+			return s.ExportFile(cmd.Context(), ref, dst, f)
 		},
 	}
 	cmd.Flags().StringVar(&format, "format", "oci", "oci or docker")
