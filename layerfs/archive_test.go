@@ -227,6 +227,10 @@ func (p planted) check(t testing.TB, err error) {
 	}
 }
 
+// errSizeNotDescriptors stands for the error of a blob whose size is not
+// its descriptor's.
+var errSizeNotDescriptors = errors.New("size is not the descriptor's")
+
 // Everything an import reads of an archive or layout directory is a
 // regular file inside it, read no further than its kind allows: each
 // member, in each container, replaced by each thing a regular file could
@@ -294,12 +298,12 @@ func TestImportArchiveMembersMustBeRegularFilesInside(t *testing.T) {
 				if container == "tar.gz" || !strings.HasPrefix(name, "blobs/") {
 					return nil
 				}
-				return []entry{hugeEntry(name, 5<<30)}
+				return []entry{hugeEntry(name, 64<<20)}
 			}
 			return []entry{hugeEntry(name, max+1)}
 		}, func(role string) error {
 			if role == "layer" {
-				return ErrDigestMismatch // its size is not its descriptor's
+				return errSizeNotDescriptors
 			}
 			return ErrMemberTooLarge
 		}},
@@ -324,6 +328,8 @@ func TestImportArchiveMembersMustBeRegularFilesInside(t *testing.T) {
 						continue
 					}
 					t.Run(fmt.Sprintf("%s/%s/%s/%s", format, container, role, f.name), func(t *testing.T) {
+						// Afresh, so that each case sees only its own reads.
+						plantFile(t, secretDir)
 						entries := append(append([]entry(nil), base...), replace...)
 						dir := t.TempDir()
 						src := filepath.Join(dir, "image."+container)
@@ -338,6 +344,11 @@ func TestImportArchiveMembersMustBeRegularFilesInside(t *testing.T) {
 						switch {
 						case want == nil && err != nil:
 							t.Errorf("Import: %v", err)
+						case want == errSizeNotDescriptors:
+							// Refused for its size, before reading it.
+							if !errors.Is(err, ErrDigestMismatch) || !strings.Contains(err.Error(), "its descriptor says") {
+								t.Errorf("Import: %v, want a size that is not its descriptor's", err)
+							}
 						case want != nil && !errors.Is(err, want):
 							t.Errorf("Import: %v, want %v", err, want)
 						case want != nil && !strings.Contains(err.Error(), path.Base(name)):
