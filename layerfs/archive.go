@@ -131,7 +131,7 @@ func readTarArchive(ctx context.Context, src, copyTo string, progress *progressC
 				other = name
 			}
 			if sawManifest && !sawIndex {
-				return nil, fmt.Errorf("has a manifest.json but also %q, which no docker archive holds: %w", clip(name, 200), ErrUnknownFormat)
+				return nil, fmt.Errorf("has a manifest.json but also %q, which no docker archive holds: %w", shownName(name), ErrUnknownFormat)
 			}
 			if compressed && !sawIndex {
 				a.format = FormatRootfsTar
@@ -148,7 +148,7 @@ func readTarArchive(ctx context.Context, src, copyTo string, progress *progressC
 		m := a.add(name, hdr)
 		if k := documentKindOf(name); m.typ == tar.TypeReg && k.max > 0 && m.size > k.max {
 			// Said now, rather than after reading it all.
-			return nil, fmt.Errorf("%w: %s is %d bytes, and %s may be at most %d", ErrMemberTooLarge, name, m.size, k.what, k.max)
+			return nil, fmt.Errorf("%w: %s is %d bytes, and %s may be at most %d", ErrMemberTooLarge, shownName(name), m.size, k.what, k.max)
 		}
 		if m.typ != tar.TypeReg || hdr.Typeflag == tar.TypeLink {
 			continue
@@ -169,13 +169,13 @@ func readTarArchive(ctx context.Context, src, copyTo string, progress *progressC
 	case sawIndex:
 		a.format = FormatOCILayout
 	case sawManifest && other != "":
-		return nil, fmt.Errorf("has a manifest.json but also %q, which no docker archive holds: %w", clip(other, 200), ErrUnknownFormat)
+		return nil, fmt.Errorf("has a manifest.json but also %q, which no docker archive holds: %w", shownName(other), ErrUnknownFormat)
 	case sawManifest:
 		a.format = FormatDockerArchive
 	case other == "" && sawArchiveMember != "":
 		// Only the legacy format's layer directories: Docker before
 		// 1.10 wrote no manifest.json, and neither does a partial copy.
-		return nil, fmt.Errorf("holds image layers (%s) but no manifest.json or index.json to say how they make an image: %w", clip(sawArchiveMember, 200), ErrUnknownFormat)
+		return nil, fmt.Errorf("holds image layers (%s) but no manifest.json or index.json to say how they make an image: %w", shownName(sawArchiveMember), ErrUnknownFormat)
 	default:
 		a.format = FormatRootfsTar
 	}
@@ -201,7 +201,7 @@ func (a *tarArchive) add(name string, hdr *tar.Header) *tarMember {
 		// must be a regular file.
 		target := a.members[strings.TrimPrefix(path.Clean("/"+hdr.Linkname), "/")]
 		if target == nil || target.typ != tar.TypeReg {
-			m.typ, m.what = 0, fmt.Sprintf("a hard link to %q, which is no regular file before it in the archive", clip(hdr.Linkname, 200))
+			m.typ, m.what = 0, fmt.Sprintf("a hard link to %q, which is no regular file before it in the archive", shownName(hdr.Linkname))
 			break
 		}
 		copied := *target
@@ -289,7 +289,7 @@ func (a *tarArchive) open(name string) (*memberFile, error) {
 		case tar.TypeSymlink:
 			what = "a symlink" // resolve follows them all
 		}
-		return nil, fmt.Errorf("%w %q: %s, not a regular file", ErrUnsafeEntry, name, what)
+		return nil, fmt.Errorf("%w %q: %s, not a regular file", ErrUnsafeEntry, shownName(name), what)
 	case m.copy != "":
 		f, err := os.Open(m.copy)
 		if err != nil {
@@ -299,7 +299,7 @@ func (a *tarArchive) open(name string) (*memberFile, error) {
 	case a.inPlace:
 		return &memberFile{Reader: io.NewSectionReader(a.src, m.offset, m.size), size: m.size}, nil
 	}
-	return nil, fmt.Errorf("%s: contents not kept", name)
+	return nil, fmt.Errorf("%s: contents not kept", shownName(name))
 }
 
 // resolve finds the member that name leads to, following symlinks as the
@@ -317,7 +317,7 @@ func (a *tarArchive) resolve(name string) (*tarMember, error) {
 			continue
 		case "..":
 			if len(done) == 0 {
-				return nil, fmt.Errorf("%w %q: leads outside the archive", ErrUnsafeEntry, name)
+				return nil, fmt.Errorf("%w %q: leads outside the archive", ErrUnsafeEntry, shownName(name))
 			}
 			done = done[:len(done)-1]
 			continue
@@ -328,13 +328,13 @@ func (a *tarArchive) resolve(name string) (*tarMember, error) {
 			continue
 		}
 		if hops++; hops > maxSymlinkHops || path.IsAbs(m.link) {
-			return nil, fmt.Errorf("%w %q: leads outside the archive", ErrUnsafeEntry, name)
+			return nil, fmt.Errorf("%w %q: leads outside the archive", ErrUnsafeEntry, shownName(name))
 		}
 		rest = append(strings.Split(m.link, "/"), rest...)
 	}
 	m := a.members[path.Join(done...)]
 	if m == nil {
-		return nil, &fs.PathError{Op: "open", Path: name, Err: fs.ErrNotExist}
+		return nil, &fs.PathError{Op: "open", Path: shownName(name), Err: fs.ErrNotExist}
 	}
 	return m, nil
 }

@@ -483,3 +483,32 @@ func TestImportDockerArchiveMissingLayer(t *testing.T) {
 	}
 	checkImported(t, s, img, err)
 }
+
+// A document that does not parse is named in the error, with where it
+// goes wrong, but none of its bytes are quoted.
+func TestArchiveDocumentErrorsQuoteNothing(t *testing.T) {
+	im := newArchiveImage(t)
+	// A byte no message of berth's has, first, as error messages
+	// quote single characters.
+	const secret = "~QZXJ"
+	for name, index := range map[string]string{
+		"not JSON":           secret,
+		"wrong type":         `{"manifests":"` + secret + `"}`,
+		"malformed digest":   `{"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:` + secret + `"}]}`,
+		"malformed platform": `{"manifests":[{"digest":"sha256:` + strings.Repeat("0", 64) + `","platform":{"os":7}}],"x":"` + secret + `"}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			base, _ := im.members(FormatOCILayout)
+			src := filepath.Join(t.TempDir(), "layout")
+			writeMembers(t, src, append(base, fileEntry("index.json", index, 0o644)))
+			s := newStore(t, nil)
+			img, err := s.Import(context.Background(), src, nil)
+			if err == nil || !strings.Contains(err.Error(), "index.json") {
+				t.Errorf("Import: %v, want an error naming index.json", err)
+			} else if strings.Contains(err.Error(), "~") || strings.Contains(err.Error(), "QZXJ") {
+				t.Errorf("error quotes the document: %v", err)
+			}
+			checkImported(t, s, img, err)
+		})
+	}
+}

@@ -54,7 +54,8 @@ func detectFormat(ctx context.Context, src string) (Format, error) {
 		return "", err
 	}
 	if fi.IsDir() {
-		if exists(filepath.Join(src, "oci-layout")) || exists(filepath.Join(src, "index.json")) {
+		// Not index.json alone: a root filesystem may well hold one.
+		if exists(filepath.Join(src, "oci-layout")) {
 			return FormatOCILayout, nil
 		}
 		if exists(filepath.Join(src, "manifest.json")) {
@@ -455,7 +456,7 @@ func (s *Store) importDockerArchive(ctx context.Context, members memberSource, w
 	member := func(name string) (string, error) {
 		clean := path.Clean(name)
 		if name == "" || path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
-			return "", fmt.Errorf("%w %q: docker archive member outside the archive", ErrUnsafeEntry, clip(name, 200))
+			return "", fmt.Errorf("%w %q: docker archive member outside the archive", ErrUnsafeEntry, shownName(name))
 		}
 		return clean, nil
 	}
@@ -515,7 +516,7 @@ func (s *Store) importDockerArchive(ctx context.Context, members memberSource, w
 		if n, err := nameList(t, "an image name"); err == nil {
 			names = append(names, n...)
 		} else {
-			s.log.Warn("docker archive: skipping unusable tag", "tag", clip(t, 200))
+			s.log.Warn("docker archive: skipping unusable tag", "tag", shownName(t))
 		}
 	}
 	return id, names, nil

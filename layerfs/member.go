@@ -77,18 +77,18 @@ func (d dirMembers) open(name string) (*memberFile, error) {
 	})
 	switch {
 	case err == unix.EXDEV || err == unix.ELOOP:
-		return nil, fmt.Errorf("%w %q: leads outside the archive", ErrUnsafeEntry, name)
+		return nil, fmt.Errorf("%w %q: leads outside the archive", ErrUnsafeEntry, shownName(name))
 	case err != nil:
-		return nil, &os.PathError{Op: "open", Path: name, Err: err}
+		return nil, &os.PathError{Op: "open", Path: shownName(name), Err: err}
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
-		return nil, &os.PathError{Op: "fstat", Path: name, Err: err}
+		return nil, &os.PathError{Op: "fstat", Path: shownName(name), Err: err}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		unix.Close(fd)
-		return nil, fmt.Errorf("%w %q: %s, not a regular file", ErrUnsafeEntry, name, fileTypeName(st.Mode))
+		return nil, fmt.Errorf("%w %q: %s, not a regular file", ErrUnsafeEntry, shownName(name), fileTypeName(st.Mode))
 	}
 	f := os.NewFile(uintptr(fd), name)
 	return &memberFile{Reader: f, size: st.Size, closer: f}, nil
@@ -126,7 +126,7 @@ func openSized(src memberSource, name string, want int64) (*memberFile, error) {
 // kind (the zero kind for none), which a size beyond its kind's refuses.
 func openChecked(src memberSource, name string, want int64, kind documentKind) (*memberFile, error) {
 	if want < 0 {
-		return nil, fmt.Errorf("%s: descriptor gives a negative size, %d", name, want)
+		return nil, fmt.Errorf("%s: descriptor gives a negative size, %d", shownName(name), want)
 	}
 	f, err := src.open(name)
 	if err != nil {
@@ -135,10 +135,10 @@ func openChecked(src memberSource, name string, want int64, kind documentKind) (
 	switch {
 	case kind.max > 0 && f.size > kind.max:
 		f.Close()
-		return nil, fmt.Errorf("%w: %s is %d bytes, and %s may be at most %d", ErrMemberTooLarge, name, f.size, kind.what, kind.max)
+		return nil, fmt.Errorf("%w: %s is %d bytes, and %s may be at most %d", ErrMemberTooLarge, shownName(name), f.size, kind.what, kind.max)
 	case want > 0 && f.size != want:
 		f.Close()
-		return nil, fmt.Errorf("%s is %d bytes, its descriptor says %d: %w", name, f.size, want, ErrDigestMismatch)
+		return nil, fmt.Errorf("%s is %d bytes, its descriptor says %d: %w", shownName(name), f.size, want, ErrDigestMismatch)
 	}
 	// A file that grows while it is read stops at the size it had.
 	f.Reader = io.LimitReader(f.Reader, f.size)
@@ -156,7 +156,7 @@ func readDocument(src memberSource, name string, kind documentKind, want int64) 
 	defer f.Close()
 	b := make([]byte, f.size)
 	if _, err := io.ReadFull(f, b); err != nil {
-		return nil, fmt.Errorf("read %s: %w", name, err)
+		return nil, fmt.Errorf("read %s: %w", shownName(name), err)
 	}
 	return b, nil
 }
@@ -173,17 +173,24 @@ func decodeJSON(name string, b []byte, v any) error {
 	var typ *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &syntax):
-		return fmt.Errorf("%s: not valid JSON (at byte %d)", name, syntax.Offset)
+		return fmt.Errorf("%s: not valid JSON (at byte %d)", shownName(name), syntax.Offset)
 	case errors.As(err, &typ):
 		if typ.Field == "" {
-			return fmt.Errorf("%s: a JSON value that cannot be a %s (at byte %d)", name, typ.Type, typ.Offset)
+			return fmt.Errorf("%s: a JSON value that cannot be a %s (at byte %d)", shownName(name), typ.Type, typ.Offset)
 		}
-		return fmt.Errorf("%s: field %s cannot be a %s (at byte %d)", name, typ.Field, typ.Type, typ.Offset)
+		return fmt.Errorf("%s: field %s cannot be a %s (at byte %d)", shownName(name), typ.Field, typ.Type, typ.Offset)
 	}
 	// Other errors come from the fields' own decoders (a digest that
-	// does not parse, say), which quote the value: keep that short.
-	return fmt.Errorf("%s: %s", name, clip(err.Error(), 200))
+	// does not parse, say), which quote the value.
+	return fmt.Errorf("%s: a field's value is malformed", shownName(name))
 }
+
+// maxShownName bounds the names from an archive that errors and logs
+// show: a manifest can name a member with megabytes.
+const maxShownName = 200
+
+// shownName is name as errors show it, cut to maxShownName bytes.
+func shownName(name string) string { return clip(name, maxShownName) }
 
 // clip shortens s to at most n bytes, marking the cut.
 func clip(s string, n int) string {
