@@ -47,6 +47,11 @@ type tarMember struct {
 // the kernel's 40 does.
 const maxSymlinkHops = 40
 
+// maxArchiveMembers bounds the members an archive's table records. Real
+// archives have a few per layer; a compressed tar of millions of empty
+// members is small, and would otherwise cost memory and inodes.
+const maxArchiveMembers = 1 << 16
+
 // stagingReserve is the space that copying a compressed archive's members
 // leaves free on the store's filesystem.
 const stagingReserve = 64 << 20
@@ -145,12 +150,15 @@ func readTarArchive(ctx context.Context, src, copyTo string, progress *progressC
 				continue
 			}
 		}
+		if len(a.members) == maxArchiveMembers {
+			return nil, fmt.Errorf("more than %d members, which no image archive has: %w", maxArchiveMembers, ErrMemberTooLarge)
+		}
 		m := a.add(name, hdr)
 		if k := documentKindOf(name); m.typ == tar.TypeReg && k.max > 0 && m.size > k.max {
 			// Said now, rather than after reading it all.
 			return nil, fmt.Errorf("%w: %s is %d bytes, and %s may be at most %d", ErrMemberTooLarge, shownName(name), m.size, k.what, k.max)
 		}
-		if m.typ != tar.TypeReg || hdr.Typeflag == tar.TypeLink {
+		if m.typ != tar.TypeReg || hdr.Typeflag == tar.TypeLink || m.size == 0 {
 			continue
 		}
 		if a.inPlace {
@@ -161,7 +169,7 @@ func readTarArchive(ctx context.Context, src, copyTo string, progress *progressC
 		}
 		if copyTo != "" {
 			if err := a.copyMember(tr, m, copyTo, strconv.Itoa(n)); err != nil {
-				return nil, fmt.Errorf("member %s: %w", m.name, err)
+				return nil, fmt.Errorf("member %s: %w", shownName(m.name), err)
 			}
 		}
 	}
@@ -290,6 +298,8 @@ func (a *tarArchive) open(name string) (*memberFile, error) {
 			what = "a symlink" // resolve follows them all
 		}
 		return nil, fmt.Errorf("%w %q: %s, not a regular file", ErrUnsafeEntry, shownName(name), what)
+	case m.size == 0:
+		return &memberFile{Reader: strings.NewReader(""), size: 0}, nil
 	case m.copy != "":
 		f, err := os.Open(m.copy)
 		if err != nil {
@@ -304,39 +314,61 @@ func (a *tarArchive) open(name string) (*memberFile, error) {
 
 // resolve finds the member that name leads to, following symlinks as the
 // kernel would in a tree unpacked from the archive, but refusing any that
-// leads outside it: an absolute target, or ".." above the root.
+// leads outside it: an absolute target, or ".." above the root. Like the
+// kernel it gives up on paths longer than PATH_MAX, which keeps the work
+// bounded whatever names and links an archive holds.
 func (a *tarArchive) resolve(name string) (*tarMember, error) {
-	var done []string
+	outside := func() error {
+		return fmt.Errorf("%w %q: leads outside the archive", ErrUnsafeEntry, shownName(name))
+	}
+	if len(name) > unix.PathMax {
+		return nil, fmt.Errorf("%w %q: name longer than %d bytes", ErrUnsafeEntry, shownName(name), unix.PathMax)
+	}
+	cur := "" // resolved so far: no symlinks, no dots
 	rest := strings.Split(name, "/")
-	hops := 0
-	for len(rest) > 0 {
+	for hops := 0; len(rest) > 0; {
 		c := rest[0]
 		rest = rest[1:]
 		switch c {
 		case "", ".":
 			continue
 		case "..":
-			if len(done) == 0 {
-				return nil, fmt.Errorf("%w %q: leads outside the archive", ErrUnsafeEntry, shownName(name))
+			if cur == "" {
+				return nil, outside()
 			}
-			done = done[:len(done)-1]
+			cur, _, _ = cutLast(cur, "/")
 			continue
 		}
-		m := a.members[path.Join(path.Join(done...), c)]
+		next := c
+		if cur != "" {
+			next = cur + "/" + c
+		}
+		if len(next) > unix.PathMax {
+			return nil, fmt.Errorf("%w %q: leads to a name longer than %d bytes", ErrUnsafeEntry, shownName(name), unix.PathMax)
+		}
+		m := a.members[next]
 		if m == nil || m.typ != tar.TypeSymlink {
-			done = append(done, c)
+			cur = next
 			continue
 		}
-		if hops++; hops > maxSymlinkHops || path.IsAbs(m.link) {
-			return nil, fmt.Errorf("%w %q: leads outside the archive", ErrUnsafeEntry, shownName(name))
+		if hops++; hops > maxSymlinkHops || path.IsAbs(m.link) || len(m.link) > unix.PathMax {
+			return nil, outside()
 		}
 		rest = append(strings.Split(m.link, "/"), rest...)
 	}
-	m := a.members[path.Join(done...)]
+	m := a.members[cur]
 	if m == nil {
 		return nil, &fs.PathError{Op: "open", Path: shownName(name), Err: fs.ErrNotExist}
 	}
 	return m, nil
+}
+
+// cutLast is strings.Cut at the last sep; before is "" if there is none.
+func cutLast(s, sep string) (before, after string, found bool) {
+	if i := strings.LastIndex(s, sep); i >= 0 {
+		return s[:i], s[i+len(sep):], true
+	}
+	return "", s, false
 }
 
 func (a *tarArchive) close() { a.src.Close() }

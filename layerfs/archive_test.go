@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -510,5 +511,44 @@ func TestArchiveDocumentErrorsQuoteNothing(t *testing.T) {
 			}
 			checkImported(t, s, img, err)
 		})
+	}
+}
+
+// What an archive's table costs is bounded: members, and the length of
+// the names it resolves, whatever the archive holds.
+func TestArchiveTableBounds(t *testing.T) {
+	im := newArchiveImage(t)
+	oci, _ := im.members(FormatOCILayout)
+	many := append([]entry(nil), oci...)
+	for i := 0; i <= maxArchiveMembers; i++ {
+		many = append(many, fileEntry("blobs/sha256/empty"+strconv.Itoa(i), "", 0o644))
+	}
+	docker, roles := im.members(FormatDockerArchive)
+	longName, _ := json.Marshal(tarball.Manifest{{Config: roles["config"], Layers: []string{strings.Repeat("a/", 3000) + "layer.tar"}}})
+	// A link shorter than PATH_MAX that makes the path longer.
+	hexDir := strings.Repeat("a", 64)
+	deep := []entry{symlinkEntry(hexDir+"/d", strings.Repeat("x/", 2045)+"d")}
+	deepManifest, _ := json.Marshal(tarball.Manifest{{Config: roles["config"], Layers: []string{hexDir + "/d"}}})
+	for _, tc := range []struct {
+		name    string
+		entries []entry
+		want    error
+	}{
+		{"too many members", many, ErrMemberTooLarge},
+		{"a layer name longer than PATH_MAX", append(append([]entry(nil), docker...), fileEntry("manifest.json", string(longName), 0o644)), ErrUnsafeEntry},
+		{"a symlink that grows the path", append(append(append([]entry(nil), docker...), deep...), fileEntry("manifest.json", string(deepManifest), 0o644)), ErrUnsafeEntry},
+	} {
+		for _, gz := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/gzip=%v", tc.name, gz), func(t *testing.T) {
+				p := filepath.Join(t.TempDir(), "x.tar")
+				writeArchive(t, p, tc.entries, gz)
+				s := newStore(t, nil)
+				img, err := s.Import(context.Background(), p, nil)
+				if !errors.Is(err, tc.want) {
+					t.Errorf("Import: %v, want %v", err, tc.want)
+				}
+				checkImported(t, s, img, err)
+			})
+		}
 	}
 }
