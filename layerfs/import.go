@@ -77,6 +77,13 @@ func detectFormat(ctx context.Context, src string) (Format, error) {
 // the last two as one-layer images. Blobs are checked against every digest
 // the source promises. Importing an image the store already holds is cheap
 // and only adds its names.
+//
+// A docker archive may be in any of the layouts Docker (before and after
+// v25), podman and skopeo write; one that holds several images needs
+// opts.Name to pick one. An image archive is untrusted: everything read
+// from it must be a regular file inside it (ErrUnsafeEntry otherwise),
+// no larger than its kind allows (ErrMemberTooLarge) and of the size its
+// descriptor gives, and errors quote none of its bytes.
 func (s *Store) Import(ctx context.Context, path string, opts *ImportOptions) (*Image, error) {
 	if opts == nil {
 		opts = &ImportOptions{}
