@@ -232,7 +232,6 @@ func (s *Store) importFile(ctx context.Context, src, want string, progress *prog
 	}
 	defer a.close()
 	if a.format == FormatRootfsTar {
-		a.close()
 		progress.done = 0
 		id, err := s.importRootfs(ctx, layerSource{name: filepath.Base(src), open: openFile(src)}, progress)
 		return id, nil, a.format, err
