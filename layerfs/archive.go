@@ -36,7 +36,7 @@ type tarArchive struct {
 type tarMember struct {
 	name   string // as cleaned, for messages
 	typ    byte   // tar.TypeReg, TypeDir or TypeSymlink; anything else cannot be opened
-	what   string // for a member that cannot be opened, what it is
+	what   string // for a member that cannot be opened, why
 	link   string // a symlink's target
 	size   int64
 	offset int64  // of the contents in the archive, read in place
@@ -198,7 +198,7 @@ func (a *tarArchive) add(name string, hdr *tar.Header) *tarMember {
 	switch hdr.Typeflag {
 	case tar.TypeReg:
 		if isSparse(hdr) {
-			m.typ, m.what = 0, "a sparse file"
+			m.typ, m.what = 0, "a sparse file, which no image archive holds"
 		}
 	case tar.TypeDir:
 		m.size = 0
@@ -209,20 +209,20 @@ func (a *tarArchive) add(name string, hdr *tar.Header) *tarMember {
 		// must be a regular file.
 		target := a.members[strings.TrimPrefix(path.Clean("/"+hdr.Linkname), "/")]
 		if target == nil || target.typ != tar.TypeReg {
-			m.typ, m.what = 0, fmt.Sprintf("a hard link to %q, which is no regular file before it in the archive", shownName(hdr.Linkname))
+			m.typ, m.what = 0, fmt.Sprintf("a hard link to %q, which names no regular file before it", shownName(hdr.Linkname))
 			break
 		}
 		copied := *target
 		copied.name = name
 		m = &copied
 	case tar.TypeChar:
-		m.typ, m.what = 0, "a character device"
+		m.typ, m.what = 0, "a character device, not a regular file"
 	case tar.TypeBlock:
-		m.typ, m.what = 0, "a block device"
+		m.typ, m.what = 0, "a block device, not a regular file"
 	case tar.TypeFifo:
-		m.typ, m.what = 0, "a FIFO"
+		m.typ, m.what = 0, "a FIFO, not a regular file"
 	default:
-		m.typ, m.what = 0, fmt.Sprintf("a member of tar type %q", hdr.Typeflag)
+		m.typ, m.what = 0, fmt.Sprintf("a member of tar type %q, not a regular file", hdr.Typeflag)
 	}
 	a.members[name] = m
 	return m
@@ -289,15 +289,11 @@ func (a *tarArchive) open(name string) (*memberFile, error) {
 		return nil, err
 	}
 	switch {
+	case m.typ == tar.TypeDir:
+		return nil, unsafeMember(name, "a directory, not a regular file")
 	case m.typ != tar.TypeReg:
-		what := m.what
-		switch m.typ {
-		case tar.TypeDir:
-			what = "a directory"
-		case tar.TypeSymlink:
-			what = "a symlink" // resolve follows them all
-		}
-		return nil, fmt.Errorf("%w %q: %s, not a regular file", ErrUnsafeEntry, shownName(name), what)
+		// resolve follows symlinks, so this is what add found wrong.
+		return nil, unsafeMember(name, m.what)
 	case m.size == 0:
 		return &memberFile{Reader: strings.NewReader(""), size: 0}, nil
 	case m.copy != "":
@@ -319,10 +315,10 @@ func (a *tarArchive) open(name string) (*memberFile, error) {
 // bounded whatever names and links an archive holds.
 func (a *tarArchive) resolve(name string) (*tarMember, error) {
 	outside := func() error {
-		return fmt.Errorf("%w %q: leads outside the archive", ErrUnsafeEntry, shownName(name))
+		return unsafeMember(name, "leads outside the archive")
 	}
 	if len(name) > unix.PathMax {
-		return nil, fmt.Errorf("%w %q: name longer than %d bytes", ErrUnsafeEntry, shownName(name), unix.PathMax)
+		return nil, unsafeMember(name, fmt.Sprintf("name longer than %d bytes", unix.PathMax))
 	}
 	cur := "" // resolved so far: no symlinks, no dots
 	rest := strings.Split(name, "/")
@@ -344,7 +340,7 @@ func (a *tarArchive) resolve(name string) (*tarMember, error) {
 			next = cur + "/" + c
 		}
 		if len(next) > unix.PathMax {
-			return nil, fmt.Errorf("%w %q: leads to a name longer than %d bytes", ErrUnsafeEntry, shownName(name), unix.PathMax)
+			return nil, unsafeMember(name, fmt.Sprintf("leads to a name longer than %d bytes", unix.PathMax))
 		}
 		m := a.members[next]
 		if m == nil || m.typ != tar.TypeSymlink {

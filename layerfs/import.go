@@ -462,7 +462,7 @@ func (s *Store) importDockerArchive(ctx context.Context, members memberSource, w
 	member := func(name string) (string, error) {
 		clean := path.Clean(name)
 		if name == "" || path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
-			return "", fmt.Errorf("%w %q: docker archive member outside the archive", ErrUnsafeEntry, shownName(name))
+			return "", unsafeMember(name, "leads outside the archive")
 		}
 		return clean, nil
 	}

@@ -16,6 +16,18 @@ import (
 // than anything of its kind could be, or than its descriptor says.
 var ErrMemberTooLarge = errors.New("archive member too large")
 
+// unsafeMemberError is ErrUnsafeEntry said of a member of an archive.
+type unsafeMemberError struct{ name, why string }
+
+func (e *unsafeMemberError) Error() string {
+	return fmt.Sprintf("archive member %q: %s", shownName(e.name), e.why)
+}
+
+func (e *unsafeMemberError) Is(target error) bool { return target == ErrUnsafeEntry }
+
+// unsafeMember returns the error refusing the member name for why.
+func unsafeMember(name, why string) error { return &unsafeMemberError{name: name, why: why} }
+
 // A documentKind is a kind of JSON document an import reads whole, with
 // the most it will read of one. Real indexes and manifests are a few KiB
 // (registries refuse manifests over 4 MiB); configs carry the image's
@@ -77,7 +89,7 @@ func (d dirMembers) open(name string) (*memberFile, error) {
 	})
 	switch {
 	case err == unix.EXDEV || err == unix.ELOOP:
-		return nil, fmt.Errorf("%w %q: leads outside the archive", ErrUnsafeEntry, shownName(name))
+		return nil, unsafeMember(name, "leads outside the archive")
 	case err != nil:
 		return nil, &os.PathError{Op: "open", Path: shownName(name), Err: err}
 	}
@@ -88,7 +100,7 @@ func (d dirMembers) open(name string) (*memberFile, error) {
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		unix.Close(fd)
-		return nil, fmt.Errorf("%w %q: %s, not a regular file", ErrUnsafeEntry, shownName(name), fileTypeName(st.Mode))
+		return nil, unsafeMember(name, fileTypeName(st.Mode)+", not a regular file")
 	}
 	f := os.NewFile(uintptr(fd), name)
 	return &memberFile{Reader: f, size: st.Size, closer: f}, nil
