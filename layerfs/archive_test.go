@@ -552,3 +552,37 @@ func TestArchiveTableBounds(t *testing.T) {
 		}
 	}
 }
+
+// A sparse member's bytes in the archive are not its contents, and no
+// tool writes image archives with them: one is refused, not misread.
+func TestImportArchiveRefusesSparseMembers(t *testing.T) {
+	im := newArchiveImage(t)
+	oci, _ := im.members(FormatOCILayout)
+	var base []entry
+	for _, e := range oci {
+		if e.hdr.Name != "index.json" {
+			base = append(base, e)
+		}
+	}
+	plain := buildTar(t, base...)
+	// The end-of-archive blocks of one tar, then another's members.
+	archive := append(plain[:len(plain)-1024:len(plain)-1024], sparseTar("index.json", int64(len(im.index)), string(im.index))...)
+	for _, gz := range []bool{false, true} {
+		t.Run(fmt.Sprintf("gzip=%v", gz), func(t *testing.T) {
+			b := archive
+			if gz {
+				b = gzipBytes(t, b)
+			}
+			p := filepath.Join(t.TempDir(), "x.tar")
+			if err := os.WriteFile(p, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			s := newStore(t, nil)
+			img, err := s.Import(context.Background(), p, nil)
+			if !errors.Is(err, ErrUnsafeEntry) || !strings.Contains(err.Error(), "sparse") {
+				t.Errorf("Import: %v, want the sparse index.json refused", err)
+			}
+			checkImported(t, s, img, err)
+		})
+	}
+}
