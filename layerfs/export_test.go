@@ -215,3 +215,81 @@ func TestExportFile(t *testing.T) {
 		})
 	}
 }
+
+// ExportLayout adds to a layout directory that may be anyone's: it reads
+// the index there as an archive's, and writes nothing through a symlink.
+func TestExportLayoutIntoHostileDirectory(t *testing.T) {
+	s := newStore(t, nil)
+	img, err := s.Import(context.Background(), sharedImage(t, busyboxOCI), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := img.Names[0]
+	config := "blobs/sha256/" + img.ConfigDigest.Hex
+	for _, tc := range []struct {
+		name string
+		// setup makes the layout in dir, with outside a directory
+		// beside it holding the planted file secret.
+		setup func(t *testing.T, dir, outside string, secret planted)
+		want  error // nil: the export succeeds
+	}{
+		{"blobs a symlink out", func(t *testing.T, dir, outside string, _ planted) {
+			os.Symlink(outside, filepath.Join(dir, "blobs"))
+		}, ErrUnsafeEntry},
+		{"blobs/sha256 a symlink out", func(t *testing.T, dir, outside string, _ planted) {
+			os.Mkdir(filepath.Join(dir, "blobs"), 0o755)
+			os.Symlink(outside, filepath.Join(dir, "blobs", "sha256"))
+		}, ErrUnsafeEntry},
+		{"index.json a symlink out", func(t *testing.T, dir, _ string, secret planted) {
+			os.Symlink(secret.path, filepath.Join(dir, "index.json"))
+		}, ErrUnsafeEntry},
+		{"index.json a FIFO", func(t *testing.T, dir, _ string, _ planted) {
+			unix.Mkfifo(filepath.Join(dir, "index.json"), 0o644)
+		}, ErrUnsafeEntry},
+		{"index.json /dev/zero", func(t *testing.T, dir, _ string, _ planted) {
+			unix.Mknod(filepath.Join(dir, "index.json"), unix.S_IFCHR|0o644, int(unix.Mkdev(1, 5)))
+		}, ErrUnsafeEntry},
+		{"index.json huge", func(t *testing.T, dir, _ string, _ planted) {
+			os.WriteFile(filepath.Join(dir, "index.json"), nil, 0o644)
+			os.Truncate(filepath.Join(dir, "index.json"), 1<<30)
+		}, ErrMemberTooLarge},
+		{"a blob a symlink out", func(t *testing.T, dir, outside string, secret planted) {
+			os.MkdirAll(filepath.Join(dir, "blobs", "sha256"), 0o755)
+			os.Symlink(secret.path, filepath.Join(dir, filepath.FromSlash(config)))
+		}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			top := t.TempDir()
+			dir, outside := filepath.Join(top, "layout"), filepath.Join(top, "outside")
+			for _, d := range []string{dir, outside} {
+				if err := os.Mkdir(d, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			secret := plantFile(t, outside)
+			tc.setup(t, dir, outside, secret)
+			err := s.ExportLayout(context.Background(), ref, dir)
+			if tc.want == nil && err != nil {
+				t.Fatalf("ExportLayout: %v", err)
+			}
+			if tc.want != nil && !errors.Is(err, tc.want) {
+				t.Errorf("ExportLayout: %v, want %v", err, tc.want)
+			}
+			secret.check(t, err)
+			entries, _ := os.ReadDir(outside)
+			if b, _ := os.ReadFile(secret.path); len(entries) != 1 || string(b) != secret.secret {
+				t.Errorf("export wrote outside the layout: %v", entries)
+			}
+			if tc.want == nil {
+				var st unix.Stat_t
+				if err := unix.Lstat(filepath.Join(dir, filepath.FromSlash(config)), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+					t.Errorf("the config blob is not a regular file (%v)", err)
+				}
+				got, err := newStore(t, nil).Import(context.Background(), dir, nil)
+				if err != nil || got.Digest != img.Digest {
+					t.Errorf("import of the layout: %v", err)
+				}
+			}
+		})
+	}
+}
