@@ -586,3 +586,20 @@ func TestImportArchiveRefusesSparseMembers(t *testing.T) {
 		})
 	}
 }
+
+// An import source is a regular file or a directory: a FIFO or a device
+// is refused at once instead of hanging the import or reading forever.
+func TestImportRefusesSourcesThatAreNotFiles(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := unix.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range []string{fifo, "/dev/zero"} {
+		s := newStore(t, nil)
+		img, err := s.Import(context.Background(), src, nil)
+		if !errors.Is(err, ErrUnknownFormat) {
+			t.Errorf("Import(%s): %v, want ErrUnknownFormat", src, err)
+		}
+		checkImported(t, s, img, err)
+	}
+}

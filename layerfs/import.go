@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
@@ -95,6 +96,14 @@ func (s *Store) Import(ctx context.Context, path string, opts *ImportOptions) (*
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("import: %w", err)
+	}
+	if !fi.IsDir() && !fi.Mode().IsRegular() {
+		// An archive is read more than once, and in place.
+		what := "not a regular file"
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			what = fileTypeName(st.Mode) + ", not a regular file or directory"
+		}
+		return nil, fmt.Errorf("import %s: %s: %w", path, what, ErrUnknownFormat)
 	}
 	l, err := s.use(ctx)
 	if err != nil {

@@ -82,7 +82,7 @@ func newImageImportCommand(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&name, "name", "", "name:tag for the imported image (default: the name the source carries)")
+	cmd.Flags().StringVar(&name, "name", "", "name:tag for the imported image (default: the name the source carries); picks the image of an archive that holds several")
 	return cmd
 }
 
