@@ -164,11 +164,14 @@ func (f *atomicFile) abort() {
 }
 
 // tempName returns a hidden name for a temporary file beside name, unused
-// with all likelihood.
+// with all likelihood, and short enough for any name (NAME_MAX is 255).
 func tempName(name string) (string, error) {
 	b := make([]byte, 8)
 	if _, err := rand.Read(b); err != nil {
 		return "", err
+	}
+	if len(name) > 200 {
+		name = name[:200]
 	}
 	return "." + name + ".tmp-" + hex.EncodeToString(b), nil
 }

@@ -152,7 +152,9 @@ func TestExportFile(t *testing.T) {
 
 	t.Run("new and replaced", func(t *testing.T) {
 		dir := t.TempDir()
-		target := filepath.Join(dir, "image.tar")
+		// As long as a name can be: the temporary one beside it must
+		// fit too.
+		target := filepath.Join(dir, strings.Repeat("i", 251)+".tar")
 		for i := 0; i < 2; i++ {
 			if err := s.ExportFile(context.Background(), ref, target, FormatOCILayout); err != nil {
 				t.Fatal(err)
