@@ -8,11 +8,12 @@ set -euo pipefail
 # demo: the busybox:demo image is built from busybox-static's /bin/busybox;
 # berth itself is built with cgo (gcc, libc6-dev) and links libseccomp.
 DEMO_PKGS=(busybox-static ca-certificates gcc libc6-dev libseccomp-dev pkg-config iptables iproute2)
-# test: images (skopeo, umoci), networking (iptables; nftables, whose nft
+# test: images (skopeo, umoci; podman, whose save formats imports are
+# checked against), networking (iptables; nftables, whose nft
 # command the leak audits count berth's own filters with), seccomp through cgo
 # (libseccomp-dev, pkg-config, gcc, libc6-dev: gcc only recommends libc6-dev),
 # and ca-certificates for fetching modules from the Go module proxy.
-TEST_PKGS=(busybox-static skopeo umoci iptables nftables iproute2 libseccomp-dev pkg-config gcc libc6-dev ca-certificates)
+TEST_PKGS=(busybox-static skopeo umoci podman iptables nftables iproute2 libseccomp-dev pkg-config gcc libc6-dev ca-certificates)
 # bench: the runtimes berth is compared with.
 BENCH_PKGS=(runc crun bubblewrap podman)
 

@@ -24,6 +24,7 @@ targets=(
 	./layerfs:FuzzUnpackTar:3000
 	./layerfs:FuzzImportLayout:2000
 	./layerfs:FuzzImportDockerArchive:2000
+	./layerfs:FuzzImportArchiveTar:2000
 	./layerfs:FuzzParseReference:50000
 	./security:FuzzSeccompProfile:20000
 	./security:FuzzSeccompRules:5000

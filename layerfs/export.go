@@ -2,18 +2,21 @@ package layerfs
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
 )
 
 // Export writes the image that ref names to w as a tar in format:
@@ -66,6 +69,26 @@ func (s *Store) Export(ctx context.Context, ref string, w io.Writer, format Form
 	return tw.Close()
 }
 
+// ExportFile writes the image that ref names to the file target, as a tar
+// in format (see Export). The file appears, or replaces what was there,
+// only once it is whole and on disk: an export that fails, is cancelled
+// or is killed leaves the target as it was and, where the filesystem
+// supports O_TMPFILE, nothing beside it.
+func (s *Store) ExportFile(ctx context.Context, ref, target string, format Format) error {
+	f, err := createAtomic(target, 0o644)
+	if err != nil {
+		return fmt.Errorf("export %s: %w", ref, err)
+	}
+	defer f.abort()
+	if err := s.Export(ctx, ref, f, format); err != nil {
+		return fmt.Errorf("export %s to %s: %w", ref, target, err)
+	}
+	if err := f.commit(); err != nil {
+		return fmt.Errorf("export %s: %w", ref, err)
+	}
+	return nil
+}
+
 // ExportLayout adds the image that ref names to the OCI image layout in
 // dir, creating the layout if dir does not hold one. An index entry with
 // the same name is replaced.
@@ -79,34 +102,77 @@ func (s *Store) ExportLayout(ctx context.Context, ref, dir string) error {
 	if err != nil {
 		return err
 	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("export %s: %w", ref, err)
+	}
+	// The layout may be anyone's: its index is read as an archive's
+	// is, and nothing is written through a symlink in it.
 	var existing *v1.IndexManifest
-	if f, err := os.Open(filepath.Join(dir, "index.json")); err == nil {
-		existing, err = v1.ParseIndexManifest(f)
-		f.Close()
-		if err != nil {
+	switch b, err := readDocument(dirMembers(dir), "index.json", layoutDocument, 0); {
+	case err == nil:
+		existing = new(v1.IndexManifest)
+		if err := decodeJSON("index.json", b, existing); err != nil {
 			return fmt.Errorf("export: existing layout %s: %w", dir, err)
 		}
+	case !isNotFound(err):
+		return fmt.Errorf("export: existing layout %s: %w", dir, err)
 	}
 	files, err := s.layoutFiles(img, existing)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Join(dir, "blobs", "sha256"), 0o755); err != nil {
-		return err
+	root, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("export %s: %w", ref, err)
 	}
+	defer root.Close()
+	blobs, err := mkdirBeneath(root, "blobs")
+	if err != nil {
+		return fmt.Errorf("export %s: %w", ref, err)
+	}
+	defer blobs.Close()
+	sha, err := mkdirBeneath(blobs, "sha256")
+	if err != nil {
+		return fmt.Errorf("export %s: %w", ref, err)
+	}
+	defer sha.Close()
 	for _, f := range files {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		p := filepath.Join(dir, filepath.FromSlash(f.name))
-		if f.src != "" && exists(p) {
+		parent, name := root, f.name
+		if base, ok := strings.CutPrefix(f.name, "blobs/sha256/"); ok {
+			parent, name = sha, base
+		}
+		var st unix.Stat_t
+		if f.src != "" && unix.Fstatat(int(parent.Fd()), name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
 			continue // content-addressed: already there means already right
 		}
-		if err := f.writeFile(p); err != nil {
-			return fmt.Errorf("export %s: %w", p, err)
+		if err := f.writeFileAt(parent, name, filepath.Join(dir, filepath.FromSlash(f.name))); err != nil {
+			return fmt.Errorf("export %s: %w", ref, err)
 		}
 	}
 	return nil
+}
+
+// mkdirBeneath makes the directory name in parent unless it is there, and
+// opens it: a symlink there is refused, not followed.
+func mkdirBeneath(parent *os.File, name string) (*os.File, error) {
+	p := filepath.Join(parent.Name(), name)
+	if err := unix.Mkdirat(int(parent.Fd()), name, 0o755); err != nil && err != unix.EEXIST {
+		return nil, &os.PathError{Op: "mkdir", Path: p, Err: err}
+	}
+	fd, err := openat2(int(parent.Fd()), name, &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS,
+	})
+	switch {
+	case err == unix.ELOOP:
+		return nil, fmt.Errorf("%s is a symlink, which an export does not write through: %w", p, ErrUnsafeEntry)
+	case err != nil:
+		return nil, &os.PathError{Op: "open", Path: p, Err: err}
+	}
+	return os.NewFile(uintptr(fd), p), nil
 }
 
 // exportTime stamps exported tar members, so that exporting an image twice
@@ -149,33 +215,28 @@ func (f layoutFile) writeTo(tw *tar.Writer) error {
 	return err
 }
 
-func (f layoutFile) writeFile(p string) error {
-	if f.src == "" {
-		return writeFileAtomic(p, f.data, true)
+// writeFileAt writes the member as name in dir through an atomicFile, so
+// that a layout being added to never holds a partial file, even when the
+// export is killed. target is the path errors give.
+func (f layoutFile) writeFileAt(dir *os.File, name, target string) error {
+	var r io.Reader = bytes.NewReader(f.data)
+	if f.src != "" {
+		src, err := os.Open(f.src)
+		if err != nil {
+			return err
+		}
+		defer src.Close()
+		r = src
 	}
-	r, err := os.Open(f.src)
+	w, err := createAtomicAt(dir, name, target, 0o644)
 	if err != nil {
 		return err
 	}
-	defer r.Close()
-	tmp, err := os.CreateTemp(filepath.Dir(p), ".tmp-")
-	if err != nil {
+	defer w.abort()
+	if _, err := io.Copy(w, r); err != nil {
 		return err
 	}
-	_, err = io.Copy(tmp, r)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), p)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
-	}
-	return err
+	return w.commit()
 }
 
 // layoutFiles lists the files of an OCI layout holding img, keeping the

@@ -1,11 +1,14 @@
 package layerfs
 
 import (
+	"archive/tar"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
+	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +23,10 @@ const (
 	phConfig   = "$CONFIG"   // the config's digest
 	phLayer    = "$LAYER"    // the layer blob's digest
 	phDiffID   = "$DIFFID"   // the layer's diff ID (the same: it is not compressed)
+	// and their sizes, which descriptors must give right.
+	phManifestSize = "$MSIZE"
+	phConfigSize   = "$CSIZE"
+	phLayerSize    = "$LSIZE"
 )
 
 func fuzzDigest(b []byte) string {
@@ -153,8 +160,8 @@ func checkImported(t *testing.T, s *Store, img *Image, err error) {
 
 // The first layout seed: a valid image.
 const (
-	defaultIndex    = `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"$MANIFEST","size":1,"annotations":{"org.opencontainers.image.ref.name":"fuzz:1"}}]}`
-	defaultManifest = `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"$CONFIG","size":1},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"$LAYER","size":1}]}`
+	defaultIndex    = `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"$MANIFEST","size":$MSIZE,"annotations":{"org.opencontainers.image.ref.name":"fuzz:1"}}]}`
+	defaultManifest = `{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"$CONFIG","size":$CSIZE},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"$LAYER","size":$LSIZE}]}`
 	defaultConfig   = `{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":["$DIFFID"]}}`
 )
 
@@ -165,8 +172,8 @@ func FuzzImportLayout(f *testing.F) {
 		{defaultIndex, defaultManifest, defaultConfig},
 		// Two platforms, attestation, a nested index, a containerd name.
 		{
-			`{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"$MANIFEST","size":1,"platform":{"architecture":"amd64","os":"linux"},"annotations":{"io.containerd.image.name":"docker.io/library/fuzz:latest"}},{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"$MANIFEST","size":1,"platform":{"architecture":"unknown","os":"unknown"}},{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"$MANIFEST","size":1}]}`,
-			`{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"$CONFIG","size":1},"layers":[{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"$LAYER","size":1},{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"$LAYER","size":1}]}`,
+			`{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"$MANIFEST","size":$MSIZE,"platform":{"architecture":"amd64","os":"linux"},"annotations":{"io.containerd.image.name":"docker.io/library/fuzz:latest"}},{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"$MANIFEST","size":$MSIZE,"platform":{"architecture":"unknown","os":"unknown"}},{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"$MANIFEST","size":$MSIZE}]}`,
+			`{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"$CONFIG","size":$CSIZE},"layers":[{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"$LAYER","size":$LSIZE},{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"$LAYER","size":$LSIZE}]}`,
 			`{"rootfs":{"type":"layers","diff_ids":["$DIFFID","$DIFFID"]}}`,
 		},
 		// Hostile: digests that lead out of blobs/, wrong counts, bad types.
@@ -222,9 +229,12 @@ func FuzzImportLayout(f *testing.F) {
 			return d
 		}
 		ld := put(layer)
-		cd := put([]byte(strings.ReplaceAll(config, phDiffID, ld)))
-		md := put([]byte(strings.NewReplacer(phConfig, cd, phLayer, ld).Replace(manifest)))
-		ib := strings.NewReplacer(phManifest, md, phConfig, cd, phLayer, ld).Replace(index)
+		lsize := strconv.Itoa(len(layer))
+		cb := []byte(strings.ReplaceAll(config, phDiffID, ld))
+		cd, csize := put(cb), strconv.Itoa(len(cb))
+		mb := []byte(strings.NewReplacer(phConfig, cd, phLayer, ld, phConfigSize, csize, phLayerSize, lsize).Replace(manifest))
+		md, msize := put(mb), strconv.Itoa(len(mb))
+		ib := strings.NewReplacer(phManifest, md, phConfig, cd, phLayer, ld, phManifestSize, msize, phConfigSize, csize, phLayerSize, lsize).Replace(index)
 		if err := os.WriteFile(filepath.Join(layout, "index.json"), []byte(ib), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -298,5 +308,78 @@ func FuzzImportDockerArchive(f *testing.F) {
 		img, err := s.Import(context.Background(), archive, nil)
 		checkImported(t, s, img, err)
 		checkSecret(t, secret, err)
+	})
+}
+
+// archiveSeeds returns tars for FuzzImportArchiveTar: every layout
+// DetectFormat tells apart, and each member of an OCI layout and a docker
+// archive replaced by what must not be read.
+func archiveSeeds(t testing.TB) [][]byte {
+	var seeds [][]byte
+	for _, tc := range detectCases(t) {
+		var entries []entry
+		for _, e := range tc.entries {
+			if !isHuge(e) {
+				entries = append(entries, e)
+			}
+		}
+		seeds = append(seeds, buildTar(t, entries...))
+	}
+	im := newArchiveImage(t)
+	for _, format := range []Format{FormatOCILayout, FormatDockerArchive} {
+		base, roles := im.members(format)
+		for _, name := range roles {
+			dir := path.Dir(name) + "/"
+			if dir == "./" {
+				dir = ""
+			}
+			for _, e := range []entry{
+				symlinkEntry(name, "/etc/passwd"),
+				symlinkEntry(name, "../../../../../../../../etc/passwd"),
+				symlinkEntry(name, "/dev/zero"),
+				symlinkEntry(name, path.Base(name)),
+				hardlinkEntry(name, "/etc/passwd"),
+				hardlinkEntry(name, "../"+name),
+				{hdr: tar.Header{Typeflag: tar.TypeChar, Name: name, Mode: 0o644, Devmajor: 1, Devminor: 5}},
+				{hdr: tar.Header{Typeflag: tar.TypeFifo, Name: name, Mode: 0o644}},
+				dirEntry(name+"/", 0o755),
+				symlinkEntry(dir, "/"),
+				// Where the archive's own directory is, from where an
+				// unpacking into the store's staging area would be.
+				symlinkEntry(name, "../../../../secret"),
+				symlinkEntry(name, "../../../../../secret"),
+				hardlinkEntry(name, "../../../../secret"),
+			} {
+				seeds = append(seeds, buildTar(t, append(append([]entry(nil), base...), e)...))
+			}
+		}
+		seeds = append(seeds, buildTar(t, base...))
+	}
+	return seeds
+}
+
+// FuzzImportArchiveTar imports fuzzed tars, plain and gzipped: image
+// archives, root filesystems and what is neither.
+func FuzzImportArchiveTar(f *testing.F) {
+	for i, seed := range archiveSeeds(f) {
+		f.Add(seed, i%4 == 0)
+	}
+	f.Fuzz(func(t *testing.T, archive []byte, gz bool) {
+		dir := t.TempDir()
+		if gz {
+			archive = gzipBytes(t, archive)
+		}
+		p := filepath.Join(dir, "archive.tar")
+		if err := os.WriteFile(p, archive, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		secret := plantFile(t, dir)
+		s, err := Open(filepath.Join(dir, "store"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := s.Import(context.Background(), p, nil)
+		checkImported(t, s, img, err)
+		secret.check(t, err)
 	})
 }

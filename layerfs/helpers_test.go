@@ -27,6 +27,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("BERTH_TEST_IMPORT") != "" {
 		os.Exit(helperImport())
 	}
+	if os.Getenv("BERTH_TEST_EXPORT") != "" {
+		os.Exit(helperExport())
+	}
 	if os.Getenv("BERTH_TEST_CRASH_PREPARE") != "" {
 		os.Exit(helperCrashPrepare())
 	}

@@ -1,9 +1,6 @@
 package layerfs
 
 import (
-	"archive/tar"
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
@@ -21,6 +19,8 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/berth-dev/berth/internal/clip"
 )
 
 // ImportOptions tune Import. The zero value is ready to use.
@@ -44,12 +44,20 @@ const (
 )
 
 // DetectFormat tells which format the file or directory at src is in.
+// A tar is an image archive when it holds an OCI layout's index.json or a
+// docker archive's manifest.json; one that holds a manifest.json beside
+// members no docker archive has is neither, and an error.
 func DetectFormat(src string) (Format, error) {
+	return detectFormat(context.Background(), src)
+}
+
+func detectFormat(ctx context.Context, src string) (Format, error) {
 	fi, err := os.Stat(src)
 	if err != nil {
 		return "", err
 	}
 	if fi.IsDir() {
+		// Not index.json alone: a root filesystem may well hold one.
 		if exists(filepath.Join(src, "oci-layout")) {
 			return FormatOCILayout, nil
 		}
@@ -58,62 +66,12 @@ func DetectFormat(src string) (Format, error) {
 		}
 		return FormatDirectory, nil
 	}
-	f, err := os.Open(src)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	br := bufio.NewReader(f)
-	rc, _, err := decompress(br)
+	a, err := readTarArchive(ctx, src, "", nil)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", src, err)
 	}
-	defer rc.Close()
-	tr := tar.NewReader(rc)
-	var sawOCI, sawDocker bool
-	for n := 0; ; n++ {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			if n == 0 {
-				return "", fmt.Errorf("%s: empty archive: %w", src, ErrUnknownFormat)
-			}
-			break
-		}
-		if err != nil {
-			if n == 0 {
-				return "", fmt.Errorf("%s: not a tar archive (%v): %w", src, err, ErrUnknownFormat)
-			}
-			return "", fmt.Errorf("%s: %w", src, err)
-		}
-		name := strings.TrimPrefix(path.Clean("/"+hdr.Name), "/")
-		switch {
-		case name == "oci-layout" || name == "index.json":
-			sawOCI = true
-		case name == "manifest.json":
-			sawDocker = true
-		case name == "" || name == "repositories" || name == "blobs" || strings.HasPrefix(name, "blobs/"):
-		case isArchiveLayerName(name):
-		default:
-			// Anything outside the archive formats' vocabulary is part of
-			// a root filesystem.
-			return FormatRootfsTar, nil
-		}
-	}
-	switch {
-	case sawOCI:
-		return FormatOCILayout, nil
-	case sawDocker:
-		return FormatDockerArchive, nil
-	}
-	return FormatRootfsTar, nil
-}
-
-// isArchiveLayerName matches the <hex>/… and <hex>.json members of the
-// legacy docker-archive format.
-func isArchiveLayerName(name string) bool {
-	first, _, _ := strings.Cut(name, "/")
-	first = strings.TrimSuffix(first, ".json")
-	return len(first) == 64 && isHex(first)
+	a.close()
+	return a.format, nil
 }
 
 // Import brings the image at path into the store: an OCI image layout (a
@@ -122,6 +80,13 @@ func isArchiveLayerName(name string) bool {
 // the last two as one-layer images. Blobs are checked against every digest
 // the source promises. Importing an image the store already holds is cheap
 // and only adds its names.
+//
+// A docker archive may be in any of the layouts Docker (before and after
+// v25), podman and skopeo write; one that holds several images needs
+// opts.Name to pick one. An image archive is untrusted: everything read
+// from it must be a regular file inside it (ErrUnsafeEntry otherwise),
+// no larger than its kind allows (ErrMemberTooLarge) and of the size its
+// descriptor gives, and errors quote none of its bytes.
 func (s *Store) Import(ctx context.Context, path string, opts *ImportOptions) (*Image, error) {
 	if opts == nil {
 		opts = &ImportOptions{}
@@ -131,9 +96,17 @@ func (s *Store) Import(ctx context.Context, path string, opts *ImportOptions) (*
 	if err != nil {
 		return nil, err
 	}
-	format, err := DetectFormat(path)
+	fi, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("import %s: %w", path, err)
+		return nil, fmt.Errorf("import: %w", err)
+	}
+	if !fi.IsDir() && !fi.Mode().IsRegular() {
+		// An archive is read more than once, and in place.
+		what := "not a regular file"
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			what = fileTypeName(st.Mode) + ", not a regular file or directory"
+		}
+		return nil, fmt.Errorf("import %s: %s: %w", path, what, ErrUnknownFormat)
 	}
 	l, err := s.use(ctx)
 	if err != nil {
@@ -145,14 +118,18 @@ func (s *Store) Import(ctx context.Context, path string, opts *ImportOptions) (*
 	progress := &progressCounter{report: opts.Progress}
 	var id v1.Hash
 	var srcNames []string
-	switch format {
-	case FormatRootfsTar:
-		progress.total = fileSize(path)
-		id, err = s.importRootfs(ctx, layerSource{name: filepath.Base(path), open: openFile(path)}, progress)
-	case FormatDirectory:
-		id, err = s.importRootfs(ctx, layerSource{name: path, open: dirTarGz(ctx, path)}, progress)
-	default:
-		id, srcNames, err = s.importArchive(ctx, path, format, opts.Name, progress)
+	var format Format
+	if fi.IsDir() {
+		format, err = detectFormat(ctx, path)
+		switch {
+		case err != nil:
+		case format == FormatDirectory:
+			id, err = s.importRootfs(ctx, layerSource{name: path, open: dirTarGz(ctx, path)}, progress)
+		default:
+			id, srcNames, err = s.importArchive(ctx, dirMembers(path), format, opts.Name, progress)
+		}
+	} else {
+		id, srcNames, format, err = s.importFile(ctx, path, opts.Name, progress)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("import %s: %w", path, err)
@@ -248,52 +225,46 @@ func (s *Store) writeManifest(cb []byte, layers []v1.Descriptor, annotations map
 	return s.putBlob(mb)
 }
 
-// importArchive imports an OCI layout or a docker-archive, extracting it
-// first when it is a tar.
-func (s *Store) importArchive(ctx context.Context, src string, format Format, want string, progress *progressCounter) (v1.Hash, []string, error) {
-	dir := src
-	if fi, err := os.Stat(src); err == nil && !fi.IsDir() {
-		st, err := s.newStaging()
-		if err != nil {
-			return v1.Hash{}, nil, err
-		}
-		defer st.remove()
-		dir = st.path("archive")
-		progress.total = fileSize(src)
-		if err := extractArchive(ctx, src, dir, progress); err != nil {
-			return v1.Hash{}, nil, err
-		}
-		// The extraction already counted the bytes.
+// importFile imports the tar at src: an image archive or a root
+// filesystem, which reading it tells apart.
+func (s *Store) importFile(ctx context.Context, src, want string, progress *progressCounter) (v1.Hash, []string, Format, error) {
+	st, err := s.newStaging()
+	if err != nil {
+		return v1.Hash{}, nil, "", err
+	}
+	defer st.remove()
+	copyTo := st.path("archive")
+	if err := os.Mkdir(copyTo, 0o700); err != nil {
+		return v1.Hash{}, nil, "", err
+	}
+	progress.total = fileSize(src)
+	a, err := readTarArchive(ctx, src, copyTo, progress)
+	if err != nil {
+		return v1.Hash{}, nil, "", err
+	}
+	defer a.close()
+	if a.format == FormatRootfsTar {
+		progress.done = 0
+		id, err := s.importRootfs(ctx, layerSource{name: filepath.Base(src), open: openFile(src)}, progress)
+		return id, nil, a.format, err
+	}
+	if a.inPlace {
+		// The layers are read in place, and counted as they are.
+		progress.total = 0
+	} else {
+		// Copying the compressed archive's members counted its bytes.
 		progress = nil
 	}
-	if format == FormatOCILayout {
-		return s.importLayout(ctx, dir, want, progress)
-	}
-	return s.importDockerArchive(ctx, dir, want, progress)
+	id, names, err := s.importArchive(ctx, a, a.format, want, progress)
+	return id, names, a.format, err
 }
 
-func extractArchive(ctx context.Context, src, dir string, progress *progressCounter) error {
-	f, err := os.Open(src)
-	if err != nil {
-		return err
+// importArchive imports an OCI layout or a docker-archive.
+func (s *Store) importArchive(ctx context.Context, members memberSource, format Format, want string, progress *progressCounter) (v1.Hash, []string, error) {
+	if format == FormatOCILayout {
+		return s.importLayout(ctx, members, want, progress)
 	}
-	defer f.Close()
-	var r io.Reader = f
-	if progress != nil {
-		r = io.TeeReader(f, progress)
-	}
-	rc, _, err := decompress(bufio.NewReaderSize(r, 1<<20))
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		return err
-	}
-	if err := unpackTar(ctx, rc, dir); err != nil {
-		return fmt.Errorf("extract archive: %w", err)
-	}
-	return nil
+	return s.importDockerArchive(ctx, members, want, progress)
 }
 
 // layoutImage is an image manifest found in an OCI layout's index.
@@ -304,28 +275,46 @@ type layoutImage struct {
 
 // importLayout imports one image of an OCI image layout: the only one, the
 // one whose annotated name is want, or the one for this platform.
-func (s *Store) importLayout(ctx context.Context, dir, want string, progress *progressCounter) (v1.Hash, []string, error) {
+func (s *Store) importLayout(ctx context.Context, members memberSource, want string, progress *progressCounter) (v1.Hash, []string, error) {
 	blob := func(h v1.Hash) string { return path.Join("blobs", h.Algorithm, h.Hex) }
-	readVerified := func(d v1.Descriptor) ([]byte, error) {
-		b, err := readMember(dir, blob(d.Digest))
+	readVerified := func(d v1.Descriptor, kind documentKind) ([]byte, error) {
+		if d.Digest.Algorithm != "sha256" {
+			return nil, fmt.Errorf("blob %s: digest algorithm %q is not sha256", clip.Cut(d.Digest.String(), 100), clip.Cut(d.Digest.Algorithm, 20))
+		}
+		b, err := readDocument(members, blob(d.Digest), kind, d.Size)
 		if err != nil {
-			return nil, fmt.Errorf("blob %s: %w", d.Digest, err)
+			return nil, fmt.Errorf("OCI layout: %w", err)
 		}
 		if got := sha256Hash(b); got != d.Digest {
 			return nil, fmt.Errorf("blob %s hashes to %s: %w", d.Digest, got, ErrDigestMismatch)
 		}
 		return b, nil
 	}
-	ib, err := readMember(dir, "index.json")
+	if b, err := readDocument(members, "oci-layout", layoutDocument, 0); err == nil {
+		var l struct {
+			Version string `json:"imageLayoutVersion"`
+		}
+		if err := decodeJSON("oci-layout", b, &l); err != nil {
+			return v1.Hash{}, nil, fmt.Errorf("OCI layout: %w", err)
+		}
+		if l.Version == "" {
+			return v1.Hash{}, nil, errors.New("OCI layout: oci-layout gives no imageLayoutVersion")
+		}
+	} else if !isNotFound(err) {
+		// The specification requires the file, but layouts that lack it
+		// are common enough; one that is there must be a file.
+		return v1.Hash{}, nil, fmt.Errorf("OCI layout: %w", err)
+	}
+	ib, err := readDocument(members, "index.json", layoutDocument, 0)
 	if err != nil {
 		return v1.Hash{}, nil, fmt.Errorf("OCI layout: %w", err)
 	}
 	var images []layoutImage
-	var walk func(b []byte, depth int) error
-	walk = func(b []byte, depth int) error {
-		idx, err := v1.ParseIndexManifest(bytes.NewReader(b))
-		if err != nil {
-			return fmt.Errorf("OCI layout index: %w", err)
+	var walk func(name string, b []byte, depth int) error
+	walk = func(name string, b []byte, depth int) error {
+		var idx v1.IndexManifest
+		if err := decodeJSON(name, b, &idx); err != nil {
+			return fmt.Errorf("OCI layout: %w", err)
 		}
 		for _, d := range idx.Manifests {
 			switch {
@@ -333,11 +322,11 @@ func (s *Store) importLayout(ctx context.Context, dir, want string, progress *pr
 				if depth > 4 {
 					return errors.New("OCI layout: indexes nested too deep")
 				}
-				nb, err := readVerified(d)
+				nb, err := readVerified(d, manifestDocument)
 				if err != nil {
 					return err
 				}
-				if err := walk(nb, depth+1); err != nil {
+				if err := walk(blob(d.Digest), nb, depth+1); err != nil {
 					return err
 				}
 			case d.MediaType.IsImage():
@@ -349,28 +338,28 @@ func (s *Store) importLayout(ctx context.Context, dir, want string, progress *pr
 		}
 		return nil
 	}
-	if err := walk(ib, 0); err != nil {
+	if err := walk("index.json", ib, 0); err != nil {
 		return v1.Hash{}, nil, err
 	}
 	chosen, err := chooseLayoutImage(images, want)
 	if err != nil {
 		return v1.Hash{}, nil, err
 	}
-	mb, err := readVerified(chosen.desc)
+	mb, err := readVerified(chosen.desc, manifestDocument)
 	if err != nil {
 		return v1.Hash{}, nil, err
 	}
-	m, err := v1.ParseManifest(bytes.NewReader(mb))
-	if err != nil {
-		return v1.Hash{}, nil, fmt.Errorf("manifest %s: %w", chosen.desc.Digest, err)
+	var m v1.Manifest
+	if err := decodeJSON("manifest "+chosen.desc.Digest.String(), mb, &m); err != nil {
+		return v1.Hash{}, nil, err
 	}
-	cb, err := readVerified(m.Config)
+	cb, err := readVerified(m.Config, configDocument)
 	if err != nil {
 		return v1.Hash{}, nil, err
 	}
-	cfg, err := v1.ParseConfigFile(bytes.NewReader(cb))
-	if err != nil {
-		return v1.Hash{}, nil, fmt.Errorf("config %s: %w", m.Config.Digest, err)
+	var cfg v1.ConfigFile
+	if err := decodeJSON("config "+m.Config.Digest.String(), cb, &cfg); err != nil {
+		return v1.Hash{}, nil, err
 	}
 	if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
 		return v1.Hash{}, nil, fmt.Errorf("manifest %s has %d layers but its config lists %d diff IDs", chosen.desc.Digest, len(m.Layers), len(cfg.RootFS.DiffIDs))
@@ -382,9 +371,12 @@ func (s *Store) importLayout(ctx context.Context, dir, want string, progress *pr
 	}
 	for i, d := range m.Layers {
 		if !d.MediaType.IsLayer() {
-			return v1.Hash{}, nil, fmt.Errorf("manifest %s: layer %d has media type %q, not a layer", chosen.desc.Digest, i, d.MediaType)
+			return v1.Hash{}, nil, fmt.Errorf("manifest %s: layer %d has media type %q, not a layer", chosen.desc.Digest, i, clip.Cut(string(d.MediaType), 100))
 		}
-		src := layerSource{name: d.Digest.String(), digest: d.Digest, diffID: cfg.RootFS.DiffIDs[i], open: memberOpener(dir, blob(d.Digest))}
+		if d.Digest.Algorithm != "sha256" {
+			return v1.Hash{}, nil, fmt.Errorf("manifest %s: layer %d: digest algorithm %q is not sha256", chosen.desc.Digest, i, clip.Cut(d.Digest.Algorithm, 20))
+		}
+		src := layerSource{name: d.Digest.String(), digest: d.Digest, diffID: cfg.RootFS.DiffIDs[i], open: sizedOpener(members, blob(d.Digest), d.Size)}
 		if _, err := s.ingestLayer(ctx, src, progress); err != nil {
 			return v1.Hash{}, nil, err
 		}
@@ -401,6 +393,12 @@ func (s *Store) importLayout(ctx context.Context, dir, want string, progress *pr
 		names = []string{chosen.name}
 	}
 	return id, names, nil
+}
+
+// sizedOpener returns an opener of the layer blob name, for a
+// layerSource; see openSized.
+func sizedOpener(members memberSource, name string, size int64) func() (io.ReadCloser, error) {
+	return func() (io.ReadCloser, error) { return openSized(members, name, size) }
 }
 
 // annotatedName returns the full image name an index entry carries, if
@@ -456,41 +454,27 @@ func chooseLayoutImage(images []layoutImage, want string) (layoutImage, error) {
 	return layoutImage{}, fmt.Errorf("OCI layout holds %d images (%s) and none is singled out by name or platform", len(images), strings.Join(names, ", "))
 }
 
-// importDockerArchive imports an image from an extracted `docker save`
-// archive. The archive has no manifest, so one is made from its layers as
-// they are, keeping their bytes (and so their digests) unchanged.
-func (s *Store) importDockerArchive(ctx context.Context, dir, want string, progress *progressCounter) (v1.Hash, []string, error) {
-	mb, err := readMember(dir, "manifest.json")
+// importDockerArchive imports an image from a `docker save` archive, in
+// any of the layouts Docker, podman and skopeo write. The archive has no
+// manifest, so one is made from its layers as they are, keeping their
+// bytes (and so their digests) unchanged.
+func (s *Store) importDockerArchive(ctx context.Context, members memberSource, want string, progress *progressCounter) (v1.Hash, []string, error) {
+	mb, err := readDocument(members, "manifest.json", layoutDocument, 0)
 	if err != nil {
 		return v1.Hash{}, nil, fmt.Errorf("docker archive: %w", err)
 	}
 	var manifest tarball.Manifest
-	if err := json.Unmarshal(mb, &manifest); err != nil {
-		return v1.Hash{}, nil, fmt.Errorf("docker archive manifest.json: %w", err)
+	if err := decodeJSON("docker archive manifest.json", mb, &manifest); err != nil {
+		return v1.Hash{}, nil, err
 	}
-	var entry *tarball.Descriptor
-	switch {
-	case len(manifest) == 1:
-		entry = &manifest[0]
-	case len(manifest) == 0:
-		return v1.Hash{}, nil, errors.New("docker archive holds no image")
-	default:
-		r, _ := ParseReference(want)
-		for i := range manifest {
-			for _, t := range manifest[i].RepoTags {
-				if want != "" && (t == want || t == r.String()) {
-					entry = &manifest[i]
-				}
-			}
-		}
-		if entry == nil {
-			return v1.Hash{}, nil, fmt.Errorf("docker archive holds %d images; name the one to import", len(manifest))
-		}
+	entry, err := chooseArchiveEntry(manifest, want)
+	if err != nil {
+		return v1.Hash{}, nil, err
 	}
 	member := func(name string) (string, error) {
 		clean := path.Clean(name)
-		if path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
-			return "", fmt.Errorf("%w %q: docker archive member outside the archive", ErrUnsafeEntry, name)
+		if name == "" || path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
+			return "", unsafeMember(name, "leads outside the archive")
 		}
 		return clean, nil
 	}
@@ -498,27 +482,44 @@ func (s *Store) importDockerArchive(ctx context.Context, dir, want string, progr
 	if err != nil {
 		return v1.Hash{}, nil, err
 	}
-	cb, err := readMember(dir, cfgPath)
+	cb, err := readDocument(members, cfgPath, configDocument, 0)
 	if err != nil {
 		return v1.Hash{}, nil, fmt.Errorf("docker archive config: %w", err)
 	}
-	cfg, err := v1.ParseConfigFile(bytes.NewReader(cb))
-	if err != nil {
-		return v1.Hash{}, nil, fmt.Errorf("docker archive config %s: %w", entry.Config, err)
+	// Docker, podman and skopeo name the config by its digest, the image
+	// ID; a config that is not what its name says has been altered.
+	if hexName := strings.TrimSuffix(path.Base(cfgPath), ".json"); len(hexName) == 64 && isHex(hexName) {
+		if got := sha256Hash(cb); got.Hex != hexName {
+			return v1.Hash{}, nil, fmt.Errorf("docker archive config %s hashes to %s: %w", cfgPath, got, ErrDigestMismatch)
+		}
+	}
+	var cfg v1.ConfigFile
+	if err := decodeJSON("docker archive config "+cfgPath, cb, &cfg); err != nil {
+		return v1.Hash{}, nil, err
 	}
 	if len(cfg.RootFS.DiffIDs) != len(entry.Layers) {
 		return v1.Hash{}, nil, fmt.Errorf("docker archive lists %d layers but the config has %d diff IDs", len(entry.Layers), len(cfg.RootFS.DiffIDs))
 	}
-	var layers []v1.Descriptor
+	paths := make([]string, len(entry.Layers))
 	for i, name := range entry.Layers {
 		p, err := member(name)
 		if err != nil {
 			return v1.Hash{}, nil, err
 		}
-		if progress != nil {
-			progress.total += fileSize(filepath.Join(dir, p))
+		// Every layer must be there before any is unpacked.
+		f, err := members.open(p)
+		if err != nil {
+			return v1.Hash{}, nil, fmt.Errorf("docker archive layer %d: %w", i, err)
 		}
-		l, err := s.ingestLayer(ctx, layerSource{name: name, diffID: cfg.RootFS.DiffIDs[i], open: memberOpener(dir, p)}, progress)
+		if progress != nil {
+			progress.total += f.size
+		}
+		f.Close()
+		paths[i] = p
+	}
+	var layers []v1.Descriptor
+	for i, p := range paths {
+		l, err := s.ingestLayer(ctx, layerSource{name: p, diffID: cfg.RootFS.DiffIDs[i], open: sizedOpener(members, p, 0)}, progress)
 		if err != nil {
 			return v1.Hash{}, nil, err
 		}
@@ -533,8 +534,37 @@ func (s *Store) importDockerArchive(ctx context.Context, dir, want string, progr
 		if n, err := nameList(t, "an image name"); err == nil {
 			names = append(names, n...)
 		} else {
-			s.log.Warn("docker archive: skipping unusable tag", "tag", t)
+			s.log.Warn("docker archive: skipping unusable tag", "tag", shownName(t))
 		}
 	}
 	return id, names, nil
+}
+
+// chooseArchiveEntry picks the image of a docker archive to import: the
+// only one, or the one with want among its tags.
+func chooseArchiveEntry(manifest tarball.Manifest, want string) (*tarball.Descriptor, error) {
+	switch len(manifest) {
+	case 0:
+		return nil, errors.New("docker archive holds no image")
+	case 1:
+		return &manifest[0], nil
+	}
+	if want != "" {
+		r, err := ParseReference(want)
+		for i := range manifest {
+			for _, t := range manifest[i].RepoTags {
+				if t == want || (err == nil && t == r.String()) {
+					return &manifest[i], nil
+				}
+				if tr, terr := ParseReference(t); terr == nil && err == nil && tr.String() == r.String() {
+					return &manifest[i], nil
+				}
+			}
+		}
+	}
+	var tags []string
+	for _, e := range manifest {
+		tags = append(tags, e.RepoTags...)
+	}
+	return nil, fmt.Errorf("docker archive holds %d images (tags %s); name the one to import", len(manifest), clip.Cut(strings.Join(tags, ", "), 400))
 }

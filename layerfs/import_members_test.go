@@ -18,7 +18,8 @@ func TestImportRefusesMembersThatAreNotFiles(t *testing.T) {
 	diffID := digestBytes(layer).String()
 	config := `{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["` + diffID + `"]}}`
 	// Member names that DetectFormat takes for a docker archive's.
-	cfgName, layerName := strings.Repeat("c", 64)+".json", strings.Repeat("a", 64)+"/layer.tar"
+	// The config is named by its digest, which the import checks.
+	cfgName, layerName := digestBytes([]byte(config)).Hex+".json", strings.Repeat("a", 64)+"/layer.tar"
 	manifest := `[{"Config":"` + cfgName + `","RepoTags":["members:test"],"Layers":["` + layerName + `"]}]`
 
 	// A config outside the archive that a symlink in it points at; the

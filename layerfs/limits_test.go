@@ -144,6 +144,14 @@ func TestImportRefusesBombs(t *testing.T) {
 	// has an image refused at its second layer.)
 	layout := t.TempDir()
 	writeLayout(t, layout, "bomb:1", true, manySmall)
+	// A compressed archive of a small image that also carries a member of
+	// 64 MiB of zeros which nothing names: decompressing the archive is
+	// work the limit bounds, whatever its members are for.
+	padded := t.TempDir()
+	writeLayout(t, padded, "padded:1", true, buildTar(t, fileEntry("a", "a", 0o644)))
+	if err := os.WriteFile(filepath.Join(padded, "blobs", "sha256", strings.Repeat("0", 64)), make([]byte, 64<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	tests := []struct {
 		name    string
@@ -160,6 +168,7 @@ func TestImportRefusesBombs(t *testing.T) {
 		{"sparse file", zstdBytes(t, sparse), "layer.tar.zst", "16 MiB"},
 		{"large headers", zstdBytes(t, buildTar(t, bigHeaders...)), "layer.tar.zst", "16 MiB"},
 		{"compressed OCI layout archive", gzipBytes(t, tarDir(t, layout)), "image.tar.gz", "16 MiB"},
+		{"compressed archive of zeros", gzipBytes(t, tarDir(t, padded)), "image.tar.gz", "16 MiB"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -96,7 +96,7 @@ and leaves nothing behind. -1 lifts a limit.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&name, "name", "", "name:tag for the imported image (default: the name the source carries)")
+	cmd.Flags().StringVar(&name, "name", "", "name:tag for the imported image (default: the name the source carries); picks the image of an archive that holds several")
 	cmd.Flags().StringVar(&maxSize, "max-size", "", "most the import may unpack, uncompressed, e.g. 100g; -1 for no limit (default 64g)")
 	cmd.Flags().Int64Var(&maxFiles, "max-files", 0, "most files, directories and links the import may unpack; -1 for no limit (default 4000000)")
 	return cmd
@@ -310,24 +310,9 @@ func newImageExportCommand(g *globals) *cobra.Command {
 				}
 				return s.ExportLayout(cmd.Context(), ref, dst)
 			}
-			// Write next to the target and rename, so a failed export
-			// leaves no truncated archive behind.
-			tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-")
-			if err != nil {
-				return err
-			}
-			defer os.Remove(tmp.Name())
-			err = s.Export(cmd.Context(), ref, tmp, f)
-			if cerr := tmp.Close(); err == nil {
-				err = cerr
-			}
-			if err == nil {
-				err = os.Chmod(tmp.Name(), 0o644)
-			}
-			if err != nil {
-				return err
-			}
-			return os.Rename(tmp.Name(), dst)
+			// The archive appears at dst only once it is whole: a
+			// failed or killed export leaves no partial file.
+			return s.ExportFile(cmd.Context(), ref, dst, f)
 		},
 	}
 	cmd.Flags().StringVar(&format, "format", "oci", "oci or docker")

@@ -24,11 +24,16 @@ func Quote(s string) string {
 }
 
 // String is Quote without the quotes, for names printed bare.
-func String(s string) string {
-	if len(s) <= Keep {
+func String(s string) string { return Cut(s, Keep) }
+
+// Cut is String keeping up to n bytes, for text that is not typed by a
+// user but read from a file (a member name in an archive, say), where a
+// little more context than Keep helps.
+func Cut(s string, n int) string {
+	if len(s) <= n {
 		return s
 	}
-	return prefix(s) + "… (" + strconv.Itoa(len(s)) + " bytes)"
+	return prefixN(s, n) + "… (" + strconv.Itoa(len(s)) + " bytes)"
 }
 
 // maxWord is the longest run of non-space bytes Text leaves alone: longer
@@ -69,8 +74,10 @@ func Text(msg string) string {
 	return b.String()
 }
 
-func prefix(s string) string {
-	n := Keep
+func prefix(s string) string { return prefixN(s, Keep) }
+
+// prefixN is s cut to at most n bytes on a rune boundary; len(s) > n.
+func prefixN(s string, n int) string {
 	for n > 0 && !utf8.RuneStart(s[n]) {
 		n--
 	}
