@@ -186,11 +186,11 @@ func TestArgsBeyondLimits(t *testing.T) {
 	}
 }
 
-// The host cannot see everything execve(2) counts: the program's path,
-// which the init looks up, is one more string. The sandbox's init then
-// gets E2BIG from the kernel itself, and says which limit it is. The
-// host's count must be the kernel's to the byte: with room for the path
-// the workload runs, and with a byte less it is refused.
+// The host counts arguments and environment as the kernel does, to the
+// byte: with the path of the program named by Args[0], exactly at the
+// limit starts and a byte more is refused. A program looked up in PATH
+// has a longer path than the host counts; the kernel then refuses it
+// with E2BIG, and the init says which limit it is.
 func TestArgsAtTheKernelsLimit(t *testing.T) {
 	const pads = 17
 	padded := func(sizes []int) []string {
@@ -208,11 +208,12 @@ func TestArgsAtTheKernelsLimit(t *testing.T) {
 		t.Fatalf("probe: %v %+v", err, res)
 	}
 	base := len(out) + 8*strings.Count(out, "\x00") // the environment, as execve counts it
-	args := []string{"/bin/true"}
-	room := argLimit - execSize(args, nil) - base // for the variables' values
-	run := func(slack int) error {
+	// run runs args with the variables' values filling all but slack
+	// bytes of what Linux takes, with the program's path counted as
+	// len(args[0])+1.
+	run := func(args []string, slack int) error {
 		sizes := make([]int, pads)
-		left := room - slack
+		left := argLimit - execSize(args, nil) - len(args[0]) - 1 - base - slack
 		for i := range sizes {
 			sizes[i] = min(left, nsinit.MaxArgLen()-len("BA_PADnn="))
 			left -= sizes[i]
@@ -226,13 +227,17 @@ func TestArgsAtTheKernelsLimit(t *testing.T) {
 		}
 		return err
 	}
-	path := len(args[0]) + 1
-	if err := run(path); err != nil {
-		t.Errorf("with %d bytes left for the path of %d: %.400v", path, path, err)
+	if err := run([]string{"/bin/true"}, 0); err != nil {
+		t.Errorf("at the limit: %.400v", err)
 	}
-	err = run(path - 1)
+	err = run([]string{"/bin/true"}, -1)
+	if err == nil || strings.Contains(err.Error(), "exec /bin/true") || !errors.Is(err, syscall.E2BIG) {
+		t.Errorf("a byte over: %.400v; want the host's E2BIG", err)
+	}
+	// "true" is /bin/true: 5 bytes more than the host counts.
+	err = run([]string{"true"}, 4)
 	if err == nil {
-		t.Fatalf("with %d bytes left for the path of %d: started", path-1, path)
+		t.Fatal("a path 5 bytes longer than counted, with 4 to spare: started")
 	}
 	if !errors.Is(err, syscall.E2BIG) || !errors.Is(err, ErrExec) {
 		t.Errorf("error %.400q does not wrap E2BIG and ErrExec", err)
@@ -241,6 +246,9 @@ func TestArgsAtTheKernelsLimit(t *testing.T) {
 		if !strings.Contains(err.Error(), s) {
 			t.Errorf("error %.400q does not say %q", err, s)
 		}
+	}
+	if err := run([]string{"true"}, 5); err != nil {
+		t.Errorf("a path 5 bytes longer than counted, with 5 to spare: %.400v", err)
 	}
 }
 

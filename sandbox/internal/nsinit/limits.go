@@ -49,12 +49,19 @@ func ArgLimit(stack uint64) uint64 {
 // longer than MaxArgLen, and all of them within the ArgLimit of the stack
 // limit the workload will have (the spec's, or else this process's, which
 // the init inherits). An error wraps syscall.E2BIG (syscall.EINVAL for a
-// NUL) and names the string or the limit. The program's path, which the
-// init looks up, also counts: an exec that the check let through by a few
-// bytes fails in the init with E2BIG, explained likewise.
+// NUL) and names the string or the limit.
+//
+// The kernel also counts the path of the program, which the init looks up
+// in the sandbox's PATH unless Args[0] has a slash: the check counts
+// Args[0] for it, which is exact in that case and short by the directory
+// otherwise. An exec that gets past the check by those few bytes fails in
+// the init with E2BIG, and the init's error names the limit likewise.
 func (s *Spec) CheckExec() error {
 	maxLen := MaxArgLen()
 	total := uint64(max(len(s.Args), 1)+len(s.Env)) * 8 // a pointer each
+	if len(s.Args) > 0 {
+		total += uint64(len(s.Args[0])) + 1 // the path, at least
+	}
 	for i, a := range s.Args {
 		if err := checkArg(a, maxLen, func() string { return "argument " + strconv.Itoa(i) }); err != nil {
 			return err
