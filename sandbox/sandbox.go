@@ -827,8 +827,8 @@ func (p *launched) run(ctx context.Context, spec *nsinit.Spec) error {
 // ctx kills the process, which ends the wait, and await returns ctx's
 // error.
 func (p *launched) await(ctx context.Context, want func(nsinit.Status) bool) error {
-	// Free for a context that never ends; else no goroutine, only a
-	// callback that the context's end runs.
+	// No goroutine: a callback that the context's end runs, and none at
+	// all for a context that cannot end.
 	stop := context.AfterFunc(ctx, func() { p.cmd.Process.Kill() })
 	st, err := p.status.Next()
 	stop()
@@ -836,15 +836,15 @@ func (p *launched) await(ctx context.Context, want func(nsinit.Status) bool) err
 		return nil
 	}
 	p.abandon()
-	if ctx.Err() != nil {
-		return stoppedBeforeStart(ctx)
-	}
 	var se *nsinit.SetupError
 	if errors.As(err, &se) {
 		if se.Exec {
 			return fmt.Errorf("%w: %w", ErrExec, se)
 		}
 		return fmt.Errorf("%w: %w", ErrSetup, se)
+	}
+	if ctx.Err() != nil {
+		return stoppedBeforeStart(ctx)
 	}
 	if err == nil || errors.Is(err, io.EOF) {
 		err = errors.New("the sandbox's init exited before starting the workload")
