@@ -17,7 +17,8 @@
 // Protocol. Spec, on fd 3: records of a 2-byte tag, a 4-byte length and
 // that many bytes, to EOF; in standby mode fd 3 is a socket and each of the
 // two messages is a 4-byte length and its records, the second carrying the
-// workload's descriptors (spec.h says which). Status, on fd 4: lines "R" (the workload has
+// workload's descriptors (spec.h says which). A spec, or a message, is at
+// most SPEC_MAX_BYTES. Status, on fd 4: lines "R" (the workload has
 // been exec'd), "X <code>" or "S <signal>" (it ended), or "E <errno>
 // <message>" (setting up failed; nothing was started).
 
