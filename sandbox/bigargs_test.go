@@ -342,3 +342,34 @@ func TestHungPooledStartEndsWithContext(t *testing.T) {
 		t.Errorf("left behind: %v", left)
 	}
 }
+
+// The sandbox's PID 1 stays for the sandbox's life: once the workload
+// runs, it keeps nothing of a large spec (the bulk of which is the
+// workload's arguments and environment).
+func TestInitForgetsLargeSpec(t *testing.T) {
+	_, env := bigArgs(t)
+	sb := New("alpine:test", opts(func(o *Options) {
+		o.Args, o.Env, o.Rlimits = []string{"sleep", "1000"}, env, argStack
+	}))
+	if err := sb.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", sb.proc.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var anon int
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "RssAnon:"); ok {
+			anon, err = strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			if err != nil {
+				t.Fatalf("RssAnon %q", v)
+			}
+		}
+	}
+	// A spec of 1.9 MiB; an init that has not kept it holds about 250 KiB.
+	if anon == 0 || anon > 1024 {
+		t.Errorf("PID 1 holds %d KiB of anonymous memory", anon)
+	}
+}

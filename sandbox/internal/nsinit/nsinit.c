@@ -152,6 +152,7 @@ struct devspec {
 };
 
 struct spec {
+	char *buf; // the records, which the strings below point into
 	const char *rootfs, *hostname, *cwd, *path;
 	char **argv, **envp;
 	int argc, envc;
@@ -1345,10 +1346,24 @@ static struct spec *load_spec(void) {
 	char *buf = read_all(SPEC_FD, &len);
 	close(SPEC_FD);
 	init_spec(&s);
+	s.buf = buf;
 	parse_spec(&s, buf, len);
 	need_command(&s);
 	align_seccomp(&s);
 	return &s;
+}
+
+// forget_workload frees, in PID 1 once the workload runs, what only the
+// workload's exec needed: the records and the arrays of its arguments and
+// environment, which may come to several MiB that would otherwise stay
+// for the sandbox's life.
+static void forget_workload(struct spec *s) {
+	free(s->buf);
+	free(s->argv);
+	free(s->envp);
+	s->buf = NULL;
+	s->argv = s->envp = NULL;
+	s->argc = s->envc = 0;
 }
 
 // read_message reads one framed message from the standby socket, and the
@@ -1456,6 +1471,7 @@ static struct spec *load_standby(void) {
 		errno = EINVAL;
 		die("spec: descriptors with the sandbox's message");
 	}
+	s.buf = buf;
 	parse_spec(&s, buf, len);
 	return &s;
 }
@@ -1533,6 +1549,7 @@ static void run_init(int standby) {
 	if (s->tty)
 		make_terminal(s);
 	pid_t pid = start(s, standby);
+	forget_workload(s);
 	reap(pid, sfd);
 }
 
@@ -1553,6 +1570,7 @@ static void run_exec(void) {
 		die("chdir /");
 	int sfd = block_signals();
 	pid_t pid = start(s, 0);
+	forget_workload(s);
 	reap(pid, sfd);
 }
 
