@@ -148,7 +148,9 @@ type Options struct {
 	// devices Resources.Devices allows.
 	Devices []Device
 	// Timeout, if positive, kills the sandbox that long after it started;
-	// the Result then says TimedOut.
+	// the Result then says TimedOut. It bounds the start as well: a
+	// sandbox not started within it is given up, and Start's error wraps
+	// context.DeadlineExceeded.
 	Timeout time.Duration
 
 	// Network connects the sandbox: nil means a network namespace of its
