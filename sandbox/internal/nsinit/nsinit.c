@@ -1057,15 +1057,16 @@ static const char *lookup(struct spec *s, char *buf, size_t n) {
 	while (*path) {
 		const char *colon = strchr(path, ':');
 		size_t len = colon ? (size_t)(colon - path) : strlen(path);
-		if (len == 0)
-			snprintf(buf, n, "%s", cmd);
-		else
-			snprintf(buf, n, "%.*s/%s", (int)len, path, cmd);
+		int w = len == 0 ? snprintf(buf, n, "%s", cmd) : snprintf(buf, n, "%.*s/%s", (int)len, path, cmd);
+		path += len + (colon ? 1 : 0);
+		// A path cut short would name another file: skipped, as execvp
+		// does.
+		if (w < 0 || (size_t)w >= n)
+			continue;
 		if (access(buf, X_OK) == 0)
 			return buf;
 		if (errno == EACCES)
 			saw_eacces = 1;
-		path += len + (colon ? 1 : 0);
 	}
 	errno = saw_eacces ? EACCES : ENOENT;
 	exec_failed("exec %s: not found in PATH", cmd);
