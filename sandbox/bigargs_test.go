@@ -254,15 +254,20 @@ func TestArgsAtTheKernelsLimit(t *testing.T) {
 
 // stoppingNetwork is a Network that stops the sandbox's init (SIGSTOP)
 // as it attaches it, as if a step of setting the sandbox up hung: from
-// then on only the start's context can end the start.
-type stoppingNetwork struct{}
+// then on only the start's context can end the start. stopped is closed
+// once it has.
+type stoppingNetwork struct{ stopped chan struct{} }
 
-func (stoppingNetwork) Attach(_ context.Context, _, netns string, _ *netplug.AttachOptions) (*netplug.Attachment, error) {
+func (n stoppingNetwork) Attach(_ context.Context, _, netns string, _ *netplug.AttachOptions) (*netplug.Attachment, error) {
 	pid, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(netns, "/proc/"), "/ns/net"))
 	if err != nil {
 		return nil, fmt.Errorf("namespace path %q", netns)
 	}
-	return &netplug.Attachment{}, syscall.Kill(pid, syscall.SIGSTOP)
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		return nil, err
+	}
+	close(n.stopped)
+	return &netplug.Attachment{}, nil
 }
 
 func (stoppingNetwork) Detach(context.Context, string, string) error { return nil }
@@ -272,31 +277,44 @@ func (stoppingNetwork) Detach(context.Context, string, string) error { return ni
 func TestHungStartEndsWithContext(t *testing.T) {
 	cases := []struct {
 		name    string
-		ctx     func() (context.Context, context.CancelFunc)
+		ctx     func(stopped <-chan struct{}) (context.Context, context.CancelFunc)
 		timeout time.Duration
 		want    error
 	}{
-		{"deadline", func() (context.Context, context.CancelFunc) {
+		{"deadline", func(<-chan struct{}) (context.Context, context.CancelFunc) {
 			return context.WithTimeout(context.Background(), 500*time.Millisecond)
 		}, 0, context.DeadlineExceeded},
-		{"cancel", func() (context.Context, context.CancelFunc) {
+		{"cancel", func(stopped <-chan struct{}) (context.Context, context.CancelFunc) {
 			ctx, cancel := context.WithCancel(context.Background())
-			time.AfterFunc(500*time.Millisecond, cancel)
+			go func() {
+				<-stopped
+				cancel()
+			}()
 			return ctx, cancel
 		}, 0, context.Canceled},
-		{"Options.Timeout", func() (context.Context, context.CancelFunc) {
+		{"Options.Timeout", func(<-chan struct{}) (context.Context, context.CancelFunc) {
 			return context.Background(), func() {}
 		}, 500 * time.Millisecond, context.DeadlineExceeded},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			ctx, cancel := c.ctx()
+			net := stoppingNetwork{stopped: make(chan struct{})}
+			ctx, cancel := c.ctx(net.stopped)
 			defer cancel()
 			_, err := New("alpine:test", opts(func(o *Options) {
-				o.Args, o.Network, o.Timeout = []string{"true"}, stoppingNetwork{}, c.timeout
+				o.Args, o.Network, o.Timeout = []string{"true"}, net, c.timeout
 			})).Run(ctx)
-			if !errors.Is(err, c.want) || !strings.Contains(err.Error(), "before the workload started") {
+			if !errors.Is(err, c.want) {
 				t.Errorf("error %v, want %v", err, c.want)
+			}
+			select {
+			case <-net.stopped:
+				// A machine slow enough may have run out of time
+				// before: else it was the wait for the init that ended.
+				if !strings.Contains(fmt.Sprint(err), "before the workload started") {
+					t.Errorf("error %v, want the start stopped", err)
+				}
+			default:
 			}
 		})
 	}
