@@ -1191,6 +1191,19 @@ __attribute__((noreturn)) static void exec_workload(struct spec *s, int errfd) {
 
 static void await_workload(struct spec *s, int *errfd);
 
+// forget_workload frees, in PID 1 once the workload runs, what only the
+// workload's exec needed: the records and the arrays of its arguments and
+// environment, which may come to several MiB that would otherwise stay
+// for the sandbox's life.
+static void forget_workload(struct spec *s) {
+	free(s->buf);
+	free(s->argv);
+	free(s->envp);
+	s->buf = NULL;
+	s->argv = s->envp = NULL;
+	s->argc = s->envc = 0;
+}
+
 // start forks the workload and waits for its exec: returns its pid, or
 // reports the failure and exits. A standby init forks it ahead of its
 // spec, reports itself ready, and leaves the process to wait for it.
@@ -1233,6 +1246,8 @@ static pid_t start(struct spec *s, int standby) {
 		waitpid(pid, NULL, 0);
 		_exit(126);
 	}
+	// Before the report, so that the host sees PID 1 as it stays.
+	forget_workload(s);
 	status("R");
 	return pid;
 }
@@ -1352,19 +1367,6 @@ static struct spec *load_spec(void) {
 	need_command(&s);
 	align_seccomp(&s);
 	return &s;
-}
-
-// forget_workload frees, in PID 1 once the workload runs, what only the
-// workload's exec needed: the records and the arrays of its arguments and
-// environment, which may come to several MiB that would otherwise stay
-// for the sandbox's life.
-static void forget_workload(struct spec *s) {
-	free(s->buf);
-	free(s->argv);
-	free(s->envp);
-	s->buf = NULL;
-	s->argv = s->envp = NULL;
-	s->argc = s->envc = 0;
 }
 
 // read_message reads one framed message from the standby socket, and the
@@ -1550,7 +1552,6 @@ static void run_init(int standby) {
 	if (s->tty)
 		make_terminal(s);
 	pid_t pid = start(s, standby);
-	forget_workload(s);
 	reap(pid, sfd);
 }
 
@@ -1571,7 +1572,6 @@ static void run_exec(void) {
 		die("chdir /");
 	int sfd = block_signals();
 	pid_t pid = start(s, 0);
-	forget_workload(s);
 	reap(pid, sfd);
 }
 
