@@ -106,7 +106,7 @@ func (s *Sandbox) Exec(ctx context.Context, o *ExecOptions) (*Result, error) {
 	}
 	if err == nil {
 		streams.feed.start()
-		err = p.run(spec)
+		err = p.run(ctx, spec)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, setupError(err))

@@ -351,7 +351,7 @@ func (p *Pool) build(ctx context.Context) (_ *Sandbox, err error) {
 		lp.abandon()
 		return nil, err
 	}
-	if err := lp.await(func(st nsinit.Status) bool { return st.Ready }); err != nil {
+	if err := lp.await(ctx, func(st nsinit.Status) bool { return st.Ready }); err != nil {
 		return nil, e.startFailure(err)
 	}
 	e.standby = lp
@@ -428,8 +428,9 @@ func (p *Pool) discard(id string, undo []func() error) {
 }
 
 // startFromPool starts a pool's sandbox: it takes a built one and sends
-// its PID 1 the workload. Called by Start, with s.mu held.
-func (s *Sandbox) startFromPool(ctx context.Context) error {
+// its PID 1 the workload. Called by Start, with s.mu held: startCtx bounds
+// the start, ctx the sandbox's life.
+func (s *Sandbox) startFromPool(ctx, startCtx context.Context) error {
 	if s.poolErr != nil {
 		return s.poolErr
 	}
@@ -440,7 +441,7 @@ func (s *Sandbox) startFromPool(ctx context.Context) error {
 	// killer): one whose PID 1 cannot be sent its workload is dropped, and
 	// another taken.
 	for attempt := 1; ; attempt++ {
-		err := s.startTaken(ctx)
+		err := s.startTaken(ctx, startCtx)
 		if !errors.Is(err, errStandbyGone) {
 			return err
 		}
@@ -459,8 +460,8 @@ var errStandbyGone = errors.New("the waiting sandbox's init is gone")
 
 // startTaken takes a built sandbox, which becomes s, and starts the
 // workload in it.
-func (s *Sandbox) startTaken(ctx context.Context) error {
-	e, err := s.pool.take(ctx)
+func (s *Sandbox) startTaken(ctx, startCtx context.Context) error {
+	e, err := s.pool.take(startCtx)
 	if err != nil {
 		return err
 	}
@@ -481,6 +482,11 @@ func (s *Sandbox) startTaken(ctx context.Context) error {
 		spec.Seccomp, spec.SeccompFlags = nil, 0
 	}
 	s.state.Args, s.state.Env, s.state.User, s.state.Dir = s.opts.Args, s.opts.Env, s.opts.User, s.opts.Dir
+	enc, err := spec.Marshal()
+	if err != nil {
+		p.abandon()
+		return fmt.Errorf("%w: %w", ErrExec, err)
+	}
 
 	if p.gone() {
 		p.abandon()
@@ -495,16 +501,23 @@ func (s *Sandbox) startTaken(ctx context.Context) error {
 	for i, f := range files.send {
 		fds[i] = int(f.Fd())
 	}
-	err = nsinit.SendMessage(int(p.specW.Fd()), spec.Encode(), fds)
+	// A message larger than the socket's buffer blocks until the init has
+	// read it: ending startCtx kills the init, which ends the send.
+	stop := context.AfterFunc(startCtx, func() { p.cmd.Process.Kill() })
+	err = nsinit.SendMessage(int(p.specW.Fd()), enc, fds)
+	stop()
 	files.sent(err == nil)
 	p.specW.Close()
 	p.specW = nil
 	if err != nil {
 		p.abandon()
+		if startCtx.Err() != nil {
+			return stoppedBeforeStart(startCtx)
+		}
 		return fmt.Errorf("%w: %w", errStandbyGone, err)
 	}
 	p.started = time.Now()
-	if err := p.await(func(st nsinit.Status) bool { return st.Started }); err != nil {
+	if err := p.await(startCtx, func(st nsinit.Status) bool { return st.Started }); err != nil {
 		return s.startFailure(err)
 	}
 	if files.console != nil {

@@ -150,7 +150,9 @@ type Options struct {
 	// devices Resources.Devices allows.
 	Devices []Device
 	// Timeout, if positive, kills the sandbox that long after it started;
-	// the Result then says TimedOut.
+	// the Result then says TimedOut. It bounds the start as well: a
+	// sandbox not started within it is given up, and Start's error wraps
+	// context.DeadlineExceeded.
 	Timeout time.Duration
 
 	// Network connects the sandbox: nil means a network namespace of its
@@ -329,7 +331,9 @@ func (s *Sandbox) Run(ctx context.Context) (*Result, error) {
 
 // Start builds the sandbox and starts its workload, returning once the
 // workload's program is running. Cancelling ctx afterwards kills the
-// sandbox, as exec.CommandContext does.
+// sandbox, as exec.CommandContext does; cancelling it before, or
+// Options.Timeout running out before, stops the start, and the error
+// wraps ctx's cause (context.Canceled, context.DeadlineExceeded).
 func (s *Sandbox) Start(ctx context.Context) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -354,11 +358,21 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 	if err := s.validate(); err != nil {
 		return err
 	}
+	// The steps of the start end with ctx, and with the timeout, which
+	// bounds a sandbox that cannot start as well as one that runs.
+	startCtx := ctx
+	if s.opts.Timeout > 0 {
+		var cancel context.CancelFunc
+		startCtx, cancel = context.WithTimeoutCause(ctx, s.opts.Timeout,
+			fmt.Errorf("not started within its timeout of %s: %w", s.opts.Timeout, context.DeadlineExceeded))
+		defer cancel()
+	}
+
 	if s.pool != nil {
-		return s.startFromPool(ctx)
+		return s.startFromPool(ctx, startCtx)
 	}
 	sec := s.security(&s.opts)
-	rootfs, err := s.build(ctx, sec)
+	rootfs, err := s.build(startCtx, sec)
 	if err != nil {
 		return err
 	}
@@ -376,11 +390,11 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 	}
 	// PID 1 waits for its spec, so the workload's first instruction
 	// already sees its network.
-	if err := s.attachNetwork(ctx, p.cmd.Process.Pid, s.stateDir(), spec.Hostname); err != nil {
+	if err := s.attachNetwork(startCtx, p.cmd.Process.Pid, s.stateDir(), spec.Hostname); err != nil {
 		p.abandon()
 		return err
 	}
-	if err := p.run(spec); err != nil {
+	if err := p.run(startCtx, spec); err != nil {
 		return s.startFailure(err)
 	}
 	return s.finishStart(ctx, p, console, rootfs)
@@ -792,28 +806,43 @@ func launch(mode string, cg *cgroup.Cgroup, std stdio, extra []*os.File, attr *s
 
 // run sends the spec and waits until the workload's exec has succeeded or
 // setting up has failed; on failure the process is gone when it returns.
-func (p *launched) run(spec *nsinit.Spec) error {
-	// The spec fits the pipe's buffer unless a seccomp program is huge; a
-	// writer goroutine covers that case without costing the common one.
+// Ending ctx kills the process, and run returns ctx's error.
+func (p *launched) run(ctx context.Context, spec *nsinit.Spec) error {
 	spec.CgroupFDs = p.cgroupFDs
-	enc := spec.Encode()
+	enc, err := spec.Marshal()
+	if err != nil {
+		p.abandon()
+		return fmt.Errorf("%w: %w", ErrExec, err)
+	}
+	// The spec fits the pipe's buffer unless its arguments, environment or
+	// seccomp program are large; a writer goroutine, which has the pipe
+	// to itself, covers that case without costing the common one. The
+	// init reads to EOF, so it waits for the close.
+	w := p.specW
+	p.specW = nil
 	if len(enc) < 60<<10 {
-		p.specW.Write(enc)
-		p.specW.Close()
+		w.Write(enc)
+		w.Close()
 	} else {
 		go func() {
-			p.specW.Write(enc)
-			p.specW.Close()
+			// An error means the init is gone, which await reports.
+			w.Write(enc)
+			w.Close()
 		}()
 	}
-	p.specW = nil
-	return p.await(func(st nsinit.Status) bool { return st.Started })
+	return p.await(ctx, func(st nsinit.Status) bool { return st.Started })
 }
 
 // await reads the process's next report, which want must accept; any
-// other outcome kills the process and is returned as the error.
-func (p *launched) await(want func(nsinit.Status) bool) error {
+// other outcome kills the process and is returned as the error. Ending
+// ctx kills the process, which ends the wait, and await returns ctx's
+// error.
+func (p *launched) await(ctx context.Context, want func(nsinit.Status) bool) error {
+	// No goroutine: a callback that the context's end runs, and none at
+	// all for a context that cannot end.
+	stop := context.AfterFunc(ctx, func() { p.cmd.Process.Kill() })
 	st, err := p.status.Next()
+	stop()
 	if err == nil && want(st) {
 		return nil
 	}
@@ -825,10 +854,19 @@ func (p *launched) await(want func(nsinit.Status) bool) error {
 		}
 		return fmt.Errorf("%w: %w", ErrSetup, se)
 	}
+	if ctx.Err() != nil {
+		return stoppedBeforeStart(ctx)
+	}
 	if err == nil || errors.Is(err, io.EOF) {
 		err = errors.New("the sandbox's init exited before starting the workload")
 	}
 	return fmt.Errorf("%w: %w", ErrSetup, err)
+}
+
+// stoppedBeforeStart is the error of a start that ctx ended: ctx's cause,
+// so that errors.Is finds context.Canceled or context.DeadlineExceeded.
+func stoppedBeforeStart(ctx context.Context) error {
+	return fmt.Errorf("stopped before the workload started: %w", context.Cause(ctx))
 }
 
 // supervise kills the sandbox when its context ends or its time runs out,

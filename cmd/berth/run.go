@@ -185,8 +185,11 @@ func newRunCommand(g *globals) *cobra.Command {
 // exits with its workload's status.
 func runSandbox(ctx context.Context, sb *sandbox.Sandbox, tty bool, stderr io.Writer) error {
 	// Ctrl-C and friends go to the workload, as they would to a program
-	// run directly, not to berth.
-	ctx = context.WithoutCancel(ctx)
+	// run directly, not to berth: once it runs. Until then, the signals
+	// that end ctx stop the start.
+	life, end := context.WithCancel(context.WithoutCancel(ctx))
+	defer end() // the sandbox has ended by then
+	stopStart := context.AfterFunc(ctx, end)
 	if tty {
 		old, err := term.MakeRaw(int(os.Stdin.Fd()))
 		if err != nil {
@@ -194,7 +197,9 @@ func runSandbox(ctx context.Context, sb *sandbox.Sandbox, tty bool, stderr io.Wr
 		}
 		defer term.Restore(int(os.Stdin.Fd()), old)
 	}
-	if err := sb.Start(ctx); err != nil {
+	err := sb.Start(life)
+	stopStart()
+	if err != nil {
 		return err
 	}
 	defer sb.Close()

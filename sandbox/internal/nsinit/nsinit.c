@@ -17,7 +17,8 @@
 // Protocol. Spec, on fd 3: records of a 2-byte tag, a 4-byte length and
 // that many bytes, to EOF; in standby mode fd 3 is a socket and each of the
 // two messages is a 4-byte length and its records, the second carrying the
-// workload's descriptors (spec.h says which). Status, on fd 4: lines "R" (the workload has
+// workload's descriptors (spec.h says which). A spec, or a message, is at
+// most SPEC_MAX_BYTES. Status, on fd 4: lines "R" (the workload has
 // been exec'd), "X <code>" or "S <signal>" (it ended), or "E <errno>
 // <message>" (setting up failed; nothing was started).
 
@@ -151,6 +152,7 @@ struct devspec {
 };
 
 struct spec {
+	char *buf; // the records, which the strings below point into
 	const char *rootfs, *hostname, *cwd, *path;
 	char **argv, **envp;
 	int argc, envc;
@@ -190,14 +192,20 @@ struct spec {
 	int ndevices;
 };
 
+// read_all reads the spec to EOF. The buffer grows as needed, to one byte
+// more than the host may send: a spec as large as that is refused.
 static char *read_all(int fd, size_t *len) {
 	size_t cap = 16384, n = 0;
 	char *buf = malloc(cap);
 	if (!buf)
 		die("read spec: out of memory");
 	for (;;) {
+		if (n > SPEC_MAX_BYTES) {
+			errno = E2BIG;
+			die("read spec: more than %d bytes", SPEC_MAX_BYTES);
+		}
 		if (n == cap) {
-			cap *= 2;
+			cap = cap * 2 > SPEC_MAX_BYTES ? (size_t)SPEC_MAX_BYTES + 1 : cap * 2;
 			buf = realloc(buf, cap);
 			if (!buf)
 				die("read spec: out of memory");
@@ -216,15 +224,32 @@ static char *read_all(int fd, size_t *len) {
 	return buf;
 }
 
-static unsigned long long num(const char *s, const char *what) {
+// num reads a decimal number of at most max. strtoull alone would take
+// "-1" for its largest value, and leading spaces.
+static unsigned long long num_max(const char *s, const char *what, unsigned long long max) {
 	char *end;
 	errno = 0;
 	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || *end || end == s) {
+	if (*s < '0' || *s > '9' || errno || *end || v > max) {
 		errno = EINVAL;
-		die("spec: bad %s '%s'", what, s);
+		die("spec: bad %s '%.40s'", what, s);
 	}
 	return v;
+}
+
+static unsigned long long num(const char *s, const char *what) {
+	return num_max(s, what, ULLONG_MAX);
+}
+
+// id reads a user or group ID. (uid_t)-1 is refused: to setresuid and its
+// kin it means "leave unchanged", which would leave the workload root.
+static unsigned int id(const char *s, const char *what) {
+	return (unsigned int)num_max(s, what, UINT_MAX - 1);
+}
+
+// fdnum reads a descriptor number.
+static int fdnum(const char *s, const char *what) {
+	return (int)num_max(s, what, INT_MAX);
 }
 
 // fields splits a record of NUL-terminated strings.
@@ -238,15 +263,30 @@ static int fields(char *p, uint32_t len, char **out, int max) {
 	return n;
 }
 
+// capacity is the number of elements PUSH allocates for n: a power of
+// two, so that an array grows in amortised constant time per element even
+// to the hundreds of thousands of strings execve(2) takes.
+static size_t capacity(size_t n) {
+	size_t c = 4;
+	while (c < n)
+		c *= 2;
+	return c;
+}
+
 // PUSH appends to a growing array and keeps a zeroed element after the
-// last, so that argv and envp end in NULL.
-#define PUSH(arr, count, val)                                             \
-	do {                                                              \
-		arr = realloc(arr, sizeof(*arr) * (size_t)((count) + 2)); \
-		if (!arr)                                                 \
-			die("spec: out of memory");                       \
-		arr[(count)++] = (val);                                   \
-		memset(&arr[(count)], 0, sizeof(*arr));                   \
+// last, so that argv and envp end in NULL. The count stays far below
+// INT_MAX: every element takes a record of at least 7 bytes of a spec
+// of at most SPEC_MAX_BYTES.
+#define PUSH(arr, count, val)                                                         \
+	do {                                                                          \
+		size_t need_ = (size_t)(count) + 2;                                   \
+		if (!(arr) || capacity(need_) != capacity(need_ - 1)) {               \
+			arr = realloc(arr, sizeof(*arr) * capacity(need_));           \
+			if (!arr)                                                     \
+				die("spec: out of memory");                           \
+		}                                                                     \
+		arr[(count)++] = (val);                                               \
+		memset(&arr[(count)], 0, sizeof(*arr));                               \
 	} while (0)
 
 static void init_spec(struct spec *s) {
@@ -286,9 +326,9 @@ static void parse_spec(struct spec *s, char *buf, size_t len) {
 		case TAG_PATH: s->path = v; break;
 		case TAG_ARG: PUSH(s->argv, s->argc, v); break;
 		case TAG_ENV: PUSH(s->envp, s->envc, v); break;
-		case TAG_UID: s->uid = (uid_t)num(v, "uid"); break;
-		case TAG_GID: s->gid = (gid_t)num(v, "gid"); break;
-		case TAG_GROUP: PUSH(s->groups, s->ngroups, (gid_t)num(v, "group")); break;
+		case TAG_UID: s->uid = (uid_t)id(v, "uid"); break;
+		case TAG_GID: s->gid = (gid_t)id(v, "gid"); break;
+		case TAG_GROUP: PUSH(s->groups, s->ngroups, (gid_t)id(v, "group")); break;
 		case TAG_MASK: PUSH(s->masked, s->nmasked, v); break;
 		case TAG_READONLY_PATH: PUSH(s->readonly_paths, s->nreadonly, v); break;
 		case TAG_READONLY_ROOT: s->readonly_root = 1; break;
@@ -297,16 +337,17 @@ static void parse_spec(struct spec *s, char *buf, size_t len) {
 		case TAG_LOOPBACK: s->loopback = 1; break;
 		case TAG_BIND_DEVICES: s->bind_devices = 1; break;
 		case TAG_UNSHARE_CGROUP: s->unshare_cgroup = 1; break;
-		case TAG_PIDFD: s->target_pidfd = (int)num(v, "pidfd"); break;
+		case TAG_PIDFD: s->target_pidfd = fdnum(v, "pidfd"); break;
 		case TAG_LANDLOCK: s->landlock = num(v, "landlock rights"); break;
-		case TAG_SECCOMP_FLAGS: s->seccomp_flags = (unsigned int)num(v, "seccomp flags"); break;
-		case TAG_NETNS_FD: s->netns_fd = (int)num(v, "netns fd"); break;
-		case TAG_CGROUP_FD: PUSH(s->cgroup_fds, s->ncgroup_fds, (int)num(v, "cgroup fd")); break;
+		case TAG_SECCOMP_FLAGS: s->seccomp_flags = (unsigned int)num_max(v, "seccomp flags", UINT_MAX); break;
+		case TAG_NETNS_FD: s->netns_fd = fdnum(v, "netns fd"); break;
+		case TAG_CGROUP_FD: PUSH(s->cgroup_fds, s->ncgroup_fds, fdnum(v, "cgroup fd")); break;
 		case TAG_BOUNDING:
 			s->bounding = num(v, "bounding set");
 			s->have_bounding = 1;
 			break;
-		case TAG_EXTRA_FILES: s->extra_files = (int)num(v, "extra files"); break;
+		// fd 6 and up, with room to move the status pipe above them.
+		case TAG_EXTRA_FILES: s->extra_files = (int)num_max(v, "extra files", INT_MAX - 16); break;
 		case TAG_EXEC_WRITE: {
 			if (fields(v, n, f, 2) != 2) {
 				errno = EINVAL;
@@ -325,11 +366,14 @@ static void parse_spec(struct spec *s, char *buf, size_t len) {
 			PUSH(s->sysctls, s->nsysctls, w);
 			break;
 		}
-		case TAG_NAMESPACES: s->namespaces = (int)num(v, "namespaces"); break;
-		case TAG_OOM_SCORE_ADJ:
-			s->oom_score_adj = (int)strtol(v, NULL, 10);
+		case TAG_NAMESPACES: s->namespaces = (int)num_max(v, "namespaces", INT_MAX); break;
+		case TAG_OOM_SCORE_ADJ: {
+			// -1000 to 1000, sent as signed decimal.
+			int neg = v[0] == '-';
+			s->oom_score_adj = (int)num_max(v + neg, "oom_score_adj", 1000) * (neg ? -1 : 1);
 			s->have_oom_score_adj = 1;
 			break;
+		}
 		case TAG_CAPS:
 			if (fields(v, n, f, 5) != 5) {
 				errno = EINVAL;
@@ -360,7 +404,7 @@ static void parse_spec(struct spec *s, char *buf, size_t len) {
 				die("spec: mount needs 6 fields");
 			}
 			struct mountspec m = {
-			    .kind = (int)num(f[0], "mount kind"),
+			    .kind = (int)num_max(f[0], "mount kind", INT_MAX),
 			    .source = f[1],
 			    .target = f[2],
 			    .fstype = f[3],
@@ -377,7 +421,7 @@ static void parse_spec(struct spec *s, char *buf, size_t len) {
 				errno = EINVAL;
 				die("spec: a mount source descriptor without its bind mount");
 			}
-			s->mounts[s->nmounts - 1].source_fd = (int)num(v, "mount source fd");
+			s->mounts[s->nmounts - 1].source_fd = fdnum(v, "mount source fd");
 			break;
 		case TAG_DEVICE: {
 			char *d[9];
@@ -389,18 +433,20 @@ static void parse_spec(struct spec *s, char *buf, size_t len) {
 			    .path = d[0],
 			    .source = d[1],
 			    .type = d[2][0] == 'c' ? S_IFCHR : S_IFBLK,
-			    .major = (unsigned int)num(d[3], "device major"),
-			    .minor = (unsigned int)num(d[4], "device minor"),
+			    .major = (unsigned int)num_max(d[3], "device major", UINT_MAX),
+			    .minor = (unsigned int)num_max(d[4], "device minor", UINT_MAX),
 			    .mode = (mode_t)num(d[5], "device mode") & 0777,
-			    .uid = (uid_t)num(d[6], "device uid"),
-			    .gid = (gid_t)num(d[7], "device gid"),
+			    .uid = (uid_t)id(d[6], "device uid"),
+			    .gid = (gid_t)id(d[7], "device gid"),
 			    .bind = strcmp(d[8], "1") == 0,
 			};
 			PUSH(s->devices, s->ndevices, dev);
 			break;
 		}
 		case TAG_SECCOMP:
-			if (n % sizeof(struct sock_filter) != 0 || n == 0) {
+			// At most BPF_MAXINSNS instructions, which also keeps the
+			// count within the unsigned short it is kept in.
+			if (n % sizeof(struct sock_filter) != 0 || n == 0 || n / sizeof(struct sock_filter) > BPF_MAXINSNS) {
 				errno = EINVAL;
 				die("spec: seccomp program of %u bytes", n);
 			}
@@ -1011,18 +1057,69 @@ static const char *lookup(struct spec *s, char *buf, size_t n) {
 	while (*path) {
 		const char *colon = strchr(path, ':');
 		size_t len = colon ? (size_t)(colon - path) : strlen(path);
-		if (len == 0)
-			snprintf(buf, n, "%s", cmd);
-		else
-			snprintf(buf, n, "%.*s/%s", (int)len, path, cmd);
+		int w = len == 0 ? snprintf(buf, n, "%s", cmd) : snprintf(buf, n, "%.*s/%s", (int)len, path, cmd);
+		path += len + (colon ? 1 : 0);
+		// A path cut short would name another file: skipped, as execvp
+		// does.
+		if (w < 0 || (size_t)w >= n)
+			continue;
 		if (access(buf, X_OK) == 0)
 			return buf;
 		if (errno == EACCES)
 			saw_eacces = 1;
-		path += len + (colon ? 1 : 0);
 	}
 	errno = saw_eacces ? EACCES : ENOENT;
 	exec_failed("exec %s: not found in PATH", cmd);
+}
+
+// arg_limit is how many bytes of strings and pointers execve(2) takes
+// with a stack limit of stack, as the kernel works it out: a quarter of
+// the limit, but no more than three quarters of _STK_LIM (8 MiB) and no
+// less than ARG_MAX (32 pages).
+static unsigned long long arg_limit(rlim_t stack) {
+	unsigned long long page = (unsigned long long)sysconf(_SC_PAGESIZE);
+	unsigned long long limit = (8ULL << 20) / 4 * 3;
+	if (stack / 4 < limit)
+		limit = stack / 4;
+	if (limit < 32 * page)
+		limit = 32 * page;
+	return limit;
+}
+
+// too_big explains an execve that failed with E2BIG, naming the limit its
+// arguments and environment went over: one string longer than
+// MAX_ARG_STRLEN, or all of them more than the stack limit allows.
+__attribute__((noreturn)) static void too_big(const struct spec *s, const char *path) {
+	unsigned long long page = (unsigned long long)sysconf(_SC_PAGESIZE);
+	unsigned long long longest = 0, total = strlen(path) + 1;
+	int ptrs = (s->argc > 1 ? s->argc : 1) + s->envc;
+	for (int i = 0; i < s->argc + s->envc; i++) {
+		const char *str = i < s->argc ? s->argv[i] : s->envp[i - s->argc];
+		unsigned long long n = strlen(str) + 1;
+		total += n;
+		if (n > longest)
+			longest = n;
+	}
+	total += (unsigned long long)ptrs * sizeof(char *);
+	errno = E2BIG;
+	if (longest > 32 * page)
+		exec_failed("exec %s: a string of %llu bytes in its arguments or environment, more than the "
+		            "%llu Linux takes (MAX_ARG_STRLEN)",
+		            path, longest - 1, 32 * page - 1);
+	// The spec's limit, if it sets one, is in force; else the one this
+	// process inherited, which the seccomp filter, loaded by now, may
+	// refuse to tell.
+	struct rlimit rl = s->rlimits[RLIMIT_STACK];
+	if (!s->rlimit_set[RLIMIT_STACK] && getrlimit(RLIMIT_STACK, &rl) < 0) {
+		errno = E2BIG;
+		exec_failed("exec %s: its arguments and environment take %llu bytes, more than Linux takes "
+		            "(ARG_MAX, a quarter of the stack limit)",
+		            path, total);
+	}
+	errno = E2BIG;
+	exec_failed("exec %s: its arguments and environment take %llu bytes, more than the %llu Linux takes "
+	            "with a stack limit of %llu bytes (ARG_MAX, a quarter of it)",
+	            path, total, arg_limit(rl.rlim_cur), (unsigned long long)rl.rlim_cur);
 }
 
 // exec_workload runs in the workload's own process: the last steps that
@@ -1087,10 +1184,25 @@ __attribute__((noreturn)) static void exec_workload(struct spec *s, int errfd) {
 	if (s->no_new_privs && s->seccomp.len && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, s->seccomp_flags, &s->seccomp) < 0)
 		die("load seccomp filter");
 	execve(path, s->argv, s->envp ? s->envp : (char *[]){NULL});
+	if (errno == E2BIG)
+		too_big(s, path);
 	exec_failed("exec %s", path);
 }
 
 static void await_workload(struct spec *s, int *errfd);
+
+// forget_workload frees, in PID 1 once the workload runs, what only the
+// workload's exec needed: the records and the arrays of its arguments and
+// environment, which may come to several MiB that would otherwise stay
+// for the sandbox's life.
+static void forget_workload(struct spec *s) {
+	free(s->buf);
+	free(s->argv);
+	free(s->envp);
+	s->buf = NULL;
+	s->argv = s->envp = NULL;
+	s->argc = s->envc = 0;
+}
 
 // start forks the workload and waits for its exec: returns its pid, or
 // reports the failure and exits. A standby init forks it ahead of its
@@ -1134,6 +1246,8 @@ static pid_t start(struct spec *s, int standby) {
 		waitpid(pid, NULL, 0);
 		_exit(126);
 	}
+	// Before the report, so that the host sees PID 1 as it stays.
+	forget_workload(s);
 	status("R");
 	return pid;
 }
@@ -1248,6 +1362,7 @@ static struct spec *load_spec(void) {
 	char *buf = read_all(SPEC_FD, &len);
 	close(SPEC_FD);
 	init_spec(&s);
+	s.buf = buf;
 	parse_spec(&s, buf, len);
 	need_command(&s);
 	align_seccomp(&s);
@@ -1297,6 +1412,10 @@ static char *read_message(size_t *len, int *fds, int *nfds) {
 			*nfds += k;
 		}
 		got += (size_t)r;
+	}
+	if (n > SPEC_MAX_BYTES) {
+		errno = E2BIG;
+		die("read spec: a message of %u bytes, more than %d", n, SPEC_MAX_BYTES);
 	}
 	char *buf = malloc(n ? n : 1);
 	if (!buf)
@@ -1355,6 +1474,7 @@ static struct spec *load_standby(void) {
 		errno = EINVAL;
 		die("spec: descriptors with the sandbox's message");
 	}
+	s.buf = buf;
 	parse_spec(&s, buf, len);
 	return &s;
 }

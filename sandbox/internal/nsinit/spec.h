@@ -45,6 +45,14 @@ enum {
 // stdout, stderr, the extra files, then the console socket if TTY is set.
 enum { STANDBY_MAX_FDS = 200 };
 
+// SPEC_MAX_BYTES bounds what the init reads of a spec (each message, for a
+// standby init), so that a broken or hostile host side cannot make it
+// allocate without limit. Arguments and environment, the bulk of a large
+// spec, are themselves bounded by execve(2): at most 6 MiB, three quarters
+// of the kernel's 8 MiB stack-limit ceiling (_STK_LIM), whatever the
+// stack limit. The rest is room for everything else a spec holds.
+enum { SPEC_MAX_BYTES = 8 << 20 };
+
 enum {
 	MOUNT_BIND = 1, // source is a host path, bound recursively; or, with a
 	                // TAG_MOUNT_SOURCE_FD record after it, a detached mount
