@@ -17,6 +17,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/clip"
 )
 
 // Export writes the image that ref names to w as a tar in format:
@@ -77,14 +79,14 @@ func (s *Store) Export(ctx context.Context, ref string, w io.Writer, format Form
 func (s *Store) ExportFile(ctx context.Context, ref, target string, format Format) error {
 	f, err := createAtomic(target, 0o644)
 	if err != nil {
-		return fmt.Errorf("export %s: %w", ref, err)
+		return fmt.Errorf("export %s: %w", clip.String(ref), err)
 	}
 	defer f.abort()
 	if err := s.Export(ctx, ref, f, format); err != nil {
-		return fmt.Errorf("export %s to %s: %w", ref, target, err)
+		return fmt.Errorf("export %s to %s: %w", clip.String(ref), target, err)
 	}
 	if err := f.commit(); err != nil {
-		return fmt.Errorf("export %s: %w", ref, err)
+		return fmt.Errorf("export %s: %w", clip.String(ref), err)
 	}
 	return nil
 }
@@ -103,7 +105,7 @@ func (s *Store) ExportLayout(ctx context.Context, ref, dir string) error {
 		return err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("export %s: %w", ref, err)
+		return fmt.Errorf("export %s: %w", clip.String(ref), err)
 	}
 	// The layout may be anyone's: its index is read as an archive's
 	// is, and nothing is written through a symlink in it.
@@ -123,17 +125,17 @@ func (s *Store) ExportLayout(ctx context.Context, ref, dir string) error {
 	}
 	root, err := os.Open(dir)
 	if err != nil {
-		return fmt.Errorf("export %s: %w", ref, err)
+		return fmt.Errorf("export %s: %w", clip.String(ref), err)
 	}
 	defer root.Close()
 	blobs, err := mkdirBeneath(root, "blobs")
 	if err != nil {
-		return fmt.Errorf("export %s: %w", ref, err)
+		return fmt.Errorf("export %s: %w", clip.String(ref), err)
 	}
 	defer blobs.Close()
 	sha, err := mkdirBeneath(blobs, "sha256")
 	if err != nil {
-		return fmt.Errorf("export %s: %w", ref, err)
+		return fmt.Errorf("export %s: %w", clip.String(ref), err)
 	}
 	defer sha.Close()
 	for _, f := range files {
@@ -149,7 +151,7 @@ func (s *Store) ExportLayout(ctx context.Context, ref, dir string) error {
 			continue // content-addressed: already there means already right
 		}
 		if err := f.writeFileAt(parent, name, filepath.Join(dir, filepath.FromSlash(f.name))); err != nil {
-			return fmt.Errorf("export %s: %w", ref, err)
+			return fmt.Errorf("export %s: %w", clip.String(ref), err)
 		}
 	}
 	return nil

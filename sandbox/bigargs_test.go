@@ -156,8 +156,11 @@ func TestArgsBeyondLimits(t *testing.T) {
 			[]string{"argument 2", "MAX_ARG_STRLEN"}},
 		{"2.5 MiB in all", []string{"true"}, many, syscall.E2BIG,
 			[]string{"arguments and environment take", strconv.Itoa(argLimit), "stack limit of 8388608 bytes", "ARG_MAX"}},
-		{"a NUL in an argument", []string{"echo", "a\x00b"}, nil, syscall.EINVAL, []string{"argument 1 contains a NUL"}},
-		{"a NUL in a variable", []string{"true"}, []string{"BA_NUL=a\x00b"}, syscall.EINVAL, []string{`"BA_NUL" contains a NUL`}},
+		// Options.Validate finds these before the spec is encoded: the
+		// caller's mistake, not the program's (the init's own refusal of
+		// a NUL, which wraps EINVAL, is tested in nsinit's bounds_test).
+		{"a NUL in an argument", []string{"echo", "a\x00b"}, nil, ErrInvalidOptions, []string{"Args[1]", "contains a NUL"}},
+		{"a NUL in a variable", []string{"true"}, []string{"BA_NUL=a\x00b"}, ErrInvalidOptions, []string{`"BA_NUL" contains a NUL`}},
 	}
 	for _, mode := range startModes {
 		for _, c := range cases {
@@ -166,8 +169,16 @@ func TestArgsBeyondLimits(t *testing.T) {
 				if err == nil {
 					t.Fatalf("started; output %.200q", out)
 				}
-				if !errors.Is(err, c.errno) || !errors.Is(err, ErrExec) {
+				switch {
+				case c.errno == ErrInvalidOptions:
+					if !errors.Is(err, ErrInvalidOptions) || !errors.Is(err, ErrSetup) {
+						t.Errorf("error %.300q does not wrap ErrInvalidOptions and ErrSetup", err)
+					}
+				case !errors.Is(err, c.errno) || !errors.Is(err, ErrExec):
 					t.Errorf("error %.300q does not wrap %v and ErrExec", err, c.errno)
+				}
+				if strings.Contains(err.Error(), "sandbox : ") {
+					t.Errorf("error %.300q names an empty sandbox ID", err)
 				}
 				for _, s := range c.says {
 					if !strings.Contains(err.Error(), s) {

@@ -349,7 +349,13 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 			s.streams.release()
 			s.cleanup()
 			close(s.done)
-			err = fmt.Errorf("sandbox %s: %w", s.id, setupError(err))
+			if s.id == "" {
+				// A pooled sandbox gets its ID when it takes one of
+				// the pool's; a start that fails before has none.
+				err = fmt.Errorf("sandbox: %w", setupError(err))
+			} else {
+				err = fmt.Errorf("sandbox %s: %w", s.id, setupError(err))
+			}
 		}
 	}()
 	if err := ctx.Err(); err != nil {
