@@ -4,6 +4,7 @@
 #   make build   build bin/berth
 #   make demo    install what the demo needs, build, import busybox:demo, run a hardened sandbox
 #   make test    install what the tests need, then vet, gofmt check, go test
+#   make soak    the soak test (a few minutes; SOAK_RUNS=60 for a short try), not in make test
 #   make bench   install the runtimes to compare with, then run benchmarks (quick; make bench-full)
 #   make clean   remove bin/
 
