@@ -99,6 +99,9 @@ func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
 func (n *Networks) teardownMasquerade(ctx context.Context, network, id string, ips []netip.Prefix, nsGone bool) error {
 	chain := utils.FormatChainName(network, id)
 	comment := utils.FormatComment(network, id)
+	if len(ips) == 0 {
+		return n.teardownMasqueradeByID(chain, comment)
+	}
 	for _, proto := range []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6} {
 		var mine []netip.Prefix
 		for _, p := range ips {
@@ -144,6 +147,46 @@ func (n *Networks) teardownMasquerade(ctx context.Context, network, id string, i
 		}
 		if err := ipt.ClearAndDeleteChain("nat", chain); err != nil {
 			return fmt.Errorf("masquerading of %s: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// teardownMasqueradeByID removes the bridge plugin's masquerading of a
+// sandbox whose addresses are unknown: that of an Attach killed before
+// the plugin's result reached its record, while the plugin went on (or
+// was killed after its rules were in). The sandbox's chain is named after
+// the network and the ID; the POSTROUTING rules that jump to it carry
+// the plugin's comment, which names them too.
+func (n *Networks) teardownMasqueradeByID(chain, comment string) error {
+	for _, proto := range []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6} {
+		var ipt *iptables.IPTables
+		var err error
+		if proto == iptables.ProtocolIPv4 {
+			ipt, err = n.iptables()
+		} else if ipt, err = iptables.NewWithProtocol(proto); err != nil {
+			continue // a host without ip6tables has no IPv6 rules to leave
+		}
+		if err != nil {
+			return err
+		}
+		if ok, err := ipt.ChainExists("nat", chain); err != nil || !ok {
+			if err != nil {
+				return fmt.Errorf("masquerading chain %s: %w", chain, err)
+			}
+			continue
+		}
+		rules, _ := chainRules(ipt, "nat", "POSTROUTING")
+		for _, r := range rules {
+			if jumpTarget(r) != chain || !slices.Contains(r, comment) {
+				continue
+			}
+			if err := ipt.DeleteIfExists("nat", "POSTROUTING", r...); err != nil {
+				return fmt.Errorf("masquerading chain %s: %w", chain, err)
+			}
+		}
+		if err := ipt.ClearAndDeleteChain("nat", chain); err != nil {
+			return fmt.Errorf("masquerading chain %s: %w", chain, err)
 		}
 	}
 	return nil
