@@ -326,9 +326,14 @@ func (n *Networks) detach(ctx context.Context, cniName, id, netnsPath string) er
 	if len(ips) == 0 && cached == nil && len(prev) == 0 {
 		// Killed before any plugin's result was recorded, while the
 		// plugins went on or after they were done: the addresses IPAM
-		// leased are all there is to find their work by (the firewall
-		// plugin's rules name the sandbox's address alone).
-		if ips = n.leasedAddrs(list.Name, id); len(ips) > 0 {
+		// leased, or those the masquerading rules name, are all there is
+		// to find their work by (the firewall plugin's rules name the
+		// sandbox's address alone).
+		ips = n.leasedAddrs(list.Name, id)
+		if len(ips) == 0 && masqueradeBackend(list) == "iptables" {
+			ips = n.masqueradedAddrs(list.Name, id)
+		}
+		if len(ips) > 0 {
 			if prev, err = leaseResult(list.CNIVersion, ips, netns); err != nil {
 				n.log.Warn("a result from IPAM's leases", "id", id, "network", rec.Network, "err", err)
 				prev = nil

@@ -192,6 +192,44 @@ func (n *Networks) teardownMasqueradeByID(chain, comment string) error {
 	return nil
 }
 
+// masqueradedAddrs returns the source addresses of the bridge plugin's
+// POSTROUTING rules for sandbox id on network, found by their comment:
+// the sandbox's addresses when neither its record nor IPAM has them (a
+// detach cut short after DEL released the lease).
+func (n *Networks) masqueradedAddrs(network, id string) []netip.Prefix {
+	comment := utils.FormatComment(network, id)
+	var out []netip.Prefix
+	for _, proto := range []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6} {
+		var ipt *iptables.IPTables
+		var err error
+		if proto == iptables.ProtocolIPv4 {
+			ipt, err = n.iptables()
+		} else {
+			ipt, err = iptables.NewWithProtocol(proto)
+		}
+		if err != nil {
+			continue
+		}
+		rules, _ := chainRules(ipt, "nat", "POSTROUTING")
+		for _, r := range rules {
+			if !slices.Contains(r, comment) {
+				continue
+			}
+			for i := 0; i+1 < len(r); i++ {
+				if r[i] != "-s" {
+					continue
+				}
+				if p, err := netip.ParsePrefix(r[i+1]); err == nil {
+					out = append(out, netip.PrefixFrom(p.Addr(), p.Addr().BitLen()))
+				} else if a, err := netip.ParseAddr(r[i+1]); err == nil {
+					out = append(out, netip.PrefixFrom(a, a.BitLen()))
+				}
+			}
+		}
+	}
+	return out
+}
+
 // removeMasqueradeAtOnce removes the POSTROUTING rule of each of srcs and
 // the sandbox's chain in one iptables-restore transaction. A transaction
 // is all or nothing: if any of them is missing, or a rule was written in

@@ -19,43 +19,77 @@ import (
 
 // An Attach killed after the bridge plugin set up masquerading but before
 // its result reached the record leaves a record without addresses and no
-// cache entry. Detach must still find the masquerading, by the ID.
+// cache entry. Detach must still find the plugins' rules: by the leased
+// address, by the address the masquerading rule names once the lease is
+// gone (a detach cut short), and the masquerading chain by the ID alone.
 func TestDetachKilledBeforeResult(t *testing.T) {
 	n := testNetworks(t, "berth-t31", "10.215.31.0/24")
-	ctx := t.Context()
-	ns := newNS(t)
-	const id = "killedres"
 	net := n.network(n.def)
-	if _, err := net.Attach(ctx, id, ns.path, &AttachOptions{Ports: []PortMapping{{HostIP: "127.0.0.1", ContainerPort: 80}}}); err != nil {
-		t.Fatal(err)
-	}
-	chain := utils.FormatChainName(DefaultNetwork, id)
-	if len(rulesMentioning(chain)) == 0 {
-		t.Fatalf("no masquerading chain %s to leave", chain)
-	}
+	for _, tc := range []struct {
+		name                string
+		noLease, noJump     bool
+		forwardRulesUnknown bool // nothing left names the address
+	}{
+		{name: "lease"},
+		{name: "masquerading rule", noLease: true},
+		{name: "chain alone", noLease: true, noJump: true, forwardRulesUnknown: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			ns := newNS(t)
+			id := "killedres-" + strings.ReplaceAll(tc.name, " ", "-")
+			a, err := net.Attach(ctx, id, ns.path, &AttachOptions{Ports: []PortMapping{{HostIP: "127.0.0.1", ContainerPort: 80}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := a.IPs[0].Addr().String() + "/32"
+			chain, comment := utils.FormatChainName(DefaultNetwork, id), utils.FormatComment(DefaultNetwork, id)
+			if len(rulesMentioning(chain)) == 0 || len(rulesMentioning(addr)) < 3 {
+				t.Fatalf("no masquerading chain %s or rules for %s to leave", chain, addr)
+			}
 
-	// What the kill leaves: the record as claim wrote it, no cache entry.
-	rec, err := readRecord(n.recordPath(DefaultNetwork, id))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec.IPs, rec.Gateway, rec.Result, rec.Port, rec.PortMAC = nil, netip.Addr{}, nil, "", ""
-	if err := n.writeRecord(rec, DefaultNetwork, false); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.forgetCached(DefaultNetwork, id, ifName); err != nil {
-		t.Fatal(err)
-	}
-	ns.kill()
-	waitVeths(0)
-	if err := n.Prune(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if left := rulesMentioning(chain, utils.FormatComment(DefaultNetwork, id)); len(left) > 0 {
-		t.Errorf("rules left:\n%s", strings.Join(left, "\n"))
-	}
-	if leases, recs, cache := stateFiles(n); leases+recs+cache != 0 {
-		t.Errorf("left %d leases, %d records, %d cache entries", leases, recs, cache)
+			// What the kill leaves: the record as claim wrote it, no
+			// cache entry.
+			rec, err := readRecord(n.recordPath(DefaultNetwork, id))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec.IPs, rec.Gateway, rec.Result, rec.Port, rec.PortMAC = nil, netip.Addr{}, nil, "", ""
+			if err := n.writeRecord(rec, DefaultNetwork, false); err != nil {
+				t.Fatal(err)
+			}
+			if err := n.forgetCached(DefaultNetwork, id, ifName); err != nil {
+				t.Fatal(err)
+			}
+			if tc.noLease {
+				lease := filepath.Join(n.opts.RunDir, "ipam", DefaultNetwork, a.IPs[0].Addr().String())
+				if err := os.Remove(lease); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.noJump {
+				mustOutput("iptables", "-w", "-t", "nat", "-D", "POSTROUTING", "-s", addr, "-m", "comment", "--comment", comment, "-j", chain)
+			}
+			ns.kill()
+			waitVeths(0)
+			if err := n.Prune(ctx); err != nil {
+				t.Fatal(err)
+			}
+			want := []string{chain, comment}
+			if !tc.forwardRulesUnknown {
+				want = append(want, addr)
+			} else {
+				// The firewall plugin's, which only the address names.
+				mustOutput("iptables", "-w", "-D", "CNI-FORWARD", "-d", addr, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT")
+				mustOutput("iptables", "-w", "-D", "CNI-FORWARD", "-s", addr, "-j", "ACCEPT")
+			}
+			if left := rulesMentioning(want...); len(left) > 0 {
+				t.Errorf("rules left:\n%s", strings.Join(left, "\n"))
+			}
+			if leases, recs, cache := stateFiles(n); leases+recs+cache != 0 {
+				t.Errorf("left %d leases, %d records, %d cache entries", leases, recs, cache)
+			}
+		})
 	}
 }
 
