@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -68,13 +69,18 @@ func (e boundExec) run(ctx context.Context, path string, stdin []byte, env []str
 	cmd.Env = env
 	cmd.Stdin = bytes.NewReader(stdin)
 	cmd.Stdout, cmd.Stderr = &out, &errOut
-	// Pdeathsig follows the thread that forks rather than the process;
-	// exec.Cmd waits on that thread's goroutine, and no goroutine that
-	// runs plugins is locked to a thread that could end first.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if lock := pluginLock(ctx); lock != nil {
 		cmd.ExtraFiles = []*os.File{lock}
 	}
+	// The parent-death signal comes when the thread that forked ends,
+	// not the process. The runtime ends a thread when a goroutine locked
+	// to it returns, as onOtherThread's do: were the forking thread handed
+	// to one of them while the plugin runs, the plugin would be killed.
+	// Locked to this goroutine, it runs nothing else until the plugin is
+	// done.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	err = cmd.Run()
 	return out.Bytes(), errOut.Bytes(), err
 }
