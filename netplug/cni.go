@@ -209,9 +209,14 @@ func (c *cniNetwork) attach(ctx context.Context, id, netnsPath string, opts *Att
 	if err != nil {
 		return nil, undo(err)
 	}
-	// The plugins hold the state lock with this Attach, and beyond it if
-	// it dies (see boundExec).
-	actx := withPluginLock(context.WithValue(context.WithoutCancel(ctx), resultSinkKey{}, sink), stateLock)
+	actx := context.WithValue(context.WithoutCancel(ctx), resultSinkKey{}, sink)
+	if c.info != nil {
+		// The plugins hold the state lock with this Attach, and beyond
+		// it if it dies (see boundExec). Only berth's own plugins: a
+		// Custom list's might start a daemon, which would then hold it
+		// for good.
+		actx = withPluginLock(actx, stateLock)
+	}
 	actx, cancel := context.WithTimeout(actx, cleanupTimeout)
 	res, err := n.cni.AddNetworkList(actx, list, runtimeConf(rec, netnsPath))
 	cancel()
