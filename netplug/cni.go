@@ -147,7 +147,7 @@ func (c *cniNetwork) attach(ctx context.Context, id, netnsPath string, opts *Att
 		return nil, err
 	}
 
-	unlock, err := n.lockState(ctx, false)
+	stateLock, unlock, err := n.lockStateFile(ctx, false)
 	if err != nil {
 		return nil, err
 	}
@@ -209,7 +209,15 @@ func (c *cniNetwork) attach(ctx context.Context, id, netnsPath string, opts *Att
 	if err != nil {
 		return nil, undo(err)
 	}
-	actx, cancel := context.WithTimeout(context.WithValue(context.WithoutCancel(ctx), resultSinkKey{}, sink), cleanupTimeout)
+	actx := context.WithValue(context.WithoutCancel(ctx), resultSinkKey{}, sink)
+	if c.info != nil {
+		// The plugins hold the state lock with this Attach, and beyond
+		// it if it dies (see boundExec). Only berth's own plugins: a
+		// Custom list's might start a daemon, which would then hold it
+		// for good.
+		actx = withPluginLock(actx, stateLock)
+	}
+	actx, cancel := context.WithTimeout(actx, cleanupTimeout)
 	res, err := n.cni.AddNetworkList(actx, list, runtimeConf(rec, netnsPath))
 	cancel()
 	setupDone()
@@ -319,13 +327,35 @@ func (n *Networks) detach(ctx context.Context, cniName, id, netnsPath string) er
 	if len(ips) == 0 && cached != nil {
 		ips, _, _ = resultAddrs(cached)
 	}
-	if cached == nil && len(rec.Result) > 0 {
-		err = n.delWithResult(ctx, list, rt, rec.Result)
+	prev := rec.Result
+	if len(ips) == 0 && cached == nil && len(prev) == 0 {
+		// Killed before any plugin's result was recorded, while the
+		// plugins went on or after they were done: the addresses IPAM
+		// leased, or those the masquerading rules name, are all there is
+		// to find their work by (the firewall plugin's rules name the
+		// sandbox's address alone).
+		ips = n.leasedAddrs(list.Name, id)
+		if len(ips) == 0 && masqueradeBackend(list) == "iptables" {
+			ips = n.masqueradedAddrs(list.Name, id)
+		}
+		if len(ips) > 0 {
+			if prev, err = leaseResult(list.CNIVersion, ips, netns); err != nil {
+				n.log.Warn("a result from IPAM's leases", "id", id, "network", rec.Network, "err", err)
+				prev = nil
+			}
+		}
+	}
+	if cached == nil && len(prev) > 0 {
+		err = n.delWithResult(ctx, list, rt, prev)
 	} else {
 		err = n.cni.DelNetworkList(ctx, list, rt)
 	}
 	if err != nil {
 		return fmt.Errorf("detach %s from network %s: %w", id, rec.Network, pluginError(err))
+	}
+	// DelNetworkList removes libcni's cache entry, delWithResult does not.
+	if err := n.forgetCached(list.Name, id, rec.IfName); err != nil {
+		return fmt.Errorf("detach %s from network %s: %w", id, rec.Network, err)
 	}
 	if rec.Port != "" {
 		mac, _ := net.ParseMAC(rec.PortMAC)
@@ -385,6 +415,28 @@ func (n *Networks) delWithResult(ctx context.Context, list *libcni.NetworkConfig
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// leaseResult makes the result DEL gets as its prevResult when nothing
+// but IPAM's leases, ips, says what the plugins did: the sandbox's
+// interface, with those addresses.
+func leaseResult(cniVersion string, ips []netip.Prefix, netns string) (json.RawMessage, error) {
+	r := &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{{Name: ifName, Sandbox: netns}},
+	}
+	for _, p := range ips {
+		sandbox := 0
+		r.IPs = append(r.IPs, &current.IPConfig{
+			Interface: &sandbox,
+			Address:   net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())},
+		})
+	}
+	converted, err := r.GetAsVersion(cniVersion)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(converted)
 }
 
 func runtimeConf(rec *record, netns string) *libcni.RuntimeConf {

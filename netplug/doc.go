@@ -82,6 +82,17 @@
 // whatever its records name, and Networks.Prune every sandbox whose
 // namespace is gone.
 //
+// A program killed in the middle of Attach does not leave its plugins
+// at work: they run with a parent-death signal (SIGKILL), and hold, with
+// whatever they start in turn, the state lock the Attach held, which
+// DetachAll and Prune take exclusively, so that nothing is set up after
+// they undid it. What the plugins did before they died is found from the
+// ID: a record with no addresses yet is completed from IPAM's leases or
+// from the bridge plugin's masquerading rules, whose comments name the
+// sandbox, and the sandbox's masquerading chain is named after it. libcni's
+// result cache entries go with their attachment, and Prune removes those
+// that outlived theirs.
+//
 // # Names
 //
 // Sandboxes on the same named network see each other by hostname and

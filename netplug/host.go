@@ -99,6 +99,9 @@ func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
 func (n *Networks) teardownMasquerade(ctx context.Context, network, id string, ips []netip.Prefix, nsGone bool) error {
 	chain := utils.FormatChainName(network, id)
 	comment := utils.FormatComment(network, id)
+	if len(ips) == 0 {
+		return n.teardownMasqueradeByID(chain, comment)
+	}
 	for _, proto := range []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6} {
 		var mine []netip.Prefix
 		for _, p := range ips {
@@ -147,6 +150,84 @@ func (n *Networks) teardownMasquerade(ctx context.Context, network, id string, i
 		}
 	}
 	return nil
+}
+
+// teardownMasqueradeByID removes the bridge plugin's masquerading of a
+// sandbox whose addresses are unknown: that of an Attach killed before
+// the plugin's result reached its record, while the plugin went on (or
+// was killed after its rules were in). The sandbox's chain is named after
+// the network and the ID; the POSTROUTING rules that jump to it carry
+// the plugin's comment, which names them too.
+func (n *Networks) teardownMasqueradeByID(chain, comment string) error {
+	for _, proto := range []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6} {
+		var ipt *iptables.IPTables
+		var err error
+		if proto == iptables.ProtocolIPv4 {
+			ipt, err = n.iptables()
+		} else if ipt, err = iptables.NewWithProtocol(proto); err != nil {
+			continue // a host without ip6tables has no IPv6 rules to leave
+		}
+		if err != nil {
+			return err
+		}
+		if ok, err := ipt.ChainExists("nat", chain); err != nil || !ok {
+			if err != nil {
+				return fmt.Errorf("masquerading chain %s: %w", chain, err)
+			}
+			continue
+		}
+		rules, _ := chainRules(ipt, "nat", "POSTROUTING")
+		for _, r := range rules {
+			if jumpTarget(r) != chain || !slices.Contains(r, comment) {
+				continue
+			}
+			if err := ipt.DeleteIfExists("nat", "POSTROUTING", r...); err != nil {
+				return fmt.Errorf("masquerading chain %s: %w", chain, err)
+			}
+		}
+		if err := ipt.ClearAndDeleteChain("nat", chain); err != nil {
+			return fmt.Errorf("masquerading chain %s: %w", chain, err)
+		}
+	}
+	return nil
+}
+
+// masqueradedAddrs returns the source addresses of the bridge plugin's
+// POSTROUTING rules for sandbox id on network, found by their comment:
+// the sandbox's addresses when neither its record nor IPAM has them (a
+// detach cut short after DEL released the lease).
+func (n *Networks) masqueradedAddrs(network, id string) []netip.Prefix {
+	comment := utils.FormatComment(network, id)
+	var out []netip.Prefix
+	for _, proto := range []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6} {
+		var ipt *iptables.IPTables
+		var err error
+		if proto == iptables.ProtocolIPv4 {
+			ipt, err = n.iptables()
+		} else {
+			ipt, err = iptables.NewWithProtocol(proto)
+		}
+		if err != nil {
+			continue
+		}
+		rules, _ := chainRules(ipt, "nat", "POSTROUTING")
+		for _, r := range rules {
+			if !slices.Contains(r, comment) {
+				continue
+			}
+			for i := 0; i+1 < len(r); i++ {
+				if r[i] != "-s" {
+					continue
+				}
+				if p, err := netip.ParsePrefix(r[i+1]); err == nil {
+					out = append(out, netip.PrefixFrom(p.Addr(), p.Addr().BitLen()))
+				} else if a, err := netip.ParseAddr(r[i+1]); err == nil {
+					out = append(out, netip.PrefixFrom(a, a.BitLen()))
+				}
+			}
+		}
+	}
+	return out
 }
 
 // removeMasqueradeAtOnce removes the POSTROUTING rule of each of srcs and

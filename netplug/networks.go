@@ -19,7 +19,6 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
-	"github.com/containernetworking/cni/pkg/version"
 	"github.com/coreos/go-iptables/iptables"
 
 	"github.com/berth-dev/berth/internal/clip"
@@ -56,13 +55,7 @@ func Open(opts *Options) (*Networks, error) {
 	n := &Networks{opts: o, log: o.Logger, def: def}
 	// The exec is set here rather than left to libcni, which would set it
 	// lazily on first use: a data race when sandboxes attach at once.
-	n.exec = pluginExec{
-		Exec: &invoke.DefaultExec{
-			RawExec:       &invoke.RawExec{Stderr: logWriter{n.log}},
-			PluginDecoder: version.PluginDecoder{},
-		},
-		log: n.log,
-	}
+	n.exec = pluginExec{Exec: &boundExec{stderr: logWriter{n.log}}, log: n.log}
 	n.iptables = sync.OnceValues(func() (*iptables.IPTables, error) {
 		return iptables.NewWithProtocol(iptables.ProtocolIPv4)
 	})
@@ -106,24 +99,31 @@ func (n *Networks) lockPath(name string) string {
 // lockState takes the state lock and the shared chains lock, shared or
 // exclusive, and returns the function that releases both.
 func (n *Networks) lockState(ctx context.Context, exclusive bool) (func(), error) {
+	_, unlock, err := n.lockStateFile(ctx, exclusive)
+	return unlock, err
+}
+
+// lockStateFile is lockState that also returns the state lock itself, for
+// an Attach to hand to its plugins (see boundExec).
+func (n *Networks) lockStateFile(ctx context.Context, exclusive bool) (*fileLock, func(), error) {
 	lock := lockShared
 	if exclusive {
 		lock = lockExclusive
 	}
 	state, err := lock(ctx, n.lockPath("state"))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := os.MkdirAll(filepath.Dir(sharedChainsLock), 0o755); err != nil {
 		state.Unlock()
-		return nil, err
+		return nil, nil, err
 	}
 	chains, err := lock(ctx, sharedChainsLock)
 	if err != nil {
 		state.Unlock()
-		return nil, err
+		return nil, nil, err
 	}
-	return func() { chains.Unlock(); state.Unlock() }, nil
+	return state, func() { chains.Unlock(); state.Unlock() }, nil
 }
 
 // Get returns the network called name: "none", "host", DefaultNetwork
@@ -395,12 +395,14 @@ func (n *Networks) Hosts(ctx context.Context, name string) ([]HostEntry, error) 
 
 // DetachAll detaches the sandbox id from every network it is attached to,
 // from the records alone: what berth's garbage collection calls for a
-// sandbox that is gone.
+// sandbox that is gone. It waits for attachments in progress, and so
+// for the plugins of an Attach whose program died (see boundExec), which
+// could otherwise set up what it undoes after it has undone it.
 func (n *Networks) DetachAll(ctx context.Context, id string) error {
 	if !idRE.MatchString(id) {
 		return fmt.Errorf("%w: sandbox ID %q", ErrInvalid, id)
 	}
-	unlock, err := n.lockState(ctx, false)
+	unlock, err := n.lockState(ctx, true)
 	if err != nil {
 		return err
 	}
@@ -419,9 +421,11 @@ func (n *Networks) DetachAll(ctx context.Context, id string) error {
 
 // Prune removes what netplug's attachments left that nothing uses:
 // attachments whose namespace is gone (a crashed program's, never
-// detached), the bridges of networks without attachments, and the CNI
-// plugins' shared iptables chains once no rule of any sandbox is in them.
-// It waits for attachments in progress.
+// detached), libcni's cache entries of attachments without a record, the
+// bridges of networks without attachments, and the CNI plugins' shared
+// iptables chains once no rule of any sandbox is in them. It waits for
+// attachments in progress, and for the plugins of one whose program died
+// (see boundExec).
 func (n *Networks) Prune(ctx context.Context) error {
 	unlock, err := n.lockState(ctx, true)
 	if err != nil {
@@ -440,6 +444,7 @@ func (n *Networks) Prune(ctx context.Context) error {
 		n.log.Info("detaching a sandbox whose namespace is gone", "id", r.ID, "network", r.Network)
 		errs = append(errs, n.detach(ctx, r.CNIName, r.ID, ""))
 	}
+	errs = append(errs, n.pruneCache())
 	infos, err := n.infos()
 	if err != nil {
 		return err
