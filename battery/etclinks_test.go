@@ -1,19 +1,15 @@
 package battery
 
 import (
-	"archive/tar"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/berth-dev/berth/internal/testenv"
-	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -54,13 +50,9 @@ func runEtcLinks(t *testing.T, a *attempt) {
 		"etc/hostname":    corePattern,
 	}
 	ref := "alpine-etclinks-" + a.marker + ":test"
-	archive := filepath.Join(t.TempDir(), "rootfs.tar")
-	if err := writeLinkedRootfs(archive, links); err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), attackerTimeout)
 	defer cancel()
-	if _, err := env.store.Import(ctx, archive, &layerfs.ImportOptions{Name: ref}); err != nil {
+	if err := testenv.ImportAlpineWith(ctx, env.store, ref, testenv.Symlinks(links)...); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { env.store.Remove(context.Background(), ref) })
@@ -100,52 +92,4 @@ func runEtcLinks(t *testing.T, a *attempt) {
 		}
 		return ""
 	})
-}
-
-// writeLinkedRootfs writes to dst the shared Alpine rootfs with the
-// entries named in links replaced by symbolic links to their values.
-func writeLinkedRootfs(dst string, links map[string]string) error {
-	in, err := os.Open(filepath.Join("..", "..", "shared", "images", testenv.Alpine))
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	zr, err := gzip.NewReader(in)
-	if err != nil {
-		return err
-	}
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	tw := tar.NewWriter(out)
-	tr := tar.NewReader(zr)
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		if _, replaced := links[strings.TrimPrefix(hdr.Name, "./")]; replaced {
-			continue
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if _, err := io.Copy(tw, tr); err != nil {
-			return err
-		}
-	}
-	for name, target := range links {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: name, Linkname: target, Mode: 0o777}); err != nil {
-			return err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	return out.Close()
 }

@@ -169,10 +169,29 @@ func (c *checker) readDir(dir string) ([]os.DirEntry, error) {
 	return out, nil
 }
 
+// readDigestDir lists dir like readDir, also reporting and skipping the
+// entries not named by a sha256 digest: the store names each of dir's
+// entries by the digest of what it holds, and naming says which.
+func (c *checker) readDigestDir(dir, naming string) ([]os.DirEntry, error) {
+	entries, err := c.readDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	out := entries[:0]
+	for _, e := range entries {
+		if len(e.Name()) != 64 || !isHex(e.Name()) {
+			c.report(ProblemLeftover, filepath.Join(dir, e.Name()), "not named by %s", naming)
+			continue
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
 // checkBlobs hashes every blob.
 func (c *checker) checkBlobs() error {
 	dir := c.s.path("blobs", "sha256")
-	entries, err := c.readDir(dir)
+	entries, err := c.readDigestDir(dir, "a sha256 digest")
 	if err != nil {
 		return err
 	}
@@ -182,10 +201,6 @@ func (c *checker) checkBlobs() error {
 		}
 		p := filepath.Join(dir, e.Name())
 		h := v1.Hash{Algorithm: "sha256", Hex: e.Name()}
-		if len(e.Name()) != 64 || !isHex(e.Name()) {
-			c.report(ProblemLeftover, p, "not named by a sha256 digest")
-			continue
-		}
 		if !e.Type().IsRegular() {
 			c.report(ProblemCorruptBlob, p, "not a regular file (%s)", e.Type())
 			continue
@@ -210,8 +225,13 @@ func hashFile(path string) (v1.Hash, error) {
 		return v1.Hash{}, err
 	}
 	defer f.Close()
+	return hashReader(f)
+}
+
+// hashReader is the sha256 digest of what r yields.
+func hashReader(r io.Reader) (v1.Hash, error) {
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	if _, err := io.Copy(h, r); err != nil {
 		return v1.Hash{}, err
 	}
 	return hashOf(h), nil
@@ -220,16 +240,12 @@ func hashFile(path string) (v1.Hash, error) {
 // checkImages checks each image record and marks what the image uses.
 func (c *checker) checkImages() error {
 	dir := c.s.path("images")
-	entries, err := c.readDir(dir)
+	entries, err := c.readDigestDir(dir, "a manifest digest")
 	if err != nil {
 		return err
 	}
 	for _, e := range entries {
 		p := filepath.Join(dir, e.Name())
-		if len(e.Name()) != 64 || !isHex(e.Name()) {
-			c.report(ProblemLeftover, p, "not named by a manifest digest")
-			continue
-		}
 		b, err := os.ReadFile(p)
 		var rec imageRecord
 		if err == nil {
@@ -410,27 +426,19 @@ func diffIDOf(path string) (v1.Hash, error) {
 		return v1.Hash{}, err
 	}
 	defer r.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, r); err != nil {
-		return v1.Hash{}, err
-	}
-	return hashOf(h), nil
+	return hashReader(r)
 }
 
 // checkLayers checks the unpacked layers' directories and finds those
 // nothing uses.
 func (c *checker) checkLayers() error {
 	dir := c.s.path("layers")
-	entries, err := c.readDir(dir)
+	entries, err := c.readDigestDir(dir, "a diff ID")
 	if err != nil {
 		return err
 	}
 	for _, e := range entries {
 		p := filepath.Join(dir, e.Name())
-		if len(e.Name()) != 64 || !isHex(e.Name()) {
-			c.report(ProblemLeftover, p, "not named by a diff ID")
-			continue
-		}
 		if fi, err := os.Lstat(filepath.Join(p, "diff")); err != nil || !fi.IsDir() {
 			c.report(ProblemBadLayer, p, "has no diff directory")
 		}

@@ -112,6 +112,22 @@ func TestCheck(t *testing.T) {
 		kind:   ProblemLeftover,
 		path:   func(s *Store, img *Image) string { return s.path("refs", ".tmp-x-1") },
 	}, {
+		// Each of these directories names its entries by a digest.
+		name:   "blob not named by a digest",
+		damage: func(t *testing.T, s *Store, img *Image) { mustWrite(t, s.path("blobs", "sha256", "stray"), "") },
+		kind:   ProblemLeftover,
+		path:   func(s *Store, img *Image) string { return s.path("blobs", "sha256", "stray") },
+	}, {
+		name:   "image record not named by a digest",
+		damage: func(t *testing.T, s *Store, img *Image) { mustWrite(t, s.path("images", "stray"), "{}") },
+		kind:   ProblemLeftover,
+		path:   func(s *Store, img *Image) string { return s.path("images", "stray") },
+	}, {
+		name:   "layer not named by a diff ID",
+		damage: func(t *testing.T, s *Store, img *Image) { mustMkdir(t, s.path("layers", "stray", "diff")) },
+		kind:   ProblemLeftover,
+		path:   func(s *Store, img *Image) string { return s.path("layers", "stray") },
+	}, {
 		name: "rootfs without a record",
 		damage: func(t *testing.T, s *Store, img *Image) {
 			if err := os.MkdirAll(s.path("rootfs", "stray", "state"), 0o700); err != nil {

@@ -67,24 +67,28 @@ func (s *Store) lockVolumes(ctx context.Context, how int) (*fileLock, error) {
 // first time. Volumes live in the store and outlast the sandboxes that
 // mount them, until RemoveVolume.
 func (s *Store) Volume(ctx context.Context, name string) (string, error) {
-	if err := checkVolumeName(name); err != nil {
-		return "", err
-	}
-	l, err := s.lockVolumes(ctx, unix.LOCK_SH)
-	if err != nil {
-		return "", err
-	}
-	defer l.unlock()
-	dir := s.volumeDir(name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("volume %s: %w", name, err)
-	}
-	return dir, nil
+	return s.makeVolume(ctx, name, func(dir string) error { return os.MkdirAll(dir, 0o755) })
 }
 
 // CreateVolume creates the named volume, empty, and returns its
 // directory. It fails with ErrExists if the volume exists.
 func (s *Store) CreateVolume(ctx context.Context, name string) (string, error) {
+	return s.makeVolume(ctx, name, func(dir string) error {
+		if err := os.MkdirAll(s.path("volumes"), 0o700); err != nil {
+			return err
+		}
+		err := os.Mkdir(dir, 0o755)
+		if errors.Is(err, fs.ErrExist) {
+			return ErrExists
+		}
+		return err
+	})
+}
+
+// makeVolume checks the volume's name and, holding the volume lock shared
+// so that no removal runs meanwhile, has mkdir make its directory, which
+// it returns.
+func (s *Store) makeVolume(ctx context.Context, name string, mkdir func(dir string) error) (string, error) {
 	if err := checkVolumeName(name); err != nil {
 		return "", err
 	}
@@ -93,14 +97,8 @@ func (s *Store) CreateVolume(ctx context.Context, name string) (string, error) {
 		return "", err
 	}
 	defer l.unlock()
-	if err := os.MkdirAll(s.path("volumes"), 0o700); err != nil {
-		return "", fmt.Errorf("volume %s: %w", name, err)
-	}
 	dir := s.volumeDir(name)
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return "", fmt.Errorf("volume %s: %w", name, ErrExists)
-		}
+	if err := mkdir(dir); err != nil {
 		return "", fmt.Errorf("volume %s: %w", name, err)
 	}
 	return dir, nil

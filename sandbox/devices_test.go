@@ -2,11 +2,9 @@ package sandbox
 
 import (
 	"archive/tar"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"os"
 	"path/filepath"
@@ -18,7 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/cgroup"
-	"github.com/berth-dev/berth/layerfs"
+	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/security"
 )
 
@@ -43,69 +41,16 @@ var hostileDevices = []struct {
 // devNodesImage is alpine with hostileDevices' nodes, mode 0666, in
 // /nodes: imported once, on first use.
 var devNodesImage = sync.OnceValue(func() error {
-	src := filepath.Join("..", "..", "shared", "images", "alpine-minirootfs-3.20.3-x86_64.tar.gz")
-	dst := filepath.Join(testEnv.dir, "alpine-devnodes.tar.gz")
-	if err := writeDevNodesTar(src, dst); err != nil {
-		return err
-	}
-	_, err := testEnv.store.Import(context.Background(), dst, &layerfs.ImportOptions{Name: "alpine-devnodes:test"})
-	return err
-})
-
-func writeDevNodesTar(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	zr, err := gzip.NewReader(in)
-	if err != nil {
-		return err
-	}
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	zw := gzip.NewWriter(out)
-	tw := tar.NewWriter(zw)
-	tr := tar.NewReader(zr)
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if _, err := io.Copy(tw, tr); err != nil {
-			return err
-		}
-	}
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "nodes/", Mode: 0o755}); err != nil {
-		return err
-	}
+	nodes := []*tar.Header{{Typeflag: tar.TypeDir, Name: "nodes/", Mode: 0o755}}
 	for _, d := range hostileDevices {
 		flag := byte(tar.TypeChar)
 		if d.typ == 'b' {
 			flag = tar.TypeBlock
 		}
-		hdr := &tar.Header{Typeflag: flag, Name: "nodes/" + d.name, Mode: 0o666, Devmajor: d.major, Devminor: d.minor}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
+		nodes = append(nodes, &tar.Header{Typeflag: flag, Name: "nodes/" + d.name, Mode: 0o666, Devmajor: d.major, Devminor: d.minor})
 	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	if err := zw.Close(); err != nil {
-		return err
-	}
-	return out.Close()
-}
+	return testenv.ImportAlpineWith(context.Background(), testEnv.store, "alpine-devnodes:test", nodes...)
+})
 
 // deviceProbe is what the allowlist tests run inside a sandbox: each line
 // it prints is "WHAT ok" or "WHAT: ERROR". Opens happen in a subshell,

@@ -3,11 +3,9 @@ package sandbox
 import (
 	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,64 +13,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/berth-dev/berth/layerfs"
+	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/security"
 )
-
-// writeEtcLinksTar writes to dst the shared Alpine rootfs with the etc
-// files named in links replaced by symbolic links to their values, and
-// extra's entries added.
-func writeEtcLinksTar(dst string, links map[string]string, extra []*tar.Header) error {
-	src := filepath.Join("..", "..", "shared", "images", "alpine-minirootfs-3.20.3-x86_64.tar.gz")
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	zr, err := gzip.NewReader(in)
-	if err != nil {
-		return err
-	}
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	tw := tar.NewWriter(out)
-	tr := tar.NewReader(zr)
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		if _, replaced := links[strings.TrimPrefix(hdr.Name, "./")]; replaced {
-			continue
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if _, err := io.Copy(tw, tr); err != nil {
-			return err
-		}
-	}
-	for name, target := range links {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: name, Linkname: target, Mode: 0o777}); err != nil {
-			return err
-		}
-	}
-	for _, hdr := range extra {
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	return out.Close()
-}
 
 // Images whose /etc/resolv.conf, /etc/hosts or /etc/hostname is a
 // symbolic link start, whatever the link leads to, and the workload
@@ -155,11 +98,8 @@ func TestEtcFilesBehindLinks(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			ref := "alpine-etc-" + c.name + ":test"
-			archive := filepath.Join(t.TempDir(), "rootfs.tar")
-			if err := writeEtcLinksTar(archive, c.links, c.extra); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := testEnv.store.Import(context.Background(), archive, &layerfs.ImportOptions{Name: ref}); err != nil {
+			entries := append(testenv.Symlinks(c.links), c.extra...)
+			if err := testenv.ImportAlpineWith(context.Background(), testEnv.store, ref, entries...); err != nil {
 				t.Fatal(err)
 			}
 			for _, p := range etcPresets {

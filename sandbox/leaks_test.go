@@ -90,9 +90,9 @@ func leftBehind(t *testing.T) []string {
 }
 
 // netTraces names what one test's attachments put on the host, so that
-// their leftovers are found by name: unlike networkCounts, which counts
-// the host's veths and rules, other programs' networks, coming and going
-// meanwhile, can neither hide a leftover nor fake one.
+// their leftovers are found by name: unlike a count of the host's veths
+// and rules, other programs' networks, coming and going meanwhile, can
+// neither hide a leftover nor fake one.
 type netTraces struct {
 	ids    []string // the sandboxes'
 	ports  []string // the host's ends of their veths

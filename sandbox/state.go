@@ -109,28 +109,32 @@ func writeState(dir string, st *State) error {
 // ReadStates returns the records of every sandbox under stateDir (empty
 // means DefaultStateDir), running or left behind.
 func ReadStates(stateDir string) ([]State, error) {
-	if stateDir == "" {
-		stateDir = DefaultStateDir
-	}
-	entries, err := os.ReadDir(stateDir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
+	stateDir, entries, err := readStateDir(stateDir)
 	if err != nil {
 		return nil, err
 	}
 	var out []State
 	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(stateDir, e.Name(), "state.json"))
-		if err != nil {
-			continue // being created or removed
-		}
-		var st State
-		if json.Unmarshal(b, &st) == nil && st.ID == e.Name() {
-			out = append(out, st)
+		// A record that cannot be read is being created or removed, or
+		// damaged: ReadRecords lists those.
+		if st, err := readState(filepath.Join(stateDir, e.Name()), e.Name()); err == nil {
+			out = append(out, *st)
 		}
 	}
 	return out, nil
+}
+
+// readStateDir lists stateDir (empty means DefaultStateDir), which a host
+// that never ran a sandbox does not have, and returns its path.
+func readStateDir(stateDir string) (string, []os.DirEntry, error) {
+	if stateDir == "" {
+		stateDir = DefaultStateDir
+	}
+	entries, err := os.ReadDir(stateDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return stateDir, nil, nil
+	}
+	return stateDir, entries, err
 }
 
 // Alive reports whether the process that owns the sandbox still runs.
@@ -154,13 +158,7 @@ type Record struct {
 // stateDir (empty means DefaultStateDir) says, records that cannot be
 // read included, so that a damaged sandbox is listed rather than hidden.
 func ReadRecords(stateDir string) ([]Record, error) {
-	if stateDir == "" {
-		stateDir = DefaultStateDir
-	}
-	entries, err := os.ReadDir(stateDir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
+	stateDir, entries, err := readStateDir(stateDir)
 	if err != nil {
 		return nil, err
 	}
@@ -242,10 +240,7 @@ func Recover(ctx context.Context, opts *Options) (RecoverResult, error) {
 	if opts != nil {
 		o = *opts
 	}
-	stateDir := o.StateDir
-	if stateDir == "" {
-		stateDir = DefaultStateDir
-	}
+	stateDir := o.stateRoot()
 	cgm := o.Cgroups
 	if cgm == nil {
 		var err error

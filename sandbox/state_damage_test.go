@@ -337,6 +337,13 @@ func TestRecoverSparesLiveSandboxes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sb.Close()
+	// The record is completed beside the workload after Start returns,
+	// which would undo the damage done too soon; Open waits for it.
+	h, err := Open(context.Background(), sb.ID(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
 	if err := os.WriteFile(filepath.Join(stateDir, sb.ID(), "state.json"), []byte("{"), 0o600); err != nil {
 		t.Fatal(err)
 	}

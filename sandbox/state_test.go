@@ -170,42 +170,6 @@ func mountsUnder(t *testing.T, dir string) []string {
 	return out
 }
 
-type netCounts struct{ veths, rules, filters, leases int }
-
-// networkCounts counts what a bridge attachment leaves on the host: veth
-// devices, iptables rules of CNI's and berth's chains, the ports berth's
-// nftables filters have a chain for, and IPAM leases under runDir.
-func networkCounts(t *testing.T, runDir string) netCounts {
-	t.Helper()
-	var c netCounts
-	out, err := exec.Command("ip", "-o", "link", "show", "type", "veth").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.veths = strings.Count(string(out), "\n")
-	out, err = exec.Command("iptables-save").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(l, "-A") && (strings.Contains(l, "CNI-") || strings.Contains(l, "berth")) {
-			c.rules++
-		}
-	}
-	out, err = exec.Command("nft", "list", "ruleset").Output()
-	if err != nil {
-		t.Fatalf("nft list ruleset: %v", err)
-	}
-	for _, l := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(strings.TrimSpace(l), "chain port-") {
-			c.filters++
-		}
-	}
-	leases, _ := filepath.Glob(filepath.Join(runDir, "ipam", "*", "[0-9]*"))
-	c.leases = len(leases)
-	return c
-}
-
 // Another process's handle, opened the moment Start returns, already sees
 // the sandbox as started: its record is completed after Start, and Open
 // waits for that. A sandbox still waiting in a pool is not running.

@@ -1,12 +1,9 @@
 package sandbox
 
 import (
-	"archive/tar"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -20,7 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/cgroup"
-	"github.com/berth-dev/berth/layerfs"
+	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/netplug"
 	"github.com/berth-dev/berth/security"
 )
@@ -438,49 +435,8 @@ func TestInitOOMIsReported(t *testing.T) {
 // elsewhere: /data to /proc, /cg to /sys/fs/cgroup, /self through ../ to
 // /proc/self, and /ok to /tmp.
 var linksImage = sync.OnceValue(func() error {
-	src := filepath.Join("..", "..", "shared", "images", "alpine-minirootfs-3.20.3-x86_64.tar.gz")
-	dst := filepath.Join(testEnv.dir, "alpine-mountlinks.tar")
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	zr, err := gzip.NewReader(in)
-	if err != nil {
-		return err
-	}
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	tw := tar.NewWriter(out)
-	tr := tar.NewReader(zr)
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if _, err := io.Copy(tw, tr); err != nil {
-			return err
-		}
-	}
-	for name, target := range map[string]string{"data": "/proc", "cg": "sys/fs/cgroup", "self": "../../../proc/self", "ok": "/tmp"} {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: name, Linkname: target, Mode: 0o777}); err != nil {
-			return err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	_, err = testEnv.store.Import(context.Background(), dst, &layerfs.ImportOptions{Name: "alpine-mountlinks:test"})
-	return err
+	links := testenv.Symlinks(map[string]string{"data": "/proc", "cg": "sys/fs/cgroup", "self": "../../../proc/self", "ok": "/tmp"})
+	return testenv.ImportAlpineWith(context.Background(), testEnv.store, "alpine-mountlinks:test", links...)
 })
 
 // A destination that the image's links lead under /proc or /sys is refused

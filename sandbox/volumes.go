@@ -44,10 +44,7 @@ func VolumeUsers(stateDir string, store *layerfs.Store) layerfs.VolumeUsers {
 		if err != nil {
 			return nil, err
 		}
-		entries, err := os.ReadDir(stateDir)
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil
-		}
+		_, entries, err := readStateDir(stateDir)
 		if err != nil {
 			return nil, fmt.Errorf("sandbox records: %w", err)
 		}
