@@ -74,7 +74,10 @@ func (s *Store) Volume(ctx context.Context, name string) (string, error) {
 // directory. It fails with ErrExists if the volume exists.
 func (s *Store) CreateVolume(ctx context.Context, name string) (string, error) {
 	return s.makeVolume(ctx, name, func(dir string) error {
-		if err := os.MkdirAll(s.path("volumes"), 0o700); err != nil {
+		// 0755, as Volume makes it: a user-namespaced sandbox's init
+		// reaches its volume by path (see the sandbox package's bind
+		// mounts), which a 0700 directory would refuse.
+		if err := os.MkdirAll(s.path("volumes"), 0o755); err != nil {
 			return err
 		}
 		err := os.Mkdir(dir, 0o755)
