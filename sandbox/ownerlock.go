@@ -3,6 +3,7 @@ package sandbox
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -48,23 +49,33 @@ func lockRoot(root string, how int) (*os.File, error) {
 }
 
 // claimStateDir makes the state directory dir in root and takes its owner
-// lock, which holds until the returned file is closed.
+// lock, which holds until the returned file is closed. A directory that
+// already exists is another sandbox's (an ID clash), and an error.
+//
+// The lock is taken blocking: the directory is new, so the only locks in
+// the way are readers' brief shared ones (ReadRecords testing for an
+// owner), and failing on one of those would make a listing break a start.
+// Recover, the only taker of exclusive owner locks besides owners, cannot
+// reach the directory while the shared root lock is held.
 func claimStateDir(root, dir string) (*os.File, error) {
 	rl, err := lockRoot(root, unix.LOCK_SH)
 	if err != nil {
 		return nil, err
 	}
 	defer rl.Close()
-	if err := os.Mkdir(dir, 0o711); err != nil && !errors.Is(err, os.ErrExist) {
+	if err := os.Mkdir(dir, 0o711); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("state directory %s is another sandbox's: %w", dir, err)
+		}
 		return nil, err
 	}
 	f, err := os.Open(dir)
 	if err != nil {
 		return nil, err
 	}
-	if err := flock(f, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	if err := flock(f, unix.LOCK_EX); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("state directory %s is another sandbox's: %w", dir, err)
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
 	}
 	return f, nil
 }
