@@ -324,7 +324,8 @@ func NewFromImage(img *layerfs.Image, opts *Options) *Sandbox {
 func (s *Sandbox) ID() string { return s.id }
 
 // Run starts the sandbox, waits for its workload to end and frees
-// everything it used.
+// everything it used. Its Result and error are Wait's: a Result is never
+// hidden behind an error.
 func (s *Sandbox) Run(ctx context.Context) (*Result, error) {
 	if err := s.Start(ctx); err != nil {
 		return nil, err
@@ -1009,6 +1010,12 @@ func (s *Sandbox) cleanup() error {
 // Wait waits for the workload to end and for the sandbox to be torn down,
 // and returns how it ended. A workload that exits non-zero is not an
 // error: see Result.
+//
+// When the workload ran, the Result is always returned, and says how it
+// ended, even if the error is not nil: the error then reports a failure
+// after the workload ended (reaping PID 1, or tearing the sandbox down),
+// which does not change the workload's status. A nil Result comes only
+// with an error.
 func (s *Sandbox) Wait() (*Result, error) {
 	s.mu.Lock()
 	started, owned := s.started, s.cmd != nil || s.proc == nil
