@@ -823,10 +823,10 @@ func launch(mode string, cg *cgroup.Cgroup, std stdio, extra []*os.File, attr *s
 // Ending ctx kills the process, and run returns ctx's error.
 func (p *launched) run(ctx context.Context, spec *nsinit.Spec) error {
 	spec.CgroupFDs = p.cgroupFDs
-	enc, err := spec.Marshal()
+	enc, err := marshalSpec(spec)
 	if err != nil {
 		p.abandon()
-		return fmt.Errorf("%w: %w", ErrExec, err)
+		return err
 	}
 	// The spec fits the pipe's buffer unless its arguments, environment or
 	// seccomp program are large; a writer goroutine, which has the pipe
