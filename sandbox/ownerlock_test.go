@@ -1,12 +1,16 @@
 package sandbox
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -72,5 +76,37 @@ func TestClaimStateDirRefusesExisting(t *testing.T) {
 			g.Close()
 		}
 		t.Fatalf("second claim of %s: %v, want an error wrapping fs.ErrExist", dir, err)
+	}
+}
+
+// TestRecoverBesideReaders checks that a reader's shared lock on a dead
+// sandbox's state directory (berth ps, at that instant) does not make
+// Recover take the sandbox for a live one and leave it.
+func TestRecoverBesideReaders(t *testing.T) {
+	stateDir := filepath.Join(t.TempDir(), "state")
+	dead := filepath.Join(stateDir, "00000000000000dd")
+	if err := os.MkdirAll(dead, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	reader, err := tryOwnerLock(dead, unix.LOCK_SH)
+	if err != nil || reader == nil {
+		t.Fatalf("reader's lock: %v", err)
+	}
+	// The reader lets go a moment later, as ReadRecords does.
+	released := time.AfterFunc(100*time.Millisecond, func() { reader.Close() })
+	defer func() {
+		if released.Stop() {
+			reader.Close()
+		}
+	}()
+	res, err := Recover(context.Background(), opts(func(o *Options) { o.StateDir = stateDir }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(res.Sandboxes, []string{"00000000000000dd"}) {
+		t.Errorf("recover beside a reader: %+v, want the dead sandbox reclaimed", res)
+	}
+	if _, err := os.Stat(dead); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("dead sandbox's state: %v", err)
 	}
 }
