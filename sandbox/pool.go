@@ -482,10 +482,10 @@ func (s *Sandbox) startTaken(ctx, startCtx context.Context) error {
 		spec.Seccomp, spec.SeccompFlags = nil, 0
 	}
 	s.state.Args, s.state.Env, s.state.User, s.state.Dir = s.opts.Args, s.opts.Env, s.opts.User, s.opts.Dir
-	enc, err := spec.Marshal()
+	enc, err := marshalSpec(spec)
 	if err != nil {
 		p.abandon()
-		return fmt.Errorf("%w: %w", ErrExec, err)
+		return err
 	}
 
 	if p.gone() {

@@ -164,7 +164,7 @@ func TestPoolFeatures(t *testing.T) {
 		t.Errorf("killed: %+v", res)
 	}
 
-	res, err = p.New(&Options{Args: []string{"sleep", "30"}, Timeout: 100 * time.Millisecond}).Run(ctx)
+	res, err = p.New(&Options{Args: []string{"sleep", "30"}, Timeout: 2 * time.Second}).Run(ctx)
 	if err != nil || !res.TimedOut {
 		t.Errorf("timeout: %+v %v", res, err)
 	}

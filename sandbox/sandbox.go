@@ -149,10 +149,12 @@ type Options struct {
 	// random, urandom, tty, ptmx and its terminals), these, and any
 	// devices Resources.Devices allows.
 	Devices []Device
-	// Timeout, if positive, kills the sandbox that long after it started;
-	// the Result then says TimedOut. It bounds the start as well: a
-	// sandbox not started within it is given up, and Start's error wraps
-	// context.DeadlineExceeded.
+	// Timeout, if positive, sets one deadline, that long after Start is
+	// called, for the start and the workload together: a start not
+	// finished by then is given up, and Start's error wraps
+	// context.DeadlineExceeded; a workload still running then is killed,
+	// and the Result says TimedOut. The time the start took counts: a
+	// sandbox never lives longer than Timeout.
 	Timeout time.Duration
 
 	// Network connects the sandbox: nil means a network namespace of its
@@ -284,6 +286,7 @@ type Sandbox struct {
 	result    *Result
 	waitErr   error
 	killed    struct{ timeout, cancel bool }
+	deadline  time.Time // when Options.Timeout runs out, fixed by Start; zero for none
 
 	pool    *Pool // the pool the sandbox comes from, if any
 	poolErr error // options the pool does not allow
@@ -321,7 +324,8 @@ func NewFromImage(img *layerfs.Image, opts *Options) *Sandbox {
 func (s *Sandbox) ID() string { return s.id }
 
 // Run starts the sandbox, waits for its workload to end and frees
-// everything it used.
+// everything it used. Its Result and error are Wait's: a Result is never
+// hidden behind an error.
 func (s *Sandbox) Run(ctx context.Context) (*Result, error) {
 	if err := s.Start(ctx); err != nil {
 		return nil, err
@@ -334,6 +338,8 @@ func (s *Sandbox) Run(ctx context.Context) (*Result, error) {
 // sandbox, as exec.CommandContext does; cancelling it before, or
 // Options.Timeout running out before, stops the start, and the error
 // wraps ctx's cause (context.Canceled, context.DeadlineExceeded).
+// Options.Timeout counts from the call of Start, not from the workload's
+// start.
 func (s *Sandbox) Start(ctx context.Context) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -364,12 +370,14 @@ func (s *Sandbox) Start(ctx context.Context) (err error) {
 	if err := s.validate(); err != nil {
 		return err
 	}
-	// The steps of the start end with ctx, and with the timeout, which
-	// bounds a sandbox that cannot start as well as one that runs.
+	// The steps of the start end with ctx, and with the timeout's
+	// deadline, fixed here: the same deadline then ends the workload
+	// (supervise), so that the start and the run share one Timeout.
 	startCtx := ctx
 	if s.opts.Timeout > 0 {
+		s.deadline = time.Now().Add(s.opts.Timeout)
 		var cancel context.CancelFunc
-		startCtx, cancel = context.WithTimeoutCause(ctx, s.opts.Timeout,
+		startCtx, cancel = context.WithDeadlineCause(ctx, s.deadline,
 			fmt.Errorf("not started within its timeout of %s: %w", s.opts.Timeout, context.DeadlineExceeded))
 		defer cancel()
 	}
@@ -815,10 +823,10 @@ func launch(mode string, cg *cgroup.Cgroup, std stdio, extra []*os.File, attr *s
 // Ending ctx kills the process, and run returns ctx's error.
 func (p *launched) run(ctx context.Context, spec *nsinit.Spec) error {
 	spec.CgroupFDs = p.cgroupFDs
-	enc, err := spec.Marshal()
+	enc, err := marshalSpec(spec)
 	if err != nil {
 		p.abandon()
-		return fmt.Errorf("%w: %w", ErrExec, err)
+		return err
 	}
 	// The spec fits the pipe's buffer unless its arguments, environment or
 	// seccomp program are large; a writer goroutine, which has the pipe
@@ -875,12 +883,12 @@ func stoppedBeforeStart(ctx context.Context) error {
 	return fmt.Errorf("stopped before the workload started: %w", context.Cause(ctx))
 }
 
-// supervise kills the sandbox when its context ends or its time runs out,
-// and collects its end.
+// supervise kills the sandbox when its context ends or its deadline
+// passes, and collects its end.
 func (s *Sandbox) supervise(ctx context.Context, p *launched) {
 	var timeout <-chan time.Time
-	if s.opts.Timeout > 0 {
-		t := time.NewTimer(s.opts.Timeout)
+	if !s.deadline.IsZero() {
+		t := time.NewTimer(time.Until(s.deadline))
 		defer t.Stop()
 		timeout = t.C
 	}
@@ -1002,6 +1010,12 @@ func (s *Sandbox) cleanup() error {
 // Wait waits for the workload to end and for the sandbox to be torn down,
 // and returns how it ended. A workload that exits non-zero is not an
 // error: see Result.
+//
+// When the workload ran, the Result is always returned, and says how it
+// ended, even if the error is not nil: the error then reports a failure
+// after the workload ended (reaping PID 1, or tearing the sandbox down),
+// which does not change the workload's status. A nil Result comes only
+// with an error.
 func (s *Sandbox) Wait() (*Result, error) {
 	s.mu.Lock()
 	started, owned := s.started, s.cmd != nil || s.proc == nil

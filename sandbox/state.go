@@ -393,7 +393,7 @@ func surveyStateDir(stateDir string) (live map[string]bool, dead []deadSandbox, 
 			continue
 		}
 		dir := filepath.Join(stateDir, e.Name())
-		lock, err := tryOwnerLock(dir, unix.LOCK_EX)
+		lock, err := lockAbandoned(dir)
 		if err != nil || lock == nil {
 			// Locked by its owner; or unreadable, which is no proof of
 			// death.

@@ -177,7 +177,7 @@ func newRunCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringArrayVar(&devices, "device", nil, "give the sandbox a host device: HOST[:CONTAINER[:PERMS]], PERMS some of rwm (default rwm)")
 	cmd.Flags().BoolVar(&readOnly, "read-only", false, "make the root filesystem read-only")
 	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "give the sandbox a terminal")
-	cmd.Flags().DurationVar(&timeout, "timeout", 0, "kill the sandbox after this long (e.g. 10s)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give the sandbox this long, start included, then kill it (e.g. 10s)")
 	return cmd
 }
 
@@ -226,6 +226,7 @@ func runSandbox(ctx context.Context, sb *sandbox.Sandbox, tty bool, stderr io.Wr
 		}
 	}()
 	res, err := sb.Wait()
+	res, err = workloadResult(res, err, stderr)
 	if err != nil {
 		return err
 	}
@@ -239,6 +240,24 @@ func runSandbox(ctx context.Context, sb *sandbox.Sandbox, tty bool, stderr io.Wr
 		return exitError(res.ExitCode)
 	}
 	return nil
+}
+
+// workloadResult sorts out what Wait or Exec returned: when the workload
+// ran, its Result is what berth exits with, and an error beside it (the
+// teardown after it failed) is only a warning on stderr, not a status of
+// 125 that would hide the workload's. Only an error with no Result is
+// returned as one.
+func workloadResult(res *sandbox.Result, err error, stderr io.Writer) (*sandbox.Result, error) {
+	if res == nil {
+		if err == nil {
+			err = errors.New("the sandbox gave no result")
+		}
+		return nil, err
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "berth: warning: %s\n", clip.Text(err.Error()))
+	}
+	return res, nil
 }
 
 // parseBytes reads sizes like 512, 64k, 64m, 1g (powers of 1024); "" is 0
@@ -341,6 +360,7 @@ func newExecCommand(g *globals) *cobra.Command {
 				Args: args[1:], Env: env, Dir: pf.dir, User: pf.user,
 				Stdin: pf.stdin(cmd), Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(),
 			})
+			res, err = workloadResult(res, err, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}

@@ -1,0 +1,112 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestClaimStateDirBesideReaders claims new state directories while a
+// reader tests each for its owner, as ReadRecords (berth ps) does: a
+// reader's brief shared lock must not make a start fail.
+func TestClaimStateDirBesideReaders(t *testing.T) {
+	root := t.TempDir()
+	const starts = 5000
+	var current atomic.Pointer[string]
+	done := make(chan struct{})
+	var readerLocked atomic.Int64
+	go func() {
+		defer close(done)
+		for {
+			p := current.Load()
+			if p == nil {
+				return
+			}
+			// Spin on the directory about to be made, and take the
+			// reader's lock the moment it exists.
+			if lock, _ := tryOwnerLock(*p, unix.LOCK_SH); lock != nil {
+				readerLocked.Add(1)
+				lock.Close()
+			}
+		}
+	}()
+	var failed []error
+	for i := range starts {
+		dir := filepath.Join(root, fmt.Sprintf("%016x", i))
+		current.Store(&dir)
+		f, err := claimStateDir(root, dir)
+		if err != nil {
+			failed = append(failed, err)
+			continue
+		}
+		f.Close()
+	}
+	current.Store(nil)
+	<-done
+	if len(failed) > 0 {
+		t.Errorf("%d of %d starts failed beside a reader; first: %v", len(failed), starts, failed[0])
+	}
+	if readerLocked.Load() == 0 {
+		t.Errorf("the reader never locked a directory: the test tested nothing")
+	}
+}
+
+// TestClaimStateDirRefusesExisting checks that a directory that is there
+// already, another sandbox's, is not claimed.
+func TestClaimStateDirRefusesExisting(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "00000000000000ab")
+	f, err := claimStateDir(root, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	g, err := claimStateDir(root, dir)
+	if !errors.Is(err, fs.ErrExist) {
+		if g != nil {
+			g.Close()
+		}
+		t.Fatalf("second claim of %s: %v, want an error wrapping fs.ErrExist", dir, err)
+	}
+}
+
+// TestRecoverBesideReaders checks that a reader's shared lock on a dead
+// sandbox's state directory (berth ps, at that instant) does not make
+// Recover take the sandbox for a live one and leave it.
+func TestRecoverBesideReaders(t *testing.T) {
+	stateDir := filepath.Join(t.TempDir(), "state")
+	dead := filepath.Join(stateDir, "00000000000000dd")
+	if err := os.MkdirAll(dead, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	reader, err := tryOwnerLock(dead, unix.LOCK_SH)
+	if err != nil || reader == nil {
+		t.Fatalf("reader's lock: %v", err)
+	}
+	// The reader lets go a moment later, as ReadRecords does.
+	released := time.AfterFunc(100*time.Millisecond, func() { reader.Close() })
+	defer func() {
+		if released.Stop() {
+			reader.Close()
+		}
+	}()
+	res, err := Recover(context.Background(), opts(func(o *Options) { o.StateDir = stateDir }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(res.Sandboxes, []string{"00000000000000dd"}) {
+		t.Errorf("recover beside a reader: %+v, want the dead sandbox reclaimed", res)
+	}
+	if _, err := os.Stat(dead); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("dead sandbox's state: %v", err)
+	}
+}
