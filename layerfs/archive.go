@@ -52,6 +52,13 @@ const maxSymlinkHops = 40
 // members is small, and would otherwise cost memory and inodes.
 const maxArchiveMembers = 1 << 16
 
+// maxArchiveNameBytes bounds the bytes of member names and link targets
+// an archive's table records. Each may be up to PATH_MAX, and Go's tar
+// reader accepts names of about a MiB in PAX headers, so a compressed tar
+// of a few hundred KiB could otherwise make the table take gigabytes.
+// Real archives' names add up to a few KiB per layer.
+const maxArchiveNameBytes = 8 << 20
+
 // stagingReserve is the space that copying a compressed archive's members
 // leaves free on the store's filesystem.
 const stagingReserve = 64 << 20
@@ -108,6 +115,7 @@ func readTarArchive(ctx context.Context, src, copyTo string, progress *progressC
 	tr := tar.NewReader(r)
 	var sawIndex, sawManifest bool
 	var other, sawArchiveMember string
+	nameBytes := 0 // of the members recorded, see maxArchiveNameBytes
 	for n := 0; ; n++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -156,6 +164,12 @@ func readTarArchive(ctx context.Context, src, copyTo string, progress *progressC
 		if len(a.members) == maxArchiveMembers {
 			return nil, fmt.Errorf("more than %d members, which no image archive has: %w", maxArchiveMembers, ErrMemberTooLarge)
 		}
+		if err := checkMemberNames(name, hdr); err != nil {
+			return nil, err
+		}
+		if nameBytes += len(name) + len(linkTarget(hdr)); nameBytes > maxArchiveNameBytes {
+			return nil, fmt.Errorf("member names and link targets add up to more than %d bytes, which no image archive has: %w", maxArchiveNameBytes, ErrMemberTooLarge)
+		}
 		m := a.add(name, hdr)
 		if k := documentKindOf(name); m.typ == tar.TypeReg && k.max > 0 && m.size > k.max {
 			// Said now, rather than after reading it all.
@@ -192,6 +206,28 @@ func readTarArchive(ctx context.Context, src, copyTo string, progress *progressC
 	}
 	ok = true
 	return a, nil
+}
+
+// checkMemberNames refuses a member whose cleaned name or link target is
+// longer than PATH_MAX: no such path can be opened, resolve would refuse
+// it anyway, and recording it would only cost memory.
+func checkMemberNames(name string, hdr *tar.Header) error {
+	if len(name) > unix.PathMax {
+		return unsafeMember(name, fmt.Sprintf("name longer than %d bytes (PATH_MAX)", unix.PathMax))
+	}
+	if len(linkTarget(hdr)) > unix.PathMax {
+		return unsafeMember(name, fmt.Sprintf("link target longer than %d bytes (PATH_MAX)", unix.PathMax))
+	}
+	return nil
+}
+
+// linkTarget returns the target of a symlink or hard link member, and ""
+// for any other: their link names mean nothing and are not recorded.
+func linkTarget(hdr *tar.Header) string {
+	if hdr.Typeflag == tar.TypeSymlink || hdr.Typeflag == tar.TypeLink {
+		return hdr.Linkname
+	}
+	return ""
 }
 
 // add records the member hdr describes under name, replacing any earlier

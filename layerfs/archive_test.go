@@ -529,12 +529,28 @@ func TestArchiveTableBounds(t *testing.T) {
 	hexDir := strings.Repeat("a", 64)
 	deep := []entry{symlinkEntry(hexDir+"/d", strings.Repeat("x/", 2045)+"d")}
 	deepManifest, _ := json.Marshal(tarball.Manifest{{Config: roles["config"], Layers: []string{hexDir + "/d"}}})
+	// Names that no path can be, which the table once kept whole: a
+	// member that nothing reads, and a link no one follows.
+	longMember := append(append([]entry(nil), oci...), fileEntry("blobs/sha256/"+strings.Repeat("n", unix.PathMax), "", 0o644))
+	longLink := append(append([]entry(nil), oci...), symlinkEntry("blobs/sha256/l", strings.Repeat("t", unix.PathMax+1)))
+	longHardlink := append(append([]entry(nil), oci...), hardlinkEntry("blobs/sha256/h", strings.Repeat("t", unix.PathMax+1)))
+	// Names each short enough that together make a table of many MiB.
+	manyNames := append([]entry(nil), oci...)
+	for i, total := 0, 0; total <= maxArchiveNameBytes; i++ {
+		e := symlinkEntry(fmt.Sprintf("blobs/%d/%s", i, strings.Repeat("n", 2000)), strings.Repeat("t", 2000))
+		manyNames = append(manyNames, e)
+		total += len(e.hdr.Name) + len(e.hdr.Linkname)
+	}
 	for _, tc := range []struct {
 		name    string
 		entries []entry
 		want    error
 	}{
 		{"too many members", many, ErrMemberTooLarge},
+		{"a member name longer than PATH_MAX", longMember, ErrUnsafeEntry},
+		{"a symlink target longer than PATH_MAX", longLink, ErrUnsafeEntry},
+		{"a hard link target longer than PATH_MAX", longHardlink, ErrUnsafeEntry},
+		{"names adding up to too many bytes", manyNames, ErrMemberTooLarge},
 		{"a layer name longer than PATH_MAX", append(append([]entry(nil), docker...), fileEntry("manifest.json", string(longName), 0o644)), ErrUnsafeEntry},
 		{"a symlink that grows the path", append(append(append([]entry(nil), docker...), deep...), fileEntry("manifest.json", string(deepManifest), 0o644)), ErrUnsafeEntry},
 	} {

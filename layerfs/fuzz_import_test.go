@@ -363,6 +363,15 @@ func archiveSeeds(t testing.TB) [][]byte {
 			}
 		}
 		seeds = append(seeds, buildTar(t, base...))
+		// Names and link targets longer than PATH_MAX.
+		long := strings.Repeat("n", 4097)
+		for _, e := range []entry{
+			fileEntry("blobs/"+long, "", 0o644),
+			symlinkEntry("blobs/l", long),
+			hardlinkEntry("blobs/h", long),
+		} {
+			seeds = append(seeds, buildTar(t, append(append([]entry(nil), base...), e)...))
+		}
 	}
 	return seeds
 }
