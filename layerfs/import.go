@@ -44,9 +44,11 @@ const (
 )
 
 // DetectFormat tells which format the file or directory at src is in.
-// A tar is an image archive when it holds an OCI layout's index.json or a
-// docker archive's manifest.json; one that holds a manifest.json beside
-// members no docker archive has is neither, and an error.
+// A tar is an OCI layout when it holds an oci-layout file, or an
+// index.json and blobs; a docker archive when it holds a manifest.json
+// beside nothing but image members, or one that names a docker archive's
+// layers (which must then be there); and otherwise a root filesystem,
+// which may well hold an index.json or a manifest.json of its own.
 func DetectFormat(src string) (Format, error) {
 	return detectFormat(context.Background(), src)
 }
