@@ -3,7 +3,9 @@ package layerfs
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -52,6 +54,13 @@ const maxSymlinkHops = 40
 // members is small, and would otherwise cost memory and inodes.
 const maxArchiveMembers = 1 << 16
 
+// maxArchiveNameBytes bounds the bytes of member names and link targets
+// an archive's table records. Each may be up to PATH_MAX, and Go's tar
+// reader accepts names of about a MiB in PAX headers, so a compressed tar
+// of a few hundred KiB could otherwise make the table take gigabytes.
+// Real archives' names add up to a few KiB per layer.
+const maxArchiveNameBytes = 8 << 20
+
 // stagingReserve is the space that copying a compressed archive's members
 // leaves free on the store's filesystem.
 const stagingReserve = 64 << 20
@@ -61,9 +70,10 @@ const stagingReserve = 64 << 20
 // when copyTo is set, the regular members of a compressed archive are
 // copied into that directory as the tar is read (when it is not, as for
 // DetectFormat, their contents are skipped). A root filesystem tar is
-// recognised by a member that no image archive holds; that of a
-// compressed tar ends the reading at once, as the whole of it would have
-// to be decompressed to see more. progress, if set, counts the bytes read
+// recognised by a member that no image archive holds (see archiveMarks);
+// that of a compressed tar ends the reading at once, unless an OCI layout
+// or a docker archive's manifest.json came before it, as the whole of it
+// would have to be decompressed to see more. progress, if set, counts the bytes read
 // from src.
 //
 // The caller closes the archive.
@@ -106,8 +116,8 @@ func readTarArchive(ctx context.Context, src, copyTo string, progress *progressC
 	// of members instead of reading them, and after each header the
 	// file's offset is where the member's contents start.
 	tr := tar.NewReader(r)
-	var sawIndex, sawManifest bool
-	var other, sawArchiveMember string
+	var seen archiveMarks
+	nameBytes := 0 // of the members recorded, see maxArchiveNameBytes
 	for n := 0; ; n++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -127,26 +137,30 @@ func readTarArchive(ctx context.Context, src, copyTo string, progress *progressC
 		}
 		name := strings.TrimPrefix(path.Clean("/"+hdr.Name), "/")
 		switch {
-		case name == "oci-layout" || name == "index.json":
-			sawIndex = true
+		case name == "oci-layout":
+			seen.ociLayout = true
+		case name == "index.json":
+			seen.index = true
 		case name == "manifest.json":
-			sawManifest = true
+			seen.manifest = true
 		case name == "":
 		case isArchiveMemberName(name):
-			sawArchiveMember = name
+			seen.archiveMember = name
+			if name == "blobs" || strings.HasPrefix(name, "blobs/") {
+				seen.blobs = true
+			}
 		default:
-			if other == "" {
-				other = name
+			if seen.other == "" {
+				seen.other = name
 			}
-			if sawManifest && !sawIndex {
-				return nil, fmt.Errorf("has a manifest.json but also %q, which no docker archive holds: %w", shownName(name), ErrUnknownFormat)
-			}
-			if compressed && !sawIndex {
+			if compressed && !seen.layout() && !seen.dockerManifest {
+				// Reading on would mean decompressing the whole of
+				// what is most likely a root filesystem.
 				a.format = FormatRootfsTar
 				ok = true
 				return a, nil
 			}
-			if !sawIndex {
+			if !seen.layout() {
 				// Only an OCI layout may hold other files, and this
 				// tar may yet prove to be a root filesystem, whose
 				// members are not worth a table.
@@ -156,10 +170,20 @@ func readTarArchive(ctx context.Context, src, copyTo string, progress *progressC
 		if len(a.members) == maxArchiveMembers {
 			return nil, fmt.Errorf("more than %d members, which no image archive has: %w", maxArchiveMembers, ErrMemberTooLarge)
 		}
+		if err := checkMemberNames(name, hdr); err != nil {
+			return nil, err
+		}
+		if nameBytes += len(name) + len(linkTarget(hdr)); nameBytes > maxArchiveNameBytes {
+			return nil, fmt.Errorf("member names and link targets add up to more than %d bytes, which no image archive has: %w", maxArchiveNameBytes, ErrMemberTooLarge)
+		}
 		m := a.add(name, hdr)
 		if k := documentKindOf(name); m.typ == tar.TypeReg && k.max > 0 && m.size > k.max {
 			// Said now, rather than after reading it all.
 			return nil, fmt.Errorf("%w: %s is %d bytes, and %s may be at most %d", ErrMemberTooLarge, shownName(name), m.size, k.what, k.max)
+		}
+		if name == "manifest.json" {
+			// A later manifest.json replaces an earlier one.
+			seen.dockerManifest = false
 		}
 		if m.typ != tar.TypeReg || hdr.Typeflag == tar.TypeLink || m.size == 0 {
 			continue
@@ -168,6 +192,27 @@ func readTarArchive(ctx context.Context, src, copyTo string, progress *progressC
 			if m.offset, err = a.src.Seek(0, io.SeekCurrent); err != nil {
 				return nil, err
 			}
+		}
+		if name == "manifest.json" {
+			// Its contents are part of telling the format; it is
+			// no larger than documentKindOf allows.
+			var contents io.Reader = tr
+			if a.inPlace {
+				contents = io.NewSectionReader(a.src, m.offset, m.size)
+			}
+			b, err := io.ReadAll(io.LimitReader(contents, m.size))
+			if err != nil {
+				return nil, fmt.Errorf("member %s: %w", shownName(name), err)
+			}
+			seen.dockerManifest = namesDockerLayers(b)
+			if !a.inPlace && copyTo != "" {
+				if err := a.copyMember(bytes.NewReader(b), m, copyTo, strconv.Itoa(n)); err != nil {
+					return nil, fmt.Errorf("member %s: %w", shownName(name), err)
+				}
+			}
+			continue
+		}
+		if a.inPlace {
 			continue
 		}
 		if copyTo != "" {
@@ -177,21 +222,79 @@ func readTarArchive(ctx context.Context, src, copyTo string, progress *progressC
 		}
 	}
 	switch {
-	case sawIndex:
+	case seen.layout():
 		a.format = FormatOCILayout
-	case sawManifest && other != "":
-		return nil, fmt.Errorf("has a manifest.json but also %q, which no docker archive holds: %w", shownName(other), ErrUnknownFormat)
-	case sawManifest:
+	case seen.manifest && (seen.other == "" || seen.dockerManifest):
+		// A manifest.json beside nothing but image members, or one
+		// that names a docker archive's layers: a docker archive,
+		// whose import says which layers are missing, if any.
 		a.format = FormatDockerArchive
-	case other == "" && sawArchiveMember != "":
+	case seen.other == "" && seen.archiveMember != "":
 		// Only the legacy format's layer directories: Docker before
 		// 1.10 wrote no manifest.json, and neither does a partial copy.
-		return nil, fmt.Errorf("holds image layers (%s) but no manifest.json or index.json to say how they make an image: %w", shownName(sawArchiveMember), ErrUnknownFormat)
+		return nil, fmt.Errorf("holds image layers (%s) but no manifest.json or index.json to say how they make an image: %w", shownName(seen.archiveMember), ErrUnknownFormat)
 	default:
 		a.format = FormatRootfsTar
 	}
 	ok = true
 	return a, nil
+}
+
+// archiveMarks are what the members of a tar read so far say of its
+// format.
+type archiveMarks struct {
+	ociLayout, index, blobs bool   // an OCI layout's members
+	manifest                bool   // a manifest.json
+	dockerManifest          bool   // that parses as a docker archive's and names layers
+	archiveMember           string // a member name image archives have, the last seen
+	other                   string // a member name no image archive has, the first seen
+}
+
+// layout tells whether the tar is an OCI image layout: it has the
+// oci-layout file, or an index.json and blobs. An index.json alone is
+// not enough: a root filesystem may well hold one.
+func (m *archiveMarks) layout() bool { return m.ociLayout || (m.index && m.blobs) }
+
+// namesDockerLayers tells whether b, a manifest.json, is a docker
+// archive's: a list of images of which one at least has a config and
+// layers. Other programs' manifest.json files are objects, or lists of
+// something else.
+func namesDockerLayers(b []byte) bool {
+	var manifest []struct {
+		Config string
+		Layers []string
+	}
+	if json.Unmarshal(b, &manifest) != nil {
+		return false
+	}
+	for _, e := range manifest {
+		if e.Config != "" && len(e.Layers) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// checkMemberNames refuses a member whose cleaned name or link target is
+// longer than PATH_MAX: no such path can be opened, resolve would refuse
+// it anyway, and recording it would only cost memory.
+func checkMemberNames(name string, hdr *tar.Header) error {
+	if len(name) > unix.PathMax {
+		return unsafeMember(name, fmt.Sprintf("name longer than %d bytes (PATH_MAX)", unix.PathMax))
+	}
+	if len(linkTarget(hdr)) > unix.PathMax {
+		return unsafeMember(name, fmt.Sprintf("link target longer than %d bytes (PATH_MAX)", unix.PathMax))
+	}
+	return nil
+}
+
+// linkTarget returns the target of a symlink or hard link member, and ""
+// for any other: their link names mean nothing and are not recorded.
+func linkTarget(hdr *tar.Header) string {
+	if hdr.Typeflag == tar.TypeSymlink || hdr.Typeflag == tar.TypeLink {
+		return hdr.Linkname
+	}
+	return ""
 }
 
 // add records the member hdr describes under name, replacing any earlier
@@ -258,9 +361,9 @@ func documentKindOf(name string) documentKind {
 	return documentKind{}
 }
 
-// copyMember copies the contents of m, the current member of tr, to a new
+// copyMember copies the contents of m, read from r, to a new
 // file in dir, if the filesystem has room for it.
-func (a *tarArchive) copyMember(tr *tar.Reader, m *tarMember, dir, name string) error {
+func (a *tarArchive) copyMember(r io.Reader, m *tarMember, dir, name string) error {
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil {
 		return &os.PathError{Op: "statfs", Path: dir, Err: err}
@@ -273,7 +376,7 @@ func (a *tarArchive) copyMember(tr *tar.Reader, m *tarMember, dir, name string) 
 	if err != nil {
 		return err
 	}
-	_, err = io.CopyN(f, tr, m.size)
+	_, err = io.CopyN(f, r, m.size)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -425,14 +425,25 @@ func detectCases(t testing.TB) []detectCase {
 	rootfs := []entry{dirEntry("bin/", 0o755), fileEntry("bin/sh", "#!", 0o755), fileEntry("etc/hostname", "x", 0o644)}
 	return []detectCase{
 		{"OCI layout", oci, FormatOCILayout, nil},
-		{"OCI layout, index only", oci[len(oci)-2 : len(oci)-1], FormatOCILayout, nil},
+		{"OCI layout without oci-layout", oci[:len(oci)-1], FormatOCILayout, nil},
+		{"OCI layout, oci-layout only", oci[len(oci)-1:], FormatOCILayout, nil},
+		{"index.json alone", oci[len(oci)-2 : len(oci)-1], FormatRootfsTar, nil},
+		{"index.json among a root filesystem", append(append([]entry(nil), rootfs...), oci[len(oci)-2]), FormatRootfsTar, nil},
+		{"index.json before a root filesystem", append([]entry{oci[len(oci)-2]}, rootfs...), FormatRootfsTar, nil},
 		{"skopeo and podman docker-archive", docker, FormatDockerArchive, nil},
 		{"docker save before v25", append(legacy, fileEntry("manifest.json", string(legacyManifest), 0o644), fileEntry("repositories", "{}", 0o644)), FormatDockerArchive, nil},
 		{"docker save v25", append(append([]entry(nil), oci...), fileEntry("manifest.json", string(v25Manifest), 0o644)), FormatOCILayout, nil},
 		{"root filesystem", rootfs, FormatRootfsTar, nil},
 		{"root filesystem with ./", append([]entry{dirEntry("./", 0o755)}, rootfs...), FormatRootfsTar, nil},
-		{"manifest.json among a root filesystem", append(append([]entry(nil), docker...), rootfs...), "", ErrUnknownFormat},
-		{"manifest.json after a root filesystem", append(append([]entry(nil), rootfs...), docker...), "", ErrUnknownFormat},
+		// A docker archive's manifest.json names its layers: a docker
+		// archive, whatever else the tar holds (and if the layers are
+		// missing, its import says so).
+		{"docker archive among a root filesystem", append(append([]entry(nil), docker...), rootfs...), FormatDockerArchive, nil},
+		{"docker archive after a root filesystem", append(append([]entry(nil), rootfs...), docker...), FormatDockerArchive, nil},
+		{"docker manifest.json without its layers among a root filesystem", append([]entry{docker[2]}, rootfs...), FormatDockerArchive, nil},
+		// Any other manifest.json is a root filesystem's own file.
+		{"other manifest.json among a root filesystem", append([]entry{fileEntry("manifest.json", `{"name":"app","icons":[]}`, 0o644)}, rootfs...), FormatRootfsTar, nil},
+		{"manifest.json list among a root filesystem", append(append([]entry(nil), rootfs...), fileEntry("manifest.json", `[{"Config":"","Layers":[]}]`, 0o644)), FormatRootfsTar, nil},
 		{"layers without a manifest (docker before 1.10)", legacy, "", ErrUnknownFormat},
 		{"empty", nil, "", ErrUnknownFormat},
 		{"huge manifest.json", []entry{hugeEntry("manifest.json", 64<<20)}, "", ErrMemberTooLarge},
@@ -444,7 +455,7 @@ func detectCases(t testing.TB) []detectCase {
 func TestDetectFormatArchiveVariants(t *testing.T) {
 	for _, tc := range detectCases(t) {
 		for _, gz := range []bool{false, true} {
-			if gz && tc.name == "manifest.json after a root filesystem" {
+			if gz && tc.name == "docker archive after a root filesystem" {
 				// A compressed tar is read only until a member says
 				// it is a root filesystem.
 				continue
@@ -529,12 +540,28 @@ func TestArchiveTableBounds(t *testing.T) {
 	hexDir := strings.Repeat("a", 64)
 	deep := []entry{symlinkEntry(hexDir+"/d", strings.Repeat("x/", 2045)+"d")}
 	deepManifest, _ := json.Marshal(tarball.Manifest{{Config: roles["config"], Layers: []string{hexDir + "/d"}}})
+	// Names that no path can be, which the table once kept whole: a
+	// member that nothing reads, and a link no one follows.
+	longMember := append(append([]entry(nil), oci...), fileEntry("blobs/sha256/"+strings.Repeat("n", unix.PathMax), "", 0o644))
+	longLink := append(append([]entry(nil), oci...), symlinkEntry("blobs/sha256/l", strings.Repeat("t", unix.PathMax+1)))
+	longHardlink := append(append([]entry(nil), oci...), hardlinkEntry("blobs/sha256/h", strings.Repeat("t", unix.PathMax+1)))
+	// Names each short enough that together make a table of many MiB.
+	manyNames := append([]entry(nil), oci...)
+	for i, total := 0, 0; total <= maxArchiveNameBytes; i++ {
+		e := symlinkEntry(fmt.Sprintf("blobs/%d/%s", i, strings.Repeat("n", 2000)), strings.Repeat("t", 2000))
+		manyNames = append(manyNames, e)
+		total += len(e.hdr.Name) + len(e.hdr.Linkname)
+	}
 	for _, tc := range []struct {
 		name    string
 		entries []entry
 		want    error
 	}{
 		{"too many members", many, ErrMemberTooLarge},
+		{"a member name longer than PATH_MAX", longMember, ErrUnsafeEntry},
+		{"a symlink target longer than PATH_MAX", longLink, ErrUnsafeEntry},
+		{"a hard link target longer than PATH_MAX", longHardlink, ErrUnsafeEntry},
+		{"names adding up to too many bytes", manyNames, ErrMemberTooLarge},
 		{"a layer name longer than PATH_MAX", append(append([]entry(nil), docker...), fileEntry("manifest.json", string(longName), 0o644)), ErrUnsafeEntry},
 		{"a symlink that grows the path", append(append(append([]entry(nil), docker...), deep...), fileEntry("manifest.json", string(deepManifest), 0o644)), ErrUnsafeEntry},
 	} {
@@ -601,5 +628,49 @@ func TestImportRefusesSourcesThatAreNotFiles(t *testing.T) {
 			t.Errorf("Import(%s): %v, want ErrUnknownFormat", src, err)
 		}
 		checkImported(t, s, img, err)
+	}
+}
+
+// A root filesystem may hold an index.json or a manifest.json of its own
+// at its root: it imports as the one-layer image it is, those files in
+// it, and only a docker archive's manifest.json makes it an archive,
+// whose missing layers are then an error.
+func TestImportRootfsTarWithImageFileNames(t *testing.T) {
+	im := newArchiveImage(t)
+	docker, roles := im.members(FormatDockerArchive)
+	rootfs := []entry{dirEntry("bin/", 0o755), fileEntry("bin/true", "#!", 0o755)}
+	for _, tc := range []struct {
+		name   string
+		extra  entry
+		wantOK bool
+	}{
+		{"index.json", fileEntry("index.json", string(im.index), 0o644), true},
+		{"oci-layout-less index.json first", fileEntry("index.json", `{"manifests":[]}`, 0o644), true},
+		{"manifest.json", fileEntry("manifest.json", `{"name":"app"}`, 0o644), true},
+		{"docker archive's manifest.json", docker[2], false},
+	} {
+		for _, gz := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/gzip=%v", tc.name, gz), func(t *testing.T) {
+				p := filepath.Join(t.TempDir(), "x.tar")
+				writeArchive(t, p, append([]entry{tc.extra}, rootfs...), gz)
+				s := newStore(t, nil)
+				img, err := s.Import(context.Background(), p, nil)
+				checkImported(t, s, img, err)
+				if !tc.wantOK {
+					if !isNotFound(err) || !strings.Contains(err.Error(), roles["config"]) {
+						t.Fatalf("Import: %v, want not found naming %s", err, roles["config"])
+					}
+					return
+				}
+				if err != nil {
+					t.Fatalf("Import: %v", err)
+				}
+				r := prepare(t, s, "k", img)
+				got, err := os.ReadFile(filepath.Join(r.Path, tc.extra.hdr.Name))
+				if err != nil || string(got) != tc.extra.body {
+					t.Errorf("/%s in the rootfs: %q, %v; want the tar's", tc.extra.hdr.Name, got, err)
+				}
+			})
+		}
 	}
 }

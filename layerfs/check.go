@@ -75,7 +75,9 @@ type CheckOptions struct {
 	// Layers also unpacks every layer in use again from its blob, and
 	// compares each file's type, permissions, owner, size, content, link
 	// target, device number and extended attributes with the store's
-	// unpacked layer. It reads and writes as much as the images hold.
+	// unpacked layer. It reads and writes as much as the images hold, one
+	// layer at a time, and keeps the store's reserve of free space as an
+	// import does: when a layer would not fit, Check fails with ErrNoSpace.
 	Layers bool
 }
 

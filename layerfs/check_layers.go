@@ -93,9 +93,15 @@ func (c *checker) compareLayer(blob, diffID v1.Hash) ([]string, error) {
 		return []string{fmt.Sprintf("the blob does not decompress: %v", err)}, nil
 	}
 	defer r.Close()
-	if err := unpackTar(c.ctx, r, fresh); err != nil {
+	// The fresh unpack is as large as the layer: it keeps the store's
+	// reserve of free space as an import does, and running short of it
+	// ends the check rather than being said of the layer.
+	if err := unpackTar(c.s.withSpaceBudget(c.ctx), r, fresh); err != nil {
 		if c.ctx.Err() != nil {
 			return nil, c.ctx.Err()
+		}
+		if errors.Is(err, ErrNoSpace) {
+			return nil, fmt.Errorf("unpack layer %s again: %w", diffID, err)
 		}
 		return []string{fmt.Sprintf("the blob does not unpack: %v", err)}, nil
 	}

@@ -3,6 +3,7 @@ package layerfs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -400,5 +401,42 @@ func TestCheckLayersWhiteouts(t *testing.T) {
 	problems, err = s.Check(ctx, &CheckOptions{Layers: true})
 	if err != nil || !hasProblem(problems, ProblemLayerContent, filepath.Dir(s.layerDir(top.Layers[1].DiffID))) {
 		t.Fatalf("a deleted whiteout went unnoticed: %v\n%s", err, problemList(problems))
+	}
+}
+
+// A check of the layers unpacks each again beside the store's copy: one
+// that would eat into the store's reserve of free space ends the check
+// with ErrNoSpace, as an import would, and never fills the filesystem.
+func TestCheckLayersKeepsFreeSpace(t *testing.T) {
+	ctx := context.Background()
+	// 40 MiB of layer on 64 MiB: it fits once, not twice.
+	root := filepath.Join(smallFilesystem(t, "64m", 10000), "store")
+	s, err := Open(root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Import(ctx, writeTemp(t, "layer.tar.zst", zstdBytes(t, manyFiles(t, 40, 1<<20, 'x'))), nil); err != nil {
+		t.Fatal(err)
+	}
+	if problems, err := s.Check(ctx, nil); err != nil || len(problems) != 0 {
+		t.Fatalf("intact store: Check = %v\n%s", err, problemList(problems))
+	}
+	problems, err := s.Check(ctx, &CheckOptions{Layers: true})
+	if !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Check with Layers on a store without room for the layer twice: %v, want %v\n%s", err, ErrNoSpace, problemList(problems))
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(root, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Bavail == 0 {
+		t.Errorf("the store's filesystem filled up")
+	}
+	entries, err := os.ReadDir(s.path("tmp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		t.Errorf("the check left tmp/%s", e.Name())
 	}
 }

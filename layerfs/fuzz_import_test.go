@@ -207,6 +207,15 @@ func FuzzImportLayout(f *testing.F) {
 	} {
 		f.Add(s[0], s[1], s[2], "")
 	}
+	// Index trees that are wide: the same nested index named many times
+	// at each level, and more descriptors than Import walks.
+	nested := func(digest string, n int) string {
+		d := `{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"` + digest + `"}`
+		return `{"manifests":[` + strings.TrimSuffix(strings.Repeat(d+",", n), ",") + `]}`
+	}
+	f.Add(nested(phManifest, 40), nested(phConfig, 40), `{"manifests":[],"rootfs":{"diff_ids":[]}}`, "")
+	image := `{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"$MANIFEST","size":$MSIZE}`
+	f.Add(`{"manifests":[`+strings.TrimSuffix(strings.Repeat(image+",", 5000), ",")+`]}`, defaultManifest, defaultConfig, "")
 	// Members that are not regular files in the layout.
 	f.Add(defaultIndex, defaultManifest, defaultConfig, "index.json -> ../secret/index.json")
 	f.Add(defaultIndex, defaultManifest, defaultConfig, "blobs/sha256 -> ../../secret/blobs/sha256")
@@ -354,6 +363,15 @@ func archiveSeeds(t testing.TB) [][]byte {
 			}
 		}
 		seeds = append(seeds, buildTar(t, base...))
+		// Names and link targets longer than PATH_MAX.
+		long := strings.Repeat("n", 4097)
+		for _, e := range []entry{
+			fileEntry("blobs/"+long, "", 0o644),
+			symlinkEntry("blobs/l", long),
+			hardlinkEntry("blobs/h", long),
+		} {
+			seeds = append(seeds, buildTar(t, append(append([]entry(nil), base...), e)...))
+		}
 	}
 	return seeds
 }

@@ -44,9 +44,11 @@ const (
 )
 
 // DetectFormat tells which format the file or directory at src is in.
-// A tar is an image archive when it holds an OCI layout's index.json or a
-// docker archive's manifest.json; one that holds a manifest.json beside
-// members no docker archive has is neither, and an error.
+// A tar is an OCI layout when it holds an oci-layout file, or an
+// index.json and blobs; a docker archive when it holds a manifest.json
+// beside nothing but image members, or one that names a docker archive's
+// layers (which must then be there); and otherwise a root filesystem,
+// which may well hold an index.json or a manifest.json of its own.
 func DetectFormat(src string) (Format, error) {
 	return detectFormat(context.Background(), src)
 }
@@ -309,36 +311,10 @@ func (s *Store) importLayout(ctx context.Context, members memberSource, want str
 	if err != nil {
 		return v1.Hash{}, nil, fmt.Errorf("OCI layout: %w", err)
 	}
-	var images []layoutImage
-	var walk func(name string, b []byte, depth int) error
-	walk = func(name string, b []byte, depth int) error {
-		var idx v1.IndexManifest
-		if err := decodeJSON(name, b, &idx); err != nil {
-			return fmt.Errorf("OCI layout: %w", err)
-		}
-		for _, d := range idx.Manifests {
-			switch {
-			case d.MediaType.IsIndex():
-				if depth > 4 {
-					return errors.New("OCI layout: indexes nested too deep")
-				}
-				nb, err := readVerified(d, manifestDocument)
-				if err != nil {
-					return err
-				}
-				if err := walk(blob(d.Digest), nb, depth+1); err != nil {
-					return err
-				}
-			case d.MediaType.IsImage():
-				if d.Platform != nil && d.Platform.Architecture == "unknown" {
-					continue // attestation manifests
-				}
-				images = append(images, layoutImage{desc: d, name: annotatedName(d.Annotations)})
-			}
-		}
-		return nil
-	}
-	if err := walk("index.json", ib, 0); err != nil {
+	images, err := walkLayoutIndex(ctx, ib, func(d v1.Descriptor) ([]byte, error) {
+		return readVerified(d, manifestDocument)
+	})
+	if err != nil {
 		return v1.Hash{}, nil, err
 	}
 	chosen, err := chooseLayoutImage(images, want)
@@ -443,15 +419,20 @@ func chooseLayoutImage(images []layoutImage, want string) (layoutImage, error) {
 	if len(match) == 1 {
 		return match[0], nil
 	}
+	// Name a few: a crafted index may list a thousand.
+	const shown = 8
 	var names []string
-	for _, im := range images {
+	for _, im := range images[:min(len(images), shown)] {
 		n := im.name
 		if n == "" {
 			n = im.desc.Digest.String()
 		}
 		names = append(names, n)
 	}
-	return layoutImage{}, fmt.Errorf("OCI layout holds %d images (%s) and none is singled out by name or platform", len(images), strings.Join(names, ", "))
+	if len(images) > shown {
+		names = append(names, fmt.Sprintf("and %d more", len(images)-shown))
+	}
+	return layoutImage{}, fmt.Errorf("OCI layout holds %d images (%s) and none is singled out by name or platform", len(images), clip.Cut(strings.Join(names, ", "), 1000))
 }
 
 // importDockerArchive imports an image from a `docker save` archive, in

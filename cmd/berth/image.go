@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/berth-dev/berth/internal/clip"
 	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/sandbox"
 )
@@ -69,7 +70,7 @@ An import unpacks at most --max-size (default 64g) uncompressed and
 and leaves nothing behind. -1 lifts a limit.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			limits, err := importLimits(maxSize, maxFiles)
+			limits, err := importLimits(maxSize, maxFiles, cmd.Flags().Changed("max-files"))
 			if err != nil {
 				return err
 			}
@@ -103,21 +104,24 @@ and leaves nothing behind. -1 lifts a limit.`,
 }
 
 // importLimits reads the import command's --max-size and --max-files into
-// store options, 0 leaving the store's defaults.
-func importLimits(maxSize string, maxFiles int64) (layerfs.Options, error) {
+// store options; maxFilesSet tells whether --max-files was given. A value
+// that makes no sense is a usage error: below -1, or 0 said outright (the
+// options' zero means the default, which is not what a user asking for 0
+// expects).
+func importLimits(maxSize string, maxFiles int64, maxFilesSet bool) (layerfs.Options, error) {
 	var o layerfs.Options
 	if maxSize != "" {
 		n, err := parseBytes(maxSize)
 		if err != nil {
-			return o, fmt.Errorf("--max-size: %w", err)
+			return o, invalidFlag("--max-size: %w", err)
 		}
-		if n == 0 {
-			return o, fmt.Errorf("--max-size %q: want a size of at least a byte, or -1 for no limit", maxSize)
+		if n == 0 || n < -1 {
+			return o, invalidFlag("--max-size %s: want a size of at least a byte, or -1 for no limit", clip.Quote(maxSize))
 		}
 		o.MaxImportSize = n
 	}
-	if maxFiles < -1 {
-		return o, fmt.Errorf("--max-files %d: want at least 1, or -1 for no limit", maxFiles)
+	if maxFiles < -1 || (maxFilesSet && maxFiles == 0) {
+		return o, invalidFlag("--max-files %d: want at least 1, or -1 for no limit", maxFiles)
 	}
 	o.MaxImportEntries = maxFiles
 	return o, nil

@@ -70,3 +70,19 @@ func TestImageImportLimits(t *testing.T) {
 		}
 	}
 }
+
+// Limits that make no sense are usage errors, exit 125, naming the flag:
+// none of them may quietly mean "no limit" or "the default".
+func TestImageImportLimitFlagsAreUsageErrors(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "missing.tar") // never reached
+	for _, args := range [][]string{
+		{"--max-size", "-5"}, {"--max-size=-2"}, {"--max-size", "0"}, {"--max-size", "lots"},
+		{"--max-files", "-5"}, {"--max-files=-2"}, {"--max-files", "0"},
+	} {
+		_, stderr, code := berthExit(t, t.TempDir(), append(append([]string{"image", "import"}, args...), src)...)
+		flag, _, _ := strings.Cut(args[0], "=")
+		if code != 125 || !strings.Contains(stderr, flag) || strings.Contains(stderr, "missing.tar") {
+			t.Errorf("berth image import %s: exit %d, %q; want 125 naming %s", strings.Join(args, " "), code, stderr, flag)
+		}
+	}
+}
