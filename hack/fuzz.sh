@@ -22,6 +22,7 @@ FUZZTIME=${FUZZTIME:-}
 # layouts and archives, seccomp profiles, references, command line specs.
 targets=(
 	./layerfs:FuzzUnpackTar:3000
+	./layerfs:FuzzUnpackLimits:2000
 	./layerfs:FuzzImportLayout:2000
 	./layerfs:FuzzImportDockerArchive:2000
 	./layerfs:FuzzImportArchiveTar:2000
