@@ -308,21 +308,7 @@ func writeFileAtomic(path string, data []byte, durable bool) error {
 	if durable {
 		return atomicfile.WriteFile(path, data, 0o600)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), atomicfile.TempPrefix+filepath.Base(path)+"-")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
+	return atomicfile.Replace(path, data, 0o600)
 }
 
 func exists(path string) bool {

@@ -98,12 +98,16 @@ func (p procID) alive() bool {
 	return err == nil && st == p.StartTime
 }
 
+// writeState replaces dir's record with st, atomically but without
+// syncing it: a power cut ends the sandbox it describes, and Recover
+// reclaims a sandbox by its ID whatever its record holds (the default
+// state directory is a tmpfs, where the record goes with the sandbox).
 func writeState(dir string, st *State) error {
 	b, err := json.Marshal(st)
 	if err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(filepath.Join(dir, "state.json"), b, 0o600)
+	return atomicfile.Replace(filepath.Join(dir, "state.json"), b, 0o600)
 }
 
 // ReadStates returns the records of every sandbox under stateDir (empty

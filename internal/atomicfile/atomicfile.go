@@ -31,7 +31,21 @@ func IsTemp(name string) bool { return strings.HasPrefix(name, TempPrefix) }
 // complete old content or the complete new. No temporary file is left on
 // any error; path is unchanged unless the error is the directory's sync,
 // after the rename.
-func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
+func WriteFile(path string, data []byte, perm os.FileMode) error {
+	return write(path, data, perm, true)
+}
+
+// Replace is WriteFile without the syncs: readers, and a process killed at
+// any moment, still see the complete old content or the complete new, but
+// a power cut may leave an empty or truncated file. It is for records that
+// a power cut makes moot, such as those of running sandboxes and of their
+// mounts, which the reboot ends: their readers must cope with a damaged
+// record anyway, and a sync costs a start about a millisecond on a disk.
+func Replace(path string, data []byte, perm os.FileMode) error {
+	return write(path, data, perm, false)
+}
+
+func write(path string, data []byte, perm os.FileMode, durable bool) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -53,14 +67,19 @@ func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
 	if _, err := f.Write(data); err != nil {
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		return err
+	if durable {
+		if err := f.Sync(); err != nil {
+			return err
+		}
 	}
 	if err := f.Close(); err != nil {
 		return err
 	}
 	if err := os.Rename(f.Name(), path); err != nil {
 		return err
+	}
+	if !durable {
+		return nil
 	}
 	return SyncDir(dir)
 }
