@@ -451,7 +451,7 @@ func psLine(r sandbox.Record) string {
 			status = "starting, or damaged record (owner alive)"
 		}
 		why := strings.TrimPrefix(r.Err.Error(), sandbox.ErrDamagedState.Error()+": ")
-		return fmt.Sprintf("%s\t?\t?\t?\t%s: %s", id, status, truncate(why, 80))
+		return fmt.Sprintf("%s\t?\t?\t?\t%s: %s", id, status, clip.Cut(why, 80))
 	}
 	status := "running"
 	switch {
@@ -460,17 +460,8 @@ func psLine(r sandbox.Record) string {
 	case st.Pending:
 		status = "starting, or waiting in a pool"
 	}
-	return fmt.Sprintf("%s\t%s\t%s\t%s ago\t%s", id, truncate(st.Image, 40), truncate(strings.Join(st.Args, " "), 60),
+	return fmt.Sprintf("%s\t%s\t%s\t%s ago\t%s", id, clip.Cut(st.Image, 40), clip.Cut(strings.Join(st.Args, " "), 60),
 		time.Since(st.Created).Round(time.Second), status)
-}
-
-// truncate shortens v's text to n bytes or so for a table.
-func truncate(v any, n int) string {
-	s := fmt.Sprint(v)
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }
 
 func newGCCommand(g *globals) *cobra.Command {
