@@ -41,12 +41,7 @@ func openPathAttack(a args) Verdict {
 	p := a.str("path")
 	switch a.str("mode") {
 	case "w":
-		fd, err := unix.Open(p, unix.O_WRONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return refused("open for writing", err)
-		}
-		unix.Close(fd)
-		return worked("opened " + p + " for writing")
+		return opened(p, unix.O_WRONLY, "open for writing", " for writing")
 	case "dir":
 		ents, err := os.ReadDir(p)
 		if err != nil {
@@ -54,12 +49,7 @@ func openPathAttack(a args) Verdict {
 		}
 		return worked(fmt.Sprintf("listed %s: %d entries", p, len(ents)))
 	default:
-		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
-		if err != nil {
-			return refused("open", err)
-		}
-		unix.Close(fd)
-		return worked("opened " + p)
+		return opened(p, unix.O_RDONLY|unix.O_NONBLOCK, "open", "")
 	}
 }
 
