@@ -143,11 +143,13 @@ func newRunCommand(g *globals) *cobra.Command {
 				dst, data, _ := strings.Cut(t, ":")
 				opts.Mounts = append(opts.Mounts, sandbox.Mount{Type: "tmpfs", Destination: dst, Options: data})
 			}
-			store, err := g.store()
-			if err != nil {
-				return err
+			// sandboxOptions opened the store already if --root names
+			// one; the default store, or the error, comes from here.
+			if opts.Storage == nil {
+				if opts.Storage, err = g.store(); err != nil {
+					return err
+				}
 			}
-			opts.Storage = store
 			if tty && !term.IsTerminal(int(os.Stdin.Fd())) {
 				return invalidFlag("-t: standard input is not a terminal")
 			}
