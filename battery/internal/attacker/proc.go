@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -397,25 +398,10 @@ func runChild(attr *syscall.SysProcAttr) error {
 	cmd.SysProcAttr = attr
 	err := cmd.Run()
 	var errno syscall.Errno
-	if err != nil && asErrno(err, &errno) {
+	if errors.As(err, &errno) {
 		return errno
 	}
 	return err
-}
-
-func asErrno(err error, out *syscall.Errno) bool {
-	for err != nil {
-		if e, ok := err.(syscall.Errno); ok {
-			*out = e
-			return true
-		}
-		u, ok := err.(interface{ Unwrap() error })
-		if !ok {
-			return false
-		}
-		err = u.Unwrap()
-	}
-	return false
 }
 
 // mountCgroupAttack tries what CVE-2022-0492 starts from: a cgroup v1
