@@ -20,12 +20,9 @@ import (
 	"github.com/berth-dev/berth/sandbox"
 )
 
+// store opens the store named by --root with the default options.
 func (g *globals) store() (*layerfs.Store, error) {
-	root := g.root
-	if root == "" {
-		root = layerfs.DefaultRoot()
-	}
-	return layerfs.Open(root, &layerfs.Options{Logger: g.logger()})
+	return g.storeWith(layerfs.Options{})
 }
 
 // storeOrNil opens the store named by --root, or returns nil to let the
@@ -127,7 +124,8 @@ func importLimits(maxSize string, maxFiles int64, maxFilesSet bool) (layerfs.Opt
 	return o, nil
 }
 
-// storeWith opens the store as store does, with the import limits of opts.
+// storeWith opens the store named by --root (or the default one) with
+// opts, its logger berth's.
 func (g *globals) storeWith(opts layerfs.Options) (*layerfs.Store, error) {
 	root := g.root
 	if root == "" {

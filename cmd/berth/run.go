@@ -143,11 +143,13 @@ func newRunCommand(g *globals) *cobra.Command {
 				dst, data, _ := strings.Cut(t, ":")
 				opts.Mounts = append(opts.Mounts, sandbox.Mount{Type: "tmpfs", Destination: dst, Options: data})
 			}
-			store, err := g.store()
-			if err != nil {
-				return err
+			// sandboxOptions opened the store already if --root names
+			// one; the default store, or the error, comes from here.
+			if opts.Storage == nil {
+				if opts.Storage, err = g.store(); err != nil {
+					return err
+				}
 			}
-			opts.Storage = store
 			if tty && !term.IsTerminal(int(os.Stdin.Fd())) {
 				return invalidFlag("-t: standard input is not a terminal")
 			}
@@ -451,7 +453,7 @@ func psLine(r sandbox.Record) string {
 			status = "starting, or damaged record (owner alive)"
 		}
 		why := strings.TrimPrefix(r.Err.Error(), sandbox.ErrDamagedState.Error()+": ")
-		return fmt.Sprintf("%s\t?\t?\t?\t%s: %s", id, status, truncate(why, 80))
+		return fmt.Sprintf("%s\t?\t?\t?\t%s: %s", id, status, clip.Cut(why, 80))
 	}
 	status := "running"
 	switch {
@@ -460,17 +462,8 @@ func psLine(r sandbox.Record) string {
 	case st.Pending:
 		status = "starting, or waiting in a pool"
 	}
-	return fmt.Sprintf("%s\t%s\t%s\t%s ago\t%s", id, truncate(st.Image, 40), truncate(strings.Join(st.Args, " "), 60),
+	return fmt.Sprintf("%s\t%s\t%s\t%s ago\t%s", id, clip.Cut(st.Image, 40), clip.Cut(strings.Join(st.Args, " "), 60),
 		time.Since(st.Created).Round(time.Second), status)
-}
-
-// truncate shortens v's text to n bytes or so for a table.
-func truncate(v any, n int) string {
-	s := fmt.Sprint(v)
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }
 
 func newGCCommand(g *globals) *cobra.Command {

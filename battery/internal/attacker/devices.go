@@ -157,12 +157,7 @@ func openWriteAttack(a args) Verdict {
 		if _, err := os.Lstat(p); err != nil {
 			continue
 		}
-		fd, err := unix.Open(p, unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
-		if err != nil {
-			return refused("open "+p, err)
-		}
-		unix.Close(fd)
-		return worked("opened " + p + " for writing")
+		return opened(p, unix.O_WRONLY|unix.O_NONBLOCK, "open "+p, " for writing")
 	}
 	return notAttempted("none of " + a.str("paths") + " exists")
 }

@@ -102,6 +102,18 @@ func worked(detail string) Verdict {
 	return Verdict{Attempted: true, Succeeded: true, Detail: detail}
 }
 
+// opened is the verdict of the cases where opening p with flags at all
+// is the hole: refused at step if the open fails, else worked, the
+// descriptor closed at once. how says for what it was opened.
+func opened(p string, flags int, step, how string) Verdict {
+	fd, err := unix.Open(p, flags|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return refused(step, err)
+	}
+	unix.Close(fd)
+	return worked("opened " + p + how)
+}
+
 // notAttempted is the verdict when the attack could not even be tried:
 // the host must treat it as a failure of the case, not a refusal.
 func notAttempted(detail string) Verdict {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -41,12 +42,7 @@ func openPathAttack(a args) Verdict {
 	p := a.str("path")
 	switch a.str("mode") {
 	case "w":
-		fd, err := unix.Open(p, unix.O_WRONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return refused("open for writing", err)
-		}
-		unix.Close(fd)
-		return worked("opened " + p + " for writing")
+		return opened(p, unix.O_WRONLY, "open for writing", " for writing")
 	case "dir":
 		ents, err := os.ReadDir(p)
 		if err != nil {
@@ -54,12 +50,7 @@ func openPathAttack(a args) Verdict {
 		}
 		return worked(fmt.Sprintf("listed %s: %d entries", p, len(ents)))
 	default:
-		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
-		if err != nil {
-			return refused("open", err)
-		}
-		unix.Close(fd)
-		return worked("opened " + p)
+		return opened(p, unix.O_RDONLY|unix.O_NONBLOCK, "open", "")
 	}
 }
 
@@ -407,25 +398,10 @@ func runChild(attr *syscall.SysProcAttr) error {
 	cmd.SysProcAttr = attr
 	err := cmd.Run()
 	var errno syscall.Errno
-	if err != nil && asErrno(err, &errno) {
+	if errors.As(err, &errno) {
 		return errno
 	}
 	return err
-}
-
-func asErrno(err error, out *syscall.Errno) bool {
-	for err != nil {
-		if e, ok := err.(syscall.Errno); ok {
-			*out = e
-			return true
-		}
-		u, ok := err.(interface{ Unwrap() error })
-		if !ok {
-			return false
-		}
-		err = u.Unwrap()
-	}
-	return false
 }
 
 // mountCgroupAttack tries what CVE-2022-0492 starts from: a cgroup v1
