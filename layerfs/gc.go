@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
@@ -52,7 +51,7 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 		return res, err
 	}
 	for _, e := range images {
-		if strings.HasPrefix(e.Name(), ".tmp-") {
+		if atomicfile.IsTemp(e.Name()) {
 			os.Remove(s.path("images", e.Name()))
 			continue
 		}
