@@ -2,6 +2,7 @@ package layerfs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -67,6 +68,11 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 	keepLayers := false
 	for _, key := range keys {
 		rec, err := s.readRootfs(key)
+		if err == nil && rec.Driver == "" {
+			// No record: as Release says, it may have been lost with
+			// the rootfs mounted.
+			err = damaged(key, errors.New("no rootfs.json, or one that names no driver"))
+		}
 		if err != nil {
 			if mounts, merr := mountsUnder(s.rootfsDir(key)); merr != nil || len(mounts) > 0 {
 				s.log.Warn("gc: a mounted rootfs's record is unreadable; keeping every layer", "key", key, "err", err)
