@@ -61,10 +61,6 @@ const maxArchiveMembers = 1 << 16
 // Real archives' names add up to a few KiB per layer.
 const maxArchiveNameBytes = 8 << 20
 
-// stagingReserve is the space that copying a compressed archive's members
-// leaves free on the store's filesystem.
-const stagingReserve = 64 << 20
-
 // readTarArchive reads the tar at src, possibly compressed, and tells
 // which format it is in. For an image archive it returns the member table;
 // when copyTo is set, the regular members of a compressed archive are
@@ -206,7 +202,7 @@ func readTarArchive(ctx context.Context, src, copyTo string, progress *progressC
 			}
 			seen.dockerManifest = namesDockerLayers(b)
 			if !a.inPlace && copyTo != "" {
-				if err := a.copyMember(bytes.NewReader(b), m, copyTo, strconv.Itoa(n)); err != nil {
+				if err := a.copyMember(ctx, bytes.NewReader(b), m, copyTo, strconv.Itoa(n)); err != nil {
 					return nil, fmt.Errorf("member %s: %w", shownName(name), err)
 				}
 			}
@@ -216,7 +212,7 @@ func readTarArchive(ctx context.Context, src, copyTo string, progress *progressC
 			continue
 		}
 		if copyTo != "" {
-			if err := a.copyMember(tr, m, copyTo, strconv.Itoa(n)); err != nil {
+			if err := a.copyMember(ctx, tr, m, copyTo, strconv.Itoa(n)); err != nil {
 				return nil, fmt.Errorf("member %s: %w", shownName(m.name), err)
 			}
 		}
@@ -361,22 +357,34 @@ func documentKindOf(name string) documentKind {
 	return documentKind{}
 }
 
-// copyMember copies the contents of m, read from r, to a new
-// file in dir, if the filesystem has room for it.
-func (a *tarArchive) copyMember(r io.Reader, m *tarMember, dir, name string) error {
+// copyMember copies the contents of m, read from r, to a new file in dir.
+// The copy counts against the import's budget as a layer's files do, so
+// it keeps the store's reserve of free space (Options.MinFreeSpace); a
+// member that the filesystem has no room for beside the reserve is
+// refused before anything of it is written.
+func (a *tarArchive) copyMember(ctx context.Context, r io.Reader, m *tarMember, dir, name string) error {
+	b := importBudgetFrom(ctx)
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil {
 		return &os.PathError{Op: "statfs", Path: dir, Err: err}
 	}
-	if free := int64(st.Bavail) * st.Bsize; m.size > free-stagingReserve {
-		return fmt.Errorf("%d bytes to unpack, and the store's filesystem has %d free: %w", m.size, free, unix.ENOSPC)
+	var reserve int64
+	if b != nil {
+		reserve = b.limits.reserve(&st)
+	}
+	if free := int64(st.Bavail) * st.Bsize; m.size > free-reserve {
+		return fmt.Errorf("%w: %d bytes to unpack, and the store's filesystem has %s free and keeps %s in reserve: %w", ErrNoSpace, m.size, formatBytes(free), formatBytes(reserve), unix.ENOSPC)
 	}
 	p := filepath.Join(dir, name)
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
-	_, err = io.CopyN(f, r, m.size)
+	var w io.Writer = f
+	if b != nil {
+		w = budgetWriter{f: f, b: b}
+	}
+	_, err = io.CopyN(w, r, m.size)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

@@ -17,6 +17,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/atomicfile"
 )
 
 // A ProblemKind classifies what Check found wrong.
@@ -154,7 +156,7 @@ func (c *checker) report(kind ProblemKind, path, format string, args ...any) {
 }
 
 // readDir lists dir, reporting and skipping the names a writer's temporary
-// files have (writeFileAtomic's .tmp- prefix).
+// files have (atomicfile.IsTemp).
 func (c *checker) readDir(dir string) ([]os.DirEntry, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -162,7 +164,7 @@ func (c *checker) readDir(dir string) ([]os.DirEntry, error) {
 	}
 	out := entries[:0]
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".tmp-") {
+		if atomicfile.IsTemp(e.Name()) {
 			c.report(ProblemLeftover, filepath.Join(dir, e.Name()), "temporary file of an interrupted write")
 			continue
 		}

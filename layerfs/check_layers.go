@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -193,16 +192,17 @@ func compareEntry(want, got string) string {
 			return fmt.Sprintf("links to %q, want %q", tb, ta)
 		}
 	}
-	xa, err := xattrs(want)
+	var x xattrReader
+	xa, err := xattrs(&x, want)
 	if err != nil {
 		return err.Error()
 	}
-	xb, err := xattrs(got)
+	xb, err := xattrs(&x, got)
 	if err != nil {
 		return err.Error()
 	}
 	for k, v := range xa {
-		if w, ok := xb[k]; !ok || !bytes.Equal(v, w) {
+		if w, ok := xb[k]; !ok || v != w {
 			return "extended attribute " + k + " differs or is missing"
 		}
 	}
@@ -250,32 +250,15 @@ func ignoreEOF(err error) error {
 
 // xattrs returns the extended attributes of path, not following a
 // symlink.
-func xattrs(path string) (map[string][]byte, error) {
-	buf := make([]byte, 4096)
-	n, err := unix.Llistxattr(path, buf)
-	if errors.Is(err, unix.ERANGE) {
-		if n, err = unix.Llistxattr(path, nil); err == nil {
-			buf = make([]byte, n)
-			n, err = unix.Llistxattr(path, buf)
-		}
-	}
-	if errors.Is(err, unix.ENOTSUP) {
-		return nil, nil
-	}
+func xattrs(x *xattrReader, path string) (map[string]string, error) {
+	dirfd, err := openDirPath(filepath.Dir(path))
 	if err != nil {
-		return nil, &os.PathError{Op: "listxattr", Path: path, Err: err}
+		return nil, err
 	}
-	out := map[string][]byte{}
-	for _, name := range bytes.Split(buf[:n], []byte{0}) {
-		if len(name) == 0 {
-			continue
-		}
-		v := make([]byte, 64<<10)
-		m, err := unix.Lgetxattr(path, string(name), v)
-		if err != nil {
-			return nil, &os.PathError{Op: "getxattr " + string(name), Path: path, Err: err}
-		}
-		out[string(name)] = slices.Clone(v[:m])
+	defer unix.Close(dirfd)
+	attrs, err := x.read(-1, dirfd, filepath.Base(path))
+	if err != nil {
+		return nil, &os.PathError{Op: "getxattr", Path: path, Err: err}
 	}
-	return out, nil
+	return attrs, nil
 }

@@ -2,11 +2,11 @@ package layerfs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
@@ -52,7 +52,7 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 		return res, err
 	}
 	for _, e := range images {
-		if strings.HasPrefix(e.Name(), ".tmp-") {
+		if atomicfile.IsTemp(e.Name()) {
 			os.Remove(s.path("images", e.Name()))
 			continue
 		}
@@ -68,6 +68,11 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 	keepLayers := false
 	for _, key := range keys {
 		rec, err := s.readRootfs(key)
+		if err == nil && rec.Driver == "" {
+			// No record: as Release says, it may have been lost with
+			// the rootfs mounted.
+			err = damaged(key, errors.New("no rootfs.json, or one that names no driver"))
+		}
 		if err != nil {
 			if mounts, merr := mountsUnder(s.rootfsDir(key)); merr != nil || len(mounts) > 0 {
 				s.log.Warn("gc: a mounted rootfs's record is unreadable; keeping every layer", "key", key, "err", err)

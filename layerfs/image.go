@@ -15,6 +15,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/berth-dev/berth/internal/atomicfile"
 	"github.com/berth-dev/berth/internal/clip"
 )
 
@@ -87,7 +88,7 @@ func (s *Store) refs() (map[string]v1.Hash, error) {
 	}
 	out := make(map[string]v1.Hash, len(entries))
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".tmp-") {
+		if atomicfile.IsTemp(e.Name()) {
 			continue
 		}
 		name, err := url.PathUnescape(e.Name())
@@ -210,7 +211,7 @@ func (s *Store) Images(ctx context.Context) ([]*Image, error) {
 	}
 	var out []*Image
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".tmp-") {
+		if atomicfile.IsTemp(e.Name()) {
 			continue
 		}
 		if err := ctx.Err(); err != nil {

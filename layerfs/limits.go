@@ -215,10 +215,7 @@ func (b *importBudget) checkSpace(fd int) error {
 	if err := unix.Fstatfs(fd, &st); err != nil {
 		return fmt.Errorf("store %s: measure free space: %w", b.limits.root, os.NewSyscallError("fstatfs", err))
 	}
-	reserve := b.limits.minFree
-	if reserve == 0 {
-		reserve = min(DefaultMinFreeSpace, int64(st.Blocks)*st.Bsize/20)
-	}
+	reserve := b.limits.reserve(&st)
 	// Filesystems that make inodes as they need them report none, as
 	// ramfs reports no blocks.
 	inodeReserve := min(65536, int64(st.Files)/20)
@@ -242,6 +239,35 @@ func (b *importBudget) checkSpace(fd int) error {
 		return fmt.Errorf("%w: %s has %d free inodes and keeps %d in reserve", ErrNoSpace, b.limits.root, free, inodeReserve)
 	}
 	return nil
+}
+
+// reserve returns the bytes to leave free on the filesystem st describes:
+// Options.MinFreeSpace, or its default for that filesystem; 0 if the
+// store checks no free space.
+func (l importLimits) reserve(st *unix.Statfs_t) int64 {
+	switch {
+	case l.minFree < 0:
+		return 0
+	case l.minFree == 0:
+		return min(DefaultMinFreeSpace, int64(st.Blocks)*st.Bsize/20)
+	}
+	return l.minFree
+}
+
+// budgetWriter writes to f, noting what it writes against b (see wrote).
+type budgetWriter struct {
+	f *os.File
+	b *importBudget
+}
+
+func (w budgetWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	if n > 0 {
+		if berr := w.b.wrote(int(w.f.Fd()), int64(n)); berr != nil {
+			return n, berr
+		}
+	}
+	return n, err
 }
 
 // formatBytes writes n in the largest binary unit that keeps it whole, or

@@ -92,14 +92,6 @@ func quotactlAt(path string, cmd, id uint32, addr unsafe.Pointer) error {
 	return nil
 }
 
-// projectQuotasEnforced reports whether the filesystem dir is on enforces
-// project quotas. Any failure to tell (an old kernel, a filesystem without
-// quotas) means it does not.
-func projectQuotasEnforced(dir string) bool {
-	project, _ := quotasEnforced(dir)
-	return project
-}
-
 // quotasEnforced reports whether the filesystem dir is on enforces project
 // quotas, and whether it enforces quotas of any type; the kernel reports
 // every type's state whichever it is asked about. Any failure to tell (a

@@ -490,3 +490,11 @@ func TestDiskQuotaTemplates(t *testing.T) {
 		t.Errorf("templates after GC: %v", err)
 	}
 }
+
+// projectQuotasEnforced reports whether the filesystem dir is on enforces
+// project quotas. Any failure to tell (an old kernel, a filesystem without
+// quotas) means it does not.
+func projectQuotasEnforced(dir string) bool {
+	project, _ := quotasEnforced(dir)
+	return project
+}

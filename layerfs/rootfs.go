@@ -202,6 +202,9 @@ func (s *Store) prepareFallback(ctx context.Context, key string, d driver, state
 	return &copyDriver{log: s.log}, nil
 }
 
+// readRootfs reads the record of the rootfs under key. A rootfs without
+// one, which a Prepare killed before writing it leaves, gives the zero
+// record, whose Driver is empty: every record Prepare writes names one.
 func (s *Store) readRootfs(key string) (rootfsRecord, error) {
 	var rec rootfsRecord
 	if !keyRE.MatchString(key) {
@@ -250,11 +253,12 @@ func (s *Store) Release(ctx context.Context, key string) error {
 	}
 	defer l.unlock()
 	rec, err := s.readRootfs(key)
-	if err == nil && !exists(s.path("rootfs", key, "rootfs.json")) {
-		// Prepare writes the record before it mounts anything, so
-		// without one nothing should be mounted; but the record may
-		// also have been lost since, with the rootfs mounted.
-		err = damaged(key, errors.New("no rootfs.json"))
+	if err == nil && rec.Driver == "" {
+		// No record (see readRootfs): Prepare writes it before it
+		// mounts anything, so nothing should be mounted; but the
+		// record may also have been lost since, with the rootfs
+		// mounted.
+		err = damaged(key, errors.New("no rootfs.json, or one that names no driver"))
 	}
 	if errors.Is(err, ErrDamagedRecord) {
 		if err := s.releaseDamaged(key, err); err != nil {

@@ -98,32 +98,47 @@ func TestReleaseDamagedRecord(t *testing.T) {
 
 // TestGCKeepsLayersUnderDamagedRecord checks that GC deletes no layer that
 // a mounted rootfs, whose record no longer says which layers it uses,
-// may be showing; once Release has freed it, they go.
+// may be showing, whether the record is garbled or gone; once Release has
+// freed it, they go.
 func TestGCKeepsLayersUnderDamagedRecord(t *testing.T) {
-	s, img := quotaStore(t, "", "")
-	r, err := s.Prepare(ctx, "held", img, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Remove(ctx, img.Digest.String()); err != nil {
-		t.Fatal(err)
-	}
-	write(t, s.path("rootfs", "held", "rootfs.json"), "{")
-	res, err := s.GC(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Layers != 0 {
-		t.Errorf("gc removed %d layers from under a mounted rootfs", res.Layers)
-	}
-	if _, err := os.Stat(filepath.Join(r.Path, "bin", "busybox")); err != nil {
-		t.Errorf("the rootfs after gc: %v", err)
-	}
-	if err := s.Release(ctx, "held"); err != nil {
-		t.Fatal(err)
-	}
-	if res, err := s.GC(ctx); err != nil || res.Layers != len(img.Layers) {
-		t.Errorf("gc after release: %+v, %v; want %d layers removed", res, err, len(img.Layers))
+	for _, damage := range []struct {
+		name string
+		do   func(t *testing.T, p string)
+	}{
+		{"garbled", func(t *testing.T, p string) { write(t, p, "{") }},
+		{"missing", func(t *testing.T, p string) {
+			if err := os.Remove(p); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(damage.name, func(t *testing.T) {
+			s, img := quotaStore(t, "", "")
+			r, err := s.Prepare(ctx, "held", img, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Remove(ctx, img.Digest.String()); err != nil {
+				t.Fatal(err)
+			}
+			damage.do(t, s.path("rootfs", "held", "rootfs.json"))
+			res, err := s.GC(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Layers != 0 {
+				t.Errorf("gc removed %d layers from under a mounted rootfs", res.Layers)
+			}
+			if _, err := os.Stat(filepath.Join(r.Path, "bin", "busybox")); err != nil {
+				t.Errorf("the rootfs after gc: %v", err)
+			}
+			if err := s.Release(ctx, "held"); err != nil {
+				t.Fatal(err)
+			}
+			if res, err := s.GC(ctx); err != nil || res.Layers != len(img.Layers) {
+				t.Errorf("gc after release: %+v, %v; want %d layers removed", res, err, len(img.Layers))
+			}
+		})
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -243,36 +242,71 @@ func (s *Store) removeVolume(ctx context.Context, name string, users VolumeUsers
 	return size, nil
 }
 
-// diskUsage adds up the disk space the files under dir take, counting a
-// file with several links once, as du does.
+// volumeUsage adds up the disk space the files under dir take, counting a
+// file with several links once, as du does. A volume is a sandbox's to
+// write while this walks it, so the walk goes from directory descriptor to
+// directory descriptor and never follows a symlink: a directory swapped
+// for a symlink meanwhile cannot send it through the host's tree.
 func volumeUsage(dir string) (int64, error) {
-	type inode struct{ dev, ino uint64 }
-	seen := map[inode]bool{}
-	var total int64
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if path != dir && errors.Is(err, fs.ErrNotExist) {
-				return nil // removed as we walk
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return 0, &os.PathError{Op: "fstat", Path: dir, Err: err}
+	}
+	u := &usageWalk{total: st.Blocks * 512, seen: map[[2]uint64]bool{}, buf: make([]byte, 32<<10)}
+	err = u.walk(fd, dir)
+	return u.total, err
+}
+
+// A usageWalk is volumeUsage's walk of a tree.
+type usageWalk struct {
+	total int64
+	seen  map[[2]uint64]bool // files with several links already counted, by device and inode
+	buf   []byte             // for readDirNames
+}
+
+// walk adds up what the directory open as fd, at path, holds, and closes
+// fd. Entries removed meanwhile are skipped.
+func (u *usageWalk) walk(fd int, path string) error {
+	defer unix.Close(fd)
+	names, err := readDirNames(fd, u.buf)
+	if err != nil {
+		return &os.PathError{Op: "readdir", Path: path, Err: err}
+	}
+	for _, name := range names {
+		var st unix.Stat_t
+		if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			if err == unix.ENOENT {
+				continue
 			}
+			return &os.PathError{Op: "lstat", Path: filepath.Join(path, name), Err: err}
+		}
+		isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
+		if st.Nlink > 1 && !isDir {
+			k := [2]uint64{uint64(st.Dev), st.Ino}
+			if u.seen[k] {
+				continue
+			}
+			u.seen[k] = true
+		}
+		u.total += st.Blocks * 512
+		if !isDir {
+			continue
+		}
+		sub, err := openDirAt(fd, name)
+		switch {
+		case err == unix.ENOENT || err == unix.ELOOP || err == unix.ENOTDIR:
+			continue // removed or replaced meanwhile
+		case err != nil:
+			return &os.PathError{Op: "open", Path: filepath.Join(path, name), Err: err}
+		}
+		if err := u.walk(sub, filepath.Join(path, name)); err != nil {
 			return err
 		}
-		fi, err := d.Info()
-		if err != nil {
-			return nil
-		}
-		st, ok := fi.Sys().(*syscall.Stat_t)
-		if !ok {
-			return nil
-		}
-		if st.Nlink > 1 && !d.IsDir() {
-			k := inode{uint64(st.Dev), st.Ino}
-			if seen[k] {
-				return nil
-			}
-			seen[k] = true
-		}
-		total += st.Blocks * 512
-		return nil
-	})
-	return total, err
+	}
+	return nil
 }

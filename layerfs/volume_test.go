@@ -128,3 +128,35 @@ func TestVolumeLifecycle(t *testing.T) {
 		}
 	}
 }
+
+// TestVolumeUsageStaysInside checks that a volume's size counts what is
+// in it, however deep, and nothing a symlink in it leads to.
+func TestVolumeUsageStaysInside(t *testing.T) {
+	s := newStore(t, nil)
+	ctx := context.Background()
+	dir, err := s.Volume(ctx, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	outside := t.TempDir()
+	if err := os.WriteFile(filepath.Join(outside, "big"), make([]byte, 4<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deep := filepath.Join(dir, "a", "b", "c")
+	if err := os.MkdirAll(deep, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(deep, "f"), make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(dir, "a", "out")); err != nil {
+		t.Fatal(err)
+	}
+	vols, err := s.Volumes(ctx)
+	if err != nil || len(vols) != 1 {
+		t.Fatalf("Volumes: %v, %v", vols, err)
+	}
+	if size := vols[0].Size; size < 1<<20 || size >= 2<<20 {
+		t.Errorf("v takes %d bytes, want 1 MiB and its directories, nothing behind the symlink", size)
+	}
+}
