@@ -3,13 +3,9 @@ package sandbox
 import (
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path"
-	"path/filepath"
 	"strings"
 
-	securejoin "github.com/cyphar/filepath-securejoin"
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/sandbox/internal/nsinit"
@@ -33,19 +29,18 @@ import (
 // or mounted over, since every lookup is confined to it.
 
 // etcMounts returns the init's binds of the sandbox's etc files (in
-// stateDir) into rootfs. early and late list the destinations, inside the
-// sandbox, of the filesystems the init mounts before the etc files (/proc,
-// /sys, /dev) and after them (the caller's). A bind must never land in an
+// stateDir) into the rootfs open at root. early and late list the
+// destinations, inside the sandbox, of the filesystems the init mounts
+// before the etc files (/proc, /sys, /dev) and after them (the caller's). A bind must never land in an
 // early one: it would create or mount over something in the sandbox's
 // procfs, sysfs or /dev. A link must not lead a bind into a late one
 // either, where it would be hidden; the files' own places in /etc may be
 // under a late one, as when the caller mounts over /etc itself.
-func (s *Sandbox) etcMounts(stateDir, rootfs string, early, late []string) ([]nsinit.Mount, error) {
-	etc, err := securejoin.SecureJoin(rootfs, "/etc")
+func (s *Sandbox) etcMounts(stateDir string, root int, early, late []string) ([]nsinit.Mount, error) {
+	etc, err := resolveInRoot(root, "/etc")
 	if err != nil {
 		return nil, fmt.Errorf("image's /etc: %w", err)
 	}
-	etc = inRoot(rootfs, etc)
 	// Each file's own place is its own, whatever the others' links say.
 	taken := map[string]bool{}
 	for _, f := range etcFiles {
@@ -54,7 +49,7 @@ func (s *Sandbox) etcMounts(stateDir, rootfs string, early, late []string) ([]ns
 	var out []nsinit.Mount
 	for _, f := range etcFiles {
 		own := path.Join(etc, f)
-		target, why, err := etcTarget(rootfs, "/etc/"+f, early)
+		target, why, err := etcTarget(root, "/etc/"+f, early)
 		if err != nil {
 			return nil, err
 		}
@@ -66,7 +61,7 @@ func (s *Sandbox) etcMounts(stateDir, rootfs string, early, late []string) ([]ns
 			}
 		}
 		if why != "" {
-			if err := replaceEtcLink(rootfs, etc, f, early); err != nil {
+			if err := replaceEtcLink(root, etc, f, early); err != nil {
 				return nil, fmt.Errorf("image's /etc/%s %s: %w", f, why, err)
 			}
 			s.log.Info("image's etc file is a link that cannot be bound over: replaced by a file", "id", s.id, "file", "/etc/"+f, "why", why)
@@ -78,33 +73,34 @@ func (s *Sandbox) etcMounts(stateDir, rootfs string, early, late []string) ([]ns
 	return out, nil
 }
 
-// etcTarget resolves name inside rootfs, links and all, and returns where
-// a file bound at name lands, as a path inside the sandbox. The init
+// etcTarget resolves name inside the rootfs open at root, links and all,
+// and returns where a file bound at name lands, as a path inside the
+// sandbox. The init
 // creates it, and the directories leading to it, if they are missing.
 // If a file cannot be bound there (in covered, among others), target is
 // empty and why says what is wrong with the place.
-func etcTarget(rootfs, name string, covered []string) (target, why string, err error) {
-	full, err := securejoin.SecureJoin(rootfs, name)
+func etcTarget(root int, name string, covered []string) (target, why string, err error) {
+	target, err = resolveInRoot(root, name)
 	if errors.Is(err, unix.ELOOP) {
 		return "", "is a loop of symbolic links", nil
 	}
 	if err != nil {
 		return "", "", fmt.Errorf("resolve the image's %s: %w", name, err)
 	}
-	target = inRoot(rootfs, full)
 	if c := coveredBy(target, covered); c != "" {
 		return "", "leads to " + target + ", inside the sandbox's " + c, nil
 	}
-	fi, err := os.Lstat(full)
+	var st unix.Stat_t
+	err = unix.Fstatat(root, relInRoot(target), &st, unix.AT_SYMLINK_NOFOLLOW)
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, unix.ENOENT):
 		return target, "", nil
 	case errors.Is(err, unix.ENOTDIR):
 		return "", "leads to " + target + ", below something that is not a directory", nil
 	case err != nil:
 		return "", "", fmt.Errorf("resolve the image's %s: %w", name, err)
-	case !fi.Mode().IsRegular():
-		return "", "leads to " + target + ", which is not a regular file (" + fi.Mode().Type().String() + ")", nil
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
+		return "", fmt.Sprintf("leads to %s, which is not a regular file (mode %#o)", target, st.Mode&unix.S_IFMT), nil
 	}
 	return target, "", nil
 }
@@ -113,18 +109,13 @@ func etcTarget(rootfs, name string, covered []string) (target, why string, err e
 // already resolved inside rootfs) with an empty file. Only a link is
 // removed: anything else there is the image's, and an error, as is an
 // /etc that leads into covered.
-func replaceEtcLink(rootfs, etc, name string, covered []string) error {
+func replaceEtcLink(root int, etc, name string, covered []string) error {
 	if c := coveredBy(etc, covered); c != "" {
 		return fmt.Errorf("/etc leads to %s, inside the sandbox's %s", etc, c)
 	}
-	root, err := unix.Open(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("open rootfs: %w", err)
-	}
-	defer unix.Close(root)
 	// etc holds no link any more: one now would be a change made since
 	// it was resolved, and is refused.
-	dir, err := unix.Openat2(root, strings.TrimPrefix(etc, "/"), &unix.OpenHow{
+	dir, err := unix.Openat2(root, relInRoot(etc), &unix.OpenHow{
 		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_XDEV,
 	})
@@ -149,14 +140,13 @@ func replaceEtcLink(rootfs, etc, name string, covered []string) error {
 	return unix.Close(fd)
 }
 
-// inRoot turns full, a path under rootfs, into the same path inside the
-// sandbox.
-func inRoot(rootfs, full string) string {
-	rel, err := filepath.Rel(rootfs, full)
-	if err != nil || rel == "." {
-		return "/"
+// relInRoot turns p, a clean absolute path inside the sandbox, into one
+// relative to the rootfs's descriptor.
+func relInRoot(p string) string {
+	if p == "/" {
+		return "."
 	}
-	return "/" + rel
+	return p[1:]
 }
 
 // coveredBy returns the mount destination in covered that p is at or
@@ -172,17 +162,22 @@ func coveredBy(p string, covered []string) string {
 }
 
 // mountDestinations returns the destinations of mounts, each resolved
-// inside rootfs as the init will (a destination may itself lead through
-// one of the image's links).
-func mountDestinations(rootfs string, mounts []nsinit.Mount) []string {
+// inside the rootfs open at root as the init will (a destination may
+// itself lead through one of the image's links).
+func mountDestinations(root int, mounts []nsinit.Mount) []string {
 	var out []string
 	for _, m := range mounts {
-		out = append(out, path.Clean(m.Target))
-		if full, err := securejoin.SecureJoin(rootfs, m.Target); err == nil {
-			if t := inRoot(rootfs, full); t != path.Clean(m.Target) {
-				out = append(out, t)
-			}
-		}
+		out = appendDestination(out, root, path.Clean(m.Target))
+	}
+	return out
+}
+
+// appendDestination appends dst, and where the image's links lead it if
+// that is elsewhere, to out.
+func appendDestination(out []string, root int, dst string) []string {
+	out = append(out, dst)
+	if t, err := resolveInRoot(root, dst); err == nil && t != dst {
+		out = append(out, t)
 	}
 	return out
 }

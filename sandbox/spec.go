@@ -121,7 +121,15 @@ func (s *Sandbox) sandboxSpec(spec *nsinit.Spec, rootfs, stateDir string, sec *s
 	if s.netns != nil {
 		firstFD++
 	}
-	if err := checkMountTargets(rootfs, s.opts.Mounts); err != nil {
+	// One descriptor, and one resolution of each destination, serve the
+	// checks of the caller's mounts and the placing of the etc files.
+	root, err := unix.Open(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: rootfs, Err: err}
+	}
+	defer unix.Close(root)
+	late, err := checkMountTargets(root, s.opts.Mounts)
+	if err != nil {
 		return err
 	}
 	user, err := s.userMounts(s.opts.Mounts, firstFD)
@@ -131,9 +139,10 @@ func (s *Sandbox) sandboxSpec(spec *nsinit.Spec, rootfs, stateDir string, sec *s
 	if sec.ReadonlyRootfs && !mountsAt(s.opts.Mounts, "/tmp") {
 		user = append(user, nsinit.Mount{Kind: nsinit.MountFS, Source: "tmpfs", Target: "/tmp", FSType: "tmpfs",
 			Flags: unix.MS_NOSUID | unix.MS_NODEV, Data: plan.MountData("mode=1777,size=65536k")})
+		late = appendDestination(late, root, "/tmp")
 	}
 	base := baseMounts(plan)
-	etc, err := s.etcMounts(stateDir, rootfs, mountDestinations(rootfs, base), mountDestinations(rootfs, user))
+	etc, err := s.etcMounts(stateDir, root, mountDestinations(root, base), late)
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"path"
 	"runtime"
 	"slices"
@@ -329,30 +328,26 @@ func checkDestination(dst, typ string) error {
 // symbolic links of the image, to a place checkDestination refuses by
 // name: a link /data -> /proc in an image would otherwise put a caller's
 // -v dir:/data over the sandbox's /proc. The init resolves destinations
-// inside the rootfs as this does, and creates what does not exist yet.
-func checkMountTargets(rootfs string, mounts []Mount) error {
-	if len(mounts) == 0 {
-		return nil
-	}
-	root, err := unix.Open(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return &os.PathError{Op: "open", Path: rootfs, Err: err}
-	}
-	defer unix.Close(root)
+// inside the rootfs (open at root) as this does, and creates what does
+// not exist yet. It returns the destinations as mountDestinations does.
+func checkMountTargets(root int, mounts []Mount) ([]string, error) {
+	var out []string
 	for i, m := range mounts {
 		dst := path.Clean(m.Destination)
 		real, err := resolveInRoot(root, dst)
 		if err != nil {
-			return fmt.Errorf("%w: Mounts[%d]: destination %s: %w", ErrInvalidOptions, i, dst, err)
+			return nil, fmt.Errorf("%w: Mounts[%d]: destination %s: %w", ErrInvalidOptions, i, dst, err)
 		}
+		out = append(out, dst)
 		if real == dst {
 			continue // checked by name
 		}
 		if err := checkDestination(real, m.Type); err != nil {
-			return fmt.Errorf("%w: Mounts[%d]: destination %s leads, through the image's symbolic links, to %w", ErrInvalidOptions, i, dst, err)
+			return nil, fmt.Errorf("%w: Mounts[%d]: destination %s leads, through the image's symbolic links, to %w", ErrInvalidOptions, i, dst, err)
 		}
+		out = append(out, real)
 	}
-	return nil
+	return out, nil
 }
 
 // maxLinks is how many symbolic links resolveInRoot follows in one path,
