@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -67,8 +68,24 @@ type Problem struct {
 	Detail string // what is wrong with it
 }
 
+// String is the problem on one line of printable text. Details name files
+// of an image's layers, which the image chose: a name holding a newline or
+// a terminal escape would otherwise add lines of its own to a report, or
+// reach the terminal.
 func (p Problem) String() string {
-	return fmt.Sprintf("%s: %s: %s", p.Kind, p.Path, p.Detail)
+	return fmt.Sprintf("%s: %s: %s", p.Kind, printable(p.Path), printable(p.Detail))
+}
+
+// printable returns s with what is not printable escaped as Go escapes it
+// in a quoted string, or s itself when all of it is.
+func printable(s string) string {
+	for _, r := range s {
+		if !strconv.IsPrint(r) {
+			q := strconv.Quote(s)
+			return q[1 : len(q)-1]
+		}
+	}
+	return s
 }
 
 // CheckOptions say how thoroughly Check verifies the store. The zero value

@@ -440,3 +440,21 @@ func TestCheckLayersKeepsFreeSpace(t *testing.T) {
 		t.Errorf("the check left tmp/%s", e.Name())
 	}
 }
+
+// A problem prints as one line whatever the image named its files: a
+// newline or an escape in a name cannot add lines to a report or reach
+// the terminal.
+func TestProblemStringOneLine(t *testing.T) {
+	p := Problem{Kind: ProblemLayerContent, Path: "/store/layers/x", Detail: "/a\nfake: problem\x1b[2J: size 1, want 2"}
+	s := p.String()
+	if strings.ContainsAny(s, "\n\x1b") {
+		t.Errorf("Problem.String() = %q, want one line of printable text", s)
+	}
+	if !strings.Contains(s, `/a\nfake: problem\x1b[2J: size 1, want 2`) {
+		t.Errorf("Problem.String() = %q, want the name escaped, not dropped", s)
+	}
+	plain := Problem{Kind: ProblemOrphan, Path: "/store/blobs/sha256/ab", Detail: "no image uses it"}
+	if got, want := plain.String(), "orphan: /store/blobs/sha256/ab: no image uses it"; got != want {
+		t.Errorf("Problem.String() = %q, want %q", got, want)
+	}
+}
