@@ -8,6 +8,7 @@ package clip
 import (
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -42,10 +43,37 @@ func Cut(s string, n int) string {
 const maxWord = 256
 
 // Text shortens every run of non-space bytes in msg longer than maxWord,
-// as String does. It is the last line of defence for messages built from
-// errors of packages that echo what they were given whole (a path in an
-// *os.PathError, say).
+// as String does, and escapes control characters other than newline and
+// tab as Go does in a quoted string. It is the last line of defence for
+// messages built from errors of packages that echo what they were given
+// whole (a path in an *os.PathError, say), and of names an image or an
+// archive chose: an escape sequence in one must not reach a terminal.
 func Text(msg string) string {
+	return shorten(escapeControls(msg))
+}
+
+// escapeControls escapes msg's control characters but newline and tab.
+func escapeControls(msg string) string {
+	if !strings.ContainsFunc(msg, isControl) {
+		return msg
+	}
+	var b strings.Builder
+	for _, r := range msg {
+		if isControl(r) {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		} else {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+func isControl(r rune) bool {
+	return r != '\n' && r != '\t' && (unicode.IsControl(r) || r == utf8.RuneError)
+}
+
+func shorten(msg string) string {
 	if len(msg) <= maxWord {
 		return msg
 	}

@@ -34,3 +34,13 @@ func TestText(t *testing.T) {
 		t.Errorf("Text changed a message with no word longer than %d bytes: %q", maxWord, got)
 	}
 }
+
+// An escape sequence or a carriage return in a name an archive chose
+// reaches no terminal through an error; newlines of joined errors stay.
+func TestTextEscapesControls(t *testing.T) {
+	got := Text("member \"a\x1b[2Jb\rc\": refused\nsecond error")
+	want := "member \"a\\x1b[2Jb\\rc\": refused\nsecond error"
+	if got != want {
+		t.Errorf("Text = %q, want %q", got, want)
+	}
+}
