@@ -109,6 +109,9 @@ func removeRulesNaming(network, id string) error {
 	for _, proto := range []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6} {
 		ipt, err := iptables.NewWithProtocol(proto)
 		if err != nil {
+			if proto == iptables.ProtocolIPv6 {
+				continue // a host without ip6tables has no IPv6 rules to leave
+			}
 			return err
 		}
 		for _, table := range []string{"nat", "filter"} {
