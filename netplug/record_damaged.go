@@ -54,9 +54,6 @@ func (n *Networks) detachDamaged(ctx context.Context, cniName, id string, cause 
 	if err := n.cni.DelNetworkList(ctx, list, rt); err != nil {
 		return fmt.Errorf("detach %s from network %s (record unreadable): %w", id, c.name(), pluginError(err))
 	}
-	if err := n.forgetCached(list.Name, id, ifName); err != nil {
-		return fmt.Errorf("detach %s from network %s (record unreadable): %w", id, c.name(), err)
-	}
 	if masqueradeBackend(list) == "iptables" {
 		if err := n.teardownMasquerade(ctx, list.Name, id, ips, true); err != nil {
 			return fmt.Errorf("detach %s from network %s (record unreadable): %w", id, c.name(), err)
