@@ -347,15 +347,18 @@ func (n *Networks) detach(ctx context.Context, cniName, id, netnsPath string) er
 	}
 	if cached == nil && len(prev) > 0 {
 		err = n.delWithResult(ctx, list, rt, prev)
+		// DelNetworkList removes libcni's cache entry, delWithResult does
+		// not.
+		if err == nil {
+			if err := n.forgetCached(list.Name, id, rec.IfName); err != nil {
+				return fmt.Errorf("detach %s from network %s: %w", id, rec.Network, err)
+			}
+		}
 	} else {
 		err = n.cni.DelNetworkList(ctx, list, rt)
 	}
 	if err != nil {
 		return fmt.Errorf("detach %s from network %s: %w", id, rec.Network, pluginError(err))
-	}
-	// DelNetworkList removes libcni's cache entry, delWithResult does not.
-	if err := n.forgetCached(list.Name, id, rec.IfName); err != nil {
-		return fmt.Errorf("detach %s from network %s: %w", id, rec.Network, err)
 	}
 	if rec.Port != "" {
 		mac, _ := net.ParseMAC(rec.PortMAC)

@@ -92,16 +92,16 @@ func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
 }
 
 // teardownMasquerade removes the bridge plugin's masquerading of the
-// sandbox's addresses, when the plugin could not (see detach): the rule in
-// POSTROUTING and the sandbox's chain, named as the plugin names them.
+// sandbox's addresses, when the plugin could not (see detach): the rules
+// in POSTROUTING and the sandbox's chain, named as the plugin names them.
 // nsGone says that the sandbox's namespace was gone at DEL, so that the
-// plugin surely left them.
+// plugin surely left them. Without ips (an Attach killed before the
+// plugin's result reached its record, while the plugin went on) the
+// rules are found by the chain they jump to and the plugin's comment,
+// both of which name the network and the ID.
 func (n *Networks) teardownMasquerade(ctx context.Context, network, id string, ips []netip.Prefix, nsGone bool) error {
 	chain := utils.FormatChainName(network, id)
 	comment := utils.FormatComment(network, id)
-	if len(ips) == 0 {
-		return n.teardownMasqueradeByID(chain, comment)
-	}
 	for _, proto := range []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6} {
 		var mine []netip.Prefix
 		for _, p := range ips {
@@ -109,10 +109,10 @@ func (n *Networks) teardownMasquerade(ctx context.Context, network, id string, i
 				mine = append(mine, p)
 			}
 		}
-		if len(mine) == 0 {
+		if len(ips) > 0 && len(mine) == 0 {
 			continue
 		}
-		if nsGone {
+		if nsGone && len(mine) > 0 {
 			// Each iptables run costs milliseconds; removing the rules
 			// one checked step at a time took some ten runs.
 			err := removeMasqueradeAtOnce(ctx, proto, chain, comment, mine)
@@ -121,14 +121,11 @@ func (n *Networks) teardownMasquerade(ctx context.Context, network, id string, i
 			}
 			n.log.Debug("remove masquerading at once; going step by step", "id", id, "err", err)
 		}
-		var ipt *iptables.IPTables
-		var err error
-		if proto == iptables.ProtocolIPv4 {
-			ipt, err = n.iptables()
-		} else {
-			ipt, err = iptables.NewWithProtocol(proto)
-		}
+		ipt, err := n.iptablesFor(proto)
 		if err != nil {
+			if len(ips) == 0 && proto == iptables.ProtocolIPv6 {
+				continue // a host without ip6tables has no IPv6 rules to leave
+			}
 			return err
 		}
 		// One listing in the common case, where the plugin did it all.
@@ -138,11 +135,15 @@ func (n *Networks) teardownMasquerade(ctx context.Context, network, id string, i
 			}
 			continue
 		}
-		for _, p := range mine {
-			for _, src := range []string{p.Addr().String(), p.String()} {
-				if err := ipt.DeleteIfExists("nat", "POSTROUTING", "-s", src, "-j", chain, "-m", "comment", "--comment", comment); err != nil {
-					return fmt.Errorf("masquerading of %s: %w", id, err)
-				}
+		// The rules as listed, whatever form each source was written in
+		// (older plugins gave it with its prefix length).
+		rules, _ := chainRules(ipt, "nat", "POSTROUTING")
+		for _, r := range rules {
+			if jumpTarget(r) != chain || !slices.Contains(r, comment) {
+				continue
+			}
+			if err := ipt.DeleteIfExists("nat", "POSTROUTING", r...); err != nil {
+				return fmt.Errorf("masquerading of %s: %w", id, err)
 			}
 		}
 		if err := ipt.ClearAndDeleteChain("nat", chain); err != nil {
@@ -152,44 +153,12 @@ func (n *Networks) teardownMasquerade(ctx context.Context, network, id string, i
 	return nil
 }
 
-// teardownMasqueradeByID removes the bridge plugin's masquerading of a
-// sandbox whose addresses are unknown: that of an Attach killed before
-// the plugin's result reached its record, while the plugin went on (or
-// was killed after its rules were in). The sandbox's chain is named after
-// the network and the ID; the POSTROUTING rules that jump to it carry
-// the plugin's comment, which names them too.
-func (n *Networks) teardownMasqueradeByID(chain, comment string) error {
-	for _, proto := range []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6} {
-		var ipt *iptables.IPTables
-		var err error
-		if proto == iptables.ProtocolIPv4 {
-			ipt, err = n.iptables()
-		} else if ipt, err = iptables.NewWithProtocol(proto); err != nil {
-			continue // a host without ip6tables has no IPv6 rules to leave
-		}
-		if err != nil {
-			return err
-		}
-		if ok, err := ipt.ChainExists("nat", chain); err != nil || !ok {
-			if err != nil {
-				return fmt.Errorf("masquerading chain %s: %w", chain, err)
-			}
-			continue
-		}
-		rules, _ := chainRules(ipt, "nat", "POSTROUTING")
-		for _, r := range rules {
-			if jumpTarget(r) != chain || !slices.Contains(r, comment) {
-				continue
-			}
-			if err := ipt.DeleteIfExists("nat", "POSTROUTING", r...); err != nil {
-				return fmt.Errorf("masquerading chain %s: %w", chain, err)
-			}
-		}
-		if err := ipt.ClearAndDeleteChain("nat", chain); err != nil {
-			return fmt.Errorf("masquerading chain %s: %w", chain, err)
-		}
+// iptablesFor returns the iptables of proto: IPv4's is made once.
+func (n *Networks) iptablesFor(proto iptables.Protocol) (*iptables.IPTables, error) {
+	if proto == iptables.ProtocolIPv4 {
+		return n.iptables()
 	}
-	return nil
+	return iptables.NewWithProtocol(proto)
 }
 
 // masqueradedAddrs returns the source addresses of the bridge plugin's
@@ -200,13 +169,7 @@ func (n *Networks) masqueradedAddrs(network, id string) []netip.Prefix {
 	comment := utils.FormatComment(network, id)
 	var out []netip.Prefix
 	for _, proto := range []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6} {
-		var ipt *iptables.IPTables
-		var err error
-		if proto == iptables.ProtocolIPv4 {
-			ipt, err = n.iptables()
-		} else {
-			ipt, err = iptables.NewWithProtocol(proto)
-		}
+		ipt, err := n.iptablesFor(proto)
 		if err != nil {
 			continue
 		}

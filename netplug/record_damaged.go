@@ -54,9 +54,6 @@ func (n *Networks) detachDamaged(ctx context.Context, cniName, id string, cause 
 	if err := n.cni.DelNetworkList(ctx, list, rt); err != nil {
 		return fmt.Errorf("detach %s from network %s (record unreadable): %w", id, c.name(), pluginError(err))
 	}
-	if err := n.forgetCached(list.Name, id, ifName); err != nil {
-		return fmt.Errorf("detach %s from network %s (record unreadable): %w", id, c.name(), err)
-	}
 	if masqueradeBackend(list) == "iptables" {
 		if err := n.teardownMasquerade(ctx, list.Name, id, ips, true); err != nil {
 			return fmt.Errorf("detach %s from network %s (record unreadable): %w", id, c.name(), err)
@@ -109,6 +106,9 @@ func removeRulesNaming(network, id string) error {
 	for _, proto := range []iptables.Protocol{iptables.ProtocolIPv4, iptables.ProtocolIPv6} {
 		ipt, err := iptables.NewWithProtocol(proto)
 		if err != nil {
+			if proto == iptables.ProtocolIPv6 {
+				continue // a host without ip6tables has no IPv6 rules to leave
+			}
 			return err
 		}
 		for _, table := range []string{"nat", "filter"} {

@@ -25,10 +25,13 @@ func Evaluate(prog []byte, c Syscall) (uint32, error) {
 	if len(prog) == 0 || len(prog)%8 != 0 {
 		return 0, fmt.Errorf("seccomp: program of %d bytes", len(prog))
 	}
-	ins := make([]unix.SockFilter, len(prog)/8)
-	for i := range ins {
-		b := prog[8*i:]
-		ins[i] = unix.SockFilter{
+	// Each instruction is decoded as it is reached: a call runs a few
+	// dozen of a program's thousand or more, and a sandbox's start checks
+	// a dozen calls (see Allows).
+	n := len(prog) / 8
+	at := func(pc int) unix.SockFilter {
+		b := prog[8*pc:]
+		return unix.SockFilter{
 			Code: binary.NativeEndian.Uint16(b),
 			Jt:   b[2],
 			Jf:   b[3],
@@ -56,8 +59,8 @@ func Evaluate(prog []byte, c Syscall) (uint32, error) {
 		}
 		return 0, fmt.Errorf("load from offset %d", off)
 	}
-	for pc := 0; pc < len(ins); pc++ {
-		in := ins[pc]
+	for pc := 0; pc < n; pc++ {
+		in := at(pc)
 		var err error
 		branch := func(cond bool) {
 			if cond {
@@ -129,7 +132,7 @@ func Evaluate(prog []byte, c Syscall) (uint32, error) {
 			return 0, err
 		}
 	}
-	return 0, fmt.Errorf("ran off the end of a %d-instruction program", len(ins))
+	return 0, fmt.Errorf("ran off the end of a %d-instruction program", n)
 }
 
 // Allows reports whether prog lets every one of calls through: returns
