@@ -18,6 +18,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/internal/atomicfile"
 	"github.com/berth-dev/berth/internal/clip"
 )
 
@@ -77,15 +78,15 @@ func (s *Store) Export(ctx context.Context, ref string, w io.Writer, format Form
 // or is killed leaves the target as it was and, where the filesystem
 // supports O_TMPFILE, nothing beside it.
 func (s *Store) ExportFile(ctx context.Context, ref, target string, format Format) error {
-	f, err := createAtomic(target, 0o644)
+	f, err := atomicfile.Create(target, 0o644)
 	if err != nil {
 		return fmt.Errorf("export %s: %w", clip.String(ref), err)
 	}
-	defer f.abort()
+	defer f.Abort()
 	if err := s.Export(ctx, ref, f, format); err != nil {
 		return fmt.Errorf("export %s to %s: %w", clip.String(ref), target, err)
 	}
-	if err := f.commit(); err != nil {
+	if err := f.Commit(); err != nil {
 		return fmt.Errorf("export %s: %w", clip.String(ref), err)
 	}
 	return nil
@@ -217,7 +218,7 @@ func (f layoutFile) writeTo(tw *tar.Writer) error {
 	return err
 }
 
-// writeFileAt writes the member as name in dir through an atomicFile, so
+// writeFileAt writes the member as name in dir through an atomicfile.File, so
 // that a layout being added to never holds a partial file, even when the
 // export is killed. target is the path errors give.
 func (f layoutFile) writeFileAt(dir *os.File, name, target string) error {
@@ -230,15 +231,15 @@ func (f layoutFile) writeFileAt(dir *os.File, name, target string) error {
 		defer src.Close()
 		r = src
 	}
-	w, err := createAtomicAt(dir, name, target, 0o644)
+	w, err := atomicfile.CreateAt(dir, name, target, 0o644)
 	if err != nil {
 		return err
 	}
-	defer w.abort()
+	defer w.Abort()
 	if _, err := io.Copy(w, r); err != nil {
 		return err
 	}
-	return w.commit()
+	return w.Commit()
 }
 
 // layoutFiles lists the files of an OCI layout holding img, keeping the

@@ -7,7 +7,11 @@
 // truncated file), and the rename itself lives in the directory, which is
 // written back on its own schedule. WriteFile therefore writes a
 // temporary file in the target's directory, syncs it, renames it over the
-// target and syncs the directory.
+// target and syncs the directory; Replace skips the syncs, for records a
+// power cut makes moot. File is the same for content streamed in, such as
+// an exported image: made relative to a descriptor of its directory, never
+// following a link at its name, and nameless until committed where the
+// filesystem has O_TMPFILE, so that a killed writer leaves nothing.
 package atomicfile
 
 import (
@@ -17,7 +21,7 @@ import (
 	"strings"
 )
 
-// TempPrefix begins the names of WriteFile's temporary files, so that
+// TempPrefix begins the names of every temporary file here, so that
 // whoever cleans a directory up after a crash can recognise them.
 const TempPrefix = ".tmp-"
 

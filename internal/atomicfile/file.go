@@ -1,4 +1,4 @@
-package layerfs
+package atomicfile
 
 import (
 	"crypto/rand"
@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// An atomicFile is a file being written that appears under its name only
+// A File is a file being written that appears under its name only
 // once it is complete, whole and on disk, replacing anything there in one
 // step. Until then it has no name at all where the filesystem supports
 // O_TMPFILE, so a process killed while writing leaves nothing behind;
@@ -21,7 +21,7 @@ import (
 // The file is made relative to a descriptor of its directory, and its
 // name is replaced, never followed: a symlink at the name is replaced
 // like any file.
-type atomicFile struct {
+type File struct {
 	*os.File
 	dir    *os.File // the directory it goes in
 	name   string   // its name there
@@ -30,9 +30,9 @@ type atomicFile struct {
 	done   bool
 }
 
-// createAtomic starts an atomicFile for the path target, with mode perm
+// Create starts a File for the path target, with mode perm
 // (less the umask) once it is in place.
-func createAtomic(target string, perm os.FileMode) (*atomicFile, error) {
+func Create(target string, perm os.FileMode) (*File, error) {
 	dir, err := os.Open(filepath.Dir(target))
 	if err != nil {
 		var pe *os.PathError
@@ -41,20 +41,20 @@ func createAtomic(target string, perm os.FileMode) (*atomicFile, error) {
 		}
 		return nil, &os.PathError{Op: "create", Path: target, Err: err}
 	}
-	f, err := createAtomicAt(dir, filepath.Base(target), target, perm)
+	f, err := CreateAt(dir, filepath.Base(target), target, perm)
 	dir.Close()
 	return f, err
 }
 
-// createAtomicAt starts an atomicFile named name in the directory dir;
+// CreateAt starts a File named name in the directory dir;
 // target is the path errors give for it.
-func createAtomicAt(dir *os.File, name, target string, perm os.FileMode) (*atomicFile, error) {
+func CreateAt(dir *os.File, name, target string, perm os.FileMode) (*File, error) {
 	d, err := unix.Dup(int(dir.Fd()))
 	if err != nil {
 		return nil, &os.PathError{Op: "create", Path: target, Err: err}
 	}
 	unix.CloseOnExec(d)
-	a := &atomicFile{dir: os.NewFile(uintptr(d), dir.Name()), name: name, target: target}
+	a := &File{dir: os.NewFile(uintptr(d), dir.Name()), name: name, target: target}
 	fd, err := unix.Openat(d, ".", unix.O_WRONLY|unix.O_TMPFILE|unix.O_CLOEXEC, uint32(perm.Perm()))
 	if err == nil {
 		a.File = os.NewFile(uintptr(fd), target)
@@ -83,10 +83,10 @@ func createAtomicAt(dir *os.File, name, target string, perm os.FileMode) (*atomi
 	}
 }
 
-// commit syncs the file, puts it in place and syncs the directory, so that
+// Commit syncs the file, puts it in place and syncs the directory, so that
 // after a power cut the name holds either its old contents or all of the
 // new. The file is closed either way.
-func (f *atomicFile) commit() error {
+func (f *File) Commit() error {
 	if f.done {
 		return &os.PathError{Op: "write", Path: f.target, Err: os.ErrClosed}
 	}
@@ -121,7 +121,7 @@ func (f *atomicFile) commit() error {
 // place gives the file its name. Errors are bare errnos, which commit
 // reports with the target's path: a temporary name means nothing to the
 // caller.
-func (f *atomicFile) place() error {
+func (f *File) place() error {
 	dirfd := int(f.dir.Fd())
 	if f.temp != "" {
 		return unix.Renameat(dirfd, f.temp, dirfd, f.name)
@@ -150,8 +150,8 @@ func (f *atomicFile) place() error {
 	return nil
 }
 
-// abort discards the file; the name is left as it was.
-func (f *atomicFile) abort() {
+// Abort discards the file; the name is left as it was.
+func (f *File) Abort() {
 	if f.done {
 		return
 	}
@@ -173,5 +173,5 @@ func tempName(name string) (string, error) {
 	if len(name) > 200 {
 		name = name[:200]
 	}
-	return "." + name + ".tmp-" + hex.EncodeToString(b), nil
+	return TempPrefix + name + "-" + hex.EncodeToString(b), nil
 }
