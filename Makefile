@@ -91,3 +91,17 @@ bench-deps:
 
 clean:
 	rm -rf bin
+
+# The plugin protocol's generated code is committed; proto regenerates it
+# with buf and protoc-gen-go{,-grpc} built as Go tools from tools/go.mod
+# (no system protoc; the first run builds buf, about 1.5 min), and
+# proto-check fails if the committed code is not what the .proto files give.
+PROTO_TOOL = $(GO) tool -modfile=tools/go.mod
+proto:
+	$(PROTO_TOOL) buf lint plugin/proto
+	$(PROTO_TOOL) buf generate --template plugin/proto/buf.gen.yaml plugin/proto
+
+proto-check: proto
+	git diff --exit-code -- plugin/internal/pb
+	test -z "$$(git status --porcelain -- plugin/internal/pb)"
+.PHONY: proto proto-check

@@ -1,0 +1,38 @@
+package plugin
+
+import (
+	"log/slog"
+
+	"github.com/berth-dev/berth/layerfs"
+)
+
+// Options configure how the host starts and talks to a plugin. The zero
+// value is usable.
+type Options struct {
+	// Logger receives berth's messages about the plugin and the plugin's
+	// own log lines (the JSON lines it writes to stderr), each with a
+	// plugin attribute naming it; nil discards them.
+	Logger *slog.Logger
+	// Checksum, if set, is the SHA-256 of the plugin's binary: berth
+	// refuses to start a binary with another (go-plugin's SecureConfig),
+	// so a plugin replaced on disk is not run.
+	Checksum []byte
+	// AutoMTLS, if set, makes the host and the plugin authenticate each
+	// other with certificates made for this one start. The socket is in a
+	// directory only root can enter, so it is off by default: it adds
+	// ~17 ms to each start and a plugin not written in Go must then
+	// implement go-plugin's certificate exchange.
+	AutoMTLS bool
+	// RunDir is the directory the plugins' sockets are made in, one
+	// private directory per start; empty means /run/berth/plugins.
+	RunDir string
+	// Store (storage plugins) resolves images, keeps volumes and is where
+	// the layers a plugin is given live; nil opens the default store.
+	Store *layerfs.Store
+	// MountDir (storage plugins) is where berth mounts the rootfses a
+	// plugin prepares; empty means /run/berth/plugin-rootfs.
+	MountDir string
+	// Settings are sent to the plugin in every Prepare's or Attach's
+	// options (the plugin's own settings, e.g. a tmpfs size).
+	Settings map[string]string
+}
