@@ -29,6 +29,11 @@ import (
 // plugin (see testplugin_test.go).
 var testPluginBin string
 
+// The main goroutine keeps the main thread: Go never ends that thread
+// (it wedges it instead), so a plugin forked from it would survive
+// whatever TestPluginSurvivesThreadExits does, and prove nothing.
+func init() { runtime.LockOSThread() }
+
 func TestMain(m *testing.M) {
 	if mode := os.Getenv(envTestPlugin); mode != "" {
 		testPluginMain(mode)
@@ -982,5 +987,46 @@ func TestServeStopsOnSIGTERM(t *testing.T) {
 	}
 	if pid2 := pidOf(t, c); pid2 == pid {
 		t.Error("not restarted after SIGTERM")
+	}
+}
+
+func TestPluginSurvivesThreadExits(t *testing.T) {
+	requireRoot(t)
+	opts, _ := testOptions(t, "storage")
+	c := startTest(t, opts)
+	pid := pidOf(t, c)
+	// Goroutines that end locked to their thread end the thread too, as
+	// setns-style code does on purpose. Pdeathsig fires when the thread
+	// that forked the plugin ends: it must not be one of these.
+	for range 50 {
+		var wg sync.WaitGroup
+		for range 64 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				runtime.LockOSThread()
+				time.Sleep(time.Millisecond)
+			}()
+		}
+		wg.Wait()
+	}
+	time.Sleep(50 * time.Millisecond)
+	if got := pidOf(t, c); got != pid {
+		t.Errorf("plugin %d died when threads ended (now %d)", pid, got)
+	}
+}
+
+func TestAutoMTLS(t *testing.T) {
+	requireRoot(t)
+	opts, _ := testOptions(t, "storage")
+	opts.AutoMTLS = true
+	c := startTest(t, opts)
+	pid := pidOf(t, c)
+	env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if !strings.Contains(string(env), "PLUGIN_CLIENT_CERT=") {
+		t.Error("no client certificate given to the plugin")
+	}
+	if _, err := prepare(context.Background(), c, "notfound"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("call over mTLS: %v", err)
 	}
 }
