@@ -271,7 +271,7 @@ func (c *client) start(ctx context.Context) (*proc, error) {
 		RunnerFunc: func(l hclog.Logger, gcmd *exec.Cmd, dir string) (runner.Runner, error) {
 			cmd.Env = append(cmd.Env, gcmd.Env...)
 			p.dir = dir
-			r, err := newExecRunner(ctx, l, cmd)
+			r, err := newExecRunner(ctx, l, cmd, dir)
 			p.run = r
 			return r, err
 		},
@@ -458,6 +458,8 @@ func (c *client) startErr(ctx context.Context, p *proc, err error) error {
 			return fmt.Errorf("plugin %s %s: %w", c.name, detail("wrote no handshake"), ErrNotPlugin)
 		}
 		return fmt.Errorf("plugin %s wrote %s, not a handshake: %w", c.name, clip.Quote(line), ErrNotPlugin)
+	case strings.HasPrefix(msg, "it listens on") || strings.HasPrefix(msg, "its socket"):
+		return fmt.Errorf("plugin %s refused: %s: %w", c.name, clip.Text(msg), ErrNotPlugin)
 	case p.run != nil && p.run.pid == 0:
 		return fmt.Errorf("plugin %s: starting: %w", c.name, err) // exec failed
 	}

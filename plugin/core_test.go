@@ -372,7 +372,10 @@ func TestNotAPlugin(t *testing.T) {
 		{"true", "/bin/true", "exited before its handshake (exit status 0)"},
 		{"script", writeScript(t, "hello", "echo hello there"), `wrote "hello there", not a handshake`},
 		{"failing script", writeScript(t, "fails", "echo 'cannot start: no config' >&2; exit 3"), `exited before its handshake (exit status 3); it said "cannot start: no config"`},
-		{"net/rpc", writeScript(t, "netrpc", "echo '1|1|unix|/nonexistent/sock|netrpc'; sleep 60"), "serves net/rpc"},
+		{"net/rpc", writeScript(t, "netrpc", `echo "1|1|unix|$PLUGIN_UNIX_SOCKET_DIR/sock|netrpc"; sleep 60`), "serves net/rpc"},
+		{"tcp", writeScript(t, "tcp", "echo '1|1|tcp|127.0.0.1:1234|grpc'; sleep 60"), `listens on "tcp" "127.0.0.1:1234", not on a unix socket in`},
+		{"socket elsewhere", writeScript(t, "elsewhere", "echo '1|1|unix|/tmp/elsewhere.sock|grpc'; sleep 60"), `its socket "/tmp/elsewhere.sock" is not in`},
+		{"socket escaping", writeScript(t, "escaping", `echo "1|1|unix|$PLUGIN_UNIX_SOCKET_DIR/../x.sock|grpc"; sleep 60`), `is not in`},
 		{"silent", writeScript(t, "silent", "exec sleep 60"), "no handshake in time"},
 	}
 	for _, tc := range cases {
@@ -866,6 +869,9 @@ func TestNoDescriptorOrEnvironmentLeaks(t *testing.T) {
 		if !has(v) {
 			t.Errorf("the plugin's environment lacks %s: %q", v, vars)
 		}
+	}
+	if cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); cwd != "/" {
+		t.Errorf("the plugin's working directory is %q, want /", cwd)
 	}
 	// Its own process group: a terminal's ^C to berth's is not its.
 	if pgid, _ := syscall.Getpgid(pid); pgid != pid {
