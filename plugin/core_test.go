@@ -600,9 +600,7 @@ func TestRestartOnceForManyCallers(t *testing.T) {
 	requireRoot(t)
 	opts, _ := testOptions(t, "storage")
 	c := startTest(t, opts)
-	pid := pidOf(t, c)
-	syscall.Kill(pid, syscall.SIGKILL)
-	waitGone(t, pid)
+	killPlugin(t, c)
 	// The death is seen by the next call (not by a failed one): conn
 	// finds the process exited and restarts it, once for all callers.
 	const callers = 32
@@ -1035,4 +1033,38 @@ func TestAutoMTLS(t *testing.T) {
 	if _, err := prepare(context.Background(), c, "notfound"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("call over mTLS: %v", err)
 	}
+}
+
+func TestRestartMustKeepItsShape(t *testing.T) {
+	requireRoot(t)
+	roots := filepath.Join(t.TempDir(), "roots")
+	os.WriteFile(roots, []byte("/srv/a"), 0o644)
+	opts, _ := testOptions(t, "storage", envTestRoots+"="+roots)
+	c := startTest(t, opts)
+	if got := c.Info().Roots; len(got) != 1 || got[0] != "/srv/a" {
+		t.Fatalf("roots %v", got)
+	}
+	// Same shape: the restart is accepted.
+	killPlugin(t, c)
+	pidOf(t, c)
+	// A plugin that comes back claiming more is refused, and killed.
+	os.WriteFile(roots, []byte("/srv/a /"), 0o644)
+	killPlugin(t, c)
+	before := children(t)
+	_, err := prepare(context.Background(), c, "x")
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), `with roots ["/srv/a" "/"], not ["/srv/a"]`) {
+		t.Fatalf("restart with other roots: %v, want ErrRefused naming both", err)
+	}
+	checkNothingLeft(t, opts, before)
+}
+
+// killPlugin kills the plugin's process with SIGKILL and waits until the
+// client has seen it go.
+func killPlugin(t *testing.T, c *client) {
+	t.Helper()
+	p := c.cur.Load()
+	if err := syscall.Kill(p.run.pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.run.exited
 }
