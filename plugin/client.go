@@ -369,6 +369,11 @@ func (c *client) checkSum() (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("plugin %s: %w", c.name, err)
 	}
+	var magic [2]byte
+	if _, err := f.ReadAt(magic[:], 0); err == nil && string(magic[:]) == "#!" {
+		f.Close()
+		return nil, fmt.Errorf("plugin %s is a script: with a checksum berth executes the file it hashed, which an interpreter cannot open: %w", c.name, ErrInvalid)
+	}
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
 		f.Close()

@@ -459,6 +459,12 @@ func TestChecksum(t *testing.T) {
 		t.Errorf("wrong checksum: %v, want ErrChecksum", err)
 	}
 	checkNothingLeft(t, opts, before)
+	script := writeScript(t, "script", "exit 0")
+	scriptSum := sha256.Sum256([]byte("#!/bin/sh\nexit 0\n"))
+	opts.Checksum = scriptSum[:]
+	if _, err := startClient(context.Background(), script, KindStorage, opts); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "is a script") {
+		t.Errorf("checksummed script: %v, want ErrInvalid saying it is a script", err)
+	}
 	opts.Checksum = sum[:16]
 	if _, err := startClient(context.Background(), testPluginBin, KindStorage, opts); !errors.Is(err, ErrInvalid) {
 		t.Errorf("short checksum: %v, want ErrInvalid", err)
