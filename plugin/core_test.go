@@ -3,11 +3,17 @@ package plugin
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -1135,4 +1141,40 @@ func TestRunDirChecks(t *testing.T) {
 			t.Errorf("RunDir %s: %v, want ErrInvalid", dir, err)
 		}
 	}
+}
+
+func TestInfoNeverAnswered(t *testing.T) {
+	requireRoot(t)
+	opts, _ := testOptions(t, "storage", envTestMuteInfo+"=1")
+	opts.StartTimeout = 500 * time.Millisecond
+	before := children(t)
+	// No deadline on the caller's side: the start timeout bounds Info too.
+	_, err := startClient(context.Background(), testPluginBin, KindStorage, opts)
+	if !errors.Is(err, ErrNotPlugin) || !strings.Contains(err.Error(), "no answer to Info within 500ms") {
+		t.Fatalf("%v, want ErrNotPlugin saying Info went unanswered", err)
+	}
+	checkNothingLeft(t, opts, before)
+}
+
+func TestHandshakeCannotCrashTheHost(t *testing.T) {
+	requireRoot(t)
+	// A certificate in the handshake's sixth field, AutoMTLS off: go-plugin
+	// v1.8.0 stores it into a nil TLS config.
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := writeScript(t, "certplugin", `echo "1|1|unix|$PLUGIN_UNIX_SOCKET_DIR/s|grpc|`+base64.RawStdEncoding.EncodeToString(der)+`"; sleep 60`)
+	opts, _ := testOptions(t, "storage")
+	before := children(t)
+	_, err = startClient(context.Background(), script, KindStorage, opts)
+	if !errors.Is(err, ErrNotPlugin) {
+		t.Fatalf("%v, want ErrNotPlugin", err)
+	}
+	checkNothingLeft(t, opts, before)
 }
