@@ -213,7 +213,7 @@ func (c *client) conn(ctx context.Context) (*grpc.ClientConn, error) {
 		return old.cc, nil // another goroutine started it while this one waited
 	}
 	if old != nil {
-		c.log.Info("restarting plugin", "was", old.run.exitStatus())
+		c.log.Warn("restarting plugin", "was", old.run.exitStatus())
 		c.stop(old)
 		c.cur.Store(nil)
 	}
@@ -548,6 +548,9 @@ func (c *client) mapErr(p *proc, err error) error {
 		return fmt.Errorf("plugin %s: %w", c.name, err)
 	}
 	if st.Code() == codes.Unavailable {
+		if c.done.Load() {
+			return &remoteError{msg: fmt.Sprintf("plugin %s was closed during the call", c.name), sentinel: ErrClosed, st: st}
+		}
 		return c.lostErr(p, st)
 	}
 	re := &remoteError{msg: remoteMessage(c.name, st.Message()), sentinel: sentinelOf(st), st: st}

@@ -1178,3 +1178,24 @@ func TestHandshakeCannotCrashTheHost(t *testing.T) {
 	}
 	checkNothingLeft(t, opts, before)
 }
+
+func TestCloseDuringCall(t *testing.T) {
+	requireRoot(t)
+	opts, rec := testOptions(t, "storage")
+	c := startTest(t, opts)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := prepare(context.Background(), c, "block-close")
+		errc <- err
+	}()
+	for len(rec.find("blocking")) == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.close()
+	if err := <-errc; !errors.Is(err, ErrClosed) {
+		t.Errorf("call in flight when closed: %v, want ErrClosed", err)
+	}
+	if left := dirEntries(t, opts.RunDir); len(left) != 0 {
+		t.Errorf("run dir holds %v after close", left)
+	}
+}
