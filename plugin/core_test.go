@@ -589,7 +589,7 @@ func TestKillMidCallThenRestart(t *testing.T) {
 		err := <-errs
 		if !errors.Is(err, ErrPluginExited) {
 			t.Errorf("call in flight: %v, want ErrPluginExited", err)
-		} else if !strings.Contains(err.Error(), "plugin testplugin exited: signal: killed") {
+		} else if !strings.Contains(err.Error(), "plugin testplugin exited (signal: killed): ") {
 			t.Errorf("call in flight: %q does not say how the plugin ended", err)
 		}
 	}
