@@ -1238,3 +1238,32 @@ func TestNoGoroutineLeaks(t *testing.T) {
 		t.Errorf("%d goroutines before %d start/kill/restart/close cycles, %d after:\n%s", before, cycles, after, buf[:runtime.Stack(buf, true)])
 	}
 }
+
+func TestCloseDuringStart(t *testing.T) {
+	requireRoot(t)
+	opts, _ := testOptions(t, "hang")
+	opts.StartTimeout = time.Hour
+	c, err := newClient(testPluginBin, KindStorage, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := children(t)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.conn(context.Background())
+		errc <- err
+	}()
+	for len(children(t)) == len(before) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.close()
+	select {
+	case err = <-errc:
+	case <-time.After(30 * time.Second):
+		t.Fatal("close did not end the start") // a hang detector
+	}
+	if !errors.Is(err, ErrClosed) {
+		t.Errorf("start ended by close: %v, want ErrClosed", err)
+	}
+	checkNothingLeft(t, opts, before)
+}
