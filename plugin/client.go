@@ -144,7 +144,6 @@ func startClient(ctx context.Context, path, kind string, opts *Options) (*client
 // the plugin yet.
 func newClient(path, kind string, opts *Options) (*client, error) {
 	c := &client{path: path, name: filepath.Base(path), kind: kind, sem: make(chan struct{}, 1)}
-	c.life, c.endLife = context.WithCancel(context.Background())
 	if opts != nil {
 		c.opts = *opts
 		c.opts.Env = slices.Clone(opts.Env)
@@ -167,6 +166,7 @@ func newClient(path, kind string, opts *Options) (*client, error) {
 		c.log = discardLogger
 	}
 	c.log = c.log.With("plugin", c.name)
+	c.life, c.endLife = context.WithCancel(context.Background())
 	return c, nil
 }
 
@@ -218,7 +218,11 @@ func (c *client) conn(ctx context.Context) (*grpc.ClientConn, error) {
 		return old.cc, nil // another goroutine started it while this one waited
 	}
 	if old != nil {
-		c.log.Warn("restarting plugin", "was", old.run.exitStatus())
+		was := old.run.exitStatus()
+		if was == "" {
+			was = "lost its connection"
+		}
+		c.log.Warn("restarting plugin", "was", was)
 		c.stop(old)
 		c.cur.Store(nil)
 	}
