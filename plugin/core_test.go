@@ -344,6 +344,18 @@ func TestWrongProtocolVersion(t *testing.T) {
 		}
 		checkNothingLeft(t, opts, before)
 	}
+	// go-plugin's own core protocol, the handshake's first field.
+	opts, _ := testOptions(t, "storage")
+	script := writeScript(t, "core2", `echo "2|1|unix|$PLUGIN_UNIX_SOCKET_DIR/s|grpc"; sleep 60`)
+	_, err := startClient(context.Background(), script, KindStorage, opts)
+	if !errors.Is(err, ErrIncompatible) || strings.Contains(err.Error(), "\n") {
+		t.Errorf("core protocol 2: %q, want one line wrapping ErrIncompatible", err)
+	}
+	script = writeScript(t, "garbage", `echo "1|one|unix|$PLUGIN_UNIX_SOCKET_DIR/s|grpc"; sleep 60`)
+	_, err = startClient(context.Background(), script, KindStorage, opts)
+	if !errors.Is(err, ErrNotPlugin) || strings.Contains(err.Error(), "\n") {
+		t.Errorf("protocol version \"one\": %q, want one line wrapping ErrNotPlugin", err)
+	}
 }
 
 // checkNothingLeft checks that the run dir is empty and that no child the
