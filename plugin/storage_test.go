@@ -14,9 +14,12 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/plugin"
+	"github.com/berth-dev/berth/sandbox"
+	"github.com/berth-dev/berth/security"
 )
 
 // storageEnv is what a storage plugin test works in: a directory the
@@ -385,4 +388,43 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// A sandbox runs on a plugin's rootfs as on the built-in one, with the
+// Default preset's user namespace (which berth idmaps the overlay's layers
+// for) and without one, and leaves nothing mounted.
+func TestStorageSandbox(t *testing.T) {
+	e := newStorageEnv(t)
+	s := e.open(t, nil)
+	cgm, err := cgroup.NewManager(cgroup.Options{Parent: "berth-plugin-storage-" + strconv.Itoa(os.Getpid())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cgm.RemoveParent() })
+	for _, preset := range []string{"default", "unconfined"} {
+		t.Run(preset, func(t *testing.T) {
+			sec, err := security.Preset(preset)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out, errOut strings.Builder
+			res, err := sandbox.New("alpine:test", &sandbox.Options{
+				Storage: s, Cgroups: cgm, StateDir: filepath.Join(e.dir, "state"), Security: sec,
+				Args:   []string{"/bin/sh", "-c", "cat /etc/os-release && touch /new && stat -c %u /new /etc/os-release"},
+				Stdout: &out, Stderr: &errOut,
+			}).Run(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !res.Success() || !strings.Contains(out.String(), "Alpine Linux") || !strings.HasSuffix(out.String(), "0\n0\n") {
+				t.Fatalf("exit %d, stdout %q, stderr %q", res.ExitCode, out.String(), errOut.String())
+			}
+			if ms := e.mounts(); len(ms) > 0 {
+				t.Errorf("still mounted after the sandbox: %v", ms)
+			}
+			if keys, err := s.Rootfses(ctx); err != nil || len(keys) > 0 {
+				t.Errorf("Rootfses after the sandbox = %v, %v", keys, err)
+			}
+		})
+	}
 }
