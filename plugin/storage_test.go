@@ -391,8 +391,9 @@ func contains(list []string, s string) bool {
 }
 
 // A sandbox runs on a plugin's rootfs as on the built-in one, with the
-// Default preset's user namespace (which berth idmaps the overlay's layers
-// for) and without one, and leaves nothing mounted.
+// Strict preset's user namespace (which berth idmaps the overlay's layers
+// for: the image's files show as owned by the namespace's root) and
+// without one, and leaves nothing mounted.
 func TestStorageSandbox(t *testing.T) {
 	e := newStorageEnv(t)
 	s := e.open(t, nil)
@@ -401,7 +402,7 @@ func TestStorageSandbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cgm.RemoveParent() })
-	for _, preset := range []string{"default", "unconfined"} {
+	for _, preset := range []string{"strict", "default"} {
 		t.Run(preset, func(t *testing.T) {
 			sec, err := security.Preset(preset)
 			if err != nil {
@@ -410,14 +411,17 @@ func TestStorageSandbox(t *testing.T) {
 			var out, errOut strings.Builder
 			res, err := sandbox.New("alpine:test", &sandbox.Options{
 				Storage: s, Cgroups: cgm, StateDir: filepath.Join(e.dir, "state"), Security: sec,
-				Args:   []string{"/bin/sh", "-c", "cat /etc/os-release && touch /new && stat -c %u /new /etc/os-release"},
+				Args:   []string{"/bin/sh", "-c", "cat /etc/os-release /proc/self/uid_map && stat -c %u:%g /etc/os-release /"},
 				Stdout: &out, Stderr: &errOut,
 			}).Run(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !res.Success() || !strings.Contains(out.String(), "Alpine Linux") || !strings.HasSuffix(out.String(), "0\n0\n") {
+			if !res.Success() || !strings.Contains(out.String(), "Alpine Linux") || !strings.HasSuffix(out.String(), "\n0:0\n0:0\n") {
 				t.Fatalf("exit %d, stdout %q, stderr %q", res.ExitCode, out.String(), errOut.String())
+			}
+			if userns := strings.Contains(out.String(), " 100000 "); userns != (sec.UserNamespace != nil) {
+				t.Errorf("in a user namespace: %v, want %v (uid_map in %q)", userns, sec.UserNamespace != nil, out.String())
 			}
 			if ms := e.mounts(); len(ms) > 0 {
 				t.Errorf("still mounted after the sandbox: %v", ms)
