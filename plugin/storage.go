@@ -136,7 +136,7 @@ func pluginID(path string) string {
 }
 
 // Info describes the plugin.
-func (s *Storage) Info() Info { return s.c.info }
+func (s *Storage) Info() Info { return s.c.Info() }
 
 // Store returns the store images and volumes come from.
 func (s *Storage) Store() *layerfs.Store { return s.store }
