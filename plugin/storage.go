@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -48,6 +49,11 @@ type Storage struct {
 	denied   []string // where no root and no mount source may be
 	settings map[string]string
 	log      *slog.Logger
+
+	// noAppend records that the kernel's overlayfs lacks "lowerdir+";
+	// legacyOverlay pretends it does, for tests.
+	noAppend      atomic.Bool
+	legacyOverlay bool
 }
 
 // OpenStorage starts the storage plugin at path and returns it ready for
@@ -304,7 +310,7 @@ func (s *Storage) mount(ctx context.Context, dir string, req *PrepareRequest, re
 	if userns != nil && !slices.ContainsFunc(checked, func(c checkedMount) bool { return c.idmap }) {
 		return "", "", fmt.Errorf("the sandbox has a user namespace, and the plugin neither shifts owners itself (capability %q) nor marks a mount for berth to idmap: %w", CapIDMap, ErrUnsupported)
 	}
-	m := mounter{dir: dir, userns: userns, uids: req.UIDMap, gids: req.GIDMap}
+	m := mounter{dir: dir, userns: userns, uids: req.UIDMap, gids: req.GIDMap, legacy: s.legacyOverlay, noAppend: &s.noAppend}
 	path, err = m.mountAll(ctx, checked)
 	if err != nil {
 		if ctx.Err() == nil && !errors.Is(err, ErrRefused) && !errors.Is(err, layerfs.ErrIDMapUnsupported) {

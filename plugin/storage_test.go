@@ -489,3 +489,37 @@ func TestStorageKillMidPrepare(t *testing.T) {
 	}
 	e.checkClean(t, "hang--deadline")
 }
+
+// On kernels before 6.8 overlays are mounted with mount(2), from the same
+// descriptors; the idmapping of their layers works there too.
+func TestStorageLegacyOverlay(t *testing.T) {
+	e := newStorageEnv(t)
+	s := e.open(t, nil)
+	plugin.UseLegacyOverlay(s)
+	ns := newUserNS(t)
+	for _, popts := range []*layerfs.PrepareOptions{nil, {UserNS: ns, UIDMap: usernsMaps, GIDMap: usernsMaps}} {
+		key := "overlay--legacy"
+		r, err := s.Prepare(ctx, key, e.img, popts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(filepath.Join(r.Path, "etc", "os-release"), &st); err != nil {
+			t.Fatal(err)
+		}
+		if want := uint32(0); popts != nil && st.Uid != 100000 || popts == nil && st.Uid != want {
+			t.Errorf("user namespace %v: /etc/os-release shows owner %d", popts != nil, st.Uid)
+		}
+		var sfs unix.Statfs_t
+		if err := unix.Statfs(r.Path, &sfs); err != nil {
+			t.Fatal(err)
+		}
+		if sfs.Flags&unix.ST_NOSUID == 0 || sfs.Flags&unix.ST_NODEV == 0 {
+			t.Errorf("overlay mounted without nosuid or nodev: flags %#x", sfs.Flags)
+		}
+		if err := s.Release(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+		e.checkClean(t, key)
+	}
+}
