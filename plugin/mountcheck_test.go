@@ -11,7 +11,10 @@ import (
 var testRules = mountRules{
 	roots:  []string{"/srv/plugin"},
 	layers: map[string]bool{"/var/lib/berth/layers/aa/diff": true},
-	denied: append(append([]string(nil), deniedDirs...), "/var/lib/berth"),
+	denied: forbidden{
+		dirs:   append(append([]string(nil), deniedDirs...), "/var/lib/berth"),
+		except: []string{"/var/lib/berth/plugins"},
+	},
 }
 
 // The rules accept what an honest plugin answers, and force nosuid, nodev
@@ -116,17 +119,31 @@ func TestCheckMountsRefuses(t *testing.T) {
 }
 
 func TestCheckRoots(t *testing.T) {
-	denied := append(append([]string(nil), deniedDirs...), "/var/lib/berth")
-	if err := checkRoots([]string{"/srv/plugin", "/var/lib/plugin"}, denied); err != nil {
+	denied := testRules.denied
+	if err := checkRoots([]string{"/srv/plugin", "/var/lib/plugin", "/var/lib/berth/plugins/x"}, denied); err != nil {
 		t.Errorf("good roots: %v", err)
 	}
 	for _, roots := range [][]string{
 		nil, {"/"}, {"relative"}, {"/srv/../etc"}, {"/srv/"}, {"/proc/1"}, {"/sys"}, {"/dev/shm"},
-		{"/run/berth/tmpfs-storage"}, {"/var/lib/berth/x"}, {"/var/lib/berth"}, {"/srv/a", "/"},
+		{"/run/berth/tmpfs-storage"}, {"/var/lib/berth/x"}, {"/var/lib/berth"}, {"/var/lib/berth/pluginsx"}, {"/srv/a", "/"},
 		make([]string, maxRoots+1),
 	} {
 		if err := checkRoots(roots, denied); !errors.Is(err, ErrRefused) {
 			t.Errorf("roots %q: %v, want ErrRefused", roots, err)
 		}
+	}
+}
+
+// A plugin may keep its state in the store's plugins directory, and
+// nowhere else in the store.
+func TestCheckMountsStorePlugins(t *testing.T) {
+	r := testRules
+	r.roots = []string{"/var/lib/berth/plugins/p"}
+	if _, err := r.checkMounts([]Mount{{Type: "bind", Source: "/var/lib/berth/plugins/p/k"}}); err != nil {
+		t.Errorf("a source in the store's plugins directory: %v", err)
+	}
+	r.roots = []string{"/var/lib/berth/plugins/p", "/var/lib/berth"}
+	if _, err := r.checkMounts([]Mount{{Type: "bind", Source: "/var/lib/berth/rootfs/other/state"}}); !errors.Is(err, ErrRefused) {
+		t.Errorf("a source in the store's rootfses: %v, want ErrRefused", err)
 	}
 }

@@ -45,8 +45,8 @@ var keyRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 type Storage struct {
 	c        *client
 	store    *layerfs.Store
-	dir      string   // MountDir/<plugin id>: one directory per key
-	denied   []string // where no root and no mount source may be
+	dir      string    // MountDir/<plugin id>: one directory per key
+	denied   forbidden // where no root and no mount source may be
 	settings map[string]string
 	log      *slog.Logger
 
@@ -87,9 +87,12 @@ func OpenStorage(ctx context.Context, path string, opts *Options) (*Storage, err
 		}
 	}
 	s := &Storage{
-		store:    store,
-		dir:      filepath.Join(base, pluginID(path)),
-		denied:   append(append([]string(nil), deniedDirs...), base, filepath.Clean(runDir), store.Root()),
+		store: store,
+		dir:   filepath.Join(base, pluginID(path)),
+		denied: forbidden{
+			dirs:   append(append([]string(nil), deniedDirs...), base, filepath.Clean(runDir), store.Root()),
+			except: []string{filepath.Join(store.Root(), storePluginsDir)},
+		},
 		settings: maps.Clone(o.Settings),
 		log:      log.With("plugin", filepath.Base(path)),
 	}
