@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"time"
@@ -25,7 +25,6 @@ const undoTimeout = 10 * time.Second
 // It is safe for concurrent use.
 type Network struct {
 	c        *client
-	log      *slog.Logger
 	settings map[string]string
 }
 
@@ -35,18 +34,15 @@ func OpenNetwork(ctx context.Context, path string, opts *Options) (*Network, err
 	if err != nil {
 		return nil, err
 	}
-	n := &Network{c: c, log: slog.New(slog.DiscardHandler)}
+	n := &Network{c: c}
 	if opts != nil {
-		if opts.Logger != nil {
-			n.log = opts.Logger
-		}
-		n.settings = opts.Settings
+		n.settings = maps.Clone(opts.Settings)
 	}
 	return n, nil
 }
 
 // Info describes the plugin.
-func (n *Network) Info() Info { return n.c.info }
+func (n *Network) Info() Info { return n.c.Info() }
 
 // Attach has the plugin connect sandbox id's network namespace at
 // netnsPath, and checks what it says it did, in the namespace itself.
@@ -66,7 +62,7 @@ func (n *Network) Attach(ctx context.Context, id, netnsPath string, opts *netplu
 		return nil, fmt.Errorf("attach %s: %w", clip.Quote(id), err)
 	}
 	defer ns.Close()
-	req, err := attachRequest(id, netnsPath, ns, opts, n.c.info, n.settings)
+	req, err := attachRequest(id, netnsPath, ns, opts, n.c.Info(), n.settings)
 	if err != nil {
 		return nil, fmt.Errorf("attach %s: %w", clip.Quote(id), err)
 	}
@@ -100,10 +96,10 @@ func (n *Network) attach(ctx context.Context, req *pb.AttachRequest, ns *netnsFi
 	}
 	a, err := checkAnswer(req, r)
 	if err != nil {
-		return nil, fmt.Errorf("plugin %s: %w", n.c.info.Name, err)
+		return nil, fmt.Errorf("plugin %s: %w", n.c.name, err)
 	}
 	if err := verifyInNetns(ns, a); err != nil {
-		return nil, fmt.Errorf("plugin %s: %w", n.c.info.Name, err)
+		return nil, fmt.Errorf("plugin %s: %w", n.c.name, err)
 	}
 	return a, nil
 }
@@ -117,7 +113,7 @@ func (n *Network) undo(ctx context.Context, id, netnsPath string, why error) {
 	defer cancel()
 	err := n.Detach(ctx, id, netnsPath)
 	if err != nil && !errors.Is(err, ErrNotFound) {
-		n.log.Warn("plugin: undo a failed attach", "plugin", n.c.info.Name, "id", id, "attach_err", why, "err", err)
+		n.c.log.Warn("undo a failed attach", "id", id, "attach_err", why, "err", err)
 	}
 }
 
