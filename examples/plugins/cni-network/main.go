@@ -149,6 +149,11 @@ func (n *network) Attach(ctx context.Context, req *plugin.AttachRequest) (_ *plu
 	if err != nil {
 		return nil, err
 	}
+	if err := ctx.Err(); err != nil {
+		// berth gave up on this Attach and has undone what it could
+		// already, maybe before the record existed: undo the rest here.
+		return nil, err
+	}
 	res := &plugin.AttachResult{Attachment: *a}
 	if a.Gateway.IsValid() {
 		res.Routes = []plugin.Route{{Destination: netip.PrefixFrom(netip.IPv4Unspecified(), 0), Gateway: a.Gateway}}
