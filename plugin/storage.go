@@ -192,7 +192,7 @@ func (s *Storage) Prepare(ctx context.Context, key string, img *layerfs.Image, o
 	if img == nil {
 		return nil, fmt.Errorf("prepare %s: no image: %w", key, ErrInvalid)
 	}
-	cc, info, err := s.live(ctx)
+	_, info, err := s.live(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", key, err)
 	}
@@ -220,7 +220,7 @@ func (s *Storage) Prepare(ctx context.Context, key string, img *layerfs.Image, o
 		}
 	}
 
-	res, err := s.callPrepare(ctx, cc, req)
+	res, info, err := s.callPrepare(ctx, req)
 	if err != nil {
 		// The plugin may have made the rootfs before the call failed (a
 		// cancelled or cut call), but one that says it exists already is
@@ -300,13 +300,19 @@ func (s *Storage) live(ctx context.Context) (*grpc.ClientConn, Info, error) {
 	}
 }
 
-// callPrepare sends req to the plugin on cc.
-func (s *Storage) callPrepare(ctx context.Context, cc *grpc.ClientConn, req *PrepareRequest) (*PrepareResult, error) {
+// callPrepare sends req to the plugin, and returns its answer with what
+// the process that answered announced, which the answer is checked
+// against.
+func (s *Storage) callPrepare(ctx context.Context, req *PrepareRequest) (*PrepareResult, Info, error) {
+	cc, info, err := s.live(ctx)
+	if err != nil {
+		return nil, info, err
+	}
 	resp, err := pb.NewStorageServiceClient(cc).Prepare(ctx, prepareRequestToPB(req))
 	if err != nil {
-		return nil, s.c.callErr(err)
+		return nil, info, s.c.callErr(err)
 	}
-	return prepareResultFromPB(resp), nil
+	return prepareResultFromPB(resp), info, nil
 }
 
 // mount checks the plugin's answer res to req and performs it in dir.

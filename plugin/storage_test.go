@@ -19,6 +19,7 @@ import (
 	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/plugin"
+	"github.com/berth-dev/berth/plugin/plugintest"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/security"
 )
@@ -570,4 +571,11 @@ func TestStorageConcurrent(t *testing.T) {
 		e.checkClean(t, "bind--c"+strconv.Itoa(i))
 	}
 	e.checkClean(t, "overlay--same")
+}
+
+// The test plugin, honest by default, keeps the contract the kit checks;
+// this runs berth's side of it (the adapter) through every check too.
+func TestStorageConformance(t *testing.T) {
+	e := newStorageEnv(t)
+	plugintest.Storage(t, e.bin, nil)
 }
