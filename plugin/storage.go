@@ -44,12 +44,13 @@ var keyRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 // mounted by berth under Options.MountDir. Its methods are safe for
 // concurrent use.
 type Storage struct {
-	c        *client
-	store    *layerfs.Store
-	dir      string    // MountDir/<plugin id>: one directory per key
-	denied   forbidden // where no root and no mount source may be
-	settings map[string]string
-	log      *slog.Logger
+	c         *client
+	store     *layerfs.Store
+	storeRoot string    // the store's root, symlinks resolved
+	dir       string    // MountDir/<plugin id>: one directory per key
+	denied    forbidden // where no root and no mount source may be
+	settings  map[string]string
+	log       *slog.Logger
 
 	// noAppend records that the kernel's overlayfs lacks "lowerdir+";
 	// legacyOverlay pretends it does, for tests.
@@ -87,12 +88,20 @@ func OpenStorage(ctx context.Context, path string, opts *Options) (*Storage, err
 			return nil, err
 		}
 	}
+	// berth opens every path of an answer without following symlinks, the
+	// layer directories it gave too: it gives them by the store's real
+	// path, should the store's own have a symlink in it.
+	storeRoot, err := filepath.EvalSymlinks(store.Root())
+	if err != nil {
+		return nil, fmt.Errorf("plugin %s: store: %w", path, err)
+	}
 	s := &Storage{
-		store: store,
-		dir:   filepath.Join(base, pluginID(path)),
+		store:     store,
+		storeRoot: storeRoot,
+		dir:       filepath.Join(base, pluginID(path)),
 		denied: forbidden{
-			dirs:   append(append([]string(nil), deniedDirs...), base, filepath.Clean(runDir), store.Root()),
-			except: []string{filepath.Join(store.Root(), storePluginsDir)},
+			dirs:   append(append([]string(nil), deniedDirs...), base, filepath.Clean(runDir), store.Root(), storeRoot),
+			except: []string{filepath.Join(store.Root(), storePluginsDir), filepath.Join(storeRoot, storePluginsDir)},
 		},
 		settings: maps.Clone(o.Settings),
 		log:      log.With("plugin", filepath.Base(path)),
@@ -168,6 +177,15 @@ func (s *Storage) Volume(ctx context.Context, name string) (string, error) {
 func (s *Storage) Close() error { return s.c.close() }
 
 func (s *Storage) keyDir(key string) string { return filepath.Join(s.dir, key) }
+
+// realPath returns p, a path in the store, by the store's real root.
+func (s *Storage) realPath(p string) string {
+	rel, err := filepath.Rel(s.store.Root(), p)
+	if err != nil {
+		return p
+	}
+	return filepath.Join(s.storeRoot, rel)
+}
 
 // A rootfsRecord is written in a rootfs's directory before berth asks the
 // plugin for it, so that after a crash at any later point Rootfses names
@@ -275,7 +293,7 @@ func (s *Storage) request(key string, img *layerfs.Image, opts *layerfs.PrepareO
 	for _, l := range layers {
 		req.Layers = append(req.Layers, Layer{
 			Digest: l.Digest.String(), DiffID: l.DiffID.String(), MediaType: string(l.MediaType), Size: l.Size,
-			UnpackedPath: s.store.LayerDir(l.DiffID), BlobPath: s.store.BlobPath(l.Digest),
+			UnpackedPath: s.realPath(s.store.LayerDir(l.DiffID)), BlobPath: s.realPath(s.store.BlobPath(l.Digest)),
 		})
 	}
 	return req, userns, nil
