@@ -533,12 +533,25 @@ func TestStartBoundedByContext(t *testing.T) {
 	}
 	checkNothingLeft(t, opts, before)
 
+	// Cancelled with no deadline, and go-plugin's own timeout far away:
+	// the cancel alone must end the start (a hang detector, not a speed
+	// check: 30s is a lifetime here).
+	opts.StartTimeout = time.Hour
 	ctx, cancel = context.WithCancel(context.Background())
 	go func() {
 		time.Sleep(200 * time.Millisecond)
 		cancel()
 	}()
-	_, err = startClient(ctx, testPluginBin, KindStorage, opts)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := startClient(ctx, testPluginBin, KindStorage, opts)
+		errc <- err
+	}()
+	select {
+	case err = <-errc:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a cancelled start did not return")
+	}
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("%v, want Canceled", err)
 	}
@@ -837,6 +850,17 @@ func TestNoDescriptorOrEnvironmentLeaks(t *testing.T) {
 	defer syscall.Close(fd)
 	t.Setenv("BERTH_TEST_SECRET", "hunter2")
 
+	// go-plugin hands a plugin berth's stdin unless told otherwise.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	stdin := os.Stdin
+	os.Stdin = r
+	defer func() { os.Stdin = stdin }()
+
 	opts, _ := testOptions(t, "storage", "EXTRA=given")
 	c := startTest(t, opts)
 	pid := pidOf(t, c)
@@ -1073,4 +1097,42 @@ func killPlugin(t *testing.T, c *client) {
 		t.Fatal(err)
 	}
 	<-p.run.exited
+}
+
+func TestRunDirChecks(t *testing.T) {
+	requireRoot(t)
+	base := t.TempDir()
+	open := func(dir string) error {
+		opts, _ := testOptions(t, "storage")
+		opts.RunDir = dir
+		c, err := startClient(context.Background(), testPluginBin, KindStorage, opts)
+		if err == nil {
+			c.close()
+		}
+		return err
+	}
+	// Made if missing: its parents searchable, itself private.
+	fresh := filepath.Join(base, "a", "run")
+	if err := open(fresh); err != nil {
+		t.Fatal(err)
+	}
+	for dir, want := range map[string]os.FileMode{fresh: 0o700, filepath.Dir(fresh): 0o711} {
+		if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: %v, mode %v, want %v", dir, err, fi.Mode().Perm(), want)
+		}
+	}
+	// Someone else's socket directory is not berth's to use.
+	open777 := filepath.Join(base, "open")
+	os.Mkdir(open777, 0o777)
+	os.Chmod(open777, 0o777)
+	link := filepath.Join(base, "link")
+	os.Symlink(fresh, link)
+	notOurs := filepath.Join(base, "notours")
+	os.Mkdir(notOurs, 0o700)
+	os.Chown(notOurs, 65534, 65534)
+	for _, dir := range []string{open777, link, notOurs, "relative/run"} {
+		if err := open(dir); !errors.Is(err, ErrInvalid) {
+			t.Errorf("RunDir %s: %v, want ErrInvalid", dir, err)
+		}
+	}
 }
