@@ -129,6 +129,9 @@ func (e *storageEnv) checkClean(t *testing.T, key string) {
 	if _, err := os.Lstat(filepath.Join(e.root, key)); err == nil {
 		t.Errorf("the plugin still has %s: was Release not called?", key)
 	}
+	if holds, _ := filepath.Glob(filepath.Join(e.dir, "store", "holds", "*."+key)); len(holds) > 0 {
+		t.Errorf("the store still holds the layers of %s: %v", key, holds)
+	}
 }
 
 var ctx = context.Background()
@@ -653,4 +656,31 @@ func TestStorageStoreBehindSymlink(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.checkClean(t, "overlay--link")
+}
+
+// The store's GC keeps the layers under a plugin's rootfs, even once
+// their image is removed, until the rootfs is released.
+func TestStorageHoldsLayers(t *testing.T) {
+	e := newStorageEnv(t)
+	s := e.open(t, nil)
+	r, err := s.Prepare(ctx, "overlay--held", e.img, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.Remove(ctx, e.img.Digest.String()); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := e.store.GC(ctx); err != nil || res.Layers != 0 {
+		t.Errorf("gc under a plugin's rootfs: %+v, %v; want no layer removed", res, err)
+	}
+	if _, err := os.Stat(filepath.Join(r.Path, "etc", "os-release")); err != nil {
+		t.Errorf("the rootfs after gc: %v", err)
+	}
+	if err := s.Release(ctx, "overlay--held"); err != nil {
+		t.Fatal(err)
+	}
+	e.checkClean(t, "overlay--held")
+	if res, err := e.store.GC(ctx); err != nil || res.Layers != len(e.img.Layers) {
+		t.Errorf("gc after release: %+v, %v; want %d layers removed", res, err, len(e.img.Layers))
+	}
 }
