@@ -36,7 +36,7 @@ type storageEnv struct {
 	mountDir string
 }
 
-func newStorageEnv(t *testing.T) *storageEnv {
+func newStorageEnv(t testing.TB) *storageEnv {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("storage plugin tests mount: they need root")
@@ -72,7 +72,7 @@ func newStorageEnv(t *testing.T) *storageEnv {
 }
 
 // open opens the test plugin with settings.
-func (e *storageEnv) open(t *testing.T, settings map[string]string) *plugin.Storage {
+func (e *storageEnv) open(t testing.TB, settings map[string]string) *plugin.Storage {
 	t.Helper()
 	s, err := plugin.OpenStorage(context.Background(), e.bin, &plugin.Options{Store: e.store, MountDir: e.mountDir, Settings: settings})
 	if err != nil {
@@ -117,7 +117,7 @@ func (e *storageEnv) unmountAll() int {
 
 // checkClean fails t if anything is mounted under the test's directory or
 // left of key in berth's mount directory or the plugin's root.
-func (e *storageEnv) checkClean(t *testing.T, key string) {
+func (e *storageEnv) checkClean(t testing.TB, key string) {
 	t.Helper()
 	if ms := e.mounts(); len(ms) > 0 {
 		t.Errorf("still mounted: %v", ms)
@@ -278,7 +278,7 @@ func TestStorageRefusesRoots(t *testing.T) {
 
 // newUserNS returns a user namespace mapping 0-65535 to 100000-165535,
 // held by a child process for the test's duration.
-func newUserNS(t *testing.T) *os.File {
+func newUserNS(t testing.TB) *os.File {
 	t.Helper()
 	cmd := exec.Command("sleep", "1000")
 	cmd.SysProcAttr = &syscall.SysProcAttr{
