@@ -627,9 +627,9 @@ func TestStorageConformance(t *testing.T) {
 	plugintest.Storage(t, e.bin, nil)
 }
 
-// A store reached through a symlink still gives overlays: berth gives the
-// plugin its layers by their real path, which it opens without following
-// links.
+// A store and a mount directory reached through symlinks still work:
+// berth gives the plugin its layers by their real path, and mounts on its
+// own directory's, which it opens without following links.
 func TestStorageStoreBehindSymlink(t *testing.T) {
 	e := newStorageEnv(t)
 	link := filepath.Join(e.dir, "storelink")
@@ -640,7 +640,15 @@ func TestStorageStoreBehindSymlink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := plugin.OpenStorage(ctx, e.bin, &plugin.Options{Store: store, MountDir: e.mountDir})
+	// The mount directory too.
+	if err := os.Mkdir(e.mountDir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	mntLink := filepath.Join(e.dir, "mntlink")
+	if err := os.Symlink(e.mountDir, mntLink); err != nil {
+		t.Fatal(err)
+	}
+	s, err := plugin.OpenStorage(ctx, e.bin, &plugin.Options{Store: store, MountDir: mntLink})
 	if err != nil {
 		t.Fatal(err)
 	}
