@@ -19,8 +19,9 @@ import (
 // Diff writes key's upper directory, the rootfs's changes, as an OCI
 // layer tar: overlayfs's whiteouts (0/0 character devices) become .wh.
 // files and its opaque directories a .wh..wh..opq entry, as the built-in
-// driver's Diff does. It makes the plugin a plugin.Differ (capability
-// "diff"), so berth can commit a sandbox's rootfs as an image.
+// driver's Diff does, with owners mapped back for a user namespace. It
+// makes the plugin a plugin.Differ (capability "diff"), so berth can
+// commit a sandbox's rootfs as an image.
 func (s *storage) Diff(ctx context.Context, key string, w io.Writer) error {
 	unlock, err := s.lock(key)
 	if err != nil {
@@ -30,6 +31,10 @@ func (s *storage) Diff(ctx context.Context, key string, w io.Writer) error {
 	upper := filepath.Join(s.dir(key), "upper")
 	if _, err := os.Lstat(upper); errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("rootfs %q: %w", key, plugin.ErrNotFound)
+	}
+	maps, err := readIDMaps(s.dir(key))
+	if err != nil {
+		return fmt.Errorf("diff %q: %w", key, err)
 	}
 	tw := tar.NewWriter(w)
 	err = filepath.WalkDir(upper, func(path string, d fs.DirEntry, err error) error {
@@ -58,6 +63,10 @@ func (s *storage) Diff(ctx context.Context, key string, w io.Writer) error {
 			return err
 		}
 		hdr.Name, hdr.Uname, hdr.Gname = rel, "", ""
+		if maps != nil {
+			// A layer holds the ids of the namespace, not the host's.
+			hdr.Uid, hdr.Gid = toContainer(maps.UIDs, hdr.Uid), toContainer(maps.GIDs, hdr.Gid)
+		}
 		if d.IsDir() {
 			hdr.Name += "/"
 		}
