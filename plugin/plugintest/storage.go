@@ -440,6 +440,9 @@ func checkInfo(t *testing.T, info plugin.Info, kind string, known []string) {
 	if info.Kind != kind {
 		t.Errorf("Info: kind %q, want %q", info.Kind, kind)
 	}
+	if info.Name == "" {
+		t.Errorf("Info: the plugin has no name (berth plugin ls and berth's logs show it)")
+	}
 	if info.Protocol != plugin.ProtocolVersion {
 		t.Errorf("Info: protocol %d, want %d", info.Protocol, plugin.ProtocolVersion)
 	}
