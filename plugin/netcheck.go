@@ -399,3 +399,13 @@ func hasAddr(have []netlink.Addr, want netip.Prefix) bool {
 	}
 	return false
 }
+
+// checkIDs refuses a list of attached ids with one that is no sandbox id.
+func checkIDs(ids []string) error {
+	for _, id := range ids {
+		if !idPattern.MatchString(id) {
+			return fmt.Errorf("%w: listed id %s is not a sandbox id", ErrRefused, clip.Quote(id))
+		}
+	}
+	return nil
+}

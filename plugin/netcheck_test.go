@@ -137,3 +137,14 @@ func TestValidHostName(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckIDs(t *testing.T) {
+	if err := checkIDs([]string{"a", "sb-1", "0123456789abcdef"}); err != nil {
+		t.Error(err)
+	}
+	for _, id := range []string{"", "../x", "a b", "a\x1b[2J", "-a", strings.Repeat("a", 129)} {
+		if err := checkIDs([]string{"ok", id}); !errors.Is(err, ErrRefused) {
+			t.Errorf("id %q: %v, want ErrRefused", id, err)
+		}
+	}
+}
