@@ -34,8 +34,15 @@ type Network struct {
 
 // OpenNetwork starts the network plugin at path. Close stops it.
 func OpenNetwork(ctx context.Context, path string, opts *Options) (*Network, error) {
-	c, err := startClient(ctx, path, KindNetwork, opts)
+	c, err := newClient(path, KindNetwork, opts)
 	if err != nil {
+		return nil, err
+	}
+	// Callers of a sandbox.Network test netplug's sentinels (Recover
+	// takes a detach of an unknown id for done): a plugin's mean the same.
+	c.alias(ErrNotFound, netplug.ErrNotFound)
+	c.alias(ErrExists, netplug.ErrAttached)
+	if _, err := c.conn(ctx); err != nil {
 		return nil, err
 	}
 	n := &Network{c: c}

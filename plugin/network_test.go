@@ -209,8 +209,8 @@ func TestNetworkAttachDetach(t *testing.T) {
 	}
 
 	// A second Attach of the id is refused, and does not undo the first.
-	if _, err := n.Attach(ctx, "sb-1", path, nil); !errors.Is(err, ErrExists) {
-		t.Errorf("second attach: %v, want ErrExists", err)
+	if _, err := n.Attach(ctx, "sb-1", path, nil); !errors.Is(err, ErrExists) || !errors.Is(err, netplug.ErrAttached) {
+		t.Errorf("second attach: %v, want ErrExists and netplug.ErrAttached", err)
 	}
 	if len(testNetworkLinks(t)) != 1 {
 		t.Errorf("the refused second attach undid the first")
@@ -222,8 +222,8 @@ func TestNetworkAttachDetach(t *testing.T) {
 	if left := testNetworkLinks(t); len(left) > 0 {
 		t.Errorf("detach left %v", left)
 	}
-	if err := n.Detach(ctx, "sb-1", path); !errors.Is(err, ErrNotFound) {
-		t.Errorf("second detach: %v, want ErrNotFound", err)
+	if err := n.Detach(ctx, "sb-1", path); !errors.Is(err, ErrNotFound) || !errors.Is(err, netplug.ErrNotFound) {
+		t.Errorf("second detach: %v, want ErrNotFound and netplug.ErrNotFound", err)
 	}
 	if ids, err := n.Attached(ctx); err != nil || len(ids) != 0 {
 		t.Errorf("attached after detach: %v, %v", ids, err)
