@@ -316,7 +316,8 @@ func TestNetworkRefusesLies(t *testing.T) {
 
 // A plugin killed in the middle of Attach fails that Attach with
 // ErrPluginExited; Attach has its restarted successor undo what it did,
-// and the next Attach works.
+// and the next Attach works. One killed between calls is started again
+// by the next.
 func TestNetworkPluginKilledMidAttach(t *testing.T) {
 	sdk := buildTestNetwork(t).sdk
 	ctx := t.Context()
@@ -345,12 +346,45 @@ func TestNetworkPluginKilledMidAttach(t *testing.T) {
 	if got := addrsIn(t, path, a.Interface); !slices.Equal(got, a.IPs) {
 		t.Errorf("addresses %v, want %v", got, a.IPs)
 	}
-	if err := n.Detach(ctx, "killed", path); err != nil {
-		t.Errorf("detach: %v", err)
-	}
 	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
 		t.Errorf("the killed plugin %d is still there: %v", pid, err)
 	}
+
+	// Killed between calls, as a sandbox runs: its Detach starts the
+	// plugin again, and the new process detaches from the id alone.
+	again := pluginPid(t, sdk)
+	if again == pid {
+		t.Fatalf("the plugin was not started again")
+	}
+	if err := syscall.Kill(again, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Detach(ctx, "killed", path); err != nil {
+		t.Errorf("detach after a second kill: %v", err)
+	}
+}
+
+// pluginPid is the pid of the one process running bin.
+func pluginPid(t *testing.T, bin string) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if exe, err := os.Readlink("/proc/" + e.Name() + "/exe"); err == nil && exe == bin {
+			pids = append(pids, pid)
+		}
+	}
+	if len(pids) != 1 {
+		t.Fatalf("processes running %s: %v, want one", bin, pids)
+	}
+	return pids[0]
 }
 
 // waitForPid waits for the plugin to write its pid into file, or for the
