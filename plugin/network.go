@@ -179,8 +179,17 @@ func withCallTimeout(ctx context.Context) (context.Context, context.CancelFunc) 
 
 // Attached lists the ids the plugin has attached, for Recover: each a
 // sandbox id, or the answer is refused, since a caller may detach them or
-// print them.
+// print them. Like Detach, it is asked again once if the plugin turns out
+// to have died.
 func (n *Network) Attached(ctx context.Context) ([]string, error) {
+	ids, err := n.list(ctx)
+	if errors.Is(err, ErrPluginExited) && ctx.Err() == nil {
+		ids, err = n.list(ctx)
+	}
+	return ids, err
+}
+
+func (n *Network) list(ctx context.Context) ([]string, error) {
 	cc, err := n.c.conn(ctx)
 	if err != nil {
 		return nil, err
