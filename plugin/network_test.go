@@ -362,6 +362,12 @@ func TestNetworkPluginKilledMidAttach(t *testing.T) {
 	if err := n.Detach(ctx, "killed", path); err != nil {
 		t.Errorf("detach after a second kill: %v", err)
 	}
+	if err := syscall.Kill(pluginPid(t, sdk), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if ids, err := n.Attached(ctx); err != nil || len(ids) != 0 {
+		t.Errorf("attached after a third kill: %v, %v", ids, err)
+	}
 }
 
 // pluginPid is the pid of the one process running bin.
