@@ -78,8 +78,30 @@ func openTestNetwork(t testing.TB, bin string, settings map[string]string) *Netw
 				}
 			}
 		}
+		if left := testNetworkAddrs(t); len(left) > 0 {
+			t.Errorf("addresses left behind on the host: %v", left)
+		}
 	})
 	return n
+}
+
+// testNetworkSubnet is where testnetwork takes its addresses from.
+var testNetworkSubnet = netip.MustParsePrefix("10.247.0.0/16")
+
+// testNetworkAddrs lists the host's addresses in testnetwork's subnet.
+func testNetworkAddrs(t testing.TB) []netip.Addr {
+	t.Helper()
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && testNetworkSubnet.Contains(ip) {
+			out = append(out, ip)
+		}
+	}
+	return out
 }
 
 // testNetworkLinks names the host ends testnetwork made that are left.
