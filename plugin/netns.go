@@ -38,7 +38,7 @@ func openNetns(path string) (*netnsFile, error) {
 	ns, err := identify(f)
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("network namespace %s: %w", path, err)
+		return nil, fmt.Errorf("network namespace %s: %w", clip.Quote(path), err)
 	}
 	return ns, nil
 }
