@@ -43,8 +43,10 @@ var (
 	// and '_' of host names, first a letter, digit or '_'. Nothing that
 	// could end a line or start another field.
 	hostNamePattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
-	// dnsOptionPattern is one resolv.conf option, such as "ndots:2".
-	dnsOptionPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}(:[0-9]{1,5})?$`)
+	// dnsOptionPattern is one resolv.conf option, such as "ndots:2" or
+	// "trust-ad": a word of printable characters that does not start a
+	// comment, so that it stays one option on the options line.
+	dnsOptionPattern = regexp.MustCompile(`^[!-"$-:<-~][!-~]{0,63}$`)
 )
 
 // validHostName reports whether s may be written into /etc/hosts as a name.
@@ -275,7 +277,9 @@ func checkDNS(d *pb.DNSConfig) (netplug.DNSConfig, error) {
 		out.Nameservers = append(out.Nameservers, a)
 	}
 	for _, s := range d.GetSearch() {
-		if !validHostName(s) {
+		// "." is the root domain: systemd-resolved writes "search ." for
+		// no search domain, and a plugin may pass the host's on.
+		if s != "." && !validHostName(s) {
 			return out, fmt.Errorf("search domain %s is not a domain name", clip.Quote(s))
 		}
 		out.Search = append(out.Search, s)

@@ -28,7 +28,8 @@ func goodAnswer() (*pb.AttachRequest, *pb.AttachResponse) {
 			{HostPort: 8080, ContainerPort: 80, Protocol: "tcp"},
 		},
 		Hosts: []*pb.HostEntry{{Ip: "10.0.0.2", Names: []string{"gw", "gateway.local"}}},
-		Dns:   &pb.DNSConfig{Nameservers: []string{"10.0.0.2"}, Search: []string{"corp.example."}, Options: []string{"ndots:2", "edns0"}},
+		Dns: &pb.DNSConfig{Nameservers: []string{"10.0.0.2"}, Search: []string{"corp.example.", "."},
+			Options: []string{"ndots:2", "edns0", "trust-ad", "timeout:30"}},
 	}
 }
 
@@ -38,7 +39,7 @@ func TestCheckAnswerTakesAGoodOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	if a.Interface != "eth0" || len(a.IPs) != 2 || a.Gateway.String() != "10.0.0.2" || len(a.Ports) != 3 ||
-		len(a.Hosts) != 1 || len(a.DNS.Nameservers) != 1 || len(a.DNS.Options) != 2 {
+		len(a.Hosts) != 1 || len(a.DNS.Nameservers) != 1 || len(a.DNS.Search) != 2 || len(a.DNS.Options) != 4 {
 		t.Errorf("attachment %+v", a)
 	}
 }
@@ -110,6 +111,11 @@ func TestCheckAnswerRefuses(t *testing.T) {
 		}, "search domain"},
 		{"option newline", func(_ *pb.AttachRequest, r *pb.AttachResponse) { r.Dns.Options[0] = "ndots:2\nnameserver" }, "resolver option"},
 		{"option space", func(_ *pb.AttachRequest, r *pb.AttachResponse) { r.Dns.Options[0] = "ndots:2 x" }, "resolver option"},
+		{"option comment", func(_ *pb.AttachRequest, r *pb.AttachResponse) { r.Dns.Options[0] = "#x" }, "resolver option"},
+		{"option semicolon", func(_ *pb.AttachRequest, r *pb.AttachResponse) { r.Dns.Options[0] = ";x" }, "resolver option"},
+		{"option empty", func(_ *pb.AttachRequest, r *pb.AttachResponse) { r.Dns.Options[0] = "" }, "resolver option"},
+		{"option non-ascii", func(_ *pb.AttachRequest, r *pb.AttachResponse) { r.Dns.Options[0] = "ndots\u00a0" }, "resolver option"},
+		{"search two dots", func(_ *pb.AttachRequest, r *pb.AttachResponse) { r.Dns.Search[1] = ".." }, "search domain"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			asked, r := goodAnswer()
