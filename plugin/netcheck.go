@@ -198,7 +198,7 @@ func checkPorts(asked, got []*pb.PortMapping) ([]netplug.PortMapping, error) {
 					continue
 				}
 				used[j], matched[i] = true, true
-				out[i] = netplug.PortMapping{HostIP: g.GetHostIp(), HostPort: uint16(g.GetHostPort()),
+				out[i] = netplug.PortMapping{HostIP: a.GetHostIp(), HostPort: uint16(g.GetHostPort()),
 					ContainerPort: uint16(g.GetContainerPort()), Protocol: g.GetProtocol()}
 				break
 			}
@@ -213,9 +213,11 @@ func checkPorts(asked, got []*pb.PortMapping) ([]netplug.PortMapping, error) {
 	return out, nil
 }
 
-// samePort reports whether g publishes what a asks for.
+// samePort reports whether g publishes what a asks for. a is canonical
+// (portRequest); g's host address may be spelled another way.
 func samePort(a, g *pb.PortMapping) bool {
-	if g.GetContainerPort() != a.GetContainerPort() || g.GetProtocol() != a.GetProtocol() || g.GetHostIp() != a.GetHostIp() {
+	ip, err := canonicalHostIP(g.GetHostIp())
+	if err != nil || ip != a.GetHostIp() || g.GetContainerPort() != a.GetContainerPort() || g.GetProtocol() != a.GetProtocol() {
 		return false
 	}
 	if g.GetHostPort() == 0 || g.GetHostPort() > 65535 {

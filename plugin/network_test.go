@@ -196,7 +196,7 @@ func TestNetworkAttachDetach(t *testing.T) {
 	dns := &netplug.DNSConfig{Nameservers: []netip.Addr{netip.MustParseAddr("10.9.9.9")}, Search: []string{"corp.test"}}
 	a, err := n.Attach(ctx, "sb-1", path, &netplug.AttachOptions{
 		Hostname: "web", Aliases: []string{"www"},
-		Ports:      []netplug.PortMapping{{ContainerPort: 80}, {HostPort: 8053, ContainerPort: 53, Protocol: "udp"}},
+		Ports:      []netplug.PortMapping{{ContainerPort: 80}, {HostIP: "0.0.0.0", HostPort: 8053, ContainerPort: 53, Protocol: "UDP"}},
 		DNS:        dns,
 		HostsFile:  hosts,
 		ExtraHosts: []netplug.HostEntry{{IP: netip.MustParseAddr("10.99.0.7"), Names: []string{"registry.internal"}}},
