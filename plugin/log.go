@@ -119,9 +119,14 @@ func (s *stderrLog) emit() {
 	if len(bytes.TrimSpace(line)) == 0 {
 		return
 	}
-	s.lastLine = clip.Cut(clip.Text(string(bytes.TrimSpace(line))), 200)
+	s.lastLine = clip.Cut(clip.Text(string(bytes.TrimSpace(line[:min(len(line), 1024)]))), 200)
+	// The rate limit comes before the parse: a plugin that floods
+	// stderr must not make berth decode every line.
+	if !s.allow() {
+		return
+	}
 	level, msg, attrs := parseLogLine(line, overflow)
-	if !s.log.Enabled(context.Background(), level) || !s.allow() {
+	if !s.log.Enabled(context.Background(), level) {
 		return
 	}
 	if s.dropped > 0 {
@@ -270,14 +275,7 @@ func (h *hclogShim) Log(level hclog.Level, msg string, args ...any) {
 	if !h.log.Enabled(ctx, lv) {
 		return
 	}
-	kept := make([]any, 0, len(args))
-	for i := 0; i+1 < len(args); i += 2 {
-		if k, ok := args[i].(string); ok && k == "timestamp" {
-			continue
-		}
-		kept = append(kept, args[i], args[i+1])
-	}
-	h.log.Log(ctx, lv, "go-plugin: "+msg, kept...)
+	h.log.Log(ctx, lv, "go-plugin: "+msg, args...)
 }
 
 func (h *hclogShim) Trace(msg string, args ...any) { h.Log(hclog.Trace, msg, args...) }
