@@ -401,12 +401,15 @@ func TestStorageDiff(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(r.Path, "big"), []byte(big), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var out strings.Builder
+	var out chunks
 	if err := s.Diff(ctx, "overlay--diff", &out); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), big) || !strings.HasPrefix(out.String(), "big") {
 		t.Errorf("the diff (%d bytes) does not hold the file written", out.Len())
+	}
+	if out.writes < 3 || out.largest > 1<<20 {
+		t.Errorf("the diff came in %d pieces, the largest %d bytes; want pieces of at most 1 MiB", out.writes, out.largest)
 	}
 	if err := s.Diff(ctx, "nope", &out); !errors.Is(err, plugin.ErrNotFound) || !errors.Is(err, layerfs.ErrNotFound) {
 		t.Errorf("Diff of an unknown key: %v, want ErrNotFound", err)
@@ -428,6 +431,18 @@ func TestStorageDiff(t *testing.T) {
 	if err := nd.Diff(ctx, "overlay--diff", &out); !errors.Is(err, plugin.ErrUnsupported) {
 		t.Errorf("Diff from a plugin without capability diff: %v, want ErrUnsupported", err)
 	}
+}
+
+// chunks is a strings.Builder that counts the writes it gets.
+type chunks struct {
+	strings.Builder
+	writes, largest int
+}
+
+func (c *chunks) Write(p []byte) (int, error) {
+	c.writes++
+	c.largest = max(c.largest, len(p))
+	return c.Builder.Write(p)
 }
 
 func contains(list []string, s string) bool {
