@@ -564,7 +564,7 @@ func (c *client) mapErr(p *proc, err error) error {
 // died, or closed its connection, which berth treats alike. The process
 // is marked dead so that the next call starts another.
 func (c *client) lostErr(p *proc, st *status.Status) error {
-	how := "connection lost"
+	how := "lost its connection"
 	if p != nil {
 		select {
 		case <-p.run.exited:
@@ -572,14 +572,14 @@ func (c *client) lostErr(p *proc, st *status.Status) error {
 		}
 		s := p.run.exitStatus()
 		if s != "" {
-			how = "exited: " + s
+			how = "exited (" + s + ")"
 		}
 		if (s != "" || p.cc.GetState() != connectivity.Ready) && !p.dead.Swap(true) {
 			c.log.Warn("plugin lost; the next call starts it again", "how", how)
 		}
 	}
 	return &remoteError{
-		msg:      fmt.Sprintf("plugin %s %s (%s)", c.name, how, clip.Cut(clip.Text(st.Message()), 200)),
+		msg:      fmt.Sprintf("plugin %s %s: %s", c.name, how, clip.Cut(clip.Text(st.Message()), 200)),
 		sentinel: ErrPluginExited,
 		st:       st,
 	}

@@ -589,7 +589,7 @@ func TestKillMidCallThenRestart(t *testing.T) {
 		err := <-errs
 		if !errors.Is(err, ErrPluginExited) {
 			t.Errorf("call in flight: %v, want ErrPluginExited", err)
-		} else if !strings.Contains(err.Error(), "plugin testplugin exited: signal: killed") {
+		} else if !strings.Contains(err.Error(), "plugin testplugin exited (signal: killed): ") {
 			t.Errorf("call in flight: %q does not say how the plugin ended", err)
 		}
 	}
@@ -1197,5 +1197,44 @@ func TestCloseDuringCall(t *testing.T) {
 	}
 	if left := dirEntries(t, opts.RunDir); len(left) != 0 {
 		t.Errorf("run dir holds %v after close", left)
+	}
+}
+
+func TestNoGoroutineLeaks(t *testing.T) {
+	requireRoot(t)
+	opts, _ := testOptions(t, "storage")
+	bad := writeScript(t, "bad", "echo nope")
+	cycle := func() {
+		c, err := startClient(context.Background(), testPluginBin, KindStorage, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prepare(context.Background(), c, "ok")
+		killPlugin(t, c)
+		prepare(context.Background(), c, "ok") // restarts
+		c.close()
+		startClient(context.Background(), bad, KindStorage, opts)
+	}
+	cycle() // warm up gRPC's and the runtime's own
+	settle := func() int {
+		n := runtime.NumGoroutine()
+		for i := 0; i < 100; i++ {
+			time.Sleep(20 * time.Millisecond)
+			if m := runtime.NumGoroutine(); m == n {
+				return n
+			} else {
+				n = m
+			}
+		}
+		return n
+	}
+	before := settle()
+	const cycles = 10
+	for range cycles {
+		cycle()
+	}
+	if after := settle(); after-before >= cycles {
+		buf := make([]byte, 1<<20)
+		t.Errorf("%d goroutines before %d start/kill/restart/close cycles, %d after:\n%s", before, cycles, after, buf[:runtime.Stack(buf, true)])
 	}
 }
