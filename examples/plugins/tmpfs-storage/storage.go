@@ -68,6 +68,10 @@ type storage struct {
 	// before 6.4), so that later mounts go without it.
 	noSwapless atomic.Bool
 
+	// afterMount, if set, is called by Prepare once the tmpfs is
+	// mounted, for tests to end a Prepare half way.
+	afterMount func()
+
 	mu   sync.Mutex
 	busy map[string]string // key → the call that has it: "prepare", "release" or "diff"
 }
@@ -192,6 +196,9 @@ func (s *storage) Prepare(ctx context.Context, req *plugin.PrepareRequest) (*plu
 	}
 	if err := s.mountTmpfs(dir, lim); err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", req.Key, err)
+	}
+	if s.afterMount != nil {
+		s.afterMount()
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", req.Key, err)
