@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -464,5 +463,3 @@ func TestUnsafeRoot(t *testing.T) {
 		}
 	}
 }
-
-var _ io.Writer // keep io for the diff tests
