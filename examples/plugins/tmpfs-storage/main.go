@@ -13,6 +13,8 @@
 //
 // Flags set the defaults; a sandbox's disk quota, or the host's settings
 // "size" and "inodes" (plugin.Options.Settings), override them per rootfs.
+// berth starts plugins without arguments, so the root can also be set by
+// the environment berth runs in: $BERTH_TMPFS_STORAGE_ROOT.
 package main
 
 import (
@@ -24,7 +26,7 @@ import (
 )
 
 func main() {
-	root := flag.String("root", defaultRoot, "absolute directory to mount the tmpfses under")
+	root := flag.String("root", rootFromEnv(), "absolute directory to mount the tmpfses under; $"+rootEnv+" sets the default")
 	size := flag.String("size", "256m", "default tmpfs size per rootfs (bytes, or with a k, m or g suffix)")
 	inodes := flag.String("inodes", "", "default inode limit per rootfs; empty means one per 4 KiB of size")
 	swap := flag.Bool("swap", false, "let the kernel swap rootfs pages out (to disk); off mounts with noswap where the kernel has it")
@@ -41,4 +43,15 @@ func main() {
 		os.Exit(1)
 	}
 	plugin.ServeStorage(s)
+}
+
+// rootEnv names the variable that moves the root, for a host that cannot
+// pass flags (berth runs a plugin as it is) and for tests.
+const rootEnv = "BERTH_TMPFS_STORAGE_ROOT"
+
+func rootFromEnv() string {
+	if r := os.Getenv(rootEnv); r != "" {
+		return r
+	}
+	return defaultRoot
 }
