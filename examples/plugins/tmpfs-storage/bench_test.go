@@ -22,10 +22,7 @@ func BenchmarkStartExit(b *testing.B) {
 		benchStartExit(b, shared.env.Store)
 	})
 	b.Run("tmpfs-plugin", func(b *testing.B) {
-		dir := b.TempDir()
-		if err := os.Chmod(dir, 0o711); err != nil {
-			b.Fatal(err)
-		}
+		dir := testDir(b)
 		if err := os.Mkdir(filepath.Join(dir, "mnt"), 0o711); err != nil {
 			b.Fatal(err)
 		}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,12 +23,7 @@ import (
 func openPlugin(t *testing.T, settings map[string]string) (*plugin.Storage, string) {
 	t.Helper()
 	setup(t)
-	dir := t.TempDir()
-	// Root of a sandbox's user namespace is an ordinary id on the host
-	// and must be able to reach the rootfs berth mounts under here.
-	if err := os.Chmod(dir, 0o711); err != nil {
-		t.Fatal(err)
-	}
+	dir := testDir(t)
 	mnt := filepath.Join(dir, "mnt")
 	if err := os.Mkdir(mnt, 0o711); err != nil {
 		t.Fatal(err)
@@ -52,15 +48,16 @@ func openPlugin(t *testing.T, settings map[string]string) (*plugin.Storage, stri
 // mount of the rootfs and their directories are all gone.
 func TestSandboxWritesUntilENOSPC(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		sec  func() *security.Config
+		name    string
+		sec     func() *security.Config
+		hostUID int // what the workload's root writes as
 	}{
-		{"Default", security.Default},
+		{"Default", security.Default, 0},
 		{"UserNamespace", func() *security.Config {
 			c := security.Default()
 			c.UserNamespace = security.DefaultUserNamespace()
 			return c
-		}},
+		}, int(security.DefaultUserNamespace().UIDMap[0].HostID)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st, mnt := openPlugin(t, map[string]string{"size": "8m"})
@@ -98,7 +95,10 @@ func TestSandboxWritesUntilENOSPC(t *testing.T) {
 			big := filepath.Join(shared.root, keys[0], upperDir, "big")
 			fi, err := os.Stat(big)
 			if err != nil || fi.Size() < 4<<20 || fi.Size() > 8<<20 {
-				t.Errorf("%s: %v, %v; want the 4-8 MiB dd wrote", big, fi, err)
+				t.Fatalf("%s: %v, %v; want the 4-8 MiB dd wrote", big, fi, err)
+			}
+			if uid := fi.Sys().(*syscall.Stat_t).Uid; int(uid) != tc.hostUID {
+				t.Errorf("%s is owned by host uid %d, want %d", big, uid, tc.hostUID)
 			}
 			var sfs unix.Statfs_t
 			if err := unix.Statfs(big, &sfs); err != nil || sfs.Type != unix.TMPFS_MAGIC {
@@ -133,10 +133,18 @@ func TestSandboxWritesUntilENOSPC(t *testing.T) {
 				if m := mountsUnder(t, dir); len(m) > 0 {
 					t.Errorf("mounts left under %s: %v", dir, m)
 				}
-				if entries, _ := os.ReadDir(dir); len(entries) > 0 {
-					t.Errorf("entries left in %s: %v", dir, entries)
-				}
 			}
+			if entries, _ := os.ReadDir(shared.root); len(entries) > 0 {
+				t.Errorf("entries left in the plugin's root: %v", entries)
+			}
+			// berth keeps a directory per plugin in its mount directory;
+			// the sandbox's own must be gone from it.
+			filepath.WalkDir(mnt, func(p string, d fs.DirEntry, err error) error {
+				if err == nil && strings.Contains(p, sb.ID()) {
+					t.Errorf("left in berth's mount directory: %s", p)
+				}
+				return nil
+			})
 		})
 	}
 }
