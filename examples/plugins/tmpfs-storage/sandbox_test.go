@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/plugin"
 	"github.com/berth-dev/berth/sandbox"
@@ -146,5 +147,33 @@ func TestSandboxWritesUntilENOSPC(t *testing.T) {
 				return nil
 			})
 		})
+	}
+}
+
+// The pages a workload writes to its tmpfs are charged to its own memory
+// cgroup: a rootfs sized beyond the sandbox's memory limit cannot be used
+// to take more of the host's memory than the limit allows.
+func TestSandboxRootfsCountsAgainstMemoryLimit(t *testing.T) {
+	st, _ := openPlugin(t, map[string]string{"size": "256m"})
+	var out testenv.SyncBuffer
+	sb := sandbox.New("alpine:test", &sandbox.Options{
+		Storage: st, Cgroups: shared.env.Cgroups, StateDir: shared.env.StateDir,
+		Resources: &cgroup.Resources{MemoryMax: 32 << 20, MemorySwapMax: 32 << 20},
+		Args:      []string{"sh", "-c", "dd if=/dev/zero of=/big bs=1M count=128; echo dd=$?"},
+		Stdout:    &out, Stderr: &out,
+		Logger: testLogger(t),
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := sb.Run(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v\n%s", res, out.String())
+	if res.PeakMemory > 40<<20 {
+		t.Errorf("peak memory %d, more than the 32 MiB limit", res.PeakMemory)
+	}
+	if strings.Contains(out.String(), "dd=0") {
+		t.Errorf("dd wrote 128 MiB into a sandbox limited to 32 MiB of memory:\n%s", out.String())
 	}
 }
