@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -175,5 +177,50 @@ func TestSandboxRootfsCountsAgainstMemoryLimit(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "dd=0") {
 		t.Errorf("dd wrote 128 MiB into a sandbox limited to 32 MiB of memory:\n%s", out.String())
+	}
+}
+
+// Diff through the protocol: what a workload in a user namespace changed
+// comes back as an OCI layer with the image's owners, its deletions as
+// whiteouts.
+func TestSandboxDiff(t *testing.T) {
+	st, _ := openPlugin(t, map[string]string{"size": "16m"})
+	sec := security.Default()
+	sec.UserNamespace = security.DefaultUserNamespace()
+	sb := sandbox.New("alpine:test", &sandbox.Options{
+		Storage: st, Cgroups: shared.env.Cgroups, StateDir: shared.env.StateDir,
+		Security: sec, Args: []string{"sleep", "1000"}, Logger: testLogger(t),
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := sb.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	var out testenv.SyncBuffer
+	res, err := sb.Exec(ctx, &sandbox.ExecOptions{
+		Args:   []string{"sh", "-c", "echo hi > /root/new && chown 1000:1000 /root/new && rm /etc/motd"},
+		Stdout: &out, Stderr: &out,
+	})
+	if err != nil || !res.Success() {
+		t.Fatalf("exec: %v, %+v\n%s", err, res, out.String())
+	}
+	keys, err := st.Rootfses(ctx)
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("plugin's rootfses: %v, %v", keys, err)
+	}
+	var buf bytes.Buffer
+	if err := st.Diff(ctx, keys[0], &buf); err != nil {
+		t.Fatal(err)
+	}
+	list, data := readTar(t, buf.Bytes())
+	got := strings.Join(list, "\n")
+	for _, want := range []string{"etc/ 5 0:0", "etc/.wh.motd 0 0:0", "root/ 5 0:0", "root/new 0 1000:1000"} {
+		if !slices.Contains(list, want) {
+			t.Errorf("diff lacks %q:\n%s", want, got)
+		}
+	}
+	if data["root/new"] != "hi\n" {
+		t.Errorf("root/new holds %q", data["root/new"])
 	}
 }
