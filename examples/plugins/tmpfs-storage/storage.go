@@ -302,13 +302,13 @@ func (s *storage) mountTmpfs(dir string, lim limits) error {
 			return mountErr(dir, err)
 		}
 		if swapOn() {
-			return fmt.Errorf("mount tmpfs on %s: the kernel refuses noswap (Linux 6.4 or later has it) and the host has swap on, where the rootfs could be written; run the plugin with -swap to accept that", dir)
+			return fmt.Errorf("mount tmpfs on %s: the kernel refuses noswap (Linux 6.4 or later has it) and the host has swap on, where the rootfs could be written; run the plugin with -swap (BERTH_TMPFS_STORAGE_SWAP=true) to accept that", dir)
 		}
 		s.noSwapless.Store(true)
 		s.log.Info("the kernel refuses tmpfs's noswap (Linux 6.4 or later has it); mounting without it while the host has no swap", "err", err)
 	}
 	if s.noSwapless.Load() && !s.cfg.swap && swapOn() {
-		return fmt.Errorf("mount tmpfs on %s: the kernel has no noswap and the host now has swap on; run the plugin with -swap to accept that", dir)
+		return fmt.Errorf("mount tmpfs on %s: the kernel has no noswap and the host now has swap on; run the plugin with -swap (BERTH_TMPFS_STORAGE_SWAP=true) to accept that", dir)
 	}
 	return mountErr(dir, unix.Mount("tmpfs", dir, "tmpfs", flags, data))
 }
