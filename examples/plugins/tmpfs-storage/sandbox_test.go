@@ -25,6 +25,12 @@ import (
 // settings, and closes it at the end of the test.
 func openPlugin(t *testing.T, settings map[string]string) (*plugin.Storage, string) {
 	t.Helper()
+	return openPluginEnv(t, settings, nil)
+}
+
+// openPluginEnv is openPlugin with env added to the plugin's environment.
+func openPluginEnv(t *testing.T, settings map[string]string, env []string) (*plugin.Storage, string) {
+	t.Helper()
 	setup(t)
 	dir := testDir(t)
 	mnt := filepath.Join(dir, "mnt")
@@ -36,6 +42,7 @@ func openPlugin(t *testing.T, settings map[string]string) (*plugin.Storage, stri
 		MountDir: mnt,
 		RunDir:   filepath.Join(dir, "run"),
 		Settings: settings,
+		Env:      env,
 		Logger:   testLogger(t),
 	})
 	if err != nil {
@@ -222,5 +229,30 @@ func TestSandboxDiff(t *testing.T) {
 	}
 	if data["root/new"] != "hi\n" {
 		t.Errorf("root/new holds %q", data["root/new"])
+	}
+}
+
+// A host that cannot pass the plugin flags sets them by its environment.
+func TestFlagsFromEnvironment(t *testing.T) {
+	st, _ := openPluginEnv(t, nil, []string{"BERTH_TMPFS_STORAGE_SIZE=3m", "BERTH_TMPFS_STORAGE_INODES=300"})
+	ctx := context.Background()
+	img, err := st.Image(ctx, "alpine:test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Prepare(ctx, "env", img, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := st.Release(ctx, "env"); err != nil {
+			t.Error(err)
+		}
+	}()
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(filepath.Join(shared.root, "env"), &sfs); err != nil {
+		t.Fatal(err)
+	}
+	if size := int64(sfs.Blocks) * sfs.Bsize; size != 3<<20 || sfs.Files != 300 {
+		t.Errorf("tmpfs of %d bytes and %d inodes, want %d and 300", size, sfs.Files, 3<<20)
 	}
 }
