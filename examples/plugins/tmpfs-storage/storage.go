@@ -95,7 +95,12 @@ func newStorage(cfg config, log *slog.Logger) (*storage, error) {
 	if err != nil {
 		return nil, err
 	}
-	log.Debug("tmpfs-storage ready", "root", cfg.root, "size", cfg.size, "rootfses", len(keys))
+	if len(keys) > 0 {
+		// Left by an earlier process of the plugin: berth releases
+		// those it no longer knows.
+		log.Info("rootfses from an earlier run", "root", cfg.root, "count", len(keys))
+	}
+	log.Debug("tmpfs-storage ready", "root", cfg.root, "size", cfg.size, "inodes", cfg.inodes, "swap", cfg.swap)
 	return s, nil
 }
 
