@@ -52,7 +52,7 @@ func (s *storage) Diff(ctx context.Context, key string, w io.Writer) error {
 		return fmt.Errorf("diff %s: %w", key, &os.PathError{Op: "open", Path: upper, Err: err})
 	}
 	defer unix.Close(fd)
-	d := &differ{ctx: ctx, tw: tar.NewWriter(w), rec: rec, links: make(map[fileID]string)}
+	d := &differ{ctx: ctx, tw: tar.NewWriter(w), rec: rec, links: make(map[fileID]string), budget: rec.Size}
 	if err := d.dir(fd, ""); err != nil {
 		return fmt.Errorf("diff %s: %w", key, err)
 	}
@@ -70,6 +70,11 @@ type differ struct {
 	tw    *tar.Writer
 	rec   *record
 	links map[fileID]string // first name of each file with other links
+	// budget is what the files' contents may still add up to: the
+	// tmpfs's size, which holds them all unless some have holes. A
+	// workload can make a file of a terabyte of holes on a tmpfs of a few
+	// MiB; the tar would hold the terabyte.
+	budget int64
 }
 
 // dir writes the entries of the directory open as fd, whose name in the
@@ -224,6 +229,10 @@ func (d *differ) file(dirfd int, name, rel string) error {
 		}
 		d.links[id] = rel
 	}
+	if st.Size > d.budget {
+		return fmt.Errorf("%s: %d bytes, with the files before it more than the rootfs's size of %d: it has holes (a sparse file), which a layer tar would have to write out in full", rel, st.Size, d.rec.Size)
+	}
+	d.budget -= st.Size
 	hdr := d.header(rel, &st, tar.TypeReg)
 	hdr.Size = st.Size
 	return d.write(hdr, f)
