@@ -122,9 +122,18 @@ func readNames(fd int) ([]string, error) {
 	return names, nil
 }
 
+// maxPath is the longest name an entry may have in the tar, PATH_MAX as
+// berth's import allows. A workload can nest directories as deep as its
+// inodes go; bounding the name bounds the depth of the walk (and the
+// directories it holds open) and the size of each header.
+const maxPath = 4096
+
 // entry writes the entry name of the directory open as dirfd if it is a
 // whiteout and whiteouts is set, or if it is not and whiteouts is not.
 func (d *differ) entry(dirfd int, name, rel string, whiteouts bool) error {
+	if len(rel)+len(whiteoutPrefix) > maxPath {
+		return fmt.Errorf("%.100s...: a path longer than %d bytes, which no layer may hold", rel, maxPath-len(whiteoutPrefix))
+	}
 	var st unix.Stat_t
 	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		if err == unix.ENOENT {

@@ -165,3 +165,35 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	*c += countingWriter(len(p))
 	return len(p), nil
 }
+
+// Directories nested past PATH_MAX are refused, not walked: the depth of
+// the walk and the length of names stay bounded.
+func TestDiffRefusesDeepPaths(t *testing.T) {
+	s := newTestStorage(t, "16m") // 4096 inodes
+	prepare(t, s, "deep", plugin.PrepareRequest{})
+	dir, err := os.Open(filepath.Join(s.cfg.root, "deep", upperDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := int(dir.Fd())
+	for i := 0; i < 2100; i++ { // "d/" 2100 times: 4200 bytes
+		if err := unix.Mkdirat(fd, "d", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		next, err := unix.Openat(fd, "d", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i > 0 {
+			unix.Close(fd)
+		}
+		fd = next
+	}
+	unix.Close(fd)
+	dir.Close()
+	err = s.Diff(context.Background(), "deep", io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "longer than") {
+		t.Errorf("diff of directories 2100 deep: %v, want a refusal", err)
+	}
+	release(t, s, "deep")
+}
