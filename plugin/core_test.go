@@ -1098,3 +1098,41 @@ func killPlugin(t *testing.T, c *client) {
 	}
 	<-p.run.exited
 }
+
+func TestRunDirChecks(t *testing.T) {
+	requireRoot(t)
+	base := t.TempDir()
+	open := func(dir string) error {
+		opts, _ := testOptions(t, "storage")
+		opts.RunDir = dir
+		c, err := startClient(context.Background(), testPluginBin, KindStorage, opts)
+		if err == nil {
+			c.close()
+		}
+		return err
+	}
+	// Made if missing: its parents searchable, itself private.
+	fresh := filepath.Join(base, "a", "run")
+	if err := open(fresh); err != nil {
+		t.Fatal(err)
+	}
+	for dir, want := range map[string]os.FileMode{fresh: 0o700, filepath.Dir(fresh): 0o711} {
+		if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: %v, mode %v, want %v", dir, err, fi.Mode().Perm(), want)
+		}
+	}
+	// Someone else's socket directory is not berth's to use.
+	open777 := filepath.Join(base, "open")
+	os.Mkdir(open777, 0o777)
+	os.Chmod(open777, 0o777)
+	link := filepath.Join(base, "link")
+	os.Symlink(fresh, link)
+	notOurs := filepath.Join(base, "notours")
+	os.Mkdir(notOurs, 0o700)
+	os.Chown(notOurs, 65534, 65534)
+	for _, dir := range []string{open777, link, notOurs, "relative/run"} {
+		if err := open(dir); !errors.Is(err, ErrInvalid) {
+			t.Errorf("RunDir %s: %v, want ErrInvalid", dir, err)
+		}
+	}
+}

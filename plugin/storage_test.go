@@ -336,6 +336,33 @@ func TestStorageIDMap(t *testing.T) {
 		t.Errorf("Prepare of a rootfs with nothing to idmap: %v, want ErrUnsupported", err)
 	}
 	e.checkClean(t, "bind-noidmap--ns")
+
+	// A plugin that shifts owners itself gets the maps, berth idmaps
+	// nothing, and the namespace's root may still reach the rootfs.
+	bin := filepath.Join(filepath.Dir(e.bin), "teststorage-shifter")
+	if err := os.Link(e.bin, bin); err != nil {
+		t.Fatal(err)
+	}
+	sh, err := plugin.OpenStorage(ctx, bin, &plugin.Options{Store: e.store, MountDir: e.mountDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sh.Close()
+	r, err := sh.Prepare(ctx, "bind-noidmap--shifter", e.img, popts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(r.Path, "marker"), &st); err != nil || st.Uid != 0 {
+		t.Errorf("marker of a shifting plugin shows owner %d (%v), want 0: berth idmapped it", st.Uid, err)
+	}
+	if err := unix.Stat(filepath.Dir(r.Path), &st); err != nil || st.Gid != 100000 || st.Mode&0o777 != 0o710 {
+		t.Errorf("the rootfs's directory has group %d, mode %o (%v); want 100000, 710", st.Gid, st.Mode&0o777, err)
+	}
+	if err := sh.Release(ctx, "bind-noidmap--shifter"); err != nil {
+		t.Fatal(err)
+	}
+	e.checkClean(t, "bind-noidmap--shifter")
 }
 
 // A host that restarts finds the rootfses it mounted through its records

@@ -1,11 +1,13 @@
 package plugintest
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"path/filepath"
@@ -83,6 +85,9 @@ type StorageOptions struct {
 //     Prepares cut short by kill -9 can all be released or are unknown;
 //   - UserNS: with a user namespace's maps the rootfs shows the files'
 //     owners mapped (skipped when neither the plugin nor berth can);
+//   - Diff: the changes made in a rootfs come back as an OCI layer tar
+//     holding them and nothing else, a deletion as a whiteout (capability
+//     "diff"; with the kit's own image);
 //   - Close: the plugin's process is gone after Close.
 //
 // Every check ends by releasing what it prepared and checking that nothing
@@ -112,6 +117,7 @@ func Storage(t *testing.T, path string, opts *StorageOptions) {
 		{"Restart", k.testRestart},
 		{"KillMidPrepare", k.testKillMidPrepare},
 		{"UserNS", k.testUserNS},
+		{"Diff", k.testDiff},
 		{"Close", k.testClose},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -824,4 +830,60 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+func (k *storageKit) testDiff(t *testing.T) {
+	sess := k.open(t)
+	if !sess.s.Info().Has(plugin.CapDiff) {
+		t.Skipf("the plugin has no capability %q", plugin.CapDiff)
+	}
+	if !k.tiny {
+		t.Skip("the Diff check changes files of the kit's own image, not of StorageOptions.Image")
+	}
+	key := k.key("diff")
+	rf := sess.mustPrepare(t, key)
+	checkWritable(t, rf, "kit-added", "added\n")
+	if err := os.Remove(filepath.Join(rf.Path, keptFile)); err != nil {
+		t.Fatalf("the rootfs of %q: remove one of the image's files: %v", key, err)
+	}
+	// A directory replaced by one of the same name hides what the image
+	// had in it.
+	home := filepath.Dir(ownedFile)
+	if err := os.RemoveAll(filepath.Join(rf.Path, home)); err != nil {
+		t.Fatalf("the rootfs of %q: remove one of the image's directories: %v", key, err)
+	}
+	if err := os.Mkdir(filepath.Join(rf.Path, home), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	checkWritable(t, rf, filepath.Join(home, "new"), "new\n")
+	var buf bytes.Buffer
+	if err := sess.s.Diff(context.Background(), key, &buf); err != nil {
+		t.Fatalf("Diff(%q): %v", key, err)
+	}
+	entries, err := tarEntries(&buf)
+	if err != nil {
+		t.Fatalf("Diff(%q) did not write a tar: %v", key, err)
+	}
+	if got, ok := entries["kit-added"]; !ok || got != "added\n" {
+		t.Errorf("Diff(%q) lacks the file written in the rootfs (kit-added: %q, present %v); entries %q", key, got, ok, slices.Sorted(maps.Keys(entries)))
+	}
+	whiteout := filepath.Join(filepath.Dir(keptFile), ".wh."+filepath.Base(keptFile))
+	if _, ok := entries[whiteout]; !ok {
+		t.Errorf("Diff(%q) lacks the whiteout %s of the file removed from the rootfs; entries %q", key, whiteout, slices.Sorted(maps.Keys(entries)))
+	}
+	_, opaque := entries[filepath.Join(home, ".wh..wh..opq")]
+	_, whited := entries[filepath.Join(home, ".wh."+filepath.Base(ownedFile))]
+	if !opaque && !whited {
+		t.Errorf("Diff(%q) does not hide what the image had in /%s, which was removed and made again: want %s/.wh..wh..opq or a whiteout of /%s; entries %q", key, home, home, ownedFile, slices.Sorted(maps.Keys(entries)))
+	}
+	if entries[filepath.Join(home, "new")] != "new\n" {
+		t.Errorf("Diff(%q) lacks /%s/new, written in the rootfs", key, home)
+	}
+	for _, unchanged := range []string{releaseFile, shownFile, ownedFile, linkFile} {
+		if _, ok := entries[unchanged]; ok {
+			t.Errorf("Diff(%q) holds /%s, which the rootfs did not change: a diff holds only changes", key, unchanged)
+		}
+	}
+	sess.mustRelease(t, key)
+	checkNotFound(t, fmt.Sprintf("Diff(%q) of a released key", key), sess.s.Diff(context.Background(), key, io.Discard), nil)
 }

@@ -4,7 +4,8 @@
 //
 // Its root is the directory "root" beside the binary. Built under a name
 // containing "rootslash", it announces "/" as its root instead; under one
-// containing "nodiff", it does not serve Diff.
+// containing "nodiff", it does not serve Diff; under one containing
+// "shifter", it announces that it shifts owners itself (and does not).
 package main
 
 import (
@@ -42,8 +43,17 @@ func main() {
 		plugin.ServeStorage(noDiff{s})
 		return
 	}
+	if strings.Contains(filepath.Base(exe), "shifter") {
+		plugin.ServeStorage(shifter{s})
+		return
+	}
 	plugin.ServeStorage(s)
 }
+
+// shifter is the storage claiming capability idmap.
+type shifter struct{ *storage }
+
+func (shifter) ShiftsOwners() bool { return true }
 
 // noDiff is the storage without its Diff method.
 type noDiff struct{ s *storage }
