@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"regexp"
 
 	"github.com/vishvananda/netlink"
@@ -83,7 +84,7 @@ func attachRequest(id, netnsPath string, ns *netnsFile, opts *netplug.AttachOpti
 	req.Hostname, req.Aliases = opts.Hostname, opts.Aliases
 	if len(opts.Ports) > 0 {
 		if !info.Has(CapPorts) {
-			return nil, fmt.Errorf("plugin %s does not publish ports: %w", info.Name, ErrUnsupported)
+			return nil, fmt.Errorf("plugin %s does not publish ports: %w", filepath.Base(info.Path), ErrUnsupported)
 		}
 		for _, p := range opts.Ports {
 			m, err := portRequest(p)
@@ -95,7 +96,7 @@ func attachRequest(id, netnsPath string, ns *netnsFile, opts *netplug.AttachOpti
 	}
 	if opts.DNS != nil {
 		if !info.Has(CapDNS) {
-			return nil, fmt.Errorf("plugin %s does not configure DNS: %w", info.Name, ErrUnsupported)
+			return nil, fmt.Errorf("plugin %s does not configure DNS: %w", filepath.Base(info.Path), ErrUnsupported)
 		}
 		req.Dns = dnsToPB(opts.DNS)
 	}
