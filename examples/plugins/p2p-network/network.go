@@ -72,10 +72,6 @@ func (n *p2pNetwork) Attach(ctx context.Context, req *plugin.AttachRequest) (*pl
 		}
 		return nil, fmt.Errorf("sandbox %s: %w", req.ID, err)
 	}
-	if looseRPFilter() {
-		n.log.Warn("net.ipv4.conf.all.rp_filter is 2 (loose), which makes the host end's strict filter loose too: a sandbox can send packets with a forged source address to the host",
-			"interface", l.HostIf)
-	}
 	n.log.Debug("attached", "id", l.ID, "interface", l.HostIf, "address", l.sandboxAddr())
 	gw := l.hostAddr()
 	return &plugin.AttachResult{
@@ -169,6 +165,9 @@ func (n *p2pNetwork) connect(ctx context.Context, l *link, ns netns.NsHandle, fo
 	}
 	host, err := netlink.LinkByName(l.HostIf)
 	if err != nil {
+		return err
+	}
+	if err := addSourceFilter(host, l.sandboxAddr()); err != nil {
 		return err
 	}
 	if err := netlink.AddrAdd(host, &netlink.Addr{IPNet: ipNet(l.hostAddr(), l.Block.Bits())}); err != nil {
