@@ -62,6 +62,8 @@ func hostEndSysctls(forward bool) []sysctl {
 		{path: "ipv4/conf/%s/proxy_arp", value: "0"},
 		{path: "ipv4/conf/%s/route_localnet", value: "0"},
 		{path: "ipv4/conf/%s/accept_local", value: "0"},
+		// Nor follow a route the sandbox writes into a packet's options.
+		{path: "ipv4/conf/%s/accept_source_route", value: "0"},
 		// The sandbox cannot redirect the host's routes.
 		{path: "ipv4/conf/%s/accept_redirects", value: "0"},
 		{path: "ipv4/conf/%s/send_redirects", value: "0"},

@@ -60,11 +60,12 @@ func TestAttachDetach(t *testing.T) {
 
 	hostIf := hostIfName(id)
 	for path, want := range map[string]string{
-		"ipv4/conf/%s/rp_filter":      "1",
-		"ipv4/conf/%s/forwarding":     "0",
-		"ipv4/conf/%s/proxy_arp":      "0",
-		"ipv4/conf/%s/route_localnet": "0",
-		"ipv6/conf/%s/disable_ipv6":   "1",
+		"ipv4/conf/%s/rp_filter":           "1",
+		"ipv4/conf/%s/forwarding":          "0",
+		"ipv4/conf/%s/proxy_arp":           "0",
+		"ipv4/conf/%s/route_localnet":      "0",
+		"ipv4/conf/%s/accept_source_route": "0",
+		"ipv6/conf/%s/disable_ipv6":        "1",
 	} {
 		if got := readSysctl(t, fmt.Sprintf(path, hostIf)); got != want {
 			t.Errorf("%s = %s, want %s", fmt.Sprintf(path, hostIf), got, want)
