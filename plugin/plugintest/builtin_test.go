@@ -49,8 +49,9 @@ func run(m *testing.M) int {
 
 func TestOverlayStorage(t *testing.T) {
 	// The plugin takes its root from the environment it is started in.
-	t.Setenv("BERTH_OVERLAY_STORAGE_ROOT", filepath.Join(t.TempDir(), "overlay-storage"))
-	plugintest.Storage(t, bins["overlay-storage"], nil)
+	plugintest.Storage(t, bins["overlay-storage"], &plugintest.StorageOptions{
+		Env: []string{"BERTH_OVERLAY_STORAGE_ROOT=" + filepath.Join(t.TempDir(), "overlay-storage")},
+	})
 }
 
 // The kit's network for the cni-network plugin: a named netplug network
@@ -86,10 +87,12 @@ func TestCNINetwork(t *testing.T) {
 			t.Errorf("remove the kit's network: %v", err)
 		}
 	})
-	t.Setenv("BERTH_CNI_NETWORK_CONFIG_DIR", opts.ConfigDir)
-	t.Setenv("BERTH_CNI_NETWORK_RUN_DIR", opts.RunDir)
-	t.Setenv("BERTH_CNI_NETWORK_ROOT", filepath.Join(tmp, "plugin"))
 	plugintest.Network(t, bins["cni-network"], &plugintest.NetworkOptions{
+		Env: []string{
+			"BERTH_CNI_NETWORK_CONFIG_DIR=" + opts.ConfigDir,
+			"BERTH_CNI_NETWORK_RUN_DIR=" + opts.RunDir,
+			"BERTH_CNI_NETWORK_ROOT=" + filepath.Join(tmp, "plugin"),
+		},
 		Settings:  map[string]string{"network": kitNetwork},
 		KeepLinks: []string{kitBridge}, // the network's bridge stays until the network is removed
 	})

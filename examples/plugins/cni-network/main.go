@@ -34,7 +34,7 @@ func main() {
 	n, err := newNetwork(env("BERTH_CNI_NETWORK_ROOT", "/run/berth/plugins/cni-network"), &netplug.Options{
 		ConfigDir: os.Getenv("BERTH_CNI_NETWORK_CONFIG_DIR"),
 		RunDir:    os.Getenv("BERTH_CNI_NETWORK_RUN_DIR"),
-		Logger: logger(),
+		Logger:    logger(),
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cni-network:", err)
@@ -75,6 +75,7 @@ var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 type network struct {
 	root string // records: root/<id>.json
 	nets *netplug.Networks
+	log  *slog.Logger
 }
 
 // record is what the plugin keeps of an attached sandbox.
@@ -83,6 +84,7 @@ type record struct {
 }
 
 func newNetwork(root string, opts *netplug.Options) (*network, error) {
+	log := opts.Logger
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, err
 	}
@@ -90,7 +92,7 @@ func newNetwork(root string, opts *netplug.Options) (*network, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &network{root: root, nets: nets}, nil
+	return &network{root: root, nets: nets, log: log}, nil
 }
 
 // netplug publishes ports and honours DNS settings.
@@ -147,6 +149,11 @@ func (n *network) Attach(ctx context.Context, req *plugin.AttachRequest) (_ *plu
 	if err != nil {
 		return nil, err
 	}
+	if err := ctx.Err(); err != nil {
+		// berth gave up on this Attach and has undone what it could
+		// already, maybe before the record existed: undo the rest here.
+		return nil, err
+	}
 	res := &plugin.AttachResult{Attachment: *a}
 	if a.Gateway.IsValid() {
 		res.Routes = []plugin.Route{{Destination: netip.PrefixFrom(netip.IPv4Unspecified(), 0), Gateway: a.Gateway}}
@@ -157,15 +164,31 @@ func (n *network) Attach(ctx context.Context, req *plugin.AttachRequest) (_ *plu
 	return res, nil
 }
 
-// Detach undoes Attach from netplug's records, which need only the id.
-func (n *network) Detach(ctx context.Context, id, _ string) error {
+// Detach undoes Attach. netplug enters the namespace at netnsPath only
+// if it is still the one attached (it recorded its identity), to take the
+// interface out; without it, or once the network is gone, netplug's
+// records of the id are enough to free the rest.
+func (n *network) Detach(ctx context.Context, id, netnsPath string) error {
 	if !idPattern.MatchString(id) {
 		return fmt.Errorf("sandbox id %q: %w", id, plugin.ErrInvalid)
 	}
-	if _, err := os.Stat(n.recordPath(id)); errors.Is(err, os.ErrNotExist) {
+	b, err := os.ReadFile(n.recordPath(id))
+	if errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("sandbox %q: %w", id, plugin.ErrNotFound)
+	} else if err != nil {
+		return err
 	}
-	if err := n.nets.DetachAll(ctx, id); err != nil {
+	var rec record
+	if err := json.Unmarshal(b, &rec); err != nil {
+		n.log.Warn("damaged record, detaching from every network", "id", id, "err", err)
+	}
+	net, err := n.nets.Get(ctx, rec.Network)
+	if err == nil {
+		err = net.Detach(ctx, id, netnsPath)
+	} else {
+		err = n.nets.DetachAll(ctx, id)
+	}
+	if err != nil {
 		return err
 	}
 	return os.Remove(n.recordPath(id))
