@@ -101,6 +101,7 @@ func (n *p2pNetwork) reserve(ctx context.Context, id string, subnet netip.Prefix
 	if _, err := os.Lstat(n.state.path(id)); err == nil {
 		return nil, fmt.Errorf("sandbox %s: %w", id, plugin.ErrExists)
 	}
+	n.state.sweepTemps()
 	links, err := n.state.all()
 	if err != nil {
 		return nil, err
@@ -118,8 +119,12 @@ func (n *p2pNetwork) reserve(ctx context.Context, id string, subnet netip.Prefix
 		return nil, err
 	}
 	l := &link{ID: id, HostIf: hostIfName(id), Block: block}
-	if _, err := netlink.LinkByName(l.HostIf); err == nil {
+	var notFound netlink.LinkNotFoundError
+	switch _, err := netlink.LinkByName(l.HostIf); {
+	case err == nil:
 		return nil, fmt.Errorf("sandbox %s: interface %s exists and is not in this plugin's records: %w", id, l.HostIf, plugin.ErrExists)
+	case !errors.As(err, &notFound):
+		return nil, fmt.Errorf("sandbox %s: look for interface %s: %w", id, l.HostIf, err)
 	}
 	if err := n.state.write(l); err != nil {
 		return nil, err
