@@ -158,7 +158,8 @@ func (n *p2pNetwork) connect(ctx context.Context, l *link, ns netns.NsHandle, fo
 	}
 	if err := netlink.LinkAdd(veth); err != nil {
 		if errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("make veth pair %s: the sandbox's namespace has an %s already: %w", l.HostIf, sandboxIf, plugin.ErrExists)
+			// Not ErrExists, which would tell berth the id is attached.
+			return fmt.Errorf("make veth pair %s: the sandbox's namespace has an %s already: %w", l.HostIf, sandboxIf, plugin.ErrInvalid)
 		}
 		return fmt.Errorf("make veth pair %s: %w", l.HostIf, err)
 	}
