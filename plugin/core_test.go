@@ -533,12 +533,25 @@ func TestStartBoundedByContext(t *testing.T) {
 	}
 	checkNothingLeft(t, opts, before)
 
+	// Cancelled with no deadline, and go-plugin's own timeout far away:
+	// the cancel alone must end the start (a hang detector, not a speed
+	// check: 30s is a lifetime here).
+	opts.StartTimeout = time.Hour
 	ctx, cancel = context.WithCancel(context.Background())
 	go func() {
 		time.Sleep(200 * time.Millisecond)
 		cancel()
 	}()
-	_, err = startClient(ctx, testPluginBin, KindStorage, opts)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := startClient(ctx, testPluginBin, KindStorage, opts)
+		errc <- err
+	}()
+	select {
+	case err = <-errc:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a cancelled start did not return")
+	}
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("%v, want Canceled", err)
 	}
@@ -836,6 +849,17 @@ func TestNoDescriptorOrEnvironmentLeaks(t *testing.T) {
 	}
 	defer syscall.Close(fd)
 	t.Setenv("BERTH_TEST_SECRET", "hunter2")
+
+	// go-plugin hands a plugin berth's stdin unless told otherwise.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	stdin := os.Stdin
+	os.Stdin = r
+	defer func() { os.Stdin = stdin }()
 
 	opts, _ := testOptions(t, "storage", "EXTRA=given")
 	c := startTest(t, opts)

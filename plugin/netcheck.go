@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"path/filepath"
 	"regexp"
 
 	"github.com/vishvananda/netlink"
@@ -39,10 +38,11 @@ var (
 	// networkNamePattern is what a plugin may call its network: the name
 	// is written into the sandbox's /etc/hosts, in a comment line.
 	networkNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
-	// hostNamePattern is a name in /etc/hosts or a search domain: labels
-	// of letters, digits, '-' and '_' joined by dots; nothing that could
-	// end a line or start another field.
-	hostNamePattern = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$`)
+	// hostNamePattern is a name in /etc/hosts or a search domain, by the
+	// rule sandbox.Options' names follow: the letters, digits, '-', '.'
+	// and '_' of host names, first a letter, digit or '_'. Nothing that
+	// could end a line or start another field.
+	hostNamePattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
 	// dnsOptionPattern is one resolv.conf option, such as "ndots:2".
 	dnsOptionPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}(:[0-9]{1,5})?$`)
 )
@@ -63,73 +63,6 @@ func validInterfaceName(s string) bool {
 		}
 	}
 	return true
-}
-
-// attachRequest builds the request for sandbox id's namespace ns, refusing
-// what the plugin (with capabilities caps) cannot do or what is malformed
-// before the plugin sees it. The hosts file options stay berth's.
-func attachRequest(id, netnsPath string, ns *netnsFile, opts *netplug.AttachOptions, info Info, settings map[string]string) (*pb.AttachRequest, error) {
-	if !idPattern.MatchString(id) {
-		return nil, fmt.Errorf("sandbox id %s: %w", clip.Quote(id), ErrInvalid)
-	}
-	req := &pb.AttachRequest{Id: id, NetnsPath: netnsPath, NetnsDev: ns.dev, NetnsIno: ns.ino, Options: settings}
-	if opts == nil {
-		return req, nil
-	}
-	for _, n := range append([]string{opts.Hostname}, opts.Aliases...) {
-		if n != "" && !validHostName(n) {
-			return nil, fmt.Errorf("host name %s: %w", clip.Quote(n), ErrInvalid)
-		}
-	}
-	req.Hostname, req.Aliases = opts.Hostname, opts.Aliases
-	if len(opts.Ports) > 0 {
-		if !info.Has(CapPorts) {
-			return nil, fmt.Errorf("plugin %s does not publish ports: %w", filepath.Base(info.Path), ErrUnsupported)
-		}
-		for _, p := range opts.Ports {
-			m, err := portRequest(p)
-			if err != nil {
-				return nil, err
-			}
-			req.Ports = append(req.Ports, m)
-		}
-	}
-	if opts.DNS != nil {
-		if !info.Has(CapDNS) {
-			return nil, fmt.Errorf("plugin %s does not configure DNS: %w", filepath.Base(info.Path), ErrUnsupported)
-		}
-		req.Dns = dnsToPB(opts.DNS)
-	}
-	return req, nil
-}
-
-// portRequest checks a port to publish and spells it for the wire, with
-// the protocol always named.
-func portRequest(p netplug.PortMapping) (*pb.PortMapping, error) {
-	proto := p.Protocol
-	if proto == "" {
-		proto = "tcp"
-	}
-	switch {
-	case proto != "tcp" && proto != "udp":
-		return nil, fmt.Errorf("port protocol %s: %w", clip.Quote(p.Protocol), ErrInvalid)
-	case p.ContainerPort == 0:
-		return nil, fmt.Errorf("port mapping without a container port: %w", ErrInvalid)
-	}
-	if p.HostIP != "" {
-		if _, err := netip.ParseAddr(p.HostIP); err != nil {
-			return nil, fmt.Errorf("port host IP %s: %w", clip.Quote(p.HostIP), ErrInvalid)
-		}
-	}
-	return &pb.PortMapping{HostIp: p.HostIP, HostPort: uint32(p.HostPort), ContainerPort: uint32(p.ContainerPort), Protocol: proto}, nil
-}
-
-func dnsToPB(d *netplug.DNSConfig) *pb.DNSConfig {
-	out := &pb.DNSConfig{Search: d.Search, Options: d.Options}
-	for _, a := range d.Nameservers {
-		out.Nameservers = append(out.Nameservers, a.String())
-	}
-	return out
 }
 
 // checkAnswer turns a plugin's answer to req into an Attachment, or says
@@ -397,4 +330,14 @@ func hasAddr(have []netlink.Addr, want netip.Prefix) bool {
 		}
 	}
 	return false
+}
+
+// checkIDs refuses a list of attached ids with one that is no sandbox id.
+func checkIDs(ids []string) error {
+	for _, id := range ids {
+		if !idPattern.MatchString(id) {
+			return fmt.Errorf("%w: listed id %s is not a sandbox id", ErrRefused, clip.Quote(id))
+		}
+	}
+	return nil
 }

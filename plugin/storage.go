@@ -20,6 +20,7 @@ import (
 	"unicode"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
 
 	"github.com/berth-dev/berth/internal/clip"
 	"github.com/berth-dev/berth/layerfs"
@@ -45,8 +46,8 @@ var keyRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 type Storage struct {
 	c        *client
 	store    *layerfs.Store
-	dir      string   // MountDir/<plugin id>: one directory per key
-	denied   []string // where no root and no mount source may be
+	dir      string    // MountDir/<plugin id>: one directory per key
+	denied   forbidden // where no root and no mount source may be
 	settings map[string]string
 	log      *slog.Logger
 
@@ -87,9 +88,12 @@ func OpenStorage(ctx context.Context, path string, opts *Options) (*Storage, err
 		}
 	}
 	s := &Storage{
-		store:    store,
-		dir:      filepath.Join(base, pluginID(path)),
-		denied:   append(append([]string(nil), deniedDirs...), base, filepath.Clean(runDir), store.Root()),
+		store: store,
+		dir:   filepath.Join(base, pluginID(path)),
+		denied: forbidden{
+			dirs:   append(append([]string(nil), deniedDirs...), base, filepath.Clean(runDir), store.Root()),
+			except: []string{filepath.Join(store.Root(), storePluginsDir)},
+		},
 		settings: maps.Clone(o.Settings),
 		log:      log.With("plugin", filepath.Base(path)),
 	}
@@ -188,7 +192,10 @@ func (s *Storage) Prepare(ctx context.Context, key string, img *layerfs.Image, o
 	if img == nil {
 		return nil, fmt.Errorf("prepare %s: no image: %w", key, ErrInvalid)
 	}
-	info := s.c.Info()
+	cc, info, err := s.live(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("prepare %s: %w", key, err)
+	}
 	req, userns, err := s.request(key, img, opts, info)
 	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", key, err)
@@ -213,7 +220,7 @@ func (s *Storage) Prepare(ctx context.Context, key string, img *layerfs.Image, o
 		}
 	}
 
-	res, err := s.callPrepare(ctx, req)
+	res, err := s.callPrepare(ctx, cc, req)
 	if err != nil {
 		// The plugin may have made the rootfs before the call failed (a
 		// cancelled or cut call), but one that says it exists already is
@@ -274,12 +281,27 @@ func (s *Storage) request(key string, img *layerfs.Image, opts *layerfs.PrepareO
 	return req, userns, nil
 }
 
-// callPrepare sends req to the plugin.
-func (s *Storage) callPrepare(ctx context.Context, req *PrepareRequest) (*PrepareResult, error) {
-	cc, err := s.c.conn(ctx)
-	if err != nil {
-		return nil, err
+// live returns a connection to the running plugin and what that process
+// announced (its capabilities and roots), starting it if need be. The
+// two go together: while the plugin restarts, Info describes no process.
+func (s *Storage) live(ctx context.Context) (*grpc.ClientConn, Info, error) {
+	for {
+		cc, err := s.c.conn(ctx)
+		if err != nil {
+			return nil, Info{}, err
+		}
+		if info := s.c.Info(); info.Kind != "" {
+			return cc, info, nil
+		}
+		// It died between the two: conn starts another.
+		if err := ctx.Err(); err != nil {
+			return nil, Info{}, err
+		}
 	}
+}
+
+// callPrepare sends req to the plugin on cc.
+func (s *Storage) callPrepare(ctx context.Context, cc *grpc.ClientConn, req *PrepareRequest) (*PrepareResult, error) {
 	resp, err := pb.NewStorageServiceClient(cc).Prepare(ctx, prepareRequestToPB(req))
 	if err != nil {
 		return nil, s.c.callErr(err)
@@ -473,15 +495,15 @@ func (s *Storage) Rootfses(ctx context.Context) ([]string, error) {
 // uncompressed OCI layer tar, from a plugin with capability "diff"; for
 // others it fails with ErrUnsupported.
 func (s *Storage) Diff(ctx context.Context, key string, w io.Writer) error {
-	if !s.c.Info().Has(CapDiff) {
-		return fmt.Errorf("diff %s: plugin %s cannot diff (no capability %q): %w", key, s.c.name, CapDiff, ErrUnsupported)
-	}
 	if !keyRE.MatchString(key) {
 		return fmt.Errorf("diff: rootfs key %s: %w", clip.Quote(key), errBothNotFound)
 	}
-	cc, err := s.c.conn(ctx)
+	cc, info, err := s.live(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("diff %s: %w", key, err)
+	}
+	if !info.Has(CapDiff) {
+		return fmt.Errorf("diff %s: plugin %s cannot diff (no capability %q): %w", key, s.c.name, CapDiff, ErrUnsupported)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the stream if w fails
