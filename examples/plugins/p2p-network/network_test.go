@@ -445,6 +445,50 @@ func TestBroadcastDropped(t *testing.T) {
 	}
 }
 
+// ARP from the sandbox that claims another sender address teaches the
+// host nothing, so that a sandbox cannot fill the host's neighbour table
+// (a host-wide limit) even where rp_filter is loose; ARP with its own
+// address is answered and learnt.
+func TestForgedARPIgnored(t *testing.T) {
+	needRoot(t)
+	n := newTestNetwork(t, "10.218.14.0/24")
+	ns := newNS(t)
+	id := testID(t, "a")
+	r := mustAttach(t, n, id, ns, nil)
+	host, err := netlink.LinkByName(hostIfName(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As where net.ipv4.conf.all.rp_filter is 2: the filter alone.
+	if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+host.Attrs().Name+"/rp_filter", []byte("0"), 0); err != nil {
+		t.Fatal(err)
+	}
+	mac := host.Attrs().HardwareAddr
+	forged := []netip.Addr{netip.MustParseAddr("192.0.2.78"), netip.MustParseAddr("10.218.14.200")}
+	for _, f := range forged {
+		ns.sendARPRequest(t, mac, f, r.Gateway)
+	}
+	own := r.IPs[0].Addr()
+	ns.sendARPRequest(t, mac, own, r.Gateway)
+	// ARP is processed in order: once the genuine sender is learnt, a
+	// forged one accepted would be too.
+	var neigh []netip.Addr
+	for range 100 {
+		if neigh = hostNeighbours(t, host); slices.Contains(neigh, own) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !slices.Contains(neigh, own) {
+		t.Fatalf("the host learnt no entry for the sandbox's own ARP (%v): the test sees nothing", neigh)
+	}
+	for _, f := range forged {
+		if slices.Contains(neigh, f) {
+			t.Errorf("the host learnt a neighbour entry for the forged sender %s", f)
+		}
+	}
+}
+
 // Without the forward setting a sandbox reaches the host's addresses
 // only, not another sandbox behind it, even though this host forwards;
 // with it, the host routes between them.

@@ -12,8 +12,8 @@ import (
 )
 
 // The source filter is a tc program on the host end's ingress that lets
-// through only what the sandbox may send: ARP, and IPv4 from its own
-// address to a unicast one. Strict rp_filter on the host end would drop forged sources
+// through only what the sandbox may send: ARP and IPv4 from its own
+// address, IPv4 to a unicast one. Strict rp_filter on the host end would drop forged sources
 // too, but the kernel applies the larger of the interface's rp_filter and
 // net.ipv4.conf.all.rp_filter, and many distributions set the latter to
 // 2 (loose), under which any source the host has a route back to, the
@@ -25,6 +25,10 @@ import (
 const (
 	skbProtocolOff = 16
 	ipv4SrcOff     = 14 + 12
+	// The ARP sender's protocol address, after the fixed header (8) and
+	// the sender's hardware address (6); the kernel drops ARP whose
+	// address lengths are not Ethernet's and IPv4's.
+	arpSenderOff = 14 + 8 + 6
 )
 
 // Values tc programs return in direct-action mode.
@@ -33,8 +37,8 @@ const (
 	tcActShot = 2
 )
 
-// sourceFilterInstructions is the program that admits ARP and IPv4 from
-// src to a unicast address, and drops every other frame (IPv6,
+// sourceFilterInstructions is the program that admits ARP from src and
+// IPv4 from src to a unicast address, and drops every other frame (IPv6,
 // VLAN-tagged, other sources, multicast and broadcast).
 func sourceFilterInstructions(src netip.Addr) asm.Instructions {
 	s4 := src.As4()
@@ -44,7 +48,7 @@ func sourceFilterInstructions(src netip.Addr) asm.Instructions {
 	return asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
 		asm.LoadMem(asm.R2, asm.R6, skbProtocolOff, asm.Word),
-		asm.JEq.Imm(asm.R2, proto(unix.ETH_P_ARP), "pass"),
+		asm.JEq.Imm(asm.R2, proto(unix.ETH_P_ARP), "arp"),
 		asm.JNE.Imm(asm.R2, proto(unix.ETH_P_IP), "drop"),
 		// bpf_skb_load_bytes(skb, ipv4SrcOff, fp-8, 8): source and
 		// destination addresses.
@@ -66,6 +70,21 @@ func sourceFilterInstructions(src netip.Addr) asm.Instructions {
 		asm.JGE.Imm(asm.R2, 224, "drop"),
 		asm.Mov.Imm(asm.R0, tcActOK).WithSymbol("pass"),
 		asm.Return(),
+		// ARP: the sender's protocol address must be src too, or the
+		// host would learn a neighbour entry for any address a loose
+		// rp_filter lets through, and a sandbox could fill the host's
+		// neighbour table (gc_thresh3, host-wide).
+		// bpf_skb_load_bytes(skb, arpSenderOff, fp-4, 4)
+		asm.Mov.Reg(asm.R1, asm.R6).WithSymbol("arp"),
+		asm.Mov.Imm(asm.R2, arpSenderOff),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, -4),
+		asm.Mov.Imm(asm.R4, 4),
+		asm.FnSkbLoadBytes.Call(),
+		asm.JNE.Imm(asm.R0, 0, "drop"),
+		asm.LoadMem(asm.R2, asm.RFP, -4, asm.Word),
+		asm.LoadImm(asm.R3, int64(binary.NativeEndian.Uint32(s4[:])), asm.DWord),
+		asm.JEq.Reg(asm.R2, asm.R3, "pass"),
 		asm.Mov.Imm(asm.R0, tcActShot).WithSymbol("drop"),
 		asm.Return(),
 	}
