@@ -492,8 +492,9 @@ func TestForgedARPIgnored(t *testing.T) {
 // Without the forward setting a sandbox reaches the host end's address
 // only: not another of the host's addresses, not another sandbox behind
 // the host, even after the host end's forwarding sysctl is turned on (as
-// any change of net.ipv4.ip_forward does). With it, the host routes
-// between them.
+// any change of net.ipv4.ip_forward does). With it, the sandbox reaches
+// the host's other addresses, and the host routes between sandboxes if it
+// forwards.
 func TestForwardSetting(t *testing.T) {
 	needRoot(t)
 	// Another address of the host's, on an interface of the test's.
@@ -510,6 +511,8 @@ func TestForwardSetting(t *testing.T) {
 	}
 	hostOther := listenTCP(t, nil, "10.218.15.1:0")
 
+	// New interfaces forward if this says so; ip_forward sets it too.
+	hostForwards := readSysctl(t, "ipv4/conf/default/forwarding") == "1"
 	n := newTestNetwork(t, "10.218.8.0/24")
 	for _, forward := range []bool{false, true} {
 		opts := map[string]string{settingForward: fmt.Sprint(forward)}
@@ -532,7 +535,7 @@ func TestForwardSetting(t *testing.T) {
 		}{
 			{"the gateway", gateway, true},
 			{"another address of the host's", hostOther, forward},
-			{"another sandbox", sandboxB, forward},
+			{"another sandbox", sandboxB, forward && hostForwards},
 		} {
 			// Dropped, the packets get no ICMP error: the dial times out.
 			err := a.do(func() error {
