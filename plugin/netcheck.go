@@ -43,8 +43,10 @@ var (
 	// and '_' of host names, first a letter, digit or '_'. Nothing that
 	// could end a line or start another field.
 	hostNamePattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
-	// dnsOptionPattern is one resolv.conf option, such as "ndots:2".
-	dnsOptionPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}(:[0-9]{1,5})?$`)
+	// dnsOptionPattern is one resolv.conf option, such as "ndots:2" or
+	// "trust-ad": a word of printable characters that does not start a
+	// comment, so that it stays one option on the options line.
+	dnsOptionPattern = regexp.MustCompile(`^[!-"$-:<-~][!-~]{0,63}$`)
 )
 
 // validHostName reports whether s may be written into /etc/hosts as a name.
@@ -196,7 +198,7 @@ func checkPorts(asked, got []*pb.PortMapping) ([]netplug.PortMapping, error) {
 					continue
 				}
 				used[j], matched[i] = true, true
-				out[i] = netplug.PortMapping{HostIP: g.GetHostIp(), HostPort: uint16(g.GetHostPort()),
+				out[i] = netplug.PortMapping{HostIP: a.GetHostIp(), HostPort: uint16(g.GetHostPort()),
 					ContainerPort: uint16(g.GetContainerPort()), Protocol: g.GetProtocol()}
 				break
 			}
@@ -211,9 +213,11 @@ func checkPorts(asked, got []*pb.PortMapping) ([]netplug.PortMapping, error) {
 	return out, nil
 }
 
-// samePort reports whether g publishes what a asks for.
+// samePort reports whether g publishes what a asks for. a is canonical
+// (portRequest); g's host address may be spelled another way.
 func samePort(a, g *pb.PortMapping) bool {
-	if g.GetContainerPort() != a.GetContainerPort() || g.GetProtocol() != a.GetProtocol() || g.GetHostIp() != a.GetHostIp() {
+	ip, err := canonicalHostIP(g.GetHostIp())
+	if err != nil || ip != a.GetHostIp() || g.GetContainerPort() != a.GetContainerPort() || g.GetProtocol() != a.GetProtocol() {
 		return false
 	}
 	if g.GetHostPort() == 0 || g.GetHostPort() > 65535 {
@@ -275,7 +279,9 @@ func checkDNS(d *pb.DNSConfig) (netplug.DNSConfig, error) {
 		out.Nameservers = append(out.Nameservers, a)
 	}
 	for _, s := range d.GetSearch() {
-		if !validHostName(s) {
+		// "." is the root domain: systemd-resolved writes "search ." for
+		// no search domain, and a plugin may pass the host's on.
+		if s != "." && !validHostName(s) {
 			return out, fmt.Errorf("search domain %s is not a domain name", clip.Quote(s))
 		}
 		out.Search = append(out.Search, s)

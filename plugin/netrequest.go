@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"strings"
 
 	"github.com/berth-dev/berth/internal/clip"
 	"github.com/berth-dev/berth/netplug"
@@ -49,10 +50,11 @@ func attachRequest(id, netnsPath string, ns *netnsFile, opts *netplug.AttachOpti
 	return req, nil
 }
 
-// portRequest checks a port to publish and spells it for the wire, with
-// the protocol always named.
+// portRequest checks a port to publish and spells it for the wire as
+// netplug would: the protocol in lower case and always named, the host
+// address canonical and "" for all of them.
 func portRequest(p netplug.PortMapping) (*pb.PortMapping, error) {
-	proto := p.Protocol
+	proto := strings.ToLower(p.Protocol)
 	if proto == "" {
 		proto = "tcp"
 	}
@@ -62,12 +64,28 @@ func portRequest(p netplug.PortMapping) (*pb.PortMapping, error) {
 	case p.ContainerPort == 0:
 		return nil, fmt.Errorf("port mapping without a container port: %w", ErrInvalid)
 	}
-	if p.HostIP != "" {
-		if _, err := netip.ParseAddr(p.HostIP); err != nil {
-			return nil, fmt.Errorf("port host IP %s: %w", clip.Quote(p.HostIP), ErrInvalid)
-		}
+	ip, err := canonicalHostIP(p.HostIP)
+	if err != nil {
+		return nil, fmt.Errorf("port host IP %s: %w", clip.Quote(p.HostIP), ErrInvalid)
 	}
-	return &pb.PortMapping{HostIp: p.HostIP, HostPort: uint32(p.HostPort), ContainerPort: uint32(p.ContainerPort), Protocol: proto}, nil
+	return &pb.PortMapping{HostIp: ip, HostPort: uint32(p.HostPort), ContainerPort: uint32(p.ContainerPort), Protocol: proto}, nil
+}
+
+// canonicalHostIP spells a published port's host address one way, so that
+// the answer compares with the request: "" (or an unspecified address)
+// for all of them, otherwise the address without an IPv4-mapped prefix.
+func canonicalHostIP(s string) (string, error) {
+	if s == "" {
+		return "", nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return "", fmt.Errorf("%s is not an address", clip.Quote(s))
+	}
+	if a = a.Unmap(); a.IsUnspecified() {
+		return "", nil
+	}
+	return a.String(), nil
 }
 
 func dnsToPB(d *netplug.DNSConfig) *pb.DNSConfig {

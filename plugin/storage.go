@@ -21,6 +21,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/berth-dev/berth/internal/clip"
 	"github.com/berth-dev/berth/layerfs"
@@ -44,12 +46,13 @@ var keyRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 // mounted by berth under Options.MountDir. Its methods are safe for
 // concurrent use.
 type Storage struct {
-	c        *client
-	store    *layerfs.Store
-	dir      string    // MountDir/<plugin id>: one directory per key
-	denied   forbidden // where no root and no mount source may be
-	settings map[string]string
-	log      *slog.Logger
+	c         *client
+	store     *layerfs.Store
+	storeRoot string    // the store's root, symlinks resolved
+	dir       string    // MountDir/<plugin id>: one directory per key
+	denied    forbidden // where no root and no mount source may be
+	settings  map[string]string
+	log       *slog.Logger
 
 	// noAppend records that the kernel's overlayfs lacks "lowerdir+";
 	// legacyOverlay pretends it does, for tests.
@@ -87,12 +90,20 @@ func OpenStorage(ctx context.Context, path string, opts *Options) (*Storage, err
 			return nil, err
 		}
 	}
+	// berth opens every path of an answer without following symlinks, the
+	// layer directories it gave too: it gives them by the store's real
+	// path, should the store's own have a symlink in it.
+	storeRoot, err := filepath.EvalSymlinks(store.Root())
+	if err != nil {
+		return nil, fmt.Errorf("plugin %s: store: %w", path, err)
+	}
 	s := &Storage{
-		store: store,
-		dir:   filepath.Join(base, pluginID(path)),
+		store:     store,
+		storeRoot: storeRoot,
+		dir:       filepath.Join(base, pluginID(path)),
 		denied: forbidden{
-			dirs:   append(append([]string(nil), deniedDirs...), base, filepath.Clean(runDir), store.Root()),
-			except: []string{filepath.Join(store.Root(), storePluginsDir)},
+			dirs:   append(append([]string(nil), deniedDirs...), base, filepath.Clean(runDir), store.Root(), storeRoot),
+			except: []string{filepath.Join(store.Root(), storePluginsDir), filepath.Join(storeRoot, storePluginsDir)},
 		},
 		settings: maps.Clone(o.Settings),
 		log:      log.With("plugin", filepath.Base(path)),
@@ -169,6 +180,15 @@ func (s *Storage) Close() error { return s.c.close() }
 
 func (s *Storage) keyDir(key string) string { return filepath.Join(s.dir, key) }
 
+// realPath returns p, a path in the store, by the store's real root.
+func (s *Storage) realPath(p string) string {
+	rel, err := filepath.Rel(s.store.Root(), p)
+	if err != nil {
+		return p
+	}
+	return filepath.Join(s.storeRoot, rel)
+}
+
 // A rootfsRecord is written in a rootfs's directory before berth asks the
 // plugin for it, so that after a crash at any later point Rootfses names
 // it and Release undoes it. What Release unmounts it finds in mountinfo.
@@ -192,7 +212,7 @@ func (s *Storage) Prepare(ctx context.Context, key string, img *layerfs.Image, o
 	if img == nil {
 		return nil, fmt.Errorf("prepare %s: no image: %w", key, ErrInvalid)
 	}
-	cc, info, err := s.live(ctx)
+	_, info, err := s.live(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", key, err)
 	}
@@ -212,15 +232,16 @@ func (s *Storage) Prepare(ctx context.Context, key string, img *layerfs.Image, o
 		s.removeKeyDir(dir)
 		return nil, fmt.Errorf("prepare %s: %w", key, err)
 	}
-	if userns != nil {
-		// The sandbox's init reaches the rootfs from inside the namespace.
+	if len(req.GIDMap) > 0 {
+		// The sandbox's init reaches the rootfs from inside the namespace,
+		// whoever shifts the owners.
 		if err := letNamespaceIn(dir, hostID(req.GIDMap, 0)); err != nil {
 			s.removeKeyDir(dir)
 			return nil, fmt.Errorf("prepare %s: %w", key, err)
 		}
 	}
 
-	res, err := s.callPrepare(ctx, cc, req)
+	res, info, err := s.callPrepare(ctx, req)
 	if err != nil {
 		// The plugin may have made the rootfs before the call failed (a
 		// cancelled or cut call), but one that says it exists already is
@@ -229,6 +250,11 @@ func (s *Storage) Prepare(ctx context.Context, key string, img *layerfs.Image, o
 	}
 	path, driver, err := s.mount(ctx, dir, req, res, userns, info)
 	if err != nil {
+		if errors.Is(err, ErrRefused) {
+			// A plugin answering what berth refuses is buggy or hostile:
+			// whoever runs it should hear of it, not only the caller.
+			s.log.Warn("refused a storage plugin's answer", "key", key, "err", err)
+		}
 		return nil, s.undoPrepare(key, dir, true, fmt.Errorf("prepare %s: plugin %s: %w", key, s.c.name, err))
 	}
 	return &layerfs.Rootfs{Key: key, Path: path, Image: img.Digest, Driver: driver}, nil
@@ -275,7 +301,7 @@ func (s *Storage) request(key string, img *layerfs.Image, opts *layerfs.PrepareO
 	for _, l := range layers {
 		req.Layers = append(req.Layers, Layer{
 			Digest: l.Digest.String(), DiffID: l.DiffID.String(), MediaType: string(l.MediaType), Size: l.Size,
-			UnpackedPath: s.store.LayerDir(l.DiffID), BlobPath: s.store.BlobPath(l.Digest),
+			UnpackedPath: s.realPath(s.store.LayerDir(l.DiffID)), BlobPath: s.realPath(s.store.BlobPath(l.Digest)),
 		})
 	}
 	return req, userns, nil
@@ -300,13 +326,19 @@ func (s *Storage) live(ctx context.Context) (*grpc.ClientConn, Info, error) {
 	}
 }
 
-// callPrepare sends req to the plugin on cc.
-func (s *Storage) callPrepare(ctx context.Context, cc *grpc.ClientConn, req *PrepareRequest) (*PrepareResult, error) {
+// callPrepare sends req to the plugin, and returns its answer with what
+// the process that answered announced, which the answer is checked
+// against.
+func (s *Storage) callPrepare(ctx context.Context, req *PrepareRequest) (*PrepareResult, Info, error) {
+	cc, info, err := s.live(ctx)
+	if err != nil {
+		return nil, info, err
+	}
 	resp, err := pb.NewStorageServiceClient(cc).Prepare(ctx, prepareRequestToPB(req))
 	if err != nil {
-		return nil, s.c.callErr(err)
+		return nil, info, s.callErr(ctx, err)
 	}
-	return prepareResultFromPB(resp), nil
+	return prepareResultFromPB(resp), info, nil
 }
 
 // mount checks the plugin's answer res to req and performs it in dir.
@@ -449,7 +481,7 @@ func (s *Storage) callRelease(ctx context.Context, key string) error {
 		return err
 	}
 	_, err = pb.NewStorageServiceClient(cc).Release(ctx, &pb.ReleaseRequest{Key: key})
-	return s.c.callErr(err)
+	return s.callErr(ctx, err)
 }
 
 // Rootfses lists the keys of the rootfses the plugin holds and those berth
@@ -479,7 +511,7 @@ func (s *Storage) Rootfses(ctx context.Context) ([]string, error) {
 	}
 	resp, err := pb.NewStorageServiceClient(cc).List(ctx, &pb.StorageServiceListRequest{})
 	if err != nil {
-		return keys, fmt.Errorf("list rootfses: %w", s.c.callErr(err))
+		return keys, fmt.Errorf("list rootfses: %w", s.callErr(ctx, err))
 	}
 	for _, k := range resp.GetKeys() {
 		if !keyRE.MatchString(k) {
@@ -509,7 +541,7 @@ func (s *Storage) Diff(ctx context.Context, key string, w io.Writer) error {
 	defer cancel() // ends the stream if w fails
 	stream, err := pb.NewStorageServiceClient(cc).Diff(ctx, &pb.DiffRequest{Key: key})
 	if err != nil {
-		return s.diffErr(key, err)
+		return s.diffErr(ctx, key, err)
 	}
 	for {
 		chunk, err := stream.Recv()
@@ -517,7 +549,7 @@ func (s *Storage) Diff(ctx context.Context, key string, w io.Writer) error {
 			return nil
 		}
 		if err != nil {
-			return s.diffErr(key, err)
+			return s.diffErr(ctx, key, err)
 		}
 		if _, err := w.Write(chunk.GetData()); err != nil {
 			return fmt.Errorf("diff %s: %w", key, err)
@@ -525,8 +557,20 @@ func (s *Storage) Diff(ctx context.Context, key string, w io.Writer) error {
 	}
 }
 
-func (s *Storage) diffErr(key string, err error) error {
-	return fmt.Errorf("diff %s: %w", key, s.c.callErr(err))
+func (s *Storage) diffErr(ctx context.Context, key string, err error) error {
+	return fmt.Errorf("diff %s: %w", key, s.callErr(ctx, err))
+}
+
+// callErr is the client's callErr, but for a call that failed because
+// its connection was closed under it, which gRPC reports as Canceled:
+// another call found the plugin dead and started it again, and this one
+// went to the process that died, which is what ErrPluginExited says.
+func (s *Storage) callErr(ctx context.Context, err error) error {
+	if st, ok := status.FromError(err); ok && err != nil && ctx.Err() == nil &&
+		st.Code() == codes.Canceled && strings.Contains(st.Message(), "client connection is closing") {
+		return fmt.Errorf("plugin %s exited (%s): %w", s.c.name, st.Message(), ErrPluginExited)
+	}
+	return s.c.callErr(err)
 }
 
 // alsoErr is err that also matches another sentinel, without repeating

@@ -19,6 +19,7 @@ import (
 	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/plugin"
+	"github.com/berth-dev/berth/plugin/plugintest"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/security"
 )
@@ -335,6 +336,33 @@ func TestStorageIDMap(t *testing.T) {
 		t.Errorf("Prepare of a rootfs with nothing to idmap: %v, want ErrUnsupported", err)
 	}
 	e.checkClean(t, "bind-noidmap--ns")
+
+	// A plugin that shifts owners itself gets the maps, berth idmaps
+	// nothing, and the namespace's root may still reach the rootfs.
+	bin := filepath.Join(filepath.Dir(e.bin), "teststorage-shifter")
+	if err := os.Link(e.bin, bin); err != nil {
+		t.Fatal(err)
+	}
+	sh, err := plugin.OpenStorage(ctx, bin, &plugin.Options{Store: e.store, MountDir: e.mountDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sh.Close()
+	r, err := sh.Prepare(ctx, "bind-noidmap--shifter", e.img, popts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(r.Path, "marker"), &st); err != nil || st.Uid != 0 {
+		t.Errorf("marker of a shifting plugin shows owner %d (%v), want 0: berth idmapped it", st.Uid, err)
+	}
+	if err := unix.Stat(filepath.Dir(r.Path), &st); err != nil || st.Gid != 100000 || st.Mode&0o777 != 0o710 {
+		t.Errorf("the rootfs's directory has group %d, mode %o (%v); want 100000, 710", st.Gid, st.Mode&0o777, err)
+	}
+	if err := sh.Release(ctx, "bind-noidmap--shifter"); err != nil {
+		t.Fatal(err)
+	}
+	e.checkClean(t, "bind-noidmap--shifter")
 }
 
 // A host that restarts finds the rootfses it mounted through its records
@@ -379,6 +407,23 @@ func TestStorageDiff(t *testing.T) {
 	}
 	if err := s.Diff(ctx, "nope", &out); !errors.Is(err, plugin.ErrNotFound) || !errors.Is(err, layerfs.ErrNotFound) {
 		t.Errorf("Diff of an unknown key: %v, want ErrNotFound", err)
+	}
+
+	// A plugin that does not announce diff is not asked.
+	bin := filepath.Join(filepath.Dir(e.bin), "teststorage-nodiff")
+	if err := os.Link(e.bin, bin); err != nil {
+		t.Fatal(err)
+	}
+	nd, err := plugin.OpenStorage(ctx, bin, &plugin.Options{Store: e.store, MountDir: e.mountDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nd.Close()
+	if nd.Info().Has(plugin.CapDiff) {
+		t.Fatal("the nodiff plugin announces diff")
+	}
+	if err := nd.Diff(ctx, "overlay--diff", &out); !errors.Is(err, plugin.ErrUnsupported) {
+		t.Errorf("Diff from a plugin without capability diff: %v, want ErrUnsupported", err)
 	}
 }
 
@@ -570,4 +615,42 @@ func TestStorageConcurrent(t *testing.T) {
 		e.checkClean(t, "bind--c"+strconv.Itoa(i))
 	}
 	e.checkClean(t, "overlay--same")
+}
+
+// The test plugin, honest by default, keeps the contract the kit checks;
+// this runs berth's side of it (the adapter) through every check too.
+func TestStorageConformance(t *testing.T) {
+	e := newStorageEnv(t)
+	plugintest.Storage(t, e.bin, nil)
+}
+
+// A store reached through a symlink still gives overlays: berth gives the
+// plugin its layers by their real path, which it opens without following
+// links.
+func TestStorageStoreBehindSymlink(t *testing.T) {
+	e := newStorageEnv(t)
+	link := filepath.Join(e.dir, "storelink")
+	if err := os.Symlink(filepath.Join(e.dir, "store"), link); err != nil {
+		t.Fatal(err)
+	}
+	store, err := layerfs.Open(link, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := plugin.OpenStorage(ctx, e.bin, &plugin.Options{Store: store, MountDir: e.mountDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r, err := s.Prepare(ctx, "overlay--link", e.img, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(r.Path, "etc", "os-release")); err != nil {
+		t.Error(err)
+	}
+	if err := s.Release(ctx, "overlay--link"); err != nil {
+		t.Fatal(err)
+	}
+	e.checkClean(t, "overlay--link")
 }
