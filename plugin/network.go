@@ -27,7 +27,7 @@ func OpenNetwork(ctx context.Context, path string, opts *Options) (*Network, err
 }
 
 // Info describes the plugin.
-func (n *Network) Info() Info { return n.c.info }
+func (n *Network) Info() Info { return n.c.Info() }
 
 // Attach has the plugin connect the namespace at netnsPath and checks
 // what it says it did.

@@ -30,7 +30,7 @@ func OpenStorage(ctx context.Context, path string, opts *Options) (*Storage, err
 }
 
 // Info describes the plugin.
-func (s *Storage) Info() Info { return s.c.info }
+func (s *Storage) Info() Info { return s.c.Info() }
 
 // Image resolves ref in the store.
 func (s *Storage) Image(ctx context.Context, ref string) (*layerfs.Image, error) {
