@@ -201,7 +201,7 @@ func List(ctx context.Context, dir string, opts *Options) ([]Entry, error) {
 		path, err := Find(filepath.Join(dir, de.Name()))
 		if err == nil {
 			dctx, cancel := context.WithTimeout(ctx, describeTimeout)
-			e.Info, err = describe(dctx, path, opts)
+			e.Info, err = Describe(dctx, path, opts)
 			cancel()
 		}
 		e.Err = err
@@ -209,25 +209,4 @@ func List(ctx context.Context, dir string, opts *Options) ([]Entry, error) {
 	}
 	slices.SortFunc(out, func(a, b Entry) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
-}
-
-// describe starts the plugin at path, whatever its kind, and returns its
-// Info.
-//
-// TODO(cli): core's Describe does this with one start; use it once merged.
-func describe(ctx context.Context, path string, opts *Options) (Info, error) {
-	s, err := OpenStorage(ctx, path, opts)
-	if err == nil {
-		defer s.Close()
-		return s.Info(), nil
-	}
-	if !errors.Is(err, ErrWrongKind) {
-		return Info{}, err
-	}
-	n, err := OpenNetwork(ctx, path, opts)
-	if err != nil {
-		return Info{}, err
-	}
-	defer n.Close()
-	return n.Info(), nil
 }

@@ -14,7 +14,7 @@ func (nothing) Attach(context.Context, *plugin.AttachRequest) (*plugin.AttachRes
 	return nil, plugin.ErrUnsupported
 }
 func (nothing) Detach(context.Context, string, string) error { return plugin.ErrNotFound }
-func (nothing) List(context.Context) ([]string, error)     { return nil, nil }
-func (nothing) PublishesPorts() bool                       { return true }
+func (nothing) List(context.Context) ([]string, error)       { return nil, nil }
+func (nothing) PublishesPorts() bool                         { return true }
 
 func main() { plugin.ServeNetwork(nothing{}) }
