@@ -1,11 +1,28 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/layerfs"
+	"github.com/berth-dev/berth/plugin"
+	"github.com/berth-dev/berth/sandbox"
 )
 
 // pluginDir makes a directory for plugins that only root can write, on a
@@ -121,4 +138,180 @@ func TestPluginList(t *testing.T) {
 			t.Errorf("a hostile name reached the table as it is: %q", lines[1])
 		}
 	}
+}
+
+// TestPluginRunEndToEnd runs the real berth binary with the two example
+// plugins: a sandbox whose rootfs is tmpfs-storage's and whose network is
+// p2p-network's fetches a page from a server on the host end of its link.
+// Then a berth run killed -9 with its sandbox running leaves a rootfs
+// and a link that only the plugins know how to free, which berth gc
+// must: no mount, no link, nothing in either plugin's list.
+func TestPluginRunEndToEnd(t *testing.T) {
+	dir := pluginDir(t) // first, so that it goes after the env's gc
+	e := newCLIEnv(t)
+	busybox, _ := filepath.Abs("../../../shared/images/busybox-1.38-musl-oci")
+	if _, err := berth(t, e.root, "image", "import", busybox, "--name", "busybox:demo"); err != nil {
+		t.Fatal(err)
+	}
+	storagePlugin := buildPlugin(t, dir, "tmpfs-storage", "../../examples/plugins/tmpfs-storage")
+	networkPlugin := buildPlugin(t, dir, "p2p-network", "../../examples/plugins/p2p-network")
+	bin := filepath.Join(t.TempDir(), "berth")
+	if b, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build berth: %v\n%s", err, b)
+	}
+	t.Setenv("BERTH_PLUGIN_DIR", dir) // for the in-process gc of the env's cleanup, too
+	berthCmd := func(args ...string) *exec.Cmd {
+		cmd := exec.Command(bin, append([]string{"--root", e.root}, args...)...)
+		cmd.Env = append(os.Environ(), "BERTH_PLUGIN_DIR="+dir)
+		return cmd
+	}
+
+	out, err := berthCmd("plugin", "ls").CombinedOutput()
+	if err != nil || !regexp.MustCompile(`(?m)^p2p-network +network +1 `).Match(out) || !regexp.MustCompile(`(?m)^tmpfs-storage +storage +1 `).Match(out) {
+		t.Errorf("berth plugin ls: %v\n%s", err, out)
+	}
+
+	// The p2p plugin gives a sandbox the second /31 of its subnet: the
+	// host end is the subnet's address + 2. The server listens there
+	// before the address exists (IP_FREEBIND).
+	subnet := netip.MustParsePrefix(fmt.Sprintf("10.219.%d.0/24", os.Getpid()%250))
+	hostEnd := subnet.Addr().Next().Next()
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1) })
+		return errors.Join(err, serr)
+	}}
+	ln, err := lc.Listen(context.Background(), "tcp4", netip.AddrPortFrom(hostEnd, 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "hello from the host end")
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	plugins := []string{"--storage-plugin", "tmpfs-storage", "--network-plugin", "p2p-network", "--network-opt", "subnet=" + subnet.String()}
+
+	run := berthCmd(e.args(append(append([]string{"run"}, plugins...), "busybox:demo", "wget", "-qO-", "http://"+ln.Addr().String()+"/")...)...)
+	var stderr bytes.Buffer
+	run.Stderr = &stderr
+	out, err = run.Output()
+	if err != nil || string(out) != "hello from the host end\n" {
+		t.Fatalf("berth run with both plugins: %q, %v\n%s", out, err, stderr.String())
+	}
+
+	// Killed -9 with its sandbox running.
+	run = berthCmd(e.args(append(append([]string{"run"}, plugins...), "busybox:demo", "sleep", "1000")...)...)
+	run.Stderr = os.Stderr
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	id := waitRunning(t, e)
+	if id == "" {
+		run.Process.Kill()
+		run.Wait()
+		t.Fatal("the sandbox never ran")
+	}
+	hostIf := interfaceWith(t, hostEnd)
+	if hostIf == "" {
+		t.Error("no interface has the host end's address while the sandbox runs")
+	}
+	if mounts := mountsNaming(t, id); len(mounts) == 0 {
+		t.Error("no mount names the sandbox while it runs")
+	}
+	run.Process.Kill()
+	run.Wait()
+
+	out, err = berthCmd(e.args("gc")...).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "reclaimed 1 dead sandboxes") {
+		t.Errorf("berth gc: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(e.state, id)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the sandbox's state after gc: %v", err)
+	}
+	if mounts := mountsNaming(t, id); len(mounts) > 0 {
+		t.Errorf("mounts left after gc: %q", mounts)
+	}
+	if hostIf != "" {
+		if _, err := net.InterfaceByName(hostIf); err == nil {
+			t.Errorf("the link's host end %s is left after gc", hostIf)
+		}
+	}
+	ctx := context.Background()
+	s, err := plugin.OpenStorage(ctx, storagePlugin, &plugin.Options{Store: mustStore(t, e.root)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if keys, err := s.Rootfses(ctx); err != nil || slices.Contains(keys, "sandbox-"+id) {
+		t.Errorf("tmpfs-storage after gc: %q, %v", keys, err)
+	}
+	n, err := plugin.OpenNetwork(ctx, networkPlugin, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if ids, err := n.Attached(ctx); err != nil || slices.Contains(ids, id) {
+		t.Errorf("p2p-network after gc: %q, %v", ids, err)
+	}
+}
+
+// waitRunning returns the ID of the one sandbox in e's state directory,
+// once it runs, or "" if it does not within a minute.
+func waitRunning(t *testing.T, e *cliEnv) string {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		records, err := sandbox.ReadRecords(e.state)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(records) == 1 && records[0].State != nil && !records[0].State.Pending && records[0].Owned {
+			return records[0].ID
+		}
+	}
+	return ""
+}
+
+// interfaceWith names the host's interface that has address a.
+func interfaceWith(t *testing.T, a netip.Addr) string {
+	t.Helper()
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range ifs {
+		addrs, _ := i.Addrs()
+		for _, ad := range addrs {
+			if p, err := netip.ParsePrefix(ad.String()); err == nil && p.Addr() == a {
+				return i.Name
+			}
+		}
+	}
+	return ""
+}
+
+// mountsNaming returns the mount points in this mount namespace whose
+// path holds id.
+func mountsNaming(t *testing.T, id string) []string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for l := range strings.Lines(string(b)) {
+		if f := strings.Fields(l); len(f) > 4 && strings.Contains(f[4], id) {
+			out = append(out, f[4])
+		}
+	}
+	return out
+}
+
+func mustStore(t *testing.T, root string) *layerfs.Store {
+	t.Helper()
+	s, err := layerfs.Open(root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
