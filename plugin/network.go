@@ -10,15 +10,19 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
 
 	"github.com/berth-dev/berth/internal/clip"
 	"github.com/berth-dev/berth/netplug"
 	pb "github.com/berth-dev/berth/plugin/internal/pb/berth/plugin/v1"
 )
 
-// undoTimeout bounds the Detach berth sends after an Attach it does not
-// keep, which runs whatever the caller's context has become.
-const undoTimeout = 10 * time.Second
+// callTimeout bounds a call on the plugin whose context has no earlier
+// deadline, as netplug bounds a CNI plugin: a sandbox's teardown detaches
+// with a context that never ends, and a hung plugin must not hang it. The
+// Detach that undoes a failed Attach gets as long, whatever the context
+// of that Attach has become.
+const callTimeout = time.Minute
 
 // Network is a network plugin seen from the host: it satisfies
 // sandbox.Network, so a sandbox uses it as it would a netplug network.
@@ -53,9 +57,11 @@ func (n *Network) Info() Info { return n.c.Info() }
 // plugin that announced it honours them; opts.HostsFile and ExtraHosts
 // stay berth's: it writes the hosts file itself from the answer.
 //
-// An answer berth refuses, and any failure but ErrExists, is undone with
-// a Detach before Attach returns, so a failed Attach leaves nothing for
-// the caller to undo, even if the plugin died during it.
+// An answer berth refuses wraps ErrRefused. It, and any failure of a call
+// the plugin was sent but ErrExists, is undone with a Detach before
+// Attach returns, so that a failed Attach leaves nothing for the caller
+// to undo, even if the plugin died during it: the Detach starts it again.
+// Without a deadline in ctx, the call is bounded by a minute.
 func (n *Network) Attach(ctx context.Context, id, netnsPath string, opts *netplug.AttachOptions) (*netplug.Attachment, error) {
 	ns, err := openNetns(netnsPath)
 	if err != nil {
@@ -66,30 +72,31 @@ func (n *Network) Attach(ctx context.Context, id, netnsPath string, opts *netplu
 	if err != nil {
 		return nil, fmt.Errorf("attach %s: %w", clip.Quote(id), err)
 	}
-	a, err := n.attach(ctx, req, ns)
+	cc, err := n.c.conn(ctx)
 	if err != nil {
-		if !errors.Is(err, ErrExists) {
-			n.undo(ctx, id, netnsPath, err)
-		}
 		return nil, fmt.Errorf("attach %s: %w", clip.Quote(id), err)
 	}
-	if opts != nil && opts.HostsFile != "" {
+	a, err := n.attach(ctx, cc, req, ns)
+	if err == nil && opts != nil && opts.HostsFile != "" {
 		names := append([]string{opts.Hostname}, opts.Aliases...)
 		hosts := &netplug.Attachment{Network: a.Network, IPs: a.IPs, Hosts: append(slices.Clone(a.Hosts), opts.ExtraHosts...)}
-		if err := writeInPlace(opts.HostsFile, netplug.HostsFile(hosts, names...)); err != nil {
-			n.undo(ctx, id, netnsPath, err)
-			return nil, fmt.Errorf("attach %s: hosts file: %w", clip.Quote(id), err)
+		if err = writeInPlace(opts.HostsFile, netplug.HostsFile(hosts, names...)); err != nil {
+			err = fmt.Errorf("hosts file: %w", err)
 		}
+	}
+	if err != nil {
+		if !errors.Is(err, ErrExists) {
+			err = n.undo(ctx, id, netnsPath, err)
+		}
+		return nil, fmt.Errorf("attach %s: %w", clip.Quote(id), err)
 	}
 	return a, nil
 }
 
 // attach makes the call and checks its answer.
-func (n *Network) attach(ctx context.Context, req *pb.AttachRequest, ns *netnsFile) (*netplug.Attachment, error) {
-	cc, err := n.c.conn(ctx)
-	if err != nil {
-		return nil, err
-	}
+func (n *Network) attach(ctx context.Context, cc grpc.ClientConnInterface, req *pb.AttachRequest, ns *netnsFile) (*netplug.Attachment, error) {
+	ctx, cancel := withCallTimeout(ctx)
+	defer cancel()
 	r, err := pb.NewNetworkServiceClient(cc).Attach(ctx, req)
 	if err != nil {
 		return nil, n.c.callErr(err)
@@ -104,27 +111,33 @@ func (n *Network) attach(ctx context.Context, req *pb.AttachRequest, ns *netnsFi
 	return a, nil
 }
 
-// undo detaches an attachment berth does not keep. It is best effort:
-// the plugin may have made nothing (ErrNotFound), or died, in which case
-// the Detach starts it again and the new process undoes what the old one
-// did, from the id alone as the protocol requires.
-func (n *Network) undo(ctx context.Context, id, netnsPath string, why error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+// undo detaches an attachment berth does not keep, for the reason cause,
+// which it returns, with the Detach's error if that failed too. The plugin
+// may have made nothing (ErrNotFound), or died, in which case the Detach
+// starts it again and the new process undoes what the old one did, from
+// the id alone as the protocol requires.
+func (n *Network) undo(ctx context.Context, id, netnsPath string, cause error) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout)
 	defer cancel()
 	err := n.Detach(ctx, id, netnsPath)
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		n.c.log.Warn("undo a failed attach", "id", id, "attach_err", why, "err", err)
+	if err == nil || errors.Is(err, ErrNotFound) {
+		return cause
 	}
+	n.c.log.Error("undo a failed attach", "id", id, "attach_err", cause, "err", err)
+	return errors.Join(cause, fmt.Errorf("undo: %w", err))
 }
 
 // Detach has the plugin undo Attach of sandbox id. netnsPath is the path
 // Attach was given; the namespace may be gone by then, and the plugin
 // must manage from the id alone. An id the plugin does not know is an
-// error wrapping ErrNotFound.
+// error wrapping ErrNotFound. Without a deadline in ctx, the call is
+// bounded by a minute.
 func (n *Network) Detach(ctx context.Context, id, netnsPath string) error {
 	if !idPattern.MatchString(id) {
 		return fmt.Errorf("detach %s: sandbox id: %w", clip.Quote(id), ErrInvalid)
 	}
+	ctx, cancel := withCallTimeout(ctx)
+	defer cancel()
 	cc, err := n.c.conn(ctx)
 	if err != nil {
 		return fmt.Errorf("detach %s: %w", clip.Quote(id), err)
@@ -134,6 +147,14 @@ func (n *Network) Detach(ctx context.Context, id, netnsPath string) error {
 		return fmt.Errorf("detach %s: %w", clip.Quote(id), n.c.callErr(err))
 	}
 	return nil
+}
+
+// withCallTimeout bounds ctx by callTimeout unless it ends sooner.
+func withCallTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, callTimeout)
 }
 
 // Attached lists the ids the plugin has attached, for Recover.
