@@ -21,8 +21,9 @@
 //			t.Fatalf("build: %v\n%s", err, out)
 //		}
 //		plugintest.Storage(t, bin, &plugintest.StorageOptions{
-//			Settings: map[string]string{"size": "64m"}, // sent with every Prepare
-//			Keep:     []string{"state.json"},           // bookkeeping that may stay under the roots
+//			Env:      []string{"MY_STORAGE_ROOT=" + t.TempDir()}, // berth passes no arguments
+//			Settings: map[string]string{"size": "64m"},           // sent with every Prepare
+//			Keep:     []string{"state.json"},                     // bookkeeping that may stay under the roots
 //		})
 //	}
 //

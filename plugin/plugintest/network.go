@@ -23,9 +23,14 @@ type NetworkOptions struct {
 	// Settings are the plugin's own settings, sent with every Attach
 	// (plugin.Options.Settings).
 	Settings map[string]string
+	// Env is added to the plugin's environment, as KEY=VALUE entries
+	// (plugin.Options.Env): berth starts a plugin without arguments and
+	// without its own environment, so this is how a test points the
+	// plugin at directories of its own.
+	Env []string
 	// Host, if set, is the base of the options the kit opens the plugin
-	// with; the kit fills in RunDir, Logger and Settings where they are
-	// empty.
+	// with; the kit sets RunDir, adds Env, and fills in Logger and
+	// Settings where they are empty.
 	Host *plugin.Options
 	// KeepLinks are host interfaces the plugin may make and leave behind,
 	// shared by its sandboxes (a bridge), as filepath.Match patterns of
@@ -152,6 +157,7 @@ func (k *networkKit) hostOptions(t *testing.T) *plugin.Options {
 	if o.Settings == nil {
 		o.Settings = k.opts.Settings
 	}
+	o.Env = append(slices.Clone(o.Env), k.opts.Env...)
 	return &o
 }
 
@@ -375,9 +381,9 @@ func (k *networkKit) testInvalidID(t *testing.T) {
 	sess := k.open(t)
 	ns := sess.netns(t, "invalid")
 	for _, id := range []string{"", ".", "..", "../" + k.id("escape"), k.id("a/b"), k.id("nul\x00"), strings.Repeat("i", 129)} {
-		if _, err := sess.attach(context.Background(), id, ns, nil); err == nil {
+		if _, err := sess.n.Attach(context.Background(), id, ns, &netplug.AttachOptions{Hostname: "invalid"}); err == nil {
 			t.Errorf("Attach(%q) succeeded; want an error", id)
-			sess.detach(context.Background(), id)
+			sess.n.Detach(context.Background(), id, ns)
 		}
 	}
 }

@@ -26,9 +26,14 @@ type StorageOptions struct {
 	// Settings are the plugin's own settings, sent with every Prepare
 	// (plugin.Options.Settings).
 	Settings map[string]string
+	// Env is added to the plugin's environment, as KEY=VALUE entries
+	// (plugin.Options.Env): berth starts a plugin without arguments and
+	// without its own environment, so this is how a test points the
+	// plugin at directories of its own.
+	Env []string
 	// Host, if set, is the base of the options the kit opens the plugin
-	// with; the kit fills in Store, MountDir, RunDir, Logger and Settings
-	// where they are empty.
+	// with; the kit sets Store, MountDir and RunDir, adds Env, and fills in
+	// Logger and Settings where they are empty.
 	Host *plugin.Options
 	// Store and Image, if set, are the store and the image (a reference
 	// in it) the kit prepares rootfses from. By default the kit opens a
@@ -198,6 +203,7 @@ func (k *storageKit) hostOptions(t *testing.T) *plugin.Options {
 	if o.Settings == nil {
 		o.Settings = k.opts.Settings
 	}
+	o.Env = append(slices.Clone(o.Env), k.opts.Env...)
 	return &o
 }
 
@@ -510,10 +516,10 @@ func (k *storageKit) testUnknownKey(t *testing.T) {
 func (k *storageKit) testInvalidKey(t *testing.T) {
 	sess := k.open(t)
 	for _, key := range []string{"", ".", "..", "../" + k.key("escape"), k.key("a/b"), "/" + k.key("abs"), k.key("nul\x00"), strings.Repeat("k", 129)} {
-		rf, err := sess.prepare(context.Background(), key, nil)
+		rf, err := sess.s.Prepare(context.Background(), key, k.img, nil)
 		if err == nil {
 			t.Errorf("Prepare(%q) succeeded (rootfs at %s); want an error", key, rf.Path)
-			sess.release(context.Background(), key)
+			sess.s.Release(context.Background(), key)
 		}
 	}
 }
