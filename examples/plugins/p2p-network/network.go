@@ -207,8 +207,9 @@ func (n *p2pNetwork) connect(ctx context.Context, l *link, ns netns.NsHandle, fo
 // deletes the pair, and if the sandbox's namespace is gone the kernel has
 // deleted both already.
 func (n *p2pNetwork) Detach(ctx context.Context, id, _ string) error {
-	if err := checkID(id); err != nil {
-		return err
+	if !validID.MatchString(id) {
+		// Never attached, so unknown; and never used as a file name.
+		return fmt.Errorf("sandbox id %q: not a valid id: %w", id, plugin.ErrNotFound)
 	}
 	if _, err := os.Lstat(n.state.path(id)); errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("sandbox %s: %w", id, plugin.ErrNotFound)

@@ -24,7 +24,7 @@ import (
 // end's address; Detach leaves nothing behind.
 func TestAttachDetach(t *testing.T) {
 	needRoot(t)
-	n := newTestNetwork(t, "10.219.0.0/24")
+	n := newTestNetwork(t, "10.218.0.0/24")
 	ns := newNS(t)
 	id := testID(t, "a")
 	r, err := attach(t, n, id, ns, nil)
@@ -35,7 +35,7 @@ func TestAttachDetach(t *testing.T) {
 	if a.Interface != "eth0" || len(a.IPs) != 1 || a.IPs[0].Bits() != 31 || a.IPs[0].Addr() != a.Gateway.Next() {
 		t.Fatalf("attachment %+v: want eth0 with the second address of a /31 whose first is the gateway", a)
 	}
-	if want := netip.MustParsePrefix("10.219.0.0/24"); !want.Contains(a.Gateway) {
+	if want := netip.MustParsePrefix("10.218.0.0/24"); !want.Contains(a.Gateway) {
 		t.Errorf("gateway %s outside the subnet %s", a.Gateway, want)
 	}
 	h := ns.handle(t)
@@ -139,7 +139,7 @@ func assertGone(t *testing.T, n *p2pNetwork, id string) {
 // alone; concurrent attaches get distinct addresses.
 func TestAttachTwiceAndConcurrent(t *testing.T) {
 	needRoot(t)
-	n := newTestNetwork(t, "10.219.1.0/24")
+	n := newTestNetwork(t, "10.218.1.0/24")
 	id := testID(t, "first")
 	first := mustAttach(t, n, id, newNS(t), nil)
 	if _, err := attach(t, n, id, newNS(t), nil); !errors.Is(err, plugin.ErrExists) {
@@ -186,14 +186,14 @@ func TestAttachTwiceAndConcurrent(t *testing.T) {
 // records from which another process lists and detaches everything.
 func TestDetachByRestartedPlugin(t *testing.T) {
 	needRoot(t)
-	n := newTestNetwork(t, "10.219.2.0/24")
+	n := newTestNetwork(t, "10.218.2.0/24")
 	done := testID(t, "done")
 	mustAttach(t, n, done, newNS(t), nil)
 	// Killed between the record and the link's configuration: a record
 	// and a bare veth pair.
 	half := testID(t, "half")
 	ns := newNS(t)
-	l, err := n.reserve(context.Background(), half, netip.MustParsePrefix("10.219.2.0/24"))
+	l, err := n.reserve(context.Background(), half, netip.MustParsePrefix("10.218.2.0/24"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +208,7 @@ func TestDetachByRestartedPlugin(t *testing.T) {
 	}
 	// Killed between the record and the veth pair.
 	bare := testID(t, "bare")
-	if _, err := n.reserve(context.Background(), bare, netip.MustParsePrefix("10.219.2.0/24")); err != nil {
+	if _, err := n.reserve(context.Background(), bare, netip.MustParsePrefix("10.218.2.0/24")); err != nil {
 		t.Fatal(err)
 	}
 
@@ -232,7 +232,7 @@ func TestDetachByRestartedPlugin(t *testing.T) {
 // it), Detach by id still removes the record.
 func TestDetachAfterNamespaceGone(t *testing.T) {
 	needRoot(t)
-	n := newTestNetwork(t, "10.219.3.0/24")
+	n := newTestNetwork(t, "10.218.3.0/24")
 	ns := newNS(t)
 	id := testID(t, "a")
 	mustAttach(t, n, id, ns, nil)
@@ -254,37 +254,37 @@ func TestSubnetOverlapRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer netlink.LinkDel(dummy)
-	if err := netlink.AddrAdd(dummy, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("10.219.4.129"), Mask: net.CIDRMask(25, 32)}}); err != nil {
+	if err := netlink.AddrAdd(dummy, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("10.218.4.129"), Mask: net.CIDRMask(25, 32)}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := netlink.LinkSetUp(dummy); err != nil {
 		t.Fatal(err)
 	}
-	n := newTestNetwork(t, "10.219.4.0/24")
+	n := newTestNetwork(t, "10.218.4.0/24")
 	id := testID(t, "a")
 	_, err := attach(t, n, id, newNS(t), nil)
 	if !errors.Is(err, plugin.ErrInvalid) {
-		t.Fatalf("attach on a subnet overlapping 10.219.4.128/25: %v, want ErrInvalid", err)
+		t.Fatalf("attach on a subnet overlapping 10.218.4.128/25: %v, want ErrInvalid", err)
 	}
 	t.Log(err)
 	assertGone(t, n, id)
 	// A subnet beside the route is fine, also with a link of ours in it.
-	mustAttach(t, n, testID(t, "b"), newNS(t), map[string]string{settingSubnet: "10.219.4.0/25"})
-	mustAttach(t, n, testID(t, "c"), newNS(t), map[string]string{settingSubnet: "10.219.4.0/25"})
+	mustAttach(t, n, testID(t, "b"), newNS(t), map[string]string{settingSubnet: "10.218.4.0/25"})
+	mustAttach(t, n, testID(t, "c"), newNS(t), map[string]string{settingSubnet: "10.218.4.0/25"})
 }
 
 // Bad settings and requests are refused before anything is made.
 func TestAttachRefusesBadInput(t *testing.T) {
 	needRoot(t)
-	n := newTestNetwork(t, "10.219.5.0/24")
+	n := newTestNetwork(t, "10.218.5.0/24")
 	ns := newNS(t)
 	for name, opts := range map[string]map[string]string{
-		"unknown setting": {"subnett": "10.219.5.0/24"},
+		"unknown setting": {"subnett": "10.218.5.0/24"},
 		"IPv6 subnet":     {settingSubnet: "fd00::/64"},
-		"host bits":       {settingSubnet: "10.219.5.1/24"},
+		"host bits":       {settingSubnet: "10.218.5.1/24"},
 		"loopback":        {settingSubnet: "127.0.0.0/16"},
 		"link-local":      {settingSubnet: "169.254.0.0/16"},
-		"too small":       {settingSubnet: "10.219.5.0/31"},
+		"too small":       {settingSubnet: "10.218.5.0/31"},
 		"bad forward":     {settingForward: "maybe"},
 		"bad dns":         {settingDNS: "one.one.one.one"},
 	} {
@@ -293,7 +293,10 @@ func TestAttachRefusesBadInput(t *testing.T) {
 		}
 	}
 	if _, err := attach(t, n, "../escape", ns, nil); !errors.Is(err, plugin.ErrInvalid) {
-		t.Errorf("id ../escape: %v, want ErrInvalid", err)
+		t.Errorf("Attach id ../escape: %v, want ErrInvalid", err)
+	}
+	if err := n.Detach(context.Background(), "../escape", ""); !errors.Is(err, plugin.ErrNotFound) {
+		t.Errorf("Detach id ../escape: %v, want ErrNotFound", err)
 	}
 	self := fmt.Sprintf("/proc/%d/ns/net", os.Getpid())
 	_, err := n.Attach(context.Background(), &plugin.AttachRequest{ID: testID(t, "self"), NetnsPath: self})
@@ -318,7 +321,7 @@ func TestAttachRefusesBadInput(t *testing.T) {
 // sees what it means to).
 func TestSpoofedSourceDropped(t *testing.T) {
 	needRoot(t)
-	n := newTestNetwork(t, "10.219.6.0/24")
+	n := newTestNetwork(t, "10.218.6.0/24")
 	ns := newNS(t)
 	id := testID(t, "a")
 	r := mustAttach(t, n, id, ns, nil)
@@ -358,7 +361,7 @@ func TestSpoofedSourceDropped(t *testing.T) {
 // end's address is delivered.
 func TestHostLoopbackUnreachable(t *testing.T) {
 	needRoot(t)
-	n := newTestNetwork(t, "10.219.7.0/24")
+	n := newTestNetwork(t, "10.218.7.0/24")
 	ns := newNS(t)
 	id := testID(t, "a")
 	r := mustAttach(t, n, id, ns, nil)
@@ -390,7 +393,7 @@ func TestForwardSetting(t *testing.T) {
 	if readSysctl(t, "ipv4/ip_forward") != "1" {
 		t.Skip("the host does not forward: nothing to keep the sandbox from")
 	}
-	n := newTestNetwork(t, "10.219.8.0/24")
+	n := newTestNetwork(t, "10.218.8.0/24")
 	for _, forward := range []bool{false, true} {
 		opts := map[string]string{settingForward: fmt.Sprint(forward)}
 		a, b := newNS(t), newNS(t)
@@ -436,7 +439,7 @@ func TestForwardSetting(t *testing.T) {
 // temporary file to List.
 func TestRecordFileMode(t *testing.T) {
 	needRoot(t)
-	n := newTestNetwork(t, "10.219.9.0/24")
+	n := newTestNetwork(t, "10.218.9.0/24")
 	id := testID(t, "a")
 	mustAttach(t, n, id, newNS(t), nil)
 	fi, err := os.Stat(filepath.Join(n.state.dir, id+recordSuffix))
