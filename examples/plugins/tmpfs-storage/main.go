@@ -13,8 +13,9 @@
 //
 // Flags set the defaults; a sandbox's disk quota, or the host's settings
 // "size" and "inodes" (plugin.Options.Settings), override them per rootfs.
-// berth starts plugins without arguments, so the root can also be set by
-// the environment berth runs in: $BERTH_TMPFS_STORAGE_ROOT.
+// berth starts plugins without arguments and with an environment of its
+// choosing, so the root can also be set by $BERTH_TMPFS_STORAGE_ROOT given
+// in plugin.Options.Env, or at build time (see defaultRoot).
 package main
 
 import (
@@ -37,7 +38,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "tmpfs-storage:", err)
 		os.Exit(2)
 	}
-	s, err := newStorage(cfg, logger())
+	s, err := newStorage(cfg, plugin.Logger())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tmpfs-storage:", err)
 		os.Exit(1)
