@@ -9,8 +9,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/berth-dev/berth/internal/atomicfile"
+	"github.com/berth-dev/berth/netplug"
 )
 
 // A Locatable backend (Storage or Network) lives outside berth's
@@ -86,6 +88,26 @@ func readBackends(dir string) (backendRecord, error) {
 		return r, fmt.Errorf("%w: %s: %w", ErrDamagedState, backendsFile, err)
 	}
 	return r, nil
+}
+
+// detachRecorded detaches dead sandbox id from the Locatable network it
+// recorded, by ID alone: its namespace went with it. The record is
+// written before Attach, so the sandbox may have died before it was
+// attached: a network that can list what it attached (as plugin.Network
+// can) is asked first, so that an ID it never had is not an error
+// however the network words its not-found.
+func detachRecorded(ctx context.Context, n Network, id string) error {
+	if l, ok := n.(interface {
+		Attached(context.Context) ([]string, error)
+	}); ok {
+		if ids, err := l.Attached(ctx); err == nil && !slices.Contains(ids, id) {
+			return nil
+		}
+	}
+	if err := n.Detach(ctx, id, ""); err != nil && !errors.Is(err, netplug.ErrNotFound) {
+		return err
+	}
+	return nil
 }
 
 // recoveryBackends are the backends one Recover reclaims with: the

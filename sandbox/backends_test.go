@@ -92,19 +92,38 @@ func (b *testBackend) Close() error {
 	return nil
 }
 
+// listingNetwork is a network that lists what it attached, and whose
+// not-found is its own words, not netplug's sentinel.
+type listingNetwork struct{ testBackend }
+
+func (n *listingNetwork) Attached(context.Context) ([]string, error) { return n.held, nil }
+
+func (n *listingNetwork) Detach(ctx context.Context, id, netnsPath string) error {
+	if !slices.Contains(n.held, id) {
+		return fmt.Errorf("no link for %s", id)
+	}
+	return n.testBackend.Detach(ctx, id, netnsPath)
+}
+
 // testOpener opens the testBackends it knows by locator, and fails for
 // others, as a plugin that is gone does.
-type testOpener map[string]*testBackend
+type testOpener struct {
+	backends map[string]*testBackend
+	listing  *listingNetwork
+}
 
 func (o testOpener) OpenStorage(_ context.Context, loc string) (Storage, error) {
-	if b := o[loc]; b != nil {
+	if b := o.backends[loc]; b != nil {
 		return b, nil
 	}
 	return nil, fmt.Errorf("no plugin at %s", loc)
 }
 
 func (o testOpener) OpenNetwork(_ context.Context, loc string) (Network, error) {
-	if b := o[loc]; b != nil {
+	if o.listing != nil && loc == o.listing.loc {
+		return o.listing, nil
+	}
+	if b := o.backends[loc]; b != nil {
 		return b, nil
 	}
 	return nil, fmt.Errorf("no plugin at %s", loc)
@@ -130,10 +149,12 @@ func TestRecoverRecordedBackends(t *testing.T) {
 		damaged     = "00000000000000b4" // backends.json garbled
 		builtIn     = "00000000000000b5" // no backends.json: the options' storage
 		stray       = "00000000000000b6" // no state at all, a rootfs in the plugin
+		unattached  = "00000000000000b7" // died before its network plugin attached it
 	)
 	log := &backendLog{}
 	storage := &testBackend{loc: "/plugins/storage", log: log, held: []string{"sandbox-" + withPlugins, "sandbox-" + goneNetwork, "sandbox-" + stray}}
 	network := &testBackend{loc: "/plugins/network", log: log, held: []string{withPlugins}}
+	listing := &listingNetwork{testBackend{loc: "/plugins/listing", log: log}}
 	builtin := &testBackend{log: log, held: []string{"sandbox-" + builtIn, "sandbox-" + goneStorage}}
 	record := func(id, content string) {
 		dir := filepath.Join(stateDir, id)
@@ -151,14 +172,15 @@ func TestRecoverRecordedBackends(t *testing.T) {
 	record(goneNetwork, `{"storage":"/plugins/storage","network":"/plugins/gone"}`)
 	record(damaged, `{"storage":"/plug`)
 	record(builtIn, "")
+	record(unattached, `{"network":"/plugins/listing"}`)
 
 	res, err := Recover(context.Background(), &Options{Storage: builtin, Cgroups: cgm, StateDir: stateDir,
-		Networks: testEnv.nets, Backends: testOpener{storage.loc: storage, network.loc: network}})
+		Networks: testEnv.nets, Backends: testOpener{backends: map[string]*testBackend{storage.loc: storage, network.loc: network}, listing: listing}})
 	if err == nil {
 		t.Error("Recover: no error, though sandboxes were left")
 	}
 	slices.Sort(res.Sandboxes)
-	if want := []string{withPlugins, builtIn}; !slices.Equal(res.Sandboxes, want) {
+	if want := []string{withPlugins, builtIn, unattached}; !slices.Equal(res.Sandboxes, want) {
 		t.Errorf("reclaimed %v, want %v", res.Sandboxes, want)
 	}
 	var failed []string
@@ -182,7 +204,7 @@ func TestRecoverRecordedBackends(t *testing.T) {
 			t.Errorf("the state of %s, kept for a later Recover, is gone: %v", id, err)
 		}
 	}
-	for _, id := range []string{withPlugins, builtIn} {
+	for _, id := range []string{withPlugins, builtIn, unattached} {
 		if _, err := os.Stat(filepath.Join(stateDir, id)); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("the state of reclaimed %s: %v", id, err)
 		}
@@ -198,7 +220,7 @@ func TestRecoverRecordedBackends(t *testing.T) {
 		t.Errorf("stray rootfses %v: not the plugin's", res.Rootfs)
 	}
 	slices.Sort(log.closed)
-	if want := []string{network.loc, storage.loc}; !slices.Equal(log.closed, want) {
+	if want := []string{listing.loc, network.loc, storage.loc}; !slices.Equal(log.closed, want) {
 		t.Errorf("closed %v, want the plugins Recover opened, once each", log.closed)
 	}
 

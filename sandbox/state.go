@@ -454,7 +454,7 @@ func reclaim(ctx context.Context, d deadSandbox, stateDir string, cgm *cgroup.Ma
 	}
 	// By ID alone: the namespace went with the sandbox.
 	if plug != nil {
-		if err := plug.Detach(ctx, d.id, ""); err != nil && !errors.Is(err, netplug.ErrNotFound) {
+		if err := detachRecorded(ctx, plug, d.id); err != nil {
 			errs = append(errs, err)
 		}
 	}
