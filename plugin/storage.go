@@ -19,8 +19,6 @@ import (
 	"unicode"
 
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/berth-dev/berth/internal/clip"
 	"github.com/berth-dev/berth/layerfs"
@@ -30,10 +28,6 @@ import (
 // DefaultMountDir is where berth mounts the rootfses storage plugins
 // prepare unless Options.MountDir says otherwise.
 const DefaultMountDir = "/run/berth/plugin-rootfs"
-
-// defaultRunDir is the default of Options.RunDir, which no mount source
-// may be in.
-const defaultRunDir = "/run/berth/plugins"
 
 // releaseTimeout bounds the Release berth sends a plugin to undo a
 // Prepare that failed, whose caller's context may be over already.
@@ -91,7 +85,7 @@ func OpenStorage(ctx context.Context, path string, opts *Options) (*Storage, err
 		dir:      filepath.Join(base, pluginID(path)),
 		denied:   append(append([]string(nil), deniedDirs...), base, filepath.Clean(runDir), store.Root()),
 		settings: maps.Clone(o.Settings),
-		log:      log,
+		log:      log.With("plugin", filepath.Base(path)),
 	}
 	// Root of a sandbox's user namespace, an ordinary id on the host,
 	// must reach its rootfs through these: searchable, not listable.
@@ -103,11 +97,17 @@ func OpenStorage(ctx context.Context, path string, opts *Options) (*Storage, err
 			return nil, fmt.Errorf("plugin %s: %w", path, err)
 		}
 	}
-	c, err := startClient(ctx, path, KindStorage, opts)
+	c, err := newClient(path, KindStorage, opts)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkRoots(c.info.Roots, s.denied); err != nil {
+	// sandbox.Storage's callers test for layerfs's sentinels.
+	c.alias(ErrNotFound, layerfs.ErrNotFound)
+	c.alias(ErrExists, layerfs.ErrExists)
+	if _, err := c.conn(ctx); err != nil {
+		return nil, err
+	}
+	if err := checkRoots(c.Info().Roots, s.denied); err != nil {
 		c.close()
 		return nil, fmt.Errorf("plugin %s: %w", path, err)
 	}
@@ -182,7 +182,7 @@ func (s *Storage) Prepare(ctx context.Context, key string, img *layerfs.Image, o
 	if img == nil {
 		return nil, fmt.Errorf("prepare %s: no image: %w", key, ErrInvalid)
 	}
-	info := s.c.info
+	info := s.c.Info()
 	req, userns, err := s.request(key, img, opts, info)
 	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", key, err)
@@ -216,7 +216,7 @@ func (s *Storage) Prepare(ctx context.Context, key string, img *layerfs.Image, o
 	}
 	path, driver, err := s.mount(ctx, dir, req, res, userns, info)
 	if err != nil {
-		return nil, s.undoPrepare(key, dir, true, fmt.Errorf("prepare %s: plugin %s: %w", key, info.Path, err))
+		return nil, s.undoPrepare(key, dir, true, fmt.Errorf("prepare %s: plugin %s: %w", key, s.c.name, err))
 	}
 	return &layerfs.Rootfs{Key: key, Path: path, Image: img.Digest, Driver: driver}, nil
 }
@@ -235,7 +235,7 @@ func (s *Storage) request(key string, img *layerfs.Image, opts *layerfs.PrepareO
 	}
 	if o.DiskQuota != 0 || o.DiskInodes != 0 {
 		if !info.Has(CapQuota) {
-			return nil, nil, fmt.Errorf("plugin %s cannot enforce a disk quota (no capability %q): %w", info.Path, CapQuota, ErrUnsupported)
+			return nil, nil, fmt.Errorf("plugin %s cannot enforce a disk quota (no capability %q): %w", s.c.name, CapQuota, ErrUnsupported)
 		}
 		req.DiskQuota, req.DiskInodes = o.DiskQuota, o.DiskInodes
 	}
@@ -409,7 +409,7 @@ func (s *Storage) Release(ctx context.Context, key string) error {
 			// nothing (it lost it, or never made it before a crash).
 			return nil
 		}
-		return fmt.Errorf("release %s: %w", key, alsoErr{err, layerfs.ErrNotFound})
+		return fmt.Errorf("release %s: %w", key, err)
 	}
 	return fmt.Errorf("release %s: %w", key, err)
 }
@@ -421,16 +421,7 @@ func (s *Storage) callRelease(ctx context.Context, key string) error {
 		return err
 	}
 	_, err = pb.NewStorageServiceClient(cc).Release(ctx, &pb.ReleaseRequest{Key: key})
-	return s.notFound(s.c.callErr(err))
-}
-
-// notFound makes sure a not-found from the plugin is ErrNotFound.
-// TODO(storage): drop once core's callErr maps codes (it does on merge).
-func (s *Storage) notFound(err error) error {
-	if err != nil && !errors.Is(err, ErrNotFound) && status.Code(err) == codes.NotFound {
-		return alsoErr{err, ErrNotFound}
-	}
-	return err
+	return s.c.callErr(err)
 }
 
 // Rootfses lists the keys of the rootfses the plugin holds and those berth
@@ -464,7 +455,7 @@ func (s *Storage) Rootfses(ctx context.Context) ([]string, error) {
 	}
 	for _, k := range resp.GetKeys() {
 		if !keyRE.MatchString(k) {
-			s.log.Warn("the plugin lists a key berth would never have given it", "plugin", s.c.path, "key", clip.Quote(k))
+			s.log.Warn("the plugin lists a key berth would never have given it", "key", clip.Quote(k))
 			continue
 		}
 		add(k)
@@ -476,8 +467,8 @@ func (s *Storage) Rootfses(ctx context.Context) ([]string, error) {
 // uncompressed OCI layer tar, from a plugin with capability "diff"; for
 // others it fails with ErrUnsupported.
 func (s *Storage) Diff(ctx context.Context, key string, w io.Writer) error {
-	if !s.c.info.Has(CapDiff) {
-		return fmt.Errorf("diff %s: plugin %s cannot diff (no capability %q): %w", key, s.c.path, CapDiff, ErrUnsupported)
+	if !s.c.Info().Has(CapDiff) {
+		return fmt.Errorf("diff %s: plugin %s cannot diff (no capability %q): %w", key, s.c.name, CapDiff, ErrUnsupported)
 	}
 	if !keyRE.MatchString(key) {
 		return fmt.Errorf("diff: rootfs key %s: %w", clip.Quote(key), errBothNotFound)
@@ -507,11 +498,7 @@ func (s *Storage) Diff(ctx context.Context, key string, w io.Writer) error {
 }
 
 func (s *Storage) diffErr(key string, err error) error {
-	err = s.notFound(s.c.callErr(err))
-	if errors.Is(err, ErrNotFound) {
-		err = alsoErr{err, layerfs.ErrNotFound}
-	}
-	return fmt.Errorf("diff %s: %w", key, err)
+	return fmt.Errorf("diff %s: %w", key, s.c.callErr(err))
 }
 
 // alsoErr is err that also matches another sentinel, without repeating
