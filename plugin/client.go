@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -262,7 +263,7 @@ func (c *client) start(ctx context.Context) (*proc, error) {
 		RunnerFunc: func(l hclog.Logger, gcmd *exec.Cmd, dir string) (runner.Runner, error) {
 			cmd.Env = append(cmd.Env, gcmd.Env...)
 			p.dir = dir
-			r, err := newExecRunner(l, cmd)
+			r, err := newExecRunner(ctx, l, cmd)
 			p.run = r
 			return r, err
 		},
@@ -281,20 +282,13 @@ func (c *client) start(ctx context.Context) (*proc, error) {
 
 	started := make(chan error, 1)
 	go c.startOnThread(p, started)
-	var err error
-	select {
-	case err = <-started:
-	case <-ctx.Done():
-		// go-plugin's own timeout ends the start soon; clean up then.
-		go func() {
-			<-started
-			c.stop(p)
-		}()
-		return nil, fmt.Errorf("plugin %s: starting: %w", c.name, ctx.Err())
-	}
-	if err != nil {
+	if err := <-started; err != nil {
 		c.stop(p)
 		return nil, c.startErr(ctx, p, err)
+	}
+	if !p.run.started() {
+		c.stop(p)
+		return nil, fmt.Errorf("plugin %s: starting: %w", c.name, ctx.Err())
 	}
 	rpc, err := gp.Client()
 	if err == nil {
@@ -386,6 +380,11 @@ var versionRE = regexp.MustCompile(`Plugin version: (\d+)`)
 // startErr turns the error of go-plugin's Start into berth's: one line,
 // wrapping ErrNotPlugin, ErrIncompatible or ErrChecksum.
 func (c *client) startErr(ctx context.Context, p *proc, err error) error {
+	if ctx.Err() != nil {
+		// The caller gave up (and the process was killed for it): that,
+		// not what go-plugin saw of the kill, is the error.
+		return fmt.Errorf("plugin %s: starting: %w", c.name, ctx.Err())
+	}
 	msg := err.Error()
 	var status, said string
 	if p.run != nil {
@@ -401,7 +400,7 @@ func (c *client) startErr(ctx context.Context, p *proc, err error) error {
 			what += " (" + status + ")"
 		}
 		if said != "" {
-			what += "; it said " + clip.Quote(said)
+			what += "; it said " + strconv.Quote(said)
 		}
 		return what
 	}
@@ -417,14 +416,14 @@ func (c *client) startErr(ctx context.Context, p *proc, err error) error {
 	case strings.Contains(msg, "unsupported plugin protocol"):
 		return fmt.Errorf("plugin %s serves net/rpc, berth speaks gRPC only: %w", c.name, ErrNotPlugin)
 	case strings.Contains(msg, "timeout while waiting"):
-		if ctx.Err() != nil {
-			return fmt.Errorf("plugin %s: no handshake before the deadline: %w", c.name, ctx.Err())
-		}
 		return fmt.Errorf("plugin %s: %s: %w", c.name, detail("no handshake in time"), ErrNotPlugin)
 	case strings.Contains(msg, "exited before we could connect"):
 		return fmt.Errorf("plugin %s %s: %w", c.name, detail("exited before its handshake"), ErrNotPlugin)
 	case strings.Contains(msg, "Unrecognized remote plugin message"):
 		line, _, _ := strings.Cut(strings.TrimPrefix(msg, "Unrecognized remote plugin message: "), "\n")
+		if line == "" && status != "" {
+			return fmt.Errorf("plugin %s %s: %w", c.name, detail("exited before its handshake"), ErrNotPlugin)
+		}
 		if line == "" {
 			return fmt.Errorf("plugin %s %s: %w", c.name, detail("wrote no handshake"), ErrNotPlugin)
 		}

@@ -130,10 +130,15 @@ func pluginEnv(opts *Options, logLevel string) []string {
 // plugin's whole life: Go ends threads whose goroutine exits while
 // locked, which other code (setns, say) does on purpose.
 type execRunner struct {
-	hclog  hclog.Logger
-	cmd    *exec.Cmd
-	stdout io.ReadCloser
-	stderr io.ReadCloser
+	hclog hclog.Logger
+	cmd   *exec.Cmd
+	// startCtx is the caller's context for the start: when it ends before
+	// the handshake is done, the process is killed, so that go-plugin's
+	// Start returns at once rather than at its own timeout.
+	startCtx context.Context
+	stopKill func() bool
+	stdout   io.ReadCloser
+	stderr   io.ReadCloser
 
 	pid      int
 	exited   chan struct{} // closed when the process is gone (or never started)
@@ -143,10 +148,10 @@ type execRunner struct {
 
 var _ runner.Runner = (*execRunner)(nil)
 
-func newExecRunner(l hclog.Logger, cmd *exec.Cmd) (*execRunner, error) {
+func newExecRunner(ctx context.Context, l hclog.Logger, cmd *exec.Cmd) (*execRunner, error) {
 	cmd.Stdin = nil // go-plugin sets berth's own; a plugin reads nothing
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	r := &execRunner{hclog: l, cmd: cmd, exited: make(chan struct{})}
+	r := &execRunner{hclog: l, cmd: cmd, startCtx: ctx, exited: make(chan struct{}), stopKill: func() bool { return true }}
 	var err error
 	if r.stdout, err = cmd.StdoutPipe(); err != nil {
 		return nil, err
@@ -158,6 +163,10 @@ func newExecRunner(l hclog.Logger, cmd *exec.Cmd) (*execRunner, error) {
 }
 
 func (r *execRunner) Start(context.Context) error {
+	if err := r.startCtx.Err(); err != nil {
+		r.setExited(err)
+		return err
+	}
 	// exec passes a child only descriptors 0-2 and ExtraFiles, and Go
 	// opens everything close-on-exec; but a library (cgo, or a raw
 	// unix.Open) may not, and a descriptor the plugin inherits pins what
@@ -172,8 +181,13 @@ func (r *execRunner) Start(context.Context) error {
 		return err
 	}
 	r.pid = r.cmd.Process.Pid
+	r.stopKill = context.AfterFunc(r.startCtx, func() { r.Kill(context.Background()) })
 	return nil
 }
+
+// started ends the start: the caller's context no longer kills the
+// process. It reports false if it did already.
+func (r *execRunner) started() bool { return r.stopKill() }
 
 func (r *execRunner) Wait(context.Context) error {
 	err := r.cmd.Wait()
@@ -207,11 +221,21 @@ func (r *execRunner) exitStatus() string {
 	}
 }
 
+// Kill kills the plugin's whole process group: a helper the plugin
+// started (or a shell's child) would otherwise keep its stdout and stderr
+// open, and go-plugin waits for those to close before it reaps the
+// plugin. The group is only signalled while the plugin is not reaped,
+// when its pid, and so the group's id, cannot have been reused.
 func (r *execRunner) Kill(context.Context) error {
 	if r.cmd.Process == nil {
 		return nil
 	}
-	if err := r.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	select {
+	case <-r.exited:
+		return nil
+	default:
+	}
+	if err := syscall.Kill(-r.pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return err
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -14,6 +15,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	goplugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/berth-dev/berth/plugin/internal/pb/berth/plugin/v1"
 )
@@ -61,6 +64,7 @@ func serve(kind string, register func(*grpc.Server)) {
 	var (
 		mu  sync.Mutex
 		srv *grpc.Server
+		d   drain
 	)
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
@@ -75,16 +79,10 @@ func serve(kind string, register func(*grpc.Server)) {
 		if s == nil {
 			os.Exit(1) // stopped before it served anything
 		}
-		graceful := make(chan struct{})
-		go func() {
-			s.GracefulStop()
-			close(graceful)
-		}()
-		select {
-		case <-graceful:
-		case <-time.After(stopGrace):
-			s.Stop()
-		}
+		// Not GracefulStop: that also waits for go-plugin's own streams
+		// (stdio), which berth keeps open for the plugin's life.
+		d.wait(stopGrace)
+		s.Stop()
 	}()
 	level := hclog.LevelFromString(os.Getenv(envLogLevel))
 	if level == hclog.NoLevel {
@@ -94,6 +92,7 @@ func serve(kind string, register func(*grpc.Server)) {
 		HandshakeConfig: handshake,
 		Plugins:         goplugin.PluginSet{pluginName: &grpcPlugin{register: register}},
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			opts = append(opts, grpc.ChainUnaryInterceptor(d.unary), grpc.ChainStreamInterceptor(d.stream))
 			s := grpc.NewServer(opts...)
 			mu.Lock()
 			srv = s
@@ -167,4 +166,76 @@ func networkCaps(impl NetworkPlugin) []string {
 		caps = append(caps, CapDNS)
 	}
 	return caps
+}
+
+// A drain counts the calls of berth's services in flight, so that a
+// plugin told to stop lets them finish, and refuses new ones meanwhile.
+type drain struct {
+	mu       sync.Mutex
+	inFlight int
+	draining bool
+	idle     chan struct{} // closed when draining and nothing is in flight
+}
+
+// berthMethod reports whether a gRPC method is one of berth's protocol
+// (not go-plugin's own services).
+func berthMethod(fullMethod string) bool {
+	return strings.HasPrefix(fullMethod, "/berth.plugin.")
+}
+
+func (d *drain) enter() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.draining {
+		return status.Error(codes.Unavailable, "plugin is stopping")
+	}
+	d.inFlight++
+	return nil
+}
+
+func (d *drain) leave() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.inFlight--
+	if d.draining && d.inFlight == 0 {
+		close(d.idle)
+	}
+}
+
+// wait refuses new calls and waits at most grace for those in flight.
+func (d *drain) wait(grace time.Duration) {
+	d.mu.Lock()
+	d.draining = true
+	d.idle = make(chan struct{})
+	if d.inFlight == 0 {
+		close(d.idle)
+	}
+	idle := d.idle
+	d.mu.Unlock()
+	select {
+	case <-idle:
+	case <-time.After(grace):
+	}
+}
+
+func (d *drain) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if !berthMethod(info.FullMethod) {
+		return handler(ctx, req)
+	}
+	if err := d.enter(); err != nil {
+		return nil, err
+	}
+	defer d.leave()
+	return handler(ctx, req)
+}
+
+func (d *drain) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if !berthMethod(info.FullMethod) {
+		return handler(srv, ss)
+	}
+	if err := d.enter(); err != nil {
+		return err
+	}
+	defer d.leave()
+	return handler(srv, ss)
 }
