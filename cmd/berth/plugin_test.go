@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -237,6 +238,11 @@ func TestPluginRunEndToEnd(t *testing.T) {
 			t.Errorf("the link's host end %s is left after gc", hostIf)
 		}
 	}
+	for _, p := range []string{storagePlugin, networkPlugin} {
+		if pids := processesOf(t, p); len(pids) > 0 {
+			t.Errorf("%s still runs after berth and gc ended: %v", filepath.Base(p), pids)
+		}
+	}
 	ctx := context.Background()
 	s, err := plugin.OpenStorage(ctx, storagePlugin, &plugin.Options{Store: mustStore(t, e.root)})
 	if err != nil {
@@ -254,6 +260,27 @@ func TestPluginRunEndToEnd(t *testing.T) {
 	if ids, err := n.Attached(ctx); err != nil || slices.Contains(ids, id) {
 		t.Errorf("p2p-network after gc: %q, %v", ids, err)
 	}
+}
+
+// processesOf returns the PIDs of the processes running the program at
+// path.
+func processesOf(t *testing.T, path string) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && exe == path {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // waitRunning returns the ID of the one sandbox in e's state directory,
