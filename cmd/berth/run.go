@@ -482,6 +482,11 @@ func newGCCommand(g *globals) *cobra.Command {
 attachments, rootfs and state), whether or not their records can be read,
 then the image data nothing uses. Live sandboxes are left alone.
 
+A sandbox made with --storage-plugin or --network-plugin recorded which:
+gc starts those plugins again, from the paths recorded (checked as run
+checks them), to release its rootfs and detach it. A sandbox whose plugin
+is gone or no longer trusted is kept, and named, for a later gc.
+
 gc carries on past what it cannot reclaim, names each such thing and why
 on standard error, and then exits with status 1.`,
 		Args: cobra.NoArgs,
