@@ -509,7 +509,8 @@ on standard error, and then exits with status 1.`,
 			fmt.Fprintf(out, "reclaimed %d dead sandboxes (%d with damaged records), %d stray rootfs, %d stray cgroups\n",
 				len(res.Sandboxes), len(res.Damaged), len(res.Rootfs), len(res.Cgroups))
 			for _, f := range res.Failed {
-				fmt.Fprintf(errOut, "berth gc: could not reclaim %s: %v\n", f.What, f.Err)
+				// A plugin's words, and paths from records, among them.
+				fmt.Fprintf(errOut, "berth gc: could not reclaim %s\n", clip.Text(f.Error()))
 			}
 			if rerr != nil && len(res.Failed) == 0 {
 				// Recover stopped before it could reclaim anything.
