@@ -98,9 +98,10 @@ type proc struct {
 	cc     *grpc.ClientConn
 	dir    string // the private socket directory
 	stderr *stderrLog
+	stdio  [2]*stderrLog // what the plugin writes to os.Stdout and os.Stderr once serving
 	info   Info
-	dead   atomic.Bool // its connection failed: the next conn starts another
-	thread chan struct{}
+	dead   atomic.Bool   // its connection failed: the next conn starts another
+	gone   chan struct{} // closed by stop: the process is killed
 }
 
 // alive reports whether p may still serve calls.
@@ -253,7 +254,14 @@ func (c *client) start(ctx context.Context) (*proc, error) {
 	}
 	cmd.Env = pluginEnv(&c.opts, levelName(c.log))
 
-	p := &proc{stderr: newStderrLog(c.log), thread: make(chan struct{})}
+	p := &proc{
+		stderr: newStderrLog(c.log),
+		// go-plugin's Serve points a Go plugin's os.Stdout and os.Stderr
+		// at a stream to the host once it serves; what comes that way is
+		// logged like stderr.
+		stdio: [2]*stderrLog{newStderrLog(c.log.With("stream", "stdout")), newStderrLog(c.log.With("stream", "stderr"))},
+		gone:  make(chan struct{}),
+	}
 	gp := goplugin.NewClient(&goplugin.ClientConfig{
 		HandshakeConfig: handshake,
 		Plugins:         goplugin.PluginSet{pluginName: &grpcPlugin{}},
@@ -263,7 +271,7 @@ func (c *client) start(ctx context.Context) (*proc, error) {
 		RunnerFunc: func(l hclog.Logger, gcmd *exec.Cmd, dir string) (runner.Runner, error) {
 			cmd.Env = append(cmd.Env, gcmd.Env...)
 			p.dir = dir
-			r, err := newExecRunner(ctx, l, cmd)
+			r, err := newExecRunner(ctx, l, cmd, dir)
 			p.run = r
 			return r, err
 		},
@@ -276,6 +284,8 @@ func (c *client) start(ctx context.Context) (*proc, error) {
 		// and removes it on Kill; stop removes it too, after a kill -9.
 		UnixSocketConfig: &goplugin.UnixSocketConfig{TempDir: c.opts.RunDir},
 		Stderr:           p.stderr,
+		SyncStdout:       p.stdio[0],
+		SyncStderr:       p.stdio[1],
 		Logger:           &hclogShim{log: c.log},
 	})
 	p.gp = gp
@@ -310,7 +320,7 @@ func (c *client) start(ctx context.Context) (*proc, error) {
 		c.stop(p)
 		return nil, fmt.Errorf("plugin %s is a %s plugin, not a %s one: %w", c.name, clip.Quote(r.GetKind()), c.kind, ErrWrongKind)
 	}
-	caps := slices.Clone(r.GetCapabilities())
+	caps := slices.DeleteFunc(slices.Clone(r.GetCapabilities()), func(cap string) bool { return !capRE.MatchString(cap) })
 	slices.Sort(caps)
 	p.info = Info{
 		Path:         c.path,
@@ -350,30 +360,50 @@ func (c *client) checkSum() (*os.File, error) {
 // a thread".
 func (c *client) startOnThread(p *proc, started chan<- error) {
 	runtime.LockOSThread()
-	defer close(p.thread)
 	_, err := p.gp.Start()
 	started <- err
 	if p.run != nil {
-		<-p.run.exited
+		select {
+		case <-p.run.exited:
+		case <-p.gone:
+		}
 	}
 	// The process is gone: the thread may go back to the pool.
 	runtime.UnlockOSThread()
 }
 
-// stop kills p's process if it runs and removes its socket directory.
+// stopWait bounds how long stop waits for go-plugin to reap a killed
+// plugin: it waits for the plugin's stdout and stderr to close first, and
+// a process the plugin started in a session of its own may hold them.
+const stopWait = 5 * time.Second
+
+// stop kills p's process group if it runs and removes its socket
+// directory.
 func (c *client) stop(p *proc) {
 	p.dead.Store(true)
 	p.gp.Kill()
 	if p.run != nil {
-		<-p.run.exited
+		select {
+		case <-p.run.exited:
+		case <-time.After(stopWait):
+			c.log.Warn("plugin killed but not reaped: something it started holds its stdout or stderr", "pid", p.run.pid)
+		}
 	}
+	close(p.gone)
 	p.stderr.flush()
+	p.stdio[0].flush()
+	p.stdio[1].flush()
 	if p.dir != "" {
 		if err := os.RemoveAll(p.dir); err != nil {
 			c.log.Warn("removing plugin socket dir", "dir", p.dir, "error", err)
 		}
 	}
 }
+
+// capRE is what a capability looks like; others are dropped, as unknown
+// ones are ignored: they end up in listings, where a plugin must not
+// write what it likes.
+var capRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,31}$`)
 
 var versionRE = regexp.MustCompile(`Plugin version: (\d+)`)
 
@@ -428,6 +458,8 @@ func (c *client) startErr(ctx context.Context, p *proc, err error) error {
 			return fmt.Errorf("plugin %s %s: %w", c.name, detail("wrote no handshake"), ErrNotPlugin)
 		}
 		return fmt.Errorf("plugin %s wrote %s, not a handshake: %w", c.name, clip.Quote(line), ErrNotPlugin)
+	case strings.HasPrefix(msg, "it listens on") || strings.HasPrefix(msg, "its socket"):
+		return fmt.Errorf("plugin %s refused: %s: %w", c.name, clip.Text(msg), ErrNotPlugin)
 	case p.run != nil && p.run.pid == 0:
 		return fmt.Errorf("plugin %s: starting: %w", c.name, err) // exec failed
 	}
@@ -479,11 +511,12 @@ func (c *client) lostErr(p *proc, st *status.Status) error {
 		case <-p.run.exited:
 		case <-time.After(exitWait):
 		}
-		if s := p.run.exitStatus(); s != "" {
+		s := p.run.exitStatus()
+		if s != "" {
 			how = "exited: " + s
-			p.dead.Store(true)
-		} else if p.cc.GetState() != connectivity.Ready {
-			p.dead.Store(true)
+		}
+		if (s != "" || p.cc.GetState() != connectivity.Ready) && !p.dead.Swap(true) {
+			c.log.Warn("plugin lost; the next call starts it again", "how", how)
 		}
 	}
 	return &remoteError{

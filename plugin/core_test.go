@@ -29,6 +29,11 @@ import (
 // plugin (see testplugin_test.go).
 var testPluginBin string
 
+// The main goroutine keeps the main thread: Go never ends that thread
+// (it wedges it instead), so a plugin forked from it would survive
+// whatever TestPluginSurvivesThreadExits does, and prove nothing.
+func init() { runtime.LockOSThread() }
+
 func TestMain(m *testing.M) {
 	if mode := os.Getenv(envTestPlugin); mode != "" {
 		testPluginMain(mode)
@@ -367,7 +372,10 @@ func TestNotAPlugin(t *testing.T) {
 		{"true", "/bin/true", "exited before its handshake (exit status 0)"},
 		{"script", writeScript(t, "hello", "echo hello there"), `wrote "hello there", not a handshake`},
 		{"failing script", writeScript(t, "fails", "echo 'cannot start: no config' >&2; exit 3"), `exited before its handshake (exit status 3); it said "cannot start: no config"`},
-		{"net/rpc", writeScript(t, "netrpc", "echo '1|1|unix|/nonexistent/sock|netrpc'; sleep 60"), "serves net/rpc"},
+		{"net/rpc", writeScript(t, "netrpc", `echo "1|1|unix|$PLUGIN_UNIX_SOCKET_DIR/sock|netrpc"; sleep 60`), "serves net/rpc"},
+		{"tcp", writeScript(t, "tcp", "echo '1|1|tcp|127.0.0.1:1234|grpc'; sleep 60"), `listens on "tcp" "127.0.0.1:1234", not on a unix socket in`},
+		{"socket elsewhere", writeScript(t, "elsewhere", "echo '1|1|unix|/tmp/elsewhere.sock|grpc'; sleep 60"), `its socket "/tmp/elsewhere.sock" is not in`},
+		{"socket escaping", writeScript(t, "escaping", `echo "1|1|unix|$PLUGIN_UNIX_SOCKET_DIR/../x.sock|grpc"; sleep 60`), `is not in`},
 		{"silent", writeScript(t, "silent", "exec sleep 60"), "no handshake in time"},
 	}
 	for _, tc := range cases {
@@ -862,6 +870,9 @@ func TestNoDescriptorOrEnvironmentLeaks(t *testing.T) {
 			t.Errorf("the plugin's environment lacks %s: %q", v, vars)
 		}
 	}
+	if cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); cwd != "/" {
+		t.Errorf("the plugin's working directory is %q, want /", cwd)
+	}
 	// Its own process group: a terminal's ^C to berth's is not its.
 	if pgid, _ := syscall.Getpgid(pid); pgid != pid {
 		t.Errorf("plugin's process group is %d, want its own (%d)", pgid, pid)
@@ -982,5 +993,46 @@ func TestServeStopsOnSIGTERM(t *testing.T) {
 	}
 	if pid2 := pidOf(t, c); pid2 == pid {
 		t.Error("not restarted after SIGTERM")
+	}
+}
+
+func TestPluginSurvivesThreadExits(t *testing.T) {
+	requireRoot(t)
+	opts, _ := testOptions(t, "storage")
+	c := startTest(t, opts)
+	pid := pidOf(t, c)
+	// Goroutines that end locked to their thread end the thread too, as
+	// setns-style code does on purpose. Pdeathsig fires when the thread
+	// that forked the plugin ends: it must not be one of these.
+	for range 50 {
+		var wg sync.WaitGroup
+		for range 64 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				runtime.LockOSThread()
+				time.Sleep(time.Millisecond)
+			}()
+		}
+		wg.Wait()
+	}
+	time.Sleep(50 * time.Millisecond)
+	if got := pidOf(t, c); got != pid {
+		t.Errorf("plugin %d died when threads ended (now %d)", pid, got)
+	}
+}
+
+func TestAutoMTLS(t *testing.T) {
+	requireRoot(t)
+	opts, _ := testOptions(t, "storage")
+	opts.AutoMTLS = true
+	c := startTest(t, opts)
+	pid := pidOf(t, c)
+	env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if !strings.Contains(string(env), "PLUGIN_CLIENT_CERT=") {
+		t.Error("no client certificate given to the plugin")
+	}
+	if _, err := prepare(context.Background(), c, "notfound"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("call over mTLS: %v", err)
 	}
 }
