@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -44,10 +45,15 @@ var keyRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 type Storage struct {
 	c        *client
 	store    *layerfs.Store
-	dir      string   // MountDir/<plugin id>: one directory per key
-	denied   []string // where no root and no mount source may be
+	dir      string    // MountDir/<plugin id>: one directory per key
+	denied   forbidden // where no root and no mount source may be
 	settings map[string]string
 	log      *slog.Logger
+
+	// noAppend records that the kernel's overlayfs lacks "lowerdir+";
+	// legacyOverlay pretends it does, for tests.
+	noAppend      atomic.Bool
+	legacyOverlay bool
 }
 
 // OpenStorage starts the storage plugin at path and returns it ready for
@@ -81,9 +87,12 @@ func OpenStorage(ctx context.Context, path string, opts *Options) (*Storage, err
 		}
 	}
 	s := &Storage{
-		store:    store,
-		dir:      filepath.Join(base, pluginID(path)),
-		denied:   append(append([]string(nil), deniedDirs...), base, filepath.Clean(runDir), store.Root()),
+		store: store,
+		dir:   filepath.Join(base, pluginID(path)),
+		denied: forbidden{
+			dirs:   append(append([]string(nil), deniedDirs...), base, filepath.Clean(runDir), store.Root()),
+			except: []string{filepath.Join(store.Root(), storePluginsDir)},
+		},
 		settings: maps.Clone(o.Settings),
 		log:      log.With("plugin", filepath.Base(path)),
 	}
@@ -304,7 +313,7 @@ func (s *Storage) mount(ctx context.Context, dir string, req *PrepareRequest, re
 	if userns != nil && !slices.ContainsFunc(checked, func(c checkedMount) bool { return c.idmap }) {
 		return "", "", fmt.Errorf("the sandbox has a user namespace, and the plugin neither shifts owners itself (capability %q) nor marks a mount for berth to idmap: %w", CapIDMap, ErrUnsupported)
 	}
-	m := mounter{dir: dir, userns: userns, uids: req.UIDMap, gids: req.GIDMap}
+	m := mounter{dir: dir, userns: userns, uids: req.UIDMap, gids: req.GIDMap, legacy: s.legacyOverlay, noAppend: &s.noAppend}
 	path, err = m.mountAll(ctx, checked)
 	if err != nil {
 		if ctx.Err() == nil && !errors.Is(err, ErrRefused) && !errors.Is(err, layerfs.ErrIDMapUnsupported) {

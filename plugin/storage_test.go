@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -430,5 +431,95 @@ func TestStorageSandbox(t *testing.T) {
 				t.Errorf("Rootfses after the sandbox = %v, %v", keys, err)
 			}
 		})
+	}
+}
+
+// A plugin killed in the middle of a Prepare fails that Prepare with
+// ErrPluginExited, leaves nothing mounted, and the plugin, started again,
+// is told to release what its predecessor made and serves the next
+// Prepare. A plugin that hangs is bounded by the caller's context.
+func TestStorageKillMidPrepare(t *testing.T) {
+	e := newStorageEnv(t)
+	s := e.open(t, nil)
+	hanging := filepath.Join(e.root, "hanging")
+
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.Prepare(ctx, "hang--kill", e.img, nil)
+		errc <- err
+	}()
+	var pid int
+	for range 3000 {
+		b, err := os.ReadFile(hanging)
+		if err == nil {
+			pid, _ = strconv.Atoi(string(b))
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if pid == 0 {
+		t.Fatal("the plugin never started the Prepare")
+	}
+	os.Remove(hanging)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	err := <-errc
+	if !errors.Is(err, plugin.ErrPluginExited) {
+		t.Fatalf("Prepare whose plugin was killed: %v, want ErrPluginExited", err)
+	}
+	t.Log(err)
+	e.checkClean(t, "hang--kill")
+
+	r, err := s.Prepare(ctx, "bind--after", e.img, nil)
+	if err != nil {
+		t.Fatalf("Prepare after the plugin was killed: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(r.Path, "marker")); err != nil || string(b) != "bind--after" {
+		t.Errorf("marker: %q, %v", b, err)
+	}
+	if err := s.Release(ctx, "bind--after"); err != nil {
+		t.Fatal(err)
+	}
+
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if _, err := s.Prepare(short, "hang--deadline", e.img, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Prepare past its deadline: %v, want context.DeadlineExceeded", err)
+	}
+	e.checkClean(t, "hang--deadline")
+}
+
+// On kernels before 6.8 overlays are mounted with mount(2), from the same
+// descriptors; the idmapping of their layers works there too.
+func TestStorageLegacyOverlay(t *testing.T) {
+	e := newStorageEnv(t)
+	s := e.open(t, nil)
+	plugin.UseLegacyOverlay(s)
+	ns := newUserNS(t)
+	for _, popts := range []*layerfs.PrepareOptions{nil, {UserNS: ns, UIDMap: usernsMaps, GIDMap: usernsMaps}} {
+		key := "overlay--legacy"
+		r, err := s.Prepare(ctx, key, e.img, popts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(filepath.Join(r.Path, "etc", "os-release"), &st); err != nil {
+			t.Fatal(err)
+		}
+		if want := uint32(0); popts != nil && st.Uid != 100000 || popts == nil && st.Uid != want {
+			t.Errorf("user namespace %v: /etc/os-release shows owner %d", popts != nil, st.Uid)
+		}
+		var sfs unix.Statfs_t
+		if err := unix.Statfs(r.Path, &sfs); err != nil {
+			t.Fatal(err)
+		}
+		if sfs.Flags&unix.ST_NOSUID == 0 || sfs.Flags&unix.ST_NODEV == 0 {
+			t.Errorf("overlay mounted without nosuid or nodev: flags %#x", sfs.Flags)
+		}
+		if err := s.Release(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+		e.checkClean(t, key)
 	}
 }
