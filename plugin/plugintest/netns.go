@@ -3,6 +3,7 @@ package plugintest
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -219,4 +220,47 @@ func (before *hostNet) leftSince(now *hostNet, keep []string) []string {
 	}
 	slices.Sort(left)
 	return left
+}
+
+// listenInNetns listens on TCP port in the namespace at path, on all its
+// addresses, and answers every connection with greeting until the
+// listener is closed.
+func listenInNetns(path string, port uint16, greeting string) (net.Listener, error) {
+	type result struct {
+		l   net.Listener
+		err error
+	}
+	c := make(chan result, 1)
+	go func() {
+		// As in newNetns, the thread that enters the namespace ends with
+		// the goroutine.
+		runtime.LockOSThread()
+		ns, err := netns.GetFromPath(path)
+		if err != nil {
+			c <- result{err: err}
+			return
+		}
+		defer ns.Close()
+		if err := netns.Set(ns); err != nil {
+			c <- result{err: fmt.Errorf("enter network namespace %s: %w", path, err)}
+			return
+		}
+		l, err := net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", port))
+		c <- result{l, err}
+	}()
+	r := <-c
+	if r.err != nil {
+		return nil, r.err
+	}
+	go func() {
+		for {
+			conn, err := r.l.Accept()
+			if err != nil {
+				return
+			}
+			conn.Write([]byte(greeting))
+			conn.Close()
+		}
+	}()
+	return r.l, nil
 }

@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -70,6 +73,8 @@ type NetworkOptions struct {
 //     unknown;
 //   - DNS: the DNS settings given are the ones reported (capability
 //     "dns");
+//   - Ports: a port published on the host's loopback reaches a server in
+//     the namespace, and no longer does after Detach (capability "ports");
 //   - Close: the plugin's process is gone after Close.
 //
 // Every check ends by detaching what it attached and checking that
@@ -101,6 +106,7 @@ func Network(t *testing.T, path string, opts *NetworkOptions) {
 		{"Restart", k.testRestart},
 		{"KillMidAttach", k.testKillMidAttach},
 		{"DNS", k.testDNS},
+		{"Ports", k.testPorts},
 		{"Close", k.testClose},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -499,10 +505,13 @@ func (k *networkKit) testCancel(t *testing.T) {
 		if !cancelledAt.IsZero() && returned.Sub(cancelledAt) > hangBound {
 			t.Errorf("Attach(%q) returned %v after its context was cancelled: it does not honour its context", id, returned.Sub(cancelledAt))
 		}
-		if sess.listed(t, id) {
+		// The plugin may still be at work on the call berth gave up on:
+		// it must undo it by itself, soon.
+		if !eventually(func() bool { return !sess.listed(t, id) }) {
 			t.Errorf("Attach(%q) was cancelled and failed, but left the id attached", id)
 		}
-		if left, _ := nsLinks(ns); len(left) > 0 {
+		if !eventually(func() bool { left, _ := nsLinks(ns); return len(left) == 0 }) {
+			left, _ := nsLinks(ns)
 			t.Errorf("Attach(%q) was cancelled and failed, but left %q in the namespace", id, left)
 		}
 	}
@@ -615,4 +624,56 @@ func (k *networkKit) testClose(t *testing.T) {
 	id := k.id("close")
 	sess.mustAttach(t, id)
 	sess.mustDetach(t, id)
+}
+
+// The Ports check's server, in the sandbox's namespace.
+const (
+	kitPort     = 8080
+	kitGreeting = "plugintest\n"
+)
+
+func (k *networkKit) testPorts(t *testing.T) {
+	sess := k.open(t)
+	if !sess.n.Info().Has(plugin.CapPorts) {
+		t.Skipf("the plugin has no capability %q", plugin.CapPorts)
+	}
+	id := k.id("ports")
+	ns := sess.netns(t, id)
+	l, err := listenInNetns(ns, kitPort, kitGreeting)
+	if err != nil {
+		t.Fatalf("plugintest: %v", err)
+	}
+	defer l.Close()
+	want := netplug.PortMapping{HostIP: "127.0.0.1", ContainerPort: kitPort, Protocol: "tcp"}
+	a, err := sess.attach(context.Background(), id, ns, &netplug.AttachOptions{Hostname: id, Ports: []netplug.PortMapping{want}})
+	if err != nil {
+		t.Fatalf("Attach(%q) with port %d published: %v", id, kitPort, err)
+	}
+	checkAttachment(t, id, ns, a)
+	if len(a.Ports) != 1 || a.Ports[0].ContainerPort != kitPort || a.Ports[0].HostPort == 0 || a.Ports[0].Protocol != "tcp" {
+		t.Fatalf("Attach(%q) was asked to publish %+v and reports ports %+v; want it with the host port chosen", id, want, a.Ports)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(a.Ports[0].HostPort)))
+	if got, err := greet(addr); err != nil || got != kitGreeting {
+		t.Errorf("the published port %s does not reach the server in the namespace: read %q, %v", addr, got, err)
+	}
+	sess.mustDetach(t, id)
+	if got, err := greet(addr); err == nil {
+		t.Errorf("the port %s still reaches the namespace after Detach (read %q)", addr, got)
+	}
+}
+
+// greet connects to addr and reads what the server says.
+func greet(addr string) (string, error) {
+	conn, err := net.DialTimeout("tcp", addr, 3*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(3 * time.Second))
+	b, err := io.ReadAll(conn)
+	if len(b) == 0 && err == nil {
+		err = io.ErrUnexpectedEOF
+	}
+	return string(b), err
 }
