@@ -86,6 +86,11 @@ type client struct {
 	// berth's plugin sentinels; see alias.
 	aliases map[error][]error
 
+	// first is the Info of the first start. A restarted plugin must
+	// announce the same kind, capabilities and roots: adapters checked
+	// those once, at open.
+	first *Info
+
 	cur  atomic.Pointer[proc] // the running process, nil before the first start or after close
 	sem  chan struct{}        // held while starting or stopping a process
 	done atomic.Bool          // closed
@@ -212,8 +217,30 @@ func (c *client) conn(ctx context.Context) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.first == nil {
+		c.first = &p.info
+	} else if err := sameShape(*c.first, p.info); err != nil {
+		c.stop(p)
+		return nil, fmt.Errorf("plugin %s restarted %s; close and open it again: %w", c.name, clip.Cut(clip.Text(err.Error()), 300), ErrRefused)
+	}
 	c.cur.Store(p)
 	return p.cc, nil
+}
+
+// sameShape reports how a restarted plugin's Info differs from its first
+// in what adapters rely on.
+func sameShape(first, now Info) error {
+	switch {
+	case now.Kind != first.Kind:
+		return fmt.Errorf("as a %s plugin, not a %s one", now.Kind, first.Kind)
+	case now.Protocol != first.Protocol:
+		return fmt.Errorf("speaking protocol %d, not %d", now.Protocol, first.Protocol)
+	case !slices.Equal(now.Capabilities, first.Capabilities):
+		return fmt.Errorf("with capabilities %q, not %q", now.Capabilities, first.Capabilities)
+	case !slices.Equal(now.Roots, first.Roots):
+		return fmt.Errorf("with roots %q, not %q", now.Roots, first.Roots)
+	}
+	return nil
 }
 
 // start starts a process of the plugin, bounded by ctx, and checks its
@@ -341,6 +368,11 @@ func (c *client) checkSum() (*os.File, error) {
 	f, err := os.Open(c.path)
 	if err != nil {
 		return nil, fmt.Errorf("plugin %s: %w", c.name, err)
+	}
+	var magic [2]byte
+	if _, err := f.ReadAt(magic[:], 0); err == nil && string(magic[:]) == "#!" {
+		f.Close()
+		return nil, fmt.Errorf("plugin %s is a script: with a checksum berth executes the file it hashed, which an interpreter cannot open: %w", c.name, ErrInvalid)
 	}
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {

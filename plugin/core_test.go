@@ -459,6 +459,12 @@ func TestChecksum(t *testing.T) {
 		t.Errorf("wrong checksum: %v, want ErrChecksum", err)
 	}
 	checkNothingLeft(t, opts, before)
+	script := writeScript(t, "script", "exit 0")
+	scriptSum := sha256.Sum256([]byte("#!/bin/sh\nexit 0\n"))
+	opts.Checksum = scriptSum[:]
+	if _, err := startClient(context.Background(), script, KindStorage, opts); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "is a script") {
+		t.Errorf("checksummed script: %v, want ErrInvalid saying it is a script", err)
+	}
 	opts.Checksum = sum[:16]
 	if _, err := startClient(context.Background(), testPluginBin, KindStorage, opts); !errors.Is(err, ErrInvalid) {
 		t.Errorf("short checksum: %v, want ErrInvalid", err)
@@ -527,12 +533,25 @@ func TestStartBoundedByContext(t *testing.T) {
 	}
 	checkNothingLeft(t, opts, before)
 
+	// Cancelled with no deadline, and go-plugin's own timeout far away:
+	// the cancel alone must end the start (a hang detector, not a speed
+	// check: 30s is a lifetime here).
+	opts.StartTimeout = time.Hour
 	ctx, cancel = context.WithCancel(context.Background())
 	go func() {
 		time.Sleep(200 * time.Millisecond)
 		cancel()
 	}()
-	_, err = startClient(ctx, testPluginBin, KindStorage, opts)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := startClient(ctx, testPluginBin, KindStorage, opts)
+		errc <- err
+	}()
+	select {
+	case err = <-errc:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a cancelled start did not return")
+	}
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("%v, want Canceled", err)
 	}
@@ -600,9 +619,7 @@ func TestRestartOnceForManyCallers(t *testing.T) {
 	requireRoot(t)
 	opts, _ := testOptions(t, "storage")
 	c := startTest(t, opts)
-	pid := pidOf(t, c)
-	syscall.Kill(pid, syscall.SIGKILL)
-	waitGone(t, pid)
+	killPlugin(t, c)
 	// The death is seen by the next call (not by a failed one): conn
 	// finds the process exited and restarts it, once for all callers.
 	const callers = 32
@@ -1035,4 +1052,38 @@ func TestAutoMTLS(t *testing.T) {
 	if _, err := prepare(context.Background(), c, "notfound"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("call over mTLS: %v", err)
 	}
+}
+
+func TestRestartMustKeepItsShape(t *testing.T) {
+	requireRoot(t)
+	roots := filepath.Join(t.TempDir(), "roots")
+	os.WriteFile(roots, []byte("/srv/a"), 0o644)
+	opts, _ := testOptions(t, "storage", envTestRoots+"="+roots)
+	c := startTest(t, opts)
+	if got := c.Info().Roots; len(got) != 1 || got[0] != "/srv/a" {
+		t.Fatalf("roots %v", got)
+	}
+	// Same shape: the restart is accepted.
+	killPlugin(t, c)
+	pidOf(t, c)
+	// A plugin that comes back claiming more is refused, and killed.
+	os.WriteFile(roots, []byte("/srv/a /"), 0o644)
+	killPlugin(t, c)
+	before := children(t)
+	_, err := prepare(context.Background(), c, "x")
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), `with roots ["/srv/a" "/"], not ["/srv/a"]`) {
+		t.Fatalf("restart with other roots: %v, want ErrRefused naming both", err)
+	}
+	checkNothingLeft(t, opts, before)
+}
+
+// killPlugin kills the plugin's process with SIGKILL and waits until the
+// client has seen it go.
+func killPlugin(t *testing.T, c *client) {
+	t.Helper()
+	p := c.cur.Load()
+	if err := syscall.Kill(p.run.pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.run.exited
 }

@@ -523,3 +523,51 @@ func TestStorageLegacyOverlay(t *testing.T) {
 		e.checkClean(t, key)
 	}
 }
+
+// One plugin serves many Prepares and Releases at once; of two Prepares
+// of one key, one fails with ErrExists.
+func TestStorageConcurrent(t *testing.T) {
+	e := newStorageEnv(t)
+	s := e.open(t, nil)
+	const n = 8
+	errc := make(chan error, 2*n)
+	for i := range n {
+		go func() {
+			key := "bind--c" + strconv.Itoa(i)
+			r, err := s.Prepare(ctx, key, e.img, nil)
+			if err == nil {
+				var b []byte
+				if b, err = os.ReadFile(filepath.Join(r.Path, "marker")); err == nil && string(b) != key {
+					err = errors.New(key + " shows " + string(b))
+				}
+				if rerr := s.Release(ctx, key); err == nil {
+					err = rerr
+				}
+			}
+			errc <- err
+		}()
+		go func() {
+			_, err := s.Prepare(ctx, "overlay--same", e.img, nil)
+			errc <- err
+		}()
+	}
+	exists := 0
+	for range 2 * n {
+		err := <-errc
+		if errors.Is(err, plugin.ErrExists) {
+			exists++
+		} else if err != nil {
+			t.Error(err)
+		}
+	}
+	if exists != n-1 {
+		t.Errorf("%d Prepares of one key failed with ErrExists, want %d", exists, n-1)
+	}
+	if err := s.Release(ctx, "overlay--same"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		e.checkClean(t, "bind--c"+strconv.Itoa(i))
+	}
+	e.checkClean(t, "overlay--same")
+}

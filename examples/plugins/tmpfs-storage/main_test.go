@@ -45,6 +45,12 @@ func setup(t testing.TB) {
 			return
 		}
 		shared.close = func() { os.RemoveAll(shared.dir) }
+		// Root of a sandbox's user namespace is an ordinary id on the
+		// host and must be able to reach the rootfses berth mounts in
+		// the tests' directories under here.
+		if shared.err = os.Chmod(shared.dir, 0o711); shared.err != nil {
+			return
+		}
 		shared.root = filepath.Join(shared.dir, "root")
 		shared.bin = filepath.Join(shared.dir, "tmpfs-storage")
 		// The plugin is built for a root of the test's own, so that
@@ -66,6 +72,21 @@ func setup(t testing.TB) {
 	if shared.err != nil {
 		t.Fatal(shared.err)
 	}
+}
+
+// testDir makes a directory for one test under the shared one, which root
+// of a user namespace can pass through, unlike t.TempDir's parent.
+func testDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp(shared.dir, "test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 // testLogger sends log lines to the test's log.

@@ -198,7 +198,7 @@ func TestPrepareShowsLayersAndStopsAtSize(t *testing.T) {
 	if st, err := os.Stat(upper + "/big"); err != nil || st.Size() != n {
 		t.Errorf("upper/big: %v, %v; want %d bytes", st, err, n)
 	}
-	if !strings.Contains(mountOptions(t, filepath.Join(s.cfg.root, "full")), "noswap") {
+	if !s.noSwapless.Load() && !strings.Contains(mountOptions(t, filepath.Join(s.cfg.root, "full")), "noswap") {
 		t.Errorf("tmpfs mounted without noswap: %s", mountOptions(t, filepath.Join(s.cfg.root, "full")))
 	}
 
@@ -481,4 +481,15 @@ func TestOpaqueLayerRoot(t *testing.T) {
 	}
 	unix.Unmount(rootfs, 0)
 	release(t, s, "o")
+}
+
+// Only a listed device or file counts as swap being on.
+func TestListsSwap(t *testing.T) {
+	const heading = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
+	if listsSwap(heading) {
+		t.Error("the heading alone counts as swap")
+	}
+	if !listsSwap(heading + "/swapfile                               file\t\t1048572\t\t0\t\t-2\n") {
+		t.Error("a swap file does not count")
+	}
 }
