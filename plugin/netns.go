@@ -26,8 +26,9 @@ func openNetns(path string) (*netnsFile, error) {
 	}
 	// No O_NOFOLLOW: /proc/<pid>/ns/net is a magic link that must be
 	// followed. What the path named does not matter, only what was
-	// opened, which is checked below and by its identity.
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	// opened, which is checked below and by its identity. O_NONBLOCK, so
+	// that a FIFO put in its place cannot hang the open.
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("network namespace: %w", err)
 	}

@@ -49,7 +49,8 @@ func hostEndSysctls(forward bool) []sysctl {
 		// Strict reverse-path filtering: a packet whose source is not the
 		// sandbox's address (the only one routed back through this
 		// interface) is dropped, so a sandbox cannot pose as another or
-		// as any other host.
+		// as any other host. The source filter (srcfilter.go) does the
+		// same where net.ipv4.conf.all.rp_filter makes this loose.
 		{path: "ipv4/conf/%s/rp_filter", value: "1"},
 		// Packets from the sandbox to other networks are not routed on
 		// unless the forward setting asks for it (and the host forwards).
@@ -61,6 +62,8 @@ func hostEndSysctls(forward bool) []sysctl {
 		{path: "ipv4/conf/%s/proxy_arp", value: "0"},
 		{path: "ipv4/conf/%s/route_localnet", value: "0"},
 		{path: "ipv4/conf/%s/accept_local", value: "0"},
+		// Nor follow a route the sandbox writes into a packet's options.
+		{path: "ipv4/conf/%s/accept_source_route", value: "0"},
 		// The sandbox cannot redirect the host's routes.
 		{path: "ipv4/conf/%s/accept_redirects", value: "0"},
 		{path: "ipv4/conf/%s/send_redirects", value: "0"},
@@ -99,15 +102,6 @@ func checkHostWide() error {
 		return errors.New("net.ipv4.conf.all.route_localnet is on: a sandbox could reach the host's 127.0.0.1")
 	}
 	return nil
-}
-
-// looseRPFilter reports whether the host-wide rp_filter is loose (2):
-// the kernel uses the larger of "all" and the interface's value, so the
-// host end's strict setting is then loose too, and only a source no
-// route leads back to is dropped.
-func looseRPFilter() bool {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/conf/all/rp_filter")
-	return err == nil && strings.TrimSpace(string(b)) == "2"
 }
 
 // overlappingRoute returns a host route, in any table, that overlaps

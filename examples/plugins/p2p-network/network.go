@@ -72,10 +72,6 @@ func (n *p2pNetwork) Attach(ctx context.Context, req *plugin.AttachRequest) (*pl
 		}
 		return nil, fmt.Errorf("sandbox %s: %w", req.ID, err)
 	}
-	if looseRPFilter() {
-		n.log.Warn("net.ipv4.conf.all.rp_filter is 2 (loose), which makes the host end's strict filter loose too: a sandbox can send packets with a forged source address to the host",
-			"interface", l.HostIf)
-	}
 	n.log.Debug("attached", "id", l.ID, "interface", l.HostIf, "address", l.sandboxAddr())
 	gw := l.hostAddr()
 	return &plugin.AttachResult{
@@ -105,6 +101,7 @@ func (n *p2pNetwork) reserve(ctx context.Context, id string, subnet netip.Prefix
 	if _, err := os.Lstat(n.state.path(id)); err == nil {
 		return nil, fmt.Errorf("sandbox %s: %w", id, plugin.ErrExists)
 	}
+	n.state.sweepTemps()
 	links, err := n.state.all()
 	if err != nil {
 		return nil, err
@@ -122,8 +119,12 @@ func (n *p2pNetwork) reserve(ctx context.Context, id string, subnet netip.Prefix
 		return nil, err
 	}
 	l := &link{ID: id, HostIf: hostIfName(id), Block: block}
-	if _, err := netlink.LinkByName(l.HostIf); err == nil {
+	var notFound netlink.LinkNotFoundError
+	switch _, err := netlink.LinkByName(l.HostIf); {
+	case err == nil:
 		return nil, fmt.Errorf("sandbox %s: interface %s exists and is not in this plugin's records: %w", id, l.HostIf, plugin.ErrExists)
+	case !errors.As(err, &notFound):
+		return nil, fmt.Errorf("sandbox %s: look for interface %s: %w", id, l.HostIf, err)
 	}
 	if err := n.state.write(l); err != nil {
 		return nil, err
@@ -157,7 +158,8 @@ func (n *p2pNetwork) connect(ctx context.Context, l *link, ns netns.NsHandle, fo
 	}
 	if err := netlink.LinkAdd(veth); err != nil {
 		if errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("make veth pair %s: the sandbox's namespace has an %s already: %w", l.HostIf, sandboxIf, plugin.ErrExists)
+			// Not ErrExists, which would tell berth the id is attached.
+			return fmt.Errorf("make veth pair %s: the sandbox's namespace has an %s already: %w", l.HostIf, sandboxIf, plugin.ErrInvalid)
 		}
 		return fmt.Errorf("make veth pair %s: %w", l.HostIf, err)
 	}
@@ -169,6 +171,9 @@ func (n *p2pNetwork) connect(ctx context.Context, l *link, ns netns.NsHandle, fo
 	}
 	host, err := netlink.LinkByName(l.HostIf)
 	if err != nil {
+		return err
+	}
+	if err := addSourceFilter(host, l.sandboxAddr()); err != nil {
 		return err
 	}
 	if err := netlink.AddrAdd(host, &netlink.Addr{IPNet: ipNet(l.hostAddr(), l.Block.Bits())}); err != nil {

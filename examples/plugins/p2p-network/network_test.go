@@ -16,6 +16,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/berth-dev/berth/internal/atomicfile"
 	"github.com/berth-dev/berth/plugin"
 )
 
@@ -60,11 +61,12 @@ func TestAttachDetach(t *testing.T) {
 
 	hostIf := hostIfName(id)
 	for path, want := range map[string]string{
-		"ipv4/conf/%s/rp_filter":      "1",
-		"ipv4/conf/%s/forwarding":     "0",
-		"ipv4/conf/%s/proxy_arp":      "0",
-		"ipv4/conf/%s/route_localnet": "0",
-		"ipv6/conf/%s/disable_ipv6":   "1",
+		"ipv4/conf/%s/rp_filter":           "1",
+		"ipv4/conf/%s/forwarding":          "0",
+		"ipv4/conf/%s/proxy_arp":           "0",
+		"ipv4/conf/%s/route_localnet":      "0",
+		"ipv4/conf/%s/accept_source_route": "0",
+		"ipv6/conf/%s/disable_ipv6":        "1",
 	} {
 		if got := readSysctl(t, fmt.Sprintf(path, hostIf)); got != want {
 			t.Errorf("%s = %s, want %s", fmt.Sprintf(path, hostIf), got, want)
@@ -318,41 +320,71 @@ func TestAttachRefusesBadInput(t *testing.T) {
 
 // A packet from the sandbox with a source address other than its own is
 // dropped by the host end; one with its own gets through (so the test
-// sees what it means to).
+// sees what it means to). Each of the two guards, strict rp_filter and
+// the source filter, is enough alone: the first is loose on hosts whose
+// net.ipv4.conf.all.rp_filter is 2.
 func TestSpoofedSourceDropped(t *testing.T) {
 	needRoot(t)
 	n := newTestNetwork(t, "10.218.6.0/24")
-	ns := newNS(t)
-	id := testID(t, "a")
-	r := mustAttach(t, n, id, ns, nil)
-	other := mustAttach(t, n, testID(t, "other"), newNS(t), nil)
-	host, err := netlink.LinkByName(hostIfName(id))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mac := host.Attrs().HardwareAddr
-	port, got := udpListener(t, net.JoinHostPort(r.Gateway.String(), "0"))
-	own := r.IPs[0].Addr()
-	ns.sendForged(t, mac, own, r.Gateway, port, "own-1")
-	if msg := <-got; msg != "own-1" {
-		t.Fatalf("got %q, want own-1", msg)
-	}
-	for _, forged := range []netip.Addr{
-		other.IPs[0].Addr(),               // a neighbour's
-		netip.MustParseAddr("192.0.2.77"), // anyone's
-		netip.MustParseAddr("127.0.0.1"),  // the host's loopback
-		r.Gateway,                         // the host end's own
+	for _, c := range []struct {
+		name  string
+		relax func(t *testing.T, host netlink.Link)
+	}{
+		{"both", func(*testing.T, netlink.Link) {}},
+		{"source filter alone", func(t *testing.T, host netlink.Link) {
+			path := "/proc/sys/net/ipv4/conf/" + host.Attrs().Name + "/rp_filter"
+			if err := os.WriteFile(path, []byte("0"), 0); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"rp_filter alone", func(t *testing.T, host netlink.Link) {
+			if readSysctl(t, "ipv4/conf/all/rp_filter") == "2" {
+				t.Skip("net.ipv4.conf.all.rp_filter is 2 here: rp_filter alone is loose")
+			}
+			clsact := &netlink.GenericQdisc{
+				QdiscAttrs: netlink.QdiscAttrs{LinkIndex: host.Attrs().Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
+				QdiscType:  "clsact",
+			}
+			if err := netlink.QdiscDel(clsact); err != nil {
+				t.Fatal(err)
+			}
+		}},
 	} {
-		ns.sendForged(t, mac, forged, r.Gateway, port, "forged-from-"+forged.String())
-	}
-	// The datagrams arrive in order: once the last genuine one is in,
-	// any forged one accepted would have been read before it.
-	ns.sendForged(t, mac, own, r.Gateway, port, "own-2")
-	for msg := range got {
-		if msg == "own-2" {
-			break
-		}
-		t.Errorf("the host accepted %s", msg)
+		t.Run(c.name, func(t *testing.T) {
+			ns := newNS(t)
+			id := testID(t, "a")
+			r := mustAttach(t, n, id, ns, nil)
+			other := mustAttach(t, n, testID(t, "other"), newNS(t), nil)
+			host, err := netlink.LinkByName(hostIfName(id))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.relax(t, host)
+			mac := host.Attrs().HardwareAddr
+			port, got := udpListener(t, net.JoinHostPort(r.Gateway.String(), "0"))
+			own := r.IPs[0].Addr()
+			ns.sendForged(t, mac, own, r.Gateway, port, "own-1")
+			if msg := <-got; msg != "own-1" {
+				t.Fatalf("got %q, want own-1", msg)
+			}
+			for _, forged := range []netip.Addr{
+				other.IPs[0].Addr(),               // a neighbour's
+				netip.MustParseAddr("192.0.2.77"), // anyone's
+				netip.MustParseAddr("127.0.0.1"),  // the host's loopback
+				r.Gateway,                         // the host end's own
+			} {
+				ns.sendForged(t, mac, forged, r.Gateway, port, "forged-from-"+forged.String())
+			}
+			// The datagrams arrive in order: once the last genuine one is
+			// in, any forged one accepted would have been read before it.
+			ns.sendForged(t, mac, own, r.Gateway, port, "own-2")
+			for msg := range got {
+				if msg == "own-2" {
+					break
+				}
+				t.Errorf("the host accepted %s", msg)
+			}
+		})
 	}
 }
 
@@ -435,18 +467,42 @@ func TestForwardSetting(t *testing.T) {
 	}
 }
 
-// Records are written whole: the state directory never shows a
-// temporary file to List.
-func TestRecordFileMode(t *testing.T) {
+// Records are private to root; a write a killed plugin left half done is
+// swept away; a damaged record stops allocation, with an error naming it,
+// until Detach of its id removes it.
+func TestRecords(t *testing.T) {
 	needRoot(t)
 	n := newTestNetwork(t, "10.218.9.0/24")
+	if err := os.MkdirAll(n.state.dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	temp := filepath.Join(n.state.dir, atomicfile.TempPrefix+"killed.json-123")
+	if err := os.WriteFile(temp, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	id := testID(t, "a")
 	mustAttach(t, n, id, newNS(t), nil)
-	fi, err := os.Stat(filepath.Join(n.state.dir, id+recordSuffix))
+	fi, err := os.Stat(n.state.path(id))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("record mode %v, want 0600", fi.Mode().Perm())
 	}
+	if _, err := os.Lstat(temp); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the half-written record %s is still there: %v", temp, err)
+	}
+
+	damaged := testID(t, "damaged")
+	if err := os.WriteFile(n.state.path(damaged), []byte(`{"id":"x"`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := attach(t, n, testID(t, "b"), newNS(t), nil); err == nil || !strings.Contains(err.Error(), damaged) {
+		t.Errorf("attach with a damaged record: %v, want an error naming %s", err, damaged)
+	}
+	if err := n.Detach(context.Background(), damaged, ""); err != nil {
+		t.Fatalf("Detach of the damaged record's id: %v", err)
+	}
+	assertGone(t, n, damaged)
+	mustAttach(t, n, testID(t, "c"), newNS(t), nil)
 }

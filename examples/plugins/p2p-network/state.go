@@ -163,3 +163,15 @@ func (s *stateDir) all() ([]*link, error) {
 	}
 	return links, nil
 }
+
+// sweepTemps removes the temporary files of writes a killed plugin left
+// half done. Records are written only under the lock, so the caller,
+// holding it, knows no write is in progress.
+func (s *stateDir) sweepTemps() {
+	ents, _ := os.ReadDir(s.dir)
+	for _, e := range ents {
+		if atomicfile.IsTemp(e.Name()) {
+			os.Remove(filepath.Join(s.dir, e.Name()))
+		}
+	}
+}
