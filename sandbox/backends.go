@@ -162,15 +162,6 @@ func (b *recoveryBackends) forSandbox(ctx context.Context, dir string) (Storage,
 	return storage, network, nil
 }
 
-// all returns every storage Recover used: the options' first.
-func (b *recoveryBackends) allStorage() []Storage {
-	out := []Storage{b.storage}
-	for _, s := range b.storages {
-		out = append(out, s)
-	}
-	return out
-}
-
 // close closes the backends it opened.
 func (b *recoveryBackends) close() {
 	for _, s := range b.storages {

@@ -316,14 +316,12 @@ func Recover(ctx context.Context, opts *Options) (RecoverResult, error) {
 		_, err := os.Stat(filepath.Join(stateDir, id))
 		return err == nil
 	}
-	// The options' storage, and the plugins dead sandboxes named.
-	for _, storage := range backends.allStorage() {
-		lister, ok := storage.(interface {
-			Rootfses(context.Context) ([]string, error)
-		})
-		if !ok {
-			continue
-		}
+	// Only the options' storage: a plugin's state is the host's, shared
+	// by every state directory, and a key with no record here may be a
+	// live sandbox's recorded in another.
+	if lister, ok := storage.(interface {
+		Rootfses(context.Context) ([]string, error)
+	}); ok {
 		keys, err := lister.Rootfses(ctx)
 		if err != nil {
 			fail("rootfs list", err)
