@@ -850,6 +850,17 @@ func TestNoDescriptorOrEnvironmentLeaks(t *testing.T) {
 	defer syscall.Close(fd)
 	t.Setenv("BERTH_TEST_SECRET", "hunter2")
 
+	// go-plugin hands a plugin berth's stdin unless told otherwise.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	stdin := os.Stdin
+	os.Stdin = r
+	defer func() { os.Stdin = stdin }()
+
 	opts, _ := testOptions(t, "storage", "EXTRA=given")
 	c := startTest(t, opts)
 	pid := pidOf(t, c)
