@@ -19,6 +19,7 @@ import (
 	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/plugin"
+	"github.com/berth-dev/berth/plugin/plugintest"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/security"
 )
@@ -570,4 +571,42 @@ func TestStorageConcurrent(t *testing.T) {
 		e.checkClean(t, "bind--c"+strconv.Itoa(i))
 	}
 	e.checkClean(t, "overlay--same")
+}
+
+// The test plugin, honest by default, keeps the contract the kit checks;
+// this runs berth's side of it (the adapter) through every check too.
+func TestStorageConformance(t *testing.T) {
+	e := newStorageEnv(t)
+	plugintest.Storage(t, e.bin, nil)
+}
+
+// A store reached through a symlink still gives overlays: berth gives the
+// plugin its layers by their real path, which it opens without following
+// links.
+func TestStorageStoreBehindSymlink(t *testing.T) {
+	e := newStorageEnv(t)
+	link := filepath.Join(e.dir, "storelink")
+	if err := os.Symlink(filepath.Join(e.dir, "store"), link); err != nil {
+		t.Fatal(err)
+	}
+	store, err := layerfs.Open(link, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := plugin.OpenStorage(ctx, e.bin, &plugin.Options{Store: store, MountDir: e.mountDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r, err := s.Prepare(ctx, "overlay--link", e.img, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(r.Path, "etc", "os-release")); err != nil {
+		t.Error(err)
+	}
+	if err := s.Release(ctx, "overlay--link"); err != nil {
+		t.Fatal(err)
+	}
+	e.checkClean(t, "overlay--link")
 }
