@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -62,7 +63,7 @@ func identify(f *os.File) (*netnsFile, error) {
 	if err == nil {
 		err = opErr
 	}
-	if err == unix.ENOTTY || err == nil && typ != unix.CLONE_NEWNET {
+	if errors.Is(err, unix.ENOTTY) || err == nil && typ != unix.CLONE_NEWNET {
 		return nil, fmt.Errorf("not a network namespace: %w", ErrInvalid)
 	}
 	if err != nil {

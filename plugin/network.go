@@ -34,8 +34,15 @@ type Network struct {
 
 // OpenNetwork starts the network plugin at path. Close stops it.
 func OpenNetwork(ctx context.Context, path string, opts *Options) (*Network, error) {
-	c, err := startClient(ctx, path, KindNetwork, opts)
+	c, err := newClient(path, KindNetwork, opts)
 	if err != nil {
+		return nil, err
+	}
+	// Callers of a sandbox.Network test netplug's sentinels (Recover
+	// takes a detach of an unknown id for done): a plugin's mean the same.
+	c.alias(ErrNotFound, netplug.ErrNotFound)
+	c.alias(ErrExists, netplug.ErrAttached)
+	if _, err := c.conn(ctx); err != nil {
 		return nil, err
 	}
 	n := &Network{c: c}
@@ -157,7 +164,9 @@ func withCallTimeout(ctx context.Context) (context.Context, context.CancelFunc) 
 	return context.WithTimeout(ctx, callTimeout)
 }
 
-// Attached lists the ids the plugin has attached, for Recover.
+// Attached lists the ids the plugin has attached, for Recover: each a
+// sandbox id, or the answer is refused, since a caller may detach them or
+// print them.
 func (n *Network) Attached(ctx context.Context) ([]string, error) {
 	cc, err := n.c.conn(ctx)
 	if err != nil {
@@ -166,6 +175,9 @@ func (n *Network) Attached(ctx context.Context) ([]string, error) {
 	r, err := pb.NewNetworkServiceClient(cc).List(ctx, &pb.NetworkServiceListRequest{})
 	if err != nil {
 		return nil, n.c.callErr(err)
+	}
+	if err := checkIDs(r.GetIds()); err != nil {
+		return nil, fmt.Errorf("plugin %s: %w", n.c.name, err)
 	}
 	return r.GetIds(), nil
 }
