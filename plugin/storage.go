@@ -247,6 +247,11 @@ func (s *Storage) Prepare(ctx context.Context, key string, img *layerfs.Image, o
 	}
 	path, driver, err := s.mount(ctx, dir, req, res, userns, info)
 	if err != nil {
+		if errors.Is(err, ErrRefused) {
+			// A plugin answering what berth refuses is buggy or hostile:
+			// whoever runs it should hear of it, not only the caller.
+			s.log.Warn("refused a storage plugin's answer", "key", key, "err", err)
+		}
 		return nil, s.undoPrepare(key, dir, true, fmt.Errorf("prepare %s: plugin %s: %w", key, s.c.name, err))
 	}
 	return &layerfs.Rootfs{Key: key, Path: path, Image: img.Digest, Driver: driver}, nil

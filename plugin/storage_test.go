@@ -381,6 +381,23 @@ func TestStorageDiff(t *testing.T) {
 	if err := s.Diff(ctx, "nope", &out); !errors.Is(err, plugin.ErrNotFound) || !errors.Is(err, layerfs.ErrNotFound) {
 		t.Errorf("Diff of an unknown key: %v, want ErrNotFound", err)
 	}
+
+	// A plugin that does not announce diff is not asked.
+	bin := filepath.Join(filepath.Dir(e.bin), "teststorage-nodiff")
+	if err := os.Link(e.bin, bin); err != nil {
+		t.Fatal(err)
+	}
+	nd, err := plugin.OpenStorage(ctx, bin, &plugin.Options{Store: e.store, MountDir: e.mountDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nd.Close()
+	if nd.Info().Has(plugin.CapDiff) {
+		t.Fatal("the nodiff plugin announces diff")
+	}
+	if err := nd.Diff(ctx, "overlay--diff", &out); !errors.Is(err, plugin.ErrUnsupported) {
+		t.Errorf("Diff from a plugin without capability diff: %v, want ErrUnsupported", err)
+	}
 }
 
 func contains(list []string, s string) bool {

@@ -81,22 +81,38 @@ var (
 	_ plugin.QuotaEnforcer = (*storage)(nil)
 )
 
-// newStorage makes the plugin's root if need be, checks that no one but
-// root can change what is in it, and logs the rootfses it finds there.
+// newStorage checks the plugin's root, if it exists, and logs the
+// rootfses it finds there. It makes the root only when a Prepare needs
+// it, so that a plugin started only to describe itself (berth plugin ls)
+// changes nothing on the host.
 func newStorage(cfg config, log *slog.Logger) (*storage, error) {
-	if err := os.MkdirAll(cfg.root, 0o700); err != nil {
-		return nil, err
-	}
-	if err := checkRoot(cfg.root); err != nil {
-		return nil, err
-	}
 	s := &storage{cfg: cfg, log: log, busy: make(map[string]string)}
+	switch err := checkRoot(cfg.root); {
+	case errors.Is(err, fs.ErrNotExist):
+		log.Debug("tmpfs-storage ready; its root is made on the first prepare", "root", cfg.root)
+		return s, nil
+	case err != nil:
+		return nil, err
+	}
 	keys, err := s.List(context.Background())
 	if err != nil {
 		return nil, err
 	}
-	log.Debug("tmpfs-storage ready", "root", cfg.root, "size", cfg.size, "rootfses", len(keys))
+	if len(keys) > 0 {
+		// Left by an earlier process of the plugin: berth releases
+		// those it no longer knows.
+		log.Info("rootfses from an earlier run", "root", cfg.root, "count", len(keys))
+	}
+	log.Debug("tmpfs-storage ready", "root", cfg.root, "size", cfg.size, "inodes", cfg.inodes, "swap", cfg.swap)
 	return s, nil
+}
+
+// makeRoot makes the root if need be and checks it.
+func (s *storage) makeRoot() error {
+	if err := os.MkdirAll(s.cfg.root, 0o700); err != nil {
+		return err
+	}
+	return checkRoot(s.cfg.root)
 }
 
 // checkRoot refuses a root that a user other than root could rename
@@ -176,6 +192,9 @@ func (s *storage) Prepare(ctx context.Context, req *plugin.PrepareRequest) (*plu
 	}
 	defer s.unclaim(req.Key)
 
+	if err := s.makeRoot(); err != nil {
+		return nil, fmt.Errorf("prepare %s: %w", req.Key, err)
+	}
 	dir := filepath.Join(s.cfg.root, req.Key)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		if errors.Is(err, fs.ErrExist) {
@@ -501,6 +520,9 @@ func isMountPoint(dir string) (bool, error) {
 // releases the ones it no longer knows.
 func (s *storage) List(ctx context.Context) ([]string, error) {
 	entries, err := os.ReadDir(s.cfg.root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil // no rootfs made yet
+	}
 	if err != nil {
 		return nil, fmt.Errorf("list: %w", err)
 	}

@@ -493,3 +493,47 @@ func TestListsSwap(t *testing.T) {
 		t.Error("a swap file does not count")
 	}
 }
+
+// A Release while the rootfs is still in use (berth could not unmount the
+// overlay, a host process holds a file in the tmpfs) detaches the busy
+// tmpfs rather than failing: the root is clean at once, and the memory
+// goes when the last user does.
+func TestReleaseWhileInUse(t *testing.T) {
+	s := newTestStorage(t, "4m")
+	rootfs := mountAnswer(t, prepare(t, s, "busy", plugin.PrepareRequest{Layers: makeLayers(t)}))
+	if err := os.WriteFile(rootfs+"/still", []byte("here"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	held, err := os.Open(filepath.Join(s.cfg.root, "busy", upperDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	release(t, s, "busy")
+	if m := mountsUnder(t, s.cfg.root); len(m) > 0 {
+		t.Errorf("mounts left under the root: %v", m)
+	}
+	if b, err := os.ReadFile(rootfs + "/still"); err != nil || string(b) != "here" {
+		t.Errorf("the overlay still mounted lost its file: %q, %v", b, err)
+	}
+	if err := unix.Unmount(rootfs, 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A plugin started only to describe itself makes nothing: the root is
+// made, private, by the first Prepare.
+func TestRootMadeByFirstPrepare(t *testing.T) {
+	s := newTestStorage(t, "4m")
+	if _, err := os.Lstat(s.cfg.root); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("root after start: %v, want none", err)
+	}
+	if keys, err := s.List(context.Background()); err != nil || len(keys) != 0 {
+		t.Errorf("list without a root: %v, %v", keys, err)
+	}
+	prepare(t, s, "first", plugin.PrepareRequest{})
+	if st, err := os.Lstat(s.cfg.root); err != nil || !st.IsDir() || st.Mode().Perm() != 0o700 {
+		t.Errorf("root after a prepare: %v, %v; want a 0700 directory", st, err)
+	}
+	release(t, s, "first")
+}

@@ -3,7 +3,8 @@
 // the tests can show berth refusing each kind of bad answer.
 //
 // Its root is the directory "root" beside the binary. Built under a name
-// containing "rootslash", it announces "/" as its root instead.
+// containing "rootslash", it announces "/" as its root instead; under one
+// containing "nodiff", it does not serve Diff.
 package main
 
 import (
@@ -37,8 +38,22 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	if strings.Contains(filepath.Base(exe), "nodiff") {
+		plugin.ServeStorage(noDiff{s})
+		return
+	}
 	plugin.ServeStorage(s)
 }
+
+// noDiff is the storage without its Diff method.
+type noDiff struct{ s *storage }
+
+func (n noDiff) Roots() []string { return n.s.Roots() }
+func (n noDiff) Prepare(ctx context.Context, req *plugin.PrepareRequest) (*plugin.PrepareResult, error) {
+	return n.s.Prepare(ctx, req)
+}
+func (n noDiff) Release(ctx context.Context, key string) error { return n.s.Release(ctx, key) }
+func (n noDiff) List(ctx context.Context) ([]string, error)    { return n.s.List(ctx) }
 
 type storage struct {
 	root     string
