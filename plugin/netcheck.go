@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"path/filepath"
 	"regexp"
 
 	"github.com/vishvananda/netlink"
@@ -64,73 +63,6 @@ func validInterfaceName(s string) bool {
 		}
 	}
 	return true
-}
-
-// attachRequest builds the request for sandbox id's namespace ns, refusing
-// what the plugin (with capabilities caps) cannot do or what is malformed
-// before the plugin sees it. The hosts file options stay berth's.
-func attachRequest(id, netnsPath string, ns *netnsFile, opts *netplug.AttachOptions, info Info, settings map[string]string) (*pb.AttachRequest, error) {
-	if !idPattern.MatchString(id) {
-		return nil, fmt.Errorf("sandbox id %s: %w", clip.Quote(id), ErrInvalid)
-	}
-	req := &pb.AttachRequest{Id: id, NetnsPath: netnsPath, NetnsDev: ns.dev, NetnsIno: ns.ino, Options: settings}
-	if opts == nil {
-		return req, nil
-	}
-	for _, n := range append([]string{opts.Hostname}, opts.Aliases...) {
-		if n != "" && !validHostName(n) {
-			return nil, fmt.Errorf("host name %s: %w", clip.Quote(n), ErrInvalid)
-		}
-	}
-	req.Hostname, req.Aliases = opts.Hostname, opts.Aliases
-	if len(opts.Ports) > 0 {
-		if !info.Has(CapPorts) {
-			return nil, fmt.Errorf("plugin %s does not publish ports: %w", filepath.Base(info.Path), ErrUnsupported)
-		}
-		for _, p := range opts.Ports {
-			m, err := portRequest(p)
-			if err != nil {
-				return nil, err
-			}
-			req.Ports = append(req.Ports, m)
-		}
-	}
-	if opts.DNS != nil {
-		if !info.Has(CapDNS) {
-			return nil, fmt.Errorf("plugin %s does not configure DNS: %w", filepath.Base(info.Path), ErrUnsupported)
-		}
-		req.Dns = dnsToPB(opts.DNS)
-	}
-	return req, nil
-}
-
-// portRequest checks a port to publish and spells it for the wire, with
-// the protocol always named.
-func portRequest(p netplug.PortMapping) (*pb.PortMapping, error) {
-	proto := p.Protocol
-	if proto == "" {
-		proto = "tcp"
-	}
-	switch {
-	case proto != "tcp" && proto != "udp":
-		return nil, fmt.Errorf("port protocol %s: %w", clip.Quote(p.Protocol), ErrInvalid)
-	case p.ContainerPort == 0:
-		return nil, fmt.Errorf("port mapping without a container port: %w", ErrInvalid)
-	}
-	if p.HostIP != "" {
-		if _, err := netip.ParseAddr(p.HostIP); err != nil {
-			return nil, fmt.Errorf("port host IP %s: %w", clip.Quote(p.HostIP), ErrInvalid)
-		}
-	}
-	return &pb.PortMapping{HostIp: p.HostIP, HostPort: uint32(p.HostPort), ContainerPort: uint32(p.ContainerPort), Protocol: proto}, nil
-}
-
-func dnsToPB(d *netplug.DNSConfig) *pb.DNSConfig {
-	out := &pb.DNSConfig{Search: d.Search, Options: d.Options}
-	for _, a := range d.Nameservers {
-		out.Nameservers = append(out.Nameservers, a.String())
-	}
-	return out
 }
 
 // checkAnswer turns a plugin's answer to req into an Attachment, or says

@@ -14,5 +14,7 @@ func main() {
 	if dir == "" {
 		dir = DefaultStateDir
 	}
-	plugin.ServeNetwork(newP2PNetwork(dir, envDefaults(), plugin.Logger()))
+	n := newP2PNetwork(dir, envDefaults(), plugin.Logger())
+	n.restorePorts()
+	plugin.ServeNetwork(n)
 }

@@ -417,6 +417,34 @@ func TestHostLoopbackUnreachable(t *testing.T) {
 	}
 }
 
+// The sandbox cannot send broadcasts or multicasts to the host, where
+// services listening on every interface (DHCP, mDNS, SSDP) would take
+// them; a unicast datagram to the same listener gets through.
+func TestBroadcastDropped(t *testing.T) {
+	needRoot(t)
+	n := newTestNetwork(t, "10.218.10.0/24")
+	ns := newNS(t)
+	id := testID(t, "a")
+	r := mustAttach(t, n, id, ns, nil)
+	host, err := netlink.LinkByName(hostIfName(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mac := host.Attrs().HardwareAddr
+	port, got := udpListener(t, "0.0.0.0:0")
+	own := r.IPs[0].Addr()
+	for _, dst := range []string{"255.255.255.255", "224.0.0.1", "239.255.255.250"} {
+		ns.sendForged(t, mac, own, netip.MustParseAddr(dst), port, "to-"+dst)
+	}
+	ns.sendForged(t, mac, own, r.Gateway, port, "unicast")
+	for msg := range got {
+		if msg == "unicast" {
+			break
+		}
+		t.Errorf("the host accepted %s", msg)
+	}
+}
+
 // Without the forward setting a sandbox reaches the host's addresses
 // only, not another sandbox behind it, even though this host forwards;
 // with it, the host routes between them.
