@@ -182,6 +182,10 @@ type Options struct {
 	// Networks is where Recover finds the network attachments of dead
 	// sandboxes; nil means netplug's default directories, if they exist.
 	Networks *netplug.Networks
+	// Backends reopens, for Recover, the plugins (Locatable Storage and
+	// Network) that dead sandboxes recorded; without it, Recover keeps
+	// such sandboxes and reports them in RecoverResult.Failed.
+	Backends Backends
 
 	// Storage resolves the image and prepares the rootfs; nil opens the
 	// store at layerfs.DefaultRoot().
@@ -501,6 +505,9 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 		s.state.Store = st.Root()
 	}
 	if err := writeState(stateDir, &s.state); err != nil {
+		return "", err
+	}
+	if err := recordBackends(stateDir, s.storage, s.opts.Network); err != nil {
 		return "", err
 	}
 	// Only Exec from other processes needs it, once the record is

@@ -279,6 +279,8 @@ func Recover(ctx context.Context, opts *Options) (RecoverResult, error) {
 	if err != nil {
 		return res, err
 	}
+	backends := newRecoveryBackends(o.Backends, storage)
+	defer backends.close()
 	for _, d := range dead {
 		if err := ctx.Err(); err != nil {
 			for _, d := range dead {
@@ -286,7 +288,12 @@ func Recover(ctx context.Context, opts *Options) (RecoverResult, error) {
 			}
 			return res, err
 		}
-		err := reclaim(ctx, d, stateDir, cgm, storage, nets)
+		// A sandbox whose plugin cannot be opened is kept whole, for a
+		// later Recover that can.
+		sdStorage, sdNetwork, err := backends.forSandbox(ctx, filepath.Join(stateDir, d.id))
+		if err == nil {
+			err = reclaim(ctx, d, stateDir, cgm, sdStorage, nets, sdNetwork)
+		}
 		d.lock.Close()
 		if err != nil {
 			o.logger().Info("recover: cannot reclaim a dead sandbox", "id", d.id, "err", err)
@@ -309,6 +316,9 @@ func Recover(ctx context.Context, opts *Options) (RecoverResult, error) {
 		_, err := os.Stat(filepath.Join(stateDir, id))
 		return err == nil
 	}
+	// Only the options' storage: a plugin's state is the host's, shared
+	// by every state directory, and a key with no record here may be a
+	// live sandbox's recorded in another.
 	if lister, ok := storage.(interface {
 		Rootfses(context.Context) ([]string, error)
 	}); ok {
@@ -422,8 +432,9 @@ func surveyStateDir(stateDir string) (live map[string]bool, dead []deadSandbox, 
 // name of its state directory: the record is not needed to find them, and
 // is not trusted to, since a damaged record that still parsed could name
 // another sandbox's. The state directory goes last, only once everything
-// else has, so that what is left can be tried again.
-func reclaim(ctx context.Context, d deadSandbox, stateDir string, cgm *cgroup.Manager, storage Storage, nets *netplug.Networks) error {
+// else has, so that what is left can be tried again. plug is the
+// Locatable network the sandbox recorded, if any.
+func reclaim(ctx context.Context, d deadSandbox, stateDir string, cgm *cgroup.Manager, storage Storage, nets *netplug.Networks, plug Network) error {
 	cgName, rootfsKey := d.id, "sandbox-"+d.id
 	// The cgroup first: killing what runs in it frees the rootfs.
 	if cg, err := cgm.Open(cgName); err == nil {
@@ -436,6 +447,12 @@ func reclaim(ctx context.Context, d deadSandbox, stateDir string, cgm *cgroup.Ma
 	var errs []error
 	if nets != nil {
 		if err := nets.DetachAll(ctx, d.id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// By ID alone: the namespace went with the sandbox.
+	if plug != nil {
+		if err := detachRecorded(ctx, plug, d.id); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -19,6 +19,9 @@ type networkFlags struct {
 	dns      []string
 	aliases  []string
 	addHosts []string
+	// plugin: a network plugin (--network-plugin) connects the sandbox,
+	// and publishes its ports, instead of netplug.
+	plugin bool
 }
 
 func (f *networkFlags) add(cmd *cobra.Command) {
@@ -50,7 +53,7 @@ func (f *networkFlags) apply(g *globals, cmd *cobra.Command, opts *sandbox.Optio
 		}
 		return nil
 	}
-	if f.net != "none" || len(f.ports) > 0 {
+	if !f.plugin && (f.net != "none" || len(f.ports) > 0) {
 		nets, err := g.networks()
 		if err != nil {
 			return err

@@ -71,6 +71,7 @@ func newRunCommand(g *globals) *cobra.Command {
 		pf                     processFlags
 		sf                     securityFlags
 		nf                     networkFlags
+		plf                    pluginFlags
 		hostname, memory, swap string
 		disk                   string
 		cpus                   float64
@@ -102,6 +103,7 @@ func newRunCommand(g *globals) *cobra.Command {
 			if opts.Security, err = sf.config(); err != nil {
 				return usageError{err}
 			}
+			nf.plugin = plf.network != ""
 			if err := nf.apply(g, cmd, opts); err != nil {
 				return err
 			}
@@ -153,6 +155,11 @@ func newRunCommand(g *globals) *cobra.Command {
 			if tty && !term.IsTerminal(int(os.Stdin.Fd())) {
 				return invalidFlag("-t: standard input is not a terminal")
 			}
+			closePlugins, err := plf.open(cmd.Context(), g, cmd, opts)
+			defer closePlugins()
+			if err != nil {
+				return err
+			}
 			err = runSandbox(cmd.Context(), sandbox.New(args[0], opts), tty, cmd.ErrOrStderr())
 			if errors.Is(err, sandbox.ErrSeccompCannotStart) && sf.seccomp != "" {
 				err = fmt.Errorf("--seccomp %s: %w", sf.seccomp, err)
@@ -167,6 +174,7 @@ func newRunCommand(g *globals) *cobra.Command {
 	pf.add(cmd)
 	sf.add(cmd)
 	nf.add(cmd)
+	plf.add(cmd)
 	cmd.Flags().StringVar(&hostname, "hostname", "", "the sandbox's host name")
 	cmd.Flags().StringVarP(&memory, "memory", "m", "", "memory limit (e.g. 64m, 1g; at least 1m); default: the preset's (3/4 of the host's RAM, strict 512m)")
 	cmd.Flags().StringVar(&swap, "memory-swap", "", "memory+swap limit, as Docker's --memory-swap")
@@ -474,6 +482,11 @@ func newGCCommand(g *globals) *cobra.Command {
 attachments, rootfs and state), whether or not their records can be read,
 then the image data nothing uses. Live sandboxes are left alone.
 
+A sandbox made with --storage-plugin or --network-plugin recorded which:
+gc starts those plugins again, from the paths recorded (checked as run
+checks them), to release its rootfs and detach it. A sandbox whose plugin
+is gone or no longer trusted is kept, and named, for a later gc.
+
 gc carries on past what it cannot reclaim, names each such thing and why
 on standard error, and then exits with status 1.`,
 		Args: cobra.NoArgs,
@@ -487,6 +500,7 @@ on standard error, and then exits with status 1.`,
 				return err
 			}
 			opts.Storage = store
+			opts.Backends = pluginBackends{g: g, store: store}
 			if opts.Networks, err = g.networks(); err != nil {
 				return err
 			}
@@ -495,7 +509,8 @@ on standard error, and then exits with status 1.`,
 			fmt.Fprintf(out, "reclaimed %d dead sandboxes (%d with damaged records), %d stray rootfs, %d stray cgroups\n",
 				len(res.Sandboxes), len(res.Damaged), len(res.Rootfs), len(res.Cgroups))
 			for _, f := range res.Failed {
-				fmt.Fprintf(errOut, "berth gc: could not reclaim %s: %v\n", f.What, f.Err)
+				// A plugin's words, and paths from records, among them.
+				fmt.Fprintf(errOut, "berth gc: could not reclaim %s\n", clip.Text(f.Error()))
 			}
 			if rerr != nil && len(res.Failed) == 0 {
 				// Recover stopped before it could reclaim anything.
