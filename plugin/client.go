@@ -562,7 +562,11 @@ func (c *client) mapErr(p *proc, err error) error {
 		}
 		return fmt.Errorf("plugin %s: %w", c.name, err)
 	}
-	if st.Code() == codes.Unavailable {
+	// gRPC fails a call whose connection berth closed under it, because
+	// another call found the plugin dead and replaced it, as Canceled
+	// "client connection is closing": not the caller's cancellation, which
+	// reads "context canceled", but the plugin's death.
+	if st.Code() == codes.Unavailable || st.Code() == codes.Canceled && strings.Contains(st.Message(), "client connection is closing") {
 		if c.done.Load() {
 			return &remoteError{msg: fmt.Sprintf("plugin %s was closed during the call", c.name), sentinel: ErrClosed, st: st}
 		}

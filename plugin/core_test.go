@@ -751,6 +751,16 @@ func TestStatusMapping(t *testing.T) {
 	if err := c.mapErr(nil, status.Error(codes.NotFound, "bare")); !errors.Is(err, ErrNotFound) {
 		t.Errorf("code NotFound without ErrorInfo: %v", err)
 	}
+	// A call cut off because another replaced the dead plugin's
+	// connection is the plugin's death, not a cancellation; one the
+	// caller cancelled stays context.Canceled.
+	c.log = discardLogger
+	if err := c.mapErr(nil, status.Error(codes.Canceled, "grpc: the client connection is closing")); !errors.Is(err, ErrPluginExited) || errors.Is(err, context.Canceled) {
+		t.Errorf("a call cut off by a replaced connection: %v", err)
+	}
+	if err := c.mapErr(nil, status.Error(codes.Canceled, "context canceled")); !errors.Is(err, context.Canceled) {
+		t.Errorf("a cancelled call: %v", err)
+	}
 	// A message with terminal escapes and a megabyte of text is tamed.
 	err := c.mapErr(nil, status.Error(codes.Unknown, "\x1b[2J"+strings.Repeat("a ", 1<<19)))
 	if strings.ContainsRune(err.Error(), 0x1b) || len(err.Error()) > 2*maxRemoteMessage {

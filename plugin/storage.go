@@ -21,8 +21,6 @@ import (
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/berth-dev/berth/internal/clip"
 	"github.com/berth-dev/berth/layerfs"
@@ -348,7 +346,7 @@ func (s *Storage) callPrepare(ctx context.Context, req *PrepareRequest) (*Prepar
 	}
 	resp, err := pb.NewStorageServiceClient(cc).Prepare(ctx, prepareRequestToPB(req))
 	if err != nil {
-		return nil, info, s.callErr(ctx, err)
+		return nil, info, s.c.callErr(err)
 	}
 	return prepareResultFromPB(resp), info, nil
 }
@@ -502,7 +500,7 @@ func (s *Storage) callRelease(ctx context.Context, key string) error {
 		return err
 	}
 	_, err = pb.NewStorageServiceClient(cc).Release(ctx, &pb.ReleaseRequest{Key: key})
-	return s.callErr(ctx, err)
+	return s.c.callErr(err)
 }
 
 // Rootfses lists the keys of the rootfses the plugin holds and those berth
@@ -532,7 +530,7 @@ func (s *Storage) Rootfses(ctx context.Context) ([]string, error) {
 	}
 	resp, err := pb.NewStorageServiceClient(cc).List(ctx, &pb.StorageServiceListRequest{})
 	if err != nil {
-		return keys, fmt.Errorf("list rootfses: %w", s.callErr(ctx, err))
+		return keys, fmt.Errorf("list rootfses: %w", s.c.callErr(err))
 	}
 	for _, k := range resp.GetKeys() {
 		if !keyRE.MatchString(k) {
@@ -562,7 +560,7 @@ func (s *Storage) Diff(ctx context.Context, key string, w io.Writer) error {
 	defer cancel() // ends the stream if w fails
 	stream, err := pb.NewStorageServiceClient(cc).Diff(ctx, &pb.DiffRequest{Key: key})
 	if err != nil {
-		return s.diffErr(ctx, key, err)
+		return s.diffErr(key, err)
 	}
 	for {
 		chunk, err := stream.Recv()
@@ -570,7 +568,7 @@ func (s *Storage) Diff(ctx context.Context, key string, w io.Writer) error {
 			return nil
 		}
 		if err != nil {
-			return s.diffErr(ctx, key, err)
+			return s.diffErr(key, err)
 		}
 		if _, err := w.Write(chunk.GetData()); err != nil {
 			return fmt.Errorf("diff %s: %w", key, err)
@@ -578,20 +576,8 @@ func (s *Storage) Diff(ctx context.Context, key string, w io.Writer) error {
 	}
 }
 
-func (s *Storage) diffErr(ctx context.Context, key string, err error) error {
-	return fmt.Errorf("diff %s: %w", key, s.callErr(ctx, err))
-}
-
-// callErr is the client's callErr, but for a call that failed because
-// its connection was closed under it, which gRPC reports as Canceled:
-// another call found the plugin dead and started it again, and this one
-// went to the process that died, which is what ErrPluginExited says.
-func (s *Storage) callErr(ctx context.Context, err error) error {
-	if st, ok := status.FromError(err); ok && err != nil && ctx.Err() == nil &&
-		st.Code() == codes.Canceled && strings.Contains(st.Message(), "client connection is closing") {
-		return fmt.Errorf("plugin %s exited (%s): %w", s.c.name, st.Message(), ErrPluginExited)
-	}
-	return s.c.callErr(err)
+func (s *Storage) diffErr(key string, err error) error {
+	return fmt.Errorf("diff %s: %w", key, s.c.callErr(err))
 }
 
 // alsoErr is err that also matches another sentinel, without repeating
