@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/berth-dev/berth/internal/testenv"
+	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/netplug"
 	"github.com/berth-dev/berth/plugin/plugintest"
 )
@@ -69,6 +71,27 @@ func TestOverlayStorage(t *testing.T) {
 	// The plugin takes its root from the environment it is started in.
 	plugintest.Storage(t, bins["overlay-storage"], &plugintest.StorageOptions{
 		Env: []string{"BERTH_OVERLAY_STORAGE_ROOT=" + filepath.Join(t.TempDir(), "overlay-storage")},
+	})
+}
+
+// The kit takes a store and an image of the caller's: here the shared
+// Alpine image, a real distribution's rootfs.
+func TestOverlayStorageAlpine(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	store, err := layerfs.Open(filepath.Join(t.TempDir(), "store"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.ImportAlpineWith(t.Context(), store, "alpine:kit"); err != nil {
+		t.Fatal(err)
+	}
+	plugintest.Storage(t, bins["overlay-storage"], &plugintest.StorageOptions{
+		Env:   []string{"BERTH_OVERLAY_STORAGE_ROOT=" + filepath.Join(t.TempDir(), "overlay-storage")},
+		Store: store,
+		Image: "alpine:kit",
+		Skip:  map[string]string{"KillMidPrepare": "TestOverlayStorage kills it mid-prepare already"},
 	})
 }
 

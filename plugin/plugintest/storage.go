@@ -246,6 +246,12 @@ func (k *storageKit) open(t *testing.T) *storageSession {
 	sess := &storageSession{k: k, s: s, others: others, prepared: map[string]bool{}}
 	t.Cleanup(func() { sess.finish(t) })
 	sess.roots = s.Info().Roots
+	for _, r := range sess.roots {
+		// The audit walks the roots: not the host's whole tree.
+		if err := checkRoot(r); err != nil {
+			t.Fatalf("plugintest: the plugin's Info: %v", err)
+		}
+	}
 	if sess.before, err = snapshot(sess.audited()); err != nil {
 		t.Fatalf("plugintest: list the plugin's roots: %v", err)
 	}
@@ -425,13 +431,21 @@ func (k *storageKit) testInfo(t *testing.T) {
 		t.Errorf("Info: the plugin names no roots: berth could accept no mount of its")
 	}
 	for _, r := range info.Roots {
-		switch {
-		case !filepath.IsAbs(r) || filepath.Clean(r) != r:
-			t.Errorf("Info: root %q is not an absolute, clean path", r)
-		case r == "/" || within("/proc", r) || within("/sys", r) || within("/dev", r):
-			t.Errorf("Info: root %q would let the plugin name the host's system files as mount sources", r)
+		if err := checkRoot(r); err != nil {
+			t.Errorf("Info: %v", err)
 		}
 	}
+}
+
+// checkRoot says what is wrong with a root a plugin announced.
+func checkRoot(r string) error {
+	switch {
+	case !filepath.IsAbs(r) || filepath.Clean(r) != r:
+		return fmt.Errorf("root %q is not an absolute, clean path", r)
+	case r == "/" || within("/proc", r) || within("/sys", r) || within("/dev", r):
+		return fmt.Errorf("root %q would let the plugin name the host's system files as mount sources", r)
+	}
+	return nil
 }
 
 // checkInfo checks what every kind of plugin's Info must say.
