@@ -273,12 +273,14 @@ func (sess *storageSession) finish(t *testing.T) {
 	} else if left := sess.k.ours(keys); len(left) > 0 {
 		t.Errorf("left behind: the plugin still lists %q after they were released", left)
 	}
-	if m, err := mountsUnder(append([]string{sess.k.mountDir}, sess.roots...)...); err != nil {
+	if m, err := mountsUnder(sess.audited()...); err != nil {
 		t.Errorf("cleanup: %v", err)
 	} else if len(m) > 0 {
 		t.Errorf("left behind: mounts under the plugin's roots or berth's mount directory: %q", m)
 	}
-	if now, err := snapshot(sess.audited()); err != nil {
+	if sess.before == nil {
+		// The roots were refused before they were walked.
+	} else if now, err := snapshot(sess.audited()); err != nil {
 		t.Errorf("cleanup: %v", err)
 	} else if left := newSince(sess.before, now, sess.roots, sess.k.opts.Keep); len(left) > 0 {
 		t.Errorf("left behind under the plugin's roots or berth's mount directory (StorageOptions.Keep allows the plugin's own bookkeeping): %q", left)
