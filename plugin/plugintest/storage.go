@@ -89,6 +89,8 @@ type StorageOptions struct {
 //   - Diff: the changes made in a rootfs come back as an OCI layer tar
 //     holding them and nothing else, a deletion as a whiteout (capability
 //     "diff"; with the kit's own image);
+//   - Quota: a rootfs with a disk quota takes writes up to it and refuses
+//     them past it with ENOSPC or EDQUOT (capability "quota");
 //   - Close: the plugin's process is gone after Close.
 //
 // Every check ends by releasing what it prepared and checking that nothing
@@ -119,6 +121,7 @@ func Storage(t *testing.T, path string, opts *StorageOptions) {
 		{"KillMidPrepare", k.testKillMidPrepare},
 		{"UserNS", k.testUserNS},
 		{"Diff", k.testDiff},
+		{"Quota", k.testQuota},
 		{"Close", k.testClose},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -918,4 +921,59 @@ func (k *storageKit) testDiff(t *testing.T) {
 	}
 	sess.mustRelease(t, key)
 	checkNotFound(t, fmt.Sprintf("Diff(%q) of a released key", key), sess.s.Diff(callCtx(t), key, io.Discard), nil)
+}
+
+// The Quota check's quota, and what it writes: well under it, then well
+// past it.
+const (
+	kitQuota = 16 << 20
+	kitUnder = 4 << 20
+	kitPast  = 64 << 20
+)
+
+func (k *storageKit) testQuota(t *testing.T) {
+	sess := k.open(t)
+	if !sess.s.Info().Has(plugin.CapQuota) {
+		t.Skipf("the plugin has no capability %q", plugin.CapQuota)
+	}
+	key := k.key("quota")
+	rf, err := sess.prepare(callCtx(t), key, &layerfs.PrepareOptions{DiskQuota: kitQuota})
+	if err != nil {
+		t.Fatalf("Prepare(%q) with a disk quota of %d bytes: %v", key, kitQuota, err)
+	}
+	k.checkRootfs(t, key, rf, func(id uint32) uint32 { return id })
+	if n, err := fill(filepath.Join(rf.Path, "kit-under"), kitUnder); err != nil {
+		t.Errorf("the rootfs of %q with a quota of %d bytes refused a write after %d of %d bytes: %v", key, kitQuota, n, kitUnder, err)
+	}
+	n, err := fill(filepath.Join(rf.Path, "kit-past"), kitPast)
+	switch {
+	case err == nil:
+		t.Errorf("the rootfs of %q with a quota of %d bytes took %d bytes more", key, kitQuota, n)
+	case !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT):
+		t.Errorf("the rootfs of %q refused a write past its quota with %v; want ENOSPC or EDQUOT", key, err)
+	}
+	sess.mustRelease(t, key)
+}
+
+// fill writes size bytes to a new file at path, as a workload would, and
+// returns how many it wrote.
+func fill(path string, size int64) (int64, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	chunk := bytes.Repeat([]byte("plugintest quota "), 1<<16) // ~1 MiB, not sparse
+	var n int64
+	for n < size && err == nil {
+		var m int
+		m, err = f.Write(chunk[:min(int64(len(chunk)), size-n)])
+		n += int64(m)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return n, err
 }
