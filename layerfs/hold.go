@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -109,4 +110,38 @@ func (s *Store) heldLayers(layers map[v1.Hash]bool) bool {
 		}
 	}
 	return ok
+}
+
+// checkHolds marks the layers the holds name as used, as GC keeps them,
+// and reports a hold that cannot be read or names a missing layer.
+func (c *checker) checkHolds() error {
+	dir := c.s.path("holds")
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		p := filepath.Join(dir, e.Name())
+		if atomicfile.IsTemp(e.Name()) {
+			c.report(ProblemLeftover, p, "half-written hold")
+			continue
+		}
+		var rec holdRecord
+		b, err := os.ReadFile(p)
+		if err == nil {
+			err = json.Unmarshal(b, &rec)
+		}
+		if err != nil {
+			c.report(ProblemBadRootfs, p, "unreadable hold: %v", err)
+			continue
+		}
+		for _, id := range rec.Layers {
+			c.layers[id] = true
+			c.layerPresent(id, p)
+		}
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package layerfs
 import (
 	"errors"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -51,6 +52,26 @@ func TestHoldKeepsLayersFromGC(t *testing.T) {
 	for _, name := range []string{"", "../x", "a/b", ".x"} {
 		if err := s.Hold(ctx, name, nil); err == nil {
 			t.Errorf("Hold named %q: no error", name)
+		}
+	}
+}
+
+// Check counts held layers as used, as GC does.
+func TestCheckHeldLayers(t *testing.T) {
+	s, img := quotaStore(t, "", "")
+	if err := s.Hold(ctx, "h", img.Layers); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove(ctx, img.Digest.String()); err != nil {
+		t.Fatal(err)
+	}
+	problems, err := s.Check(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		if p.Kind == ProblemOrphan && strings.Contains(p.Path, "layers") {
+			t.Errorf("a held layer is reported: %v", p)
 		}
 	}
 }

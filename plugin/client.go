@@ -94,6 +94,10 @@ type client struct {
 	cur  atomic.Pointer[proc] // the running process, nil before the first start or after close
 	sem  chan struct{}        // held while starting or stopping a process
 	done atomic.Bool          // closed
+
+	// life ends when close is called, which ends a start in progress.
+	life    context.Context
+	endLife context.CancelFunc
 }
 
 // A proc is one start of the plugin.
@@ -162,6 +166,7 @@ func newClient(path, kind string, opts *Options) (*client, error) {
 		c.log = discardLogger
 	}
 	c.log = c.log.With("plugin", c.name)
+	c.life, c.endLife = context.WithCancel(context.Background())
 	return c, nil
 }
 
@@ -213,7 +218,11 @@ func (c *client) conn(ctx context.Context) (*grpc.ClientConn, error) {
 		return old.cc, nil // another goroutine started it while this one waited
 	}
 	if old != nil {
-		c.log.Warn("restarting plugin", "was", old.run.exitStatus())
+		was := old.run.exitStatus()
+		if was == "" {
+			was = "lost its connection"
+		}
+		c.log.Warn("restarting plugin", "was", was)
 		c.stop(old)
 		c.cur.Store(nil)
 	}
@@ -267,6 +276,7 @@ func (c *client) start(ctx context.Context) (*proc, error) {
 	}
 	sctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	defer context.AfterFunc(c.life, cancel)()
 
 	cmd := exec.Command(c.path)
 	if len(c.opts.Checksum) > 0 {
@@ -347,6 +357,8 @@ func (c *client) start(ctx context.Context) (*proc, error) {
 	if err != nil {
 		c.stop(p)
 		switch {
+		case c.done.Load():
+			return nil, fmt.Errorf("plugin %s: closed while starting: %w", c.name, ErrClosed)
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("plugin %s: asking its info: %w", c.name, ctx.Err())
 		case sctx.Err() != nil:
@@ -466,6 +478,9 @@ var versionRE = regexp.MustCompile(`Plugin version: (\d+)`)
 // startErr turns the error of go-plugin's Start into berth's: one line,
 // wrapping ErrNotPlugin, ErrIncompatible or ErrChecksum.
 func (c *client) startErr(ctx, sctx context.Context, p *proc, err error) error {
+	if c.done.Load() {
+		return fmt.Errorf("plugin %s: closed while starting: %w", c.name, ErrClosed)
+	}
 	if ctx.Err() != nil {
 		// The caller gave up (and the process was killed for it): that,
 		// not what go-plugin saw of the kill, is the error.
@@ -599,6 +614,7 @@ func (c *client) close() error {
 	if c.done.Swap(true) {
 		return nil
 	}
+	c.endLife()
 	c.sem <- struct{}{}
 	defer func() { <-c.sem }()
 	if p := c.cur.Swap(nil); p != nil {

@@ -97,26 +97,33 @@ func OpenStorage(ctx context.Context, path string, opts *Options) (*Storage, err
 	if err != nil {
 		return nil, fmt.Errorf("plugin %s: store: %w", path, err)
 	}
-	s := &Storage{
-		store:     store,
-		storeRoot: storeRoot,
-		dir:       filepath.Join(base, pluginID(path)),
-		denied: forbidden{
-			dirs:   append(append([]string(nil), deniedDirs...), base, filepath.Clean(runDir), store.Root(), storeRoot),
-			except: []string{filepath.Join(store.Root(), storePluginsDir), filepath.Join(storeRoot, storePluginsDir)},
-		},
-		settings: maps.Clone(o.Settings),
-		log:      log.With("plugin", filepath.Base(path)),
-	}
 	// Root of a sandbox's user namespace, an ordinary id on the host,
 	// must reach its rootfs through these: searchable, not listable.
-	for _, d := range []string{base, s.dir} {
+	dir := filepath.Join(base, pluginID(path))
+	for _, d := range []string{base, dir} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return nil, fmt.Errorf("plugin %s: %w", path, err)
 		}
 		if err := os.Chmod(d, 0o711); err != nil {
 			return nil, fmt.Errorf("plugin %s: %w", path, err)
 		}
+	}
+	// berth opens its own mount points without following symlinks too.
+	realBase, err := filepath.EvalSymlinks(base)
+	if err != nil {
+		return nil, fmt.Errorf("plugin %s: %w", path, err)
+	}
+	s := &Storage{
+		store:     store,
+		storeRoot: storeRoot,
+		dir:       filepath.Join(realBase, filepath.Base(dir)),
+		denied: forbidden{
+			dirs: append(append([]string(nil), deniedDirs...),
+				base, realBase, filepath.Clean(runDir), store.Root(), storeRoot),
+			except: []string{filepath.Join(store.Root(), storePluginsDir), filepath.Join(storeRoot, storePluginsDir)},
+		},
+		settings: maps.Clone(o.Settings),
+		log:      log.With("plugin", filepath.Base(path)),
 	}
 	c, err := newClient(path, KindStorage, opts)
 	if err != nil {
@@ -241,6 +248,11 @@ func (s *Storage) Prepare(ctx context.Context, key string, img *layerfs.Image, o
 		}
 	}
 
+	// The store's GC must not take the layers from under the rootfs.
+	if err := s.store.Hold(ctx, s.holdName(key), img.Layers); err != nil {
+		s.removeKeyDir(dir)
+		return nil, fmt.Errorf("prepare %s: %w", key, err)
+	}
 	res, info, err := s.callPrepare(ctx, req)
 	if err != nil {
 		// The plugin may have made the rootfs before the call failed (a
@@ -394,6 +406,9 @@ func (s *Storage) undoPrepare(key, dir string, release bool, cause error) error 
 		s.log.Warn("undo a failed prepare: the plugin's release failed", "key", key, "err", err)
 		return fmt.Errorf("%w (and the plugin's release: %v)", cause, err)
 	}
+	if err := s.store.Unhold(ctx, s.holdName(key)); err != nil {
+		return fmt.Errorf("%w (and undoing it: %v)", cause, err)
+	}
 	return cause
 }
 
@@ -460,18 +475,24 @@ func (s *Storage) Release(ctx context.Context, key string) error {
 		}
 	}
 	err := s.callRelease(ctx, key)
-	if err == nil {
-		return nil
-	}
-	if errors.Is(err, ErrNotFound) {
-		if local {
-			// berth had it and has undone its part; the plugin has
-			// nothing (it lost it, or never made it before a crash).
-			return nil
-		}
+	if err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("release %s: %w", key, err)
 	}
-	return fmt.Errorf("release %s: %w", key, err)
+	// Nothing uses the layers any more.
+	if uerr := s.store.Unhold(ctx, s.holdName(key)); uerr != nil {
+		return fmt.Errorf("release %s: %w", key, uerr)
+	}
+	if err != nil && !local {
+		return fmt.Errorf("release %s: %w", key, err)
+	}
+	// berth had it and has undone its part; a plugin that did not know
+	// it lost it, or never made it before a crash.
+	return nil
+}
+
+// holdName names the store's hold on the layers of key's rootfs.
+func (s *Storage) holdName(key string) string {
+	return "plugin-" + filepath.Base(s.dir) + "." + key
 }
 
 // callRelease has the plugin release key.
