@@ -53,14 +53,14 @@ func run(m *testing.M) int {
 		defer os.RemoveAll(dir)
 		binDir = dir
 	}
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
+	args := []string{"build", "-o", binDir + "/"}
 	for name, src := range plugins {
-		bins[name] = filepath.Join(binDir, name)
-		if !build {
-			continue
-		}
-		if out, err := exec.Command(goTool, "build", "-o", bins[name], src).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", name, err, out)
+		bins[name] = filepath.Join(binDir, name) // go build names a binary after its directory
+		args = append(args, src)
+	}
+	if build {
+		if out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), args...).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build the plugins: %v\n%s", err, out)
 			return 1
 		}
 	}

@@ -22,6 +22,9 @@ import (
 // image's files, its own writes and its address, and leaves the plugins
 // nothing to hold once it is gone.
 func TestBuiltinsInSandbox(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
 	e, err := testenv.Setup(testenv.Options{
 		Name:   "berth-kitsb",
 		Images: map[string]string{"alpine:kit": testenv.Alpine},
