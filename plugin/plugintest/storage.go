@@ -35,8 +35,9 @@ type StorageOptions struct {
 	// plugin at directories of its own.
 	Env []string
 	// Host, if set, is the base of the options the kit opens the plugin
-	// with; the kit sets Store, MountDir and RunDir, adds Env, and fills in
-	// Logger and Settings where they are empty.
+	// with. The kit sets Store (to StorageOptions.Store or its own), adds
+	// Env, and fills in MountDir and RunDir (directories of its own),
+	// Logger (the test's log) and Settings where they are empty.
 	Host *plugin.Options
 	// Store and Image, if set, are the store and the image (a reference
 	// in it) the kit prepares rootfses from. By default the kit opens a
