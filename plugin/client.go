@@ -551,6 +551,14 @@ func (c *client) callErr(err error) error {
 	return c.mapErr(c.cur.Load(), err)
 }
 
+// connClosing reports whether a call failed because its connection was
+// closed under it: conn closes a dead plugin's connection to start
+// another while calls on it may still be in flight, and those calls lost
+// the plugin as surely as the one that met its death.
+func connClosing(st *status.Status) bool {
+	return st.Code() == codes.Canceled && st.Message() == "grpc: the client connection is closing"
+}
+
 func (c *client) mapErr(p *proc, err error) error {
 	if err == nil {
 		return nil
@@ -562,11 +570,7 @@ func (c *client) mapErr(p *proc, err error) error {
 		}
 		return fmt.Errorf("plugin %s: %w", c.name, err)
 	}
-	// gRPC fails a call whose connection berth closed under it, because
-	// another call found the plugin dead and replaced it, as Canceled
-	// "client connection is closing": not the caller's cancellation, which
-	// reads "context canceled", but the plugin's death.
-	if st.Code() == codes.Unavailable || st.Code() == codes.Canceled && strings.Contains(st.Message(), "client connection is closing") {
+	if st.Code() == codes.Unavailable || connClosing(st) {
 		if c.done.Load() {
 			return &remoteError{msg: fmt.Sprintf("plugin %s was closed during the call", c.name), sentinel: ErrClosed, st: st}
 		}
