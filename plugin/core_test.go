@@ -489,12 +489,14 @@ func TestChecksum(t *testing.T) {
 	}
 }
 
-// waitFile waits for path to exist and returns its contents.
+// waitFile waits for path to hold something and returns it. (The test
+// plugin's os.WriteFile makes the file before it writes to it, so an
+// empty file is not yet the plugin's word.)
 func waitFile(t *testing.T, path string) string {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if b, err := os.ReadFile(path); err == nil {
+		if b, err := os.ReadFile(path); err == nil && len(b) > 0 {
 			return string(b)
 		}
 		if time.Now().After(deadline) {
