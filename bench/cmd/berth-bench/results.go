@@ -24,6 +24,7 @@ type Results struct {
 	Density         []Density    `json:"density"`
 	Throughput      []Throughput `json:"throughput"`
 	Layerfs         Layerfs      `json:"layerfs"`
+	Plugins         *Plugins     `json:"plugins,omitempty"`
 	Notes           []string     `json:"notes"`
 }
 
@@ -169,6 +170,10 @@ func (r *Results) markdown() string {
 	b.WriteString("\n## 6. layerfs\n\n| operation | runs | p50 ms | p99 / max ms |\n| --- | ---: | ---: | ---: |\n")
 	fmt.Fprintf(&b, "| overlay Prepare+Release | %d | %.2f | %.2f (p99) |\n", l.PrepareRuns, l.PrepareP50, l.PrepareP99)
 	fmt.Fprintf(&b, "| import of the Alpine tarball (%d KiB) into an empty store | %d | %.1f | %.1f (max) |\n", l.ImportedBytes/1024, l.Imports, l.ImportP50, l.ImportMax)
+
+	if r.Plugins != nil {
+		r.Plugins.markdown(&b)
+	}
 
 	if len(r.Notes) > 0 {
 		b.WriteString("\n## Notes\n\n")

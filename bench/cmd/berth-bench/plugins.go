@@ -1,0 +1,449 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/berth-dev/berth/bench"
+	"github.com/berth-dev/berth/plugin"
+	"github.com/berth-dev/berth/sandbox"
+)
+
+// Plugins is what scenario 7 measured: what running a storage or network
+// backend out of process, as a plugin, costs.
+type Plugins struct {
+	// Calls are single calls through the host adapters to the no-op
+	// plugins, which do nothing themselves: the plugin layer's own cost.
+	Calls []PluginCalls `json:"calls"`
+	// Starts are OpenStorage → ready → Close of the no-op storage
+	// plugin, with and without AutoMTLS, and the restart after kill -9.
+	Starts []Latency `json:"starts"`
+	// StartExit is start→exit of `true` with the built-in overlay and
+	// with each storage plugin.
+	StartExit []Latency `json:"start_exit"`
+	// AttachDetach is Attach then Detach of one network namespace with
+	// the built-in bridge and with each network plugin.
+	AttachDetach []Latency `json:"attach_detach"`
+	// Built lists the plugins found and built, with their Info.
+	Built []string `json:"built"`
+}
+
+// PluginCalls is one operation's latency, in microseconds.
+type PluginCalls struct {
+	Op         string  `json:"op"`
+	Goroutines int     `json:"goroutines"`
+	Calls      int     `json:"calls"`
+	P50        float64 `json:"p50_us"`
+	P99        float64 `json:"p99_us"`
+	Max        float64 `json:"max_us"`
+	PerSec     float64 `json:"per_second"`
+	Error      string  `json:"error,omitempty"`
+}
+
+// pluginConcurrency is the concurrent variant's goroutine count: more
+// than the cores, as when many sandboxes start at once.
+const pluginConcurrency = 16
+
+// pluginBinary is a plugin built for the run and opened once to learn
+// its kind.
+type pluginBinary struct {
+	name, path string
+	info       plugin.Info
+	err        error
+}
+
+func scenarioPlugins(ctx context.Context, e *env, cfg config, res *Results) error {
+	p := &Plugins{}
+	res.Plugins = p
+	bins, err := e.buildPlugins(ctx)
+	if err != nil {
+		return err
+	}
+	var nopStorage, nopNetwork string
+	var storages, networks []pluginBinary
+	for _, b := range bins {
+		switch {
+		case b.err != nil:
+			p.Built = append(p.Built, fmt.Sprintf("%s: %v", b.name, b.err))
+			continue
+		case b.name == "nop-storage":
+			nopStorage = b.path
+		case b.name == "nop-network":
+			nopNetwork = b.path
+		case b.info.Kind == plugin.KindStorage:
+			storages = append(storages, b)
+		case b.info.Kind == plugin.KindNetwork:
+			networks = append(networks, b)
+		}
+		p.Built = append(p.Built, fmt.Sprintf("%s: %s plugin %q version %q, protocol %d, capabilities [%s]",
+			b.name, b.info.Kind, b.info.Name, b.info.Version, b.info.Protocol, strings.Join(b.info.Capabilities, " ")))
+	}
+
+	if nopStorage != "" {
+		progress("plugins: calls to the no-op storage plugin")
+		p.Calls = append(p.Calls, e.storageCalls(ctx, nopStorage, cfg)...)
+		progress("plugins: starts of the no-op storage plugin")
+		p.Starts = e.pluginStarts(ctx, nopStorage, cfg)
+	}
+	if nopNetwork != "" {
+		progress("plugins: calls to the no-op network plugin")
+		p.Calls = append(p.Calls, e.networkCalls(ctx, nopNetwork, cfg)...)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+
+	runs := max(cfg.Runs, 50)
+	progress("plugins: start→exit with each storage backend, %d runs", runs)
+	tools := []*tool{{name: "built-in overlay (layerfs)", run: func(ctx context.Context) error {
+		return runBerth(ctx, e.berthOptions("true"))
+	}}}
+	for _, b := range storages {
+		tools = append(tools, e.storagePluginTool(ctx, b))
+	}
+	if p.StartExit, err = roundRobin(ctx, tools, runs); err != nil {
+		return err
+	}
+
+	progress("plugins: attach→detach with each network backend, %d runs", runs)
+	netns, stop, err := newNetns()
+	if err != nil {
+		return fmt.Errorf("network namespace: %w", err)
+	}
+	defer stop()
+	tools = nil
+	if e.bridge != nil {
+		tools = append(tools, attachTool(e, "built-in CNI bridge (netplug)", e.bridge, netns))
+	}
+	if nopNetwork != "" {
+		networks = append([]pluginBinary{{name: "nop-network", path: nopNetwork}}, networks...)
+	}
+	for _, b := range networks {
+		t := &tool{name: b.name + " (plugin)"}
+		n, err := plugin.OpenNetwork(ctx, b.path, e.pluginOptions())
+		if err != nil {
+			t.err = err.Error()
+			tools = append(tools, t)
+			continue
+		}
+		e.onCleanup(n.Close)
+		tools = append(tools, attachTool(e, t.name, n, netns))
+	}
+	p.AttachDetach, err = roundRobin(ctx, tools, runs)
+	e.note("scenario 7 times plugins built from this tree: plugin/internal/nopplugin (no-op storage and network, for the plugin layer's own cost) and every plugin in examples/plugins; attach→detach runs on one network namespace held by a sleeping process")
+	return err
+}
+
+// pluginOptions are the options every plugin of the run shares: sockets
+// and rootfs mounts in the run's temporary directory, the run's store.
+func (e *env) pluginOptions() *plugin.Options {
+	return &plugin.Options{
+		Store:    e.store,
+		RunDir:   filepath.Join(e.tmp, "plugins", "run"),
+		MountDir: filepath.Join(e.tmp, "plugins", "rootfs"),
+	}
+}
+
+// buildPlugins builds the no-op plugins and every plugin in
+// examples/plugins, and opens each once to learn its kind. A plugin that
+// fails to build or open is kept with its error.
+func (e *env) buildPlugins(ctx context.Context) ([]pluginBinary, error) {
+	dir := filepath.Join(e.tmp, "plugins", "bin")
+	for _, d := range []string{dir, e.pluginOptions().RunDir, e.pluginOptions().MountDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	pkgs := [][2]string{{"nop-storage", "./plugin/internal/nopplugin/storage"}, {"nop-network", "./plugin/internal/nopplugin/network"}}
+	// Every directory of examples/plugins with Go files is a plugin.
+	sources, _ := filepath.Glob("examples/plugins/*/*.go")
+	var dirs []string
+	for _, f := range sources {
+		if d := filepath.Dir(f); !slices.Contains(dirs, d) && !strings.HasSuffix(f, "_test.go") {
+			dirs = append(dirs, d)
+		}
+	}
+	for _, d := range dirs {
+		pkgs = append(pkgs, [2]string{filepath.Base(d), "./" + d})
+	}
+	var bins []pluginBinary
+	for _, p := range pkgs {
+		progress("plugins: building %s", p[1])
+		b := pluginBinary{name: p[0], path: filepath.Join(dir, p[0])}
+		if out, err := exec.CommandContext(ctx, goTool(), "build", "-o", b.path, p[1]).CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("build: %w: %s", err, firstLine(string(out)))
+			bins = append(bins, b)
+			continue
+		}
+		b.info, b.err = pluginInfo(ctx, b.path, e.pluginOptions())
+		bins = append(bins, b)
+	}
+	return bins, ctx.Err()
+}
+
+// pluginInfo opens the plugin as storage and, if it is not one, as
+// network, and returns what it says of itself.
+func pluginInfo(ctx context.Context, path string, opts *plugin.Options) (plugin.Info, error) {
+	s, err := plugin.OpenStorage(ctx, path, opts)
+	if err == nil {
+		defer s.Close()
+		return s.Info(), nil
+	}
+	if !errors.Is(err, plugin.ErrWrongKind) {
+		return plugin.Info{}, err
+	}
+	n, err := plugin.OpenNetwork(ctx, path, opts)
+	if err != nil {
+		return plugin.Info{}, err
+	}
+	defer n.Close()
+	return n.Info(), nil
+}
+
+// storageCalls times the emptiest call (List) and Prepare+Release through
+// the host adapter, which checks the plugin's answer and mounts it.
+func (e *env) storageCalls(ctx context.Context, path string, cfg config) []PluginCalls {
+	s, err := plugin.OpenStorage(ctx, path, e.pluginOptions())
+	if err != nil {
+		return []PluginCalls{{Op: "storage: open", Goroutines: 1, Error: err.Error()}}
+	}
+	defer s.Close()
+	var rows []PluginCalls
+	for _, g := range []int{1, pluginConcurrency} {
+		rows = append(rows, timeCalls(ctx, "storage: List (the emptiest call)", cfg.PluginCalls, g, func(ctx context.Context, _ int) error {
+			_, err := s.Rootfses(ctx)
+			return err
+		}))
+	}
+	for _, g := range []int{1, pluginConcurrency} {
+		prefix := e.id("prep") + "-"
+		rows = append(rows, timeCalls(ctx, "storage: Prepare+Release (mounts a tmpfs)", cfg.PluginCalls, g, func(ctx context.Context, i int) error {
+			key := prefix + strconv.Itoa(i)
+			if _, err := s.Prepare(ctx, key, e.img, nil); err != nil {
+				return err
+			}
+			return s.Release(ctx, key)
+		}))
+	}
+	return rows
+}
+
+// networkCalls times Attach+Detach of the no-op network plugin on one
+// namespace, through the host adapter, which checks the answer.
+func (e *env) networkCalls(ctx context.Context, path string, cfg config) []PluginCalls {
+	netns, stop, err := newNetns()
+	if err != nil {
+		return []PluginCalls{{Op: "network: namespace", Goroutines: 1, Error: err.Error()}}
+	}
+	defer stop()
+	n, err := plugin.OpenNetwork(ctx, path, e.pluginOptions())
+	if err != nil {
+		return []PluginCalls{{Op: "network: open", Goroutines: 1, Error: err.Error()}}
+	}
+	defer n.Close()
+	var rows []PluginCalls
+	for _, g := range []int{1, pluginConcurrency} {
+		prefix := e.id("attach") + "-"
+		rows = append(rows, timeCalls(ctx, "network: Attach+Detach", cfg.PluginCalls, g, func(ctx context.Context, i int) error {
+			id := prefix + strconv.Itoa(i)
+			if _, err := n.Attach(ctx, id, netns, nil); err != nil {
+				return err
+			}
+			return n.Detach(ctx, id, netns)
+		}))
+	}
+	return rows
+}
+
+func timeCalls(ctx context.Context, op string, n, g int, call func(context.Context, int) error) PluginCalls {
+	c, err := bench.TimeCalls(ctx, n, g, call)
+	row := PluginCalls{Op: op, Goroutines: g}
+	if c != nil {
+		row.Calls, row.P50, row.P99, row.Max, row.PerSec = len(c.Samples), c.P50(), c.P99(), c.Max(), c.PerSecond()
+	}
+	if err != nil {
+		row.Error = err.Error()
+		progress("%s, %d goroutines: %v", op, g, err)
+	}
+	return row
+}
+
+// pluginStarts times a plugin's start until it is ready, with and
+// without AutoMTLS, and the first successful call after a kill -9.
+func (e *env) pluginStarts(ctx context.Context, path string, cfg config) []Latency {
+	var rows []Latency
+	for _, mtls := range []bool{false, true} {
+		name := "OpenStorage → ready"
+		if mtls {
+			name += ", AutoMTLS"
+		}
+		o := e.pluginOptions()
+		o.AutoMTLS = mtls
+		rows = append(rows, sampleLatency(ctx, name, cfg.PluginStarts, func(ctx context.Context) (time.Duration, error) {
+			t := time.Now()
+			s, err := plugin.OpenStorage(ctx, path, o)
+			d := time.Since(t)
+			if err != nil {
+				return 0, err
+			}
+			return d, s.Close()
+		}))
+	}
+	s, err := plugin.OpenStorage(ctx, path, e.pluginOptions())
+	if err != nil {
+		return append(rows, Latency{Tool: "restart after kill -9", Error: err.Error()})
+	}
+	defer s.Close()
+	rows = append(rows, sampleLatency(ctx, "restart after kill -9 (first successful call)", cfg.PluginStarts, func(ctx context.Context) (time.Duration, error) {
+		if _, err := s.Rootfses(ctx); err != nil { // the plugin is running
+			return 0, err
+		}
+		if err := killChild(path); err != nil {
+			return 0, err
+		}
+		// The call that finds the plugin dead fails with
+		// ErrPluginExited; a later one starts it again.
+		t := time.Now()
+		for try := 0; ; try++ {
+			_, err := s.Rootfses(ctx)
+			if err == nil {
+				return time.Since(t), nil
+			}
+			if try == 2 {
+				return 0, fmt.Errorf("no call succeeded after kill -9: %w", err)
+			}
+		}
+	}))
+	return rows
+}
+
+// sampleLatency collects n samples of f, which times what it measures
+// itself; the first error ends the row.
+func sampleLatency(ctx context.Context, name string, n int, f func(context.Context) (time.Duration, error)) Latency {
+	l := Latency{Tool: name}
+	for range n {
+		if ctx.Err() != nil {
+			break
+		}
+		d, err := f(ctx)
+		if err != nil {
+			l.Error = err.Error()
+			progress("%s: %v", name, err)
+			break
+		}
+		l.Samples = append(l.Samples, float64(d.Microseconds())/1000)
+	}
+	l.N = len(l.Samples)
+	l.P50, l.P90, l.P99 = bench.Percentile(l.Samples, 0.5), bench.Percentile(l.Samples, 0.9), bench.Percentile(l.Samples, 0.99)
+	l.Max = bench.Percentile(l.Samples, 1)
+	return l
+}
+
+// storagePluginTool runs `true` with the plugin as the sandbox's storage.
+func (e *env) storagePluginTool(ctx context.Context, b pluginBinary) *tool {
+	t := &tool{name: b.name + " (plugin)"}
+	s, err := plugin.OpenStorage(ctx, b.path, e.pluginOptions())
+	if err != nil {
+		t.err = err.Error()
+		return t
+	}
+	e.onCleanup(s.Close)
+	t.run = func(ctx context.Context) error {
+		o := e.berthOptions("true")
+		o.Storage = s
+		return runBerth(ctx, o)
+	}
+	return t
+}
+
+// attachTool attaches and detaches one namespace with n.
+func attachTool(e *env, name string, n sandbox.Network, netns string) *tool {
+	return &tool{name: name, run: func(ctx context.Context) error {
+		id := e.id("net")
+		if _, err := n.Attach(ctx, id, netns, nil); err != nil {
+			return err
+		}
+		return n.Detach(ctx, id, netns)
+	}}
+}
+
+// newNetns makes a network namespace held by a sleeping child, which
+// dies with this process; stop kills it.
+func newNetns() (path string, stop func(), err error) {
+	cmd := exec.Command("sleep", "infinity")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	return fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid), func() { cmd.Process.Kill(); cmd.Wait() }, nil
+}
+
+// killChild kills this process's child running the binary at path with
+// SIGKILL and waits until it has been reaped.
+func killChild(path string) error {
+	var pid int
+	for _, p := range children(os.Getpid()) {
+		if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p)); err == nil && exe == path {
+			pid = p
+		}
+	}
+	if pid == 0 {
+		return fmt.Errorf("no child of this process runs %s", path)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		return err
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Microsecond) {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+	}
+	return fmt.Errorf("plugin %d still there 10s after SIGKILL", pid)
+}
+
+// markdown writes scenario 7's tables.
+func (p *Plugins) markdown(b *strings.Builder) {
+	b.WriteString("\n## 7. plugins: what an out-of-process backend costs\n\n")
+	b.WriteString("Per call, through the host adapters to the no-op plugins (plugin/internal/nopplugin), which do nothing themselves; Prepare+Release includes berth's check and mount of the plugin's answer (a small tmpfs).\n\n")
+	b.WriteString("| call | goroutines | calls | p50 µs | p99 µs | max µs | calls/s | result |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	for _, c := range p.Calls {
+		result := "ok"
+		if c.Error != "" {
+			result = "FAILED: " + cell(c.Error)
+		}
+		fmt.Fprintf(b, "| %s | %d | %d | %.0f | %.0f | %.0f | %.0f | %s |\n", c.Op, c.Goroutines, c.Calls, c.P50, c.P99, c.Max, c.PerSec, result)
+	}
+	latencyTable(b, "Starting the no-op storage plugin", "what", p.Starts)
+	latencyTable(b, "start→exit of `true` by storage backend", "storage", p.StartExit)
+	latencyTable(b, "Attach then Detach of one network namespace by network backend", "network", p.AttachDetach)
+	if len(p.Built) > 0 {
+		b.WriteString("\nPlugins built for this run:\n\n")
+		for _, s := range slices.Sorted(slices.Values(p.Built)) {
+			fmt.Fprintf(b, "- %s\n", cell(s))
+		}
+	}
+}
+
+func latencyTable(b *strings.Builder, title, what string, rows []Latency) {
+	fmt.Fprintf(b, "\n%s:\n\n| %s | runs | p50 ms | p90 ms | p99 ms | max ms | result |\n| --- | ---: | ---: | ---: | ---: | ---: | --- |\n", title, what)
+	for _, l := range rows {
+		result := "ok"
+		if l.Error != "" {
+			result = "FAILED: " + cell(l.Error)
+		}
+		if l.N == 0 {
+			fmt.Fprintf(b, "| %s | 0 | – | – | – | – | %s |\n", l.Tool, result)
+			continue
+		}
+		fmt.Fprintf(b, "| %s | %d | %.2f | %.2f | %.2f | %.2f | %s |\n", l.Tool, l.N, l.P50, l.P90, l.P99, l.Max, result)
+	}
+}
