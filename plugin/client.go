@@ -2,13 +2,32 @@ package plugin
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"os"
 	"os/exec"
-	"sync"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
 
+	"github.com/hashicorp/go-hclog"
 	goplugin "github.com/hashicorp/go-plugin"
+	"github.com/hashicorp/go-plugin/runner"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/status"
 
+	"github.com/berth-dev/berth/internal/clip"
 	pb "github.com/berth-dev/berth/plugin/internal/pb/berth/plugin/v1"
 )
 
@@ -23,6 +42,14 @@ var handshake = goplugin.HandshakeConfig{
 
 // pluginName is the one name berth's plugins are dispensed by.
 const pluginName = "berth"
+
+// defaultStartTimeout bounds a plugin's start (exec to handshake) when
+// the caller's context has no earlier deadline.
+const defaultStartTimeout = 30 * time.Second
+
+// exitWait is how long a call that lost its connection waits for the
+// plugin's process to be reaped, so that its error can say how it ended.
+const exitWait = 250 * time.Millisecond
 
 // grpcPlugin is go-plugin's glue: on the plugin's side it registers the
 // services, on the host's it hands over the connection itself, on which
@@ -41,27 +68,61 @@ func (p *grpcPlugin) GRPCClient(_ context.Context, _ *goplugin.GRPCBroker, c *gr
 	return c, nil
 }
 
-// A client keeps one plugin process running for its host-side adapter.
+// A client keeps one plugin process running for a host-side adapter. It
+// is safe for concurrent use: many goroutines call through one process.
 //
-// DAY-0 SKELETON: starts the plugin once; restart, Pdeathsig, socket dir,
-// logs, checksums and error mapping are to come.
+// When the process dies, the call that sees it fails with ErrPluginExited
+// (it is never retried: it may have done part of its work) and the next
+// call starts the plugin again; however many goroutines find it dead at
+// once, one of them restarts it and the others wait for that.
 type client struct {
 	path string
+	name string // the binary's base name: how logs and errors name the plugin
 	kind string
 	opts Options
+	log  *slog.Logger
 
-	mu   sync.Mutex
-	gp   *goplugin.Client
-	cc   *grpc.ClientConn
-	info Info
+	// aliases are host-side sentinels a remote error matches besides
+	// berth's plugin sentinels; see alias.
+	aliases map[error][]error
+
+	cur  atomic.Pointer[proc] // the running process, nil before the first start or after close
+	sem  chan struct{}        // held while starting or stopping a process
+	done atomic.Bool          // closed
 }
 
-// startClient starts the plugin at path, checks that it is of kind, and
-// reads its Info.
+// A proc is one start of the plugin.
+type proc struct {
+	gp     *goplugin.Client
+	run    *execRunner
+	cc     *grpc.ClientConn
+	dir    string // the private socket directory
+	stderr *stderrLog
+	info   Info
+	dead   atomic.Bool // its connection failed: the next conn starts another
+	thread chan struct{}
+}
+
+// alive reports whether p may still serve calls.
+func (p *proc) alive() bool {
+	if p.dead.Load() {
+		return false
+	}
+	select {
+	case <-p.run.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// startClient starts the plugin at path, checks that it is of kind
+// (KindStorage or KindNetwork; "" takes either), and reads its Info. The
+// start is bounded by ctx.
 func startClient(ctx context.Context, path, kind string, opts *Options) (*client, error) {
-	c := &client{path: path, kind: kind}
-	if opts != nil {
-		c.opts = *opts
+	c, err := newClient(path, kind, opts)
+	if err != nil {
+		return nil, err
 	}
 	if _, err := c.conn(ctx); err != nil {
 		return nil, err
@@ -69,61 +130,379 @@ func startClient(ctx context.Context, path, kind string, opts *Options) (*client
 	return c, nil
 }
 
-// conn returns a connection to a running plugin, starting it if need be.
+// newClient checks path and opts and makes a client that has not started
+// the plugin yet.
+func newClient(path, kind string, opts *Options) (*client, error) {
+	c := &client{path: path, name: filepath.Base(path), kind: kind, sem: make(chan struct{}, 1)}
+	if opts != nil {
+		c.opts = *opts
+		c.opts.Env = slices.Clone(opts.Env)
+		c.opts.Checksum = slices.Clone(opts.Checksum)
+	}
+	if err := checkBinary(path); err != nil {
+		return nil, err
+	}
+	if n := len(c.opts.Checksum); n != 0 && n != sha256.Size {
+		return nil, fmt.Errorf("plugin %s: checksum is %d bytes, a SHA-256 is %d: %w", c.name, n, sha256.Size, ErrInvalid)
+	}
+	if err := checkEnv(c.opts.Env); err != nil {
+		return nil, err
+	}
+	if c.opts.RunDir == "" {
+		c.opts.RunDir = defaultRunDir
+	}
+	c.log = c.opts.Logger
+	if c.log == nil {
+		c.log = discardLogger
+	}
+	c.log = c.log.With("plugin", c.name)
+	return c, nil
+}
+
+// alias makes remote errors that mean sentinel also match each of also
+// with errors.Is: the storage adapter aliases ErrNotFound to
+// layerfs.ErrNotFound, so that sandbox's reclaim, which tests for that,
+// works with a plugin. Call it before the client is shared.
+func (c *client) alias(sentinel error, also ...error) {
+	if c.aliases == nil {
+		c.aliases = make(map[error][]error)
+	}
+	c.aliases[sentinel] = append(c.aliases[sentinel], also...)
+}
+
+// Info describes the plugin as it said when it last started.
+func (c *client) Info() Info {
+	if p := c.cur.Load(); p != nil {
+		return p.info
+	}
+	return Info{Path: c.path}
+}
+
+// conn returns a connection to a running plugin, starting it if it is not
+// running (the first call, or the plugin died): a call that fails because
+// the plugin died is not retried, but the next one finds it started
+// again.
 func (c *client) conn(ctx context.Context) (*grpc.ClientConn, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.cc != nil {
-		return c.cc, nil
+	if p := c.cur.Load(); p != nil && p.alive() {
+		return p.cc, nil
 	}
+	if c.done.Load() {
+		return nil, fmt.Errorf("plugin %s: %w", c.name, ErrClosed)
+	}
+	select {
+	case c.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("plugin %s: waiting for its start: %w", c.name, ctx.Err())
+	}
+	defer func() { <-c.sem }()
+	if c.done.Load() {
+		return nil, fmt.Errorf("plugin %s: %w", c.name, ErrClosed)
+	}
+	old := c.cur.Load()
+	if old != nil && old.alive() {
+		return old.cc, nil // another goroutine started it while this one waited
+	}
+	if old != nil {
+		c.log.Info("restarting plugin", "was", old.run.exitStatus())
+		c.stop(old)
+		c.cur.Store(nil)
+	}
+	p, err := c.start(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.cur.Store(p)
+	return p.cc, nil
+}
+
+// start starts a process of the plugin, bounded by ctx, and checks its
+// Info. c.sem is held.
+func (c *client) start(ctx context.Context) (*proc, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("plugin %s: %w", c.name, err)
+	}
+	if err := checkRunDir(c.opts.RunDir); err != nil {
+		return nil, err
+	}
+	// A start is bounded by go-plugin's StartTimeout too, which takes the
+	// caller's deadline when that is sooner, so that a plugin that never
+	// answers is killed by go-plugin rather than left to berth.
+	timeout := defaultStartTimeout
+	if c.opts.StartTimeout > 0 {
+		timeout = c.opts.StartTimeout
+	}
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+
+	cmd := exec.Command(c.path)
+	if len(c.opts.Checksum) > 0 {
+		// Hash and execute the same open file, so that a binary renamed
+		// into place between the check and the exec is not the one run
+		// (go-plugin's SecureConfig hashes the path, and cannot be used
+		// with the RunnerFunc berth needs). The descriptor is
+		// close-on-exec: the kernel has opened the binary before it
+		// closes it, so the plugin does not inherit it; a script cannot
+		// run that way, which a checksummed plugin must not be.
+		f, err := c.checkSum()
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		cmd.Path = fmt.Sprintf("/proc/self/fd/%d", f.Fd())
+	}
+	cmd.Env = pluginEnv(&c.opts, levelName(c.log))
+
+	p := &proc{stderr: newStderrLog(c.log), thread: make(chan struct{})}
 	gp := goplugin.NewClient(&goplugin.ClientConfig{
-		HandshakeConfig:  handshake,
-		Plugins:          goplugin.PluginSet{pluginName: &grpcPlugin{}},
-		Cmd:              exec.Command(c.path),
+		HandshakeConfig: handshake,
+		Plugins:         goplugin.PluginSet{pluginName: &grpcPlugin{}},
+		// go-plugin hands a RunnerFunc an empty command with its own
+		// environment (cookie, versions, socket dir, mTLS certificate)
+		// set; berth's command takes that environment after its own.
+		RunnerFunc: func(l hclog.Logger, gcmd *exec.Cmd, dir string) (runner.Runner, error) {
+			cmd.Env = append(cmd.Env, gcmd.Env...)
+			p.dir = dir
+			r, err := newExecRunner(ctx, l, cmd)
+			p.run = r
+			return r, err
+		},
+		AutoMTLS:         c.opts.AutoMTLS,
 		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
+		StartTimeout:     timeout,
+		SkipHostEnv:      true,
+		// With a RunnerFunc, go-plugin makes a 0700 directory in TempDir
+		// for the socket, tells the plugin with PLUGIN_UNIX_SOCKET_DIR,
+		// and removes it on Kill; stop removes it too, after a kill -9.
+		UnixSocketConfig: &goplugin.UnixSocketConfig{TempDir: c.opts.RunDir},
+		Stderr:           p.stderr,
+		Logger:           &hclogShim{log: c.log},
 	})
+	p.gp = gp
+
+	started := make(chan error, 1)
+	go c.startOnThread(p, started)
+	if err := <-started; err != nil {
+		c.stop(p)
+		return nil, c.startErr(ctx, p, err)
+	}
+	if !p.run.started() {
+		c.stop(p)
+		return nil, fmt.Errorf("plugin %s: starting: %w", c.name, ctx.Err())
+	}
 	rpc, err := gp.Client()
+	if err == nil {
+		var raw any
+		if raw, err = rpc.Dispense(pluginName); err == nil {
+			p.cc = raw.(*grpc.ClientConn)
+		}
+	}
 	if err != nil {
-		gp.Kill()
-		return nil, fmt.Errorf("plugin %s: %w", c.path, err)
+		c.stop(p)
+		return nil, fmt.Errorf("plugin %s: connecting: %w", c.name, err)
 	}
-	raw, err := rpc.Dispense(pluginName)
+	r, err := pb.NewInfoServiceClient(p.cc).Info(ctx, &pb.InfoRequest{})
 	if err != nil {
-		gp.Kill()
-		return nil, fmt.Errorf("plugin %s: %w", c.path, err)
+		c.stop(p)
+		return nil, fmt.Errorf("plugin %s: asking its info: %w", c.name, c.mapErr(p, err))
 	}
-	cc := raw.(*grpc.ClientConn)
-	r, err := pb.NewInfoServiceClient(cc).Info(ctx, &pb.InfoRequest{})
+	if k := r.GetKind(); (c.kind != "" && k != c.kind) || (k != KindStorage && k != KindNetwork) {
+		c.stop(p)
+		return nil, fmt.Errorf("plugin %s is a %s plugin, not a %s one: %w", c.name, clip.Quote(r.GetKind()), c.kind, ErrWrongKind)
+	}
+	caps := slices.Clone(r.GetCapabilities())
+	slices.Sort(caps)
+	p.info = Info{
+		Path:         c.path,
+		Kind:         r.GetKind(),
+		Name:         clip.String(clip.Text(r.GetName())),
+		Version:      clip.String(clip.Text(r.GetVersion())),
+		Protocol:     gp.NegotiatedVersion(),
+		Capabilities: slices.Compact(caps),
+		Roots:        slices.Clone(r.GetRoots()),
+	}
+	c.log.Debug("plugin started", "pid", p.run.pid, "name", p.info.Name, "version", p.info.Version)
+	return p, nil
+}
+
+// checkSum opens the plugin's binary and checks its SHA-256 against
+// Options.Checksum, returning the open file to execute.
+func (c *client) checkSum() (*os.File, error) {
+	f, err := os.Open(c.path)
 	if err != nil {
-		gp.Kill()
-		return nil, fmt.Errorf("plugin %s: info: %w", c.path, err)
+		return nil, fmt.Errorf("plugin %s: %w", c.name, err)
 	}
-	if r.GetKind() != c.kind {
-		gp.Kill()
-		return nil, fmt.Errorf("plugin %s is a %s plugin, not a %s one: %w", c.path, r.GetKind(), c.kind, ErrWrongKind)
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("plugin %s: hashing: %w", c.name, err)
 	}
-	c.info = Info{Path: c.path, Kind: r.GetKind(), Name: r.GetName(), Version: r.GetVersion(),
-		Protocol: gp.NegotiatedVersion(), Capabilities: r.GetCapabilities(), Roots: r.GetRoots()}
-	c.gp, c.cc = gp, cc
-	return cc, nil
+	if got := h.Sum(nil); subtle.ConstantTimeCompare(got, c.opts.Checksum) != 1 {
+		f.Close()
+		return nil, fmt.Errorf("plugin %s: the binary's SHA-256 is %x, not %x: %w", c.name, got, c.opts.Checksum, ErrChecksum)
+	}
+	return f, nil
+}
+
+// startOnThread starts p's process from a locked OS thread that lives as
+// long as the process: Pdeathsig kills the plugin when the thread that
+// forked it ends, which must mean "when berth dies", not "when Go retired
+// a thread".
+func (c *client) startOnThread(p *proc, started chan<- error) {
+	runtime.LockOSThread()
+	defer close(p.thread)
+	_, err := p.gp.Start()
+	started <- err
+	if p.run != nil {
+		<-p.run.exited
+	}
+	// The process is gone: the thread may go back to the pool.
+	runtime.UnlockOSThread()
+}
+
+// stop kills p's process if it runs and removes its socket directory.
+func (c *client) stop(p *proc) {
+	p.dead.Store(true)
+	p.gp.Kill()
+	if p.run != nil {
+		<-p.run.exited
+	}
+	p.stderr.flush()
+	if p.dir != "" {
+		if err := os.RemoveAll(p.dir); err != nil {
+			c.log.Warn("removing plugin socket dir", "dir", p.dir, "error", err)
+		}
+	}
+}
+
+var versionRE = regexp.MustCompile(`Plugin version: (\d+)`)
+
+// startErr turns the error of go-plugin's Start into berth's: one line,
+// wrapping ErrNotPlugin, ErrIncompatible or ErrChecksum.
+func (c *client) startErr(ctx context.Context, p *proc, err error) error {
+	if ctx.Err() != nil {
+		// The caller gave up (and the process was killed for it): that,
+		// not what go-plugin saw of the kill, is the error.
+		return fmt.Errorf("plugin %s: starting: %w", c.name, ctx.Err())
+	}
+	msg := err.Error()
+	var status, said string
+	if p.run != nil {
+		select {
+		case <-p.run.exited:
+		case <-time.After(exitWait):
+		}
+		status = p.run.exitStatus()
+		said = p.stderr.lastLineText()
+	}
+	detail := func(what string) string {
+		if status != "" {
+			what += " (" + status + ")"
+		}
+		if said != "" {
+			what += "; it said " + strconv.Quote(said)
+		}
+		return what
+	}
+	switch {
+	case strings.Contains(msg, "incompatible API version"):
+		theirs := "another"
+		if m := versionRE.FindStringSubmatch(msg); m != nil {
+			theirs = m[1]
+		}
+		return fmt.Errorf("plugin %s speaks protocol %s, berth speaks %d: %w", c.name, theirs, ProtocolVersion, ErrIncompatible)
+	case strings.Contains(msg, "incompatible core API version"):
+		return fmt.Errorf("plugin %s speaks go-plugin core protocol other than %d: %w", c.name, goplugin.CoreProtocolVersion, ErrIncompatible)
+	case strings.Contains(msg, "unsupported plugin protocol"):
+		return fmt.Errorf("plugin %s serves net/rpc, berth speaks gRPC only: %w", c.name, ErrNotPlugin)
+	case strings.Contains(msg, "timeout while waiting"):
+		return fmt.Errorf("plugin %s: %s: %w", c.name, detail("no handshake in time"), ErrNotPlugin)
+	case strings.Contains(msg, "exited before we could connect"):
+		return fmt.Errorf("plugin %s %s: %w", c.name, detail("exited before its handshake"), ErrNotPlugin)
+	case strings.Contains(msg, "Unrecognized remote plugin message"):
+		line, _, _ := strings.Cut(strings.TrimPrefix(msg, "Unrecognized remote plugin message: "), "\n")
+		if line == "" && status != "" {
+			return fmt.Errorf("plugin %s %s: %w", c.name, detail("exited before its handshake"), ErrNotPlugin)
+		}
+		if line == "" {
+			return fmt.Errorf("plugin %s %s: %w", c.name, detail("wrote no handshake"), ErrNotPlugin)
+		}
+		return fmt.Errorf("plugin %s wrote %s, not a handshake: %w", c.name, clip.Quote(line), ErrNotPlugin)
+	case p.run != nil && p.run.pid == 0:
+		return fmt.Errorf("plugin %s: starting: %w", c.name, err) // exec failed
+	}
+	first, _, _ := strings.Cut(msg, "\n")
+	return fmt.Errorf("plugin %s: handshake: %s: %w", c.name, clip.Text(first), ErrNotPlugin)
 }
 
 // callErr turns the error of a call on the plugin into berth's: the
-// sentinels the plugin meant, ErrPluginExited if it died.
+// sentinel the plugin meant (ErrNotFound, ErrExists, ErrUnsupported,
+// ErrInvalid, and the aliases registered for them), context.Canceled or
+// DeadlineExceeded, or ErrPluginExited if the plugin died (then the next
+// conn starts it again). The text is the plugin's message after the
+// plugin's name.
 func (c *client) callErr(err error) error {
 	if err == nil {
 		return nil
 	}
-	return fmt.Errorf("plugin %s: %w", c.path, err)
+	return c.mapErr(c.cur.Load(), err)
 }
 
-// close stops the plugin.
+func (c *client) mapErr(p *proc, err error) error {
+	if err == nil {
+		return nil
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		if errors.Is(err, ErrClosed) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		return fmt.Errorf("plugin %s: %w", c.name, err)
+	}
+	if st.Code() == codes.Unavailable {
+		return c.lostErr(p, st)
+	}
+	re := &remoteError{msg: remoteMessage(c.name, st.Message()), sentinel: sentinelOf(st), st: st}
+	if re.sentinel != nil {
+		re.also = c.aliases[re.sentinel]
+	}
+	return re
+}
+
+// lostErr is the error of a call whose connection failed: the plugin
+// died, or closed its connection, which berth treats alike. The process
+// is marked dead so that the next call starts another.
+func (c *client) lostErr(p *proc, st *status.Status) error {
+	how := "connection lost"
+	if p != nil {
+		select {
+		case <-p.run.exited:
+		case <-time.After(exitWait):
+		}
+		if s := p.run.exitStatus(); s != "" {
+			how = "exited: " + s
+			p.dead.Store(true)
+		} else if p.cc.GetState() != connectivity.Ready {
+			p.dead.Store(true)
+		}
+	}
+	return &remoteError{
+		msg:      fmt.Sprintf("plugin %s %s (%s)", c.name, how, clip.Cut(clip.Text(st.Message()), 200)),
+		sentinel: ErrPluginExited,
+		st:       st,
+	}
+}
+
+// close stops the plugin and removes its socket directory. Calls after it
+// fail with ErrClosed.
 func (c *client) close() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.gp != nil {
-		c.gp.Kill()
-		c.gp, c.cc = nil, nil
+	if c.done.Swap(true) {
+		return nil
+	}
+	c.sem <- struct{}{}
+	defer func() { <-c.sem }()
+	if p := c.cur.Swap(nil); p != nil {
+		c.stop(p)
 	}
 	return nil
 }

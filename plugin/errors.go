@@ -35,4 +35,7 @@ var (
 	// ErrWrongKind: a storage plugin opened as a network one, or the
 	// other way round.
 	ErrWrongKind = errors.New("wrong kind of plugin")
+	// ErrClosed: the plugin was closed (its Close was called) before the
+	// call.
+	ErrClosed = errors.New("plugin closed")
 )

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"log/slog"
+	"time"
 
 	"github.com/berth-dev/berth/layerfs"
 )
@@ -23,8 +24,19 @@ type Options struct {
 	// ~17 ms to each start and a plugin not written in Go must then
 	// implement go-plugin's certificate exchange.
 	AutoMTLS bool
+	// Env is added to the plugin's environment, as KEY=VALUE entries.
+	// A plugin does not get berth's environment, which may hold
+	// credentials it has no business with: only PATH, the log level
+	// berth keeps (BERTH_PLUGIN_LOG_LEVEL), go-plugin's handshake
+	// variables and Env, which may not set any of those.
+	Env []string
+	// StartTimeout bounds a start of the plugin, from exec to handshake,
+	// when the caller's context does not end sooner; 0 means 30s.
+	StartTimeout time.Duration
 	// RunDir is the directory the plugins' sockets are made in, one
-	// private directory per start; empty means /run/berth/plugins.
+	// private directory per start, removed when the process is stopped or
+	// replaced; empty means /run/berth/plugins. It must belong to berth's
+	// user and be writable by no one else.
 	RunDir string
 	// Store (storage plugins) resolves images, keeps volumes and is where
 	// the layers a plugin is given live; nil opens the default store.

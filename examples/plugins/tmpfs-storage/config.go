@@ -9,10 +9,14 @@ import (
 	"strings"
 )
 
-// defaultRoot is where the tmpfses are mounted unless -root says
-// otherwise: /run is a tmpfs itself, so a reboot, which loses the rootfses
-// anyway, leaves no stale directories behind.
-const defaultRoot = "/run/berth/tmpfs-storage"
+// defaultRoot is where the tmpfses are mounted unless -root or the
+// environment says otherwise: /run is a tmpfs itself, so a reboot, which
+// loses the rootfses anyway, leaves no stale directories behind. It is
+// not under /run/berth, which is berth's own and which berth refuses as
+// any plugin's root. It is a
+// variable so that a packager (or a test) can build the plugin for
+// another root: go build -ldflags "-X main.defaultRoot=/srv/tmpfs-roots".
+var defaultRoot = "/run/berth-tmpfs-storage"
 
 // Bounds on a rootfs's size. Below minSize overlayfs and a shell barely
 // fit; maxSize only catches typos (a tmpfs's size is a cap, not an

@@ -13,6 +13,9 @@
 //
 // Flags set the defaults; a sandbox's disk quota, or the host's settings
 // "size" and "inodes" (plugin.Options.Settings), override them per rootfs.
+// berth starts plugins without arguments and with an environment of its
+// choosing, so the root can also be set by $BERTH_TMPFS_STORAGE_ROOT given
+// in plugin.Options.Env, or at build time (see defaultRoot).
 package main
 
 import (
@@ -24,7 +27,7 @@ import (
 )
 
 func main() {
-	root := flag.String("root", defaultRoot, "absolute directory to mount the tmpfses under")
+	root := flag.String("root", rootFromEnv(), "absolute directory to mount the tmpfses under; $"+rootEnv+" sets the default")
 	size := flag.String("size", "256m", "default tmpfs size per rootfs (bytes, or with a k, m or g suffix)")
 	inodes := flag.String("inodes", "", "default inode limit per rootfs; empty means one per 4 KiB of size")
 	swap := flag.Bool("swap", false, "let the kernel swap rootfs pages out (to disk); off mounts with noswap where the kernel has it")
@@ -35,10 +38,21 @@ func main() {
 		fmt.Fprintln(os.Stderr, "tmpfs-storage:", err)
 		os.Exit(2)
 	}
-	s, err := newStorage(cfg, logger())
+	s, err := newStorage(cfg, plugin.Logger())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tmpfs-storage:", err)
 		os.Exit(1)
 	}
 	plugin.ServeStorage(s)
+}
+
+// rootEnv names the variable that moves the root, for a host that cannot
+// pass flags (berth runs a plugin as it is) and for tests.
+const rootEnv = "BERTH_TMPFS_STORAGE_ROOT"
+
+func rootFromEnv() string {
+	if r := os.Getenv(rootEnv); r != "" {
+		return r
+	}
+	return defaultRoot
 }

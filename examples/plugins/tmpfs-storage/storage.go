@@ -118,6 +118,9 @@ func checkRoot(root string) error {
 	return nil
 }
 
+// Name is the plugin's name in berth's logs and `berth plugin ls`.
+func (s *storage) Name() string { return "tmpfs-storage" }
+
 func (s *storage) Roots() []string { return []string{s.cfg.root} }
 
 // EnforcesQuota: a tmpfs's size and nr_inodes are the quota.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -465,4 +464,21 @@ func TestUnsafeRoot(t *testing.T) {
 	}
 }
 
-var _ io.Writer // keep io for the diff tests
+// A layer whose root overlayfs marked opaque hides the layers below it,
+// which overlayfs itself would not do for a lower layer's root.
+func TestOpaqueLayerRoot(t *testing.T) {
+	s := newTestStorage(t, "4m")
+	layers := makeLayers(t)
+	if err := unix.Setxattr(layers[1].UnpackedPath, "trusted.overlay.opaque", []byte("y"), 0); err != nil {
+		t.Fatal(err)
+	}
+	rootfs := mountAnswer(t, prepare(t, s, "o", plugin.PrepareRequest{Layers: layers}))
+	if _, err := os.Lstat(rootfs + "/etc/hello"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("etc/hello of the layer below an opaque root: %v", err)
+	}
+	if _, err := os.Lstat(rootfs + "/bin/tool"); err != nil {
+		t.Errorf("bin/tool of the opaque layer: %v", err)
+	}
+	unix.Unmount(rootfs, 0)
+	release(t, s, "o")
+}

@@ -28,7 +28,7 @@ type PortMapping struct {
 	// Host_port 0 means any free port; the response says which.
 	HostPort      uint32 `protobuf:"varint,2,opt,name=host_port,json=hostPort,proto3" json:"host_port,omitempty"`
 	ContainerPort uint32 `protobuf:"varint,3,opt,name=container_port,json=containerPort,proto3" json:"container_port,omitempty"`
-	// Protocol is "tcp" or "udp".
+	// Protocol is "tcp" or "udp", always spelled out in a request.
 	Protocol      string `protobuf:"bytes,4,opt,name=protocol,proto3" json:"protocol,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -92,6 +92,9 @@ func (x *PortMapping) GetProtocol() string {
 	return ""
 }
 
+// HostEntry is a line of the sandbox's /etc/hosts. Each name must be a
+// host name (dot-separated labels of letters, digits, '-' and '_'); at most
+// 16 names an entry.
 type HostEntry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ip            string                 `protobuf:"bytes,1,opt,name=ip,proto3" json:"ip,omitempty"`
@@ -144,6 +147,9 @@ func (x *HostEntry) GetNames() []string {
 	return nil
 }
 
+// DNSConfig is the sandbox's resolv.conf: at most 8 nameservers
+// (addresses), 32 search domains (domain names) and 32 options (such as
+// "ndots:2").
 type DNSConfig struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Nameservers   []string               `protobuf:"bytes,1,rep,name=nameservers,proto3" json:"nameservers,omitempty"`
@@ -209,19 +215,23 @@ type AttachRequest struct {
 	// Id names the sandbox: [A-Za-z0-9][A-Za-z0-9_.-]{0,127}.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// Netns_path is the namespace to connect (/proc/<pid>/ns/net, in the
-	// host's pid and mount namespaces). Netns_dev and netns_ino are its
-	// identity as berth opened it: the plugin must check that the path
-	// still names that namespace before it changes anything in it, and
-	// echo netns_ino in its response.
+	// host's pid and mount namespaces; berth holds the namespace open until
+	// the response). Netns_dev and netns_ino are its identity as berth
+	// opened it (st_dev and st_ino): the plugin must open the path, check
+	// that what it opened has that identity, and use what it opened, not
+	// the path again, before it changes anything; and echo netns_ino in
+	// its response. The path is not to be used after Attach returns.
 	NetnsPath string `protobuf:"bytes,2,opt,name=netns_path,json=netnsPath,proto3" json:"netns_path,omitempty"`
 	NetnsDev  uint64 `protobuf:"varint,3,opt,name=netns_dev,json=netnsDev,proto3" json:"netns_dev,omitempty"`
 	NetnsIno  uint64 `protobuf:"varint,4,opt,name=netns_ino,json=netnsIno,proto3" json:"netns_ino,omitempty"`
 	// Hostname and aliases are the names the sandbox goes by.
 	Hostname string   `protobuf:"bytes,5,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	Aliases  []string `protobuf:"bytes,6,rep,name=aliases,proto3" json:"aliases,omitempty"`
-	// Ports are to be published on the host (capability "ports").
+	// Ports are to be published on the host (capability "ports"; berth
+	// sends none to a plugin without it).
 	Ports []*PortMapping `protobuf:"bytes,7,rep,name=ports,proto3" json:"ports,omitempty"`
-	// Dns, if set, replaces the plugin's DNS settings (capability "dns").
+	// Dns, if set, replaces the plugin's DNS settings (capability "dns";
+	// berth sends none to a plugin without it).
 	Dns *DNSConfig `protobuf:"bytes,8,opt,name=dns,proto3" json:"dns,omitempty"`
 	// Options are free-form, plugin-defined settings.
 	Options       map[string]string `protobuf:"bytes,9,rep,name=options,proto3" json:"options,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
@@ -375,21 +385,34 @@ func (x *Route) GetGateway() string {
 	return ""
 }
 
+// AttachResponse is what the sandbox got. berth refuses it, and detaches,
+// unless every field is well formed and within its bound, and the
+// namespace berth holds has the interface with the addresses named.
 type AttachResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Network names what the sandbox joined.
+	// Network names what the sandbox joined ("" or up to 128 letters,
+	// digits and "_.:-"); it is written into the sandbox's /etc/hosts.
 	Network string `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"`
-	// Interface is the sandbox's interface, in its namespace.
+	// Interface is the sandbox's interface, in its namespace; required, and
+	// not "lo".
 	Interface string `protobuf:"bytes,2,opt,name=interface,proto3" json:"interface,omitempty"`
-	// Addresses are the sandbox's, with their prefix lengths ("10.0.0.2/31").
+	// Addresses are the sandbox's, with their prefix lengths ("10.0.0.2/31"),
+	// at most 64, all on the interface; none loopback, multicast,
+	// unspecified or with a zone.
 	Addresses []string `protobuf:"bytes,3,rep,name=addresses,proto3" json:"addresses,omitempty"`
 	// Gateway is the next hop of the default route, if there is one.
-	Gateway string   `protobuf:"bytes,4,opt,name=gateway,proto3" json:"gateway,omitempty"`
-	Routes  []*Route `protobuf:"bytes,5,rep,name=routes,proto3" json:"routes,omitempty"`
-	// Ports are the published ports, with the host ports chosen.
+	Gateway string `protobuf:"bytes,4,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	// Routes (at most 256) have a prefix as destination (its host bits
+	// zero) and an address or "" as gateway.
+	Routes []*Route `protobuf:"bytes,5,rep,name=routes,proto3" json:"routes,omitempty"`
+	// Ports are the published ports, with the host ports chosen: each port
+	// asked for exactly once, in any order, with its container port,
+	// protocol and host_ip as asked and host_port as asked or, where 0 was
+	// asked, the one chosen.
 	Ports []*PortMapping `protobuf:"bytes,6,rep,name=ports,proto3" json:"ports,omitempty"`
-	// Hosts are names of others the sandbox can reach; berth writes the
-	// sandbox's /etc/hosts from them.
+	// Hosts (at most 1024 entries, 128 KiB of names) are names of others
+	// the sandbox can reach; berth writes the sandbox's /etc/hosts from
+	// them, with the sandbox's own names and those its caller added.
 	Hosts []*HostEntry `protobuf:"bytes,7,rep,name=hosts,proto3" json:"hosts,omitempty"`
 	Dns   *DNSConfig   `protobuf:"bytes,8,opt,name=dns,proto3" json:"dns,omitempty"`
 	// Netns_ino is the inode of the namespace the plugin attached; berth

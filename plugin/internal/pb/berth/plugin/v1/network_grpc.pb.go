@@ -29,14 +29,25 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // NetworkService connects sandboxes' network namespaces. berth makes the
-// namespace; the plugin only configures it and the host around it.
+// namespace; the plugin only configures it and the host around it. Calls
+// come concurrently, for different ids; each ends with its deadline
+// (berth gives one of at most a minute when its caller gave none).
 type NetworkServiceClient interface {
 	// Attach connects the network namespace at netns_path, sandbox id's.
-	// ALREADY_EXISTS if id is attached already.
+	// ALREADY_EXISTS if id is attached already. berth checks the response
+	// (see AttachResponse) and refuses one it cannot believe; then, and
+	// after any other failure but ALREADY_EXISTS, including the plugin's
+	// death or the end of the deadline, berth sends a Detach of id at once,
+	// so the plugin need not undo a failed Attach itself, but its Detach
+	// must then undo whatever part of the Attach was done. A Detach that
+	// comes while the Attach of the same id still runs must wait for it or
+	// make it fail, so that nothing is left behind.
 	Attach(ctx context.Context, in *AttachRequest, opts ...grpc.CallOption) (*AttachResponse, error)
 	// Detach undoes Attach and frees everything it made. It must work from
-	// id alone: the namespace may be gone by then. NOT_FOUND if id is
-	// unknown, as after a second Detach.
+	// id alone: the namespace may be gone by then, and the plugin may be a
+	// new process, the one that attached having died (so keep the state
+	// Detach needs where a restart finds it: on disk, or in the names of
+	// what was made). NOT_FOUND if id is unknown, as after a second Detach.
 	Detach(ctx context.Context, in *DetachRequest, opts ...grpc.CallOption) (*DetachResponse, error)
 	// List names the attached ids, for reclaim and the conformance kit.
 	List(ctx context.Context, in *NetworkServiceListRequest, opts ...grpc.CallOption) (*NetworkServiceListResponse, error)
@@ -85,14 +96,25 @@ func (c *networkServiceClient) List(ctx context.Context, in *NetworkServiceListR
 // for forward compatibility.
 //
 // NetworkService connects sandboxes' network namespaces. berth makes the
-// namespace; the plugin only configures it and the host around it.
+// namespace; the plugin only configures it and the host around it. Calls
+// come concurrently, for different ids; each ends with its deadline
+// (berth gives one of at most a minute when its caller gave none).
 type NetworkServiceServer interface {
 	// Attach connects the network namespace at netns_path, sandbox id's.
-	// ALREADY_EXISTS if id is attached already.
+	// ALREADY_EXISTS if id is attached already. berth checks the response
+	// (see AttachResponse) and refuses one it cannot believe; then, and
+	// after any other failure but ALREADY_EXISTS, including the plugin's
+	// death or the end of the deadline, berth sends a Detach of id at once,
+	// so the plugin need not undo a failed Attach itself, but its Detach
+	// must then undo whatever part of the Attach was done. A Detach that
+	// comes while the Attach of the same id still runs must wait for it or
+	// make it fail, so that nothing is left behind.
 	Attach(context.Context, *AttachRequest) (*AttachResponse, error)
 	// Detach undoes Attach and frees everything it made. It must work from
-	// id alone: the namespace may be gone by then. NOT_FOUND if id is
-	// unknown, as after a second Detach.
+	// id alone: the namespace may be gone by then, and the plugin may be a
+	// new process, the one that attached having died (so keep the state
+	// Detach needs where a restart finds it: on disk, or in the names of
+	// what was made). NOT_FOUND if id is unknown, as after a second Detach.
 	Detach(context.Context, *DetachRequest) (*DetachResponse, error)
 	// List names the attached ids, for reclaim and the conformance kit.
 	List(context.Context, *NetworkServiceListRequest) (*NetworkServiceListResponse, error)

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/layerfs"
+	"github.com/berth-dev/berth/plugin"
+)
+
+// readTar lists a tar's entries as "name type [extra]" lines, and its
+// files' contents by name.
+func readTar(t testing.TB, b []byte) ([]string, map[string]string) {
+	t.Helper()
+	var list []string
+	data := make(map[string]string)
+	tr := tar.NewReader(bytes.NewReader(b))
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return list, data
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		line := fmt.Sprintf("%s %c %d:%d", hdr.Name, hdr.Typeflag, hdr.Uid, hdr.Gid)
+		if hdr.Linkname != "" {
+			line += " -> " + hdr.Linkname
+		}
+		list = append(list, line)
+		if hdr.Typeflag == tar.TypeReg {
+			c, _ := io.ReadAll(tr)
+			data[hdr.Name] = string(c)
+		}
+	}
+}
+
+// Diff writes what changed as an OCI layer: new files, links and
+// directories, deletions as .wh. files, a directory deleted and made again
+// as opaque, and nothing the layers already had.
+func TestDiff(t *testing.T) {
+	s := newTestStorage(t, "4m")
+	res := prepare(t, s, "d", plugin.PrepareRequest{Layers: makeLayers(t)})
+	root := mountAnswer(t, res)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Remove(root + "/etc/hello"))
+	must(os.WriteFile(root+"/etc/new", []byte("new file\n"), 0o600))
+	must(os.Link(root+"/etc/new", root+"/etc/new2"))
+	must(os.Symlink("../etc/new", root+"/bin/link"))
+	must(os.RemoveAll(root + "/bin"))
+	must(os.Mkdir(root+"/bin", 0o755))
+	must(os.WriteFile(root+"/bin/only", []byte("only\n"), 0o755))
+	must(os.Chown(root+"/bin/only", 1000, 1001))
+
+	var buf bytes.Buffer
+	must(s.Diff(context.Background(), "d", &buf))
+	list, data := readTar(t, buf.Bytes())
+	want := []string{
+		"bin/ 5 0:0",
+		"bin/.wh..wh..opq 0 0:0",
+		"bin/only 0 1000:1001",
+		"etc/ 5 0:0",
+		"etc/.wh.hello 0 0:0",
+		"etc/new 0 0:0",
+		"etc/new2 1 0:0 -> etc/new",
+	}
+	if strings.Join(list, "\n") != strings.Join(want, "\n") {
+		t.Errorf("diff:\n%s\nwant:\n%s", strings.Join(list, "\n"), strings.Join(want, "\n"))
+	}
+	if data["etc/new"] != "new file\n" || data["bin/only"] != "only\n" {
+		t.Errorf("contents: %q", data)
+	}
+
+	// The same tree makes the same tar.
+	var again bytes.Buffer
+	must(s.Diff(context.Background(), "d", &again))
+	if !bytes.Equal(buf.Bytes(), again.Bytes()) {
+		t.Error("two diffs of one tree differ")
+	}
+	if err := s.Diff(context.Background(), "nope", io.Discard); !errors.Is(err, plugin.ErrNotFound) {
+		t.Errorf("diff of an unknown key: %v, want ErrNotFound", err)
+	}
+	must(unix.Unmount(root, 0))
+	release(t, s, "d")
+}
+
+// Under a user namespace the upper directory holds host ids; the diff
+// has the image's. A link the workload put in the upper directory is
+// written as a link, not followed.
+func TestDiffMapsOwnersAndKeepsLinks(t *testing.T) {
+	s := newTestStorage(t, "4m")
+	maps := []layerfs.IDMap{{ContainerID: 0, HostID: 300000, Size: 65536}}
+	prepare(t, s, "m", plugin.PrepareRequest{UIDMap: maps, GIDMap: maps})
+	upper := filepath.Join(s.cfg.root, "m", upperDir)
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("host secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(upper+"/mine", []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Lchown(upper+"/mine", 301000, 300005)
+	if err := os.Symlink(secret, upper+"/escape"); err != nil {
+		t.Fatal(err)
+	}
+	os.Lchown(upper+"/escape", 300000, 300000)
+	var buf bytes.Buffer
+	if err := s.Diff(context.Background(), "m", &buf); err != nil {
+		t.Fatal(err)
+	}
+	list, data := readTar(t, buf.Bytes())
+	want := "escape 2 0:0 -> " + secret + "\nmine 0 1000:5"
+	if strings.Join(list, "\n") != want {
+		t.Errorf("diff:\n%s\nwant:\n%s", strings.Join(list, "\n"), want)
+	}
+	for name, c := range data {
+		if strings.Contains(c, "host secret") {
+			t.Errorf("%s holds the host file the link points at", name)
+		}
+	}
+	release(t, s, "m")
+}

@@ -1,0 +1,64 @@
+package plugin
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/berth-dev/berth/internal/testenv"
+	"github.com/berth-dev/berth/netplug"
+	"github.com/berth-dev/berth/sandbox"
+)
+
+// A sandbox whose Network is a plugin sees, from the inside, the
+// interface, address and names the plugin made, and the plugin's
+// attachment is gone once the sandbox is.
+func TestNetworkPluginInSandbox(t *testing.T) {
+	n := openTestNetwork(t, buildTestNetwork(t).sdk, nil)
+	e, err := testenv.Setup(testenv.Options{
+		Name:   "berth-plugintest",
+		Images: map[string]string{"alpine:test": testenv.Alpine},
+		// A network of the set-up's that this test never attaches to.
+		Bridge: "berth-pltest", Subnet: netip.MustParsePrefix("10.219.77.0/24"),
+	})
+	t.Cleanup(e.Close)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut strings.Builder
+	sb := sandbox.New("alpine:test", &sandbox.Options{
+		Args:       []string{"sh", "-c", "ip -4 addr show eth0; ip route; cat /etc/hosts /etc/resolv.conf"},
+		Hostname:   "web",
+		Network:    n,
+		ExtraHosts: []netplug.HostEntry{{IP: netip.MustParseAddr("10.99.0.7"), Names: []string{"registry.internal"}}},
+		Stdout:     &out, Stderr: &errOut,
+		Storage: e.Store, Cgroups: e.Cgroups, StateDir: e.StateDir,
+	})
+	res, err := sb.Run(t.Context())
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if !res.Success() {
+		t.Fatalf("exit %d: %s", res.ExitCode, errOut.String())
+	}
+	a := sb.Attachment()
+	if a == nil || len(a.IPs) != 1 {
+		t.Fatalf("attachment %+v", a)
+	}
+	got := out.String()
+	for _, want := range []string{
+		"inet " + a.IPs[0].String(),                           // ip addr
+		"default via " + a.Gateway.String(),                   // ip route
+		a.IPs[0].Addr().String() + "\tweb\n",                  // its own name
+		a.Gateway.String() + "\tgateway.test host-" + sb.ID(), // the plugin's hosts
+		"10.99.0.7\tregistry.internal\n",                      // ExtraHosts
+		"nameserver " + a.Gateway.String(),                    // the plugin's DNS
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the sandbox saw no %q in:\n%s", want, got)
+		}
+	}
+	if ids, err := n.Attached(t.Context()); err != nil || len(ids) != 0 {
+		t.Errorf("still attached after the sandbox: %v, %v", ids, err)
+	}
+}

@@ -1,0 +1,391 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/netplug"
+)
+
+// testNetworkAlias marks the host ends testnetwork makes.
+const testNetworkAlias = "berth-testnetwork:"
+
+// testNetworkBins are the names the test plugin is run by.
+type testNetworkBins struct {
+	sdk    string // served by the SDK, announcing ports and dns
+	raw    string // serving the protocol without the SDK
+	nocaps string // served by the SDK, announcing no capability
+}
+
+// buildTestNetwork builds plugin/internal/testnetwork into a directory of
+// the test's, and links it under the names it behaves differently by.
+func buildTestNetwork(t *testing.T) testNetworkBins {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("network plugin tests make namespaces and interfaces: they must run as root")
+	}
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	dir := t.TempDir()
+	b := testNetworkBins{sdk: filepath.Join(dir, "testnetwork"), raw: filepath.Join(dir, "testnetwork-raw"),
+		nocaps: filepath.Join(dir, "testnetwork-nocaps")}
+	if out, err := exec.Command(gobin, "build", "-o", b.sdk, "./internal/testnetwork").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for _, name := range []string{b.raw, b.nocaps} {
+		if err := os.Link(b.sdk, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b
+}
+
+// openTestNetwork opens the plugin at bin with settings, closed when the
+// test ends, and checks then that the test left no interface behind.
+func openTestNetwork(t *testing.T, bin string, settings map[string]string) *Network {
+	t.Helper()
+	n, err := OpenNetwork(t.Context(), bin, &Options{RunDir: t.TempDir(), Settings: settings})
+	if err != nil {
+		t.Fatalf("open %s: %v", bin, err)
+	}
+	t.Cleanup(func() {
+		if err := n.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+		if left := testNetworkLinks(t); len(left) > 0 {
+			t.Errorf("interfaces left behind: %v", left)
+			for _, l := range left {
+				if l, err := netlink.LinkByName(l); err == nil {
+					netlink.LinkDel(l)
+				}
+			}
+		}
+	})
+	return n
+}
+
+// testNetworkLinks names the host ends testnetwork made that are left.
+func testNetworkLinks(t *testing.T) []string {
+	t.Helper()
+	links, err := netlink.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, l := range links {
+		if strings.HasPrefix(l.Attrs().Alias, testNetworkAlias) {
+			names = append(names, l.Attrs().Name)
+		}
+	}
+	return names
+}
+
+// newNetns makes a network namespace for the test, kept by a bind mount
+// on a file of the test's, and removed when the test ends.
+func newNetns(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "netns")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		// The thread moves to the new namespace and is never unlocked,
+		// so that it ends with the goroutine instead of going back to
+		// the runtime in the wrong namespace.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- err
+			return
+		}
+		errc <- unix.Mount("/proc/thread-self/ns/net", path, "", unix.MS_BIND, "")
+	}()
+	if err := <-errc; err != nil {
+		t.Fatalf("make a network namespace: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(path, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", path, err)
+		}
+	})
+	return path
+}
+
+// addrsIn lists the addresses of interface name in the namespace at path,
+// as the kernel has them.
+func addrsIn(t *testing.T, path, name string) []netip.Prefix {
+	t.Helper()
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName(name)
+	if err != nil {
+		t.Fatalf("interface %s in the namespace: %v", name, err)
+	}
+	addrs, err := h.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []netip.Prefix
+	for _, a := range addrs {
+		ip, _ := netip.AddrFromSlice(a.IP.To4())
+		ones, _ := a.Mask.Size()
+		out = append(out, netip.PrefixFrom(ip, ones))
+	}
+	return out
+}
+
+// A plugin's attachment is real, checked, written into the hosts file,
+// listed, and undone by Detach, after which the id is unknown.
+func TestNetworkAttachDetach(t *testing.T) {
+	bins := buildTestNetwork(t)
+	ctx := t.Context()
+	n := openTestNetwork(t, bins.sdk, nil)
+	if !n.Info().Has(CapPorts) || !n.Info().Has(CapDNS) {
+		t.Errorf("capabilities %v, want ports and dns", n.Info().Capabilities)
+	}
+	path := newNetns(t)
+	hosts := filepath.Join(t.TempDir(), "hosts")
+	dns := &netplug.DNSConfig{Nameservers: []netip.Addr{netip.MustParseAddr("10.9.9.9")}, Search: []string{"corp.test"}}
+	a, err := n.Attach(ctx, "sb-1", path, &netplug.AttachOptions{
+		Hostname: "web", Aliases: []string{"www"},
+		Ports:      []netplug.PortMapping{{ContainerPort: 80}, {HostPort: 8053, ContainerPort: 53, Protocol: "udp"}},
+		DNS:        dns,
+		HostsFile:  hosts,
+		ExtraHosts: []netplug.HostEntry{{IP: netip.MustParseAddr("10.99.0.7"), Names: []string{"registry.internal"}}},
+	})
+	if err != nil {
+		t.Fatalf("attach: %v", err)
+	}
+	if a.Interface != "eth0" || len(a.IPs) != 1 || a.Network != "testnetwork" {
+		t.Fatalf("attachment %+v", a)
+	}
+	if got := addrsIn(t, path, "eth0"); !slices.Contains(got, a.IPs[0]) {
+		t.Errorf("eth0 has %v in the namespace, the attachment says %v", got, a.IPs)
+	}
+	wantPorts := []netplug.PortMapping{{HostPort: 40000, ContainerPort: 80, Protocol: "tcp"}, {HostPort: 8053, ContainerPort: 53, Protocol: "udp"}}
+	if !slices.Equal(a.Ports, wantPorts) {
+		t.Errorf("ports %+v, want %+v", a.Ports, wantPorts)
+	}
+	if !slices.Equal(a.DNS.Nameservers, dns.Nameservers) || !slices.Equal(a.DNS.Search, dns.Search) {
+		t.Errorf("DNS %+v, want %+v", a.DNS, dns)
+	}
+	b, err := os.ReadFile(hosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range []string{a.IPs[0].Addr().String() + "\tweb www\n", a.Gateway.String() + "\tgateway.test host-sb-1\n", "10.99.0.7\tregistry.internal\n"} {
+		if !strings.Contains(string(b), line) {
+			t.Errorf("hosts file lacks %q:\n%s", line, b)
+		}
+	}
+	if ids, err := n.Attached(ctx); err != nil || !slices.Equal(ids, []string{"sb-1"}) {
+		t.Errorf("attached: %v, %v", ids, err)
+	}
+
+	// A second Attach of the id is refused, and does not undo the first.
+	if _, err := n.Attach(ctx, "sb-1", path, nil); !errors.Is(err, ErrExists) {
+		t.Errorf("second attach: %v, want ErrExists", err)
+	}
+	if len(testNetworkLinks(t)) != 1 {
+		t.Errorf("the refused second attach undid the first")
+	}
+
+	if err := n.Detach(ctx, "sb-1", path); err != nil {
+		t.Fatalf("detach: %v", err)
+	}
+	if left := testNetworkLinks(t); len(left) > 0 {
+		t.Errorf("detach left %v", left)
+	}
+	if err := n.Detach(ctx, "sb-1", path); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second detach: %v, want ErrNotFound", err)
+	}
+	if ids, err := n.Attached(ctx); err != nil || len(ids) != 0 {
+		t.Errorf("attached after detach: %v, %v", ids, err)
+	}
+}
+
+// What berth refuses before the plugin is asked: bad ids, paths that are
+// no network namespace, and what the plugin did not announce it does.
+func TestNetworkAttachRefusesBadRequests(t *testing.T) {
+	bins := buildTestNetwork(t)
+	ctx := t.Context()
+	n := openTestNetwork(t, bins.sdk, nil)
+	path := newNetns(t)
+	notNetns := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(notNetns, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		id, path string
+		opts     *netplug.AttachOptions
+		want     error
+	}{
+		{"../x", path, nil, ErrInvalid},
+		{"sb\n1", path, nil, ErrInvalid},
+		{"sb", notNetns, nil, ErrInvalid},
+		{"sb", "/proc/self/ns/mnt", nil, ErrInvalid},
+		{"sb", "relative/netns", nil, nil},
+		{"sb", path, &netplug.AttachOptions{Hostname: "web\n10.6.6.6 evil"}, ErrInvalid},
+		{"sb", path, &netplug.AttachOptions{Ports: []netplug.PortMapping{{ContainerPort: 80, Protocol: "sctp"}}}, ErrInvalid},
+		{"sb", path, &netplug.AttachOptions{Ports: []netplug.PortMapping{{HostPort: 80}}}, ErrInvalid},
+	} {
+		if _, err := n.Attach(ctx, tc.id, tc.path, tc.opts); err == nil || tc.want != nil && !errors.Is(err, tc.want) {
+			t.Errorf("attach %q %s %+v: %v, want %v", tc.id, tc.path, tc.opts, err, tc.want)
+		}
+	}
+
+	// A plugin without the capabilities is not sent ports or DNS.
+	r := openTestNetwork(t, bins.nocaps, nil)
+	for _, opts := range []*netplug.AttachOptions{
+		{Ports: []netplug.PortMapping{{ContainerPort: 80}}},
+		{DNS: &netplug.DNSConfig{Nameservers: []netip.Addr{netip.MustParseAddr("10.9.9.9")}}},
+	} {
+		if _, err := r.Attach(ctx, "sb", path, opts); !errors.Is(err, ErrUnsupported) {
+			t.Errorf("attach with %+v to a plugin without the capability: %v, want ErrUnsupported", opts, err)
+		}
+	}
+	if ids, err := r.Attached(ctx); err != nil || len(ids) != 0 {
+		t.Errorf("the plugin was asked anyway: attached %v, %v", ids, err)
+	}
+}
+
+// Answers berth must not believe are refused, and what the plugin made
+// for them is detached before Attach returns.
+func TestNetworkRefusesLies(t *testing.T) {
+	bins := buildTestNetwork(t)
+	sdk, raw := bins.sdk, bins.raw
+	path := newNetns(t)
+	for _, tc := range []struct {
+		lie, bin, want string
+	}{
+		{"ino", raw, "inode"},
+		{"garbage", raw, `"banana"`},
+		{"loopback", raw, "loopback"},
+		{"noaddr", raw, "10.247.255.254/31 is not on"},
+		{"noif", raw, `"eth9" is not in the namespace`},
+		{"hostsnl", raw, `"db\n10.66.6.6 example.com" is not a host name`},
+		{"ports", raw, "2 ports published, 1 asked for"},
+		{"netname", raw, "network name"},
+		{"dns", raw, "search domain"},
+		{"otherns", sdk, "is not in the namespace"},
+	} {
+		t.Run(tc.lie, func(t *testing.T) {
+			n := openTestNetwork(t, tc.bin, map[string]string{"lie": tc.lie})
+			hosts := filepath.Join(t.TempDir(), "hosts")
+			_, err := n.Attach(t.Context(), "liar-"+tc.lie, path, &netplug.AttachOptions{
+				Hostname: "web", HostsFile: hosts, Ports: []netplug.PortMapping{{ContainerPort: 80}},
+			})
+			if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("attach: %v, want ErrRefused naming %q", err, tc.want)
+			}
+			if left := testNetworkLinks(t); len(left) > 0 {
+				t.Errorf("the refused attachment was not detached: %v", left)
+			}
+			if _, err := os.Stat(hosts); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("hosts file written from a refused answer: %v", err)
+			}
+		})
+	}
+}
+
+// A plugin killed in the middle of Attach fails that Attach with
+// ErrPluginExited; Attach has its restarted successor undo what it did,
+// and the next Attach works.
+func TestNetworkPluginKilledMidAttach(t *testing.T) {
+	sdk := buildTestNetwork(t).sdk
+	ctx := t.Context()
+	ready := filepath.Join(t.TempDir(), "ready")
+	n := openTestNetwork(t, sdk, map[string]string{"lie": "block", "ready": ready})
+	path := newNetns(t)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := n.Attach(ctx, "killed", path, nil)
+		errc <- err
+	}()
+	pid := waitForPid(t, ready, errc)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; !errors.Is(err, ErrPluginExited) {
+		t.Fatalf("attach: %v, want ErrPluginExited", err)
+	}
+	if left := testNetworkLinks(t); len(left) > 0 {
+		t.Errorf("the killed plugin's attachment was not undone: %v", left)
+	}
+	a, err := n.Attach(ctx, "killed", path, nil)
+	if err != nil {
+		t.Fatalf("attach after the kill: %v", err)
+	}
+	if got := addrsIn(t, path, a.Interface); !slices.Equal(got, a.IPs) {
+		t.Errorf("addresses %v, want %v", got, a.IPs)
+	}
+	if err := n.Detach(ctx, "killed", path); err != nil {
+		t.Errorf("detach: %v", err)
+	}
+	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Errorf("the killed plugin %d is still there: %v", pid, err)
+	}
+}
+
+// waitForPid waits for the plugin to write its pid into file, or for the
+// attach to fail instead (errc).
+func waitForPid(t *testing.T, file string, errc <-chan error) int {
+	t.Helper()
+	for {
+		b, err := os.ReadFile(file)
+		if err == nil && len(b) > 0 {
+			pid, err := strconv.Atoi(string(b))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return pid
+		}
+		select {
+		case err := <-errc:
+			t.Fatalf("attach returned before blocking: %v", err)
+		case <-t.Context().Done():
+			t.Fatal("the plugin never blocked")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// A plugin that never answers is bounded by the caller's context, and
+// what it made is detached all the same.
+func TestNetworkPluginHangs(t *testing.T) {
+	n := openTestNetwork(t, buildTestNetwork(t).sdk, map[string]string{"lie": "hang"})
+	path := newNetns(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	if _, err := n.Attach(ctx, "hung", path, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("attach: %v, want DeadlineExceeded", err)
+	}
+	if left := testNetworkLinks(t); len(left) > 0 {
+		t.Errorf("the hung attachment was not undone: %v", left)
+	}
+}
