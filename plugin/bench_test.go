@@ -24,6 +24,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
 	"github.com/berth-dev/berth/bench"
 	"github.com/berth-dev/berth/layerfs"
 	pb "github.com/berth-dev/berth/plugin/internal/pb/berth/plugin/v1"
@@ -90,7 +93,7 @@ func BenchmarkPluginStorageCalls(b *testing.B) {
 func BenchmarkPluginNetworkCalls(b *testing.B) {
 	ctx := context.Background()
 	bins := benchBuildNop(b)
-	netns := benchNetns(b)
+	netns := benchNetns(b, "eth0")
 	var st syscall.Stat_t
 	if err := syscall.Stat(netns, &st); err != nil {
 		b.Fatal(err)
@@ -254,8 +257,10 @@ func benchStore(b *testing.B) (*layerfs.Store, *layerfs.Image) {
 }
 
 // benchNetns returns the path of a new network namespace, held by a
-// sleeping child for the benchmark's life.
-func benchNetns(b *testing.B) string {
+// sleeping child for the benchmark's life, with a link named dummy in it
+// (a veth pair, both ends inside: the dummy driver is a module that may
+// not be loaded): the no-op network plugin reports one it did not make.
+func benchNetns(b *testing.B, dummy string) string {
 	b.Helper()
 	cmd := exec.Command("sleep", "infinity")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
@@ -263,7 +268,21 @@ func benchNetns(b *testing.B) string {
 		b.Fatalf("new network namespace: %v", err)
 	}
 	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid)
+	path := fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid)
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer h.Close()
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: dummy}, PeerName: dummy + "p"}); err != nil {
+		b.Fatalf("add %s in %s: %v", dummy, path, err)
+	}
+	return path
 }
 
 // benchKillPlugin kills the running instance of the plugin binary at

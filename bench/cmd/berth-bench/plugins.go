@@ -13,6 +13,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
 	"github.com/berth-dev/berth/bench"
 	"github.com/berth-dev/berth/plugin"
 	"github.com/berth-dev/berth/sandbox"
@@ -115,14 +118,9 @@ func scenarioPlugins(ctx context.Context, e *env, cfg config, res *Results) erro
 	}
 
 	progress("plugins: attach→detach with each network backend, %d runs", runs)
-	netns, stop, err := newNetns()
-	if err != nil {
-		return fmt.Errorf("network namespace: %w", err)
-	}
-	defer stop()
 	tools = nil
 	if e.bridge != nil {
-		tools = append(tools, attachTool(e, "built-in CNI bridge (netplug)", e.bridge, netns))
+		tools = append(tools, e.attachTool("built-in CNI bridge (netplug)", e.bridge, ""))
 	}
 	if nopNetwork != "" {
 		networks = append([]pluginBinary{{name: "nop-network", path: nopNetwork}}, networks...)
@@ -136,10 +134,14 @@ func scenarioPlugins(ctx context.Context, e *env, cfg config, res *Results) erro
 			continue
 		}
 		e.onCleanup(n.Close)
-		tools = append(tools, attachTool(e, t.name, n, netns))
+		dummy := ""
+		if b.name == "nop-network" {
+			dummy = "eth0"
+		}
+		tools = append(tools, e.attachTool(t.name, n, dummy))
 	}
 	p.AttachDetach, err = roundRobin(ctx, tools, runs)
-	e.note("scenario 7 times plugins built from this tree: plugin/internal/nopplugin (no-op storage and network, for the plugin layer's own cost) and every plugin in examples/plugins; attach→detach runs on one network namespace held by a sleeping process")
+	e.note("scenario 7 times plugins built from this tree: plugin/internal/nopplugin (no-op storage and network, for the plugin layer's own cost) and every plugin in examples/plugins; each network backend attaches and detaches one network namespace of its own, held by a sleeping process")
 	return err
 }
 
@@ -240,11 +242,10 @@ func (e *env) storageCalls(ctx context.Context, path string, cfg config) []Plugi
 // networkCalls times Attach+Detach of the no-op network plugin on one
 // namespace, through the host adapter, which checks the answer.
 func (e *env) networkCalls(ctx context.Context, path string, cfg config) []PluginCalls {
-	netns, stop, err := newNetns()
+	netns, err := e.newNetns("eth0")
 	if err != nil {
 		return []PluginCalls{{Op: "network: namespace", Goroutines: 1, Error: err.Error()}}
 	}
-	defer stop()
 	n, err := plugin.OpenNetwork(ctx, path, e.pluginOptions())
 	if err != nil {
 		return []PluginCalls{{Op: "network: open", Goroutines: 1, Error: err.Error()}}
@@ -365,26 +366,55 @@ func (e *env) storagePluginTool(ctx context.Context, b pluginBinary) *tool {
 	return t
 }
 
-// attachTool attaches and detaches one namespace with n.
-func attachTool(e *env, name string, n sandbox.Network, netns string) *tool {
-	return &tool{name: name, run: func(ctx context.Context) error {
+// attachTool attaches and detaches a namespace of its own with n; dummy,
+// if set, names a link made in the namespace first.
+func (e *env) attachTool(name string, n sandbox.Network, dummy string) *tool {
+	t := &tool{name: name}
+	netns, err := e.newNetns(dummy)
+	if err != nil {
+		t.err = err.Error()
+		return t
+	}
+	t.run = func(ctx context.Context) error {
 		id := e.id("net")
 		if _, err := n.Attach(ctx, id, netns, nil); err != nil {
 			return err
 		}
 		return n.Detach(ctx, id, netns)
-	}}
+	}
+	return t
 }
 
 // newNetns makes a network namespace held by a sleeping child, which
-// dies with this process; stop kills it.
-func newNetns() (path string, stop func(), err error) {
+// dies with this process and is killed at cleanup. dummy, if set, names
+// a link made in it (a veth pair, both ends inside: the dummy driver is a
+// module that may not be loaded): the no-op network plugin reports one it
+// did not make, and berth checks that it is there.
+func (e *env) newNetns(dummy string) (string, error) {
 	cmd := exec.Command("sleep", "infinity")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		return "", nil, err
+		return "", fmt.Errorf("network namespace: %w", err)
 	}
-	return fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid), func() { cmd.Process.Kill(); cmd.Wait() }, nil
+	e.onCleanup(func() error { cmd.Process.Kill(); cmd.Wait(); return nil })
+	path := fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid)
+	if dummy == "" {
+		return path, nil
+	}
+	ns, err := netns.GetFromPath(path)
+	if err != nil {
+		return "", err
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return "", err
+	}
+	defer h.Close()
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: dummy}, PeerName: dummy + "p"}); err != nil {
+		return "", fmt.Errorf("add %s in %s: %w", dummy, path, err)
+	}
+	return path, nil
 }
 
 // killChild kills this process's child running the binary at path with

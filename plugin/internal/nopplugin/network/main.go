@@ -1,8 +1,10 @@
 // Command network is a network plugin that does as little as the
 // protocol allows, so that timing it times the protocol: Attach records
-// the id and reports the namespace's loopback interface, which every
-// network namespace has, and Detach forgets the id. The benchmarks in
-// plugin/ and berth-bench run it; it is not an example of a useful plugin.
+// the id and reports an interface named eth0 with no address, and Detach
+// forgets the id. It makes no interface: berth checks that the one
+// reported is in the namespace, so the benchmarks that run it make eth0
+// (a dummy link) in their namespace beforehand. It is not an example of a
+// useful plugin.
 package main
 
 import (
@@ -29,7 +31,7 @@ func (n *nop) Attach(_ context.Context, req *plugin.AttachRequest) (*plugin.Atta
 		return nil, fmt.Errorf("sandbox %q: %w", req.ID, plugin.ErrExists)
 	}
 	n.ids[req.ID] = true
-	return &plugin.AttachResult{Attachment: netplug.Attachment{Network: "nop", Interface: "lo"}}, nil
+	return &plugin.AttachResult{Attachment: netplug.Attachment{Network: "nop", Interface: "eth0"}}, nil
 }
 
 func (n *nop) Detach(_ context.Context, id, _ string) error {

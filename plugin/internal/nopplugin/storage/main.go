@@ -3,26 +3,44 @@
 // the key and answers with one small tmpfs, which berth mounts, and
 // Release forgets the key. The benchmarks in plugin/ and berth-bench run
 // it; it is not an example of a useful plugin.
+//
+// Its root, which berth wants announced although a tmpfs has no source
+// in it, is the directory "root" beside the binary: the benchmarks build
+// it into a temporary directory, and the root goes with that.
 package main
 
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 
 	"github.com/berth-dev/berth/plugin"
 )
 
-func main() { plugin.ServeStorage(&nop{keys: map[string]bool{}}) }
+func main() {
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nop storage:", err)
+		os.Exit(1)
+	}
+	root := filepath.Join(filepath.Dir(exe), "root")
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		fmt.Fprintln(os.Stderr, "nop storage:", err)
+		os.Exit(1)
+	}
+	plugin.ServeStorage(&nop{root: root, keys: map[string]bool{}})
+}
 
 type nop struct {
+	root string
 	mu   sync.Mutex
 	keys map[string]bool
 }
 
-// Roots is empty: the rootfs is a tmpfs, which has no source to check.
-func (*nop) Roots() []string { return nil }
+func (n *nop) Roots() []string { return []string{n.root} }
 
 func (n *nop) Prepare(_ context.Context, req *plugin.PrepareRequest) (*plugin.PrepareResult, error) {
 	n.mu.Lock()
