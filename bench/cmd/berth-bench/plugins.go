@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/berth-dev/berth/bench"
+	"github.com/berth-dev/berth/netplug"
 	"github.com/berth-dev/berth/plugin"
 	"github.com/berth-dev/berth/sandbox"
 )
@@ -30,6 +32,10 @@ type Plugins struct {
 	// Starts are OpenStorage → ready → Close of the no-op storage
 	// plugin, with and without AutoMTLS, and the restart after kill -9.
 	Starts []Latency `json:"starts"`
+	// PrepareRelease is Prepare then Release of a rootfs of the Alpine
+	// image with the built-in overlay and with each storage plugin: the
+	// same work in and out of process, for overlay-storage.
+	PrepareRelease []Latency `json:"prepare_release"`
 	// StartExit is start→exit of `true` with the built-in overlay and
 	// with each storage plugin.
 	StartExit []Latency `json:"start_exit"`
@@ -105,13 +111,44 @@ func scenarioPlugins(ctx context.Context, e *env, cfg config, res *Results) erro
 		return err
 	}
 
+	// Each storage backend, built-in first, opened once for both tables.
+	backends := []storageBackend{{name: "built-in overlay (layerfs)", s: e.store}}
+	for _, b := range storages {
+		sb := storageBackend{name: b.name + " (plugin)"}
+		s, err := plugin.OpenStorage(ctx, b.path, e.pluginOptionsFor(b.name))
+		if err != nil {
+			sb.err = err.Error()
+		} else {
+			e.onCleanup(s.Close)
+			sb.s = s
+		}
+		backends = append(backends, sb)
+	}
+
+	progress("plugins: Prepare+Release with each storage backend, %d runs", cfg.PrepareRuns)
+	var tools []*tool
+	for _, b := range backends {
+		tools = append(tools, b.tool(func(ctx context.Context) error {
+			key := e.id("prep")
+			if _, err := b.s.Prepare(ctx, key, e.img, nil); err != nil {
+				return err
+			}
+			return b.s.Release(ctx, key)
+		}))
+	}
+	if p.PrepareRelease, err = roundRobin(ctx, tools, cfg.PrepareRuns); err != nil {
+		return err
+	}
+
 	runs := max(cfg.Runs, 50)
 	progress("plugins: start→exit with each storage backend, %d runs", runs)
-	tools := []*tool{{name: "built-in overlay (layerfs)", run: func(ctx context.Context) error {
-		return runBerth(ctx, e.berthOptions("true"))
-	}}}
-	for _, b := range storages {
-		tools = append(tools, e.storagePluginTool(ctx, b))
+	tools = nil
+	for _, b := range backends {
+		tools = append(tools, b.tool(func(ctx context.Context) error {
+			o := e.berthOptions("true")
+			o.Storage = b.s
+			return runBerth(ctx, o)
+		}))
 	}
 	if p.StartExit, err = roundRobin(ctx, tools, runs); err != nil {
 		return err
@@ -119,15 +156,23 @@ func scenarioPlugins(ctx context.Context, e *env, cfg config, res *Results) erro
 
 	progress("plugins: attach→detach with each network backend, %d runs", runs)
 	tools = nil
-	if e.bridge != nil {
-		tools = append(tools, e.attachTool("built-in CNI bridge (netplug)", e.bridge, ""))
+	if e.nets != nil {
+		t := &tool{name: "built-in CNI bridge (netplug)"}
+		net, err := e.nets.Create(ctx, pluginNetwork, &netplug.NetworkOptions{
+			Bridge: pluginNetworkBridge, Subnet: netip.MustParsePrefix(pluginNetworkSubnet)})
+		if err != nil {
+			t.err = err.Error()
+		} else {
+			t = e.attachTool(t.name, net, "")
+		}
+		tools = append(tools, t)
 	}
 	if nopNetwork != "" {
 		networks = append([]pluginBinary{{name: "nop-network", path: nopNetwork}}, networks...)
 	}
 	for _, b := range networks {
 		t := &tool{name: b.name + " (plugin)"}
-		n, err := plugin.OpenNetwork(ctx, b.path, e.pluginOptions())
+		n, err := plugin.OpenNetwork(ctx, b.path, e.pluginOptionsFor(b.name))
 		if err != nil {
 			t.err = err.Error()
 			tools = append(tools, t)
@@ -141,18 +186,51 @@ func scenarioPlugins(ctx context.Context, e *env, cfg config, res *Results) erro
 		tools = append(tools, e.attachTool(t.name, n, dummy))
 	}
 	p.AttachDetach, err = roundRobin(ctx, tools, runs)
-	e.note("scenario 7 times plugins built from this tree: plugin/internal/nopplugin (no-op storage and network, for the plugin layer's own cost) and every plugin in examples/plugins; each network backend attaches and detaches one network namespace of its own, held by a sleeping process")
+	e.note("scenario 7 times plugins built from this tree: plugin/internal/nopplugin (no-op storage and network, for the plugin layer's own cost) and every plugin in examples/plugins, with their state in the run's temporary directory; each network backend attaches and detaches one network namespace of its own, held by a sleeping process; the built-in bridge and cni-network attach to the same named network, %s (bridge %s, %s), p2p-network takes its links from %s", pluginNetwork, pluginNetworkBridge, pluginNetworkSubnet, p2pSubnet)
 	return err
 }
 
-// pluginOptions are the options every plugin of the run shares: sockets
-// and rootfs mounts in the run's temporary directory, the run's store.
+// pluginNetwork is the named CNI bridge network the built-in netplug and
+// the cni-network plugin both attach to in the attach→detach table, so
+// that they do the same work; its bridge and subnet are this run's own.
+const (
+	pluginNetwork       = "bench-plugins"
+	pluginNetworkBridge = "berth-bench-p"
+	pluginNetworkSubnet = "10.218.0.0/24"
+	// p2pSubnet keeps p2p-network's links off its default range, which
+	// other users of the host may be using.
+	p2pSubnet = "10.219.0.0/24"
+)
+
+// pluginOptions are the options every plugin of the run shares: sockets,
+// rootfs mounts and the example plugins' own state in the run's
+// temporary directory (through the variables each reads), the run's
+// store, and cni-network pointed at the run's netplug configuration.
 func (e *env) pluginOptions() *plugin.Options {
+	state := func(name string) string { return filepath.Join(e.tmp, "plugins", "state", name) }
 	return &plugin.Options{
 		Store:    e.store,
 		RunDir:   filepath.Join(e.tmp, "plugins", "run"),
 		MountDir: filepath.Join(e.tmp, "plugins", "rootfs"),
+		Env: []string{
+			"BERTH_OVERLAY_STORAGE_ROOT=" + state("overlay-storage"),
+			"BERTH_TMPFS_STORAGE_ROOT=" + state("tmpfs-storage"),
+			"BERTH_CNI_NETWORK_ROOT=" + state("cni-network"),
+			"BERTH_CNI_NETWORK_CONFIG_DIR=" + filepath.Join(e.tmp, "net", "config"),
+			"BERTH_CNI_NETWORK_RUN_DIR=" + filepath.Join(e.tmp, "net", "run"),
+			"BERTH_P2P_STATE_DIR=" + state("p2p-network"),
+			"BERTH_P2P_SUBNET=" + p2pSubnet,
+		},
 	}
+}
+
+// pluginOptionsFor adds the settings the plugin named name needs here.
+func (e *env) pluginOptionsFor(name string) *plugin.Options {
+	o := e.pluginOptions()
+	if name == "cni-network" {
+		o.Settings = map[string]string{"network": pluginNetwork}
+	}
+	return o
 }
 
 // buildPlugins builds the no-op plugins and every plugin in
@@ -160,7 +238,7 @@ func (e *env) pluginOptions() *plugin.Options {
 // fails to build or open is kept with its error.
 func (e *env) buildPlugins(ctx context.Context) ([]pluginBinary, error) {
 	dir := filepath.Join(e.tmp, "plugins", "bin")
-	for _, d := range []string{dir, e.pluginOptions().RunDir, e.pluginOptions().MountDir} {
+	for _, d := range []string{dir, e.pluginOptions().RunDir, e.pluginOptions().MountDir, filepath.Join(e.tmp, "plugins", "state")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err
 		}
@@ -186,7 +264,7 @@ func (e *env) buildPlugins(ctx context.Context) ([]pluginBinary, error) {
 			bins = append(bins, b)
 			continue
 		}
-		b.info, b.err = pluginInfo(ctx, b.path, e.pluginOptions())
+		b.info, b.err = pluginInfo(ctx, b.path, e.pluginOptionsFor(b.name))
 		bins = append(bins, b)
 	}
 	return bins, ctx.Err()
@@ -349,21 +427,19 @@ func sampleLatency(ctx context.Context, name string, n int, f func(context.Conte
 	return l
 }
 
-// storagePluginTool runs `true` with the plugin as the sandbox's storage.
-func (e *env) storagePluginTool(ctx context.Context, b pluginBinary) *tool {
-	t := &tool{name: b.name + " (plugin)"}
-	s, err := plugin.OpenStorage(ctx, b.path, e.pluginOptions())
-	if err != nil {
-		t.err = err.Error()
-		return t
+// A storageBackend is the built-in store or an opened storage plugin.
+type storageBackend struct {
+	name string
+	s    sandbox.Storage
+	err  string // why it could not be opened
+}
+
+// tool is run under the backend's name, or its error.
+func (b storageBackend) tool(run func(context.Context) error) *tool {
+	if b.err != "" {
+		return &tool{name: b.name, err: b.err}
 	}
-	e.onCleanup(s.Close)
-	t.run = func(ctx context.Context) error {
-		o := e.berthOptions("true")
-		o.Storage = s
-		return runBerth(ctx, o)
-	}
-	return t
+	return &tool{name: b.name, run: run}
 }
 
 // attachTool attaches and detaches a namespace of its own with n; dummy,
@@ -453,6 +529,7 @@ func (p *Plugins) markdown(b *strings.Builder) {
 		fmt.Fprintf(b, "| %s | %d | %d | %.0f | %.0f | %.0f | %.0f | %s |\n", c.Op, c.Goroutines, c.Calls, c.P50, c.P99, c.Max, c.PerSec, result)
 	}
 	latencyTable(b, "Starting the no-op storage plugin", "what", p.Starts)
+	latencyTable(b, "Prepare then Release of an Alpine rootfs by storage backend (overlay-storage does the built-in's work behind the protocol)", "storage", p.PrepareRelease)
 	latencyTable(b, "start→exit of `true` by storage backend", "storage", p.StartExit)
 	latencyTable(b, "Attach then Detach of one network namespace by network backend", "network", p.AttachDetach)
 	if len(p.Built) > 0 {
