@@ -35,7 +35,9 @@ const (
 type StoragePlugin interface {
 	// Roots are the absolute directories the plugin keeps its rootfses
 	// in. berth refuses a mount source outside them (and outside the
-	// layer directories of the request).
+	// layer directories of the request), and refuses to open a plugin
+	// with a root in /proc, /sys, /dev, /run/berth or berth's store (but
+	// for the store's plugins/ directory).
 	Roots() []string
 	// Prepare makes a writable rootfs for req.Key and says how to mount
 	// it. A key prepared already is an error that wraps ErrExists.
@@ -107,7 +109,7 @@ type Mount struct {
 	Source  string   // for a bind: absolute, clean, under the plugin's roots
 	Target  string   // relative to the rootfs; "" for the rootfs itself
 	Options []string // mount(8)-style; berth adds nosuid and nodev
-	IDMap   bool     // berth shows it through the sandbox's user namespace (binds only)
+	IDMap   bool     // berth shows it through the sandbox's user namespace (see Mount.idmap in storage.proto)
 }
 
 // A NetworkPlugin connects sandboxes' network namespaces; a network

@@ -86,6 +86,11 @@ type client struct {
 	// berth's plugin sentinels; see alias.
 	aliases map[error][]error
 
+	// first is the Info of the first start. A restarted plugin must
+	// announce the same kind, capabilities and roots: adapters checked
+	// those once, at open.
+	first *Info
+
 	cur  atomic.Pointer[proc] // the running process, nil before the first start or after close
 	sem  chan struct{}        // held while starting or stopping a process
 	done atomic.Bool          // closed
@@ -98,9 +103,10 @@ type proc struct {
 	cc     *grpc.ClientConn
 	dir    string // the private socket directory
 	stderr *stderrLog
+	stdio  [2]*stderrLog // what the plugin writes to os.Stdout and os.Stderr once serving
 	info   Info
-	dead   atomic.Bool // its connection failed: the next conn starts another
-	thread chan struct{}
+	dead   atomic.Bool   // its connection failed: the next conn starts another
+	gone   chan struct{} // closed by stop: the process is killed
 }
 
 // alive reports whether p may still serve calls.
@@ -211,8 +217,30 @@ func (c *client) conn(ctx context.Context) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.first == nil {
+		c.first = &p.info
+	} else if err := sameShape(*c.first, p.info); err != nil {
+		c.stop(p)
+		return nil, fmt.Errorf("plugin %s restarted %s; close and open it again: %w", c.name, clip.Cut(clip.Text(err.Error()), 300), ErrRefused)
+	}
 	c.cur.Store(p)
 	return p.cc, nil
+}
+
+// sameShape reports how a restarted plugin's Info differs from its first
+// in what adapters rely on.
+func sameShape(first, now Info) error {
+	switch {
+	case now.Kind != first.Kind:
+		return fmt.Errorf("as a %s plugin, not a %s one", now.Kind, first.Kind)
+	case now.Protocol != first.Protocol:
+		return fmt.Errorf("speaking protocol %d, not %d", now.Protocol, first.Protocol)
+	case !slices.Equal(now.Capabilities, first.Capabilities):
+		return fmt.Errorf("with capabilities %q, not %q", now.Capabilities, first.Capabilities)
+	case !slices.Equal(now.Roots, first.Roots):
+		return fmt.Errorf("with roots %q, not %q", now.Roots, first.Roots)
+	}
+	return nil
 }
 
 // start starts a process of the plugin, bounded by ctx, and checks its
@@ -253,7 +281,14 @@ func (c *client) start(ctx context.Context) (*proc, error) {
 	}
 	cmd.Env = pluginEnv(&c.opts, levelName(c.log))
 
-	p := &proc{stderr: newStderrLog(c.log), thread: make(chan struct{})}
+	p := &proc{
+		stderr: newStderrLog(c.log),
+		// go-plugin's Serve points a Go plugin's os.Stdout and os.Stderr
+		// at a stream to the host once it serves; what comes that way is
+		// logged like stderr.
+		stdio: [2]*stderrLog{newStderrLog(c.log.With("stream", "stdout")), newStderrLog(c.log.With("stream", "stderr"))},
+		gone:  make(chan struct{}),
+	}
 	gp := goplugin.NewClient(&goplugin.ClientConfig{
 		HandshakeConfig: handshake,
 		Plugins:         goplugin.PluginSet{pluginName: &grpcPlugin{}},
@@ -263,7 +298,7 @@ func (c *client) start(ctx context.Context) (*proc, error) {
 		RunnerFunc: func(l hclog.Logger, gcmd *exec.Cmd, dir string) (runner.Runner, error) {
 			cmd.Env = append(cmd.Env, gcmd.Env...)
 			p.dir = dir
-			r, err := newExecRunner(ctx, l, cmd)
+			r, err := newExecRunner(ctx, l, cmd, dir)
 			p.run = r
 			return r, err
 		},
@@ -276,6 +311,8 @@ func (c *client) start(ctx context.Context) (*proc, error) {
 		// and removes it on Kill; stop removes it too, after a kill -9.
 		UnixSocketConfig: &goplugin.UnixSocketConfig{TempDir: c.opts.RunDir},
 		Stderr:           p.stderr,
+		SyncStdout:       p.stdio[0],
+		SyncStderr:       p.stdio[1],
 		Logger:           &hclogShim{log: c.log},
 	})
 	p.gp = gp
@@ -310,7 +347,7 @@ func (c *client) start(ctx context.Context) (*proc, error) {
 		c.stop(p)
 		return nil, fmt.Errorf("plugin %s is a %s plugin, not a %s one: %w", c.name, clip.Quote(r.GetKind()), c.kind, ErrWrongKind)
 	}
-	caps := slices.Clone(r.GetCapabilities())
+	caps := slices.DeleteFunc(slices.Clone(r.GetCapabilities()), func(cap string) bool { return !capRE.MatchString(cap) })
 	slices.Sort(caps)
 	p.info = Info{
 		Path:         c.path,
@@ -332,6 +369,11 @@ func (c *client) checkSum() (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("plugin %s: %w", c.name, err)
 	}
+	var magic [2]byte
+	if _, err := f.ReadAt(magic[:], 0); err == nil && string(magic[:]) == "#!" {
+		f.Close()
+		return nil, fmt.Errorf("plugin %s is a script: with a checksum berth executes the file it hashed, which an interpreter cannot open: %w", c.name, ErrInvalid)
+	}
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
 		f.Close()
@@ -350,30 +392,50 @@ func (c *client) checkSum() (*os.File, error) {
 // a thread".
 func (c *client) startOnThread(p *proc, started chan<- error) {
 	runtime.LockOSThread()
-	defer close(p.thread)
 	_, err := p.gp.Start()
 	started <- err
 	if p.run != nil {
-		<-p.run.exited
+		select {
+		case <-p.run.exited:
+		case <-p.gone:
+		}
 	}
 	// The process is gone: the thread may go back to the pool.
 	runtime.UnlockOSThread()
 }
 
-// stop kills p's process if it runs and removes its socket directory.
+// stopWait bounds how long stop waits for go-plugin to reap a killed
+// plugin: it waits for the plugin's stdout and stderr to close first, and
+// a process the plugin started in a session of its own may hold them.
+const stopWait = 5 * time.Second
+
+// stop kills p's process group if it runs and removes its socket
+// directory.
 func (c *client) stop(p *proc) {
 	p.dead.Store(true)
 	p.gp.Kill()
 	if p.run != nil {
-		<-p.run.exited
+		select {
+		case <-p.run.exited:
+		case <-time.After(stopWait):
+			c.log.Warn("plugin killed but not reaped: something it started holds its stdout or stderr", "pid", p.run.pid)
+		}
 	}
+	close(p.gone)
 	p.stderr.flush()
+	p.stdio[0].flush()
+	p.stdio[1].flush()
 	if p.dir != "" {
 		if err := os.RemoveAll(p.dir); err != nil {
 			c.log.Warn("removing plugin socket dir", "dir", p.dir, "error", err)
 		}
 	}
 }
+
+// capRE is what a capability looks like; others are dropped, as unknown
+// ones are ignored: they end up in listings, where a plugin must not
+// write what it likes.
+var capRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,31}$`)
 
 var versionRE = regexp.MustCompile(`Plugin version: (\d+)`)
 
@@ -428,6 +490,8 @@ func (c *client) startErr(ctx context.Context, p *proc, err error) error {
 			return fmt.Errorf("plugin %s %s: %w", c.name, detail("wrote no handshake"), ErrNotPlugin)
 		}
 		return fmt.Errorf("plugin %s wrote %s, not a handshake: %w", c.name, clip.Quote(line), ErrNotPlugin)
+	case strings.HasPrefix(msg, "it listens on") || strings.HasPrefix(msg, "its socket"):
+		return fmt.Errorf("plugin %s refused: %s: %w", c.name, clip.Text(msg), ErrNotPlugin)
 	case p.run != nil && p.run.pid == 0:
 		return fmt.Errorf("plugin %s: starting: %w", c.name, err) // exec failed
 	}
@@ -479,11 +543,12 @@ func (c *client) lostErr(p *proc, st *status.Status) error {
 		case <-p.run.exited:
 		case <-time.After(exitWait):
 		}
-		if s := p.run.exitStatus(); s != "" {
+		s := p.run.exitStatus()
+		if s != "" {
 			how = "exited: " + s
-			p.dead.Store(true)
-		} else if p.cc.GetState() != connectivity.Ready {
-			p.dead.Store(true)
+		}
+		if (s != "" || p.cc.GetState() != connectivity.Ready) && !p.dead.Swap(true) {
+			c.log.Warn("plugin lost; the next call starts it again", "how", how)
 		}
 	}
 	return &remoteError{

@@ -29,6 +29,11 @@ import (
 // plugin (see testplugin_test.go).
 var testPluginBin string
 
+// The main goroutine keeps the main thread: Go never ends that thread
+// (it wedges it instead), so a plugin forked from it would survive
+// whatever TestPluginSurvivesThreadExits does, and prove nothing.
+func init() { runtime.LockOSThread() }
+
 func TestMain(m *testing.M) {
 	if mode := os.Getenv(envTestPlugin); mode != "" {
 		testPluginMain(mode)
@@ -367,7 +372,10 @@ func TestNotAPlugin(t *testing.T) {
 		{"true", "/bin/true", "exited before its handshake (exit status 0)"},
 		{"script", writeScript(t, "hello", "echo hello there"), `wrote "hello there", not a handshake`},
 		{"failing script", writeScript(t, "fails", "echo 'cannot start: no config' >&2; exit 3"), `exited before its handshake (exit status 3); it said "cannot start: no config"`},
-		{"net/rpc", writeScript(t, "netrpc", "echo '1|1|unix|/nonexistent/sock|netrpc'; sleep 60"), "serves net/rpc"},
+		{"net/rpc", writeScript(t, "netrpc", `echo "1|1|unix|$PLUGIN_UNIX_SOCKET_DIR/sock|netrpc"; sleep 60`), "serves net/rpc"},
+		{"tcp", writeScript(t, "tcp", "echo '1|1|tcp|127.0.0.1:1234|grpc'; sleep 60"), `listens on "tcp" "127.0.0.1:1234", not on a unix socket in`},
+		{"socket elsewhere", writeScript(t, "elsewhere", "echo '1|1|unix|/tmp/elsewhere.sock|grpc'; sleep 60"), `its socket "/tmp/elsewhere.sock" is not in`},
+		{"socket escaping", writeScript(t, "escaping", `echo "1|1|unix|$PLUGIN_UNIX_SOCKET_DIR/../x.sock|grpc"; sleep 60`), `is not in`},
 		{"silent", writeScript(t, "silent", "exec sleep 60"), "no handshake in time"},
 	}
 	for _, tc := range cases {
@@ -451,6 +459,12 @@ func TestChecksum(t *testing.T) {
 		t.Errorf("wrong checksum: %v, want ErrChecksum", err)
 	}
 	checkNothingLeft(t, opts, before)
+	script := writeScript(t, "script", "exit 0")
+	scriptSum := sha256.Sum256([]byte("#!/bin/sh\nexit 0\n"))
+	opts.Checksum = scriptSum[:]
+	if _, err := startClient(context.Background(), script, KindStorage, opts); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "is a script") {
+		t.Errorf("checksummed script: %v, want ErrInvalid saying it is a script", err)
+	}
 	opts.Checksum = sum[:16]
 	if _, err := startClient(context.Background(), testPluginBin, KindStorage, opts); !errors.Is(err, ErrInvalid) {
 		t.Errorf("short checksum: %v, want ErrInvalid", err)
@@ -519,12 +533,25 @@ func TestStartBoundedByContext(t *testing.T) {
 	}
 	checkNothingLeft(t, opts, before)
 
+	// Cancelled with no deadline, and go-plugin's own timeout far away:
+	// the cancel alone must end the start (a hang detector, not a speed
+	// check: 30s is a lifetime here).
+	opts.StartTimeout = time.Hour
 	ctx, cancel = context.WithCancel(context.Background())
 	go func() {
 		time.Sleep(200 * time.Millisecond)
 		cancel()
 	}()
-	_, err = startClient(ctx, testPluginBin, KindStorage, opts)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := startClient(ctx, testPluginBin, KindStorage, opts)
+		errc <- err
+	}()
+	select {
+	case err = <-errc:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a cancelled start did not return")
+	}
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("%v, want Canceled", err)
 	}
@@ -592,9 +619,7 @@ func TestRestartOnceForManyCallers(t *testing.T) {
 	requireRoot(t)
 	opts, _ := testOptions(t, "storage")
 	c := startTest(t, opts)
-	pid := pidOf(t, c)
-	syscall.Kill(pid, syscall.SIGKILL)
-	waitGone(t, pid)
+	killPlugin(t, c)
 	// The death is seen by the next call (not by a failed one): conn
 	// finds the process exited and restarts it, once for all callers.
 	const callers = 32
@@ -825,6 +850,17 @@ func TestNoDescriptorOrEnvironmentLeaks(t *testing.T) {
 	defer syscall.Close(fd)
 	t.Setenv("BERTH_TEST_SECRET", "hunter2")
 
+	// go-plugin hands a plugin berth's stdin unless told otherwise.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	stdin := os.Stdin
+	os.Stdin = r
+	defer func() { os.Stdin = stdin }()
+
 	opts, _ := testOptions(t, "storage", "EXTRA=given")
 	c := startTest(t, opts)
 	pid := pidOf(t, c)
@@ -861,6 +897,9 @@ func TestNoDescriptorOrEnvironmentLeaks(t *testing.T) {
 		if !has(v) {
 			t.Errorf("the plugin's environment lacks %s: %q", v, vars)
 		}
+	}
+	if cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); cwd != "/" {
+		t.Errorf("the plugin's working directory is %q, want /", cwd)
 	}
 	// Its own process group: a terminal's ^C to berth's is not its.
 	if pgid, _ := syscall.Getpgid(pid); pgid != pid {
@@ -983,4 +1022,79 @@ func TestServeStopsOnSIGTERM(t *testing.T) {
 	if pid2 := pidOf(t, c); pid2 == pid {
 		t.Error("not restarted after SIGTERM")
 	}
+}
+
+func TestPluginSurvivesThreadExits(t *testing.T) {
+	requireRoot(t)
+	opts, _ := testOptions(t, "storage")
+	c := startTest(t, opts)
+	pid := pidOf(t, c)
+	// Goroutines that end locked to their thread end the thread too, as
+	// setns-style code does on purpose. Pdeathsig fires when the thread
+	// that forked the plugin ends: it must not be one of these.
+	for range 50 {
+		var wg sync.WaitGroup
+		for range 64 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				runtime.LockOSThread()
+				time.Sleep(time.Millisecond)
+			}()
+		}
+		wg.Wait()
+	}
+	time.Sleep(50 * time.Millisecond)
+	if got := pidOf(t, c); got != pid {
+		t.Errorf("plugin %d died when threads ended (now %d)", pid, got)
+	}
+}
+
+func TestAutoMTLS(t *testing.T) {
+	requireRoot(t)
+	opts, _ := testOptions(t, "storage")
+	opts.AutoMTLS = true
+	c := startTest(t, opts)
+	pid := pidOf(t, c)
+	env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if !strings.Contains(string(env), "PLUGIN_CLIENT_CERT=") {
+		t.Error("no client certificate given to the plugin")
+	}
+	if _, err := prepare(context.Background(), c, "notfound"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("call over mTLS: %v", err)
+	}
+}
+
+func TestRestartMustKeepItsShape(t *testing.T) {
+	requireRoot(t)
+	roots := filepath.Join(t.TempDir(), "roots")
+	os.WriteFile(roots, []byte("/srv/a"), 0o644)
+	opts, _ := testOptions(t, "storage", envTestRoots+"="+roots)
+	c := startTest(t, opts)
+	if got := c.Info().Roots; len(got) != 1 || got[0] != "/srv/a" {
+		t.Fatalf("roots %v", got)
+	}
+	// Same shape: the restart is accepted.
+	killPlugin(t, c)
+	pidOf(t, c)
+	// A plugin that comes back claiming more is refused, and killed.
+	os.WriteFile(roots, []byte("/srv/a /"), 0o644)
+	killPlugin(t, c)
+	before := children(t)
+	_, err := prepare(context.Background(), c, "x")
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), `with roots ["/srv/a" "/"], not ["/srv/a"]`) {
+		t.Fatalf("restart with other roots: %v, want ErrRefused naming both", err)
+	}
+	checkNothingLeft(t, opts, before)
+}
+
+// killPlugin kills the plugin's process with SIGKILL and waits until the
+// client has seen it go.
+func killPlugin(t *testing.T, c *client) {
+	t.Helper()
+	p := c.cur.Load()
+	if err := syscall.Kill(p.run.pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.run.exited
 }

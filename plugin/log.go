@@ -270,14 +270,7 @@ func (h *hclogShim) Log(level hclog.Level, msg string, args ...any) {
 	if !h.log.Enabled(ctx, lv) {
 		return
 	}
-	kept := make([]any, 0, len(args))
-	for i := 0; i+1 < len(args); i += 2 {
-		if k, ok := args[i].(string); ok && k == "timestamp" {
-			continue
-		}
-		kept = append(kept, args[i], args[i+1])
-	}
-	h.log.Log(ctx, lv, "go-plugin: "+msg, kept...)
+	h.log.Log(ctx, lv, "go-plugin: "+msg, args...)
 }
 
 func (h *hclogShim) Trace(msg string, args ...any) { h.Log(hclog.Trace, msg, args...) }

@@ -37,14 +37,41 @@ const (
 
 // deniedDirs are kernel and berth directories that no plugin root may be
 // in and no mount source may name, whatever the roots say: a bind of
-// /proc or of berth's own state would give a sandbox the host.
+// /proc or of berth's own state would give a sandbox the host. The store's
+// root and berth's mount and socket directories join them (see
+// OpenStorage).
 var deniedDirs = []string{"/proc", "/sys", "/dev", "/run/berth"}
+
+// storePluginsDir, in the store, is for plugins' own state: the one part
+// of the store a plugin's root may be in. The store itself never uses it.
+const storePluginsDir = "plugins"
+
+// forbidden are the directories of deniedDirs and the like, but for the
+// exceptions in them.
+type forbidden struct {
+	dirs, except []string
+}
+
+// of returns the forbidden directory p is in, if any.
+func (f forbidden) of(p string) string {
+	for _, e := range f.except {
+		if within(p, e) {
+			return ""
+		}
+	}
+	for _, d := range f.dirs {
+		if within(p, d) {
+			return d
+		}
+	}
+	return ""
+}
 
 // mountRules is what an answer is checked against.
 type mountRules struct {
 	roots  []string        // the plugin's, checked by checkRoots
 	layers map[string]bool // the request's layer UnpackedPaths
-	denied []string        // deniedDirs, berth's mount dir, the store's root...
+	denied forbidden       // deniedDirs, berth's mount dir, the store...
 }
 
 // A checkedMount is a mount from a plugin's answer that passed the rules,
@@ -68,7 +95,7 @@ func refusal(i int, m *Mount, format string, args ...any) error {
 
 // checkRoots checks the roots a plugin announced: each an absolute, clean
 // directory that is not "/" and not in a denied directory.
-func checkRoots(roots, denied []string) error {
+func checkRoots(roots []string, denied forbidden) error {
 	if len(roots) == 0 {
 		return fmt.Errorf("the plugin announces no roots: %w", ErrRefused)
 	}
@@ -82,7 +109,7 @@ func checkRoots(roots, denied []string) error {
 		if r == "/" {
 			return fmt.Errorf("root \"/\": a root must not be the whole host: %w", ErrRefused)
 		}
-		if d := deniedDir(r, denied); d != "" {
+		if d := denied.of(r); d != "" {
 			return fmt.Errorf("root %s: in %s, which is the kernel's or berth's: %w", clip.Quote(r), d, ErrRefused)
 		}
 	}
@@ -114,16 +141,6 @@ func within(p, dir string) bool {
 	return p == dir || dir == "/" || strings.HasPrefix(p, dir+"/")
 }
 
-// deniedDir returns the denied directory p is in, if any.
-func deniedDir(p string, denied []string) string {
-	for _, d := range denied {
-		if within(p, d) {
-			return d
-		}
-	}
-	return ""
-}
-
 // checkSource checks a path an answer wants mounted (a bind's source, an
 // overlay's directories): absolute and clean, under one of the roots or,
 // if layerOK, exactly one of the request's layer directories, and in no
@@ -135,7 +152,7 @@ func (r *mountRules) checkSource(what, p string, layerOK bool) error {
 	if layerOK && r.layers[p] {
 		return nil
 	}
-	if d := deniedDir(p, r.denied); d != "" {
+	if d := r.denied.of(p); d != "" {
 		return fmt.Errorf("%s %s is in %s, which is the kernel's or berth's", what, clip.Quote(p), d)
 	}
 	for _, root := range r.roots {

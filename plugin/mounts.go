@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -85,6 +86,10 @@ type mounter struct {
 	// idmap by, with uids and gids its maps.
 	userns     *os.File
 	uids, gids []layerfs.IDMap
+	// legacy makes overlays go through mount(2), as on kernels before
+	// 6.8, for tests; noAppend records that the kernel is one such.
+	legacy   bool
+	noAppend *atomic.Bool
 }
 
 // mountAll performs ms, the first on m.dir/rootfs and the others beneath
@@ -139,7 +144,7 @@ func (m *mounter) mount(i int, c *checkedMount, target *os.File) error {
 	case "bind":
 		tree, err = m.bindTree(c)
 	case "overlay":
-		tree, err = m.overlayTree(i, c)
+		return m.mountOverlay(i, c, target)
 	case "tmpfs":
 		tree, err = m.tmpfsTree(c)
 	default:
@@ -149,11 +154,7 @@ func (m *mounter) mount(i int, c *checkedMount, target *os.File) error {
 		return err
 	}
 	defer unix.Close(tree)
-	err = unix.MoveMount(tree, "", int(target.Fd()), "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
-	if err != nil {
-		return fmt.Errorf("move_mount: %w", err)
-	}
-	return nil
+	return moveTo(tree, target)
 }
 
 // setAttrs gives the detached mount tree c's attributes and, if c asks
@@ -227,12 +228,12 @@ func (m *mounter) create(fs int, c *checkedMount) (int, error) {
 	return tree, nil
 }
 
-// overlayTree returns a new detached overlay of c's directories. Under a
+// mountOverlay mounts an overlay of c's directories on target. Under a
 // user namespace, if c asks for an idmapping, its lower directories are
 // idmapped (overlayfs cannot be idmapped itself, but takes idmapped
 // layers), attached under m.dir/idmapped so that Release finds them, and
 // the upper directory's root gets the mapped owner of the top layer's.
-func (m *mounter) overlayTree(i int, c *checkedMount) (int, error) {
+func (m *mounter) mountOverlay(i int, c *checkedMount, target *os.File) error {
 	var open []*os.File
 	defer func() {
 		for _, f := range open {
@@ -246,44 +247,74 @@ func (m *mounter) overlayTree(i int, c *checkedMount) (int, error) {
 		}
 		return f, err
 	}
-	lowers := make([]string, len(c.lowers))
+	var dirs overlayDirs
 	var top *os.File
 	for n, l := range c.lowers {
 		f, err := dir(l, unix.O_PATH)
 		if err != nil {
-			return -1, fmt.Errorf("lowerdir: %w", err)
+			return fmt.Errorf("lowerdir: %w", err)
 		}
 		if n == 0 {
 			top = f
 		}
 		if c.idmap && m.userns != nil {
 			if f, err = m.idmapLower(i, n, f); err != nil {
-				return -1, err
+				return err
 			}
 			open = append(open, f)
 		}
-		lowers[n] = fdPath(f)
+		dirs.lowers = append(dirs.lowers, fdPath(f))
 	}
-	var upper, work string
 	if c.upper != "" {
 		u, err := dir(c.upper, unix.O_RDONLY)
 		if err != nil {
-			return -1, fmt.Errorf("upperdir: %w", err)
+			return fmt.Errorf("upperdir: %w", err)
 		}
 		w, err := dir(c.work, unix.O_PATH)
 		if err != nil {
-			return -1, fmt.Errorf("workdir: %w", err)
+			return fmt.Errorf("workdir: %w", err)
 		}
 		if c.idmap && m.userns != nil {
 			if err := m.shiftUpperRoot(top, u); err != nil {
-				return -1, err
+				return err
 			}
 		}
-		upper, work = fdPath(u), fdPath(w)
+		dirs.upper, dirs.work = fdPath(u), fdPath(w)
 	}
 
+	if !m.legacy && !m.noAppend.Load() {
+		tree, err := m.overlayTree(c, &dirs)
+		if !errors.Is(err, errNoAppend) {
+			if err != nil {
+				return err
+			}
+			defer unix.Close(tree)
+			return moveTo(tree, target)
+		}
+		m.noAppend.Store(true)
+	}
+	return mountOverlayLegacy(c, &dirs, target)
+}
+
+// overlayDirs are an overlay's directories as paths to berth's
+// descriptors of them: short, and resolving to what berth opened.
+type overlayDirs struct {
+	lowers      []string // top first
+	upper, work string
+}
+
+// errNoAppend means the kernel does not know the "lowerdir+" option
+// (before Linux 6.8) or the new mount API at all.
+var errNoAppend = errors.New(`overlayfs does not support "lowerdir+"`)
+
+// overlayTree returns a new detached overlay, made with the new mount
+// API, which passes each lower directory as an option of its own.
+func (m *mounter) overlayTree(c *checkedMount, dirs *overlayDirs) (int, error) {
 	fs, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
 	if err != nil {
+		if err == unix.ENOSYS {
+			return -1, fmt.Errorf("%w: fsopen: %w", errNoAppend, err)
+		}
 		return -1, fmt.Errorf("fsopen overlay: %w", err)
 	}
 	defer unix.Close(fs)
@@ -293,17 +324,20 @@ func (m *mounter) overlayTree(i int, c *checkedMount) (int, error) {
 		}
 		return nil
 	}
-	for n, l := range lowers {
-		if err := set("lowerdir+", l); err != nil {
-			if n == 0 && errors.Is(err, unix.EINVAL) {
-				return -1, fmt.Errorf("%w (overlays from plugins need Linux 6.8 or later)", err)
+	for n, l := range dirs.lowers {
+		if err := unix.FsconfigSetString(fs, "lowerdir+", l); err != nil {
+			ferr := fsError(fs, "fsconfig lowerdir+", err)
+			// Kernels before 6.8 reject the unknown key and log why; any
+			// other EINVAL is about the directory.
+			if msg := ferr.Error(); n == 0 && err == unix.EINVAL && (!strings.Contains(msg, "kernel:") || strings.Contains(msg, "Unknown parameter")) {
+				return -1, fmt.Errorf("%w: %w", errNoAppend, ferr)
 			}
-			return -1, fmt.Errorf("lowerdir %s: %w", c.lowers[n], err)
+			return -1, fmt.Errorf("lowerdir %s: %w", c.lowers[n], ferr)
 		}
 	}
 	opts := [][2]string{{"source", "overlay"}}
-	if upper != "" {
-		opts = append(opts, [2]string{"upperdir", upper}, [2]string{"workdir", work})
+	if dirs.upper != "" {
+		opts = append(opts, [2]string{"upperdir", dirs.upper}, [2]string{"workdir", dirs.work})
 	}
 	for _, o := range append(opts, c.fsOptions...) {
 		var err error
@@ -323,6 +357,50 @@ func (m *mounter) overlayTree(i int, c *checkedMount) (int, error) {
 	plain := *c
 	plain.idmap = false
 	return m.create(fs, &plain)
+}
+
+// mountOverlayLegacy mounts the overlay on target with mount(2), whose
+// options are one string of at most a page: for kernels before 6.8. The
+// paths to descriptors keep even 200 layers within it.
+func mountOverlayLegacy(c *checkedMount, dirs *overlayDirs, target *os.File) error {
+	var b strings.Builder
+	b.WriteString("lowerdir=" + strings.Join(dirs.lowers, ":"))
+	if dirs.upper != "" {
+		b.WriteString(",upperdir=" + dirs.upper + ",workdir=" + dirs.work)
+	}
+	for _, o := range c.fsOptions {
+		b.WriteString("," + o[0])
+		if o[1] != "" {
+			b.WriteString("=" + o[1])
+		}
+	}
+	data := b.String()
+	if limit := os.Getpagesize(); len(data) >= limit {
+		return fmt.Errorf("%d lower directories need %d bytes of mount options, more than mount(2)'s %d; Linux 6.8 or later lifts the limit", len(dirs.lowers), len(data)+1, limit)
+	}
+	flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV)
+	for attr, flag := range map[uint64]uintptr{
+		unix.MOUNT_ATTR_RDONLY: unix.MS_RDONLY, unix.MOUNT_ATTR_NOEXEC: unix.MS_NOEXEC,
+		unix.MOUNT_ATTR_NOATIME: unix.MS_NOATIME, unix.MOUNT_ATTR_NODIRATIME: unix.MS_NODIRATIME,
+		unix.MOUNT_ATTR_STRICTATIME: unix.MS_STRICTATIME,
+	} {
+		if c.attrs&attr == attr {
+			flags |= flag
+		}
+	}
+	if err := unix.Mount("overlay", fdPath(target), "overlay", flags, data); err != nil {
+		return fmt.Errorf("mount overlay: %w", err)
+	}
+	return nil
+}
+
+// moveTo attaches the detached mount tree on target.
+func moveTo(tree int, target *os.File) error {
+	err := unix.MoveMount(tree, "", int(target.Fd()), "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH)
+	if err != nil {
+		return fmt.Errorf("move_mount: %w", err)
+	}
+	return nil
 }
 
 // idmapLower attaches an idmapped, read-only clone of the lower directory

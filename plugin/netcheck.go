@@ -39,10 +39,11 @@ var (
 	// networkNamePattern is what a plugin may call its network: the name
 	// is written into the sandbox's /etc/hosts, in a comment line.
 	networkNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
-	// hostNamePattern is a name in /etc/hosts or a search domain: labels
-	// of letters, digits, '-' and '_' joined by dots; nothing that could
-	// end a line or start another field.
-	hostNamePattern = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$`)
+	// hostNamePattern is a name in /etc/hosts or a search domain, by the
+	// rule sandbox.Options' names follow: the letters, digits, '-', '.'
+	// and '_' of host names, first a letter, digit or '_'. Nothing that
+	// could end a line or start another field.
+	hostNamePattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
 	// dnsOptionPattern is one resolv.conf option, such as "ndots:2".
 	dnsOptionPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}(:[0-9]{1,5})?$`)
 )
@@ -397,4 +398,14 @@ func hasAddr(have []netlink.Addr, want netip.Prefix) bool {
 		}
 	}
 	return false
+}
+
+// checkIDs refuses a list of attached ids with one that is no sandbox id.
+func checkIDs(ids []string) error {
+	for _, id := range ids {
+		if !idPattern.MatchString(id) {
+			return fmt.Errorf("%w: listed id %s is not a sandbox id", ErrRefused, clip.Quote(id))
+		}
+	}
+	return nil
 }

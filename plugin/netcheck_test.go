@@ -126,15 +126,25 @@ func TestCheckAnswerRefuses(t *testing.T) {
 }
 
 func TestValidHostName(t *testing.T) {
-	for _, s := range []string{"a", "web", "gateway.test", "a-b.c_d", "corp.example.", "x1", strings.Repeat("a", 63)} {
+	for _, s := range []string{"a", "web", "gateway.test", "a-b.c_d", "corp.example.", "x1", "web-", "_srv", strings.Repeat("a", 253)} {
 		if !validHostName(s) {
 			t.Errorf("%q refused", s)
 		}
 	}
-	for _, s := range []string{"", ".", "-a", "a-", "a..b", "a b", "a\nb", "a\tb", "a#b", "a/b", "ä", strings.Repeat("a", 64),
-		strings.Repeat("a.", 127) + "ab"} {
+	for _, s := range []string{"", ".", "-a", ".a", "a b", "a\nb", "a\tb", "a\rb", "a#b", "a/b", "a:b", "ä", strings.Repeat("a", 254)} {
 		if validHostName(s) {
 			t.Errorf("%q taken", s)
+		}
+	}
+}
+
+func TestCheckIDs(t *testing.T) {
+	if err := checkIDs([]string{"a", "sb-1", "0123456789abcdef"}); err != nil {
+		t.Error(err)
+	}
+	for _, id := range []string{"", "../x", "a b", "a\x1b[2J", "-a", strings.Repeat("a", 129)} {
+		if err := checkIDs([]string{"ok", id}); !errors.Is(err, ErrRefused) {
+			t.Errorf("id %q: %v, want ErrRefused", id, err)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -26,8 +27,9 @@ func openNetns(path string) (*netnsFile, error) {
 	}
 	// No O_NOFOLLOW: /proc/<pid>/ns/net is a magic link that must be
 	// followed. What the path named does not matter, only what was
-	// opened, which is checked below and by its identity.
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	// opened, which is checked below and by its identity. O_NONBLOCK, so
+	// that a FIFO put in its place cannot hang the open.
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("network namespace: %w", err)
 	}
@@ -61,7 +63,7 @@ func identify(f *os.File) (*netnsFile, error) {
 	if err == nil {
 		err = opErr
 	}
-	if err == unix.ENOTTY || err == nil && typ != unix.CLONE_NEWNET {
+	if errors.Is(err, unix.ENOTTY) || err == nil && typ != unix.CLONE_NEWNET {
 		return nil, fmt.Errorf("not a network namespace: %w", ErrInvalid)
 	}
 	if err != nil {

@@ -157,7 +157,9 @@ func withCallTimeout(ctx context.Context) (context.Context, context.CancelFunc) 
 	return context.WithTimeout(ctx, callTimeout)
 }
 
-// Attached lists the ids the plugin has attached, for Recover.
+// Attached lists the ids the plugin has attached, for Recover: each a
+// sandbox id, or the answer is refused, since a caller may detach them or
+// print them.
 func (n *Network) Attached(ctx context.Context) ([]string, error) {
 	cc, err := n.c.conn(ctx)
 	if err != nil {
@@ -166,6 +168,9 @@ func (n *Network) Attached(ctx context.Context) ([]string, error) {
 	r, err := pb.NewNetworkServiceClient(cc).List(ctx, &pb.NetworkServiceListRequest{})
 	if err != nil {
 		return nil, n.c.callErr(err)
+	}
+	if err := checkIDs(r.GetIds()); err != nil {
+		return nil, fmt.Errorf("plugin %s: %w", n.c.name, err)
 	}
 	return r.GetIds(), nil
 }

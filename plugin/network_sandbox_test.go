@@ -8,6 +8,7 @@ import (
 	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/netplug"
 	"github.com/berth-dev/berth/sandbox"
+	"github.com/berth-dev/berth/security"
 )
 
 // A sandbox whose Network is a plugin sees, from the inside, the
@@ -25,6 +26,15 @@ func TestNetworkPluginInSandbox(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Strict gives the sandbox a user namespace, which then owns its
+	// network namespace: the plugin and berth's check must get in all
+	// the same.
+	for name, sec := range map[string]*security.Config{"Default": nil, "Strict": security.Strict()} {
+		t.Run(name, func(t *testing.T) { runOnTestNetwork(t, e, n, sec) })
+	}
+}
+
+func runOnTestNetwork(t *testing.T, e *testenv.Env, n *Network, sec *security.Config) {
 	var out, errOut strings.Builder
 	sb := sandbox.New("alpine:test", &sandbox.Options{
 		Args:       []string{"sh", "-c", "ip -4 addr show eth0; ip route; cat /etc/hosts /etc/resolv.conf"},
@@ -33,6 +43,7 @@ func TestNetworkPluginInSandbox(t *testing.T) {
 		ExtraHosts: []netplug.HostEntry{{IP: netip.MustParseAddr("10.99.0.7"), Names: []string{"registry.internal"}}},
 		Stdout:     &out, Stderr: &errOut,
 		Storage: e.Store, Cgroups: e.Cgroups, StateDir: e.StateDir,
+		Security: sec,
 	})
 	res, err := sb.Run(t.Context())
 	if err != nil {

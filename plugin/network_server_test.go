@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"os"
 	"strings"
@@ -94,5 +95,16 @@ func TestNetworkServerChecksTheNamespace(t *testing.T) {
 	}
 	if _, err := checkAnswer(&pb.AttachRequest{NetnsIno: ns.ino, Ports: []*pb.PortMapping{{HostPort: 8080, ContainerPort: 80, Protocol: "tcp"}}}, r); err != nil {
 		t.Errorf("the host refuses what the glue made of a good result: %v", err)
+	}
+}
+
+// A FIFO where a namespace should be is refused, not waited on.
+func TestOpenNetnsRefusesAFIFO(t *testing.T) {
+	fifo := t.TempDir() + "/fifo"
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openNetns(fifo); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("open a FIFO: %v, want ErrInvalid", err)
 	}
 }

@@ -135,10 +135,11 @@ type execRunner struct {
 	// startCtx is the caller's context for the start: when it ends before
 	// the handshake is done, the process is killed, so that go-plugin's
 	// Start returns at once rather than at its own timeout.
-	startCtx context.Context
-	stopKill func() bool
-	stdout   io.ReadCloser
-	stderr   io.ReadCloser
+	startCtx  context.Context
+	stopKill  func() bool
+	socketDir string // where the plugin must put its socket
+	stdout    io.ReadCloser
+	stderr    io.ReadCloser
 
 	pid      int
 	exited   chan struct{} // closed when the process is gone (or never started)
@@ -148,10 +149,11 @@ type execRunner struct {
 
 var _ runner.Runner = (*execRunner)(nil)
 
-func newExecRunner(ctx context.Context, l hclog.Logger, cmd *exec.Cmd) (*execRunner, error) {
+func newExecRunner(ctx context.Context, l hclog.Logger, cmd *exec.Cmd, socketDir string) (*execRunner, error) {
 	cmd.Stdin = nil // go-plugin sets berth's own; a plugin reads nothing
+	cmd.Dir = "/"   // not berth's, which the plugin has no business pinning
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	r := &execRunner{hclog: l, cmd: cmd, startCtx: ctx, exited: make(chan struct{}), stopKill: func() bool { return true }}
+	r := &execRunner{hclog: l, cmd: cmd, startCtx: ctx, socketDir: socketDir, exited: make(chan struct{}), stopKill: func() bool { return true }}
 	var err error
 	if r.stdout, err = cmd.StdoutPipe(); err != nil {
 		return nil, err
@@ -251,8 +253,20 @@ func (r *execRunner) ID() string {
 	return strconv.Itoa(r.pid)
 }
 func (r *execRunner) Diagnose(context.Context) string { return "" }
-func (r *execRunner) PluginToHost(n, a string) (string, string, error) {
-	return n, a, nil
+
+// PluginToHost checks the address the plugin's handshake names: a unix
+// socket directly in the private directory berth made for this start.
+// Anything else is refused: a TCP port or a socket elsewhere can be
+// reached by others than berth, and whoever reaches the plugin commands a
+// root process.
+func (r *execRunner) PluginToHost(network, addr string) (string, string, error) {
+	if network != "unix" {
+		return "", "", fmt.Errorf("it listens on %s %s, not on a unix socket in %s", clip.Quote(network), clip.Quote(addr), r.socketDir)
+	}
+	if r.socketDir == "" || filepath.Dir(addr) != r.socketDir || filepath.Clean(addr) != addr {
+		return "", "", fmt.Errorf("its socket %s is not in %s", clip.Quote(addr), r.socketDir)
+	}
+	return network, addr, nil
 }
 func (r *execRunner) HostToPlugin(n, a string) (string, string, error) {
 	return n, a, nil

@@ -15,10 +15,12 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
 
 	"github.com/berth-dev/berth/internal/clip"
 	"github.com/berth-dev/berth/layerfs"
@@ -42,12 +44,18 @@ var keyRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 // mounted by berth under Options.MountDir. Its methods are safe for
 // concurrent use.
 type Storage struct {
-	c        *client
-	store    *layerfs.Store
-	dir      string   // MountDir/<plugin id>: one directory per key
-	denied   []string // where no root and no mount source may be
-	settings map[string]string
-	log      *slog.Logger
+	c         *client
+	store     *layerfs.Store
+	storeRoot string    // the store's root, symlinks resolved
+	dir       string    // MountDir/<plugin id>: one directory per key
+	denied    forbidden // where no root and no mount source may be
+	settings  map[string]string
+	log       *slog.Logger
+
+	// noAppend records that the kernel's overlayfs lacks "lowerdir+";
+	// legacyOverlay pretends it does, for tests.
+	noAppend      atomic.Bool
+	legacyOverlay bool
 }
 
 // OpenStorage starts the storage plugin at path and returns it ready for
@@ -80,10 +88,21 @@ func OpenStorage(ctx context.Context, path string, opts *Options) (*Storage, err
 			return nil, err
 		}
 	}
+	// berth opens every path of an answer without following symlinks, the
+	// layer directories it gave too: it gives them by the store's real
+	// path, should the store's own have a symlink in it.
+	storeRoot, err := filepath.EvalSymlinks(store.Root())
+	if err != nil {
+		return nil, fmt.Errorf("plugin %s: store: %w", path, err)
+	}
 	s := &Storage{
-		store:    store,
-		dir:      filepath.Join(base, pluginID(path)),
-		denied:   append(append([]string(nil), deniedDirs...), base, filepath.Clean(runDir), store.Root()),
+		store:     store,
+		storeRoot: storeRoot,
+		dir:       filepath.Join(base, pluginID(path)),
+		denied: forbidden{
+			dirs:   append(append([]string(nil), deniedDirs...), base, filepath.Clean(runDir), store.Root(), storeRoot),
+			except: []string{filepath.Join(store.Root(), storePluginsDir), filepath.Join(storeRoot, storePluginsDir)},
+		},
 		settings: maps.Clone(o.Settings),
 		log:      log.With("plugin", filepath.Base(path)),
 	}
@@ -159,6 +178,15 @@ func (s *Storage) Close() error { return s.c.close() }
 
 func (s *Storage) keyDir(key string) string { return filepath.Join(s.dir, key) }
 
+// realPath returns p, a path in the store, by the store's real root.
+func (s *Storage) realPath(p string) string {
+	rel, err := filepath.Rel(s.store.Root(), p)
+	if err != nil {
+		return p
+	}
+	return filepath.Join(s.storeRoot, rel)
+}
+
 // A rootfsRecord is written in a rootfs's directory before berth asks the
 // plugin for it, so that after a crash at any later point Rootfses names
 // it and Release undoes it. What Release unmounts it finds in mountinfo.
@@ -182,7 +210,10 @@ func (s *Storage) Prepare(ctx context.Context, key string, img *layerfs.Image, o
 	if img == nil {
 		return nil, fmt.Errorf("prepare %s: no image: %w", key, ErrInvalid)
 	}
-	info := s.c.Info()
+	_, info, err := s.live(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("prepare %s: %w", key, err)
+	}
 	req, userns, err := s.request(key, img, opts, info)
 	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", key, err)
@@ -207,7 +238,7 @@ func (s *Storage) Prepare(ctx context.Context, key string, img *layerfs.Image, o
 		}
 	}
 
-	res, err := s.callPrepare(ctx, req)
+	res, info, err := s.callPrepare(ctx, req)
 	if err != nil {
 		// The plugin may have made the rootfs before the call failed (a
 		// cancelled or cut call), but one that says it exists already is
@@ -262,23 +293,44 @@ func (s *Storage) request(key string, img *layerfs.Image, opts *layerfs.PrepareO
 	for _, l := range layers {
 		req.Layers = append(req.Layers, Layer{
 			Digest: l.Digest.String(), DiffID: l.DiffID.String(), MediaType: string(l.MediaType), Size: l.Size,
-			UnpackedPath: s.store.LayerDir(l.DiffID), BlobPath: s.store.BlobPath(l.Digest),
+			UnpackedPath: s.realPath(s.store.LayerDir(l.DiffID)), BlobPath: s.realPath(s.store.BlobPath(l.Digest)),
 		})
 	}
 	return req, userns, nil
 }
 
-// callPrepare sends req to the plugin.
-func (s *Storage) callPrepare(ctx context.Context, req *PrepareRequest) (*PrepareResult, error) {
-	cc, err := s.c.conn(ctx)
+// live returns a connection to the running plugin and what that process
+// announced (its capabilities and roots), starting it if need be. The
+// two go together: while the plugin restarts, Info describes no process.
+func (s *Storage) live(ctx context.Context) (*grpc.ClientConn, Info, error) {
+	for {
+		cc, err := s.c.conn(ctx)
+		if err != nil {
+			return nil, Info{}, err
+		}
+		if info := s.c.Info(); info.Kind != "" {
+			return cc, info, nil
+		}
+		// It died between the two: conn starts another.
+		if err := ctx.Err(); err != nil {
+			return nil, Info{}, err
+		}
+	}
+}
+
+// callPrepare sends req to the plugin, and returns its answer with what
+// the process that answered announced, which the answer is checked
+// against.
+func (s *Storage) callPrepare(ctx context.Context, req *PrepareRequest) (*PrepareResult, Info, error) {
+	cc, info, err := s.live(ctx)
 	if err != nil {
-		return nil, err
+		return nil, info, err
 	}
 	resp, err := pb.NewStorageServiceClient(cc).Prepare(ctx, prepareRequestToPB(req))
 	if err != nil {
-		return nil, s.c.callErr(err)
+		return nil, info, s.c.callErr(err)
 	}
-	return prepareResultFromPB(resp), nil
+	return prepareResultFromPB(resp), info, nil
 }
 
 // mount checks the plugin's answer res to req and performs it in dir.
@@ -304,7 +356,7 @@ func (s *Storage) mount(ctx context.Context, dir string, req *PrepareRequest, re
 	if userns != nil && !slices.ContainsFunc(checked, func(c checkedMount) bool { return c.idmap }) {
 		return "", "", fmt.Errorf("the sandbox has a user namespace, and the plugin neither shifts owners itself (capability %q) nor marks a mount for berth to idmap: %w", CapIDMap, ErrUnsupported)
 	}
-	m := mounter{dir: dir, userns: userns, uids: req.UIDMap, gids: req.GIDMap}
+	m := mounter{dir: dir, userns: userns, uids: req.UIDMap, gids: req.GIDMap, legacy: s.legacyOverlay, noAppend: &s.noAppend}
 	path, err = m.mountAll(ctx, checked)
 	if err != nil {
 		if ctx.Err() == nil && !errors.Is(err, ErrRefused) && !errors.Is(err, layerfs.ErrIDMapUnsupported) {
@@ -467,15 +519,15 @@ func (s *Storage) Rootfses(ctx context.Context) ([]string, error) {
 // uncompressed OCI layer tar, from a plugin with capability "diff"; for
 // others it fails with ErrUnsupported.
 func (s *Storage) Diff(ctx context.Context, key string, w io.Writer) error {
-	if !s.c.Info().Has(CapDiff) {
-		return fmt.Errorf("diff %s: plugin %s cannot diff (no capability %q): %w", key, s.c.name, CapDiff, ErrUnsupported)
-	}
 	if !keyRE.MatchString(key) {
 		return fmt.Errorf("diff: rootfs key %s: %w", clip.Quote(key), errBothNotFound)
 	}
-	cc, err := s.c.conn(ctx)
+	cc, info, err := s.live(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("diff %s: %w", key, err)
+	}
+	if !info.Has(CapDiff) {
+		return fmt.Errorf("diff %s: plugin %s cannot diff (no capability %q): %w", key, s.c.name, CapDiff, ErrUnsupported)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the stream if w fails

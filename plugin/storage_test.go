@@ -19,6 +19,7 @@ import (
 	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/plugin"
+	"github.com/berth-dev/berth/plugin/plugintest"
 	"github.com/berth-dev/berth/sandbox"
 	"github.com/berth-dev/berth/security"
 )
@@ -488,4 +489,124 @@ func TestStorageKillMidPrepare(t *testing.T) {
 		t.Fatalf("Prepare past its deadline: %v, want context.DeadlineExceeded", err)
 	}
 	e.checkClean(t, "hang--deadline")
+}
+
+// On kernels before 6.8 overlays are mounted with mount(2), from the same
+// descriptors; the idmapping of their layers works there too.
+func TestStorageLegacyOverlay(t *testing.T) {
+	e := newStorageEnv(t)
+	s := e.open(t, nil)
+	plugin.UseLegacyOverlay(s)
+	ns := newUserNS(t)
+	for _, popts := range []*layerfs.PrepareOptions{nil, {UserNS: ns, UIDMap: usernsMaps, GIDMap: usernsMaps}} {
+		key := "overlay--legacy"
+		r, err := s.Prepare(ctx, key, e.img, popts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(filepath.Join(r.Path, "etc", "os-release"), &st); err != nil {
+			t.Fatal(err)
+		}
+		if want := uint32(0); popts != nil && st.Uid != 100000 || popts == nil && st.Uid != want {
+			t.Errorf("user namespace %v: /etc/os-release shows owner %d", popts != nil, st.Uid)
+		}
+		var sfs unix.Statfs_t
+		if err := unix.Statfs(r.Path, &sfs); err != nil {
+			t.Fatal(err)
+		}
+		if sfs.Flags&unix.ST_NOSUID == 0 || sfs.Flags&unix.ST_NODEV == 0 {
+			t.Errorf("overlay mounted without nosuid or nodev: flags %#x", sfs.Flags)
+		}
+		if err := s.Release(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+		e.checkClean(t, key)
+	}
+}
+
+// One plugin serves many Prepares and Releases at once; of two Prepares
+// of one key, one fails with ErrExists.
+func TestStorageConcurrent(t *testing.T) {
+	e := newStorageEnv(t)
+	s := e.open(t, nil)
+	const n = 8
+	errc := make(chan error, 2*n)
+	for i := range n {
+		go func() {
+			key := "bind--c" + strconv.Itoa(i)
+			r, err := s.Prepare(ctx, key, e.img, nil)
+			if err == nil {
+				var b []byte
+				if b, err = os.ReadFile(filepath.Join(r.Path, "marker")); err == nil && string(b) != key {
+					err = errors.New(key + " shows " + string(b))
+				}
+				if rerr := s.Release(ctx, key); err == nil {
+					err = rerr
+				}
+			}
+			errc <- err
+		}()
+		go func() {
+			_, err := s.Prepare(ctx, "overlay--same", e.img, nil)
+			errc <- err
+		}()
+	}
+	exists := 0
+	for range 2 * n {
+		err := <-errc
+		if errors.Is(err, plugin.ErrExists) {
+			exists++
+		} else if err != nil {
+			t.Error(err)
+		}
+	}
+	if exists != n-1 {
+		t.Errorf("%d Prepares of one key failed with ErrExists, want %d", exists, n-1)
+	}
+	if err := s.Release(ctx, "overlay--same"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		e.checkClean(t, "bind--c"+strconv.Itoa(i))
+	}
+	e.checkClean(t, "overlay--same")
+}
+
+// The test plugin, honest by default, keeps the contract the kit checks;
+// this runs berth's side of it (the adapter) through every check too.
+func TestStorageConformance(t *testing.T) {
+	e := newStorageEnv(t)
+	plugintest.Storage(t, e.bin, nil)
+}
+
+// A store reached through a symlink still gives overlays: berth gives the
+// plugin its layers by their real path, which it opens without following
+// links.
+func TestStorageStoreBehindSymlink(t *testing.T) {
+	e := newStorageEnv(t)
+	link := filepath.Join(e.dir, "storelink")
+	if err := os.Symlink(filepath.Join(e.dir, "store"), link); err != nil {
+		t.Fatal(err)
+	}
+	store, err := layerfs.Open(link, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := plugin.OpenStorage(ctx, e.bin, &plugin.Options{Store: store, MountDir: e.mountDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r, err := s.Prepare(ctx, "overlay--link", e.img, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(r.Path, "etc", "os-release")); err != nil {
+		t.Error(err)
+	}
+	if err := s.Release(ctx, "overlay--link"); err != nil {
+		t.Fatal(err)
+	}
+	e.checkClean(t, "overlay--link")
 }

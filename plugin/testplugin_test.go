@@ -39,10 +39,12 @@ import (
 //	BERTH_TESTPLUGIN=hang             never perform the handshake
 //	BERTH_TESTPLUGIN_VERSION=n        speak protocol n
 //	BERTH_TESTPLUGIN_MARKERS=dir      where block-* writes
+//	BERTH_TESTPLUGIN_ROOTS=file       announce the roots file names
 const (
 	envTestPlugin  = "BERTH_TESTPLUGIN"
 	envTestVersion = "BERTH_TESTPLUGIN_VERSION"
 	envTestMarkers = "BERTH_TESTPLUGIN_MARKERS"
+	envTestRoots   = "BERTH_TESTPLUGIN_ROOTS" // a file naming the roots to announce
 )
 
 // testPluginMain runs the test plugin; it does not return.
@@ -60,8 +62,13 @@ func testPluginMain(mode string) {
 		ServeStorage(&sdkStorage{})
 	default:
 		kind := mode
+		roots := []string{"/nonexistent"}
+		if f := os.Getenv(envTestRoots); f != "" {
+			b, _ := os.ReadFile(f)
+			roots = strings.Fields(string(b))
+		}
 		serve(kind, func(s *grpc.Server) {
-			pb.RegisterInfoServiceServer(s, &infoServer{kind: kind, name: "testplugin", version: "v0.0.1", caps: []string{"quota", "diff"}, roots: []string{"/nonexistent"}})
+			pb.RegisterInfoServiceServer(s, &infoServer{kind: kind, name: "testplugin", version: "v0.0.1", caps: []string{"quota", "diff", "Bad\x1b[0m"}, roots: roots})
 			pb.RegisterStorageServiceServer(s, &testStorage{log: log, markers: os.Getenv(envTestMarkers)})
 		})
 	}

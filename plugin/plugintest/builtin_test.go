@@ -14,11 +14,23 @@ import (
 	"github.com/berth-dev/berth/plugin/plugintest"
 )
 
-// bins holds the example plugins TestMain builds, by directory name.
-var bins = map[string]string{}
+// bins holds the plugins TestMain builds, by directory name, in binDir.
+var (
+	bins   = map[string]string{}
+	binDir string
+)
 
-// TestMain builds the built-ins wrapped as plugins, which the tests then
-// run the kit against, as a plugin's author would.
+// The plugins the tests run the kit against: the built-ins wrapped as
+// plugins, as a plugin's author would, and the kit's own broken ones.
+var plugins = map[string]string{
+	"overlay-storage": "../../examples/plugins/overlay-storage",
+	"cni-network":     "../../examples/plugins/cni-network",
+	"brokenstorage":   "./internal/brokenstorage",
+	"brokennetwork":   "./internal/brokennetwork",
+}
+
+// TestMain builds the plugins, unless $KIT_BIN_DIR names where a parent
+// test process (TestKitFailsBrokenPlugins) built them already.
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
@@ -28,21 +40,27 @@ func run(m *testing.M) int {
 		// The kit skips every test without root: build nothing.
 		return m.Run()
 	}
-	dir, err := os.MkdirTemp("", "plugintest-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+	binDir = os.Getenv("KIT_BIN_DIR")
+	build := binDir == ""
+	if build {
+		dir, err := os.MkdirTemp("", "plugintest-bin-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		binDir = dir
 	}
-	defer os.RemoveAll(dir)
 	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-	for _, name := range []string{"overlay-storage", "cni-network"} {
-		bin := filepath.Join(dir, name)
-		cmd := exec.Command(goTool, "build", "-o", bin, "../../examples/plugins/"+name)
-		if out, err := cmd.CombinedOutput(); err != nil {
+	for name, src := range plugins {
+		bins[name] = filepath.Join(binDir, name)
+		if !build {
+			continue
+		}
+		if out, err := exec.Command(goTool, "build", "-o", bins[name], src).CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", name, err, out)
 			return 1
 		}
-		bins[name] = bin
 	}
 	return m.Run()
 }

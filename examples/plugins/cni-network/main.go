@@ -34,27 +34,13 @@ func main() {
 	n, err := newNetwork(env("BERTH_CNI_NETWORK_ROOT", "/run/berth/plugins/cni-network"), &netplug.Options{
 		ConfigDir: os.Getenv("BERTH_CNI_NETWORK_CONFIG_DIR"),
 		RunDir:    os.Getenv("BERTH_CNI_NETWORK_RUN_DIR"),
-		Logger:    logger(),
+		Logger:    plugin.Logger(), // reaches berth's logger
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cni-network:", err)
 		os.Exit(1)
 	}
 	plugin.ServeNetwork(n)
-}
-
-// logger writes JSON lines on stderr with the keys go-plugin reads
-// (@level, @message, @timestamp), which then reach berth's logger.
-func logger() *slog.Logger {
-	keys := map[string]string{slog.TimeKey: "@timestamp", slog.LevelKey: "@level", slog.MessageKey: "@message"}
-	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{
-		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
-			if k, ok := keys[a.Key]; ok && len(groups) == 0 {
-				a.Key = k
-			}
-			return a
-		},
-	}))
 }
 
 func env(key, def string) string {
@@ -146,7 +132,10 @@ func (n *network) Attach(ctx context.Context, req *plugin.AttachRequest) (_ *plu
 		Ports:    req.Ports,
 		DNS:      req.DNS,
 	})
-	if err != nil {
+	if errors.Is(err, netplug.ErrAttached) {
+		// Attached by another program sharing netplug's directories.
+		return nil, fmt.Errorf("sandbox %q: %w: %w", req.ID, plugin.ErrExists, err)
+	} else if err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {

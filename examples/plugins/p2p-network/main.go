@@ -4,7 +4,6 @@
 package main
 
 import (
-	"log/slog"
 	"os"
 
 	"github.com/berth-dev/berth/plugin"
@@ -15,6 +14,7 @@ func main() {
 	if dir == "" {
 		dir = DefaultStateDir
 	}
-	log := slog.New(newHCLogHandler(os.Stderr, slog.LevelDebug))
-	plugin.ServeNetwork(newP2PNetwork(dir, envDefaults(), log))
+	n := newP2PNetwork(dir, envDefaults(), plugin.Logger())
+	n.restorePorts()
+	plugin.ServeNetwork(n)
 }

@@ -33,19 +33,23 @@ type p2pNetwork struct {
 	state    stateDir
 	defaults map[string]string // settings when an Attach gives none
 	log      *slog.Logger
+	ports    publisher
 }
 
 func newP2PNetwork(stateDirPath string, defaults map[string]string, log *slog.Logger) *p2pNetwork {
-	return &p2pNetwork{state: stateDir{dir: stateDirPath}, defaults: defaults, log: log}
+	return &p2pNetwork{state: stateDir{dir: stateDirPath}, defaults: defaults, log: log, ports: publisher{log: log}}
 }
+
+// PublishesPorts announces capability "ports": ports.go.
+func (n *p2pNetwork) PublishesPorts() bool { return true }
 
 // Attach makes req.ID's link.
 func (n *p2pNetwork) Attach(ctx context.Context, req *plugin.AttachRequest) (*plugin.AttachResult, error) {
 	if err := checkID(req.ID); err != nil {
 		return nil, err
 	}
-	if len(req.Ports) > 0 {
-		return nil, fmt.Errorf("publishing ports: %w", plugin.ErrUnsupported)
+	if err := checkPorts(req.Ports); err != nil {
+		return nil, err
 	}
 	if req.DNS != nil {
 		return nil, fmt.Errorf("DNS settings per sandbox (use the dns setting): %w", plugin.ErrUnsupported)
@@ -66,7 +70,12 @@ func (n *p2pNetwork) Attach(ctx context.Context, req *plugin.AttachRequest) (*pl
 	if err != nil {
 		return nil, err
 	}
-	if err := n.connect(ctx, l, ns, set.forward); err != nil {
+	err = n.connect(ctx, l, ns, set.forward)
+	if err == nil {
+		err = n.publish(l, req.Ports)
+	}
+	if err != nil {
+		n.ports.unpublish(l.ID)
 		if uerr := n.remove(l.ID); uerr != nil {
 			n.log.Error("undo failed attach", "id", l.ID, "err", uerr)
 		}
@@ -80,6 +89,7 @@ func (n *p2pNetwork) Attach(ctx context.Context, req *plugin.AttachRequest) (*pl
 			Interface: sandboxIf,
 			IPs:       []netip.Prefix{netip.PrefixFrom(l.sandboxAddr(), l.Block.Bits())},
 			Gateway:   gw,
+			Ports:     l.Ports,
 			DNS:       set.dns,
 		},
 		Routes: []plugin.Route{{Destination: netip.MustParsePrefix("0.0.0.0/0"), Gateway: gw}},
@@ -101,6 +111,7 @@ func (n *p2pNetwork) reserve(ctx context.Context, id string, subnet netip.Prefix
 	if _, err := os.Lstat(n.state.path(id)); err == nil {
 		return nil, fmt.Errorf("sandbox %s: %w", id, plugin.ErrExists)
 	}
+	n.state.sweepTemps()
 	links, err := n.state.all()
 	if err != nil {
 		return nil, err
@@ -118,13 +129,40 @@ func (n *p2pNetwork) reserve(ctx context.Context, id string, subnet netip.Prefix
 		return nil, err
 	}
 	l := &link{ID: id, HostIf: hostIfName(id), Block: block}
-	if _, err := netlink.LinkByName(l.HostIf); err == nil {
+	var notFound netlink.LinkNotFoundError
+	switch _, err := netlink.LinkByName(l.HostIf); {
+	case err == nil:
 		return nil, fmt.Errorf("sandbox %s: interface %s exists and is not in this plugin's records: %w", id, l.HostIf, plugin.ErrExists)
+	case !errors.As(err, &notFound):
+		return nil, fmt.Errorf("sandbox %s: look for interface %s: %w", id, l.HostIf, err)
 	}
 	if err := n.state.write(l); err != nil {
 		return nil, err
 	}
 	return l, nil
+}
+
+// publish publishes ports for l's sandbox and records them, with their
+// owner, so that a restarted plugin publishes them again.
+func (n *p2pNetwork) publish(l *link, ports []netplug.PortMapping) error {
+	if len(ports) == 0 {
+		return nil
+	}
+	me, err := parentOwner()
+	if err != nil {
+		return fmt.Errorf("publish ports: %w", err)
+	}
+	if l.Ports, err = n.ports.publish(l.ID, l.sandboxAddr(), ports); err != nil {
+		return err
+	}
+	l.Owner = &me
+	// Under the lock: writes outside it would race sweepTemps.
+	unlock, err := n.state.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return n.state.write(l)
 }
 
 // freeBlock returns the lowest /31 of subnet that no link has, skipping
@@ -153,7 +191,8 @@ func (n *p2pNetwork) connect(ctx context.Context, l *link, ns netns.NsHandle, fo
 	}
 	if err := netlink.LinkAdd(veth); err != nil {
 		if errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("make veth pair %s: the sandbox's namespace has an %s already: %w", l.HostIf, sandboxIf, plugin.ErrExists)
+			// Not ErrExists, which would tell berth the id is attached.
+			return fmt.Errorf("make veth pair %s: the sandbox's namespace has an %s already: %w", l.HostIf, sandboxIf, plugin.ErrInvalid)
 		}
 		return fmt.Errorf("make veth pair %s: %w", l.HostIf, err)
 	}
@@ -213,6 +252,7 @@ func (n *p2pNetwork) Detach(ctx context.Context, id, _ string) error {
 	if _, err := os.Lstat(n.state.path(id)); errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("sandbox %s: %w", id, plugin.ErrNotFound)
 	}
+	n.ports.unpublish(id)
 	if err := n.remove(id); err != nil {
 		return fmt.Errorf("sandbox %s: %w", id, err)
 	}

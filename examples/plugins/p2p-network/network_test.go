@@ -16,6 +16,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/berth-dev/berth/internal/atomicfile"
 	"github.com/berth-dev/berth/plugin"
 )
 
@@ -416,6 +417,34 @@ func TestHostLoopbackUnreachable(t *testing.T) {
 	}
 }
 
+// The sandbox cannot send broadcasts or multicasts to the host, where
+// services listening on every interface (DHCP, mDNS, SSDP) would take
+// them; a unicast datagram to the same listener gets through.
+func TestBroadcastDropped(t *testing.T) {
+	needRoot(t)
+	n := newTestNetwork(t, "10.218.10.0/24")
+	ns := newNS(t)
+	id := testID(t, "a")
+	r := mustAttach(t, n, id, ns, nil)
+	host, err := netlink.LinkByName(hostIfName(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mac := host.Attrs().HardwareAddr
+	port, got := udpListener(t, "0.0.0.0:0")
+	own := r.IPs[0].Addr()
+	for _, dst := range []string{"255.255.255.255", "224.0.0.1", "239.255.255.250"} {
+		ns.sendForged(t, mac, own, netip.MustParseAddr(dst), port, "to-"+dst)
+	}
+	ns.sendForged(t, mac, own, r.Gateway, port, "unicast")
+	for msg := range got {
+		if msg == "unicast" {
+			break
+		}
+		t.Errorf("the host accepted %s", msg)
+	}
+}
+
 // Without the forward setting a sandbox reaches the host's addresses
 // only, not another sandbox behind it, even though this host forwards;
 // with it, the host routes between them.
@@ -466,18 +495,42 @@ func TestForwardSetting(t *testing.T) {
 	}
 }
 
-// Records are written whole: the state directory never shows a
-// temporary file to List.
-func TestRecordFileMode(t *testing.T) {
+// Records are private to root; a write a killed plugin left half done is
+// swept away; a damaged record stops allocation, with an error naming it,
+// until Detach of its id removes it.
+func TestRecords(t *testing.T) {
 	needRoot(t)
 	n := newTestNetwork(t, "10.218.9.0/24")
+	if err := os.MkdirAll(n.state.dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	temp := filepath.Join(n.state.dir, atomicfile.TempPrefix+"killed.json-123")
+	if err := os.WriteFile(temp, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	id := testID(t, "a")
 	mustAttach(t, n, id, newNS(t), nil)
-	fi, err := os.Stat(filepath.Join(n.state.dir, id+recordSuffix))
+	fi, err := os.Stat(n.state.path(id))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("record mode %v, want 0600", fi.Mode().Perm())
 	}
+	if _, err := os.Lstat(temp); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the half-written record %s is still there: %v", temp, err)
+	}
+
+	damaged := testID(t, "damaged")
+	if err := os.WriteFile(n.state.path(damaged), []byte(`{"id":"x"`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := attach(t, n, testID(t, "b"), newNS(t), nil); err == nil || !strings.Contains(err.Error(), damaged) {
+		t.Errorf("attach with a damaged record: %v, want an error naming %s", err, damaged)
+	}
+	if err := n.Detach(context.Background(), damaged, ""); err != nil {
+		t.Fatalf("Detach of the damaged record's id: %v", err)
+	}
+	assertGone(t, n, damaged)
+	mustAttach(t, n, testID(t, "c"), newNS(t), nil)
 }

@@ -13,7 +13,7 @@ import (
 
 // The source filter is a tc program on the host end's ingress that lets
 // through only what the sandbox may send: ARP, and IPv4 from its own
-// address. Strict rp_filter on the host end would drop forged sources
+// address to a unicast one. Strict rp_filter on the host end would drop forged sources
 // too, but the kernel applies the larger of the interface's rp_filter and
 // net.ipv4.conf.all.rp_filter, and many distributions set the latter to
 // 2 (loose), under which any source the host has a route back to, the
@@ -34,7 +34,8 @@ const (
 )
 
 // sourceFilterInstructions is the program that admits ARP and IPv4 from
-// src and drops every other frame (IPv6, VLAN-tagged, other sources).
+// src to a unicast address, and drops every other frame (IPv6,
+// VLAN-tagged, other sources, multicast and broadcast).
 func sourceFilterInstructions(src netip.Addr) asm.Instructions {
 	s4 := src.As4()
 	// __sk_buff.protocol holds the EtherType in network order, and a
@@ -45,17 +46,24 @@ func sourceFilterInstructions(src netip.Addr) asm.Instructions {
 		asm.LoadMem(asm.R2, asm.R6, skbProtocolOff, asm.Word),
 		asm.JEq.Imm(asm.R2, proto(unix.ETH_P_ARP), "pass"),
 		asm.JNE.Imm(asm.R2, proto(unix.ETH_P_IP), "drop"),
-		// bpf_skb_load_bytes(skb, ipv4SrcOff, fp-4, 4)
+		// bpf_skb_load_bytes(skb, ipv4SrcOff, fp-8, 8): source and
+		// destination addresses.
 		asm.Mov.Reg(asm.R1, asm.R6),
 		asm.Mov.Imm(asm.R2, ipv4SrcOff),
 		asm.Mov.Reg(asm.R3, asm.RFP),
-		asm.Add.Imm(asm.R3, -4),
-		asm.Mov.Imm(asm.R4, 4),
+		asm.Add.Imm(asm.R3, -8),
+		asm.Mov.Imm(asm.R4, 8),
 		asm.FnSkbLoadBytes.Call(),
 		asm.JNE.Imm(asm.R0, 0, "drop"),
-		asm.LoadMem(asm.R2, asm.RFP, -4, asm.Word),
+		asm.LoadMem(asm.R2, asm.RFP, -8, asm.Word),
 		asm.LoadImm(asm.R3, int64(binary.NativeEndian.Uint32(s4[:])), asm.DWord),
 		asm.JNE.Reg(asm.R2, asm.R3, "drop"),
+		// The destination's first octet: 224 and up is multicast, class
+		// E and the limited broadcast, none of which a sandbox needs on
+		// a point-to-point link, and all of which reach host services
+		// listening on every interface (mDNS, SSDP, DHCP...).
+		asm.LoadMem(asm.R2, asm.RFP, -4, asm.Byte),
+		asm.JGE.Imm(asm.R2, 224, "drop"),
 		asm.Mov.Imm(asm.R0, tcActOK).WithSymbol("pass"),
 		asm.Return(),
 		asm.Mov.Imm(asm.R0, tcActShot).WithSymbol("drop"),

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/atomicfile"
+	"github.com/berth-dev/berth/netplug"
 	"github.com/berth-dev/berth/plugin"
 )
 
@@ -33,6 +34,10 @@ type link struct {
 	// Block is the /31 the two ends are numbered from: the host end has
 	// its first address, the sandbox its second.
 	Block netip.Prefix `json:"block"`
+	// Ports are the published ports, with the host ports chosen, and
+	// Owner the berth process they were published for (ports.go).
+	Ports []netplug.PortMapping `json:"ports,omitempty"`
+	Owner *owner                `json:"owner,omitempty"`
 }
 
 func (l *link) hostAddr() netip.Addr    { return l.Block.Addr() }
@@ -162,4 +167,16 @@ func (s *stateDir) all() ([]*link, error) {
 		links = append(links, l)
 	}
 	return links, nil
+}
+
+// sweepTemps removes the temporary files of writes a killed plugin left
+// half done. Records are written only under the lock, so the caller,
+// holding it, knows no write is in progress.
+func (s *stateDir) sweepTemps() {
+	ents, _ := os.ReadDir(s.dir)
+	for _, e := range ents {
+		if atomicfile.IsTemp(e.Name()) {
+			os.Remove(filepath.Join(s.dir, e.Name()))
+		}
+	}
 }

@@ -14,26 +14,29 @@
 // Flags set the defaults; a sandbox's disk quota, or the host's settings
 // "size" and "inodes" (plugin.Options.Settings), override them per rootfs.
 // berth starts plugins without arguments and with an environment of its
-// choosing, so the root can also be set by $BERTH_TMPFS_STORAGE_ROOT given
-// in plugin.Options.Env, or at build time (see defaultRoot).
+// choosing, so each flag can also be set by a variable given in
+// plugin.Options.Env: BERTH_TMPFS_STORAGE_ROOT, _SIZE, _INODES and _SWAP
+// (true or false). The root can also be moved at build time (see
+// defaultRoot).
 package main
 
 import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
 
 	"github.com/berth-dev/berth/plugin"
 )
 
 func main() {
-	root := flag.String("root", rootFromEnv(), "absolute directory to mount the tmpfses under; $"+rootEnv+" sets the default")
-	size := flag.String("size", "256m", "default tmpfs size per rootfs (bytes, or with a k, m or g suffix)")
-	inodes := flag.String("inodes", "", "default inode limit per rootfs; empty means one per 4 KiB of size")
-	swap := flag.Bool("swap", false, "let the kernel swap rootfs pages out (to disk); off mounts with noswap where the kernel has it")
+	root := flag.String("root", fromEnv("ROOT", defaultRoot), "absolute directory to mount the tmpfses under")
+	size := flag.String("size", fromEnv("SIZE", "256m"), "default tmpfs size per rootfs (bytes, or with a k, m or g suffix)")
+	inodes := flag.String("inodes", fromEnv("INODES", ""), "default inode limit per rootfs; empty means one per 4 KiB of size")
+	swap := flag.String("swap", fromEnv("SWAP", "false"), "let the kernel swap rootfs pages out (to disk); false mounts with noswap where the kernel has it")
 	flag.Parse()
 
-	cfg, err := parseConfig(*root, *size, *inodes, *swap)
+	cfg, err := parseFlags(*root, *size, *inodes, *swap)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tmpfs-storage:", err)
 		os.Exit(2)
@@ -46,13 +49,23 @@ func main() {
 	plugin.ServeStorage(s)
 }
 
-// rootEnv names the variable that moves the root, for a host that cannot
-// pass flags (berth runs a plugin as it is) and for tests.
-const rootEnv = "BERTH_TMPFS_STORAGE_ROOT"
+// envPrefix starts the names of the variables that stand for the flags,
+// for a host that cannot pass flags (berth runs a plugin as it is).
+const envPrefix = "BERTH_TMPFS_STORAGE_"
 
-func rootFromEnv() string {
-	if r := os.Getenv(rootEnv); r != "" {
-		return r
+// fromEnv is the default of the flag whose variable is envPrefix+name:
+// the variable's value if set, else def.
+func fromEnv(name, def string) string {
+	if v := os.Getenv(envPrefix + name); v != "" {
+		return v
 	}
-	return defaultRoot
+	return def
+}
+
+func parseFlags(root, size, inodes, swap string) (config, error) {
+	on, err := strconv.ParseBool(swap)
+	if err != nil {
+		return config{}, fmt.Errorf("-swap %q: not true or false", swap)
+	}
+	return parseConfig(root, size, inodes, on)
 }

@@ -7,8 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/testenv"
 )
@@ -44,7 +47,7 @@ func setup(t testing.TB) {
 		if shared.err != nil {
 			return
 		}
-		shared.close = func() { os.RemoveAll(shared.dir) }
+		shared.close = func() { unmountUnder(shared.dir); os.RemoveAll(shared.dir) }
 		// Root of a sandbox's user namespace is an ordinary id on the
 		// host and must be able to reach the rootfses berth mounts in
 		// the tests' directories under here.
@@ -71,6 +74,24 @@ func setup(t testing.TB) {
 	})
 	if shared.err != nil {
 		t.Fatal(shared.err)
+	}
+}
+
+// unmountUnder detaches whatever a failed test left mounted under dir,
+// deepest first, so that removing dir neither fails nor leaks a mount.
+func unmountUnder(dir string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return
+	}
+	var points []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			points = append(points, f[4])
+		}
+	}
+	for i := len(points) - 1; i >= 0; i-- {
+		unix.Unmount(points[i], unix.MNT_DETACH)
 	}
 }
 

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,6 +25,12 @@ import (
 // settings, and closes it at the end of the test.
 func openPlugin(t *testing.T, settings map[string]string) (*plugin.Storage, string) {
 	t.Helper()
+	return openPluginEnv(t, settings, nil)
+}
+
+// openPluginEnv is openPlugin with env added to the plugin's environment.
+func openPluginEnv(t *testing.T, settings map[string]string, env []string) (*plugin.Storage, string) {
+	t.Helper()
 	setup(t)
 	dir := testDir(t)
 	mnt := filepath.Join(dir, "mnt")
@@ -34,6 +42,7 @@ func openPlugin(t *testing.T, settings map[string]string) (*plugin.Storage, stri
 		MountDir: mnt,
 		RunDir:   filepath.Join(dir, "run"),
 		Settings: settings,
+		Env:      env,
 		Logger:   testLogger(t),
 	})
 	if err != nil {
@@ -175,5 +184,75 @@ func TestSandboxRootfsCountsAgainstMemoryLimit(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "dd=0") {
 		t.Errorf("dd wrote 128 MiB into a sandbox limited to 32 MiB of memory:\n%s", out.String())
+	}
+}
+
+// Diff through the protocol: what a workload in a user namespace changed
+// comes back as an OCI layer with the image's owners, its deletions as
+// whiteouts.
+func TestSandboxDiff(t *testing.T) {
+	st, _ := openPlugin(t, map[string]string{"size": "16m"})
+	sec := security.Default()
+	sec.UserNamespace = security.DefaultUserNamespace()
+	sb := sandbox.New("alpine:test", &sandbox.Options{
+		Storage: st, Cgroups: shared.env.Cgroups, StateDir: shared.env.StateDir,
+		Security: sec, Args: []string{"sleep", "1000"}, Logger: testLogger(t),
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := sb.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	var out testenv.SyncBuffer
+	res, err := sb.Exec(ctx, &sandbox.ExecOptions{
+		Args:   []string{"sh", "-c", "echo hi > /root/new && chown 1000:1000 /root/new && rm /etc/motd"},
+		Stdout: &out, Stderr: &out,
+	})
+	if err != nil || !res.Success() {
+		t.Fatalf("exec: %v, %+v\n%s", err, res, out.String())
+	}
+	keys, err := st.Rootfses(ctx)
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("plugin's rootfses: %v, %v", keys, err)
+	}
+	var buf bytes.Buffer
+	if err := st.Diff(ctx, keys[0], &buf); err != nil {
+		t.Fatal(err)
+	}
+	list, data := readTar(t, buf.Bytes())
+	got := strings.Join(list, "\n")
+	for _, want := range []string{"etc/ 5 0:0", "etc/.wh.motd 0 0:0", "root/ 5 0:0", "root/new 0 1000:1000"} {
+		if !slices.Contains(list, want) {
+			t.Errorf("diff lacks %q:\n%s", want, got)
+		}
+	}
+	if data["root/new"] != "hi\n" {
+		t.Errorf("root/new holds %q", data["root/new"])
+	}
+}
+
+// A host that cannot pass the plugin flags sets them by its environment.
+func TestFlagsFromEnvironment(t *testing.T) {
+	st, _ := openPluginEnv(t, nil, []string{"BERTH_TMPFS_STORAGE_SIZE=3m", "BERTH_TMPFS_STORAGE_INODES=300"})
+	ctx := context.Background()
+	img, err := st.Image(ctx, "alpine:test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Prepare(ctx, "env", img, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := st.Release(ctx, "env"); err != nil {
+			t.Error(err)
+		}
+	}()
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(filepath.Join(shared.root, "env"), &sfs); err != nil {
+		t.Fatal(err)
+	}
+	if size := int64(sfs.Blocks) * sfs.Bsize; size != 3<<20 || sfs.Files != 300 {
+		t.Errorf("tmpfs of %d bytes and %d inodes, want %d and 300", size, sfs.Files, 3<<20)
 	}
 }

@@ -95,7 +95,12 @@ func newStorage(cfg config, log *slog.Logger) (*storage, error) {
 	if err != nil {
 		return nil, err
 	}
-	log.Debug("tmpfs-storage ready", "root", cfg.root, "size", cfg.size, "rootfses", len(keys))
+	if len(keys) > 0 {
+		// Left by an earlier process of the plugin: berth releases
+		// those it no longer knows.
+		log.Info("rootfses from an earlier run", "root", cfg.root, "count", len(keys))
+	}
+	log.Debug("tmpfs-storage ready", "root", cfg.root, "size", cfg.size, "inodes", cfg.inodes, "swap", cfg.swap)
 	return s, nil
 }
 
@@ -287,20 +292,42 @@ func isOpaque(path string) (bool, error) {
 // mountTmpfs mounts dir's tmpfs with lim. It is mode 0700, so that only
 // root on the host reaches the upper directory other than through the
 // overlay, and nosuid and nodev, like everything berth mounts.
+//
+// Unless the plugin runs with -swap, the tmpfs is noswap: otherwise memory
+// pressure writes the rootfs to the swap device, to disk, which is what
+// the plugin is for avoiding. A kernel without noswap (before Linux 6.4)
+// gets tmpfses without it only while the host has no swap on, and the
+// plugin says so; with swap on, Prepare fails instead and names -swap.
 func (s *storage) mountTmpfs(dir string, lim limits) error {
 	data := fmt.Sprintf("size=%d,nr_inodes=%d,mode=0700", lim.size, lim.inodes)
 	const flags = unix.MS_NOSUID | unix.MS_NODEV
 	if !s.cfg.swap && !s.noSwapless.Load() {
-		// Without noswap, memory pressure writes the rootfs to the swap
-		// device: to disk, which is what the plugin is for avoiding.
 		err := unix.Mount("tmpfs", dir, "tmpfs", flags, data+",noswap")
 		if err != unix.EINVAL {
 			return mountErr(dir, err)
 		}
+		if swapOn() {
+			return fmt.Errorf("mount tmpfs on %s: the kernel refuses noswap (Linux 6.4 or later has it) and the host has swap on, where the rootfs could be written; run the plugin with -swap (BERTH_TMPFS_STORAGE_SWAP=true) to accept that", dir)
+		}
 		s.noSwapless.Store(true)
-		s.log.Warn("the kernel refuses tmpfs's noswap (Linux 6.4 or later has it): rootfses may be swapped out", "err", err)
+		s.log.Info("the kernel refuses tmpfs's noswap (Linux 6.4 or later has it); mounting without it while the host has no swap", "err", err)
+	}
+	if s.noSwapless.Load() && !s.cfg.swap && swapOn() {
+		return fmt.Errorf("mount tmpfs on %s: the kernel has no noswap and the host now has swap on; run the plugin with -swap (BERTH_TMPFS_STORAGE_SWAP=true) to accept that", dir)
 	}
 	return mountErr(dir, unix.Mount("tmpfs", dir, "tmpfs", flags, data))
+}
+
+// swapOn reports whether the host has a swap device or file on: whether
+// /proc/swaps lists any below its heading. Unreadable, it says yes.
+func swapOn() bool {
+	b, err := os.ReadFile("/proc/swaps")
+	return err != nil || listsSwap(string(b))
+}
+
+// listsSwap reports whether the text of /proc/swaps lists a device.
+func listsSwap(swaps string) bool {
+	return strings.Count(strings.TrimSpace(swaps), "\n") > 0
 }
 
 func mountErr(dir string, err error) error {

@@ -198,7 +198,7 @@ func TestPrepareShowsLayersAndStopsAtSize(t *testing.T) {
 	if st, err := os.Stat(upper + "/big"); err != nil || st.Size() != n {
 		t.Errorf("upper/big: %v, %v; want %d bytes", st, err, n)
 	}
-	if !strings.Contains(mountOptions(t, filepath.Join(s.cfg.root, "full")), "noswap") {
+	if !s.noSwapless.Load() && !strings.Contains(mountOptions(t, filepath.Join(s.cfg.root, "full")), "noswap") {
 		t.Errorf("tmpfs mounted without noswap: %s", mountOptions(t, filepath.Join(s.cfg.root, "full")))
 	}
 
@@ -481,4 +481,42 @@ func TestOpaqueLayerRoot(t *testing.T) {
 	}
 	unix.Unmount(rootfs, 0)
 	release(t, s, "o")
+}
+
+// Only a listed device or file counts as swap being on.
+func TestListsSwap(t *testing.T) {
+	const heading = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
+	if listsSwap(heading) {
+		t.Error("the heading alone counts as swap")
+	}
+	if !listsSwap(heading + "/swapfile                               file\t\t1048572\t\t0\t\t-2\n") {
+		t.Error("a swap file does not count")
+	}
+}
+
+// A Release while the rootfs is still in use (berth could not unmount the
+// overlay, a host process holds a file in the tmpfs) detaches the busy
+// tmpfs rather than failing: the root is clean at once, and the memory
+// goes when the last user does.
+func TestReleaseWhileInUse(t *testing.T) {
+	s := newTestStorage(t, "4m")
+	rootfs := mountAnswer(t, prepare(t, s, "busy", plugin.PrepareRequest{Layers: makeLayers(t)}))
+	if err := os.WriteFile(rootfs+"/still", []byte("here"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	held, err := os.Open(filepath.Join(s.cfg.root, "busy", upperDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	release(t, s, "busy")
+	if m := mountsUnder(t, s.cfg.root); len(m) > 0 {
+		t.Errorf("mounts left under the root: %v", m)
+	}
+	if b, err := os.ReadFile(rootfs + "/still"); err != nil || string(b) != "here" {
+		t.Errorf("the overlay still mounted lost its file: %q, %v", b, err)
+	}
+	if err := unix.Unmount(rootfs, 0); err != nil {
+		t.Fatal(err)
+	}
 }

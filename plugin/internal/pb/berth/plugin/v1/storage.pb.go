@@ -180,7 +180,9 @@ type PrepareRequest struct {
 	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
 	// Image_digest is the image manifest's digest.
 	ImageDigest string `protobuf:"bytes,2,opt,name=image_digest,json=imageDigest,proto3" json:"image_digest,omitempty"`
-	// Layers are the image's layers, bottom first.
+	// Layers are the image's layers that a rootfs of it shows, bottom
+	// first: a layer whose root is opaque hides those below it, which are
+	// left out.
 	Layers []*Layer `protobuf:"bytes,3,rep,name=layers,proto3" json:"layers,omitempty"`
 	// The sandbox's user namespace maps, when it has one. A plugin with
 	// capability "idmap" makes a rootfs whose files show the mapped host
@@ -284,23 +286,40 @@ func (x *PrepareRequest) GetOptions() map[string]string {
 	return nil
 }
 
-// Mount is one mount berth performs to assemble the rootfs, in order.
+// Mount is one mount berth performs to assemble the rootfs, in order. An
+// answer has at most 64, and each string at most 4096 bytes.
 type Mount struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Type is "bind", "overlay" or "tmpfs".
 	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
-	// Source is an absolute, clean path under the plugin's roots (for a
-	// bind); for overlay and tmpfs it is ignored. Overlay's lowerdir,
-	// upperdir and workdir options are checked as sources are.
+	// Source is, for a bind, an absolute, clean path of a directory under
+	// the plugin's roots (the mount of it alone, not those below it, is
+	// bound); for overlay and tmpfs it is empty (or the type's name).
 	Source string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
 	// Target is where the mount goes, relative to the rootfs: "" for the
-	// rootfs itself (the first mount must be that one), else a clean
-	// relative path without "..".
+	// rootfs itself (the first mount must be that one, and only it), else
+	// a clean relative path without "..", naming a directory that exists in
+	// the rootfs as mounted so far; berth does not follow a symlink in it.
 	Target string `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
-	// Options are mount(8)-style; berth always adds nosuid and nodev.
+	// Options are mount(8)-style. Any type may have ro, rw, nosuid, nodev,
+	// exec, noexec, noatime, relatime, nodiratime, strictatime; berth
+	// always adds nosuid and nodev, and refuses suid and dev. An overlay
+	// has lowerdir (colon-separated, top first: each under the roots or
+	// exactly one of the request's unpacked_paths), upperdir and workdir
+	// (both or neither, under the roots), and may have volatile,
+	// redirect_dir=off|nofollow, metacopy=off, index=off and
+	// xino=off|auto|on; berth sets redirect_dir, metacopy and index off
+	// unless given. A tmpfs may have size and nr_inodes (a number, with an
+	// optional k, m or g) and mode (octal, no set-id bits). Anything else
+	// is refused.
 	Options []string `protobuf:"bytes,4,rep,name=options,proto3" json:"options,omitempty"`
 	// Idmap asks berth to show this mount through the sandbox's user
-	// namespace (an idmapped mount). Only a bind may ask.
+	// namespace, when it has one and the plugin lacks capability "idmap":
+	// a bind or a tmpfs becomes an idmapped mount; an overlay gets
+	// idmapped, read-only clones of its lower directories, and berth gives
+	// the root of its upper directory the owner (mapped) and mode of the
+	// top layer's root. With a user namespace, an answer from a plugin
+	// without "idmap" must mark at least one mount.
 	Idmap         bool `protobuf:"varint,5,opt,name=idmap,proto3" json:"idmap,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -374,7 +393,8 @@ func (x *Mount) GetIdmap() bool {
 type PrepareResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Mounts []*Mount               `protobuf:"bytes,1,rep,name=mounts,proto3" json:"mounts,omitempty"`
-	// Driver names what the plugin made, e.g. "tmpfs", shown to users.
+	// Driver names what the plugin made, e.g. "tmpfs", shown to users: at
+	// most 64 printable ASCII characters; empty means "plugin".
 	Driver        string `protobuf:"bytes,2,opt,name=driver,proto3" json:"driver,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -32,14 +32,24 @@ const (
 // StorageService makes and removes sandboxes' root filesystems. The plugin
 // never mounts into a sandbox and never chooses where a rootfs appears: it
 // answers with mounts, and berth checks and performs them.
+//
+// The plugin's roots (InfoResponse.roots) must be absolute, clean, not
+// "/", and in none of /proc, /sys, /dev, /run/berth, berth's store (but
+// for its plugins/ directory, e.g. /var/lib/berth/plugins/<name>) or
+// berth's mount and socket directories; berth refuses to open a plugin
+// whose roots break that. They must name real paths: berth opens every
+// path of an answer without following a symlink in any component.
 type StorageServiceClient interface {
 	// Prepare makes a writable rootfs for key from an image's layers.
 	// ALREADY_EXISTS if key is prepared already. One plugin process gets
-	// many Prepares at once, for different keys.
+	// many Prepares at once, for different keys. If berth refuses the
+	// answer, or cannot perform it, or the call fails or is cancelled, it
+	// calls Release for the key (and ignores NOT_FOUND).
 	Prepare(ctx context.Context, in *PrepareRequest, opts ...grpc.CallOption) (*PrepareResponse, error)
 	// Release undoes Prepare and frees everything it made. berth has
-	// unmounted the rootfs before it calls Release. NOT_FOUND if key is
-	// unknown, as after a second Release.
+	// unmounted the rootfs before it calls Release (also after berth
+	// itself restarted). NOT_FOUND if key is unknown, as after a second
+	// Release.
 	Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*ReleaseResponse, error)
 	// List names the prepared keys, so that berth can reclaim the rootfses
 	// of sandboxes it lost (after a crash) and the conformance kit can check
@@ -114,14 +124,24 @@ type StorageService_DiffClient = grpc.ServerStreamingClient[DiffResponse]
 // StorageService makes and removes sandboxes' root filesystems. The plugin
 // never mounts into a sandbox and never chooses where a rootfs appears: it
 // answers with mounts, and berth checks and performs them.
+//
+// The plugin's roots (InfoResponse.roots) must be absolute, clean, not
+// "/", and in none of /proc, /sys, /dev, /run/berth, berth's store (but
+// for its plugins/ directory, e.g. /var/lib/berth/plugins/<name>) or
+// berth's mount and socket directories; berth refuses to open a plugin
+// whose roots break that. They must name real paths: berth opens every
+// path of an answer without following a symlink in any component.
 type StorageServiceServer interface {
 	// Prepare makes a writable rootfs for key from an image's layers.
 	// ALREADY_EXISTS if key is prepared already. One plugin process gets
-	// many Prepares at once, for different keys.
+	// many Prepares at once, for different keys. If berth refuses the
+	// answer, or cannot perform it, or the call fails or is cancelled, it
+	// calls Release for the key (and ignores NOT_FOUND).
 	Prepare(context.Context, *PrepareRequest) (*PrepareResponse, error)
 	// Release undoes Prepare and frees everything it made. berth has
-	// unmounted the rootfs before it calls Release. NOT_FOUND if key is
-	// unknown, as after a second Release.
+	// unmounted the rootfs before it calls Release (also after berth
+	// itself restarted). NOT_FOUND if key is unknown, as after a second
+	// Release.
 	Release(context.Context, *ReleaseRequest) (*ReleaseResponse, error)
 	// List names the prepared keys, so that berth can reclaim the rootfses
 	// of sandboxes it lost (after a crash) and the conformance kit can check
