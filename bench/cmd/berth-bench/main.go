@@ -110,7 +110,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	if err != nil {
 		return err
 	}
-	res := &Results{Mode: cfg.Mode, Started: began.UTC(), Machine: machineInfo(), Notes: e.notes}
+	res := &Results{Mode: cfg.Mode, Started: began.UTC(), Machine: machineInfo(), Notes: e.notes, PluginsOnly: *plugins == "only"}
 	res.Machine.Tools = e.versions()
 
 	scenarios := []struct {

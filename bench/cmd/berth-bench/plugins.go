@@ -540,6 +540,20 @@ func (p *Plugins) markdown(b *strings.Builder) {
 	}
 }
 
+// pluginsOnlyMarkdown is the body of results.md when only scenario 7 ran.
+func (r *Results) pluginsOnlyMarkdown(b *strings.Builder) {
+	b.WriteString("\nOnly scenario 7 ran (-plugins only).\n")
+	if r.Plugins != nil {
+		r.Plugins.markdown(b)
+	}
+	if len(r.Notes) > 0 {
+		b.WriteString("\n## Notes\n\n")
+		for _, n := range r.Notes {
+			fmt.Fprintf(b, "- %s\n", n)
+		}
+	}
+}
+
 func latencyTable(b *strings.Builder, title, what string, rows []Latency) {
 	fmt.Fprintf(b, "\n%s:\n\n| %s | runs | p50 ms | p90 ms | p99 ms | max ms | result |\n| --- | ---: | ---: | ---: | ---: | ---: | --- |\n", title, what)
 	for _, l := range rows {

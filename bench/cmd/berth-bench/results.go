@@ -25,6 +25,7 @@ type Results struct {
 	Throughput      []Throughput `json:"throughput"`
 	Layerfs         Layerfs      `json:"layerfs"`
 	Plugins         *Plugins     `json:"plugins,omitempty"`
+	PluginsOnly     bool         `json:"plugins_only,omitempty"` // -plugins only: scenarios 1-6 did not run
 	Notes           []string     `json:"notes"`
 }
 
@@ -130,6 +131,10 @@ func (r *Results) markdown() string {
 			}
 			fmt.Fprintf(&b, "| %s | %d | %.1f | %.1f | %.1f | %.1f | %s |\n", l.Tool, l.N, l.P50, l.P90, l.P99, l.Max, result)
 		}
+	}
+	if r.PluginsOnly {
+		r.pluginsOnlyMarkdown(&b)
+		return b.String()
 	}
 	latency("1. start→exit of `true`", r.Startup)
 	latency("2. start→exit of `true` with a bridge network", r.Network)
