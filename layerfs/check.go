@@ -139,7 +139,7 @@ func (s *Store) Check(ctx context.Context, opts *CheckOptions) ([]Problem, error
 		diffIDs:  map[v1.Hash][]v1.Hash{},
 		diffIDOK: map[v1.Hash]bool{},
 	}
-	steps := []func() error{c.checkBlobs, c.checkImages, c.checkRootfses, c.checkRefs, c.checkDiffIDs, c.checkLayers, c.checkOrphanBlobs}
+	steps := []func() error{c.checkBlobs, c.checkImages, c.checkRootfses, c.checkHolds, c.checkRefs, c.checkDiffIDs, c.checkLayers, c.checkOrphanBlobs}
 	if opts.Layers {
 		steps = append(steps, c.checkLayerContents)
 	}

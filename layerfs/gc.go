@@ -87,6 +87,10 @@ func (s *Store) GC(ctx context.Context) (GCResult, error) {
 			markImage(rec.Image)
 		}
 	}
+	// So do layers that rootfses outside the store use (Hold).
+	if !s.heldLayers(layers) {
+		keepLayers = true
+	}
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}

@@ -89,7 +89,7 @@ type client struct {
 	// first is the Info of the first start. A restarted plugin must
 	// announce the same kind, capabilities and roots: adapters checked
 	// those once, at open.
-	first *Info
+	first atomic.Pointer[Info]
 
 	cur  atomic.Pointer[proc] // the running process, nil before the first start or after close
 	sem  chan struct{}        // held while starting or stopping a process
@@ -176,10 +176,14 @@ func (c *client) alias(sentinel error, also ...error) {
 	c.aliases[sentinel] = append(c.aliases[sentinel], also...)
 }
 
-// Info describes the plugin as it said when it last started.
+// Info describes the plugin as it said when it last started (as it
+// said when it first started if it is not running now).
 func (c *client) Info() Info {
 	if p := c.cur.Load(); p != nil {
 		return p.info
+	}
+	if first := c.first.Load(); first != nil {
+		return *first
 	}
 	return Info{Path: c.path}
 }
@@ -209,7 +213,7 @@ func (c *client) conn(ctx context.Context) (*grpc.ClientConn, error) {
 		return old.cc, nil // another goroutine started it while this one waited
 	}
 	if old != nil {
-		c.log.Info("restarting plugin", "was", old.run.exitStatus())
+		c.log.Warn("restarting plugin", "was", old.run.exitStatus())
 		c.stop(old)
 		c.cur.Store(nil)
 	}
@@ -217,9 +221,9 @@ func (c *client) conn(ctx context.Context) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.first == nil {
-		c.first = &p.info
-	} else if err := sameShape(*c.first, p.info); err != nil {
+	if first := c.first.Load(); first == nil {
+		c.first.Store(&p.info)
+	} else if err := sameShape(*first, p.info); err != nil {
 		c.stop(p)
 		return nil, fmt.Errorf("plugin %s restarted %s; close and open it again: %w", c.name, clip.Cut(clip.Text(err.Error()), 300), ErrRefused)
 	}
@@ -243,8 +247,8 @@ func sameShape(first, now Info) error {
 	return nil
 }
 
-// start starts a process of the plugin, bounded by ctx, and checks its
-// Info. c.sem is held.
+// start starts a process of the plugin and checks its Info, within
+// ctx and the start timeout. c.sem is held.
 func (c *client) start(ctx context.Context) (*proc, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("plugin %s: %w", c.name, err)
@@ -252,16 +256,17 @@ func (c *client) start(ctx context.Context) (*proc, error) {
 	if err := checkRunDir(c.opts.RunDir); err != nil {
 		return nil, err
 	}
-	// A start is bounded by go-plugin's StartTimeout too, which takes the
-	// caller's deadline when that is sooner, so that a plugin that never
-	// answers is killed by go-plugin rather than left to berth.
+	// The whole start, handshake and Info, is bounded by the start
+	// timeout as well as by the caller's context: a plugin that never
+	// answers must not hold a caller without a deadline forever (nor the
+	// others waiting for the start). The process is killed when either
+	// ends first.
 	timeout := defaultStartTimeout
 	if c.opts.StartTimeout > 0 {
 		timeout = c.opts.StartTimeout
 	}
-	if d, ok := ctx.Deadline(); ok {
-		timeout = min(timeout, time.Until(d))
-	}
+	sctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 
 	cmd := exec.Command(c.path)
 	if len(c.opts.Checksum) > 0 {
@@ -298,7 +303,7 @@ func (c *client) start(ctx context.Context) (*proc, error) {
 		RunnerFunc: func(l hclog.Logger, gcmd *exec.Cmd, dir string) (runner.Runner, error) {
 			cmd.Env = append(cmd.Env, gcmd.Env...)
 			p.dir = dir
-			r, err := newExecRunner(ctx, l, cmd, dir)
+			r, err := newExecRunner(sctx, l, cmd, dir)
 			p.run = r
 			return r, err
 		},
@@ -321,11 +326,11 @@ func (c *client) start(ctx context.Context) (*proc, error) {
 	go c.startOnThread(p, started)
 	if err := <-started; err != nil {
 		c.stop(p)
-		return nil, c.startErr(ctx, p, err)
+		return nil, c.startErr(ctx, sctx, p, err)
 	}
 	if !p.run.started() {
 		c.stop(p)
-		return nil, fmt.Errorf("plugin %s: starting: %w", c.name, ctx.Err())
+		return nil, c.startErr(ctx, sctx, p, errors.New("timeout while waiting for plugin to start"))
 	}
 	rpc, err := gp.Client()
 	if err == nil {
@@ -338,10 +343,16 @@ func (c *client) start(ctx context.Context) (*proc, error) {
 		c.stop(p)
 		return nil, fmt.Errorf("plugin %s: connecting: %w", c.name, err)
 	}
-	r, err := pb.NewInfoServiceClient(p.cc).Info(ctx, &pb.InfoRequest{})
+	r, err := pb.NewInfoServiceClient(p.cc).Info(sctx, &pb.InfoRequest{})
 	if err != nil {
 		c.stop(p)
-		return nil, fmt.Errorf("plugin %s: asking its info: %w", c.name, c.mapErr(p, err))
+		switch {
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("plugin %s: asking its info: %w", c.name, ctx.Err())
+		case sctx.Err() != nil:
+			return nil, fmt.Errorf("plugin %s: no answer to Info within %s: %w", c.name, timeout, ErrNotPlugin)
+		}
+		return nil, fmt.Errorf("plugin %s: asking its info: %s: %w", c.name, clip.Cut(clip.Text(status.Convert(err).Message()), 200), ErrNotPlugin)
 	}
 	if k := r.GetKind(); (c.kind != "" && k != c.kind) || (k != KindStorage && k != KindNetwork) {
 		c.stop(p)
@@ -390,9 +401,22 @@ func (c *client) checkSum() (*os.File, error) {
 // long as the process: Pdeathsig kills the plugin when the thread that
 // forked it ends, which must mean "when berth dies", not "when Go retired
 // a thread".
+//
+// It also contains go-plugin's panics: go-plugin v1.8.0's Start
+// dereferences a nil TLS config when a plugin's handshake carries a
+// certificate berth did not ask for (AutoMTLS off), and a plugin must not
+// be able to crash berth. go-plugin has killed the process by then.
 func (c *client) startOnThread(p *proc, started chan<- error) {
 	runtime.LockOSThread()
-	_, err := p.gp.Start()
+	err := func() (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("handshake crashed go-plugin (%v)", r)
+			}
+		}()
+		_, err = p.gp.Start()
+		return err
+	}()
 	started <- err
 	if p.run != nil {
 		select {
@@ -441,7 +465,7 @@ var versionRE = regexp.MustCompile(`Plugin version: (\d+)`)
 
 // startErr turns the error of go-plugin's Start into berth's: one line,
 // wrapping ErrNotPlugin, ErrIncompatible or ErrChecksum.
-func (c *client) startErr(ctx context.Context, p *proc, err error) error {
+func (c *client) startErr(ctx, sctx context.Context, p *proc, err error) error {
 	if ctx.Err() != nil {
 		// The caller gave up (and the process was killed for it): that,
 		// not what go-plugin saw of the kill, is the error.
@@ -477,7 +501,7 @@ func (c *client) startErr(ctx context.Context, p *proc, err error) error {
 		return fmt.Errorf("plugin %s speaks go-plugin core protocol other than %d: %w", c.name, goplugin.CoreProtocolVersion, ErrIncompatible)
 	case strings.Contains(msg, "unsupported plugin protocol"):
 		return fmt.Errorf("plugin %s serves net/rpc, berth speaks gRPC only: %w", c.name, ErrNotPlugin)
-	case strings.Contains(msg, "timeout while waiting"):
+	case strings.Contains(msg, "timeout while waiting") || sctx.Err() != nil:
 		return fmt.Errorf("plugin %s: %s: %w", c.name, detail("no handshake in time"), ErrNotPlugin)
 	case strings.Contains(msg, "exited before we could connect"):
 		return fmt.Errorf("plugin %s %s: %w", c.name, detail("exited before its handshake"), ErrNotPlugin)
@@ -524,6 +548,9 @@ func (c *client) mapErr(p *proc, err error) error {
 		return fmt.Errorf("plugin %s: %w", c.name, err)
 	}
 	if st.Code() == codes.Unavailable {
+		if c.done.Load() {
+			return &remoteError{msg: fmt.Sprintf("plugin %s was closed during the call", c.name), sentinel: ErrClosed, st: st}
+		}
 		return c.lostErr(p, st)
 	}
 	re := &remoteError{msg: remoteMessage(c.name, st.Message()), sentinel: sentinelOf(st), st: st}
@@ -537,7 +564,7 @@ func (c *client) mapErr(p *proc, err error) error {
 // died, or closed its connection, which berth treats alike. The process
 // is marked dead so that the next call starts another.
 func (c *client) lostErr(p *proc, st *status.Status) error {
-	how := "connection lost"
+	how := "lost its connection"
 	if p != nil {
 		select {
 		case <-p.run.exited:
@@ -545,14 +572,14 @@ func (c *client) lostErr(p *proc, st *status.Status) error {
 		}
 		s := p.run.exitStatus()
 		if s != "" {
-			how = "exited: " + s
+			how = "exited (" + s + ")"
 		}
 		if (s != "" || p.cc.GetState() != connectivity.Ready) && !p.dead.Swap(true) {
 			c.log.Warn("plugin lost; the next call starts it again", "how", how)
 		}
 	}
 	return &remoteError{
-		msg:      fmt.Sprintf("plugin %s %s (%s)", c.name, how, clip.Cut(clip.Text(st.Message()), 200)),
+		msg:      fmt.Sprintf("plugin %s %s: %s", c.name, how, clip.Cut(clip.Text(st.Message()), 200)),
 		sentinel: ErrPluginExited,
 		st:       st,
 	}

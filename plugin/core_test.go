@@ -3,11 +3,17 @@ package plugin
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -583,7 +589,7 @@ func TestKillMidCallThenRestart(t *testing.T) {
 		err := <-errs
 		if !errors.Is(err, ErrPluginExited) {
 			t.Errorf("call in flight: %v, want ErrPluginExited", err)
-		} else if !strings.Contains(err.Error(), "plugin testplugin exited: signal: killed") {
+		} else if !strings.Contains(err.Error(), "plugin testplugin exited (signal: killed): ") {
 			t.Errorf("call in flight: %q does not say how the plugin ended", err)
 		}
 	}
@@ -1097,4 +1103,138 @@ func killPlugin(t *testing.T, c *client) {
 		t.Fatal(err)
 	}
 	<-p.run.exited
+}
+
+func TestRunDirChecks(t *testing.T) {
+	requireRoot(t)
+	base := t.TempDir()
+	open := func(dir string) error {
+		opts, _ := testOptions(t, "storage")
+		opts.RunDir = dir
+		c, err := startClient(context.Background(), testPluginBin, KindStorage, opts)
+		if err == nil {
+			c.close()
+		}
+		return err
+	}
+	// Made if missing: its parents searchable, itself private.
+	fresh := filepath.Join(base, "a", "run")
+	if err := open(fresh); err != nil {
+		t.Fatal(err)
+	}
+	for dir, want := range map[string]os.FileMode{fresh: 0o700, filepath.Dir(fresh): 0o711} {
+		if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: %v, mode %v, want %v", dir, err, fi.Mode().Perm(), want)
+		}
+	}
+	// Someone else's socket directory is not berth's to use.
+	open777 := filepath.Join(base, "open")
+	os.Mkdir(open777, 0o777)
+	os.Chmod(open777, 0o777)
+	link := filepath.Join(base, "link")
+	os.Symlink(fresh, link)
+	notOurs := filepath.Join(base, "notours")
+	os.Mkdir(notOurs, 0o700)
+	os.Chown(notOurs, 65534, 65534)
+	for _, dir := range []string{open777, link, notOurs, "relative/run"} {
+		if err := open(dir); !errors.Is(err, ErrInvalid) {
+			t.Errorf("RunDir %s: %v, want ErrInvalid", dir, err)
+		}
+	}
+}
+
+func TestInfoNeverAnswered(t *testing.T) {
+	requireRoot(t)
+	opts, _ := testOptions(t, "storage", envTestMuteInfo+"=1")
+	opts.StartTimeout = 500 * time.Millisecond
+	before := children(t)
+	// No deadline on the caller's side: the start timeout bounds Info too.
+	_, err := startClient(context.Background(), testPluginBin, KindStorage, opts)
+	if !errors.Is(err, ErrNotPlugin) || !strings.Contains(err.Error(), "no answer to Info within 500ms") {
+		t.Fatalf("%v, want ErrNotPlugin saying Info went unanswered", err)
+	}
+	checkNothingLeft(t, opts, before)
+}
+
+func TestHandshakeCannotCrashTheHost(t *testing.T) {
+	requireRoot(t)
+	// A certificate in the handshake's sixth field, AutoMTLS off: go-plugin
+	// v1.8.0 stores it into a nil TLS config.
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := writeScript(t, "certplugin", `echo "1|1|unix|$PLUGIN_UNIX_SOCKET_DIR/s|grpc|`+base64.RawStdEncoding.EncodeToString(der)+`"; sleep 60`)
+	opts, _ := testOptions(t, "storage")
+	before := children(t)
+	_, err = startClient(context.Background(), script, KindStorage, opts)
+	if !errors.Is(err, ErrNotPlugin) {
+		t.Fatalf("%v, want ErrNotPlugin", err)
+	}
+	checkNothingLeft(t, opts, before)
+}
+
+func TestCloseDuringCall(t *testing.T) {
+	requireRoot(t)
+	opts, rec := testOptions(t, "storage")
+	c := startTest(t, opts)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := prepare(context.Background(), c, "block-close")
+		errc <- err
+	}()
+	for len(rec.find("blocking")) == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.close()
+	if err := <-errc; !errors.Is(err, ErrClosed) {
+		t.Errorf("call in flight when closed: %v, want ErrClosed", err)
+	}
+	if left := dirEntries(t, opts.RunDir); len(left) != 0 {
+		t.Errorf("run dir holds %v after close", left)
+	}
+}
+
+func TestNoGoroutineLeaks(t *testing.T) {
+	requireRoot(t)
+	opts, _ := testOptions(t, "storage")
+	bad := writeScript(t, "bad", "echo nope")
+	cycle := func() {
+		c, err := startClient(context.Background(), testPluginBin, KindStorage, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prepare(context.Background(), c, "ok")
+		killPlugin(t, c)
+		prepare(context.Background(), c, "ok") // restarts
+		c.close()
+		startClient(context.Background(), bad, KindStorage, opts)
+	}
+	cycle() // warm up gRPC's and the runtime's own
+	settle := func() int {
+		n := runtime.NumGoroutine()
+		for i := 0; i < 100; i++ {
+			time.Sleep(20 * time.Millisecond)
+			if m := runtime.NumGoroutine(); m == n {
+				return n
+			} else {
+				n = m
+			}
+		}
+		return n
+	}
+	before := settle()
+	const cycles = 10
+	for range cycles {
+		cycle()
+	}
+	if after := settle(); after-before >= cycles {
+		buf := make([]byte, 1<<20)
+		t.Errorf("%d goroutines before %d start/kill/restart/close cycles, %d after:\n%s", before, cycles, after, buf[:runtime.Stack(buf, true)])
+	}
 }

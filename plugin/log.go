@@ -119,9 +119,14 @@ func (s *stderrLog) emit() {
 	if len(bytes.TrimSpace(line)) == 0 {
 		return
 	}
-	s.lastLine = clip.Cut(clip.Text(string(bytes.TrimSpace(line))), 200)
+	s.lastLine = clip.Cut(clip.Text(string(bytes.TrimSpace(line[:min(len(line), 1024)]))), 200)
+	// The rate limit comes before the parse: a plugin that floods
+	// stderr must not make berth decode every line.
+	if !s.allow() {
+		return
+	}
 	level, msg, attrs := parseLogLine(line, overflow)
-	if !s.log.Enabled(context.Background(), level) || !s.allow() {
+	if !s.log.Enabled(context.Background(), level) {
 		return
 	}
 	if s.dropped > 0 {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"path/filepath"
 	"regexp"
 
 	"github.com/vishvananda/netlink"
@@ -44,8 +43,10 @@ var (
 	// and '_' of host names, first a letter, digit or '_'. Nothing that
 	// could end a line or start another field.
 	hostNamePattern = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
-	// dnsOptionPattern is one resolv.conf option, such as "ndots:2".
-	dnsOptionPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}(:[0-9]{1,5})?$`)
+	// dnsOptionPattern is one resolv.conf option, such as "ndots:2" or
+	// "trust-ad": a word of printable characters that does not start a
+	// comment, so that it stays one option on the options line.
+	dnsOptionPattern = regexp.MustCompile(`^[!-"$-:<-~][!-~]{0,63}$`)
 )
 
 // validHostName reports whether s may be written into /etc/hosts as a name.
@@ -64,73 +65,6 @@ func validInterfaceName(s string) bool {
 		}
 	}
 	return true
-}
-
-// attachRequest builds the request for sandbox id's namespace ns, refusing
-// what the plugin (with capabilities caps) cannot do or what is malformed
-// before the plugin sees it. The hosts file options stay berth's.
-func attachRequest(id, netnsPath string, ns *netnsFile, opts *netplug.AttachOptions, info Info, settings map[string]string) (*pb.AttachRequest, error) {
-	if !idPattern.MatchString(id) {
-		return nil, fmt.Errorf("sandbox id %s: %w", clip.Quote(id), ErrInvalid)
-	}
-	req := &pb.AttachRequest{Id: id, NetnsPath: netnsPath, NetnsDev: ns.dev, NetnsIno: ns.ino, Options: settings}
-	if opts == nil {
-		return req, nil
-	}
-	for _, n := range append([]string{opts.Hostname}, opts.Aliases...) {
-		if n != "" && !validHostName(n) {
-			return nil, fmt.Errorf("host name %s: %w", clip.Quote(n), ErrInvalid)
-		}
-	}
-	req.Hostname, req.Aliases = opts.Hostname, opts.Aliases
-	if len(opts.Ports) > 0 {
-		if !info.Has(CapPorts) {
-			return nil, fmt.Errorf("plugin %s does not publish ports: %w", filepath.Base(info.Path), ErrUnsupported)
-		}
-		for _, p := range opts.Ports {
-			m, err := portRequest(p)
-			if err != nil {
-				return nil, err
-			}
-			req.Ports = append(req.Ports, m)
-		}
-	}
-	if opts.DNS != nil {
-		if !info.Has(CapDNS) {
-			return nil, fmt.Errorf("plugin %s does not configure DNS: %w", filepath.Base(info.Path), ErrUnsupported)
-		}
-		req.Dns = dnsToPB(opts.DNS)
-	}
-	return req, nil
-}
-
-// portRequest checks a port to publish and spells it for the wire, with
-// the protocol always named.
-func portRequest(p netplug.PortMapping) (*pb.PortMapping, error) {
-	proto := p.Protocol
-	if proto == "" {
-		proto = "tcp"
-	}
-	switch {
-	case proto != "tcp" && proto != "udp":
-		return nil, fmt.Errorf("port protocol %s: %w", clip.Quote(p.Protocol), ErrInvalid)
-	case p.ContainerPort == 0:
-		return nil, fmt.Errorf("port mapping without a container port: %w", ErrInvalid)
-	}
-	if p.HostIP != "" {
-		if _, err := netip.ParseAddr(p.HostIP); err != nil {
-			return nil, fmt.Errorf("port host IP %s: %w", clip.Quote(p.HostIP), ErrInvalid)
-		}
-	}
-	return &pb.PortMapping{HostIp: p.HostIP, HostPort: uint32(p.HostPort), ContainerPort: uint32(p.ContainerPort), Protocol: proto}, nil
-}
-
-func dnsToPB(d *netplug.DNSConfig) *pb.DNSConfig {
-	out := &pb.DNSConfig{Search: d.Search, Options: d.Options}
-	for _, a := range d.Nameservers {
-		out.Nameservers = append(out.Nameservers, a.String())
-	}
-	return out
 }
 
 // checkAnswer turns a plugin's answer to req into an Attachment, or says
@@ -264,7 +198,7 @@ func checkPorts(asked, got []*pb.PortMapping) ([]netplug.PortMapping, error) {
 					continue
 				}
 				used[j], matched[i] = true, true
-				out[i] = netplug.PortMapping{HostIP: g.GetHostIp(), HostPort: uint16(g.GetHostPort()),
+				out[i] = netplug.PortMapping{HostIP: a.GetHostIp(), HostPort: uint16(g.GetHostPort()),
 					ContainerPort: uint16(g.GetContainerPort()), Protocol: g.GetProtocol()}
 				break
 			}
@@ -279,9 +213,11 @@ func checkPorts(asked, got []*pb.PortMapping) ([]netplug.PortMapping, error) {
 	return out, nil
 }
 
-// samePort reports whether g publishes what a asks for.
+// samePort reports whether g publishes what a asks for. a is canonical
+// (portRequest); g's host address may be spelled another way.
 func samePort(a, g *pb.PortMapping) bool {
-	if g.GetContainerPort() != a.GetContainerPort() || g.GetProtocol() != a.GetProtocol() || g.GetHostIp() != a.GetHostIp() {
+	ip, err := canonicalHostIP(g.GetHostIp())
+	if err != nil || ip != a.GetHostIp() || g.GetContainerPort() != a.GetContainerPort() || g.GetProtocol() != a.GetProtocol() {
 		return false
 	}
 	if g.GetHostPort() == 0 || g.GetHostPort() > 65535 {
@@ -343,7 +279,9 @@ func checkDNS(d *pb.DNSConfig) (netplug.DNSConfig, error) {
 		out.Nameservers = append(out.Nameservers, a)
 	}
 	for _, s := range d.GetSearch() {
-		if !validHostName(s) {
+		// "." is the root domain: systemd-resolved writes "search ." for
+		// no search domain, and a plugin may pass the host's on.
+		if s != "." && !validHostName(s) {
 			return out, fmt.Errorf("search domain %s is not a domain name", clip.Quote(s))
 		}
 		out.Search = append(out.Search, s)

@@ -24,11 +24,12 @@ func goodAnswer() (*pb.AttachRequest, *pb.AttachResponse) {
 			// In another order than asked, and the chosen port first:
 			// matched by what they are, not by where they are.
 			{HostPort: 31000, ContainerPort: 80, Protocol: "tcp"},
-			{HostIp: "127.0.0.1", HostPort: 53, ContainerPort: 53, Protocol: "udp"},
-			{HostPort: 8080, ContainerPort: 80, Protocol: "tcp"},
+			{HostIp: "::ffff:127.0.0.1", HostPort: 53, ContainerPort: 53, Protocol: "udp"},
+			{HostIp: "0.0.0.0", HostPort: 8080, ContainerPort: 80, Protocol: "tcp"},
 		},
 		Hosts: []*pb.HostEntry{{Ip: "10.0.0.2", Names: []string{"gw", "gateway.local"}}},
-		Dns:   &pb.DNSConfig{Nameservers: []string{"10.0.0.2"}, Search: []string{"corp.example."}, Options: []string{"ndots:2", "edns0"}},
+		Dns: &pb.DNSConfig{Nameservers: []string{"10.0.0.2"}, Search: []string{"corp.example.", "."},
+			Options: []string{"ndots:2", "edns0", "trust-ad", "timeout:30"}},
 	}
 }
 
@@ -37,8 +38,11 @@ func TestCheckAnswerTakesAGoodOne(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if a.Ports[1].HostIP != "127.0.0.1" || a.Ports[2].HostIP != "" {
+		t.Errorf("ports %+v: host addresses not as asked", a.Ports)
+	}
 	if a.Interface != "eth0" || len(a.IPs) != 2 || a.Gateway.String() != "10.0.0.2" || len(a.Ports) != 3 ||
-		len(a.Hosts) != 1 || len(a.DNS.Nameservers) != 1 || len(a.DNS.Options) != 2 {
+		len(a.Hosts) != 1 || len(a.DNS.Nameservers) != 1 || len(a.DNS.Search) != 2 || len(a.DNS.Options) != 4 {
 		t.Errorf("attachment %+v", a)
 	}
 }
@@ -79,6 +83,7 @@ func TestCheckAnswerRefuses(t *testing.T) {
 		{"port swapped", func(_ *pb.AttachRequest, r *pb.AttachResponse) { r.Ports[0].ContainerPort = 22 }, "not asked for"},
 		{"port protocol", func(_ *pb.AttachRequest, r *pb.AttachResponse) { r.Ports[1].Protocol = "tcp" }, "not asked for"},
 		{"port host ip", func(_ *pb.AttachRequest, r *pb.AttachResponse) { r.Ports[1].HostIp = "" }, "not asked for"},
+		{"port host ip garbage", func(_ *pb.AttachRequest, r *pb.AttachResponse) { r.Ports[2].HostIp = "x" }, "not asked for"},
 		{"fixed port moved", func(_ *pb.AttachRequest, r *pb.AttachResponse) { r.Ports[2].HostPort = 8081 }, "not asked for"},
 		{"chosen port zero", func(_ *pb.AttachRequest, r *pb.AttachResponse) { r.Ports[0].HostPort = 0 }, "not asked for"},
 		{"port over 65535", func(_ *pb.AttachRequest, r *pb.AttachResponse) { r.Ports[0].HostPort = 65536 + 31000 }, "not asked for"},
@@ -110,6 +115,11 @@ func TestCheckAnswerRefuses(t *testing.T) {
 		}, "search domain"},
 		{"option newline", func(_ *pb.AttachRequest, r *pb.AttachResponse) { r.Dns.Options[0] = "ndots:2\nnameserver" }, "resolver option"},
 		{"option space", func(_ *pb.AttachRequest, r *pb.AttachResponse) { r.Dns.Options[0] = "ndots:2 x" }, "resolver option"},
+		{"option comment", func(_ *pb.AttachRequest, r *pb.AttachResponse) { r.Dns.Options[0] = "#x" }, "resolver option"},
+		{"option semicolon", func(_ *pb.AttachRequest, r *pb.AttachResponse) { r.Dns.Options[0] = ";x" }, "resolver option"},
+		{"option empty", func(_ *pb.AttachRequest, r *pb.AttachResponse) { r.Dns.Options[0] = "" }, "resolver option"},
+		{"option non-ascii", func(_ *pb.AttachRequest, r *pb.AttachResponse) { r.Dns.Options[0] = "ndots\u00a0" }, "resolver option"},
+		{"search two dots", func(_ *pb.AttachRequest, r *pb.AttachResponse) { r.Dns.Search[1] = ".." }, "search domain"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			asked, r := goodAnswer()

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/clip"
 )
 
 // A netnsFile is a network namespace held open, and its identity: the
@@ -23,7 +25,7 @@ type netnsFile struct {
 // it is one. The caller closes it.
 func openNetns(path string) (*netnsFile, error) {
 	if !filepath.IsAbs(path) {
-		return nil, fmt.Errorf("network namespace path %q is not absolute", path)
+		return nil, fmt.Errorf("network namespace path %s is not absolute: %w", clip.Quote(path), ErrInvalid)
 	}
 	// No O_NOFOLLOW: /proc/<pid>/ns/net is a magic link that must be
 	// followed. What the path named does not matter, only what was
@@ -36,7 +38,7 @@ func openNetns(path string) (*netnsFile, error) {
 	ns, err := identify(f)
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("network namespace %s: %w", path, err)
+		return nil, fmt.Errorf("network namespace %s: %w", clip.Quote(path), err)
 	}
 	return ns, nil
 }

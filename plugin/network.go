@@ -34,8 +34,15 @@ type Network struct {
 
 // OpenNetwork starts the network plugin at path. Close stops it.
 func OpenNetwork(ctx context.Context, path string, opts *Options) (*Network, error) {
-	c, err := startClient(ctx, path, KindNetwork, opts)
+	c, err := newClient(path, KindNetwork, opts)
 	if err != nil {
+		return nil, err
+	}
+	// Callers of a sandbox.Network test netplug's sentinels (Recover
+	// takes a detach of an unknown id for done): a plugin's mean the same.
+	c.alias(ErrNotFound, netplug.ErrNotFound)
+	c.alias(ErrExists, netplug.ErrAttached)
+	if _, err := c.conn(ctx); err != nil {
 		return nil, err
 	}
 	n := &Network{c: c}
@@ -132,21 +139,34 @@ func (n *Network) undo(ctx context.Context, id, netnsPath string, cause error) e
 // must manage from the id alone. An id the plugin does not know is an
 // error wrapping ErrNotFound. Without a deadline in ctx, the call is
 // bounded by a minute.
+//
+// Detach is the one call berth makes again when the plugin turns out to
+// have died: undoing is safe to repeat, and a sandbox's Detach is often
+// the first call to find that its plugin died while the sandbox ran.
 func (n *Network) Detach(ctx context.Context, id, netnsPath string) error {
 	if !idPattern.MatchString(id) {
 		return fmt.Errorf("detach %s: sandbox id: %w", clip.Quote(id), ErrInvalid)
 	}
 	ctx, cancel := withCallTimeout(ctx)
 	defer cancel()
-	cc, err := n.c.conn(ctx)
+	err := n.detach(ctx, id, netnsPath)
+	if errors.Is(err, ErrPluginExited) && ctx.Err() == nil {
+		n.c.log.Info("detach again, the plugin having died", "id", id, "err", err)
+		err = n.detach(ctx, id, netnsPath)
+	}
 	if err != nil {
 		return fmt.Errorf("detach %s: %w", clip.Quote(id), err)
 	}
-	_, err = pb.NewNetworkServiceClient(cc).Detach(ctx, &pb.DetachRequest{Id: id, NetnsPath: netnsPath})
-	if err != nil {
-		return fmt.Errorf("detach %s: %w", clip.Quote(id), n.c.callErr(err))
-	}
 	return nil
+}
+
+func (n *Network) detach(ctx context.Context, id, netnsPath string) error {
+	cc, err := n.c.conn(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = pb.NewNetworkServiceClient(cc).Detach(ctx, &pb.DetachRequest{Id: id, NetnsPath: netnsPath})
+	return n.c.callErr(err)
 }
 
 // withCallTimeout bounds ctx by callTimeout unless it ends sooner.
@@ -159,8 +179,17 @@ func withCallTimeout(ctx context.Context) (context.Context, context.CancelFunc) 
 
 // Attached lists the ids the plugin has attached, for Recover: each a
 // sandbox id, or the answer is refused, since a caller may detach them or
-// print them.
+// print them. Like Detach, it is asked again once if the plugin turns out
+// to have died.
 func (n *Network) Attached(ctx context.Context) ([]string, error) {
+	ids, err := n.list(ctx)
+	if errors.Is(err, ErrPluginExited) && ctx.Err() == nil {
+		ids, err = n.list(ctx)
+	}
+	return ids, err
+}
+
+func (n *Network) list(ctx context.Context) ([]string, error) {
 	cc, err := n.c.conn(ctx)
 	if err != nil {
 		return nil, err

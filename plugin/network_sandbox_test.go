@@ -32,6 +32,31 @@ func TestNetworkPluginInSandbox(t *testing.T) {
 	for name, sec := range map[string]*security.Config{"Default": nil, "Strict": security.Strict()} {
 		t.Run(name, func(t *testing.T) { runOnTestNetwork(t, e, n, sec) })
 	}
+
+	// netplug's pool of namespaces attached ahead of time takes a plugin
+	// as it takes a CNI network, and detaches all it made on Close.
+	t.Run("Pool", func(t *testing.T) {
+		pool, err := netplug.NewPool(n, 1, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out strings.Builder
+		sb := sandbox.New("alpine:test", &sandbox.Options{
+			Args: []string{"ip", "-4", "addr", "show", "eth0"}, NetworkPool: pool, Stdout: &out,
+			Storage: e.Store, Cgroups: e.Cgroups, StateDir: e.StateDir,
+		})
+		res, err := sb.Run(t.Context())
+		pool.Close()
+		if err != nil || !res.Success() {
+			t.Fatalf("run: %v, %+v", err, res)
+		}
+		if a := sb.Attachment(); a == nil || len(a.IPs) != 1 || !strings.Contains(out.String(), "inet "+a.IPs[0].String()) {
+			t.Errorf("attachment %+v, the sandbox saw:\n%s", a, out.String())
+		}
+		if ids, err := n.Attached(t.Context()); err != nil || len(ids) != 0 {
+			t.Errorf("still attached after the pool's Close: %v, %v", ids, err)
+		}
+	})
 }
 
 func runOnTestNetwork(t *testing.T, e *testenv.Env, n *Network, sec *security.Config) {

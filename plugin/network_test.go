@@ -78,8 +78,30 @@ func openTestNetwork(t testing.TB, bin string, settings map[string]string) *Netw
 				}
 			}
 		}
+		if left := testNetworkAddrs(t); len(left) > 0 {
+			t.Errorf("addresses left behind on the host: %v", left)
+		}
 	})
 	return n
+}
+
+// testNetworkSubnet is where testnetwork takes its addresses from.
+var testNetworkSubnet = netip.MustParsePrefix("10.247.0.0/16")
+
+// testNetworkAddrs lists the host's addresses in testnetwork's subnet.
+func testNetworkAddrs(t testing.TB) []netip.Addr {
+	t.Helper()
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []netip.Addr
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && testNetworkSubnet.Contains(ip) {
+			out = append(out, ip)
+		}
+	}
+	return out
 }
 
 // testNetworkLinks names the host ends testnetwork made that are left.
@@ -174,7 +196,7 @@ func TestNetworkAttachDetach(t *testing.T) {
 	dns := &netplug.DNSConfig{Nameservers: []netip.Addr{netip.MustParseAddr("10.9.9.9")}, Search: []string{"corp.test"}}
 	a, err := n.Attach(ctx, "sb-1", path, &netplug.AttachOptions{
 		Hostname: "web", Aliases: []string{"www"},
-		Ports:      []netplug.PortMapping{{ContainerPort: 80}, {HostPort: 8053, ContainerPort: 53, Protocol: "udp"}},
+		Ports:      []netplug.PortMapping{{ContainerPort: 80}, {HostIP: "0.0.0.0", HostPort: 8053, ContainerPort: 53, Protocol: "UDP"}},
 		DNS:        dns,
 		HostsFile:  hosts,
 		ExtraHosts: []netplug.HostEntry{{IP: netip.MustParseAddr("10.99.0.7"), Names: []string{"registry.internal"}}},
@@ -209,8 +231,8 @@ func TestNetworkAttachDetach(t *testing.T) {
 	}
 
 	// A second Attach of the id is refused, and does not undo the first.
-	if _, err := n.Attach(ctx, "sb-1", path, nil); !errors.Is(err, ErrExists) {
-		t.Errorf("second attach: %v, want ErrExists", err)
+	if _, err := n.Attach(ctx, "sb-1", path, nil); !errors.Is(err, ErrExists) || !errors.Is(err, netplug.ErrAttached) {
+		t.Errorf("second attach: %v, want ErrExists and netplug.ErrAttached", err)
 	}
 	if len(testNetworkLinks(t)) != 1 {
 		t.Errorf("the refused second attach undid the first")
@@ -222,8 +244,8 @@ func TestNetworkAttachDetach(t *testing.T) {
 	if left := testNetworkLinks(t); len(left) > 0 {
 		t.Errorf("detach left %v", left)
 	}
-	if err := n.Detach(ctx, "sb-1", path); !errors.Is(err, ErrNotFound) {
-		t.Errorf("second detach: %v, want ErrNotFound", err)
+	if err := n.Detach(ctx, "sb-1", path); !errors.Is(err, ErrNotFound) || !errors.Is(err, netplug.ErrNotFound) {
+		t.Errorf("second detach: %v, want ErrNotFound and netplug.ErrNotFound", err)
 	}
 	if ids, err := n.Attached(ctx); err != nil || len(ids) != 0 {
 		t.Errorf("attached after detach: %v, %v", ids, err)
@@ -250,7 +272,9 @@ func TestNetworkAttachRefusesBadRequests(t *testing.T) {
 		{"sb\n1", path, nil, ErrInvalid},
 		{"sb", notNetns, nil, ErrInvalid},
 		{"sb", "/proc/self/ns/mnt", nil, ErrInvalid},
-		{"sb", "relative/netns", nil, nil},
+		{"sb", "relative/netns", nil, ErrInvalid},
+		{"sb", "", nil, ErrInvalid},
+		{"sb", "/nonexistent/netns", nil, os.ErrNotExist},
 		{"sb", path, &netplug.AttachOptions{Hostname: "web\n10.6.6.6 evil"}, ErrInvalid},
 		{"sb", path, &netplug.AttachOptions{Ports: []netplug.PortMapping{{ContainerPort: 80, Protocol: "sctp"}}}, ErrInvalid},
 		{"sb", path, &netplug.AttachOptions{Ports: []netplug.PortMapping{{HostPort: 80}}}, ErrInvalid},
@@ -316,7 +340,8 @@ func TestNetworkRefusesLies(t *testing.T) {
 
 // A plugin killed in the middle of Attach fails that Attach with
 // ErrPluginExited; Attach has its restarted successor undo what it did,
-// and the next Attach works.
+// and the next Attach works. One killed between calls is started again
+// by the next.
 func TestNetworkPluginKilledMidAttach(t *testing.T) {
 	sdk := buildTestNetwork(t).sdk
 	ctx := t.Context()
@@ -345,12 +370,51 @@ func TestNetworkPluginKilledMidAttach(t *testing.T) {
 	if got := addrsIn(t, path, a.Interface); !slices.Equal(got, a.IPs) {
 		t.Errorf("addresses %v, want %v", got, a.IPs)
 	}
-	if err := n.Detach(ctx, "killed", path); err != nil {
-		t.Errorf("detach: %v", err)
-	}
 	if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
 		t.Errorf("the killed plugin %d is still there: %v", pid, err)
 	}
+
+	// Killed between calls, as a sandbox runs: its Detach starts the
+	// plugin again, and the new process detaches from the id alone.
+	again := pluginPid(t, sdk)
+	if again == pid {
+		t.Fatalf("the plugin was not started again")
+	}
+	if err := syscall.Kill(again, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Detach(ctx, "killed", path); err != nil {
+		t.Errorf("detach after a second kill: %v", err)
+	}
+	if err := syscall.Kill(pluginPid(t, sdk), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if ids, err := n.Attached(ctx); err != nil || len(ids) != 0 {
+		t.Errorf("attached after a third kill: %v, %v", ids, err)
+	}
+}
+
+// pluginPid is the pid of the one process running bin.
+func pluginPid(t *testing.T, bin string) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if exe, err := os.Readlink("/proc/" + e.Name() + "/exe"); err == nil && exe == bin {
+			pids = append(pids, pid)
+		}
+	}
+	if len(pids) != 1 {
+		t.Fatalf("processes running %s: %v, want one", bin, pids)
+	}
+	return pids[0]
 }
 
 // waitForPid waits for the plugin to write its pid into file, or for the

@@ -15,14 +15,17 @@ type Options struct {
 	// plugin attribute naming it; nil discards them.
 	Logger *slog.Logger
 	// Checksum, if set, is the SHA-256 of the plugin's binary: berth
-	// refuses to start a binary with another (go-plugin's SecureConfig),
-	// so a plugin replaced on disk is not run.
+	// refuses to start a binary with another (ErrChecksum), so a plugin
+	// replaced on disk is not run. berth hashes the binary and executes
+	// the very file it hashed, so a checksummed plugin cannot be a
+	// script.
 	Checksum []byte
 	// AutoMTLS, if set, makes the host and the plugin authenticate each
 	// other with certificates made for this one start. The socket is in a
 	// directory only root can enter, so it is off by default: it adds
-	// ~17 ms to each start and a plugin not written in Go must then
-	// implement go-plugin's certificate exchange.
+	// tens of milliseconds to each start (two P-521 keys), and a plugin
+	// not written in Go must then implement go-plugin's certificate
+	// exchange (plugin/proto/README.md).
 	AutoMTLS bool
 	// Env is added to the plugin's environment, as KEY=VALUE entries.
 	// A plugin does not get berth's environment, which may hold
@@ -30,8 +33,9 @@ type Options struct {
 	// berth keeps (BERTH_PLUGIN_LOG_LEVEL), go-plugin's handshake
 	// variables and Env, which may not set any of those.
 	Env []string
-	// StartTimeout bounds a start of the plugin, from exec to handshake,
-	// when the caller's context does not end sooner; 0 means 30s.
+	// StartTimeout bounds a start of the plugin, from exec to its answer
+	// to Info, when the caller's context does not end sooner; 0 means
+	// 30s.
 	StartTimeout time.Duration
 	// RunDir is the directory the plugins' sockets are made in, one
 	// private directory per start, removed when the process is stopped or

@@ -68,7 +68,13 @@ func checkRunDir(dir string) error {
 	if !filepath.IsAbs(dir) {
 		return fmt.Errorf("plugin run dir %s is not absolute: %w", clip.Quote(dir), ErrInvalid)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// Parents made here are searchable by all, as sandbox makes
+	// /run/berth (a sandbox's root in a user namespace must get through
+	// it); the run dir itself is berth's alone.
+	if err := os.MkdirAll(filepath.Dir(dir), 0o711); err != nil {
+		return fmt.Errorf("plugin run dir: %w", err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("plugin run dir: %w", err)
 	}
 	fi, err := os.Lstat(dir)

@@ -21,6 +21,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/berth-dev/berth/internal/clip"
 	"github.com/berth-dev/berth/layerfs"
@@ -230,14 +232,20 @@ func (s *Storage) Prepare(ctx context.Context, key string, img *layerfs.Image, o
 		s.removeKeyDir(dir)
 		return nil, fmt.Errorf("prepare %s: %w", key, err)
 	}
-	if userns != nil {
-		// The sandbox's init reaches the rootfs from inside the namespace.
+	if len(req.GIDMap) > 0 {
+		// The sandbox's init reaches the rootfs from inside the namespace,
+		// whoever shifts the owners.
 		if err := letNamespaceIn(dir, hostID(req.GIDMap, 0)); err != nil {
 			s.removeKeyDir(dir)
 			return nil, fmt.Errorf("prepare %s: %w", key, err)
 		}
 	}
 
+	// The store's GC must not take the layers from under the rootfs.
+	if err := s.store.Hold(ctx, s.holdName(key), img.Layers); err != nil {
+		s.removeKeyDir(dir)
+		return nil, fmt.Errorf("prepare %s: %w", key, err)
+	}
 	res, info, err := s.callPrepare(ctx, req)
 	if err != nil {
 		// The plugin may have made the rootfs before the call failed (a
@@ -247,6 +255,11 @@ func (s *Storage) Prepare(ctx context.Context, key string, img *layerfs.Image, o
 	}
 	path, driver, err := s.mount(ctx, dir, req, res, userns, info)
 	if err != nil {
+		if errors.Is(err, ErrRefused) {
+			// A plugin answering what berth refuses is buggy or hostile:
+			// whoever runs it should hear of it, not only the caller.
+			s.log.Warn("refused a storage plugin's answer", "key", key, "err", err)
+		}
 		return nil, s.undoPrepare(key, dir, true, fmt.Errorf("prepare %s: plugin %s: %w", key, s.c.name, err))
 	}
 	return &layerfs.Rootfs{Key: key, Path: path, Image: img.Digest, Driver: driver}, nil
@@ -328,7 +341,7 @@ func (s *Storage) callPrepare(ctx context.Context, req *PrepareRequest) (*Prepar
 	}
 	resp, err := pb.NewStorageServiceClient(cc).Prepare(ctx, prepareRequestToPB(req))
 	if err != nil {
-		return nil, info, s.c.callErr(err)
+		return nil, info, s.callErr(ctx, err)
 	}
 	return prepareResultFromPB(resp), info, nil
 }
@@ -385,6 +398,9 @@ func (s *Storage) undoPrepare(key, dir string, release bool, cause error) error 
 	if err := s.callRelease(ctx, key); err != nil && !errors.Is(err, ErrNotFound) {
 		s.log.Warn("undo a failed prepare: the plugin's release failed", "key", key, "err", err)
 		return fmt.Errorf("%w (and the plugin's release: %v)", cause, err)
+	}
+	if err := s.store.Unhold(ctx, s.holdName(key)); err != nil {
+		return fmt.Errorf("%w (and undoing it: %v)", cause, err)
 	}
 	return cause
 }
@@ -452,18 +468,24 @@ func (s *Storage) Release(ctx context.Context, key string) error {
 		}
 	}
 	err := s.callRelease(ctx, key)
-	if err == nil {
-		return nil
-	}
-	if errors.Is(err, ErrNotFound) {
-		if local {
-			// berth had it and has undone its part; the plugin has
-			// nothing (it lost it, or never made it before a crash).
-			return nil
-		}
+	if err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("release %s: %w", key, err)
 	}
-	return fmt.Errorf("release %s: %w", key, err)
+	// Nothing uses the layers any more.
+	if uerr := s.store.Unhold(ctx, s.holdName(key)); uerr != nil {
+		return fmt.Errorf("release %s: %w", key, uerr)
+	}
+	if err != nil && !local {
+		return fmt.Errorf("release %s: %w", key, err)
+	}
+	// berth had it and has undone its part; a plugin that did not know
+	// it lost it, or never made it before a crash.
+	return nil
+}
+
+// holdName names the store's hold on the layers of key's rootfs.
+func (s *Storage) holdName(key string) string {
+	return "plugin-" + filepath.Base(s.dir) + "." + key
 }
 
 // callRelease has the plugin release key.
@@ -473,7 +495,7 @@ func (s *Storage) callRelease(ctx context.Context, key string) error {
 		return err
 	}
 	_, err = pb.NewStorageServiceClient(cc).Release(ctx, &pb.ReleaseRequest{Key: key})
-	return s.c.callErr(err)
+	return s.callErr(ctx, err)
 }
 
 // Rootfses lists the keys of the rootfses the plugin holds and those berth
@@ -503,7 +525,7 @@ func (s *Storage) Rootfses(ctx context.Context) ([]string, error) {
 	}
 	resp, err := pb.NewStorageServiceClient(cc).List(ctx, &pb.StorageServiceListRequest{})
 	if err != nil {
-		return keys, fmt.Errorf("list rootfses: %w", s.c.callErr(err))
+		return keys, fmt.Errorf("list rootfses: %w", s.callErr(ctx, err))
 	}
 	for _, k := range resp.GetKeys() {
 		if !keyRE.MatchString(k) {
@@ -533,7 +555,7 @@ func (s *Storage) Diff(ctx context.Context, key string, w io.Writer) error {
 	defer cancel() // ends the stream if w fails
 	stream, err := pb.NewStorageServiceClient(cc).Diff(ctx, &pb.DiffRequest{Key: key})
 	if err != nil {
-		return s.diffErr(key, err)
+		return s.diffErr(ctx, key, err)
 	}
 	for {
 		chunk, err := stream.Recv()
@@ -541,7 +563,7 @@ func (s *Storage) Diff(ctx context.Context, key string, w io.Writer) error {
 			return nil
 		}
 		if err != nil {
-			return s.diffErr(key, err)
+			return s.diffErr(ctx, key, err)
 		}
 		if _, err := w.Write(chunk.GetData()); err != nil {
 			return fmt.Errorf("diff %s: %w", key, err)
@@ -549,8 +571,20 @@ func (s *Storage) Diff(ctx context.Context, key string, w io.Writer) error {
 	}
 }
 
-func (s *Storage) diffErr(key string, err error) error {
-	return fmt.Errorf("diff %s: %w", key, s.c.callErr(err))
+func (s *Storage) diffErr(ctx context.Context, key string, err error) error {
+	return fmt.Errorf("diff %s: %w", key, s.callErr(ctx, err))
+}
+
+// callErr is the client's callErr, but for a call that failed because
+// its connection was closed under it, which gRPC reports as Canceled:
+// another call found the plugin dead and started it again, and this one
+// went to the process that died, which is what ErrPluginExited says.
+func (s *Storage) callErr(ctx context.Context, err error) error {
+	if st, ok := status.FromError(err); ok && err != nil && ctx.Err() == nil &&
+		st.Code() == codes.Canceled && strings.Contains(st.Message(), "client connection is closing") {
+		return fmt.Errorf("plugin %s exited (%s): %w", s.c.name, st.Message(), ErrPluginExited)
+	}
+	return s.c.callErr(err)
 }
 
 // alsoErr is err that also matches another sentinel, without repeating

@@ -129,6 +129,9 @@ func (e *storageEnv) checkClean(t *testing.T, key string) {
 	if _, err := os.Lstat(filepath.Join(e.root, key)); err == nil {
 		t.Errorf("the plugin still has %s: was Release not called?", key)
 	}
+	if holds, _ := filepath.Glob(filepath.Join(e.dir, "store", "holds", "*."+key)); len(holds) > 0 {
+		t.Errorf("the store still holds the layers of %s: %v", key, holds)
+	}
 }
 
 var ctx = context.Background()
@@ -336,6 +339,33 @@ func TestStorageIDMap(t *testing.T) {
 		t.Errorf("Prepare of a rootfs with nothing to idmap: %v, want ErrUnsupported", err)
 	}
 	e.checkClean(t, "bind-noidmap--ns")
+
+	// A plugin that shifts owners itself gets the maps, berth idmaps
+	// nothing, and the namespace's root may still reach the rootfs.
+	bin := filepath.Join(filepath.Dir(e.bin), "teststorage-shifter")
+	if err := os.Link(e.bin, bin); err != nil {
+		t.Fatal(err)
+	}
+	sh, err := plugin.OpenStorage(ctx, bin, &plugin.Options{Store: e.store, MountDir: e.mountDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sh.Close()
+	r, err := sh.Prepare(ctx, "bind-noidmap--shifter", e.img, popts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(r.Path, "marker"), &st); err != nil || st.Uid != 0 {
+		t.Errorf("marker of a shifting plugin shows owner %d (%v), want 0: berth idmapped it", st.Uid, err)
+	}
+	if err := unix.Stat(filepath.Dir(r.Path), &st); err != nil || st.Gid != 100000 || st.Mode&0o777 != 0o710 {
+		t.Errorf("the rootfs's directory has group %d, mode %o (%v); want 100000, 710", st.Gid, st.Mode&0o777, err)
+	}
+	if err := sh.Release(ctx, "bind-noidmap--shifter"); err != nil {
+		t.Fatal(err)
+	}
+	e.checkClean(t, "bind-noidmap--shifter")
 }
 
 // A host that restarts finds the rootfses it mounted through its records
@@ -380,6 +410,23 @@ func TestStorageDiff(t *testing.T) {
 	}
 	if err := s.Diff(ctx, "nope", &out); !errors.Is(err, plugin.ErrNotFound) || !errors.Is(err, layerfs.ErrNotFound) {
 		t.Errorf("Diff of an unknown key: %v, want ErrNotFound", err)
+	}
+
+	// A plugin that does not announce diff is not asked.
+	bin := filepath.Join(filepath.Dir(e.bin), "teststorage-nodiff")
+	if err := os.Link(e.bin, bin); err != nil {
+		t.Fatal(err)
+	}
+	nd, err := plugin.OpenStorage(ctx, bin, &plugin.Options{Store: e.store, MountDir: e.mountDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nd.Close()
+	if nd.Info().Has(plugin.CapDiff) {
+		t.Fatal("the nodiff plugin announces diff")
+	}
+	if err := nd.Diff(ctx, "overlay--diff", &out); !errors.Is(err, plugin.ErrUnsupported) {
+		t.Errorf("Diff from a plugin without capability diff: %v, want ErrUnsupported", err)
 	}
 }
 
@@ -609,4 +656,31 @@ func TestStorageStoreBehindSymlink(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.checkClean(t, "overlay--link")
+}
+
+// The store's GC keeps the layers under a plugin's rootfs, even once
+// their image is removed, until the rootfs is released.
+func TestStorageHoldsLayers(t *testing.T) {
+	e := newStorageEnv(t)
+	s := e.open(t, nil)
+	r, err := s.Prepare(ctx, "overlay--held", e.img, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.Remove(ctx, e.img.Digest.String()); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := e.store.GC(ctx); err != nil || res.Layers != 0 {
+		t.Errorf("gc under a plugin's rootfs: %+v, %v; want no layer removed", res, err)
+	}
+	if _, err := os.Stat(filepath.Join(r.Path, "etc", "os-release")); err != nil {
+		t.Errorf("the rootfs after gc: %v", err)
+	}
+	if err := s.Release(ctx, "overlay--held"); err != nil {
+		t.Fatal(err)
+	}
+	e.checkClean(t, "overlay--held")
+	if res, err := e.store.GC(ctx); err != nil || res.Layers != len(e.img.Layers) {
+		t.Errorf("gc after release: %+v, %v; want %d layers removed", res, err, len(e.img.Layers))
+	}
 }

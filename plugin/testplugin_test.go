@@ -40,12 +40,24 @@ import (
 //	BERTH_TESTPLUGIN_VERSION=n        speak protocol n
 //	BERTH_TESTPLUGIN_MARKERS=dir      where block-* writes
 //	BERTH_TESTPLUGIN_ROOTS=file       announce the roots file names
+//	BERTH_TESTPLUGIN_MUTE_INFO=1      never answer Info
 const (
-	envTestPlugin  = "BERTH_TESTPLUGIN"
-	envTestVersion = "BERTH_TESTPLUGIN_VERSION"
-	envTestMarkers = "BERTH_TESTPLUGIN_MARKERS"
-	envTestRoots   = "BERTH_TESTPLUGIN_ROOTS" // a file naming the roots to announce
+	envTestPlugin   = "BERTH_TESTPLUGIN"
+	envTestVersion  = "BERTH_TESTPLUGIN_VERSION"
+	envTestMarkers  = "BERTH_TESTPLUGIN_MARKERS"
+	envTestRoots    = "BERTH_TESTPLUGIN_ROOTS" // a file naming the roots to announce
+	envTestMuteInfo = "BERTH_TESTPLUGIN_MUTE_INFO"
 )
+
+// muteInfo never answers Info.
+type muteInfo struct {
+	pb.UnimplementedInfoServiceServer
+}
+
+func (muteInfo) Info(ctx context.Context, _ *pb.InfoRequest) (*pb.InfoResponse, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
 
 // testPluginMain runs the test plugin; it does not return.
 func testPluginMain(mode string) {
@@ -68,7 +80,12 @@ func testPluginMain(mode string) {
 			roots = strings.Fields(string(b))
 		}
 		serve(kind, func(s *grpc.Server) {
-			pb.RegisterInfoServiceServer(s, &infoServer{kind: kind, name: "testplugin", version: "v0.0.1", caps: []string{"quota", "diff", "Bad\x1b[0m"}, roots: roots})
+			info := &infoServer{kind: kind, name: "testplugin", version: "v0.0.1", caps: []string{"quota", "diff", "Bad\x1b[0m"}, roots: roots}
+			if os.Getenv(envTestMuteInfo) != "" {
+				pb.RegisterInfoServiceServer(s, muteInfo{})
+			} else {
+				pb.RegisterInfoServiceServer(s, info)
+			}
 			pb.RegisterStorageServiceServer(s, &testStorage{log: log, markers: os.Getenv(envTestMarkers)})
 		})
 	}

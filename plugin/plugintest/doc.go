@@ -41,6 +41,10 @@
 // Info does not announce the capability; StorageOptions.Skip and
 // NetworkOptions.Skip skip others, with a reason the test log shows.
 //
+// The kit finds the plugin's process among the test's children that run
+// the binary, to kill it: run one kit test per binary at a time, not two
+// in parallel.
+//
 // The kit needs root: it mounts, makes network namespaces and user
 // namespaces, and kills the plugin's process with SIGKILL. It makes all
 // it uses in the test's temporary directories (its own image store, a

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -170,4 +171,26 @@ func checkTinyRootfs(root string, owner func(uint32) uint32) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// tarEntries reads a tar and returns its entries' contents by clean
+// relative name ("./etc/x" and "etc/x" are both "etc/x").
+func tarEntries(r io.Reader) (map[string]string, error) {
+	out := map[string]string{}
+	tr := tar.NewReader(r)
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			return nil, err
+		}
+		name := strings.TrimPrefix(filepath.Clean("/"+hdr.Name), "/")
+		out[name] = string(b)
+	}
 }

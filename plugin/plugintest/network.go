@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -192,7 +193,7 @@ func (k *networkKit) open(t *testing.T) *networkSession {
 	if err != nil {
 		t.Fatalf("plugintest: read the host's network: %v", err)
 	}
-	n, err := plugin.OpenNetwork(context.Background(), k.path, k.hostOptions(t))
+	n, err := plugin.OpenNetwork(callCtx(t), k.path, k.hostOptions(t))
 	if err != nil {
 		t.Fatalf("OpenNetwork(%s): %v", k.path, err)
 	}
@@ -298,7 +299,7 @@ func (sess *networkSession) detach(ctx context.Context, id string) error {
 func (sess *networkSession) mustAttach(t *testing.T, id string) (string, *netplug.Attachment) {
 	t.Helper()
 	ns := sess.netns(t, id)
-	a, err := sess.attach(context.Background(), id, ns, nil)
+	a, err := sess.attach(callCtx(t), id, ns, nil)
 	if err != nil {
 		t.Fatalf("Attach(%q): %v", id, err)
 	}
@@ -323,7 +324,7 @@ func (sess *networkSession) mustDetach(t *testing.T, id string) {
 	sess.mu.Lock()
 	ns := sess.attached[id]
 	sess.mu.Unlock()
-	if err := sess.detach(context.Background(), id); err != nil {
+	if err := sess.detach(callCtx(t), id); err != nil {
 		t.Fatalf("Detach(%q): %v", id, err)
 	}
 	if left, err := nsLinks(ns); err != nil {
@@ -335,7 +336,7 @@ func (sess *networkSession) mustDetach(t *testing.T, id string) {
 
 func (sess *networkSession) listed(t *testing.T, id string) bool {
 	t.Helper()
-	ids, err := sess.n.Attached(context.Background())
+	ids, err := sess.n.Attached(callCtx(t))
 	if err != nil {
 		t.Fatalf("List: %v", err)
 	}
@@ -373,23 +374,23 @@ func (k *networkKit) testDetachTwice(t *testing.T) {
 	id := k.id("twice")
 	ns, _ := sess.mustAttach(t, id)
 	sess.mustDetach(t, id)
-	checkNotFound(t, fmt.Sprintf("the second Detach(%q)", id), sess.n.Detach(context.Background(), id, ns), nil)
+	checkNotFound(t, fmt.Sprintf("the second Detach(%q)", id), sess.n.Detach(callCtx(t), id, ns), nil)
 }
 
 func (k *networkKit) testUnknownID(t *testing.T) {
 	sess := k.open(t)
 	id := k.id("never-attached")
 	ns := sess.netns(t, id)
-	checkNotFound(t, fmt.Sprintf("Detach(%q) of an id never attached", id), sess.n.Detach(context.Background(), id, ns), nil)
+	checkNotFound(t, fmt.Sprintf("Detach(%q) of an id never attached", id), sess.n.Detach(callCtx(t), id, ns), nil)
 }
 
 func (k *networkKit) testInvalidID(t *testing.T) {
 	sess := k.open(t)
 	ns := sess.netns(t, "invalid")
 	for _, id := range []string{"", ".", "..", "../" + k.id("escape"), k.id("a/b"), k.id("nul\x00"), strings.Repeat("i", 129)} {
-		if _, err := sess.n.Attach(context.Background(), id, ns, &netplug.AttachOptions{Hostname: "invalid"}); err == nil {
+		if _, err := sess.n.Attach(callCtx(t), id, ns, &netplug.AttachOptions{Hostname: "invalid"}); err == nil {
 			t.Errorf("Attach(%q) succeeded; want an error", id)
-			sess.n.Detach(context.Background(), id, ns)
+			sess.n.Detach(callCtx(t), id, ns)
 		}
 	}
 }
@@ -399,7 +400,7 @@ func (k *networkKit) testExistingID(t *testing.T) {
 	id := k.id("existing")
 	ns, a := sess.mustAttach(t, id)
 	other := sess.netns(t, "existing-other")
-	_, err := sess.n.Attach(context.Background(), id, other, &netplug.AttachOptions{Hostname: id})
+	_, err := sess.n.Attach(callCtx(t), id, other, &netplug.AttachOptions{Hostname: id})
 	switch {
 	case err == nil:
 		t.Errorf("the second Attach(%q) succeeded; want an error that wraps plugin.ErrExists", id)
@@ -425,7 +426,7 @@ func (k *networkKit) testConcurrent(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	for i := range n {
-		wg.Go(func() { atts[i], errs[i] = sess.attach(context.Background(), ids[i], nses[i], nil) })
+		wg.Go(func() { atts[i], errs[i] = sess.attach(callCtx(t), ids[i], nses[i], nil) })
 	}
 	wg.Wait()
 	addrs := map[netip.Addr]string{}
@@ -447,7 +448,7 @@ func (k *networkKit) testConcurrent(t *testing.T) {
 			continue
 		}
 		wg.Go(func() {
-			if err := sess.detach(context.Background(), ids[i]); err != nil {
+			if err := sess.detach(callCtx(t), ids[i]); err != nil {
 				t.Errorf("Detach(%q), one of %d at once: %v", ids[i], n, err)
 			}
 		})
@@ -473,7 +474,7 @@ func (k *networkKit) testCancel(t *testing.T) {
 			t.Errorf("Attach(%q) with a %s context: %v; want an error that wraps %v", id, c.name, err, c.want)
 		}
 		if err == nil {
-			sess.detach(context.Background(), id)
+			sess.detach(callCtx(t), id)
 			continue
 		}
 		if sess.listed(t, id) {
@@ -487,14 +488,14 @@ func (k *networkKit) testCancel(t *testing.T) {
 		id := k.id(fmt.Sprintf("cancel-mid-%d", i))
 		ns := sess.netns(t, id)
 		ctx, cancel := context.WithCancel(context.Background())
-		var cancelledAt time.Time
-		timer := time.AfterFunc(time.Duration(i)*2*time.Millisecond, func() { cancelledAt = time.Now(); cancel() })
+		var cancelledAt atomic.Int64 // UnixNano, set by the timer
+		timer := time.AfterFunc(time.Duration(i)*2*time.Millisecond, func() { cancelledAt.Store(time.Now().UnixNano()); cancel() })
 		_, err := sess.attach(ctx, id, ns, nil)
 		returned := time.Now()
 		timer.Stop()
 		cancel()
 		if err == nil {
-			if err := sess.detach(context.Background(), id); err != nil {
+			if err := sess.detach(callCtx(t), id); err != nil {
 				t.Errorf("Detach(%q): %v", id, err)
 			}
 			continue
@@ -502,8 +503,8 @@ func (k *networkKit) testCancel(t *testing.T) {
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("Attach(%q) cancelled in the middle: %v; want an error that wraps context.Canceled", id, err)
 		}
-		if !cancelledAt.IsZero() && returned.Sub(cancelledAt) > hangBound {
-			t.Errorf("Attach(%q) returned %v after its context was cancelled: it does not honour its context", id, returned.Sub(cancelledAt))
+		if at := cancelledAt.Load(); at != 0 && returned.Sub(time.Unix(0, at)) > hangBound {
+			t.Errorf("Attach(%q) returned %v after its context was cancelled: it does not honour its context", id, returned.Sub(time.Unix(0, at)))
 		}
 		// The plugin may still be at work on the call berth gave up on:
 		// it must undo it by itself, soon.
@@ -527,14 +528,14 @@ func (k *networkKit) testRestart(t *testing.T) {
 	}
 	after := k.id("post-crash")
 	ns := sess.netns(t, after)
-	a, err := sess.attach(context.Background(), after, ns, nil)
+	a, err := sess.attach(callCtx(t), after, ns, nil)
 	if err != nil {
 		if !errors.Is(err, plugin.ErrPluginExited) {
 			t.Fatalf("Attach(%q), the first call after kill -9 of the plugin: %v; want success or an error that wraps plugin.ErrPluginExited", after, err)
 		}
 		t.Logf("the first call after kill -9: %v", err)
-		sess.detach(context.Background(), after)
-		if a, err = sess.attach(context.Background(), after, ns, nil); err != nil {
+		sess.detach(callCtx(t), after)
+		if a, err = sess.attach(callCtx(t), after, ns, nil); err != nil {
 			t.Fatalf("Attach(%q), the second call after kill -9 of the plugin: %v; the plugin should have been started again", after, err)
 		}
 	}
@@ -566,7 +567,7 @@ func (k *networkKit) testKillMidAttach(t *testing.T) {
 			if i == n/2 {
 				close(started)
 			}
-			_, errs[i] = sess.attach(context.Background(), ids[i], nses[i], nil)
+			_, errs[i] = sess.attach(callCtx(t), ids[i], nses[i], nil)
 		})
 	}
 	<-started
@@ -586,9 +587,9 @@ func (k *networkKit) testKillMidAttach(t *testing.T) {
 	}
 	t.Logf("%d of %d Attaches in flight failed when the plugin was killed", failed, n)
 	for _, id := range ids {
-		err := sess.detach(context.Background(), id)
+		err := sess.detach(callCtx(t), id)
 		if errors.Is(err, plugin.ErrPluginExited) {
-			err = sess.detach(context.Background(), id)
+			err = sess.detach(callCtx(t), id)
 		}
 		if err != nil && !errors.Is(err, plugin.ErrNotFound) {
 			t.Errorf("Detach(%q) after the plugin was killed mid-attach: %v", id, err)
@@ -608,7 +609,7 @@ func (k *networkKit) testDNS(t *testing.T) {
 		Search:      []string{"kit.example"},
 		Options:     []string{"ndots:2"},
 	}
-	a, err := sess.attach(context.Background(), id, ns, &netplug.AttachOptions{Hostname: id, DNS: &want})
+	a, err := sess.attach(callCtx(t), id, ns, &netplug.AttachOptions{Hostname: id, DNS: &want})
 	if err != nil {
 		t.Fatalf("Attach(%q) with DNS settings: %v", id, err)
 	}
@@ -645,7 +646,7 @@ func (k *networkKit) testPorts(t *testing.T) {
 	}
 	defer l.Close()
 	want := netplug.PortMapping{HostIP: "127.0.0.1", ContainerPort: kitPort, Protocol: "tcp"}
-	a, err := sess.attach(context.Background(), id, ns, &netplug.AttachOptions{Hostname: id, Ports: []netplug.PortMapping{want}})
+	a, err := sess.attach(callCtx(t), id, ns, &netplug.AttachOptions{Hostname: id, Ports: []netplug.PortMapping{want}})
 	if err != nil {
 		t.Fatalf("Attach(%q) with port %d published: %v", id, kitPort, err)
 	}

@@ -1,17 +1,20 @@
 package plugintest
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -83,6 +86,9 @@ type StorageOptions struct {
 //     Prepares cut short by kill -9 can all be released or are unknown;
 //   - UserNS: with a user namespace's maps the rootfs shows the files'
 //     owners mapped (skipped when neither the plugin nor berth can);
+//   - Diff: the changes made in a rootfs come back as an OCI layer tar
+//     holding them and nothing else, a deletion as a whiteout (capability
+//     "diff"; with the kit's own image);
 //   - Close: the plugin's process is gone after Close.
 //
 // Every check ends by releasing what it prepared and checking that nothing
@@ -112,6 +118,7 @@ func Storage(t *testing.T, path string, opts *StorageOptions) {
 		{"Restart", k.testRestart},
 		{"KillMidPrepare", k.testKillMidPrepare},
 		{"UserNS", k.testUserNS},
+		{"Diff", k.testDiff},
 		{"Close", k.testClose},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -168,7 +175,7 @@ func newStorageKit(t *testing.T, path string, opts *StorageOptions) *storageKit 
 			k.runDir = h.RunDir
 		}
 	}
-	ctx := context.Background()
+	ctx := callCtx(t)
 	k.store = k.opts.Store
 	if k.store == nil {
 		s, err := layerfs.Open(filepath.Join(tmp, "store"), nil)
@@ -232,7 +239,7 @@ func (k *storageKit) open(t *testing.T) *storageSession {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := plugin.OpenStorage(context.Background(), k.path, k.hostOptions(t))
+	s, err := plugin.OpenStorage(callCtx(t), k.path, k.hostOptions(t))
 	if err != nil {
 		t.Fatalf("OpenStorage(%s): %v", k.path, err)
 	}
@@ -344,7 +351,7 @@ func (sess *storageSession) release(ctx context.Context, key string) error {
 // mustPrepare prepares key and checks the rootfs.
 func (sess *storageSession) mustPrepare(t *testing.T, key string) *layerfs.Rootfs {
 	t.Helper()
-	rf, err := sess.prepare(context.Background(), key, nil)
+	rf, err := sess.prepare(callCtx(t), key, nil)
 	if err != nil {
 		t.Fatalf("Prepare(%q): %v", key, err)
 	}
@@ -354,7 +361,7 @@ func (sess *storageSession) mustPrepare(t *testing.T, key string) *layerfs.Rootf
 
 func (sess *storageSession) mustRelease(t *testing.T, key string) {
 	t.Helper()
-	if err := sess.release(context.Background(), key); err != nil {
+	if err := sess.release(callCtx(t), key); err != nil {
 		t.Fatalf("Release(%q): %v", key, err)
 	}
 }
@@ -362,7 +369,7 @@ func (sess *storageSession) mustRelease(t *testing.T, key string) {
 // listed reports whether the plugin lists key.
 func (sess *storageSession) listed(t *testing.T, key string) bool {
 	t.Helper()
-	keys, err := sess.s.Rootfses(context.Background())
+	keys, err := sess.s.Rootfses(callCtx(t))
 	if err != nil {
 		t.Fatalf("List: %v", err)
 	}
@@ -432,6 +439,9 @@ func checkInfo(t *testing.T, info plugin.Info, kind string, known []string) {
 	t.Helper()
 	if info.Kind != kind {
 		t.Errorf("Info: kind %q, want %q", info.Kind, kind)
+	}
+	if info.Name == "" {
+		t.Errorf("Info: the plugin has no name (berth plugin ls and berth's logs show it)")
 	}
 	if info.Protocol != plugin.ProtocolVersion {
 		t.Errorf("Info: protocol %d, want %d", info.Protocol, plugin.ProtocolVersion)
@@ -505,22 +515,22 @@ func (k *storageKit) testReleaseTwice(t *testing.T) {
 	key := k.key("twice")
 	sess.mustPrepare(t, key)
 	sess.mustRelease(t, key)
-	checkNotFound(t, fmt.Sprintf("the second Release(%q)", key), sess.release(context.Background(), key), layerfs.ErrNotFound)
+	checkNotFound(t, fmt.Sprintf("the second Release(%q)", key), sess.release(callCtx(t), key), layerfs.ErrNotFound)
 }
 
 func (k *storageKit) testUnknownKey(t *testing.T) {
 	sess := k.open(t)
 	key := k.key("never-prepared")
-	checkNotFound(t, fmt.Sprintf("Release(%q) of a key never prepared", key), sess.release(context.Background(), key), layerfs.ErrNotFound)
+	checkNotFound(t, fmt.Sprintf("Release(%q) of a key never prepared", key), sess.release(callCtx(t), key), layerfs.ErrNotFound)
 }
 
 func (k *storageKit) testInvalidKey(t *testing.T) {
 	sess := k.open(t)
 	for _, key := range []string{"", ".", "..", "../" + k.key("escape"), k.key("a/b"), "/" + k.key("abs"), k.key("nul\x00"), strings.Repeat("k", 129)} {
-		rf, err := sess.s.Prepare(context.Background(), key, k.img, nil)
+		rf, err := sess.s.Prepare(callCtx(t), key, k.img, nil)
 		if err == nil {
 			t.Errorf("Prepare(%q) succeeded (rootfs at %s); want an error", key, rf.Path)
-			sess.s.Release(context.Background(), key)
+			sess.s.Release(callCtx(t), key)
 		}
 	}
 }
@@ -530,7 +540,7 @@ func (k *storageKit) testExistingKey(t *testing.T) {
 	key := k.key("existing")
 	rf := sess.mustPrepare(t, key)
 	checkWritable(t, rf, "kit-written", "first\n")
-	_, err := sess.s.Prepare(context.Background(), key, k.img, nil)
+	_, err := sess.s.Prepare(callCtx(t), key, k.img, nil)
 	switch {
 	case err == nil:
 		t.Fatalf("the second Prepare(%q) succeeded; want an error that wraps plugin.ErrExists", key)
@@ -558,7 +568,7 @@ func (k *storageKit) testConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		keys[i] = k.key(fmt.Sprintf("conc-%d", i))
-		wg.Go(func() { rootfses[i], errs[i] = sess.prepare(context.Background(), keys[i], nil) })
+		wg.Go(func() { rootfses[i], errs[i] = sess.prepare(callCtx(t), keys[i], nil) })
 	}
 	wg.Wait()
 	paths := map[string]string{}
@@ -574,7 +584,7 @@ func (k *storageKit) testConcurrent(t *testing.T) {
 		paths[rootfses[i].Path] = keys[i]
 		checkWritable(t, rootfses[i], "kit-written", keys[i])
 	}
-	listed, err := sess.s.Rootfses(context.Background())
+	listed, err := sess.s.Rootfses(callCtx(t))
 	if err != nil {
 		t.Fatalf("List: %v", err)
 	}
@@ -588,12 +598,24 @@ func (k *storageKit) testConcurrent(t *testing.T) {
 			continue
 		}
 		wg.Go(func() {
-			if err := sess.release(context.Background(), keys[i]); err != nil {
+			if err := sess.release(callCtx(t), keys[i]); err != nil {
 				t.Errorf("Release(%q), one of %d at once: %v", keys[i], n, err)
 			}
 		})
 	}
 	wg.Wait()
+}
+
+// callTimeout bounds every call the kit makes, so that a plugin that
+// hangs fails the check that met it, with the call named, rather than
+// the whole test binary at go test's timeout.
+const callTimeout = time.Minute
+
+// callCtx is the context of one of the kit's calls.
+func callCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	t.Cleanup(cancel)
+	return ctx
 }
 
 // hangBound is how long a call whose context is done may take to return
@@ -619,7 +641,7 @@ func (k *storageKit) testCancel(t *testing.T) {
 			t.Errorf("Prepare(%q) with a %s context: %v; want an error that wraps %v", key, c.name, err, c.want)
 		}
 		if err == nil {
-			sess.release(context.Background(), key)
+			sess.release(callCtx(t), key)
 		} else if sess.listed(t, key) {
 			t.Errorf("Prepare(%q) with a %s context failed but left the key prepared", key, c.name)
 		}
@@ -630,14 +652,14 @@ func (k *storageKit) testCancel(t *testing.T) {
 	for i := range 8 {
 		key := k.key(fmt.Sprintf("cancel-mid-%d", i))
 		ctx, cancel := context.WithCancel(context.Background())
-		var cancelledAt time.Time
-		timer := time.AfterFunc(time.Duration(i)*time.Millisecond, func() { cancelledAt = time.Now(); cancel() })
+		var cancelledAt atomic.Int64 // UnixNano, set by the timer
+		timer := time.AfterFunc(time.Duration(i)*time.Millisecond, func() { cancelledAt.Store(time.Now().UnixNano()); cancel() })
 		_, err := sess.prepare(ctx, key, nil)
 		returned := time.Now()
 		timer.Stop()
 		cancel()
 		if err == nil {
-			if err := sess.release(context.Background(), key); err != nil {
+			if err := sess.release(callCtx(t), key); err != nil {
 				t.Errorf("Release(%q): %v", key, err)
 			}
 			continue
@@ -645,8 +667,8 @@ func (k *storageKit) testCancel(t *testing.T) {
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("Prepare(%q) cancelled in the middle: %v; want an error that wraps context.Canceled", key, err)
 		}
-		if !cancelledAt.IsZero() && returned.Sub(cancelledAt) > hangBound {
-			t.Errorf("Prepare(%q) returned %v after its context was cancelled: it does not honour its context", key, returned.Sub(cancelledAt))
+		if at := cancelledAt.Load(); at != 0 && returned.Sub(time.Unix(0, at)) > hangBound {
+			t.Errorf("Prepare(%q) returned %v after its context was cancelled: it does not honour its context", key, returned.Sub(time.Unix(0, at)))
 		}
 		// The plugin may still be at work on the call berth gave up on:
 		// it must undo it by itself, soon.
@@ -666,14 +688,14 @@ func (k *storageKit) testRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	after := k.key("post-crash")
-	_, err := sess.prepare(context.Background(), after, nil)
+	_, err := sess.prepare(callCtx(t), after, nil)
 	if err != nil {
 		if !errors.Is(err, plugin.ErrPluginExited) {
 			t.Fatalf("Prepare(%q), the first call after kill -9 of the plugin: %v; want success or an error that wraps plugin.ErrPluginExited", after, err)
 		}
 		t.Logf("the first call after kill -9: %v", err)
-		sess.release(context.Background(), after) // whatever it did before it noticed
-		if _, err := sess.prepare(context.Background(), after, nil); err != nil {
+		sess.release(callCtx(t), after) // whatever it did before it noticed
+		if _, err := sess.prepare(callCtx(t), after, nil); err != nil {
 			t.Fatalf("Prepare(%q), the second call after kill -9 of the plugin: %v; the plugin should have been started again", after, err)
 		}
 	}
@@ -717,7 +739,7 @@ func (k *storageKit) testKillMidPrepare(t *testing.T) {
 			if i == n/2 {
 				close(started)
 			}
-			_, errs[i] = sess.prepare(context.Background(), keys[i], nil)
+			_, errs[i] = sess.prepare(callCtx(t), keys[i], nil)
 		})
 	}
 	<-started
@@ -740,9 +762,9 @@ func (k *storageKit) testKillMidPrepare(t *testing.T) {
 	// released or unknown, and then nothing may be left (checked as the
 	// check ends).
 	for _, key := range keys {
-		err := sess.release(context.Background(), key)
+		err := sess.release(callCtx(t), key)
 		if errors.Is(err, plugin.ErrPluginExited) {
-			err = sess.release(context.Background(), key)
+			err = sess.release(callCtx(t), key)
 		}
 		if err != nil && !errors.Is(err, plugin.ErrNotFound) {
 			t.Errorf("Release(%q) after the plugin was killed mid-prepare: %v", key, err)
@@ -766,7 +788,7 @@ func (k *storageKit) testUserNS(t *testing.T) {
 	defer ns.Close()
 	m := []layerfs.IDMap{{ContainerID: 0, HostID: userNSHostID, Size: userNSSize}}
 	key := k.key("userns")
-	rf, err := sess.prepare(context.Background(), key, &layerfs.PrepareOptions{UserNS: ns, UIDMap: m, GIDMap: m})
+	rf, err := sess.prepare(callCtx(t), key, &layerfs.PrepareOptions{UserNS: ns, UIDMap: m, GIDMap: m})
 	if err != nil {
 		if errors.Is(err, plugin.ErrUnsupported) && !sess.s.Info().Has(plugin.CapIDMap) {
 			t.Skipf("the plugin has no capability %q and marks no mount for berth to idmap: %v", plugin.CapIDMap, err)
@@ -824,4 +846,60 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+func (k *storageKit) testDiff(t *testing.T) {
+	sess := k.open(t)
+	if !sess.s.Info().Has(plugin.CapDiff) {
+		t.Skipf("the plugin has no capability %q", plugin.CapDiff)
+	}
+	if !k.tiny {
+		t.Skip("the Diff check changes files of the kit's own image, not of StorageOptions.Image")
+	}
+	key := k.key("diff")
+	rf := sess.mustPrepare(t, key)
+	checkWritable(t, rf, "kit-added", "added\n")
+	if err := os.Remove(filepath.Join(rf.Path, keptFile)); err != nil {
+		t.Fatalf("the rootfs of %q: remove one of the image's files: %v", key, err)
+	}
+	// A directory replaced by one of the same name hides what the image
+	// had in it.
+	home := filepath.Dir(ownedFile)
+	if err := os.RemoveAll(filepath.Join(rf.Path, home)); err != nil {
+		t.Fatalf("the rootfs of %q: remove one of the image's directories: %v", key, err)
+	}
+	if err := os.Mkdir(filepath.Join(rf.Path, home), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	checkWritable(t, rf, filepath.Join(home, "new"), "new\n")
+	var buf bytes.Buffer
+	if err := sess.s.Diff(callCtx(t), key, &buf); err != nil {
+		t.Fatalf("Diff(%q): %v", key, err)
+	}
+	entries, err := tarEntries(&buf)
+	if err != nil {
+		t.Fatalf("Diff(%q) did not write a tar: %v", key, err)
+	}
+	if got, ok := entries["kit-added"]; !ok || got != "added\n" {
+		t.Errorf("Diff(%q) lacks the file written in the rootfs (kit-added: %q, present %v); entries %q", key, got, ok, slices.Sorted(maps.Keys(entries)))
+	}
+	whiteout := filepath.Join(filepath.Dir(keptFile), ".wh."+filepath.Base(keptFile))
+	if _, ok := entries[whiteout]; !ok {
+		t.Errorf("Diff(%q) lacks the whiteout %s of the file removed from the rootfs; entries %q", key, whiteout, slices.Sorted(maps.Keys(entries)))
+	}
+	_, opaque := entries[filepath.Join(home, ".wh..wh..opq")]
+	_, whited := entries[filepath.Join(home, ".wh."+filepath.Base(ownedFile))]
+	if !opaque && !whited {
+		t.Errorf("Diff(%q) does not hide what the image had in /%s, which was removed and made again: want %s/.wh..wh..opq or a whiteout of /%s; entries %q", key, home, home, ownedFile, slices.Sorted(maps.Keys(entries)))
+	}
+	if entries[filepath.Join(home, "new")] != "new\n" {
+		t.Errorf("Diff(%q) lacks /%s/new, written in the rootfs", key, home)
+	}
+	for _, unchanged := range []string{releaseFile, shownFile, ownedFile, linkFile} {
+		if _, ok := entries[unchanged]; ok {
+			t.Errorf("Diff(%q) holds /%s, which the rootfs did not change: a diff holds only changes", key, unchanged)
+		}
+	}
+	sess.mustRelease(t, key)
+	checkNotFound(t, fmt.Sprintf("Diff(%q) of a released key", key), sess.s.Diff(callCtx(t), key, io.Discard), nil)
 }

@@ -6,9 +6,11 @@
 // compares with the built-in store.
 //
 // It does not open berth's store: berth hands it the layers' directories
-// in each request, it keeps only each rootfs's upper and work
+// in each request, and it keeps only each rootfs's upper and work
 // directories under its root ($BERTH_OVERLAY_STORAGE_ROOT, by default
-// /var/lib/berth/plugins/overlay-storage), and it mounts nothing.
+// /var/lib/berth/plugins/overlay-storage). It mounts nothing that berth
+// or a sandbox has: for a user namespace, idmapped clones of the layers
+// under its own root (see idmap.go); berth mounts the overlay.
 package main
 
 import (
@@ -33,6 +35,7 @@ const rootEnv = "BERTH_OVERLAY_STORAGE_ROOT"
 const defaultRoot = "/var/lib/berth/plugins/overlay-storage"
 
 func main() {
+	holdIfAsked()
 	root := os.Getenv(rootEnv)
 	if root == "" {
 		root = defaultRoot
@@ -110,11 +113,6 @@ func (s *storage) Prepare(ctx context.Context, req *plugin.PrepareRequest) (_ *p
 		return nil, err
 	}
 	defer unlock()
-	if len(req.UIDMap) > 0 || len(req.GIDMap) > 0 {
-		// The layers would have to be idmapped under the overlay, which
-		// takes the namespace's descriptor; berth only idmaps binds.
-		return nil, fmt.Errorf("a rootfs for a user namespace: %w", plugin.ErrUnsupported)
-	}
 	if len(req.Layers) == 0 {
 		return nil, fmt.Errorf("an image without layers: %w", plugin.ErrUnsupported)
 	}
@@ -137,9 +135,14 @@ func (s *storage) Prepare(ctx context.Context, req *plugin.PrepareRequest) (_ *p
 	}
 	defer func() {
 		if err != nil {
-			os.RemoveAll(dir)
+			s.remove(dir)
 		}
 	}()
+	if len(req.UIDMap) > 0 || len(req.GIDMap) > 0 {
+		if lowers, err = idmapLayers(dir, lowers, req.UIDMap, req.GIDMap); err != nil {
+			return nil, err
+		}
+	}
 	upper, work := filepath.Join(dir, "upper"), filepath.Join(dir, "work")
 	for _, d := range []string{upper, work} {
 		if err := os.Mkdir(d, 0o755); err != nil {
@@ -147,7 +150,7 @@ func (s *storage) Prepare(ctx context.Context, req *plugin.PrepareRequest) (_ *p
 		}
 	}
 	// The root of an overlay takes its owner and mode from the upper
-	// directory: give it the image's.
+	// directory: give it the image's (mapped, through an idmapped layer).
 	if err := copyOwnerMode(lowers[0], upper); err != nil {
 		return nil, err
 	}
@@ -191,8 +194,20 @@ func (s *storage) Release(ctx context.Context, key string) error {
 	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("rootfs %q: %w", key, plugin.ErrNotFound)
 	}
+	return s.remove(dir)
+}
+
+// remove removes a rootfs's directory, once nothing is mounted in it.
+func (s *storage) remove(dir string) error {
+	if err := unmountUnder(dir); err != nil {
+		return err
+	}
 	return os.RemoveAll(dir)
 }
+
+// ShiftsOwners says that Prepare honours the request's user namespace
+// maps itself (capability "idmap").
+func (s *storage) ShiftsOwners() bool { return true }
 
 func (s *storage) List(ctx context.Context) ([]string, error) {
 	entries, err := os.ReadDir(filepath.Join(s.root, "rootfs"))

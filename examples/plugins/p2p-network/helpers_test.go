@@ -260,3 +260,56 @@ func udpFrame(srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, sport, dport
 	copy(b[42:], payload)
 	return b
 }
+
+// sendARPRequest sends, from the namespace's eth0, an ARP request for
+// target that claims sender as the sender's address.
+func (ns *testNS) sendARPRequest(t testing.TB, hostMAC net.HardwareAddr, sender, target netip.Addr) {
+	t.Helper()
+	err := ns.do(func() error {
+		eth0, err := net.InterfaceByName(sandboxIf)
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		b := make([]byte, 14+28)
+		copy(b[0:6], hostMAC)
+		copy(b[6:12], eth0.HardwareAddr)
+		binary.BigEndian.PutUint16(b[12:], unix.ETH_P_ARP)
+		a := b[14:]
+		binary.BigEndian.PutUint16(a[0:], 1) // Ethernet
+		binary.BigEndian.PutUint16(a[2:], unix.ETH_P_IP)
+		a[4], a[5] = 6, 4
+		binary.BigEndian.PutUint16(a[6:], 1) // request
+		s4, t4 := sender.As4(), target.As4()
+		copy(a[8:14], eth0.HardwareAddr)
+		copy(a[14:18], s4[:])
+		copy(a[24:28], t4[:])
+		sa := &unix.SockaddrLinklayer{Ifindex: eth0.Index, Protocol: htons(unix.ETH_P_ARP), Halen: 6}
+		copy(sa.Addr[:], hostMAC)
+		return unix.Sendto(fd, b, 0, sa)
+	})
+	if err != nil {
+		t.Fatalf("send ARP request: %v", err)
+	}
+}
+
+// hostNeighbours lists the addresses the host has neighbour entries for
+// on link.
+func hostNeighbours(t testing.TB, link netlink.Link) []netip.Addr {
+	t.Helper()
+	ns, err := netlink.NeighList(link.Attrs().Index, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []netip.Addr
+	for _, n := range ns {
+		if a, ok := netip.AddrFromSlice(n.IP); ok {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out
+}

@@ -41,20 +41,13 @@ type sysctl struct {
 // They are the interface's own settings and go with it: nothing
 // host-wide is changed.
 func hostEndSysctls(forward bool) []sysctl {
-	fwd := "0"
-	if forward {
-		fwd = "1"
-	}
-	return []sysctl{
+	sysctls := []sysctl{
 		// Strict reverse-path filtering: a packet whose source is not the
 		// sandbox's address (the only one routed back through this
 		// interface) is dropped, so a sandbox cannot pose as another or
 		// as any other host. The source filter (srcfilter.go) does the
 		// same where net.ipv4.conf.all.rp_filter makes this loose.
 		{path: "ipv4/conf/%s/rp_filter", value: "1"},
-		// Packets from the sandbox to other networks are not routed on
-		// unless the forward setting asks for it (and the host forwards).
-		{path: "ipv4/conf/%s/forwarding", value: fwd},
 		// The host does not answer ARP for addresses that are not its
 		// own, nor treat 127.0.0.0/8 as routable from here; new
 		// interfaces copy these from conf/default, so they are set
@@ -72,6 +65,14 @@ func hostEndSysctls(forward bool) []sysctl {
 		// itself, and reach the host's link-local addresses.
 		{path: "ipv6/conf/%s/disable_ipv6", value: "1", optional: true},
 	}
+	if !forward {
+		// Packets from the sandbox to other networks are not routed on
+		// (the source filter sees to it whatever becomes of this). With
+		// forward on, the interface keeps the host's own setting: the
+		// plugin does not make a host forward that does not.
+		sysctls = append(sysctls, sysctl{path: "ipv4/conf/%s/forwarding", value: "0"})
+	}
+	return sysctls
 }
 
 // setSysctls writes the host end's settings.

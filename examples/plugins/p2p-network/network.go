@@ -206,7 +206,11 @@ func (n *p2pNetwork) connect(ctx context.Context, l *link, ns netns.NsHandle, fo
 	if err != nil {
 		return err
 	}
-	if err := addSourceFilter(host, l.sandboxAddr()); err != nil {
+	onlyTo := l.hostAddr()
+	if forward {
+		onlyTo = netip.Addr{}
+	}
+	if err := addSourceFilter(host, l.sandboxAddr(), onlyTo); err != nil {
 		return err
 	}
 	if err := netlink.AddrAdd(host, &netlink.Addr{IPNet: ipNet(l.hostAddr(), l.Block.Bits())}); err != nil {

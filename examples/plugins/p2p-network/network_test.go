@@ -445,54 +445,139 @@ func TestBroadcastDropped(t *testing.T) {
 	}
 }
 
-// Without the forward setting a sandbox reaches the host's addresses
-// only, not another sandbox behind it, even though this host forwards;
-// with it, the host routes between them.
+// ARP from the sandbox that claims another sender address teaches the
+// host nothing, so that a sandbox cannot fill the host's neighbour table
+// (a host-wide limit) even where rp_filter is loose; ARP with its own
+// address is answered and learnt.
+func TestForgedARPIgnored(t *testing.T) {
+	needRoot(t)
+	n := newTestNetwork(t, "10.218.14.0/24")
+	ns := newNS(t)
+	id := testID(t, "a")
+	r := mustAttach(t, n, id, ns, nil)
+	host, err := netlink.LinkByName(hostIfName(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As where net.ipv4.conf.all.rp_filter is 2: the filter alone.
+	if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+host.Attrs().Name+"/rp_filter", []byte("0"), 0); err != nil {
+		t.Fatal(err)
+	}
+	mac := host.Attrs().HardwareAddr
+	forged := []netip.Addr{netip.MustParseAddr("192.0.2.78"), netip.MustParseAddr("10.218.14.200")}
+	for _, f := range forged {
+		ns.sendARPRequest(t, mac, f, r.Gateway)
+	}
+	own := r.IPs[0].Addr()
+	ns.sendARPRequest(t, mac, own, r.Gateway)
+	// ARP is processed in order: once the genuine sender is learnt, a
+	// forged one accepted would be too.
+	var neigh []netip.Addr
+	for range 100 {
+		if neigh = hostNeighbours(t, host); slices.Contains(neigh, own) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !slices.Contains(neigh, own) {
+		t.Fatalf("the host learnt no entry for the sandbox's own ARP (%v): the test sees nothing", neigh)
+	}
+	for _, f := range forged {
+		if slices.Contains(neigh, f) {
+			t.Errorf("the host learnt a neighbour entry for the forged sender %s", f)
+		}
+	}
+}
+
+// Without the forward setting a sandbox reaches the host end's address
+// only: not another of the host's addresses, not another sandbox behind
+// the host, even after the host end's forwarding sysctl is turned on (as
+// any change of net.ipv4.ip_forward does). With it, the sandbox reaches
+// the host's other addresses, and the host routes between sandboxes if it
+// forwards.
 func TestForwardSetting(t *testing.T) {
 	needRoot(t)
-	if readSysctl(t, "ipv4/ip_forward") != "1" {
-		t.Skip("the host does not forward: nothing to keep the sandbox from")
+	// Another address of the host's, on an interface of the test's.
+	other := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("p2pf%d", os.Getpid())}, PeerName: fmt.Sprintf("p2pg%d", os.Getpid())}
+	if err := netlink.LinkAdd(other); err != nil {
+		t.Fatal(err)
 	}
+	defer netlink.LinkDel(other)
+	if err := netlink.AddrAdd(other, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("10.218.15.1"), Mask: net.CIDRMask(24, 32)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetUp(other); err != nil {
+		t.Fatal(err)
+	}
+	hostOther := listenTCP(t, nil, "10.218.15.1:0")
+
+	// New interfaces forward if this says so; ip_forward sets it too.
+	hostForwards := readSysctl(t, "ipv4/conf/default/forwarding") == "1"
 	n := newTestNetwork(t, "10.218.8.0/24")
 	for _, forward := range []bool{false, true} {
 		opts := map[string]string{settingForward: fmt.Sprint(forward)}
 		a, b := newNS(t), newNS(t)
-		mustAttach(t, n, testID(t, fmt.Sprint("a", forward)), a, opts)
-		rb := mustAttach(t, n, testID(t, fmt.Sprint("b", forward)), b, opts)
-		var l net.Listener
-		if err := b.do(func() (err error) {
-			l, err = net.Listen("tcp4", net.JoinHostPort(rb.IPs[0].Addr().String(), "0"))
-			return
-		}); err != nil {
-			t.Fatal(err)
-		}
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
+		ida, idb := testID(t, fmt.Sprint("a", forward)), testID(t, fmt.Sprint("b", forward))
+		ra := mustAttach(t, n, ida, a, opts)
+		rb := mustAttach(t, n, idb, b, opts)
+		if !forward {
+			for _, id := range []string{ida, idb} {
+				if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+hostIfName(id)+"/forwarding", []byte("1"), 0); err != nil {
+					t.Fatal(err)
 				}
-				c.Close()
 			}
-		}()
-		// Off, the host drops the packets silently (it sends no ICMP
-		// error for an interface that does not forward): the dial times
-		// out.
-		err := a.do(func() error {
-			c, err := net.DialTimeout("tcp4", l.Addr().String(), 3*time.Second)
-			if err == nil {
-				c.Close()
+		}
+		gateway := listenTCP(t, nil, net.JoinHostPort(ra.Gateway.String(), "0"))
+		sandboxB := listenTCP(t, b, net.JoinHostPort(rb.IPs[0].Addr().String(), "0"))
+		for _, c := range []struct {
+			what, addr string
+			want       bool
+		}{
+			{"the gateway", gateway, true},
+			{"another address of the host's", hostOther, forward},
+			{"another sandbox", sandboxB, forward && hostForwards},
+		} {
+			// Dropped, the packets get no ICMP error: the dial times out.
+			err := a.do(func() error {
+				c, err := net.DialTimeout("tcp4", c.addr, 3*time.Second)
+				if err == nil {
+					c.Close()
+				}
+				return err
+			})
+			if got := err == nil; got != c.want {
+				t.Errorf("forward %v: sandbox to %s (%s): reached %v, want %v (%v)", forward, c.what, c.addr, got, c.want, err)
 			}
-			return err
-		})
-		l.Close()
-		switch {
-		case forward && err != nil:
-			t.Errorf("forward on: sandbox to sandbox: %v", err)
-		case !forward && err == nil:
-			t.Error("forward off: a sandbox reached another through the host")
 		}
 	}
+}
+
+// listenTCP accepts and closes connections on addr, in ns or the host's
+// namespace, until the test ends, and returns the address it listens on.
+func listenTCP(t testing.TB, ns *testNS, addr string) string {
+	t.Helper()
+	var l net.Listener
+	listen := func() (err error) { l, err = net.Listen("tcp4", addr); return }
+	var err error
+	if ns != nil {
+		err = ns.do(listen)
+	} else {
+		err = listen()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return l.Addr().String()
 }
 
 // Records are private to root; a write a killed plugin left half done is

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/testenv"
+	"github.com/berth-dev/berth/netplug"
 	"github.com/berth-dev/berth/plugin"
 	"github.com/berth-dev/berth/plugin/plugintest"
 	"github.com/berth-dev/berth/sandbox"
@@ -81,16 +83,7 @@ func TestConformance(t *testing.T) {
 // gone, nothing of its link is left.
 func TestSandboxReachesHost(t *testing.T) {
 	needRoot(t)
-	e, err := testenv.Setup(testenv.Options{
-		Name:   "berth-p2ptest",
-		Images: map[string]string{"busybox:test": testenv.Busybox},
-		// The set-up's own bridge network, never attached to here.
-		Bridge: "berth-p2pt", Subnet: netip.MustParsePrefix("10.218.99.0/24"),
-	})
-	t.Cleanup(e.Close)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := sandboxEnv(t)
 	state := t.TempDir()
 	n, err := plugin.OpenNetwork(t.Context(), pluginBinary(t), hostOptions(t, state, "10.218.17.0/24"))
 	if err != nil {
@@ -149,6 +142,72 @@ func TestSandboxReachesHost(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(state); len(ents) > 1 {
 		t.Errorf("state directory holds %v", ents)
+	}
+}
+
+// sandboxEnv sets up a store with busybox, a cgroup parent and a state
+// directory for sandboxes, undone when the test ends.
+func sandboxEnv(t *testing.T) *testenv.Env {
+	t.Helper()
+	e, err := testenv.Setup(testenv.Options{
+		Name:   "berth-p2ptest",
+		Images: map[string]string{"busybox:test": testenv.Busybox},
+		// The set-up's own bridge network, never attached to here.
+		Bridge: "berth-p2pt", Subnet: netip.MustParsePrefix("10.218.99.0/24"),
+	})
+	t.Cleanup(e.Close)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// A port a real sandbox publishes through the plugin (sandbox.Options.Ports)
+// reaches its web server from the host's 127.0.0.1.
+func TestSandboxPublishedPort(t *testing.T) {
+	needRoot(t)
+	e := sandboxEnv(t)
+	n, err := plugin.OpenNetwork(t.Context(), pluginBinary(t), hostOptions(t, t.TempDir(), "10.218.19.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	var errOut strings.Builder
+	sb := sandbox.New("busybox:test", &sandbox.Options{
+		Args:    []string{"/bin/sh", "-c", "mkdir -p /www && echo from-the-sandbox > /www/index.html && exec httpd -f -p 8080 -h /www"},
+		Network: n,
+		Ports:   []netplug.PortMapping{{HostIP: "127.0.0.1", ContainerPort: 8080, Protocol: "tcp"}},
+		Stderr:  &errOut,
+		Storage: e.Store, Cgroups: e.Cgroups, StateDir: e.StateDir,
+	})
+	if err := sb.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	a := sb.Attachment()
+	if a == nil || len(a.Ports) != 1 || a.Ports[0].HostPort == 0 {
+		t.Fatalf("attachment %+v: want one port with its host port chosen", a)
+	}
+	url := fmt.Sprintf("http://127.0.0.1:%d/", a.Ports[0].HostPort)
+	var body string
+	for range 100 { // httpd starts after the attachment
+		if resp, err := http.Get(url); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if body = string(b); body != "" {
+				break
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if body != "from-the-sandbox\n" {
+		t.Errorf("%s answered %q; want from-the-sandbox (stderr %q)", url, body, errOut.String())
+	}
+	sb.Kill()
+	sb.Wait()
+	if resp, err := http.Get(url); err == nil {
+		resp.Body.Close()
+		t.Errorf("%s still answers after the sandbox is gone", url)
 	}
 }
 

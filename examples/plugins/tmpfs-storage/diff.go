@@ -52,7 +52,7 @@ func (s *storage) Diff(ctx context.Context, key string, w io.Writer) error {
 		return fmt.Errorf("diff %s: %w", key, &os.PathError{Op: "open", Path: upper, Err: err})
 	}
 	defer unix.Close(fd)
-	d := &differ{ctx: ctx, tw: tar.NewWriter(w), rec: rec, links: make(map[fileID]string)}
+	d := &differ{ctx: ctx, tw: tar.NewWriter(w), rec: rec, links: make(map[fileID]string), budget: rec.Size}
 	if err := d.dir(fd, ""); err != nil {
 		return fmt.Errorf("diff %s: %w", key, err)
 	}
@@ -70,6 +70,11 @@ type differ struct {
 	tw    *tar.Writer
 	rec   *record
 	links map[fileID]string // first name of each file with other links
+	// budget is what the files' contents may still add up to: the
+	// tmpfs's size, which holds them all unless some have holes. A
+	// workload can make a file of a terabyte of holes on a tmpfs of a few
+	// MiB; the tar would hold the terabyte.
+	budget int64
 }
 
 // dir writes the entries of the directory open as fd, whose name in the
@@ -117,9 +122,18 @@ func readNames(fd int) ([]string, error) {
 	return names, nil
 }
 
+// maxPath is the longest name an entry may have in the tar, PATH_MAX as
+// berth's import allows. A workload can nest directories as deep as its
+// inodes go; bounding the name bounds the depth of the walk (and the
+// directories it holds open) and the size of each header.
+const maxPath = 4096
+
 // entry writes the entry name of the directory open as dirfd if it is a
 // whiteout and whiteouts is set, or if it is not and whiteouts is not.
 func (d *differ) entry(dirfd int, name, rel string, whiteouts bool) error {
+	if len(rel)+len(whiteoutPrefix) > maxPath {
+		return fmt.Errorf("%.100s...: a path longer than %d bytes, which no layer may hold", rel, maxPath-len(whiteoutPrefix))
+	}
 	var st unix.Stat_t
 	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		if err == unix.ENOENT {
@@ -224,6 +238,10 @@ func (d *differ) file(dirfd int, name, rel string) error {
 		}
 		d.links[id] = rel
 	}
+	if st.Size > d.budget {
+		return fmt.Errorf("%s: %d bytes, with the files before it more than the rootfs's size of %d: it has holes (a sparse file), which a layer tar would have to write out in full", rel, st.Size, d.rec.Size)
+	}
+	d.budget -= st.Size
 	hdr := d.header(rel, &st, tar.TypeReg)
 	hdr.Size = st.Size
 	return d.write(hdr, f)

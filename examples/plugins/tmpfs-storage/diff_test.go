@@ -135,3 +135,65 @@ func TestDiffMapsOwnersAndKeepsLinks(t *testing.T) {
 	}
 	release(t, s, "m")
 }
+
+// A file of holes bigger than the rootfs (a workload can make a terabyte
+// of them on a tmpfs of a few MiB) is refused, not written out in full.
+func TestDiffRefusesHoles(t *testing.T) {
+	s := newTestStorage(t, "4m")
+	prepare(t, s, "h", plugin.PrepareRequest{})
+	upper := filepath.Join(s.cfg.root, "h", upperDir)
+	if err := os.WriteFile(upper+"/small", []byte("data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(upper+"/small", 4<<30); err != nil {
+		t.Fatal(err)
+	}
+	var n countingWriter
+	err := s.Diff(context.Background(), "h", &n)
+	if err == nil || !strings.Contains(err.Error(), "sparse") {
+		t.Errorf("diff of a 4 GiB sparse file in a 4 MiB rootfs: %v after %d bytes, want a refusal", err, n)
+	}
+	if n > 1<<20 {
+		t.Errorf("diff wrote %d bytes before it refused", n)
+	}
+	release(t, s, "h")
+}
+
+type countingWriter int64
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	*c += countingWriter(len(p))
+	return len(p), nil
+}
+
+// Directories nested past PATH_MAX are refused, not walked: the depth of
+// the walk and the length of names stay bounded.
+func TestDiffRefusesDeepPaths(t *testing.T) {
+	s := newTestStorage(t, "16m") // 4096 inodes
+	prepare(t, s, "deep", plugin.PrepareRequest{})
+	dir, err := os.Open(filepath.Join(s.cfg.root, "deep", upperDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := int(dir.Fd())
+	for i := 0; i < 2100; i++ { // "d/" 2100 times: 4200 bytes
+		if err := unix.Mkdirat(fd, "d", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		next, err := unix.Openat(fd, "d", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i > 0 {
+			unix.Close(fd)
+		}
+		fd = next
+	}
+	unix.Close(fd)
+	dir.Close()
+	err = s.Diff(context.Background(), "deep", io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "longer than") {
+		t.Errorf("diff of directories 2100 deep: %v, want a refusal", err)
+	}
+	release(t, s, "deep")
+}

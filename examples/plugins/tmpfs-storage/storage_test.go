@@ -520,3 +520,20 @@ func TestReleaseWhileInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A plugin started only to describe itself makes nothing: the root is
+// made, private, by the first Prepare.
+func TestRootMadeByFirstPrepare(t *testing.T) {
+	s := newTestStorage(t, "4m")
+	if _, err := os.Lstat(s.cfg.root); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("root after start: %v, want none", err)
+	}
+	if keys, err := s.List(context.Background()); err != nil || len(keys) != 0 {
+		t.Errorf("list without a root: %v, %v", keys, err)
+	}
+	prepare(t, s, "first", plugin.PrepareRequest{})
+	if st, err := os.Lstat(s.cfg.root); err != nil || !st.IsDir() || st.Mode().Perm() != 0o700 {
+		t.Errorf("root after a prepare: %v, %v; want a 0700 directory", st, err)
+	}
+	release(t, s, "first")
+}

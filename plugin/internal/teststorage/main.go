@@ -3,7 +3,9 @@
 // the tests can show berth refusing each kind of bad answer.
 //
 // Its root is the directory "root" beside the binary. Built under a name
-// containing "rootslash", it announces "/" as its root instead.
+// containing "rootslash", it announces "/" as its root instead; under one
+// containing "nodiff", it does not serve Diff; under one containing
+// "shifter", it announces that it shifts owners itself (and does not).
 package main
 
 import (
@@ -37,8 +39,31 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	if strings.Contains(filepath.Base(exe), "nodiff") {
+		plugin.ServeStorage(noDiff{s})
+		return
+	}
+	if strings.Contains(filepath.Base(exe), "shifter") {
+		plugin.ServeStorage(shifter{s})
+		return
+	}
 	plugin.ServeStorage(s)
 }
+
+// shifter is the storage claiming capability idmap.
+type shifter struct{ *storage }
+
+func (shifter) ShiftsOwners() bool { return true }
+
+// noDiff is the storage without its Diff method.
+type noDiff struct{ s *storage }
+
+func (n noDiff) Roots() []string { return n.s.Roots() }
+func (n noDiff) Prepare(ctx context.Context, req *plugin.PrepareRequest) (*plugin.PrepareResult, error) {
+	return n.s.Prepare(ctx, req)
+}
+func (n noDiff) Release(ctx context.Context, key string) error { return n.s.Release(ctx, key) }
+func (n noDiff) List(ctx context.Context) ([]string, error)    { return n.s.List(ctx) }
 
 type storage struct {
 	root     string

@@ -214,9 +214,11 @@ type AttachRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Id names the sandbox: [A-Za-z0-9][A-Za-z0-9_.-]{0,127}.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Netns_path is the namespace to connect (/proc/<pid>/ns/net, in the
-	// host's pid and mount namespaces; berth holds the namespace open until
-	// the response). Netns_dev and netns_ino are its identity as berth
+	// Netns_path is the namespace to connect, a path in the host's pid and
+	// mount namespaces (/proc/<pid>/ns/net of the sandbox's first process,
+	// /proc/<pid>/task/<tid>/ns/net of a thread holding a pooled namespace,
+	// or a bind mount of one); berth holds the namespace open until the
+	// response. Netns_dev and netns_ino are its identity as berth
 	// opened it (st_dev and st_ino): the plugin must open the path, check
 	// that what it opened has that identity, and use what it opened, not
 	// the path again, before it changes anything; and echo netns_ino in
@@ -224,7 +226,9 @@ type AttachRequest struct {
 	NetnsPath string `protobuf:"bytes,2,opt,name=netns_path,json=netnsPath,proto3" json:"netns_path,omitempty"`
 	NetnsDev  uint64 `protobuf:"varint,3,opt,name=netns_dev,json=netnsDev,proto3" json:"netns_dev,omitempty"`
 	NetnsIno  uint64 `protobuf:"varint,4,opt,name=netns_ino,json=netnsIno,proto3" json:"netns_ino,omitempty"`
-	// Hostname and aliases are the names the sandbox goes by.
+	// Hostname and aliases are the names the sandbox goes by (letters,
+	// digits, '-', '.' and '_'). berth puts them in the sandbox's
+	// /etc/hosts itself; the plugin may use them, e.g. for its own DNS.
 	Hostname string   `protobuf:"bytes,5,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	Aliases  []string `protobuf:"bytes,6,rep,name=aliases,proto3" json:"aliases,omitempty"`
 	// Ports are to be published on the host (capability "ports"; berth
@@ -233,7 +237,8 @@ type AttachRequest struct {
 	// Dns, if set, replaces the plugin's DNS settings (capability "dns";
 	// berth sends none to a plugin without it).
 	Dns *DNSConfig `protobuf:"bytes,8,opt,name=dns,proto3" json:"dns,omitempty"`
-	// Options are free-form, plugin-defined settings.
+	// Options are free-form, plugin-defined settings: the host's
+	// Options.Settings, the same in every request.
 	Options       map[string]string `protobuf:"bytes,9,rep,name=options,proto3" json:"options,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -412,7 +417,9 @@ type AttachResponse struct {
 	Ports []*PortMapping `protobuf:"bytes,6,rep,name=ports,proto3" json:"ports,omitempty"`
 	// Hosts (at most 1024 entries, 128 KiB of names) are names of others
 	// the sandbox can reach; berth writes the sandbox's /etc/hosts from
-	// them, with the sandbox's own names and those its caller added.
+	// them, with the sandbox's own names and those its caller added, once:
+	// unlike berth's own named networks, a plugin's hosts are not rewritten
+	// as other sandboxes come and go.
 	Hosts []*HostEntry `protobuf:"bytes,7,rep,name=hosts,proto3" json:"hosts,omitempty"`
 	Dns   *DNSConfig   `protobuf:"bytes,8,opt,name=dns,proto3" json:"dns,omitempty"`
 	// Netns_ino is the inode of the namespace the plugin attached; berth

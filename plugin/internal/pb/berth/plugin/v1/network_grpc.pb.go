@@ -48,6 +48,8 @@ type NetworkServiceClient interface {
 	// new process, the one that attached having died (so keep the state
 	// Detach needs where a restart finds it: on disk, or in the names of
 	// what was made). NOT_FOUND if id is unknown, as after a second Detach.
+	// berth sends a Detach again if the plugin died during one, so a
+	// Detach must be safe to repeat.
 	Detach(ctx context.Context, in *DetachRequest, opts ...grpc.CallOption) (*DetachResponse, error)
 	// List names the attached ids, for reclaim and the conformance kit.
 	List(ctx context.Context, in *NetworkServiceListRequest, opts ...grpc.CallOption) (*NetworkServiceListResponse, error)
@@ -115,6 +117,8 @@ type NetworkServiceServer interface {
 	// new process, the one that attached having died (so keep the state
 	// Detach needs where a restart finds it: on disk, or in the names of
 	// what was made). NOT_FOUND if id is unknown, as after a second Detach.
+	// berth sends a Detach again if the plugin died during one, so a
+	// Detach must be safe to repeat.
 	Detach(context.Context, *DetachRequest) (*DetachResponse, error)
 	// List names the attached ids, for reclaim and the conformance kit.
 	List(context.Context, *NetworkServiceListRequest) (*NetworkServiceListResponse, error)
