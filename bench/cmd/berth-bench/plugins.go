@@ -70,6 +70,9 @@ type pluginBinary struct {
 	err        error
 }
 
+// scenarioPlugins builds the plugins, then times the no-op ones (the
+// plugin layer's own cost per call and per start) and every other one
+// against the built-in backend of its kind.
 func scenarioPlugins(ctx context.Context, e *env, cfg config, res *Results) error {
 	p := &Plugins{}
 	res.Plugins = p
@@ -110,7 +113,20 @@ func scenarioPlugins(ctx context.Context, e *env, cfg config, res *Results) erro
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := e.storageTables(ctx, storages, cfg, p); err != nil {
+		return err
+	}
+	if nopNetwork != "" {
+		networks = append([]pluginBinary{{name: "nop-network", path: nopNetwork}}, networks...)
+	}
+	err = e.networkTable(ctx, networks, cfg, p)
+	e.note("scenario 7 times plugins built from this tree: plugin/internal/nopplugin (no-op storage and network, for the plugin layer's own cost) and every plugin in examples/plugins, with their state in the run's temporary directory; each network backend attaches and detaches one network namespace of its own, held by a sleeping process; the built-in bridge and cni-network attach to the same named network, %s (bridge %s, %s), p2p-network takes its links from %s", pluginNetwork, pluginNetworkBridge, pluginNetworkSubnet, p2pSubnet)
+	return err
+}
 
+// storageTables times Prepare+Release and start→exit with the built-in
+// overlay and each storage plugin, taking turns.
+func (e *env) storageTables(ctx context.Context, storages []pluginBinary, cfg config, p *Plugins) error {
 	// Each storage backend, built-in first, opened once for both tables.
 	backends := []storageBackend{{name: "built-in overlay (layerfs)", s: e.store}}
 	for _, b := range storages {
@@ -136,6 +152,7 @@ func scenarioPlugins(ctx context.Context, e *env, cfg config, res *Results) erro
 			return b.s.Release(ctx, key)
 		}))
 	}
+	var err error
 	if p.PrepareRelease, err = roundRobin(ctx, tools, cfg.PrepareRuns); err != nil {
 		return err
 	}
@@ -150,12 +167,16 @@ func scenarioPlugins(ctx context.Context, e *env, cfg config, res *Results) erro
 			return runBerth(ctx, o)
 		}))
 	}
-	if p.StartExit, err = roundRobin(ctx, tools, runs); err != nil {
-		return err
-	}
+	p.StartExit, err = roundRobin(ctx, tools, runs)
+	return err
+}
 
+// networkTable times Attach+Detach with the built-in bridge and each
+// network plugin, taking turns.
+func (e *env) networkTable(ctx context.Context, networks []pluginBinary, cfg config, p *Plugins) error {
+	runs := max(cfg.Runs, 50)
 	progress("plugins: attach→detach with each network backend, %d runs", runs)
-	tools = nil
+	var tools []*tool
 	if e.nets != nil {
 		t := &tool{name: "built-in CNI bridge (netplug)"}
 		net, err := e.nets.Create(ctx, pluginNetwork, &netplug.NetworkOptions{
@@ -166,9 +187,6 @@ func scenarioPlugins(ctx context.Context, e *env, cfg config, res *Results) erro
 			t = e.attachTool(t.name, net, "")
 		}
 		tools = append(tools, t)
-	}
-	if nopNetwork != "" {
-		networks = append([]pluginBinary{{name: "nop-network", path: nopNetwork}}, networks...)
 	}
 	for _, b := range networks {
 		t := &tool{name: b.name + " (plugin)"}
@@ -185,8 +203,8 @@ func scenarioPlugins(ctx context.Context, e *env, cfg config, res *Results) erro
 		}
 		tools = append(tools, e.attachTool(t.name, n, dummy))
 	}
+	var err error
 	p.AttachDetach, err = roundRobin(ctx, tools, runs)
-	e.note("scenario 7 times plugins built from this tree: plugin/internal/nopplugin (no-op storage and network, for the plugin layer's own cost) and every plugin in examples/plugins, with their state in the run's temporary directory; each network backend attaches and detaches one network namespace of its own, held by a sleeping process; the built-in bridge and cni-network attach to the same named network, %s (bridge %s, %s), p2p-network takes its links from %s", pluginNetwork, pluginNetworkBridge, pluginNetworkSubnet, p2pSubnet)
 	return err
 }
 
