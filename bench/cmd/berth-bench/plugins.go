@@ -252,8 +252,8 @@ func (e *env) pluginOptionsFor(name string) *plugin.Options {
 }
 
 // buildPlugins builds the no-op plugins and every plugin in
-// examples/plugins, and opens each once to learn its kind. A plugin that
-// fails to build or open is kept with its error.
+// examples/plugins, and starts each once (Describe) to learn its kind. A
+// plugin that fails to build or start is kept with its error.
 func (e *env) buildPlugins(ctx context.Context) ([]pluginBinary, error) {
 	dir := filepath.Join(e.tmp, "plugins", "bin")
 	for _, d := range []string{dir, e.pluginOptions().RunDir, e.pluginOptions().MountDir, filepath.Join(e.tmp, "plugins", "state")} {
@@ -282,29 +282,10 @@ func (e *env) buildPlugins(ctx context.Context) ([]pluginBinary, error) {
 			bins = append(bins, b)
 			continue
 		}
-		b.info, b.err = pluginInfo(ctx, b.path, e.pluginOptionsFor(b.name))
+		b.info, b.err = plugin.Describe(ctx, b.path, e.pluginOptionsFor(b.name))
 		bins = append(bins, b)
 	}
 	return bins, ctx.Err()
-}
-
-// pluginInfo opens the plugin as storage and, if it is not one, as
-// network, and returns what it says of itself.
-func pluginInfo(ctx context.Context, path string, opts *plugin.Options) (plugin.Info, error) {
-	s, err := plugin.OpenStorage(ctx, path, opts)
-	if err == nil {
-		defer s.Close()
-		return s.Info(), nil
-	}
-	if !errors.Is(err, plugin.ErrWrongKind) {
-		return plugin.Info{}, err
-	}
-	n, err := plugin.OpenNetwork(ctx, path, opts)
-	if err != nil {
-		return plugin.Info{}, err
-	}
-	defer n.Close()
-	return n.Info(), nil
 }
 
 // storageCalls times the emptiest call (List) and Prepare+Release through
