@@ -65,6 +65,7 @@ type Options struct {
 //	images/<hex>         one record per image, by manifest digest
 //	refs/<name>          a name:tag pointing at an image
 //	rootfs/<key>/        a prepared rootfs and its private state
+//	holds/<name>         layers a rootfs outside the store uses, kept from GC (Hold)
 //	quota/               empty ext4 images that disk quotas copy, by size
 //	locks/, tmp/         per-layer locks and private staging areas
 type Store struct {

@@ -94,6 +94,10 @@ type client struct {
 	cur  atomic.Pointer[proc] // the running process, nil before the first start or after close
 	sem  chan struct{}        // held while starting or stopping a process
 	done atomic.Bool          // closed
+
+	// life ends when close is called, which ends a start in progress.
+	life    context.Context
+	endLife context.CancelFunc
 }
 
 // A proc is one start of the plugin.
@@ -162,6 +166,7 @@ func newClient(path, kind string, opts *Options) (*client, error) {
 		c.log = discardLogger
 	}
 	c.log = c.log.With("plugin", c.name)
+	c.life, c.endLife = context.WithCancel(context.Background())
 	return c, nil
 }
 
@@ -213,7 +218,11 @@ func (c *client) conn(ctx context.Context) (*grpc.ClientConn, error) {
 		return old.cc, nil // another goroutine started it while this one waited
 	}
 	if old != nil {
-		c.log.Warn("restarting plugin", "was", old.run.exitStatus())
+		was := old.run.exitStatus()
+		if was == "" {
+			was = "lost its connection"
+		}
+		c.log.Warn("restarting plugin", "was", was)
 		c.stop(old)
 		c.cur.Store(nil)
 	}
@@ -267,6 +276,7 @@ func (c *client) start(ctx context.Context) (*proc, error) {
 	}
 	sctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	defer context.AfterFunc(c.life, cancel)()
 
 	cmd := exec.Command(c.path)
 	if len(c.opts.Checksum) > 0 {
@@ -347,6 +357,8 @@ func (c *client) start(ctx context.Context) (*proc, error) {
 	if err != nil {
 		c.stop(p)
 		switch {
+		case c.done.Load():
+			return nil, fmt.Errorf("plugin %s: closed while starting: %w", c.name, ErrClosed)
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("plugin %s: asking its info: %w", c.name, ctx.Err())
 		case sctx.Err() != nil:
@@ -466,6 +478,9 @@ var versionRE = regexp.MustCompile(`Plugin version: (\d+)`)
 // startErr turns the error of go-plugin's Start into berth's: one line,
 // wrapping ErrNotPlugin, ErrIncompatible or ErrChecksum.
 func (c *client) startErr(ctx, sctx context.Context, p *proc, err error) error {
+	if c.done.Load() {
+		return fmt.Errorf("plugin %s: closed while starting: %w", c.name, ErrClosed)
+	}
 	if ctx.Err() != nil {
 		// The caller gave up (and the process was killed for it): that,
 		// not what go-plugin saw of the kill, is the error.
@@ -536,6 +551,14 @@ func (c *client) callErr(err error) error {
 	return c.mapErr(c.cur.Load(), err)
 }
 
+// connClosing reports whether a call failed because its connection was
+// closed under it: conn closes a dead plugin's connection to start
+// another while calls on it may still be in flight, and those calls lost
+// the plugin as surely as the one that met its death.
+func connClosing(st *status.Status) bool {
+	return st.Code() == codes.Canceled && st.Message() == "grpc: the client connection is closing"
+}
+
 func (c *client) mapErr(p *proc, err error) error {
 	if err == nil {
 		return nil
@@ -547,7 +570,7 @@ func (c *client) mapErr(p *proc, err error) error {
 		}
 		return fmt.Errorf("plugin %s: %w", c.name, err)
 	}
-	if st.Code() == codes.Unavailable {
+	if st.Code() == codes.Unavailable || connClosing(st) {
 		if c.done.Load() {
 			return &remoteError{msg: fmt.Sprintf("plugin %s was closed during the call", c.name), sentinel: ErrClosed, st: st}
 		}
@@ -591,6 +614,7 @@ func (c *client) close() error {
 	if c.done.Swap(true) {
 		return nil
 	}
+	c.endLife()
 	c.sem <- struct{}{}
 	defer func() { <-c.sem }()
 	if p := c.cur.Swap(nil); p != nil {

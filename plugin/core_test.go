@@ -344,6 +344,18 @@ func TestWrongProtocolVersion(t *testing.T) {
 		}
 		checkNothingLeft(t, opts, before)
 	}
+	// go-plugin's own core protocol, the handshake's first field.
+	opts, _ := testOptions(t, "storage")
+	script := writeScript(t, "core2", `echo "2|1|unix|$PLUGIN_UNIX_SOCKET_DIR/s|grpc"; sleep 60`)
+	_, err := startClient(context.Background(), script, KindStorage, opts)
+	if !errors.Is(err, ErrIncompatible) || strings.Contains(err.Error(), "\n") {
+		t.Errorf("core protocol 2: %q, want one line wrapping ErrIncompatible", err)
+	}
+	script = writeScript(t, "garbage", `echo "1|one|unix|$PLUGIN_UNIX_SOCKET_DIR/s|grpc"; sleep 60`)
+	_, err = startClient(context.Background(), script, KindStorage, opts)
+	if !errors.Is(err, ErrNotPlugin) || strings.Contains(err.Error(), "\n") {
+		t.Errorf("protocol version \"one\": %q, want one line wrapping ErrNotPlugin", err)
+	}
 }
 
 // checkNothingLeft checks that the run dir is empty and that no child the
@@ -1237,4 +1249,33 @@ func TestNoGoroutineLeaks(t *testing.T) {
 		buf := make([]byte, 1<<20)
 		t.Errorf("%d goroutines before %d start/kill/restart/close cycles, %d after:\n%s", before, cycles, after, buf[:runtime.Stack(buf, true)])
 	}
+}
+
+func TestCloseDuringStart(t *testing.T) {
+	requireRoot(t)
+	opts, _ := testOptions(t, "hang")
+	opts.StartTimeout = time.Hour
+	c, err := newClient(testPluginBin, KindStorage, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := children(t)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.conn(context.Background())
+		errc <- err
+	}()
+	for len(children(t)) == len(before) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.close()
+	select {
+	case err = <-errc:
+	case <-time.After(30 * time.Second):
+		t.Fatal("close did not end the start") // a hang detector
+	}
+	if !errors.Is(err, ErrClosed) {
+		t.Errorf("start ended by close: %v, want ErrClosed", err)
+	}
+	checkNothingLeft(t, opts, before)
 }

@@ -97,26 +97,33 @@ func OpenStorage(ctx context.Context, path string, opts *Options) (*Storage, err
 	if err != nil {
 		return nil, fmt.Errorf("plugin %s: store: %w", path, err)
 	}
-	s := &Storage{
-		store:     store,
-		storeRoot: storeRoot,
-		dir:       filepath.Join(base, pluginID(path)),
-		denied: forbidden{
-			dirs:   append(append([]string(nil), deniedDirs...), base, filepath.Clean(runDir), store.Root(), storeRoot),
-			except: []string{filepath.Join(store.Root(), storePluginsDir), filepath.Join(storeRoot, storePluginsDir)},
-		},
-		settings: maps.Clone(o.Settings),
-		log:      log.With("plugin", filepath.Base(path)),
-	}
 	// Root of a sandbox's user namespace, an ordinary id on the host,
 	// must reach its rootfs through these: searchable, not listable.
-	for _, d := range []string{base, s.dir} {
+	dir := filepath.Join(base, pluginID(path))
+	for _, d := range []string{base, dir} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return nil, fmt.Errorf("plugin %s: %w", path, err)
 		}
 		if err := os.Chmod(d, 0o711); err != nil {
 			return nil, fmt.Errorf("plugin %s: %w", path, err)
 		}
+	}
+	// berth opens its own mount points without following symlinks too.
+	realBase, err := filepath.EvalSymlinks(base)
+	if err != nil {
+		return nil, fmt.Errorf("plugin %s: %w", path, err)
+	}
+	s := &Storage{
+		store:     store,
+		storeRoot: storeRoot,
+		dir:       filepath.Join(realBase, filepath.Base(dir)),
+		denied: forbidden{
+			dirs: append(append([]string(nil), deniedDirs...),
+				base, realBase, filepath.Clean(runDir), store.Root(), storeRoot),
+			except: []string{filepath.Join(store.Root(), storePluginsDir), filepath.Join(storeRoot, storePluginsDir)},
+		},
+		settings: maps.Clone(o.Settings),
+		log:      log.With("plugin", filepath.Base(path)),
 	}
 	c, err := newClient(path, KindStorage, opts)
 	if err != nil {

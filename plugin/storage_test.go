@@ -36,7 +36,7 @@ type storageEnv struct {
 	mountDir string
 }
 
-func newStorageEnv(t *testing.T) *storageEnv {
+func newStorageEnv(t testing.TB) *storageEnv {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("storage plugin tests mount: they need root")
@@ -72,7 +72,7 @@ func newStorageEnv(t *testing.T) *storageEnv {
 }
 
 // open opens the test plugin with settings.
-func (e *storageEnv) open(t *testing.T, settings map[string]string) *plugin.Storage {
+func (e *storageEnv) open(t testing.TB, settings map[string]string) *plugin.Storage {
 	t.Helper()
 	s, err := plugin.OpenStorage(context.Background(), e.bin, &plugin.Options{Store: e.store, MountDir: e.mountDir, Settings: settings})
 	if err != nil {
@@ -117,7 +117,7 @@ func (e *storageEnv) unmountAll() int {
 
 // checkClean fails t if anything is mounted under the test's directory or
 // left of key in berth's mount directory or the plugin's root.
-func (e *storageEnv) checkClean(t *testing.T, key string) {
+func (e *storageEnv) checkClean(t testing.TB, key string) {
 	t.Helper()
 	if ms := e.mounts(); len(ms) > 0 {
 		t.Errorf("still mounted: %v", ms)
@@ -278,7 +278,7 @@ func TestStorageRefusesRoots(t *testing.T) {
 
 // newUserNS returns a user namespace mapping 0-65535 to 100000-165535,
 // held by a child process for the test's duration.
-func newUserNS(t *testing.T) *os.File {
+func newUserNS(t testing.TB) *os.File {
 	t.Helper()
 	cmd := exec.Command("sleep", "1000")
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -401,12 +401,15 @@ func TestStorageDiff(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(r.Path, "big"), []byte(big), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var out strings.Builder
+	var out chunks
 	if err := s.Diff(ctx, "overlay--diff", &out); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), big) || !strings.HasPrefix(out.String(), "big") {
 		t.Errorf("the diff (%d bytes) does not hold the file written", out.Len())
+	}
+	if out.writes < 3 || out.largest > 1<<20 {
+		t.Errorf("the diff came in %d pieces, the largest %d bytes; want pieces of at most 1 MiB", out.writes, out.largest)
 	}
 	if err := s.Diff(ctx, "nope", &out); !errors.Is(err, plugin.ErrNotFound) || !errors.Is(err, layerfs.ErrNotFound) {
 		t.Errorf("Diff of an unknown key: %v, want ErrNotFound", err)
@@ -428,6 +431,18 @@ func TestStorageDiff(t *testing.T) {
 	if err := nd.Diff(ctx, "overlay--diff", &out); !errors.Is(err, plugin.ErrUnsupported) {
 		t.Errorf("Diff from a plugin without capability diff: %v, want ErrUnsupported", err)
 	}
+}
+
+// chunks is a strings.Builder that counts the writes it gets.
+type chunks struct {
+	strings.Builder
+	writes, largest int
+}
+
+func (c *chunks) Write(p []byte) (int, error) {
+	c.writes++
+	c.largest = max(c.largest, len(p))
+	return c.Builder.Write(p)
 }
 
 func contains(list []string, s string) bool {
@@ -627,9 +642,9 @@ func TestStorageConformance(t *testing.T) {
 	plugintest.Storage(t, e.bin, nil)
 }
 
-// A store reached through a symlink still gives overlays: berth gives the
-// plugin its layers by their real path, which it opens without following
-// links.
+// A store and a mount directory reached through symlinks still work:
+// berth gives the plugin its layers by their real path, and mounts on its
+// own directory's, which it opens without following links.
 func TestStorageStoreBehindSymlink(t *testing.T) {
 	e := newStorageEnv(t)
 	link := filepath.Join(e.dir, "storelink")
@@ -640,7 +655,15 @@ func TestStorageStoreBehindSymlink(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := plugin.OpenStorage(ctx, e.bin, &plugin.Options{Store: store, MountDir: e.mountDir})
+	// The mount directory too.
+	if err := os.Mkdir(e.mountDir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	mntLink := filepath.Join(e.dir, "mntlink")
+	if err := os.Symlink(e.mountDir, mntLink); err != nil {
+		t.Fatal(err)
+	}
+	s, err := plugin.OpenStorage(ctx, e.bin, &plugin.Options{Store: store, MountDir: mntLink})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/berth-dev/berth/internal/testenv"
+	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/netplug"
 	"github.com/berth-dev/berth/plugin/plugintest"
 )
@@ -51,14 +53,14 @@ func run(m *testing.M) int {
 		defer os.RemoveAll(dir)
 		binDir = dir
 	}
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
+	args := []string{"build", "-o", binDir + "/"}
 	for name, src := range plugins {
-		bins[name] = filepath.Join(binDir, name)
-		if !build {
-			continue
-		}
-		if out, err := exec.Command(goTool, "build", "-o", bins[name], src).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", name, err, out)
+		bins[name] = filepath.Join(binDir, name) // go build names a binary after its directory
+		args = append(args, src)
+	}
+	if build {
+		if out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), args...).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build the plugins: %v\n%s", err, out)
 			return 1
 		}
 	}
@@ -69,6 +71,27 @@ func TestOverlayStorage(t *testing.T) {
 	// The plugin takes its root from the environment it is started in.
 	plugintest.Storage(t, bins["overlay-storage"], &plugintest.StorageOptions{
 		Env: []string{"BERTH_OVERLAY_STORAGE_ROOT=" + filepath.Join(t.TempDir(), "overlay-storage")},
+	})
+}
+
+// The kit takes a store and an image of the caller's: here the shared
+// Alpine image, a real distribution's rootfs.
+func TestOverlayStorageAlpine(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	store, err := layerfs.Open(filepath.Join(t.TempDir(), "store"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.ImportAlpineWith(t.Context(), store, "alpine:kit"); err != nil {
+		t.Fatal(err)
+	}
+	plugintest.Storage(t, bins["overlay-storage"], &plugintest.StorageOptions{
+		Env:   []string{"BERTH_OVERLAY_STORAGE_ROOT=" + filepath.Join(t.TempDir(), "overlay-storage")},
+		Store: store,
+		Image: "alpine:kit",
+		Skip:  map[string]string{"KillMidPrepare": "TestOverlayStorage kills it mid-prepare already"},
 	})
 }
 

@@ -33,8 +33,8 @@ type NetworkOptions struct {
 	// plugin at directories of its own.
 	Env []string
 	// Host, if set, is the base of the options the kit opens the plugin
-	// with; the kit sets RunDir, adds Env, and fills in Logger and
-	// Settings where they are empty.
+	// with. The kit adds Env, and fills in RunDir (a directory of its
+	// own), Logger (the test's log) and Settings where they are empty.
 	Host *plugin.Options
 	// KeepLinks are host interfaces the plugin may make and leave behind,
 	// shared by its sandboxes (a bridge), as filepath.Match patterns of

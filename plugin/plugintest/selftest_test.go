@@ -1,6 +1,7 @@
 package plugintest_test
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -19,11 +20,14 @@ func TestKitFailsBrokenPlugins(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
-	// The host-leak plugin's bridge, which the kit must report and this
-	// test then removes.
+	// What the host-leak and host-route plugins leave, which the kit must
+	// report and this test then removes.
 	t.Cleanup(func() {
 		if l, err := netlink.LinkByName("kitbroken0"); err == nil {
 			netlink.LinkDel(l)
+		}
+		if lo, err := netlink.LinkByName("lo"); err == nil {
+			netlink.RouteDel(&netlink.Route{LinkIndex: lo.Attrs().Index, Dst: &net.IPNet{IP: net.IPv4(192, 0, 2, 77), Mask: net.CIDRMask(32, 32)}})
 		}
 	})
 	for _, c := range []struct {
@@ -36,6 +40,7 @@ func TestKitFailsBrokenPlugins(t *testing.T) {
 		{"network", "keep-veth", "RoundTrip", `its namespace still has ["eth0"]`},
 		{"network", "unknown-ok", "UnknownID", "of an id never attached succeeded; want an error that wraps plugin.ErrNotFound"},
 		{"network", "host-leak", "Close", "interface kitbroken0 (bridge)"},
+		{"network", "host-route", "Close", "Dst: 192.0.2.77/32"},
 	} {
 		t.Run(c.kind+"-"+c.fault, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run", "^TestBrokenTarget$/^"+c.check+"$", "-test.count=1", "-test.timeout=5m")

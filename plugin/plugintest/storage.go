@@ -35,8 +35,9 @@ type StorageOptions struct {
 	// plugin at directories of its own.
 	Env []string
 	// Host, if set, is the base of the options the kit opens the plugin
-	// with; the kit sets Store, MountDir and RunDir, adds Env, and fills in
-	// Logger and Settings where they are empty.
+	// with. The kit sets Store (to StorageOptions.Store or its own), adds
+	// Env, and fills in MountDir and RunDir (directories of its own),
+	// Logger (the test's log) and Settings where they are empty.
 	Host *plugin.Options
 	// Store and Image, if set, are the store and the image (a reference
 	// in it) the kit prepares rootfses from. By default the kit opens a
@@ -89,6 +90,8 @@ type StorageOptions struct {
 //   - Diff: the changes made in a rootfs come back as an OCI layer tar
 //     holding them and nothing else, a deletion as a whiteout (capability
 //     "diff"; with the kit's own image);
+//   - Quota: a rootfs with a disk quota takes writes up to it and refuses
+//     them past it with ENOSPC or EDQUOT (capability "quota");
 //   - Close: the plugin's process is gone after Close.
 //
 // Every check ends by releasing what it prepared and checking that nothing
@@ -119,6 +122,7 @@ func Storage(t *testing.T, path string, opts *StorageOptions) {
 		{"KillMidPrepare", k.testKillMidPrepare},
 		{"UserNS", k.testUserNS},
 		{"Diff", k.testDiff},
+		{"Quota", k.testQuota},
 		{"Close", k.testClose},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -246,6 +250,12 @@ func (k *storageKit) open(t *testing.T) *storageSession {
 	sess := &storageSession{k: k, s: s, others: others, prepared: map[string]bool{}}
 	t.Cleanup(func() { sess.finish(t) })
 	sess.roots = s.Info().Roots
+	for _, r := range sess.roots {
+		// The audit walks the roots: not the host's whole tree.
+		if err := checkRoot(r); err != nil {
+			t.Fatalf("plugintest: the plugin's Info: %v", err)
+		}
+	}
 	if sess.before, err = snapshot(sess.audited()); err != nil {
 		t.Fatalf("plugintest: list the plugin's roots: %v", err)
 	}
@@ -267,12 +277,14 @@ func (sess *storageSession) finish(t *testing.T) {
 	} else if left := sess.k.ours(keys); len(left) > 0 {
 		t.Errorf("left behind: the plugin still lists %q after they were released", left)
 	}
-	if m, err := mountsUnder(append([]string{sess.k.mountDir}, sess.roots...)...); err != nil {
+	if m, err := mountsUnder(sess.audited()...); err != nil {
 		t.Errorf("cleanup: %v", err)
 	} else if len(m) > 0 {
 		t.Errorf("left behind: mounts under the plugin's roots or berth's mount directory: %q", m)
 	}
-	if now, err := snapshot(sess.audited()); err != nil {
+	if sess.before == nil {
+		// The roots were refused before they were walked.
+	} else if now, err := snapshot(sess.audited()); err != nil {
 		t.Errorf("cleanup: %v", err)
 	} else if left := newSince(sess.before, now, sess.roots, sess.k.opts.Keep); len(left) > 0 {
 		t.Errorf("left behind under the plugin's roots or berth's mount directory (StorageOptions.Keep allows the plugin's own bookkeeping): %q", left)
@@ -425,13 +437,21 @@ func (k *storageKit) testInfo(t *testing.T) {
 		t.Errorf("Info: the plugin names no roots: berth could accept no mount of its")
 	}
 	for _, r := range info.Roots {
-		switch {
-		case !filepath.IsAbs(r) || filepath.Clean(r) != r:
-			t.Errorf("Info: root %q is not an absolute, clean path", r)
-		case r == "/" || within("/proc", r) || within("/sys", r) || within("/dev", r):
-			t.Errorf("Info: root %q would let the plugin name the host's system files as mount sources", r)
+		if err := checkRoot(r); err != nil {
+			t.Errorf("Info: %v", err)
 		}
 	}
+}
+
+// checkRoot says what is wrong with a root a plugin announced.
+func checkRoot(r string) error {
+	switch {
+	case !filepath.IsAbs(r) || filepath.Clean(r) != r:
+		return fmt.Errorf("root %q is not an absolute, clean path", r)
+	case r == "/" || within("/proc", r) || within("/sys", r) || within("/dev", r):
+		return fmt.Errorf("root %q would let the plugin name the host's system files as mount sources", r)
+	}
+	return nil
 }
 
 // checkInfo checks what every kind of plugin's Info must say.
@@ -902,4 +922,59 @@ func (k *storageKit) testDiff(t *testing.T) {
 	}
 	sess.mustRelease(t, key)
 	checkNotFound(t, fmt.Sprintf("Diff(%q) of a released key", key), sess.s.Diff(callCtx(t), key, io.Discard), nil)
+}
+
+// The Quota check's quota, and what it writes: well under it, then well
+// past it.
+const (
+	kitQuota = 16 << 20
+	kitUnder = 4 << 20
+	kitPast  = 64 << 20
+)
+
+func (k *storageKit) testQuota(t *testing.T) {
+	sess := k.open(t)
+	if !sess.s.Info().Has(plugin.CapQuota) {
+		t.Skipf("the plugin has no capability %q", plugin.CapQuota)
+	}
+	key := k.key("quota")
+	rf, err := sess.prepare(callCtx(t), key, &layerfs.PrepareOptions{DiskQuota: kitQuota})
+	if err != nil {
+		t.Fatalf("Prepare(%q) with a disk quota of %d bytes: %v", key, kitQuota, err)
+	}
+	k.checkRootfs(t, key, rf, func(id uint32) uint32 { return id })
+	if n, err := fill(filepath.Join(rf.Path, "kit-under"), kitUnder); err != nil {
+		t.Errorf("the rootfs of %q with a quota of %d bytes refused a write after %d of %d bytes: %v", key, kitQuota, n, kitUnder, err)
+	}
+	n, err := fill(filepath.Join(rf.Path, "kit-past"), kitPast)
+	switch {
+	case err == nil:
+		t.Errorf("the rootfs of %q with a quota of %d bytes took %d bytes more", key, kitQuota, n)
+	case !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT):
+		t.Errorf("the rootfs of %q refused a write past its quota with %v; want ENOSPC or EDQUOT", key, err)
+	}
+	sess.mustRelease(t, key)
+}
+
+// fill writes size bytes to a new file at path, as a workload would, and
+// returns how many it wrote.
+func fill(path string, size int64) (int64, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	chunk := bytes.Repeat([]byte("plugintest quota "), 1<<16) // ~1 MiB, not sparse
+	var n int64
+	for n < size && err == nil {
+		var m int
+		m, err = f.Write(chunk[:min(int64(len(chunk)), size-n)])
+		n += int64(m)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return n, err
 }

@@ -239,6 +239,14 @@ func TestDetachAfterNamespaceGone(t *testing.T) {
 	id := testID(t, "a")
 	mustAttach(t, n, id, ns, nil)
 	ns.kill()
+	// The kernel dismantles a namespace in the background: wait until it
+	// has deleted the pair, so that Detach finds no link.
+	for i := 0; linkExists(t, hostIfName(id)); i++ {
+		if i == 500 {
+			t.Fatal("the host end outlived the namespace by 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err := n.Detach(context.Background(), id, ns.path); err != nil {
 		t.Fatal(err)
 	}

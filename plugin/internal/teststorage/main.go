@@ -22,6 +22,8 @@ import (
 	"strings"
 	"sync"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/berth-dev/berth/plugin"
 )
 
@@ -218,7 +220,9 @@ func (s *storage) List(ctx context.Context) ([]string, error) {
 	return keys, nil
 }
 
-// Diff writes the regular files of the upper directory as a tar.
+// Diff writes the upper directory as an OCI layer tar: directories and
+// regular files as they are, overlay whiteouts (0/0 character devices) as
+// .wh. files, and opaque directories with a .wh..wh..opq in them.
 func (s *storage) Diff(ctx context.Context, key string, w io.Writer) error {
 	upper := filepath.Join(s.root, key, "upper")
 	if _, err := os.Lstat(upper); err != nil {
@@ -226,27 +230,54 @@ func (s *storage) Diff(ctx context.Context, key string, w io.Writer) error {
 	}
 	tw := tar.NewWriter(w)
 	err := filepath.WalkDir(upper, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
-			return err
-		}
-		fi, err := d.Info()
-		if err != nil {
+		if err != nil || p == upper {
 			return err
 		}
 		rel, _ := filepath.Rel(upper, p)
-		if err := tw.WriteHeader(&tar.Header{Name: rel, Mode: 0o644, Size: fi.Size(), Typeflag: tar.TypeReg}); err != nil {
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
 			return err
 		}
-		f, err := os.Open(p)
-		if err != nil {
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFCHR:
+			if st.Rdev != 0 {
+				return fmt.Errorf("%s: a device", rel)
+			}
+			return tw.WriteHeader(&tar.Header{Name: filepath.Join(filepath.Dir(rel), ".wh."+filepath.Base(rel)), Typeflag: tar.TypeReg})
+		case unix.S_IFDIR:
+			if err := tw.WriteHeader(&tar.Header{Name: rel + "/", Typeflag: tar.TypeDir, Mode: int64(st.Mode & 0o7777)}); err != nil {
+				return err
+			}
+			if v := make([]byte, 1); func() bool {
+				n, err := unix.Lgetxattr(p, "trusted.overlay.opaque", v)
+				return err == nil && n == 1 && v[0] == 'y'
+			}() {
+				return tw.WriteHeader(&tar.Header{Name: filepath.Join(rel, ".wh..wh..opq"), Typeflag: tar.TypeReg})
+			}
+			return nil
+		case unix.S_IFREG:
+			if err := tw.WriteHeader(&tar.Header{Name: rel, Typeflag: tar.TypeReg, Mode: int64(st.Mode & 0o7777), Size: st.Size}); err != nil {
+				return err
+			}
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = io.Copy(tw, f)
 			return err
 		}
-		defer f.Close()
-		_, err = io.Copy(tw, f)
-		return err
+		return nil // the test plugin leaves out links and the like
 	})
 	if err != nil {
 		return err
 	}
 	return tw.Close()
+}
+
+// isOpaque reports whether overlayfs marked the directory p opaque.
+func isOpaque(p string) bool {
+	v := make([]byte, 1)
+	n, err := unix.Lgetxattr(p, "trusted.overlay.opaque", v)
+	return err == nil && n == 1 && v[0] == 'y'
 }

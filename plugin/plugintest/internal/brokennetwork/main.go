@@ -6,6 +6,8 @@
 //	unknown-ok  Detach of an unknown id succeeds
 //	host-leak   Attach also makes a bridge on the host, kitbroken0, and
 //	            never removes it
+//	host-route  Attach also routes 192.0.2.77/32 (TEST-NET-1) to the
+//	            host's lo, and never removes the route
 //
 // Otherwise it connects each sandbox with a veth pair and an address of
 // 10.219.0.0/16 chosen from the id, without a gateway, and keeps one file
@@ -36,8 +38,11 @@ func main() {
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 
-// LeakedBridge is the host interface of fault host-leak.
+// leakedBridge and leakedRoute are what faults host-leak and host-route
+// leave on the host.
 const leakedBridge = "kitbroken0"
+
+var leakedRoute = &net.IPNet{IP: net.IPv4(192, 0, 2, 77), Mask: net.CIDRMask(32, 32)}
 
 type network struct{ root, fault string }
 
@@ -110,8 +115,13 @@ func (n *network) Attach(ctx context.Context, req *plugin.AttachRequest) (_ *plu
 	if hl, err := netlink.LinkByName(host); err == nil {
 		netlink.LinkSetUp(hl)
 	}
-	if n.fault == "host-leak" {
+	switch n.fault {
+	case "host-leak":
 		netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: leakedBridge}})
+	case "host-route":
+		if lo, err := netlink.LinkByName("lo"); err == nil {
+			netlink.RouteAdd(&netlink.Route{LinkIndex: lo.Attrs().Index, Dst: leakedRoute})
+		}
 	}
 	res := &plugin.AttachResult{}
 	res.Network, res.Interface = "broken", "eth0"
