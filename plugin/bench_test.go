@@ -147,9 +147,15 @@ func BenchmarkPluginNetworkCalls(b *testing.B) {
 func BenchmarkPluginStart(b *testing.B) {
 	ctx := context.Background()
 	bins := benchBuildNop(b)
+	// An empty store of the benchmark's own: without one OpenStorage
+	// opens berth's default store.
+	store, err := layerfs.Open(b.TempDir(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
 	for _, mtls := range []bool{false, true} {
 		b.Run(fmt.Sprintf("AutoMTLS=%v", mtls), func(b *testing.B) {
-			opts := &Options{RunDir: b.TempDir(), AutoMTLS: mtls}
+			opts := &Options{Store: store, RunDir: b.TempDir(), MountDir: b.TempDir(), AutoMTLS: mtls}
 			var samples []float64
 			for b.Loop() {
 				t := time.Now()
@@ -166,7 +172,7 @@ func BenchmarkPluginStart(b *testing.B) {
 		})
 	}
 	b.Run("RestartAfterKill9", func(b *testing.B) {
-		s, err := OpenStorage(ctx, bins.storage, &Options{RunDir: b.TempDir()})
+		s, err := OpenStorage(ctx, bins.storage, &Options{Store: store, RunDir: b.TempDir(), MountDir: b.TempDir()})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -226,6 +232,9 @@ func benchKeyPrefix(b *testing.B) string {
 type benchBinaries struct{ storage, network string }
 
 // benchBuildNop builds the no-op plugins into a temporary directory.
+// Every Options a benchmark gives has a RunDir, and for storage a
+// MountDir and a Store, of its own, so that nothing is made in berth's
+// default directories.
 func benchBuildNop(b *testing.B) benchBinaries {
 	b.Helper()
 	if os.Geteuid() != 0 {
@@ -233,11 +242,13 @@ func benchBuildNop(b *testing.B) benchBinaries {
 	}
 	dir := b.TempDir()
 	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-	cmd := exec.Command(goTool, "build", "-o", dir+"/", "./internal/nopplugin/storage", "./internal/nopplugin/network")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("build the no-op plugins: %v\n%s", err, out)
+	bins := benchBinaries{storage: filepath.Join(dir, "nop-storage"), network: filepath.Join(dir, "nop-network")}
+	for bin, pkg := range map[string]string{bins.storage: "./internal/nopplugin/storage", bins.network: "./internal/nopplugin/network"} {
+		if out, err := exec.Command(goTool, "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+			b.Fatalf("build %s: %v\n%s", pkg, err, out)
+		}
 	}
-	return benchBinaries{storage: filepath.Join(dir, "storage"), network: filepath.Join(dir, "network")}
+	return bins
 }
 
 // benchStore imports the Alpine test image into a store of the
