@@ -77,6 +77,15 @@ bench: bench-deps build cni
 bench-full:
 	$(MAKE) bench BENCH_MODE=full
 
+# What a plugin costs (berth-bench scenario 7 alone, about half a minute),
+# written to BENCH_PLUGINS_OUT so that bench/results keeps the full run.
+BENCH_PLUGINS_OUT ?= /tmp/berth-bench-plugins
+.PHONY: bench-plugins
+bench-plugins: build cni
+	@[ "$$(id -u)" -eq 0 ] || { echo "make bench-plugins must run as root" >&2; exit 1; }
+	GO=$(GO) $(GO) run ./bench/cmd/berth-bench -$(BENCH_MODE) -plugins only -out $(BENCH_PLUGINS_OUT)
+	$(GO) test -run '^$$' -bench Plugin -timeout 10m ./plugin/
+
 demo-deps:
 	@[ "$$(id -u)" -eq 0 ] || { echo "make demo must run as root: it installs Debian packages and writes the image store (/var/lib/berth, or \$$BERTH_ROOT)" >&2; exit 1; }
 	hack/deps.sh demo

@@ -1,9 +1,13 @@
 package bench
 
 import (
+	"context"
+	"errors"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestPercentile(t *testing.T) {
@@ -38,5 +42,70 @@ func TestWriteSVG(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("SVG lacks %q", want)
 		}
+	}
+}
+
+func TestTimeCalls(t *testing.T) {
+	const n, g = 200, 16
+	var seen [n]atomic.Int32
+	var inFlight, most atomic.Int32
+	c, err := TimeCalls(context.Background(), n, g, func(_ context.Context, i int) error {
+		seen[i].Add(1)
+		now := inFlight.Add(1)
+		for {
+			m := most.Load()
+			if now <= m || most.CompareAndSwap(m, now) {
+				break
+			}
+		}
+		time.Sleep(time.Millisecond)
+		inFlight.Add(-1)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Samples) != n {
+		t.Errorf("%d samples, want %d", len(c.Samples), n)
+	}
+	for i := range seen {
+		if k := seen[i].Load(); k != 1 {
+			t.Errorf("index %d called %d times, want once", i, k)
+		}
+	}
+	// Every goroutine sleeps in its call, so all of them overlap.
+	if m := most.Load(); m < 2 || m > g {
+		t.Errorf("at most %d calls in flight, want 2..%d", m, g)
+	}
+	for _, s := range c.Samples {
+		if s < 1000 {
+			t.Errorf("a call that slept 1 ms was timed at %v µs", s)
+			break
+		}
+	}
+}
+
+func TestTimeCallsStopsAtError(t *testing.T) {
+	boom := errors.New("boom")
+	var calls atomic.Int32
+	c, err := TimeCalls(context.Background(), 1000, 4, func(ctx context.Context, i int) error {
+		calls.Add(1)
+		if i == 10 {
+			return boom
+		}
+		// The others wait for the error, as a slow call would.
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Millisecond):
+		}
+		return nil
+	})
+	if !errors.Is(err, boom) || !strings.Contains(err.Error(), "call 10") {
+		t.Errorf("err = %v, want call 10's boom", err)
+	}
+	// Four goroutines: at most three calls were under way besides the
+	// failing one, and none started after it.
+	if n := calls.Load(); n > 14 || len(c.Samples) != int(n)-1 {
+		t.Errorf("%d calls, %d samples after an error at call 10 of 1000, want ≤ 14 and one fewer samples", n, len(c.Samples))
 	}
 }

@@ -7,6 +7,9 @@
 //
 //	berth-bench -quick|-full -out bench/results
 //
+// Scenario 7 times storage and network backends run as plugins against
+// the built-in ones; -plugins only runs it alone, -plugins no leaves it out.
+//
 // It writes results.json, results.md, startup-cdf.svg and memory.svg to
 // -out, prints progress to stderr and the markdown tables to stdout. It
 // needs root and leaves nothing behind: every container, cgroup, mount,
@@ -32,10 +35,15 @@ var (
 	outDir  = flag.String("out", "bench/results", "directory for results.json, results.md and the SVG plots")
 	image   = flag.String("image", "../shared/images/alpine-minirootfs-3.20.3-x86_64.tar.gz", "the Alpine minirootfs tarball every tool runs")
 	keepTmp = flag.Bool("keep-tmp", false, "leave the temporary directory (stores, bundles) in place, for debugging")
+	plugins = flag.String("plugins", "yes", "scenario 7, what a plugin costs: yes, no, or only (skip scenarios 1-6)")
 )
 
 func main() {
 	flag.Parse()
+	if *plugins != "yes" && *plugins != "no" && *plugins != "only" {
+		fmt.Fprintf(os.Stderr, "berth-bench: -plugins %q: want yes, no or only\n", *plugins)
+		os.Exit(2)
+	}
 	if *quick && *full {
 		fmt.Fprintln(os.Stderr, "berth-bench: -quick and -full exclude each other")
 		os.Exit(2)
@@ -63,13 +71,17 @@ type config struct {
 	ThroughputTime time.Duration
 	Imports        int // fresh-store imports timed
 	PrepareRuns    int
+	PluginCalls    int // calls timed per plugin operation and concurrency
+	PluginStarts   int // plugin starts (and restarts) timed
 }
 
 var (
 	quickConfig = config{Mode: "quick", Runs: 30, IdleN: []int{1, 10, 100}, PodmanIdleMax: 10,
-		DensityCap: 200, ThroughputTime: 4 * time.Second, Imports: 5, PrepareRuns: 100}
+		DensityCap: 200, ThroughputTime: 4 * time.Second, Imports: 5, PrepareRuns: 100,
+		PluginCalls: 2000, PluginStarts: 20}
 	fullConfig = config{Mode: "full", Runs: 200, IdleN: []int{1, 10, 100, 1000}, PodmanIdleMax: 100,
-		DensityCap: 2000, ThroughputTime: 20 * time.Second, Imports: 20, PrepareRuns: 1000}
+		DensityCap: 2000, ThroughputTime: 20 * time.Second, Imports: 20, PrepareRuns: 1000,
+		PluginCalls: 20000, PluginStarts: 100}
 )
 
 func run(ctx context.Context, cfg config) (err error) {
@@ -98,7 +110,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	if err != nil {
 		return err
 	}
-	res := &Results{Mode: cfg.Mode, Started: began.UTC(), Machine: machineInfo(), Notes: e.notes}
+	res := &Results{Mode: cfg.Mode, Started: began.UTC(), Machine: machineInfo(), Notes: e.notes, PluginsOnly: *plugins == "only"}
 	res.Machine.Tools = e.versions()
 
 	scenarios := []struct {
@@ -111,8 +123,12 @@ func run(ctx context.Context, cfg config) (err error) {
 		{"4 density", scenarioDensity},
 		{"5 throughput", scenarioThroughput},
 		{"6 layerfs", scenarioLayerfs},
+		{"7 plugins", scenarioPlugins},
 	}
 	for _, s := range scenarios {
+		if skipScenario(s.name) {
+			continue
+		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -130,4 +146,10 @@ func run(ctx context.Context, cfg config) (err error) {
 
 func progress(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s berth-bench: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+// skipScenario reports whether -plugins leaves the scenario out.
+func skipScenario(name string) bool {
+	isPlugins := name == "7 plugins"
+	return (*plugins == "no" && isPlugins) || (*plugins == "only" && !isPlugins)
 }

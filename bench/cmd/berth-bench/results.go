@@ -24,6 +24,8 @@ type Results struct {
 	Density         []Density    `json:"density"`
 	Throughput      []Throughput `json:"throughput"`
 	Layerfs         Layerfs      `json:"layerfs"`
+	Plugins         *Plugins     `json:"plugins,omitempty"`
+	PluginsOnly     bool         `json:"plugins_only,omitempty"` // -plugins only: scenarios 1-6 did not run
 	Notes           []string     `json:"notes"`
 }
 
@@ -130,6 +132,10 @@ func (r *Results) markdown() string {
 			fmt.Fprintf(&b, "| %s | %d | %.1f | %.1f | %.1f | %.1f | %s |\n", l.Tool, l.N, l.P50, l.P90, l.P99, l.Max, result)
 		}
 	}
+	if r.PluginsOnly {
+		r.pluginsOnlyMarkdown(&b)
+		return b.String()
+	}
 	latency("1. start→exit of `true`", r.Startup)
 	latency("2. start→exit of `true` with a bridge network", r.Network)
 
@@ -169,6 +175,10 @@ func (r *Results) markdown() string {
 	b.WriteString("\n## 6. layerfs\n\n| operation | runs | p50 ms | p99 / max ms |\n| --- | ---: | ---: | ---: |\n")
 	fmt.Fprintf(&b, "| overlay Prepare+Release | %d | %.2f | %.2f (p99) |\n", l.PrepareRuns, l.PrepareP50, l.PrepareP99)
 	fmt.Fprintf(&b, "| import of the Alpine tarball (%d KiB) into an empty store | %d | %.1f | %.1f (max) |\n", l.ImportedBytes/1024, l.Imports, l.ImportP50, l.ImportMax)
+
+	if r.Plugins != nil {
+		r.Plugins.markdown(&b)
+	}
 
 	if len(r.Notes) > 0 {
 		b.WriteString("\n## Notes\n\n")
