@@ -2,6 +2,7 @@
 # sandboxes need root, on Debian 12.
 #
 #   make build   build bin/berth
+#   make plugins build the example plugins into bin/plugins (berth run --storage-plugin bin/plugins/...)
 #   make demo    install what the demo needs, build, import busybox:demo, run a hardened sandbox
 #   make test    install what the tests need, then vet, gofmt check, go test
 #   make soak    the soak test (a few minutes; SOAK_RUNS=60 for a short try), not in make test
@@ -21,10 +22,17 @@ DEMO_TAR := bin/busybox-demo.tar.gz
 # Prerequisites run in the order written: packages before builds.
 .NOTPARALLEL:
 .DEFAULT_GOAL := build
-.PHONY: build cni demo test bench bench-full clean demo-deps test-deps bench-deps
+.PHONY: build plugins cni demo test bench bench-full clean demo-deps test-deps bench-deps
 
 build:
 	$(GO) build -o bin/berth ./cmd/berth
+
+# The example plugins (examples/plugins). berth runs a plugin only from a
+# path root owns and nobody else can write, so install them with
+# `install -m 0755 bin/plugins/* /usr/local/lib/berth/plugins/`, or use
+# them from here if this clone is root's alone.
+plugins:
+	$(GO) build -o bin/plugins/ ./examples/plugins/...
 
 # The CNI plugins bridge networking uses, built from the Go module proxy at
 # the version go.mod pins, into berth's own directory.
