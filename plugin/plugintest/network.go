@@ -241,7 +241,7 @@ func (sess *networkSession) finish(t *testing.T) {
 	if now, err := readHostNet(); err != nil {
 		t.Errorf("cleanup: %v", err)
 	} else if left := sess.before.leftSince(now, sess.k.opts.KeepLinks); len(left) > 0 {
-		t.Errorf("left behind in the host's network namespace (NetworkOptions.KeepLinks allows shared interfaces):\n%s", strings.Join(left, "\n"))
+		t.Errorf("left behind in the host's network namespace (NetworkOptions.KeepLinks allows shared interfaces; other programs changing the host's network meanwhile show here too, which a rerun tells apart):\n%s", strings.Join(left, "\n"))
 	}
 	for _, p := range sess.netnses {
 		if err := removeNetns(p); err != nil {
