@@ -443,7 +443,7 @@ func (m *mounter) shiftUpperRoot(top, upper *os.File) error {
 	if err := unix.Fstat(int(top.Fd()), &st); err != nil {
 		return &os.PathError{Op: "stat", Path: top.Name(), Err: err}
 	}
-	uid, gid := hostID(m.uids, st.Uid), hostID(m.gids, st.Gid)
+	uid, gid := layerfs.HostID(m.uids, st.Uid), layerfs.HostID(m.gids, st.Gid)
 	if err := unix.Fchown(int(upper.Fd()), int(uid), int(gid)); err != nil {
 		return &os.PathError{Op: "chown", Path: upper.Name(), Err: err}
 	}
@@ -451,24 +451,6 @@ func (m *mounter) shiftUpperRoot(top, upper *os.File) error {
 		return &os.PathError{Op: "chmod", Path: upper.Name(), Err: err}
 	}
 	return nil
-}
-
-// overflowID is what the kernel shows for an id a namespace does not map.
-const overflowID = 65534
-
-// hostID returns the host id that the container id id maps to by maps:
-// an id the maps leave out becomes the overflow id, mapped in turn, as
-// layerfs shifts owners.
-func hostID(maps []layerfs.IDMap, id uint32) uint32 {
-	for _, m := range maps {
-		if id >= m.ContainerID && uint64(id) < uint64(m.ContainerID)+uint64(m.Size) {
-			return m.HostID + (id - m.ContainerID)
-		}
-	}
-	if id != overflowID {
-		return hostID(maps, overflowID)
-	}
-	return overflowID
 }
 
 // fsError adds what the kernel logged on the filesystem context fs to
