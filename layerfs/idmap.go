@@ -146,6 +146,16 @@ func (m *idMapping) hostGID(id uint32) uint32      { return toHost(m.gids, id) }
 func (m *idMapping) containerUID(id uint32) uint32 { return toContainer(m.uids, id) }
 func (m *idMapping) containerGID(id uint32) uint32 { return toContainer(m.gids, id) }
 
+// HostID returns the host id that owns, on disk, a file the container
+// id id owns in a rootfs shifted by maps, as the store shifts owners (see
+// toHost); ContainerID is the reverse. Rootfs backends outside the store
+// (storage plugins) shift owners the same way with them.
+func HostID(maps []IDMap, id uint32) uint32 { return toHost(maps, id) }
+
+// ContainerID returns the container id that the host id id shows as under
+// maps: the overflow id where the maps leave id out.
+func ContainerID(maps []IDMap, id uint32) uint32 { return toContainer(maps, id) }
+
 // toHost returns the host id that maps to the container id id. An id the
 // maps leave out becomes the overflow id, mapped in turn if the maps hold
 // it: the namespace sees it as the overflow id either way, as the kernel

@@ -67,6 +67,18 @@ func (f forbidden) of(p string) string {
 	return ""
 }
 
+// under returns a forbidden directory below p, if any: a mount of p,
+// even one that leaves out the mounts below it, shows what is in that
+// directory on p's filesystem (/run holds /run/berth, /var/lib the store).
+func (f forbidden) under(p string) string {
+	for _, d := range f.dirs {
+		if d != p && within(d, p) {
+			return d
+		}
+	}
+	return ""
+}
+
 // mountRules is what an answer is checked against.
 type mountRules struct {
 	roots  []string        // the plugin's, checked by checkRoots
@@ -94,7 +106,7 @@ func refusal(i int, m *Mount, format string, args ...any) error {
 }
 
 // checkRoots checks the roots a plugin announced: each an absolute, clean
-// directory that is not "/" and not in a denied directory.
+// directory that is not "/", and neither in nor above a denied directory.
 func checkRoots(roots []string, denied forbidden) error {
 	if len(roots) == 0 {
 		return fmt.Errorf("the plugin announces no roots: %w", ErrRefused)
@@ -111,6 +123,9 @@ func checkRoots(roots []string, denied forbidden) error {
 		}
 		if d := denied.of(r); d != "" {
 			return fmt.Errorf("root %s: in %s, which is the kernel's or berth's: %w", clip.Quote(r), d, ErrRefused)
+		}
+		if d := denied.under(r); d != "" {
+			return fmt.Errorf("root %s: holds %s, which is the kernel's or berth's: %w", clip.Quote(r), d, ErrRefused)
 		}
 	}
 	return nil
@@ -143,8 +158,8 @@ func within(p, dir string) bool {
 
 // checkSource checks a path an answer wants mounted (a bind's source, an
 // overlay's directories): absolute and clean, under one of the roots or,
-// if layerOK, exactly one of the request's layer directories, and in no
-// denied directory.
+// if layerOK, exactly one of the request's layer directories, and neither
+// in nor above a denied directory.
 func (r *mountRules) checkSource(what, p string, layerOK bool) error {
 	if err := checkPathText(p); err != nil {
 		return fmt.Errorf("%s %s: %s", what, clip.Quote(p), err)
@@ -154,6 +169,9 @@ func (r *mountRules) checkSource(what, p string, layerOK bool) error {
 	}
 	if d := r.denied.of(p); d != "" {
 		return fmt.Errorf("%s %s is in %s, which is the kernel's or berth's", what, clip.Quote(p), d)
+	}
+	if d := r.denied.under(p); d != "" {
+		return fmt.Errorf("%s %s holds %s, which is the kernel's or berth's", what, clip.Quote(p), d)
 	}
 	for _, root := range r.roots {
 		if within(p, root) {

@@ -118,6 +118,34 @@ func TestCheckMountsRefuses(t *testing.T) {
 	}
 }
 
+// A source above a denied directory shows what is in it, even as a bind
+// that leaves out the mounts below: it is refused whatever the roots say.
+func TestCheckMountsRefusesAncestors(t *testing.T) {
+	r := testRules
+	r.roots = []string{"/srv/plugin", "/var", "/run"}
+	root := Mount{Type: "bind", Source: "/srv/plugin/k/rootfs"}
+	for _, tt := range []struct {
+		name string
+		m    Mount
+		want string
+	}{
+		{"source above the store", Mount{Type: "bind", Source: "/var/lib", Target: "x"}, "holds /var/lib/berth"},
+		{"source above berth's run directory", Mount{Type: "bind", Source: "/run", Target: "x"}, "holds /run/berth"},
+		{"lower above the store", Mount{Type: "overlay", Target: "x", Options: []string{"lowerdir=/var"}}, "holds /var/lib/berth"},
+		{"upper above the store", Mount{Type: "overlay", Target: "x", Options: []string{"lowerdir=/srv/plugin/l", "upperdir=/var/lib", "workdir=/srv/plugin/w"}}, "holds /var/lib/berth"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := r.checkMounts([]Mount{root, tt.m})
+			if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %v, want ErrRefused saying %q", err, tt.want)
+			}
+		})
+	}
+	if _, err := r.checkMounts([]Mount{root, {Type: "bind", Source: "/var/cache", Target: "x"}}); err != nil {
+		t.Errorf("a source beside the store: %v", err)
+	}
+}
+
 func TestCheckRoots(t *testing.T) {
 	denied := testRules.denied
 	if err := checkRoots([]string{"/srv/plugin", "/var/lib/plugin", "/var/lib/berth/plugins/x"}, denied); err != nil {
@@ -125,7 +153,7 @@ func TestCheckRoots(t *testing.T) {
 	}
 	for _, roots := range [][]string{
 		nil, {"/"}, {"relative"}, {"/srv/../etc"}, {"/srv/"}, {"/proc/1"}, {"/sys"}, {"/dev/shm"},
-		{"/run/berth/tmpfs-storage"}, {"/var/lib/berth/x"}, {"/var/lib/berth"}, {"/var/lib/berth/pluginsx"}, {"/srv/a", "/"},
+		{"/run/berth/tmpfs-storage"}, {"/run"}, {"/var/lib"}, {"/var"}, {"/var/lib/berth/x"}, {"/var/lib/berth"}, {"/var/lib/berth/pluginsx"}, {"/srv/a", "/"},
 		make([]string, maxRoots+1),
 	} {
 		if err := checkRoots(roots, denied); !errors.Is(err, ErrRefused) {

@@ -443,7 +443,7 @@ func (m *mounter) shiftUpperRoot(top, upper *os.File) error {
 	if err := unix.Fstat(int(top.Fd()), &st); err != nil {
 		return &os.PathError{Op: "stat", Path: top.Name(), Err: err}
 	}
-	uid, gid := hostID(m.uids, st.Uid), hostID(m.gids, st.Gid)
+	uid, gid := layerfs.HostID(m.uids, st.Uid), layerfs.HostID(m.gids, st.Gid)
 	if err := unix.Fchown(int(upper.Fd()), int(uid), int(gid)); err != nil {
 		return &os.PathError{Op: "chown", Path: upper.Name(), Err: err}
 	}
@@ -451,24 +451,6 @@ func (m *mounter) shiftUpperRoot(top, upper *os.File) error {
 		return &os.PathError{Op: "chmod", Path: upper.Name(), Err: err}
 	}
 	return nil
-}
-
-// overflowID is what the kernel shows for an id a namespace does not map.
-const overflowID = 65534
-
-// hostID returns the host id that the container id id maps to by maps:
-// an id the maps leave out becomes the overflow id, mapped in turn, as
-// layerfs shifts owners.
-func hostID(maps []layerfs.IDMap, id uint32) uint32 {
-	for _, m := range maps {
-		if id >= m.ContainerID && uint64(id) < uint64(m.ContainerID)+uint64(m.Size) {
-			return m.HostID + (id - m.ContainerID)
-		}
-	}
-	if id != overflowID {
-		return hostID(maps, overflowID)
-	}
-	return overflowID
 }
 
 // fsError adds what the kernel logged on the filesystem context fs to
@@ -498,7 +480,7 @@ func unmountUnder(dir string) (int, error) {
 	// A mount hidden under another appears once the one on top is gone,
 	// so look again until nothing is left.
 	for range 8 {
-		points, err := mountsUnder(dir)
+		points, err := listMounts(dir)
 		if err != nil {
 			return total, err
 		}
@@ -506,14 +488,62 @@ func unmountUnder(dir string) (int, error) {
 			return total, nil
 		}
 		for _, p := range slices.Backward(points) {
-			err := unix.Unmount(p, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
-			if err != nil && err != unix.EINVAL && err != unix.ENOENT {
-				return total, &os.PathError{Op: "unmount", Path: p, Err: err}
+			if err := detach(dir, p); err != nil {
+				return total, err
 			}
 			total++
 		}
 	}
 	return total, fmt.Errorf("unmount under %s: mounts keep appearing", dir)
+}
+
+// listMounts lists the mount points under a directory; tests change
+// the tree between the listing and the unmounts.
+var listMounts = mountsUnder
+
+// detach detaches the mount on p, a path at or below dir as mountinfo
+// names it. umount(2) follows a symlink in every component but the last,
+// and what is below dir may be written by others between the listing and
+// the unmount (a bind of a plugin's root, under which a workload writes):
+// a directory swapped for a symlink there would have berth detach a
+// host's mount. So p is opened beneath dir following no symlink, and the
+// mount detached through that descriptor.
+func detach(dir, p string) error {
+	rel, err := filepath.Rel(dir, p)
+	if err != nil || !filepath.IsLocal(rel) {
+		return fmt.Errorf("unmount %s: not under %s", clip.Quote(p), dir)
+	}
+	// dir afresh each time: a descriptor of it taken before a mount on it
+	// went away would resolve in the detached mount.
+	base, err := openDir(dir, unix.O_PATH)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("unmount %s: %w", clip.Quote(p), err)
+	}
+	defer base.Close()
+	fd, err := unix.Openat2(int(base.Fd()), rel, &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_CLOEXEC,
+		Resolve: resolveNoLinks | unix.RESOLVE_BENEATH,
+	})
+	switch err {
+	case nil:
+	case unix.ENOENT:
+		return nil // gone already
+	case unix.ELOOP, unix.EXDEV:
+		return fmt.Errorf("unmount %s: a component is now a symlink, which berth does not follow", clip.Quote(p))
+	default:
+		return &os.PathError{Op: "unmount", Path: clip.Quote(p), Err: err}
+	}
+	f := os.NewFile(uintptr(fd), p)
+	defer f.Close()
+	// Without UMOUNT_NOFOLLOW: the one link followed is /proc's to f.
+	err = unix.Unmount(fdPath(f), unix.MNT_DETACH)
+	if err != nil && err != unix.EINVAL && err != unix.ENOENT {
+		return &os.PathError{Op: "unmount", Path: clip.Quote(p), Err: err}
+	}
+	return nil
 }
 
 // mountsUnder returns the mount points on dir or below it, in the order

@@ -240,7 +240,7 @@ func (s *Storage) Prepare(ctx context.Context, key string, img *layerfs.Image, o
 	if len(req.GIDMap) > 0 {
 		// The sandbox's init reaches the rootfs from inside the namespace,
 		// whoever shifts the owners.
-		if err := letNamespaceIn(dir, hostID(req.GIDMap, 0)); err != nil {
+		if err := letNamespaceIn(dir, layerfs.HostID(req.GIDMap, 0)); err != nil {
 			s.removeKeyDir(dir)
 			return nil, fmt.Errorf("prepare %s: %w", key, err)
 		}

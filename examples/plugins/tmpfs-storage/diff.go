@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/plugin"
 )
 
@@ -252,7 +253,7 @@ func (d *differ) file(dirfd int, name, rel string) error {
 func (d *differ) header(name string, st *unix.Stat_t, typ byte) *tar.Header {
 	uid, gid := st.Uid, st.Gid
 	if len(d.rec.UIDMap) > 0 {
-		uid, gid = containerID(d.rec.UIDMap, uid), containerID(d.rec.GIDMap, gid)
+		uid, gid = layerfs.ContainerID(d.rec.UIDMap, uid), layerfs.ContainerID(d.rec.GIDMap, gid)
 	}
 	return &tar.Header{
 		Typeflag: typ,

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -196,4 +197,79 @@ func TestDiffRefusesDeepPaths(t *testing.T) {
 		t.Errorf("diff of directories 2100 deep: %v, want a refusal", err)
 	}
 	release(t, s, "deep")
+}
+
+// A workload still running swaps, while Diff walks, a directory for a
+// symlink to a host directory, a file for a FIFO and a file for a
+// symlink to a host file, each in one atomic rename. Diff may fail, but
+// it never hangs and never writes anything from outside the upper
+// directory.
+func TestDiffWhileTheTreeIsSwapped(t *testing.T) {
+	s := newTestStorage(t, "4m")
+	prepare(t, s, "sw", plugin.PrepareRequest{})
+	defer release(t, s, "sw")
+	upper := filepath.Join(s.cfg.root, "sw", upperDir)
+	host := t.TempDir()
+	if err := os.WriteFile(filepath.Join(host, "secret"), []byte("host secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Mkdir(upper+"/d", 0o755))
+	must(os.WriteFile(upper+"/d/secret", []byte("mine"), 0o644))
+	must(os.Symlink(host, upper+"/dlink"))
+	must(os.WriteFile(upper+"/f", []byte("mine"), 0o644))
+	must(unix.Mkfifo(upper+"/fifo", 0o644))
+	must(os.WriteFile(upper+"/g", []byte("mine"), 0o644))
+	must(os.Symlink(filepath.Join(host, "secret"), upper+"/glink"))
+
+	stop := make(chan struct{})
+	swapped := make(chan int)
+	go func() {
+		n := 0
+		defer func() { swapped <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, p := range [][2]string{{"d", "dlink"}, {"f", "fifo"}, {"g", "glink"}} {
+				if err := unix.Renameat2(unix.AT_FDCWD, upper+"/"+p[0], unix.AT_FDCWD, upper+"/"+p[1], unix.RENAME_EXCHANGE); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+			n++
+		}
+	}()
+	failed := 0
+	for i := 0; i < 300; i++ {
+		var buf bytes.Buffer
+		done := make(chan error, 1)
+		go func() { done <- s.Diff(context.Background(), "sw", &buf) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				failed++
+				continue
+			}
+		case <-time.After(30 * time.Second):
+			close(stop)
+			<-swapped
+			t.Fatalf("Diff %d hangs", i)
+		}
+		_, data := readTar(t, buf.Bytes())
+		for name, c := range data {
+			if strings.Contains(c, "host secret") {
+				t.Fatalf("Diff %d: %s holds the host's file", i, name)
+			}
+		}
+	}
+	close(stop)
+	t.Logf("300 diffs during %d swaps; %d failed on a change", <-swapped, failed)
 }

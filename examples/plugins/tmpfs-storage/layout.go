@@ -135,7 +135,7 @@ func makeLayout(dir string, lowers []string, rec *record) ([]string, error) {
 		uid, gid, mode = st.Uid, st.Gid, st.Mode&0o7777
 	}
 	if len(rec.UIDMap) > 0 {
-		uid, gid = hostID(rec.UIDMap, uid), hostID(rec.GIDMap, gid)
+		uid, gid = layerfs.HostID(rec.UIDMap, uid), layerfs.HostID(rec.GIDMap, gid)
 	}
 	upper := filepath.Join(dir, upperDir)
 	if err := os.Mkdir(upper, 0o700); err != nil {
@@ -151,30 +151,6 @@ func makeLayout(dir string, lowers []string, rec *record) ([]string, error) {
 		return nil, err
 	}
 	return lowers, nil
-}
-
-// overflowID is the id the kernel shows for one a user namespace leaves
-// unmapped.
-const overflowID = 65534
-
-// hostID maps a container id to the host by maps.
-func hostID(maps []layerfs.IDMap, id uint32) uint32 {
-	for _, m := range maps {
-		if id >= m.ContainerID && uint64(id) < uint64(m.ContainerID)+uint64(m.Size) {
-			return m.HostID + (id - m.ContainerID)
-		}
-	}
-	return overflowID
-}
-
-// containerID maps a host id back into the container by maps.
-func containerID(maps []layerfs.IDMap, id uint32) uint32 {
-	for _, m := range maps {
-		if id >= m.HostID && uint64(id) < uint64(m.HostID)+uint64(m.Size) {
-			return m.ContainerID + (id - m.HostID)
-		}
-	}
-	return overflowID
 }
 
 // writeRecord writes rec into dir whole or not at all: a record on the

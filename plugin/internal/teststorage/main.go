@@ -248,10 +248,7 @@ func (s *storage) Diff(ctx context.Context, key string, w io.Writer) error {
 			if err := tw.WriteHeader(&tar.Header{Name: rel + "/", Typeflag: tar.TypeDir, Mode: int64(st.Mode & 0o7777)}); err != nil {
 				return err
 			}
-			if v := make([]byte, 1); func() bool {
-				n, err := unix.Lgetxattr(p, "trusted.overlay.opaque", v)
-				return err == nil && n == 1 && v[0] == 'y'
-			}() {
+			if isOpaque(p) {
 				return tw.WriteHeader(&tar.Header{Name: filepath.Join(rel, ".wh..wh..opq"), Typeflag: tar.TypeReg})
 			}
 			return nil
