@@ -154,3 +154,37 @@ func TestPublishedPortAfterRestart(t *testing.T) {
 		t.Errorf("%s still answers after Detach", addr)
 	}
 }
+
+// A listener that outlives its sandbox's link, because another plugin
+// process sharing the state directory detached the sandbox, does not
+// deliver its clients to the next sandbox given the same address.
+func TestStalePortReachesNoOtherSandbox(t *testing.T) {
+	needRoot(t)
+	n1 := newTestNetwork(t, "10.218.14.0/24")
+	n2 := newP2PNetwork(n1.state.dir, n1.defaults, n1.log)
+	ns1, ns2 := newNS(t), newNS(t)
+	ns1.echoInNS(t, 8080, "first:")
+	ns2.echoInNS(t, 8080, "second:")
+	first, second := testID(t, "first"), testID(t, "second")
+	r, err := n1.Attach(context.Background(), &plugin.AttachRequest{ID: first, NetnsPath: ns1.path,
+		Ports: []netplug.PortMapping{{HostIP: "127.0.0.1", ContainerPort: 8080}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n1.Detach(context.Background(), first, "")
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(r.Ports[0].HostPort)))
+	if got, err := talk(addr, "ping"); err != nil || got != "first:ping" {
+		t.Fatalf("through %s: %q, %v; want first:ping", addr, got, err)
+	}
+	if err := n2.Detach(context.Background(), first, ""); err != nil {
+		t.Fatal(err)
+	}
+	r2 := mustAttach(t, n2, second, ns2, nil)
+	defer n2.Detach(context.Background(), second, "")
+	if r2.IPs[0] != r.IPs[0] {
+		t.Fatalf("second sandbox has %s, not the first's %s: the test proves nothing", r2.IPs[0], r.IPs[0])
+	}
+	if got, _ := talk(addr, "ping"); got != "" {
+		t.Errorf("the first sandbox's port, after its Detach by another process, reached %q", got)
+	}
+}
