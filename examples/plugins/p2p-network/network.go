@@ -253,10 +253,12 @@ func (n *p2pNetwork) Detach(ctx context.Context, id, _ string) error {
 		// Never attached, so unknown; and never used as a file name.
 		return fmt.Errorf("sandbox id %q: not a valid id: %w", id, plugin.ErrNotFound)
 	}
+	// This process's listeners go whatever the record says: another
+	// plugin process sharing the directory may have detached the id.
+	n.ports.unpublish(id)
 	if _, err := os.Lstat(n.state.path(id)); errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("sandbox %s: %w", id, plugin.ErrNotFound)
 	}
-	n.ports.unpublish(id)
 	if err := n.remove(id); err != nil {
 		return fmt.Errorf("sandbox %s: %w", id, err)
 	}

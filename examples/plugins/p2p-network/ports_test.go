@@ -187,4 +187,12 @@ func TestStalePortReachesNoOtherSandbox(t *testing.T) {
 	if got, _ := talk(addr, "ping"); got != "" {
 		t.Errorf("the first sandbox's port, after its Detach by another process, reached %q", got)
 	}
+	// The publishing process's own Detach, which finds no record, still
+	// closes its listener.
+	if err := n1.Detach(context.Background(), first, ""); !errors.Is(err, plugin.ErrNotFound) {
+		t.Errorf("Detach of an id another process detached: %v, want ErrNotFound", err)
+	}
+	if _, err := talk(addr, "ping"); err == nil {
+		t.Errorf("%s still accepts after the publishing process's Detach", addr)
+	}
 }
