@@ -160,7 +160,7 @@ func TestPublishedPortAfterRestart(t *testing.T) {
 // deliver its clients to the next sandbox given the same address.
 func TestStalePortReachesNoOtherSandbox(t *testing.T) {
 	needRoot(t)
-	n1 := newTestNetwork(t, "10.218.14.0/24")
+	n1 := newTestNetwork(t, "10.218.20.0/24")
 	n2 := newP2PNetwork(n1.state.dir, n1.defaults, n1.log)
 	ns1, ns2 := newNS(t), newNS(t)
 	ns1.echoInNS(t, 8080, "first:")
