@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
 	"testing"
 	"time"
@@ -194,5 +195,49 @@ func TestStalePortReachesNoOtherSandbox(t *testing.T) {
 	}
 	if _, err := talk(addr, "ping"); err == nil {
 		t.Errorf("%s still accepts after the publishing process's Detach", addr)
+	}
+}
+
+// An Attach that goes on after berth gave up on it (its call cancelled)
+// while berth's undo, a Detach, removes the record, keeps no listener and
+// writes no record back, whichever of publish and Detach comes first.
+func TestPublishAfterConcurrentDetach(t *testing.T) {
+	needRoot(t)
+	n := newTestNetwork(t, "10.218.22.0/24")
+	ns := newNS(t)
+	ns.echoInNS(t, 8080, "hello:")
+	id := testID(t, "a")
+	l, err := n.reserve(context.Background(), id, netip.MustParsePrefix("10.218.22.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Detach(context.Background(), id, "")
+	h, err := openNetns(ns.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if err := n.connect(context.Background(), l, h, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Detach(context.Background(), id, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.publish(l, []netplug.PortMapping{{HostIP: "127.0.0.1", ContainerPort: 8080}}); err == nil {
+		t.Error("publish after the record's removal succeeded")
+	}
+	if _, err := n.state.read(id); !errors.Is(err, plugin.ErrNotFound) {
+		t.Errorf("record after publish raced Detach: %v, want none", err)
+	}
+	if len(l.Ports) == 1 {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(l.Ports[0].HostPort)))
+		if _, err := talk(addr, "ping"); err == nil {
+			t.Errorf("%s still accepts after publish raced Detach", addr)
+		}
+	}
+	n.ports.mu.Lock()
+	defer n.ports.mu.Unlock()
+	if _, ok := n.ports.byID[id]; ok {
+		t.Error("the publisher keeps listeners of a detached id")
 	}
 }
