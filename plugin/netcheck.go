@@ -272,8 +272,10 @@ func checkDNS(d *pb.DNSConfig) (netplug.DNSConfig, error) {
 		return out, fmt.Errorf("%d resolver options, more than %d", len(d.GetOptions()), maxDNSOptions)
 	}
 	for _, s := range d.GetNameservers() {
+		// netip takes any bytes after '%' as the zone, and writes them
+		// back: a link-local nameserver's zone must be an interface name.
 		a, err := netip.ParseAddr(s)
-		if err != nil || a.IsUnspecified() || a.IsMulticast() {
+		if err != nil || a.IsUnspecified() || a.IsMulticast() || a.Zone() != "" && !validInterfaceName(a.Zone()) {
 			return out, fmt.Errorf("nameserver %s is not an address", clip.Quote(s))
 		}
 		out.Nameservers = append(out.Nameservers, a)

@@ -110,6 +110,10 @@ func TestCheckAnswerRefuses(t *testing.T) {
 			}
 		}, "exceed"},
 		{"nameserver", func(_ *pb.AttachRequest, r *pb.AttachResponse) { r.Dns.Nameservers[0] = "10.0.0.2\noptions x" }, "nameserver"},
+		{"nameserver zone newline", func(_ *pb.AttachRequest, r *pb.AttachResponse) {
+			r.Dns.Nameservers[0] = "fe80::1%eth0\nnameserver 6.6.6.6"
+		}, "nameserver"},
+		{"nameserver zone escape", func(_ *pb.AttachRequest, r *pb.AttachResponse) { r.Dns.Nameservers[0] = "fe80::1%\x1b[2J" }, "nameserver"},
 		{"search newline", func(_ *pb.AttachRequest, r *pb.AttachResponse) {
 			r.Dns.Search[0] = "corp\nnameserver 6.6.6.6"
 		}, "search domain"},
@@ -156,5 +160,18 @@ func TestCheckIDs(t *testing.T) {
 		if err := checkIDs([]string{"ok", id}); !errors.Is(err, ErrRefused) {
 			t.Errorf("id %q: %v, want ErrRefused", id, err)
 		}
+	}
+}
+
+// A link-local nameserver keeps its zone, an interface's name.
+func TestCheckAnswerTakesANameserverZone(t *testing.T) {
+	req, r := goodAnswer()
+	r.Dns.Nameservers[0] = "fe80::1%eth0"
+	a, err := checkAnswer(req, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := a.DNS.Nameservers[0].String(); got != "fe80::1%eth0" {
+		t.Errorf("nameserver %s, want fe80::1%%eth0", got)
 	}
 }

@@ -180,8 +180,12 @@ func withCallTimeout(ctx context.Context) (context.Context, context.CancelFunc) 
 // Attached lists the ids the plugin has attached, for Recover: each a
 // sandbox id, or the answer is refused, since a caller may detach them or
 // print them. Like Detach, it is asked again once if the plugin turns out
-// to have died.
+// to have died, and without a deadline in ctx it is bounded by a minute:
+// berth's reclaim of dead sandboxes asks it, and a hung plugin must not
+// hang that.
 func (n *Network) Attached(ctx context.Context) ([]string, error) {
+	ctx, cancel := withCallTimeout(ctx)
+	defer cancel()
 	ids, err := n.list(ctx)
 	if errors.Is(err, ErrPluginExited) && ctx.Err() == nil {
 		ids, err = n.list(ctx)

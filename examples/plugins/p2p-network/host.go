@@ -55,6 +55,10 @@ func hostEndSysctls(forward bool) []sysctl {
 		{path: "ipv4/conf/%s/proxy_arp", value: "0"},
 		{path: "ipv4/conf/%s/route_localnet", value: "0"},
 		{path: "ipv4/conf/%s/accept_local", value: "0"},
+		// Nor answer ARP for its addresses on other interfaces, which
+		// would tell the sandbox what they are (the kernel applies the
+		// larger of this and conf/all's).
+		{path: "ipv4/conf/%s/arp_ignore", value: "1"},
 		// Nor follow a route the sandbox writes into a packet's options.
 		{path: "ipv4/conf/%s/accept_source_route", value: "0"},
 		// The sandbox cannot redirect the host's routes.

@@ -156,13 +156,25 @@ func (n *p2pNetwork) publish(l *link, ports []netplug.PortMapping) error {
 		return err
 	}
 	l.Owner = &me
-	// Under the lock: writes outside it would race sweepTemps.
+	// Under the lock: writes outside it would race sweepTemps, and a
+	// Detach that removed the record meanwhile (berth's undo of an
+	// Attach whose call it cancelled, while this one went on) would
+	// leave the listeners and a record of a link that is gone.
 	unlock, err := n.state.lock()
 	if err != nil {
+		n.ports.unpublish(l.ID)
 		return err
 	}
 	defer unlock()
-	return n.state.write(l)
+	if _, err := os.Lstat(n.state.path(l.ID)); err != nil {
+		n.ports.unpublish(l.ID)
+		return fmt.Errorf("publish ports: detached meanwhile: %w", err)
+	}
+	if err := n.state.write(l); err != nil {
+		n.ports.unpublish(l.ID)
+		return err
+	}
+	return nil
 }
 
 // freeBlock returns the lowest /31 of subnet that no link has, skipping
@@ -253,10 +265,15 @@ func (n *p2pNetwork) Detach(ctx context.Context, id, _ string) error {
 		// Never attached, so unknown; and never used as a file name.
 		return fmt.Errorf("sandbox id %q: not a valid id: %w", id, plugin.ErrNotFound)
 	}
+	// This process's listeners go whatever the record says: another
+	// plugin process sharing the directory may have detached the id. And
+	// they go last too, after the record, which a concurrent Attach's
+	// publish checks for before it keeps its listeners.
+	n.ports.unpublish(id)
+	defer n.ports.unpublish(id)
 	if _, err := os.Lstat(n.state.path(id)); errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("sandbox %s: %w", id, plugin.ErrNotFound)
 	}
-	n.ports.unpublish(id)
 	if err := n.remove(id); err != nil {
 		return fmt.Errorf("sandbox %s: %w", id, err)
 	}
@@ -282,6 +299,13 @@ func (n *p2pNetwork) remove(id string) error {
 			return fmt.Errorf("delete %s: %w", name, err)
 		}
 	}
+	// Under the lock, so that a concurrent publish sees the record
+	// either before it goes or not at all.
+	unlock, err := n.state.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	return n.state.remove(id)
 }
 

@@ -259,15 +259,15 @@ func TestSubnetOverlapRefused(t *testing.T) {
 	needRoot(t)
 	// A veth pair stands in for any interface with an address: this
 	// kernel has no dummy interfaces.
-	dummy := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("p2pt%d", os.Getpid())}, PeerName: fmt.Sprintf("p2pu%d", os.Getpid())}
-	if err := netlink.LinkAdd(dummy); err != nil {
+	pair := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("p2pt%d", os.Getpid())}, PeerName: fmt.Sprintf("p2pu%d", os.Getpid())}
+	if err := netlink.LinkAdd(pair); err != nil {
 		t.Fatal(err)
 	}
-	defer netlink.LinkDel(dummy)
-	if err := netlink.AddrAdd(dummy, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("10.218.4.129"), Mask: net.CIDRMask(25, 32)}}); err != nil {
+	defer netlink.LinkDel(pair)
+	if err := netlink.AddrAdd(pair, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("10.218.4.129"), Mask: net.CIDRMask(25, 32)}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := netlink.LinkSetUp(dummy); err != nil {
+	if err := netlink.LinkSetUp(pair); err != nil {
 		t.Fatal(err)
 	}
 	n := newTestNetwork(t, "10.218.4.0/24")
@@ -626,4 +626,77 @@ func TestRecords(t *testing.T) {
 	}
 	assertGone(t, n, damaged)
 	mustAttach(t, n, testID(t, "c"), newNS(t), nil)
+}
+
+// The host answers ARP on a host end for the host end's address alone:
+// the sandbox does not learn which other addresses the host has, even
+// though the filter would drop what it then sent them.
+func TestARPOnlyForHostEnd(t *testing.T) {
+	needRoot(t)
+	n := newTestNetwork(t, "10.218.21.0/24")
+	ns := newNS(t)
+	id := testID(t, "a")
+	r := mustAttach(t, n, id, ns, nil)
+	// Another of the host's addresses, on a veth pair of the test's.
+	other := netip.MustParseAddr("192.0.2.77")
+	name := fmt.Sprintf("p2pt%d", os.Getpid()%100000)
+	pair := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name + "a"}, PeerName: name + "b"}
+	if err := netlink.LinkAdd(pair); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { netlink.LinkDel(pair) })
+	if err := netlink.AddrAdd(pair, &netlink.Addr{IPNet: ipNet(other, 32)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetUp(pair); err != nil {
+		t.Fatal(err)
+	}
+	h := ns.handle(t)
+	eth0, err := h.LinkByName(sandboxIf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// On the link, so that the sandbox asks for it by ARP.
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: ipNet(other, 32), Scope: netlink.SCOPE_LINK}); err != nil {
+		t.Fatal(err)
+	}
+	state := func(a netip.Addr) int {
+		neigh, err := h.NeighList(eth0.Attrs().Index, netlink.FAMILY_V4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range neigh {
+			if ip, ok := netip.AddrFromSlice(e.IP); ok && ip.Unmap() == a {
+				return e.State
+			}
+		}
+		return netlink.NUD_NONE
+	}
+	resolve := func(a netip.Addr) int {
+		if err := ns.do(func() error {
+			c, err := net.Dial("udp4", net.JoinHostPort(a.String(), "9"))
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = c.Write([]byte("x"))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		for range 250 {
+			if s := state(a); s&(netlink.NUD_INCOMPLETE|netlink.NUD_NONE) == 0 && s != netlink.NUD_NONE {
+				return s
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("ARP for %s neither answered nor failed", a)
+		return 0
+	}
+	if s := resolve(r.Gateway); s == netlink.NUD_FAILED {
+		t.Fatalf("the host end's own address %s was not answered: the test sees nothing", r.Gateway)
+	}
+	if s := resolve(other); s != netlink.NUD_FAILED {
+		t.Errorf("the host answered the sandbox's ARP for its address %s on another interface (state %#x)", other, s)
+	}
 }

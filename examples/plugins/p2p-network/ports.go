@@ -13,9 +13,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/netplug"
 	"github.com/berth-dev/berth/plugin"
@@ -77,6 +79,7 @@ func (p *publisher) publish(id string, target netip.Addr, ports []netplug.PortMa
 		return nil, nil
 	}
 	px := &proxies{conns: map[net.Conn]struct{}{}}
+	via := hostIfName(id)
 	out := make([]netplug.PortMapping, 0, len(ports))
 	for _, m := range ports {
 		l, err := net.Listen("tcp4", net.JoinHostPort(m.HostIP, strconv.Itoa(int(m.HostPort))))
@@ -91,7 +94,7 @@ func (p *publisher) publish(id string, target netip.Addr, ports []netplug.PortMa
 		}
 		out = append(out, m)
 		dst := net.JoinHostPort(target.String(), strconv.Itoa(int(m.ContainerPort)))
-		px.wg.Go(func() { px.serve(l, dst, p.log) })
+		px.wg.Go(func() { px.serve(l, dst, via, p.log) })
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -116,8 +119,9 @@ func (p *publisher) unpublish(id string) {
 	}
 }
 
-// serve accepts on l until it is closed.
-func (px *proxies) serve(l net.Listener, dst string, log *slog.Logger) {
+// serve accepts on l until it is closed, and proxies to dst through the
+// host end via.
+func (px *proxies) serve(l net.Listener, dst, via string, log *slog.Logger) {
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -132,17 +136,29 @@ func (px *proxies) serve(l net.Listener, dst string, log *slog.Logger) {
 		}
 		px.wg.Go(func() {
 			defer px.untrack(c)
-			px.proxy(c, dst, log)
+			px.proxy(c, dst, via, log)
 		})
 	}
 }
 
 // proxy copies between c and a connection to dst until both directions
 // are done, passing on each side's end of stream as a half close.
-func (px *proxies) proxy(c net.Conn, dst string, log *slog.Logger) {
+//
+// The connection to dst leaves through the host end via and no other
+// interface (SO_BINDTODEVICE): a listener that outlived its sandbox's link
+// (one whose record another plugin process removed) must not deliver its
+// clients to whichever sandbox has the address now. Another sandbox's host
+// end has another name, and a missing one fails the dial.
+func (px *proxies) proxy(c net.Conn, dst, via string, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 	defer cancel()
-	var d net.Dialer
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var err error
+		if cerr := rc.Control(func(fd uintptr) { err = unix.BindToDevice(int(fd), via) }); cerr != nil {
+			return cerr
+		}
+		return err
+	}}
 	s, err := d.DialContext(ctx, "tcp4", dst)
 	if err != nil {
 		log.Debug("published port: dial the sandbox", "address", dst, "err", err)

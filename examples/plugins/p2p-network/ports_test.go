@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
 	"testing"
 	"time"
@@ -152,5 +153,91 @@ func TestPublishedPortAfterRestart(t *testing.T) {
 	}
 	if _, err := talk(addr, "three"); err == nil {
 		t.Errorf("%s still answers after Detach", addr)
+	}
+}
+
+// A listener that outlives its sandbox's link, because another plugin
+// process sharing the state directory detached the sandbox, does not
+// deliver its clients to the next sandbox given the same address.
+func TestStalePortReachesNoOtherSandbox(t *testing.T) {
+	needRoot(t)
+	n1 := newTestNetwork(t, "10.218.20.0/24")
+	n2 := newP2PNetwork(n1.state.dir, n1.defaults, n1.log)
+	ns1, ns2 := newNS(t), newNS(t)
+	ns1.echoInNS(t, 8080, "first:")
+	ns2.echoInNS(t, 8080, "second:")
+	first, second := testID(t, "first"), testID(t, "second")
+	r, err := n1.Attach(context.Background(), &plugin.AttachRequest{ID: first, NetnsPath: ns1.path,
+		Ports: []netplug.PortMapping{{HostIP: "127.0.0.1", ContainerPort: 8080}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n1.Detach(context.Background(), first, "")
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(r.Ports[0].HostPort)))
+	if got, err := talk(addr, "ping"); err != nil || got != "first:ping" {
+		t.Fatalf("through %s: %q, %v; want first:ping", addr, got, err)
+	}
+	if err := n2.Detach(context.Background(), first, ""); err != nil {
+		t.Fatal(err)
+	}
+	r2 := mustAttach(t, n2, second, ns2, nil)
+	defer n2.Detach(context.Background(), second, "")
+	if r2.IPs[0] != r.IPs[0] {
+		t.Fatalf("second sandbox has %s, not the first's %s: the test proves nothing", r2.IPs[0], r.IPs[0])
+	}
+	if got, _ := talk(addr, "ping"); got != "" {
+		t.Errorf("the first sandbox's port, after its Detach by another process, reached %q", got)
+	}
+	// The publishing process's own Detach, which finds no record, still
+	// closes its listener.
+	if err := n1.Detach(context.Background(), first, ""); !errors.Is(err, plugin.ErrNotFound) {
+		t.Errorf("Detach of an id another process detached: %v, want ErrNotFound", err)
+	}
+	if _, err := talk(addr, "ping"); err == nil {
+		t.Errorf("%s still accepts after the publishing process's Detach", addr)
+	}
+}
+
+// An Attach that goes on after berth gave up on it (its call cancelled)
+// while berth's undo, a Detach, removes the record, keeps no listener and
+// writes no record back, whichever of publish and Detach comes first.
+func TestPublishAfterConcurrentDetach(t *testing.T) {
+	needRoot(t)
+	n := newTestNetwork(t, "10.218.22.0/24")
+	ns := newNS(t)
+	ns.echoInNS(t, 8080, "hello:")
+	id := testID(t, "a")
+	l, err := n.reserve(context.Background(), id, netip.MustParsePrefix("10.218.22.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Detach(context.Background(), id, "")
+	h, err := openNetns(ns.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if err := n.connect(context.Background(), l, h, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Detach(context.Background(), id, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.publish(l, []netplug.PortMapping{{HostIP: "127.0.0.1", ContainerPort: 8080}}); err == nil {
+		t.Error("publish after the record's removal succeeded")
+	}
+	if _, err := n.state.read(id); !errors.Is(err, plugin.ErrNotFound) {
+		t.Errorf("record after publish raced Detach: %v, want none", err)
+	}
+	if len(l.Ports) == 1 {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(l.Ports[0].HostPort)))
+		if _, err := talk(addr, "ping"); err == nil {
+			t.Errorf("%s still accepts after publish raced Detach", addr)
+		}
+	}
+	n.ports.mu.Lock()
+	defer n.ports.mu.Unlock()
+	if _, ok := n.ports.byID[id]; ok {
+		t.Error("the publisher keeps listeners of a detached id")
 	}
 }
