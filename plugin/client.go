@@ -445,11 +445,25 @@ func (c *client) startOnThread(p *proc, started chan<- error) {
 // a process the plugin started in a session of its own may hold them.
 const stopWait = 5 * time.Second
 
+// shutdownWait bounds how long stop lets a plugin answer go-plugin's
+// Shutdown before it kills the plugin's process group.
+const shutdownWait = 2 * time.Second
+
 // stop kills p's process group if it runs and removes its socket
 // directory.
 func (c *client) stop(p *proc) {
 	p.dead.Store(true)
-	p.gp.Kill()
+	// go-plugin's Kill first asks the plugin to shut down, and waits for
+	// the answer with no deadline but the process's exit: a plugin that
+	// never answers would hold stop, and so close and every restart,
+	// forever. Past shutdownWait its group is killed, which ends the call.
+	if p.run != nil {
+		t := time.AfterFunc(shutdownWait, func() { p.run.Kill(context.Background()) })
+		p.gp.Kill()
+		t.Stop()
+	} else {
+		p.gp.Kill()
+	}
 	if p.run != nil {
 		select {
 		case <-p.run.exited:

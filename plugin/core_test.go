@@ -1291,3 +1291,27 @@ func TestCloseDuringStart(t *testing.T) {
 	}
 	checkNothingLeft(t, opts, before)
 }
+
+// A plugin that never answers go-plugin's Shutdown must not hold the
+// host's close (nor, through it, a restart) forever: go-plugin's Kill
+// waits for that answer with no deadline but the process's exit.
+func TestCloseDespiteDeafPlugin(t *testing.T) {
+	requireRoot(t)
+	opts, _ := testOptions(t, "storage", envTestDeaf+"=1")
+	before := children(t)
+	c := startTest(t, opts)
+	if _, err := prepare(context.Background(), c, "ok"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		c.close()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("close hangs on a plugin that does not answer Shutdown") // a hang detector
+	}
+	checkNothingLeft(t, opts, before)
+}

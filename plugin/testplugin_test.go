@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	goplugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
 	pb "github.com/berth-dev/berth/plugin/internal/pb/berth/plugin/v1"
@@ -41,13 +42,32 @@ import (
 //	BERTH_TESTPLUGIN_MARKERS=dir      where block-* writes
 //	BERTH_TESTPLUGIN_ROOTS=file       announce the roots file names
 //	BERTH_TESTPLUGIN_MUTE_INFO=1      never answer Info
+//	BERTH_TESTPLUGIN_DEAF=1           never answer go-plugin's Shutdown
 const (
 	envTestPlugin   = "BERTH_TESTPLUGIN"
 	envTestVersion  = "BERTH_TESTPLUGIN_VERSION"
 	envTestMarkers  = "BERTH_TESTPLUGIN_MARKERS"
 	envTestRoots    = "BERTH_TESTPLUGIN_ROOTS" // a file naming the roots to announce
 	envTestMuteInfo = "BERTH_TESTPLUGIN_MUTE_INFO"
+	envTestDeaf     = "BERTH_TESTPLUGIN_DEAF"
 )
+
+// serveDeaf is serve with go-plugin's GRPCController/Shutdown, which the
+// host calls as it stops the plugin, answered never.
+func serveDeaf(register func(*grpc.Server)) {
+	goplugin.Serve(&goplugin.ServeConfig{
+		HandshakeConfig: handshake,
+		Plugins:         goplugin.PluginSet{pluginName: &grpcPlugin{register: register}},
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			return grpc.NewServer(append(opts, grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+				if info.FullMethod == "/plugin.GRPCController/Shutdown" {
+					select {}
+				}
+				return h(ctx, req)
+			}))...)
+		},
+	})
+}
 
 // muteInfo never answers Info.
 type muteInfo struct {
@@ -79,7 +99,11 @@ func testPluginMain(mode string) {
 			b, _ := os.ReadFile(f)
 			roots = strings.Fields(string(b))
 		}
-		serve(kind, func(s *grpc.Server) {
+		serveWith := func(register func(*grpc.Server)) { serve(kind, register) }
+		if os.Getenv(envTestDeaf) != "" {
+			serveWith = serveDeaf
+		}
+		serveWith(func(s *grpc.Server) {
 			info := &infoServer{kind: kind, name: "testplugin", version: "v0.0.1", caps: []string{"quota", "diff", "Bad\x1b[0m"}, roots: roots}
 			if os.Getenv(envTestMuteInfo) != "" {
 				pb.RegisterInfoServiceServer(s, muteInfo{})
