@@ -328,7 +328,7 @@ func (c *client) start(ctx context.Context) (*proc, error) {
 		Stderr:           p.stderr,
 		SyncStdout:       p.stdio[0],
 		SyncStderr:       p.stdio[1],
-		Logger:           &hclogShim{log: c.log},
+		Logger:           &hclogShim{log: c.log, stderr: c.name},
 	})
 	p.gp = gp
 

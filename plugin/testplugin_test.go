@@ -161,6 +161,9 @@ func (t *testStorage) prepare(ctx context.Context, key string) (*pb.PrepareRespo
 		fmt.Fprintln(processStderr, `{"@message": 1, "@level": "error"}`)
 		fmt.Fprintln(processStderr, `{"@message": "esc \u001b[31mred", "@level": "warn", "@timestamp": 7}`)
 		fmt.Fprintln(processStderr, strings.Repeat("x", 3*maxLogLine))
+		// Longer than go-plugin's 64 KiB line buffer, which it logs
+		// itself, raw, whatever its logger's level.
+		fmt.Fprintln(processStderr, "\x1b[31m"+strings.Repeat("y", 200<<10))
 		for i := range 5000 {
 			fmt.Fprintf(processStderr, "[INFO] flood %d\n", i)
 		}
