@@ -161,6 +161,9 @@ func newClient(path, kind string, opts *Options) (*client, error) {
 	if c.opts.RunDir == "" {
 		c.opts.RunDir = defaultRunDir
 	}
+	// Clean, as the socket path in a handshake must be (PluginToHost), and
+	// go-plugin makes the socket directory's path by joining, not cleaning.
+	c.opts.RunDir = filepath.Clean(c.opts.RunDir)
 	c.log = c.opts.Logger
 	if c.log == nil {
 		c.log = discardLogger

@@ -1151,6 +1151,11 @@ func TestRunDirChecks(t *testing.T) {
 			t.Errorf("%s: %v, mode %v, want %v", dir, err, fi.Mode().Perm(), want)
 		}
 	}
+	// An unclean path names the same directory: the plugin's socket,
+	// which berth checks is directly in the socket directory, is too.
+	if err := open(base + "//a/./run"); err != nil {
+		t.Errorf("RunDir not clean: %v", err)
+	}
 	// Someone else's socket directory is not berth's to use.
 	open777 := filepath.Join(base, "open")
 	os.Mkdir(open777, 0o777)
