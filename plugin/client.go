@@ -552,7 +552,9 @@ func (c *client) startErr(ctx, sctx context.Context, p *proc, err error) error {
 		return fmt.Errorf("plugin %s: starting: %w", c.name, err) // exec failed
 	}
 	first, _, _ := strings.Cut(msg, "\n")
-	return fmt.Errorf("plugin %s: handshake: %s: %w", c.name, clip.Text(first), ErrNotPlugin)
+	// go-plugin quotes the handshake's fields whole: a plugin chooses
+	// their length.
+	return fmt.Errorf("plugin %s: handshake: %s: %w", c.name, clip.Cut(clip.Text(first), 300), ErrNotPlugin)
 }
 
 // callErr turns the error of a call on the plugin into berth's: the

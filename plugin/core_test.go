@@ -395,6 +395,8 @@ func TestNotAPlugin(t *testing.T) {
 		{"socket elsewhere", writeScript(t, "elsewhere", "echo '1|1|unix|/tmp/elsewhere.sock|grpc'; sleep 60"), `its socket "/tmp/elsewhere.sock" is not in`},
 		{"socket escaping", writeScript(t, "escaping", `echo "1|1|unix|$PLUGIN_UNIX_SOCKET_DIR/../x.sock|grpc"; sleep 60`), `is not in`},
 		{"silent", writeScript(t, "silent", "exec sleep 60"), "no handshake in time"},
+		// go-plugin's error quotes the field whole: 20 KB of short words.
+		{"long handshake", writeScript(t, "long", `printf 'a %.0s' $(seq 10000); echo '|1|unix|/x|grpc'; sleep 60`), "handshake: error parsing core protocol version"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -406,7 +408,10 @@ func TestNotAPlugin(t *testing.T) {
 				t.Fatalf("%v, want ErrNotPlugin", err)
 			}
 			if !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
-				t.Errorf("error %q: want one line containing %q", err, tc.want)
+				t.Errorf("error %.500q: want one line containing %q", err, tc.want)
+			}
+			if n := len(err.Error()); n > 1024 {
+				t.Errorf("a %d-byte error: the plugin chose its length", n)
 			}
 			checkNothingLeft(t, opts, before)
 		})
