@@ -443,9 +443,10 @@ func (c *client) startOnThread(p *proc, started chan<- error) {
 	runtime.UnlockOSThread()
 }
 
-// stopWait bounds how long stop waits for go-plugin to reap a killed
-// plugin: it waits for the plugin's stdout and stderr to close first, and
-// a process the plugin started in a session of its own may hold them.
+// stopWait bounds how long stop lets go-plugin read a killed plugin's
+// stdout and stderr to their end, which it does before it reaps the
+// plugin; a process the plugin started beyond its process group (in a
+// session of its own) may hold them open for as long as it lives.
 const stopWait = 5 * time.Second
 
 // shutdownWait bounds how long stop lets a plugin answer go-plugin's
@@ -456,23 +457,30 @@ const shutdownWait = 2 * time.Second
 // directory.
 func (c *client) stop(p *proc) {
 	p.dead.Store(true)
-	// go-plugin's Kill first asks the plugin to shut down, and waits for
-	// the answer with no deadline but the process's exit: a plugin that
-	// never answers would hold stop, and so close and every restart,
-	// forever. Past shutdownWait its group is killed, which ends the call.
+	// go-plugin's Kill asks the plugin to shut down, and waits for the
+	// answer with no deadline but the process's exit; then it kills the
+	// plugin, and waits until it has read its stdout and stderr to their
+	// end and reaped it. A plugin that never answers, or a helper it
+	// started that holds its stderr, would hold stop, and so close and
+	// every restart, forever. Past shutdownWait the plugin's process group
+	// is killed, which ends the call; past stopWait berth closes its ends
+	// of the plugin's stdout and stderr.
 	if p.run != nil {
-		t := time.AfterFunc(shutdownWait, func() { p.run.Kill(context.Background()) })
+		kill := time.AfterFunc(shutdownWait, func() { p.run.Kill(context.Background()) })
+		unpipe := time.AfterFunc(stopWait, func() {
+			c.log.Warn("plugin killed, but something it started holds its stdout or stderr: no longer reading them", "pid", p.run.pid)
+			p.run.closePipes()
+		})
 		p.gp.Kill()
-		t.Stop()
-	} else {
-		p.gp.Kill()
-	}
-	if p.run != nil {
+		kill.Stop()
+		unpipe.Stop()
 		select {
 		case <-p.run.exited:
-		case <-time.After(stopWait):
-			c.log.Warn("plugin killed but not reaped: something it started holds its stdout or stderr", "pid", p.run.pid)
+		case <-time.After(exitWait):
+			c.log.Warn("plugin killed but not reaped", "pid", p.run.pid)
 		}
+	} else {
+		p.gp.Kill()
 	}
 	close(p.gone)
 	p.stderr.flush()

@@ -1325,3 +1325,33 @@ func TestCloseDespiteDeafPlugin(t *testing.T) {
 	}
 	checkNothingLeft(t, opts, before)
 }
+
+// A helper the plugin started beyond its process group, holding its
+// stderr, must not keep the killed plugin from being reaped: go-plugin
+// reads the plugin's stdout and stderr to their end before it reaps it.
+func TestStopDespiteHelperHoldingStderr(t *testing.T) {
+	requireRoot(t)
+	opts, _ := testOptions(t, "storage")
+	c := startTest(t, opts)
+	pid := pidOf(t, c)
+	resp, err := prepare(context.Background(), c, "helper")
+	if err != nil {
+		t.Fatal(err)
+	}
+	helper, err := strconv.Atoi(resp.GetDriver())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(helper, syscall.SIGKILL) })
+	done := make(chan struct{})
+	go func() {
+		c.close()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("close hangs while the plugin's helper holds its stderr") // a hang detector
+	}
+	waitGone(t, pid)
+}

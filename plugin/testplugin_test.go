@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -31,6 +32,8 @@ import (
 //	log              logs at each level, with attributes, and succeeds
 //	stderr-junk      writes non-JSON and hostile lines to stderr, succeeds
 //	pid              succeeds with the plugin's pid as its driver
+//	helper           starts a helper, in a session of its own, that holds
+//	                 the plugin's stderr; succeeds with its pid as its driver
 //	anything else    succeeds
 //
 // The environment chooses how it starts:
@@ -170,6 +173,16 @@ func (t *testStorage) prepare(ctx context.Context, key string) (*pb.PrepareRespo
 		fmt.Fprintln(processStderr, `{"@message": "after the flood", "@level": "error"}`)
 	case "pid":
 		return &pb.PrepareResponse{Driver: fmt.Sprint(os.Getpid())}, nil
+	case "helper":
+		// A helper in a session of its own, beyond the kill of the
+		// plugin's process group, that holds the plugin's stderr.
+		cmd := exec.Command("sleep", "600")
+		cmd.Stderr = processStderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		return &pb.PrepareResponse{Driver: fmt.Sprint(cmd.Process.Pid)}, nil
 	}
 	return &pb.PrepareResponse{Driver: "test"}, nil
 }
