@@ -161,6 +161,9 @@ func newClient(path, kind string, opts *Options) (*client, error) {
 	if c.opts.RunDir == "" {
 		c.opts.RunDir = defaultRunDir
 	}
+	// Clean, as the socket path in a handshake must be (PluginToHost), and
+	// go-plugin makes the socket directory's path by joining, not cleaning.
+	c.opts.RunDir = filepath.Clean(c.opts.RunDir)
 	c.log = c.opts.Logger
 	if c.log == nil {
 		c.log = discardLogger
@@ -328,7 +331,7 @@ func (c *client) start(ctx context.Context) (*proc, error) {
 		Stderr:           p.stderr,
 		SyncStdout:       p.stdio[0],
 		SyncStderr:       p.stdio[1],
-		Logger:           &hclogShim{log: c.log},
+		Logger:           &hclogShim{log: c.log, stderr: c.name},
 	})
 	p.gp = gp
 
@@ -440,22 +443,44 @@ func (c *client) startOnThread(p *proc, started chan<- error) {
 	runtime.UnlockOSThread()
 }
 
-// stopWait bounds how long stop waits for go-plugin to reap a killed
-// plugin: it waits for the plugin's stdout and stderr to close first, and
-// a process the plugin started in a session of its own may hold them.
+// stopWait bounds how long stop lets go-plugin read a killed plugin's
+// stdout and stderr to their end, which it does before it reaps the
+// plugin; a process the plugin started beyond its process group (in a
+// session of its own) may hold them open for as long as it lives.
 const stopWait = 5 * time.Second
+
+// shutdownWait bounds how long stop lets a plugin answer go-plugin's
+// Shutdown before it kills the plugin's process group.
+const shutdownWait = 2 * time.Second
 
 // stop kills p's process group if it runs and removes its socket
 // directory.
 func (c *client) stop(p *proc) {
 	p.dead.Store(true)
-	p.gp.Kill()
+	// go-plugin's Kill asks the plugin to shut down, and waits for the
+	// answer with no deadline but the process's exit; then it kills the
+	// plugin, and waits until it has read its stdout and stderr to their
+	// end and reaped it. A plugin that never answers, or a helper it
+	// started that holds its stderr, would hold stop, and so close and
+	// every restart, forever. Past shutdownWait the plugin's process group
+	// is killed, which ends the call; past stopWait berth closes its ends
+	// of the plugin's stdout and stderr.
 	if p.run != nil {
+		kill := time.AfterFunc(shutdownWait, func() { p.run.Kill(context.Background()) })
+		unpipe := time.AfterFunc(stopWait, func() {
+			c.log.Warn("plugin killed, but something it started holds its stdout or stderr: no longer reading them", "pid", p.run.pid)
+			p.run.closePipes()
+		})
+		p.gp.Kill()
+		kill.Stop()
+		unpipe.Stop()
 		select {
 		case <-p.run.exited:
-		case <-time.After(stopWait):
-			c.log.Warn("plugin killed but not reaped: something it started holds its stdout or stderr", "pid", p.run.pid)
+		case <-time.After(exitWait):
+			c.log.Warn("plugin killed but not reaped", "pid", p.run.pid)
 		}
+	} else {
+		p.gp.Kill()
 	}
 	close(p.gone)
 	p.stderr.flush()
@@ -535,7 +560,9 @@ func (c *client) startErr(ctx, sctx context.Context, p *proc, err error) error {
 		return fmt.Errorf("plugin %s: starting: %w", c.name, err) // exec failed
 	}
 	first, _, _ := strings.Cut(msg, "\n")
-	return fmt.Errorf("plugin %s: handshake: %s: %w", c.name, clip.Text(first), ErrNotPlugin)
+	// go-plugin quotes the handshake's fields whole: a plugin chooses
+	// their length.
+	return fmt.Errorf("plugin %s: handshake: %s: %w", c.name, clip.Cut(clip.Text(first), 300), ErrNotPlugin)
 }
 
 // callErr turns the error of a call on the plugin into berth's: the

@@ -395,6 +395,8 @@ func TestNotAPlugin(t *testing.T) {
 		{"socket elsewhere", writeScript(t, "elsewhere", "echo '1|1|unix|/tmp/elsewhere.sock|grpc'; sleep 60"), `its socket "/tmp/elsewhere.sock" is not in`},
 		{"socket escaping", writeScript(t, "escaping", `echo "1|1|unix|$PLUGIN_UNIX_SOCKET_DIR/../x.sock|grpc"; sleep 60`), `is not in`},
 		{"silent", writeScript(t, "silent", "exec sleep 60"), "no handshake in time"},
+		// go-plugin's error quotes the field whole: 20 KB of short words.
+		{"long handshake", writeScript(t, "long", `printf 'a %.0s' $(seq 10000); echo '|1|unix|/x|grpc'; sleep 60`), "handshake: error parsing core protocol version"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -406,7 +408,10 @@ func TestNotAPlugin(t *testing.T) {
 				t.Fatalf("%v, want ErrNotPlugin", err)
 			}
 			if !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
-				t.Errorf("error %q: want one line containing %q", err, tc.want)
+				t.Errorf("error %.500q: want one line containing %q", err, tc.want)
+			}
+			if n := len(err.Error()); n > 1024 {
+				t.Errorf("a %d-byte error: the plugin chose its length", n)
 			}
 			checkNothingLeft(t, opts, before)
 		})
@@ -1151,6 +1156,11 @@ func TestRunDirChecks(t *testing.T) {
 			t.Errorf("%s: %v, mode %v, want %v", dir, err, fi.Mode().Perm(), want)
 		}
 	}
+	// An unclean path names the same directory: the plugin's socket,
+	// which berth checks is directly in the socket directory, is too.
+	if err := open(base + "//a/./run"); err != nil {
+		t.Errorf("RunDir not clean: %v", err)
+	}
 	// Someone else's socket directory is not berth's to use.
 	open777 := filepath.Join(base, "open")
 	os.Mkdir(open777, 0o777)
@@ -1290,4 +1300,58 @@ func TestCloseDuringStart(t *testing.T) {
 		t.Errorf("start ended by close: %v, want ErrClosed", err)
 	}
 	checkNothingLeft(t, opts, before)
+}
+
+// A plugin that never answers go-plugin's Shutdown must not hold the
+// host's close (nor, through it, a restart) forever: go-plugin's Kill
+// waits for that answer with no deadline but the process's exit.
+func TestCloseDespiteDeafPlugin(t *testing.T) {
+	requireRoot(t)
+	opts, _ := testOptions(t, "storage", envTestDeaf+"=1")
+	before := children(t)
+	c := startTest(t, opts)
+	if _, err := prepare(context.Background(), c, "ok"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		c.close()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("close hangs on a plugin that does not answer Shutdown") // a hang detector
+	}
+	checkNothingLeft(t, opts, before)
+}
+
+// A helper the plugin started beyond its process group, holding its
+// stderr, must not keep the killed plugin from being reaped: go-plugin
+// reads the plugin's stdout and stderr to their end before it reaps it.
+func TestStopDespiteHelperHoldingStderr(t *testing.T) {
+	requireRoot(t)
+	opts, _ := testOptions(t, "storage")
+	c := startTest(t, opts)
+	pid := pidOf(t, c)
+	resp, err := prepare(context.Background(), c, "helper")
+	if err != nil {
+		t.Fatal(err)
+	}
+	helper, err := strconv.Atoi(resp.GetDriver())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(helper, syscall.SIGKILL) })
+	done := make(chan struct{})
+	go func() {
+		c.close()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("close hangs while the plugin's helper holds its stderr") // a hang detector
+	}
+	waitGone(t, pid)
 }

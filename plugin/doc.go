@@ -19,7 +19,11 @@
 // berth starts a plugin itself, not through a shell: by absolute path,
 // with /dev/null as stdin, / as working directory, a process group of its
 // own, none of berth's descriptors and not berth's environment (PATH,
-// go-plugin's handshake variables and Options.Env only). The plugin's
+// go-plugin's handshake variables and Options.Env only; to keep a
+// descriptor some library opened without O_CLOEXEC from leaking into the
+// plugin, each start marks every descriptor of the host process from 3
+// up close-on-exec, so a program embedding berth that means a child of
+// its own to inherit one must clear that flag itself). The plugin's
 // socket lives in a private directory under Options.RunDir, and the
 // kernel kills the plugin if berth dies. One process serves all of a
 // host value's calls, from many goroutines at once. When it dies, the

@@ -257,11 +257,16 @@ func levelName(l *slog.Logger) string {
 // matters about a plugin's life itself.
 //
 // GetLevel says Off, so that go-plugin does not parse the plugin's
-// stderr: stderrLog does, safely.
+// stderr: stderrLog does, safely. go-plugin still logs, raw and at Debug,
+// the pieces of a stderr line longer than its 64 KiB buffer, on a logger
+// Named after the plugin's binary: stderr names it, and what is logged
+// on that logger is dropped (stderrLog has the line, cut and escaped,
+// within its rate limit).
 type hclogShim struct {
-	log  *slog.Logger
-	name string
-	args []any
+	log    *slog.Logger
+	name   string
+	args   []any
+	stderr string
 }
 
 var _ hclog.Logger = (*hclogShim)(nil)
@@ -294,18 +299,22 @@ func (h *hclogShim) SetLevel(hclog.Level)          {}
 func (h *hclogShim) GetLevel() hclog.Level         { return hclog.Off }
 
 func (h *hclogShim) With(args ...any) hclog.Logger {
-	return &hclogShim{log: h.log.With(args...), name: h.name, args: append(append([]any(nil), h.args...), args...)}
+	return &hclogShim{log: h.log.With(args...), name: h.name, args: append(append([]any(nil), h.args...), args...), stderr: h.stderr}
 }
 
 func (h *hclogShim) Named(name string) hclog.Logger {
 	if h.name != "" {
 		name = h.name + "." + name
 	}
-	return &hclogShim{log: h.log, name: name, args: h.args}
+	return h.ResetNamed(name)
 }
 
 func (h *hclogShim) ResetNamed(name string) hclog.Logger {
-	return &hclogShim{log: h.log, name: name, args: h.args}
+	l := h.log
+	if name == h.stderr {
+		l = discardLogger
+	}
+	return &hclogShim{log: l, name: name, args: h.args, stderr: h.stderr}
 }
 
 func (h *hclogShim) StandardLogger(*hclog.StandardLoggerOptions) *log.Logger {

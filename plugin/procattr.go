@@ -249,6 +249,14 @@ func (r *execRunner) Kill(context.Context) error {
 	return nil
 }
 
+// closePipes closes berth's ends of the plugin's stdout and stderr, so
+// that go-plugin, which reads them to their end before it reaps the
+// plugin, stops waiting for a helper of the plugin's to close its ends.
+func (r *execRunner) closePipes() {
+	r.stdout.Close()
+	r.stderr.Close()
+}
+
 func (r *execRunner) Stdout() io.ReadCloser { return r.stdout }
 func (r *execRunner) Stderr() io.ReadCloser { return r.stderr }
 func (r *execRunner) Name() string          { return r.cmd.Args[0] }

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
+	goplugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
 	pb "github.com/berth-dev/berth/plugin/internal/pb/berth/plugin/v1"
@@ -30,6 +32,8 @@ import (
 //	log              logs at each level, with attributes, and succeeds
 //	stderr-junk      writes non-JSON and hostile lines to stderr, succeeds
 //	pid              succeeds with the plugin's pid as its driver
+//	helper           starts a helper, in a session of its own, that holds
+//	                 the plugin's stderr; succeeds with its pid as its driver
 //	anything else    succeeds
 //
 // The environment chooses how it starts:
@@ -41,13 +45,32 @@ import (
 //	BERTH_TESTPLUGIN_MARKERS=dir      where block-* writes
 //	BERTH_TESTPLUGIN_ROOTS=file       announce the roots file names
 //	BERTH_TESTPLUGIN_MUTE_INFO=1      never answer Info
+//	BERTH_TESTPLUGIN_DEAF=1           never answer go-plugin's Shutdown
 const (
 	envTestPlugin   = "BERTH_TESTPLUGIN"
 	envTestVersion  = "BERTH_TESTPLUGIN_VERSION"
 	envTestMarkers  = "BERTH_TESTPLUGIN_MARKERS"
 	envTestRoots    = "BERTH_TESTPLUGIN_ROOTS" // a file naming the roots to announce
 	envTestMuteInfo = "BERTH_TESTPLUGIN_MUTE_INFO"
+	envTestDeaf     = "BERTH_TESTPLUGIN_DEAF"
 )
+
+// serveDeaf is serve with go-plugin's GRPCController/Shutdown, which the
+// host calls as it stops the plugin, answered never.
+func serveDeaf(register func(*grpc.Server)) {
+	goplugin.Serve(&goplugin.ServeConfig{
+		HandshakeConfig: handshake,
+		Plugins:         goplugin.PluginSet{pluginName: &grpcPlugin{register: register}},
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			return grpc.NewServer(append(opts, grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+				if info.FullMethod == "/plugin.GRPCController/Shutdown" {
+					select {}
+				}
+				return h(ctx, req)
+			}))...)
+		},
+	})
+}
 
 // muteInfo never answers Info.
 type muteInfo struct {
@@ -79,7 +102,11 @@ func testPluginMain(mode string) {
 			b, _ := os.ReadFile(f)
 			roots = strings.Fields(string(b))
 		}
-		serve(kind, func(s *grpc.Server) {
+		serveWith := func(register func(*grpc.Server)) { serve(kind, register) }
+		if os.Getenv(envTestDeaf) != "" {
+			serveWith = serveDeaf
+		}
+		serveWith(func(s *grpc.Server) {
 			info := &infoServer{kind: kind, name: "testplugin", version: "v0.0.1", caps: []string{"quota", "diff", "Bad\x1b[0m"}, roots: roots}
 			if os.Getenv(envTestMuteInfo) != "" {
 				pb.RegisterInfoServiceServer(s, muteInfo{})
@@ -137,12 +164,25 @@ func (t *testStorage) prepare(ctx context.Context, key string) (*pb.PrepareRespo
 		fmt.Fprintln(processStderr, `{"@message": 1, "@level": "error"}`)
 		fmt.Fprintln(processStderr, `{"@message": "esc \u001b[31mred", "@level": "warn", "@timestamp": 7}`)
 		fmt.Fprintln(processStderr, strings.Repeat("x", 3*maxLogLine))
+		// Longer than go-plugin's 64 KiB line buffer, which it logs
+		// itself, raw, whatever its logger's level.
+		fmt.Fprintln(processStderr, "\x1b[31m"+strings.Repeat("y", 200<<10))
 		for i := range 5000 {
 			fmt.Fprintf(processStderr, "[INFO] flood %d\n", i)
 		}
 		fmt.Fprintln(processStderr, `{"@message": "after the flood", "@level": "error"}`)
 	case "pid":
 		return &pb.PrepareResponse{Driver: fmt.Sprint(os.Getpid())}, nil
+	case "helper":
+		// A helper in a session of its own, beyond the kill of the
+		// plugin's process group, that holds the plugin's stderr.
+		cmd := exec.Command("sleep", "600")
+		cmd.Stderr = processStderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		return &pb.PrepareResponse{Driver: fmt.Sprint(cmd.Process.Pid)}, nil
 	}
 	return &pb.PrepareResponse{Driver: "test"}, nil
 }
