@@ -6,21 +6,15 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/netplug"
 	"github.com/berth-dev/berth/plugin"
 )
-
-// The main goroutine keeps the main thread, so that no namespace
-// testNetns enters is ever the main thread's, which is what netplug takes
-// /proc/self/ns/net, the host's, to be.
-func init() { runtime.LockOSThread() }
 
 // TestAttachOfAnotherProgramsID: netplug's directories may be shared with
 // another program (berth's built-in network is the default's other user).
@@ -52,7 +46,7 @@ func TestAttachOfAnotherProgramsID(t *testing.T) {
 			t.Errorf("remove the network: %v", err)
 		}
 	})
-	ns1, ns2 := testNetns(t), testNetns(t)
+	ns1, ns2 := testenv.Netns(t), testenv.Netns(t)
 	const id = "shared-id"
 	if _, err := bridged.Attach(ctx, id, ns1, nil); err != nil {
 		t.Fatal(err)
@@ -77,28 +71,6 @@ func TestAttachOfAnotherProgramsID(t *testing.T) {
 	if links := linksIn(t, ns1); len(links) < 2 {
 		t.Errorf("the other program's sandbox lost its interface: links %q", links)
 	}
-}
-
-// testNetns makes a network namespace, kept by a bind mount, for the test.
-func testNetns(t *testing.T) string {
-	path := filepath.Join(t.TempDir(), "netns")
-	if err := os.WriteFile(path, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
-		}
-		errc <- unix.Mount("/proc/thread-self/ns/net", path, "", unix.MS_BIND, "")
-	}()
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Unmount(path, unix.MNT_DETACH) })
-	return path
 }
 
 func linksIn(t *testing.T, path string) []string {
