@@ -59,7 +59,11 @@ func TestDiffRacingWorkload(t *testing.T) {
 	}()
 	defer func() { close(stop); wg.Wait() }()
 
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+	race := 2 * time.Second
+	if testing.Short() {
+		race = 500 * time.Millisecond
+	}
+	for deadline := time.Now().Add(race); time.Now().Before(deadline); {
 		var buf bytes.Buffer
 		done := make(chan struct{})
 		go func() {
