@@ -35,6 +35,20 @@ func writeOverlayDiff(ctx context.Context, w io.Writer, upper string, ids *idMap
 	return writeWholeTree(ctx, w, upper, true, ids)
 }
 
+// WriteOverlayDiff writes the changes recorded in the overlay upper
+// directory upper as an OCI layer tar to w, as the built-in overlay
+// driver's Diff does, for a storage plugin that stacks the store's layers
+// itself. With maps (the user namespace the overlay was shown to), owners
+// are mapped back to the image's. The tree may be a running sandbox's: no
+// symlink in it is followed and no FIFO or device in it is opened.
+func WriteOverlayDiff(ctx context.Context, w io.Writer, upper string, uidMap, gidMap []IDMap) error {
+	var ids *idMapping
+	if len(uidMap) > 0 || len(gidMap) > 0 {
+		ids = &idMapping{uids: uidMap, gids: gidMap}
+	}
+	return writeOverlayDiff(ctx, w, upper, ids)
+}
+
 // writeTreeTar writes the whole tree under dir as a layer tar (no
 // whiteouts), used to import a local directory as an image.
 func writeTreeTar(ctx context.Context, w io.Writer, dir string) error {

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/netplug"
 	pb "github.com/berth-dev/berth/plugin/internal/pb/berth/plugin/v1"
 )
@@ -46,7 +47,7 @@ func TestNetworkServerChecksTheNamespace(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("makes network namespaces: must run as root")
 	}
-	path, other := newNetns(t), newNetns(t)
+	path, other := testenv.Netns(t), testenv.Netns(t)
 	ns, err := openNetns(path)
 	if err != nil {
 		t.Fatal(err)

@@ -18,8 +18,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/netplug"
 )
 
@@ -120,37 +120,6 @@ func testNetworkLinks(t testing.TB) []string {
 	return names
 }
 
-// newNetns makes a network namespace for the test, kept by a bind mount
-// on a file of the test's, and removed when the test ends.
-func newNetns(t testing.TB) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "netns")
-	if err := os.WriteFile(path, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	errc := make(chan error, 1)
-	go func() {
-		// The thread moves to the new namespace and is never unlocked,
-		// so that it ends with the goroutine instead of going back to
-		// the runtime in the wrong namespace.
-		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
-		}
-		errc <- unix.Mount("/proc/thread-self/ns/net", path, "", unix.MS_BIND, "")
-	}()
-	if err := <-errc; err != nil {
-		t.Fatalf("make a network namespace: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := unix.Unmount(path, unix.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", path, err)
-		}
-	})
-	return path
-}
-
 // addrsIn lists the addresses of interface name in the namespace at path,
 // as the kernel has them.
 func addrsIn(t *testing.T, path, name string) []netip.Prefix {
@@ -191,7 +160,7 @@ func TestNetworkAttachDetach(t *testing.T) {
 	if !n.Info().Has(CapPorts) || !n.Info().Has(CapDNS) {
 		t.Errorf("capabilities %v, want ports and dns", n.Info().Capabilities)
 	}
-	path := newNetns(t)
+	path := testenv.Netns(t)
 	hosts := filepath.Join(t.TempDir(), "hosts")
 	dns := &netplug.DNSConfig{Nameservers: []netip.Addr{netip.MustParseAddr("10.9.9.9")}, Search: []string{"corp.test"}}
 	a, err := n.Attach(ctx, "sb-1", path, &netplug.AttachOptions{
@@ -258,7 +227,7 @@ func TestNetworkAttachRefusesBadRequests(t *testing.T) {
 	bins := buildTestNetwork(t)
 	ctx := t.Context()
 	n := openTestNetwork(t, bins.sdk, nil)
-	path := newNetns(t)
+	path := testenv.Netns(t)
 	notNetns := filepath.Join(t.TempDir(), "file")
 	if err := os.WriteFile(notNetns, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -304,7 +273,7 @@ func TestNetworkAttachRefusesBadRequests(t *testing.T) {
 func TestNetworkRefusesLies(t *testing.T) {
 	bins := buildTestNetwork(t)
 	sdk, raw := bins.sdk, bins.raw
-	path := newNetns(t)
+	path := testenv.Netns(t)
 	for _, tc := range []struct {
 		lie, bin, want string
 	}{
@@ -347,7 +316,7 @@ func TestNetworkPluginKilledMidAttach(t *testing.T) {
 	ctx := t.Context()
 	ready := filepath.Join(t.TempDir(), "ready")
 	n := openTestNetwork(t, sdk, map[string]string{"lie": "block", "ready": ready})
-	path := newNetns(t)
+	path := testenv.Netns(t)
 	errc := make(chan error, 1)
 	go func() {
 		_, err := n.Attach(ctx, "killed", path, nil)
@@ -444,7 +413,7 @@ func waitForPid(t *testing.T, file string, errc <-chan error) int {
 // what it made is detached all the same.
 func TestNetworkPluginHangs(t *testing.T) {
 	n := openTestNetwork(t, buildTestNetwork(t).sdk, map[string]string{"lie": "hang"})
-	path := newNetns(t)
+	path := testenv.Netns(t)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 	defer cancel()
 	if _, err := n.Attach(ctx, "hung", path, nil); !errors.Is(err, context.DeadlineExceeded) {
@@ -462,7 +431,7 @@ func TestNetworkConcurrentAttach(t *testing.T) {
 	const sandboxes = 8
 	paths := make([]string, sandboxes)
 	for i := range paths {
-		paths[i] = newNetns(t)
+		paths[i] = testenv.Netns(t)
 	}
 	ctx := t.Context()
 	addrs := make([]netip.Prefix, sandboxes)
@@ -507,7 +476,7 @@ func TestNetworkConcurrentAttach(t *testing.T) {
 // checked in the namespace and removed each time.
 func BenchmarkNetworkPluginAttachDetach(b *testing.B) {
 	n := openTestNetwork(b, buildTestNetwork(b).sdk, nil)
-	path := newNetns(b)
+	path := testenv.Netns(b)
 	ctx := b.Context()
 	var attach, detach time.Duration
 	for b.Loop() {

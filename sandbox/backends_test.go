@@ -269,3 +269,27 @@ func (c *recordChecker) Prepare(ctx context.Context, key string, img *layerfs.Im
 	c.held = append(c.held, key)
 	return c.testBackend.Prepare(ctx, key, img, opts)
 }
+
+// TestRecoverSweepsNoPluginStorage: a plugin's rootfses are the host's,
+// shared by every state directory and program that uses the plugin, so
+// Recover's sweep of rootfses without a record must leave them alone even
+// when the plugin is the options' own storage, as a program that hands
+// Recover the Options it makes sandboxes with does.
+func TestRecoverSweepsNoPluginStorage(t *testing.T) {
+	parent := fmt.Sprintf("berth-test-%d-sweep", os.Getpid())
+	cgm, err := cgroup.NewManager(cgroup.Options{Parent: parent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cgm.RemoveParent()
+	log := &backendLog{}
+	const live = "sandbox-00000000000000c1" // another state directory's, alive
+	storage := &testBackend{loc: "/plugins/storage", log: log, held: []string{live}}
+	res, err := Recover(context.Background(), &Options{Storage: storage, Cgroups: cgm, StateDir: t.TempDir(), Networks: testEnv.nets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(log.released) != 0 || len(res.Rootfs) != 0 {
+		t.Errorf("Recover released %v (reported %v) of a plugin's rootfses, which another state directory may hold", log.released, res.Rootfs)
+	}
+}

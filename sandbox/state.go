@@ -316,12 +316,15 @@ func Recover(ctx context.Context, opts *Options) (RecoverResult, error) {
 		_, err := os.Stat(filepath.Join(stateDir, id))
 		return err == nil
 	}
-	// Only the options' storage: a plugin's state is the host's, shared
-	// by every state directory, and a key with no record here may be a
-	// live sandbox's recorded in another.
+	// Only the options' storage, and not if it is a plugin: a plugin's
+	// state is the host's, shared by every state directory, and a key
+	// with no record here may be a live sandbox's recorded in another.
+	// (Its sandboxes record it before it prepares anything, so it holds
+	// no rootfs that no record names.)
+	_, plugin := storage.(Locatable)
 	if lister, ok := storage.(interface {
 		Rootfses(context.Context) ([]string, error)
-	}); ok {
+	}); ok && !plugin {
 		keys, err := lister.Rootfses(ctx)
 		if err != nil {
 			fail("rootfs list", err)

@@ -27,11 +27,7 @@ func newNetns(dir, name string) (string, error) {
 	}
 	f.Close()
 	errc := make(chan error, 1)
-	go func() {
-		// The thread enters the new namespace and is never put back: a
-		// goroutine that ends locked takes its thread with it, so no
-		// other goroutine can run in the wrong namespace.
-		runtime.LockOSThread()
+	onOtherThread(func() {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			errc <- fmt.Errorf("unshare a network namespace: %w", err)
 			return
@@ -41,7 +37,7 @@ func newNetns(dir, name string) (string, error) {
 			return
 		}
 		errc <- nil
-	}()
+	})
 	if err := <-errc; err != nil {
 		os.Remove(path)
 		return "", err
@@ -231,10 +227,7 @@ func listenInNetns(path string, port uint16, greeting string) (net.Listener, err
 		err error
 	}
 	c := make(chan result, 1)
-	go func() {
-		// As in newNetns, the thread that enters the namespace ends with
-		// the goroutine.
-		runtime.LockOSThread()
+	onOtherThread(func() {
 		ns, err := netns.GetFromPath(path)
 		if err != nil {
 			c <- result{err: err}
@@ -247,7 +240,7 @@ func listenInNetns(path string, port uint16, greeting string) (net.Listener, err
 		}
 		l, err := net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", port))
 		c <- result{l, err}
-	}()
+	})
 	r := <-c
 	if r.err != nil {
 		return nil, r.err
@@ -263,4 +256,31 @@ func listenInNetns(path string, port uint16, greeting string) (net.Listener, err
 		}
 	}()
 	return r.l, nil
+}
+
+// onOtherThread runs fn in a goroutine of its own, locked to a thread
+// that is not the process's main thread, and returns at once. fn may
+// change its thread's namespaces: the thread is never unlocked, and the
+// runtime ends it when fn returns, which it cannot do with the main
+// thread: that one would stay in the namespace (and keep it alive after
+// removeNetns), and its namespaces are also the ones /proc/self shows. As
+// netplug's Pool does.
+func onOtherThread(fn func()) {
+	go func() {
+		runtime.LockOSThread()
+		if unix.Gettid() != unix.Getpid() {
+			fn()
+			return
+		}
+		// Occupy the main thread until fn is done, so that fn's goroutine
+		// gets another one; this one is left as it was.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			runtime.LockOSThread()
+			fn()
+		}()
+		<-done
+		runtime.UnlockOSThread()
+	}()
 }

@@ -118,8 +118,11 @@ func (n *network) Attach(ctx context.Context, req *plugin.AttachRequest) (_ *plu
 	defer func() {
 		if err != nil {
 			// netplug undoes a failed Attach itself; this also covers
-			// one that failed after netplug was done.
-			n.nets.DetachAll(context.WithoutCancel(ctx), req.ID)
+			// one that failed after netplug was done. Not when the id
+			// is another program's: its attachment is not ours to undo.
+			if !errors.Is(err, netplug.ErrAttached) {
+				n.nets.DetachAll(context.WithoutCancel(ctx), req.ID)
+			}
 			os.Remove(n.recordPath(req.ID))
 		}
 	}()

@@ -174,15 +174,3 @@ func readIDMaps(dir string) (*idmaps, error) {
 	var m idmaps
 	return &m, json.Unmarshal(b, &m)
 }
-
-// toContainer maps a host id back to the id it stands for in the
-// namespace: the id stored in a layer. An id outside the maps is the
-// overflow id, as the namespace itself shows it.
-func toContainer(m []layerfs.IDMap, id int) int {
-	for _, e := range m {
-		if uint32(id) >= e.HostID && uint32(id)-e.HostID < e.Size {
-			return int(e.ContainerID + (uint32(id) - e.HostID))
-		}
-	}
-	return 65534
-}
