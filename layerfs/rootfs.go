@@ -11,7 +11,6 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/klauspost/compress/gzip"
 )
 
 // A Rootfs is a writable root filesystem prepared from an image.
@@ -373,48 +372,8 @@ func (s *Store) Commit(ctx context.Context, key string, opts *CommitOptions) (*I
 		return nil, fmt.Errorf("commit %s: base image: %w", key, err)
 	}
 
-	// The diff is gzipped on its way into the store, where it is unpacked
-	// like any imported layer, in one pass.
-	src := layerSource{name: "commit of " + key, open: func() (io.ReadCloser, error) {
-		pr, pw := io.Pipe()
-		go func() {
-			zw := gzip.NewWriter(pw)
-			err := s.diff(ctx, key, zw)
-			if cerr := zw.Close(); err == nil {
-				err = cerr
-			}
-			pw.CloseWithError(err)
-		}()
-		return pr, nil
-	}}
-	layer, err := s.ingestLayer(ctx, src, nil)
-	if err != nil {
-		return nil, fmt.Errorf("commit %s: %w", key, err)
-	}
-
-	cfg := parent.Config.DeepCopy()
-	now := time.Now().UTC()
-	cfg.Created = v1.Time{Time: now}
-	if opts.Author != "" {
-		cfg.Author = opts.Author
-	}
-	cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, layer.diffID)
-	cfg.History = append(cfg.History, v1.History{Created: v1.Time{Time: now}, CreatedBy: "berth commit", Comment: opts.Comment, Author: opts.Author})
-	cb, err := json.Marshal(cfg)
-	if err != nil {
-		return nil, err
-	}
-	layers := append(append([]v1.Descriptor(nil), parent.Manifest.Layers...), layer.descriptor())
-	id, err := s.writeManifest(cb, layers, nil)
-	if err != nil {
-		return nil, fmt.Errorf("commit %s: %w", key, err)
-	}
-	if err := s.addImage(id, names); err != nil {
-		return nil, fmt.Errorf("commit %s: %w", key, err)
-	}
-	refs, err := s.refs()
-	if err != nil {
-		return nil, err
-	}
-	return s.loadImage(id, refs)
+	// What the sandbox wrote is already on disk within its own quota:
+	// only the store's reserve of free space bounds copying it.
+	diff := func(ctx context.Context, w io.Writer) error { return s.diff(ctx, key, w) }
+	return s.commitLayer(ctx, parent, "commit "+key, diff, opts, names)
 }

@@ -89,7 +89,8 @@ type StorageOptions struct {
 //     owners mapped (skipped when neither the plugin nor berth can);
 //   - Diff: the changes made in a rootfs come back as an OCI layer tar
 //     holding them and nothing else, a deletion as a whiteout (capability
-//     "diff"; with the kit's own image);
+//     "diff"; with the kit's own image), and Commit makes them an image
+//     berth's own store prepares;
 //   - Quota: a rootfs with a disk quota takes writes up to it and refuses
 //     them past it with ENOSPC or EDQUOT (capability "quota");
 //   - Close: the plugin's process is gone after Close.
@@ -920,8 +921,38 @@ func (k *storageKit) testDiff(t *testing.T) {
 			t.Errorf("Diff(%q) holds /%s, which the rootfs did not change: a diff holds only changes", key, unchanged)
 		}
 	}
+	k.checkCommit(t, sess, key)
 	sess.mustRelease(t, key)
 	checkNotFound(t, fmt.Sprintf("Diff(%q) of a released key", key), sess.s.Diff(callCtx(t), key, io.Discard), nil)
+}
+
+// checkCommit commits key's rootfs, changed as testDiff changes it, and
+// checks that berth's own store prepares the new image with the changes.
+func (k *storageKit) checkCommit(t *testing.T, sess *storageSession, key string) {
+	img, err := sess.s.Commit(callCtx(t), key, nil)
+	if err != nil {
+		t.Errorf("Commit(%q): %v", key, err)
+		return
+	}
+	defer k.store.Remove(context.Background(), img.Digest.String())
+	built := k.key("committed")
+	rf, err := k.store.Prepare(callCtx(t), built, img, nil)
+	if err != nil {
+		t.Errorf("the image committed from %q does not prepare in berth's store: %v", key, err)
+		return
+	}
+	defer k.store.Release(context.Background(), built)
+	if b, err := os.ReadFile(filepath.Join(rf.Path, "kit-added")); err != nil || string(b) != "added\n" {
+		t.Errorf("the image committed from %q lacks /kit-added, written in the rootfs: %q, %v", key, b, err)
+	}
+	for _, gone := range []string{keptFile, ownedFile} {
+		if _, err := os.Lstat(filepath.Join(rf.Path, gone)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the image committed from %q has /%s, removed from the rootfs (%v)", key, gone, err)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(rf.Path, releaseFile)); err != nil {
+		t.Errorf("the image committed from %q lacks the image's /%s: %v", key, releaseFile, err)
+	}
 }
 
 // The Quota check's quota, and what it writes: well under it, then well

@@ -6,6 +6,7 @@
 // containing "rootslash", it announces "/" as its root instead; under one
 // containing "nodiff", it does not serve Diff; under one containing
 // "shifter", it announces that it shifts owners itself (and does not).
+// The Diff of a key containing "evildiff" is a tar with a "../" name.
 package main
 
 import (
@@ -229,6 +230,18 @@ func (s *storage) Diff(ctx context.Context, key string, w io.Writer) error {
 		return fmt.Errorf("rootfs %s: %w", key, plugin.ErrNotFound)
 	}
 	tw := tar.NewWriter(w)
+	if strings.Contains(key, "evildiff") {
+		// A hostile plugin's diff: an entry that climbs out of the
+		// layer berth unpacks it into.
+		body := "escaped " + key
+		if err := tw.WriteHeader(&tar.Header{Name: "../../../../../escape", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body))}); err != nil {
+			return err
+		}
+		if _, err := io.WriteString(tw, body); err != nil {
+			return err
+		}
+		return tw.Close()
+	}
 	err := filepath.WalkDir(upper, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || p == upper {
 			return err

@@ -1,0 +1,119 @@
+package layerfs
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/klauspost/compress/gzip"
+)
+
+// A DiffFunc writes the changes of a rootfs to w as an uncompressed OCI
+// layer tar: changed files as they are, deletions as whiteouts. It must
+// return once ctx is done or a write to w fails.
+type DiffFunc func(ctx context.Context, w io.Writer) error
+
+// CommitDiff stores what diff writes as a new gzipped layer on top of
+// parent's layers, and the result as a new image whose config is parent's
+// with that layer added. It is Commit for rootfses the store did not make:
+// those of a storage plugin, say.
+//
+// The tar is untrusted input, and is unpacked as any imported layer is:
+// under the store's import limits (Options.MaxImportSize,
+// MaxImportEntries, MinFreeSpace), with names that leave the layer, links
+// out of it and the like refused. A diff that fails, or a tar the store
+// refuses, fails the commit and leaves no image; what it staged is
+// removed, and a layer that other imports may share meanwhile is left for
+// GC as garbage, as after a refused import.
+//
+// Only parent's digest is used: the manifest and config come from the
+// store, which must still hold them and parent's layer blobs.
+func (s *Store) CommitDiff(ctx context.Context, parent *Image, diff DiffFunc, opts *CommitOptions) (*Image, error) {
+	if parent == nil {
+		return nil, fmt.Errorf("commit: no parent image: %w", ErrNotFound)
+	}
+	if diff == nil {
+		return nil, fmt.Errorf("commit on %s: no diff", parent.Digest)
+	}
+	if opts == nil {
+		opts = &CommitOptions{}
+	}
+	names, err := nameList(opts.Name, "a commit name")
+	if err != nil {
+		return nil, err
+	}
+	l, err := s.use(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer l.unlock()
+	base, err := s.readImage(parent.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("commit: base image: %w", err)
+	}
+	for _, layer := range base.Manifest.Layers {
+		if !s.hasBlob(layer.Digest) {
+			return nil, fmt.Errorf("commit: base image %s: layer blob %s: %w", base.Digest, layer.Digest, ErrNotFound)
+		}
+	}
+	return s.commitLayer(s.withImportBudget(ctx), base, "commit on "+base.Digest.String(), diff, opts, names)
+}
+
+// commitLayer ingests diff's tar, gzipped on its way into the store where
+// it is unpacked in one pass, as a layer on base, and stores the new
+// image. The caller holds the store's lock, and chooses the limits the
+// unpack is under by the budget ctx carries.
+func (s *Store) commitLayer(ctx context.Context, base *Image, what string, diff DiffFunc, opts *CommitOptions, names []string) (*Image, error) {
+	// The diff stops when the ingest does, and has returned before this
+	// does: nothing of it outlives the commit.
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	src := layerSource{name: "diff", open: func() (io.ReadCloser, error) {
+		pr, pw := io.Pipe()
+		wg.Go(func() {
+			zw := gzip.NewWriter(pw)
+			err := diff(ctx, zw)
+			if cerr := zw.Close(); err == nil {
+				err = cerr
+			}
+			pw.CloseWithError(err)
+		})
+		return pr, nil
+	}}
+	layer, err := s.ingestLayer(ctx, src, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+
+	cfg := base.Config.DeepCopy()
+	now := time.Now().UTC()
+	cfg.Created = v1.Time{Time: now}
+	if opts.Author != "" {
+		cfg.Author = opts.Author
+	}
+	cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, layer.diffID)
+	cfg.History = append(cfg.History, v1.History{Created: v1.Time{Time: now}, CreatedBy: "berth commit", Comment: opts.Comment, Author: opts.Author})
+	cb, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	layers := append(append([]v1.Descriptor(nil), base.Manifest.Layers...), layer.descriptor())
+	id, err := s.writeManifest(cb, layers, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if err := s.addImage(id, names); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	refs, err := s.refs()
+	if err != nil {
+		return nil, err
+	}
+	return s.loadImage(id, refs)
+}
