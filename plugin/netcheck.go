@@ -33,8 +33,6 @@ const (
 )
 
 var (
-	// idPattern is a sandbox ID, as netplug takes one.
-	idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 	// networkNamePattern is what a plugin may call its network: the name
 	// is written into the sandbox's /etc/hosts, in a comment line.
 	networkNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
@@ -343,7 +341,7 @@ func hasAddr(have []netlink.Addr, want netip.Prefix) bool {
 // checkIDs refuses a list of attached ids with one that is no sandbox id.
 func checkIDs(ids []string) error {
 	for _, id := range ids {
-		if !idPattern.MatchString(id) {
+		if !keyRE.MatchString(id) {
 			return fmt.Errorf("%w: listed id %s is not a sandbox id", ErrRefused, clip.Quote(id))
 		}
 	}

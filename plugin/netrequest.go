@@ -16,7 +16,7 @@ import (
 // it does, before the plugin sees it. The hosts file options stay
 // berth's.
 func attachRequest(id, netnsPath string, ns *netnsFile, opts *netplug.AttachOptions, info Info, settings map[string]string) (*pb.AttachRequest, error) {
-	if !idPattern.MatchString(id) {
+	if !keyRE.MatchString(id) {
 		return nil, fmt.Errorf("sandbox id %s: %w", clip.Quote(id), ErrInvalid)
 	}
 	req := &pb.AttachRequest{Id: id, NetnsPath: netnsPath, NetnsDev: ns.dev, NetnsIno: ns.ino, Options: settings}

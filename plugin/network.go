@@ -144,7 +144,7 @@ func (n *Network) undo(ctx context.Context, id, netnsPath string, cause error) e
 // have died: undoing is safe to repeat, and a sandbox's Detach is often
 // the first call to find that its plugin died while the sandbox ran.
 func (n *Network) Detach(ctx context.Context, id, netnsPath string) error {
-	if !idPattern.MatchString(id) {
+	if !keyRE.MatchString(id) {
 		return fmt.Errorf("detach %s: sandbox id: %w", clip.Quote(id), ErrInvalid)
 	}
 	ctx, cancel := withCallTimeout(ctx)

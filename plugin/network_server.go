@@ -31,7 +31,7 @@ type networkServer struct {
 // opened (a pid reused since would name another), and holds it open while
 // impl attaches it through a path to that descriptor.
 func (s *networkServer) Attach(ctx context.Context, req *pb.AttachRequest) (*pb.AttachResponse, error) {
-	if !idPattern.MatchString(req.GetId()) {
+	if !keyRE.MatchString(req.GetId()) {
 		return nil, status.Errorf(codes.InvalidArgument, "sandbox id %s is not an id", clip.Quote(req.GetId()))
 	}
 	if req.GetNetnsIno() == 0 {
@@ -63,7 +63,7 @@ func (s *networkServer) Attach(ctx context.Context, req *pb.AttachRequest) (*pb.
 }
 
 func (s *networkServer) Detach(ctx context.Context, req *pb.DetachRequest) (*pb.DetachResponse, error) {
-	if !idPattern.MatchString(req.GetId()) {
+	if !keyRE.MatchString(req.GetId()) {
 		return nil, status.Errorf(codes.InvalidArgument, "sandbox id %s is not an id", clip.Quote(req.GetId()))
 	}
 	if err := s.impl.Detach(ctx, req.GetId(), req.GetNetnsPath()); err != nil {

@@ -35,7 +35,8 @@ const DefaultMountDir = "/run/berth/plugin-rootfs"
 // Prepare that failed, whose caller's context may be over already.
 const releaseTimeout = 30 * time.Second
 
-// keyRE is the rule for rootfs keys, layerfs's: a key names a directory.
+// keyRE is the rule for rootfs keys and sandbox IDs alike, layerfs's and
+// netplug's: either names a directory or a file.
 var keyRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 
 // Storage is a storage plugin seen from the host: it satisfies
