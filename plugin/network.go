@@ -43,6 +43,7 @@ func OpenNetwork(ctx context.Context, path string, opts *Options) (*Network, err
 	c.alias(ErrNotFound, netplug.ErrNotFound)
 	c.alias(ErrExists, netplug.ErrAttached)
 	if _, err := c.conn(ctx); err != nil {
+		c.close()
 		return nil, err
 	}
 	n := &Network{c: c}

@@ -98,15 +98,21 @@ func OpenStorage(ctx context.Context, path string, opts *Options) (*Storage, err
 	}
 	// Root of a sandbox's user namespace, an ordinary id on the host,
 	// must reach its rootfs through these: searchable, not listable.
-	dir := filepath.Join(base, pluginID(path))
-	for _, d := range []string{base, dir} {
+	// The plugin's own directory is made only once the plugin has
+	// started, so that a program that is not one leaves nothing here.
+	mkdir := func(d string) error {
 		if err := os.MkdirAll(d, 0o711); err != nil {
-			return nil, fmt.Errorf("plugin %s: %w", path, err)
+			return fmt.Errorf("plugin %s: %w", path, err)
 		}
 		if err := os.Chmod(d, 0o711); err != nil {
-			return nil, fmt.Errorf("plugin %s: %w", path, err)
+			return fmt.Errorf("plugin %s: %w", path, err)
 		}
+		return nil
 	}
+	if err := mkdir(base); err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(base, pluginID(path))
 	// berth opens its own mount points without following symlinks too.
 	realBase, err := filepath.EvalSymlinks(base)
 	if err != nil {
@@ -132,11 +138,16 @@ func OpenStorage(ctx context.Context, path string, opts *Options) (*Storage, err
 	c.alias(ErrNotFound, layerfs.ErrNotFound)
 	c.alias(ErrExists, layerfs.ErrExists)
 	if _, err := c.conn(ctx); err != nil {
+		c.close()
 		return nil, err
 	}
 	if err := checkRoots(c.Info().Roots, s.denied); err != nil {
 		c.close()
 		return nil, fmt.Errorf("plugin %s: %w", path, err)
+	}
+	if err := mkdir(dir); err != nil {
+		c.close()
+		return nil, err
 	}
 	s.c = c
 	return s, nil
