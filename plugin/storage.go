@@ -192,8 +192,14 @@ func (s *Storage) Volume(ctx context.Context, name string) (string, error) {
 }
 
 // Close stops the plugin; the rootfses it made stay, and a Storage opened
-// on the same plugin later releases them.
-func (s *Storage) Close() error { return s.c.close() }
+// on the same plugin later releases them. The plugin's directory under
+// MountDir goes if no rootfs is left in it, so that plugins run once (a
+// test's, from a temporary path) leave nothing behind.
+func (s *Storage) Close() error {
+	err := s.c.close()
+	os.Remove(s.dir) // fails, as it should, while a rootfs is in it
+	return err
+}
 
 func (s *Storage) keyDir(key string) string { return filepath.Join(s.dir, key) }
 
@@ -238,7 +244,15 @@ func (s *Storage) Prepare(ctx context.Context, key string, img *layerfs.Image, o
 		return nil, fmt.Errorf("prepare %s: %w", key, err)
 	}
 	dir := s.keyDir(key)
-	if err := os.Mkdir(dir, 0o700); err != nil {
+	err = os.Mkdir(dir, 0o700)
+	if errors.Is(err, os.ErrNotExist) {
+		// Another Storage on this plugin, in another process, closed
+		// and removed the plugin's empty directory.
+		if err = os.Mkdir(s.dir, 0o711); err == nil || errors.Is(err, os.ErrExist) {
+			err = os.Mkdir(dir, 0o700)
+		}
+	}
+	if err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return nil, fmt.Errorf("prepare: rootfs %s: %w", clip.Quote(key), errBothExists)
 		}
