@@ -21,6 +21,7 @@ import (
 
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/internal/clip"
+	"github.com/berth-dev/berth/plugin"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -488,7 +489,9 @@ checks them), to release its rootfs and detach it. A sandbox whose plugin
 is gone or no longer trusted is kept, and named, for a later gc.
 
 gc carries on past what it cannot reclaim, names each such thing and why
-on standard error, and then exits with status 1.`,
+on standard error, and then exits with status 1. It also removes the
+socket directories plugins left in /run/berth/plugins when the berth that
+started them was killed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			store, err := g.store()
@@ -515,6 +518,16 @@ on standard error, and then exits with status 1.`,
 			if rerr != nil && len(res.Failed) == 0 {
 				// Recover stopped before it could reclaim anything.
 				fmt.Fprintf(errOut, "berth gc: %v\n", rerr)
+			}
+			// Plugins die with the berth that started them, but a
+			// berth killed with -9 leaves their socket directories.
+			swept, serr := plugin.SweepRunDir("")
+			if len(swept) > 0 {
+				fmt.Fprintf(out, "removed %d socket directories of dead plugins\n", len(swept))
+			}
+			if serr != nil {
+				fmt.Fprintf(errOut, "berth gc: %v\n", serr)
+				rerr = errors.Join(rerr, serr)
 			}
 			// The store's own collection goes on regardless: what Recover
 			// could not free keeps what it uses.
