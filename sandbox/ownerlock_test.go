@@ -20,7 +20,10 @@ import (
 // reader's brief shared lock must not make a start fail.
 func TestClaimStateDirBesideReaders(t *testing.T) {
 	root := t.TempDir()
-	const starts = 5000
+	// At least this many starts, and on until the reader has locked a
+	// few directories (under the race detector, on a busy machine, its
+	// spin can miss thousands of them), up to a bound.
+	const starts, maxStarts, wantLocked = 5000, 100000, 3
 	var current atomic.Pointer[string]
 	done := make(chan struct{})
 	var readerLocked atomic.Int64
@@ -40,7 +43,9 @@ func TestClaimStateDirBesideReaders(t *testing.T) {
 		}
 	}()
 	var failed []error
-	for i := range starts {
+	n := 0
+	for i := 0; i < maxStarts && (i < starts || readerLocked.Load() < wantLocked); i++ {
+		n++
 		dir := filepath.Join(root, fmt.Sprintf("%016x", i))
 		current.Store(&dir)
 		f, err := claimStateDir(root, dir)
@@ -53,7 +58,7 @@ func TestClaimStateDirBesideReaders(t *testing.T) {
 	current.Store(nil)
 	<-done
 	if len(failed) > 0 {
-		t.Errorf("%d of %d starts failed beside a reader; first: %v", len(failed), starts, failed[0])
+		t.Errorf("%d of %d starts failed beside a reader; first: %v", len(failed), n, failed[0])
 	}
 	if readerLocked.Load() == 0 {
 		t.Errorf("the reader never locked a directory: the test tested nothing")
