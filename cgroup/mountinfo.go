@@ -8,8 +8,9 @@ import (
 	"io"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
+
+	"github.com/berth-dev/berth/internal/mountinfo"
 )
 
 // layout is where the hierarchies are mounted.
@@ -48,7 +49,7 @@ func parseLayout(r io.Reader) (layout, error) {
 		if sep < 6 || len(fields) < sep+4 {
 			return layout{}, fmt.Errorf("malformed line %q", sc.Text())
 		}
-		point := unescapeMountField(fields[4])
+		point := mountinfo.Unescape(fields[4])
 		switch fields[sep+1] {
 		case "cgroup2":
 			if preferMount(point, l.unified) {
@@ -82,24 +83,4 @@ func mountRank(p string) int {
 		return 2
 	}
 	return 3
-}
-
-// unescapeMountField undoes the octal escapes (\040 for a space, ...) the
-// kernel puts in mountinfo paths.
-func unescapeMountField(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

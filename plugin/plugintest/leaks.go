@@ -1,7 +1,6 @@
 package plugintest
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,59 +11,18 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/berth-dev/berth/internal/mountinfo"
 )
 
 // mountsUnder returns the mount points in the kit's mount namespace that
 // are dir or lie under it, as /proc/self/mountinfo names them.
-func mountsUnder(dirs ...string) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var found []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMountinfo(fields[4])
-		for _, d := range dirs {
-			if d != "" && within(d, mp) {
-				found = append(found, mp)
-				break
-			}
-		}
-	}
-	return found, sc.Err()
-}
+func mountsUnder(dirs ...string) ([]string, error) { return mountinfo.Under(dirs...) }
 
 // within reports whether path is dir or under it.
 func within(dir, path string) bool {
 	dir, path = filepath.Clean(dir), filepath.Clean(path)
 	return path == dir || strings.HasPrefix(path, strings.TrimSuffix(dir, "/")+"/")
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for a space...) the
-// kernel writes in mountinfo's paths.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // A tree is the set of paths under some directories, taken to find what

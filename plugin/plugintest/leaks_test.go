@@ -48,12 +48,6 @@ func TestWithin(t *testing.T) {
 
 // mountinfo escapes spaces and the like in paths; a path with a space
 // under a root is still found under it.
-func TestUnescapeMountinfo(t *testing.T) {
-	if got := unescapeMountinfo(`/tmp/a\040b\011c\134d`); got != "/tmp/a b\tc\\d" {
-		t.Errorf("unescapeMountinfo = %q", got)
-	}
-}
-
 // The command name in /proc/<pid>/stat may hold spaces and parentheses.
 func TestProcStat(t *testing.T) {
 	ppid, state, err := procStat(os.Getpid())
