@@ -186,6 +186,9 @@ func TestNetworkPool(t *testing.T) {
 	if err := web.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	// A failure half-way must not leave the server holding a pooled
+	// namespace for the next test to find.
+	defer web.Close()
 	a := web.Attachment()
 	if a == nil || len(a.IPs) == 0 {
 		t.Fatalf("attachment %+v", a)
@@ -228,6 +231,7 @@ func TestSandboxPoolOnBridge(t *testing.T) {
 	if err := web.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	defer web.Close()
 	a := web.Attachment()
 	if a == nil || len(a.IPs) == 0 {
 		t.Fatalf("attachment %+v", a)
