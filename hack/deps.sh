@@ -12,8 +12,10 @@ DEMO_PKGS=(busybox-static ca-certificates gcc libc6-dev libseccomp-dev pkg-confi
 # checked against), networking (iptables; nftables, whose nft
 # command the leak audits count berth's own filters with), seccomp through cgo
 # (libseccomp-dev, pkg-config, gcc, libc6-dev: gcc only recommends libc6-dev),
-# and ca-certificates for fetching modules from the Go module proxy.
-TEST_PKGS=(busybox-static skopeo umoci podman iptables nftables iproute2 libseccomp-dev pkg-config gcc libc6-dev ca-certificates)
+# and ca-certificates for fetching modules from the Go module proxy;
+# docker-registry, the reference registry, which the registry tests start
+# on 127.0.0.1 themselves (its system service is stopped, see below).
+TEST_PKGS=(busybox-static skopeo umoci podman iptables nftables iproute2 libseccomp-dev pkg-config gcc libc6-dev ca-certificates docker-registry)
 # bench: the runtimes berth is compared with.
 BENCH_PKGS=(runc crun bubblewrap podman)
 
@@ -58,3 +60,12 @@ apt-get update -q ||
 	die "apt-get update failed"
 apt-get install -y -q -o Dpkg::Use-Pty=0 --no-install-recommends "${missing[@]}" ||
 	die "apt-get install ${missing[*]} failed"
+
+# Debian starts the registry it installs as a service listening on every
+# interface (:5000). The tests run their own on 127.0.0.1; one that this
+# script installed is not left serving the network.
+if [[ " ${missing[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null &&
+	[[ -d /run/systemd/system ]]; then
+	systemctl disable --now docker-registry.service >&2 ||
+		echo "deps.sh: could not stop the docker-registry service; stop it with: systemctl disable --now docker-registry" >&2
+fi

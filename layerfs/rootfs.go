@@ -345,6 +345,13 @@ type CommitOptions struct {
 	Name    string // tags the new image; empty leaves it untagged
 	Comment string // recorded in the new layer's history entry
 	Author  string
+	// CreatedBy is the history entry's created_by, such as the
+	// Dockerfile instruction that made the layer; empty means
+	// "berth commit".
+	CreatedBy string
+	// Config, if set, replaces the runtime configuration (Cmd,
+	// Entrypoint, Env, ...) the new image inherits from its parent.
+	Config *v1.Config
 }
 
 // Commit saves what changed in the rootfs under key as a new gzipped layer

@@ -195,6 +195,10 @@ type Options struct {
 	Cgroups *cgroup.Manager
 	// StateDir holds per-sandbox runtime files; empty means DefaultStateDir.
 	StateDir string
+	// KeepRootfs keeps the sandbox's writable layer after its workload
+	// has ended, until Close, so that Commit and CopyFrom can still read
+	// it. Off by default: an exited sandbox then holds nothing.
+	KeepRootfs bool
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
 }

@@ -1,0 +1,63 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/berth-dev/berth/layerfs"
+)
+
+// Progress reports how a transfer goes, one blob at a time.
+type Progress struct {
+	Blob     v1.Hash // the blob being moved
+	Done     int64   // bytes of it moved so far
+	Total    int64   // its size
+	Skipped  bool    // already there (in the store, or in the registry)
+	Finished bool    // the blob is complete and checked
+}
+
+// Options configure a registry connection; the zero value is ready to use.
+type Options struct {
+	// Keychain finds credentials; nil means Docker's configuration
+	// file and its credential helpers.
+	Keychain authn.Keychain
+	// Insecure allows plain HTTP, and TLS without verification, for
+	// this registry. Loopback registries need not be marked.
+	Insecure bool
+	// Transport, if set, carries the requests.
+	Transport http.RoundTripper
+	// Progress, if set, is called as blobs move, from one goroutine at
+	// a time.
+	Progress func(Progress)
+}
+
+// PullOptions configure Pull.
+type PullOptions struct {
+	Options
+	// Platform picks one image of a multi-platform index; nil means
+	// the host's (linux and its architecture).
+	Platform *v1.Platform
+}
+
+// Pull brings the image ref names (a registry reference:
+// registry/repository[:tag|@digest], defaulting to Docker Hub) into
+// store, tagged ref, and returns it.
+func Pull(ctx context.Context, store *layerfs.Store, ref string, opts *PullOptions) (*layerfs.Image, error) {
+	return nil, errors.ErrUnsupported // day-0 contract
+}
+
+// PushOptions configure Push.
+type PushOptions struct {
+	Options
+}
+
+// Push sends the stored image src names to the registry reference dest
+// (src itself when dest is empty) and returns the manifest digest the
+// registry holds it under.
+func Push(ctx context.Context, store *layerfs.Store, src, dest string, opts *PushOptions) (v1.Hash, error) {
+	return v1.Hash{}, errors.ErrUnsupported // day-0 contract
+}
