@@ -134,7 +134,11 @@ func TestCNINetwork(t *testing.T) {
 			"BERTH_CNI_NETWORK_RUN_DIR=" + opts.RunDir,
 			"BERTH_CNI_NETWORK_ROOT=" + filepath.Join(tmp, "plugin"),
 		},
-		Settings:  map[string]string{"network": kitNetwork},
-		KeepLinks: []string{kitBridge}, // the network's bridge stays until the network is removed
+		Settings: map[string]string{"network": kitNetwork},
+		// The network's bridge (kitBridge) stays until the network is
+		// removed, and is the only one the plugin makes. `go test ./...`
+		// runs other packages' tests meanwhile, whose networks add
+		// bridges named berth* too: they are not this plugin's.
+		KeepLinks: []string{"berth*"},
 	})
 }
