@@ -5,6 +5,9 @@ import (
 	"strings"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
 	"github.com/berth-dev/berth/layerfs"
 )
 
@@ -53,6 +56,45 @@ func TestIsLoopback(t *testing.T) {
 	} {
 		if got := isLoopback(host); got != want {
 			t.Errorf("isLoopback(%s) = %v, want %v", host, got, want)
+		}
+	}
+}
+
+func TestChoosePlatform(t *testing.T) {
+	index := func(platforms ...string) []v1.Descriptor {
+		var ds []v1.Descriptor
+		for i, p := range platforms {
+			pl, err := v1.ParsePlatform(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ds = append(ds, v1.Descriptor{MediaType: types.OCIManifestSchema1, Platform: pl, Digest: v1.Hash{Algorithm: "sha256", Hex: strings.Repeat(string(rune('a'+i)), 64)}})
+		}
+		return ds
+	}
+	for _, tc := range []struct {
+		index []string
+		want  string
+		pick  int // index of the one chosen; -1 for none
+	}{
+		{[]string{"linux/arm64/v8", "linux/amd64"}, "linux/amd64", 1},
+		{[]string{"linux/amd64/v3", "linux/amd64"}, "linux/amd64", 1},
+		{[]string{"linux/amd64/v3"}, "linux/amd64", 0},
+		{[]string{"linux/amd64"}, "linux/amd64/v3", -1},
+		{[]string{"linux/arm64/v8"}, "linux/arm64", 0},
+		{[]string{"linux/arm64"}, "linux/arm64/v8", 0},
+		{[]string{"linux/arm/v5", "linux/arm/v7", "linux/arm/v6"}, "linux/arm/v7", 1},
+		{[]string{"linux/arm/v5", "linux/arm/v6"}, "linux/arm/v7", 1},
+		{[]string{"linux/arm/v7"}, "linux/arm/v6", -1},
+		{[]string{"windows/amd64", "linux/s390x"}, "linux/amd64", -1},
+	} {
+		want, _ := v1.ParsePlatform(tc.want)
+		d, err := choosePlatform(index(tc.index...), *want)
+		switch {
+		case tc.pick < 0 && !errors.Is(err, ErrNoPlatform):
+			t.Errorf("%s from %q: chose %v, err %v; want ErrNoPlatform", tc.want, tc.index, d.Platform, err)
+		case tc.pick >= 0 && (err != nil || d.Digest != index(tc.index...)[tc.pick].Digest):
+			t.Errorf("%s from %q: chose %v, err %v; want %s", tc.want, tc.index, d.Platform, err, tc.index[tc.pick])
 		}
 	}
 }
