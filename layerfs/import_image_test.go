@@ -1,6 +1,7 @@
 package layerfs
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -192,5 +193,33 @@ func TestImportImageRefuses(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestImportImageLimits imports an image whose layer unpacks to more
+// than the store's MaxImportSize, though its blob is within it.
+func TestImportImageLimits(t *testing.T) {
+	c := craft(t, func(m *v1.Manifest, _ *v1.ConfigFile, blobs map[v1.Hash][]byte) {
+		// A gzip of 1 MiB of zeros is a few kilobytes.
+		var tarball bytes.Buffer
+		tw := tar.NewWriter(&tarball)
+		tw.WriteHeader(&tar.Header{Name: "zeros", Mode: 0o644, Size: 1 << 20, Typeflag: tar.TypeReg})
+		tw.Write(make([]byte, 1<<20))
+		tw.Close()
+		blob := gzipBytes(t, tarball.Bytes())
+		delete(blobs, m.Layers[0].Digest)
+		m.Layers[0].Digest, m.Layers[0].Size = sha256Hash(blob), int64(len(blob))
+		blobs[m.Layers[0].Digest] = blob
+	})
+	// The diff ID does not matter: the limit stops the unpack first.
+	s := newStore(t, &Options{MaxImportSize: 64 << 10})
+	_, err := s.ImportImage(context.Background(), c, nil)
+	if !errors.Is(err, ErrImportTooLarge) {
+		t.Fatalf("import of a layer over the limit: %v, want ErrImportTooLarge", err)
+	}
+	for _, dir := range []string{"tmp", "images", "layers"} {
+		if entries, _ := os.ReadDir(s.path(dir)); len(entries) != 0 {
+			t.Errorf("%s holds %d entries", dir, len(entries))
+		}
 	}
 }
