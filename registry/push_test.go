@@ -176,6 +176,17 @@ func TestPushMissingAndUnnamed(t *testing.T) {
 		t.Errorf("Push returned %s, want %s", got, img.Digest)
 	}
 	skopeo(t, "inspect", "--tls-verify=false", "docker://"+reg.Host+"/y/busybox:3")
+
+	// A destination pinned to another digest is refused before anything
+	// is sent.
+	other := "sha256:" + strings.Repeat("0", 64)
+	_, err = Push(ctx, s, "busybox:1", reg.Host+"/z/busybox@"+other, nil)
+	if !errors.Is(err, layerfs.ErrDigestMismatch) {
+		t.Errorf("push to a digest the image does not have: %v, want ErrDigestMismatch", err)
+	}
+	if _, err := Push(ctx, s, "busybox:1", reg.Host+"/z/busybox@"+img.Digest.String(), nil); err != nil {
+		t.Errorf("push to the image's own digest: %v", err)
+	}
 }
 
 // TestV1ImageSurvivesGC removes the image and collects garbage while a
