@@ -327,6 +327,18 @@ func TestLoginPushLogout(t *testing.T) {
 	if err := Logout(reg.Host, nil); !errors.Is(err, ErrNotLoggedIn) {
 		t.Errorf("second logout: %v, want ErrNotLoggedIn", err)
 	}
+	// An entry as older Docker versions filed it, under a URL, is the
+	// same server's.
+	legacy := `{"auths":{"https://` + reg.Host + `/v1/":{"auth":"eDp5"}}}`
+	if err := os.WriteFile(configPath, []byte(legacy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := Logout(reg.Host, nil); err != nil {
+		t.Errorf("logout of a URL entry: %v", err)
+	}
+	if b, _ := os.ReadFile(configPath); strings.Contains(string(b), reg.Host) {
+		t.Errorf("config.json still names %s after logout: %s", reg.Host, b)
+	}
 	if _, err := Push(ctx, s, "busybox:1", reg.Host+"/x/busybox:2", nil); !errors.Is(err, ErrUnauthorized) {
 		t.Errorf("push after logout: %v, want ErrUnauthorized", err)
 	}
