@@ -34,10 +34,3 @@ func (s *Store) CommitConfig(ctx context.Context, parent *Image, opts *CommitOpt
 func (s *Store) ImportImage(ctx context.Context, img v1.Image, opts *ImportOptions) (*Image, error) {
 	return s.importImage(ctx, img, opts)
 }
-
-// V1Image returns the stored image ref names as a go-containerregistry
-// image whose manifest, config and layer blobs are the store's bytes,
-// for pushing to a registry.
-func (s *Store) V1Image(ctx context.Context, ref string) (v1.Image, error) {
-	return nil, errors.ErrUnsupported // day-0 contract
-}
