@@ -23,6 +23,11 @@ import (
 // registry sends and fetches no layer the store already has. The image is
 // tagged with storeName(ref): busybox:latest for "busybox", the full name
 // for other registries, nothing for a reference by digest alone.
+//
+// An image or platform the registry does not have is layerfs.ErrNotFound
+// or ErrNoPlatform; credentials it refuses (or wants and did not get),
+// ErrUnauthorized; a blob that is not what its digest says,
+// layerfs.ErrDigestMismatch.
 func pull(ctx context.Context, store *layerfs.Store, s string, opts *PullOptions) (*layerfs.Image, error) {
 	if opts == nil {
 		opts = &PullOptions{}
@@ -44,7 +49,7 @@ func pull(ctx context.Context, store *layerfs.Store, s string, opts *PullOptions
 	}
 	stored, err := store.ImportImage(ctx, img, iopts)
 	if err != nil {
-		return nil, fmt.Errorf("pull %s: %w", ref, notFound(err))
+		return nil, fmt.Errorf("pull %s: %w", ref, classify(err))
 	}
 	return stored, nil
 }
@@ -55,7 +60,7 @@ func fetchImage(ctx context.Context, ref name.Reference, opts *PullOptions) (v1.
 	ropts := opts.remoteOptions(ctx, ref)
 	desc, err := remote.Get(ref, ropts...)
 	if err != nil {
-		return nil, notFound(err)
+		return nil, classify(err)
 	}
 	if d, ok := ref.(name.Digest); ok && desc.Digest.String() != d.DigestStr() {
 		// The remote package checks this too; a pin is worth two looks.
@@ -80,7 +85,7 @@ func fetchImage(ctx context.Context, ref name.Reference, opts *PullOptions) (v1.
 		}
 		img, err := idx.Image(child.Digest)
 		if err != nil {
-			return nil, notFound(err)
+			return nil, classify(err)
 		}
 		return img, nil
 	case mt.IsImage():
