@@ -32,7 +32,9 @@ var ErrNoDestination = errors.New("no registry to push to")
 // refused with ErrNoDestination rather than published to Docker Hub.
 //
 // Blobs the registry already has are not sent; opts.Progress reports
-// them Skipped. A stored image that is missing is an error wrapping
+// them Skipped once the push is done (the remote package asks after each
+// blob, or finds the whole manifest there, without saying so), and every
+// blob sent as its bytes are read, Finished when the last one is. A stored image that is missing is an error wrapping
 // layerfs.ErrNotFound; credentials the registry refuses, ErrUnauthorized.
 func Push(ctx context.Context, store *layerfs.Store, src, dest string, opts *PushOptions) (v1.Hash, error) {
 	if opts == nil {
