@@ -475,3 +475,46 @@ esac
 		t.Errorf("logout left the helper's credentials (%v)", err)
 	}
 }
+
+// TestPushCancel cancels a push as its first bytes go: Push returns the
+// context's error and keeps no blob of the store open.
+func TestPushCancel(t *testing.T) {
+	reg := startRegistry(t)
+	s, _ := importBusybox(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	progress := func(p Progress) {
+		if p.Done > 0 && !p.Skipped {
+			cancel()
+		}
+	}
+	_, err := Push(ctx, s, "busybox:1", reg.Host+"/x/busybox:1", &PushOptions{Options: Options{Progress: progress}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled push: %v, want context.Canceled", err)
+	}
+	if open := openFilesUnder(t, s.Root()); len(open) > 0 {
+		t.Errorf("after a cancelled push, the store's files are still open: %v", open)
+	}
+	// And the next push succeeds.
+	if _, err := Push(context.Background(), s, "busybox:1", reg.Host+"/x/busybox:1", nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// openFilesUnder lists this process's open files under dir, the store's
+// lock file aside.
+func openFilesUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var open []string
+	for _, fd := range fds {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+		if err == nil && strings.HasPrefix(target, dir+"/") && !strings.HasSuffix(target, ".lock") {
+			open = append(open, target)
+		}
+	}
+	return open
+}
