@@ -518,3 +518,34 @@ func openFilesUnder(t *testing.T, dir string) []string {
 	}
 	return open
 }
+
+// TestPushDockerSchema2 pushes an image whose manifest is Docker's
+// schema 2, not OCI: it goes out as it came, with its media type.
+func TestPushDockerSchema2(t *testing.T) {
+	reg := startRegistry(t)
+	ctx := context.Background()
+	want := pushBusybox(t, reg, "src/busybox:v2s2", "--format", "v2s2")
+	s := newStore(t)
+	img, err := Pull(ctx, s, reg.Host+"/src/busybox:v2s2", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Digest.String() != want || !strings.Contains(string(img.MediaType), "docker") {
+		t.Fatalf("pulled %s (%s), want %s, a Docker manifest", img.Digest, img.MediaType, want)
+	}
+	dest := reg.Host + "/dst/busybox:1"
+	got, err := Push(ctx, s, reg.Host+"/src/busybox:v2s2", dest, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.String() != want {
+		t.Errorf("pushed %s, want %s", got, want)
+	}
+	var m struct{ MediaType string }
+	if err := json.Unmarshal([]byte(skopeo(t, "inspect", "--tls-verify=false", "--raw", "docker://"+dest)), &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.MediaType != string(img.MediaType) {
+		t.Errorf("the registry holds a %s manifest, want %s", m.MediaType, img.MediaType)
+	}
+}
