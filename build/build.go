@@ -12,6 +12,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/sandbox"
 )
@@ -35,6 +36,10 @@ type Options struct {
 	// Output receives what RUN steps write to stdout and stderr; nil
 	// discards it.
 	Output io.Writer
+	// Cgroups and StateDir are those of the RUN steps' sandboxes (see
+	// sandbox.Options); zero values mean sandbox's defaults.
+	Cgroups  *cgroup.Manager
+	StateDir string
 	// Logger receives a record per step; nil discards them.
 	Logger *slog.Logger
 }

@@ -51,6 +51,8 @@ func (b *builder) runStep(ctx context.Context, ss *stageState, s step, c *instru
 		Stderr:     out,
 		Network:    b.opts.Network,
 		Storage:    b.store,
+		Cgroups:    b.opts.Cgroups,
+		StateDir:   b.opts.StateDir,
 		KeepRootfs: true,
 		Logger:     b.opts.Logger,
 	})

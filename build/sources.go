@@ -150,7 +150,15 @@ func (sw *sourceWriter) addDir(rel, prefix string) error {
 			return err
 		}
 		isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
-		if sw.c.ignored(crel) && !(isDir && sw.c.ignore.Exclusions()) {
+		if sw.c.ignored(crel) {
+			// An ignored directory is looked into only for what an
+			// exception ("!pattern") brings back; it is not itself
+			// copied.
+			if isDir && sw.c.ignore.Exclusions() {
+				if err := sw.addDir(crel, cname); err != nil {
+					return err
+				}
+			}
 			continue
 		}
 		hdr := &tar.Header{Name: cname, Mode: int64(st.Mode & 0o7777), ModTime: epoch, Format: tar.FormatPAX}
