@@ -16,6 +16,10 @@ import (
 type CommitOptions struct {
 	Author  string // recorded in the config and the new layer's history
 	Message string // the history entry's comment
+	// CreatedBy is the history entry's created_by, such as the
+	// Dockerfile instruction that made the layer; empty means
+	// "berth commit".
+	CreatedBy string
 	// Config, if set, replaces the image's runtime configuration (Cmd,
 	// Entrypoint, Env, WorkingDir, User, ExposedPorts, Labels, ...) in
 	// the new image; nil keeps the sandbox's image's.
