@@ -184,3 +184,12 @@ func (s *Sandbox) withRootfs(fn func(path string, running bool) error) error {
 	}
 	return err
 }
+
+// Image returns the image the sandbox was made from, once Start (or Open)
+// has resolved it; nil before. A caller changing a commit's config starts
+// from a copy of its Config.Config.
+func (s *Sandbox) Image() *layerfs.Image {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.img
+}
