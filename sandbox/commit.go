@@ -156,7 +156,9 @@ func (s *Sandbox) frozen(ctx context.Context, cg interface {
 	defer func() {
 		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), thawTimeout)
 		defer cancel()
-		if terr := cg.Thaw(tctx); terr != nil {
+		// A cgroup removed meanwhile (the workload killed) has
+		// nothing left to thaw.
+		if terr := cg.Thaw(tctx); terr != nil && !errors.Is(terr, cgroup.ErrNotFound) {
 			s.log.Error("thaw after commit", "id", s.id, "err", terr)
 			err = errors.Join(err, fmt.Errorf("thaw: %w", terr))
 		}
