@@ -234,6 +234,10 @@ func TestCommitKeepRootfs(t *testing.T) {
 	if !slices.Contains(rootfsesLeft(t), key) || len(mountsUnder(t, rootfs)) == 0 {
 		t.Fatalf("the kept rootfs %s is gone after the workload ended", key)
 	}
+	states, err := ReadStates(testEnv.stateDir)
+	if i := slices.IndexFunc(states, func(st State) bool { return st.ID == sb.ID() }); i < 0 || !states[i].Exited() || !states[i].Alive() {
+		t.Errorf("the record of an exited sandbox with a kept rootfs: %+v (%v), want it exited and owned", states, err)
+	}
 	if slices.Contains(cgroupsLeft(t, testEnv.cgroups), sb.ID()) {
 		t.Errorf("the cgroup of an exited sandbox is kept with its rootfs")
 	}
@@ -284,6 +288,9 @@ func TestCommitOpenAndPool(t *testing.T) {
 		o.Stdout, o.Stderr = &out, &out
 	}))
 	startReady(t, sb, &out)
+	if st, err := findState(context.Background(), testEnv.stateDir, sb.ID()); err != nil || st.Exited() {
+		t.Errorf("the record of a running sandbox: %+v (%v), want it not exited", st, err)
+	}
 	h, err := Open(context.Background(), sb.ID(), opts(nil))
 	if err != nil {
 		t.Fatal(err)
