@@ -435,3 +435,29 @@ func TestKeepRootfsOwnerKilled(t *testing.T) {
 		t.Errorf("state left after Recover: %v", left)
 	}
 }
+
+// BenchmarkCommit commits a running sandbox that wrote 8 MiB of random
+// bytes and 100 small files: freeze, diff, gzip, store, thaw.
+func BenchmarkCommit(b *testing.B) {
+	var out syncBuffer
+	sb := New("alpine:test", opts(func(o *Options) {
+		o.Args = []string{"sh", "-c", "head -c 8388608 /dev/urandom > /big; mkdir /small; for i in $(seq 100); do echo $i > /small/$i; done; echo ready; exec sleep 1000"}
+		o.Stdout, o.Stderr = &out, &out
+	}))
+	if err := sb.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	defer sb.Close()
+	for !strings.Contains(out.String(), "ready") {
+		time.Sleep(5 * time.Millisecond)
+	}
+	for b.Loop() {
+		img, err := sb.Commit(context.Background(), "", nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		testEnv.store.Remove(context.Background(), img.Digest.String())
+		b.StartTimer()
+	}
+}
