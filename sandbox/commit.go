@@ -83,7 +83,7 @@ func (s *Sandbox) Commit(ctx context.Context, name string, opts *CommitOptions) 
 	if !ok {
 		return nil, fmt.Errorf("commit sandbox %s: storage %T cannot commit: %w", id, storage, errors.ErrUnsupported)
 	}
-	lopts := &layerfs.CommitOptions{Name: name, Author: opts.Author, Comment: opts.Message, Config: opts.Config}
+	lopts := &layerfs.CommitOptions{Name: name, Author: opts.Author, Comment: opts.Message, Config: opts.Config, CreatedBy: opts.CreatedBy}
 
 	if handle {
 		// Another process's sandbox: its owner releases the rootfs, and
