@@ -48,9 +48,11 @@ type Options struct {
 type Step struct {
 	Line        int    // in the Dockerfile, from 1
 	Instruction string // as written, variables not expanded
-	Cached      bool   // the result came from the build cache
-	Duration    time.Duration
-	Image       v1.Hash // the image after the step (manifest digest)
+	// Cached says the step's result came from the build cache. FROM and
+	// ARG, which make no image of their own, are never cached.
+	Cached   bool
+	Duration time.Duration
+	Image    v1.Hash // the image after the step (manifest digest)
 }
 
 // Result is what Build made.

@@ -189,12 +189,13 @@ func (b *builder) record(line int, text string, cached bool, start time.Time, im
 // buildStep carries out one instruction, from the cache if it can.
 func (b *builder) buildStep(ctx context.Context, ss *stageState, s step, meta map[string]string) error {
 	start := time.Now()
-	fail := func(err error) error { return b.df.errorf(s.line, "%s: %w", firstWord(s.text), err) }
+	fail := func(err error) error { return b.df.errorf(s.line, "%s: %w", clipText(s.text), err) }
 	if a, ok := s.cmd.(*instructions.ArgCommand); ok {
 		// An ARG changes no image: it only gives values to what follows.
 		if err := b.declareArgs(ss.args, meta, a, ss.cfg); err != nil {
 			return fail(err)
 		}
+		b.record(s.line, s.text, false, start, ss.img)
 		return nil
 	}
 	var sources *sourceSet
@@ -342,4 +343,14 @@ func isRemote(src string) bool {
 		}
 	}
 	return strings.Contains(src, "://")
+}
+
+// clipText is an instruction as errors quote it: a long RUN line is
+// cut, so that the error still reads as one line.
+func clipText(text string) string {
+	text = strings.Join(strings.Fields(text), " ")
+	if len(text) > 120 {
+		return text[:117] + "..."
+	}
+	return text
 }

@@ -66,9 +66,9 @@ func (b *builder) runStep(ctx context.Context, ss *stageState, s step, c *instru
 	}
 	if !res.Success() {
 		if res.Signal != 0 {
-			return nil, fmt.Errorf("%s: killed by signal %v", s.text, res.Signal)
+			return nil, fmt.Errorf("killed by signal %v", res.Signal)
 		}
-		return nil, fmt.Errorf("%s: exit status %d", s.text, res.ExitCode)
+		return nil, fmt.Errorf("exit status %d", res.ExitCode)
 	}
 	return sb.Commit(ctx, "", &sandbox.CommitOptions{Config: ss.cfg.cfg.DeepCopy(), CreatedBy: s.text, NoPause: true})
 }
