@@ -328,3 +328,43 @@ func TestCopyLayerIsDeterministic(t *testing.T) {
 		t.Errorf("the same files made layers %s and %s", diffIDs[0], diffIDs[1])
 	}
 }
+
+// COPY --from takes files from an earlier stage, by name or index, or
+// from an image in the store; the stage's links stay links.
+func TestMultiStage(t *testing.T) {
+	dir := writeContext(t, map[string]string{
+		"Dockerfile": `FROM alpine:test AS tools
+COPY f /out/f
+FROM scratch
+COPY --from=tools /out/ /got/
+COPY --from=0 /out/f /byindex
+COPY --from=alpine:test /etc/alpine-release /release
+COPY --from=tools /var/run /varrun
+`,
+		"f": "from the first stage",
+	})
+	res, err := build(t, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inImage(t, res.Image, func(root string) {
+		for p, want := range map[string]string{"got/f": "from the first stage", "byindex": "from the first stage"} {
+			if b, err := os.ReadFile(filepath.Join(root, p)); err != nil || string(b) != want {
+				t.Errorf("%s: %q, %v", p, b, err)
+			}
+		}
+		if b, err := os.ReadFile(filepath.Join(root, "release")); err != nil || !strings.HasPrefix(string(b), "3.20") {
+			t.Errorf("release: %q, %v", b, err)
+		}
+		if _, err := os.Lstat(filepath.Join(root, "etc")); err == nil {
+			t.Error("scratch stage holds the first stage's /etc")
+		}
+	})
+	again, err := build(t, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Image.Digest != res.Image.Digest {
+		t.Errorf("rebuild FROM scratch made %s, first %s", again.Image.Digest, res.Image.Digest)
+	}
+}

@@ -1,6 +1,7 @@
 package build
 
 import (
+	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
@@ -153,8 +154,9 @@ func (b *builder) baseImage(ctx context.Context, name string) (*layerfs.Image, e
 	return img, err
 }
 
-// scratch is an image with one empty layer: the store keeps no image
-// without layers. It is the same image on every build.
+// scratch is an image with one layer holding only "/": the store keeps
+// no image without layers. It is the same image on every build, so the
+// cache works across builds FROM scratch.
 func (b *builder) scratch(ctx context.Context) (*layerfs.Image, error) {
 	if b.scratchOnce != nil {
 		return b.scratchOnce, nil
@@ -164,8 +166,13 @@ func (b *builder) scratch(ctx context.Context) (*layerfs.Image, error) {
 		return nil, err
 	}
 	defer os.Remove(f.Name())
-	// An empty tar is two zero blocks.
-	_, err = f.Write(make([]byte, 1024))
+	// The store takes no empty archive: the layer holds the root
+	// directory alone.
+	tw := tar.NewWriter(f)
+	err = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "./", Mode: 0o755, ModTime: epoch, Format: tar.FormatPAX})
+	if cerr := tw.Close(); err == nil {
+		err = cerr
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -204,10 +211,19 @@ func (b *builder) buildStep(ctx context.Context, ss *stageState, s step, meta ma
 		if err := c.Expand(ss.cfg.expander(b.lex, ss.args)); err != nil {
 			return fail(err)
 		}
-		if c.From != "" || c.Link || c.Parents || len(c.ExcludePatterns) > 0 || len(c.SourceContents) > 0 {
-			return fail(fmt.Errorf("COPY --from, --link, --parents, --exclude and here-documents: %w", ErrUnsupported))
+		if c.Link || c.Parents || len(c.ExcludePatterns) > 0 || len(c.SourceContents) > 0 {
+			return fail(fmt.Errorf("COPY --link, --parents, --exclude and here-documents: %w", ErrUnsupported))
 		}
-		set, err := collectSources(b.ctx, c.SourcePaths, false)
+		src := b.ctx
+		if c.From != "" {
+			tree, release, err := b.fromTree(ctx, c.From, ss)
+			if err != nil {
+				return fail(err)
+			}
+			defer release()
+			src = tree
+		}
+		set, err := collectSources(src, c.SourcePaths, false)
 		if err != nil {
 			return fail(err)
 		}
@@ -353,4 +369,30 @@ func clipText(text string) string {
 		return text[:117] + "..."
 	}
 	return text
+}
+
+// fromTree opens the files of COPY --from=name: an earlier stage (by
+// name or index) or an image in the store, in a rootfs prepared for the
+// step and released by release.
+func (b *builder) fromTree(ctx context.Context, name string, ss *stageState) (*buildContext, func(), error) {
+	name, _, err := b.lex.ProcessWord(name, shell.EnvsFromSlice(argEnv(ss.args, nil)))
+	if err != nil {
+		return nil, nil, err
+	}
+	img, err := b.baseImage(ctx, name)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--from=%s: %w", name, err)
+	}
+	key := "build-from-" + randomID()
+	rfs, err := b.store.Prepare(ctx, key, img, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--from=%s: %w", name, err)
+	}
+	release := func() { b.store.Release(context.WithoutCancel(ctx), key) }
+	tree, err := openTree(rfs.Path)
+	if err != nil {
+		release()
+		return nil, nil, err
+	}
+	return tree, func() { tree.Close(); release() }, nil
 }
