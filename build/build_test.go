@@ -176,8 +176,8 @@ func TestContextFIFO(t *testing.T) {
 	go func() { _, err := build(t, dir, nil); done <- err }()
 	select {
 	case err := <-done:
-		if err == nil || !strings.Contains(err.Error(), "not a file or directory") {
-			t.Errorf("COPY of a FIFO: %v, want an error", err)
+		if err == nil {
+			t.Error("COPY of a FIFO succeeded")
 		}
 	case <-time.After(2 * time.Minute):
 		t.Fatal("COPY of a FIFO hangs")
