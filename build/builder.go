@@ -113,6 +113,7 @@ func argEnv(args map[string]string, cs *configState) []string {
 
 func (b *builder) buildStage(ctx context.Context, st *stage, meta map[string]string) (*layerfs.Image, error) {
 	start := time.Now()
+	b.starting(st.line, st.text)
 	base, _, err := b.lex.ProcessWord(st.from.BaseName, shell.EnvsFromSlice(argEnv(meta, nil)))
 	if err != nil {
 		return nil, b.df.errorf(st.line, "%s: %w", st.text, err)
@@ -187,15 +188,26 @@ func (b *builder) scratch(ctx context.Context) (*layerfs.Image, error) {
 	return img, nil
 }
 
+// starting reports that the step at line begins.
+func (b *builder) starting(line int, text string) {
+	if b.opts.Progress != nil {
+		b.opts.Progress(StepProgress{Index: len(b.steps) + 1, Total: b.df.count(), Step: Step{Line: line, Instruction: text}})
+	}
+}
+
 func (b *builder) record(line int, text string, cached bool, start time.Time, img *layerfs.Image) {
 	s := Step{Line: line, Instruction: text, Cached: cached, Duration: time.Since(start), Image: img.Digest}
 	b.steps = append(b.steps, s)
+	if b.opts.Progress != nil {
+		b.opts.Progress(StepProgress{Index: len(b.steps), Total: b.df.count(), Done: true, Step: s})
+	}
 	b.opts.Logger.Info("build step", "line", line, "instruction", text, "cached", cached, "duration", s.Duration, "image", img.Digest)
 }
 
 // buildStep carries out one instruction, from the cache if it can.
 func (b *builder) buildStep(ctx context.Context, ss *stageState, s step, meta map[string]string) error {
 	start := time.Now()
+	b.starting(s.line, s.text)
 	fail := func(err error) error { return b.df.errorf(s.line, "%s: %w", clipText(s.text), err) }
 	if a, ok := s.cmd.(*instructions.ArgCommand); ok {
 		// An ARG changes no image: it only gives values to what follows.
