@@ -368,3 +368,22 @@ COPY --from=tools /var/run /varrun
 		t.Errorf("rebuild FROM scratch made %s, first %s", again.Image.Digest, res.Image.Digest)
 	}
 }
+
+// WORKDIR makes the directory it names if the image lacks it, owned by
+// the stage's USER, and adds no layer when the image has it.
+func TestWorkdirCreated(t *testing.T) {
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nWORKDIR /etc\nUSER nobody\nWORKDIR /srv/app\n"})
+	res, err := build(t, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hist := res.Image.Config.History; !hist[len(hist)-3].EmptyLayer || hist[len(hist)-1].EmptyLayer {
+		t.Errorf("WORKDIR /etc should add no layer and WORKDIR /srv/app one: %+v", hist[len(hist)-3:])
+	}
+	inImage(t, res.Image, func(root string) {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(filepath.Join(root, "srv/app"), &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFDIR || st.Uid != 65534 {
+			t.Errorf("srv/app: mode %o uid %d, %v; want a directory of nobody's", st.Mode, st.Uid, err)
+		}
+	})
+}

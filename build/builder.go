@@ -13,6 +13,7 @@ import (
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/shell"
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/layerfs"
 )
@@ -286,6 +287,10 @@ func (b *builder) buildStep(ctx context.Context, ss *stageState, s step, meta ma
 		img, err = b.copyStep(ctx, ss, s, sources, c.DestPath, c.Chown, c.Chmod)
 	case *instructions.AddCommand:
 		img, err = b.copyStep(ctx, ss, s, sources, c.DestPath, c.Chown, c.Chmod)
+	case *instructions.WorkdirCommand:
+		if err = ss.cfg.apply(s.cmd, b.lex, ss.args); err == nil {
+			img, err = b.workdirStep(ctx, ss, s)
+		}
 	default:
 		if err = ss.cfg.apply(s.cmd, b.lex, ss.args); err == nil {
 			img, err = b.store.CommitConfig(ctx, ss.img, &layerfs.CommitOptions{Config: ss.cfg.cfg.DeepCopy(), CreatedBy: s.text})
@@ -407,4 +412,48 @@ func (b *builder) fromTree(ctx context.Context, name string, ss *stageState) (*b
 		return nil, nil, err
 	}
 	return tree, func() { tree.Close(); release() }, nil
+}
+
+// workdirStep commits a WORKDIR: the directory, and the parents it lacks,
+// as a layer if the image has no such directory (owned by the stage's
+// USER, as in Docker), else the config alone.
+func (b *builder) workdirStep(ctx context.Context, ss *stageState, s step) (*layerfs.Image, error) {
+	opts := &layerfs.CommitOptions{Config: ss.cfg.cfg.DeepCopy(), CreatedBy: s.text}
+	key := "build-" + randomID()
+	rootfs, err := b.store.Prepare(ctx, key, ss.img, nil)
+	if err != nil {
+		return nil, fmt.Errorf("look at the parent image: %w", err)
+	}
+	defer b.store.Release(context.WithoutCancel(ctx), key)
+	root, err := openImageRoot(rootfs.Path)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	if _, st, err := root.resolve(ss.cfg.cfg.WorkingDir); err != nil {
+		return nil, err
+	} else if st != nil {
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return nil, fmt.Errorf("%s is not a directory in the image", ss.cfg.cfg.WorkingDir)
+		}
+		return b.store.CommitConfig(ctx, ss.img, opts)
+	}
+	own, err := root.resolveOwner(ss.cfg.cfg.User)
+	if err != nil {
+		own = nil // a USER the image lacks fails the RUN that needs it, as in Docker
+	}
+	pl, err := root.place(ss.cfg.cfg.WorkingDir+"/", &sourceSet{}, own)
+	if err != nil {
+		return nil, err
+	}
+	diff := func(ctx context.Context, w io.Writer) error {
+		tw := tar.NewWriter(w)
+		for _, hdr := range pl.parents {
+			if err := tw.WriteHeader(hdr); err != nil {
+				return err
+			}
+		}
+		return tw.Close()
+	}
+	return b.store.CommitDiff(ctx, ss.img, diff, opts)
 }
