@@ -36,6 +36,11 @@ type Options struct {
 	// Output receives what RUN steps write to stdout and stderr; nil
 	// discards it.
 	Output io.Writer
+	// MaxCopySize bounds, in bytes, the tar of what one COPY or ADD
+	// copies (an archive ADD unpacks counts as unpacked); 0 means
+	// layerfs.DefaultMaxImportSize. The store's own import limits apply
+	// to the layer as well.
+	MaxCopySize int64
 	// Cgroups and StateDir are those of the RUN steps' sandboxes (see
 	// sandbox.Options); zero values mean sandbox's defaults.
 	Cgroups  *cgroup.Manager

@@ -387,3 +387,20 @@ func TestWorkdirCreated(t *testing.T) {
 		}
 	})
 }
+
+// An archive that unpacks past MaxCopySize stops there.
+func TestAddBounded(t *testing.T) {
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	tw := tar.NewWriter(zw)
+	const size = 64 << 20
+	tw.WriteHeader(&tar.Header{Name: "zeros", Mode: 0o644, Size: size, Typeflag: tar.TypeReg})
+	tw.Write(make([]byte, size))
+	tw.Close()
+	zw.Close()
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nADD bomb.tgz /x/\n", "bomb.tgz": gz.String()})
+	_, err := build(t, dir, func(o *Options) { o.MaxCopySize = 1 << 20 })
+	if !errors.Is(err, ErrTooLarge) || lineOf(err) != 2 {
+		t.Errorf("ADD of a 64 MiB archive under a 1 MiB bound: %v, want ErrTooLarge on line 2", err)
+	}
+}
