@@ -236,7 +236,7 @@ func (b *builder) buildStep(ctx context.Context, ss *stageState, s step, meta ma
 			defer release()
 			src = tree
 		}
-		set, err := collectSources(src, c.SourcePaths, false)
+		set, err := collectSources(src, c.SourcePaths, false, b.cache.dir, b.maxCopy())
 		if err != nil {
 			return fail(err)
 		}
@@ -254,7 +254,7 @@ func (b *builder) buildStep(ctx context.Context, ss *stageState, s step, meta ma
 		if c.Link || len(c.ExcludePatterns) > 0 || c.Checksum != "" || c.Unpack != nil || c.KeepGitDir != nil || len(c.SourceContents) > 0 {
 			return fail(fmt.Errorf("ADD --link, --exclude, --checksum, --unpack, --keep-git-dir and here-documents: %w", ErrUnsupported))
 		}
-		set, err := collectSources(b.ctx, c.SourcePaths, true)
+		set, err := collectSources(b.ctx, c.SourcePaths, true, b.cache.dir, b.maxCopy())
 		if err != nil {
 			return fail(err)
 		}
@@ -456,4 +456,11 @@ func (b *builder) workdirStep(ctx context.Context, ss *stageState, s step) (*lay
 		return tw.Close()
 	}
 	return b.store.CommitDiff(ctx, ss.img, diff, opts)
+}
+
+func (b *builder) maxCopy() int64 {
+	if b.opts.MaxCopySize > 0 {
+		return b.opts.MaxCopySize
+	}
+	return layerfs.DefaultMaxImportSize
 }
