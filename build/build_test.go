@@ -404,3 +404,22 @@ func TestAddBounded(t *testing.T) {
 		t.Errorf("ADD of a 64 MiB archive under a 1 MiB bound: %v, want ErrTooLarge on line 2", err)
 	}
 }
+
+// An archive whose entry goes through a link it made itself (lnk ->
+// /tmp/x, then lnk/file) writes nothing outside the layer: not on the
+// host, and not through the image's own links either.
+func TestAddArchiveThroughItsOwnLink(t *testing.T) {
+	hostDir := t.TempDir()
+	var plain bytes.Buffer
+	tw := tar.NewWriter(&plain)
+	tw.WriteHeader(&tar.Header{Name: "lnk", Typeflag: tar.TypeSymlink, Linkname: hostDir, Mode: 0o777})
+	tw.WriteHeader(&tar.Header{Name: "lnk/planted", Typeflag: tar.TypeReg, Mode: 0o644, Size: 4})
+	tw.Write([]byte("evil"))
+	tw.Close()
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nADD a.tar /x/\n", "a.tar": plain.String()})
+	_, err := build(t, dir, nil)
+	if _, serr := os.Lstat(filepath.Join(hostDir, "planted")); serr == nil {
+		t.Fatalf("ADD wrote through the archive's link to the host (build error: %v)", err)
+	}
+	t.Logf("build: %v", err)
+}
