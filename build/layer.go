@@ -87,8 +87,8 @@ func (r *imageRoot) resolve(p string) (string, *unix.Stat_t, error) {
 type owner struct{ uid, gid int }
 
 // resolveOwner resolves spec, "user[:group]" by number or by name in the
-// image's /etc/passwd and /etc/group, as Docker does. A user without a
-// group gets the user's primary group.
+// image's /etc/passwd and /etc/group, as Docker does. As in Docker, a
+// user without a group gets the user's numeric id as group id too.
 func (r *imageRoot) resolveOwner(spec string) (*owner, error) {
 	if spec == "" {
 		return nil, nil
@@ -104,15 +104,8 @@ func (r *imageRoot) resolveOwner(spec string) (*owner, error) {
 		if uid, err = strconv.Atoi(fields[2]); err != nil {
 			return nil, fmt.Errorf("--chown=%s: /etc/passwd: bad uid %q", spec, fields[2])
 		}
-		if !hasGroup {
-			if o.gid, err = strconv.Atoi(fields[3]); err != nil {
-				return nil, fmt.Errorf("--chown=%s: /etc/passwd: bad gid %q", spec, fields[3])
-			}
-		}
-	} else if !hasGroup {
-		o.gid = uid
 	}
-	o.uid = uid
+	o.uid, o.gid = uid, uid
 	if hasGroup {
 		gid, err := strconv.Atoi(g)
 		if err != nil || gid < 0 {
