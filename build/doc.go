@@ -42,8 +42,8 @@
 // the same layer. ADD unpacks plain, gzip, bzip2 and zstd tar archives
 // (xz is not supported), keeping their entries' owners and times, with
 // names confined under the destination; anything else is copied as a
-// file. A destination that is a dangling link in the image is replaced
-// rather than followed.
+// file. A destination that is a dangling link in the image is followed,
+// inside the image, to where its target would be.
 //
 // # The cache
 //
