@@ -460,3 +460,31 @@ func TestCopyIntoHostileImageLink(t *testing.T) {
 		}
 	})
 }
+
+// The cache key of a COPY covers the files' modes and names as well as
+// their bytes.
+func TestCopyCacheSeesModesAndNames(t *testing.T) {
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nCOPY d /d/\n", "d/a": "same"})
+	cachedAfter := func(change func()) bool {
+		t.Helper()
+		change()
+		res, err := build(t, dir, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Steps[len(res.Steps)-1].Cached
+	}
+	cachedAfter(func() {})
+	if !cachedAfter(func() {}) {
+		t.Error("unchanged COPY not cached")
+	}
+	if cachedAfter(func() { os.Chmod(filepath.Join(dir, "d/a"), 0o755) }) {
+		t.Error("COPY cached after a mode change")
+	}
+	if cachedAfter(func() { os.Rename(filepath.Join(dir, "d/a"), filepath.Join(dir, "d/b")) }) {
+		t.Error("COPY cached after a rename")
+	}
+	if !cachedAfter(func() { os.Chtimes(filepath.Join(dir, "d/b"), time.Unix(1, 0), time.Unix(1, 0)) }) {
+		t.Error("COPY not cached after only a time changed")
+	}
+}
