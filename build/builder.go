@@ -1,6 +1,7 @@
 package build
 
 import (
+	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/shell"
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/layerfs"
 )
@@ -112,6 +114,7 @@ func argEnv(args map[string]string, cs *configState) []string {
 
 func (b *builder) buildStage(ctx context.Context, st *stage, meta map[string]string) (*layerfs.Image, error) {
 	start := time.Now()
+	b.starting(st.line, st.text)
 	base, _, err := b.lex.ProcessWord(st.from.BaseName, shell.EnvsFromSlice(argEnv(meta, nil)))
 	if err != nil {
 		return nil, b.df.errorf(st.line, "%s: %w", st.text, err)
@@ -153,8 +156,9 @@ func (b *builder) baseImage(ctx context.Context, name string) (*layerfs.Image, e
 	return img, err
 }
 
-// scratch is an image with one empty layer: the store keeps no image
-// without layers. It is the same image on every build.
+// scratch is an image with one layer holding only "/": the store keeps
+// no image without layers. It is the same image on every build, so the
+// cache works across builds FROM scratch.
 func (b *builder) scratch(ctx context.Context) (*layerfs.Image, error) {
 	if b.scratchOnce != nil {
 		return b.scratchOnce, nil
@@ -164,8 +168,13 @@ func (b *builder) scratch(ctx context.Context) (*layerfs.Image, error) {
 		return nil, err
 	}
 	defer os.Remove(f.Name())
-	// An empty tar is two zero blocks.
-	_, err = f.Write(make([]byte, 1024))
+	// The store takes no empty archive: the layer holds the root
+	// directory alone.
+	tw := tar.NewWriter(f)
+	err = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "./", Mode: 0o755, ModTime: epoch, Format: tar.FormatPAX})
+	if cerr := tw.Close(); err == nil {
+		err = cerr
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -180,21 +189,33 @@ func (b *builder) scratch(ctx context.Context) (*layerfs.Image, error) {
 	return img, nil
 }
 
+// starting reports that the step at line begins.
+func (b *builder) starting(line int, text string) {
+	if b.opts.Progress != nil {
+		b.opts.Progress(StepProgress{Index: len(b.steps) + 1, Total: b.df.count(), Step: Step{Line: line, Instruction: text}})
+	}
+}
+
 func (b *builder) record(line int, text string, cached bool, start time.Time, img *layerfs.Image) {
 	s := Step{Line: line, Instruction: text, Cached: cached, Duration: time.Since(start), Image: img.Digest}
 	b.steps = append(b.steps, s)
+	if b.opts.Progress != nil {
+		b.opts.Progress(StepProgress{Index: len(b.steps), Total: b.df.count(), Done: true, Step: s})
+	}
 	b.opts.Logger.Info("build step", "line", line, "instruction", text, "cached", cached, "duration", s.Duration, "image", img.Digest)
 }
 
 // buildStep carries out one instruction, from the cache if it can.
 func (b *builder) buildStep(ctx context.Context, ss *stageState, s step, meta map[string]string) error {
 	start := time.Now()
-	fail := func(err error) error { return b.df.errorf(s.line, "%s: %w", firstWord(s.text), err) }
+	b.starting(s.line, s.text)
+	fail := func(err error) error { return b.df.errorf(s.line, "%s: %w", clipText(s.text), err) }
 	if a, ok := s.cmd.(*instructions.ArgCommand); ok {
 		// An ARG changes no image: it only gives values to what follows.
 		if err := b.declareArgs(ss.args, meta, a, ss.cfg); err != nil {
 			return fail(err)
 		}
+		b.record(s.line, s.text, false, start, ss.img)
 		return nil
 	}
 	var sources *sourceSet
@@ -203,10 +224,19 @@ func (b *builder) buildStep(ctx context.Context, ss *stageState, s step, meta ma
 		if err := c.Expand(ss.cfg.expander(b.lex, ss.args)); err != nil {
 			return fail(err)
 		}
-		if c.From != "" || c.Link || c.Parents || len(c.ExcludePatterns) > 0 || len(c.SourceContents) > 0 {
-			return fail(fmt.Errorf("COPY --from, --link, --parents, --exclude and here-documents: %w", ErrUnsupported))
+		if c.Link || c.Parents || len(c.ExcludePatterns) > 0 || len(c.SourceContents) > 0 {
+			return fail(fmt.Errorf("COPY --link, --parents, --exclude and here-documents: %w", ErrUnsupported))
 		}
-		set, err := collectSources(b.ctx, c.SourcePaths, false)
+		src := b.ctx
+		if c.From != "" {
+			tree, release, err := b.fromTree(ctx, c.From, ss)
+			if err != nil {
+				return fail(err)
+			}
+			defer release()
+			src = tree
+		}
+		set, err := collectSources(src, c.SourcePaths, false, b.cache.dir, b.maxCopy())
 		if err != nil {
 			return fail(err)
 		}
@@ -224,7 +254,7 @@ func (b *builder) buildStep(ctx context.Context, ss *stageState, s step, meta ma
 		if c.Link || len(c.ExcludePatterns) > 0 || c.Checksum != "" || c.Unpack != nil || c.KeepGitDir != nil || len(c.SourceContents) > 0 {
 			return fail(fmt.Errorf("ADD --link, --exclude, --checksum, --unpack, --keep-git-dir and here-documents: %w", ErrUnsupported))
 		}
-		set, err := collectSources(b.ctx, c.SourcePaths, true)
+		set, err := collectSources(b.ctx, c.SourcePaths, true, b.cache.dir, b.maxCopy())
 		if err != nil {
 			return fail(err)
 		}
@@ -257,6 +287,10 @@ func (b *builder) buildStep(ctx context.Context, ss *stageState, s step, meta ma
 		img, err = b.copyStep(ctx, ss, s, sources, c.DestPath, c.Chown, c.Chmod)
 	case *instructions.AddCommand:
 		img, err = b.copyStep(ctx, ss, s, sources, c.DestPath, c.Chown, c.Chmod)
+	case *instructions.WorkdirCommand:
+		if err = ss.cfg.apply(s.cmd, b.lex, ss.args); err == nil {
+			img, err = b.workdirStep(ctx, ss, s)
+		}
 	default:
 		if err = ss.cfg.apply(s.cmd, b.lex, ss.args); err == nil {
 			img, err = b.store.CommitConfig(ctx, ss.img, &layerfs.CommitOptions{Config: ss.cfg.cfg.DeepCopy(), CreatedBy: s.text})
@@ -342,4 +376,91 @@ func isRemote(src string) bool {
 		}
 	}
 	return strings.Contains(src, "://")
+}
+
+// clipText is an instruction as errors quote it: a long RUN line is
+// cut, so that the error still reads as one line.
+func clipText(text string) string {
+	text = strings.Join(strings.Fields(text), " ")
+	if len(text) > 120 {
+		return text[:117] + "..."
+	}
+	return text
+}
+
+// fromTree opens the files of COPY --from=name: an earlier stage (by
+// name or index) or an image in the store, in a rootfs prepared for the
+// step and released by release.
+func (b *builder) fromTree(ctx context.Context, name string, ss *stageState) (*buildContext, func(), error) {
+	name, _, err := b.lex.ProcessWord(name, shell.EnvsFromSlice(argEnv(ss.args, nil)))
+	if err != nil {
+		return nil, nil, err
+	}
+	img, err := b.baseImage(ctx, name)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--from=%s: %w", name, err)
+	}
+	key := "build-from-" + randomID()
+	rfs, err := b.store.Prepare(ctx, key, img, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--from=%s: %w", name, err)
+	}
+	release := func() { b.store.Release(context.WithoutCancel(ctx), key) }
+	tree, err := openTree(rfs.Path)
+	if err != nil {
+		release()
+		return nil, nil, err
+	}
+	return tree, func() { tree.Close(); release() }, nil
+}
+
+// workdirStep commits a WORKDIR: the directory, and the parents it lacks,
+// as a layer if the image has no such directory (owned by the stage's
+// USER, as in Docker), else the config alone.
+func (b *builder) workdirStep(ctx context.Context, ss *stageState, s step) (*layerfs.Image, error) {
+	opts := &layerfs.CommitOptions{Config: ss.cfg.cfg.DeepCopy(), CreatedBy: s.text}
+	key := "build-" + randomID()
+	rootfs, err := b.store.Prepare(ctx, key, ss.img, nil)
+	if err != nil {
+		return nil, fmt.Errorf("look at the parent image: %w", err)
+	}
+	defer b.store.Release(context.WithoutCancel(ctx), key)
+	root, err := openImageRoot(rootfs.Path)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	if _, st, err := root.resolve(ss.cfg.cfg.WorkingDir); err != nil {
+		return nil, err
+	} else if st != nil {
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return nil, fmt.Errorf("%s is not a directory in the image", ss.cfg.cfg.WorkingDir)
+		}
+		return b.store.CommitConfig(ctx, ss.img, opts)
+	}
+	own, err := root.resolveOwner(ss.cfg.cfg.User)
+	if err != nil {
+		own = nil // a USER the image lacks fails the RUN that needs it, as in Docker
+	}
+	pl, err := root.place(ss.cfg.cfg.WorkingDir+"/", &sourceSet{}, own)
+	if err != nil {
+		return nil, err
+	}
+	diff := func(ctx context.Context, w io.Writer) error {
+		tw := tar.NewWriter(w)
+		for _, hdr := range pl.parents {
+			if err := tw.WriteHeader(hdr); err != nil {
+				return err
+			}
+		}
+		return tw.Close()
+	}
+	return b.store.CommitDiff(ctx, ss.img, diff, opts)
+}
+
+func (b *builder) maxCopy() int64 {
+	if b.opts.MaxCopySize > 0 {
+		return b.opts.MaxCopySize
+	}
+	return layerfs.DefaultMaxImportSize
 }

@@ -56,6 +56,16 @@ func openContext(dir string) (*buildContext, error) {
 	return c, nil
 }
 
+// openTree opens dir, an image's prepared rootfs, as a source of COPY
+// --from: read as the context is, inside it, with nothing ignored.
+func openTree(dir string) (*buildContext, error) {
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &buildContext{dir: dir, root: os.NewFile(uintptr(fd), dir)}, nil
+}
+
 func (c *buildContext) Close() error { return c.root.Close() }
 
 // open opens rel, a path in the context, resolved inside it.

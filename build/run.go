@@ -65,10 +65,13 @@ func (b *builder) runStep(ctx context.Context, ss *stageState, s step, c *instru
 		return nil, err
 	}
 	if !res.Success() {
-		if res.Signal != 0 {
-			return nil, fmt.Errorf("%s: killed by signal %v", s.text, res.Signal)
+		if res.Canceled || ctx.Err() != nil {
+			return nil, fmt.Errorf("stopped: %w", context.Cause(ctx))
 		}
-		return nil, fmt.Errorf("%s: exit status %d", s.text, res.ExitCode)
+		if res.Signal != 0 {
+			return nil, fmt.Errorf("killed by signal %v", res.Signal)
+		}
+		return nil, fmt.Errorf("exit status %d", res.ExitCode)
 	}
 	return sb.Commit(ctx, "", &sandbox.CommitOptions{Config: ss.cfg.cfg.DeepCopy(), CreatedBy: s.text, NoPause: true})
 }

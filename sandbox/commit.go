@@ -84,7 +84,7 @@ func (s *Sandbox) Commit(ctx context.Context, name string, opts *CommitOptions) 
 		return nil, fmt.Errorf("commit sandbox %s: storage %T cannot commit: %w", id, storage, errors.ErrUnsupported)
 	}
 	lopts := &layerfs.CommitOptions{Name: name, Author: opts.Author, Comment: opts.Message, Config: opts.Config,
-		MountPoints: s.mountPoints()}
+		CreatedBy: opts.CreatedBy, MountPoints: s.mountPoints()}
 	if handle {
 		// Another process's sandbox, whose workload may have ended
 		// since Open: there is then nothing to freeze.
