@@ -16,6 +16,7 @@ import (
 
 	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/netplug"
+	"github.com/berth-dev/berth/security"
 )
 
 // resetWeb is a workload that says whether it found its rootfs clean,
@@ -218,6 +219,20 @@ func TestResetRefused(t *testing.T) {
 		t.Errorf("terminal: %v", err)
 	}
 
+	pool, err := NewPool(ctx, "alpine:test", opts(nil), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	pooled := pool.New(&Options{Args: []string{"sleep", "1000"}})
+	if err := pooled.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer pooled.Close()
+	if err := pooled.Reset(ctx); !errors.Is(err, errors.ErrUnsupported) {
+		t.Errorf("pooled: %v", err)
+	}
+
 	sb := New("alpine:test", opts(func(o *Options) { o.Args = []string{"sleep", "1000"} }))
 	if err := sb.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -363,5 +378,71 @@ func TestResetConcurrent(t *testing.T) {
 	}
 	if left := traces.left(t, runDir); len(left) > 0 {
 		t.Errorf("network left behind: %q", left)
+	}
+}
+
+// Under Strict, in a user namespace, a sandbox without a network is reset
+// like any other (its /tmp is a fresh tmpfs); one attached to a network is
+// refused, as a new user namespace could not join its network namespace.
+func TestResetUserNamespace(t *testing.T) {
+	ctx := context.Background()
+	var out syncBuffer
+	sb := New("alpine:test", opts(func(o *Options) {
+		o.Security = security.Strict()
+		o.Stdout = &out
+		o.Args = []string{"/bin/sh", "-c", "if [ -e /tmp/marker ]; then echo dirty; else echo clean; fi; touch /tmp/marker; exec sleep 1000"}
+	}))
+	if err := sb.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	waitFor(t, func() bool { return out.String() == "clean\n" })
+	if err := sb.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return out.String() == "clean\nclean\n" })
+	sb.Close()
+
+	attached := New("alpine:test", opts(func(o *Options) {
+		o.Security = security.Strict()
+		o.Network = defaultNetwork(t)
+		o.Args = []string{"sleep", "1000"}
+	}))
+	if err := attached.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer attached.Close()
+	if err := attached.Reset(ctx); !errors.Is(err, errors.ErrUnsupported) {
+		t.Errorf("Reset: %v", err)
+	}
+	if err := attached.Signal(syscall.Signal(0)); err != nil {
+		t.Errorf("the refused Reset stopped the sandbox: %v", err)
+	}
+}
+
+// Options.Timeout counts again from a Reset: the new workload is given
+// all of it.
+func TestResetRestartsTimeout(t *testing.T) {
+	const timeout = 1500 * time.Millisecond
+	sb := New("alpine:test", opts(func(o *Options) {
+		o.Timeout = timeout
+		o.Args = []string{"sleep", "1000"}
+	}))
+	if err := sb.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	// Most of the first deadline gone: it must not end the next workload.
+	time.Sleep(timeout * 2 / 3)
+	resetAt := time.Now()
+	if err := sb.Reset(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r, err := sb.Wait()
+	if err != nil || !r.TimedOut {
+		t.Fatalf("Wait: %+v %v, want a timeout", r, err)
+	}
+	if lived := r.Exited.Sub(resetAt); lived < timeout {
+		t.Errorf("the reset workload ended %s after the Reset, before its timeout of %s", lived, timeout)
 	}
 }
