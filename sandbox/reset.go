@@ -292,4 +292,3 @@ func (s *Sandbox) endAfterFailedReset(err error) {
 	}
 	close(s.done)
 }
-

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -297,9 +298,11 @@ func (f *failingPrepare) Prepare(ctx context.Context, key string, img *layerfs.I
 // A Reset whose storage cannot prepare the rootfs again leaves nothing
 // behind (the old rootfs released, no other), and Wait reports it.
 func TestResetPrepareFails(t *testing.T) {
+	var logged syncBuffer
 	sb := New("alpine:test", opts(func(o *Options) {
 		o.Storage = &failingPrepare{Store: testEnv.store}
 		o.Args = []string{"sleep", "1000"}
+		o.Logger = slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}))
 	if err := sb.Start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -316,6 +319,11 @@ func TestResetPrepareFails(t *testing.T) {
 	}
 	if left := leftBehind(t); len(left) > 0 {
 		t.Errorf("left behind: %q", left)
+	}
+	// The teardown found everything where it should be: it did not try
+	// to release the rootfs a second time, say.
+	if logged.String() != "" {
+		t.Errorf("teardown logged: %s", logged.String())
 	}
 }
 
