@@ -72,6 +72,9 @@ func (s *Sandbox) Reset(ctx context.Context) error {
 	defer s.mu.Unlock()
 	if err := s.restart(ctx, netns); err != nil {
 		s.endAfterFailedReset(err)
+		if err == errClosedMeanwhile {
+			return fmt.Errorf("sandbox %s: reset: %w", s.id, err)
+		}
 		return fmt.Errorf("sandbox %s: reset: %w", s.id, setupError(err))
 	}
 	return nil
@@ -161,6 +164,10 @@ func (s *Sandbox) handOverToReset() bool {
 	return true
 }
 
+// errClosedMeanwhile is a Reset's when Close came first: the sandbox ends
+// as Close would have ended it, and Wait reports no error for it.
+var errClosedMeanwhile = fmt.Errorf("%w: closed meanwhile", ErrNotRunning)
+
 // restart builds the workload's world again and starts it. Called with
 // s.mu held, once the old workload's PID 1 is gone; netns, if not nil, is
 // the network namespace to join, closed once the init has it.
@@ -168,7 +175,7 @@ func (s *Sandbox) restart(ctx context.Context, netns *os.File) error {
 	s.netns = netns
 	s.resets++
 	if s.closed {
-		return errors.New("closed meanwhile")
+		return errClosedMeanwhile
 	}
 	if err := ctx.Err(); err != nil {
 		return stoppedBeforeStart(ctx)
@@ -286,7 +293,9 @@ func (s *Sandbox) endAfterFailedReset(err error) {
 	r := s.result
 	r.Exited = time.Now()
 	r.ExitCode, r.Signal = 128+int(syscall.SIGKILL), syscall.SIGKILL
-	s.waitErr = fmt.Errorf("sandbox %s: reset: %w", s.id, err)
+	if err != errClosedMeanwhile {
+		s.waitErr = fmt.Errorf("sandbox %s: reset: %w", s.id, err)
+	}
 	if cerr := s.cleanup(); cerr != nil {
 		s.log.Warn("tear down after a failed reset", "id", s.id, "err", cerr)
 	}
