@@ -224,15 +224,16 @@ func (s *Sandbox) restart(ctx context.Context, netns *os.File) error {
 // renewRootfs releases the sandbox's rootfs and prepares it again, under
 // the same key, from the image, with the same disk quota. Prepare is the
 // only way that holds for every Storage: a plugin's rootfs may be a mount
-// the host cannot empty, and a quota is set up with the rootfs.
+// the host cannot empty, and a quota is set up with the rootfs. A Commit
+// or CopyFrom reading the old rootfs finishes first; one that comes
+// later reads the new.
 func (s *Sandbox) renewRootfs(ctx context.Context, sec *security.Config) (string, error) {
-	if err := s.storage.Release(ctx, s.state.RootfsKey); err != nil {
-		return "", fmt.Errorf("release the old rootfs: %w", err)
-	}
-	s.rootfsReleased = true
 	prep, err := prepareOptions(sec)
 	if err != nil {
 		return "", err
+	}
+	if prep != nil && prep.UserNS != nil {
+		defer prep.UserNS.Close()
 	}
 	if s.opts.DiskQuota != 0 {
 		if prep == nil {
@@ -240,15 +241,21 @@ func (s *Sandbox) renewRootfs(ctx context.Context, sec *security.Config) (string
 		}
 		prep.DiskQuota = s.opts.DiskQuota
 	}
-	fs, err := s.storage.Prepare(ctx, s.state.RootfsKey, s.img, prep)
-	if prep != nil && prep.UserNS != nil {
-		prep.UserNS.Close()
-	}
-	if err != nil {
-		return "", fmt.Errorf("prepare the rootfs again: %w", err)
-	}
-	s.rootfsReleased = false
-	return fs.Path, nil
+	var path string
+	err = s.hold.replacing(func() error {
+		if err := s.storage.Release(ctx, s.state.RootfsKey); err != nil {
+			return fmt.Errorf("release the old rootfs: %w", err)
+		}
+		s.rootfsReleased = true
+		fs, err := s.storage.Prepare(ctx, s.state.RootfsKey, s.img, prep)
+		if err != nil {
+			return fmt.Errorf("prepare the rootfs again: %w", err)
+		}
+		s.rootfsReleased = false
+		path = fs.Path
+		return nil
+	})
+	return path, err
 }
 
 // rewriteEtcFiles writes the sandbox's etc files again as Start left

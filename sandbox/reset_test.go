@@ -171,18 +171,18 @@ func TestResetKeepsOutput(t *testing.T) {
 		o.Stdin = strings.NewReader("input\n")
 		o.Stdout = &out
 		o.Stderr = w
-		o.Args = []string{"/bin/sh", "-c", "echo start; cat; echo err >&2; exec sleep 1000"}
+		o.Args = []string{"/bin/sh", "-c", "echo err >&2; cat; echo done; exec sleep 1000"}
 	}))
 	if err := sb.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	w.Close() // the sandbox has its own copy
 	defer sb.Close()
-	waitFor(t, func() bool { return out.String() == "start\ninput\n" })
+	waitFor(t, func() bool { return out.String() == "input\ndone\n" })
 	if err := sb.Reset(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return out.String() == "start\ninput\nstart\n" })
+	waitFor(t, func() bool { return out.String() == "input\ndone\ndone\n" })
 	if err := sb.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -492,5 +492,34 @@ exec sleep 1000`
 	}
 	if loops := loopsBackedBy(testEnv.store.Root()); len(loops) > 0 {
 		t.Errorf("loop devices left: %v", loops)
+	}
+}
+
+// Commit after a Reset reads the new rootfs: what was written before the
+// Reset is not in the layer.
+func TestResetThenCommit(t *testing.T) {
+	ctx := context.Background()
+	sb := New("alpine:test", opts(func(o *Options) { o.Args = []string{"sleep", "1000"} }))
+	if err := sb.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	if r, err := sb.Exec(ctx, &ExecOptions{Args: []string{"touch", "/before-reset"}}); err != nil || !r.Success() {
+		t.Fatal(r, err)
+	}
+	if err := sb.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := sb.Exec(ctx, &ExecOptions{Args: []string{"touch", "/after-reset"}}); err != nil || !r.Success() {
+		t.Fatal(r, err)
+	}
+	img, err := sb.Commit(ctx, "alpine:reset-commit", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	removeImage(t, img)
+	got := runOutput(t, "alpine:reset-commit", "sh", "-c", "ls /before-reset /after-reset 2>&1 | sort")
+	if !strings.Contains(got, "/after-reset") || !strings.Contains(got, "before-reset: No such file") {
+		t.Errorf("the committed image has: %q", got)
 	}
 }

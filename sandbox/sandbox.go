@@ -197,7 +197,12 @@ type Options struct {
 	StateDir string
 	// KeepRootfs keeps the sandbox's writable layer after its workload
 	// has ended, until Close, so that Commit and CopyFrom can still read
-	// it. Off by default: an exited sandbox then holds nothing.
+	// it. Off by default: an exited sandbox then holds nothing. The
+	// cgroup, network and PID 1 still go when the workload ends; the
+	// rootfs, with the sandbox's state directory and its claim on it,
+	// stays, so that Recover leaves it alone while this process lives
+	// and reclaims it once it has died. A Pool's sandboxes cannot keep
+	// theirs.
 	KeepRootfs bool
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
@@ -290,6 +295,7 @@ type Sandbox struct {
 	cg        *cgroup.Cgroup
 	storage   Storage
 	undo      []func() error // cleanup, newest last
+	hold      *rootfsHold    // the rootfs, against release while read; what KeepRootfs keeps
 	done      chan struct{}  // closed when the workload has ended and been reaped
 	result    *Result
 	waitErr   error
@@ -504,11 +510,12 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 	if err != nil {
 		return "", err
 	}
-	s.undo = append(s.undo, owner.Close)
+	s.hold = &rootfsHold{}
+	s.undo = append(s.undo, s.hold.untilClose(owner.Close))
 	if err := os.Chmod(s.stateRoot(), 0o711); err != nil {
 		return "", err
 	}
-	s.undo = append(s.undo, func() error { return removeStateDir(stateDir) })
+	s.undo = append(s.undo, s.hold.untilClose(func() error { return removeStateDir(stateDir) }))
 	s.state = State{
 		ID: s.id, Image: s.ref, Args: s.opts.Args, Created: time.Now().UTC(), Host: self(),
 		RootfsKey: "sandbox-" + s.id, Cgroup: s.id, Parent: cgm.Parent(), Volumes: volumeNames(s.opts.Mounts),
@@ -577,12 +584,12 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 	if err != nil {
 		return "", err
 	}
-	s.undo = append(s.undo, func() error {
+	s.undo = append(s.undo, s.hold.untilClose(s.hold.releasing(func() error {
 		if s.rootfsReleased {
 			return nil // by a Reset that failed to prepare the next
 		}
 		return s.storage.Release(context.Background(), s.state.RootfsKey)
-	})
+	})))
 	return fs.Path, nil
 }
 
@@ -997,6 +1004,10 @@ func (s *Sandbox) supervise(ctx context.Context, p *launched) {
 	if waitErr != nil && !errors.As(waitErr, &ee) {
 		s.waitErr = waitErr
 	}
+	if s.opts.KeepRootfs {
+		// The rootfs, state directory and owner lock stay until Close.
+		s.hold.keep()
+	}
 	if s.pool != nil {
 		// The pool tears a used sandbox down while its caller goes on.
 		s.pool.discard(s.id, s.undo)
@@ -1104,7 +1115,8 @@ func (s *Sandbox) Kill() error {
 }
 
 // Close kills the sandbox if it runs, waits for it, and frees everything
-// it holds. It may be called any number of times.
+// it holds, the rootfs Options.KeepRootfs kept included. It may be called
+// any number of times.
 func (s *Sandbox) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -1131,6 +1143,10 @@ func (s *Sandbox) Close() error {
 	<-s.done
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.hold.releaseKept(); err != nil {
+		s.log.Error("sandbox cleanup", "id", s.id, "err", err)
+		return errors.Join(s.waitErr, err)
+	}
 	return s.waitErr
 }
 
