@@ -43,8 +43,9 @@ import (
 // Wait, Run and Close, called before or during a Reset, return once the
 // new workload has ended: the replaced one's end is not the sandbox's.
 // Reset refuses a sandbox not started (ErrNotStarted), one whose workload
-// has ended or that is closed (ErrNotRunning: its network is detached and
-// its rootfs released), an Open handle (ErrNotOwner), and, wrapping
+// has ended or that is closed (ErrNotRunning: its network is detached,
+// and its rootfs released or, under KeepRootfs, kept only to be read), an
+// Open handle (ErrNotOwner), and, wrapping
 // errors.ErrUnsupported, a sandbox with a terminal, one from a Pool, and
 // one in a user namespace attached to a network. If the restart itself
 // fails (ctx ends, the storage cannot prepare the rootfs, the program
