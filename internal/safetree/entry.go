@@ -29,14 +29,14 @@ type Entry struct {
 	// directory, without ".." elements.
 	Name string
 	// Mode is the type and permission bits, as st_mode.
-	Mode       uint32
-	UID, GID   int
-	Size       int64
-	ModTime    time.Time
-	Linkname   string // a symbolic link's target
-	HardLink   string // for a hard link (tar streams only), the Name of the entry it links to
-	DevMajor   uint32 // device nodes (tar streams only)
-	DevMinor   uint32
+	Mode     uint32
+	UID, GID int
+	Size     int64
+	ModTime  time.Time
+	Linkname string // a symbolic link's target
+	HardLink string // for a hard link (tar streams only), the Name of the entry it links to
+	DevMajor uint32 // device nodes (tar streams only)
+	DevMinor uint32
 	// Content is a regular file's data: from a directory, the open file
 	// (an *os.File, whose holes are kept); from a tar stream, the stream.
 	Content io.Reader
