@@ -73,9 +73,9 @@ func (w *Writer) Write(ctx context.Context, e *Entry) error {
 	parentName, base := path.Split(e.Name)
 	parent := w.dir
 	if parentName != "" {
-		fd, err := Beneath(w.dir, parentName, unix.O_PATH|unix.O_DIRECTORY)
+		fd, err := w.parent(path.Clean(parentName))
 		if err != nil {
-			return pathError("write", e.Name, fmt.Errorf("its directory: %w", errors.Unwrap(err)))
+			return pathError("write", e.Name, fmt.Errorf("its directory: %w", err))
 		}
 		defer unix.Close(fd)
 		parent = fd
@@ -100,6 +100,38 @@ func (w *Writer) Write(ctx context.Context, e *Entry) error {
 		return pathError("write", e.Name, err)
 	}
 	return nil
+}
+
+// parent opens the directory name below the Writer's, making what is
+// missing of it as tar streams that leave parents out expect. No
+// component may be a symbolic link.
+func (w *Writer) parent(name string) (int, error) {
+	fd, err := Beneath(w.dir, name, unix.O_PATH|unix.O_DIRECTORY)
+	if err == nil || !errors.Is(err, unix.ENOENT) {
+		return fd, errors.Unwrap(err)
+	}
+	cur, err := unix.Openat(w.dir, ".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	for _, elem := range strings.Split(name, "/") {
+		if err := unix.Mkdirat(cur, elem, 0o755); err == nil {
+			if err := unix.Fchownat(cur, elem, w.opts.UID, w.opts.GID, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				unix.Close(cur)
+				return -1, err
+			}
+		} else if !errors.Is(err, unix.EEXIST) {
+			unix.Close(cur)
+			return -1, err
+		}
+		next, err := unix.Openat(cur, elem, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		unix.Close(cur)
+		if err != nil {
+			return -1, err
+		}
+		cur = next
+	}
+	return cur, nil
 }
 
 // mkdir makes the directory base in parent, or finds it there.
