@@ -265,7 +265,9 @@ func (r *sandboxRoot) destination(sandboxPath, name string) (dir int, as string,
 	if err == nil {
 		return dir, name, nil
 	}
-	if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENOTDIR) {
+	// Not a directory, missing, or a link that cannot be followed (a
+	// magic link, a loop): the copy takes its name, and replaces a link.
+	if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENOTDIR) && !errors.Is(err, unix.ELOOP) {
 		return -1, "", err
 	}
 	if strings.HasSuffix(sandboxPath, "/") {
