@@ -7,14 +7,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
-// CommitConfig stores a new image with parent's layers and a config
-// changed as opts say (opts.Config, Author, CreatedBy), adding no layer:
-// the history entry is marked empty_layer, as Dockerfile instructions
-// that change only metadata are.
-func (s *Store) CommitConfig(ctx context.Context, parent *Image, opts *CommitOptions) (*Image, error) {
-	return nil, errors.ErrUnsupported // day-0 contract
-}
-
 // ImportImage brings img, an image of go-containerregistry's (a
 // registry's, read as its blobs stream), into the store, keeping its
 // manifest and config bytes as they are so that its digest is the same
