@@ -81,21 +81,18 @@ func (s *Sandbox) CopyTo(ctx context.Context, hostPath, sandboxPath string, opts
 		return fmt.Errorf("copy to sandbox %s: %w", s.id, &os.PathError{Op: "open", Path: srcDir, Err: err})
 	}
 	defer unix.Close(src)
-	root, err := s.openRoot(true)
-	if err != nil {
-		return err
-	}
-	defer root.close()
-	dir, name, err := root.destination(sandboxPath, srcName)
-	if err != nil {
+	return s.withRoot(true, func(root *sandboxRoot) error {
+		dir, name, err := root.destination(sandboxPath, srcName)
+		if err != nil {
+			return s.copyError("copy to", sandboxPath, err)
+		}
+		defer unix.Close(dir)
+		w := safetree.NewWriter(dir, root.writeOptions(o, s.skipped("copy to")))
+		err = safetree.OnThread(root.creds(), func() error {
+			return safetree.Walk(ctx, src, srcName, name, func(e *safetree.Entry) error { return w.Write(ctx, e) })
+		})
 		return s.copyError("copy to", sandboxPath, err)
-	}
-	defer unix.Close(dir)
-	w := safetree.NewWriter(dir, root.writeOptions(o, s.skipped("copy to")))
-	err = safetree.OnThread(root.creds(), func() error {
-		return safetree.Walk(ctx, src, srcName, name, func(e *safetree.Entry) error { return w.Write(ctx, e) })
 	})
-	return s.copyError("copy to", sandboxPath, err)
 }
 
 // CopyToTar unpacks the tar stream r into the directory sandboxDir inside
@@ -109,21 +106,18 @@ func (s *Sandbox) CopyTo(ctx context.Context, hostPath, sandboxPath string, opts
 // opts.Archive, as for CopyTo.
 func (s *Sandbox) CopyToTar(ctx context.Context, r io.Reader, sandboxDir string, opts *CopyOptions) error {
 	o := copyOptions(opts)
-	root, err := s.openRoot(true)
-	if err != nil {
-		return err
-	}
-	defer root.close()
-	dir, err := safetree.InRoot(root.fd, sandboxDir, unix.O_PATH|unix.O_DIRECTORY)
-	if err != nil {
+	return s.withRoot(true, func(root *sandboxRoot) error {
+		dir, err := safetree.InRoot(root.fd, sandboxDir, unix.O_PATH|unix.O_DIRECTORY)
+		if err != nil {
+			return s.copyError("copy to", sandboxDir, err)
+		}
+		defer unix.Close(dir)
+		w := safetree.NewWriter(dir, root.writeOptions(o, nil))
+		err = safetree.OnThread(root.creds(), func() error {
+			return safetree.ReadTar(ctx, r, func(e *safetree.Entry) error { return w.Write(ctx, e) })
+		})
 		return s.copyError("copy to", sandboxDir, err)
-	}
-	defer unix.Close(dir)
-	w := safetree.NewWriter(dir, root.writeOptions(o, nil))
-	err = safetree.OnThread(root.creds(), func() error {
-		return safetree.ReadTar(ctx, r, func(e *safetree.Entry) error { return w.Write(ctx, e) })
 	})
-	return s.copyError("copy to", sandboxDir, err)
 }
 
 // CopyFrom copies the file or directory sandboxPath, resolved inside the
@@ -138,29 +132,26 @@ func (s *Sandbox) CopyToTar(ctx context.Context, r io.Reader, sandboxDir string,
 // appears whole or not at all.
 func (s *Sandbox) CopyFrom(ctx context.Context, sandboxPath, hostPath string, opts *CopyOptions) error {
 	o := copyOptions(opts)
-	root, err := s.openRoot(false)
-	if err != nil {
-		return err
-	}
-	defer root.close()
-	parent, name, err := root.source(sandboxPath, o.FollowLink)
-	if err != nil {
+	return s.withRoot(false, func(root *sandboxRoot) error {
+		parent, name, err := root.source(sandboxPath, o.FollowLink)
+		if err != nil {
+			return s.copyError("copy from", sandboxPath, err)
+		}
+		defer unix.Close(parent)
+		as := name
+		if as == "." {
+			as = ""
+		}
+		dst, dstName, err := hostDestination(hostPath, as)
+		if err != nil {
+			return fmt.Errorf("copy from sandbox %s: %w", s.id, err)
+		}
+		defer unix.Close(dst)
+		wo := safetree.WriteOptions{UID: -1, GID: -1, KeepOwner: o.Archive, Special: s.skipped("copy from")}
+		w := safetree.NewWriter(dst, wo)
+		err = safetree.Walk(ctx, parent, name, dstName, func(e *safetree.Entry) error { return w.Write(ctx, e) })
 		return s.copyError("copy from", sandboxPath, err)
-	}
-	defer unix.Close(parent)
-	as := name
-	if as == "." {
-		as = ""
-	}
-	dst, dstName, err := hostDestination(hostPath, as)
-	if err != nil {
-		return fmt.Errorf("copy from sandbox %s: %w", s.id, err)
-	}
-	defer unix.Close(dst)
-	wo := safetree.WriteOptions{UID: -1, GID: -1, KeepOwner: o.Archive, Special: s.skipped("copy from")}
-	w := safetree.NewWriter(dst, wo)
-	err = safetree.Walk(ctx, parent, name, dstName, func(e *safetree.Entry) error { return w.Write(ctx, e) })
-	return s.copyError("copy from", sandboxPath, err)
+	})
 }
 
 // CopyFromTar writes sandboxPath, resolved inside the sandbox's root as
@@ -172,34 +163,31 @@ func (s *Sandbox) CopyFrom(ctx context.Context, sandboxPath, hostPath string, op
 // is as long as the file.
 func (s *Sandbox) CopyFromTar(ctx context.Context, sandboxPath string, w io.Writer, opts *CopyOptions) error {
 	o := copyOptions(opts)
-	root, err := s.openRoot(false)
-	if err != nil {
-		return err
-	}
-	defer root.close()
-	parent, name, err := root.source(sandboxPath, o.FollowLink)
-	if err != nil {
-		return s.copyError("copy from", sandboxPath, err)
-	}
-	defer unix.Close(parent)
-	as := name
-	if as == "." {
-		as = ""
-	}
-	tw := safetree.NewTarWriter(w)
-	skip := s.skipped("copy from")
-	err = safetree.Walk(ctx, parent, name, as, func(e *safetree.Entry) error {
-		switch e.Type() {
-		case unix.S_IFREG, unix.S_IFDIR, unix.S_IFLNK:
-			return tw.Write(ctx, e)
+	return s.withRoot(false, func(root *sandboxRoot) error {
+		parent, name, err := root.source(sandboxPath, o.FollowLink)
+		if err != nil {
+			return s.copyError("copy from", sandboxPath, err)
 		}
-		skip(e)
-		return nil
+		defer unix.Close(parent)
+		as := name
+		if as == "." {
+			as = ""
+		}
+		tw := safetree.NewTarWriter(w)
+		skip := s.skipped("copy from")
+		err = safetree.Walk(ctx, parent, name, as, func(e *safetree.Entry) error {
+			switch e.Type() {
+			case unix.S_IFREG, unix.S_IFDIR, unix.S_IFLNK:
+				return tw.Write(ctx, e)
+			}
+			skip(e)
+			return nil
+		})
+		if err == nil {
+			err = tw.Close()
+		}
+		return s.copyError("copy from", sandboxPath, err)
 	})
-	if err == nil {
-		err = tw.Close()
-	}
-	return s.copyError("copy from", sandboxPath, err)
 }
 
 func copyOptions(o *CopyOptions) CopyOptions {

@@ -19,63 +19,61 @@ type sandboxRoot struct {
 	userns *security.UserNamespace
 }
 
-// openRoot opens the sandbox's root directory. A running sandbox's is
-// opened through its PID 1 (/proc/<pid>/root), which walks the sandbox's
-// own mount namespace: its volumes, tmpfs mounts and read-only mounts are
-// seen as its workload sees them. The pid is checked to be still the
-// sandbox's init after the open, through the pidfd behind s.proc, so that
-// a pid reused by another process cannot hand the copy that process's
-// root. An exited sandbox kept with Options.KeepRootfs is opened at its
-// rootfs's host path, through no symbolic link. forWrite refuses an
-// exited sandbox whose root was read-only.
-func (s *Sandbox) openRoot(forWrite bool) (*sandboxRoot, error) {
+// withRoot calls fn with the sandbox's root directory open. A running
+// sandbox's is opened through its PID 1 (/proc/<pid>/root), which walks
+// the sandbox's own mount namespace: its volumes, tmpfs mounts and
+// read-only mounts are seen as its workload sees them. The pid is checked
+// to be still the sandbox's init after the open, through the pidfd behind
+// s.proc, so that a pid reused by another process cannot hand the copy
+// that process's root. An exited sandbox kept with Options.KeepRootfs is
+// opened at its rootfs's host path, through no symbolic link, and held
+// until fn returns (withRootfs); its mounts are gone with its mount
+// namespace. forWrite refuses an exited sandbox whose root was read-only.
+func (s *Sandbox) withRoot(forWrite bool, fn func(*sandboxRoot) error) error {
 	s.mu.Lock()
-	proc, rootfs, started := s.proc, s.rootfs, s.result != nil && s.proc != nil
-	keep, readonly := s.opts.KeepRootfs, s.opts.ReadonlyRootfs
-	exited := false
+	proc, started, readonly := s.proc, s.result != nil && s.proc != nil, s.opts.ReadonlyRootfs
+	running := started
 	if started {
 		select {
 		case <-s.done:
-			exited = true
+			running = false
 		default:
 		}
 	}
 	s.mu.Unlock()
 	if !started {
-		return nil, fmt.Errorf("sandbox %s: %w", s.id, ErrNotStarted)
+		return fmt.Errorf("sandbox %s: %w", s.id, ErrNotStarted)
 	}
 	sec := s.security(&s.opts)
 	r := &sandboxRoot{fd: -1, userns: sec.UserNamespace}
-	if exited {
-		if !keep || rootfs == "" {
-			return nil, fmt.Errorf("sandbox %s: %w (keep its files with Options.KeepRootfs)", s.id, ErrNotRunning)
+	if running {
+		fd, err := unix.Open("/proc/"+strconv.Itoa(proc.Pid)+"/root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("sandbox %s: %w: open its root: %w", s.id, ErrNotRunning, err)
 		}
+		defer unix.Close(fd)
+		if err := proc.Signal(syscall.Signal(0)); err != nil {
+			return fmt.Errorf("sandbox %s: %w", s.id, ErrNotRunning)
+		}
+		r.fd = fd
+		return fn(r)
+	}
+	return s.withRootfs(func(rootfs string, _ bool) error {
 		if forWrite && (readonly || sec.ReadonlyRootfs) {
-			return nil, fmt.Errorf("sandbox %s: its root filesystem is read-only: %w", s.id, unix.EROFS)
+			return fmt.Errorf("sandbox %s: its root filesystem is read-only: %w", s.id, unix.EROFS)
 		}
 		fd, err := unix.Openat2(unix.AT_FDCWD, rootfs, &unix.OpenHow{
 			Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
 			Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("sandbox %s: %w: its root filesystem: %w", s.id, ErrNotRunning, err)
+			return fmt.Errorf("sandbox %s: %w: its root filesystem: %w", s.id, ErrNotRunning, err)
 		}
+		defer unix.Close(fd)
 		r.fd = fd
-		return r, nil
-	}
-	fd, err := unix.Open("/proc/"+strconv.Itoa(proc.Pid)+"/root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("sandbox %s: %w: open its root: %w", s.id, ErrNotRunning, err)
-	}
-	if err := proc.Signal(syscall.Signal(0)); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("sandbox %s: %w", s.id, ErrNotRunning)
-	}
-	r.fd = fd
-	return r, nil
+		return fn(r)
+	})
 }
-
-func (r *sandboxRoot) close() { unix.Close(r.fd) }
 
 // creds are what a copy into the sandbox writes as: its root's host ids,
 // so that files it makes belong to root inside, and a tmpfs mounted in

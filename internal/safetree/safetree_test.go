@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -259,5 +260,61 @@ func TestTarRoundTrip(t *testing.T) {
 		if strings.HasPrefix(e.Name(), ".berth-copy-") {
 			t.Errorf("temporary file left: %s", e.Name())
 		}
+	}
+}
+
+// TestHardLinksCopiedOnce walks a file with many names: the copy, and
+// its tar, hold its data once and links for the rest, so that links
+// cannot multiply what a copy writes.
+func TestHardLinksCopiedOnce(t *testing.T) {
+	src := t.TempDir()
+	data := bytes.Repeat([]byte("x"), 1<<20)
+	os.WriteFile(filepath.Join(src, "a"), data, 0o644)
+	for i := range 50 {
+		if err := os.Link(filepath.Join(src, "a"), filepath.Join(src, fmt.Sprint("l", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	dst := t.TempDir()
+	w := NewWriter(openDir(t, dst), WriteOptions{UID: -1, GID: -1})
+	var buf bytes.Buffer
+	tw := NewTarWriter(&buf)
+	err := Walk(ctx, openDir(t, filepath.Dir(src)), filepath.Base(src), "t", func(e *Entry) error {
+		if err := tw.Write(ctx, e); err != nil {
+			return err
+		}
+		return w.Write(ctx, e)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw.Close()
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(dst, "t/l7"), &st); err != nil || st.Nlink != 51 || st.Size != 1<<20 {
+		t.Errorf("t/l7: %d links, %d bytes (%v)", st.Nlink, st.Size, err)
+	}
+	if buf.Len() > 2<<20 {
+		t.Errorf("the tar of one 1 MiB file with 51 names is %d bytes", buf.Len())
+	}
+	again := t.TempDir()
+	if err := unpack(t, again, &buf); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Stat(filepath.Join(again, "t/l7"), &st); err != nil || st.Nlink != 51 || st.Size != 1<<20 {
+		t.Errorf("unpacked t/l7: %d links, %d bytes (%v)", st.Nlink, st.Size, err)
+	}
+}
+
+// TestWalkSkipsKernelFilesystems walks /proc: its directory is an entry,
+// its contents, the kernel's state, are not walked.
+func TestWalkSkipsKernelFilesystems(t *testing.T) {
+	var names []string
+	err := Walk(context.Background(), openDir(t, "/"), "proc", "proc", func(e *Entry) error {
+		names = append(names, e.Name)
+		return nil
+	})
+	if err != nil || len(names) != 1 {
+		t.Errorf("walked %d entries of /proc (%v)", len(names), err)
 	}
 }

@@ -113,6 +113,9 @@ func (t *TarWriter) Write(ctx context.Context, e *Entry) error {
 	switch e.Type() {
 	case unix.S_IFREG:
 		h.Typeflag, h.Size = tar.TypeReg, e.Size
+		if e.HardLink != "" {
+			h.Typeflag, h.Size, h.Linkname = tar.TypeLink, 0, e.HardLink
+		}
 	case unix.S_IFDIR:
 		h.Typeflag, h.Name = tar.TypeDir, e.Name+"/"
 	case unix.S_IFLNK:

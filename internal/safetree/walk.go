@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
-	"slices"
 	"strconv"
 	"time"
 
@@ -25,10 +25,22 @@ import (
 // each was looked at; an entry that vanished or changed its kind between
 // its stat and its open is skipped.
 func Walk(ctx context.Context, dir int, name, as string, fn func(*Entry) error) error {
-	return walk(ctx, dir, name, as, 0, fn)
+	w := &walker{fn: fn, links: map[[2]uint64]string{}}
+	return w.walk(ctx, dir, name, as, 0)
 }
 
-func walk(ctx context.Context, dir int, name, as string, depth int, fn func(*Entry) error) error {
+// A walker is one Walk's state.
+type walker struct {
+	fn func(*Entry) error
+	// links are the names of the regular files with more than one link
+	// met so far, by device and inode: the file's other names are passed
+	// as hard links to the first, so that a tree of a thousand links to
+	// one large file costs its copy that file once.
+	links map[[2]uint64]string
+}
+
+func (w *walker) walk(ctx context.Context, dir int, name, as string, depth int) error {
+	fn := w.fn
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -52,6 +64,14 @@ func walk(ctx context.Context, dir int, name, as string, depth int, fn func(*Ent
 		e.Linkname = target
 		return fn(e)
 	case unix.S_IFREG:
+		if st.Nlink > 1 {
+			id := [2]uint64{st.Dev, st.Ino}
+			if first, ok := w.links[id]; ok {
+				e.HardLink, e.Size = first, 0
+				return fn(e)
+			}
+			w.links[id] = as
+		}
 		f, ok, err := openRegular(dir, name, as)
 		if err != nil || !ok {
 			return err
@@ -81,19 +101,45 @@ func walk(ctx context.Context, dir int, name, as string, depth int, fn func(*Ent
 		if err := fn(entryOf(as, &now)); err != nil {
 			return err
 		}
-		names, err := d.Readdirnames(-1)
-		if err != nil {
-			return pathError("readdir", as, err)
+		if kernelFS(fd) {
+			return nil
 		}
-		slices.Sort(names)
-		for _, child := range names {
-			if err := walk(ctx, fd, child, path.Join(as, child), depth+1, fn); err != nil {
-				return err
+		// In batches: a directory may hold millions of names.
+		for {
+			names, err := d.Readdirnames(1024)
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if err != nil {
+				return pathError("readdir", as, err)
+			}
+			for _, child := range names {
+				if err := w.walk(ctx, fd, child, path.Join(as, child), depth+1); err != nil {
+					return err
+				}
 			}
 		}
-		return nil
 	}
 	return fn(e)
+}
+
+// kernelFS reports whether the directory fd is on a filesystem of the
+// kernel's (procfs, sysfs, cgroupfs, devpts and the like), whose contents
+// are the kernel's state, not files: a walk does not descend into them.
+// Reading some of their files has effects, or takes long.
+func kernelFS(fd int) bool {
+	var fs unix.Statfs_t
+	if err := unix.Fstatfs(fd, &fs); err != nil {
+		return false
+	}
+	switch fs.Type {
+	case unix.PROC_SUPER_MAGIC, unix.SYSFS_MAGIC, unix.CGROUP_SUPER_MAGIC, unix.CGROUP2_SUPER_MAGIC,
+		unix.DEVPTS_SUPER_MAGIC, unix.DEBUGFS_MAGIC, unix.SECURITYFS_MAGIC, unix.TRACEFS_MAGIC,
+		unix.BPF_FS_MAGIC, unix.PSTOREFS_MAGIC, unix.EFIVARFS_MAGIC,
+		unix.SELINUX_MAGIC, unix.SMACK_MAGIC, unix.NSFS_MAGIC:
+		return true
+	}
+	return false
 }
 
 // openRegular opens the regular file name in dir for reading without

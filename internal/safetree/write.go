@@ -115,14 +115,13 @@ func (w *Writer) parent(name string) (int, error) {
 		return -1, err
 	}
 	for _, elem := range strings.Split(name, "/") {
-		if err := unix.Mkdirat(cur, elem, 0o755); err == nil {
-			if err := unix.Fchownat(cur, elem, w.opts.UID, w.opts.GID, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		made := true
+		if err := unix.Mkdirat(cur, elem, 0o755); err != nil {
+			if !errors.Is(err, unix.EEXIST) {
 				unix.Close(cur)
 				return -1, err
 			}
-		} else if !errors.Is(err, unix.EEXIST) {
-			unix.Close(cur)
-			return -1, err
+			made = false
 		}
 		next, err := unix.Openat(cur, elem, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		unix.Close(cur)
@@ -130,6 +129,12 @@ func (w *Writer) parent(name string) (int, error) {
 			return -1, err
 		}
 		cur = next
+		if made {
+			if err := unix.Fchownat(cur, "", w.opts.UID, w.opts.GID, unix.AT_EMPTY_PATH); err != nil {
+				unix.Close(cur)
+				return -1, err
+			}
+		}
 	}
 	return cur, nil
 }
@@ -172,7 +177,21 @@ func (w *Writer) create(ctx context.Context, parent int, tmp string, e *Entry, u
 		if err := unix.Symlinkat(e.Linkname, parent, tmp); err != nil {
 			return err
 		}
-		if err := unix.Fchownat(parent, tmp, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		// Owned through a descriptor of the link made, checked: whoever
+		// else writes in parent may have put another file at tmp.
+		fd, err := unix.Openat(parent, tmp, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return err
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+			return fmt.Errorf("replaced while it was made by %s", KindOf(st.Mode&unix.S_IFMT))
+		}
+		if err := unix.Fchownat(fd, "", uid, gid, unix.AT_EMPTY_PATH); err != nil {
 			return err
 		}
 		ts := []unix.Timespec{unix.NsecToTimespec(e.ModTime.UnixNano()), unix.NsecToTimespec(e.ModTime.UnixNano())}
