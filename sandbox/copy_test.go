@@ -381,3 +381,52 @@ func TestCopyNotRunning(t *testing.T) {
 }
 
 var _ = safetree.ErrUnsafeEntry
+
+// TestCopyKeptRootfs copies in and out of a sandbox whose workload has
+// ended, kept with KeepRootfs: its rootfs is opened at its host path,
+// where a planted link is still only a link; after Close it is gone.
+func TestCopyKeptRootfs(t *testing.T) {
+	canary, untouched := hostCanary(t)
+	ctx := context.Background()
+	sb := New("alpine:test", opts(func(o *Options) {
+		o.Args = []string{"/bin/sh", "-c", "echo made > /made; ln -s " + canary + " /out; mkdir -p " + filepath.Dir(canary) + "; ln -s " + filepath.Dir(canary) + " /dir-link"}
+		o.KeepRootfs = true
+	}))
+	if res, err := sb.Run(ctx); err != nil || !res.Success() {
+		t.Fatal(res, err)
+	}
+	defer sb.Close()
+	host := t.TempDir()
+	if err := sb.CopyFrom(ctx, "/made", filepath.Join(host, "made"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(host, "made")); string(b) != "made\n" {
+		t.Errorf("copied out of a kept rootfs: %q", b)
+	}
+	if err := sb.CopyFrom(ctx, "/out", filepath.Join(host, "out"), &CopyOptions{FollowLink: true}); err == nil {
+		t.Error("a link to a host path, followed inside the kept rootfs, found something")
+	}
+	if err := sb.CopyTo(ctx, writeHost(t, filepath.Join(host, "new"), "new\n"), "/out", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := sb.CopyTo(ctx, filepath.Join(host, "new"), "/dir-link/", nil); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := sb.CopyFromTar(ctx, "/", &buf, nil); err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(&buf)
+	seen := map[string]bool{}
+	for h, err := tr.Next(); err == nil; h, err = tr.Next() {
+		seen[h.Name] = true
+	}
+	if !seen["out"] || !seen[filepath.Dir(canary)[1:]+"/new"] || !seen["made"] {
+		t.Errorf("the kept rootfs as a tar lacks out, made or the file copied through /dir-link (%d entries)", len(seen))
+	}
+	untouched()
+	sb.Close()
+	if err := sb.CopyFrom(ctx, "/made", filepath.Join(host, "again"), nil); !errors.Is(err, ErrNotRunning) {
+		t.Errorf("after Close: %v", err)
+	}
+}
