@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -428,5 +429,30 @@ func TestCopyKeptRootfs(t *testing.T) {
 	sb.Close()
 	if err := sb.CopyFrom(ctx, "/made", filepath.Join(host, "again"), nil); !errors.Is(err, ErrNotRunning) {
 		t.Errorf("after Close: %v", err)
+	}
+}
+
+// TestCopyCancel ends a copy's context halfway through a file: the copy
+// stops, and the sandbox has neither the file nor a part of it.
+func TestCopyCancel(t *testing.T) {
+	sb := sleeper(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- sb.CopyToTar(ctx, pr, "/tmp", nil) }()
+	tw := tar.NewWriter(pw)
+	tw.WriteHeader(&tar.Header{Name: "big", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1 << 20})
+	half := bytes.Repeat([]byte("x"), 512<<10)
+	tw.Write(half)
+	cancel()
+	// The copy sees the end of its context at its next chunk.
+	go func() { tw.Write(half); tw.Close(); pw.Close() }()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled copy: %v", err)
+	}
+	pr.CloseWithError(errors.New("done"))
+	if out := inside(t, sb, "ls -a /tmp | grep -c 'big\\|berth-copy'; true"); out != "0\n" {
+		t.Errorf("left in /tmp: %q", out)
 	}
 }
