@@ -83,7 +83,8 @@ func (s *Sandbox) Commit(ctx context.Context, name string, opts *CommitOptions) 
 	if !ok {
 		return nil, fmt.Errorf("commit sandbox %s: storage %T cannot commit: %w", id, storage, errors.ErrUnsupported)
 	}
-	lopts := &layerfs.CommitOptions{Name: name, Author: opts.Author, Comment: opts.Message, Config: opts.Config}
+	lopts := &layerfs.CommitOptions{Name: name, Author: opts.Author, Comment: opts.Message, Config: opts.Config,
+		MountPoints: s.mountPoints()}
 
 	if handle {
 		// Another process's sandbox: its owner releases the rootfs, and
@@ -120,6 +121,28 @@ func (s *Sandbox) Commit(ctx context.Context, name string, opts *CommitOptions) 
 	return img, nil
 }
 
+// mountPoints are where the init mounts over the rootfs, making a stub
+// (an empty file or directory) where the image has nothing: berth's
+// filesystems, the etc files, the caller's mounts. They are one run's,
+// not the image's, and Commit leaves their stubs out. A handle from Open
+// knows only the first two: the caller's mounts are not recorded.
+func (s *Sandbox) mountPoints() []string {
+	var out []string
+	for _, m := range baseMounts(nil) {
+		out = append(out, m.Target)
+	}
+	for _, name := range etcFiles {
+		out = append(out, "/etc/"+name)
+	}
+	for _, m := range s.opts.Mounts {
+		out = append(out, m.Destination)
+	}
+	if s.security(&s.opts).ReadonlyRootfs && !mountsAt(s.opts.Mounts, "/tmp") {
+		out = append(out, "/tmp")
+	}
+	return out
+}
+
 // frozen calls fn with the sandbox's processes frozen if freeze is set,
 // and thaws them afterwards however fn or the freeze ended: a freeze cut
 // short by ctx leaves the cgroup asked to freeze, which the thaw undoes.
@@ -133,7 +156,9 @@ func (s *Sandbox) frozen(ctx context.Context, cg interface {
 	defer func() {
 		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), thawTimeout)
 		defer cancel()
-		if terr := cg.Thaw(tctx); terr != nil {
+		// A cgroup removed meanwhile (the workload killed) has
+		// nothing left to thaw.
+		if terr := cg.Thaw(tctx); terr != nil && !errors.Is(terr, cgroup.ErrNotFound) {
 			s.log.Error("thaw after commit", "id", s.id, "err", terr)
 			err = errors.Join(err, fmt.Errorf("thaw: %w", terr))
 		}

@@ -183,6 +183,41 @@ func TestCommitCanceled(t *testing.T) {
 	assertRunsOn(t, sb)
 }
 
+// The stubs the init makes to mount over (etc files, berth's filesystems,
+// the caller's mounts' destinations) are one run's, and stay out of the
+// committed layer; what the workload wrote beside them is in it.
+func TestCommitLeavesOutMountPoints(t *testing.T) {
+	sb := New("busybox:test", opts(func(o *Options) {
+		o.Args = []string{"sh", "-c", "echo mine > /etc/mine; mkdir /newdir/y"}
+		o.Mounts = []Mount{{Type: "tmpfs", Destination: "/newdir/x"}}
+		o.KeepRootfs = true
+	}))
+	defer sb.Close()
+	if res, err := sb.Run(context.Background()); err != nil || !res.Success() {
+		t.Fatalf("run: %+v, %v", res, err)
+	}
+	img, err := sb.Commit(context.Background(), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	removeImage(t, img)
+	r, err := testEnv.store.Prepare(context.Background(), "commit-stubs", img, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer testEnv.store.Release(context.Background(), "commit-stubs")
+	for _, stub := range []string{"etc/hosts", "etc/hostname", "etc/resolv.conf", "proc", "sys", "newdir/x"} {
+		if _, err := os.Lstat(filepath.Join(r.Path, stub)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("/%s in the committed image: %v, want it left out", stub, err)
+		}
+	}
+	for _, kept := range []string{"etc/mine", "newdir/y"} {
+		if _, err := os.Lstat(filepath.Join(r.Path, kept)); err != nil {
+			t.Errorf("/%s, written by the workload: %v", kept, err)
+		}
+	}
+}
+
 // With KeepRootfs, a sandbox whose workload has ended commits, and Close
 // then releases its rootfs, state directory and mounts. Without it, Commit
 // after the end says the sandbox no longer runs.
