@@ -223,9 +223,12 @@ func ensureImage(ctx context.Context, s *layerfs.Store, ref, policy string, stde
 	if err != nil {
 		return "", err
 	}
-	// By digest: the name a pull stores an image under is the
-	// normalised one (docker.io/library/busybox:latest for busybox),
-	// which need not be what the store would find for ref.
+	// The store finds the image by the name it was pulled by, but not
+	// always: docker.io/library/busybox is stored as busybox:latest.
+	// Then it runs by its digest.
+	if found, err := s.Image(ctx, ref); err == nil && found.Digest == img.Digest {
+		return ref, nil
+	}
 	return img.Digest.String(), nil
 }
 
@@ -236,5 +239,5 @@ func shipCommands(g *globals) []*cobra.Command {
 	pull, push := newPullCommand(g), newPushCommand(g)
 	pull.Short += " (berth image pull)"
 	push.Short += " (berth image push)"
-	return []*cobra.Command{pull, push}
+	return []*cobra.Command{pull, push, newLoginCommand(), newLogoutCommand()}
 }
