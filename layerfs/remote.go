@@ -22,13 +22,9 @@ func (s *Store) CommitConfig(ctx context.Context, parent *Image, opts *CommitOpt
 // read is checked against its digest as it streams, and an image that
 // fails half-way leaves nothing behind but layers complete and checked.
 // opts.Progress counts the compressed bytes read.
+//
+// Only OCI and Docker schema 2 image manifests are read; see
+// importImage for what else an image must be.
 func (s *Store) ImportImage(ctx context.Context, img v1.Image, opts *ImportOptions) (*Image, error) {
-	return nil, errors.ErrUnsupported // day-0 contract
-}
-
-// V1Image returns the stored image ref names as a go-containerregistry
-// image whose manifest, config and layer blobs are the store's bytes,
-// for pushing to a registry.
-func (s *Store) V1Image(ctx context.Context, ref string) (v1.Image, error) {
-	return nil, errors.ErrUnsupported // day-0 contract
+	return s.importImage(ctx, img, opts)
 }

@@ -33,6 +33,10 @@ type Options struct {
 	// Progress, if set, is called as blobs move, from one goroutine at
 	// a time.
 	Progress func(Progress)
+	// ConfigDir is the Docker configuration directory whose
+	// config.json holds credentials, for Login, Logout and the default
+	// Keychain; empty means $DOCKER_CONFIG, else ~/.docker.
+	ConfigDir string
 }
 
 // PullOptions configure Pull.
@@ -46,18 +50,13 @@ type PullOptions struct {
 // Pull brings the image ref names (a registry reference:
 // registry/repository[:tag|@digest], defaulting to Docker Hub) into
 // store, tagged ref, and returns it.
+//
+// See pull for how the image is chosen, checked and named.
 func Pull(ctx context.Context, store *layerfs.Store, ref string, opts *PullOptions) (*layerfs.Image, error) {
-	return nil, errors.ErrUnsupported // day-0 contract
+	return pull(ctx, store, ref, opts)
 }
 
 // PushOptions configure Push.
 type PushOptions struct {
 	Options
-}
-
-// Push sends the stored image src names to the registry reference dest
-// (src itself when dest is empty) and returns the manifest digest the
-// registry holds it under.
-func Push(ctx context.Context, store *layerfs.Store, src, dest string, opts *PushOptions) (v1.Hash, error) {
-	return v1.Hash{}, errors.ErrUnsupported // day-0 contract
 }
