@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"errors"
 	"net/http"
 
 	"github.com/google/go-containerregistry/pkg/authn"
