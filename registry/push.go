@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 
@@ -84,19 +85,15 @@ func Push(ctx context.Context, store *layerfs.Store, src, dest string, opts *Pus
 // its own name, if that names a registry. src may be a digest, in which
 // case the image's one registry-qualified name is used.
 func pushDestination(ctx context.Context, store *layerfs.Store, src string) (string, error) {
-	if r, err := layerfs.ParseReference(src); err == nil && r.Digest == "" {
-		if hasRegistry(r.Name) {
-			return r.String(), nil
-		}
-		// Let a missing image be reported as missing.
-		if _, err := store.Image(ctx, src); err != nil {
-			return "", fmt.Errorf("push %s: %w", clip.String(src), err)
-		}
-		return "", fmt.Errorf("push %s: %w: the name has no registry; give a destination such as docker.io/library/%s or REGISTRY/%s", clip.String(src), ErrNoDestination, r, r)
-	}
 	img, err := store.Image(ctx, src)
 	if err != nil {
 		return "", fmt.Errorf("push %s: %w", clip.String(src), err)
+	}
+	if r, err := layerfs.ParseReference(src); err == nil && r.Digest == "" && slices.Contains(img.Names, r.String()) {
+		if hasRegistry(r.Name) {
+			return r.String(), nil
+		}
+		return "", fmt.Errorf("push %s: %w: the name has no registry; give a destination such as docker.io/library/%s or REGISTRY/%s", clip.String(src), ErrNoDestination, r, r)
 	}
 	var qualified []string
 	for _, n := range img.Names {
