@@ -59,8 +59,9 @@ func newLoginCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Login's errors name the registry, and never the password.
 			if err := registry.Login(cmd.Context(), server, user, password, &registry.Options{Insecure: insecure}); err != nil {
-				return fmt.Errorf("login to %s: %w", serverName(server), err)
+				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "logged in to %s\n", serverName(server))
 			return nil
@@ -77,14 +78,27 @@ func newLogoutCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "logout [SERVER]",
 		Short: "Forget the credentials kept for a registry (Docker Hub by default)",
-		Args:  cobra.MaximumNArgs(1),
+		Long: `Forget the credentials kept for a registry (Docker Hub by default).
+
+They are erased from Docker's configuration, or from the credential helper
+it names for SERVER. A registry berth has no credentials for is not an
+error: logout says so and exits 0, as Docker's does.`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			server := ""
 			if len(args) == 1 {
 				server = args[0]
 			}
-			if err := registry.Logout(server, nil); err != nil {
-				return fmt.Errorf("logout from %s: %w", serverName(server), err)
+			// Not being logged in is what logout is for, so it is
+			// no failure, as with Docker: scripts may log out
+			// whatever the state.
+			err := registry.Logout(server, nil)
+			if errors.Is(err, registry.ErrNotLoggedIn) {
+				fmt.Fprintf(cmd.OutOrStdout(), "not logged in to %s\n", serverName(server))
+				return nil
+			}
+			if err != nil {
+				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "logged out of %s\n", serverName(server))
 			return nil

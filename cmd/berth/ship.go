@@ -118,11 +118,7 @@ func newPushCommand(g *globals) *cobra.Command {
 			digest, err := registry.Push(cmd.Context(), s, src, dest, opts)
 			finishView(view)
 			if err != nil {
-				to := src
-				if dest != "" {
-					to = dest
-				}
-				return transferError(cmd.Context(), "push "+clip.Quote(to), err)
+				return transferError(cmd.Context(), err)
 			}
 			if tf.quiet {
 				fmt.Fprintln(cmd.OutOrStdout(), digest)
@@ -147,18 +143,19 @@ func pullImage(ctx context.Context, s *layerfs.Store, ref string, opts *registry
 	img, err := registry.Pull(ctx, s, ref, opts)
 	finishView(view)
 	if err != nil {
-		return nil, transferError(ctx, "pull "+clip.Quote(ref), err)
+		return nil, transferError(ctx, err)
 	}
 	return img, nil
 }
 
-// transferError names what failed, and says so plainly when it was the
-// user who stopped it (Ctrl-C), rather than "context canceled".
-func transferError(ctx context.Context, what string, err error) error {
+// transferError is err, which names what failed already, said plainly
+// when it was the user who stopped it (Ctrl-C) rather than ending in a
+// bare "context canceled".
+func transferError(ctx context.Context, err error) error {
 	if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-		return fmt.Errorf("%s: interrupted; nothing was kept: %w", what, err)
+		return fmt.Errorf("interrupted: %w", err)
 	}
-	return fmt.Errorf("%s: %w", what, err)
+	return err
 }
 
 // platformPart is one part of os/arch/variant: what registries' indexes

@@ -6,11 +6,15 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/berth-dev/berth/internal/registrytest"
 )
@@ -179,5 +183,97 @@ func TestRunPull(t *testing.T) {
 	stdout, stderr, code = berthExit(t, e.root, e.args("run", "--pull", "missing", missing, "echo", "ran")...)
 	if code != exitSetup || stdout != "" || !strings.Contains(stderr, missing) {
 		t.Errorf("run --pull missing %s: exit %d, %q %q; want %d naming it", missing, code, stdout, stderr, exitSetup)
+	}
+}
+
+// dockerAuths reads the registries config.json in dir keeps credentials
+// for, failing t if the file is there but not private.
+func dockerAuths(t *testing.T, dir string) map[string]json.RawMessage {
+	t.Helper()
+	p := filepath.Join(dir, "config.json")
+	fi, err := os.Stat(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("%s has mode %v, want 0600: it holds passwords", p, fi.Mode().Perm())
+	}
+	var cfg struct{ Auths map[string]json.RawMessage }
+	b, err := os.ReadFile(p)
+	if err != nil || json.Unmarshal(b, &cfg) != nil {
+		t.Fatalf("%s: %v\n%s", p, err, b)
+	}
+	return cfg.Auths
+}
+
+func TestLoginLogout(t *testing.T) {
+	const user, password = "ci", "s3cret-Pa55"
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newShipEnv(t, &registrytest.Options{Htpasswd: user + ":" + string(hash) + "\n"})
+	layout, _ := filepath.Abs(busyboxLayout)
+	if _, err := berth(t, e.root, "image", "import", layout); err != nil {
+		t.Fatal(err)
+	}
+	host := e.reg.Host
+	push := func(tag string) (string, int) {
+		_, stderr, code := berthExit(t, e.root, "push", "-q", busyboxTag, e.ref("auth/busybox:"+tag))
+		return stderr, code
+	}
+	if stderr, code := push("1"); code != exitFailure || !strings.Contains(stderr, "unauthorized") {
+		t.Errorf("push before login: exit %d, %q; want %d, unauthorized", code, stderr, exitFailure)
+	}
+
+	for _, c := range []struct {
+		stdin string
+		args  []string
+		code  int
+		want  string
+	}{
+		{"wrong\n", []string{"-u", user, "--password-stdin"}, exitFailure, "unauthorized"},
+		{"", []string{"-u", user, "-p", password}, exitSetup, "--password-stdin"},
+		{password, []string{"--password-stdin"}, exitSetup, "--username"},
+		{password, []string{"-u", user}, exitSetup, "--password-stdin"},
+		{"\n", []string{"-u", user, "--password-stdin"}, exitSetup, "no password"},
+	} {
+		_, stderr, code := berthIn(t, e.root, c.stdin, append(append([]string{"login"}, c.args...), host)...)
+		if code != c.code || !strings.Contains(stderr, c.want) || strings.Contains(stderr, password) {
+			t.Errorf("login %s: exit %d, %q; want %d saying %s, without the password", strings.Join(c.args, " "), code, stderr, c.code, c.want)
+		}
+		if auths := dockerAuths(t, e.dockerCfg); len(auths) != 0 {
+			t.Errorf("login %s, which failed, kept credentials: %v", strings.Join(c.args, " "), auths)
+		}
+	}
+
+	stdout, stderr, code := berthIn(t, e.root, password+"\n", "login", "-u", user, "--password-stdin", host)
+	if code != 0 || stdout != "logged in to "+host+"\n" {
+		t.Fatalf("login: exit %d, %q %q", code, stdout, stderr)
+	}
+	if auths := dockerAuths(t, e.dockerCfg); auths[host] == nil {
+		t.Errorf("after login, config.json keeps credentials for %v, not %s", auths, host)
+	}
+	if stderr, code := push("1"); code != 0 {
+		t.Errorf("push after login: exit %d, %q", code, stderr)
+	}
+
+	for range 2 {
+		stdout, stderr, code = berthExit(t, e.root, "logout", host)
+		if code != 0 {
+			t.Errorf("logout: exit %d, %q %q", code, stdout, stderr)
+		}
+	}
+	if stdout != "not logged in to "+host+"\n" {
+		t.Errorf("the second logout says %q", stdout)
+	}
+	if auths := dockerAuths(t, e.dockerCfg); auths[host] != nil {
+		t.Errorf("after logout, config.json still keeps credentials for %s", host)
+	}
+	if stderr, code := push("2"); code != exitFailure || !strings.Contains(stderr, "unauthorized") {
+		t.Errorf("push after logout: exit %d, %q; want %d, unauthorized", code, stderr, exitFailure)
 	}
 }
