@@ -236,7 +236,7 @@ func TestLoginLogout(t *testing.T) {
 		want  string
 	}{
 		{"wrong\n", []string{"-u", user, "--password-stdin"}, exitFailure, "unauthorized"},
-		{"", []string{"-u", user, "-p", password}, exitSetup, "--password-stdin"},
+		{"", []string{"-u", user, "-p", password}, exitSetup, "-p/--password: refused"},
 		{password, []string{"--password-stdin"}, exitSetup, "--username"},
 		{password, []string{"-u", user}, exitSetup, "--password-stdin"},
 		{"\n", []string{"-u", user, "--password-stdin"}, exitSetup, "no password"},
