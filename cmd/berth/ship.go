@@ -14,6 +14,7 @@ import (
 	"github.com/berth-dev/berth/internal/clip"
 	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/registry"
+	"github.com/berth-dev/berth/sandbox"
 )
 
 // transferFlags are the flags pull and push share.
@@ -201,15 +202,17 @@ func ensureImage(ctx context.Context, s *layerfs.Store, ref, policy string, stde
 	default:
 		return "", invalidFlag("--pull %s: want never, missing or always", clip.Quote(policy))
 	}
+	// Failures are the sandbox's setup failing, as they would be were
+	// the sandbox package to find the image missing itself.
 	if policy != pullAlways {
 		_, err := s.Image(ctx, ref)
 		switch {
 		case err == nil:
 			return ref, nil
 		case !errors.Is(err, layerfs.ErrNotFound):
-			return "", err
+			return "", fmt.Errorf("%w: %w", sandbox.ErrSetup, err)
 		case policy == pullNever:
-			return "", fmt.Errorf("%w; berth image pull %s gets it (or berth run --pull missing)", err, ref)
+			return "", fmt.Errorf("%w: %w; berth image pull %s gets it (or berth run --pull missing)", sandbox.ErrSetup, err, ref)
 		}
 	}
 	var view transferView
@@ -218,7 +221,7 @@ func ensureImage(ctx context.Context, s *layerfs.Store, ref, policy string, stde
 	}
 	img, err := pullImage(ctx, s, ref, &registry.PullOptions{}, view)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%w: %w", sandbox.ErrSetup, err)
 	}
 	// The store finds the image by the name it was pulled by, but not
 	// always: docker.io/library/busybox is stored as busybox:latest.
