@@ -180,3 +180,10 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.(http.Flusher).Flush()
 	panic(http.ErrAbortHandler) // drops the connection mid-body
 }
+
+// newStoreNoRoot is a store for tests that never unpack a layer.
+func newStoreNoRoot(t *testing.T) *layerfs.Store {
+	t.Helper()
+	t.Setenv("DOCKER_CONFIG", t.TempDir())
+	return newStore(t)
+}

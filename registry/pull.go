@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -22,6 +23,11 @@ import (
 // registry sends and fetches no layer the store already has. The image is
 // tagged with storeName(ref): busybox:latest for "busybox", the full name
 // for other registries, nothing for a reference by digest alone.
+//
+// An image or platform the registry does not have is layerfs.ErrNotFound
+// or ErrNoPlatform; credentials it refuses (or wants and did not get),
+// ErrUnauthorized; a blob that is not what its digest says,
+// layerfs.ErrDigestMismatch.
 func pull(ctx context.Context, store *layerfs.Store, s string, opts *PullOptions) (*layerfs.Image, error) {
 	if opts == nil {
 		opts = &PullOptions{}
@@ -43,7 +49,7 @@ func pull(ctx context.Context, store *layerfs.Store, s string, opts *PullOptions
 	}
 	stored, err := store.ImportImage(ctx, img, iopts)
 	if err != nil {
-		return nil, fmt.Errorf("pull %s: %w", ref, notFound(err))
+		return nil, fmt.Errorf("pull %s: %w", ref, classify(err))
 	}
 	return stored, nil
 }
@@ -54,7 +60,7 @@ func fetchImage(ctx context.Context, ref name.Reference, opts *PullOptions) (v1.
 	ropts := opts.remoteOptions(ctx, ref)
 	desc, err := remote.Get(ref, ropts...)
 	if err != nil {
-		return nil, notFound(err)
+		return nil, classify(err)
 	}
 	if d, ok := ref.(name.Digest); ok && desc.Digest.String() != d.DigestStr() {
 		// The remote package checks this too; a pin is worth two looks.
@@ -79,7 +85,7 @@ func fetchImage(ctx context.Context, ref name.Reference, opts *PullOptions) (v1.
 		}
 		img, err := idx.Image(child.Digest)
 		if err != nil {
-			return nil, notFound(err)
+			return nil, classify(err)
 		}
 		return img, nil
 	case mt.IsImage():
@@ -89,51 +95,113 @@ func fetchImage(ctx context.Context, ref name.Reference, opts *PullOptions) (v1.
 	}
 }
 
-// wantedPlatform is p with its gaps filled from the host's: linux and
-// the architecture berth was built for.
+// wantedPlatform is p with its gaps filled from the host's: linux, the
+// architecture berth was built for and, on 32-bit arm, the variant it
+// was built for (GOARM).
 func wantedPlatform(p *v1.Platform) v1.Platform {
-	want := v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
+	want := v1.Platform{}
 	if p != nil {
 		want = *p
-		if want.OS == "" {
-			want.OS = "linux"
-		}
-		if want.Architecture == "" {
-			want.Architecture = runtime.GOARCH
+	}
+	if want.OS == "" {
+		want.OS = "linux"
+	}
+	if want.Architecture == "" {
+		want.Architecture = runtime.GOARCH
+		if want.Variant == "" {
+			want.Variant = hostVariant()
 		}
 	}
 	return want
 }
 
-// choosePlatform picks the image of an index's manifests for want: one of
-// its OS and architecture whose variant is want's, or (want giving none)
-// the first without a variant, else the first of any. arm64's variant v8
-// is its only one, and may be left out on either side.
-func choosePlatform(manifests []v1.Descriptor, want v1.Platform) (v1.Descriptor, error) {
-	variant := func(p *v1.Platform) string {
-		if p.Architecture == "arm64" && p.Variant == "v8" {
-			return ""
-		}
-		return p.Variant
+// hostVariant is the arm variant berth was built for ("v7" for GOARM=7),
+// or "" elsewhere.
+func hostVariant() string {
+	if runtime.GOARCH != "arm" {
+		return ""
 	}
-	wantVariant := variant(&want)
-	var first *v1.Descriptor
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "GOARM" && s.Value != "" {
+				return "v" + strings.SplitN(s.Value, ",", 2)[0]
+			}
+		}
+	}
+	return "v7" // Go's default GOARM
+}
+
+// choosePlatform picks the image of an index's manifests for want, the
+// best of those of its OS and architecture that can run there (see
+// platformScore), the first of equals.
+func choosePlatform(manifests []v1.Descriptor, want v1.Platform) (v1.Descriptor, error) {
+	best, bestScore := -1, 0
 	for i, d := range manifests {
-		p := d.Platform
-		if p == nil || !d.MediaType.IsImage() || p.OS != want.OS || p.Architecture != want.Architecture {
+		if d.Platform == nil || !d.MediaType.IsImage() {
 			continue
 		}
-		if variant(p) == wantVariant {
-			return d, nil
-		}
-		if wantVariant == "" && first == nil {
-			first = &manifests[i]
+		if score := platformScore(*d.Platform, want); score > bestScore {
+			best, bestScore = i, score
 		}
 	}
-	if first != nil {
-		return *first, nil
+	if best < 0 {
+		return v1.Descriptor{}, fmt.Errorf("%w %s: the index has %s", ErrNoPlatform, platformString(&want), listPlatforms(manifests))
 	}
-	return v1.Descriptor{}, fmt.Errorf("%w %s: the index has %s", ErrNoPlatform, platformString(&want), listPlatforms(manifests))
+	return manifests[best], nil
+}
+
+// platformScore tells how well an image for p fits want: 0 not at all,
+// more the better. OS and architecture must be want's. Variants: arm64's
+// only one, v8, may be left out on either side; a 32-bit arm vN runs
+// images for vN and below (and those that name no variant), the closest
+// best; elsewhere a variant want names must be the image's, and with
+// none named an image without a variant is preferred to one with.
+func platformScore(p, want v1.Platform) int {
+	if p.OS != want.OS || p.Architecture != want.Architecture {
+		return 0
+	}
+	switch want.Architecture {
+	case "arm64":
+		norm := func(v string) string {
+			if v == "v8" {
+				return ""
+			}
+			return v
+		}
+		if norm(p.Variant) == norm(want.Variant) {
+			return 2
+		}
+		return 0
+	case "arm":
+		w, wok := armVersion(want.Variant)
+		v, vok := armVersion(p.Variant)
+		switch {
+		case p.Variant == "":
+			return 1
+		case !vok || !wok && want.Variant != "":
+			return 0
+		case !wok: // none named: any
+			return 1 + v
+		case v <= w:
+			return 1 + v
+		}
+		return 0
+	}
+	switch {
+	case p.Variant == want.Variant:
+		return 2
+	case want.Variant == "":
+		return 1
+	}
+	return 0
+}
+
+// armVersion parses an arm variant, "v5" to "v8".
+func armVersion(v string) (int, bool) {
+	if len(v) != 2 || v[0] != 'v' || v[1] < '5' || v[1] > '8' {
+		return 0, false
+	}
+	return int(v[1] - '0'), true
 }
 
 // listPlatforms names the platforms of manifests, a few of them: an index

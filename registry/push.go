@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -31,7 +32,9 @@ var ErrNoDestination = errors.New("no registry to push to")
 // refused with ErrNoDestination rather than published to Docker Hub.
 //
 // Blobs the registry already has are not sent; opts.Progress reports
-// them Skipped. A stored image that is missing is an error wrapping
+// them Skipped once the push is done (the remote package asks after each
+// blob, or finds the whole manifest there, without saying so), and every
+// blob sent as its bytes are read, Finished when the last one is. A stored image that is missing is an error wrapping
 // layerfs.ErrNotFound; credentials the registry refuses, ErrUnauthorized.
 func Push(ctx context.Context, store *layerfs.Store, src, dest string, opts *PushOptions) (v1.Hash, error) {
 	if opts == nil {
@@ -55,6 +58,10 @@ func Push(ctx context.Context, store *layerfs.Store, src, dest string, opts *Pus
 	want, err := img.Digest()
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("push %s: %w", clip.String(src), err)
+	}
+
+	if d, ok := ref.(name.Digest); ok && d.DigestStr() != want.String() {
+		return v1.Hash{}, fmt.Errorf("push %s to %s: the image's digest is %s: %w", clip.String(src), ref, want, layerfs.ErrDigestMismatch)
 	}
 
 	tr := newPushTracker(newReporter(opts.Progress))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -175,6 +176,17 @@ func TestPushMissingAndUnnamed(t *testing.T) {
 		t.Errorf("Push returned %s, want %s", got, img.Digest)
 	}
 	skopeo(t, "inspect", "--tls-verify=false", "docker://"+reg.Host+"/y/busybox:3")
+
+	// A destination pinned to another digest is refused before anything
+	// is sent.
+	other := "sha256:" + strings.Repeat("0", 64)
+	_, err = Push(ctx, s, "busybox:1", reg.Host+"/z/busybox@"+other, nil)
+	if !errors.Is(err, layerfs.ErrDigestMismatch) {
+		t.Errorf("push to a digest the image does not have: %v, want ErrDigestMismatch", err)
+	}
+	if _, err := Push(ctx, s, "busybox:1", reg.Host+"/z/busybox@"+img.Digest.String(), nil); err != nil {
+		t.Errorf("push to the image's own digest: %v", err)
+	}
 }
 
 // TestV1ImageSurvivesGC removes the image and collects garbage while a
@@ -315,6 +327,18 @@ func TestLoginPushLogout(t *testing.T) {
 	if err := Logout(reg.Host, nil); !errors.Is(err, ErrNotLoggedIn) {
 		t.Errorf("second logout: %v, want ErrNotLoggedIn", err)
 	}
+	// An entry as older Docker versions filed it, under a URL, is the
+	// same server's.
+	legacy := `{"auths":{"https://` + reg.Host + `/v1/":{"auth":"eDp5"}}}`
+	if err := os.WriteFile(configPath, []byte(legacy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := Logout(reg.Host, nil); err != nil {
+		t.Errorf("logout of a URL entry: %v", err)
+	}
+	if b, _ := os.ReadFile(configPath); strings.Contains(string(b), reg.Host) {
+		t.Errorf("config.json still names %s after logout: %s", reg.Host, b)
+	}
 	if _, err := Push(ctx, s, "busybox:1", reg.Host+"/x/busybox:2", nil); !errors.Is(err, ErrUnauthorized) {
 		t.Errorf("push after logout: %v, want ErrUnauthorized", err)
 	}
@@ -365,5 +389,163 @@ func TestParseServer(t *testing.T) {
 	}
 	if _, err := parseServer("not a host"); err == nil {
 		t.Error("parseServer took a name with spaces")
+	}
+}
+
+// TestPushDamagedBlob pushes an image whose layer blob changed in the
+// store: the push fails with ErrDigestMismatch, and the registry is left
+// without the image.
+func TestPushDamagedBlob(t *testing.T) {
+	reg := startRegistry(t)
+	s, img := importBusybox(t)
+	p := s.BlobPath(img.Layers[0].Digest)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dest := reg.Host + "/x/busybox:1"
+	_, err = Push(context.Background(), s, "busybox:1", dest, nil)
+	if !errors.Is(err, layerfs.ErrDigestMismatch) {
+		t.Fatalf("push of a damaged blob: %v, want ErrDigestMismatch", err)
+	}
+	out, err := exec.Command("skopeo", "inspect", "--tls-verify=false", "--raw", "docker://"+dest).CombinedOutput()
+	if err == nil {
+		t.Errorf("the registry holds the image after a failed push: %s", out)
+	}
+}
+
+// TestLoginCredentialHelper names a credential helper in config.json
+// (credHelpers): Login stores the password there and not in the file,
+// Push reads it back through the helper, Logout erases it.
+func TestLoginCredentialHelper(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("unpacking layers needs root")
+	}
+	const user, password = "berth", "helper-s3cret"
+	configDir, helperDir := t.TempDir(), t.TempDir()
+	t.Setenv("DOCKER_CONFIG", configDir)
+	// A helper that keeps one server's credentials in a file, speaking
+	// the docker-credential-helpers protocol.
+	script := `#!/bin/sh
+f=` + helperDir + `/creds.json
+case "$1" in
+store) cat > "$f" ;;
+get) cat > /dev/null; if [ -f "$f" ]; then cat "$f"; else echo "credentials not found in native keychain"; exit 1; fi ;;
+erase) cat > /dev/null; rm -f "$f" ;;
+list) echo '{}' ;;
+esac
+`
+	if err := os.WriteFile(filepath.Join(helperDir, "docker-credential-berthtest"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", helperDir+":"+os.Getenv("PATH"))
+	reg := registrytest.Start(t, &registrytest.Options{Htpasswd: htpasswdEntry(t, user, password)})
+	configPath := filepath.Join(configDir, "config.json")
+	if err := os.WriteFile(configPath, []byte(`{"credHelpers":{"`+reg.Host+`":"berthtest"}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := importBusybox(t)
+	ctx := context.Background()
+
+	if err := Login(ctx, reg.Host, user, password, nil); err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	b, err := os.ReadFile(configPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), `"auth"`) {
+		t.Errorf("config.json holds credentials though a helper keeps them: %s", b)
+	}
+	held, err := os.ReadFile(filepath.Join(helperDir, "creds.json"))
+	if err != nil || !strings.Contains(string(held), password) {
+		t.Fatalf("the helper holds %q (%v), want the password", held, err)
+	}
+	if _, err := Push(ctx, s, "busybox:1", reg.Host+"/x/busybox:1", nil); err != nil {
+		t.Fatalf("push with the helper's credentials: %v", err)
+	}
+	if err := Logout(reg.Host, nil); err != nil {
+		t.Fatalf("logout: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(helperDir, "creds.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("logout left the helper's credentials (%v)", err)
+	}
+}
+
+// TestPushCancel cancels a push as its first bytes go: Push returns the
+// context's error and keeps no blob of the store open.
+func TestPushCancel(t *testing.T) {
+	reg := startRegistry(t)
+	s, _ := importBusybox(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	progress := func(p Progress) {
+		if p.Done > 0 && !p.Skipped {
+			cancel()
+		}
+	}
+	_, err := Push(ctx, s, "busybox:1", reg.Host+"/x/busybox:1", &PushOptions{Options: Options{Progress: progress}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled push: %v, want context.Canceled", err)
+	}
+	if open := openFilesUnder(t, s.Root()); len(open) > 0 {
+		t.Errorf("after a cancelled push, the store's files are still open: %v", open)
+	}
+	// And the next push succeeds.
+	if _, err := Push(context.Background(), s, "busybox:1", reg.Host+"/x/busybox:1", nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// openFilesUnder lists this process's open files under dir, the store's
+// lock file aside.
+func openFilesUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var open []string
+	for _, fd := range fds {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+		if err == nil && strings.HasPrefix(target, dir+"/") && !strings.HasSuffix(target, ".lock") {
+			open = append(open, target)
+		}
+	}
+	return open
+}
+
+// TestPushDockerSchema2 pushes an image whose manifest is Docker's
+// schema 2, not OCI: it goes out as it came, with its media type.
+func TestPushDockerSchema2(t *testing.T) {
+	reg := startRegistry(t)
+	ctx := context.Background()
+	want := pushBusybox(t, reg, "src/busybox:v2s2", "--format", "v2s2")
+	s := newStore(t)
+	img, err := Pull(ctx, s, reg.Host+"/src/busybox:v2s2", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Digest.String() != want || !strings.Contains(string(img.MediaType), "docker") {
+		t.Fatalf("pulled %s (%s), want %s, a Docker manifest", img.Digest, img.MediaType, want)
+	}
+	dest := reg.Host + "/dst/busybox:1"
+	got, err := Push(ctx, s, reg.Host+"/src/busybox:v2s2", dest, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.String() != want {
+		t.Errorf("pushed %s, want %s", got, want)
+	}
+	var m struct{ MediaType string }
+	if err := json.Unmarshal([]byte(skopeo(t, "inspect", "--tls-verify=false", "--raw", "docker://"+dest)), &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.MediaType != string(img.MediaType) {
+		t.Errorf("the registry holds a %s manifest, want %s", m.MediaType, img.MediaType)
 	}
 }
