@@ -24,9 +24,9 @@ configuration ($DOCKER_CONFIG or ~/.docker/config.json, mode 0600), or in
 the credential helper it names, where pull, push and Docker find them.
 
 The password is asked for on the terminal, without echo, or read from
-standard input with --password-stdin. -p PASSWORD is refused rather than
-warned about, as Docker does: a password on the command line can be read
-by every user of the host (ps, /proc) and stays in the shell's history.`
+standard input with --password-stdin. -p PASSWORD, which Docker takes
+with a warning, is refused: a password on the command line can be read by
+every user of the host (ps, /proc) and stays in the shell's history.`
 
 // maxPasswordSize bounds what --password-stdin reads: a registry token
 // is a few KiB at most, and standard input may be anything.
