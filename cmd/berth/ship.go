@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -87,7 +88,7 @@ func newPullCommand(g *globals) *cobra.Command {
 				fmt.Fprintln(cmd.OutOrStdout(), img.Digest)
 				return nil
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s (%s)\n", img.Digest, strings.Join(img.Names, ", "))
+			fmt.Fprintf(cmd.OutOrStdout(), "%s (%s)\n", img.Digest, pulledName(args[0], img))
 			return nil
 		},
 	}
@@ -135,6 +136,30 @@ func newPushCommand(g *globals) *cobra.Command {
 	}
 	tf.add(cmd)
 	return cmd
+}
+
+// pulledName is the name a pull of ref stored img under, the one the
+// user will run it by: busybox:latest for busybox or
+// docker.io/library/busybox, as Docker shows names, and the reference
+// itself elsewhere. Should the store have called it something else, all
+// its names are given; a pull by digest alone names nothing.
+func pulledName(ref string, img *layerfs.Image) string {
+	if r, err := layerfs.ParseReference(ref); err == nil && r.Tag != "" {
+		name := r.Name
+		for _, hub := range []string{"docker.io/", "index.docker.io/", "registry-1.docker.io/"} {
+			if rest, ok := strings.CutPrefix(name, hub); ok {
+				name = strings.TrimPrefix(rest, "library/")
+				break
+			}
+		}
+		if slices.Contains(img.Names, name+":"+r.Tag) {
+			return name + ":" + r.Tag
+		}
+	}
+	if len(img.Names) == 0 {
+		return "untagged"
+	}
+	return strings.Join(img.Names, ", ")
 }
 
 // pullImage pulls ref into s, showing its progress on view (which may be

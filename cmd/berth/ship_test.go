@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/berth-dev/berth/internal/registrytest"
+	"github.com/berth-dev/berth/layerfs"
 )
 
 // The shared busybox OCI layout and the name its index gives the image.
@@ -114,6 +115,12 @@ func TestPullRunPush(t *testing.T) {
 	var inspect struct{ Digest string }
 	if err := json.Unmarshal([]byte(skopeoRun(t, "inspect", "--tls-verify=false", "docker://"+dest)), &inspect); err != nil || inspect.Digest != want {
 		t.Errorf("skopeo inspect %s: digest %q (%v), want %s", dest, inspect.Digest, err, want)
+	}
+
+	// A layer the store has is not fetched again, and the line says so.
+	stdout, stderr, code = berthExit(t, e.root, "pull", dest)
+	if code != 0 || stdout != want+" ("+dest+")\n" || !strings.Contains(stderr, "5c3b447848a9: Already exists") {
+		t.Errorf("berth pull %s of a layer the store has: exit %d, stdout %q, stderr %q; want it Already exists", dest, code, stdout, stderr)
 	}
 
 	// -q: the digest alone, and no progress at all.
@@ -275,5 +282,23 @@ func TestLoginLogout(t *testing.T) {
 	}
 	if stderr, code := push("2"); code != exitFailure || !strings.Contains(stderr, "unauthorized") {
 		t.Errorf("push after logout: exit %d, %q; want %d, unauthorized", code, stderr, exitFailure)
+	}
+}
+
+func TestPulledName(t *testing.T) {
+	img := &layerfs.Image{Names: []string{"busybox:latest", "127.0.0.1:5000/x/busybox:1", "team/app:2"}}
+	for ref, want := range map[string]string{
+		"busybox":                                   "busybox:latest",
+		"docker.io/library/busybox:latest":          "busybox:latest",
+		"127.0.0.1:5000/x/busybox:1":                "127.0.0.1:5000/x/busybox:1",
+		"docker.io/team/app:2":                      "team/app:2",
+		"busybox@sha256:" + strings.Repeat("a", 64): "busybox:latest, 127.0.0.1:5000/x/busybox:1, team/app:2",
+	} {
+		if got := pulledName(ref, img); got != want {
+			t.Errorf("pulledName(%q) = %q, want %q", ref, got, want)
+		}
+	}
+	if got := pulledName("busybox@sha256:"+strings.Repeat("a", 64), &layerfs.Image{}); got != "untagged" {
+		t.Errorf("pulledName of an image with no name = %q", got)
 	}
 }
