@@ -35,8 +35,8 @@ Hub's (busybox means docker.io/library/busybox:latest). An index of images
 for several platforms gives the one for this host, or for --platform.
 Layers the store has are not fetched again, every blob is checked against
 its digest as it arrives, and a pull that fails or is interrupted leaves
-nothing in the store. The store's import limits apply, as for berth image
-import.
+nothing in the store. A pull unpacks at most --max-size and --max-files,
+with the same defaults as berth image import.
 
 Credentials come from Docker's configuration ($DOCKER_CONFIG or
 ~/.docker/config.json, and the credential helpers it names), which berth
@@ -62,8 +62,9 @@ registry holds the image under; with -q, only the digest.`
 // alias `berth pull`.
 func newPullCommand(g *globals) *cobra.Command {
 	var (
-		tf       transferFlags
-		platform string
+		tf                transferFlags
+		platform, maxSize string
+		maxFiles          int64
 	)
 	cmd := &cobra.Command{
 		Use:   "pull [flags] REF",
@@ -75,12 +76,20 @@ func newPullCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			s, err := g.store()
+			limits, err := importLimits(maxSize, maxFiles, cmd.Flags().Changed("max-files"))
+			if err != nil {
+				return err
+			}
+			s, err := g.storeWith(limits)
 			if err != nil {
 				return err
 			}
 			opts := &registry.PullOptions{Options: registry.Options{Insecure: tf.insecure}, Platform: p}
 			img, err := pullImage(cmd.Context(), s, args[0], opts, newTransferView(cmd.ErrOrStderr(), tf.quiet, "Pull complete"))
+			if errors.Is(err, layerfs.ErrImportTooLarge) {
+				// The store's message names import's flags.
+				return fmt.Errorf("%w; berth image pull takes --max-size and --max-files too", err)
+			}
 			if err != nil {
 				return err
 			}
@@ -93,6 +102,8 @@ func newPullCommand(g *globals) *cobra.Command {
 		},
 	}
 	tf.add(cmd)
+	cmd.Flags().StringVar(&maxSize, "max-size", "", "most the pull may unpack, uncompressed, e.g. 100g; -1 for no limit (default 64g)")
+	cmd.Flags().Int64Var(&maxFiles, "max-files", 0, "most files, directories and links the pull may unpack; -1 for no limit (default 4000000)")
 	cmd.Flags().StringVar(&platform, "platform", "", "the image to pick from a multi-platform index: os/arch[/variant], e.g. linux/arm64 (default: this host's)")
 	return cmd
 }

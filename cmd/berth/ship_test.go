@@ -144,6 +144,19 @@ func TestPullErrors(t *testing.T) {
 		t.Errorf("after a failed pull the store holds:\n%s", stdout)
 	}
 
+	// The store's import limits bound a pull, and its flags lift them.
+	_, stderr, code = berthExit(t, e.root, "pull", "--max-size", "256k", e.ref("x/busybox:1"))
+	if code != exitFailure || !strings.Contains(stderr, "--max-size") {
+		t.Errorf("pull of busybox (1.9 MiB unpacked) with --max-size 256k: exit %d, %q; want %d naming --max-size", code, stderr, exitFailure)
+	}
+	if _, err := berth(t, e.root, "image", "inspect", e.ref("x/busybox:1")); err == nil {
+		t.Error("a pull past --max-size left the image in the store")
+	}
+	_, stderr, code = berthExit(t, e.root, "pull", "--max-files", "0", e.ref("x/busybox:1"))
+	if code != exitSetup || !strings.Contains(stderr, "--max-files") {
+		t.Errorf("pull --max-files 0: exit %d, %q; want %d naming --max-files", code, stderr, exitSetup)
+	}
+
 	for _, p := range []string{"linux", "linux/", "/amd64", "Linux/AMD64", "linux/arm/v7/x", "linux/amd64:10"} {
 		_, stderr, code := berthExit(t, e.root, "pull", "--platform", p, e.ref("x/busybox:1"))
 		if code != exitSetup || !strings.Contains(stderr, "--platform") {
