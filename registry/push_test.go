@@ -549,3 +549,33 @@ func TestPushDockerSchema2(t *testing.T) {
 		t.Errorf("the registry holds a %s manifest, want %s", m.MediaType, img.MediaType)
 	}
 }
+
+// TestLoginRefusesForeignSymlink plants config.json as a symlink owned by
+// another user: root's login does not write through it.
+func TestLoginRefusesForeignSymlink(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make a symlink another user owns")
+	}
+	const user, password = "berth", "s3cret"
+	configDir := t.TempDir()
+	victim := filepath.Join(t.TempDir(), "victim")
+	// Any file that parses as JSON: a config of some service.
+	if err := os.WriteFile(victim, []byte("{}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(configDir, "config.json")
+	if err := os.Symlink(victim, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(link, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	reg := registrytest.Start(t, &registrytest.Options{Htpasswd: htpasswdEntry(t, user, password)})
+	err := Login(context.Background(), reg.Host, user, password, &Options{ConfigDir: configDir})
+	if err == nil || !strings.Contains(err.Error(), "symlink") {
+		t.Errorf("login through another user's symlink: %v, want a refusal", err)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "{}\n" {
+		t.Errorf("the file the symlink names was overwritten: %q", b)
+	}
+}
