@@ -55,14 +55,9 @@ func (s *Store) CommitDiff(ctx context.Context, parent *Image, diff DiffFunc, op
 		return nil, err
 	}
 	defer l.unlock()
-	base, err := s.readImage(parent.Digest)
+	base, err := s.readCommitBase(parent)
 	if err != nil {
-		return nil, fmt.Errorf("commit: base image: %w", err)
-	}
-	for _, layer := range base.Manifest.Layers {
-		if !s.hasBlob(layer.Digest) {
-			return nil, fmt.Errorf("commit: base image %s: layer blob %s: %w", base.Digest, layer.Digest, ErrNotFound)
-		}
+		return nil, fmt.Errorf("commit: %w", err)
 	}
 	return s.commitLayer(s.withImportBudget(ctx), base, "commit on "+base.Digest.String(), diff, opts, names)
 }
@@ -98,11 +93,32 @@ func (s *Store) commitLayer(ctx context.Context, base *Image, what string, diff 
 
 	cfg := commitConfig(base, opts, false)
 	cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, layer.diffID)
+	layers := append(append([]v1.Descriptor(nil), base.Manifest.Layers...), layer.descriptor())
+	return s.storeCommit(what, cfg, layers, names)
+}
+
+// readCommitBase reads the image a commit builds on, which the store must
+// still hold with its layer blobs: only parent's digest is used.
+func (s *Store) readCommitBase(parent *Image) (*Image, error) {
+	base, err := s.readImage(parent.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("base image: %w", err)
+	}
+	for _, layer := range base.Manifest.Layers {
+		if !s.hasBlob(layer.Digest) {
+			return nil, fmt.Errorf("base image %s: layer blob %s: %w", base.Digest, layer.Digest, ErrNotFound)
+		}
+	}
+	return base, nil
+}
+
+// storeCommit stores the image of a commit: its config file and layers,
+// tagged names. The caller holds the store's lock.
+func (s *Store) storeCommit(what string, cfg *v1.ConfigFile, layers []v1.Descriptor, names []string) (*Image, error) {
 	cb, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, err
 	}
-	layers := append(append([]v1.Descriptor(nil), base.Manifest.Layers...), layer.descriptor())
 	id, err := s.writeManifest(cb, layers, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
@@ -138,27 +154,11 @@ func (s *Store) CommitConfig(ctx context.Context, parent *Image, opts *CommitOpt
 		return nil, err
 	}
 	defer l.unlock()
-	base, err := s.readImage(parent.Digest)
+	base, err := s.readCommitBase(parent)
 	if err != nil {
-		return nil, fmt.Errorf("commit config: base image: %w", err)
+		return nil, fmt.Errorf("commit config: %w", err)
 	}
-	what := "commit config on " + base.Digest.String()
-	cb, err := json.Marshal(commitConfig(base, opts, true))
-	if err != nil {
-		return nil, err
-	}
-	id, err := s.writeManifest(cb, base.Manifest.Layers, nil)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	if err := s.addImage(id, names); err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	refs, err := s.refs()
-	if err != nil {
-		return nil, err
-	}
-	return s.loadImage(id, refs)
+	return s.storeCommit("commit config on "+base.Digest.String(), commitConfig(base, opts, true), base.Manifest.Layers, names)
 }
 
 // defaultCreatedBy is the history's created_by for a commit that names

@@ -87,6 +87,13 @@ func TestCommitConfig(t *testing.T) {
 	if _, err := s.CommitConfig(ctx, &Image{Digest: digestBytes([]byte("none"))}, nil); err == nil {
 		t.Error("CommitConfig of an unknown parent: no error")
 	}
+	// As CommitDiff: no image that names layer blobs the store lacks.
+	if err := os.Remove(s.blobPath(base.Layers[0].Digest)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CommitConfig(ctx, &Image{Digest: base.Digest}, nil); !errors.Is(err, ErrNotFound) {
+		t.Errorf("CommitConfig on a parent missing a layer blob: %v, want %v", err, ErrNotFound)
+	}
 }
 
 // Only a runtime's stubs at mount points are left out of a commit: a

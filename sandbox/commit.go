@@ -50,9 +50,12 @@ const thawTimeout = 10 * time.Second
 //
 // The new image's config is the image's, or opts.Config: never what the
 // sandbox was started with (Options.Args, Env, User, Dir), which belongs
-// to that run. What the workload wrote is untrusted: the diff is stored
-// under the store's import limits and with the checks of an imported
-// layer.
+// to that run. What the workload wrote is untrusted: the diff is unpacked
+// with the checks of an imported layer (names that leave it, links out of
+// it and the like refused). A layerfs.Store bounds it by its reserve of
+// free space only (layerfs.Options.MinFreeSpace): it is already on disk,
+// within Options.DiskQuota if one is set. A storage plugin's diff, which
+// comes from the plugin, is bounded by the store's import limits too.
 //
 // A running sandbox is frozen while its diff is read, unless
 // opts.NoPause, and thawed afterwards on every path, the caller's context

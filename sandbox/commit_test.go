@@ -323,10 +323,10 @@ func TestCommitOpenAndPool(t *testing.T) {
 	}
 	ps.Close()
 
-	if err := p.New(&Options{KeepRootfs: true}).Start(context.Background()); !errors.Is(err, errPoolKeepRootfs) {
+	if err := p.New(&Options{KeepRootfs: true}).Start(context.Background()); !errors.Is(err, errPoolKeepRootfs) || !errors.Is(err, errors.ErrUnsupported) {
 		t.Errorf("a pool's sandbox with KeepRootfs: %v, want %v", err, errPoolKeepRootfs)
 	}
-	if _, err := NewPool(context.Background(), "alpine:test", opts(func(o *Options) { o.KeepRootfs = true }), 1); !errors.Is(err, errPoolKeepRootfs) {
+	if _, err := NewPool(context.Background(), "alpine:test", opts(func(o *Options) { o.KeepRootfs = true }), 1); !errors.Is(err, errPoolKeepRootfs) || !errors.Is(err, errors.ErrUnsupported) {
 		t.Errorf("a pool with KeepRootfs: %v, want %v", err, errPoolKeepRootfs)
 	}
 }

@@ -464,7 +464,9 @@ func (s *Sandbox) startFromPool(ctx, startCtx context.Context) error {
 // errPoolKeepRootfs refuses Options.KeepRootfs for a pool's sandboxes: a
 // pool tears its used sandboxes down in the background, and a rootfs kept
 // past that would have no owner to release it.
-var errPoolKeepRootfs = errors.New("KeepRootfs is not supported for a pool's sandboxes: start the sandbox with New to commit or copy from it after it exits")
+// It wraps errors.ErrUnsupported, as Reset's refusal of a pooled sandbox
+// does.
+var errPoolKeepRootfs = fmt.Errorf("KeepRootfs for a pool's sandboxes: %w (start the sandbox with New to commit or copy from it after it exits)", errors.ErrUnsupported)
 
 // errStandbyGone means a waiting sandbox could not be sent its workload.
 var errStandbyGone = errors.New("the waiting sandbox's init is gone")

@@ -316,6 +316,7 @@ type Sandbox struct {
 	usageBase      cgroup.Stats    // the cgroup's use before the current workload
 	rootfsReleased bool            // Reset released the rootfs and has no new one
 	resets         int             // how many times Reset started the workload again
+	recorded       chan struct{}   // closed when the latest workload's record is written
 }
 
 // New returns a sandbox for the image ref names, not yet started. As with
@@ -456,8 +457,15 @@ func (s *Sandbox) finishStart(ctx context.Context, p *launched, console *os.File
 	// returned: until then it says Pending, which Open waits out. The
 	// teardown waits for it.
 	record, recorded := s.state, make(chan struct{})
+	prev := s.recorded
+	s.recorded = recorded
 	go func() {
 		defer close(recorded)
+		if prev != nil {
+			// A Reset's record must not be overwritten by the one
+			// of the workload it replaced, still being written.
+			<-prev
+		}
 		if record.Init.PID == 0 {
 			if st, err := procStartTime(p.cmd.Process.Pid); err == nil {
 				record.Init = procID{PID: p.cmd.Process.Pid, StartTime: st}
@@ -467,7 +475,11 @@ func (s *Sandbox) finishStart(ctx context.Context, p *launched, console *os.File
 			s.log.Warn("update sandbox state", "id", s.id, "err", err)
 		}
 	}()
-	s.undo = append(s.undo, func() error { <-recorded; return nil })
+	if prev == nil {
+		// Once, not once per Reset: the last record waits for those
+		// before it.
+		s.undo = append(s.undo, func() error { <-s.recorded; return nil })
+	}
 	go s.supervise(ctx, p)
 	return nil
 }

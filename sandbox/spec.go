@@ -383,7 +383,9 @@ func (s *Sandbox) userMounts(mounts []Mount, firstFD int) ([]nsinit.Mount, error
 			if err != nil {
 				return nil, err
 			}
-			if s.mountSources == nil {
+			if s.mountSources == nil && s.resets == 0 {
+				// Once: a Reset opens them again, and the step
+				// closes whatever is open when it runs.
 				s.undo = append(s.undo, func() error { s.closeMountSources(); return nil })
 			}
 			s.mountSources = append(s.mountSources, src)

@@ -24,16 +24,18 @@ new layer on top of its image, and stores the result as a new image,
 tagged NAME[:TAG] if given. It prints the new image's digest.
 
 SANDBOX is an ID or a unique prefix of one, as for exec. Only a running
-sandbox can be named: one whose workload has ended is gone from berth ps
-and its root filesystem with it. (The Go API commits an exited sandbox
-started with Options.KeepRootfs.)
+sandbox can be named. One whose workload has ended has lost its root
+filesystem, unless a Go program started it with Options.KeepRootfs (berth
+ps shows it as exited, rootfs kept): then only that program can commit it.
 
-The sandbox is frozen while its changes are read, so that the layer is one
-moment of its files, and thawed afterwards; --pause=false leaves it
-running. The new image has its image's configuration (never the options
-the sandbox was run with), with --change instructions applied: CMD,
-ENTRYPOINT, ENV, EXPOSE, LABEL, USER, WORKDIR, STOPSIGNAL, HEALTHCHECK,
-SHELL, VOLUME and MAINTAINER, as in a Dockerfile.`,
+The sandbox is frozen while its changes are read, so that the layer is
+one moment of its files, and thawed afterwards, on an interrupt too; but
+a commit killed outright (kill -9) leaves it frozen until its owner kills
+or closes it. --pause=false leaves it running. The new image has its
+image's configuration (never the options the sandbox was run with), with
+--change instructions applied: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER,
+WORKDIR, STOPSIGNAL, HEALTHCHECK, SHELL, VOLUME and MAINTAINER, as in a
+Dockerfile.`,
 		Example: `  berth commit -m "add the data" 3f2a9c alpine:data
   berth commit -c 'CMD ["/app"]' -c 'ENV MODE=prod' 3f2a9c app:1`,
 		Args: cobra.RangeArgs(1, 2),

@@ -72,7 +72,8 @@ func TestCommitCommand(t *testing.T) {
 	if _, err := berth(t, root, append(g, "commit", "-c", "RUN true", id, "x:1")...); err == nil || !strings.Contains(err.Error(), "RUN") {
 		t.Errorf("commit --change RUN: %v, want an error naming RUN", err)
 	}
-	if _, err := berth(t, root, append(g, "commit", "ffffffffffff", "x:1")...); err == nil {
+	_, err = berth(t, root, append(g, "commit", "ffffffffffff", "x:1")...)
+	if err == nil {
 		t.Error("commit of no such sandbox: no error")
 	}
 	var ee exitError
