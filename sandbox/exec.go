@@ -49,6 +49,7 @@ func (s *Sandbox) Exec(ctx context.Context, o *ExecOptions) (*Result, error) {
 		return nil, ErrNotRunning
 	default:
 	}
+	initProc := s.proc
 	initPid := s.proc.Pid
 	// The spec of the sandbox's own workload is the base: what Exec's
 	// options leave out stays as the sandbox has it.
@@ -77,6 +78,13 @@ func (s *Sandbox) Exec(ctx context.Context, o *ExecOptions) (*Result, error) {
 	}
 	pidfile := os.NewFile(uintptr(pidfd), "pidfd")
 	defer pidfile.Close()
+	// The pid was read under the lock, the pidfd taken after it: if the
+	// init has been reaped meanwhile (an exit, a Reset), the pid may name
+	// another process by now. initProc holds a pidfd of the init itself,
+	// so a signal 0 through it proves the new pidfd is the init's.
+	if err := initProc.Signal(syscall.Signal(0)); err != nil {
+		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, ErrNotRunning)
+	}
 	spec.PidFD = 5 // after the spec and status pipes
 	spec.Namespaces = unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWNET | unix.CLONE_NEWPID | unix.CLONE_NEWCGROUP
 	if sec.UserNamespace != nil {
