@@ -488,3 +488,30 @@ func TestCopyCacheSeesModesAndNames(t *testing.T) {
 		t.Error("COPY not cached after only a time changed")
 	}
 }
+
+// Whether a CMD came earlier in the stage is part of an ENTRYPOINT's
+// step: the same parent image reached with and without one (here an
+// image built with CMD, then the same CMD taken from the cache) must not
+// share a cache entry, or the ENTRYPOINT keeps or clears the wrong Cmd.
+func TestEntrypointCacheSeesCmdInStage(t *testing.T) {
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nCMD [\"cmd-in-stage\"]\n"})
+	if _, err := build(t, dir, func(o *Options) { o.Tags = []string{"cmdbase:test"} }); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM cmdbase:test\nENTRYPOINT [\"/entry\"]\n"), 0o644)
+	res, err := build(t, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cmd := res.Image.Config.Config.Cmd; cmd != nil {
+		t.Errorf("ENTRYPOINT after an inherited CMD: Cmd = %q, want none", cmd)
+	}
+	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM alpine:test\nCMD [\"cmd-in-stage\"]\nENTRYPOINT [\"/entry\"]\n"), 0o644)
+	res, err = build(t, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cmd := res.Image.Config.Config.Cmd; !cmp.Equal(cmd, []string{"cmd-in-stage"}) {
+		t.Errorf("ENTRYPOINT after a CMD of its stage: Cmd = %q, want [cmd-in-stage] (steps %+v)", cmd, res.Steps)
+	}
+}
