@@ -515,3 +515,30 @@ func TestEntrypointCacheSeesCmdInStage(t *testing.T) {
 		t.Errorf("ENTRYPOINT after a CMD of its stage: Cmd = %q, want [cmd-in-stage] (steps %+v)", cmd, res.Steps)
 	}
 }
+
+// A source that was a file and is now a directory holding one file of
+// the same name, mode and content gives the same entries, but another
+// placement (COPY a /dst makes /dst the file, or /dst/a): not a cache
+// hit.
+func TestCopyCacheSeesFileOrDirectory(t *testing.T) {
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nCOPY a /fileordir\n", "a": "same"})
+	if _, err := build(t, dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(dir, "a"))
+	if err := os.Mkdir(filepath.Join(dir, "a"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "a", "a"), []byte("same"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := build(t, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inImage(t, res.Image, func(root string) {
+		if b, err := os.ReadFile(filepath.Join(root, "fileordir", "a")); err != nil || string(b) != "same" {
+			t.Errorf("COPY of a directory after the same COPY of a file: fileordir/a %q, %v (steps %+v)", b, err, res.Steps)
+		}
+	})
+}

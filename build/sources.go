@@ -31,7 +31,7 @@ var epoch = time.Unix(0, 0).UTC()
 // A sourceSet is what a COPY or ADD takes from the context, as a tar of
 // entries named relative to the destination directory, held in an
 // unlinked temporary file. Its digest covers every name, mode, owner
-// and byte, and keys the build cache.
+// and byte, and single, and keys the build cache.
 type sourceSet struct {
 	file   *os.File
 	digest string
@@ -105,7 +105,11 @@ func collectSources(c *buildContext, srcs []string, add bool, tmpDir string, max
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return nil, err
 	}
-	return &sourceSet{file: f, digest: hex.EncodeToString(h.Sum(nil)), single: files == 1 && others == 0}, nil
+	// A file and a directory holding one file of the same name give the
+	// same entries but are placed differently: the digest says which.
+	single := files == 1 && others == 0
+	fmt.Fprintf(h, "\x00single=%t", single)
+	return &sourceSet{file: f, digest: hex.EncodeToString(h.Sum(nil)), single: single}, nil
 }
 
 type sourceWriter struct {
