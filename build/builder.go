@@ -345,12 +345,11 @@ func (b *builder) copyStep(ctx context.Context, ss *stageState, s step, set *sou
 			abs += "/"
 		}
 	}
-	key := "build-" + randomID()
-	rootfs, err := b.store.Prepare(ctx, key, ss.img, nil)
+	rootfs, release, err := b.prepare(ctx, ss.img)
 	if err != nil {
-		return nil, fmt.Errorf("look at the parent image: %w", err)
+		return nil, err
 	}
-	defer b.store.Release(context.WithoutCancel(ctx), key)
+	defer release()
 	root, err := openImageRoot(rootfs.Path)
 	if err != nil {
 		return nil, err
@@ -400,12 +399,10 @@ func (b *builder) fromTree(ctx context.Context, name string, ss *stageState) (*b
 	if err != nil {
 		return nil, nil, fmt.Errorf("--from=%s: %w", name, err)
 	}
-	key := "build-from-" + randomID()
-	rfs, err := b.store.Prepare(ctx, key, img, nil)
+	rfs, release, err := b.prepare(ctx, img)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--from=%s: %w", name, err)
 	}
-	release := func() { b.store.Release(context.WithoutCancel(ctx), key) }
 	tree, err := openTree(rfs.Path)
 	if err != nil {
 		release()
@@ -419,12 +416,11 @@ func (b *builder) fromTree(ctx context.Context, name string, ss *stageState) (*b
 // USER, as in Docker), else the config alone.
 func (b *builder) workdirStep(ctx context.Context, ss *stageState, s step) (*layerfs.Image, error) {
 	opts := &layerfs.CommitOptions{Config: ss.cfg.cfg.DeepCopy(), CreatedBy: s.text}
-	key := "build-" + randomID()
-	rootfs, err := b.store.Prepare(ctx, key, ss.img, nil)
+	rootfs, release, err := b.prepare(ctx, ss.img)
 	if err != nil {
-		return nil, fmt.Errorf("look at the parent image: %w", err)
+		return nil, err
 	}
-	defer b.store.Release(context.WithoutCancel(ctx), key)
+	defer release()
 	root, err := openImageRoot(rootfs.Path)
 	if err != nil {
 		return nil, err

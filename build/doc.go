@@ -56,4 +56,9 @@
 // remove something in use, and an image removed (berth image rm) only
 // turns its entry into a miss. NoCache runs every step, and records its
 // results for later builds.
+//
+// A build killed before it ended (kill -9) may leave a rootfs it had
+// prepared to look at an image mounted in the store (keys "build-*");
+// the next Build on the store releases it. RUN steps' sandboxes are
+// reclaimed by berth gc, as any sandbox's.
 package build
