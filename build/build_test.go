@@ -17,6 +17,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/berth-dev/berth/internal/testenv"
+	"github.com/berth-dev/berth/layerfs"
 )
 
 // lineOf returns the line a build error names, or 0.
@@ -539,6 +540,31 @@ func TestCopyCacheSeesFileOrDirectory(t *testing.T) {
 	inImage(t, res.Image, func(root string) {
 		if b, err := os.ReadFile(filepath.Join(root, "fileordir", "a")); err != nil || string(b) != "same" {
 			t.Errorf("COPY of a directory after the same COPY of a file: fileordir/a %q, %v (steps %+v)", b, err, res.Steps)
+		}
+	})
+}
+
+// A store opened through a symbolic link (a home or state directory
+// under a linked path) still places COPY's files: paths resolved in the
+// image are taken relative to the root the kernel resolved, not to the
+// path as the store was given it.
+func TestCopyWithStoreThroughLink(t *testing.T) {
+	link := filepath.Join(t.TempDir(), "store-link")
+	if err := os.Symlink(testEnv.Store.Root(), link); err != nil {
+		t.Fatal(err)
+	}
+	store, err := layerfs.Open(link, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nCOPY f /usr/bin\nWORKDIR /linked/wd\n", "f": "through a link"})
+	res, err := Build(context.Background(), store, &Options{Context: dir, Cgroups: testEnv.Cgroups, StateDir: testEnv.StateDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inImage(t, res.Image, func(root string) {
+		if b, err := os.ReadFile(filepath.Join(root, "usr/bin/f")); err != nil || string(b) != "through a link" {
+			t.Errorf("usr/bin/f: %q, %v", b, err)
 		}
 	})
 }

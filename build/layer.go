@@ -22,7 +22,7 @@ import (
 // openat2(RESOLVE_IN_ROOT), so a link in the image cannot point the
 // build at a host file.
 type imageRoot struct {
-	path string
+	path string // the root's path as the kernel gives it in /proc/self/fd
 	root *os.File
 }
 
@@ -31,7 +31,16 @@ func openImageRoot(dir string) (*imageRoot, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &imageRoot{path: dir, root: os.NewFile(uintptr(fd), dir)}, nil
+	root := os.NewFile(uintptr(fd), dir)
+	// resolve compares the paths of descriptors opened inside the root
+	// with the root's own, so both must be the kernel's: dir may go
+	// through links (a store opened by a linked path).
+	real, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		root.Close()
+		return nil, err
+	}
+	return &imageRoot{path: real, root: root}, nil
 }
 
 func (r *imageRoot) Close() error { return r.root.Close() }
