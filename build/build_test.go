@@ -568,3 +568,22 @@ func TestCopyWithStoreThroughLink(t *testing.T) {
 		}
 	})
 }
+
+// ADD unpacks only tar archives: a compressed file that holds no tar
+// archive (data.json.gz) is copied as it is, as Docker copies it.
+func TestAddCompressedNonArchive(t *testing.T) {
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(`{"not": "a tar archive"}`))
+	zw.Close()
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nADD data.json.gz /data/\n", "data.json.gz": gz.String()})
+	res, err := build(t, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inImage(t, res.Image, func(root string) {
+		if b, err := os.ReadFile(filepath.Join(root, "data/data.json.gz")); err != nil || !bytes.Equal(b, gz.Bytes()) {
+			t.Errorf("data/data.json.gz: %d bytes, %v; want the %d bytes of the file as it is", len(b), err, gz.Len())
+		}
+	})
+}

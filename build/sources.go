@@ -258,7 +258,7 @@ func (sw *sourceWriter) addArchive(rel string) (bool, error) {
 	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
 		zr, err := gzip.NewReader(br)
 		if err != nil {
-			return false, fmt.Errorf("%s: %w", rel, err)
+			return false, nil // not gzip after all: a plain file
 		}
 		defer zr.Close()
 		r = zr
@@ -277,10 +277,9 @@ func (sw *sourceWriter) addArchive(rel string) (bool, error) {
 	tb := bufio.NewReaderSize(r, 1024)
 	head, _ := tb.Peek(512)
 	if len(head) < 262 || !bytes.Equal(head[257:262], []byte("ustar")) {
-		if r != io.Reader(br) {
-			return false, fmt.Errorf("%s: compressed, but not a tar archive", rel)
-		}
-		return false, nil // a plain file: copied as it is, as Docker does
+		// A plain file, compressed or not (data.json.gz): copied as it
+		// is, as Docker does.
+		return false, nil
 	}
 	tr := tar.NewReader(tb)
 	for {
