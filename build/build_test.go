@@ -587,3 +587,28 @@ func TestAddCompressedNonArchive(t *testing.T) {
 		}
 	})
 }
+
+// An ARG given no value (no default, no --build-arg, no value before
+// FROM) is unset, as in Docker: ${NAME-word} gives word, and RUN's
+// environment has no NAME.
+func TestArgWithoutValueIsUnset(t *testing.T) {
+	dir := writeContext(t, map[string]string{"Dockerfile": "ARG GLOBAL\nFROM alpine:test\nARG NOVAL\nARG GLOBAL\nENV R=${NOVAL-unset} G=${GLOBAL-unset}\nRUN env > /env.txt\n"})
+	res, err := build(t, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env := res.Image.Config.Config.Env; !contains(env, "R=unset") || !contains(env, "G=unset") {
+		t.Errorf("Env = %q, want R=unset and G=unset", env)
+	}
+	inImage(t, res.Image, func(root string) {
+		b, err := os.ReadFile(filepath.Join(root, "env.txt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "NOVAL=") || strings.HasPrefix(line, "GLOBAL=") {
+				t.Errorf("RUN's environment has %q", line)
+			}
+		}
+	})
+}

@@ -75,7 +75,8 @@ func (b *builder) run(ctx context.Context) (*layerfs.Image, error) {
 }
 
 // declareArgs adds a's arguments to args: the value given with
-// BuildArgs, else the default written (expanded), else defaults' value.
+// BuildArgs, else the default written (expanded), else defaults' value,
+// else none.
 func (b *builder) declareArgs(args, defaults map[string]string, a *instructions.ArgCommand, cs *configState) error {
 	for _, kv := range a.Args {
 		if v, ok := b.opts.BuildArgs[kv.Key]; ok {
@@ -94,9 +95,10 @@ func (b *builder) declareArgs(args, defaults map[string]string, a *instructions.
 		}
 		if v, ok := defaults[kv.Key]; ok {
 			args[kv.Key] = v
-			continue
 		}
-		args[kv.Key] = ""
+		// Else the argument stays unset, as in Docker: not empty, so
+		// that ${NAME-word} gives word and RUN's environment has no
+		// NAME.
 	}
 	return nil
 }
