@@ -13,6 +13,8 @@ import (
 	"github.com/moby/patternmatcher"
 	"github.com/moby/patternmatcher/ignorefile"
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/safetree"
 )
 
 // ErrOutsideContext means a COPY or ADD source names a path outside the
@@ -70,15 +72,9 @@ func (c *buildContext) Close() error { return c.root.Close() }
 
 // open opens rel, a path in the context, resolved inside it.
 func (c *buildContext) open(rel string, flags int) (*os.File, error) {
-	if rel == "" {
-		rel = "."
-	}
-	fd, err := unix.Openat2(int(c.root.Fd()), rel, &unix.OpenHow{
-		Flags:   uint64(flags | unix.O_CLOEXEC),
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	})
+	fd, err := safetree.InRoot(int(c.root.Fd()), rel, flags)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: rel, Err: err}
+		return nil, err
 	}
 	return os.NewFile(uintptr(fd), rel), nil
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/safetree"
 )
 
 // An imageRoot is a prepared rootfs of the parent image, looked at (never
@@ -46,16 +48,9 @@ func openImageRoot(dir string) (*imageRoot, error) {
 func (r *imageRoot) Close() error { return r.root.Close() }
 
 func (r *imageRoot) open(p string, flags int) (*os.File, error) {
-	rel := strings.TrimLeft(p, "/")
-	if rel == "" {
-		rel = "."
-	}
-	fd, err := unix.Openat2(int(r.root.Fd()), rel, &unix.OpenHow{
-		Flags:   uint64(flags | unix.O_CLOEXEC),
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	})
+	fd, err := safetree.InRoot(int(r.root.Fd()), p, flags)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: p, Err: err}
+		return nil, err
 	}
 	return os.NewFile(uintptr(fd), p), nil
 }
