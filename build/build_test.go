@@ -612,3 +612,24 @@ func TestArgWithoutValueIsUnset(t *testing.T) {
 		}
 	})
 }
+
+// The escape directive changes what the same line means (ENV A=x\$P:
+// an escaped dollar, or a backslash and $P expanded): it is part of
+// each step's cache key.
+func TestCacheSeesEscapeDirective(t *testing.T) {
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nENV P=p\nENV A=x\\$P\n"})
+	res, err := build(t, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env := res.Image.Config.Config.Env; !contains(env, "A=x$P") {
+		t.Fatalf("Env = %q, want A=x$P", env)
+	}
+	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("# escape=`\nFROM alpine:test\nENV P=p\nENV A=x\\$P\n"), 0o644)
+	if res, err = build(t, dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	if env := res.Image.Config.Config.Env; !contains(env, `A=x\p`) {
+		t.Errorf("Env = %q under escape=`, want A=x\\p (steps %+v)", env, res.Steps)
+	}
+}

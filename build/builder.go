@@ -270,7 +270,7 @@ func (b *builder) buildStep(ctx context.Context, ss *stageState, s step, meta ma
 	if sources != nil {
 		src = sources.digest
 	}
-	key := cacheKey(ss.img.Digest, s.text, ss.cfg.cmdSet, ss.args, src)
+	key := cacheKey(ss.img.Digest, s.text, b.df.escape, ss.cfg.cmdSet, ss.args, src)
 	if !b.opts.NoCache {
 		if img := b.cache.get(ctx, key); img != nil {
 			if err := b.advance(ss, s, img); err != nil {
