@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -309,4 +310,25 @@ func TestKilledBuildsRootfsReclaimed(t *testing.T) {
 	if !slices.Equal(keys, []string{live}) {
 		t.Errorf("rootfses after a build: %q, want only %q (the killed build's released, the running one's kept)", keys, live)
 	}
+}
+
+// A step whose rootfs cannot be prepared (its image's layer is gone)
+// fails, and leaves no lock file behind.
+func TestPrepareFailsCleanly(t *testing.T) {
+	ctx := context.Background()
+	img, err := testEnv.Store.Image(ctx, "alpine:test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := *img
+	broken.Layers = append(slices.Clone(img.Layers), layerfs.Layer{DiffID: v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("0", 64)}})
+	b := &builder{store: testEnv.Store, opts: &Options{Logger: slog.New(slog.DiscardHandler)}}
+	if _, _, err := b.prepare(ctx, &broken); err == nil {
+		t.Fatal("prepare of an image without its layer succeeded")
+	}
+	entries, _ := os.ReadDir(rootfsLockDir(testEnv.Store))
+	if len(entries) > 0 {
+		t.Errorf("lock files left: %v", entries)
+	}
+	assertNoRootfs(t)
 }

@@ -36,7 +36,7 @@ func (b *builder) prepare(ctx context.Context, img *layerfs.Image) (*layerfs.Roo
 		return nil, nil, err
 	}
 	release := func() {
-		if err := b.store.Release(context.WithoutCancel(ctx), key); err != nil {
+		if err := released(b.store.Release(context.WithoutCancel(ctx), key)); err != nil {
 			b.opts.Logger.Warn("build: cannot release a rootfs", "key", key, "err", err)
 		} else {
 			os.Remove(lock.Name())
@@ -49,6 +49,16 @@ func (b *builder) prepare(ctx context.Context, img *layerfs.Image) (*layerfs.Roo
 		return nil, nil, fmt.Errorf("look at image %s: %w", img.Digest, err)
 	}
 	return rfs, release, nil
+}
+
+// released is the error of a Release, nil if there was nothing (any
+// more) to release: a Prepare that failed early, or a rootfs its build
+// released while another build looked at it.
+func released(err error) error {
+	if errors.Is(err, layerfs.ErrNotFound) {
+		return nil
+	}
+	return err
 }
 
 func rootfsLockDir(store *layerfs.Store) string {
@@ -95,7 +105,7 @@ func reclaimRootfses(ctx context.Context, store *layerfs.Store, log *slog.Logger
 			log.Warn("build: cannot look at a left-over rootfs", "key", key, "err", err)
 			continue
 		}
-		if err := store.Release(ctx, key); err != nil {
+		if err := released(store.Release(ctx, key)); err != nil {
 			log.Warn("build: cannot release a rootfs a killed build left", "key", key, "err", err)
 		} else {
 			log.Info("build: released a rootfs a killed build left", "key", key)
