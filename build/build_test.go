@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/testenv"
 	"github.com/berth-dev/berth/layerfs"
@@ -631,5 +632,65 @@ func TestCacheSeesEscapeDirective(t *testing.T) {
 	}
 	if env := res.Image.Config.Config.Env; !contains(env, `A=x\p`) {
 		t.Errorf("Env = %q under escape=`, want A=x\\p (steps %+v)", env, res.Steps)
+	}
+}
+
+// What .dockerignore leaves out cannot be copied through a link either:
+// a link in the context to an ignored file or directory names nothing,
+// as in Docker, whose context holds no ignored file for the link to
+// reach.
+func TestDockerignoreThroughLinks(t *testing.T) {
+	dir := writeContext(t, map[string]string{
+		".dockerignore": "secret\nprivate\n",
+		"secret":        "TOKEN",
+		"private/key":   "KEY",
+		"public/ok":     "ok",
+	})
+	for name, target := range map[string]string{"link-secret": "secret", "link-private": "private", "link-abs": "/private/key", "public/up": "../secret"} {
+		if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, src := range []string{"link-secret", "link-private", "link-private/", "link-private/key", "link-abs", "link-s*", "public/up"} {
+		os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM alpine:test\nCOPY "+src+" /x/\n"), 0o644)
+		res, err := build(t, dir, nil)
+		if !errors.Is(err, ErrNoSource) {
+			t.Errorf("COPY %s (a link to what .dockerignore leaves out): %v, want ErrNoSource", src, err)
+		}
+		if err == nil {
+			inImage(t, res.Image, func(root string) {
+				filepath.WalkDir(filepath.Join(root, "x"), func(p string, d os.DirEntry, err error) error {
+					if b, _ := os.ReadFile(p); d != nil && d.Type().IsRegular() && (string(b) == "TOKEN" || string(b) == "KEY") {
+						t.Errorf("COPY %s: %s holds ignored content %q", src, p, b)
+					}
+					return nil
+				})
+			})
+		}
+	}
+}
+
+// Below a source, the walk follows no link: a directory it listed and
+// then found swapped for a link (to an ignored directory, say) fails
+// the walk instead of being read through.
+func TestContextWalkFollowsNoLink(t *testing.T) {
+	dir := writeContext(t, map[string]string{"private/key": "KEY", "tree/f": "f"})
+	if err := os.Symlink("../private", filepath.Join(dir, "tree", "swapped")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := openContext(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.readDir("tree/swapped"); !errors.Is(err, syscall.ELOOP) {
+		t.Errorf("readDir through a link: %v, want ELOOP", err)
+	}
+	if _, err := c.openRegular("tree/swapped/key", true); !errors.Is(err, syscall.ELOOP) {
+		t.Errorf("reading a file through a link: %v, want ELOOP", err)
+	}
+	var st unix.Stat_t
+	if err := c.lstat("tree/swapped/key", &st); !errors.Is(err, syscall.ELOOP) {
+		t.Errorf("lstat through a link: %v, want ELOOP", err)
 	}
 }

@@ -28,18 +28,24 @@ var ErrOutsideContext = errors.New("source outside the build context")
 // context, there from the start or swapped in while the build runs, is
 // resolved as if the context were "/" and never reaches a host file
 // outside it.
+//
+// .dockerignore is matched against paths as the kernel resolved them, so
+// that a link cannot name what it leaves out; below a source, where
+// links are copied as links, paths are opened without following any
+// link, so that a directory swapped for one during the build fails the
+// build instead of being read through.
 type buildContext struct {
 	dir    string
 	root   *os.File // O_PATH descriptor of dir
+	real   string   // root's path as the kernel gives it in /proc/self/fd
 	ignore *patternmatcher.PatternMatcher
 }
 
 func openContext(dir string) (*buildContext, error) {
-	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	c, err := openTree(dir)
 	if err != nil {
 		return nil, fmt.Errorf("context %s: %w", dir, err)
 	}
-	c := &buildContext{dir: dir, root: os.NewFile(uintptr(fd), dir)}
 	data, err := c.readFile(".dockerignore", maxDockerfile)
 	if err != nil && !errors.Is(err, unix.ENOENT) {
 		c.Close()
@@ -65,7 +71,34 @@ func openTree(dir string) (*buildContext, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &buildContext{dir: dir, root: os.NewFile(uintptr(fd), dir)}, nil
+	c := &buildContext{dir: dir, root: os.NewFile(uintptr(fd), dir)}
+	if c.real, err = fdPath(fd); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// fdPath is the path of the file open as fd, as the kernel gives it.
+func fdPath(fd int) (string, error) {
+	return os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+}
+
+// where returns the path in the context of f, a descriptor opened in it:
+// where the links its name went through led.
+func (c *buildContext) where(f *os.File) (string, error) {
+	p, err := fdPath(int(f.Fd()))
+	if err != nil {
+		return "", err
+	}
+	if p == c.real {
+		return "", nil
+	}
+	rel, ok := strings.CutPrefix(p, c.real+"/")
+	if !ok {
+		return "", fmt.Errorf("%s resolved to %s, outside the context", f.Name(), p)
+	}
+	return rel, nil
 }
 
 func (c *buildContext) Close() error { return c.root.Close() }
@@ -79,10 +112,21 @@ func (c *buildContext) open(rel string, flags int) (*os.File, error) {
 	return os.NewFile(uintptr(fd), rel), nil
 }
 
+// exact opens rel, a path in the context that goes through no link
+// (one listed by readDir), following none: a link swapped in since is
+// an error (ELOOP).
+func (c *buildContext) exact(rel string, flags int) (*os.File, error) {
+	fd, err := safetree.Beneath(int(c.root.Fd()), rel, flags)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), rel), nil
+}
+
 // readFile reads rel, which must be a regular file of at most max bytes:
 // a FIFO or a device planted in the context is refused, not read.
 func (c *buildContext) readFile(rel string, max int64) ([]byte, error) {
-	f, err := c.openRegular(rel)
+	f, err := c.openRegular(rel, false)
 	if err != nil {
 		return nil, err
 	}
@@ -97,11 +141,15 @@ func (c *buildContext) readFile(rel string, max int64) ([]byte, error) {
 	return data, nil
 }
 
-// openRegular opens rel for reading if it is a regular file. O_NONBLOCK
-// keeps a FIFO from blocking the open; it means nothing to a regular
-// file.
-func (c *buildContext) openRegular(rel string) (*os.File, error) {
-	f, err := c.open(rel, unix.O_RDONLY|unix.O_NONBLOCK)
+// openRegular opens rel for reading if it is a regular file, following
+// links inside the context unless exact. O_NONBLOCK keeps a FIFO from
+// blocking the open; it means nothing to a regular file.
+func (c *buildContext) openRegular(rel string, exact bool) (*os.File, error) {
+	open := c.open
+	if exact {
+		open = c.exact
+	}
+	f, err := open(rel, unix.O_RDONLY|unix.O_NONBLOCK)
 	if err != nil {
 		return nil, err
 	}
@@ -182,9 +230,10 @@ func (c *buildContext) glob(pattern string) ([]string, error) {
 	return out, nil
 }
 
-// readDir returns the names in the context directory rel, sorted.
+// readDir returns the names in the context directory rel (a path
+// through no link), sorted.
 func (c *buildContext) readDir(rel string) ([]string, error) {
-	f, err := c.open(rel, unix.O_RDONLY|unix.O_DIRECTORY)
+	f, err := c.exact(rel, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
 		return nil, err
 	}
@@ -197,9 +246,10 @@ func (c *buildContext) readDir(rel string) ([]string, error) {
 	return names, nil
 }
 
-// lstat stats rel without following a link at its last component.
+// lstat stats rel (a path through no link) without following a link at
+// its last component.
 func (c *buildContext) lstat(rel string, st *unix.Stat_t) error {
-	f, err := c.open(rel, unix.O_PATH|unix.O_NOFOLLOW)
+	f, err := c.exact(rel, unix.O_PATH|unix.O_NOFOLLOW)
 	if err != nil {
 		return err
 	}
@@ -207,9 +257,9 @@ func (c *buildContext) lstat(rel string, st *unix.Stat_t) error {
 	return unix.Fstat(int(f.Fd()), st)
 }
 
-// readlink reads the symbolic link rel.
+// readlink reads the symbolic link rel (a path through no other link).
 func (c *buildContext) readlink(rel string) (string, error) {
-	f, err := c.open(rel, unix.O_PATH|unix.O_NOFOLLOW)
+	f, err := c.exact(rel, unix.O_PATH|unix.O_NOFOLLOW)
 	if err != nil {
 		return "", err
 	}

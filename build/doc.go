@@ -20,7 +20,10 @@
 // a symbolic link, planted beforehand or swapped in during the build,
 // resolves as if the context were "/" and never reaches the host's
 // files. A source named by a COPY is followed inside the context; links
-// found inside a copied directory are copied as links. Absolute sources
+// found inside a copied directory are copied as links, and the walk
+// below a source follows none (a directory swapped for a link fails the
+// build). What .dockerignore leaves out is missing however it is named,
+// through a link included. Absolute sources
 // are taken from the context's root, as Docker takes them; a source
 // that climbs out with ".." is an error (ErrOutsideContext). Files are
 // read only if they are regular: a FIFO named as a source is refused (a

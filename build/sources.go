@@ -129,21 +129,32 @@ func (sw *sourceWriter) addSource(rel string, add bool) (bool, error) {
 	}
 	var st unix.Stat_t
 	err = unix.Fstat(int(f.Fd()), &st)
+	var real string
+	if err == nil {
+		real, err = sw.c.where(f)
+	}
 	f.Close()
 	if err != nil {
 		return false, err
 	}
+	// What .dockerignore leaves out is not in the context, however it
+	// is named: through a link it is missing, as in Docker. (An ignored
+	// directory is still looked into for exceptions.)
+	isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
+	if sw.c.ignored(real) && !(isDir && sw.c.ignore.Exclusions()) {
+		return false, &os.PathError{Op: "open", Path: rel, Err: unix.ENOENT}
+	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
-		return false, sw.addDir(rel, "")
+		return false, sw.addDir(real, "")
 	case unix.S_IFREG:
 		if add {
-			unpacked, err := sw.addArchive(rel)
+			unpacked, err := sw.addArchive(real)
 			if err != nil || unpacked {
 				return false, err
 			}
 		}
-		return true, sw.addFile(rel, path.Base(rel), &st)
+		return true, sw.addFile(real, path.Base(rel), &st)
 	}
 	return false, fmt.Errorf("%s: not a file or directory", rel)
 }
@@ -210,12 +221,13 @@ func (sw *sourceWriter) addDir(rel, prefix string) error {
 	return nil
 }
 
-// addFile adds the regular file rel as name. The file is opened again,
-// inside the context, and must still be the file st describes: one
+// addFile adds the regular file rel (a path through no link) as name.
+// The file is opened again, following no link, and must still be the
+// file st describes: one
 // swapped for another, or for a FIFO or a device, between the listing
 // and the read fails the build instead of being copied.
 func (sw *sourceWriter) addFile(rel, name string, st *unix.Stat_t) error {
-	f, err := sw.c.openRegular(rel)
+	f, err := sw.c.openRegular(rel, true)
 	if err != nil {
 		return err
 	}
@@ -246,7 +258,7 @@ func (sw *sourceWriter) addFile(rel, name string, st *unix.Stat_t) error {
 // directories, links and FIFOs are taken; the store's unpack confines
 // links as it does any layer's.
 func (sw *sourceWriter) addArchive(rel string) (bool, error) {
-	f, err := sw.c.openRegular(rel)
+	f, err := sw.c.openRegular(rel, true)
 	if err != nil {
 		return false, err
 	}
