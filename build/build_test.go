@@ -694,3 +694,21 @@ func TestContextWalkFollowsNoLink(t *testing.T) {
 		t.Errorf("lstat through a link: %v, want ELOOP", err)
 	}
 }
+
+// A file larger than MaxCopySize (a sparse one, all zeros) fails the
+// COPY at once, naming the file, before its bytes are staged.
+func TestCopyHugeSparseFile(t *testing.T) {
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nCOPY . /app/\n"})
+	f, err := os.Create(filepath.Join(dir, "huge"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(1 << 40)
+	f.Close()
+	start := time.Now()
+	_, err = build(t, dir, func(o *Options) { o.MaxCopySize = 64 << 20 })
+	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "huge") || lineOf(err) != 2 {
+		t.Errorf("COPY of a 1 TiB sparse file under a 64 MiB bound: %v, want ErrTooLarge naming huge on line 2", err)
+	}
+	t.Logf("failed after %v", time.Since(start))
+}

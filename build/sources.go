@@ -66,7 +66,8 @@ func collectSources(c *buildContext, srcs []string, add bool, tmpDir string, max
 		}
 	}()
 	h := sha256.New()
-	sw := &sourceWriter{c: c, tw: tar.NewWriter(&boundedWriter{w: io.MultiWriter(f, h), left: max}), h: h}
+	bw := &boundedWriter{w: io.MultiWriter(f, h), left: max}
+	sw := &sourceWriter{c: c, tw: tar.NewWriter(bw), h: h, bound: bw}
 	var files, others int
 	for _, src := range srcs {
 		rel, err := contextPath(src)
@@ -113,9 +114,10 @@ func collectSources(c *buildContext, srcs []string, add bool, tmpDir string, max
 }
 
 type sourceWriter struct {
-	c  *buildContext
-	tw *tar.Writer
-	h  hash.Hash
+	c     *buildContext
+	tw    *tar.Writer
+	h     hash.Hash
+	bound *boundedWriter // under tw
 }
 
 // addSource adds the context path rel: a directory's contents, or a
@@ -223,9 +225,10 @@ func (sw *sourceWriter) addDir(rel, prefix string) error {
 
 // addFile adds the regular file rel (a path through no link) as name.
 // The file is opened again, following no link, and must still be the
-// file st describes: one
-// swapped for another, or for a FIFO or a device, between the listing
-// and the read fails the build instead of being copied.
+// file st describes: one swapped for another, or for a FIFO or a
+// device, between the listing and the read fails the build instead of
+// being copied. A file larger than the bound has left fails at once,
+// before its bytes (the zeros of a sparse file, say) are staged.
 func (sw *sourceWriter) addFile(rel, name string, st *unix.Stat_t) error {
 	f, err := sw.c.openRegular(rel, true)
 	if err != nil {
@@ -238,6 +241,9 @@ func (sw *sourceWriter) addFile(rel, name string, st *unix.Stat_t) error {
 	}
 	if now.Ino != st.Ino || now.Dev != st.Dev {
 		return fmt.Errorf("%s: changed while the build read it", rel)
+	}
+	if now.Size > sw.bound.left {
+		return fmt.Errorf("%s: %d bytes: %w", rel, now.Size, ErrTooLarge)
 	}
 	hdr := &tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: int64(now.Mode & 0o7777), Size: now.Size, ModTime: epoch, Format: tar.FormatPAX}
 	if err := sw.tw.WriteHeader(hdr); err != nil {
