@@ -712,3 +712,38 @@ func TestCopyHugeSparseFile(t *testing.T) {
 	}
 	t.Logf("failed after %v", time.Since(start))
 }
+
+// COPY --from keeps the owners files have in the stage or image, as in
+// Docker; files of the context are copied as 0:0 whoever owns them on
+// the host; --chown overrides both.
+func TestCopyFromKeepsOwners(t *testing.T) {
+	dir := writeContext(t, map[string]string{
+		"Dockerfile": `FROM alpine:test AS src
+COPY --chown=1234:4321 f /out/f
+FROM alpine:test
+COPY --from=src /out/ /got/
+COPY --from=src --chown=7:8 /out/f /chowned
+COPY f /fromcontext
+`,
+		"f": "owned",
+	})
+	if err := os.Chown(filepath.Join(dir, "f"), 1000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	res, err := build(t, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inImage(t, res.Image, func(root string) {
+		for p, want := range map[string][2]uint32{"got/f": {1234, 4321}, "chowned": {7, 8}, "fromcontext": {0, 0}} {
+			var st syscall.Stat_t
+			if err := syscall.Lstat(filepath.Join(root, p), &st); err != nil {
+				t.Error(err)
+				continue
+			}
+			if st.Uid != want[0] || st.Gid != want[1] {
+				t.Errorf("%s: owner %d:%d, want %d:%d", p, st.Uid, st.Gid, want[0], want[1])
+			}
+		}
+	})
+}

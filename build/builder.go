@@ -410,6 +410,9 @@ func (b *builder) fromTree(ctx context.Context, name string, ss *stageState) (*b
 		release()
 		return nil, nil, err
 	}
+	// As in Docker, files copied from a stage or an image keep their
+	// owners unless --chown says otherwise.
+	tree.keepOwners = true
 	return tree, func() { tree.Close(); release() }, nil
 }
 

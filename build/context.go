@@ -1,6 +1,7 @@
 package build
 
 import (
+	"archive/tar"
 	"bytes"
 	"errors"
 	"fmt"
@@ -39,6 +40,16 @@ type buildContext struct {
 	root   *os.File // O_PATH descriptor of dir
 	real   string   // root's path as the kernel gives it in /proc/self/fd
 	ignore *patternmatcher.PatternMatcher
+	// keepOwners keeps the files' owners, as COPY --from does; files
+	// of the context are copied as 0:0, whoever owns them on the host.
+	keepOwners bool
+}
+
+// setOwner gives hdr, an entry copied from st, its owner.
+func (c *buildContext) setOwner(hdr *tar.Header, st *unix.Stat_t) {
+	if c.keepOwners {
+		hdr.Uid, hdr.Gid = int(st.Uid), int(st.Gid)
+	}
 }
 
 func openContext(dir string) (*buildContext, error) {
@@ -64,8 +75,10 @@ func openContext(dir string) (*buildContext, error) {
 	return c, nil
 }
 
-// openTree opens dir, an image's prepared rootfs, as a source of COPY
-// --from: read as the context is, inside it, with nothing ignored.
+// openTree opens dir as a tree to copy from, read inside it, with
+// nothing ignored and owners dropped: the context (see openContext), or
+// an image's prepared rootfs as a source of COPY --from (which keeps
+// owners).
 func openTree(dir string) (*buildContext, error) {
 	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {

@@ -40,9 +40,10 @@
 // has one, through the image's own links (resolved inside the image's
 // root, so a link there cannot name a host path), creating missing
 // parents 0755 owned by the --chown user. Directories the image has keep
-// their mode and owner. Entries are sorted, their times zeroed and their
-// owners 0:0 unless --chown says otherwise, so that the same files make
-// the same layer. ADD unpacks plain, gzip, bzip2 and zstd tar archives
+// their mode and owner. Entries are sorted and their times zeroed, so
+// that the same files make the same layer; files of the context are
+// owned by 0:0 and those of COPY --from keep their owners, unless
+// --chown says otherwise. ADD unpacks plain, gzip, bzip2 and zstd tar archives
 // (xz is not supported), keeping their entries' owners and times, with
 // names confined under the destination; anything else is copied as a
 // file. A destination that is a dangling link in the image is followed,

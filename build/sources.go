@@ -187,6 +187,7 @@ func (sw *sourceWriter) addDir(rel, prefix string) error {
 			continue
 		}
 		hdr := &tar.Header{Name: cname, Mode: int64(st.Mode & 0o7777), ModTime: epoch, Format: tar.FormatPAX}
+		sw.c.setOwner(hdr, &st)
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFDIR:
 			hdr.Typeflag, hdr.Name = tar.TypeDir, cname+"/"
@@ -246,6 +247,7 @@ func (sw *sourceWriter) addFile(rel, name string, st *unix.Stat_t) error {
 		return fmt.Errorf("%s: %d bytes: %w", rel, now.Size, ErrTooLarge)
 	}
 	hdr := &tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: int64(now.Mode & 0o7777), Size: now.Size, ModTime: epoch, Format: tar.FormatPAX}
+	sw.c.setOwner(hdr, &now)
 	if err := sw.tw.WriteHeader(hdr); err != nil {
 		return err
 	}
