@@ -747,3 +747,60 @@ COPY f /fromcontext
 		}
 	})
 }
+
+// A FIFO (or a device node) where a regular file is read, the image's
+// /etc/passwd for --chown or a context file, is never opened: opening
+// it has effects of its own, here letting a writer blocked on the FIFO
+// through.
+func TestFIFONeverOpened(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "etc"), 0o755)
+	fifo := filepath.Join(dir, "etc", "passwd")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	opened := make(chan struct{}, 1)
+	go func() {
+		if f, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+			opened <- struct{}{}
+			f.Close()
+		}
+	}()
+	time.Sleep(100 * time.Millisecond) // for the writer to block in its open
+	// The writer is let go at the end, by a reader of the test's own.
+	defer func() {
+		if f, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+	}()
+	wasOpened := func() bool {
+		select {
+		case <-opened:
+			return true
+		case <-time.After(300 * time.Millisecond):
+			return false
+		}
+	}
+	root, err := openImageRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	if _, err := root.resolveOwner("nobody"); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("--chown with the image's /etc/passwd a FIFO: %v, want not a regular file", err)
+	}
+	if wasOpened() {
+		t.Fatal("the image's /etc/passwd, a FIFO, was opened")
+	}
+	c, err := openContext(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.readFile("etc/passwd", 100); err == nil {
+		t.Error("read a FIFO of the context")
+	}
+	if wasOpened() {
+		t.Fatal("a FIFO of the context was opened")
+	}
+}

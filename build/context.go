@@ -155,27 +155,40 @@ func (c *buildContext) readFile(rel string, max int64) ([]byte, error) {
 }
 
 // openRegular opens rel for reading if it is a regular file, following
-// links inside the context unless exact. O_NONBLOCK keeps a FIFO from
-// blocking the open; it means nothing to a regular file.
+// links inside the context unless exact. Nothing else is ever opened
+// (see reopenRegular).
 func (c *buildContext) openRegular(rel string, exact bool) (*os.File, error) {
 	open := c.open
 	if exact {
 		open = c.exact
 	}
-	f, err := open(rel, unix.O_RDONLY|unix.O_NONBLOCK)
+	pf, err := open(rel, unix.O_PATH)
 	if err != nil {
 		return nil, err
 	}
+	defer pf.Close()
+	return reopenRegular(pf)
+}
+
+// reopenRegular opens for reading the file pf, an O_PATH descriptor
+// (which opens nothing), if it is a regular file. A FIFO or a device
+// node planted in a context or an image is so never opened: opening
+// one can have effects of its own (a FIFO's writer let through, a
+// device's driver called), whatever is read after. O_NONBLOCK keeps a
+// lease from holding the open up.
+func reopenRegular(pf *os.File) (*os.File, error) {
 	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		f.Close()
-		return nil, err
+	if err := unix.Fstat(int(pf.Fd()), &st); err != nil {
+		return nil, &os.PathError{Op: "stat", Path: pf.Name(), Err: err}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		f.Close()
-		return nil, fmt.Errorf("%s: not a regular file", rel)
+		return nil, fmt.Errorf("%s: not a regular file", pf.Name())
 	}
-	return f, nil
+	fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", pf.Fd()), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: pf.Name(), Err: err}
+	}
+	return os.NewFile(uintptr(fd), pf.Name()), nil
 }
 
 // ignored reports whether .dockerignore leaves rel out of the context.

@@ -168,18 +168,16 @@ const maxUserDB = 1 << 20
 // lookup finds name in the image's passwd-style file db, read only if
 // it is a regular file of bounded size: the image is untrusted.
 func (r *imageRoot) lookup(db, name string) ([]string, error) {
-	f, err := r.open(db, unix.O_RDONLY|unix.O_NONBLOCK)
+	pf, err := r.open(db, unix.O_PATH)
 	if err != nil {
 		return nil, fmt.Errorf("%q: %w", name, err)
 	}
+	defer pf.Close()
+	f, err := reopenRegular(pf)
+	if err != nil {
+		return nil, fmt.Errorf("%q: the image's %w", name, err)
+	}
 	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return nil, err
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, fmt.Errorf("%q: the image's %s is not a regular file", name, db)
-	}
 	sc := bufio.NewScanner(io.LimitReader(f, maxUserDB))
 	for sc.Scan() {
 		fields := strings.Split(sc.Text(), ":")
