@@ -107,7 +107,7 @@ func (c *buildContext) where(f *os.File) (string, error) {
 	if p == c.real {
 		return "", nil
 	}
-	rel, ok := strings.CutPrefix(p, c.real+"/")
+	rel, ok := strings.CutPrefix(p, strings.TrimSuffix(c.real, "/")+"/")
 	if !ok {
 		return "", fmt.Errorf("%s resolved to %s, outside the context", f.Name(), p)
 	}
