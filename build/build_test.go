@@ -804,3 +804,24 @@ func TestFIFONeverOpened(t *testing.T) {
 		t.Fatal("a FIFO of the context was opened")
 	}
 }
+
+// An archive entry ADD skips (named "..") still counts towards the bound:
+// a compressed one of any size fails the build once the bound is
+// passed, instead of being inflated to its end.
+func TestAddBoundedSkippedEntry(t *testing.T) {
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	tw := tar.NewWriter(zw)
+	const size = 64 << 20
+	if err := tw.WriteHeader(&tar.Header{Name: "..", Mode: 0o644, Size: size, Typeflag: tar.TypeReg}); err != nil {
+		t.Fatal(err)
+	}
+	tw.Write(make([]byte, size))
+	tw.Close()
+	zw.Close()
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nADD bomb.tgz /x/\n", "bomb.tgz": gz.String()})
+	_, err := build(t, dir, func(o *Options) { o.MaxCopySize = 1 << 20 })
+	if !errors.Is(err, ErrTooLarge) || lineOf(err) != 2 {
+		t.Errorf("ADD of an archive with a skipped 64 MiB entry under a 1 MiB bound: %v, want ErrTooLarge on line 2", err)
+	}
+}

@@ -294,7 +294,10 @@ func (sw *sourceWriter) addArchive(rel string) (bool, error) {
 	case bytes.HasPrefix(magic, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
 		return false, fmt.Errorf("%s: xz archives: %w", rel, ErrUnsupported)
 	}
-	tb := bufio.NewReaderSize(r, 1024)
+	// What the archive unpacks to is bounded as a whole, entries it
+	// skips included: a compressed entry of a petabyte named ".." would
+	// otherwise be inflated to the end, writing nothing, for days.
+	tb := bufio.NewReaderSize(&boundedReader{r: r, left: sw.bound.left}, 1024)
 	head, _ := tb.Peek(512)
 	if len(head) < 262 || !bytes.Equal(head[257:262], []byte("ustar")) {
 		// A plain file, compressed or not (data.json.gz): copied as it
@@ -361,4 +364,22 @@ func (b *boundedWriter) Write(p []byte) (int, error) {
 	}
 	b.left -= int64(len(p))
 	return b.w.Write(p)
+}
+
+// boundedReader fails a read past its bound with ErrTooLarge.
+type boundedReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, ErrTooLarge
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	return n, err
 }
