@@ -825,3 +825,25 @@ func TestAddBoundedSkippedEntry(t *testing.T) {
 		t.Errorf("ADD of an archive with a skipped 64 MiB entry under a 1 MiB bound: %v, want ErrTooLarge on line 2", err)
 	}
 }
+
+// A COPY stops when the build's context is cancelled, not only once all
+// it copies is staged.
+func TestCopyCancelled(t *testing.T) {
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nCOPY big /big\n"})
+	f, err := os.Create(filepath.Join(dir, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(1 << 40)
+	f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = Build(ctx, testEnv.Store, &Options{Context: dir, Cgroups: testEnv.Cgroups, StateDir: testEnv.StateDir, MaxCopySize: 2 << 40})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("COPY of a 1 TiB file with the build cancelled: %v after %v, want DeadlineExceeded", err, time.Since(start))
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("cancelled COPY returned after %v", d)
+	}
+}

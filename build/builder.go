@@ -238,7 +238,7 @@ func (b *builder) buildStep(ctx context.Context, ss *stageState, s step, meta ma
 			defer release()
 			src = tree
 		}
-		set, err := collectSources(src, c.SourcePaths, false, b.cache.dir, b.maxCopy())
+		set, err := collectSources(ctx, src, c.SourcePaths, false, b.cache.dir, b.maxCopy())
 		if err != nil {
 			return fail(err)
 		}
@@ -256,7 +256,7 @@ func (b *builder) buildStep(ctx context.Context, ss *stageState, s step, meta ma
 		if c.Link || len(c.ExcludePatterns) > 0 || c.Checksum != "" || c.Unpack != nil || c.KeepGitDir != nil || len(c.SourceContents) > 0 {
 			return fail(fmt.Errorf("ADD --link, --exclude, --checksum, --unpack, --keep-git-dir and here-documents: %w", ErrUnsupported))
 		}
-		set, err := collectSources(b.ctx, c.SourcePaths, true, b.cache.dir, b.maxCopy())
+		set, err := collectSources(ctx, b.ctx, c.SourcePaths, true, b.cache.dir, b.maxCopy())
 		if err != nil {
 			return fail(err)
 		}

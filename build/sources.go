@@ -5,6 +5,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/bzip2"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -51,7 +52,7 @@ func (s *sourceSet) Close() error { return s.file.Close() }
 // the layer is bound for rather than in a /tmp that may be memory) and
 // may not pass max bytes: an archive that unpacks without end stops
 // there.
-func collectSources(c *buildContext, srcs []string, add bool, tmpDir string, max int64) (_ *sourceSet, err error) {
+func collectSources(ctx context.Context, c *buildContext, srcs []string, add bool, tmpDir string, max int64) (_ *sourceSet, err error) {
 	if err := os.MkdirAll(tmpDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -66,7 +67,7 @@ func collectSources(c *buildContext, srcs []string, add bool, tmpDir string, max
 		}
 	}()
 	h := sha256.New()
-	bw := &boundedWriter{w: io.MultiWriter(f, h), left: max}
+	bw := &boundedWriter{ctx: ctx, w: io.MultiWriter(f, h), left: max}
 	sw := &sourceWriter{c: c, tw: tar.NewWriter(bw), h: h, bound: bw}
 	var files, others int
 	for _, src := range srcs {
@@ -297,7 +298,7 @@ func (sw *sourceWriter) addArchive(rel string) (bool, error) {
 	// What the archive unpacks to is bounded as a whole, entries it
 	// skips included: a compressed entry of a petabyte named ".." would
 	// otherwise be inflated to the end, writing nothing, for days.
-	tb := bufio.NewReaderSize(&boundedReader{r: r, left: sw.bound.left}, 1024)
+	tb := bufio.NewReaderSize(&boundedReader{ctx: sw.bound.ctx, r: r, left: sw.bound.left}, 1024)
 	head, _ := tb.Peek(512)
 	if len(head) < 262 || !bytes.Equal(head[257:262], []byte("ustar")) {
 		// A plain file, compressed or not (data.json.gz): copied as it
@@ -352,13 +353,18 @@ func confine(name string) string {
 // ErrTooLarge means what a COPY or ADD copies passes Options.MaxCopySize.
 var ErrTooLarge = errors.New("sources larger than the build allows")
 
-// boundedWriter fails a write that would pass its bound.
+// boundedWriter fails a write that would pass its bound, or once ctx
+// is done: every byte a COPY stages goes through it.
 type boundedWriter struct {
+	ctx  context.Context
 	w    io.Writer
 	left int64
 }
 
 func (b *boundedWriter) Write(p []byte) (int, error) {
+	if err := b.ctx.Err(); err != nil {
+		return 0, err
+	}
 	if int64(len(p)) > b.left {
 		return 0, ErrTooLarge
 	}
@@ -366,13 +372,18 @@ func (b *boundedWriter) Write(p []byte) (int, error) {
 	return b.w.Write(p)
 }
 
-// boundedReader fails a read past its bound with ErrTooLarge.
+// boundedReader fails a read past its bound with ErrTooLarge, or once
+// ctx is done.
 type boundedReader struct {
+	ctx  context.Context
 	r    io.Reader
 	left int64
 }
 
 func (b *boundedReader) Read(p []byte) (int, error) {
+	if err := b.ctx.Err(); err != nil {
+		return 0, err
+	}
 	if b.left <= 0 {
 		return 0, ErrTooLarge
 	}
