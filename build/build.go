@@ -123,6 +123,7 @@ func Build(ctx context.Context, store *layerfs.Store, opts *Options) (*Result, e
 		}
 		o.Logger.Warn("Dockerfile warning", "file", df.name, "line", line, "warning", w.Short)
 	}
+	reclaimRootfses(ctx, store, o.Logger)
 	b := &builder{store: store, opts: &o, ctx: bctx, df: df, cache: newCache(store)}
 	img, err := b.run(ctx)
 	if err != nil {

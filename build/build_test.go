@@ -15,8 +15,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/testenv"
+	"github.com/berth-dev/berth/layerfs"
 )
 
 // lineOf returns the line a build error names, or 0.
@@ -486,5 +488,362 @@ func TestCopyCacheSeesModesAndNames(t *testing.T) {
 	}
 	if !cachedAfter(func() { os.Chtimes(filepath.Join(dir, "d/b"), time.Unix(1, 0), time.Unix(1, 0)) }) {
 		t.Error("COPY not cached after only a time changed")
+	}
+}
+
+// Whether a CMD came earlier in the stage is part of an ENTRYPOINT's
+// step: the same parent image reached with and without one (here an
+// image built with CMD, then the same CMD taken from the cache) must not
+// share a cache entry, or the ENTRYPOINT keeps or clears the wrong Cmd.
+func TestEntrypointCacheSeesCmdInStage(t *testing.T) {
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nCMD [\"cmd-in-stage\"]\n"})
+	if _, err := build(t, dir, func(o *Options) { o.Tags = []string{"cmdbase:test"} }); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM cmdbase:test\nENTRYPOINT [\"/entry\"]\n"), 0o644)
+	res, err := build(t, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cmd := res.Image.Config.Config.Cmd; cmd != nil {
+		t.Errorf("ENTRYPOINT after an inherited CMD: Cmd = %q, want none", cmd)
+	}
+	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM alpine:test\nCMD [\"cmd-in-stage\"]\nENTRYPOINT [\"/entry\"]\n"), 0o644)
+	res, err = build(t, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cmd := res.Image.Config.Config.Cmd; !cmp.Equal(cmd, []string{"cmd-in-stage"}) {
+		t.Errorf("ENTRYPOINT after a CMD of its stage: Cmd = %q, want [cmd-in-stage] (steps %+v)", cmd, res.Steps)
+	}
+}
+
+// A source that was a file and is now a directory holding one file of
+// the same name, mode and content gives the same entries, but another
+// placement (COPY a /dst makes /dst the file, or /dst/a): not a cache
+// hit.
+func TestCopyCacheSeesFileOrDirectory(t *testing.T) {
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nCOPY a /fileordir\n", "a": "same"})
+	if _, err := build(t, dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(dir, "a"))
+	if err := os.Mkdir(filepath.Join(dir, "a"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "a", "a"), []byte("same"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := build(t, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inImage(t, res.Image, func(root string) {
+		if b, err := os.ReadFile(filepath.Join(root, "fileordir", "a")); err != nil || string(b) != "same" {
+			t.Errorf("COPY of a directory after the same COPY of a file: fileordir/a %q, %v (steps %+v)", b, err, res.Steps)
+		}
+	})
+}
+
+// A store opened through a symbolic link (a home or state directory
+// under a linked path) still places COPY's files: paths resolved in the
+// image are taken relative to the root the kernel resolved, not to the
+// path as the store was given it.
+func TestCopyWithStoreThroughLink(t *testing.T) {
+	link := filepath.Join(t.TempDir(), "store-link")
+	if err := os.Symlink(testEnv.Store.Root(), link); err != nil {
+		t.Fatal(err)
+	}
+	store, err := layerfs.Open(link, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nCOPY f /usr/bin\nWORKDIR /linked/wd\n", "f": "through a link"})
+	res, err := Build(context.Background(), store, &Options{Context: dir, Cgroups: testEnv.Cgroups, StateDir: testEnv.StateDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inImage(t, res.Image, func(root string) {
+		if b, err := os.ReadFile(filepath.Join(root, "usr/bin/f")); err != nil || string(b) != "through a link" {
+			t.Errorf("usr/bin/f: %q, %v", b, err)
+		}
+	})
+}
+
+// ADD unpacks only tar archives: a compressed file that holds no tar
+// archive (data.json.gz) is copied as it is, as Docker copies it.
+func TestAddCompressedNonArchive(t *testing.T) {
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(`{"not": "a tar archive"}`))
+	zw.Close()
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nADD data.json.gz /data/\n", "data.json.gz": gz.String()})
+	res, err := build(t, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inImage(t, res.Image, func(root string) {
+		if b, err := os.ReadFile(filepath.Join(root, "data/data.json.gz")); err != nil || !bytes.Equal(b, gz.Bytes()) {
+			t.Errorf("data/data.json.gz: %d bytes, %v; want the %d bytes of the file as it is", len(b), err, gz.Len())
+		}
+	})
+}
+
+// An ARG given no value (no default, no --build-arg, no value before
+// FROM) is unset, as in Docker: ${NAME-word} gives word, and RUN's
+// environment has no NAME.
+func TestArgWithoutValueIsUnset(t *testing.T) {
+	dir := writeContext(t, map[string]string{"Dockerfile": "ARG GLOBAL\nFROM alpine:test\nARG NOVAL\nARG GLOBAL\nENV R=${NOVAL-unset} G=${GLOBAL-unset}\nRUN env > /env.txt\n"})
+	res, err := build(t, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env := res.Image.Config.Config.Env; !contains(env, "R=unset") || !contains(env, "G=unset") {
+		t.Errorf("Env = %q, want R=unset and G=unset", env)
+	}
+	inImage(t, res.Image, func(root string) {
+		b, err := os.ReadFile(filepath.Join(root, "env.txt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "NOVAL=") || strings.HasPrefix(line, "GLOBAL=") {
+				t.Errorf("RUN's environment has %q", line)
+			}
+		}
+	})
+}
+
+// The escape directive changes what the same line means (ENV A=x\$P:
+// an escaped dollar, or a backslash and $P expanded): it is part of
+// each step's cache key.
+func TestCacheSeesEscapeDirective(t *testing.T) {
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nENV P=p\nENV A=x\\$P\n"})
+	res, err := build(t, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env := res.Image.Config.Config.Env; !contains(env, "A=x$P") {
+		t.Fatalf("Env = %q, want A=x$P", env)
+	}
+	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("# escape=`\nFROM alpine:test\nENV P=p\nENV A=x\\$P\n"), 0o644)
+	if res, err = build(t, dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	if env := res.Image.Config.Config.Env; !contains(env, `A=x\p`) {
+		t.Errorf("Env = %q under escape=`, want A=x\\p (steps %+v)", env, res.Steps)
+	}
+}
+
+// What .dockerignore leaves out cannot be copied through a link either:
+// a link in the context to an ignored file or directory names nothing,
+// as in Docker, whose context holds no ignored file for the link to
+// reach.
+func TestDockerignoreThroughLinks(t *testing.T) {
+	dir := writeContext(t, map[string]string{
+		".dockerignore": "secret\nprivate\n",
+		"secret":        "TOKEN",
+		"private/key":   "KEY",
+		"public/ok":     "ok",
+	})
+	for name, target := range map[string]string{"link-secret": "secret", "link-private": "private", "link-abs": "/private/key", "public/up": "../secret"} {
+		if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, src := range []string{"link-secret", "link-private", "link-private/", "link-private/key", "link-abs", "link-s*", "public/up"} {
+		os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM alpine:test\nCOPY "+src+" /x/\n"), 0o644)
+		res, err := build(t, dir, nil)
+		if !errors.Is(err, ErrNoSource) {
+			t.Errorf("COPY %s (a link to what .dockerignore leaves out): %v, want ErrNoSource", src, err)
+		}
+		if err == nil {
+			inImage(t, res.Image, func(root string) {
+				filepath.WalkDir(filepath.Join(root, "x"), func(p string, d os.DirEntry, err error) error {
+					if b, _ := os.ReadFile(p); d != nil && d.Type().IsRegular() && (string(b) == "TOKEN" || string(b) == "KEY") {
+						t.Errorf("COPY %s: %s holds ignored content %q", src, p, b)
+					}
+					return nil
+				})
+			})
+		}
+	}
+}
+
+// Below a source, the walk follows no link: a directory it listed and
+// then found swapped for a link (to an ignored directory, say) fails
+// the walk instead of being read through.
+func TestContextWalkFollowsNoLink(t *testing.T) {
+	dir := writeContext(t, map[string]string{"private/key": "KEY", "tree/f": "f"})
+	if err := os.Symlink("../private", filepath.Join(dir, "tree", "swapped")); err != nil {
+		t.Fatal(err)
+	}
+	c, err := openContext(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.readDir("tree/swapped"); !errors.Is(err, syscall.ELOOP) {
+		t.Errorf("readDir through a link: %v, want ELOOP", err)
+	}
+	if _, err := c.openRegular("tree/swapped/key", true); !errors.Is(err, syscall.ELOOP) {
+		t.Errorf("reading a file through a link: %v, want ELOOP", err)
+	}
+	var st unix.Stat_t
+	if err := c.lstat("tree/swapped/key", &st); !errors.Is(err, syscall.ELOOP) {
+		t.Errorf("lstat through a link: %v, want ELOOP", err)
+	}
+}
+
+// A file larger than MaxCopySize (a sparse one, all zeros) fails the
+// COPY at once, naming the file, before its bytes are staged.
+func TestCopyHugeSparseFile(t *testing.T) {
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nCOPY . /app/\n"})
+	f, err := os.Create(filepath.Join(dir, "huge"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(1 << 40)
+	f.Close()
+	start := time.Now()
+	_, err = build(t, dir, func(o *Options) { o.MaxCopySize = 64 << 20 })
+	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "huge") || lineOf(err) != 2 {
+		t.Errorf("COPY of a 1 TiB sparse file under a 64 MiB bound: %v, want ErrTooLarge naming huge on line 2", err)
+	}
+	t.Logf("failed after %v", time.Since(start))
+}
+
+// COPY --from keeps the owners files have in the stage or image, as in
+// Docker; files of the context are copied as 0:0 whoever owns them on
+// the host; --chown overrides both.
+func TestCopyFromKeepsOwners(t *testing.T) {
+	dir := writeContext(t, map[string]string{
+		"Dockerfile": `FROM alpine:test AS src
+COPY --chown=1234:4321 f /out/f
+FROM alpine:test
+COPY --from=src /out/ /got/
+COPY --from=src --chown=7:8 /out/f /chowned
+COPY f /fromcontext
+`,
+		"f": "owned",
+	})
+	if err := os.Chown(filepath.Join(dir, "f"), 1000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	res, err := build(t, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inImage(t, res.Image, func(root string) {
+		for p, want := range map[string][2]uint32{"got/f": {1234, 4321}, "chowned": {7, 8}, "fromcontext": {0, 0}} {
+			var st syscall.Stat_t
+			if err := syscall.Lstat(filepath.Join(root, p), &st); err != nil {
+				t.Error(err)
+				continue
+			}
+			if st.Uid != want[0] || st.Gid != want[1] {
+				t.Errorf("%s: owner %d:%d, want %d:%d", p, st.Uid, st.Gid, want[0], want[1])
+			}
+		}
+	})
+}
+
+// A FIFO (or a device node) where a regular file is read, the image's
+// /etc/passwd for --chown or a context file, is never opened: opening
+// it has effects of its own, here letting a writer blocked on the FIFO
+// through.
+func TestFIFONeverOpened(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "etc"), 0o755)
+	fifo := filepath.Join(dir, "etc", "passwd")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	opened := make(chan struct{}, 1)
+	go func() {
+		if f, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+			opened <- struct{}{}
+			f.Close()
+		}
+	}()
+	time.Sleep(100 * time.Millisecond) // for the writer to block in its open
+	// The writer is let go at the end, by a reader of the test's own.
+	defer func() {
+		if f, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+	}()
+	wasOpened := func() bool {
+		select {
+		case <-opened:
+			return true
+		case <-time.After(300 * time.Millisecond):
+			return false
+		}
+	}
+	root, err := openImageRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	if _, err := root.resolveOwner("nobody"); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("--chown with the image's /etc/passwd a FIFO: %v, want not a regular file", err)
+	}
+	if wasOpened() {
+		t.Fatal("the image's /etc/passwd, a FIFO, was opened")
+	}
+	c, err := openContext(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.readFile("etc/passwd", 100); err == nil {
+		t.Error("read a FIFO of the context")
+	}
+	if wasOpened() {
+		t.Fatal("a FIFO of the context was opened")
+	}
+}
+
+// An archive entry ADD skips (named "..") still counts towards the bound:
+// a compressed one of any size fails the build once the bound is
+// passed, instead of being inflated to its end.
+func TestAddBoundedSkippedEntry(t *testing.T) {
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	tw := tar.NewWriter(zw)
+	const size = 64 << 20
+	if err := tw.WriteHeader(&tar.Header{Name: "..", Mode: 0o644, Size: size, Typeflag: tar.TypeReg}); err != nil {
+		t.Fatal(err)
+	}
+	tw.Write(make([]byte, size))
+	tw.Close()
+	zw.Close()
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nADD bomb.tgz /x/\n", "bomb.tgz": gz.String()})
+	_, err := build(t, dir, func(o *Options) { o.MaxCopySize = 1 << 20 })
+	if !errors.Is(err, ErrTooLarge) || lineOf(err) != 2 {
+		t.Errorf("ADD of an archive with a skipped 64 MiB entry under a 1 MiB bound: %v, want ErrTooLarge on line 2", err)
+	}
+}
+
+// A COPY stops when the build's context is cancelled, not only once all
+// it copies is staged.
+func TestCopyCancelled(t *testing.T) {
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nCOPY big /big\n"})
+	f, err := os.Create(filepath.Join(dir, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(1 << 40)
+	f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = Build(ctx, testEnv.Store, &Options{Context: dir, Cgroups: testEnv.Cgroups, StateDir: testEnv.StateDir, MaxCopySize: 2 << 40})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("COPY of a 1 TiB file with the build cancelled: %v after %v, want DeadlineExceeded", err, time.Since(start))
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("cancelled COPY returned after %v", d)
 	}
 }

@@ -75,7 +75,8 @@ func (b *builder) run(ctx context.Context) (*layerfs.Image, error) {
 }
 
 // declareArgs adds a's arguments to args: the value given with
-// BuildArgs, else the default written (expanded), else defaults' value.
+// BuildArgs, else the default written (expanded), else defaults' value,
+// else none.
 func (b *builder) declareArgs(args, defaults map[string]string, a *instructions.ArgCommand, cs *configState) error {
 	for _, kv := range a.Args {
 		if v, ok := b.opts.BuildArgs[kv.Key]; ok {
@@ -94,9 +95,10 @@ func (b *builder) declareArgs(args, defaults map[string]string, a *instructions.
 		}
 		if v, ok := defaults[kv.Key]; ok {
 			args[kv.Key] = v
-			continue
 		}
-		args[kv.Key] = ""
+		// Else the argument stays unset, as in Docker: not empty, so
+		// that ${NAME-word} gives word and RUN's environment has no
+		// NAME.
 	}
 	return nil
 }
@@ -236,7 +238,7 @@ func (b *builder) buildStep(ctx context.Context, ss *stageState, s step, meta ma
 			defer release()
 			src = tree
 		}
-		set, err := collectSources(src, c.SourcePaths, false, b.cache.dir, b.maxCopy())
+		set, err := collectSources(ctx, src, c.SourcePaths, false, b.cache.dir, b.maxCopy())
 		if err != nil {
 			return fail(err)
 		}
@@ -254,7 +256,7 @@ func (b *builder) buildStep(ctx context.Context, ss *stageState, s step, meta ma
 		if c.Link || len(c.ExcludePatterns) > 0 || c.Checksum != "" || c.Unpack != nil || c.KeepGitDir != nil || len(c.SourceContents) > 0 {
 			return fail(fmt.Errorf("ADD --link, --exclude, --checksum, --unpack, --keep-git-dir and here-documents: %w", ErrUnsupported))
 		}
-		set, err := collectSources(b.ctx, c.SourcePaths, true, b.cache.dir, b.maxCopy())
+		set, err := collectSources(ctx, b.ctx, c.SourcePaths, true, b.cache.dir, b.maxCopy())
 		if err != nil {
 			return fail(err)
 		}
@@ -268,7 +270,7 @@ func (b *builder) buildStep(ctx context.Context, ss *stageState, s step, meta ma
 	if sources != nil {
 		src = sources.digest
 	}
-	key := cacheKey(ss.img.Digest, s.text, ss.args, src)
+	key := cacheKey(ss.img.Digest, s.text, b.df.escape, ss.cfg.cmdSet, ss.args, src)
 	if !b.opts.NoCache {
 		if img := b.cache.get(ctx, key); img != nil {
 			if err := b.advance(ss, s, img); err != nil {
@@ -345,12 +347,11 @@ func (b *builder) copyStep(ctx context.Context, ss *stageState, s step, set *sou
 			abs += "/"
 		}
 	}
-	key := "build-" + randomID()
-	rootfs, err := b.store.Prepare(ctx, key, ss.img, nil)
+	rootfs, release, err := b.prepare(ctx, ss.img)
 	if err != nil {
-		return nil, fmt.Errorf("look at the parent image: %w", err)
+		return nil, err
 	}
-	defer b.store.Release(context.WithoutCancel(ctx), key)
+	defer release()
 	root, err := openImageRoot(rootfs.Path)
 	if err != nil {
 		return nil, err
@@ -400,17 +401,18 @@ func (b *builder) fromTree(ctx context.Context, name string, ss *stageState) (*b
 	if err != nil {
 		return nil, nil, fmt.Errorf("--from=%s: %w", name, err)
 	}
-	key := "build-from-" + randomID()
-	rfs, err := b.store.Prepare(ctx, key, img, nil)
+	rfs, release, err := b.prepare(ctx, img)
 	if err != nil {
 		return nil, nil, fmt.Errorf("--from=%s: %w", name, err)
 	}
-	release := func() { b.store.Release(context.WithoutCancel(ctx), key) }
 	tree, err := openTree(rfs.Path)
 	if err != nil {
 		release()
 		return nil, nil, err
 	}
+	// As in Docker, files copied from a stage or an image keep their
+	// owners unless --chown says otherwise.
+	tree.keepOwners = true
 	return tree, func() { tree.Close(); release() }, nil
 }
 
@@ -419,12 +421,11 @@ func (b *builder) fromTree(ctx context.Context, name string, ss *stageState) (*b
 // USER, as in Docker), else the config alone.
 func (b *builder) workdirStep(ctx context.Context, ss *stageState, s step) (*layerfs.Image, error) {
 	opts := &layerfs.CommitOptions{Config: ss.cfg.cfg.DeepCopy(), CreatedBy: s.text}
-	key := "build-" + randomID()
-	rootfs, err := b.store.Prepare(ctx, key, ss.img, nil)
+	rootfs, release, err := b.prepare(ctx, ss.img)
 	if err != nil {
-		return nil, fmt.Errorf("look at the parent image: %w", err)
+		return nil, err
 	}
-	defer b.store.Release(context.WithoutCancel(ctx), key)
+	defer release()
 	root, err := openImageRoot(rootfs.Path)
 	if err != nil {
 		return nil, err

@@ -33,12 +33,16 @@ func newCache(store *layerfs.Store) *cache {
 }
 
 // cacheKey is the key of a step: the parent image, the instruction as
-// written, the build arguments in effect (which its expansion and a
-// RUN's environment see) and, for COPY and ADD, the digest of the
-// entries copied.
-func cacheKey(parent v1.Hash, instruction string, args map[string]string, sources string) string {
+// written and the Dockerfile's escape character (by which the same text
+// may mean something else), whether a CMD came earlier in the stage (an
+// ENTRYPOINT keeps the Cmd then, and clears it otherwise: the parent's
+// digest alone does not say, as the same image may be reached either
+// way), the build arguments in effect (which its expansion and a RUN's
+// environment see) and, for COPY and ADD, the digest of the entries
+// copied.
+func cacheKey(parent v1.Hash, instruction string, escape rune, cmdSet bool, args map[string]string, sources string) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "berth-build-cache v1\x00%s\x00%s\x00", parent, instruction)
+	fmt.Fprintf(h, "berth-build-cache v2\x00%s\x00%s\x00escape=%q\x00cmd-set=%t\x00", parent, instruction, escape, cmdSet)
 	for _, k := range slices.Sorted(maps.Keys(args)) {
 		fmt.Fprintf(h, "%s=%s\x00", k, args[k])
 	}

@@ -1,6 +1,7 @@
 package build
 
 import (
+	"archive/tar"
 	"bytes"
 	"errors"
 	"fmt"
@@ -13,6 +14,8 @@ import (
 	"github.com/moby/patternmatcher"
 	"github.com/moby/patternmatcher/ignorefile"
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/safetree"
 )
 
 // ErrOutsideContext means a COPY or ADD source names a path outside the
@@ -26,18 +29,34 @@ var ErrOutsideContext = errors.New("source outside the build context")
 // context, there from the start or swapped in while the build runs, is
 // resolved as if the context were "/" and never reaches a host file
 // outside it.
+//
+// .dockerignore is matched against paths as the kernel resolved them, so
+// that a link cannot name what it leaves out; below a source, where
+// links are copied as links, paths are opened without following any
+// link, so that a directory swapped for one during the build fails the
+// build instead of being read through.
 type buildContext struct {
 	dir    string
 	root   *os.File // O_PATH descriptor of dir
+	real   string   // root's path as the kernel gives it in /proc/self/fd
 	ignore *patternmatcher.PatternMatcher
+	// keepOwners keeps the files' owners, as COPY --from does; files
+	// of the context are copied as 0:0, whoever owns them on the host.
+	keepOwners bool
+}
+
+// setOwner gives hdr, an entry copied from st, its owner.
+func (c *buildContext) setOwner(hdr *tar.Header, st *unix.Stat_t) {
+	if c.keepOwners {
+		hdr.Uid, hdr.Gid = int(st.Uid), int(st.Gid)
+	}
 }
 
 func openContext(dir string) (*buildContext, error) {
-	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	c, err := openTree(dir)
 	if err != nil {
 		return nil, fmt.Errorf("context %s: %w", dir, err)
 	}
-	c := &buildContext{dir: dir, root: os.NewFile(uintptr(fd), dir)}
 	data, err := c.readFile(".dockerignore", maxDockerfile)
 	if err != nil && !errors.Is(err, unix.ENOENT) {
 		c.Close()
@@ -56,29 +75,63 @@ func openContext(dir string) (*buildContext, error) {
 	return c, nil
 }
 
-// openTree opens dir, an image's prepared rootfs, as a source of COPY
-// --from: read as the context is, inside it, with nothing ignored.
+// openTree opens dir as a tree to copy from, read inside it, with
+// nothing ignored and owners dropped: the context (see openContext), or
+// an image's prepared rootfs as a source of COPY --from (which keeps
+// owners).
 func openTree(dir string) (*buildContext, error) {
 	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
-	return &buildContext{dir: dir, root: os.NewFile(uintptr(fd), dir)}, nil
+	c := &buildContext{dir: dir, root: os.NewFile(uintptr(fd), dir)}
+	if c.real, err = fdPath(fd); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// fdPath is the path of the file open as fd, as the kernel gives it.
+func fdPath(fd int) (string, error) {
+	return os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+}
+
+// where returns the path in the context of f, a descriptor opened in it:
+// where the links its name went through led.
+func (c *buildContext) where(f *os.File) (string, error) {
+	p, err := fdPath(int(f.Fd()))
+	if err != nil {
+		return "", err
+	}
+	if p == c.real {
+		return "", nil
+	}
+	rel, ok := strings.CutPrefix(p, strings.TrimSuffix(c.real, "/")+"/")
+	if !ok {
+		return "", fmt.Errorf("%s resolved to %s, outside the context", f.Name(), p)
+	}
+	return rel, nil
 }
 
 func (c *buildContext) Close() error { return c.root.Close() }
 
 // open opens rel, a path in the context, resolved inside it.
 func (c *buildContext) open(rel string, flags int) (*os.File, error) {
-	if rel == "" {
-		rel = "."
-	}
-	fd, err := unix.Openat2(int(c.root.Fd()), rel, &unix.OpenHow{
-		Flags:   uint64(flags | unix.O_CLOEXEC),
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	})
+	fd, err := safetree.InRoot(int(c.root.Fd()), rel, flags)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: rel, Err: err}
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), rel), nil
+}
+
+// exact opens rel, a path in the context that goes through no link
+// (one listed by readDir), following none: a link swapped in since is
+// an error (ELOOP).
+func (c *buildContext) exact(rel string, flags int) (*os.File, error) {
+	fd, err := safetree.Beneath(int(c.root.Fd()), rel, flags)
+	if err != nil {
+		return nil, err
 	}
 	return os.NewFile(uintptr(fd), rel), nil
 }
@@ -86,7 +139,7 @@ func (c *buildContext) open(rel string, flags int) (*os.File, error) {
 // readFile reads rel, which must be a regular file of at most max bytes:
 // a FIFO or a device planted in the context is refused, not read.
 func (c *buildContext) readFile(rel string, max int64) ([]byte, error) {
-	f, err := c.openRegular(rel)
+	f, err := c.openRegular(rel, false)
 	if err != nil {
 		return nil, err
 	}
@@ -101,24 +154,41 @@ func (c *buildContext) readFile(rel string, max int64) ([]byte, error) {
 	return data, nil
 }
 
-// openRegular opens rel for reading if it is a regular file. O_NONBLOCK
-// keeps a FIFO from blocking the open; it means nothing to a regular
-// file.
-func (c *buildContext) openRegular(rel string) (*os.File, error) {
-	f, err := c.open(rel, unix.O_RDONLY|unix.O_NONBLOCK)
+// openRegular opens rel for reading if it is a regular file, following
+// links inside the context unless exact. Nothing else is ever opened
+// (see reopenRegular).
+func (c *buildContext) openRegular(rel string, exact bool) (*os.File, error) {
+	open := c.open
+	if exact {
+		open = c.exact
+	}
+	pf, err := open(rel, unix.O_PATH)
 	if err != nil {
 		return nil, err
 	}
+	defer pf.Close()
+	return reopenRegular(pf)
+}
+
+// reopenRegular opens for reading the file pf, an O_PATH descriptor
+// (which opens nothing), if it is a regular file. A FIFO or a device
+// node planted in a context or an image is so never opened: opening
+// one can have effects of its own (a FIFO's writer let through, a
+// device's driver called), whatever is read after. O_NONBLOCK keeps a
+// lease from holding the open up.
+func reopenRegular(pf *os.File) (*os.File, error) {
 	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		f.Close()
-		return nil, err
+	if err := unix.Fstat(int(pf.Fd()), &st); err != nil {
+		return nil, &os.PathError{Op: "stat", Path: pf.Name(), Err: err}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		f.Close()
-		return nil, fmt.Errorf("%s: not a regular file", rel)
+		return nil, fmt.Errorf("%s: not a regular file", pf.Name())
 	}
-	return f, nil
+	fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", pf.Fd()), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: pf.Name(), Err: err}
+	}
+	return os.NewFile(uintptr(fd), pf.Name()), nil
 }
 
 // ignored reports whether .dockerignore leaves rel out of the context.
@@ -186,9 +256,10 @@ func (c *buildContext) glob(pattern string) ([]string, error) {
 	return out, nil
 }
 
-// readDir returns the names in the context directory rel, sorted.
+// readDir returns the names in the context directory rel (a path
+// through no link), sorted.
 func (c *buildContext) readDir(rel string) ([]string, error) {
-	f, err := c.open(rel, unix.O_RDONLY|unix.O_DIRECTORY)
+	f, err := c.exact(rel, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
 		return nil, err
 	}
@@ -201,9 +272,10 @@ func (c *buildContext) readDir(rel string) ([]string, error) {
 	return names, nil
 }
 
-// lstat stats rel without following a link at its last component.
+// lstat stats rel (a path through no link) without following a link at
+// its last component.
 func (c *buildContext) lstat(rel string, st *unix.Stat_t) error {
-	f, err := c.open(rel, unix.O_PATH|unix.O_NOFOLLOW)
+	f, err := c.exact(rel, unix.O_PATH|unix.O_NOFOLLOW)
 	if err != nil {
 		return err
 	}
@@ -211,9 +283,9 @@ func (c *buildContext) lstat(rel string, st *unix.Stat_t) error {
 	return unix.Fstat(int(f.Fd()), st)
 }
 
-// readlink reads the symbolic link rel.
+// readlink reads the symbolic link rel (a path through no other link).
 func (c *buildContext) readlink(rel string) (string, error) {
-	f, err := c.open(rel, unix.O_PATH|unix.O_NOFOLLOW)
+	f, err := c.exact(rel, unix.O_PATH|unix.O_NOFOLLOW)
 	if err != nil {
 		return "", err
 	}

@@ -20,7 +20,10 @@
 // a symbolic link, planted beforehand or swapped in during the build,
 // resolves as if the context were "/" and never reaches the host's
 // files. A source named by a COPY is followed inside the context; links
-// found inside a copied directory are copied as links. Absolute sources
+// found inside a copied directory are copied as links, and the walk
+// below a source follows none (a directory swapped for a link fails the
+// build). What .dockerignore leaves out is missing however it is named,
+// through a link included. Absolute sources
 // are taken from the context's root, as Docker takes them; a source
 // that climbs out with ".." is an error (ErrOutsideContext). Files are
 // read only if they are regular: a FIFO named as a source is refused (a
@@ -37,9 +40,10 @@
 // has one, through the image's own links (resolved inside the image's
 // root, so a link there cannot name a host path), creating missing
 // parents 0755 owned by the --chown user. Directories the image has keep
-// their mode and owner. Entries are sorted, their times zeroed and their
-// owners 0:0 unless --chown says otherwise, so that the same files make
-// the same layer. ADD unpacks plain, gzip, bzip2 and zstd tar archives
+// their mode and owner. Entries are sorted and their times zeroed, so
+// that the same files make the same layer; files of the context are
+// owned by 0:0 and those of COPY --from keep their owners, unless
+// --chown says otherwise. ADD unpacks plain, gzip, bzip2 and zstd tar archives
 // (xz is not supported), keeping their entries' owners and times, with
 // names confined under the destination; anything else is copied as a
 // file. A destination that is a dangling link in the image is followed,
@@ -56,4 +60,9 @@
 // remove something in use, and an image removed (berth image rm) only
 // turns its entry into a miss. NoCache runs every step, and records its
 // results for later builds.
+//
+// A build killed before it ended (kill -9) may leave a rootfs it had
+// prepared to look at an image mounted in the store (keys "build-*");
+// the next Build on the store releases it. RUN steps' sandboxes are
+// reclaimed by berth gc, as any sandbox's.
 package build

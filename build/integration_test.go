@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -270,4 +271,64 @@ type cancelOnOutput struct{ cancel func() }
 func (c *cancelOnOutput) Write(p []byte) (int, error) {
 	c.cancel()
 	return len(p), nil
+}
+
+// A rootfs a killed build left prepared (its lock free: the kernel drops
+// a dead process's flocks) is released by the next build; one whose
+// build still runs (its lock held) is left alone.
+func TestKilledBuildsRootfsReclaimed(t *testing.T) {
+	ctx := context.Background()
+	img, err := testEnv.Store.Image(ctx, "alpine:test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead, live := rootfsPrefix+"killed", rootfsPrefix+"running"
+	for _, key := range []string{dead, live} {
+		if _, err := testEnv.Store.Prepare(ctx, key, img, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.MkdirAll(rootfsLockDir(testEnv.Store), 0o700)
+	lock, err := lockFile(filepath.Join(rootfsLockDir(testEnv.Store), live), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		testEnv.Store.Release(ctx, live)
+		os.Remove(lock.Name())
+		lock.Close()
+		assertNoRootfs(t)
+	}()
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nENV RECLAIM=1\n"})
+	if _, err := build(t, dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := testEnv.Store.Rootfses(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(keys, []string{live}) {
+		t.Errorf("rootfses after a build: %q, want only %q (the killed build's released, the running one's kept)", keys, live)
+	}
+}
+
+// A step whose rootfs cannot be prepared (its image's layer is gone)
+// fails, and leaves no lock file behind.
+func TestPrepareFailsCleanly(t *testing.T) {
+	ctx := context.Background()
+	img, err := testEnv.Store.Image(ctx, "alpine:test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := *img
+	broken.Layers = append(slices.Clone(img.Layers), layerfs.Layer{DiffID: v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("0", 64)}})
+	b := &builder{store: testEnv.Store, opts: &Options{Logger: slog.New(slog.DiscardHandler)}}
+	if _, _, err := b.prepare(ctx, &broken); err == nil {
+		t.Fatal("prepare of an image without its layer succeeded")
+	}
+	entries, _ := os.ReadDir(rootfsLockDir(testEnv.Store))
+	if len(entries) > 0 {
+		t.Errorf("lock files left: %v", entries)
+	}
+	assertNoRootfs(t)
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/safetree"
 )
 
 // An imageRoot is a prepared rootfs of the parent image, looked at (never
@@ -22,7 +24,7 @@ import (
 // openat2(RESOLVE_IN_ROOT), so a link in the image cannot point the
 // build at a host file.
 type imageRoot struct {
-	path string
+	path string // the root's path as the kernel gives it in /proc/self/fd
 	root *os.File
 }
 
@@ -31,22 +33,24 @@ func openImageRoot(dir string) (*imageRoot, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &imageRoot{path: dir, root: os.NewFile(uintptr(fd), dir)}, nil
+	root := os.NewFile(uintptr(fd), dir)
+	// resolve compares the paths of descriptors opened inside the root
+	// with the root's own, so both must be the kernel's: dir may go
+	// through links (a store opened by a linked path).
+	real, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		root.Close()
+		return nil, err
+	}
+	return &imageRoot{path: real, root: root}, nil
 }
 
 func (r *imageRoot) Close() error { return r.root.Close() }
 
 func (r *imageRoot) open(p string, flags int) (*os.File, error) {
-	rel := strings.TrimLeft(p, "/")
-	if rel == "" {
-		rel = "."
-	}
-	fd, err := unix.Openat2(int(r.root.Fd()), rel, &unix.OpenHow{
-		Flags:   uint64(flags | unix.O_CLOEXEC),
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	})
+	fd, err := safetree.InRoot(int(r.root.Fd()), p, flags)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: p, Err: err}
+		return nil, err
 	}
 	return os.NewFile(uintptr(fd), p), nil
 }
@@ -164,18 +168,16 @@ const maxUserDB = 1 << 20
 // lookup finds name in the image's passwd-style file db, read only if
 // it is a regular file of bounded size: the image is untrusted.
 func (r *imageRoot) lookup(db, name string) ([]string, error) {
-	f, err := r.open(db, unix.O_RDONLY|unix.O_NONBLOCK)
+	pf, err := r.open(db, unix.O_PATH)
 	if err != nil {
 		return nil, fmt.Errorf("%q: %w", name, err)
 	}
+	defer pf.Close()
+	f, err := reopenRegular(pf)
+	if err != nil {
+		return nil, fmt.Errorf("%q: the image's %w", name, err)
+	}
 	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return nil, err
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, fmt.Errorf("%q: the image's %s is not a regular file", name, db)
-	}
 	sc := bufio.NewScanner(io.LimitReader(f, maxUserDB))
 	for sc.Scan() {
 		fields := strings.Split(sc.Text(), ":")

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
@@ -33,7 +34,7 @@ func (b *builder) runStep(ctx context.Context, ss *stageState, s step, c *instru
 	var env []string
 	cfgEnv := map[string]bool{}
 	for _, e := range ss.cfg.cfg.Env {
-		k, _, _ := cutEq(e)
+		k, _, _ := strings.Cut(e, "=")
 		cfgEnv[k] = true
 	}
 	for _, k := range sortedKeys(ss.args) {
@@ -87,15 +88,6 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
-}
-
-func cutEq(e string) (string, string, bool) {
-	for i := 0; i < len(e); i++ {
-		if e[i] == '=' {
-			return e[:i], e[i+1:], true
-		}
-	}
-	return e, "", false
 }
 
 func randomID() string {

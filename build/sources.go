@@ -5,6 +5,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/bzip2"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -31,7 +32,7 @@ var epoch = time.Unix(0, 0).UTC()
 // A sourceSet is what a COPY or ADD takes from the context, as a tar of
 // entries named relative to the destination directory, held in an
 // unlinked temporary file. Its digest covers every name, mode, owner
-// and byte, and keys the build cache.
+// and byte, and single, and keys the build cache.
 type sourceSet struct {
 	file   *os.File
 	digest string
@@ -51,7 +52,7 @@ func (s *sourceSet) Close() error { return s.file.Close() }
 // the layer is bound for rather than in a /tmp that may be memory) and
 // may not pass max bytes: an archive that unpacks without end stops
 // there.
-func collectSources(c *buildContext, srcs []string, add bool, tmpDir string, max int64) (_ *sourceSet, err error) {
+func collectSources(ctx context.Context, c *buildContext, srcs []string, add bool, tmpDir string, max int64) (_ *sourceSet, err error) {
 	if err := os.MkdirAll(tmpDir, 0o700); err != nil {
 		return nil, err
 	}
@@ -66,7 +67,8 @@ func collectSources(c *buildContext, srcs []string, add bool, tmpDir string, max
 		}
 	}()
 	h := sha256.New()
-	sw := &sourceWriter{c: c, tw: tar.NewWriter(&boundedWriter{w: io.MultiWriter(f, h), left: max}), h: h}
+	bw := &boundedWriter{ctx: ctx, w: io.MultiWriter(f, h), left: max}
+	sw := &sourceWriter{c: c, tw: tar.NewWriter(bw), h: h, bound: bw}
 	var files, others int
 	for _, src := range srcs {
 		rel, err := contextPath(src)
@@ -105,13 +107,18 @@ func collectSources(c *buildContext, srcs []string, add bool, tmpDir string, max
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return nil, err
 	}
-	return &sourceSet{file: f, digest: hex.EncodeToString(h.Sum(nil)), single: files == 1 && others == 0}, nil
+	// A file and a directory holding one file of the same name give the
+	// same entries but are placed differently: the digest says which.
+	single := files == 1 && others == 0
+	fmt.Fprintf(h, "\x00single=%t", single)
+	return &sourceSet{file: f, digest: hex.EncodeToString(h.Sum(nil)), single: single}, nil
 }
 
 type sourceWriter struct {
-	c  *buildContext
-	tw *tar.Writer
-	h  hash.Hash
+	c     *buildContext
+	tw    *tar.Writer
+	h     hash.Hash
+	bound *boundedWriter // under tw
 }
 
 // addSource adds the context path rel: a directory's contents, or a
@@ -125,21 +132,32 @@ func (sw *sourceWriter) addSource(rel string, add bool) (bool, error) {
 	}
 	var st unix.Stat_t
 	err = unix.Fstat(int(f.Fd()), &st)
+	var real string
+	if err == nil {
+		real, err = sw.c.where(f)
+	}
 	f.Close()
 	if err != nil {
 		return false, err
 	}
+	// What .dockerignore leaves out is not in the context, however it
+	// is named: through a link it is missing, as in Docker. (An ignored
+	// directory is still looked into for exceptions.)
+	isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
+	if sw.c.ignored(real) && !(isDir && sw.c.ignore.Exclusions()) {
+		return false, &os.PathError{Op: "open", Path: rel, Err: unix.ENOENT}
+	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
-		return false, sw.addDir(rel, "")
+		return false, sw.addDir(real, "")
 	case unix.S_IFREG:
 		if add {
-			unpacked, err := sw.addArchive(rel)
+			unpacked, err := sw.addArchive(real)
 			if err != nil || unpacked {
 				return false, err
 			}
 		}
-		return true, sw.addFile(rel, path.Base(rel), &st)
+		return true, sw.addFile(real, path.Base(rel), &st)
 	}
 	return false, fmt.Errorf("%s: not a file or directory", rel)
 }
@@ -170,6 +188,7 @@ func (sw *sourceWriter) addDir(rel, prefix string) error {
 			continue
 		}
 		hdr := &tar.Header{Name: cname, Mode: int64(st.Mode & 0o7777), ModTime: epoch, Format: tar.FormatPAX}
+		sw.c.setOwner(hdr, &st)
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFDIR:
 			hdr.Typeflag, hdr.Name = tar.TypeDir, cname+"/"
@@ -206,12 +225,14 @@ func (sw *sourceWriter) addDir(rel, prefix string) error {
 	return nil
 }
 
-// addFile adds the regular file rel as name. The file is opened again,
-// inside the context, and must still be the file st describes: one
-// swapped for another, or for a FIFO or a device, between the listing
-// and the read fails the build instead of being copied.
+// addFile adds the regular file rel (a path through no link) as name.
+// The file is opened again, following no link, and must still be the
+// file st describes: one swapped for another, or for a FIFO or a
+// device, between the listing and the read fails the build instead of
+// being copied. A file larger than the bound has left fails at once,
+// before its bytes (the zeros of a sparse file, say) are staged.
 func (sw *sourceWriter) addFile(rel, name string, st *unix.Stat_t) error {
-	f, err := sw.c.openRegular(rel)
+	f, err := sw.c.openRegular(rel, true)
 	if err != nil {
 		return err
 	}
@@ -223,7 +244,11 @@ func (sw *sourceWriter) addFile(rel, name string, st *unix.Stat_t) error {
 	if now.Ino != st.Ino || now.Dev != st.Dev {
 		return fmt.Errorf("%s: changed while the build read it", rel)
 	}
+	if now.Size > sw.bound.left {
+		return fmt.Errorf("%s: %d bytes: %w", rel, now.Size, ErrTooLarge)
+	}
 	hdr := &tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: int64(now.Mode & 0o7777), Size: now.Size, ModTime: epoch, Format: tar.FormatPAX}
+	sw.c.setOwner(hdr, &now)
 	if err := sw.tw.WriteHeader(hdr); err != nil {
 		return err
 	}
@@ -242,7 +267,7 @@ func (sw *sourceWriter) addFile(rel, name string, st *unix.Stat_t) error {
 // directories, links and FIFOs are taken; the store's unpack confines
 // links as it does any layer's.
 func (sw *sourceWriter) addArchive(rel string) (bool, error) {
-	f, err := sw.c.openRegular(rel)
+	f, err := sw.c.openRegular(rel, true)
 	if err != nil {
 		return false, err
 	}
@@ -254,7 +279,7 @@ func (sw *sourceWriter) addArchive(rel string) (bool, error) {
 	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
 		zr, err := gzip.NewReader(br)
 		if err != nil {
-			return false, fmt.Errorf("%s: %w", rel, err)
+			return false, nil // not gzip after all: a plain file
 		}
 		defer zr.Close()
 		r = zr
@@ -270,13 +295,15 @@ func (sw *sourceWriter) addArchive(rel string) (bool, error) {
 	case bytes.HasPrefix(magic, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
 		return false, fmt.Errorf("%s: xz archives: %w", rel, ErrUnsupported)
 	}
-	tb := bufio.NewReaderSize(r, 1024)
+	// What the archive unpacks to is bounded as a whole, entries it
+	// skips included: a compressed entry of a petabyte named ".." would
+	// otherwise be inflated to the end, writing nothing, for days.
+	tb := bufio.NewReaderSize(&boundedReader{ctx: sw.bound.ctx, r: r, left: sw.bound.left}, 1024)
 	head, _ := tb.Peek(512)
 	if len(head) < 262 || !bytes.Equal(head[257:262], []byte("ustar")) {
-		if r != io.Reader(br) {
-			return false, fmt.Errorf("%s: compressed, but not a tar archive", rel)
-		}
-		return false, nil // a plain file: copied as it is, as Docker does
+		// A plain file, compressed or not (data.json.gz): copied as it
+		// is, as Docker does.
+		return false, nil
 	}
 	tr := tar.NewReader(tb)
 	for {
@@ -326,16 +353,44 @@ func confine(name string) string {
 // ErrTooLarge means what a COPY or ADD copies passes Options.MaxCopySize.
 var ErrTooLarge = errors.New("sources larger than the build allows")
 
-// boundedWriter fails a write that would pass its bound.
+// boundedWriter fails a write that would pass its bound, or once ctx
+// is done: every byte a COPY stages goes through it.
 type boundedWriter struct {
+	ctx  context.Context
 	w    io.Writer
 	left int64
 }
 
 func (b *boundedWriter) Write(p []byte) (int, error) {
+	if err := b.ctx.Err(); err != nil {
+		return 0, err
+	}
 	if int64(len(p)) > b.left {
 		return 0, ErrTooLarge
 	}
 	b.left -= int64(len(p))
 	return b.w.Write(p)
+}
+
+// boundedReader fails a read past its bound with ErrTooLarge, or once
+// ctx is done.
+type boundedReader struct {
+	ctx  context.Context
+	r    io.Reader
+	left int64
+}
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	if err := b.ctx.Err(); err != nil {
+		return 0, err
+	}
+	if b.left <= 0 {
+		return 0, ErrTooLarge
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	return n, err
 }
