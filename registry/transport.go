@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -72,7 +73,8 @@ func (o *Options) transport(reg name.Registry) http.RoundTripper {
 //     for any other registry. A plain-HTTP request to any other host (a
 //     redirect to a blob store, a token realm) is refused before it is
 //     dialled, with ErrPlainHTTP.
-//   - A manifest response is read to at most maxManifestSize bytes.
+//   - A manifest response is read to at most maxManifestSize bytes,
+//     wherever the registry redirected its request.
 type guardedTransport struct {
 	inner         http.RoundTripper
 	registryInner http.RoundTripper // for the registry itself, if not inner
@@ -103,7 +105,7 @@ func (t *guardedTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		inner = t.registryInner
 	}
 	resp, err := inner.RoundTrip(req)
-	if err != nil || !strings.Contains(req.URL.Path, "/manifests/") || req.Method != http.MethodGet {
+	if err != nil || !fetchesManifest(req) {
 		return resp, err
 	}
 	if resp.ContentLength > maxManifestSize {
@@ -112,6 +114,21 @@ func (t *guardedTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	}
 	resp.Body = &cappedBody{ReadCloser: resp.Body, left: maxManifestSize, url: redactedURL(req)}
 	return resp, nil
+}
+
+// fetchesManifest tells whether req asks for a manifest: a GET of
+// /v2/NAME/manifests/REFERENCE, or a request a redirect of one led to,
+// wherever it goes. By the path's last components, not by a
+// "/manifests/" anywhere in it: a repository may be called
+// team/manifests/app, and its blobs must not be bounded as manifests.
+func fetchesManifest(req *http.Request) bool {
+	first := req
+	for first.Response != nil && first.Response.Request != nil {
+		first = first.Response.Request
+	}
+	p := first.URL.Path
+	return req.Method == http.MethodGet && first.Method == http.MethodGet &&
+		strings.HasPrefix(p, "/v2/") && path.Base(path.Dir(p)) == "manifests"
 }
 
 // redactedURL is req's URL without query (which may hold signed
