@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"runtime"
 	"runtime/debug"
@@ -50,7 +49,7 @@ func pull(ctx context.Context, store *layerfs.Store, s string, opts *PullOptions
 	}
 	stored, err := store.ImportImage(ctx, img, iopts)
 	if err != nil {
-		return nil, fmt.Errorf("pull %s: %w", ref, pullError(err))
+		return nil, fmt.Errorf("pull %s: %w", ref, classify(err))
 	}
 	return stored, nil
 }
@@ -61,7 +60,7 @@ func fetchImage(ctx context.Context, ref name.Reference, opts *PullOptions) (v1.
 	ropts := opts.remoteOptions(ctx, ref)
 	desc, err := remote.Get(ref, ropts...)
 	if err != nil {
-		return nil, pullError(err)
+		return nil, classify(err)
 	}
 	if d, ok := ref.(name.Digest); ok && desc.Digest.String() != d.DigestStr() {
 		// The remote package checks this too; a pin is worth two looks.
@@ -86,7 +85,7 @@ func fetchImage(ctx context.Context, ref name.Reference, opts *PullOptions) (v1.
 		}
 		img, err := idx.Image(child.Digest)
 		if err != nil {
-			return nil, pullError(err)
+			return nil, classify(err)
 		}
 		return img, nil
 	case mt.IsImage():
@@ -232,14 +231,4 @@ func platformString(p *v1.Platform) string {
 		s += "/" + clip.Cut(p.Variant, 40)
 	}
 	return s
-}
-
-// pullError wraps a registry's error with the sentinel that says what
-// went wrong, where one does. (It does not compare errors with ==: the
-// remote package's may be slices, which panic when compared.)
-func pullError(err error) error {
-	if u := unauthorized(err); errors.Is(u, ErrUnauthorized) {
-		return u
-	}
-	return notFound(err)
 }

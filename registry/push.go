@@ -258,14 +258,3 @@ func (r *countingReader) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
-
-// classify wraps a registry's error with the sentinel that says what
-// went wrong, where one does.
-func classify(err error) error {
-	// Not u != err: an error of an uncomparable type (ggcr's
-	// multi-error, when every ping fails) makes that comparison panic.
-	if u := unauthorized(err); errors.Is(u, ErrUnauthorized) {
-		return u
-	}
-	return notFound(err)
-}
