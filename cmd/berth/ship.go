@@ -35,7 +35,8 @@ Hub's (busybox means docker.io/library/busybox:latest). An index of images
 for several platforms gives the one for this host, or for --platform.
 Layers the store has are not fetched again, every blob is checked against
 its digest as it arrives, and a pull that fails or is interrupted leaves
-nothing in the store. A pull unpacks at most --max-size and --max-files,
+no image in the store: only the layers it completed and checked, which a
+retry does not fetch again and berth image gc removes. A pull unpacks at most --max-size and --max-files,
 with the same defaults as berth image import.
 
 Credentials come from Docker's configuration ($DOCKER_CONFIG or
