@@ -36,7 +36,11 @@ func pull(ctx context.Context, store *layerfs.Store, s string, opts *PullOptions
 	if err != nil {
 		return nil, err
 	}
-	img, err := fetchImage(ctx, ref, opts)
+	// The layers are fetched as the store imports them: the
+	// connections go once it is done.
+	ropts, done := opts.remoteOptions(ctx, ref)
+	defer done()
+	img, err := fetchImage(ref, ropts, opts.Platform)
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", ref, err)
 	}
@@ -55,9 +59,8 @@ func pull(ctx context.Context, store *layerfs.Store, s string, opts *PullOptions
 }
 
 // fetchImage fetches the manifest ref names and returns the image it is,
-// or the one of the index it is for the platform opts ask for.
-func fetchImage(ctx context.Context, ref name.Reference, opts *PullOptions) (v1.Image, error) {
-	ropts := opts.remoteOptions(ctx, ref)
+// or the one of the index it is for platform (nil: the host's).
+func fetchImage(ref name.Reference, ropts []remote.Option, platform *v1.Platform) (v1.Image, error) {
 	desc, err := remote.Get(ref, ropts...)
 	if err != nil {
 		return nil, classify(err)
@@ -78,7 +81,7 @@ func fetchImage(ctx context.Context, ref name.Reference, opts *PullOptions) (v1.
 		if err != nil {
 			return nil, err
 		}
-		want := wantedPlatform(opts.Platform)
+		want := wantedPlatform(platform)
 		child, err := choosePlatform(im.Manifests, want)
 		if err != nil {
 			return nil, fmt.Errorf("index %s: %w", desc.Digest, err)

@@ -73,7 +73,8 @@ func Push(ctx context.Context, store *layerfs.Store, src, dest string, opts *Pus
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("push %s: %w", clip.String(src), err)
 	}
-	ropts := opts.remoteOptions(ctx, ref)
+	ropts, done := opts.remoteOptions(ctx, ref)
+	defer done()
 	if err := remote.Write(ref, counted, ropts...); err != nil {
 		return v1.Hash{}, fmt.Errorf("push %s to %s: %w", clip.String(src), ref, classify(err))
 	}

@@ -49,9 +49,12 @@ func (o *Options) plainHTTPAllowed(reg name.Registry) bool {
 //
 // Only the registry itself goes unverified: a host it redirects to (a
 // blob store, a token server) is verified as any other.
-func (o *Options) transport(reg name.Registry) http.RoundTripper {
+//
+// The caller must call closeIdle once the operation is done.
+func (o *Options) transport(reg name.Registry) *guardedTransport {
 	g := &guardedTransport{inner: o.Transport, registry: reg.RegistryStr(), plainHTTP: o.plainHTTPAllowed(reg)}
 	if g.inner == nil {
+		g.own = true
 		g.inner = http.DefaultTransport.(*http.Transport).Clone()
 		if g.plainHTTP {
 			t := http.DefaultTransport.(*http.Transport).Clone()
@@ -80,6 +83,22 @@ type guardedTransport struct {
 	registryInner http.RoundTripper // for the registry itself, if not inner
 	registry      string            // host[:port] as references name it
 	plainHTTP     bool
+	own           bool // inner and registryInner were made for this operation
+}
+
+// closeIdle closes the idle connections of the transports made for one
+// operation, which no later one uses: left open, each would hold a
+// socket and two goroutines for the idle timeout (90 s) after Pull, Push
+// or Login returned. A caller's Options.Transport is left alone.
+func (t *guardedTransport) closeIdle() {
+	if !t.own {
+		return
+	}
+	for _, rt := range []http.RoundTripper{t.inner, t.registryInner} {
+		if c, ok := rt.(interface{ CloseIdleConnections() }); ok {
+			c.CloseIdleConnections()
+		}
+	}
 }
 
 func (t *guardedTransport) RoundTrip(req *http.Request) (*http.Response, error) {

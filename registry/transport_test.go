@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -11,9 +12,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/berth-dev/berth/layerfs"
 )
 
 // fakeNetwork is a transport that answers for a registry itself, sending
@@ -218,5 +222,49 @@ func TestManifestBoundByPath(t *testing.T) {
 	manifest := "/v2/team/manifests/app/manifests/1"
 	if _, err := get(manifest); err == nil || !strings.Contains(err.Error(), "longer than the 4194304 bytes berth reads") {
 		t.Errorf("GET %s of 5 MiB: %v, want it cut off at 4 MiB", manifest, err)
+	}
+}
+
+// TestPullClosesConnections pulls from a loopback registry that has no
+// such image: once Pull returns, no connection berth opened to it stays
+// open (idle in a pool no one will use again).
+func TestPullClosesConnections(t *testing.T) {
+	var mu sync.Mutex
+	open := map[net.Conn]bool{}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			return
+		}
+		http.Error(w, `{"errors":[{"code":"MANIFEST_UNKNOWN"}]}`, http.StatusNotFound)
+	}))
+	srv.Config.ConnState = func(c net.Conn, st http.ConnState) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch st {
+		case http.StateNew:
+			open[c] = true
+		case http.StateClosed, http.StateHijacked:
+			delete(open, c)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	_, err := Pull(context.Background(), newStoreNoRoot(t), host+"/team/app:1", &PullOptions{Options: Options{Keychain: authn.NewMultiKeychain()}})
+	if !errors.Is(err, layerfs.ErrNotFound) {
+		t.Fatalf("pull of an image the registry lacks: %v, want ErrNotFound", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(open)
+		mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections to the registry still open after Pull returned", n)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
