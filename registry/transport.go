@@ -19,6 +19,11 @@ import (
 // same 4 MiB.
 const maxManifestSize = 4 << 20
 
+// maxPingSize bounds what berth reads of the registry's answer to
+// GET /v2/, whose body says nothing ("{}"): the remote package reads it to
+// its end, which a registry sending without end would make last forever.
+const maxPingSize = 64 << 10
+
 // isLoopback tells whether host (a registry's host[:port]) is on the
 // loopback interface by its name alone: localhost, 127.0.0.0/8 or ::1.
 // Names are not resolved: what a name resolves to can change between the
@@ -77,7 +82,8 @@ func (o *Options) transport(reg name.Registry) *guardedTransport {
 //     redirect to a blob store, a token realm) is refused before it is
 //     dialled, with ErrPlainHTTP.
 //   - A manifest response is read to at most maxManifestSize bytes,
-//     wherever the registry redirected its request.
+//     wherever the registry redirected its request, and the answer to
+//     GET /v2/ to at most maxPingSize.
 type guardedTransport struct {
 	inner         http.RoundTripper
 	registryInner http.RoundTripper // for the registry itself, if not inner
@@ -124,14 +130,18 @@ func (t *guardedTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		inner = t.registryInner
 	}
 	resp, err := inner.RoundTrip(req)
-	if err != nil || !fetchesManifest(req) {
+	switch {
+	case err != nil:
 		return resp, err
+	case req.Method == http.MethodGet && req.URL.Path == "/v2/":
+		resp.Body = &cappedBody{ReadCloser: resp.Body, left: maxPingSize, max: maxPingSize, what: "answer to /v2/", url: redactedURL(req)}
+	case fetchesManifest(req):
+		if resp.ContentLength > maxManifestSize {
+			resp.Body.Close()
+			return nil, fmt.Errorf("GET %s: manifest of %d bytes, more than the %d berth reads", redactedURL(req), resp.ContentLength, maxManifestSize)
+		}
+		resp.Body = &cappedBody{ReadCloser: resp.Body, left: maxManifestSize, max: maxManifestSize, what: "manifest", url: redactedURL(req)}
 	}
-	if resp.ContentLength > maxManifestSize {
-		resp.Body.Close()
-		return nil, fmt.Errorf("GET %s: manifest of %d bytes, more than the %d berth reads", redactedURL(req), resp.ContentLength, maxManifestSize)
-	}
-	resp.Body = &cappedBody{ReadCloser: resp.Body, left: maxManifestSize, url: redactedURL(req)}
 	return resp, nil
 }
 
@@ -163,8 +173,9 @@ func redactedURL(req *http.Request) string {
 // would: a manifest cut short must not look complete.
 type cappedBody struct {
 	io.ReadCloser
-	left int64
-	url  string
+	left, max int64
+	what      string // what the body is, for the error
+	url       string
 }
 
 func (b *cappedBody) Read(p []byte) (int, error) {
@@ -173,7 +184,7 @@ func (b *cappedBody) Read(p []byte) (int, error) {
 		if n, err := io.ReadFull(b.ReadCloser, one[:]); n == 0 {
 			return 0, err
 		}
-		return 0, fmt.Errorf("GET %s: manifest longer than the %d bytes berth reads", b.url, maxManifestSize)
+		return 0, fmt.Errorf("GET %s: %s longer than the %d bytes berth reads", b.url, b.what, b.max)
 	}
 	if int64(len(p)) > b.left {
 		p = p[:b.left]

@@ -268,3 +268,21 @@ func TestPullClosesConnections(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestPullBoundsPing has a registry answer GET /v2/ with a body that
+// never ends, which the remote package reads to its end: berth stops
+// reading it, and the pull goes on to find the image missing.
+func TestPullBoundsPing(t *testing.T) {
+	f := &fakeNetwork{serve: func(req *http.Request) *http.Response {
+		if req.URL.Path == "/v2/" {
+			return response(http.StatusOK, zeros{}, -1)
+		}
+		return response(http.StatusNotFound, strings.NewReader(`{"errors":[{"code":"MANIFEST_UNKNOWN"}]}`), -1)
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := Pull(ctx, newStoreNoRoot(t), "registry.example/team/app:1", fakeOptions(f, false))
+	if !errors.Is(err, layerfs.ErrNotFound) {
+		t.Errorf("pull from a registry whose /v2/ never ends: %v, want ErrNotFound", err)
+	}
+}
