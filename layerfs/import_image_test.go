@@ -4,11 +4,13 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"io"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -24,6 +26,7 @@ type craftedImage struct {
 	blobs            map[v1.Hash][]byte
 	configReads      int
 	layerReads       int
+	layerBytes       atomic.Int64 // of layer blobs, read so far
 }
 
 func (c *craftedImage) RawManifest() ([]byte, error) { return c.manifest, nil }
@@ -48,7 +51,18 @@ type blobLayer struct {
 
 func (l blobLayer) Compressed() (io.ReadCloser, error) {
 	l.c.layerReads++
-	return io.NopCloser(bytes.NewReader(l.b)), nil
+	return io.NopCloser(&countedReader{r: bytes.NewReader(l.b), n: &l.c.layerBytes}), nil
+}
+
+type countedReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countedReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // craft returns an image of one random layer, its manifest and config
@@ -224,5 +238,44 @@ func TestImportImageLimits(t *testing.T) {
 		if entries, _ := os.ReadDir(s.path(dir)); len(entries) != 0 {
 			t.Errorf("%s holds %d entries", dir, len(entries))
 		}
+	}
+}
+
+// TestImportImageLimitStopsReading imports an image whose layer holds
+// more entries than the store allows, then megabytes more: once the limit
+// stops the unpack, the rest of the blob is neither fetched nor written
+// to the staging directory (whose free space the limit may be keeping).
+func TestImportImageLimitStopsReading(t *testing.T) {
+	var blobSize int
+	c := craft(t, func(m *v1.Manifest, _ *v1.ConfigFile, blobs map[v1.Hash][]byte) {
+		var tarball bytes.Buffer
+		tw := tar.NewWriter(&tarball)
+		for _, name := range []string{"a", "b"} {
+			tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Typeflag: tar.TypeReg})
+		}
+		// Random, so that the gzip of it is as large.
+		noise, err := io.ReadAll(io.LimitReader(rand.Reader, 8<<20))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tw.WriteHeader(&tar.Header{Name: "noise", Mode: 0o644, Size: int64(len(noise)), Typeflag: tar.TypeReg})
+		tw.Write(noise)
+		tw.Close()
+		blob := gzipBytes(t, tarball.Bytes())
+		blobSize = len(blob)
+		delete(blobs, m.Layers[0].Digest)
+		m.Layers[0].Digest, m.Layers[0].Size = sha256Hash(blob), int64(len(blob))
+		blobs[m.Layers[0].Digest] = blob
+	})
+	s := newStore(t, &Options{MaxImportEntries: 1})
+	_, err := s.ImportImage(context.Background(), c, nil)
+	if !errors.Is(err, ErrImportTooLarge) {
+		t.Fatalf("import of a layer over the limit on entries: %v, want ErrImportTooLarge", err)
+	}
+	if n := c.layerBytes.Load(); n > int64(blobSize)/2 {
+		t.Errorf("the import read %d bytes of the %d-byte blob after its limit stopped it", n, blobSize)
+	}
+	if entries, _ := os.ReadDir(s.path("tmp")); len(entries) != 0 {
+		t.Errorf("tmp holds %d entries", len(entries))
 	}
 }

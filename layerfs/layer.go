@@ -227,8 +227,11 @@ func (s *Store) ingestLayer(ctx context.Context, src layerSource, progress *prog
 	if err != nil {
 		// A blob that fails to decompress is most often a corrupt one;
 		// say so when its digest shows it. One that could not be read
-		// to its end (cancelled, cut off) shows nothing of the kind.
-		if !isZero(src.digest) && ctx.Err() == nil {
+		// to its end (cancelled, cut off) shows nothing of the kind,
+		// and one a limit stopped is not read on: the rest of it would
+		// be fetched (from a registry, for a pull) and written to the
+		// staged blob, past the limit that stopped it.
+		if !isZero(src.digest) && ctx.Err() == nil && !errors.Is(err, ErrImportTooLarge) && !errors.Is(err, ErrNoSpace) {
 			_, derr := io.Copy(io.Discard, br)
 			if errors.Is(derr, ErrDigestMismatch) {
 				return storedLayer{}, fmt.Errorf("layer %s: %w", src.name, derr)

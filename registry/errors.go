@@ -45,3 +45,15 @@ func notFound(err error) error {
 	}
 	return err
 }
+
+// classify wraps a registry's error with the sentinel that says what
+// went wrong, where one does: ErrUnauthorized, else layerfs.ErrNotFound.
+// (It does not compare errors with ==: the remote package's may be of
+// uncomparable types, such as its multi-error when every ping fails,
+// which panic when compared.)
+func classify(err error) error {
+	if u := unauthorized(err); errors.Is(u, ErrUnauthorized) {
+		return u
+	}
+	return notFound(err)
+}

@@ -2,13 +2,10 @@ package registry
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -49,27 +46,12 @@ func startRegistry(t *testing.T) *registrytest.Registry {
 	return registrytest.Start(t, nil)
 }
 
-// skopeo runs skopeo with args and fails t if it fails.
-func skopeo(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command("skopeo", args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("skopeo %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 // pushBusybox copies the shared busybox layout into reg as repo:tag
 // (extra are more skopeo copy flags) and returns the digest of the
 // manifest the registry holds.
 func pushBusybox(t *testing.T, reg *registrytest.Registry, dest string, extra ...string) string {
 	t.Helper()
-	args := append([]string{"copy", "--quiet", "--dest-tls-verify=false"}, extra...)
-	args = append(args, "oci:"+sharedImage(t, busyboxLayout)+":"+busyboxTag, "docker://"+reg.Host+"/"+dest)
-	skopeo(t, args...)
-	raw := skopeo(t, "inspect", "--tls-verify=false", "--raw", "docker://"+reg.Host+"/"+dest)
-	sum := sha256.Sum256([]byte(raw))
-	return "sha256:" + hex.EncodeToString(sum[:])
+	return reg.Copy(t, sharedImage(t, busyboxLayout), busyboxTag, dest, extra...)
 }
 
 func newStore(t *testing.T) *layerfs.Store {

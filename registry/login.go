@@ -64,7 +64,9 @@ func verifyLogin(ctx context.Context, srv server, username, password string, opt
 		return err
 	}
 	auth := authn.FromConfig(authn.AuthConfig{Username: username, Password: password})
-	rt, err := transport.NewWithContext(ctx, reg, auth, opts.transport(reg), nil)
+	guarded := opts.transport(reg)
+	defer guarded.closeIdle()
+	rt, err := transport.NewWithContext(ctx, reg, auth, guarded, nil)
 	if err != nil {
 		return unauthorized(err)
 	}

@@ -23,14 +23,17 @@ func (o *Options) keychain() authn.Keychain {
 }
 
 // remoteOptions are the options of the remote package for talking to the
-// registry of ref within ctx, under berth's transport rules.
-func (o *Options) remoteOptions(ctx context.Context, ref name.Reference) []remote.Option {
+// registry of ref within ctx, under berth's transport rules; done closes
+// the connections they leave idle, once the operation (and every read of
+// what it fetched) is over.
+func (o *Options) remoteOptions(ctx context.Context, ref name.Reference) (ropts []remote.Option, done func()) {
+	rt := o.transport(ref.Context().Registry)
 	return []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithAuthFromKeychain(o.keychain()),
-		remote.WithTransport(o.transport(ref.Context().Registry)),
+		remote.WithTransport(rt),
 		remote.WithUserAgent("berth"),
-	}
+	}, rt.closeIdle
 }
 
 // reporter calls a Progress callback from one goroutine at a time, as

@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"runtime"
 	"runtime/debug"
@@ -37,7 +36,11 @@ func pull(ctx context.Context, store *layerfs.Store, s string, opts *PullOptions
 	if err != nil {
 		return nil, err
 	}
-	img, err := fetchImage(ctx, ref, opts)
+	// The layers are fetched as the store imports them: the
+	// connections go once it is done.
+	ropts, done := opts.remoteOptions(ctx, ref)
+	defer done()
+	img, err := fetchImage(ref, ropts, opts.Platform)
 	if err != nil {
 		return nil, fmt.Errorf("pull %s: %w", ref, err)
 	}
@@ -50,18 +53,17 @@ func pull(ctx context.Context, store *layerfs.Store, s string, opts *PullOptions
 	}
 	stored, err := store.ImportImage(ctx, img, iopts)
 	if err != nil {
-		return nil, fmt.Errorf("pull %s: %w", ref, pullError(err))
+		return nil, fmt.Errorf("pull %s: %w", ref, classify(err))
 	}
 	return stored, nil
 }
 
 // fetchImage fetches the manifest ref names and returns the image it is,
-// or the one of the index it is for the platform opts ask for.
-func fetchImage(ctx context.Context, ref name.Reference, opts *PullOptions) (v1.Image, error) {
-	ropts := opts.remoteOptions(ctx, ref)
+// or the one of the index it is for platform (nil: the host's).
+func fetchImage(ref name.Reference, ropts []remote.Option, platform *v1.Platform) (v1.Image, error) {
 	desc, err := remote.Get(ref, ropts...)
 	if err != nil {
-		return nil, pullError(err)
+		return nil, classify(err)
 	}
 	if d, ok := ref.(name.Digest); ok && desc.Digest.String() != d.DigestStr() {
 		// The remote package checks this too; a pin is worth two looks.
@@ -79,14 +81,14 @@ func fetchImage(ctx context.Context, ref name.Reference, opts *PullOptions) (v1.
 		if err != nil {
 			return nil, err
 		}
-		want := wantedPlatform(opts.Platform)
+		want := wantedPlatform(platform)
 		child, err := choosePlatform(im.Manifests, want)
 		if err != nil {
 			return nil, fmt.Errorf("index %s: %w", desc.Digest, err)
 		}
 		img, err := idx.Image(child.Digest)
 		if err != nil {
-			return nil, pullError(err)
+			return nil, classify(err)
 		}
 		return img, nil
 	case mt.IsImage():
@@ -232,14 +234,4 @@ func platformString(p *v1.Platform) string {
 		s += "/" + clip.Cut(p.Variant, 40)
 	}
 	return s
-}
-
-// pullError wraps a registry's error with the sentinel that says what
-// went wrong, where one does. (It does not compare errors with ==: the
-// remote package's may be slices, which panic when compared.)
-func pullError(err error) error {
-	if u := unauthorized(err); errors.Is(u, ErrUnauthorized) {
-		return u
-	}
-	return notFound(err)
 }

@@ -282,8 +282,8 @@ func TestPullWithCredentials(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("unpacking layers needs root")
 	}
-	reg := registrytest.Start(t, &registrytest.Options{Htpasswd: htpasswdEntry(t, user, password)})
-	skopeo(t, "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", user+":"+password,
+	reg := registrytest.Start(t, &registrytest.Options{Htpasswd: registrytest.HtpasswdEntry(t, user, password)})
+	registrytest.Skopeo(t, "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", user+":"+password,
 		"oci:"+sharedImage(t, busyboxLayout)+":"+busyboxTag, "docker://"+reg.Host+"/private/busybox:1")
 	store := newStore(t)
 	ctx := context.Background()

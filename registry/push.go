@@ -73,7 +73,8 @@ func Push(ctx context.Context, store *layerfs.Store, src, dest string, opts *Pus
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("push %s: %w", clip.String(src), err)
 	}
-	ropts := opts.remoteOptions(ctx, ref)
+	ropts, done := opts.remoteOptions(ctx, ref)
+	defer done()
 	if err := remote.Write(ref, counted, ropts...); err != nil {
 		return v1.Hash{}, fmt.Errorf("push %s to %s: %w", clip.String(src), ref, classify(err))
 	}
@@ -257,15 +258,4 @@ func (r *countingReader) Read(p []byte) (int, error) {
 		r.l.t.read(r.l.digest, r.done, err == io.EOF && r.done == r.l.size)
 	}
 	return n, err
-}
-
-// classify wraps a registry's error with the sentinel that says what
-// went wrong, where one does.
-func classify(err error) error {
-	// Not u != err: an error of an uncomparable type (ggcr's
-	// multi-error, when every ping fails) makes that comparison panic.
-	if u := unauthorized(err); errors.Is(u, ErrUnauthorized) {
-		return u
-	}
-	return notFound(err)
 }

@@ -90,7 +90,7 @@ func TestPushRoundTrip(t *testing.T) {
 		Digest string
 		Layers []string
 	}
-	if err := json.Unmarshal([]byte(skopeo(t, "inspect", "--tls-verify=false", "docker://"+dest)), &inspect); err != nil {
+	if err := json.Unmarshal([]byte(registrytest.Skopeo(t, "inspect", "--tls-verify=false", "docker://"+dest)), &inspect); err != nil {
 		t.Fatal(err)
 	}
 	if inspect.Digest != img.Digest.String() {
@@ -175,7 +175,7 @@ func TestPushMissingAndUnnamed(t *testing.T) {
 	if got != img.Digest {
 		t.Errorf("Push returned %s, want %s", got, img.Digest)
 	}
-	skopeo(t, "inspect", "--tls-verify=false", "docker://"+reg.Host+"/y/busybox:3")
+	registrytest.Skopeo(t, "inspect", "--tls-verify=false", "docker://"+reg.Host+"/y/busybox:3")
 
 	// A destination pinned to another digest is refused before anything
 	// is sent.
@@ -229,13 +229,6 @@ func TestV1ImageSurvivesGC(t *testing.T) {
 	_ = reg
 }
 
-// htpasswdEntry is user:password for the authenticated registry's
-// htpasswd file; bcrypt is the only hash the registry accepts.
-func htpasswdEntry(t *testing.T, user, password string) string {
-	t.Helper()
-	return user + ":" + bcryptHash(t, password) + "\n"
-}
-
 func TestLoginPushLogout(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("unpacking layers needs root")
@@ -243,7 +236,7 @@ func TestLoginPushLogout(t *testing.T) {
 	const user, password = "berth", "s3cret-Pa55"
 	configDir := t.TempDir()
 	t.Setenv("DOCKER_CONFIG", configDir)
-	reg := registrytest.Start(t, &registrytest.Options{Htpasswd: htpasswdEntry(t, user, password)})
+	reg := registrytest.Start(t, &registrytest.Options{Htpasswd: registrytest.HtpasswdEntry(t, user, password)})
 	s, img := importBusybox(t)
 	ctx := context.Background()
 	dest := reg.Host + "/x/busybox:1"
@@ -352,7 +345,7 @@ func TestLoginConfigDir(t *testing.T) {
 	}
 	const user, password = "berth", "another-s3cret"
 	t.Setenv("DOCKER_CONFIG", t.TempDir()) // not to be used
-	reg := registrytest.Start(t, &registrytest.Options{Htpasswd: htpasswdEntry(t, user, password)})
+	reg := registrytest.Start(t, &registrytest.Options{Htpasswd: registrytest.HtpasswdEntry(t, user, password)})
 	s, _ := importBusybox(t)
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "docker")
@@ -443,7 +436,7 @@ esac
 		t.Fatal(err)
 	}
 	t.Setenv("PATH", helperDir+":"+os.Getenv("PATH"))
-	reg := registrytest.Start(t, &registrytest.Options{Htpasswd: htpasswdEntry(t, user, password)})
+	reg := registrytest.Start(t, &registrytest.Options{Htpasswd: registrytest.HtpasswdEntry(t, user, password)})
 	configPath := filepath.Join(configDir, "config.json")
 	if err := os.WriteFile(configPath, []byte(`{"credHelpers":{"`+reg.Host+`":"berthtest"}}`), 0o600); err != nil {
 		t.Fatal(err)
@@ -542,7 +535,7 @@ func TestPushDockerSchema2(t *testing.T) {
 		t.Errorf("pushed %s, want %s", got, want)
 	}
 	var m struct{ MediaType string }
-	if err := json.Unmarshal([]byte(skopeo(t, "inspect", "--tls-verify=false", "--raw", "docker://"+dest)), &m); err != nil {
+	if err := json.Unmarshal([]byte(registrytest.Skopeo(t, "inspect", "--tls-verify=false", "--raw", "docker://"+dest)), &m); err != nil {
 		t.Fatal(err)
 	}
 	if m.MediaType != string(img.MediaType) {
@@ -570,7 +563,7 @@ func TestLoginRefusesForeignSymlink(t *testing.T) {
 	if err := os.Lchown(link, 65534, 65534); err != nil {
 		t.Fatal(err)
 	}
-	reg := registrytest.Start(t, &registrytest.Options{Htpasswd: htpasswdEntry(t, user, password)})
+	reg := registrytest.Start(t, &registrytest.Options{Htpasswd: registrytest.HtpasswdEntry(t, user, password)})
 	err := Login(context.Background(), reg.Host, user, password, &Options{ConfigDir: configDir})
 	if err == nil || !strings.Contains(err.Error(), "symlink") {
 		t.Errorf("login through another user's symlink: %v, want a refusal", err)

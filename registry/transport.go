@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -17,6 +18,11 @@ import (
 // kilobytes, and the store's own bound on manifests in archives is the
 // same 4 MiB.
 const maxManifestSize = 4 << 20
+
+// maxPingSize bounds what berth reads of the registry's answer to
+// GET /v2/, whose body says nothing ("{}"): the remote package reads it to
+// its end, which a registry sending without end would make last forever.
+const maxPingSize = 64 << 10
 
 // isLoopback tells whether host (a registry's host[:port]) is on the
 // loopback interface by its name alone: localhost, 127.0.0.0/8 or ::1.
@@ -48,9 +54,12 @@ func (o *Options) plainHTTPAllowed(reg name.Registry) bool {
 //
 // Only the registry itself goes unverified: a host it redirects to (a
 // blob store, a token server) is verified as any other.
-func (o *Options) transport(reg name.Registry) http.RoundTripper {
+//
+// The caller must call closeIdle once the operation is done.
+func (o *Options) transport(reg name.Registry) *guardedTransport {
 	g := &guardedTransport{inner: o.Transport, registry: reg.RegistryStr(), plainHTTP: o.plainHTTPAllowed(reg)}
 	if g.inner == nil {
+		g.own = true
 		g.inner = http.DefaultTransport.(*http.Transport).Clone()
 		if g.plainHTTP {
 			t := http.DefaultTransport.(*http.Transport).Clone()
@@ -72,12 +81,30 @@ func (o *Options) transport(reg name.Registry) http.RoundTripper {
 //     for any other registry. A plain-HTTP request to any other host (a
 //     redirect to a blob store, a token realm) is refused before it is
 //     dialled, with ErrPlainHTTP.
-//   - A manifest response is read to at most maxManifestSize bytes.
+//   - A manifest response is read to at most maxManifestSize bytes,
+//     wherever the registry redirected its request, and the answer to
+//     GET /v2/ to at most maxPingSize.
 type guardedTransport struct {
 	inner         http.RoundTripper
 	registryInner http.RoundTripper // for the registry itself, if not inner
 	registry      string            // host[:port] as references name it
 	plainHTTP     bool
+	own           bool // inner and registryInner were made for this operation
+}
+
+// closeIdle closes the idle connections of the transports made for one
+// operation, which no later one uses: left open, each would hold a
+// socket and two goroutines for the idle timeout (90 s) after Pull, Push
+// or Login returned. A caller's Options.Transport is left alone.
+func (t *guardedTransport) closeIdle() {
+	if !t.own {
+		return
+	}
+	for _, rt := range []http.RoundTripper{t.inner, t.registryInner} {
+		if c, ok := rt.(interface{ CloseIdleConnections() }); ok {
+			c.CloseIdleConnections()
+		}
+	}
 }
 
 func (t *guardedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -103,15 +130,34 @@ func (t *guardedTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		inner = t.registryInner
 	}
 	resp, err := inner.RoundTrip(req)
-	if err != nil || !strings.Contains(req.URL.Path, "/manifests/") || req.Method != http.MethodGet {
+	switch {
+	case err != nil:
 		return resp, err
+	case req.Method == http.MethodGet && req.URL.Path == "/v2/":
+		resp.Body = &cappedBody{ReadCloser: resp.Body, left: maxPingSize, max: maxPingSize, what: "answer to /v2/", url: redactedURL(req)}
+	case fetchesManifest(req):
+		if resp.ContentLength > maxManifestSize {
+			resp.Body.Close()
+			return nil, fmt.Errorf("GET %s: manifest of %d bytes, more than the %d berth reads", redactedURL(req), resp.ContentLength, maxManifestSize)
+		}
+		resp.Body = &cappedBody{ReadCloser: resp.Body, left: maxManifestSize, max: maxManifestSize, what: "manifest", url: redactedURL(req)}
 	}
-	if resp.ContentLength > maxManifestSize {
-		resp.Body.Close()
-		return nil, fmt.Errorf("GET %s: manifest of %d bytes, more than the %d berth reads", redactedURL(req), resp.ContentLength, maxManifestSize)
-	}
-	resp.Body = &cappedBody{ReadCloser: resp.Body, left: maxManifestSize, url: redactedURL(req)}
 	return resp, nil
+}
+
+// fetchesManifest tells whether req asks for a manifest: a GET of
+// /v2/NAME/manifests/REFERENCE, or a request a redirect of one led to,
+// wherever it goes. By the path's last components, not by a
+// "/manifests/" anywhere in it: a repository may be called
+// team/manifests/app, and its blobs must not be bounded as manifests.
+func fetchesManifest(req *http.Request) bool {
+	first := req
+	for first.Response != nil && first.Response.Request != nil {
+		first = first.Response.Request
+	}
+	p := first.URL.Path
+	return req.Method == http.MethodGet && first.Method == http.MethodGet &&
+		strings.HasPrefix(p, "/v2/") && path.Base(path.Dir(p)) == "manifests"
 }
 
 // redactedURL is req's URL without query (which may hold signed
@@ -127,8 +173,9 @@ func redactedURL(req *http.Request) string {
 // would: a manifest cut short must not look complete.
 type cappedBody struct {
 	io.ReadCloser
-	left int64
-	url  string
+	left, max int64
+	what      string // what the body is, for the error
+	url       string
 }
 
 func (b *cappedBody) Read(p []byte) (int, error) {
@@ -137,7 +184,7 @@ func (b *cappedBody) Read(p []byte) (int, error) {
 		if n, err := io.ReadFull(b.ReadCloser, one[:]); n == 0 {
 			return 0, err
 		}
-		return 0, fmt.Errorf("GET %s: manifest longer than the %d bytes berth reads", b.url, maxManifestSize)
+		return 0, fmt.Errorf("GET %s: %s longer than the %d bytes berth reads", b.url, b.what, b.max)
 	}
 	if int64(len(p)) > b.left {
 		p = p[:b.left]

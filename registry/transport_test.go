@@ -4,14 +4,20 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/berth-dev/berth/layerfs"
 )
 
 // fakeNetwork is a transport that answers for a registry itself, sending
@@ -164,5 +170,119 @@ func TestUnverifiedTLSOnlyForTheRegistry(t *testing.T) {
 	}
 	if n := elsewhere.Load(); n != 0 {
 		t.Errorf("the server redirected to got %d requests over unverified TLS", n)
+	}
+}
+
+// TestPullBoundsRedirectedManifest has the registry redirect its
+// manifest elsewhere, which then sends 5 MiB: the bound on manifests
+// holds wherever the request was sent.
+func TestPullBoundsRedirectedManifest(t *testing.T) {
+	f := &fakeNetwork{serve: func(req *http.Request) *http.Response {
+		switch {
+		case req.URL.Path == "/v2/":
+			return response(http.StatusOK, strings.NewReader(""), 0)
+		case req.URL.Host == "registry.example":
+			return response(http.StatusTemporaryRedirect, strings.NewReader(""), 0, "Location", "https://cdn.example/object/1")
+		}
+		return response(http.StatusOK, io.LimitReader(zeros{}, 5<<20), -1, "Content-Type", "application/vnd.oci.image.manifest.v1+json")
+	}}
+	_, err := Pull(context.Background(), newStoreNoRoot(t), "registry.example/team/app:1", fakeOptions(f, false))
+	if err == nil || !strings.Contains(err.Error(), "longer than the 4194304 bytes berth reads") {
+		t.Errorf("pull of a 5 MiB manifest from where the registry redirected: %v, want it refused while it is read, at 4 MiB", err)
+	}
+	if reqs := f.requests(); !slices.Contains(reqs, "https://cdn.example/object/1") {
+		t.Errorf("the redirect was not followed: requests %v", reqs)
+	}
+}
+
+// TestManifestBoundByPath reads a 5 MiB blob of a repository called
+// team/manifests/app, which is no manifest, and a manifest of it, which
+// is bounded.
+func TestManifestBoundByPath(t *testing.T) {
+	f := &fakeNetwork{serve: func(req *http.Request) *http.Response {
+		return response(http.StatusOK, io.LimitReader(zeros{}, 5<<20), -1)
+	}}
+	tr := (&Options{Transport: f}).transport(name.MustParseReference("registry.example/team/manifests/app:1").Context().Registry)
+	get := func(path string) (int64, error) {
+		req, err := http.NewRequest(http.MethodGet, "https://registry.example"+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		return io.Copy(io.Discard, resp.Body)
+	}
+	blob := "/v2/team/manifests/app/blobs/sha256:" + strings.Repeat("0", 64)
+	if n, err := get(blob); err != nil || n != 5<<20 {
+		t.Errorf("GET %s: %d bytes, %v; want all 5 MiB of the blob", blob, n, err)
+	}
+	manifest := "/v2/team/manifests/app/manifests/1"
+	if _, err := get(manifest); err == nil || !strings.Contains(err.Error(), "longer than the 4194304 bytes berth reads") {
+		t.Errorf("GET %s of 5 MiB: %v, want it cut off at 4 MiB", manifest, err)
+	}
+}
+
+// TestPullClosesConnections pulls from a loopback registry that has no
+// such image: once Pull returns, no connection berth opened to it stays
+// open (idle in a pool no one will use again).
+func TestPullClosesConnections(t *testing.T) {
+	var mu sync.Mutex
+	open := map[net.Conn]bool{}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			return
+		}
+		http.Error(w, `{"errors":[{"code":"MANIFEST_UNKNOWN"}]}`, http.StatusNotFound)
+	}))
+	srv.Config.ConnState = func(c net.Conn, st http.ConnState) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch st {
+		case http.StateNew:
+			open[c] = true
+		case http.StateClosed, http.StateHijacked:
+			delete(open, c)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	_, err := Pull(context.Background(), newStoreNoRoot(t), host+"/team/app:1", &PullOptions{Options: Options{Keychain: authn.NewMultiKeychain()}})
+	if !errors.Is(err, layerfs.ErrNotFound) {
+		t.Fatalf("pull of an image the registry lacks: %v, want ErrNotFound", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(open)
+		mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections to the registry still open after Pull returned", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestPullBoundsPing has a registry answer GET /v2/ with a body that
+// never ends, which the remote package reads to its end: berth stops
+// reading it, and the pull goes on to find the image missing.
+func TestPullBoundsPing(t *testing.T) {
+	f := &fakeNetwork{serve: func(req *http.Request) *http.Response {
+		if req.URL.Path == "/v2/" {
+			return response(http.StatusOK, zeros{}, -1)
+		}
+		return response(http.StatusNotFound, strings.NewReader(`{"errors":[{"code":"MANIFEST_UNKNOWN"}]}`), -1)
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := Pull(ctx, newStoreNoRoot(t), "registry.example/team/app:1", fakeOptions(f, false))
+	if !errors.Is(err, layerfs.ErrNotFound) {
+		t.Errorf("pull from a registry whose /v2/ never ends: %v, want ErrNotFound", err)
 	}
 }

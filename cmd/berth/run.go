@@ -170,6 +170,7 @@ func newRunCommand(g *globals) *cobra.Command {
 				return err
 			}
 			err = runSandbox(cmd.Context(), sandbox.New(image, opts), tty, cmd.ErrOrStderr())
+			err = missingImageHint(err, image, pullPolicy)
 			if errors.Is(err, sandbox.ErrSeccompCannotStart) && sf.seccomp != "" {
 				err = fmt.Errorf("--seccomp %s: %w", sf.seccomp, err)
 			}

@@ -35,7 +35,8 @@ Hub's (busybox means docker.io/library/busybox:latest). An index of images
 for several platforms gives the one for this host, or for --platform.
 Layers the store has are not fetched again, every blob is checked against
 its digest as it arrives, and a pull that fails or is interrupted leaves
-nothing in the store. A pull unpacks at most --max-size and --max-files,
+no image in the store: only the layers it completed and checked, which a
+retry does not fetch again and berth image gc removes. A pull unpacks at most --max-size and --max-files,
 with the same defaults as berth image import.
 
 Credentials come from Docker's configuration ($DOCKER_CONFIG or
@@ -238,17 +239,21 @@ func ensureImage(ctx context.Context, s *layerfs.Store, ref, policy string, stde
 	default:
 		return "", invalidFlag("--pull %s: want never, missing or always", clip.Quote(policy))
 	}
+	if policy == pullNever {
+		// Nothing to do: the sandbox finds the image, or says it is
+		// missing (see missingImageHint), without a look here first
+		// that would cost every run.
+		return ref, nil
+	}
 	// Failures are the sandbox's setup failing, as they would be were
 	// the sandbox package to find the image missing itself.
-	if policy != pullAlways {
+	if policy == pullMissing {
 		_, err := s.Image(ctx, ref)
 		switch {
 		case err == nil:
 			return ref, nil
 		case !errors.Is(err, layerfs.ErrNotFound):
 			return "", fmt.Errorf("%w: %w", sandbox.ErrSetup, err)
-		case policy == pullNever:
-			return "", fmt.Errorf("%w: %w; berth image pull %s gets it (or berth run --pull missing)", sandbox.ErrSetup, err, ref)
 		}
 	}
 	var view transferView
@@ -266,6 +271,15 @@ func ensureImage(ctx context.Context, s *layerfs.Store, ref, policy string, stde
 		return ref, nil
 	}
 	return img.Digest.String(), nil
+}
+
+// missingImageHint is err, the failure of a run of ref that was not to
+// pull it, saying how to get the image when the store lacks it.
+func missingImageHint(err error, ref, policy string) error {
+	if policy == pullNever && errors.Is(err, sandbox.ErrSetup) && errors.Is(err, layerfs.ErrNotFound) {
+		return fmt.Errorf("%w; berth image pull %s gets it (or berth run --pull missing)", err, ref)
+	}
+	return err
 }
 
 // shipCommands are the top-level commands of registries: pull and push,

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/internal/registrytest"
@@ -230,11 +229,7 @@ func (r *terminalReader) waitFor(t *testing.T, s string) {
 // password is not echoed for someone behind the user to read.
 func TestLoginPrompts(t *testing.T) {
 	const user, password = "ci", "s3cret-Pa55"
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := newShipEnv(t, &registrytest.Options{Htpasswd: user + ":" + string(hash) + "\n"})
+	e := newShipEnv(t, &registrytest.Options{Htpasswd: registrytest.HtpasswdEntry(t, user, password)})
 	bin := buildBerth(t)
 	master, slave := openPty(t)
 
@@ -250,7 +245,7 @@ func TestLoginPrompts(t *testing.T) {
 	io.WriteString(master, user+"\n")
 	screen.waitFor(t, "Password: ")
 	io.WriteString(master, password+"\n")
-	err = cmd.Wait()
+	err := cmd.Wait()
 	slave.Close()
 	<-screen.done
 	if err != nil || stdout.String() != "logged in to "+e.reg.Host+"\n" {

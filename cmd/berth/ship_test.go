@@ -3,18 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
-
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/berth-dev/berth/internal/registrytest"
 	"github.com/berth-dev/berth/layerfs"
@@ -45,32 +40,12 @@ func newShipEnv(t *testing.T, opts *registrytest.Options) *shipEnv {
 // ref is an image reference in the test's registry.
 func (e *shipEnv) ref(repo string) string { return e.reg.Host + "/" + repo }
 
-// skopeoRun runs skopeo with args, in DOCKER_CONFIG's credentials.
-func skopeoRun(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command("skopeo", args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("skopeo %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 // copyBusybox puts the shared busybox layout into the registry as repo
 // and returns the digest of the manifest the registry holds.
 func (e *shipEnv) copyBusybox(t *testing.T, repo string) string {
 	t.Helper()
 	layout, _ := filepath.Abs(busyboxLayout)
-	skopeoRun(t, "copy", "--quiet", "--dest-tls-verify=false", "oci:"+layout+":"+busyboxTag, "docker://"+e.ref(repo))
-	return e.registryDigest(t, repo)
-}
-
-// registryDigest is the digest of the manifest the registry serves for
-// repo, hashed here from skopeo's raw copy of it.
-func (e *shipEnv) registryDigest(t *testing.T, repo string) string {
-	t.Helper()
-	raw := skopeoRun(t, "inspect", "--tls-verify=false", "--raw", "docker://"+e.ref(repo))
-	sum := sha256.Sum256([]byte(raw))
-	return "sha256:" + hex.EncodeToString(sum[:])
+	return e.reg.Copy(t, layout, busyboxTag, repo)
 }
 
 // berthIn runs the command line in-process as main does, with stdin as
@@ -113,7 +88,7 @@ func TestPullRunPush(t *testing.T) {
 		t.Errorf("berth push %s %s: exit %d, stdout %q, stderr %q; want %s (%s)", src, dest, code, stdout, stderr, want, dest)
 	}
 	var inspect struct{ Digest string }
-	if err := json.Unmarshal([]byte(skopeoRun(t, "inspect", "--tls-verify=false", "docker://"+dest)), &inspect); err != nil || inspect.Digest != want {
+	if err := json.Unmarshal([]byte(registrytest.Skopeo(t, "inspect", "--tls-verify=false", "docker://"+dest)), &inspect); err != nil || inspect.Digest != want {
 		t.Errorf("skopeo inspect %s: digest %q (%v), want %s", dest, inspect.Digest, err, want)
 	}
 
@@ -231,11 +206,7 @@ func dockerAuths(t *testing.T, dir string) map[string]json.RawMessage {
 
 func TestLoginLogout(t *testing.T) {
 	const user, password = "ci", "s3cret-Pa55"
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := newShipEnv(t, &registrytest.Options{Htpasswd: user + ":" + string(hash) + "\n"})
+	e := newShipEnv(t, &registrytest.Options{Htpasswd: registrytest.HtpasswdEntry(t, user, password)})
 	layout, _ := filepath.Abs(busyboxLayout)
 	if _, err := berth(t, e.root, "image", "import", layout); err != nil {
 		t.Fatal(err)

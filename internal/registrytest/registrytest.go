@@ -5,6 +5,8 @@ package registrytest
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -13,9 +15,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Binary is the registry's command, as Debian installs it.
@@ -150,4 +155,47 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// HtpasswdEntry is the line of an htpasswd file (Options.Htpasswd) that
+// lets user in with password; bcrypt is the only hash the registry takes.
+func HtpasswdEntry(t testing.TB, user, password string) string {
+	t.Helper()
+	h, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return user + ":" + string(h) + "\n"
+}
+
+// Skopeo runs skopeo with args and fails t if it fails; it returns what
+// skopeo wrote.
+func Skopeo(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("skopeo", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("skopeo %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// Copy puts the image tag of the OCI layout in the directory layout into
+// the registry as repo (repository:tag), with skopeo (extra are more of
+// its copy flags), and returns the digest of the manifest the registry
+// holds.
+func (r *Registry) Copy(t testing.TB, layout, tag, repo string, extra ...string) string {
+	t.Helper()
+	args := append([]string{"copy", "--quiet", "--dest-tls-verify=false"}, extra...)
+	args = append(args, "oci:"+layout+":"+tag, "docker://"+r.Host+"/"+repo)
+	Skopeo(t, args...)
+	return r.Digest(t, repo)
+}
+
+// Digest is the digest of the manifest the registry serves for repo,
+// hashed here from skopeo's raw copy of it.
+func (r *Registry) Digest(t testing.TB, repo string) string {
+	t.Helper()
+	raw := Skopeo(t, "inspect", "--tls-verify=false", "--raw", "docker://"+r.Host+"/"+repo)
+	sum := sha256.Sum256([]byte(raw))
+	return "sha256:" + hex.EncodeToString(sum[:])
 }
