@@ -125,6 +125,9 @@ func (c *configFile) Save() error {
 		return err
 	}
 	target := c.Filename
+	if err := privateDir(filepath.Dir(target)); err != nil {
+		return err
+	}
 	if fi, err := os.Lstat(target); err == nil && fi.Mode()&os.ModeSymlink != 0 {
 		// Docker writes through a symlink at config.json (dotfile
 		// managers make them). Only through one of the caller's own:
@@ -137,6 +140,9 @@ func (c *configFile) Save() error {
 	if t, err := filepath.EvalSymlinks(target); err == nil {
 		target = t
 	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if err := privateDir(filepath.Dir(target)); err != nil {
 		return err
 	}
 	var owner *syscall.Stat_t
@@ -153,6 +159,31 @@ func (c *configFile) Save() error {
 		if err := os.Lchown(target, int(owner.Uid), int(owner.Gid)); err != nil {
 			return fmt.Errorf("keep the owner of %s: %w", target, err)
 		}
+	}
+	return nil
+}
+
+// privateDir refuses a directory that someone other than the caller or
+// root owns or can write: between the checks above and the rename, such a
+// someone could swap config.json, or the link to it, for a link to any
+// file, and have the caller's credentials written over it. A directory
+// not made yet is made 0700.
+func privateDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !fi.IsDir():
+		return fmt.Errorf("docker configuration directory %s is not a directory", dir)
+	case ok && int(st.Uid) != os.Geteuid() && st.Uid != 0:
+		return fmt.Errorf("docker configuration directory %s is owned by uid %d, not this user; refusing to write credentials there", dir, st.Uid)
+	case fi.Mode().Perm()&0o022 != 0:
+		return fmt.Errorf("docker configuration directory %s is writable by others (mode %v); refusing to write credentials there", dir, fi.Mode().Perm())
 	}
 	return nil
 }

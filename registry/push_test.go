@@ -572,3 +572,22 @@ func TestLoginRefusesForeignSymlink(t *testing.T) {
 		t.Errorf("the file the symlink names was overwritten: %q", b)
 	}
 }
+
+// A configuration directory others can write is refused before anything
+// is written: between berth's checks and its rename, they could swap
+// config.json for a link to any file.
+func TestLoginRefusesSharedConfigDir(t *testing.T) {
+	const user, password = "berth", "s3cret"
+	configDir := t.TempDir()
+	if err := os.Chmod(configDir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	reg := registrytest.Start(t, &registrytest.Options{Htpasswd: registrytest.HtpasswdEntry(t, user, password)})
+	err := Login(context.Background(), reg.Host, user, password, &Options{ConfigDir: configDir})
+	if err == nil || !strings.Contains(err.Error(), "writable by others") {
+		t.Errorf("login into a directory anyone can write: %v, want a refusal", err)
+	}
+	if _, err := os.Stat(filepath.Join(configDir, "config.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("config.json written anyway: %v", err)
+	}
+}
