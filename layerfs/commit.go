@@ -91,14 +91,8 @@ func (s *Store) commitLayer(ctx context.Context, base *Image, what string, diff 
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 
-	cfg := base.Config.DeepCopy()
-	now := time.Now().UTC()
-	cfg.Created = v1.Time{Time: now}
-	if opts.Author != "" {
-		cfg.Author = opts.Author
-	}
+	cfg := commitConfig(base, opts, false)
 	cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, layer.diffID)
-	cfg.History = append(cfg.History, v1.History{Created: v1.Time{Time: now}, CreatedBy: "berth commit", Comment: opts.Comment, Author: opts.Author})
 	cb, err := json.Marshal(cfg)
 	if err != nil {
 		return nil, err
@@ -116,4 +110,80 @@ func (s *Store) commitLayer(ctx context.Context, base *Image, what string, diff 
 		return nil, err
 	}
 	return s.loadImage(id, refs)
+}
+
+// CommitConfig stores a new image with parent's layers and a config
+// changed as opts say (opts.Config, Author, Comment, CreatedBy), adding no
+// layer: its history entry is marked empty_layer, as those of Dockerfile
+// instructions that change only metadata (ENV, CMD, ...) are. The image's
+// layers are the parent's, so its rootfs is the parent's too.
+func (s *Store) CommitConfig(ctx context.Context, parent *Image, opts *CommitOptions) (*Image, error) {
+	if parent == nil {
+		return nil, fmt.Errorf("commit config: no parent image: %w", ErrNotFound)
+	}
+	if opts == nil {
+		opts = &CommitOptions{}
+	}
+	names, err := nameList(opts.Name, "a commit name")
+	if err != nil {
+		return nil, err
+	}
+	l, err := s.use(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer l.unlock()
+	base, err := s.readImage(parent.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("commit config: base image: %w", err)
+	}
+	what := "commit config on " + base.Digest.String()
+	cb, err := json.Marshal(commitConfig(base, opts, true))
+	if err != nil {
+		return nil, err
+	}
+	id, err := s.writeManifest(cb, base.Manifest.Layers, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if err := s.addImage(id, names); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	refs, err := s.refs()
+	if err != nil {
+		return nil, err
+	}
+	return s.loadImage(id, refs)
+}
+
+// defaultCreatedBy is the history's created_by for a commit that names
+// nothing else.
+const defaultCreatedBy = "berth commit"
+
+// commitConfig returns the config file of an image made from base as opts
+// say: base's, with opts.Config as its runtime config if set, a creation
+// time of now, and a history entry for the commit. The rootfs's diff IDs
+// are base's; a commit that adds a layer appends its own.
+func commitConfig(base *Image, opts *CommitOptions, emptyLayer bool) *v1.ConfigFile {
+	cfg := base.Config.DeepCopy()
+	if opts.Config != nil {
+		cfg.Config = *opts.Config.DeepCopy()
+	}
+	now := time.Now().UTC()
+	cfg.Created = v1.Time{Time: now}
+	if opts.Author != "" {
+		cfg.Author = opts.Author
+	}
+	createdBy := opts.CreatedBy
+	if createdBy == "" {
+		createdBy = defaultCreatedBy
+	}
+	cfg.History = append(cfg.History, v1.History{
+		Created:    v1.Time{Time: now},
+		CreatedBy:  createdBy,
+		Author:     opts.Author,
+		Comment:    opts.Comment,
+		EmptyLayer: emptyLayer,
+	})
+	return cfg
 }

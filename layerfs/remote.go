@@ -7,14 +7,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
-// CommitConfig stores a new image with parent's layers and a config
-// changed as opts say (opts.Config, Author, CreatedBy), adding no layer:
-// the history entry is marked empty_layer, as Dockerfile instructions
-// that change only metadata are.
-func (s *Store) CommitConfig(ctx context.Context, parent *Image, opts *CommitOptions) (*Image, error) {
-	return nil, errors.ErrUnsupported // day-0 contract
-}
-
 // ImportImage brings img, an image of go-containerregistry's (a
 // registry's, read as its blobs stream), into the store, keeping its
 // manifest and config bytes as they are so that its digest is the same
@@ -23,12 +15,5 @@ func (s *Store) CommitConfig(ctx context.Context, parent *Image, opts *CommitOpt
 // fails half-way leaves nothing behind but layers complete and checked.
 // opts.Progress counts the compressed bytes read.
 func (s *Store) ImportImage(ctx context.Context, img v1.Image, opts *ImportOptions) (*Image, error) {
-	return nil, errors.ErrUnsupported // day-0 contract
-}
-
-// V1Image returns the stored image ref names as a go-containerregistry
-// image whose manifest, config and layer blobs are the store's bytes,
-// for pushing to a registry.
-func (s *Store) V1Image(ctx context.Context, ref string) (v1.Image, error) {
 	return nil, errors.ErrUnsupported // day-0 contract
 }

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/plugin"
 )
@@ -31,12 +33,16 @@ func TestStorageCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	img, err := s.Commit(ctx, key, &layerfs.CommitOptions{Name: "alpine:committed", Comment: "plugin commit"})
+	img, err := s.Commit(ctx, key, &layerfs.CommitOptions{Name: "alpine:committed", Comment: "plugin commit",
+		CreatedBy: "RUN plugin", Config: &v1.Config{Cmd: []string{"/committed"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(img.Layers) != len(e.img.Layers)+1 || !slices.Equal(img.Layers[:len(e.img.Layers)], e.img.Layers) || !slices.Contains(img.Names, "alpine:committed") {
 		t.Fatalf("committed image: names %v, layers %+v on %+v", img.Names, img.Layers, e.img.Layers)
+	}
+	if h := img.Config.History; len(h) == 0 || h[len(h)-1].CreatedBy != "RUN plugin" || !slices.Equal(img.Config.Config.Cmd, []string{"/committed"}) {
+		t.Errorf("a plugin commit's options did not reach the image: cmd %v, history %+v", img.Config.Config.Cmd, h)
 	}
 	built, err := e.store.Prepare(ctx, "builtin", img, nil)
 	if err != nil {
