@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -100,13 +99,15 @@ func (f *buildFlags) options(context string) (*build.Options, error) {
 	case !fi.IsDir():
 		return nil, invalidFlag("build context %s: not a directory", clip.Quote(context))
 	}
-	if f.file == "" {
-		opts.Dockerfile = filepath.Join(context, "Dockerfile")
-	}
-	if fi, err := os.Stat(opts.Dockerfile); err != nil {
-		return nil, fmt.Errorf("the Dockerfile: %w", err)
-	} else if !fi.Mode().IsRegular() {
-		return nil, invalidFlag("-f %s: not a regular file", clip.Quote(opts.Dockerfile))
+	// The default Dockerfile is a file of the context, which the build
+	// reads inside it (a link there must not show a host file); a file
+	// -f names is the user's own, checked here.
+	if f.file != "" {
+		if fi, err := os.Stat(f.file); err != nil {
+			return nil, fmt.Errorf("-f: %w", err)
+		} else if !fi.Mode().IsRegular() {
+			return nil, invalidFlag("-f %s: not a regular file", clip.Quote(f.file))
+		}
 	}
 	for _, t := range f.tags {
 		ref, err := layerfs.ParseReference(t)
