@@ -66,6 +66,9 @@ func NewPool(ctx context.Context, ref string, opts *Options, size int) (*Pool, e
 	if size < 1 || size > MaxPoolSize {
 		return nil, fmt.Errorf("sandbox pool: size %d: want 1 to %d", size, MaxPoolSize)
 	}
+	if opts != nil && opts.KeepRootfs {
+		return nil, fmt.Errorf("sandbox pool: %w", errPoolKeepRootfs)
+	}
 	p := &Pool{ref: ref, ready: make(chan *Sandbox, size), refill: make(chan struct{}, 1), filled: make(chan struct{})}
 	if opts != nil {
 		p.tmpl = *opts
@@ -106,6 +109,9 @@ func (p *Pool) New(opts *Options) *Sandbox {
 	if opts != nil {
 		if fixed := sandboxFields(opts); len(fixed) > 0 {
 			s.poolErr = fmt.Errorf("options fixed by the pool for all its sandboxes: %s", strings.Join(fixed, ", "))
+		}
+		if opts.KeepRootfs {
+			s.poolErr = errPoolKeepRootfs
 		}
 		o := &s.opts
 		if opts.Args != nil {
@@ -455,6 +461,11 @@ func (s *Sandbox) startFromPool(ctx, startCtx context.Context) error {
 	}
 }
 
+// errPoolKeepRootfs refuses Options.KeepRootfs for a pool's sandboxes: a
+// pool tears its used sandboxes down in the background, and a rootfs kept
+// past that would have no owner to release it.
+var errPoolKeepRootfs = errors.New("KeepRootfs is not supported for a pool's sandboxes: start the sandbox with New to commit or copy from it after it exits")
+
 // errStandbyGone means a waiting sandbox could not be sent its workload.
 var errStandbyGone = errors.New("the waiting sandbox's init is gone")
 
@@ -467,7 +478,7 @@ func (s *Sandbox) startTaken(ctx, startCtx context.Context) error {
 	}
 	// The built sandbox becomes s: its ID, its record, what undoes it.
 	s.id, s.img, s.storage, s.state, s.cg, s.attachment = e.id, e.img, e.storage, e.state, e.cg, e.attachment
-	s.plan, s.undo = e.plan, e.undo
+	s.plan, s.undo, s.hold = e.plan, e.undo, e.hold
 	p := e.standby
 	rootfs := e.rootfs
 

@@ -290,6 +290,7 @@ type Sandbox struct {
 	cg        *cgroup.Cgroup
 	storage   Storage
 	undo      []func() error // cleanup, newest last
+	hold      *rootfsHold    // the rootfs, against release while read; what KeepRootfs keeps
 	done      chan struct{}  // closed when the workload has ended and been reaped
 	result    *Result
 	waitErr   error
@@ -494,11 +495,12 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 	if err != nil {
 		return "", err
 	}
-	s.undo = append(s.undo, owner.Close)
+	s.hold = &rootfsHold{}
+	s.undo = append(s.undo, s.hold.untilClose(owner.Close))
 	if err := os.Chmod(s.stateRoot(), 0o711); err != nil {
 		return "", err
 	}
-	s.undo = append(s.undo, func() error { return removeStateDir(stateDir) })
+	s.undo = append(s.undo, s.hold.untilClose(func() error { return removeStateDir(stateDir) }))
 	s.state = State{
 		ID: s.id, Image: s.ref, Args: s.opts.Args, Created: time.Now().UTC(), Host: self(),
 		RootfsKey: "sandbox-" + s.id, Cgroup: s.id, Parent: cgm.Parent(), Volumes: volumeNames(s.opts.Mounts),
@@ -567,7 +569,9 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 	if err != nil {
 		return "", err
 	}
-	s.undo = append(s.undo, func() error { return s.storage.Release(context.Background(), s.state.RootfsKey) })
+	s.undo = append(s.undo, s.hold.untilClose(s.hold.releasing(func() error {
+		return s.storage.Release(context.Background(), s.state.RootfsKey)
+	})))
 	return fs.Path, nil
 }
 
@@ -975,6 +979,10 @@ func (s *Sandbox) supervise(ctx context.Context, p *launched) {
 	if waitErr != nil && !errors.As(waitErr, &ee) {
 		s.waitErr = waitErr
 	}
+	if s.opts.KeepRootfs {
+		// The rootfs, state directory and owner lock stay until Close.
+		s.hold.keep()
+	}
 	if s.pool != nil {
 		// The pool tears a used sandbox down while its caller goes on.
 		s.pool.discard(s.id, s.undo)
@@ -1082,7 +1090,8 @@ func (s *Sandbox) Kill() error {
 }
 
 // Close kills the sandbox if it runs, waits for it, and frees everything
-// it holds. It may be called any number of times.
+// it holds, the rootfs Options.KeepRootfs kept included. It may be called
+// any number of times.
 func (s *Sandbox) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -1109,6 +1118,10 @@ func (s *Sandbox) Close() error {
 	<-s.done
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.hold.releaseKept(); err != nil {
+		s.log.Error("sandbox cleanup", "id", s.id, "err", err)
+		return errors.Join(s.waitErr, err)
+	}
 	return s.waitErr
 }
 
