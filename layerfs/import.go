@@ -30,6 +30,10 @@ type ImportOptions struct {
 	// Progress, if set, is called as source bytes are read, with the bytes
 	// read so far and the total expected (0 when unknown).
 	Progress func(done, total int64)
+	// BlobProgress, if set, is told how each layer blob of ImportImage
+	// goes: skipped when the store has it, its bytes as they are read,
+	// and finished once it is stored and checked.
+	BlobProgress func(BlobProgress)
 }
 
 // Format is an on-disk image format Import reads.

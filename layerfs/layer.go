@@ -226,10 +226,14 @@ func (s *Store) ingestLayer(ctx context.Context, src layerSource, progress *prog
 	}
 	if err != nil {
 		// A blob that fails to decompress is most often a corrupt one;
-		// say so when its digest shows it.
-		if !isZero(src.digest) {
-			io.Copy(io.Discard, br)
-			if got := hashOf(digester); got != src.digest {
+		// say so when its digest shows it. One that could not be read
+		// to its end (cancelled, cut off) shows nothing of the kind.
+		if !isZero(src.digest) && ctx.Err() == nil {
+			_, derr := io.Copy(io.Discard, br)
+			if errors.Is(derr, ErrDigestMismatch) {
+				return storedLayer{}, fmt.Errorf("layer %s: %w", src.name, derr)
+			}
+			if got := hashOf(digester); derr == nil && got != src.digest {
 				return storedLayer{}, fmt.Errorf("layer %s: content has digest %s, want %s (%v): %w", src.name, got, src.digest, err, ErrDigestMismatch)
 			}
 		}

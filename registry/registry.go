@@ -46,8 +46,10 @@ type PullOptions struct {
 // Pull brings the image ref names (a registry reference:
 // registry/repository[:tag|@digest], defaulting to Docker Hub) into
 // store, tagged ref, and returns it.
+//
+// See pull for how the image is chosen, checked and named.
 func Pull(ctx context.Context, store *layerfs.Store, ref string, opts *PullOptions) (*layerfs.Image, error) {
-	return nil, errors.ErrUnsupported // day-0 contract
+	return pull(ctx, store, ref, opts)
 }
 
 // PushOptions configure Push.
