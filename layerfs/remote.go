@@ -2,7 +2,6 @@ package layerfs
 
 import (
 	"context"
-	"errors"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )

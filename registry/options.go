@@ -16,6 +16,9 @@ func (o *Options) keychain() authn.Keychain {
 	if o.Keychain != nil {
 		return o.Keychain
 	}
+	if o.ConfigDir != "" {
+		return configKeychain{dir: o.ConfigDir}
+	}
 	return authn.DefaultKeychain
 }
 

@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"errors"
 	"net/http"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -33,6 +32,10 @@ type Options struct {
 	// Progress, if set, is called as blobs move, from one goroutine at
 	// a time.
 	Progress func(Progress)
+	// ConfigDir is the Docker configuration directory whose
+	// config.json holds credentials, for Login, Logout and the default
+	// Keychain; empty means $DOCKER_CONFIG, else ~/.docker.
+	ConfigDir string
 }
 
 // PullOptions configure Pull.
@@ -55,11 +58,4 @@ func Pull(ctx context.Context, store *layerfs.Store, ref string, opts *PullOptio
 // PushOptions configure Push.
 type PushOptions struct {
 	Options
-}
-
-// Push sends the stored image src names to the registry reference dest
-// (src itself when dest is empty) and returns the manifest digest the
-// registry holds it under.
-func Push(ctx context.Context, store *layerfs.Store, src, dest string, opts *PushOptions) (v1.Hash, error) {
-	return v1.Hash{}, errors.ErrUnsupported // day-0 contract
 }
