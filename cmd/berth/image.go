@@ -49,6 +49,8 @@ func newImageCommand(g *globals) *cobra.Command {
 		newImageTagCommand(g),
 		newImageGCCommand(g),
 		newImageCheckCommand(g),
+		newPullCommand(g),
+		newPushCommand(g),
 	)
 	return cmd
 }

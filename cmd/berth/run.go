@@ -21,6 +21,7 @@ import (
 
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/internal/clip"
+	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/plugin"
 	"github.com/berth-dev/berth/sandbox"
 )
@@ -75,6 +76,7 @@ func newRunCommand(g *globals) *cobra.Command {
 		plf                    pluginFlags
 		hostname, memory, swap string
 		disk                   string
+		pullPolicy             string
 		cpus                   float64
 		pidsLimit              int64
 		volumes, tmpfs         []string
@@ -156,12 +158,18 @@ func newRunCommand(g *globals) *cobra.Command {
 			if tty && !term.IsTerminal(int(os.Stdin.Fd())) {
 				return invalidFlag("-t: standard input is not a terminal")
 			}
+			image := args[0]
+			if s, ok := opts.Storage.(*layerfs.Store); ok {
+				if image, err = ensureImage(cmd.Context(), s, image, pullPolicy, cmd.ErrOrStderr()); err != nil {
+					return err
+				}
+			}
 			closePlugins, err := plf.open(cmd.Context(), g, cmd, opts)
 			defer closePlugins()
 			if err != nil {
 				return err
 			}
-			err = runSandbox(cmd.Context(), sandbox.New(args[0], opts), tty, cmd.ErrOrStderr())
+			err = runSandbox(cmd.Context(), sandbox.New(image, opts), tty, cmd.ErrOrStderr())
 			if errors.Is(err, sandbox.ErrSeccompCannotStart) && sf.seccomp != "" {
 				err = fmt.Errorf("--seccomp %s: %w", sf.seccomp, err)
 			}
@@ -186,6 +194,7 @@ func newRunCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringArrayVar(&tmpfs, "tmpfs", nil, "mount a tmpfs at DST[:OPTIONS]")
 	cmd.Flags().StringArrayVar(&sysctls, "sysctl", nil, "set a kernel parameter of the sandbox's own namespaces (KEY=VALUE, e.g. net.ipv4.ip_unprivileged_port_start=0)")
 	cmd.Flags().StringArrayVar(&devices, "device", nil, "give the sandbox a host device: HOST[:CONTAINER[:PERMS]], PERMS some of rwm (default rwm)")
+	cmd.Flags().StringVar(&pullPolicy, "pull", pullNever, "pull IMAGE from its registry first: always, missing (when the store lacks it) or never; the default is never, so that berth makes no network traffic that was not asked for")
 	cmd.Flags().BoolVar(&readOnly, "read-only", false, "make the root filesystem read-only")
 	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "give the sandbox a terminal")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give the sandbox this long, start included, then kill it (e.g. 10s)")

@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
-	"fmt"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,237 +14,266 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/berth-dev/berth/internal/registrytest"
 )
 
-// shipEnv runs the berth binary as a user does, against stores, a state
-// directory and a cgroup parent of the test's, with a Docker
-// configuration of its own (no credentials).
+// The shared busybox OCI layout and the name its index gives the image.
+const (
+	busyboxLayout = "../../../shared/images/busybox-1.38-musl-oci"
+	busyboxTag    = "busybox:1.38.0-musl"
+)
+
+// shipEnv is a registry of the test's, with Docker's configuration in a
+// directory of the test's so that the host's is never read or written.
 type shipEnv struct {
-	t     *testing.T
-	bin   string
-	flags []string // --state and --cgroup-parent
-	env   []string
+	*cliEnv
+	reg       *registrytest.Registry
+	dockerCfg string
 }
 
-// run runs berth with --root root and args, and returns its standard
-// output and standard error apart.
-func (e *shipEnv) run(root string, args ...string) (stdout, stderr string, err error) {
-	e.t.Helper()
-	cmd := exec.Command(e.bin, append(append([]string{"--root", root}, e.flags...), args...)...)
-	cmd.Env = e.env
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err = cmd.Run()
-	return out.String(), errOut.String(), err
+func newShipEnv(t *testing.T, opts *registrytest.Options) *shipEnv {
+	t.Helper()
+	e := &shipEnv{cliEnv: newCLIEnv(t), dockerCfg: t.TempDir()}
+	t.Setenv("DOCKER_CONFIG", e.dockerCfg)
+	e.reg = registrytest.Start(t, opts)
+	return e
 }
 
-// must is run, failing the test if berth fails.
-func (e *shipEnv) must(root string, args ...string) string {
-	e.t.Helper()
-	out, errOut, err := e.run(root, args...)
+// ref is an image reference in the test's registry.
+func (e *shipEnv) ref(repo string) string { return e.reg.Host + "/" + repo }
+
+// skopeoRun runs skopeo with args, in DOCKER_CONFIG's credentials.
+func skopeoRun(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("skopeo", args...).CombinedOutput()
 	if err != nil {
-		e.t.Fatalf("berth %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, out, errOut)
+		t.Fatalf("skopeo %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-	return out
+	return string(out)
 }
 
-// digest is the digest `berth image inspect` gives ref in root.
-func (e *shipEnv) digest(root, ref string) string {
-	e.t.Helper()
-	var v struct{ Digest string }
-	if err := json.Unmarshal([]byte(e.must(root, "image", "inspect", ref)), &v); err != nil || v.Digest == "" {
-		e.t.Fatalf("image inspect %s: %v", ref, err)
-	}
-	return v.Digest
+// copyBusybox puts the shared busybox layout into the registry as repo
+// and returns the digest of the manifest the registry holds.
+func (e *shipEnv) copyBusybox(t *testing.T, repo string) string {
+	t.Helper()
+	layout, _ := filepath.Abs(busyboxLayout)
+	skopeoRun(t, "copy", "--quiet", "--dest-tls-verify=false", "oci:"+layout+":"+busyboxTag, "docker://"+e.ref(repo))
+	return e.registryDigest(t, repo)
 }
 
-// The Dockerfile of the end-to-end test: every kind of step a small
-// image needs, over the shared Alpine image, nothing fetched. greet.sh is
-// copied and run before data.txt is copied, so that changing data.txt
-// leaves the steps before it, that RUN included, in the cache.
-const e2eDockerfile = `FROM alpine:test
-ARG GREETING=hello
-ENV APP_HOME=/app
-WORKDIR /app
-COPY greet.sh ./
-RUN sh ./greet.sh "$GREETING" | tee built.txt
-COPY data.txt ./
-RUN cat data.txt >> built.txt && echo data step ran
-CMD ["sh", "-c", "cat /app/built.txt; sh /app/greet.sh runtime"]
-`
+// registryDigest is the digest of the manifest the registry serves for
+// repo, hashed here from skopeo's raw copy of it.
+func (e *shipEnv) registryDigest(t *testing.T, repo string) string {
+	t.Helper()
+	raw := skopeoRun(t, "inspect", "--tls-verify=false", "--raw", "docker://"+e.ref(repo))
+	sum := sha256.Sum256([]byte(raw))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
 
-const e2eGreet = `#!/bin/sh
-echo "greeting=${1-} home=$APP_HOME pwd=$(pwd)"
-`
+// berthIn runs the command line in-process as main does, with stdin as
+// its standard input.
+func berthIn(t *testing.T, root, stdin string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = execute(context.Background(), append([]string{"--root", root}, args...), strings.NewReader(stdin), &out, &errOut)
+	return out.String(), errOut.String(), code
+}
 
-// steps of e2eDockerfile: the FROM, then the steps a rebuild finds in
-// the cache.
-const e2eSteps = 9
+// escapeCode matches what a terminal takes as a control sequence.
+var escapeCode = regexp.MustCompile("\x1b|\r")
 
-var stepLine = regexp.MustCompile(`(?m)^Step (\d+)/(\d+) : (\S+)`)
+// An image goes in from a registry, runs, and goes out to another
+// repository with the same digest; what berth prints off a terminal is
+// plain lines.
+func TestPullRunPush(t *testing.T) {
+	e := newShipEnv(t, nil)
+	want := e.copyBusybox(t, "src/busybox:1")
+	src := e.ref("src/busybox:1")
 
-// usingCache counts the steps a build's output says came from the cache.
-func usingCache(out string) int { return strings.Count(out, "---> Using cache") }
-
-// Build, run, rebuild from the cache, change a file, push, pull into an
-// empty store, run again: issue 13 end to end through the berth command,
-// with the reference registry on 127.0.0.1.
-func TestBuildShipRunEndToEnd(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("must run as root: it runs sandboxes")
+	stdout, stderr, code := berthExit(t, e.root, e.args("image", "pull", src)...)
+	if code != 0 || stdout != want+" ("+src+")\n" {
+		t.Fatalf("berth image pull %s: exit %d, stdout %q, stderr %q; want %s (%s)", src, code, stdout, stderr, want, src)
 	}
-	reg := registrytest.Start(t, nil)
-	e := &shipEnv{t: t, bin: buildBerth(t)}
-	root, pulled := t.TempDir(), t.TempDir()
-	e.flags = []string{"--state", filepath.Join(root, "state"), "--cgroup-parent", fmt.Sprintf("berth-clitest-%d", os.Getpid())}
-	e.env = append(os.Environ(), "DOCKER_CONFIG="+t.TempDir())
-	for _, r := range []string{root, pulled} {
-		t.Cleanup(func() {
-			if out, errOut, err := e.run(r, "gc"); err != nil {
-				t.Errorf("gc: %v\n%s%s", err, out, errOut)
-			}
-		})
+	// No terminal: a line for each blob once it is in, no escape codes.
+	if escapeCode.MatchString(stderr) || !strings.Contains(stderr, "5c3b447848a9: Pull complete") {
+		t.Errorf("pull's progress off a terminal:\n%q\nwant plain lines, the layer's among them", stderr)
 	}
-	alpine, _ := filepath.Abs("../../../shared/images/alpine-minirootfs-3.20.3-x86_64.tar.gz")
-	e.must(root, "image", "import", alpine, "--name", "alpine:test")
 
-	ctxDir := t.TempDir()
-	write := func(name, content string) {
-		t.Helper()
-		if err := os.WriteFile(filepath.Join(ctxDir, name), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
+	stdout, stderr, code = berthExit(t, e.root, e.args("run", src, "echo", "hello from the registry")...)
+	if code != 0 || stdout != "hello from the registry\n" {
+		t.Errorf("berth run %s: exit %d, %q %q", src, code, stdout, stderr)
+	}
+
+	dest := e.ref("dst/busybox:2")
+	stdout, stderr, code = berthExit(t, e.root, e.args("push", src, dest)...)
+	if code != 0 || stdout != want+" ("+dest+")\n" || escapeCode.MatchString(stderr) {
+		t.Errorf("berth push %s %s: exit %d, stdout %q, stderr %q; want %s (%s)", src, dest, code, stdout, stderr, want, dest)
+	}
+	var inspect struct{ Digest string }
+	if err := json.Unmarshal([]byte(skopeoRun(t, "inspect", "--tls-verify=false", "docker://"+dest)), &inspect); err != nil || inspect.Digest != want {
+		t.Errorf("skopeo inspect %s: digest %q (%v), want %s", dest, inspect.Digest, err, want)
+	}
+
+	// -q: the digest alone, and no progress at all.
+	for _, args := range [][]string{{"pull", "-q", dest}, {"image", "push", "-q", src, e.ref("dst/busybox:3")}} {
+		stdout, stderr, code = berthExit(t, e.root, e.args(args...)...)
+		if code != 0 || stdout != want+"\n" || stderr != "" {
+			t.Errorf("berth %s: exit %d, stdout %q, stderr %q; want only %s", strings.Join(args, " "), code, stdout, stderr, want)
 		}
 	}
-	write("Dockerfile", e2eDockerfile)
-	write("greet.sh", e2eGreet)
-	write("data.txt", "data v1\n")
+}
 
-	// The first build runs every step and streams the RUN steps' output.
-	out := e.must(root, "build", "-t", "e2e:1", "--build-arg", "GREETING=bonjour", ctxDir)
-	steps := stepLine.FindAllStringSubmatch(out, -1)
-	if len(steps) != e2eSteps || steps[0][1] != "1" || steps[0][2] != fmt.Sprint(e2eSteps) || steps[0][3] != "FROM" || steps[5][3] != "RUN" {
-		t.Errorf("build: want %d steps, FROM first and RUN sixth; got %q in:\n%s", e2eSteps, steps, out)
+func TestPullErrors(t *testing.T) {
+	e := newShipEnv(t, nil)
+	e.copyBusybox(t, "x/busybox:1")
+	missing := e.ref("x/busybox:nope")
+	_, stderr, code := berthExit(t, e.root, e.args("image", "pull", missing)...)
+	if code != exitFailure || !strings.Contains(stderr, missing) || !strings.Contains(stderr, "not found") || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("pull of a missing tag: exit %d, %q; want %d and one line naming %s, not found", code, stderr, exitFailure, missing)
 	}
-	for _, want := range []string{"greeting=bonjour home=/app pwd=/app\n", "data step ran\n", "Successfully tagged e2e:1\n"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("build output lacks %q:\n%s", want, out)
+	if stdout, _, _ := berthExit(t, e.root, "image", "ls"); strings.Count(stdout, "\n") != 2 {
+		t.Errorf("after a failed pull the store holds:\n%s", stdout)
+	}
+
+	for _, p := range []string{"linux", "linux/", "/amd64", "Linux/AMD64", "linux/arm/v7/x", "linux/amd64:10"} {
+		_, stderr, code := berthExit(t, e.root, "pull", "--platform", p, e.ref("x/busybox:1"))
+		if code != exitSetup || !strings.Contains(stderr, "--platform") {
+			t.Errorf("pull --platform %q: exit %d, %q; want %d naming --platform", p, code, stderr, exitSetup)
 		}
 	}
-	if n := usingCache(out); n != 0 {
-		t.Errorf("first build: %d steps from the cache, want none:\n%s", n, out)
-	}
-	built := e.digest(root, "e2e:1")
-	if !strings.Contains(out, built) {
-		t.Errorf("build output does not name the image's digest %s:\n%s", built, out)
-	}
-
-	// The image runs: its CMD, in its WORKDIR, with its ENV; the ARG's
-	// value was the --build-arg's.
-	const wantRun = "greeting=bonjour home=/app pwd=/app\ndata v1\ngreeting=runtime home=/app pwd=/app\n"
-	if got := e.must(root, "run", "e2e:1"); got != wantRun {
-		t.Errorf("run e2e:1: %q, want %q", got, wantRun)
-	}
-
-	// The same build again: every step from the cache, nothing run, the
-	// same image.
-	out = e.must(root, "build", "-t", "e2e:1", "--build-arg", "GREETING=bonjour", ctxDir)
-	if n := usingCache(out); n != e2eSteps-1 || strings.Contains(out, "greeting=") || strings.Contains(out, "step ran") {
-		t.Errorf("rebuild: %d steps from the cache, want %d, and no step run:\n%s", n, e2eSteps-1, out)
-	}
-	if d := e.digest(root, "e2e:1"); d != built {
-		t.Errorf("rebuild made %s, want %s", d, built)
-	}
-
-	// -q prints the digest alone.
-	out = e.must(root, "build", "-q", "--build-arg", "GREETING=bonjour", ctxDir)
-	if out != built+"\n" {
-		t.Errorf("build -q: %q, want the digest %s alone", out, built)
-	}
-
-	// A changed file: the steps before its COPY come from the cache, that
-	// COPY and every step after it run again.
-	write("data.txt", "data v2\n")
-	out = e.must(root, "build", "-t", "e2e:2", "--build-arg", "GREETING=bonjour", ctxDir)
-	if n := usingCache(out); n != 5 || strings.Contains(out, "greeting=") || !strings.Contains(out, "data step ran\n") {
-		t.Errorf("build after data.txt changed: %d steps from the cache, want 5 (ARG to the first RUN), and only the last RUN run:\n%s", n, out)
-	}
-	changed := e.digest(root, "e2e:2")
-	if changed == built {
-		t.Errorf("build after data.txt changed made the same image %s", built)
-	}
-	if got, want := e.must(root, "run", "e2e:2"), strings.ReplaceAll(wantRun, "v1", "v2"); got != want {
-		t.Errorf("run e2e:2: %q, want %q", got, want)
-	}
-
-	// Ship: push to the registry, pull into an empty store, the same
-	// digest, and it runs there.
-	ref := reg.Host + "/e2e/greet:1"
-	e.must(root, "image", "push", "e2e:2", ref)
-	out = e.must(pulled, "image", "pull", ref)
-	if got := e.digest(pulled, ref); got != changed {
-		t.Errorf("pulled %s, pushed %s (pull said %q)", got, changed, out)
-	}
-	if got, want := e.must(pulled, "run", ref), strings.ReplaceAll(wantRun, "v1", "v2"); got != want {
-		t.Errorf("run of the pulled image: %q, want %q", got, want)
+	stdout, stderr, code := berthExit(t, e.root, "pull", "-q", "--platform", "linux/amd64", e.ref("x/busybox:1"))
+	if code != 0 || !strings.HasPrefix(stdout, "sha256:") {
+		t.Errorf("pull --platform linux/amd64: exit %d, %q %q", code, stdout, stderr)
 	}
 }
 
-// A build whose RUN step fails stops there, exits 1 naming the step and
-// its status, and tags nothing.
-func TestBuildFailingStep(t *testing.T) {
-	e := newCLIEnv(t)
-	dir := t.TempDir()
-	df := "FROM alpine:test\nRUN echo before\nRUN exit 3\nRUN echo after\n"
-	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
+// run pulls only when told to, and a missing image says how to get it.
+func TestRunPull(t *testing.T) {
+	e := newShipEnv(t, nil)
+	want := e.copyBusybox(t, "x/busybox:1")
+	ref := e.ref("x/busybox:1")
+
+	_, stderr, code := berthExit(t, e.root, e.args("run", ref, "true")...)
+	if code != exitSetup || !strings.Contains(stderr, "berth image pull "+ref) {
+		t.Errorf("run of an image the store lacks: exit %d, %q; want %d saying berth image pull %s", code, stderr, exitSetup, ref)
+	}
+	_, stderr, code = berthExit(t, e.root, e.args("run", "--pull", "sometimes", ref, "true")...)
+	if code != exitSetup || !strings.Contains(stderr, "--pull") {
+		t.Errorf("run --pull sometimes: exit %d, %q; want %d naming --pull", code, stderr, exitSetup)
+	}
+	stdout, stderr, code := berthExit(t, e.root, e.args("run", "--pull", "missing", ref, "echo", "pulled")...)
+	if code != 0 || stdout != "pulled\n" || stderr != "" {
+		t.Errorf("run --pull missing: exit %d, %q %q; want the workload's output alone", code, stdout, stderr)
+	}
+	if out, err := berth(t, e.root, "image", "inspect", ref); err != nil || !strings.Contains(out, want) {
+		t.Errorf("after run --pull missing, the store has %s as: %v\n%s", ref, err, out)
+	}
+	// always: pulls what the tag names now.
+	if _, err := berth(t, e.root, "image", "rm", ref); err != nil {
 		t.Fatal(err)
 	}
-	stdout, stderr, code := berthExit(t, e.root, e.args("build", "-t", "fails:1", dir)...)
-	if code != 1 || !strings.Contains(stderr, "exit 3") || !strings.Contains(stderr, "3") || strings.Contains(stdout, "after") {
-		t.Errorf("build with a failing RUN: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	stdout, stderr, code = berthExit(t, e.root, e.args("run", "--pull", "always", ref, "echo", "again")...)
+	if code != 0 || stdout != "again\n" {
+		t.Errorf("run --pull always: exit %d, %q %q", code, stdout, stderr)
 	}
-	if _, err := berth(t, e.root, "image", "inspect", "fails:1"); err == nil {
-		t.Error("a failed build tagged its image")
+	// A pull that fails names the reference, and nothing runs.
+	missing := e.ref("x/busybox:nope")
+	stdout, stderr, code = berthExit(t, e.root, e.args("run", "--pull", "missing", missing, "echo", "ran")...)
+	if code != exitSetup || stdout != "" || !strings.Contains(stderr, missing) {
+		t.Errorf("run --pull missing %s: exit %d, %q %q; want %d naming it", missing, code, stdout, stderr, exitSetup)
 	}
 }
 
-// Flags and arguments that make no sense are usage errors, exit 125,
-// naming what is wrong, before any step runs.
-func TestBuildRefusesNonsense(t *testing.T) {
-	root := t.TempDir()
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM alpine:test\n"), 0o644); err != nil {
+// dockerAuths reads the registries config.json in dir keeps credentials
+// for, failing t if the file is there but not private.
+func dockerAuths(t *testing.T, dir string) map[string]json.RawMessage {
+	t.Helper()
+	p := filepath.Join(dir, "config.json")
+	fi, err := os.Stat(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
-	file := filepath.Join(dir, "Dockerfile")
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("%s has mode %v, want 0600: it holds passwords", p, fi.Mode().Perm())
+	}
+	var cfg struct{ Auths map[string]json.RawMessage }
+	b, err := os.ReadFile(p)
+	if err != nil || json.Unmarshal(b, &cfg) != nil {
+		t.Fatalf("%s: %v\n%s", p, err, b)
+	}
+	return cfg.Auths
+}
+
+func TestLoginLogout(t *testing.T) {
+	const user, password = "ci", "s3cret-Pa55"
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newShipEnv(t, &registrytest.Options{Htpasswd: user + ":" + string(hash) + "\n"})
+	layout, _ := filepath.Abs(busyboxLayout)
+	if _, err := berth(t, e.root, "image", "import", layout); err != nil {
+		t.Fatal(err)
+	}
+	host := e.reg.Host
+	push := func(tag string) (string, int) {
+		_, stderr, code := berthExit(t, e.root, "push", "-q", busyboxTag, e.ref("auth/busybox:"+tag))
+		return stderr, code
+	}
+	if stderr, code := push("1"); code != exitFailure || !strings.Contains(stderr, "unauthorized") {
+		t.Errorf("push before login: exit %d, %q; want %d, unauthorized", code, stderr, exitFailure)
+	}
+
 	for _, c := range []struct {
-		args []string
-		want string
+		stdin string
+		args  []string
+		code  int
+		want  string
 	}{
-		{[]string{"build"}, "accepts 1 arg"},
-		{[]string{"build", dir, dir}, "accepts 1 arg"},
-		{[]string{"build", file}, "not a directory"},
-		{[]string{"build", "-f", dir, dir}, "not a regular file"},
-		{[]string{"build", "-t", "Bad:Name", dir}, "-t: invalid image reference"},
-		{[]string{"build", "-t", "x@sha256:" + strings.Repeat("a", 64), dir}, "not by digest"},
-		{[]string{"build", "--build-arg", "=v", dir}, "--build-arg"},
-		{[]string{"build", "--build-arg", "A B=v", dir}, "--build-arg"},
-		{[]string{"build", "--network", "host", dir}, "--network host"},
-		{[]string{"build", "--network", "container:abc", dir}, "--network"},
-		{[]string{"build", "--network", "no-such-net", dir}, "--network no-such-net"},
-		{[]string{"build", "--bogus", dir}, "unknown flag"},
+		{"wrong\n", []string{"-u", user, "--password-stdin"}, exitFailure, "unauthorized"},
+		{"", []string{"-u", user, "-p", password}, exitSetup, "-p/--password: refused"},
+		{password, []string{"--password-stdin"}, exitSetup, "--username"},
+		{password, []string{"-u", user}, exitSetup, "--password-stdin"},
+		{"\n", []string{"-u", user, "--password-stdin"}, exitSetup, "no password"},
 	} {
-		stdout, stderr, code := berthExit(t, root, c.args...)
-		if code != 125 || !strings.Contains(stderr, c.want) || strings.Count(stderr, "\n") != 1 || stdout != "" {
-			t.Errorf("berth %s: exit %d, stdout %q, stderr %q; want 125 and one line naming %q", strings.Join(c.args, " "), code, stdout, stderr, c.want)
+		_, stderr, code := berthIn(t, e.root, c.stdin, append(append([]string{"login"}, c.args...), host)...)
+		if code != c.code || !strings.Contains(stderr, c.want) || strings.Contains(stderr, password) {
+			t.Errorf("login %s: exit %d, %q; want %d saying %s, without the password", strings.Join(c.args, " "), code, stderr, c.code, c.want)
+		}
+		if auths := dockerAuths(t, e.dockerCfg); len(auths) != 0 {
+			t.Errorf("login %s, which failed, kept credentials: %v", strings.Join(c.args, " "), auths)
 		}
 	}
-	// A missing context or Dockerfile is not a usage error but says what
-	// is missing.
-	for _, args := range [][]string{{"build", filepath.Join(dir, "nope")}, {"build", "-f", filepath.Join(dir, "nope"), dir}} {
-		_, stderr, code := berthExit(t, root, args...)
-		if code != 1 || !strings.Contains(stderr, "nope: no such file or directory") {
-			t.Errorf("berth %s: exit %d, %q; want 1 naming the missing file", strings.Join(args, " "), code, stderr)
+
+	stdout, stderr, code := berthIn(t, e.root, password+"\n", "login", "-u", user, "--password-stdin", host)
+	if code != 0 || stdout != "logged in to "+host+"\n" {
+		t.Fatalf("login: exit %d, %q %q", code, stdout, stderr)
+	}
+	if auths := dockerAuths(t, e.dockerCfg); auths[host] == nil {
+		t.Errorf("after login, config.json keeps credentials for %v, not %s", auths, host)
+	}
+	if stderr, code := push("1"); code != 0 {
+		t.Errorf("push after login: exit %d, %q", code, stderr)
+	}
+
+	for range 2 {
+		stdout, stderr, code = berthExit(t, e.root, "logout", host)
+		if code != 0 {
+			t.Errorf("logout: exit %d, %q %q", code, stdout, stderr)
 		}
+	}
+	if stdout != "not logged in to "+host+"\n" {
+		t.Errorf("the second logout says %q", stdout)
+	}
+	if auths := dockerAuths(t, e.dockerCfg); auths[host] != nil {
+		t.Errorf("after logout, config.json still keeps credentials for %s", host)
+	}
+	if stderr, code := push("2"); code != exitFailure || !strings.Contains(stderr, "unauthorized") {
+		t.Errorf("push after logout: exit %d, %q; want %d, unauthorized", code, stderr, exitFailure)
 	}
 }
