@@ -205,12 +205,27 @@ func (c *Cgroup) Kill(ctx context.Context) error {
 	if !c.existsAnywhere() {
 		return fmt.Errorf("cgroup: kill %s: %w", c.name, ErrNotFound)
 	}
-	return c.kill(ctx)
+	return c.kill(ctx, true)
 }
 
-func (c *Cgroup) kill(ctx context.Context) error {
+// KillEach is Kill without cgroup.kill, for a cgroup that is to take new
+// processes afterwards: it signals the processes one by one, the cgroup
+// frozen, as Kill does where the kernel has no cgroup.kill. Once
+// cgroup.kill has been written, Linux (seen on 6.18) kills at birth the
+// next process born into the cgroup with CLONE_INTO_CGROUP, as the
+// sandbox package starts its processes.
+func (c *Cgroup) KillEach(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.existsAnywhere() {
+		return fmt.Errorf("cgroup: kill %s: %w", c.name, ErrNotFound)
+	}
+	return c.kill(ctx, false)
+}
+
+func (c *Cgroup) kill(ctx context.Context, useKillFile bool) error {
 	killFile := filepath.Join(c.unified, "cgroup.kill")
-	canKill := c.unified != "" && exists(killFile)
+	canKill := useKillFile && c.unified != "" && exists(killFile)
 	err := waitUntil(ctx, "kill "+c.name, func() (bool, error) {
 		pids, populated, err := c.members()
 		if err != nil || len(pids) == 0 && !populated {
@@ -347,7 +362,7 @@ func (c *Cgroup) Remove(ctx context.Context) error {
 	if !c.existsAnywhere() {
 		return nil
 	}
-	if err := c.kill(ctx); err != nil {
+	if err := c.kill(ctx, true); err != nil {
 		return err
 	}
 	for _, dir := range c.dirs() {

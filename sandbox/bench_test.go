@@ -190,3 +190,91 @@ func BenchmarkStartExitPool(b *testing.B) {
 		return pool.New(&Options{Args: []string{"true"}})
 	})
 }
+
+// signalWriter reports each write on a channel: the workload's "I run".
+type signalWriter chan struct{}
+
+func (w signalWriter) Write(p []byte) (int, error) {
+	w <- struct{}{}
+	return len(p), nil
+}
+
+// BenchmarkReset measures Reset of a sandbox on the bridge, from the call
+// to the new workload's first output (it writes a line, then sleeps),
+// beside the same for a fresh sandbox from New (its Close untimed), and
+// the part of a Reset spent releasing and preparing the rootfs again.
+func BenchmarkReset(b *testing.B) {
+	bridge, err := testEnv.nets.Get(context.Background(), "bridge")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	newSandbox := func(running signalWriter) *Sandbox {
+		return New("alpine:test", opts(func(o *Options) {
+			o.Network = bridge
+			o.Stdout = running
+			o.Args = []string{"/bin/sh", "-c", "echo running; exec sleep 1000"}
+		}))
+	}
+	b.Run("reset", func(b *testing.B) {
+		running := make(signalWriter)
+		sb := newSandbox(running)
+		if err := sb.Start(ctx); err != nil {
+			b.Fatal(err)
+		}
+		defer sb.Close()
+		<-running
+		samples := make([]time.Duration, 0, b.N)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			start := time.Now()
+			if err := sb.Reset(ctx); err != nil {
+				b.Fatal(err)
+			}
+			<-running
+			samples = append(samples, time.Since(start))
+		}
+		percentiles(b, samples)
+	})
+	b.Run("start", func(b *testing.B) {
+		samples := make([]time.Duration, 0, b.N)
+		for i := 0; i < b.N; i++ {
+			running := make(signalWriter)
+			start := time.Now()
+			sb := newSandbox(running)
+			if err := sb.Start(ctx); err != nil {
+				b.Fatal(err)
+			}
+			<-running
+			samples = append(samples, time.Since(start))
+			b.StopTimer()
+			sb.Close()
+			b.StartTimer()
+		}
+		percentiles(b, samples)
+	})
+	b.Run("rootfs", func(b *testing.B) {
+		img, err := testEnv.store.Image(ctx, "alpine:test")
+		if err != nil {
+			b.Fatal(err)
+		}
+		key := fmt.Sprintf("bench-reset-%d", os.Getpid())
+		if _, err := testEnv.store.Prepare(ctx, key, img, nil); err != nil {
+			b.Fatal(err)
+		}
+		defer testEnv.store.Release(ctx, key)
+		samples := make([]time.Duration, 0, b.N)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			start := time.Now()
+			if err := testEnv.store.Release(ctx, key); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := testEnv.store.Prepare(ctx, key, img, nil); err != nil {
+				b.Fatal(err)
+			}
+			samples = append(samples, time.Since(start))
+		}
+		percentiles(b, samples)
+	})
+}

@@ -107,6 +107,12 @@ func hostProcess() int {
 			fmt.Println(err)
 			return 1
 		}
+		if os.Getenv("BERTH_TEST_RESET") != "" {
+			if err := sb.Reset(context.Background()); err != nil {
+				fmt.Println(err)
+				return 1
+			}
+		}
 	}
 	fmt.Println("started")
 	select {}

@@ -302,6 +302,15 @@ type Sandbox struct {
 	plan    *security.LSMPlan
 	standby *launched      // a pool's sandbox: PID 1, waiting for its workload
 	copying sync.WaitGroup // copying a pooled workload's output
+
+	// Reset's (reset.go).
+	resetMu        sync.Mutex      // one Reset at a time
+	resetting      chan struct{}   // closed by supervise when the replaced workload is gone
+	runCtx         context.Context // Start's, which the workloads Reset starts go on obeying
+	outputs        stdio           // the workload's stdout and stderr, for the next one
+	usageBase      cgroup.Stats    // the cgroup's use before the current workload
+	rootfsReleased bool            // Reset released the rootfs and has no new one
+	resets         int             // how many times Reset started the workload again
 }
 
 // New returns a sandbox for the image ref names, not yet started. As with
@@ -434,6 +443,7 @@ func (s *Sandbox) finishStart(ctx context.Context, p *launched, console *os.File
 	}
 	s.cmd, s.status, s.proc = p.cmd, p.status, p.cmd.Process
 	s.result = &Result{Started: p.started}
+	s.runCtx = ctx
 	s.rootfs = rootfs
 	s.state.Rootfs = rootfs
 	s.state.Pending = false
@@ -570,6 +580,9 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 		return "", err
 	}
 	s.undo = append(s.undo, s.hold.untilClose(s.hold.releasing(func() error {
+		if s.rootfsReleased {
+			return nil // by a Reset that failed to prepare the next
+		}
 		return s.storage.Release(context.Background(), s.state.RootfsKey)
 	})))
 	return fs.Path, nil
@@ -624,11 +637,15 @@ func (s *Sandbox) launchInit(mode string, sec *security.Config) (*launched, *os.
 	standby := mode == nsinit.ModeStandby
 	var std stdio
 	var streams hostStreams
-	if !standby && !s.opts.TTY {
+	switch {
+	case !standby && !s.opts.TTY && s.resets > 0:
+		std, streams = s.nextStdio()
+	case !standby && !s.opts.TTY:
 		var err error
 		if std, streams, err = pipedStdio(s.opts.Stdin, s.opts.Stdout, s.opts.Stderr, s.opts.HandOverStdio); err != nil {
 			return nil, nil, err
 		}
+		s.outputs = stdio{out: std.out, err: std.err}
 	}
 	if s.opts.TTY && !standby {
 		// The init makes the terminal in the sandbox's own devpts, where
@@ -942,6 +959,9 @@ func (s *Sandbox) supervise(ctx context.Context, p *launched) {
 	}
 	p.statusR.Close()
 	waitErr := s.cmd.Wait()
+	if s.handOverToReset() {
+		return
+	}
 	// Nothing reads the workload's input any more, and its output has
 	// been copied.
 	s.streams.release()
@@ -968,7 +988,7 @@ func (s *Sandbox) supervise(ctx context.Context, p *launched) {
 	}
 	r.TimedOut, r.Canceled = s.killed.timeout, s.killed.cancel
 	if stats, err := s.cg.Usage(); err == nil {
-		r.PeakMemory, r.CPUTime, r.OOMKilled = stats.MemoryPeak, stats.CPU, stats.OOMKills > 0
+		r.PeakMemory, r.CPUTime, r.OOMKilled = stats.MemoryPeak, stats.CPU-s.usageBase.CPU, stats.OOMKills > s.usageBase.OOMKills
 	}
 	if finalErr != nil {
 		s.log.Warn("sandbox status", "id", s.id, "err", finalErr)

@@ -109,11 +109,14 @@ func (s *Sandbox) sandboxSpec(spec *nsinit.Spec, rootfs, stateDir string, sec *s
 	}
 	spec.Sysctls = sysctls
 
-	if err := mountEtcFS(stateDir, plan.MountData("")); err != nil {
-		return err
-	}
-	if err := s.writeEtcFiles(stateDir, spec.Hostname); err != nil {
-		return err
+	if s.resets == 0 {
+		// A Reset keeps the files, as netplug maintains them.
+		if err := mountEtcFS(stateDir, plan.MountData("")); err != nil {
+			return err
+		}
+		if err := s.writeEtcFiles(stateDir, spec.Hostname); err != nil {
+			return err
+		}
 	}
 	// The bind mounts' sources follow the init's other descriptors (see
 	// launchInit).

@@ -26,7 +26,16 @@ import (
 // TestRecoverAfterHostKilled kills -9 a host program with three running
 // sandboxes and checks that Recover leaves no mount, cgroup, rootfs or
 // state of theirs behind.
-func TestRecoverAfterHostKilled(t *testing.T) {
+func TestRecoverAfterHostKilled(t *testing.T) { recoverAfterHostKilled(t) }
+
+// TestRecoverAfterResetHostKilled is TestRecoverAfterHostKilled with
+// sandboxes that Reset restarted: the new PID 1s die with their host too,
+// and their records still lead Recover to all they hold.
+func TestRecoverAfterResetHostKilled(t *testing.T) {
+	recoverAfterHostKilled(t, "BERTH_TEST_RESET=1")
+}
+
+func recoverAfterHostKilled(t *testing.T, env ...string) {
 	stateDir := t.TempDir()
 	parent := fmt.Sprintf("berth-test-%d-recover", os.Getpid())
 	cgm, err := cgroup.NewManager(cgroup.Options{Parent: parent})
@@ -46,6 +55,7 @@ func TestRecoverAfterHostKilled(t *testing.T) {
 	cmd.Env = append(os.Environ(), "BERTH_TEST_HOST=1", "BERTH_TEST_STORE="+testEnv.store.Root(),
 		"BERTH_TEST_STATE="+stateDir, "BERTH_TEST_CGROUP_PARENT="+parent,
 		"BERTH_TEST_NET_CONFIG="+netConfig, "BERTH_TEST_NET_RUN="+netRun)
+	cmd.Env = append(cmd.Env, env...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
