@@ -1,10 +1,14 @@
 package layerfs
 
 import (
+	"archive/tar"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"path"
+	"strings"
 	"sync"
 	"time"
 
@@ -74,6 +78,7 @@ func (s *Store) commitLayer(ctx context.Context, base *Image, what string, diff 
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
+	diff = withoutMountPoints(diff, opts.MountPoints)
 	src := layerSource{name: "diff", open: func() (io.ReadCloser, error) {
 		pr, pw := io.Pipe()
 		wg.Go(func() {
@@ -186,4 +191,63 @@ func commitConfig(base *Image, opts *CommitOptions, emptyLayer bool) *v1.ConfigF
 		EmptyLayer: emptyLayer,
 	})
 	return cfg
+}
+
+// errFilterDone stops a diff whose tar the filter no longer reads.
+var errFilterDone = errors.New("diff filter done")
+
+// withoutMountPoints returns diff with the runtime's stubs at points left
+// out (see CommitOptions.MountPoints): entries named by points that are a
+// directory or an empty regular file. Anything else at those names, and
+// everything under them, is kept. Without points, diff is returned as it
+// is.
+func withoutMountPoints(diff DiffFunc, points []string) DiffFunc {
+	skip := map[string]bool{}
+	for _, p := range points {
+		if p = strings.Trim(path.Clean("/"+p), "/"); p != "" {
+			skip[p] = true
+		}
+	}
+	if len(skip) == 0 {
+		return diff
+	}
+	stub := func(h *tar.Header) bool {
+		name := strings.Trim(path.Clean("/"+h.Name), "/")
+		return skip[name] && (h.Typeflag == tar.TypeDir || (h.Typeflag == tar.TypeReg && h.Size == 0))
+	}
+	return func(ctx context.Context, w io.Writer) error {
+		pr, pw := io.Pipe()
+		var wg sync.WaitGroup
+		wg.Go(func() { pw.CloseWithError(diff(ctx, pw)) })
+		err := copyTarWithout(w, pr, stub)
+		// A diff still writing (the filter failed) stops at its
+		// next write.
+		pr.CloseWithError(errFilterDone)
+		wg.Wait()
+		return err
+	}
+}
+
+// copyTarWithout copies the tar archive r to w, leaving out the entries
+// skip reports.
+func copyTarWithout(w io.Writer, r io.Reader, skip func(*tar.Header) bool) error {
+	tr, tw := tar.NewReader(r), tar.NewWriter(w)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return tw.Close()
+		}
+		if err != nil {
+			return err
+		}
+		if skip(h) {
+			continue
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			return err
+		}
+	}
 }

@@ -1,6 +1,11 @@
 package layerfs
 
 import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -81,5 +86,41 @@ func TestCommitConfig(t *testing.T) {
 	}
 	if _, err := s.CommitConfig(ctx, &Image{Digest: digestBytes([]byte("none"))}, nil); err == nil {
 		t.Error("CommitConfig of an unknown parent: no error")
+	}
+}
+
+// Only a runtime's stubs at mount points are left out of a commit: a
+// directory or an empty file there. A file with content, a link, and
+// whatever lies under a mount point's directory stay; a diff that fails
+// still fails the commit.
+func TestCommitMountPoints(t *testing.T) {
+	s, base := commitBase(t, nil)
+	diff := buildTar(t,
+		dirEntry("proc/", 0o555), fileEntry("hosts", "", 0o644),
+		fileEntry("full", "content", 0o644), symlinkEntry("link", "/etc"),
+		dirEntry("mnt/", 0o755), fileEntry("mnt/under", "u", 0o644), fileEntry("other", "", 0o644))
+	img, err := s.CommitDiff(ctx, base, writeDiff(diff), &CommitOptions{MountPoints: []string{"/proc", "hosts", "/full", "/link/", "/mnt"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := prepare(t, s, "stubs", img)
+	for _, gone := range []string{"proc", "hosts"} {
+		if _, err := os.Lstat(filepath.Join(r.Path, gone)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("stub /%s: %v, want it left out", gone, err)
+		}
+	}
+	for _, kept := range []string{"full", "link", "mnt/under", "other", "a"} {
+		if _, err := os.Lstat(filepath.Join(r.Path, kept)); err != nil {
+			t.Errorf("/%s: %v, want it kept", kept, err)
+		}
+	}
+
+	errCut := errors.New("cut")
+	failing := func(ctx context.Context, w io.Writer) error {
+		w.Write(diff[:1024])
+		return errCut
+	}
+	if _, err := s.CommitDiff(ctx, base, failing, &CommitOptions{MountPoints: []string{"/proc"}}); !errors.Is(err, errCut) {
+		t.Errorf("a failing diff through the filter: %v, want %v", err, errCut)
 	}
 }

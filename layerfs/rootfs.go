@@ -352,6 +352,12 @@ type CommitOptions struct {
 	// Config, if set, replaces the runtime configuration (Cmd,
 	// Entrypoint, Env, ...) the new image inherits from its parent.
 	Config *v1.Config
+	// MountPoints are paths in the rootfs that a runtime mounted over,
+	// such as /proc or /etc/hosts. Where the diff holds one of them as a
+	// directory or an empty file, it is the runtime's stub, made for one
+	// run, and left out of the layer; the directories made to hold it
+	// stay.
+	MountPoints []string
 }
 
 // Commit saves what changed in the rootfs under key as a new gzipped layer

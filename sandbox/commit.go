@@ -83,7 +83,8 @@ func (s *Sandbox) Commit(ctx context.Context, name string, opts *CommitOptions) 
 	if !ok {
 		return nil, fmt.Errorf("commit sandbox %s: storage %T cannot commit: %w", id, storage, errors.ErrUnsupported)
 	}
-	lopts := &layerfs.CommitOptions{Name: name, Author: opts.Author, Comment: opts.Message, Config: opts.Config, CreatedBy: opts.CreatedBy}
+	lopts := &layerfs.CommitOptions{Name: name, Author: opts.Author, Comment: opts.Message, Config: opts.Config, CreatedBy: opts.CreatedBy,
+		MountPoints: s.mountPoints()}
 
 	if handle {
 		// Another process's sandbox: its owner releases the rootfs, and
@@ -118,6 +119,28 @@ func (s *Sandbox) Commit(ctx context.Context, name string, opts *CommitOptions) 
 		return nil, fmt.Errorf("commit sandbox %s: %w", id, err)
 	}
 	return img, nil
+}
+
+// mountPoints are where the init mounts over the rootfs, making a stub
+// (an empty file or directory) where the image has nothing: berth's
+// filesystems, the etc files, the caller's mounts. They are one run's,
+// not the image's, and Commit leaves their stubs out. A handle from Open
+// knows only the first two: the caller's mounts are not recorded.
+func (s *Sandbox) mountPoints() []string {
+	var out []string
+	for _, m := range baseMounts(nil) {
+		out = append(out, m.Target)
+	}
+	for _, name := range etcFiles {
+		out = append(out, "/etc/"+name)
+	}
+	for _, m := range s.opts.Mounts {
+		out = append(out, m.Destination)
+	}
+	if s.security(&s.opts).ReadonlyRootfs && !mountsAt(s.opts.Mounts, "/tmp") {
+		out = append(out, "/tmp")
+	}
+	return out
 }
 
 // frozen calls fn with the sandbox's processes frozen if freeze is set,
@@ -183,4 +206,13 @@ func (s *Sandbox) withRootfs(fn func(path string, running bool) error) error {
 		return fmt.Errorf("sandbox %s: %w: %w (Options.KeepRootfs keeps it after the workload ends)", id, ErrNotRunning, err)
 	}
 	return err
+}
+
+// Image returns the image the sandbox was made from, once Start (or Open)
+// has resolved it; nil before. A caller changing a commit's config starts
+// from a copy of its Config.Config.
+func (s *Sandbox) Image() *layerfs.Image {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.img
 }

@@ -1,9 +1,12 @@
 package sandbox
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -13,6 +16,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/layerfs"
 )
 
@@ -179,6 +183,41 @@ func TestCommitCanceled(t *testing.T) {
 	assertRunsOn(t, sb)
 }
 
+// The stubs the init makes to mount over (etc files, berth's filesystems,
+// the caller's mounts' destinations) are one run's, and stay out of the
+// committed layer; what the workload wrote beside them is in it.
+func TestCommitLeavesOutMountPoints(t *testing.T) {
+	sb := New("busybox:test", opts(func(o *Options) {
+		o.Args = []string{"sh", "-c", "echo mine > /etc/mine; mkdir /newdir/y"}
+		o.Mounts = []Mount{{Type: "tmpfs", Destination: "/newdir/x"}}
+		o.KeepRootfs = true
+	}))
+	defer sb.Close()
+	if res, err := sb.Run(context.Background()); err != nil || !res.Success() {
+		t.Fatalf("run: %+v, %v", res, err)
+	}
+	img, err := sb.Commit(context.Background(), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	removeImage(t, img)
+	r, err := testEnv.store.Prepare(context.Background(), "commit-stubs", img, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer testEnv.store.Release(context.Background(), "commit-stubs")
+	for _, stub := range []string{"etc/hosts", "etc/hostname", "etc/resolv.conf", "proc", "sys", "newdir/x"} {
+		if _, err := os.Lstat(filepath.Join(r.Path, stub)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("/%s in the committed image: %v, want it left out", stub, err)
+		}
+	}
+	for _, kept := range []string{"etc/mine", "newdir/y"} {
+		if _, err := os.Lstat(filepath.Join(r.Path, kept)); err != nil {
+			t.Errorf("/%s, written by the workload: %v", kept, err)
+		}
+	}
+}
+
 // With KeepRootfs, a sandbox whose workload has ended commits, and Close
 // then releases its rootfs, state directory and mounts. Without it, Commit
 // after the end says the sandbox no longer runs.
@@ -299,5 +338,93 @@ func TestCommitUnsupported(t *testing.T) {
 	startReady(t, sb, &out)
 	if _, err := sb.Commit(context.Background(), "", nil); !errors.Is(err, errors.ErrUnsupported) {
 		t.Errorf("commit with storage that cannot: %v, want %v", err, errors.ErrUnsupported)
+	}
+}
+
+// keepRootfsProcess is a host program that TestKeepRootfsOwnerKilled
+// kills: it runs a sandbox with KeepRootfs to its end, says so, and waits.
+func keepRootfsProcess() int {
+	store, err := layerfs.Open(os.Getenv("BERTH_TEST_STORE"), nil)
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	cgm, err := cgroup.NewManager(cgroup.Options{Parent: os.Getenv("BERTH_TEST_CGROUP_PARENT")})
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	sb := New("alpine:test", &Options{Storage: store, Cgroups: cgm, StateDir: os.Getenv("BERTH_TEST_STATE"),
+		Args: []string{"sh", "-c", "echo kept > /kept"}, KeepRootfs: true})
+	if _, err := sb.Run(context.Background()); err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	fmt.Println("exited", sb.ID())
+	select {}
+}
+
+// A rootfs kept for a live owner survives Recover; once its owner is
+// killed, Recover reclaims it, with its state directory and mounts.
+func TestKeepRootfsOwnerKilled(t *testing.T) {
+	stateDir := t.TempDir()
+	parent := fmt.Sprintf("berth-test-%d-keep", os.Getpid())
+	cgm, err := cgroup.NewManager(cgroup.Options{Parent: parent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cgm.RemoveParent()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "BERTH_TEST_HOST=keeprootfs", "BERTH_TEST_STORE="+testEnv.store.Root(),
+		"BERTH_TEST_STATE="+stateDir, "BERTH_TEST_CGROUP_PARENT="+parent)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	id, ok := strings.CutPrefix(strings.TrimSpace(line), "exited ")
+	if !ok {
+		t.Fatalf("host process: %q", line)
+	}
+	key := "sandbox-" + id
+	o := &Options{Storage: testEnv.store, Cgroups: cgm, StateDir: stateDir, Networks: testEnv.nets}
+	if _, err := Recover(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(rootfsesLeft(t), key) {
+		t.Fatalf("Recover reclaimed the rootfs %s kept for a live owner", key)
+	}
+	if len(mountsUnder(t, filepath.Join(testEnv.store.Root(), "rootfs", key))) == 0 {
+		t.Fatalf("the kept rootfs %s is not mounted", key)
+	}
+
+	cmd.Process.Kill()
+	cmd.Wait()
+	res, err := Recover(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(res.Sandboxes, id) {
+		t.Errorf("Recover after the owner was killed: %+v, want sandbox %s reclaimed", res, id)
+	}
+	if slices.Contains(rootfsesLeft(t), key) {
+		t.Errorf("rootfs %s left after Recover", key)
+	}
+	if m := mountsUnder(t, filepath.Join(testEnv.store.Root(), "rootfs", key)); len(m) > 0 {
+		t.Errorf("mounts left after Recover: %v", m)
+	}
+	if m := mountsUnder(t, stateDir); len(m) > 0 {
+		t.Errorf("mounts left in the state directory: %v", m)
+	}
+	if left := stateLeft(t, stateDir); len(left) > 0 {
+		t.Errorf("state left after Recover: %v", left)
 	}
 }

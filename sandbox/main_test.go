@@ -28,6 +28,8 @@ func TestMain(m *testing.M) {
 	case "":
 	case "fdlayout":
 		os.Exit(fdLayoutProcess())
+	case "keeprootfs":
+		os.Exit(keepRootfsProcess())
 	default:
 		os.Exit(hostProcess())
 	}
