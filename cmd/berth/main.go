@@ -128,6 +128,7 @@ exits 125 for a command line it does not understand, and other commands
 	root.AddCommand(newImageCommand(g), newBuildCommand(g), run, exec, newPsCommand(g), newKillCommand(g), newGCCommand(g), newSecurityCommand(), newNetworkCommand(g), newVolumeCommand(g), newPluginCommand(g))
 	root.AddCommand(shipCommands(g)...)
 	root.AddCommand(newCommitCommand(g))
+	root.AddCommand(newCopyCommand(g))
 	strictUsage(root)
 	return root
 }
