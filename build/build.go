@@ -36,12 +36,28 @@ type Options struct {
 	// Output receives what RUN steps write to stdout and stderr; nil
 	// discards it.
 	Output io.Writer
+	// MaxCopySize bounds, in bytes, the tar of what one COPY or ADD
+	// copies (an archive ADD unpacks counts as unpacked); 0 means
+	// layerfs.DefaultMaxImportSize. The store's own import limits apply
+	// to the layer as well.
+	MaxCopySize int64
 	// Cgroups and StateDir are those of the RUN steps' sandboxes (see
 	// sandbox.Options); zero values mean sandbox's defaults.
 	Cgroups  *cgroup.Manager
 	StateDir string
+	// Progress, if set, is called as each step starts and as it ends,
+	// from the goroutine that called Build, so that a command line can
+	// print "Step 3/7 : RUN ..." before the step's output.
+	Progress func(StepProgress)
 	// Logger receives a record per step; nil discards them.
 	Logger *slog.Logger
+}
+
+// StepProgress says that a step starts or has ended.
+type StepProgress struct {
+	Index, Total int  // the step's place among all the Dockerfile's, from 1
+	Done         bool // the step has ended: Step is complete
+	Step         Step // Line and Instruction; the rest once Done
 }
 
 // A Step is one instruction of the Dockerfile as it was carried out.
@@ -99,6 +115,13 @@ func Build(ctx context.Context, store *layerfs.Store, opts *Options) (*Result, e
 	df, err := parseDockerfile(name, src)
 	if err != nil {
 		return nil, err
+	}
+	for _, w := range df.warnings {
+		line := 0
+		if w.Location != nil {
+			line = w.Location.Start.Line
+		}
+		o.Logger.Warn("Dockerfile warning", "file", df.name, "line", line, "warning", w.Short)
 	}
 	b := &builder{store: store, opts: &o, ctx: bctx, df: df, cache: newCache(store)}
 	img, err := b.run(ctx)

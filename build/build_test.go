@@ -368,3 +368,58 @@ COPY --from=tools /var/run /varrun
 		t.Errorf("rebuild FROM scratch made %s, first %s", again.Image.Digest, res.Image.Digest)
 	}
 }
+
+// WORKDIR makes the directory it names if the image lacks it, owned by
+// the stage's USER, and adds no layer when the image has it.
+func TestWorkdirCreated(t *testing.T) {
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nWORKDIR /etc\nUSER nobody\nWORKDIR /srv/app\n"})
+	res, err := build(t, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hist := res.Image.Config.History; !hist[len(hist)-3].EmptyLayer || hist[len(hist)-1].EmptyLayer {
+		t.Errorf("WORKDIR /etc should add no layer and WORKDIR /srv/app one: %+v", hist[len(hist)-3:])
+	}
+	inImage(t, res.Image, func(root string) {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(filepath.Join(root, "srv/app"), &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFDIR || st.Uid != 65534 {
+			t.Errorf("srv/app: mode %o uid %d, %v; want a directory of nobody's", st.Mode, st.Uid, err)
+		}
+	})
+}
+
+// An archive that unpacks past MaxCopySize stops there.
+func TestAddBounded(t *testing.T) {
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	tw := tar.NewWriter(zw)
+	const size = 64 << 20
+	tw.WriteHeader(&tar.Header{Name: "zeros", Mode: 0o644, Size: size, Typeflag: tar.TypeReg})
+	tw.Write(make([]byte, size))
+	tw.Close()
+	zw.Close()
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nADD bomb.tgz /x/\n", "bomb.tgz": gz.String()})
+	_, err := build(t, dir, func(o *Options) { o.MaxCopySize = 1 << 20 })
+	if !errors.Is(err, ErrTooLarge) || lineOf(err) != 2 {
+		t.Errorf("ADD of a 64 MiB archive under a 1 MiB bound: %v, want ErrTooLarge on line 2", err)
+	}
+}
+
+// An archive whose entry goes through a link it made itself (lnk ->
+// /tmp/x, then lnk/file) writes nothing outside the layer: not on the
+// host, and not through the image's own links either.
+func TestAddArchiveThroughItsOwnLink(t *testing.T) {
+	hostDir := t.TempDir()
+	var plain bytes.Buffer
+	tw := tar.NewWriter(&plain)
+	tw.WriteHeader(&tar.Header{Name: "lnk", Typeflag: tar.TypeSymlink, Linkname: hostDir, Mode: 0o777})
+	tw.WriteHeader(&tar.Header{Name: "lnk/planted", Typeflag: tar.TypeReg, Mode: 0o644, Size: 4})
+	tw.Write([]byte("evil"))
+	tw.Close()
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nADD a.tar /x/\n", "a.tar": plain.String()})
+	_, err := build(t, dir, nil)
+	if _, serr := os.Lstat(filepath.Join(hostDir, "planted")); serr == nil {
+		t.Fatalf("ADD wrote through the archive's link to the host (build error: %v)", err)
+	}
+	t.Logf("build: %v", err)
+}

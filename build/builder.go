@@ -13,6 +13,7 @@ import (
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/shell"
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/layerfs"
 )
@@ -113,6 +114,7 @@ func argEnv(args map[string]string, cs *configState) []string {
 
 func (b *builder) buildStage(ctx context.Context, st *stage, meta map[string]string) (*layerfs.Image, error) {
 	start := time.Now()
+	b.starting(st.line, st.text)
 	base, _, err := b.lex.ProcessWord(st.from.BaseName, shell.EnvsFromSlice(argEnv(meta, nil)))
 	if err != nil {
 		return nil, b.df.errorf(st.line, "%s: %w", st.text, err)
@@ -187,15 +189,26 @@ func (b *builder) scratch(ctx context.Context) (*layerfs.Image, error) {
 	return img, nil
 }
 
+// starting reports that the step at line begins.
+func (b *builder) starting(line int, text string) {
+	if b.opts.Progress != nil {
+		b.opts.Progress(StepProgress{Index: len(b.steps) + 1, Total: b.df.count(), Step: Step{Line: line, Instruction: text}})
+	}
+}
+
 func (b *builder) record(line int, text string, cached bool, start time.Time, img *layerfs.Image) {
 	s := Step{Line: line, Instruction: text, Cached: cached, Duration: time.Since(start), Image: img.Digest}
 	b.steps = append(b.steps, s)
+	if b.opts.Progress != nil {
+		b.opts.Progress(StepProgress{Index: len(b.steps), Total: b.df.count(), Done: true, Step: s})
+	}
 	b.opts.Logger.Info("build step", "line", line, "instruction", text, "cached", cached, "duration", s.Duration, "image", img.Digest)
 }
 
 // buildStep carries out one instruction, from the cache if it can.
 func (b *builder) buildStep(ctx context.Context, ss *stageState, s step, meta map[string]string) error {
 	start := time.Now()
+	b.starting(s.line, s.text)
 	fail := func(err error) error { return b.df.errorf(s.line, "%s: %w", clipText(s.text), err) }
 	if a, ok := s.cmd.(*instructions.ArgCommand); ok {
 		// An ARG changes no image: it only gives values to what follows.
@@ -223,7 +236,7 @@ func (b *builder) buildStep(ctx context.Context, ss *stageState, s step, meta ma
 			defer release()
 			src = tree
 		}
-		set, err := collectSources(src, c.SourcePaths, false)
+		set, err := collectSources(src, c.SourcePaths, false, b.cache.dir, b.maxCopy())
 		if err != nil {
 			return fail(err)
 		}
@@ -241,7 +254,7 @@ func (b *builder) buildStep(ctx context.Context, ss *stageState, s step, meta ma
 		if c.Link || len(c.ExcludePatterns) > 0 || c.Checksum != "" || c.Unpack != nil || c.KeepGitDir != nil || len(c.SourceContents) > 0 {
 			return fail(fmt.Errorf("ADD --link, --exclude, --checksum, --unpack, --keep-git-dir and here-documents: %w", ErrUnsupported))
 		}
-		set, err := collectSources(b.ctx, c.SourcePaths, true)
+		set, err := collectSources(b.ctx, c.SourcePaths, true, b.cache.dir, b.maxCopy())
 		if err != nil {
 			return fail(err)
 		}
@@ -274,6 +287,10 @@ func (b *builder) buildStep(ctx context.Context, ss *stageState, s step, meta ma
 		img, err = b.copyStep(ctx, ss, s, sources, c.DestPath, c.Chown, c.Chmod)
 	case *instructions.AddCommand:
 		img, err = b.copyStep(ctx, ss, s, sources, c.DestPath, c.Chown, c.Chmod)
+	case *instructions.WorkdirCommand:
+		if err = ss.cfg.apply(s.cmd, b.lex, ss.args); err == nil {
+			img, err = b.workdirStep(ctx, ss, s)
+		}
 	default:
 		if err = ss.cfg.apply(s.cmd, b.lex, ss.args); err == nil {
 			img, err = b.store.CommitConfig(ctx, ss.img, &layerfs.CommitOptions{Config: ss.cfg.cfg.DeepCopy(), CreatedBy: s.text})
@@ -395,4 +412,55 @@ func (b *builder) fromTree(ctx context.Context, name string, ss *stageState) (*b
 		return nil, nil, err
 	}
 	return tree, func() { tree.Close(); release() }, nil
+}
+
+// workdirStep commits a WORKDIR: the directory, and the parents it lacks,
+// as a layer if the image has no such directory (owned by the stage's
+// USER, as in Docker), else the config alone.
+func (b *builder) workdirStep(ctx context.Context, ss *stageState, s step) (*layerfs.Image, error) {
+	opts := &layerfs.CommitOptions{Config: ss.cfg.cfg.DeepCopy(), CreatedBy: s.text}
+	key := "build-" + randomID()
+	rootfs, err := b.store.Prepare(ctx, key, ss.img, nil)
+	if err != nil {
+		return nil, fmt.Errorf("look at the parent image: %w", err)
+	}
+	defer b.store.Release(context.WithoutCancel(ctx), key)
+	root, err := openImageRoot(rootfs.Path)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	if _, st, err := root.resolve(ss.cfg.cfg.WorkingDir); err != nil {
+		return nil, err
+	} else if st != nil {
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return nil, fmt.Errorf("%s is not a directory in the image", ss.cfg.cfg.WorkingDir)
+		}
+		return b.store.CommitConfig(ctx, ss.img, opts)
+	}
+	own, err := root.resolveOwner(ss.cfg.cfg.User)
+	if err != nil {
+		own = nil // a USER the image lacks fails the RUN that needs it, as in Docker
+	}
+	pl, err := root.place(ss.cfg.cfg.WorkingDir+"/", &sourceSet{}, own)
+	if err != nil {
+		return nil, err
+	}
+	diff := func(ctx context.Context, w io.Writer) error {
+		tw := tar.NewWriter(w)
+		for _, hdr := range pl.parents {
+			if err := tw.WriteHeader(hdr); err != nil {
+				return err
+			}
+		}
+		return tw.Close()
+	}
+	return b.store.CommitDiff(ctx, ss.img, diff, opts)
+}
+
+func (b *builder) maxCopy() int64 {
+	if b.opts.MaxCopySize > 0 {
+		return b.opts.MaxCopySize
+	}
+	return layerfs.DefaultMaxImportSize
 }

@@ -24,6 +24,7 @@ func (e *LineError) Unwrap() error { return e.Err }
 type dockerfile struct {
 	name     string // for errors
 	escape   rune
+	warnings []parser.Warning
 	metaArgs []step // the ARGs before the first FROM
 	stages   []*stage
 }
@@ -43,6 +44,16 @@ type step struct {
 	cmd  instructions.Command
 }
 
+// count is the number of steps Build reports: every FROM and every
+// instruction after the first.
+func (df *dockerfile) count() int {
+	n := 0
+	for _, st := range df.stages {
+		n += 1 + len(st.steps)
+	}
+	return n
+}
+
 func (df *dockerfile) errorf(line int, format string, args ...any) error {
 	return &LineError{File: df.name, Line: line, Err: fmt.Errorf(format, args...)}
 }
@@ -59,7 +70,7 @@ func parseDockerfile(name string, src []byte) (*dockerfile, error) {
 		}
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	df := &dockerfile{name: name, escape: res.EscapeToken}
+	df := &dockerfile{name: name, escape: res.EscapeToken, warnings: res.Warnings}
 	for _, node := range res.AST.Children {
 		text := strings.TrimSpace(node.Original)
 		inst, err := instructions.ParseInstruction(node)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -36,10 +37,12 @@ func TestBuildRunAndCache(t *testing.T) {
 		"data.txt":        "data v1\n",
 	})
 	var out bytes.Buffer
+	var events []StepProgress
 	res, err := build(t, dir, func(o *Options) {
 		o.Tags = []string{"app:test"}
 		o.Output = &out
 		o.BuildArgs = map[string]string{"GREETING": "hi"}
+		o.Progress = func(p StepProgress) { events = append(events, p) }
 	})
 	if err != nil {
 		t.Fatalf("build: %v\noutput:\n%s", err, out.String())
@@ -59,6 +62,14 @@ func TestBuildRunAndCache(t *testing.T) {
 	for _, s := range res.Steps {
 		if s.Cached {
 			t.Errorf("first build: line %d (%s) cached", s.Line, s.Instruction)
+		}
+	}
+	if len(events) != 2*len(res.Steps) {
+		t.Errorf("%d progress events for %d steps", len(events), len(res.Steps))
+	}
+	for i, p := range events {
+		if p.Index != i/2+1 || p.Total != 8 || p.Done != (i%2 == 1) {
+			t.Errorf("progress event %d = %+v", i, p)
 		}
 	}
 	hist := res.Image.Config.History
@@ -112,6 +123,75 @@ func TestBuildRunAndCache(t *testing.T) {
 	for _, s := range fourth.Steps {
 		if s.Line == 5 && s.Cached {
 			t.Error("RUN cached across a different build argument")
+		}
+	}
+	// NoCache runs every step again.
+	fresh, err := build(t, dir, func(o *Options) {
+		o.NoCache = true
+		o.BuildArgs = map[string]string{"GREETING": "hi"}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range fresh.Steps {
+		if s.Cached {
+			t.Errorf("NoCache: line %d cached", s.Line)
+		}
+	}
+
+	// A cached image removed from the store is a cache miss, not an
+	// error: the step runs again. (The NoCache build recorded its own
+	// images in the cache.)
+	var run Step
+	for _, s := range fresh.Steps {
+		if s.Line == 5 {
+			run = s
+		}
+	}
+	if err := testEnv.Store.Remove(context.Background(), run.Image.String()); err != nil {
+		t.Fatal(err)
+	}
+	fifth, err := build(t, dir, func(o *Options) { o.BuildArgs = map[string]string{"GREETING": "hi"} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range fifth.Steps {
+		if s.Line == 5 && s.Cached {
+			t.Error("RUN taken from the cache after its image was removed")
+		}
+	}
+	assertNoRootfs(t)
+}
+
+// Builds of one Dockerfile at once in one store all succeed, and agree.
+func TestConcurrentBuilds(t *testing.T) {
+	dir := writeContext(t, map[string]string{
+		"Dockerfile": "FROM alpine:test\nCOPY f /f\nRUN cat /f > /g\nENV DONE=1\n",
+		"f":          "concurrent",
+	})
+	const n = 4
+	errs := make(chan error, n)
+	results := make(chan *Result, n)
+	for i := range n {
+		go func() {
+			res, err := build(t, dir, func(o *Options) { o.Tags = []string{fmt.Sprintf("concurrent:%d", i)} })
+			errs <- err
+			results <- res
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+		<-results
+	}
+	res, err := build(t, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range res.Steps {
+		if !s.Cached && !noImage(s) {
+			t.Errorf("line %d not cached after the concurrent builds", s.Line)
 		}
 	}
 	assertNoRootfs(t)

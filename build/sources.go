@@ -46,8 +46,16 @@ func (s *sourceSet) Close() error { return s.file.Close() }
 // collectSources reads srcs from the context into a sourceSet. With add,
 // a local tar archive (plain, gzip, bzip2 or zstd) is unpacked rather
 // than copied.
-func collectSources(c *buildContext, srcs []string, add bool) (_ *sourceSet, err error) {
-	f, err := os.CreateTemp("", "berth-build-src-*")
+//
+// The tar is staged in tmpDir (the store's, so that it lands on the disk
+// the layer is bound for rather than in a /tmp that may be memory) and
+// may not pass max bytes: an archive that unpacks without end stops
+// there.
+func collectSources(c *buildContext, srcs []string, add bool, tmpDir string, max int64) (_ *sourceSet, err error) {
+	if err := os.MkdirAll(tmpDir, 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(tmpDir, ".tmp-sources-*")
 	if err != nil {
 		return nil, err
 	}
@@ -58,7 +66,7 @@ func collectSources(c *buildContext, srcs []string, add bool) (_ *sourceSet, err
 		}
 	}()
 	h := sha256.New()
-	sw := &sourceWriter{c: c, tw: tar.NewWriter(io.MultiWriter(f, h)), h: h}
+	sw := &sourceWriter{c: c, tw: tar.NewWriter(&boundedWriter{w: io.MultiWriter(f, h), left: max}), h: h}
 	var files, others int
 	for _, src := range srcs {
 		rel, err := contextPath(src)
@@ -313,4 +321,21 @@ func (sw *sourceWriter) addArchive(rel string) (bool, error) {
 // absolute names and ".." are resolved as if the destination were "/".
 func confine(name string) string {
 	return strings.TrimPrefix(path.Clean("/"+name), "/")
+}
+
+// ErrTooLarge means what a COPY or ADD copies passes Options.MaxCopySize.
+var ErrTooLarge = errors.New("sources larger than the build allows")
+
+// boundedWriter fails a write that would pass its bound.
+type boundedWriter struct {
+	w    io.Writer
+	left int64
+}
+
+func (b *boundedWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > b.left {
+		return 0, ErrTooLarge
+	}
+	b.left -= int64(len(p))
+	return b.w.Write(p)
 }
