@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -10,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-dev/berth/build"
+	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/internal/clip"
 	"github.com/berth-dev/berth/layerfs"
 )
@@ -52,23 +52,25 @@ outside it.`,
 			if err != nil {
 				return err
 			}
-			sbOpts, err := g.sandboxOptions()
+			cgm, err := cgroup.NewManager(cgroup.Options{Parent: g.cgroupParent, Logger: g.logger()})
 			if err != nil {
 				return err
 			}
 			// The cgroup parent goes with the last sandbox in it.
-			defer sbOpts.Cgroups.RemoveParent()
-			out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
-			if f.quiet {
-				out, errOut = io.Discard, io.Discard
+			defer cgm.RemoveParent()
+			opts.Cgroups, opts.StateDir, opts.Logger = cgm, g.state, g.logger()
+			if !f.quiet {
+				out := cmd.OutOrStdout()
+				opts.Output = out
+				opts.Progress = func(p build.StepProgress) { printStep(out, p) }
 			}
-			_ = errOut
 			res, err := build.Build(cmd.Context(), store, opts)
 			if err != nil {
 				return err
 			}
+			out := cmd.OutOrStdout()
 			if f.quiet {
-				fmt.Fprintln(cmd.OutOrStdout(), res.Image.Digest)
+				fmt.Fprintln(out, res.Image.Digest)
 				return nil
 			}
 			fmt.Fprintf(out, "Successfully built %s\n", res.Image.Digest)
@@ -165,8 +167,27 @@ func (f *buildFlags) applyNetwork(g *globals, cmd *cobra.Command, opts *build.Op
 	if err != nil {
 		return err
 	}
-	if _, err := nets.Get(cmd.Context(), f.network); err != nil {
+	if opts.Network, err = nets.Get(cmd.Context(), f.network); err != nil {
 		return usageError{fmt.Errorf("--network %s: %w", f.network, err)}
 	}
-	return errors.New("--network: not wired yet")
+	return nil
+}
+
+// printStep prints a step as Docker's classic builder does: a line as it
+// starts, before its output; one saying it came from the cache, if it
+// did; one naming the image it made.
+func printStep(w io.Writer, p build.StepProgress) {
+	if !p.Done {
+		// A continued line is shown as one; the Dockerfile may be a
+		// stranger's, and its words reach a terminal.
+		instr := strings.ReplaceAll(strings.ReplaceAll(p.Step.Instruction, "\\\n", " "), "\n", " ")
+		fmt.Fprintf(w, "Step %d/%d : %s\n", p.Index, p.Total, clip.Text(instr))
+		return
+	}
+	if p.Step.Cached {
+		fmt.Fprintln(w, " ---> Using cache")
+	}
+	if p.Step.Image.Hex != "" {
+		fmt.Fprintf(w, " ---> %s\n", p.Step.Image.Hex[:min(12, len(p.Step.Image.Hex))])
+	}
 }
