@@ -102,7 +102,7 @@ BENCH_SHIP_OUT ?= /tmp/berth-bench-ship.txt
 .PHONY: bench-ship
 bench-ship: test-deps
 	@[ "$$(id -u)" -eq 0 ] || { echo "make bench-ship must run as root" >&2; exit 1; }
-	$(GO) test -run '^$$' -bench '^Benchmark(Pull|Push|Build|BuildCached)$$' -benchtime 5x -timeout 20m ./bench/ > $(BENCH_SHIP_OUT) || \
+	$(GO) test -run '^$$' -bench '^Benchmark(Pull|Push|Build|BuildCached)$$' -benchtime 10x -timeout 20m ./bench/ > $(BENCH_SHIP_OUT) || \
 		{ cat $(BENCH_SHIP_OUT); exit 1; }
 	$(GO) test -run '^$$' -bench 'Reset' -timeout 10m ./sandbox/ >> $(BENCH_SHIP_OUT) || \
 		{ cat $(BENCH_SHIP_OUT); exit 1; }
