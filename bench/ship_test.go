@@ -5,7 +5,7 @@ package bench_test
 // benchmarks beside them and Reset's in the sandbox package, `make
 // bench-ship` runs them all:
 //
-//	go test -run '^$' -bench 'Pull|Push|Build' -benchtime 10x -timeout 20m ./bench/
+//	go test -run '^$' -bench '^Benchmark(Pull|Push|Build|BuildCached)$' -benchtime 10x -timeout 20m ./bench/
 //	go test -run '^$' -bench 'Reset' -timeout 10m ./sandbox/
 //
 // Throughput is the image's compressed layer bytes over the whole pull

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/berth-dev/berth/build"
 	"github.com/berth-dev/berth/internal/registrytest"
 )
 
@@ -255,6 +257,27 @@ func TestBuildRefusesNonsense(t *testing.T) {
 		_, stderr, code := berthExit(t, root, args...)
 		if code != 1 || !strings.Contains(stderr, "nope: no such file or directory") {
 			t.Errorf("berth %s: exit %d, %q; want 1 naming the missing file", strings.Join(args, " "), code, stderr)
+		}
+	}
+}
+
+// --network none leaves the RUN steps without a network; a named one is
+// the network run's --net of that name is.
+func TestBuildNetworkFlag(t *testing.T) {
+	g := &globals{}
+	cmd := newBuildCommand(g)
+	cmd.SetContext(context.Background())
+	for _, c := range []struct {
+		network string
+		want    bool // a network is set
+	}{{"none", false}, {"bridge", true}} {
+		f := &buildFlags{network: c.network}
+		opts := &build.Options{}
+		if err := f.applyNetwork(g, cmd, opts); err != nil {
+			t.Fatalf("--network %s: %v", c.network, err)
+		}
+		if got := opts.Network != nil; got != c.want {
+			t.Errorf("--network %s: network set %v, want %v", c.network, got, c.want)
 		}
 	}
 }
