@@ -38,7 +38,10 @@ image's digest is printed last, alone with -q.
 RUN steps run in sandboxes with the Default security preset, no host mounts
 and, unless --network names a network (berth network create), no network.
 Files .dockerignore names stay out of the context; COPY and ADD read nothing
-outside it.`,
+outside it.
+
+Each step's image stays in the store, untagged (<none> in berth image ls), as
+the cache of later builds; berth image rm of one costs only a cache miss.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts, err := f.options(args[0])
