@@ -67,6 +67,10 @@ func (s *Store) importImage(ctx context.Context, img v1.Image, opts *ImportOptio
 	if err != nil {
 		return nil, fmt.Errorf("import image: %w", err)
 	}
+	if mt := m.Config.MediaType; mt != types.OCIConfigJSON && mt != types.DockerConfigJSON {
+		// An artifact (a signature, a Helm chart) stored as a manifest.
+		return nil, fmt.Errorf("import image %s: config media type %q is not an image config's; the manifest is not a container image: %w", id, clip.Cut(string(mt), 100), ErrUnsupportedImage)
+	}
 	if m.Config.Digest.Algorithm != "sha256" {
 		return nil, fmt.Errorf("import image %s: config digest algorithm %q is not sha256: %w", id, clip.Cut(m.Config.Digest.Algorithm, 20), ErrUnsupportedImage)
 	}

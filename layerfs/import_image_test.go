@@ -135,6 +135,9 @@ func TestImportImageRefuses(t *testing.T) {
 		{name: "config as layer", edit: func(m *v1.Manifest, _ *v1.ConfigFile, _ map[v1.Hash][]byte) {
 			m.Layers[0].MediaType = types.OCIConfigJSON
 		}, want: ErrUnsupportedImage},
+		{name: "artifact", edit: func(m *v1.Manifest, _ *v1.ConfigFile, _ map[v1.Hash][]byte) {
+			m.Config.MediaType = "application/vnd.cncf.helm.config.v1+json"
+		}, want: ErrUnsupportedImage, noConfig: true, errSubstr: "not a container image"},
 		{name: "huge config", edit: func(m *v1.Manifest, _ *v1.ConfigFile, _ map[v1.Hash][]byte) {
 			m.Config.Size = 10 << 30
 		}, want: ErrMemberTooLarge, noConfig: true},

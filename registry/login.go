@@ -84,9 +84,11 @@ func verifyLogin(ctx context.Context, srv server, username, password string, opt
 }
 
 // Logout erases the credentials kept for the registry server (see
-// Login), from its credential helper or from config.json. A server with
-// no credentials is an error wrapping ErrNotLoggedIn, which a command may
-// report as Docker does, as a message rather than a failure.
+// Login), from its credential helper or from config.json, along with
+// entries older Docker versions filed under a URL for the same server
+// (https://server/v1/). A server with no credentials is an error wrapping
+// ErrNotLoggedIn, which a command may report as Docker does, as a
+// message rather than a failure.
 func Logout(serverName string, opts *Options) error {
 	if opts == nil {
 		opts = &Options{}
@@ -100,13 +102,30 @@ func Logout(serverName string, opts *Options) error {
 		return fmt.Errorf("logout of %s: %w", srv.host, err)
 	}
 	store, helper := cf.credentialsStore(srv.key)
+	var keys []string
+	for k := range cf.AuthConfigs {
+		if k == srv.key {
+			continue
+		}
+		if other, err := parseServer(k); err == nil && other.key == srv.key {
+			keys = append(keys, k)
+		}
+	}
 	_, inFile := cf.AuthConfigs[srv.key]
-	if !inFile {
+	if !inFile && len(keys) == 0 {
 		// A helper may hold credentials that config.json does not
 		// mention (stored by another tool).
 		ac, err := store.Get(srv.key)
 		if err != nil || ac.Username == "" && ac.Password == "" && ac.IdentityToken == "" {
 			return fmt.Errorf("logout of %s: %w", srv.host, ErrNotLoggedIn)
+		}
+	}
+	if len(keys) > 0 {
+		for _, k := range keys {
+			delete(cf.AuthConfigs, k)
+		}
+		if err := cf.Save(); err != nil {
+			return fmt.Errorf("logout of %s: %w", srv.host, err)
 		}
 	}
 	if err := store.Erase(srv.key); err != nil {

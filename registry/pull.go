@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"runtime/debug"
@@ -23,6 +24,11 @@ import (
 // registry sends and fetches no layer the store already has. The image is
 // tagged with storeName(ref): busybox:latest for "busybox", the full name
 // for other registries, nothing for a reference by digest alone.
+//
+// An image or platform the registry does not have is layerfs.ErrNotFound
+// or ErrNoPlatform; credentials it refuses (or wants and did not get),
+// ErrUnauthorized; a blob that is not what its digest says,
+// layerfs.ErrDigestMismatch.
 func pull(ctx context.Context, store *layerfs.Store, s string, opts *PullOptions) (*layerfs.Image, error) {
 	if opts == nil {
 		opts = &PullOptions{}
@@ -44,7 +50,7 @@ func pull(ctx context.Context, store *layerfs.Store, s string, opts *PullOptions
 	}
 	stored, err := store.ImportImage(ctx, img, iopts)
 	if err != nil {
-		return nil, fmt.Errorf("pull %s: %w", ref, notFound(err))
+		return nil, fmt.Errorf("pull %s: %w", ref, pullError(err))
 	}
 	return stored, nil
 }
@@ -55,7 +61,7 @@ func fetchImage(ctx context.Context, ref name.Reference, opts *PullOptions) (v1.
 	ropts := opts.remoteOptions(ctx, ref)
 	desc, err := remote.Get(ref, ropts...)
 	if err != nil {
-		return nil, notFound(err)
+		return nil, pullError(err)
 	}
 	if d, ok := ref.(name.Digest); ok && desc.Digest.String() != d.DigestStr() {
 		// The remote package checks this too; a pin is worth two looks.
@@ -80,7 +86,7 @@ func fetchImage(ctx context.Context, ref name.Reference, opts *PullOptions) (v1.
 		}
 		img, err := idx.Image(child.Digest)
 		if err != nil {
-			return nil, notFound(err)
+			return nil, pullError(err)
 		}
 		return img, nil
 	case mt.IsImage():
@@ -226,4 +232,14 @@ func platformString(p *v1.Platform) string {
 		s += "/" + clip.Cut(p.Variant, 40)
 	}
 	return s
+}
+
+// pullError wraps a registry's error with the sentinel that says what
+// went wrong, where one does. (It does not compare errors with ==: the
+// remote package's may be slices, which panic when compared.)
+func pullError(err error) error {
+	if u := unauthorized(err); errors.Is(u, ErrUnauthorized) {
+		return u
+	}
+	return notFound(err)
 }

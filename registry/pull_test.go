@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/berth-dev/berth/internal/registrytest"
 	"github.com/berth-dev/berth/layerfs"
 )
 
@@ -270,5 +271,35 @@ func TestPullPlatform(t *testing.T) {
 	after, _ := store.Images(ctx)
 	if len(after) != len(before) {
 		t.Errorf("failed pull changed the store's images from %d to %d", len(before), len(after))
+	}
+}
+
+// TestPullWithCredentials pulls from a registry that wants credentials:
+// refused without them, and pulled with those Login files.
+func TestPullWithCredentials(t *testing.T) {
+	const user, password = "puller", "pull-Pa55"
+	t.Setenv("DOCKER_CONFIG", t.TempDir())
+	if os.Geteuid() != 0 {
+		t.Skip("unpacking layers needs root")
+	}
+	reg := registrytest.Start(t, &registrytest.Options{Htpasswd: htpasswdEntry(t, user, password)})
+	skopeo(t, "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", user+":"+password,
+		"oci:"+sharedImage(t, busyboxLayout)+":"+busyboxTag, "docker://"+reg.Host+"/private/busybox:1")
+	store := newStore(t)
+	ctx := context.Background()
+	ref := reg.Host + "/private/busybox:1"
+	if _, err := Pull(ctx, store, ref, nil); !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("pull without credentials: %v, want ErrUnauthorized", err)
+	}
+	assertStoreEmpty(t, store)
+	if err := Login(ctx, reg.Host, user, password, nil); err != nil {
+		t.Fatal(err)
+	}
+	img, err := Pull(ctx, store, ref, nil)
+	if err != nil {
+		t.Fatalf("pull after login: %v", err)
+	}
+	if img.Layers[0].Digest.String() != busyboxLayer {
+		t.Errorf("pulled layers %+v", img.Layers)
 	}
 }

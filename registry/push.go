@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -55,6 +56,10 @@ func Push(ctx context.Context, store *layerfs.Store, src, dest string, opts *Pus
 	want, err := img.Digest()
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("push %s: %w", clip.String(src), err)
+	}
+
+	if d, ok := ref.(name.Digest); ok && d.DigestStr() != want.String() {
+		return v1.Hash{}, fmt.Errorf("push %s to %s: the image's digest is %s: %w", clip.String(src), ref, want, layerfs.ErrDigestMismatch)
 	}
 
 	tr := newPushTracker(newReporter(opts.Progress))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -175,6 +176,17 @@ func TestPushMissingAndUnnamed(t *testing.T) {
 		t.Errorf("Push returned %s, want %s", got, img.Digest)
 	}
 	skopeo(t, "inspect", "--tls-verify=false", "docker://"+reg.Host+"/y/busybox:3")
+
+	// A destination pinned to another digest is refused before anything
+	// is sent.
+	other := "sha256:" + strings.Repeat("0", 64)
+	_, err = Push(ctx, s, "busybox:1", reg.Host+"/z/busybox@"+other, nil)
+	if !errors.Is(err, layerfs.ErrDigestMismatch) {
+		t.Errorf("push to a digest the image does not have: %v, want ErrDigestMismatch", err)
+	}
+	if _, err := Push(ctx, s, "busybox:1", reg.Host+"/z/busybox@"+img.Digest.String(), nil); err != nil {
+		t.Errorf("push to the image's own digest: %v", err)
+	}
 }
 
 // TestV1ImageSurvivesGC removes the image and collects garbage while a
@@ -315,6 +327,18 @@ func TestLoginPushLogout(t *testing.T) {
 	if err := Logout(reg.Host, nil); !errors.Is(err, ErrNotLoggedIn) {
 		t.Errorf("second logout: %v, want ErrNotLoggedIn", err)
 	}
+	// An entry as older Docker versions filed it, under a URL, is the
+	// same server's.
+	legacy := `{"auths":{"https://` + reg.Host + `/v1/":{"auth":"eDp5"}}}`
+	if err := os.WriteFile(configPath, []byte(legacy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := Logout(reg.Host, nil); err != nil {
+		t.Errorf("logout of a URL entry: %v", err)
+	}
+	if b, _ := os.ReadFile(configPath); strings.Contains(string(b), reg.Host) {
+		t.Errorf("config.json still names %s after logout: %s", reg.Host, b)
+	}
 	if _, err := Push(ctx, s, "busybox:1", reg.Host+"/x/busybox:2", nil); !errors.Is(err, ErrUnauthorized) {
 		t.Errorf("push after logout: %v, want ErrUnauthorized", err)
 	}
@@ -365,5 +389,89 @@ func TestParseServer(t *testing.T) {
 	}
 	if _, err := parseServer("not a host"); err == nil {
 		t.Error("parseServer took a name with spaces")
+	}
+}
+
+// TestPushDamagedBlob pushes an image whose layer blob changed in the
+// store: the push fails with ErrDigestMismatch, and the registry is left
+// without the image.
+func TestPushDamagedBlob(t *testing.T) {
+	reg := startRegistry(t)
+	s, img := importBusybox(t)
+	p := s.BlobPath(img.Layers[0].Digest)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dest := reg.Host + "/x/busybox:1"
+	_, err = Push(context.Background(), s, "busybox:1", dest, nil)
+	if !errors.Is(err, layerfs.ErrDigestMismatch) {
+		t.Fatalf("push of a damaged blob: %v, want ErrDigestMismatch", err)
+	}
+	out, err := exec.Command("skopeo", "inspect", "--tls-verify=false", "--raw", "docker://"+dest).CombinedOutput()
+	if err == nil {
+		t.Errorf("the registry holds the image after a failed push: %s", out)
+	}
+}
+
+// TestLoginCredentialHelper names a credential helper in config.json
+// (credHelpers): Login stores the password there and not in the file,
+// Push reads it back through the helper, Logout erases it.
+func TestLoginCredentialHelper(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("unpacking layers needs root")
+	}
+	const user, password = "berth", "helper-s3cret"
+	configDir, helperDir := t.TempDir(), t.TempDir()
+	t.Setenv("DOCKER_CONFIG", configDir)
+	// A helper that keeps one server's credentials in a file, speaking
+	// the docker-credential-helpers protocol.
+	script := `#!/bin/sh
+f=` + helperDir + `/creds.json
+case "$1" in
+store) cat > "$f" ;;
+get) cat > /dev/null; if [ -f "$f" ]; then cat "$f"; else echo "credentials not found in native keychain"; exit 1; fi ;;
+erase) cat > /dev/null; rm -f "$f" ;;
+list) echo '{}' ;;
+esac
+`
+	if err := os.WriteFile(filepath.Join(helperDir, "docker-credential-berthtest"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", helperDir+":"+os.Getenv("PATH"))
+	reg := registrytest.Start(t, &registrytest.Options{Htpasswd: htpasswdEntry(t, user, password)})
+	configPath := filepath.Join(configDir, "config.json")
+	if err := os.WriteFile(configPath, []byte(`{"credHelpers":{"`+reg.Host+`":"berthtest"}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := importBusybox(t)
+	ctx := context.Background()
+
+	if err := Login(ctx, reg.Host, user, password, nil); err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	b, err := os.ReadFile(configPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), `"auth"`) {
+		t.Errorf("config.json holds credentials though a helper keeps them: %s", b)
+	}
+	held, err := os.ReadFile(filepath.Join(helperDir, "creds.json"))
+	if err != nil || !strings.Contains(string(held), password) {
+		t.Fatalf("the helper holds %q (%v), want the password", held, err)
+	}
+	if _, err := Push(ctx, s, "busybox:1", reg.Host+"/x/busybox:1", nil); err != nil {
+		t.Fatalf("push with the helper's credentials: %v", err)
+	}
+	if err := Logout(reg.Host, nil); err != nil {
+		t.Fatalf("logout: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(helperDir, "creds.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("logout left the helper's credentials (%v)", err)
 	}
 }

@@ -22,26 +22,17 @@ func parseReference(s string, insecure bool) (name.Reference, error) {
 	if _, err := layerfs.ParseReference(s); err != nil {
 		return nil, err
 	}
-	opts := []name.Option{name.StrictValidation}
+	// Weak validation is what fills in Docker Hub and the tag latest;
+	// the store's grammar is the stricter one.
+	var opts []name.Option
 	if insecure {
 		opts = append(opts, name.Insecure)
-	}
-	if !strings.ContainsAny(lastElement(s), ":@") {
-		// The store's default tag, made explicit for StrictValidation.
-		s += ":" + name.DefaultTag
 	}
 	ref, err := name.ParseReference(s, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("%w %q: %v", layerfs.ErrInvalidReference, s, err)
 	}
 	return ref, nil
-}
-
-func lastElement(s string) string {
-	if i := strings.LastIndexByte(s, '/'); i >= 0 {
-		return s[i+1:]
-	}
-	return s
 }
 
 // storeName is the name the store gives an image ref names: the

@@ -45,16 +45,20 @@ func (o *Options) plainHTTPAllowed(reg name.Registry) bool {
 // Transport or a clone of http.DefaultTransport (skipping TLS
 // verification when reg may be insecure), behind berth's rules on plain
 // HTTP.
+//
+// Only the registry itself goes unverified: a host it redirects to (a
+// blob store, a token server) is verified as any other.
 func (o *Options) transport(reg name.Registry) http.RoundTripper {
-	inner := o.Transport
-	if inner == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		if o.plainHTTPAllowed(reg) {
+	g := &guardedTransport{inner: o.Transport, registry: reg.RegistryStr(), plainHTTP: o.plainHTTPAllowed(reg)}
+	if g.inner == nil {
+		g.inner = http.DefaultTransport.(*http.Transport).Clone()
+		if g.plainHTTP {
+			t := http.DefaultTransport.(*http.Transport).Clone()
 			t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+			g.registryInner = t
 		}
-		inner = t
 	}
-	return &guardedTransport{inner: inner, registry: reg.RegistryStr(), plainHTTP: o.plainHTTPAllowed(reg)}
+	return g
 }
 
 // guardedTransport enforces berth's rules on what goes to a registry,
@@ -70,9 +74,10 @@ func (o *Options) transport(reg name.Registry) http.RoundTripper {
 //     dialled, with ErrPlainHTTP.
 //   - A manifest response is read to at most maxManifestSize bytes.
 type guardedTransport struct {
-	inner     http.RoundTripper
-	registry  string // host[:port] as references name it
-	plainHTTP bool
+	inner         http.RoundTripper
+	registryInner http.RoundTripper // for the registry itself, if not inner
+	registry      string            // host[:port] as references name it
+	plainHTTP     bool
 }
 
 func (t *guardedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -93,7 +98,11 @@ func (t *guardedTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 			return nil, fmt.Errorf("%s %s: %w: registry %s is not on the loopback interface; mark it insecure (Options.Insecure, berth --insecure) to allow plain HTTP", req.Method, redactedURL(req), ErrPlainHTTP, t.registry)
 		}
 	}
-	resp, err := t.inner.RoundTrip(req)
+	inner := t.inner
+	if t.registryInner != nil && strings.EqualFold(req.URL.Host, t.registry) {
+		inner = t.registryInner
+	}
+	resp, err := inner.RoundTrip(req)
 	if err != nil || !strings.Contains(req.URL.Path, "/manifests/") || req.Method != http.MethodGet {
 		return resp, err
 	}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -132,4 +134,35 @@ type zeros struct{}
 func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
+}
+
+// TestUnverifiedTLSOnlyForTheRegistry runs a loopback registry with a
+// certificate nobody signed, which berth accepts, that redirects to
+// another such server, which berth must verify and so refuse.
+func TestUnverifiedTLSOnlyForTheRegistry(t *testing.T) {
+	var elsewhere atomic.Int32
+	other := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+	}))
+	defer other.Close()
+	var manifestAsked atomic.Int32
+	reg := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			return
+		}
+		manifestAsked.Add(1)
+		http.Redirect(w, r, other.URL+"/manifest", http.StatusTemporaryRedirect)
+	}))
+	defer reg.Close()
+	host := strings.TrimPrefix(reg.URL, "https://")
+	_, err := Pull(context.Background(), newStoreNoRoot(t), host+"/team/app:1", nil)
+	if err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("pull redirected to an unverifiable server: %v, want a certificate error", err)
+	}
+	if manifestAsked.Load() == 0 {
+		t.Error("the loopback registry's own unverified certificate was refused")
+	}
+	if n := elsewhere.Load(); n != 0 {
+		t.Errorf("the server redirected to got %d requests over unverified TLS", n)
+	}
 }
