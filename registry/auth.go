@@ -125,6 +125,15 @@ func (c *configFile) Save() error {
 		return err
 	}
 	target := c.Filename
+	if fi, err := os.Lstat(target); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		// Docker writes through a symlink at config.json (dotfile
+		// managers make them). Only through one of the caller's own:
+		// a link someone else planted in a directory they can write
+		// would have root's login replace any file it names.
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+			return fmt.Errorf("%s is a symlink owned by uid %d, not this user; refusing to write credentials through it", target, st.Uid)
+		}
+	}
 	if t, err := filepath.EvalSymlinks(target); err == nil {
 		target = t
 	} else if !errors.Is(err, os.ErrNotExist) {

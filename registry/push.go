@@ -32,8 +32,14 @@ var ErrNoDestination = errors.New("no registry to push to")
 // refused with ErrNoDestination rather than published to Docker Hub.
 //
 // Blobs the registry already has are not sent; opts.Progress reports
-// them Skipped. A stored image that is missing is an error wrapping
-// layerfs.ErrNotFound; credentials the registry refuses, ErrUnauthorized.
+// them Skipped once the push is done (the remote package asks after each
+// blob, or finds the whole manifest there, without saying so), and every
+// blob sent as its bytes are read, Finished when the last one is.
+//
+// A stored image that is missing is an error wrapping
+// layerfs.ErrNotFound; credentials the registry refuses, ErrUnauthorized;
+// a blob whose bytes in the store no longer match its digest,
+// layerfs.ErrDigestMismatch (the push stops before the registry takes it).
 func Push(ctx context.Context, store *layerfs.Store, src, dest string, opts *PushOptions) (v1.Hash, error) {
 	if opts == nil {
 		opts = &PushOptions{}
@@ -98,7 +104,11 @@ func pushDestination(ctx context.Context, store *layerfs.Store, src string) (str
 		if hasRegistry(r.Name) {
 			return r.String(), nil
 		}
-		return "", fmt.Errorf("push %s: %w: the name has no registry; give a destination such as docker.io/library/%s or REGISTRY/%s", clip.String(src), ErrNoDestination, r, r)
+		hub := "docker.io/" + r.String()
+		if !strings.Contains(r.Name, "/") {
+			hub = "docker.io/library/" + r.String()
+		}
+		return "", fmt.Errorf("push %s: %w: the name has no registry; give a destination such as %s or REGISTRY/%s", clip.String(src), ErrNoDestination, hub, r)
 	}
 	var qualified []string
 	for _, n := range img.Names {

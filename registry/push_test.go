@@ -475,3 +475,107 @@ esac
 		t.Errorf("logout left the helper's credentials (%v)", err)
 	}
 }
+
+// TestPushCancel cancels a push as its first bytes go: Push returns the
+// context's error and keeps no blob of the store open.
+func TestPushCancel(t *testing.T) {
+	reg := startRegistry(t)
+	s, _ := importBusybox(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	progress := func(p Progress) {
+		if p.Done > 0 && !p.Skipped {
+			cancel()
+		}
+	}
+	_, err := Push(ctx, s, "busybox:1", reg.Host+"/x/busybox:1", &PushOptions{Options: Options{Progress: progress}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled push: %v, want context.Canceled", err)
+	}
+	if open := openFilesUnder(t, s.Root()); len(open) > 0 {
+		t.Errorf("after a cancelled push, the store's files are still open: %v", open)
+	}
+	// And the next push succeeds.
+	if _, err := Push(context.Background(), s, "busybox:1", reg.Host+"/x/busybox:1", nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// openFilesUnder lists this process's open files under dir, the store's
+// lock file aside.
+func openFilesUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var open []string
+	for _, fd := range fds {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+		if err == nil && strings.HasPrefix(target, dir+"/") && !strings.HasSuffix(target, ".lock") {
+			open = append(open, target)
+		}
+	}
+	return open
+}
+
+// TestPushDockerSchema2 pushes an image whose manifest is Docker's
+// schema 2, not OCI: it goes out as it came, with its media type.
+func TestPushDockerSchema2(t *testing.T) {
+	reg := startRegistry(t)
+	ctx := context.Background()
+	want := pushBusybox(t, reg, "src/busybox:v2s2", "--format", "v2s2")
+	s := newStore(t)
+	img, err := Pull(ctx, s, reg.Host+"/src/busybox:v2s2", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Digest.String() != want || !strings.Contains(string(img.MediaType), "docker") {
+		t.Fatalf("pulled %s (%s), want %s, a Docker manifest", img.Digest, img.MediaType, want)
+	}
+	dest := reg.Host + "/dst/busybox:1"
+	got, err := Push(ctx, s, reg.Host+"/src/busybox:v2s2", dest, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.String() != want {
+		t.Errorf("pushed %s, want %s", got, want)
+	}
+	var m struct{ MediaType string }
+	if err := json.Unmarshal([]byte(skopeo(t, "inspect", "--tls-verify=false", "--raw", "docker://"+dest)), &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.MediaType != string(img.MediaType) {
+		t.Errorf("the registry holds a %s manifest, want %s", m.MediaType, img.MediaType)
+	}
+}
+
+// TestLoginRefusesForeignSymlink plants config.json as a symlink owned by
+// another user: root's login does not write through it.
+func TestLoginRefusesForeignSymlink(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make a symlink another user owns")
+	}
+	const user, password = "berth", "s3cret"
+	configDir := t.TempDir()
+	victim := filepath.Join(t.TempDir(), "victim")
+	// Any file that parses as JSON: a config of some service.
+	if err := os.WriteFile(victim, []byte("{}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(configDir, "config.json")
+	if err := os.Symlink(victim, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(link, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	reg := registrytest.Start(t, &registrytest.Options{Htpasswd: htpasswdEntry(t, user, password)})
+	err := Login(context.Background(), reg.Host, user, password, &Options{ConfigDir: configDir})
+	if err == nil || !strings.Contains(err.Error(), "symlink") {
+		t.Errorf("login through another user's symlink: %v, want a refusal", err)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "{}\n" {
+		t.Errorf("the file the symlink names was overwritten: %q", b)
+	}
+}
