@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
 	"github.com/berth-dev/berth/registry"
@@ -21,9 +24,9 @@ configuration ($DOCKER_CONFIG or ~/.docker/config.json, mode 0600), or in
 the credential helper it names, where pull, push and Docker find them.
 
 The password is asked for on the terminal, without echo, or read from
-standard input with --password-stdin. -p PASSWORD is refused rather than
-warned about, as Docker does: a password on the command line can be read
-by every user of the host (ps, /proc) and stays in the shell's history.`
+standard input with --password-stdin. -p PASSWORD, which Docker takes
+with a warning, is refused: a password on the command line can be read by
+every user of the host (ps, /proc) and stays in the shell's history.`
 
 // maxPasswordSize bounds what --password-stdin reads: a registry token
 // is a few KiB at most, and standard input may be anything.
@@ -54,7 +57,7 @@ func newLoginCommand() *cobra.Command {
 				}
 				password, err = readPassword(cmd.InOrStdin())
 			} else {
-				user, password, err = askCredentials(cmd.InOrStdin(), cmd.ErrOrStderr(), user)
+				user, password, err = askCredentials(cmd.Context(), cmd.InOrStdin(), cmd.ErrOrStderr(), user)
 			}
 			if err != nil {
 				return err
@@ -137,53 +140,94 @@ var errNoTerminal = errors.New("standard input is not a terminal to ask for the 
 
 // askCredentials asks for the user name (unless given) and the password
 // on the terminal that in is, the password without echo; the prompts go
-// to prompt.
-func askCredentials(in io.Reader, prompt io.Writer, user string) (string, string, error) {
+// to prompt. Ctrl-C, which ends ctx, stops it.
+func askCredentials(ctx context.Context, in io.Reader, prompt io.Writer, user string) (string, string, error) {
 	f, ok := in.(*os.File)
 	if !ok || !term.IsTerminal(int(f.Fd())) {
 		return "", "", usageError{errNoTerminal}
 	}
 	if user == "" {
 		fmt.Fprint(prompt, "Username: ")
-		line, err := readLine(f)
+		line, err := readLine(ctx, f, 1024)
 		if err != nil {
-			return "", "", err
+			return "", "", fmt.Errorf("user name: %w", err)
 		}
-		if user = string(bytes.TrimSpace(line)); user == "" {
+		if user = strings.TrimSpace(line); user == "" {
 			return "", "", usageError{errors.New("no user name given")}
 		}
 	}
-	fmt.Fprint(prompt, "Password: ")
-	pw, err := term.ReadPassword(int(f.Fd()))
-	fmt.Fprintln(prompt)
+	pw, err := readHidden(ctx, f, prompt, "Password: ")
 	if err != nil {
-		return "", "", err
+		return "", "", fmt.Errorf("password: %w", err)
 	}
-	if len(pw) == 0 {
+	if pw == "" {
 		return "", "", usageError{errors.New("no password given")}
 	}
-	return user, string(pw), nil
+	return user, pw, nil
 }
 
-// readLine reads one line from the terminal f a byte at a time, so that
-// nothing after it (the password) is read ahead into a buffer.
-func readLine(f *os.File) ([]byte, error) {
-	var line []byte
-	b := make([]byte, 1)
-	for len(line) < 1024 {
-		n, err := f.Read(b)
-		if n == 1 {
-			if b[0] == '\n' {
-				return line, nil
-			}
-			line = append(line, b[0])
-		}
-		if err == io.EOF {
-			return line, nil
-		}
-		if err != nil {
-			return nil, err
-		}
+// readHidden turns the terminal f's echo off, then prompts, then reads a
+// line: in that order, so that what is typed once the prompt shows is
+// never echoed, however quickly it comes. The terminal is restored
+// whatever happens.
+func readHidden(ctx context.Context, f *os.File, prompt io.Writer, text string) (string, error) {
+	fd := int(f.Fd())
+	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		return "", err
 	}
-	return nil, usageError{errors.New("user name: longer than 1024 bytes")}
+	hidden := *old
+	hidden.Lflag &^= unix.ECHO
+	hidden.Lflag |= unix.ICANON | unix.ISIG
+	hidden.Iflag |= unix.ICRNL
+	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &hidden); err != nil {
+		return "", err
+	}
+	defer unix.IoctlSetTermios(fd, unix.TCSETS, old)
+	fmt.Fprint(prompt, text)
+	line, err := readLine(ctx, f, maxPasswordSize)
+	fmt.Fprintln(prompt)
+	return line, err
+}
+
+// readLine reads one line of at most max bytes from the terminal f, a
+// byte at a time so that nothing after it is read ahead and lost. It
+// returns when ctx ends, leaving the read to finish when berth exits.
+func readLine(ctx context.Context, f *os.File, max int) (string, error) {
+	type result struct {
+		line []byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var line []byte
+		b := make([]byte, 1)
+		for len(line) <= max {
+			n, err := f.Read(b)
+			if n == 1 && b[0] == '\n' {
+				break
+			}
+			line = append(line, b[:n]...)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				done <- result{err: err}
+				return
+			}
+		}
+		done <- result{line: line}
+	}()
+	select {
+	case <-ctx.Done():
+		return "", ctx.Err()
+	case r := <-done:
+		if r.err != nil {
+			return "", r.err
+		}
+		if len(r.line) > max {
+			return "", usageError{fmt.Errorf("longer than %d bytes", max)}
+		}
+		return strings.TrimSuffix(string(r.line), "\r"), nil
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/vbauerster/mpb/v8/decor"
 	"golang.org/x/term"
 
+	"github.com/berth-dev/berth/internal/clip"
 	"github.com/berth-dev/berth/registry"
 )
 
@@ -66,11 +68,13 @@ func isTerminal(w io.Writer) bool {
 const alreadyExists = "Already exists"
 
 // shortBlob is the name of a blob's row: 12 hex digits, as Docker shows.
+// The digest comes from the registry; v1.Hash admits only hex digits, and
+// anything else is quoted, never sent to the terminal as it is.
 func shortBlob(h v1.Hash) string {
-	if len(h.Hex) > 12 {
+	if len(h.Hex) >= 12 && strings.Trim(h.Hex, "0123456789abcdef") == "" {
 		return h.Hex[:12]
 	}
-	return h.String()
+	return clip.Quote(h.String())
 }
 
 // lineView writes one line for each blob once it is done (moved and

@@ -103,3 +103,16 @@ func TestLineView(t *testing.T) {
 		t.Error("-q still shows progress")
 	}
 }
+
+// A digest is all the registry puts on the terminal's rows; one that is
+// not hex (v1.Hash parses only hex, but a Progress can be made by hand)
+// is quoted, its control characters escaped.
+func TestShortBlob(t *testing.T) {
+	if got := shortBlob(blobHash('a')); got != "aaaaaaaaaaaa" {
+		t.Errorf("shortBlob = %q", got)
+	}
+	evil := v1.Hash{Algorithm: "sha256", Hex: "\x1b]0;pwned\x07" + strings.Repeat("a", 60)}
+	if got := shortBlob(evil); strings.ContainsAny(got, "\x1b\x07") {
+		t.Errorf("shortBlob(%q) = %q: control characters reach the terminal", evil.Hex, got)
+	}
+}

@@ -194,7 +194,7 @@ func newRunCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringArrayVar(&tmpfs, "tmpfs", nil, "mount a tmpfs at DST[:OPTIONS]")
 	cmd.Flags().StringArrayVar(&sysctls, "sysctl", nil, "set a kernel parameter of the sandbox's own namespaces (KEY=VALUE, e.g. net.ipv4.ip_unprivileged_port_start=0)")
 	cmd.Flags().StringArrayVar(&devices, "device", nil, "give the sandbox a host device: HOST[:CONTAINER[:PERMS]], PERMS some of rwm (default rwm)")
-	cmd.Flags().StringVar(&pullPolicy, "pull", pullNever, "pull IMAGE from its registry first: always, missing (when the store lacks it) or never; the default is never, so that berth makes no network traffic that was not asked for")
+	cmd.Flags().StringVar(&pullPolicy, "pull", pullNever, "pull IMAGE from its registry first: always, missing (when the store lacks it) or never (the default, so that berth makes no network traffic that was not asked for)")
 	cmd.Flags().BoolVar(&readOnly, "read-only", false, "make the root filesystem read-only")
 	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "give the sandbox a terminal")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give the sandbox this long, start included, then kill it (e.g. 10s)")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -14,6 +15,7 @@ import (
 	"github.com/berth-dev/berth/internal/clip"
 	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/registry"
+	"github.com/berth-dev/berth/sandbox"
 )
 
 // transferFlags are the flags pull and push share.
@@ -33,8 +35,8 @@ Hub's (busybox means docker.io/library/busybox:latest). An index of images
 for several platforms gives the one for this host, or for --platform.
 Layers the store has are not fetched again, every blob is checked against
 its digest as it arrives, and a pull that fails or is interrupted leaves
-nothing in the store. The store's import limits apply, as for berth image
-import.
+nothing in the store. A pull unpacks at most --max-size and --max-files,
+with the same defaults as berth image import.
 
 Credentials come from Docker's configuration ($DOCKER_CONFIG or
 ~/.docker/config.json, and the credential helpers it names), which berth
@@ -60,8 +62,9 @@ registry holds the image under; with -q, only the digest.`
 // alias `berth pull`.
 func newPullCommand(g *globals) *cobra.Command {
 	var (
-		tf       transferFlags
-		platform string
+		tf                transferFlags
+		platform, maxSize string
+		maxFiles          int64
 	)
 	cmd := &cobra.Command{
 		Use:   "pull [flags] REF",
@@ -73,12 +76,20 @@ func newPullCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			s, err := g.store()
+			limits, err := importLimits(maxSize, maxFiles, cmd.Flags().Changed("max-files"))
+			if err != nil {
+				return err
+			}
+			s, err := g.storeWith(limits)
 			if err != nil {
 				return err
 			}
 			opts := &registry.PullOptions{Options: registry.Options{Insecure: tf.insecure}, Platform: p}
 			img, err := pullImage(cmd.Context(), s, args[0], opts, newTransferView(cmd.ErrOrStderr(), tf.quiet, "Pull complete"))
+			if errors.Is(err, layerfs.ErrImportTooLarge) {
+				// The store's message names import's flags.
+				return fmt.Errorf("%w; berth image pull takes --max-size and --max-files too", err)
+			}
 			if err != nil {
 				return err
 			}
@@ -86,11 +97,13 @@ func newPullCommand(g *globals) *cobra.Command {
 				fmt.Fprintln(cmd.OutOrStdout(), img.Digest)
 				return nil
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s (%s)\n", img.Digest, strings.Join(img.Names, ", "))
+			fmt.Fprintf(cmd.OutOrStdout(), "%s (%s)\n", img.Digest, pulledName(args[0], img))
 			return nil
 		},
 	}
 	tf.add(cmd)
+	cmd.Flags().StringVar(&maxSize, "max-size", "", "most the pull may unpack, uncompressed, e.g. 100g; -1 for no limit (default 64g)")
+	cmd.Flags().Int64Var(&maxFiles, "max-files", 0, "most files, directories and links the pull may unpack; -1 for no limit (default 4000000)")
 	cmd.Flags().StringVar(&platform, "platform", "", "the image to pick from a multi-platform index: os/arch[/variant], e.g. linux/arm64 (default: this host's)")
 	return cmd
 }
@@ -134,6 +147,30 @@ func newPushCommand(g *globals) *cobra.Command {
 	}
 	tf.add(cmd)
 	return cmd
+}
+
+// pulledName is the name a pull of ref stored img under, the one the
+// user will run it by: busybox:latest for busybox or
+// docker.io/library/busybox, as Docker shows names, and the reference
+// itself elsewhere. Should the store have called it something else, all
+// its names are given; a pull by digest alone names nothing.
+func pulledName(ref string, img *layerfs.Image) string {
+	if r, err := layerfs.ParseReference(ref); err == nil && r.Tag != "" {
+		name := r.Name
+		for _, hub := range []string{"docker.io/", "index.docker.io/", "registry-1.docker.io/"} {
+			if rest, ok := strings.CutPrefix(name, hub); ok {
+				name = strings.TrimPrefix(rest, "library/")
+				break
+			}
+		}
+		if slices.Contains(img.Names, name+":"+r.Tag) {
+			return name + ":" + r.Tag
+		}
+	}
+	if len(img.Names) == 0 {
+		return "untagged"
+	}
+	return strings.Join(img.Names, ", ")
 }
 
 // pullImage pulls ref into s, showing its progress on view (which may be
@@ -201,15 +238,17 @@ func ensureImage(ctx context.Context, s *layerfs.Store, ref, policy string, stde
 	default:
 		return "", invalidFlag("--pull %s: want never, missing or always", clip.Quote(policy))
 	}
+	// Failures are the sandbox's setup failing, as they would be were
+	// the sandbox package to find the image missing itself.
 	if policy != pullAlways {
 		_, err := s.Image(ctx, ref)
 		switch {
 		case err == nil:
 			return ref, nil
 		case !errors.Is(err, layerfs.ErrNotFound):
-			return "", err
+			return "", fmt.Errorf("%w: %w", sandbox.ErrSetup, err)
 		case policy == pullNever:
-			return "", fmt.Errorf("%w; berth image pull %s gets it (or berth run --pull missing)", err, ref)
+			return "", fmt.Errorf("%w: %w; berth image pull %s gets it (or berth run --pull missing)", sandbox.ErrSetup, err, ref)
 		}
 	}
 	var view transferView
@@ -218,7 +257,7 @@ func ensureImage(ctx context.Context, s *layerfs.Store, ref, policy string, stde
 	}
 	img, err := pullImage(ctx, s, ref, &registry.PullOptions{}, view)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%w: %w", sandbox.ErrSetup, err)
 	}
 	// The store finds the image by the name it was pulled by, but not
 	// always: docker.io/library/busybox is stored as busybox:latest.

@@ -10,10 +10,15 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/registrytest"
 )
 
 // stallingProxy stands in front of a registry and passes everything on,
@@ -166,5 +171,95 @@ func TestPullBarsOnTerminal(t *testing.T) {
 	}
 	if bytes.Contains(screen, []byte("5c3b447848a9: Pull complete")) {
 		t.Errorf("the terminal got the lines meant for logs:\n%q", screen)
+	}
+}
+
+// terminalReader collects what a pty's master reads, so that a test can
+// wait for a prompt.
+type terminalReader struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	more chan struct{} // signalled after each read
+	done chan struct{} // closed at EOF or EIO
+}
+
+func readTerminal(master *os.File) *terminalReader {
+	r := &terminalReader{more: make(chan struct{}, 1), done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		b := make([]byte, 4096)
+		for {
+			n, err := master.Read(b)
+			r.mu.Lock()
+			r.buf.Write(b[:n])
+			r.mu.Unlock()
+			select {
+			case r.more <- struct{}{}:
+			default:
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return r
+}
+
+func (r *terminalReader) String() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.buf.String()
+}
+
+// waitFor waits until the terminal has shown s.
+func (r *terminalReader) waitFor(t *testing.T, s string) {
+	t.Helper()
+	timeout := time.After(time.Minute)
+	for !strings.Contains(r.String(), s) {
+		select {
+		case <-r.more:
+		case <-r.done:
+			t.Fatalf("the terminal closed without showing %q:\n%q", s, r.String())
+		case <-timeout:
+			t.Fatalf("the terminal never showed %q:\n%q", s, r.String())
+		}
+	}
+}
+
+// On a terminal, login asks for the user name and the password, and the
+// password is not echoed for someone behind the user to read.
+func TestLoginPrompts(t *testing.T) {
+	const user, password = "ci", "s3cret-Pa55"
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newShipEnv(t, &registrytest.Options{Htpasswd: user + ":" + string(hash) + "\n"})
+	bin := buildBerth(t)
+	master, slave := openPty(t)
+
+	cmd := exec.Command(bin, "login", e.reg.Host)
+	var stdout bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, &stdout, slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	screen := readTerminal(master)
+	screen.waitFor(t, "Username: ")
+	io.WriteString(master, user+"\n")
+	screen.waitFor(t, "Password: ")
+	io.WriteString(master, password+"\n")
+	err = cmd.Wait()
+	slave.Close()
+	<-screen.done
+	if err != nil || stdout.String() != "logged in to "+e.reg.Host+"\n" {
+		t.Fatalf("login on a terminal: %v, %q\nterminal %q", err, stdout.String(), screen.String())
+	}
+	if !strings.Contains(screen.String(), user) || strings.Contains(screen.String(), password) {
+		t.Errorf("the terminal showed %q; want the user name echoed and the password not", screen.String())
+	}
+	if auths := dockerAuths(t, e.dockerCfg); auths[e.reg.Host] == nil {
+		t.Errorf("after login, config.json keeps credentials for %v, not %s", auths, e.reg.Host)
 	}
 }

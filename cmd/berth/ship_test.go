@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/berth-dev/berth/internal/registrytest"
+	"github.com/berth-dev/berth/layerfs"
 )
 
 // The shared busybox OCI layout and the name its index gives the image.
@@ -116,6 +117,12 @@ func TestPullRunPush(t *testing.T) {
 		t.Errorf("skopeo inspect %s: digest %q (%v), want %s", dest, inspect.Digest, err, want)
 	}
 
+	// A layer the store has is not fetched again, and the line says so.
+	stdout, stderr, code = berthExit(t, e.root, "pull", dest)
+	if code != 0 || stdout != want+" ("+dest+")\n" || !strings.Contains(stderr, "5c3b447848a9: Already exists") {
+		t.Errorf("berth pull %s of a layer the store has: exit %d, stdout %q, stderr %q; want it Already exists", dest, code, stdout, stderr)
+	}
+
 	// -q: the digest alone, and no progress at all.
 	for _, args := range [][]string{{"pull", "-q", dest}, {"image", "push", "-q", src, e.ref("dst/busybox:3")}} {
 		stdout, stderr, code = berthExit(t, e.root, e.args(args...)...)
@@ -135,6 +142,19 @@ func TestPullErrors(t *testing.T) {
 	}
 	if stdout, _, _ := berthExit(t, e.root, "image", "ls"); strings.Count(stdout, "\n") != 2 {
 		t.Errorf("after a failed pull the store holds:\n%s", stdout)
+	}
+
+	// The store's import limits bound a pull, and its flags lift them.
+	_, stderr, code = berthExit(t, e.root, "pull", "--max-size", "256k", e.ref("x/busybox:1"))
+	if code != exitFailure || !strings.Contains(stderr, "--max-size") {
+		t.Errorf("pull of busybox (1.9 MiB unpacked) with --max-size 256k: exit %d, %q; want %d naming --max-size", code, stderr, exitFailure)
+	}
+	if _, err := berth(t, e.root, "image", "inspect", e.ref("x/busybox:1")); err == nil {
+		t.Error("a pull past --max-size left the image in the store")
+	}
+	_, stderr, code = berthExit(t, e.root, "pull", "--max-files", "0", e.ref("x/busybox:1"))
+	if code != exitSetup || !strings.Contains(stderr, "--max-files") {
+		t.Errorf("pull --max-files 0: exit %d, %q; want %d naming --max-files", code, stderr, exitSetup)
 	}
 
 	for _, p := range []string{"linux", "linux/", "/amd64", "Linux/AMD64", "linux/arm/v7/x", "linux/amd64:10"} {
@@ -275,5 +295,23 @@ func TestLoginLogout(t *testing.T) {
 	}
 	if stderr, code := push("2"); code != exitFailure || !strings.Contains(stderr, "unauthorized") {
 		t.Errorf("push after logout: exit %d, %q; want %d, unauthorized", code, stderr, exitFailure)
+	}
+}
+
+func TestPulledName(t *testing.T) {
+	img := &layerfs.Image{Names: []string{"busybox:latest", "127.0.0.1:5000/x/busybox:1", "team/app:2"}}
+	for ref, want := range map[string]string{
+		"busybox":                                   "busybox:latest",
+		"docker.io/library/busybox:latest":          "busybox:latest",
+		"127.0.0.1:5000/x/busybox:1":                "127.0.0.1:5000/x/busybox:1",
+		"docker.io/team/app:2":                      "team/app:2",
+		"busybox@sha256:" + strings.Repeat("a", 64): "busybox:latest, 127.0.0.1:5000/x/busybox:1, team/app:2",
+	} {
+		if got := pulledName(ref, img); got != want {
+			t.Errorf("pulledName(%q) = %q, want %q", ref, got, want)
+		}
+	}
+	if got := pulledName("busybox@sha256:"+strings.Repeat("a", 64), &layerfs.Image{}); got != "untagged" {
+		t.Errorf("pulledName of an image with no name = %q", got)
 	}
 }

@@ -22,7 +22,7 @@ func (e usageError) Unwrap() error { return e.err }
 // understand; it is called once the tree is complete, so that groups
 // added later get it without doing anything. Left to itself, cobra runs a command group
 // (`berth image`) given an unknown subcommand, or none, by printing its
-// help and exiting 0, so that `berth image push x` looks to a script as if
+// help and exiting 0, so that `berth image sync x` looks to a script as if
 // it worked.
 //
 // A bare group is an error too, unlike Docker's (which prints its help

@@ -14,7 +14,7 @@ func TestUsageErrors(t *testing.T) {
 		want []string // all in the one-line message
 	}{
 		{[]string{"bogus"}, []string{`unknown command "bogus" for "berth"`, "image"}},
-		{[]string{"image", "push", "x", "y"}, []string{`unknown command "push" for "berth image"`, "import"}},
+		{[]string{"image", "sync", "x", "y"}, []string{`unknown command "sync" for "berth image"`, "import"}},
 		{[]string{"image", "lss"}, []string{`unknown command "lss" for "berth image"`, "did you mean ls?"}},
 		{[]string{"network", "connect"}, []string{`unknown command "connect" for "berth network"`}},
 		{[]string{"volume", "mount", "x"}, []string{`unknown command "mount" for "berth volume"`}},
@@ -31,7 +31,11 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"ps", "extra"}, []string{"berth ps: unknown command \"extra\""}},
 		{[]string{"volume", "create"}, []string{"berth volume create: accepts 1 arg"}},
 		{[]string{"help", "bogus"}, []string{`unknown help topic "bogus"`}},
-		{[]string{"help", "image", "push"}, []string{`unknown help topic "push"`}},
+		{[]string{"help", "image", "sync"}, []string{`unknown help topic "sync"`}},
+		{[]string{"pull"}, []string{"berth pull: accepts 1 arg"}},
+		{[]string{"image", "push", "a", "b", "c"}, []string{"berth image push: accepts between 1 and 2 arg"}},
+		{[]string{"login", "a", "b"}, []string{"berth login: accepts at most 1 arg"}},
+		{[]string{"logout", "--bogus"}, []string{"berth logout: unknown flag: --bogus"}},
 	} {
 		stdout, stderr, code := berthExit(t, root, c.args...)
 		ok := code == 125 && strings.Count(stderr, "\n") == 1 && strings.HasPrefix(stderr, "berth: ") && stdout == ""
