@@ -3,6 +3,7 @@ package build
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/berth-dev/berth/internal/testenv"
 )
 
 // lineOf returns the line a build error names, or 0.
@@ -422,4 +425,66 @@ func TestAddArchiveThroughItsOwnLink(t *testing.T) {
 		t.Fatalf("ADD wrote through the archive's link to the host (build error: %v)", err)
 	}
 	t.Logf("build: %v", err)
+}
+
+// A hostile image whose directory is a link to a host path (/out ->
+// the test's directory) takes COPY's files inside the image, at that
+// path under its own root, never on the host.
+func TestCopyIntoHostileImageLink(t *testing.T) {
+	hostDir := t.TempDir()
+	ctx := context.Background()
+	if err := testenv.ImportAlpineWith(ctx, testEnv.Store, "alpine-hostlink:test", testenv.Symlinks(map[string]string{"out": hostDir, "etc/passwd": "/etc/shadow"})...); err != nil {
+		t.Fatal(err)
+	}
+	dir := writeContext(t, map[string]string{
+		"Dockerfile": "FROM alpine-hostlink:test\nCOPY f /out/\nCOPY --chown=nobody f /owned\n",
+		"f":          "copied",
+	})
+	_, err := build(t, dir, nil)
+	if _, serr := os.Lstat(filepath.Join(hostDir, "f")); serr == nil {
+		t.Fatal("COPY followed the image's link to the host")
+	}
+	// The image's /etc/passwd is a link to /etc/shadow: inside the image,
+	// where there is no such file; the host's is never read.
+	if err == nil || lineOf(err) != 3 || !strings.Contains(err.Error(), "nobody") {
+		t.Errorf("COPY --chown with the image's passwd a link to shadow: %v, want an error on line 3", err)
+	}
+	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM alpine-hostlink:test\nCOPY f /out/\n"), 0o644)
+	res, err := build(t, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inImage(t, res.Image, func(root string) {
+		if b, err := os.ReadFile(filepath.Join(root, hostDir, "f")); err != nil || string(b) != "copied" {
+			t.Errorf("%s/f in the image: %q, %v", hostDir, b, err)
+		}
+	})
+}
+
+// The cache key of a COPY covers the files' modes and names as well as
+// their bytes.
+func TestCopyCacheSeesModesAndNames(t *testing.T) {
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nCOPY d /d/\n", "d/a": "same"})
+	cachedAfter := func(change func()) bool {
+		t.Helper()
+		change()
+		res, err := build(t, dir, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Steps[len(res.Steps)-1].Cached
+	}
+	cachedAfter(func() {})
+	if !cachedAfter(func() {}) {
+		t.Error("unchanged COPY not cached")
+	}
+	if cachedAfter(func() { os.Chmod(filepath.Join(dir, "d/a"), 0o755) }) {
+		t.Error("COPY cached after a mode change")
+	}
+	if cachedAfter(func() { os.Rename(filepath.Join(dir, "d/a"), filepath.Join(dir, "d/b")) }) {
+		t.Error("COPY cached after a rename")
+	}
+	if !cachedAfter(func() { os.Chtimes(filepath.Join(dir, "d/b"), time.Unix(1, 0), time.Unix(1, 0)) }) {
+		t.Error("COPY not cached after only a time changed")
+	}
 }

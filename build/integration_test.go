@@ -244,3 +244,30 @@ func assertNoRootfs(t *testing.T) {
 		t.Errorf("rootfses left in the store: %q", keys)
 	}
 }
+
+// A build cancelled during a RUN stops it, tags nothing and leaves no
+// rootfs behind.
+func TestCancelDuringRun(t *testing.T) {
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nRUN echo started; sleep 600\n"})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := &cancelOnOutput{cancel: cancel}
+	o := &Options{Context: dir, Cgroups: testEnv.Cgroups, StateDir: testEnv.StateDir, Tags: []string{"cancelled:test"}, Output: out}
+	_, err := Build(ctx, testEnv.Store, o)
+	if err == nil || !errors.Is(err, context.Canceled) && !strings.Contains(err.Error(), "cancel") {
+		t.Errorf("cancelled build: %v, want a cancellation error", err)
+	}
+	if _, err := testEnv.Store.Image(context.Background(), "cancelled:test"); !errors.Is(err, layerfs.ErrNotFound) {
+		t.Errorf("cancelled:test: %v, want not found", err)
+	}
+	assertNoRootfs(t)
+}
+
+// cancelOnOutput cancels once the workload has written something: it
+// is running.
+type cancelOnOutput struct{ cancel func() }
+
+func (c *cancelOnOutput) Write(p []byte) (int, error) {
+	c.cancel()
+	return len(p), nil
+}

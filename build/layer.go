@@ -55,17 +55,38 @@ func (r *imageRoot) open(p string, flags int) (*os.File, error) {
 // the image it goes through followed inside the image, and p's stat if
 // it exists. A missing path is resolved as far as it exists.
 func (r *imageRoot) resolve(p string) (string, *unix.Stat_t, error) {
+	return r.resolveDepth(p, 0)
+}
+
+// maxLinks bounds the dangling links resolve follows, as the kernel's
+// ELOOP bounds links in a path.
+const maxLinks = 40
+
+func (r *imageRoot) resolveDepth(p string, links int) (string, *unix.Stat_t, error) {
 	p = path.Clean("/" + p)
 	f, err := r.open(p, unix.O_PATH)
 	if err != nil {
 		if !errors.Is(err, unix.ENOENT) || p == "/" {
 			return "", nil, err
 		}
-		parent, _, err := r.resolve(path.Dir(p))
+		parent, _, err := r.resolveDepth(path.Dir(p), links)
 		if err != nil {
 			return "", nil, err
 		}
-		return path.Join(parent, path.Base(p)), nil, nil
+		p = path.Join(parent, path.Base(p))
+		// A dangling link is followed, inside the image, to where its
+		// target would be, as Docker creates the target.
+		target, err := r.readlink(p)
+		if err != nil {
+			return p, nil, nil
+		}
+		if links >= maxLinks {
+			return "", nil, fmt.Errorf("%s: %w", p, unix.ELOOP)
+		}
+		if !path.IsAbs(target) {
+			target = path.Join(path.Dir(p), target)
+		}
+		return r.resolveDepth(target, links+1)
 	}
 	defer f.Close()
 	var st unix.Stat_t
@@ -83,12 +104,27 @@ func (r *imageRoot) resolve(p string) (string, *unix.Stat_t, error) {
 	return path.Clean("/" + rel), &st, nil
 }
 
+// readlink reads p if it is a link, its parents resolved in the image.
+func (r *imageRoot) readlink(p string) (string, error) {
+	f, err := r.open(p, unix.O_PATH|unix.O_NOFOLLOW)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	buf := make([]byte, unix.PathMax)
+	n, err := unix.Readlinkat(int(f.Fd()), "", buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}
+
 // owner is a COPY --chown: uid and gid, or nil for the entries' own.
 type owner struct{ uid, gid int }
 
 // resolveOwner resolves spec, "user[:group]" by number or by name in the
-// image's /etc/passwd and /etc/group, as Docker does. A user without a
-// group gets the user's primary group.
+// image's /etc/passwd and /etc/group, as Docker does. As in Docker, a
+// user without a group gets the user's numeric id as group id too.
 func (r *imageRoot) resolveOwner(spec string) (*owner, error) {
 	if spec == "" {
 		return nil, nil
@@ -104,15 +140,8 @@ func (r *imageRoot) resolveOwner(spec string) (*owner, error) {
 		if uid, err = strconv.Atoi(fields[2]); err != nil {
 			return nil, fmt.Errorf("--chown=%s: /etc/passwd: bad uid %q", spec, fields[2])
 		}
-		if !hasGroup {
-			if o.gid, err = strconv.Atoi(fields[3]); err != nil {
-				return nil, fmt.Errorf("--chown=%s: /etc/passwd: bad gid %q", spec, fields[3])
-			}
-		}
-	} else if !hasGroup {
-		o.gid = uid
 	}
-	o.uid = uid
+	o.uid, o.gid = uid, uid
 	if hasGroup {
 		gid, err := strconv.Atoi(g)
 		if err != nil || gid < 0 {

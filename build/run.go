@@ -65,6 +65,9 @@ func (b *builder) runStep(ctx context.Context, ss *stageState, s step, c *instru
 		return nil, err
 	}
 	if !res.Success() {
+		if res.Canceled || ctx.Err() != nil {
+			return nil, fmt.Errorf("stopped: %w", context.Cause(ctx))
+		}
 		if res.Signal != 0 {
 			return nil, fmt.Errorf("killed by signal %v", res.Signal)
 		}

@@ -83,8 +83,8 @@ func (s *Sandbox) Commit(ctx context.Context, name string, opts *CommitOptions) 
 	if !ok {
 		return nil, fmt.Errorf("commit sandbox %s: storage %T cannot commit: %w", id, storage, errors.ErrUnsupported)
 	}
-	lopts := &layerfs.CommitOptions{Name: name, Author: opts.Author, Comment: opts.Message, Config: opts.Config, CreatedBy: opts.CreatedBy,
-		MountPoints: s.mountPoints()}
+	lopts := &layerfs.CommitOptions{Name: name, Author: opts.Author, Comment: opts.Message, Config: opts.Config,
+		CreatedBy: opts.CreatedBy, MountPoints: s.mountPoints()}
 
 	if handle {
 		// Another process's sandbox: its owner releases the rootfs, and
@@ -156,7 +156,9 @@ func (s *Sandbox) frozen(ctx context.Context, cg interface {
 	defer func() {
 		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), thawTimeout)
 		defer cancel()
-		if terr := cg.Thaw(tctx); terr != nil {
+		// A cgroup removed meanwhile (the workload killed) has
+		// nothing left to thaw.
+		if terr := cg.Thaw(tctx); terr != nil && !errors.Is(terr, cgroup.ErrNotFound) {
 			s.log.Error("thaw after commit", "id", s.id, "err", terr)
 			err = errors.Join(err, fmt.Errorf("thaw: %w", terr))
 		}

@@ -22,6 +22,15 @@
 // few milliseconds instead of the tens a sandbox built from nothing takes
 // on a host with cgroup v1 controllers (bench/README.md has the figures).
 //
+// Commit saves what a sandbox wrote as a new image in its store, while it
+// runs (frozen for the moment it takes) or, with Options.KeepRootfs,
+// after its workload has ended:
+//
+//	sb := sandbox.New("alpine:3.20", &sandbox.Options{Args: args, KeepRootfs: true})
+//	defer sb.Close() // releases the kept rootfs
+//	res, err := sb.Run(ctx)
+//	img, err := sb.Commit(ctx, "myimage:1", &sandbox.CommitOptions{Message: "built"})
+//
 // Sandboxes are independent: many goroutines may create and run them at
 // once.
 package sandbox

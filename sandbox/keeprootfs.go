@@ -102,3 +102,21 @@ func (h *rootfsHold) releaseKept() error {
 	}
 	return first
 }
+
+// replacing runs swap, which releases the rootfs and prepares another in
+// its place under the same key (as Reset does), with the hold taken
+// exclusively, so that no read spans the swap: a commit or copy in
+// progress finishes on the old rootfs first, and one that starts later
+// reads the new one. If swap fails, the rootfs counts as released.
+func (h *rootfsHold) replacing(swap func() error) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.released {
+		return errRootfsReleased
+	}
+	if err := swap(); err != nil {
+		h.released = true
+		return err
+	}
+	return nil
+}

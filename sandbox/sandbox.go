@@ -197,7 +197,12 @@ type Options struct {
 	StateDir string
 	// KeepRootfs keeps the sandbox's writable layer after its workload
 	// has ended, until Close, so that Commit and CopyFrom can still read
-	// it. Off by default: an exited sandbox then holds nothing.
+	// it. Off by default: an exited sandbox then holds nothing. The
+	// cgroup, network and PID 1 still go when the workload ends; the
+	// rootfs, with the sandbox's state directory and its claim on it,
+	// stays, so that Recover leaves it alone while this process lives
+	// and reclaims it once it has died. A Pool's sandboxes cannot keep
+	// theirs.
 	KeepRootfs bool
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
