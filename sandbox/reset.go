@@ -43,8 +43,9 @@ import (
 // Wait, Run and Close, called before or during a Reset, return once the
 // new workload has ended: the replaced one's end is not the sandbox's.
 // Reset refuses a sandbox not started (ErrNotStarted), one whose workload
-// has ended or that is closed (ErrNotRunning: its network is detached and
-// its rootfs released), an Open handle (ErrNotOwner), and, wrapping
+// has ended or that is closed (ErrNotRunning: its network is detached,
+// and its rootfs released or, under KeepRootfs, kept only to be read), an
+// Open handle (ErrNotOwner), and, wrapping
 // errors.ErrUnsupported, a sandbox with a terminal, one from a Pool, and
 // one in a user namespace attached to a network. If the restart itself
 // fails (ctx ends, the storage cannot prepare the rootfs, the program
@@ -72,6 +73,9 @@ func (s *Sandbox) Reset(ctx context.Context) error {
 	defer s.mu.Unlock()
 	if err := s.restart(ctx, netns); err != nil {
 		s.endAfterFailedReset(err)
+		if err == errClosedMeanwhile {
+			return fmt.Errorf("sandbox %s: reset: %w", s.id, err)
+		}
 		return fmt.Errorf("sandbox %s: reset: %w", s.id, setupError(err))
 	}
 	return nil
@@ -161,6 +165,10 @@ func (s *Sandbox) handOverToReset() bool {
 	return true
 }
 
+// errClosedMeanwhile is a Reset's when Close came first: the sandbox ends
+// as Close would have ended it, and Wait reports no error for it.
+var errClosedMeanwhile = fmt.Errorf("%w: closed meanwhile", ErrNotRunning)
+
 // restart builds the workload's world again and starts it. Called with
 // s.mu held, once the old workload's PID 1 is gone; netns, if not nil, is
 // the network namespace to join, closed once the init has it.
@@ -168,7 +176,7 @@ func (s *Sandbox) restart(ctx context.Context, netns *os.File) error {
 	s.netns = netns
 	s.resets++
 	if s.closed {
-		return errors.New("closed meanwhile")
+		return errClosedMeanwhile
 	}
 	if err := ctx.Err(); err != nil {
 		return stoppedBeforeStart(ctx)
@@ -217,15 +225,16 @@ func (s *Sandbox) restart(ctx context.Context, netns *os.File) error {
 // renewRootfs releases the sandbox's rootfs and prepares it again, under
 // the same key, from the image, with the same disk quota. Prepare is the
 // only way that holds for every Storage: a plugin's rootfs may be a mount
-// the host cannot empty, and a quota is set up with the rootfs.
+// the host cannot empty, and a quota is set up with the rootfs. A Commit
+// or CopyFrom reading the old rootfs finishes first; one that comes
+// later reads the new.
 func (s *Sandbox) renewRootfs(ctx context.Context, sec *security.Config) (string, error) {
-	if err := s.storage.Release(ctx, s.state.RootfsKey); err != nil {
-		return "", fmt.Errorf("release the old rootfs: %w", err)
-	}
-	s.rootfsReleased = true
 	prep, err := prepareOptions(sec)
 	if err != nil {
 		return "", err
+	}
+	if prep != nil && prep.UserNS != nil {
+		defer prep.UserNS.Close()
 	}
 	if s.opts.DiskQuota != 0 {
 		if prep == nil {
@@ -233,15 +242,21 @@ func (s *Sandbox) renewRootfs(ctx context.Context, sec *security.Config) (string
 		}
 		prep.DiskQuota = s.opts.DiskQuota
 	}
-	fs, err := s.storage.Prepare(ctx, s.state.RootfsKey, s.img, prep)
-	if prep != nil && prep.UserNS != nil {
-		prep.UserNS.Close()
-	}
-	if err != nil {
-		return "", fmt.Errorf("prepare the rootfs again: %w", err)
-	}
-	s.rootfsReleased = false
-	return fs.Path, nil
+	var path string
+	err = s.hold.replacing(func() error {
+		if err := s.storage.Release(ctx, s.state.RootfsKey); err != nil {
+			return fmt.Errorf("release the old rootfs: %w", err)
+		}
+		s.rootfsReleased = true
+		fs, err := s.storage.Prepare(ctx, s.state.RootfsKey, s.img, prep)
+		if err != nil {
+			return fmt.Errorf("prepare the rootfs again: %w", err)
+		}
+		s.rootfsReleased = false
+		path = fs.Path
+		return nil
+	})
+	return path, err
 }
 
 // rewriteEtcFiles writes the sandbox's etc files again as Start left
@@ -286,7 +301,9 @@ func (s *Sandbox) endAfterFailedReset(err error) {
 	r := s.result
 	r.Exited = time.Now()
 	r.ExitCode, r.Signal = 128+int(syscall.SIGKILL), syscall.SIGKILL
-	s.waitErr = fmt.Errorf("sandbox %s: reset: %w", s.id, err)
+	if err != errClosedMeanwhile {
+		s.waitErr = fmt.Errorf("sandbox %s: reset: %w", s.id, err)
+	}
 	if cerr := s.cleanup(); cerr != nil {
 		s.log.Warn("tear down after a failed reset", "id", s.id, "err", cerr)
 	}
