@@ -43,10 +43,10 @@ const thawTimeout = 10 * time.Second
 // Commit stores what the sandbox changed in its rootfs as a new layer on
 // top of its image, and the result as a new image tagged name (empty for
 // none). The sandbox may be running (started here, from a Pool, or found
-// by Open), or have exited with Options.KeepRootfs set. Storage that
-// cannot commit gives an error that errors.Is errors.ErrUnsupported; a
-// sandbox whose rootfs is gone, one that ended
-// without KeepRootfs or was closed, an error that errors.Is ErrNotRunning.
+// by Open), or have exited with Options.KeepRootfs set and not been
+// closed; once its rootfs is gone, Commit fails with an error that
+// errors.Is ErrNotRunning. Storage that cannot commit gives an error that
+// errors.Is errors.ErrUnsupported.
 //
 // The new image's config is the image's, or opts.Config: never what the
 // sandbox was started with (Options.Args, Env, User, Dir), which belongs
@@ -85,35 +85,28 @@ func (s *Sandbox) Commit(ctx context.Context, name string, opts *CommitOptions) 
 	}
 	lopts := &layerfs.CommitOptions{Name: name, Author: opts.Author, Comment: opts.Message, Config: opts.Config,
 		CreatedBy: opts.CreatedBy, MountPoints: s.mountPoints()}
-
 	if handle {
-		// Another process's sandbox: its owner releases the rootfs, and
-		// the store finds it gone if it has. A handle's workload may
-		// have ended since Open; there is then nothing to freeze.
+		// Another process's sandbox, whose workload may have ended
+		// since Open: there is then nothing to freeze.
 		running = s.state.Init.alive()
-		var img *layerfs.Image
-		err := s.frozen(ctx, cg, running && !opts.NoPause, func() (err error) {
-			img, err = c.Commit(ctx, key, lopts)
-			return err
-		})
-		if err != nil {
-			if !running && errors.Is(err, layerfs.ErrNotFound) {
-				err = fmt.Errorf("%w: %w", ErrNotRunning, err)
-			}
-			return nil, fmt.Errorf("commit sandbox %s: %w", id, err)
-		}
-		return img, nil
 	}
-
 	var img *layerfs.Image
-	err := hold.read(func() error {
+	commit := func() error {
 		return s.frozen(ctx, cg, running && !opts.NoPause, func() (err error) {
 			img, err = c.Commit(ctx, key, lopts)
 			return err
 		})
-	})
-	if errors.Is(err, errRootfsReleased) {
-		return nil, fmt.Errorf("commit sandbox %s: %w: %w (Options.KeepRootfs keeps it after the workload ends)", id, ErrNotRunning, err)
+	}
+
+	var err error
+	if handle {
+		// Its owner alone releases the rootfs; the store says so if
+		// it has.
+		if err = commit(); errors.Is(err, layerfs.ErrNotFound) && !running {
+			err = fmt.Errorf("%w: %w", ErrNotRunning, err)
+		}
+	} else if err = hold.read(commit); errors.Is(err, errRootfsReleased) {
+		err = fmt.Errorf("%w: %w (Options.KeepRootfs keeps it after the workload ends)", ErrNotRunning, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("commit sandbox %s: %w", id, err)

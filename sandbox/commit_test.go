@@ -234,6 +234,10 @@ func TestCommitKeepRootfs(t *testing.T) {
 	if !slices.Contains(rootfsesLeft(t), key) || len(mountsUnder(t, rootfs)) == 0 {
 		t.Fatalf("the kept rootfs %s is gone after the workload ended", key)
 	}
+	states, err := ReadStates(testEnv.stateDir)
+	if i := slices.IndexFunc(states, func(st State) bool { return st.ID == sb.ID() }); i < 0 || !states[i].Exited() || !states[i].Alive() {
+		t.Errorf("the record of an exited sandbox with a kept rootfs: %+v (%v), want it exited and owned", states, err)
+	}
 	if slices.Contains(cgroupsLeft(t, testEnv.cgroups), sb.ID()) {
 		t.Errorf("the cgroup of an exited sandbox is kept with its rootfs")
 	}
@@ -284,6 +288,9 @@ func TestCommitOpenAndPool(t *testing.T) {
 		o.Stdout, o.Stderr = &out, &out
 	}))
 	startReady(t, sb, &out)
+	if st, err := findState(context.Background(), testEnv.stateDir, sb.ID()); err != nil || st.Exited() {
+		t.Errorf("the record of a running sandbox: %+v (%v), want it not exited", st, err)
+	}
 	h, err := Open(context.Background(), sb.ID(), opts(nil))
 	if err != nil {
 		t.Fatal(err)
@@ -426,5 +433,31 @@ func TestKeepRootfsOwnerKilled(t *testing.T) {
 	}
 	if left := stateLeft(t, stateDir); len(left) > 0 {
 		t.Errorf("state left after Recover: %v", left)
+	}
+}
+
+// BenchmarkCommit commits a running sandbox that wrote 8 MiB of random
+// bytes and 100 small files: freeze, diff, gzip, store, thaw.
+func BenchmarkCommit(b *testing.B) {
+	var out syncBuffer
+	sb := New("alpine:test", opts(func(o *Options) {
+		o.Args = []string{"sh", "-c", "head -c 8388608 /dev/urandom > /big; mkdir /small; for i in $(seq 100); do echo $i > /small/$i; done; echo ready; exec sleep 1000"}
+		o.Stdout, o.Stderr = &out, &out
+	}))
+	if err := sb.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	defer sb.Close()
+	for !strings.Contains(out.String(), "ready") {
+		time.Sleep(5 * time.Millisecond)
+	}
+	for b.Loop() {
+		img, err := sb.Commit(context.Background(), "", nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		testEnv.store.Remove(context.Background(), img.Digest.String())
+		b.StartTimer()
 	}
 }

@@ -144,6 +144,11 @@ func readStateDir(stateDir string) (string, []os.DirEntry, error) {
 // Alive reports whether the process that owns the sandbox still runs.
 func (st *State) Alive() bool { return st.Host.alive() }
 
+// Exited reports whether the sandbox's workload has ended while its owner
+// still holds it: its PID 1 is gone, but its rootfs is kept until the
+// owner closes it (Options.KeepRootfs), or is about to be released.
+func (st *State) Exited() bool { return !st.Pending && st.Init.PID > 0 && !st.Init.alive() }
+
 // ErrDamagedState means that a sandbox's state directory has no readable
 // record: state.json is missing, empty, truncated or garbled.
 var ErrDamagedState = errors.New("sandbox record missing or damaged")

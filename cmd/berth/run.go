@@ -479,6 +479,8 @@ func psLine(r sandbox.Record) string {
 		status = "dead (berth gc reclaims it)"
 	case st.Pending:
 		status = "starting, or waiting in a pool"
+	case st.Exited():
+		status = "exited, rootfs kept by its owner"
 	}
 	return fmt.Sprintf("%s\t%s\t%s\t%s ago\t%s", id, clip.Cut(st.Image, 40), clip.Cut(strings.Join(st.Args, " "), 60),
 		time.Since(st.Created).Round(time.Second), status)
