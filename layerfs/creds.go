@@ -1,14 +1,6 @@
 package layerfs
 
-import (
-	"fmt"
-	"runtime"
-
-	"golang.org/x/sys/unix"
-)
-
-// capSysResource is CAP_SYS_RESOURCE's number.
-const capSysResource = 24
+import "github.com/berth-dev/berth/internal/safetree"
 
 // withoutResourceCap calls fn on an OS thread of its own that has dropped
 // CAP_SYS_RESOURCE from its effective capabilities; the thread is never
@@ -22,34 +14,10 @@ const capSysResource = 24
 // overlay mounted with it would ignore its disk quota, and any quota an
 // administrator set on the store's filesystem.
 func withoutResourceCap(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := dropResourceCap(); err != nil {
-			errc <- err
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
+	return safetree.OnThread(safetree.NoCreds, fn)
 }
 
 // dropResourceCap clears CAP_SYS_RESOURCE from the effective capabilities
 // of the calling thread, which must be locked to its goroutine and never
-// unlocked. Capabilities belong to each thread: the rest of the process
-// keeps its own.
-func dropResourceCap() error {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return fmt.Errorf("capget: %w", err)
-	}
-	if data[0].Effective&(1<<capSysResource) == 0 {
-		return nil
-	}
-	data[0].Effective &^= 1 << capSysResource
-	if err := unix.Capset(&hdr, &data[0]); err != nil {
-		return fmt.Errorf("drop CAP_SYS_RESOURCE: %w", err)
-	}
-	return nil
-}
+// unlocked.
+func dropResourceCap() error { return safetree.DropResourceCap() }

@@ -298,6 +298,7 @@ func TestCopyQuota(t *testing.T) {
 	if !errors.Is(err, unix.ENOSPC) && !errors.Is(err, unix.EDQUOT) {
 		t.Errorf("copy past the quota: %v", err)
 	}
+	t.Log(err)
 	if out := inside(t, sb, "ls -a / | grep -c berth-copy; [ ! -e /big ]"); out != "0\n" {
 		t.Errorf("left behind: %q", out)
 	}

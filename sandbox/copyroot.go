@@ -79,7 +79,7 @@ func (s *Sandbox) withRoot(forWrite bool, fn func(*sandboxRoot) error) error {
 // so that files it makes belong to root inside, and a tmpfs mounted in
 // its user namespace lets them be made at all.
 func (r *sandboxRoot) creds() safetree.Creds {
-	c := safetree.Creds{FSUID: -1, FSGID: -1}
+	c := safetree.NoCreds
 	if r.userns != nil {
 		if uid, err := mapID(r.userns.UIDMap, 0); err == nil {
 			c.FSUID = uid

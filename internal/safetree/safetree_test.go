@@ -318,3 +318,41 @@ func TestWalkSkipsKernelFilesystems(t *testing.T) {
 		t.Errorf("walked %d entries of /proc (%v)", len(names), err)
 	}
 }
+
+// TestSparseTar archives a file of 1 GiB with a few bytes of data: the
+// stream holds the data, not the holes, and unpacks to a sparse file.
+func TestSparseTar(t *testing.T) {
+	src := t.TempDir()
+	f, _ := os.Create(filepath.Join(src, "sparse"))
+	f.WriteAt([]byte("head"), 0)
+	f.WriteAt([]byte("data"), 512<<20)
+	f.Truncate(1 << 30)
+	f.Close()
+	ctx := context.Background()
+	var buf bytes.Buffer
+	tw := NewTarWriter(&buf)
+	if err := Walk(ctx, openDir(t, src), "sparse", "d/sparse", func(e *Entry) error { return tw.Write(ctx, e) }); err != nil {
+		t.Fatal(err)
+	}
+	tw.Close()
+	if buf.Len() > 64<<10 {
+		t.Fatalf("the tar of a sparse file is %d bytes", buf.Len())
+	}
+	dst := t.TempDir()
+	if err := unpack(t, dst, &buf); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(dst, "d/sparse"), &st); err != nil || st.Size != 1<<30 || st.Blocks*512 > 1<<20 {
+		t.Fatalf("unpacked: %d bytes, %d allocated (%v)", st.Size, st.Blocks*512, err)
+	}
+	g, _ := os.Open(filepath.Join(dst, "d/sparse"))
+	defer g.Close()
+	b := make([]byte, 4)
+	g.ReadAt(b, 512<<20)
+	h := make([]byte, 4)
+	g.ReadAt(h, 0)
+	if string(b) != "data" || string(h) != "head" {
+		t.Errorf("data %q, head %q", b, h)
+	}
+}

@@ -20,6 +20,9 @@ type Creds struct {
 	FSUID, FSGID int
 }
 
+// NoCreds leaves the thread's ids as they are.
+var NoCreds = Creds{FSUID: -1, FSGID: -1}
+
 // OnThread calls fn on an OS thread of its own that has dropped
 // CAP_SYS_RESOURCE, so that what fn writes counts against quotas (ext4
 // lets that capability exceed them), and that acts as c says; the thread
@@ -40,9 +43,6 @@ func OnThread(c Creds, fn func() error) error {
 }
 
 func (c Creds) apply() error {
-	// A change of fsuid away from 0 clears the filesystem capabilities
-	// from the effective set; they are raised again below from the
-	// permitted set, which it leaves alone.
 	if c.FSGID != -1 {
 		unix.Setfsgid(c.FSGID)
 		if got, _ := unix.SetfsgidRetGid(-1); got != c.FSGID {
@@ -55,13 +55,33 @@ func (c Creds) apply() error {
 			return fmt.Errorf("setfsuid %d: still %d", c.FSUID, got)
 		}
 	}
+	// A change of fsuid away from 0 clears the filesystem capabilities
+	// from the effective set; they are raised again from the permitted
+	// set, which it leaves alone.
+	return setEffective(c.FSUID != -1)
+}
+
+// DropResourceCap clears CAP_SYS_RESOURCE from the effective capabilities
+// of the calling thread, which must be locked to its goroutine and never
+// unlocked. Capabilities belong to each thread: the rest of the process
+// keeps its own.
+func DropResourceCap() error { return setEffective(false) }
+
+// setEffective clears CAP_SYS_RESOURCE from the calling thread's
+// effective capabilities and, with raise, makes the rest of them its
+// permitted ones.
+func setEffective(raise bool) error {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
 	if err := unix.Capget(&hdr, &data[0]); err != nil {
 		return fmt.Errorf("capget: %w", err)
 	}
-	data[0].Effective = data[0].Permitted &^ (1 << capSysResource)
-	data[1].Effective = data[1].Permitted
+	if raise {
+		data[0].Effective, data[1].Effective = data[0].Permitted, data[1].Permitted
+	} else if data[0].Effective&(1<<capSysResource) == 0 {
+		return nil
+	}
+	data[0].Effective &^= 1 << capSysResource
 	if err := unix.Capset(&hdr, &data[0]); err != nil {
 		return fmt.Errorf("drop CAP_SYS_RESOURCE: %w", err)
 	}
