@@ -281,3 +281,22 @@ func TestBuildNetworkFlag(t *testing.T) {
 		}
 	}
 }
+
+// A context's Dockerfile that is a link to a host file is read inside
+// the context, where the link leads nowhere: berth build never shows, or
+// builds from, the host file it names.
+func TestBuildDockerfileLinkStaysInContext(t *testing.T) {
+	e := newCLIEnv(t)
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("FROM alpine:test\nRUN echo host-file-was-read\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.Symlink(secret, filepath.Join(dir, "Dockerfile")); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := berthExit(t, e.root, e.args("build", dir)...)
+	if code == 0 || strings.Contains(stdout+stderr, "host-file-was-read") {
+		t.Errorf("build of a context whose Dockerfile links to a host file: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+}
