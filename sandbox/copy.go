@@ -157,10 +157,11 @@ func (s *Sandbox) CopyFrom(ctx context.Context, sandboxPath, hostPath string, op
 // CopyFromTar writes sandboxPath, resolved inside the sandbox's root as
 // CopyFrom resolves it, to w as a tar stream whose entries are named after
 // sandboxPath's last element (the root's entries by their own names).
-// Links are archived as links; FIFOs, sockets and devices are left out,
-// with a warning in the sandbox's log. Holes are written as zeros: tar as
-// archive/tar writes it has no sparse form, so the stream of a sparse file
-// is as long as the file.
+// Links are archived as links, and a file's further names as hard links
+// to its first; FIFOs, sockets and devices are left out, with a warning in
+// the sandbox's log. A sparse file is a sparse member (GNU tar's PAX
+// format 1.0), so its holes take no room in the stream; one of more than
+// 65,536 ranges of data is refused.
 func (s *Sandbox) CopyFromTar(ctx context.Context, sandboxPath string, w io.Writer, opts *CopyOptions) error {
 	o := copyOptions(opts)
 	return s.withRoot(false, func(root *sandboxRoot) error {
