@@ -94,6 +94,20 @@ bench-plugins: build cni
 	GO=$(GO) $(GO) run ./bench/cmd/berth-bench -$(BENCH_MODE) -plugins only -out $(BENCH_PLUGINS_OUT)
 	$(GO) test -run '^$$' -bench Plugin -timeout 10m ./plugin/
 
+# Shipping and building (issue 13, about two minutes): pull and push
+# throughput from the reference registry on 127.0.0.1, the build of a small
+# Dockerfile and its cached rebuild, then Sandbox.Reset. go test prints
+# throughput as MB/s; the output goes to BENCH_SHIP_OUT as well.
+BENCH_SHIP_OUT ?= /tmp/berth-bench-ship.txt
+.PHONY: bench-ship
+bench-ship: test-deps
+	@[ "$$(id -u)" -eq 0 ] || { echo "make bench-ship must run as root" >&2; exit 1; }
+	$(GO) test -run '^$$' -bench '^Benchmark(Pull|Push|Build|BuildCached)$$' -benchtime 10x -timeout 20m ./bench/ > $(BENCH_SHIP_OUT) || \
+		{ cat $(BENCH_SHIP_OUT); exit 1; }
+	$(GO) test -run '^$$' -bench 'Reset' -timeout 10m ./sandbox/ >> $(BENCH_SHIP_OUT) || \
+		{ cat $(BENCH_SHIP_OUT); exit 1; }
+	cat $(BENCH_SHIP_OUT)
+
 demo-deps:
 	@[ "$$(id -u)" -eq 0 ] || { echo "make demo must run as root: it installs Debian packages and writes the image store (/var/lib/berth, or \$$BERTH_ROOT)" >&2; exit 1; }
 	hack/deps.sh demo

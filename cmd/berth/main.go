@@ -125,10 +125,10 @@ exits 125 for a command line it does not understand, and other commands
 	run, exec := newRunCommand(g), newExecCommand(g)
 	markWorkload(run)
 	markWorkload(exec)
-	root.AddCommand(newImageCommand(g), run, exec, newPsCommand(g), newKillCommand(g), newGCCommand(g), newSecurityCommand(), newNetworkCommand(g), newVolumeCommand(g), newPluginCommand(g))
+	root.AddCommand(newImageCommand(g), newBuildCommand(g), run, exec, newPsCommand(g), newKillCommand(g), newGCCommand(g), newSecurityCommand(), newNetworkCommand(g), newVolumeCommand(g), newPluginCommand(g))
+	root.AddCommand(shipCommands(g)...)
 	root.AddCommand(newCommitCommand(g))
 	root.AddCommand(newCopyCommand(g))
-	root.AddCommand(shipCommands(g)...)
 	strictUsage(root)
 	return root
 }
