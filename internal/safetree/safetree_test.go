@@ -319,6 +319,23 @@ func TestWalkSkipsKernelFilesystems(t *testing.T) {
 	}
 }
 
+// TestWalkRefusesKernelFiles walks a regular file of procfs, as a
+// workload's link to its /proc or a mount of it would have a copy do:
+// berth, the host's root, never opens it (reading /proc/kmsg takes the
+// host's kernel log, /proc/kcore is the host's memory).
+func TestWalkRefusesKernelFiles(t *testing.T) {
+	for _, dir := range []string{"/proc/self", "/sys/kernel"} {
+		opened := false
+		err := Walk(context.Background(), openDir(t, dir), map[string]string{"/proc/self": "status", "/sys/kernel": "uevent_seqnum"}[dir], "f", func(e *Entry) error {
+			opened = opened || e.Content != nil
+			return nil
+		})
+		if opened || !errors.Is(err, ErrUnsafeEntry) {
+			t.Errorf("walked %s's file: opened %v, %v; want it refused, unopened", dir, opened, err)
+		}
+	}
+}
+
 // TestSparseTar archives a file of 1 GiB with a few bytes of data: the
 // stream holds the data, not the holes, and unpacks to a sparse file.
 func TestSparseTar(t *testing.T) {

@@ -123,7 +123,7 @@ func (w *walker) walk(ctx context.Context, dir int, name, as string, depth int) 
 	return fn(e)
 }
 
-// kernelFS reports whether the directory fd is on a filesystem of the
+// kernelFS reports whether fd (O_PATH will do) is on a filesystem of the
 // kernel's (procfs, sysfs, cgroupfs, devpts and the like), whose contents
 // are the kernel's state, not files: a walk does not descend into them.
 // Reading some of their files has effects, or takes long.
@@ -162,6 +162,14 @@ func openRegular(dir int, name, as string) (f *os.File, ok bool, err error) {
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil, false, nil
+	}
+	// A file of procfs or sysfs is the kernel's state, and reading one
+	// can act on the host's (/proc/kmsg takes the host's kernel log from
+	// its syslog) or hand over the host's memory (/proc/kcore): a workload
+	// that points a copy there, through a link to its /proc or a mount,
+	// must not get berth, the host's root, to read it.
+	if kernelFS(p) {
+		return nil, false, pathError("open", as, fmt.Errorf("%w: a file of a kernel filesystem (procfs, sysfs and the like)", ErrUnsafeEntry))
 	}
 	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(p), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
