@@ -457,3 +457,46 @@ func TestCopyCancel(t *testing.T) {
 		t.Errorf("left in /tmp: %q", out)
 	}
 }
+
+// TestResolveInRootRace swaps a directory of a root for a link to a host
+// directory while resolveInRoot (CopyFrom's FollowLink) resolves a path
+// through it: it checked the directory, then looked its child up by a
+// name the kernel resolved from root, which followed the swapped-in link
+// to the host's files and read a host link there.
+func TestResolveInRootRace(t *testing.T) {
+	root, host := t.TempDir(), t.TempDir()
+	if err := os.Symlink("/host-link-target", filepath.Join(host, "b")); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := os.MkdirAll(filepath.Join(root, "a", "b"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(host, filepath.Join(root, "swap")); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			unix.Renameat2(fd, "a", fd, "swap", unix.RENAME_EXCHANGE)
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); {
+		p, err := resolveInRoot(fd, "/a/b")
+		if err == nil && strings.Contains(p, "host-link-target") {
+			t.Fatalf("resolved through the host's link: %s", p)
+		}
+	}
+}
