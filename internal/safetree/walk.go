@@ -70,7 +70,6 @@ func (w *walker) walk(ctx context.Context, dir int, name, as string, depth int) 
 				e.HardLink, e.Size = first, 0
 				return fn(e)
 			}
-			w.links[id] = as
 		}
 		f, ok, err := openRegular(dir, name, as)
 		if err != nil || !ok {
@@ -80,6 +79,12 @@ func (w *walker) walk(ctx context.Context, dir int, name, as string, depth int) 
 		var now unix.Stat_t
 		if err := unix.Fstat(int(f.Fd()), &now); err != nil {
 			return pathError("stat", as, err)
+		}
+		// Recorded once opened, and as the file opened: a name swapped
+		// or gone since its lstat must not become the target of the
+		// file's other names.
+		if id := [2]uint64{now.Dev, now.Ino}; now.Nlink > 1 && w.links[id] == "" {
+			w.links[id] = as
 		}
 		e = entryOf(as, &now)
 		e.Content = f
