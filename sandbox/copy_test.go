@@ -500,3 +500,54 @@ func TestResolveInRootRace(t *testing.T) {
 		}
 	}
 }
+
+// TestCopyHoldsRootfs ends the workload while a copy into its sandbox is
+// in progress: the teardown waits for the copy instead of removing the
+// rootfs it writes into (which made the removal fail, or left the copy
+// writing into a directory no longer there), then releases it.
+func TestCopyHoldsRootfs(t *testing.T) {
+	sb := sleeper(t, nil)
+	sb.mu.Lock()
+	rootfs := sb.rootfs
+	sb.mu.Unlock()
+	pr, pw := io.Pipe()
+	errc := make(chan error, 1)
+	go func() {
+		err := sb.CopyToTar(context.Background(), pr, "/tmp", nil)
+		pr.CloseWithError(io.ErrClosedPipe) // a copy that ended early does not block the writes
+		errc <- err
+	}()
+	tw := tar.NewWriter(pw)
+	data := bytes.Repeat([]byte("x"), 1<<20)
+	if err := tw.WriteHeader(&tar.Header{Name: "big", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(data))}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tw.Write(data[:4096]); err != nil {
+		t.Fatal(err)
+	}
+	// The copy is reading the stream now, with the sandbox's root open.
+	if err := sb.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	select {
+	case <-sb.done:
+		t.Error("the sandbox was torn down under a copy in progress")
+	default:
+	}
+	if _, err := os.Stat(rootfs); err != nil {
+		t.Errorf("the rootfs went under a copy in progress: %v", err)
+	}
+	tw.Write(data[4096:])
+	tw.Close()
+	pw.Close()
+	if err := <-errc; err != nil {
+		t.Errorf("the copy: %v", err)
+	}
+	if _, err := sb.Wait(); err != nil {
+		t.Errorf("wait: %v", err)
+	}
+	if _, err := os.Stat(rootfs); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the rootfs after the copy and the teardown: %v", err)
+	}
+}
