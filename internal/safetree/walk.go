@@ -37,7 +37,15 @@ type walker struct {
 	// as hard links to the first, so that a tree of a thousand links to
 	// one large file costs its copy that file once.
 	links map[[2]uint64]string
+	// linkNames is how many bytes of names links holds.
+	linkNames int
 }
+
+// maxLinkNames bounds the bytes of names a walk keeps of files with
+// several links: the names are the tree's owner's to choose, each up to
+// PATH_MAX deep and more, and a workload's hard links would otherwise
+// make berth hold any amount of them.
+var maxLinkNames = 64 << 20
 
 func (w *walker) walk(ctx context.Context, dir int, name, as string, depth int) error {
 	fn := w.fn
@@ -84,6 +92,9 @@ func (w *walker) walk(ctx context.Context, dir int, name, as string, depth int) 
 		// or gone since its lstat must not become the target of the
 		// file's other names.
 		if id := [2]uint64{now.Dev, now.Ino}; now.Nlink > 1 && w.links[id] == "" {
+			if w.linkNames += len(as); w.linkNames > maxLinkNames {
+				return pathError("walk", as, fmt.Errorf("%w: more than %d bytes of names of files with several links", ErrUnsafeEntry, maxLinkNames))
+			}
 			w.links[id] = as
 		}
 		e = entryOf(as, &now)
