@@ -104,6 +104,11 @@ func (s *Sandbox) CopyTo(ctx context.Context, hostPath, sandboxPath string, opts
 // Symbolic links are made as they are: inside the sandbox they resolve
 // within it. Owners, setuid and setgid bits are kept only with
 // opts.Archive, as for CopyTo.
+//
+// Like every copy, it holds the sandbox's rootfs while it runs: a
+// workload that ends meanwhile is torn down, and Wait returns, once the
+// copy has. ctx is checked between reads of r; a read that blocks is
+// r's to end (close it).
 func (s *Sandbox) CopyToTar(ctx context.Context, r io.Reader, sandboxDir string, opts *CopyOptions) error {
 	o := copyOptions(opts)
 	return s.withRoot(true, func(root *sandboxRoot) error {

@@ -457,3 +457,97 @@ func TestCopyCancel(t *testing.T) {
 		t.Errorf("left in /tmp: %q", out)
 	}
 }
+
+// TestResolveInRootRace swaps a directory of a root for a link to a host
+// directory while resolveInRoot (CopyFrom's FollowLink) resolves a path
+// through it: it checked the directory, then looked its child up by a
+// name the kernel resolved from root, which followed the swapped-in link
+// to the host's files and read a host link there.
+func TestResolveInRootRace(t *testing.T) {
+	root, host := t.TempDir(), t.TempDir()
+	if err := os.Symlink("/host-link-target", filepath.Join(host, "b")); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := os.MkdirAll(filepath.Join(root, "a", "b"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(host, filepath.Join(root, "swap")); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			unix.Renameat2(fd, "a", fd, "swap", unix.RENAME_EXCHANGE)
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); {
+		p, err := resolveInRoot(fd, "/a/b")
+		if err == nil && strings.Contains(p, "host-link-target") {
+			t.Fatalf("resolved through the host's link: %s", p)
+		}
+	}
+}
+
+// TestCopyHoldsRootfs ends the workload while a copy into its sandbox is
+// in progress: the teardown waits for the copy instead of removing the
+// rootfs it writes into (which made the removal fail, or left the copy
+// writing into a directory no longer there), then releases it.
+func TestCopyHoldsRootfs(t *testing.T) {
+	sb := sleeper(t, nil)
+	sb.mu.Lock()
+	rootfs := sb.rootfs
+	sb.mu.Unlock()
+	pr, pw := io.Pipe()
+	errc := make(chan error, 1)
+	go func() {
+		err := sb.CopyToTar(context.Background(), pr, "/tmp", nil)
+		pr.CloseWithError(io.ErrClosedPipe) // a copy that ended early does not block the writes
+		errc <- err
+	}()
+	tw := tar.NewWriter(pw)
+	data := bytes.Repeat([]byte("x"), 1<<20)
+	if err := tw.WriteHeader(&tar.Header{Name: "big", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(data))}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tw.Write(data[:4096]); err != nil {
+		t.Fatal(err)
+	}
+	// The copy is reading the stream now, with the sandbox's root open.
+	if err := sb.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	select {
+	case <-sb.done:
+		t.Error("the sandbox was torn down under a copy in progress")
+	default:
+	}
+	if _, err := os.Stat(rootfs); err != nil {
+		t.Errorf("the rootfs went under a copy in progress: %v", err)
+	}
+	tw.Write(data[4096:])
+	tw.Close()
+	pw.Close()
+	if err := <-errc; err != nil {
+		t.Errorf("the copy: %v", err)
+	}
+	if _, err := sb.Wait(); err != nil {
+		t.Errorf("wait: %v", err)
+	}
+	if _, err := os.Stat(rootfs); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the rootfs after the copy and the teardown: %v", err)
+	}
+}

@@ -32,6 +32,7 @@ type sandboxRoot struct {
 func (s *Sandbox) withRoot(forWrite bool, fn func(*sandboxRoot) error) error {
 	s.mu.Lock()
 	proc, started, readonly := s.proc, s.result != nil && s.proc != nil, s.opts.ReadonlyRootfs
+	hold, handle := s.hold, s.cmd == nil
 	running := started
 	if started {
 		select {
@@ -47,16 +48,29 @@ func (s *Sandbox) withRoot(forWrite bool, fn func(*sandboxRoot) error) error {
 	sec := s.security(&s.opts)
 	r := &sandboxRoot{fd: -1, userns: sec.UserNamespace}
 	if running {
-		fd, err := unix.Open("/proc/"+strconv.Itoa(proc.Pid)+"/root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return fmt.Errorf("sandbox %s: %w: open its root: %w", s.id, ErrNotRunning, err)
+		open := func() error {
+			fd, err := unix.Open("/proc/"+strconv.Itoa(proc.Pid)+"/root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return fmt.Errorf("sandbox %s: %w: open its root: %w", s.id, ErrNotRunning, err)
+			}
+			defer unix.Close(fd)
+			if err := proc.Signal(syscall.Signal(0)); err != nil {
+				return fmt.Errorf("sandbox %s: %w", s.id, ErrNotRunning)
+			}
+			r.fd = fd
+			return fn(r)
 		}
-		defer unix.Close(fd)
-		if err := proc.Signal(syscall.Signal(0)); err != nil {
-			return fmt.Errorf("sandbox %s: %w", s.id, ErrNotRunning)
+		if handle {
+			return open() // the owner's process releases its rootfs
 		}
-		r.fd = fd
-		return fn(r)
+		// Held as a commit holds it: the workload may end during the
+		// copy, and its teardown (or a Reset's swap) must wait rather
+		// than remove the rootfs the copy still writes into.
+		err := hold.read(open)
+		if errors.Is(err, errRootfsReleased) {
+			return fmt.Errorf("sandbox %s: %w: %w", s.id, ErrNotRunning, err)
+		}
+		return err
 	}
 	return s.withRootfs(func(rootfs string, _ bool) error {
 		if forWrite && (readonly || sec.ReadonlyRootfs) {

@@ -373,23 +373,38 @@ func resolveInRoot(root int, p string) (string, error) {
 			continue
 		}
 		next := path.Join(cur, c)
-		var st unix.Stat_t
-		err := unix.Fstatat(root, next[1:], &st, unix.AT_SYMLINK_NOFOLLOW)
+		// next is opened, not looked up by name from root: a name is
+		// resolved by the kernel, which would follow a link the
+		// workload put on cur since it was checked out of root, to the
+		// host's files. Inside root, and through no link but next
+		// itself, which O_PATH|O_NOFOLLOW opens as the link.
+		fd, err := unix.Openat2(root, next[1:], &unix.OpenHow{
+			Flags:   unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
+			Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_SYMLINKS,
+		})
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 			return path.Join(append([]string{next}, rest...)...), nil
 		}
 		if err != nil {
 			return "", err
 		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			unix.Close(fd)
+			return "", err
+		}
 		if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+			unix.Close(fd)
 			cur = next
 			continue
 		}
 		if links++; links > maxLinks {
+			unix.Close(fd)
 			return "", fmt.Errorf("more than %d symbolic links: %w", maxLinks, unix.ELOOP)
 		}
 		buf := make([]byte, unix.PathMax)
-		n, err := unix.Readlinkat(root, next[1:], buf)
+		n, err := unix.Readlinkat(fd, "", buf)
+		unix.Close(fd)
 		if err != nil {
 			return "", err
 		}

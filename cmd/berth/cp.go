@@ -3,10 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/berth-dev/berth/sandbox"
 )
@@ -51,6 +53,11 @@ setgid bits; copied out, to the user running berth. -a keeps owners
 				return usageError{fmt.Errorf("berth cp: sandbox %s: no path in the sandbox (SANDBOX:PATH)", id)}
 			}
 			inPath = sandboxPath(inPath)
+			if f, ok := cmd.OutOrStdout().(*os.File); ok && srcRemote && dstPath == "-" && term.IsTerminal(int(f.Fd())) {
+				// The stream holds the workload's names and bytes,
+				// which a terminal would take for its own controls.
+				return usageError{errors.New("berth cp: standard output is a terminal: redirect the tar stream to a file or a pipe")}
+			}
 			opts, err := g.sandboxOptions()
 			if err != nil {
 				return err

@@ -4,12 +4,15 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestCopyCommand copies in and out of a `berth run` sandbox, as files
@@ -96,5 +99,32 @@ func TestCopyCommand(t *testing.T) {
 		if _, stderr, code := run(args...); code != 125 || stderr == "" {
 			t.Errorf("%q: exit %d, %q", args, code, stderr)
 		}
+	}
+}
+
+// TestCopyOutToTerminal refuses to write a sandbox's tar stream to a
+// terminal, which would take the workload's bytes for its controls.
+func TestCopyOutToTerminal(t *testing.T) {
+	ptmx, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skip(err)
+	}
+	defer ptmx.Close()
+	if err := unix.IoctlSetPointerInt(int(ptmx.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(ptmx.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pts, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pts.Close()
+	var errOut bytes.Buffer
+	code := execute(context.Background(), []string{"--root", t.TempDir(), "cp", "abcdef:/etc", "-"}, strings.NewReader(""), pts, &errOut)
+	if code != 125 || !strings.Contains(errOut.String(), "terminal") {
+		t.Errorf("cp to - on a terminal: exit %d, %q", code, errOut.String())
 	}
 }

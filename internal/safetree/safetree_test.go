@@ -306,6 +306,27 @@ func TestHardLinksCopiedOnce(t *testing.T) {
 	}
 }
 
+// TestWalkBoundsLinkNames walks a tree of many files with several links
+// each: the names the walk keeps to pass their other names as hard links
+// are bounded, and past the bound the walk fails rather than grow.
+func TestWalkBoundsLinkNames(t *testing.T) {
+	defer func(n int) { maxLinkNames = n }(maxLinkNames)
+	maxLinkNames = 1000
+	src := t.TempDir()
+	long := strings.Repeat("n", 200)
+	for i := range 10 {
+		p := filepath.Join(src, fmt.Sprintf("%s%d", long, i))
+		os.WriteFile(p, nil, 0o644)
+		if err := os.Link(p, p+"-link"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := Walk(context.Background(), openDir(t, src), ".", "", func(*Entry) error { return nil })
+	if !errors.Is(err, ErrUnsafeEntry) {
+		t.Errorf("walked 4 KB of linked names past a bound of 1000 bytes: %v", err)
+	}
+}
+
 // TestWalkSkipsKernelFilesystems walks /proc: its directory is an entry,
 // its contents, the kernel's state, are not walked.
 func TestWalkSkipsKernelFilesystems(t *testing.T) {
@@ -316,6 +337,23 @@ func TestWalkSkipsKernelFilesystems(t *testing.T) {
 	})
 	if err != nil || len(names) != 1 {
 		t.Errorf("walked %d entries of /proc (%v)", len(names), err)
+	}
+}
+
+// TestWalkRefusesKernelFiles walks a regular file of procfs, as a
+// workload's link to its /proc or a mount of it would have a copy do:
+// berth, the host's root, never opens it (reading /proc/kmsg takes the
+// host's kernel log, /proc/kcore is the host's memory).
+func TestWalkRefusesKernelFiles(t *testing.T) {
+	for _, dir := range []string{"/proc/self", "/sys/kernel"} {
+		opened := false
+		err := Walk(context.Background(), openDir(t, dir), map[string]string{"/proc/self": "status", "/sys/kernel": "uevent_seqnum"}[dir], "f", func(e *Entry) error {
+			opened = opened || e.Content != nil
+			return nil
+		})
+		if opened || !errors.Is(err, ErrUnsafeEntry) {
+			t.Errorf("walked %s's file: opened %v, %v; want it refused, unopened", dir, opened, err)
+		}
 	}
 }
 

@@ -37,7 +37,15 @@ type walker struct {
 	// as hard links to the first, so that a tree of a thousand links to
 	// one large file costs its copy that file once.
 	links map[[2]uint64]string
+	// linkNames is how many bytes of names links holds.
+	linkNames int
 }
+
+// maxLinkNames bounds the bytes of names a walk keeps of files with
+// several links: the names are the tree's owner's to choose, each up to
+// PATH_MAX deep and more, and a workload's hard links would otherwise
+// make berth hold any amount of them.
+var maxLinkNames = 64 << 20
 
 func (w *walker) walk(ctx context.Context, dir int, name, as string, depth int) error {
 	fn := w.fn
@@ -70,7 +78,6 @@ func (w *walker) walk(ctx context.Context, dir int, name, as string, depth int) 
 				e.HardLink, e.Size = first, 0
 				return fn(e)
 			}
-			w.links[id] = as
 		}
 		f, ok, err := openRegular(dir, name, as)
 		if err != nil || !ok {
@@ -80,6 +87,15 @@ func (w *walker) walk(ctx context.Context, dir int, name, as string, depth int) 
 		var now unix.Stat_t
 		if err := unix.Fstat(int(f.Fd()), &now); err != nil {
 			return pathError("stat", as, err)
+		}
+		// Recorded once opened, and as the file opened: a name swapped
+		// or gone since its lstat must not become the target of the
+		// file's other names.
+		if id := [2]uint64{now.Dev, now.Ino}; now.Nlink > 1 && w.links[id] == "" {
+			if w.linkNames += len(as); w.linkNames > maxLinkNames {
+				return pathError("walk", as, fmt.Errorf("%w: more than %d bytes of names of files with several links", ErrUnsafeEntry, maxLinkNames))
+			}
+			w.links[id] = as
 		}
 		e = entryOf(as, &now)
 		e.Content = f
@@ -123,7 +139,7 @@ func (w *walker) walk(ctx context.Context, dir int, name, as string, depth int) 
 	return fn(e)
 }
 
-// kernelFS reports whether the directory fd is on a filesystem of the
+// kernelFS reports whether fd (O_PATH will do) is on a filesystem of the
 // kernel's (procfs, sysfs, cgroupfs, devpts and the like), whose contents
 // are the kernel's state, not files: a walk does not descend into them.
 // Reading some of their files has effects, or takes long.
@@ -162,6 +178,14 @@ func openRegular(dir int, name, as string) (f *os.File, ok bool, err error) {
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil, false, nil
+	}
+	// A file of procfs or sysfs is the kernel's state, and reading one
+	// can act on the host's (/proc/kmsg takes the host's kernel log from
+	// its syslog) or hand over the host's memory (/proc/kcore): a workload
+	// that points a copy there, through a link to its /proc or a mount,
+	// must not get berth, the host's root, to read it.
+	if kernelFS(p) {
+		return nil, false, pathError("open", as, fmt.Errorf("%w: a file of a kernel filesystem (procfs, sysfs and the like)", ErrUnsafeEntry))
 	}
 	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(p), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
