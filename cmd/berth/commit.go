@@ -27,6 +27,8 @@ SANDBOX is an ID or a unique prefix of one, as for exec. Only a running
 sandbox can be named. One whose workload has ended has lost its root
 filesystem, unless a Go program started it with Options.KeepRootfs (berth
 ps shows it as exited, rootfs kept): then only that program can commit it.
+To save what a command leaves behind once it has exited, run it with
+berth run --commit NAME[:TAG].
 
 The sandbox is frozen while its changes are read, so that the layer is
 one moment of its files, and thawed afterwards, on an interrupt too; but

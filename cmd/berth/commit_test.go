@@ -81,3 +81,45 @@ func TestCommitCommand(t *testing.T) {
 		t.Errorf("commit's failure took a workload's exit status: %v", err)
 	}
 }
+
+// run --commit saves what a workload wrote once it has exited with status
+// 0, and only then; the kept rootfs goes with the sandbox.
+func TestRunCommit(t *testing.T) {
+	root := t.TempDir()
+	state := filepath.Join(root, "state")
+	parent := fmt.Sprintf("berth-clitest-%d-runcommit", os.Getpid())
+	alpine, _ := filepath.Abs("../../../shared/images/alpine-minirootfs-3.20.3-x86_64.tar.gz")
+	g := []string{"--state", state, "--cgroup-parent", parent}
+	if _, err := berth(t, root, "image", "import", alpine, "--name", "alpine:test"); err != nil {
+		t.Fatal(err)
+	}
+	defer berth(t, root, append(g, "gc")...)
+
+	out, err := berth(t, root, append(g, "run", "--commit", "alpine:set-up", "alpine:test", "sh", "-c", "echo ready > /set-up; rm /etc/motd")...)
+	if err != nil || !strings.Contains(out, "committed sandbox") || !strings.Contains(out, "alpine:set-up (sha256:") {
+		t.Fatalf("run --commit: %q %v", out, err)
+	}
+	out, err = berth(t, root, append(g, "run", "alpine:set-up", "sh", "-c", "cat /set-up; test -e /etc/motd || echo motd-gone")...)
+	if want := "ready\nmotd-gone\n"; err != nil || out != want {
+		t.Errorf("run of the committed image: %q %v, want %q", out, err, want)
+	}
+
+	out, err = berth(t, root, append(g, "run", "--commit", "alpine:failed", "alpine:test", "sh", "-c", "touch /x; exit 3")...)
+	if code, ok := err.(exitError); !ok || int(code) != 3 || !strings.Contains(out, "not committed") {
+		t.Errorf("run --commit of a failing workload: %q %v, want exit 3 and no commit", out, err)
+	}
+	if _, err := berth(t, root, "image", "inspect", "alpine:failed"); err == nil {
+		t.Error("a failing workload's sandbox was committed")
+	}
+	if _, err := berth(t, root, append(g, "run", "--commit", "Not A Name", "alpine:test", "true")...); err == nil {
+		t.Error("run --commit with a name that is not a reference succeeded")
+	}
+
+	// Nothing of the kept rootfses is left: no state, no rootfs.
+	if out, _ := berth(t, root, append(g, "ps")...); strings.Count(strings.TrimSpace(out), "\n") != 0 {
+		t.Errorf("ps after the runs:\n%s", out)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(root, "rootfs")); len(entries) != 0 {
+		t.Errorf("rootfses left in the store: %v", entries)
+	}
+}

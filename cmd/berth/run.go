@@ -77,6 +77,7 @@ func newRunCommand(g *globals) *cobra.Command {
 		hostname, memory, swap string
 		disk                   string
 		pullPolicy             string
+		commitName             string
 		cpus                   float64
 		pidsLimit              int64
 		volumes, tmpfs         []string
@@ -164,12 +165,29 @@ func newRunCommand(g *globals) *cobra.Command {
 					return err
 				}
 			}
+			var after func(*sandbox.Sandbox) error
+			if commitName != "" {
+				if _, err := layerfs.ParseReference(commitName); err != nil {
+					return invalidFlag("--commit %s: %w", clip.Quote(commitName), err)
+				}
+				// The writable layer outlives the workload until the
+				// commit, and goes with the sandbox's Close.
+				opts.KeepRootfs = true
+				after = func(sb *sandbox.Sandbox) error {
+					img, err := sb.Commit(context.WithoutCancel(cmd.Context()), commitName, &sandbox.CommitOptions{CreatedBy: "berth run --commit"})
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(cmd.ErrOrStderr(), "berth: committed sandbox %s as %s (%s)\n", sb.ID()[:12], commitName, img.Digest)
+					return nil
+				}
+			}
 			closePlugins, err := plf.open(cmd.Context(), g, cmd, opts)
 			defer closePlugins()
 			if err != nil {
 				return err
 			}
-			err = runSandbox(cmd.Context(), sandbox.New(image, opts), tty, cmd.ErrOrStderr())
+			err = runSandbox(cmd.Context(), sandbox.New(image, opts), tty, cmd.ErrOrStderr(), after)
 			err = missingImageHint(err, image, pullPolicy)
 			if errors.Is(err, sandbox.ErrSeccompCannotStart) && sf.seccomp != "" {
 				err = fmt.Errorf("--seccomp %s: %w", sf.seccomp, err)
@@ -196,6 +214,7 @@ func newRunCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringArrayVar(&sysctls, "sysctl", nil, "set a kernel parameter of the sandbox's own namespaces (KEY=VALUE, e.g. net.ipv4.ip_unprivileged_port_start=0)")
 	cmd.Flags().StringArrayVar(&devices, "device", nil, "give the sandbox a host device: HOST[:CONTAINER[:PERMS]], PERMS some of rwm (default rwm)")
 	cmd.Flags().StringVar(&pullPolicy, "pull", pullNever, "pull IMAGE from its registry first: always, missing (when the store lacks it) or never (the default, so that berth makes no network traffic that was not asked for)")
+	cmd.Flags().StringVar(&commitName, "commit", "", "once the workload has exited with status 0, save what it wrote as the image NAME[:TAG] (berth commit needs a running sandbox)")
 	cmd.Flags().BoolVar(&readOnly, "read-only", false, "make the root filesystem read-only")
 	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "give the sandbox a terminal")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give the sandbox this long, start included, then kill it (e.g. 10s)")
@@ -203,8 +222,10 @@ func newRunCommand(g *globals) *cobra.Command {
 }
 
 // runSandbox runs sb in the foreground, passing signals on to it, and
-// exits with its workload's status.
-func runSandbox(ctx context.Context, sb *sandbox.Sandbox, tty bool, stderr io.Writer) error {
+// exits with its workload's status. after, if not nil, is called once the
+// workload has exited with status 0, before the sandbox is closed; its
+// error is berth's.
+func runSandbox(ctx context.Context, sb *sandbox.Sandbox, tty bool, stderr io.Writer, after func(*sandbox.Sandbox) error) error {
 	// Ctrl-C and friends go to the workload, as they would to a program
 	// run directly, not to berth: once it runs. Until then, the signals
 	// that end ctx stop the start.
@@ -257,8 +278,14 @@ func runSandbox(ctx context.Context, sb *sandbox.Sandbox, tty bool, stderr io.Wr
 	case res.OOMKilled:
 		fmt.Fprintf(stderr, "berth: sandbox %s ran out of memory (OOM-killed)\n", sb.ID()[:12])
 	}
-	if res.ExitCode != 0 {
+	if res.ExitCode != 0 || res.Signal != 0 {
+		if after != nil {
+			fmt.Fprintf(stderr, "berth: sandbox %s not committed: its workload failed\n", sb.ID()[:12])
+		}
 		return exitError(res.ExitCode)
+	}
+	if after != nil {
+		return after(sb)
 	}
 	return nil
 }
