@@ -19,7 +19,8 @@ GO=${GO:-$(hack/ensure-go.sh)}
 FUZZTIME=${FUZZTIME:-}
 
 # Everything that parses input berth does not control: layer tars, image
-# layouts and archives, seccomp profiles, references, command line specs.
+# layouts and archives, seccomp profiles, references, command line specs,
+# tar streams copied into a sandbox.
 targets=(
 	./layerfs:FuzzUnpackTar:3000
 	./layerfs:FuzzUnpackLimits:2000
@@ -34,6 +35,7 @@ targets=(
 	./cmd/berth:FuzzCPUQuota:50000
 	./cmd/berth:FuzzParsePortMapping:50000
 	./cmd/berth:FuzzParseIDMaps:50000
+	./internal/safetree:FuzzReadTarStaysInside:3000
 )
 if [ $# -gt 0 ]; then
 	targets=("$@")
