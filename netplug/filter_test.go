@@ -15,6 +15,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/osthread"
 )
 
 // How long a test waits for a packet that must not arrive.
@@ -398,7 +400,7 @@ func BenchmarkPortFilter(b *testing.B) {
 func TestPruneFiltersKeepsLivePorts(t *testing.T) {
 	needRoot(t)
 	errc := make(chan error, 1)
-	onOtherThread(func() {
+	osthread.Go(func() {
 		errc <- func() error {
 			if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 				return err

@@ -75,7 +75,7 @@ func (e boundExec) run(ctx context.Context, path string, stdin []byte, env []str
 	}
 	// The parent-death signal comes when the thread that forked ends,
 	// not the process. The runtime ends a thread when a goroutine locked
-	// to it returns, as onOtherThread's do: were the forking thread handed
+	// to it returns, as osthread.Go's do: were the forking thread handed
 	// to one of them while the plugin runs, the plugin would be killed.
 	// Locked to this goroutine, it runs nothing else until the plugin is
 	// done.

@@ -8,11 +8,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"runtime"
 	"strconv"
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/osthread"
 )
 
 // A Pool keeps network namespaces attached to a network ahead of time, so
@@ -142,7 +143,7 @@ func (p *Pool) prepare(ctx context.Context) (*pooledNS, error) {
 	rand.Read(b[:])
 	ns := &pooledNS{id: "pool-" + hex.EncodeToString(b[:]), stop: make(chan struct{})}
 	made := make(chan error, 1)
-	onOtherThread(func() {
+	osthread.Go(func() {
 		// The thread is never unlocked: it carries the namespace, and the
 		// runtime ends it when this goroutine returns.
 		err := unix.Unshare(unix.CLONE_NEWNET)
@@ -219,28 +220,4 @@ func loopbackUp() error {
 // namespace, the range covers the groups of every user namespace too.
 func letEveryGroupPing() error {
 	return os.WriteFile("/proc/sys/net/ipv4/ping_group_range", []byte("0 2147483647"), 0)
-}
-
-// onOtherThread runs fn in a new goroutine locked to an OS thread that is
-// not the process's main thread. fn may change its thread's namespaces:
-// the runtime discards the thread afterwards, which it cannot do with the
-// main thread, whose namespaces are also the ones /proc/self shows.
-func onOtherThread(fn func()) {
-	go func() {
-		runtime.LockOSThread()
-		if unix.Gettid() != unix.Getpid() {
-			fn()
-			return
-		}
-		// Occupy the main thread until fn is done, so that fn's goroutine
-		// gets another one; this one is left as it was.
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			runtime.LockOSThread()
-			fn()
-		}()
-		<-done
-		runtime.UnlockOSThread()
-	}()
 }

@@ -2,9 +2,10 @@ package safetree
 
 import (
 	"fmt"
-	"runtime"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/osthread"
 )
 
 // capSysResource is CAP_SYS_RESOURCE's number.
@@ -31,14 +32,13 @@ var NoCreds = Creds{FSUID: -1, FSGID: -1}
 // run with its credentials. fn must not start goroutines that write.
 func OnThread(c Creds, fn func() error) error {
 	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
+	osthread.Go(func() {
 		if err := c.apply(); err != nil {
 			errc <- err
 			return
 		}
 		errc <- fn()
-	}()
+	})
 	return <-errc
 }
 

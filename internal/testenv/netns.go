@@ -3,10 +3,11 @@ package testenv
 import (
 	"os"
 	"path/filepath"
-	"runtime"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/osthread"
 )
 
 // Netns makes a network namespace for the test, kept by a bind mount on a
@@ -21,7 +22,7 @@ func Netns(t testing.TB) string {
 		t.Fatal(err)
 	}
 	errc := make(chan error, 1)
-	onOtherThread(func() {
+	osthread.Go(func() {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			errc <- err
 			return
@@ -37,24 +38,4 @@ func Netns(t testing.TB) string {
 		}
 	})
 	return path
-}
-
-// onOtherThread runs fn in a goroutine locked to a thread other than the
-// main one, which the runtime ends when fn returns; as netplug's Pool does.
-func onOtherThread(fn func()) {
-	go func() {
-		runtime.LockOSThread()
-		if unix.Gettid() != unix.Getpid() {
-			fn()
-			return
-		}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			runtime.LockOSThread()
-			fn()
-		}()
-		<-done
-		runtime.UnlockOSThread()
-	}()
 }

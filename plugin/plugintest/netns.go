@@ -7,13 +7,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/internal/osthread"
 )
 
 // newNetns makes a network namespace, bind-mounted on the file dir/name
@@ -27,7 +28,7 @@ func newNetns(dir, name string) (string, error) {
 	}
 	f.Close()
 	errc := make(chan error, 1)
-	onOtherThread(func() {
+	osthread.Go(func() {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			errc <- fmt.Errorf("unshare a network namespace: %w", err)
 			return
@@ -227,7 +228,7 @@ func listenInNetns(path string, port uint16, greeting string) (net.Listener, err
 		err error
 	}
 	c := make(chan result, 1)
-	onOtherThread(func() {
+	osthread.Go(func() {
 		ns, err := netns.GetFromPath(path)
 		if err != nil {
 			c <- result{err: err}
@@ -256,31 +257,4 @@ func listenInNetns(path string, port uint16, greeting string) (net.Listener, err
 		}
 	}()
 	return r.l, nil
-}
-
-// onOtherThread runs fn in a goroutine of its own, locked to a thread
-// that is not the process's main thread, and returns at once. fn may
-// change its thread's namespaces: the thread is never unlocked, and the
-// runtime ends it when fn returns, which it cannot do with the main
-// thread: that one would stay in the namespace (and keep it alive after
-// removeNetns), and its namespaces are also the ones /proc/self shows. As
-// netplug's Pool does.
-func onOtherThread(fn func()) {
-	go func() {
-		runtime.LockOSThread()
-		if unix.Gettid() != unix.Getpid() {
-			fn()
-			return
-		}
-		// Occupy the main thread until fn is done, so that fn's goroutine
-		// gets another one; this one is left as it was.
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			runtime.LockOSThread()
-			fn()
-		}()
-		<-done
-		runtime.UnlockOSThread()
-	}()
 }
