@@ -201,7 +201,11 @@ func TestPluginRunEndToEnd(t *testing.T) {
 		t.Fatalf("berth run with both plugins: %q, %v\n%s", out, err, stderr.String())
 	}
 
-	// Killed -9 with its sandbox running.
+	// Killed -9 with its sandbox running. Its plugins' socket
+	// directories stay in the host's plugin run directory; berth gc
+	// takes them only after a minute, so the test removes its own.
+	before := pluginSocketDirs(t)
+	defer removeDeadSocketDirs(t, before)
 	run = berthCmd(e.args(append(append([]string{"run"}, plugins...), "busybox:demo", "sleep", "1000")...)...)
 	run.Stderr = os.Stderr
 	if err := run.Start(); err != nil {
@@ -341,4 +345,59 @@ func mustStore(t *testing.T, root string) *layerfs.Store {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// pluginRunDir is where berth's plugins bind their sockets by default.
+const pluginRunDir = "/run/berth/plugins"
+
+// pluginSocketDirs returns the socket directories in pluginRunDir now.
+func pluginSocketDirs(t *testing.T) map[string]bool {
+	t.Helper()
+	dirs := map[string]bool{}
+	ents, err := os.ReadDir(pluginRunDir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if e.IsDir() && strings.HasPrefix(e.Name(), "plugin-dir") {
+			dirs[e.Name()] = true
+		}
+	}
+	return dirs
+}
+
+// removeDeadSocketDirs removes the socket directories made since before
+// whose sockets no process has bound any more (none is in
+// /proc/net/unix): those of the plugins the test killed, and never those
+// of a plugin another program runs meanwhile.
+func removeDeadSocketDirs(t *testing.T, before map[string]bool) {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/unix")
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	bound := string(b)
+	for name := range pluginSocketDirs(t) {
+		if before[name] {
+			continue
+		}
+		dir := filepath.Join(pluginRunDir, name)
+		socks, err := os.ReadDir(dir)
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		live := false
+		for _, s := range socks {
+			if strings.Contains(bound, " "+filepath.Join(dir, s.Name())+"\n") {
+				live = true
+			}
+		}
+		if !live {
+			if err := os.RemoveAll(dir); err != nil {
+				t.Error(err)
+			}
+		}
+	}
 }
