@@ -480,6 +480,7 @@ func (s *Sandbox) finishStart(ctx context.Context, p *launched, console *os.File
 		// before it.
 		s.undo = append(s.undo, func() error { <-s.recorded; return nil })
 	}
+	p.recorded = recorded
 	go s.supervise(ctx, p)
 	return nil
 }
@@ -765,6 +766,11 @@ type launched struct {
 	statusR *os.File
 	specW   *os.File // until the spec is sent; a socket for a standby init
 	started time.Time
+	// recorded is closed once the sandbox's record names this process
+	// as its init. Until then the process must not be reaped: its start
+	// time, which tells it from a later process with its PID, is read
+	// from /proc while it is there, even as a zombie.
+	recorded <-chan struct{}
 	// cgroupFDs are the process's descriptors of the files it joins its
 	// cgroups through, for its spec.
 	cgroupFDs []int
@@ -975,6 +981,9 @@ func (s *Sandbox) supervise(ctx context.Context, p *launched) {
 		<-ended
 	}
 	p.statusR.Close()
+	if p.recorded != nil {
+		<-p.recorded
+	}
 	waitErr := s.cmd.Wait()
 	if s.handOverToReset() {
 		return
