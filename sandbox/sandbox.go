@@ -36,6 +36,9 @@ var (
 	ErrNotFound = errors.New("no such sandbox")
 	// ErrAmbiguousID means an ID prefix names more than one sandbox.
 	ErrAmbiguousID = errors.New("sandbox ID prefix is ambiguous")
+	// ErrNameInUse means another sandbox of the state directory has
+	// the name Options.Name asks for.
+	ErrNameInUse = errors.New("sandbox name already in use")
 	// ErrSetup wraps a failure to build the sandbox before its workload
 	// started, or to start a process Exec was asked for: nothing of the
 	// workload, or of the process, ran. Start and Exec wrap every such
@@ -75,10 +78,26 @@ type NamespacePool interface {
 // Options configure a sandbox. The zero value runs the image's default
 // command with the Default security settings and no network.
 type Options struct {
-	// Args is the command and its arguments; empty means the image's
-	// Entrypoint and Cmd. A non-empty Args replaces both, as `docker run
-	// --entrypoint` with arguments would.
+	// Args replaces the image's Cmd, as `docker run IMAGE ARGS...` does;
+	// the image's Entrypoint, or Entrypoint below, still runs first, with
+	// Args as its arguments. Empty means the image's Cmd.
 	Args []string
+	// Entrypoint, if not nil, replaces the image's Entrypoint, as `docker
+	// run --entrypoint` does; an empty non-nil slice clears it, so that
+	// Args alone is the command. Setting it also drops the image's Cmd,
+	// as Docker does, unless Args is empty.
+	// (Issue 14 contract: until the goapi branch lands, a non-empty Args
+	// still replaces both.)
+	Entrypoint []string
+	// Name is the sandbox's name, unique among the live sandboxes of its
+	// state directory: Open accepts it wherever it accepts an ID, and
+	// Start fails with ErrNameInUse if it is taken. Names are 1–128 of
+	// [a-zA-Z0-9_.-], starting with a letter or digit, as Docker's are.
+	Name string
+	// Labels are the caller's key=value metadata, kept in the sandbox's
+	// record (State.Labels) for listing and filtering; berth gives them
+	// no meaning.
+	Labels map[string]string
 	// Env is added to the image's environment, replacing variables of the
 	// same name. Entries are KEY=VALUE.
 	Env []string
@@ -156,6 +175,16 @@ type Options struct {
 	// and the Result says TimedOut. The time the start took counts: a
 	// sandbox never lives longer than Timeout.
 	Timeout time.Duration
+	// Grace is how long a workload that Timeout, a cancelled context or
+	// Stop ends is given, between SIGTERM to its processes and SIGKILL
+	// to all of them; 0 means SIGKILL at once. os/exec's WaitDelay is
+	// the model.
+	Grace time.Duration
+	// Detachable starts the sandbox so that Supervise can hand it to a
+	// supervisor process that outlives this one: its PID 1 gets no
+	// parent-death signal, and its output stays in pipes that Supervise
+	// passes on (Stdout and Stderr must be nil). See Supervise.
+	Detachable bool
 
 	// Network connects the sandbox: nil means a network namespace of its
 	// own with only loopback; netplug.Host() shares the host's; a bridge

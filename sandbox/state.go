@@ -29,18 +29,23 @@ import (
 // directory (ownerlock.go), which needs no record that a crash or a
 // stray write may have damaged.
 type State struct {
-	ID        string    `json:"id"`
-	Image     string    `json:"image"`
-	Args      []string  `json:"args"`
-	Created   time.Time `json:"created"`
-	Host      procID    `json:"host"`          // the process that started it
-	Init      procID    `json:"init,omitzero"` // its PID 1, once started
-	RootfsKey string    `json:"rootfsKey"`     // in Store
-	Store     string    `json:"store"`         // root of the layerfs store, if it is one
-	Cgroup    string    `json:"cgroup"`        // name under the cgroup parent
-	Parent    string    `json:"cgroupParent"`  // the cgroup parent
-	Hostname  string    `json:"hostname"`
-	Volumes   []string  `json:"volumes,omitempty"` // names of the named volumes it binds
+	ID        string            `json:"id"`
+	Image     string            `json:"image"`
+	Args      []string          `json:"args"`
+	Created   time.Time         `json:"created"`
+	Host      procID            `json:"host"`          // the process that started it
+	Init      procID            `json:"init,omitzero"` // its PID 1, once started
+	RootfsKey string            `json:"rootfsKey"`     // in Store
+	Store     string            `json:"store"`         // root of the layerfs store, if it is one
+	Cgroup    string            `json:"cgroup"`        // name under the cgroup parent
+	Parent    string            `json:"cgroupParent"`  // the cgroup parent
+	Hostname  string            `json:"hostname"`
+	Volumes   []string          `json:"volumes,omitempty"` // names of the named volumes it binds
+	Name      string            `json:"name,omitempty"`    // Options.Name
+	Labels    map[string]string `json:"labels,omitempty"`  // Options.Labels
+	// Log is the file a supervisor keeps the workload's output in (see
+	// Supervise and ReadLog), once the sandbox is supervised.
+	Log string `json:"log,omitempty"`
 
 	// What Exec from another process needs to start processes the way
 	// the sandbox's own were.
