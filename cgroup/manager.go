@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -396,9 +397,13 @@ func (m *Manager) enableControllers(dir string) error {
 		return err
 	}
 	if len(procs) > 0 {
-		return fmt.Errorf("cgroup: %s holds %d processes, and cgroup v2 gives no controllers (%s) to the children of a cgroup with processes: "+
+		whose := ""
+		if slices.Contains(procs, strconv.Itoa(os.Getpid())) {
+			whose = ", berth's own among them"
+		}
+		return fmt.Errorf("cgroup: %s holds %d processes%s, and cgroup v2 gives no controllers (%s) to the children of a cgroup with processes: "+
 			"move them into a leaf cgroup of their own (in a systemd unit: DelegateSubgroup=) or put berth's parent beside them: %w",
-			dir, len(procs), strings.Join(missing, ", "), ErrParentHasProcesses)
+			dir, len(procs), whose, strings.Join(missing, ", "), ErrParentHasProcesses)
 	}
 	file := filepath.Join(dir, "cgroup.subtree_control")
 	for _, ctrl := range missing {

@@ -4,6 +4,7 @@ package cgroup
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -107,12 +108,24 @@ func TestParentWithProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := m.prepareParent()
-	if !errors.Is(err, ErrParentHasProcesses) || !strings.Contains(err.Error(), filepath.Join(root, "a")+" holds 2 processes") {
+	if !errors.Is(err, ErrParentHasProcesses) || !strings.Contains(err.Error(), filepath.Join(root, "a")+" holds 2 processes,") {
 		t.Fatalf("prepareParent = %v, want ErrParentHasProcesses naming %s/a", err, root)
+	}
+	if strings.Contains(err.Error(), "berth's own") {
+		t.Errorf("blames berth for processes not its own: %v", err)
 	}
 	for _, rel := range []string{"a", "a/b"} {
 		if got := readTrimmed(t, filepath.Join(root, rel, "cgroup.subtree_control")); got != "" {
 			t.Errorf("%s/cgroup.subtree_control = %q after the refusal", rel, got)
 		}
+	}
+
+	// Run from inside the parent, as from a systemd service without
+	// DelegateSubgroup=, berth says it is one of them.
+	if err := os.WriteFile(filepath.Join(root, "a", "cgroup.procs"), fmt.Appendf(nil, "1\n%d\n", os.Getpid()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.prepareParent(); !errors.Is(err, ErrParentHasProcesses) || !strings.Contains(err.Error(), "holds 2 processes, berth's own among them") {
+		t.Errorf("prepareParent with berth in the parent = %v", err)
 	}
 }
