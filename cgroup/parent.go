@@ -119,18 +119,31 @@ func (m *Manager) prepareParent() error {
 	if err != nil {
 		return err
 	}
+	// What this call made goes again if it fails half way (a path
+	// element that is an interface file in one hierarchy only, say).
+	var made []string
+	undo := func() {
+		for _, dir := range slices.Backward(made) {
+			if err := unix.Rmdir(dir); err != nil && !errors.Is(err, unix.ENOENT) {
+				m.log.Warn("cgroup: cannot undo a partly made parent", "dir", dir, "err", err)
+			}
+		}
+	}
 	for _, mnt := range m.mounts() {
 		dir := mnt
 		for _, elem := range elems {
 			above := dir
 			dir = filepath.Join(dir, elem)
-			if err := m.makeParentDir(dir, elem); err != nil {
-				return err
+			ok, err := m.makeParentDir(dir, elem)
+			if ok {
+				made = append(made, dir)
 			}
-			if mnt == m.v1["cpuset"] {
-				if err := copyCpuset(above, dir); err != nil {
-					return err
-				}
+			if err == nil && mnt == m.v1["cpuset"] {
+				err = copyCpuset(above, dir)
+			}
+			if err != nil {
+				undo()
+				return err
 			}
 		}
 	}
@@ -153,35 +166,35 @@ func (m *Manager) prepareParent() error {
 }
 
 // makeParentDir makes dir, the path element elem, unless it exists, and
-// marks it as berth's. It never makes a systemd unit's cgroup: only
-// systemd can make a unit, and a directory named like one would be taken
-// for it.
-func (m *Manager) makeParentDir(dir, elem string) error {
+// marks it as berth's; made says whether it made it. It never makes a
+// systemd unit's cgroup: only systemd can make a unit, and a directory
+// named like one would be taken for it.
+func (m *Manager) makeParentDir(dir, elem string) (made bool, err error) {
 	if isUnitName(elem) {
 		fi, err := os.Stat(dir)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
-			return fmt.Errorf("cgroup: parent %s: %s names a systemd unit, which only systemd makes: start it with systemd first (with Delegate=yes), or name the directory without %s: %w",
+			return false, fmt.Errorf("cgroup: parent %s: %s names a systemd unit, which only systemd makes: start it with systemd first (with Delegate=yes), or name the directory without %s: %w",
 				m.parent, dir, filepath.Ext(elem), ErrNotDelegated)
 		case err != nil:
-			return fmt.Errorf("cgroup: %w", err)
+			return false, fmt.Errorf("cgroup: %w", err)
 		case !fi.IsDir():
-			return fmt.Errorf("cgroup: parent %s: %s is not a directory: %w", m.parent, dir, ErrInvalidName)
+			return false, fmt.Errorf("cgroup: parent %s: %s is not a directory: %w", m.parent, dir, ErrInvalidName)
 		}
-		return nil
+		return false, nil
 	}
-	err := os.Mkdir(dir, 0o755)
+	err = os.Mkdir(dir, 0o755)
 	if errors.Is(err, fs.ErrExist) {
 		if fi, serr := os.Stat(dir); serr == nil && !fi.IsDir() {
-			return fmt.Errorf("cgroup: parent %s: %s is an interface file: %w", m.parent, dir, ErrInvalidName)
+			return false, fmt.Errorf("cgroup: parent %s: %s is an interface file: %w", m.parent, dir, ErrInvalidName)
 		}
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("cgroup: %w", err)
+		return false, fmt.Errorf("cgroup: %w", err)
 	}
 	m.mark(dir, madeParent)
-	return nil
+	return true, nil
 }
 
 // mark records that berth made dir. Without the mark (a kernel whose

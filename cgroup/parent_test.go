@@ -58,6 +58,7 @@ func TestNestedParent(t *testing.T) {
 		opts func(t *testing.T) Options
 	}{
 		{"host", func(*testing.T) Options { return Options{} }},
+		{"v1", func(*testing.T) Options { return Options{Mode: V1} }},
 		{"v2", func(t *testing.T) Options { return Options{Mode: V2, UnifiedMount: mountCgroup2(t)} }},
 	}
 	for _, layout := range layouts {
@@ -265,5 +266,27 @@ func TestRemoveParentKeepsWhatBerthDidNotMake(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(mnt, outer, "admin")); err != nil {
 			t.Errorf("%s/%s/admin went: %v", mnt, outer, err)
 		}
+	}
+}
+
+// A path element that is an interface file in some hierarchies only is
+// refused, and what was made in the others before goes again.
+func TestParentUndoneHalfWay(t *testing.T) {
+	requireRoot(t)
+	m := hostManager(t, Options{})
+	if m.v1["memory"] == "" {
+		t.Skip("no v1 memory hierarchy")
+	}
+	outer := fmt.Sprintf("%s-undo-%d", testParent, nameSeq.Add(1))
+	foreignDir(t, m, outer)
+	m, err := m.WithParent(outer + "/x/memory.limit_in_bytes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Create(uniqueName(), nil); !errors.Is(err, ErrInvalidName) || !strings.Contains(err.Error(), "interface file") {
+		t.Fatalf("Create under an interface file = %v, want ErrInvalidName", err)
+	}
+	for _, mnt := range m.mounts() {
+		gone(t, filepath.Join(mnt, outer, "x"))
 	}
 }
