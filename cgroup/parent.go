@@ -154,6 +154,7 @@ func (m *Manager) prepareParent() error {
 	// down: each level can only give its children what it was given.
 	for i := owned; i < len(elems); i++ {
 		if err := m.enableControllers(filepath.Join(m.unified, filepath.Join(elems[:i+1]...))); err != nil {
+			undo()
 			return err
 		}
 	}

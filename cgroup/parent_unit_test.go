@@ -107,7 +107,11 @@ func TestParentWithProcesses(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(root, "a", "cgroup.procs"), []byte("4242\n4243\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	m.parent = "a/b/new" // made, then undone
 	err := m.prepareParent()
+	if _, serr := os.Stat(filepath.Join(root, "a/b/new")); !errors.Is(serr, os.ErrNotExist) {
+		t.Errorf("the refused parent's new directory is still there (stat: %v)", serr)
+	}
 	if !errors.Is(err, ErrParentHasProcesses) || !strings.Contains(err.Error(), filepath.Join(root, "a")+" holds 2 processes,") {
 		t.Fatalf("prepareParent = %v, want ErrParentHasProcesses naming %s/a", err, root)
 	}
