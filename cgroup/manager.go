@@ -69,8 +69,8 @@ type Options struct {
 	// default), or a nested path such as "system.slice/ci.service/berth".
 	// A leading slash changes nothing: the path is always taken from the
 	// root of the hierarchy. Missing directories are made, and removed by
-	// RemoveParent; existing ones are kept. See cleanParent and
-	// checkSystemd for what is refused.
+	// RemoveParent; existing ones are kept. The package documentation
+	// says which paths are refused, and how systemd's units are treated.
 	Parent string
 
 	// Mode forces a layout instead of detecting one. Forcing V2 ignores
@@ -109,7 +109,9 @@ type Manager struct {
 	unified string            // cgroup2 mount point; "" in V1 mode
 	v1      map[string]string // v1 controller → mount point; empty in V2 mode
 	log     *slog.Logger
-	v2want  []string // v2Controllers; tests use one this host has
+	v2want  []string // controllers enabled down the path: v2Controllers, or a test's
+
+	markFailed atomic.Bool // a mark could not be set; warned about once
 
 	parentReady atomic.Bool // ensureParent has run
 	// delegated are the controllers berth's V2 parent gives its children,

@@ -204,7 +204,9 @@ func (m *Manager) makeParentDir(dir, elem string) (made bool, err error) {
 // side of both.
 func (m *Manager) mark(dir, what string) {
 	if err := unix.Setxattr(dir, madeXattr, []byte(what), 0); err != nil {
-		m.log.Warn("cgroup: cannot mark a directory as berth's; it will be kept", "dir", dir, "err", err)
+		if !m.markFailed.Swap(true) {
+			m.log.Warn("cgroup: cannot mark directories as berth's: parents berth makes will be kept, and berth gc will not sweep cgroups that lost their record", "dir", dir, "err", err)
+		}
 	}
 }
 
