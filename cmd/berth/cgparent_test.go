@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,8 +18,8 @@ import (
 )
 
 // cgroupMounts returns the mount points of the host's cgroup hierarchies
-// that berth uses: every cgroup2 mount and every v1 one with a resource
-// controller (not systemd's name=systemd), read from mountinfo.
+// that berth uses: every cgroup2 mount and every v1 one with a controller
+// berth puts sandboxes under, read from mountinfo.
 func cgroupMounts(t *testing.T) []string {
 	t.Helper()
 	b, err := os.ReadFile("/proc/self/mountinfo")
@@ -32,9 +33,14 @@ func cgroupMounts(t *testing.T) []string {
 		if !ok || len(fields) < 5 || len(after) < 3 {
 			continue
 		}
-		switch {
-		case after[0] == "cgroup2":
-		case after[0] == "cgroup" && !strings.Contains(after[2], "name="):
+		switch after[0] {
+		case "cgroup2":
+		case "cgroup":
+			if !slices.ContainsFunc(strings.Split(after[2], ","), func(opt string) bool {
+				return slices.Contains([]string{"blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "memory", "pids"}, opt)
+			}) {
+				continue
+			}
 		default:
 			continue
 		}
