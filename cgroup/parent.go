@@ -50,8 +50,13 @@ var delegateXattrs = []string{"trusted.delegate", "user.delegate"}
 var unitSuffixes = []string{".slice", ".service", ".scope"}
 
 // maxParentLen bounds a parent path, well below PATH_MAX once joined to a
-// mount point and a cgroup name.
-const maxParentLen = 2048
+// mount point and a cgroup name, and maxParentDepth its levels: each is a
+// cgroup in every hierarchy (a memory cgroup costs the kernel memory and
+// one of its 65535 IDs), and systemd's deepest paths have about six.
+const (
+	maxParentLen   = 2048
+	maxParentDepth = 32
+)
 
 // cleanParent checks a parent path and returns it without a leading slash.
 // "a/b/c" and "/a/b/c" both name a/b/c below the root of each hierarchy:
@@ -70,6 +75,8 @@ func cleanParent(parent string) (string, error) {
 		return "", bad("names the root of the hierarchy, which berth never writes to")
 	case len(rel) > maxParentLen:
 		return "", bad(fmt.Sprintf("longer than %d bytes", maxParentLen))
+	case strings.Count(rel, "/") >= maxParentDepth:
+		return "", bad(fmt.Sprintf("deeper than %d levels", maxParentDepth))
 	}
 	for elem := range strings.SplitSeq(rel, "/") {
 		switch {

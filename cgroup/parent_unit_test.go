@@ -21,7 +21,7 @@ func TestParentPaths(t *testing.T) {
 		"a/b/c":                               "a/b/c",
 		"/system.slice/ci.service":            "system.slice/ci.service",
 		"user.slice/user@1000.service/berth":  "user.slice/user@1000.service/berth",
-		strings.Repeat("a/", 1000) + "b":      strings.Repeat("a/", 1000) + "b",
+		strings.Repeat("a/", 31) + "b":        strings.Repeat("a/", 31) + "b",
 		"system.slice/ci.service/berth-1.2_3": "system.slice/ci.service/berth-1.2_3",
 	}
 	for in, want := range good {
@@ -46,7 +46,8 @@ func TestParentPaths(t *testing.T) {
 		"a/b\nc":                        `"b\nc"`,
 		"a\x00":                         `"a\x00"`,
 		"é":                             `"é"`,
-		strings.Repeat("a/", 1100):      "longer than",
+		strings.Repeat("a/", 32) + "b":  "deeper than 32 levels",
+		strings.Repeat("x", 2049):       "longer than",
 		"a/" + strings.Repeat("x", 256): "must match",
 	}
 	for in, why := range bad {
