@@ -26,7 +26,8 @@
 // one /sys/fs/cgroup/memory/berth/NAME, /sys/fs/cgroup/pids/berth/NAME,
 // ... and /sys/fs/cgroup/unified/berth/NAME. Every element of the path
 // must match [A-Za-z0-9][A-Za-z0-9_.@-]*: "..", "." and empty elements
-// are refused, so the path cannot leave the hierarchy.
+// are refused, so the path cannot leave the hierarchy. A path has at most
+// 32 levels.
 //
 // The directories of the path that are missing are made, and marked as
 // berth's with the trusted.berth.made extended attribute; RemoveParent
