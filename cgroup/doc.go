@@ -18,17 +18,44 @@
 //
 // Options can force a mode or name the mount points to use instead.
 //
-// Every cgroup a Manager creates lives in one directory that berth owns,
-// Options.Parent ("berth" by default), directly under the root of each
-// hierarchy; for example /sys/fs/cgroup/berth/NAME on a V2 host and
-// /sys/fs/cgroup/memory/berth/NAME, /sys/fs/cgroup/pids/berth/NAME, ... and
-// /sys/fs/cgroup/unified/berth/NAME on a Hybrid one. The package never
-// writes to a cgroup outside that directory, with one exception the kernel
-// leaves no way around: on V2 it enables the controllers it needs in the
-// parent's own cgroup.subtree_control. It never writes to the hierarchy
-// root; a controller the root does not delegate to the parent is reported
-// as unsupported. The parent must hold no processes itself (on V2 the
-// kernel would refuse to enable controllers for its children otherwise).
+// Every cgroup a Manager creates lives in one parent directory,
+// Options.Parent: "berth" by default, directly under the root of each
+// hierarchy, or a nested path such as "system.slice/ci.service/berth"
+// ("/a/b" and "a/b" are the same path, always taken from the root of each
+// hierarchy). On a V2 host that is /sys/fs/cgroup/berth/NAME; on a Hybrid
+// one /sys/fs/cgroup/memory/berth/NAME, /sys/fs/cgroup/pids/berth/NAME,
+// ... and /sys/fs/cgroup/unified/berth/NAME. Every element of the path
+// must match [A-Za-z0-9][A-Za-z0-9_.@-]*: "..", "." and empty elements
+// are refused, so the path cannot leave the hierarchy. A path has at most
+// 32 levels.
+//
+// The directories of the path that are missing are made, and marked as
+// berth's with the trusted.berth.made extended attribute; RemoveParent
+// removes only marked directories, deepest first, once they are empty,
+// and so never one that an administrator or another program made. The
+// sandbox cgroups Create makes are marked too, and List reports only
+// those: whatever else lives in the parent is never taken for a leftover
+// sandbox. The package writes to cgroups outside those it made in only
+// two ways, both because the kernel leaves no way around them: on v1 it
+// gives a new cpuset its parent's CPUs and memory nodes, and on V2 it
+// enables the controllers sandboxes need in cgroup.subtree_control at
+// every level of the path, from the top down. It never writes to the
+// hierarchy root; a controller the root does not delegate is reported as
+// unsupported. A level of the path that holds processes is an error
+// (ErrParentHasProcesses): cgroup v2 gives no controllers to the children
+// of a cgroup with processes.
+//
+// berth makes plain directories; it does not talk to systemd and does not
+// make units. A path through systemd's units (elements ending in .slice,
+// .service or .scope) is accepted only when the deepest such unit exists
+// and systemd has delegated it (Delegate=yes, which systemd 251 and later
+// mark with the trusted.delegate or user.delegate attribute); otherwise
+// Create fails with ErrNotDelegated, because systemd owns the inside of
+// its units and would fight what berth does there. Controllers are then
+// enabled only from that unit down. To run sandboxes from a systemd
+// service, give it Delegate=yes and DelegateSubgroup= (so that its own
+// processes live in a leaf) and use a parent inside it, such as
+// system.slice/ci.service/berth.
 //
 // A process joins a cgroup in every hierarchy: Cgroup.Add moves a running
 // process by PID, and a single-threaded process can move itself through
@@ -46,7 +73,7 @@
 //
 // Errors name the cgroup file or directory involved and wrap the sentinel
 // errors of this package (ErrExists, ErrNotFound, ErrInvalidName,
-// ErrInvalidResources) or errors.ErrUnsupported when the host lacks the
+// ErrInvalidResources, ErrNotDelegated, ErrParentHasProcesses) or errors.ErrUnsupported when the host lacks the
 // controller or interface file a request needs, so callers can test them
 // with errors.Is.
 //

@@ -175,6 +175,21 @@ func hostManager(t *testing.T, opts Options) *Manager {
 // hierarchy, without controllers.
 func v2MountManager(t testing.TB, logger *slog.Logger) *Manager {
 	t.Helper()
+	dir := mountCgroup2(t)
+	if logger == nil {
+		logger = testLogger(t)
+	}
+	m, err := NewManager(Options{Parent: testParent, Mode: V2, UnifiedMount: dir, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// mountCgroup2 mounts a cgroup2 hierarchy on a fresh directory, unmounted
+// when the test ends, and returns the directory.
+func mountCgroup2(t testing.TB) string {
+	t.Helper()
 	requireRoot(t)
 	// Not t.TempDir: its cleanup would remove recursively, and on a
 	// cgroup2 mount left behind by a failed unmount that means rmdir-ing
@@ -194,14 +209,7 @@ func v2MountManager(t testing.TB, logger *slog.Logger) *Manager {
 		}
 		os.Remove(dir)
 	})
-	if logger == nil {
-		logger = testLogger(t)
-	}
-	m, err := NewManager(Options{Parent: testParent, Mode: V2, UnifiedMount: dir, Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
+	return dir
 }
 
 // create makes a uniquely named cgroup and removes it when the test ends,

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,9 +64,13 @@ var (
 
 // Options configure a Manager. The zero value detects everything.
 type Options struct {
-	// Parent is the directory berth owns directly under the root of each
-	// hierarchy; every cgroup of the Manager is created in it. It must be
-	// a valid name. Default "berth".
+	// Parent is the path, below the root of each hierarchy, of the
+	// directory every cgroup of the Manager is created in: "berth" (the
+	// default), or a nested path such as "system.slice/ci.service/berth".
+	// A leading slash changes nothing: the path is always taken from the
+	// root of the hierarchy. Missing directories are made, and removed by
+	// RemoveParent; existing ones are kept. The package documentation
+	// says which paths are refused, and how systemd's units are treated.
 	Parent string
 
 	// Mode forces a layout instead of detecting one. Forcing V2 ignores
@@ -100,10 +105,13 @@ var v2Controllers = []string{"cpu", "io", "memory", "pids"}
 // programs its cgroups share (see Resources.Devices), each loaded once.
 type Manager struct {
 	mode    Mode
-	parent  string
+	parent  string            // path below each hierarchy's root, no leading slash
 	unified string            // cgroup2 mount point; "" in V1 mode
 	v1      map[string]string // v1 controller → mount point; empty in V2 mode
 	log     *slog.Logger
+	v2want  []string // controllers enabled down the path: v2Controllers, or a test's
+
+	markFailed atomic.Bool // a mark could not be set; warned about once
 
 	parentReady atomic.Bool // ensureParent has run
 	// delegated are the controllers berth's V2 parent gives its children,
@@ -115,9 +123,9 @@ type Manager struct {
 // NewManager detects (or takes from opts) the cgroup layout. It changes
 // nothing on the host: berth's parent directories are made by Create.
 func NewManager(opts Options) (*Manager, error) {
-	parent := cmp.Or(opts.Parent, "berth")
-	if !validName(parent) {
-		return nil, fmt.Errorf("cgroup: parent %q: %w", parent, ErrInvalidName)
+	parent, err := cleanParent(cmp.Or(opts.Parent, "berth"))
+	if err != nil {
+		return nil, err
 	}
 	if opts.Mode < Auto || opts.Mode > V2 {
 		return nil, fmt.Errorf("cgroup: unknown mode %v", opts.Mode)
@@ -193,6 +201,7 @@ func NewManager(opts Options) (*Manager, error) {
 		unified: l.unified,
 		v1:      v1,
 		log:     cmp.Or(opts.Logger, slog.Default()),
+		v2want:  v2Controllers,
 		devices: &devicePrograms{},
 	}, nil
 }
@@ -211,22 +220,9 @@ func checkFSType(dir string, magic int64, kind string) error {
 // Mode reports the layout the Manager uses.
 func (m *Manager) Mode() Mode { return m.mode }
 
-// Parent returns the name of berth's own directory under each hierarchy.
+// Parent returns the path of the Manager's parent directory below the
+// root of each hierarchy, without a leading slash ("berth", "a/b/c").
 func (m *Manager) Parent() string { return m.parent }
-
-// RemoveParent removes berth's parent directory from every hierarchy. It
-// fails while any cgroup is left in it; a parent that is already gone is
-// fine. A Create racing with it makes the parent again.
-func (m *Manager) RemoveParent() error {
-	var errs []error
-	m.parentReady.Store(false)
-	for _, dir := range m.parentDirs() {
-		if err := unix.Rmdir(dir); err != nil && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, fmt.Errorf("cgroup: remove %s: %w", dir, err))
-		}
-	}
-	return errors.Join(errs...)
-}
 
 // mounts returns every hierarchy root the Manager uses, each once: the v1
 // mount points in name order, then the cgroup2 mount.
@@ -328,6 +324,7 @@ func (m *Manager) create(name string, r *Resources) (*Cgroup, error) {
 			return nil, fmt.Errorf("cgroup: create: %w", err)
 		}
 		made = append(made, dir)
+		m.mark(dir, madeCgroup)
 	}
 
 	// A v1 cpuset cgroup starts with no CPUs and no memory nodes, and the
@@ -346,34 +343,6 @@ func (m *Manager) create(name string, r *Resources) (*Cgroup, error) {
 	}
 	m.log.Debug("cgroup: created", "cgroup", name, "mode", m.mode)
 	return c, nil
-}
-
-// ensureParent makes berth's parent directory in every hierarchy, if
-// missing, and prepares it to hold sandboxes. It is idempotent, so that a
-// parent left half-prepared by a crash is completed by the next Create.
-func (m *Manager) ensureParent() error {
-	for _, dir := range m.parentDirs() {
-		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("cgroup: %w", err)
-		}
-	}
-	if mnt := m.v1["cpuset"]; mnt != "" {
-		if err := copyCpuset(mnt, filepath.Join(mnt, m.parent)); err != nil {
-			return err
-		}
-	}
-	if m.mode == V2 {
-		dir := filepath.Join(m.unified, m.parent)
-		if err := m.enableControllers(dir); err != nil {
-			return err
-		}
-		delegated, err := readFields(filepath.Join(dir, "cgroup.subtree_control"))
-		if err != nil {
-			return err
-		}
-		m.delegated.Store(&delegated)
-	}
-	return nil
 }
 
 // Enforces reports whether the Manager's cgroups can take the limits of
@@ -400,10 +369,13 @@ func (m *Manager) Enforces(controller string) (bool, error) {
 	return slices.Contains(*m.delegated.Load(), controller), nil
 }
 
-// enableControllers delegates to the children of dir (berth's parent) the
-// controllers limits need, among those dir itself was given. A controller
-// that cannot be enabled is only logged: the limits that need it fail
-// later with errors.ErrUnsupported, and sandboxes without them still work.
+// enableControllers delegates to the children of dir (a directory of
+// berth's parent path) the controllers limits need, among those dir itself
+// was given. A controller that cannot be enabled is only logged: the
+// limits that need it fail later with errors.ErrUnsupported, and sandboxes
+// without them still work. But a dir that holds processes is an error
+// that says so, since the kernel would refuse every controller for a
+// reason the caller can fix.
 func (m *Manager) enableControllers(dir string) error {
 	avail, err := readFields(filepath.Join(dir, "cgroup.controllers"))
 	if err != nil {
@@ -413,11 +385,30 @@ func (m *Manager) enableControllers(dir string) error {
 	if err != nil {
 		return err
 	}
-	file := filepath.Join(dir, "cgroup.subtree_control")
-	for _, ctrl := range v2Controllers {
-		if !slices.Contains(avail, ctrl) || slices.Contains(enabled, ctrl) {
-			continue
+	var missing []string
+	for _, ctrl := range m.v2want {
+		if slices.Contains(avail, ctrl) && !slices.Contains(enabled, ctrl) {
+			missing = append(missing, ctrl)
 		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	procs, err := readFields(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		return err
+	}
+	if len(procs) > 0 {
+		whose := ""
+		if slices.Contains(procs, strconv.Itoa(os.Getpid())) {
+			whose = ", berth's own among them"
+		}
+		return fmt.Errorf("cgroup: %s holds %d processes%s, and cgroup v2 gives no controllers (%s) to the children of a cgroup with processes: "+
+			"move them into a leaf cgroup of their own (in a systemd unit: DelegateSubgroup=) or put berth's parent beside them: %w",
+			dir, len(procs), whose, strings.Join(missing, ", "), ErrParentHasProcesses)
+	}
+	file := filepath.Join(dir, "cgroup.subtree_control")
+	for _, ctrl := range missing {
 		// One controller per write: a write naming several fails as a
 		// whole if any of them cannot be enabled.
 		if err := writeFile(file, "+"+ctrl); err != nil {
@@ -475,8 +466,10 @@ func (m *Manager) Open(name string) (*Cgroup, error) {
 	return c, nil
 }
 
-// List returns, sorted, the names of the cgroups in berth's parent in any
-// hierarchy.
+// List returns, sorted, the names of the cgroups Create made in berth's
+// parent, in any hierarchy. Directories someone else made there, and
+// those of a nested parent path, are left out: a caller that removes
+// what List returns must never remove those.
 func (m *Manager) List() ([]string, error) {
 	var names []string
 	for _, dir := range m.parentDirs() {
@@ -488,7 +481,10 @@ func (m *Manager) List() ([]string, error) {
 			return nil, fmt.Errorf("cgroup: %w", err)
 		}
 		for _, e := range entries {
-			if e.IsDir() && validName(e.Name()) && !slices.Contains(names, e.Name()) {
+			if !e.IsDir() || !validName(e.Name()) || slices.Contains(names, e.Name()) {
+				continue
+			}
+			if made, err := madeBy(filepath.Join(dir, e.Name())); err == nil && made == madeCgroup {
 				names = append(names, e.Name())
 			}
 		}

@@ -106,9 +106,6 @@ func TestBadNames(t *testing.T) {
 			t.Errorf("Open(%q) = %v, want ErrInvalidName", name, err)
 		}
 	}
-	if _, err := NewManager(Options{Parent: "a/b"}); !errors.Is(err, ErrInvalidName) {
-		t.Errorf("NewManager with parent a/b: %v, want ErrInvalidName", err)
-	}
 	if _, err := NewManager(Options{V1Mounts: map[string]string{"bogus": "/x"}}); err == nil {
 		t.Error("NewManager accepted an unknown v1 controller")
 	}

@@ -58,6 +58,12 @@ func Open(ctx context.Context, id string, opts *Options) (*Sandbox, error) {
 		if cgm, err = cgroup.NewManager(cgroup.Options{Parent: st.Parent, Logger: s.log}); err != nil {
 			return nil, err
 		}
+	} else if st.Parent != "" {
+		// The sandbox's cgroup is where it was made, whatever parent the
+		// caller's Manager has now (berth stop without --cgroup-parent).
+		if cgm, err = cgm.WithParent(st.Parent); err != nil {
+			return nil, fmt.Errorf("sandbox %s: %w", st.ID, err)
+		}
 	}
 	if s.cg, err = cgm.Open(st.Cgroup); err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", st.ID, err)

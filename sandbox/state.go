@@ -449,13 +449,28 @@ func surveyStateDir(stateDir string) (live map[string]bool, dead []deadSandbox, 
 // Locatable network the sandbox recorded, if any.
 func reclaim(ctx context.Context, d deadSandbox, stateDir string, cgm *cgroup.Manager, storage Storage, nets *netplug.Networks, plug Network) error {
 	cgName, rootfsKey := d.id, "sandbox-"+d.id
-	// The cgroup first: killing what runs in it frees the rootfs.
-	if cg, err := cgm.Open(cgName); err == nil {
-		if err := cg.Remove(ctx); err != nil {
+	// The cgroup first: killing what runs in it frees the rootfs. It is
+	// looked for under the caller's parent and under the one its record
+	// names (a --cgroup-parent of its own): the name is the ID either way.
+	cgms := []*cgroup.Manager{cgm}
+	if d.state != nil && d.state.Parent != "" && d.state.Parent != cgm.Parent() {
+		if own, err := cgm.WithParent(d.state.Parent); err == nil {
+			cgms = append(cgms, own)
+		}
+	}
+	for _, cgm := range cgms {
+		if cg, err := cgm.Open(cgName); err == nil {
+			if err := cg.Remove(ctx); err != nil {
+				return err
+			}
+		} else if !errors.Is(err, cgroup.ErrNotFound) {
 			return err
 		}
-	} else if !errors.Is(err, cgroup.ErrNotFound) {
-		return err
+	}
+	// A parent of its own goes too once empty, if berth made it; one
+	// still in use stays.
+	for _, own := range cgms[1:] {
+		own.RemoveParent()
 	}
 	var errs []error
 	if nets != nil {

@@ -35,6 +35,14 @@ func TestRecoverAfterResetHostKilled(t *testing.T) {
 	recoverAfterHostKilled(t, "BERTH_TEST_RESET=1")
 }
 
+// TestRecoverUnderOwnCgroupParent is TestRecoverAfterHostKilled with a
+// host that put its sandboxes under a nested cgroup parent of its own
+// (--cgroup-parent) and a Recover whose Manager has another: the records
+// lead it to their cgroups, and the parent berth made goes with them.
+func TestRecoverUnderOwnCgroupParent(t *testing.T) {
+	recoverAfterHostKilled(t, "BERTH_TEST_OWN_PARENT=own/x")
+}
+
 func recoverAfterHostKilled(t *testing.T, env ...string) {
 	stateDir := t.TempDir()
 	parent := fmt.Sprintf("berth-test-%d-recover", os.Getpid())
@@ -43,6 +51,16 @@ func recoverAfterHostKilled(t *testing.T, env ...string) {
 		t.Fatal(err)
 	}
 	defer cgm.RemoveParent()
+	hostParent, hostCgm := parent, cgm
+	for _, e := range env {
+		if own, ok := strings.CutPrefix(e, "BERTH_TEST_OWN_PARENT="); ok {
+			hostParent = parent + "/" + own
+			if hostCgm, err = cgm.WithParent(hostParent); err != nil {
+				t.Fatal(err)
+			}
+			defer hostCgm.RemoveParent()
+		}
+	}
 
 	netConfig, netRun := filepath.Join(stateDir, "net-config"), filepath.Join(stateDir, "net-run")
 	nets, err := netplug.Open(&netplug.Options{ConfigDir: netConfig, RunDir: netRun,
@@ -53,7 +71,7 @@ func recoverAfterHostKilled(t *testing.T, env ...string) {
 
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "BERTH_TEST_HOST=1", "BERTH_TEST_STORE="+testEnv.store.Root(),
-		"BERTH_TEST_STATE="+stateDir, "BERTH_TEST_CGROUP_PARENT="+parent,
+		"BERTH_TEST_STATE="+stateDir, "BERTH_TEST_CGROUP_PARENT="+hostParent,
 		"BERTH_TEST_NET_CONFIG="+netConfig, "BERTH_TEST_NET_RUN="+netRun)
 	cmd.Env = append(cmd.Env, env...)
 	out, err := cmd.StdoutPipe()
@@ -84,7 +102,7 @@ func recoverAfterHostKilled(t *testing.T, env ...string) {
 		}
 	}()
 	for _, st := range states {
-		cg, err := cgm.Open(st.Cgroup)
+		cg, err := hostCgm.Open(st.Cgroup)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -144,8 +162,13 @@ func recoverAfterHostKilled(t *testing.T, env ...string) {
 	if loops := loopsBackedBy(testEnv.store.Root()); len(loops) > 0 {
 		t.Errorf("loop devices left: %v", loops)
 	}
-	if names := cgroupsLeft(t, cgm); len(names) > 0 {
+	if names := cgroupsLeft(t, hostCgm); len(names) > 0 {
 		t.Errorf("cgroups left: %v", names)
+	}
+	if hostParent != parent {
+		if dirs := cgroupDirs(t, hostParent, ""); len(dirs) > 0 {
+			t.Errorf("the sandboxes' own cgroup parent is left: %v", dirs)
+		}
 	}
 	if left := stateLeft(t, stateDir, filepath.Base(netConfig), filepath.Base(netRun)); len(left) > 0 {
 		t.Errorf("state left: %v", left)

@@ -123,7 +123,7 @@ exits 125 for a command line it does not understand, and other commands
 	}
 	root.PersistentFlags().StringVar(&g.root, "root", "", "image store directory (default $BERTH_ROOT or /var/lib/berth)")
 	root.PersistentFlags().StringVar(&g.state, "state", sandbox.DefaultStateDir, "directory for the state of running sandboxes")
-	root.PersistentFlags().StringVar(&g.cgroupParent, "cgroup-parent", "berth", "cgroup under which sandboxes' cgroups go")
+	root.PersistentFlags().StringVar(&g.cgroupParent, "cgroup-parent", "berth", "cgroup path, from the root of each hierarchy, under which sandboxes' cgroups go (e.g. system.slice/ci.service/berth); berth makes what is missing and removes only what it made")
 	root.PersistentFlags().BoolVar(&g.debug, "debug", false, "log what berth does to stderr")
 	run, exec := newRunCommand(g), newExecCommand(g)
 	markWorkload(run)
