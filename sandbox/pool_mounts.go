@@ -23,10 +23,18 @@ import (
 // a bind mount's source has mounted below it (the build clones such
 // sources again from inside, which a built sandbox can no longer reach).
 
+// MaxRequestMounts is the most mounts a request may add to a pool's
+// sandbox (Pool.New): each bind mount's source travels as a descriptor in
+// one message to its PID 1, whose size is bounded too.
+const MaxRequestMounts = 64
+
 // checkRequestMounts checks the mounts a request adds to the pool's, by
 // name: what the init refuses anyway, said before a sandbox is taken.
 // Every error wraps ErrInvalidOptions.
 func (p *Pool) checkRequestMounts(mounts []Mount) error {
+	if len(mounts) > MaxRequestMounts {
+		return fmt.Errorf("%w: Mounts: %d for a pool's sandbox, at most %d", ErrInvalidOptions, len(mounts), MaxRequestMounts)
+	}
 	if err := checkMounts(mounts); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 	}
