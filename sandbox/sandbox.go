@@ -333,12 +333,13 @@ type Sandbox struct {
 
 	pool    *Pool // the pool the sandbox comes from, if any
 	poolErr error // options the pool does not allow
-	// lateMounts are the mounts a pool's sandbox adds to the pool's
-	// (see Pool.New), made by its PID 1 once it is taken.
+	plan    *security.LSMPlan
+	standby *launched      // a pool's sandbox: PID 1, waiting for its workload
+	copying sync.WaitGroup // copying a pooled workload's output
+
+	// lateMounts are the mounts a pool's sandbox adds to the pool's (see
+	// Pool.New), which its PID 1 makes once it is taken.
 	lateMounts []Mount
-	plan       *security.LSMPlan
-	standby    *launched      // a pool's sandbox: PID 1, waiting for its workload
-	copying    sync.WaitGroup // copying a pooled workload's output
 
 	// Reset's (reset.go).
 	resetMu        sync.Mutex      // one Reset at a time
