@@ -72,7 +72,7 @@ func (p *Pool) missed() {
 	misses := p.stats.misses.Add(1)
 	now := time.Now().UnixNano()
 	last := p.lastWarn.Load()
-	if last != 0 && now-last < int64(PoolWarnInterval) || !p.lastWarn.CompareAndSwap(last, now) {
+	if (last != 0 && now-last < int64(PoolWarnInterval)) || !p.lastWarn.CompareAndSwap(last, now) {
 		return
 	}
 	then := "building one on the start's path"
@@ -97,6 +97,10 @@ func (p *Pool) waitReady(ctx context.Context) (*Sandbox, error) {
 		}
 		select {
 		case e := <-p.ready:
+			// Other starts may wait behind this one: the filler, which
+			// may have gone to sleep with the pool full an instant
+			// before, builds the next now.
+			p.kick()
 			return e, nil
 		case <-failed:
 		case <-p.ctx.Done():
