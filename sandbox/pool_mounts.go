@@ -62,6 +62,14 @@ func (p *Pool) checkRequestMounts(mounts []Mount) error {
 					ErrInvalidOptions, i, quoteShort(dst), t)
 			}
 		}
+		// Nor inside one another: the init would have to make the inner
+		// one's target in the outer one's source, or would hide it.
+		for j, o := range mounts {
+			if outer := path.Clean(o.Destination); j != i && strings.HasPrefix(dst, outer+"/") {
+				return fmt.Errorf("%w: Mounts[%d]: destination %s is in Mounts[%d] at %s: a pool's sandbox adds mounts only on the image's own directories and files",
+					ErrInvalidOptions, i, quoteShort(dst), j, quoteShort(outer))
+			}
+		}
 	}
 	return nil
 }

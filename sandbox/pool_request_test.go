@@ -109,6 +109,7 @@ func TestPoolRequestRefused(t *testing.T) {
 		{"etc file", &Options{Mounts: []Mount{{Source: src, Destination: "/etc/hosts"}}}, "destination \"/etc/hosts\" is in the sandbox's mount at /etc/hosts"},
 		{"pool's mount", &Options{Mounts: []Mount{{Type: "tmpfs", Destination: "/run/sub"}}}, "destination \"/run/sub\" is in the sandbox's mount at /run"},
 		{"image link to /proc", &Options{Mounts: []Mount{{Source: src, Destination: "/etc/mtab"}}}, "leads, through the image's symbolic links, to /proc/mounts"},
+		{"nested", &Options{Mounts: []Mount{{Type: "tmpfs", Destination: "/a/b"}, {Type: "tmpfs", Destination: "/a"}}}, `Mounts[0]: destination "/a/b" is in Mounts[1] at "/a"`},
 		{"too many", &Options{Mounts: make([]Mount, MaxRequestMounts+1)}, "Mounts: 65 for a pool's sandbox, at most 64"},
 		{"root", &Options{Mounts: []Mount{{Source: src, Destination: "/"}}}, "Mounts[0]: destination /:"},
 	} {
