@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/berth-dev/berth/security"
 )
@@ -217,4 +218,20 @@ func TestPoolStatsBurst(t *testing.T) {
 	if left := leftBehind(t); len(left) > 0 {
 		t.Errorf("left behind: %v", left)
 	}
+}
+
+// BenchmarkStartExitPoolRequestMount is BenchmarkStartExitPool with a bind
+// mount and a variable of the request's own: what the third message and
+// PID 1's mount add to a pooled start.
+func BenchmarkStartExitPoolRequestMount(b *testing.B) {
+	pool, err := NewPool(context.Background(), "alpine:test", opts(nil), 2)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pool.Close()
+	src := b.TempDir()
+	time.Sleep(100 * time.Millisecond)
+	timeStartExit(b, 20*time.Millisecond, func() *Sandbox {
+		return pool.New(&Options{Args: []string{"true"}, Env: []string{"JOB=1"}, Mounts: []Mount{{Source: src, Destination: "/data", ReadOnly: true}}})
+	})
 }
