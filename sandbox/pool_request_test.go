@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/security"
 )
 
@@ -74,6 +75,21 @@ grep -E ' /(data|srv/vol|scratch) ' /proc/self/mountinfo | while read -r _ _ _ _
 	if err != nil || string(b) != "kept\n" {
 		t.Errorf("the volume's file: %q %v", b, err)
 	}
+	// A running sandbox's request volume is recorded as in use, before
+	// it is bound. (Ready: the last one is torn down, and no longer
+	// counts.)
+	if err := p.Ready(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	running := p.New(&Options{Args: []string{"sleep", "30"}, Mounts: []Mount{{Type: "volume", Source: volume, Destination: "/srv/vol"}}})
+	if err := running.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	err = testEnv.store.RemoveUnusedVolume(context.Background(), volume, VolumeUsers(testEnv.stateDir, testEnv.store))
+	if !errors.Is(err, layerfs.ErrVolumeInUse) || !strings.Contains(err.Error(), running.ID()) {
+		t.Errorf("removing the volume a running pooled sandbox uses: %v", err)
+	}
+	running.Close()
 	// The next sandbox has the pool's configuration only.
 	out.Reset()
 	res, err = p.New(&Options{Args: []string{"/bin/sh", "-c", `echo "$FROM_POOL $OVERRIDDEN $FROM_REQUEST"; ls /data /srv/vol /scratch 2>&1 | wc -l`}, Stdout: &out}).Run(context.Background())
