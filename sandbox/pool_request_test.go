@@ -251,3 +251,34 @@ func BenchmarkStartExitPoolRequestMount(b *testing.B) {
 		return pool.New(&Options{Args: []string{"true"}, Env: []string{"JOB=1"}, Mounts: []Mount{{Source: src, Destination: "/data", ReadOnly: true}}})
 	})
 }
+
+// A start that waits for the pool's next sandbox is not left waiting when
+// the pool cannot build one: it builds its own, whose error says why.
+func TestPoolWaitWhenBuildFails(t *testing.T) {
+	src := t.TempDir()
+	p := newPool(t, opts(func(o *Options) {
+		o.Mounts = []Mount{{Source: src, Destination: "/x"}}
+	}), 1)
+	defer p.Close()
+	p.SetWhenEmpty(WaitWhenEmpty)
+	// The sandbox built already has its mount; the next ones cannot.
+	if err := os.Remove(src); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if res, err := p.New(&Options{Args: []string{"true"}}).Run(ctx); err != nil || !res.Success() {
+		t.Fatalf("the sandbox built before the source went: %+v %v", res, err)
+	}
+	_, err := p.New(&Options{Args: []string{"true"}}).Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), src) || ctx.Err() != nil {
+		t.Errorf("a start waiting on a pool that cannot build: %v (context: %v)", err, ctx.Err())
+	}
+	if s := p.Stats(); s.BuildFailures == 0 || s.Misses != 1 || s.Hits != 1 {
+		t.Errorf("stats: %+v", s)
+	}
+	p.Close()
+	if left := leftBehind(t); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
