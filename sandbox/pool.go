@@ -144,9 +144,6 @@ func (p *Pool) New(opts *Options) *Sandbox {
 		if opts.Env != nil {
 			o.Env = mergeEnv(p.tmpl.Env, opts.Env)
 		}
-		if opts.Grace != 0 {
-			o.Grace = opts.Grace
-		}
 		if opts.Dir != "" {
 			o.Dir = opts.Dir
 		}
@@ -176,6 +173,9 @@ func (p *Pool) New(opts *Options) *Sandbox {
 		}
 		if opts.Timeout != 0 {
 			o.Timeout = opts.Timeout
+		}
+		if opts.Grace != 0 {
+			o.Grace = opts.Grace
 		}
 		if opts.Logger != nil {
 			o.Logger = opts.Logger
