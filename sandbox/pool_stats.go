@@ -29,7 +29,8 @@ const (
 const PoolWarnInterval = 10 * time.Second
 
 // PoolStats describes a pool's work since it was made. A pool keeps up
-// when Misses stays small beside Hits.
+// when Misses stays small beside Hits. A start whose sandbox turns out to
+// have died while it waited takes another, and counts once more.
 type PoolStats struct {
 	Size          int    // sandboxes the pool keeps ready
 	Ready         int    // sandboxes ready now
