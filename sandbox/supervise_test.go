@@ -73,7 +73,7 @@ type supervised struct {
 // startSupervised starts a host process that starts a Detachable sandbox
 // running script and becomes its supervisor, with a Then program that
 // records it ran, and returns once the sandbox runs.
-func startSupervised(t *testing.T, script string, env ...string) *supervised {
+func startSupervised(t testing.TB, script string, env ...string) *supervised {
 	t.Helper()
 	sv := &supervised{dir: t.TempDir(), stateDir: t.TempDir()}
 	parent := fmt.Sprintf("berth-test-%d-%s", os.Getpid(), strings.ToLower(t.Name()))
@@ -130,7 +130,7 @@ func startSupervised(t *testing.T, script string, env ...string) *supervised {
 }
 
 // release lets the workload of a script that waits for /x/go end.
-func (sv *supervised) release(t *testing.T) {
+func (sv *supervised) release(t testing.TB) {
 	t.Helper()
 	if err := os.WriteFile(filepath.Join(sv.dir, "go"), nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -138,7 +138,7 @@ func (sv *supervised) release(t *testing.T) {
 }
 
 // wait waits for the supervisor and the Then program after it.
-func (sv *supervised) wait(t *testing.T) {
+func (sv *supervised) wait(t testing.TB) {
 	t.Helper()
 	if err := sv.cmd.Wait(); err != nil {
 		t.Errorf("supervisor and Then: %v", err)
@@ -260,4 +260,213 @@ func TestSupervise(t *testing.T) {
 		t.Errorf("log entries %q, want %q", got, want)
 	}
 	sv.assertReclaimed(t)
+}
+
+// A supervisor killed with SIGKILL drops the owner lock with it: Recover
+// then kills the sandbox and reclaims everything, as for any dead owner.
+func TestSupervisorKilled(t *testing.T) {
+	sv := startSupervised(t, "while :; do sleep 1; done")
+	cg, err := sv.cgm.Open(sv.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids, err := cg.Pids()
+	if err != nil || len(pids) < 2 {
+		t.Fatalf("sandbox runs %v (%v)", pids, err)
+	}
+	// While the supervisor lives, Recover leaves the sandbox alone.
+	if res, err := Recover(context.Background(), &Options{Storage: testEnv.store, Cgroups: sv.cgm, StateDir: sv.stateDir}); err != nil || len(res.Sandboxes) != 0 {
+		t.Fatalf("Recover with the supervisor alive: %+v %v", res, err)
+	}
+	sv.cmd.Process.Kill()
+	sv.cmd.Wait()
+	if _, err := os.Stat(filepath.Join(sv.dir, "then.out")); err == nil {
+		t.Error("Then ran after the supervisor was killed")
+	}
+	sv.assertReclaimed(t)
+}
+
+// A workload flooding its output is bounded on disk by the rotation, and
+// every line of the log stays well formed.
+func TestSuperviseLogFlood(t *testing.T) {
+	// 100 MiB of 100-byte lines as fast as the workload can write them.
+	sv := startSupervised(t, "yes 012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789012345678 | head -c 104857600; echo end",
+		"BERTH_TEST_SV_LOGMAX=1048576")
+	sv.wait(t)
+	if st := sv.exitStatus(t); st.ExitCode != 0 {
+		t.Errorf("exit status %+v", st)
+	}
+	lines := 0
+	for _, name := range []string{"log", "log.1"} {
+		b, err := os.ReadFile(filepath.Join(sv.dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) > 1<<20 {
+			t.Errorf("%s holds %d bytes, past LogMaxBytes", name, len(b))
+		}
+		for _, l := range strings.SplitAfter(string(b), "\n") {
+			if l == "" {
+				continue
+			}
+			lines++
+			e, ok := parseLogLine([]byte(strings.TrimSuffix(l, "\n")))
+			if !ok || !strings.HasSuffix(l, "\n") || e.Stream != "stdout" ||
+				(string(e.Text) != "end" && string(e.Text) != "012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789012345678") {
+				t.Fatalf("%s: damaged line %q", name, l)
+			}
+		}
+	}
+	entries := sv.entries(t, nil)
+	if len(entries) != lines || len(entries) == 0 || string(entries[len(entries)-1].Text) != "end" {
+		t.Errorf("ReadLog read %d entries of %d lines, the last %+v", len(entries), lines, entries[len(entries)-1])
+	}
+	sv.assertReclaimed(t)
+}
+
+// A line longer than an entry is split into partial entries of 16 KiB,
+// which put together give the line back.
+func TestSuperviseLongLine(t *testing.T) {
+	sv := startSupervised(t, "head -c 1048576 /dev/zero | tr '\\0' x; echo; printf tail")
+	sv.wait(t)
+	entries := sv.entries(t, nil)
+	var line []byte
+	i := 0
+	for ; i < len(entries); i++ {
+		e := entries[i]
+		if len(e.Text) > LogEntryMax {
+			t.Fatalf("entry of %d bytes", len(e.Text))
+		}
+		line = append(line, e.Text...)
+		if !e.Partial {
+			break
+		}
+	}
+	if len(line) != 1<<20 || strings.Trim(string(line), "x") != "" || i != 1<<20/LogEntryMax {
+		t.Errorf("the long line came back as %d bytes in %d entries", len(line), i+1)
+	}
+	// Output cut short by the stream's end is a partial entry.
+	if rest := entries[i+1:]; len(rest) != 1 || string(rest[0].Text) != "tail" || !rest[0].Partial {
+		t.Errorf("entries after the line: %+v", rest)
+	}
+	sv.assertReclaimed(t)
+}
+
+// SIGHUP does not end a supervisor; SIGTERM is passed on to the workload,
+// whose trap runs, and whose end is recorded as usual.
+func TestSupervisorSignals(t *testing.T) {
+	sv := startSupervised(t, "trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.1; done")
+	waitForEntry(t, filepath.Join(sv.dir, "log"), "ready")
+	pid := sv.cmd.Process.Pid
+	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	sv.wait(t)
+	if st := sv.exitStatus(t); st.ExitCode != 7 {
+		t.Errorf("exit status %+v, want the trap's 7", st)
+	}
+	var texts []string
+	for _, e := range sv.entries(t, nil) {
+		texts = append(texts, string(e.Text))
+	}
+	if !slices.Contains(texts, "got TERM") {
+		t.Errorf("log %q: the trap did not run", texts)
+	}
+	sv.assertReclaimed(t)
+}
+
+// A terminal's output is one stream, its lines without the terminal's
+// "\r".
+func TestSuperviseTTY(t *testing.T) {
+	sv := startSupervised(t, "echo one; echo two >&2; [ -t 1 ] && echo tty; exit 5", "BERTH_TEST_SV_TTY=1")
+	sv.wait(t)
+	if st := sv.exitStatus(t); st.ExitCode != 5 {
+		t.Errorf("exit status %+v, want 5", st)
+	}
+	var got []string
+	for _, e := range sv.entries(t, nil) {
+		got = append(got, e.Stream+" "+string(e.Text))
+	}
+	if want := []string{"stdout one", "stdout two", "stdout tty"}; !slices.Equal(got, want) {
+		t.Errorf("log %q, want %q", got, want)
+	}
+	sv.assertReclaimed(t)
+}
+
+// waitForEntry follows the log at path until an entry with text appears.
+func waitForEntry(t *testing.T, path, text string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	errFound := fmt.Errorf("found")
+	err := ReadLog(ctx, path, &LogOptions{Follow: true}, func(e LogEntry) error {
+		if string(e.Text) == text {
+			return errFound
+		}
+		return nil
+	})
+	if err != errFound {
+		t.Fatalf("waiting for %q in the log: %v", text, err)
+	}
+}
+
+// BenchmarkSupervisorMemory reports what an idle supervisor costs the
+// host: its proportional and resident set sizes (smaps_rollup), beside
+// its private dirty pages (what each more supervisor adds), beside its
+// sandbox's PID 1's PSS.
+//
+//	go test -run '^$' -bench SupervisorMemory -benchtime 1x ./sandbox/
+func BenchmarkSupervisorMemory(b *testing.B) {
+	for b.Loop() {
+		sv := startSupervised(b, "while [ ! -e /x/go ]; do sleep 1; done")
+		cg, err := sv.cgm.Open(sv.id)
+		if err != nil {
+			b.Fatal(err)
+		}
+		pids, err := cg.Pids()
+		if err != nil || len(pids) < 2 {
+			b.Fatalf("sandbox runs %v (%v)", pids, err)
+		}
+		pid1 := slices.Min(pids)
+		// Its first entries written, the supervisor is as it stays.
+		time.Sleep(time.Second)
+		var dirty int
+		pss, rss := smapsRollup(b, sv.cmd.Process.Pid, &dirty)
+		initPSS, _ := smapsRollup(b, pid1, nil)
+		b.ReportMetric(float64(pss), "supervisor-PSS-KiB")
+		b.ReportMetric(float64(rss), "supervisor-RSS-KiB")
+		b.ReportMetric(float64(dirty), "supervisor-private-dirty-KiB")
+		b.ReportMetric(float64(initPSS), "init-PSS-KiB")
+		sv.release(b)
+		sv.wait(b)
+	}
+}
+
+// smapsRollup returns a process's PSS and RSS in KiB.
+func smapsRollup(t testing.TB, pid int, priv *int) (pss, rss int) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		n, _ := strconv.Atoi(f[1])
+		switch f[0] {
+		case "Pss:":
+			pss = n
+		case "Rss:":
+			rss = n
+		case "Private_Dirty:":
+			if priv != nil {
+				*priv = n
+			}
+		}
+	}
+	return pss, rss
 }
