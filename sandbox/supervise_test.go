@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -469,4 +470,89 @@ func smapsRollup(t testing.TB, pid int, priv *int) (pss, rss int) {
 		}
 	}
 	return pss, rss
+}
+
+// What a Detachable sandbox cannot have is refused before anything is
+// made.
+func TestDetachableOptions(t *testing.T) {
+	for name, set := range map[string]func(*Options){
+		"Stdout":     func(o *Options) { o.Stdout = new(strings.Builder) },
+		"Stderr":     func(o *Options) { o.Stderr = new(strings.Builder) },
+		"Stdin":      func(o *Options) { o.Stdin = strings.NewReader("") },
+		"Timeout":    func(o *Options) { o.Timeout = time.Minute },
+		"KeepRootfs": func(o *Options) { o.KeepRootfs = true },
+	} {
+		sb := New("alpine:test", opts(func(o *Options) {
+			o.Args = []string{"true"}
+			o.Detachable = true
+			set(o)
+		}))
+		err := sb.Start(context.Background())
+		if !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), name) {
+			t.Errorf("Detachable with %s: %v, want ErrInvalidOptions naming it", name, err)
+		}
+		sb.Close()
+	}
+}
+
+// A Detachable sandbox that is waited for instead of supervised works as
+// any other, its output discarded; Supervise refuses bad settings with
+// the sandbox still its caller's, and a sandbox already waited for.
+func TestDetachableWithoutSupervise(t *testing.T) {
+	dir := t.TempDir()
+	sb := New("alpine:test", opts(func(o *Options) {
+		// More output than a pipe holds: nothing may wait for a reader.
+		o.Args = []string{"sh", "-c", "head -c 1000000 /dev/zero; exit 4"}
+		o.Detachable = true
+	}))
+	if err := sb.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	then := filepath.Join(dir, "then")
+	os.WriteFile(then, []byte("#!/bin/sh\n"), 0o755)
+	log, exit := filepath.Join(dir, "log"), filepath.Join(dir, "exit.json")
+	for _, c := range []struct {
+		name string
+		cfg  *SuperviseConfig
+	}{
+		{"no config", nil},
+		{"relative log", &SuperviseConfig{Log: "log", Exit: exit}},
+		{"no exit", &SuperviseConfig{Log: log}},
+		{"log is exit", &SuperviseConfig{Log: log, Exit: log}},
+		{"exit is the rotated log", &SuperviseConfig{Log: log, Exit: log + ".1"}},
+		{"no log directory", &SuperviseConfig{Log: filepath.Join(dir, "none", "log"), Exit: exit}},
+		{"small bound", &SuperviseConfig{Log: log, Exit: exit, LogMaxBytes: 100}},
+		{"relative Then", &SuperviseConfig{Log: log, Exit: exit, Then: []string{"then"}}},
+		{"missing Then", &SuperviseConfig{Log: log, Exit: exit, Then: []string{filepath.Join(dir, "none")}}},
+		{"Then a directory", &SuperviseConfig{Log: log, Exit: exit, Then: []string{dir}}},
+	} {
+		if err := sb.Supervise(c.cfg); err == nil {
+			t.Fatalf("%s: Supervise returned no error", c.name)
+		} else {
+			t.Logf("%s: %v", c.name, err)
+		}
+	}
+	if err := sb.Reset(context.Background()); !errors.Is(err, errors.ErrUnsupported) {
+		t.Errorf("Reset: %v, want ErrUnsupported", err)
+	}
+	// The workload blocks on its full pipe until Wait discards its
+	// output.
+	r, err := sb.Wait()
+	if err != nil || r.ExitCode != 4 {
+		t.Errorf("Wait: %+v %v, want the workload's exit 4", r, err)
+	}
+	if err := sb.Supervise(&SuperviseConfig{Log: log, Exit: exit}); err == nil {
+		t.Error("Supervise after Wait returned no error")
+	}
+
+	// Supervise is for Detachable sandboxes only.
+	plain := New("alpine:test", opts(func(o *Options) { o.Args = []string{"sleep", "100"} }))
+	if err := plain.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	if err := plain.Supervise(&SuperviseConfig{Log: log, Exit: exit}); !errors.Is(err, ErrInvalidOptions) {
+		t.Errorf("Supervise of a sandbox not Detachable: %v", err)
+	}
 }
