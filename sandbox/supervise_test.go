@@ -25,6 +25,9 @@ import (
 // BERTH_TEST_SV_SCRIPT with the test's directory at /x, prints "ok <ID>",
 // and becomes the sandbox's supervisor.
 func supervisedProcess() int {
+	if os.Args[len(os.Args)-1] == "berth-test-reap" {
+		return reaperProcess()
+	}
 	store, err := layerfs.Open(os.Getenv("BERTH_TEST_STORE"), nil)
 	if err != nil {
 		fmt.Println(err)
@@ -48,7 +51,11 @@ func supervisedProcess() int {
 		return 1
 	}
 	cfg := &SuperviseConfig{Log: filepath.Join(dir, "log"), Exit: filepath.Join(dir, "exit.json")}
-	if then := os.Getenv("BERTH_TEST_SV_THEN"); then != "" {
+	switch then := os.Getenv("BERTH_TEST_SV_THEN"); then {
+	case "":
+	case "reap":
+		cfg.Then = []string{os.Args[0], "-test.run=^$", "berth-test-reap"}
+	default:
 		cfg.Then = []string{then, filepath.Join(dir, "then.out")}
 	}
 	if n := os.Getenv("BERTH_TEST_SV_LOGMAX"); n != "" {
@@ -60,6 +67,24 @@ func supervisedProcess() int {
 	sb.Kill()
 	sb.Close()
 	return 1
+}
+
+// reaperProcess is the Then program of TestSuperviseThenRecovers, run by
+// the supervisor: it reclaims the sandbox with Recover, as berth's reaper
+// does, and says what it found in then.out.
+func reaperProcess() int {
+	store, err := layerfs.Open(os.Getenv("BERTH_TEST_STORE"), nil)
+	if err != nil {
+		return 1
+	}
+	cgm, err := cgroup.NewManager(cgroup.Options{Parent: os.Getenv("BERTH_TEST_CGROUP_PARENT")})
+	if err != nil {
+		return 1
+	}
+	res, err := Recover(context.Background(), &Options{Storage: store, Cgroups: cgm, StateDir: os.Getenv("BERTH_TEST_STATE")})
+	msg := fmt.Sprintf("recovered %v %v", res.Sandboxes, err)
+	os.WriteFile(filepath.Join(os.Getenv("BERTH_TEST_SV_DIR"), "then.out"), []byte(msg), 0o600)
+	return 0
 }
 
 // A supervised is a sandbox that a supervisor process holds.
@@ -94,6 +119,9 @@ func startSupervised(t testing.TB, script string, env ...string) *supervised {
 		"BERTH_TEST_STATE="+sv.stateDir, "BERTH_TEST_CGROUP_PARENT="+parent,
 		"BERTH_TEST_SV_DIR="+sv.dir, "BERTH_TEST_SV_SCRIPT="+script, "BERTH_TEST_SV_THEN="+then)
 	cmd.Env = append(cmd.Env, env...)
+	if slices.Contains(env, "BERTH_TEST_SV_THEN=reap") {
+		cmd.Env = slices.DeleteFunc(cmd.Env, func(e string) bool { return e == "BERTH_TEST_SV_THEN="+then })
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -261,6 +289,34 @@ func TestSupervise(t *testing.T) {
 		t.Errorf("log entries %q, want %q", got, want)
 	}
 	sv.assertReclaimed(t)
+}
+
+// Then, the host program itself as berth's reaper is, reclaims the
+// sandbox with Recover: the supervisor has let go of the owner lock, and
+// the record, whose host process has Then's PID and start time, does not
+// keep the sandbox alive.
+func TestSuperviseThenRecovers(t *testing.T) {
+	sv := startSupervised(t, "echo done", "BERTH_TEST_SV_THEN=reap")
+	sv.wait(t)
+	if st := sv.exitStatus(t); st.ExitCode != 0 {
+		t.Errorf("exit status %+v", st)
+	}
+	then, err := os.ReadFile(filepath.Join(sv.dir, "then.out"))
+	if want := fmt.Sprintf("recovered [%s] <nil>", sv.id); err != nil || string(then) != want {
+		t.Errorf("Then: %q %v, want %q", then, err, want)
+	}
+	if names := cgroupsLeft(t, sv.cgm); len(names) > 0 {
+		t.Errorf("cgroups left: %v", names)
+	}
+	if left := stateLeft(t, sv.stateDir); len(left) > 0 {
+		t.Errorf("state left: %v", left)
+	}
+	if mounts := mountsUnder(t, sv.stateDir); len(mounts) > 0 {
+		t.Errorf("mounts left in the state directory: %v", mounts)
+	}
+	if slices.Contains(rootfsesLeft(t), "sandbox-"+sv.id) {
+		t.Errorf("rootfs of %s left in the store", sv.id)
+	}
 }
 
 // A supervisor killed with SIGKILL drops the owner lock with it: Recover
