@@ -166,10 +166,17 @@ func (sv *supervised) release(t testing.TB) {
 	}
 }
 
-// wait waits for the supervisor and the Then program after it.
+// wait waits for the supervisor and the Then program after it. A
+// supervisor that does not end within minutes is broken: it is killed, so
+// that the test fails rather than hangs.
 func (sv *supervised) wait(t testing.TB) {
 	t.Helper()
-	if err := sv.cmd.Wait(); err != nil {
+	hung := time.AfterFunc(2*time.Minute, func() { sv.cmd.Process.Kill() })
+	err := sv.cmd.Wait()
+	if !hung.Stop() {
+		t.Fatalf("the supervisor did not end: %v", err)
+	}
+	if err != nil {
 		t.Errorf("supervisor and Then: %v", err)
 	}
 }
