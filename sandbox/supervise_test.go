@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -60,6 +61,10 @@ func supervisedProcess() int {
 	}
 	if n := os.Getenv("BERTH_TEST_SV_LOGMAX"); n != "" {
 		cfg.LogMaxBytes, _ = strconv.ParseInt(n, 10, 64)
+	}
+	if os.Getenv("BERTH_TEST_SV_IGNORE_INT") != "" {
+		// As a shell's background job does.
+		signal.Ignore(syscall.SIGINT)
 	}
 	fmt.Println("ok", sb.ID())
 	err = sb.Supervise(cfg)
@@ -416,16 +421,18 @@ func TestSuperviseLongLine(t *testing.T) {
 	sv.assertReclaimed(t)
 }
 
-// SIGHUP does not end a supervisor; SIGTERM is passed on to the workload,
-// whose trap runs, and whose end is recorded as usual.
+// SIGHUP does not end a supervisor; SIGINT (as SIGTERM and SIGQUIT) is
+// passed on to the workload, whose trap runs, and whose end is recorded
+// as usual, even when the process that became the supervisor ignored it.
 func TestSupervisorSignals(t *testing.T) {
-	sv := startSupervised(t, "trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.1; done")
+	sv := startSupervised(t, "trap 'echo got INT; exit 7' INT; echo ready; while :; do sleep 0.1; done",
+		"BERTH_TEST_SV_IGNORE_INT=1")
 	waitForEntry(t, filepath.Join(sv.dir, "log"), "ready")
 	pid := sv.cmd.Process.Pid
 	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+	if err := syscall.Kill(pid, syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
 	sv.wait(t)
@@ -436,7 +443,7 @@ func TestSupervisorSignals(t *testing.T) {
 	for _, e := range sv.entries(t, nil) {
 		texts = append(texts, string(e.Text))
 	}
-	if !slices.Contains(texts, "got TERM") {
+	if !slices.Contains(texts, "got INT") {
 		t.Errorf("log %q: the trap did not run", texts)
 	}
 	sv.assertReclaimed(t)

@@ -50,9 +50,7 @@
 
 #include "supervise.h"
 
-// ENTRY_MAX is the most text one log entry holds; a longer line is split
-// into "P" entries of this size.
-#define ENTRY_MAX 16384
+#define ENTRY_MAX SUPERVISE_ENTRY_MAX
 // DRAIN_MS bounds how long output is still copied once PID 1 has been
 // reaped. Its end kills every process of its PID namespace, so the pipes
 // reach EOF at once, unless something outside the sandbox holds a write
@@ -448,6 +446,12 @@ __attribute__((noreturn)) void berth_supervise(char **argv) {
 	// SIGHUP above all: the terminal a detached sandbox was started from
 	// may go away. Only SIGKILL ends the supervisor, and Recover then
 	// reclaims the sandbox as for any owner that died.
+	// Signals the starter ignored (a shell's background job ignores
+	// SIGINT and SIGQUIT) would never reach the signalfd: defaults
+	// first, which Then inherits as well.
+	for (int sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			signal(sig, SIG_DFL);
 	sigset_t all;
 	sigfillset(&all);
 	if (sigprocmask(SIG_BLOCK, &all, NULL) < 0)
