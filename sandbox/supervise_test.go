@@ -115,8 +115,9 @@ func startSupervised(t testing.TB, script string, env ...string) *supervised {
 	sv.cgm = cgm
 	t.Cleanup(func() { cgm.RemoveParent() })
 	then := filepath.Join(t.TempDir(), "then")
-	// It records its arguments and the descriptors it was given.
-	if err := os.WriteFile(then, []byte("#!/bin/sh\nls -l /proc/$$/fd > \"$1.fds\"\necho ran \"$@\" > \"$1\"\n"), 0o755); err != nil {
+	// It records its arguments, the descriptors it was given and the
+	// signals it ignores.
+	if err := os.WriteFile(then, []byte("#!/bin/sh\nls -l /proc/$$/fd > \"$1.fds\"\ngrep SigIgn /proc/$$/status > \"$1.sigign\"\necho ran \"$@\" > \"$1\"\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -445,6 +446,10 @@ func TestSupervisorSignals(t *testing.T) {
 	}
 	if !slices.Contains(texts, "got INT") {
 		t.Errorf("log %q: the trap did not run", texts)
+	}
+	// Then does not inherit the starter's ignored SIGINT.
+	if ign, err := os.ReadFile(filepath.Join(sv.dir, "then.out.sigign")); err != nil || strings.Fields(string(ign))[1] != "0000000000000000" {
+		t.Errorf("Then's ignored signals: %q %v, want none", ign, err)
 	}
 	sv.assertReclaimed(t)
 }

@@ -447,8 +447,9 @@ __attribute__((noreturn)) void berth_supervise(char **argv) {
 	// may go away. Only SIGKILL ends the supervisor, and Recover then
 	// reclaims the sandbox as for any owner that died.
 	// Signals the starter ignored (a shell's background job ignores
-	// SIGINT and SIGQUIT) would never reach the signalfd: defaults
-	// first, which Then inherits as well.
+	// SIGINT and SIGQUIT) go back to their defaults, which Then and the
+	// programs it starts inherit. (Blocked, they reach the signalfd
+	// either way.)
 	for (int sig = 1; sig < NSIG; sig++)
 		if (sig != SIGKILL && sig != SIGSTOP)
 			signal(sig, SIG_DFL);
