@@ -631,3 +631,20 @@ func TestDetachableWithoutSupervise(t *testing.T) {
 		t.Errorf("Supervise of a sandbox not Detachable: %v", err)
 	}
 }
+
+// A pool's sandboxes cannot be detached: the pool owns them.
+func TestDetachablePool(t *testing.T) {
+	p, err := NewPool(context.Background(), "alpine:test", opts(func(o *Options) {
+		o.Args = []string{"true"}
+		o.Detachable = true
+	}), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	sb := p.New(nil)
+	if err := sb.Start(context.Background()); !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), "Detachable") {
+		t.Errorf("a pooled Detachable sandbox: %v, want ErrInvalidOptions naming Detachable", err)
+	}
+	sb.Close()
+}
