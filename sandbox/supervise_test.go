@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/layerfs"
 )
@@ -51,7 +53,11 @@ func supervisedProcess() int {
 		fmt.Println(err)
 		return 1
 	}
-	cfg := &SuperviseConfig{Log: filepath.Join(dir, "log"), Exit: filepath.Join(dir, "exit.json")}
+	logDir := dir
+	if d := os.Getenv("BERTH_TEST_SV_LOGDIR"); d != "" {
+		logDir = d
+	}
+	cfg := &SuperviseConfig{Log: filepath.Join(logDir, "log"), Exit: filepath.Join(dir, "exit.json")}
 	switch then := os.Getenv("BERTH_TEST_SV_THEN"); then {
 	case "":
 	case "reap":
@@ -647,4 +653,37 @@ func TestDetachablePool(t *testing.T) {
 		t.Errorf("a pooled Detachable sandbox: %v, want ErrInvalidOptions naming Detachable", err)
 	}
 	sb.Close()
+}
+
+// A log whose disk is full drops output rather than holding the workload
+// up, and what it holds stays whole entries.
+func TestSuperviseDiskFull(t *testing.T) {
+	logDir := t.TempDir()
+	// A disk of 96 KiB: full before the log reaches its bound of 64
+	// KiB a second time.
+	if err := unix.Mount("tmpfs", logDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=96k"); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(logDir, unix.MNT_DETACH)
+	sv := startSupervised(t, "yes 0123456789012345678901234567890123456789012345678901234567890123456789 | head -c 10485760",
+		"BERTH_TEST_SV_LOGDIR="+logDir, "BERTH_TEST_SV_LOGMAX=65536")
+	sv.wait(t)
+	if st := sv.exitStatus(t); st.ExitCode != 0 {
+		t.Errorf("exit status %+v: the workload did not end on its own", st)
+	}
+	for _, name := range []string{"log", "log.1"} {
+		b, err := os.ReadFile(filepath.Join(logDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) == 0 || b[len(b)-1] != '\n' {
+			t.Errorf("%s ends with a broken entry: %q", name, b[max(0, len(b)-80):])
+		}
+		for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+			if _, ok := parseLogLine([]byte(l)); !ok {
+				t.Fatalf("%s: damaged line %q", name, l)
+			}
+		}
+	}
+	sv.assertReclaimed(t)
 }
