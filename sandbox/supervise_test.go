@@ -687,3 +687,61 @@ func TestSuperviseDiskFull(t *testing.T) {
 	}
 	sv.assertReclaimed(t)
 }
+
+// A process outside the sandbox holding the workload's output pipe does
+// not keep the supervisor from recording the end: the drain after PID 1's
+// end is bounded.
+func TestSuperviseOutputHeldOutside(t *testing.T) {
+	sv := startSupervised(t, "echo ready; while [ ! -e /x/go ]; do sleep 0.05; done; exit 6")
+	waitForEntry(t, filepath.Join(sv.dir, "log"), "ready")
+	cg, err := sv.cgm.Open(sv.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids, err := cg.Pids()
+	if err != nil || len(pids) < 2 {
+		t.Fatalf("sandbox runs %v (%v)", pids, err)
+	}
+	// The workload's shell, PID 1's child: take its stdout.
+	var held *os.File
+	for _, pid := range pids {
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if string(comm) != "sh\n" {
+			continue
+		}
+		pidfd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd, err := unix.PidfdGetfd(pidfd, 1, 0)
+		unix.Close(pidfd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = os.NewFile(uintptr(fd), "the workload's stdout")
+	}
+	if held == nil {
+		t.Fatalf("no workload shell among %v", pids)
+	}
+	defer held.Close()
+	sv.release(t)
+	sv.wait(t)
+	if st := sv.exitStatus(t); st.ExitCode != 6 {
+		t.Errorf("exit status %+v, want 6", st)
+	}
+	sv.assertReclaimed(t)
+}
+
+// A workload that leaves a process behind holding its output does not
+// keep the supervisor waiting: the sandbox ends with its main process.
+func TestSuperviseOutputHeldByOrphan(t *testing.T) {
+	sv := startSupervised(t, "(trap '' TERM HUP; sleep 1000) & echo bye; exit 2")
+	sv.wait(t)
+	if st := sv.exitStatus(t); st.ExitCode != 2 {
+		t.Errorf("exit status %+v, want 2", st)
+	}
+	if e := sv.entries(t, nil); len(e) != 1 || string(e[0].Text) != "bye" {
+		t.Errorf("log %+v", e)
+	}
+	sv.assertReclaimed(t)
+}
