@@ -10,6 +10,7 @@
 package nsinit
 
 // #include "spec.h"
+// #include "supervise.h"
 import "C"
 
 import (
@@ -39,6 +40,21 @@ const (
 	// sandbox up from a first message on its spec socket, reports Ready,
 	// and starts the workload that a second message names (SendMessage).
 	ModeStandby = "standby"
+	// ModeSupervise is a detached sandbox's supervisor (supervise.c),
+	// which the host process becomes by execve: see the Supervise*
+	// variables for its settings.
+	ModeSupervise = "supervise"
+)
+
+// SuperviseEntryMax is the most text one entry of the supervisor's log
+// holds.
+const SuperviseEntryMax = C.SUPERVISE_ENTRY_MAX
+
+// The supervisor's settings (supervise.c says what they hold).
+const (
+	EnvSupervise     = "_BERTH_SUPERVISE"
+	EnvSuperviseLog  = "_BERTH_SUPERVISE_LOG"
+	EnvSuperviseExit = "_BERTH_SUPERVISE_EXIT"
 )
 
 // MaxStandbyFiles is the most descriptors a standby init's workload
