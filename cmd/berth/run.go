@@ -385,7 +385,10 @@ func parseVolume(v string) (sandbox.Mount, error) {
 }
 
 func newExecCommand(g *globals) *cobra.Command {
-	var pf processFlags
+	var (
+		pf  processFlags
+		tty bool
+	)
 	cmd := &cobra.Command{
 		Use:   "exec [flags] SANDBOX COMMAND [ARG...]",
 		Short: "Run another command in a running sandbox",
@@ -403,10 +406,18 @@ func newExecCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := sb.Exec(cmd.Context(), &sandbox.ExecOptions{
+			eo := &sandbox.ExecOptions{
 				Args: args[1:], Env: env, Dir: pf.dir, User: pf.user,
 				Stdin: pf.stdin(cmd), Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(),
-			})
+			}
+			if tty {
+				restore, err := execTerminal(eo)
+				if err != nil {
+					return err
+				}
+				defer restore()
+			}
+			res, err := sb.Exec(cmd.Context(), eo)
 			res, err = workloadResult(res, err, cmd.ErrOrStderr())
 			if err != nil {
 				return err
@@ -419,6 +430,7 @@ func newExecCommand(g *globals) *cobra.Command {
 	}
 	cmd.Flags().SetInterspersed(false)
 	pf.add(cmd)
+	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "give the command a terminal")
 	return cmd
 }
 
