@@ -567,11 +567,14 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 		return "", err
 	}
 	s.undo = append(s.undo, s.hold.untilClose(func() error { return removeStateDir(stateDir) }))
+	if err := s.claimName(); err != nil {
+		return "", err
+	}
 	s.state = State{
 		ID: s.id, Image: s.ref, Args: s.opts.Args, Created: time.Now().UTC(), Host: self(),
 		RootfsKey: "sandbox-" + s.id, Cgroup: s.id, Parent: cgm.Parent(), Volumes: volumeNames(s.opts.Mounts),
 		ImageDigest: s.img.Digest.String(), Env: s.opts.Env, User: s.opts.User, Dir: s.opts.Dir,
-		Pending: true,
+		Name: s.opts.Name, Labels: s.opts.Labels, Pending: true,
 	}
 	s.state.Mounts, s.state.Resources = s.opts.Mounts, s.opts.Resources
 	if st, ok := s.storage.(*layerfs.Store); ok {

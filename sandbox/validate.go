@@ -83,6 +83,9 @@ func (o *Options) validate() error {
 	if err := checkProcess(o.Args, o.Env, o.Dir, o.User); err != nil {
 		return err
 	}
+	if err := checkNameAndLabels(o); err != nil {
+		return err
+	}
 	if o.Hostname != "" {
 		if err := checkHostName(o.Hostname); err != nil {
 			return fmt.Errorf("Hostname: %w", err)
@@ -141,6 +144,9 @@ func (s *Sandbox) validate() error {
 		}
 		if o.Timeout < 0 {
 			return fmt.Errorf("%w: Timeout %v is negative (0 means none)", ErrInvalidOptions, o.Timeout)
+		}
+		if err := checkNameAndLabels(o); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 		}
 		return nil
 	}
