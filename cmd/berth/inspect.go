@@ -184,15 +184,24 @@ func (g *globals) inspect(ctx context.Context, l *listed) *inspectInfo {
 		Config: inspectConfig{Image: l.Image, Cmd: l.Command, Labels: l.Labels},
 		State: inspectState{
 			Status: l.State, Running: l.State == "running", ExitCode: l.ExitCode,
-			StartedAt: l.Started, FinishedAt: l.Finished, Error: l.Problem,
+			StartedAt: l.Started, FinishedAt: l.Finished, Error: firstNonEmpty(l.Problem, l.Error),
 		},
 		NetworkSettings: inspectNetwork{Networks: map[string]inspectEndpoint{}, Ports: map[string][]inspectPortBinding{}},
 		Mounts:          []inspectMount{},
 	}
+	// Empty rather than null, for jq and templates.
+	if info.Config.Labels == nil {
+		info.Config.Labels = map[string]string{}
+	}
+	if info.Config.Cmd == nil {
+		info.Config.Cmd = []string{}
+	}
+	info.Config.Env = []string{}
 	if st := l.Sandbox; st != nil {
-		info.Config.ImageDigest, info.Config.Env, info.Config.User = st.ImageDigest, st.Env, st.User
+		info.Config.ImageDigest, info.Config.User = st.ImageDigest, st.User
+		info.Config.Env = append(info.Config.Env, st.Env...)
 		info.Config.WorkingDir, info.Config.Hostname = st.Dir, st.Hostname
-		if info.Config.Cmd == nil {
+		if len(info.Config.Cmd) == 0 && st.Args != nil {
 			info.Config.Cmd = st.Args
 		}
 		for _, m := range st.Mounts {

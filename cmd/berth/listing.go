@@ -45,6 +45,8 @@ type listed struct {
 	Sandbox *sandbox.State
 	// Problem says what is wrong with an entry whose record is damaged.
 	Problem string
+	// Error says why a container's last start, or its reaping, failed.
+	Error string
 }
 
 // listAll returns every container and sandbox of the state directory,
@@ -76,7 +78,7 @@ func (g *globals) listAll(ctx context.Context) ([]*listed, error) {
 				}
 			}
 		}
-		if c.State == "running" && c.Sandbox == nil {
+		if c.State == statusRunning && c.Sandbox == nil {
 			// The record says running, but no live sandbox backs it:
 			// its supervisor died, or the reaper has not written yet.
 			c.SandboxID = ""
@@ -238,4 +240,11 @@ func protocol(p netplug.PortMapping) string {
 		return "tcp"
 	}
 	return p.Protocol
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
