@@ -265,9 +265,14 @@ func TestForegroundSandboxCommands(t *testing.T) {
 func TestExecTTY(t *testing.T) {
 	e, root := cmdsEnv(t)
 	id := strings.TrimSpace(e.must(root, "run", "-d", "busybox:demo", "sleep", "1000"))
-	out := runOnTerminal(t, e, root, 33, 101, "exec", "-t", id, "sh", "-c", "tty; stty size; test -t 0 && test -t 2 && echo all-terminal")
+	out := runOnTerminal(t, e, root, 33, 101, "", "exec", "-t", id, "sh", "-c", "tty; stty size; test -t 0 && test -t 2 && echo all-terminal")
 	if !regexp.MustCompile(`^/dev/pts/\d+\r\n33 101\r\nall-terminal\r\n$`).MatchString(out) {
 		t.Errorf("exec -t printed %q", out)
+	}
+	// With -i, what is typed reaches the process (and its terminal
+	// echoes it).
+	if out := runOnTerminal(t, e, root, 24, 80, "typed\r", "exec", "-it", id, "sh", "-c", "read x; echo got $x"); !strings.HasSuffix(out, "got typed\r\n") {
+		t.Errorf("exec -it printed %q", out)
 	}
 	// Without -t, the process's streams are pipes, as before.
 	if out := e.must(root, "exec", id, "sh", "-c", "tty || true"); out != "not a tty\n" {
@@ -277,11 +282,24 @@ func TestExecTTY(t *testing.T) {
 		t.Errorf("exec -t without a terminal: %v %s", err, errOut)
 	}
 	e.must(root, "rm", "-f", id)
+
+	// A workload that may mount puts a FIFO where the terminal's
+	// multiplexer should be: exec -t refuses it, at once, saying why.
+	id = strings.TrimSpace(e.must(root, "run", "-d", "--cap-add", "SYS_ADMIN", "--seccomp", "unconfined", "--userns", "host", "busybox:demo",
+		"sh", "-c", "mount -t tmpfs none /dev/pts && mkfifo /dev/pts/ptmx && touch /tampered && exec sleep 1000"))
+	waitFor(t, "the workload to tamper with /dev/pts", func() bool {
+		_, _, err := e.run(root, "exec", id, "test", "-e", "/tampered")
+		return err == nil
+	})
+	if out := runOnTerminal(t, e, root, 24, 80, "", "exec", "-t", id, "echo", "hi"); !strings.Contains(out, "/dev/pts/ptmx is not a devpts ptmx") || strings.Contains(out, "hi\r\n") {
+		t.Errorf("exec -t into a tampered /dev/pts printed %q", out)
+	}
+	e.must(root, "rm", "-f", id)
 }
 
 // runOnTerminal runs berth with a new terminal of rows×cols as its
 // standard streams, and returns what it wrote there.
-func runOnTerminal(t *testing.T, e *e2eEnv, root string, rows, cols uint16, args ...string) string {
+func runOnTerminal(t *testing.T, e *e2eEnv, root string, rows, cols uint16, input string, args ...string) string {
 	t.Helper()
 	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
@@ -309,11 +327,12 @@ func runOnTerminal(t *testing.T, e *e2eEnv, root string, rows, cols uint16, args
 		t.Fatal(err)
 	}
 	slave.Close()
+	if input != "" {
+		master.WriteString(input)
+	}
 	var out bytes.Buffer
 	io.Copy(&out, master) // EIO once berth, the last holder, is gone
-	if err := cmd.Wait(); err != nil {
-		t.Errorf("berth %s: %v\n%s", strings.Join(args, " "), err, out.String())
-	}
+	cmd.Wait() // its status is for the caller to judge from the output
 	return out.String()
 }
 
