@@ -187,6 +187,12 @@ i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done`
 	if out := e.must(root, "ps", "-q"); out != "" {
 		t.Errorf("ps without -a lists an exited sandbox: %q", out)
 	}
+	if out := e.must(root, "ps", "-a", "--format", "[{{.Ports}}]"); out != "[]\n" {
+		t.Errorf("ps -a shows ports of an exited sandbox: %q", out)
+	}
+	if out := e.must(root, "port", "web"); out != "" {
+		t.Errorf("port of an exited sandbox: %q", out)
+	}
 	if out := e.must(root, "ps", "-q", "--filter", "status=exited"); out != id[:12]+"\n" {
 		t.Errorf("ps --filter status=exited: %q", out)
 	}
