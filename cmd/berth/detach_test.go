@@ -324,7 +324,8 @@ func TestDetachedSurvivesStarterKill(t *testing.T) {
 		c, err := loadContainer(e.state, "ticker")
 		return err == nil && c.Status == statusRunning
 	})
-	ticks := func() int { return len(logLine("stdout", "tick").FindAllString(e.log(id), -1)) }
+	tick := regexp.MustCompile(`(?m)^\S+Z stdout F tick [0-9]+$`)
+	ticks := func() int { return len(tick.FindAllString(e.log(id), -1)) }
 	var first int
 	eventually(t, "output in the log", func() bool { first = ticks(); return first > 0 })
 	eventually(t, "more output in the log", func() bool { return ticks() > first })
