@@ -12,7 +12,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,20 +20,6 @@ import (
 	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/netplug"
 )
-
-// berthBinary builds berth once for the tests that need a program of its
-// own: run -d starts its own program again, which a test binary is not.
-var berthBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "berth-detach-test-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "berth")
-	if b, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build berth: %v\n%s", err, b)
-	}
-	return bin, nil
-})
 
 // detachEnv is a cliEnv with busybox:demo too, and berth built.
 type detachEnv struct {
@@ -45,10 +30,7 @@ type detachEnv struct {
 
 func newDetachEnv(t *testing.T) *detachEnv {
 	t.Helper()
-	bin, err := berthBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := buildBerth(t)
 	e := &detachEnv{cliEnv: newCLIEnv(t), bin: bin, t: t}
 	busybox, _ := filepath.Abs("../../../shared/images/busybox-1.38-musl-oci")
 	if _, err := berth(t, e.root, "image", "import", busybox, "--name", "busybox:demo"); err != nil {
