@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -228,6 +229,7 @@ func (g *globals) startAgain(cmd *cobra.Command, id string) error {
 			return fmt.Errorf("container %s: already running", id)
 		}
 		c.Stopped, c.Status = false, statusRestarting
+		c.Generation++
 		return nil
 	})
 	if err != nil {
@@ -238,7 +240,7 @@ func (g *globals) startAgain(cmd *cobra.Command, id string) error {
 		return err
 	}
 	defer r.Close()
-	child := childCommand(c.Argv, id, "3")
+	child := childCommand(c.Argv, id+"/"+strconv.Itoa(c.Generation), "3")
 	child.Dir = c.Dir
 	child.ExtraFiles = []*os.File{w}
 	err = child.Start()
