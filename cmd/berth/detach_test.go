@@ -178,6 +178,12 @@ func TestDetachedLifecycle(t *testing.T) {
 	if c := e.container("db"); c.Status != statusExited || c.ExitCode != 7 || !c.Stopped {
 		t.Errorf("record after stop: %+v", c)
 	}
+	if ps := e.must("ps", "-a"); !regexp.MustCompile(`(?m)^` + id[:12] + ` .*Exited \(7\).* db$`).MatchString(ps) {
+		t.Errorf("ps -a does not show db exited with 7:\n%s", ps)
+	}
+	if logs := e.must("logs", "db"); !strings.Contains(logs, "started\n") || !strings.Contains(logs, "got TERM\n") {
+		t.Errorf("logs db: %q", logs)
+	}
 	if _, _, code := e.berth("exec", "db", "true"); code == 0 {
 		t.Error("exec into a stopped container succeeded")
 	}
@@ -439,5 +445,40 @@ func TestContainerRecordJSON(t *testing.T) {
 	}
 	if _, err := os.Lstat(nameLink(state, "web")); !errors.Is(err, os.ErrNotExist) {
 		t.Error("rm left the name")
+	}
+}
+
+// Two run -d --name at once: one gets the name, the other is refused.
+func TestDetachedNameRace(t *testing.T) {
+	e := newDetachEnv(t)
+	type result struct {
+		out, stderr string
+		code        int
+	}
+	results := make(chan result, 2)
+	for range 2 {
+		go func() {
+			cmd := e.command("run", "-d", "--name", "same", "busybox:demo", "sleep", "100")
+			var out, errOut bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &errOut
+			err := cmd.Run()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			} else if err != nil {
+				code = -1
+			}
+			results <- result{out.String(), errOut.String(), code}
+		}()
+	}
+	a, b := <-results, <-results
+	if a.code != 0 {
+		a, b = b, a
+	}
+	if a.code != 0 || !idRE.MatchString(a.out) || b.code != 125 || !strings.Contains(b.stderr, "already in use") {
+		t.Errorf("two run -d --name same: %+v and %+v; want one ID and one refusal", a, b)
+	}
+	if cs, _ := listContainers(e.state); len(cs) != 1 {
+		t.Errorf("%d containers, want 1", len(cs))
 	}
 }
