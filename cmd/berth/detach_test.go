@@ -19,6 +19,7 @@ import (
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/netplug"
+	"github.com/berth-dev/berth/sandbox"
 )
 
 // detachEnv is a cliEnv with busybox:demo too, and berth built.
@@ -480,5 +481,36 @@ func TestDetachedNameRace(t *testing.T) {
 	}
 	if cs, _ := listContainers(e.state); len(cs) != 1 {
 		t.Errorf("%d containers, want 1", len(cs))
+	}
+}
+
+// A supervisor killed with -9 leaves a container whose record says it
+// runs, and a sandbox with no owner: stop reclaims it (as berth gc would)
+// and records the end, and rm leaves nothing.
+func TestDetachedSupervisorKilled(t *testing.T) {
+	e := newDetachEnv(t)
+	id := strings.TrimSpace(e.must("run", "-d", "--name", "orphan", "busybox:demo", "sleep", "100"))
+	states, err := sandbox.ReadStates(e.state)
+	if err != nil || len(states) != 1 || states[0].ID != id {
+		t.Fatalf("records: %v %+v", err, states)
+	}
+	supervisor := states[0].Host.PID
+	// The child that started the sandbox becomes its supervisor, with
+	// the same PID, just after run -d returns.
+	eventually(t, "the supervisor", func() bool {
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", supervisor))
+		return strings.HasPrefix(string(comm), "berth-supervise")
+	})
+	if err := syscall.Kill(supervisor, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	e.must("stop", "orphan")
+	c := e.container("orphan")
+	if c.Status != statusExited || c.Error == "" {
+		t.Errorf("record: %+v", c)
+	}
+	e.must("rm", "orphan")
+	if left := e.leftBehind(id); len(left) > 0 {
+		t.Errorf("after rm: %s", strings.Join(left, "; "))
 	}
 }
