@@ -195,6 +195,12 @@ func newRunCommand(g *globals) *cobra.Command {
 					return err
 				}
 				if !detachedChild() {
+					// A missing image, the commonest mistake, too.
+					if s, ok := opts.Storage.(*layerfs.Store); ok {
+						if _, err := s.Image(cmd.Context(), image); err != nil {
+							return missingImageHint(fmt.Errorf("%w: %w", sandbox.ErrSetup, err), image, pullPolicy)
+						}
+					}
 					return startDetached(cmd, g, df.name)
 				}
 				opts.Detachable, opts.Stdin, opts.Stdout, opts.Stderr = true, nil, nil, nil
