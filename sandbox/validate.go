@@ -86,6 +86,9 @@ func (o *Options) validate() error {
 	if err := checkProcess(nil, o.Env, o.Dir, o.User); err != nil {
 		return err
 	}
+	if err := checkNameAndLabels(o); err != nil {
+		return err
+	}
 	if o.Hostname != "" {
 		if err := checkHostName(o.Hostname); err != nil {
 			return fmt.Errorf("Hostname: %w", err)
@@ -133,6 +136,9 @@ func (o *Options) validate() error {
 // (The seccomp filter is checked where it is compiled or found:
 // startableProgram.)
 func (s *Sandbox) validate() error {
+	if err := s.checkDetachable(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
+	}
 	if s.pool != nil {
 		o := &s.opts
 		if err := checkCommand(o.Entrypoint, o.Args); err != nil {
@@ -149,6 +155,9 @@ func (s *Sandbox) validate() error {
 		}
 		if o.Grace < 0 {
 			return fmt.Errorf("%w: Grace %v is negative (0 means SIGKILL at once)", ErrInvalidOptions, o.Grace)
+		}
+		if err := checkNameAndLabels(o); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 		}
 		return nil
 	}
