@@ -153,11 +153,11 @@ func (s *Sandbox) validate() error {
 		if o.Timeout < 0 {
 			return fmt.Errorf("%w: Timeout %v is negative (0 means none)", ErrInvalidOptions, o.Timeout)
 		}
-		if err := checkNameAndLabels(o); err != nil {
-			return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
-		}
 		if o.Grace < 0 {
 			return fmt.Errorf("%w: Grace %v is negative (0 means SIGKILL at once)", ErrInvalidOptions, o.Grace)
+		}
+		if err := checkNameAndLabels(o); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 		}
 		return nil
 	}
