@@ -386,7 +386,7 @@ func runOnTerminal(t *testing.T, e *e2eEnv, root string, rows, cols uint16, inpu
 	}
 	var out bytes.Buffer
 	io.Copy(&out, master) // EIO once berth, the last holder, is gone
-	cmd.Wait() // its status is for the caller to judge from the output
+	cmd.Wait()            // its status is for the caller to judge from the output
 	return out.String()
 }
 
