@@ -68,6 +68,9 @@ type containerRecord struct {
 	// Restart is the restart policy, as --restart gave it.
 	Restart    restartPolicy `json:"restart"`
 	AutoRemove bool          `json:"autoRemove,omitempty"`
+	// StopTimeout is --stop-timeout, in seconds: berth stop's grace
+	// when it is given no -t.
+	StopTimeout *int `json:"stopTimeout,omitempty"`
 
 	// SandboxID is the ID of the container's current sandbox, or of its
 	// last one once it has exited.
