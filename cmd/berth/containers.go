@@ -381,6 +381,17 @@ func readExit(stateRoot, id string) (*sandbox.ExitStatus, error) {
 	return &e, nil
 }
 
+// markStopped marks the container arg names, if it names one, as
+// stopped by hand, so that its restart policy does not start it again.
+func markStopped(stateRoot, arg string) {
+	if c, err := loadContainer(stateRoot, arg); err == nil {
+		updateContainer(stateRoot, c.ID, func(c *containerRecord) error {
+			c.Stopped = true
+			return nil
+		})
+	}
+}
+
 // sandboxRef is what commands that act on a live sandbox (kill, exec, cp,
 // commit) pass to sandbox.Open for arg: the current sandbox of the
 // container arg names, or else arg itself, a sandbox's name or ID.
