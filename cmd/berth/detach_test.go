@@ -374,6 +374,15 @@ func TestDetachedRestartPolicies(t *testing.T) {
 	if left := e.leftBehind(c.ID); len(left) > 0 {
 		t.Errorf("after rm -f: %s", strings.Join(left, "; "))
 	}
+
+	// --stop-timeout is stop's grace when -t is not given: 0 kills at
+	// once, and the trap never runs.
+	e.must("run", "-d", "--name", "quick", "--stop-timeout", "0", "busybox:demo", "sh", "-c", "trap 'exit 5' TERM; while :; do sleep 0.1; done")
+	e.must("stop", "quick")
+	if c := e.container("quick"); c.ExitCode != 137 {
+		t.Errorf("stop of a --stop-timeout 0 container: exit %d, want 137", c.ExitCode)
+	}
+	e.must("rm", "quick")
 }
 
 // Mistakes in run -d's command line are the command's to report, with
