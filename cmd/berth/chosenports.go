@@ -33,10 +33,3 @@ func reportChosenPorts(stderr io.Writer, tty bool, asked []netplug.PortMapping, 
 		fmt.Fprintf(stderr, "berth: published %d/%s on %s%s", p.ContainerPort, protocol(p), net.JoinHostPort(ip, strconv.Itoa(int(p.HostPort))), eol)
 	}
 }
-
-func protocol(p netplug.PortMapping) string {
-	if p.Protocol == "" {
-		return "tcp"
-	}
-	return p.Protocol
-}
