@@ -61,7 +61,7 @@ func TestDetachedSandboxCommands(t *testing.T) {
 	script := `echo started; echo warning >&2; mkdir /www; echo hello > /www/index.html; httpd -p 80 -h /www
 trap 'echo bye; exit 3' TERM
 i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done`
-	id := strings.TrimSpace(e.must(root, "run", "-d", "--name", "web", "--net", "bridge", "-p", "127.0.0.1::80", "-m", "48m", "busybox:demo", "sh", "-c", script))
+	id := strings.TrimSpace(e.must(root, "run", "-d", "--name", "web", "-l", "tier=front", "-l", "team=a b", "--net", "bridge", "-p", "127.0.0.1::80", "-m", "48m", "busybox:demo", "sh", "-c", script))
 	if !regexp.MustCompile(`^[0-9a-f]{16}$`).MatchString(id) {
 		t.Fatalf("run -d printed %q, not an ID", id)
 	}
@@ -127,8 +127,13 @@ i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done`
 	if out := e.must(root, "ps", "-q", "--filter", "name=other"); out != "" {
 		t.Errorf("ps -q --filter name=other: %q", out)
 	}
-	if out := e.must(root, "ps", "--format", "{{.Names}} {{.State}}"); out != "web running\n" {
+	if out := e.must(root, "ps", "--format", "{{.Names}} {{.State}} {{.Label \"team\"}}"); out != "web running a b\n" {
 		t.Errorf("ps --format: %q", out)
+	}
+	for filter, want := range map[string]string{"label=tier": id[:12] + "\n", "label=tier=front": id[:12] + "\n", "label=tier=back": "", "label=other": ""} {
+		if out := e.must(root, "ps", "-q", "--filter", filter); out != want {
+			t.Errorf("ps --filter %s: %q", filter, out)
+		}
 	}
 
 	var infos []inspectInfo

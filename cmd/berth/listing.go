@@ -239,13 +239,6 @@ func hostAddr(ip string, port uint16) string {
 	return ip + ":" + strconv.Itoa(int(port))
 }
 
-func protocol(p netplug.PortMapping) string {
-	if p.Protocol == "" {
-		return "tcp"
-	}
-	return p.Protocol
-}
-
 func firstNonEmpty(a, b string) string {
 	if a != "" {
 		return a
