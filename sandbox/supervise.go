@@ -95,13 +95,14 @@ var ErrSupervised = errors.New("sandbox handed to a supervisor")
 // other sandbox, its output discarded; Supervise then refuses it. Reset
 // refuses a Detachable sandbox.
 func (s *Sandbox) Supervise(cfg *SuperviseConfig) error {
-	if err := s.supervise1(cfg); err != nil {
+	if err := s.execSupervisor(cfg); err != nil {
 		return fmt.Errorf("sandbox %s: supervise: %w", s.id, err)
 	}
 	return nil
 }
 
-func (s *Sandbox) supervise1(cfg *SuperviseConfig) error {
+// execSupervisor is Supervise, its errors without the sandbox's ID.
+func (s *Sandbox) execSupervisor(cfg *SuperviseConfig) error {
 	c, err := cfg.checked()
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidOptions, err)

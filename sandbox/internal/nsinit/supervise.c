@@ -112,15 +112,14 @@ static int timestamp(char *buf, size_t n, long long t) {
 // a regular file will do: O_NOFOLLOW refuses a symbolic link, O_NONBLOCK
 // keeps a FIFO from holding the open up, and fstat tells the rest.
 static void open_log(void) {
+	sv.log_fd = -1;
+	sv.log_size = 0;
 	int fd = openat(sv.logdir, sv.log_name, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		sv.log_fd = -1;
+	if (fd < 0)
 		return;
-	}
 	struct stat st;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		close(fd);
-		sv.log_fd = -1;
 		return;
 	}
 	sv.log_fd = fd;
