@@ -46,6 +46,11 @@ type State struct {
 	// Log is the file a supervisor keeps the workload's output in (see
 	// Supervise and ReadLog), once the sandbox is supervised.
 	Log string `json:"log,omitempty"`
+	// Mounts and Resources are Options.Mounts and Options.Resources as
+	// the caller gave them (the limits before the security preset's
+	// defaults, which Security holds), for berth inspect and stats.
+	Mounts    []Mount           `json:"mounts,omitempty"`
+	Resources *cgroup.Resources `json:"resources,omitempty"`
 
 	// What Exec from another process needs to start processes the way
 	// the sandbox's own were.
@@ -232,7 +237,7 @@ type RecoverResult struct {
 // A RecoverFailure is something Recover found dead but could not
 // reclaim. The next Recover tries again.
 type RecoverFailure struct {
-	What string // "sandbox ID", "rootfs KEY", "cgroup NAME", "rootfs list", "cgroup list" or "networks"
+	What string // "sandbox ID", "rootfs KEY", "cgroup NAME", "rootfs list", "cgroup list", "names" or "networks"
 	Err  error
 }
 
@@ -315,6 +320,12 @@ func Recover(ctx context.Context, opts *Options) (RecoverResult, error) {
 			res.Damaged = append(res.Damaged, d.id)
 		}
 		res.Sandboxes = append(res.Sandboxes, d.id)
+	}
+
+	// Names of sandboxes that are gone, whether reclaimed just now or
+	// long ago.
+	if err := sweepNames(stateDir); err != nil {
+		fail("names", err)
 	}
 
 	// Leftovers with no record at all: from a crash before the record was
