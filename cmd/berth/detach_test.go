@@ -370,7 +370,17 @@ func TestDetachedRestartPolicies(t *testing.T) {
 	if _, stderr, code := e.berth("rm", "loop"); code == 0 || !strings.Contains(stderr, "rm -f") {
 		t.Errorf("rm of a running container: exit %d, %q", code, stderr)
 	}
-	e.must("rm", "-f", "loop")
+	// berth kill stops it for good too.
+	eventually(t, "the restarted container to run", func() bool { return e.container("loop").Status == statusRunning })
+	e.must("kill", "loop")
+	// (Killed, or, if it was ending just then, its own status.)
+	if got := e.must("wait", "loop"); got != "137\n" && got != "1\n" {
+		t.Errorf("wait after kill: %q", got)
+	}
+	if c := e.container("loop"); c.Status != statusExited || !c.Stopped {
+		t.Errorf("after kill: %+v", c)
+	}
+	e.must("rm", "loop")
 	if left := e.leftBehind(c.ID); len(left) > 0 {
 		t.Errorf("after rm -f: %s", strings.Join(left, "; "))
 	}
