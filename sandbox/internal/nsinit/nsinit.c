@@ -177,6 +177,7 @@ struct spec {
 	int oom_score_adj, have_oom_score_adj;
 	int target_pidfd;  // exec mode
 	int tty_slave;     // the terminal made in the sandbox's devpts, or -1
+	unsigned short tty_rows, tty_cols; // its size, if set
 	int netns_fd;      // a network namespace to join, or -1
 	uint64_t landlock; // Landlock file rights to confine to "/", or 0
 	int extra_files;   // descriptors from fd 6 to pass as 3, 4, ...
@@ -388,6 +389,15 @@ static void parse_spec(struct spec *s, char *buf, size_t len) {
 				s->caps[i] = num(f[i], "capability set");
 			s->have_caps = 1;
 			break;
+		case TAG_TTY_SIZE: {
+			if (fields(v, n, f, 2) != 2) {
+				errno = EINVAL;
+				die("spec: terminal size needs 2 fields");
+			}
+			s->tty_rows = (unsigned short)num_max(f[0], "terminal rows", USHRT_MAX);
+			s->tty_cols = (unsigned short)num_max(f[1], "terminal columns", USHRT_MAX);
+			break;
+		}
 		case TAG_RLIMIT: {
 			if (fields(v, n, f, 3) != 3) {
 				errno = EINVAL;
@@ -1524,6 +1534,11 @@ static void make_terminal(struct spec *s) {
 static void give_terminal(struct spec *s, int master, int slave) {
 	if (fchown(slave, s->uid, (gid_t)-1) < 0)
 		die("chown the terminal");
+	if (s->tty_rows || s->tty_cols) {
+		struct winsize ws = {.ws_row = s->tty_rows, .ws_col = s->tty_cols};
+		if (ioctl(master, TIOCSWINSZ, &ws) < 0)
+			die("set the terminal's size");
+	}
 	char byte = 0;
 	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
 	union {

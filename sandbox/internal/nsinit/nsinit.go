@@ -10,6 +10,7 @@
 package nsinit
 
 // #include "spec.h"
+// #include "supervise.h"
 import "C"
 
 import (
@@ -44,6 +45,10 @@ const (
 	// variables for its settings.
 	ModeSupervise = "supervise"
 )
+
+// SuperviseEntryMax is the most text one entry of the supervisor's log
+// holds.
+const SuperviseEntryMax = C.SUPERVISE_ENTRY_MAX
 
 // The supervisor's settings (supervise.c says what they hold).
 const (
@@ -112,15 +117,19 @@ type Spec struct {
 	ReadonlyRoot  bool
 	NoNewPrivs    bool
 	TTY           bool
-	Loopback      bool // bring lo up in a new network namespace
-	BindDevices   bool // bind device nodes from the host (no mknod in a user namespace)
-	Caps          *Caps
-	Rlimits       []Rlimit
-	Seccomp       []byte // a compiled BPF program (struct sock_filter array)
-	SeccompFlags  uint   // SECCOMP_FILTER_FLAG_* for seccomp(2)
-	OOMScoreAdj   *int
-	PidFD         int // exec mode: descriptor number of a pidfd on the sandbox's PID 1
-	Namespaces    int // exec mode: CLONE_NEW* flags to join
+	// TTYRows and TTYCols, if not zero, are the terminal's size, set
+	// before the workload runs, so that it never sees the terminal
+	// without one.
+	TTYRows, TTYCols uint16
+	Loopback         bool // bring lo up in a new network namespace
+	BindDevices      bool // bind device nodes from the host (no mknod in a user namespace)
+	Caps             *Caps
+	Rlimits          []Rlimit
+	Seccomp          []byte // a compiled BPF program (struct sock_filter array)
+	SeccompFlags     uint   // SECCOMP_FILTER_FLAG_* for seccomp(2)
+	OOMScoreAdj      *int
+	PidFD            int // exec mode: descriptor number of a pidfd on the sandbox's PID 1
+	Namespaces       int // exec mode: CLONE_NEW* flags to join
 	// Landlock, if nonzero, is the set of Landlock file access rights to
 	// confine to the sandbox's own tree.
 	Landlock uint64
@@ -231,6 +240,9 @@ func (s *Spec) Encode() []byte {
 	flag(C.TAG_READONLY_ROOT, s.ReadonlyRoot)
 	flag(C.TAG_NO_NEW_PRIVS, s.NoNewPrivs)
 	flag(C.TAG_TTY, s.TTY)
+	if s.TTYRows != 0 || s.TTYCols != 0 {
+		rec(C.TAG_TTY_SIZE, u(uint64(s.TTYRows)), u(uint64(s.TTYCols)))
+	}
 	flag(C.TAG_LOOPBACK, s.Loopback)
 	flag(C.TAG_BIND_DEVICES, s.BindDevices)
 	if c := s.Caps; c != nil {

@@ -39,6 +39,7 @@ enum {
 	TAG_DEVICE,          // an extra device node for /dev
 	TAG_MOUNT_SOURCE_FD, // a bind mount's source, as a descriptor
 	TAG_LATE_MOUNTS,     // standby: a message of mounts follows the workload's
+	TAG_TTY_SIZE,        // the terminal's rows and columns, set before the workload runs
 };
 
 // A standby init's messages are framed: a 4-byte length, then records.
