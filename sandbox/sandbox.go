@@ -180,6 +180,17 @@ type Options struct {
 	// to all of them; 0 means SIGKILL at once. os/exec's WaitDelay is
 	// the model.
 	Grace time.Duration
+	// WaitFor makes Start wait until the workload's service is ready:
+	// until every check passes (see ReadyCheck). A check that fails, or
+	// ReadyTimeout running out first, fails Start, which then kills the
+	// sandbox.
+	WaitFor []ReadyCheck
+	// ReadyTimeout bounds WaitFor's wait; 0 means DefaultReadyTimeout.
+	ReadyTimeout time.Duration
+	// LogBytes, if positive, keeps about the last LogBytes bytes of the
+	// workload's output in memory, readable with Logs while it runs and
+	// after it has ended.
+	LogBytes int
 	// Detachable starts the sandbox so that Supervise can hand it to a
 	// supervisor process that outlives this one: its PID 1 gets no
 	// parent-death signal, and its output stays in pipes that Supervise
@@ -336,6 +347,7 @@ type Sandbox struct {
 	plan    *security.LSMPlan
 	standby *launched      // a pool's sandbox: PID 1, waiting for its workload
 	copying sync.WaitGroup // copying a pooled workload's output
+	output  *outputLog     // the output kept for Logs and log checks, if any
 
 	// Reset's (reset.go).
 	resetMu        sync.Mutex      // one Reset at a time
@@ -381,19 +393,13 @@ func (s *Sandbox) ID() string { return s.id }
 // hidden behind an error.
 func (s *Sandbox) Run(ctx context.Context) (*Result, error) {
 	if err := s.Start(ctx); err != nil {
-		return nil, err
+		return s.resultOfFailedStart(err)
 	}
 	return s.Wait()
 }
 
-// Start builds the sandbox and starts its workload, returning once the
-// workload's program is running. Cancelling ctx afterwards kills the
-// sandbox, as exec.CommandContext does; cancelling it before, or
-// Options.Timeout running out before, stops the start, and the error
-// wraps ctx's cause (context.Canceled, context.DeadlineExceeded).
-// Options.Timeout counts from the call of Start, not from the workload's
-// start.
-func (s *Sandbox) Start(ctx context.Context) (err error) {
+// start is Start but for the readiness wait (readywait.go).
+func (s *Sandbox) start(ctx context.Context) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.started {
@@ -692,6 +698,7 @@ func (s *Sandbox) launchInit(mode string, sec *security.Config) (*launched, *os.
 		if std, streams, err = pipedStdio(s.opts.Stdin, s.opts.Stdout, s.opts.Stderr, s.opts.HandOverStdio); err != nil {
 			return nil, nil, err
 		}
+		std.out, std.err = s.teeOutputs(std.out, std.err)
 		s.outputs = stdio{out: std.out, err: std.err}
 	}
 	if s.opts.TTY && !standby {
@@ -774,7 +781,7 @@ func (s *Sandbox) attachTerminal(console *os.File) error {
 	s.undo = append(s.undo, master.Close)
 	s.ttyDone = make(chan struct{})
 	go func() {
-		copyTerminal(s.opts.Stdout, s.ptyMaster)
+		copyTerminal(s.teeTerminal(s.opts.Stdout), s.ptyMaster)
 		close(s.ttyDone)
 	}()
 	if s.opts.Stdin != nil {
