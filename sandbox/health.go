@@ -66,8 +66,11 @@ func (c HealthCheck) validate() error {
 
 // healthArgs returns the command a HEALTHCHECK's test runs.
 func healthArgs(test []string) ([]string, error) {
-	if len(test) == 0 || test[0] == "NONE" {
-		return nil, ErrNoHealthcheck
+	if len(test) == 0 {
+		return nil, fmt.Errorf("%w: the image has no HEALTHCHECK", ErrNoHealthcheck)
+	}
+	if test[0] == "NONE" {
+		return nil, fmt.Errorf("%w: the image disables it (HEALTHCHECK NONE)", ErrNoHealthcheck)
 	}
 	switch test[0] {
 	case "CMD":
@@ -145,7 +148,7 @@ func (c HealthCheck) wait(ctx context.Context, s *Sandbox, _ *logWatch) error {
 		}
 		if time.Since(started) >= hc.StartPeriod {
 			if failures++; failures >= hc.Retries {
-				return fmt.Errorf("unhealthy after %d failed runs in a row: %w", failures, err)
+				return fmt.Errorf("unhealthy: failed %d times in a row, last: %w", failures, err)
 			}
 		}
 		t.Reset(hc.Interval)

@@ -27,15 +27,24 @@ import (
 // shares the host's network has the host's namespace, which is then where
 // the address is dialed.
 func (s *Sandbox) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	c, err := s.dialInside(ctx, network, address)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", s.id, err)
+	}
+	return c, nil
+}
+
+// dialInside is DialContext, its errors not naming the sandbox.
+func (s *Sandbox) dialInside(ctx context.Context, network, address string) (net.Conn, error) {
 	switch network {
 	case "tcp", "tcp4", "tcp6", "udp", "udp4", "udp6":
 	default:
-		return nil, fmt.Errorf("sandbox %s dial: network %s: only tcp and udp", s.id, clip.Quote(network))
+		return nil, fmt.Errorf("dial: network %s: only tcp and udp", clip.Quote(network))
 	}
 	// No name is resolved: a resolver running in the sandbox's namespace
 	// would ask the host's DNS servers from there, or the workload's.
 	if _, err := netip.ParseAddrPort(address); err != nil {
-		return nil, fmt.Errorf("sandbox %s dial: address %s is not an IP address and port", s.id, clip.Quote(address))
+		return nil, fmt.Errorf("dial: address %s is not an IP address and port", clip.Quote(address))
 	}
 	pidfd, err := s.initPidFD()
 	if err != nil {
@@ -62,10 +71,7 @@ func (s *Sandbox) DialContext(ctx context.Context, network, address string) (net
 		done <- dialed{c, err}
 	})
 	r := <-done
-	if r.err != nil {
-		return nil, fmt.Errorf("sandbox %s dial: %w", s.id, r.err)
-	}
-	return r.conn, nil
+	return r.conn, r.err
 }
 
 // initPidFD returns a pidfd of the sandbox's running init.
@@ -83,15 +89,15 @@ func (s *Sandbox) initPidFD() (int, error) {
 	fd, err := unix.PidfdOpen(s.proc.Pid, 0)
 	if err != nil {
 		if errors.Is(err, syscall.ESRCH) {
-			return -1, fmt.Errorf("sandbox %s: %w", s.id, ErrNotRunning)
+			return -1, ErrNotRunning
 		}
-		return -1, fmt.Errorf("sandbox %s: pidfd of its init: %w", s.id, err)
+		return -1, fmt.Errorf("pidfd of the sandbox's init: %w", err)
 	}
 	// s.proc holds the init itself: if it still answers, the pid has not
 	// been reused between its reaping and the pidfd's opening.
 	if err := s.proc.Signal(syscall.Signal(0)); err != nil {
 		unix.Close(fd)
-		return -1, fmt.Errorf("sandbox %s: %w", s.id, ErrNotRunning)
+		return -1, ErrNotRunning
 	}
 	return fd, nil
 }

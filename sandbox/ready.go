@@ -183,7 +183,7 @@ func (c TCPCheck) wait(ctx context.Context, s *Sandbox, _ *logWatch) error {
 	return poll(ctx, orDefault(c.Interval, defaultProbeInterval), func() error {
 		actx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		conn, err := s.DialContext(actx, "tcp", loopback(port))
+		conn, err := s.dialInside(actx, "tcp", loopback(port))
 		if err != nil {
 			return err
 		}
@@ -206,7 +206,7 @@ func (c HTTPCheck) wait(ctx context.Context, s *Sandbox, _ *logWatch) error {
 		Transport: &http.Transport{
 			// Whatever the request, only the sandbox's own port.
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return s.DialContext(ctx, "tcp", addr)
+				return s.dialInside(ctx, "tcp", addr)
 			},
 			Proxy:                  nil,
 			DisableKeepAlives:      true,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"slices"
@@ -108,7 +109,8 @@ func TestWaitForTCPTimesOut(t *testing.T) {
 	if !errors.Is(err, ErrNotReady) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Start: %v, want ErrNotReady and DeadlineExceeded", err)
 	}
-	for _, want := range []string{"TCP check of port 81", "not ready within 1s", "connection refused"} {
+	t.Log(err)
+	for _, want := range []string{"TCP check of port 81", "gave up after 1s", "connection refused"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
@@ -164,6 +166,7 @@ func TestWaitForLogLine(t *testing.T) {
 	if !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "exit status 3") {
 		t.Errorf("Run of a workload that ends first: %v", err)
 	}
+	t.Log(err)
 	if res == nil || res.ExitCode != 3 {
 		t.Errorf("Run's Result: %+v, want exit code 3", res)
 	}
@@ -258,7 +261,7 @@ func TestWaitForHealthcheckUnhealthy(t *testing.T) {
 		is   error
 	}{
 		{"failing", &v1.HealthConfig{Test: []string{"CMD-SHELL", "echo 'db down'; exit 1"}, Interval: 100 * time.Millisecond, Retries: 2},
-			[]string{"unhealthy after 2 failed runs", `"db down"`}, ErrNotReady},
+			[]string{"failed 2 times in a row", `"db down"`}, ErrNotReady},
 		{"hanging", &v1.HealthConfig{Test: []string{"CMD", "sleep", "1000"}, Interval: 100 * time.Millisecond, Timeout: 300 * time.Millisecond, Retries: 1},
 			[]string{"timed out after 300ms"}, ErrNotReady},
 		{"none", &v1.HealthConfig{Test: []string{"NONE"}}, nil, ErrNoHealthcheck},
@@ -274,6 +277,7 @@ func TestWaitForHealthcheckUnhealthy(t *testing.T) {
 			if !errors.Is(err, tc.is) {
 				t.Fatalf("Start: %v, want %v", err, tc.is)
 			}
+			t.Log(err)
 			for _, w := range tc.want {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not say %q", err, w)
@@ -326,6 +330,7 @@ func TestReadyCheckValidation(t *testing.T) {
 		if !errors.Is(err, ErrInvalidOptions) {
 			t.Errorf("%v: %v, want ErrInvalidOptions", c, err)
 		}
+		t.Log(err)
 	}
 	err := New("alpine:test", opts(func(o *Options) {
 		o.Detachable = true
@@ -336,5 +341,41 @@ func TestReadyCheckValidation(t *testing.T) {
 	}
 	if left := leftBehind(t); len(left) > 0 {
 		t.Errorf("left behind: %q", left)
+	}
+}
+
+// A probe never reaches the host: a port open on the host's loopback is
+// not the sandbox's, so a check of it does not pass, and the host's
+// listener sees no connection.
+func TestProbeNeverDialsHost(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan struct{}, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.Close()
+			accepted <- struct{}{}
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	ctx := context.Background()
+	sb := New("alpine:test", opts(func(o *Options) { o.Args = []string{"sleep", "1000"} }))
+	if err := sb.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	wctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	if err := sb.WaitReady(wctx, TCPCheck{Port: port}, HTTPCheck{Port: port}); !errors.Is(err, ErrNotReady) {
+		t.Errorf("a check of the host's port %d: %v, want ErrNotReady", port, err)
+	}
+	ln.Close()
+	select {
+	case <-accepted:
+		t.Error("the host's listener was connected to")
+	default:
 	}
 }

@@ -38,7 +38,7 @@ func (s *Sandbox) Start(ctx context.Context) error {
 		timeout = DefaultReadyTimeout
 	}
 	rctx, cancel := context.WithTimeoutCause(ctx, timeout,
-		fmt.Errorf("not ready within %v: %w", timeout, context.DeadlineExceeded))
+		fmt.Errorf("gave up after %v (ReadyTimeout): %w", timeout, context.DeadlineExceeded))
 	defer cancel()
 	if err := s.waitReady(rctx, s.opts.WaitFor, watches); err != nil {
 		s.Kill()
