@@ -105,6 +105,7 @@ func TestWaitForTCPTimesOut(t *testing.T) {
 		o.WaitFor = []ReadyCheck{TCPCheck{Port: 81}}
 		o.ReadyTimeout = time.Second
 	}))
+	defer sb.Close() // in case Start left it running
 	err := sb.Start(ctx)
 	if !errors.Is(err, ErrNotReady) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Start: %v, want ErrNotReady and DeadlineExceeded", err)
@@ -115,16 +116,17 @@ func TestWaitForTCPTimesOut(t *testing.T) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
 	}
-	res, werr := sb.Wait()
-	if res == nil || res.Signal == 0 {
-		t.Errorf("Wait after a failed readiness: %+v, %v; want the killed workload's result", res, werr)
-	}
+	// Torn down by the time Start returns.
 	if left := leftBehind(t); len(left) > 0 {
-		t.Errorf("left behind: %q", left)
+		t.Fatalf("left behind: %q", left)
 	}
 	tr := netTraces{ids: []string{sb.ID()}}
 	if left := tr.left(t, testEnv.dir+"/run-networks"); len(left) > 0 {
-		t.Errorf("network left behind: %q", left)
+		t.Fatalf("network left behind: %q", left)
+	}
+	res, werr := sb.Wait()
+	if res == nil || res.Signal == 0 {
+		t.Errorf("Wait after a failed readiness: %+v, %v; want the killed workload's result", res, werr)
 	}
 }
 
