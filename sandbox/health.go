@@ -132,26 +132,36 @@ func (c HealthCheck) wait(ctx context.Context, s *Sandbox, _ *logWatch) error {
 	}
 	started := time.Now()
 	failures := 0
+	var last error // the last run's failure
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w; last run: %w", context.Cause(ctx), err)
 		case <-t.C:
-		}
-		if err = s.runHealthcheck(ctx, args, hc.Timeout); err == nil {
-			return nil
-		}
-		if errors.Is(err, ErrNotRunning) {
-			return err
-		}
-		if time.Since(started) >= hc.StartPeriod {
-			if failures++; failures >= hc.Retries {
-				return fmt.Errorf("unhealthy: failed %d times in a row, last: %w", failures, err)
+			err := s.runHealthcheck(ctx, args, hc.Timeout)
+			if err == nil {
+				return nil
 			}
+			if errors.Is(err, ErrNotRunning) {
+				return err
+			}
+			if ctx.Err() != nil {
+				break // a run cut short by the wait's end says nothing
+			}
+			last = err
+			if time.Since(started) >= hc.StartPeriod {
+				if failures++; failures >= hc.Retries {
+					return fmt.Errorf("unhealthy: failed %d times in a row, last: %w", failures, last)
+				}
+			}
+			t.Reset(hc.Interval)
+			continue
 		}
-		t.Reset(hc.Interval)
+		if last == nil {
+			return context.Cause(ctx)
+		}
+		return fmt.Errorf("%w; last run: %w", context.Cause(ctx), last)
 	}
 }
 
