@@ -358,6 +358,9 @@ type Sandbox struct {
 	rootfsReleased bool            // Reset released the rootfs and has no new one
 	resets         int             // how many times Reset started the workload again
 	recorded       chan struct{}   // closed when the latest workload's record is written
+
+	owner    *os.File // the owner lock on the state directory (ownerlock.go)
+	detached detached // Options.Detachable's (supervise.go)
 }
 
 // New returns a sandbox for the image ref names, not yet started. As with
@@ -516,6 +519,11 @@ func (s *Sandbox) finishStart(ctx context.Context, p *launched, console *os.File
 		s.undo = append(s.undo, func() error { <-s.recorded; return nil })
 	}
 	p.recorded = recorded
+	if s.opts.Detachable {
+		// Its PID 1 and status pipe wait for Supervise, or for Wait.
+		s.detached.hold(func() { go s.supervise(ctx, p) }, p, s.ptyMaster)
+		return nil
+	}
 	go s.supervise(ctx, p)
 	return nil
 }
@@ -558,6 +566,7 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 	if err != nil {
 		return "", err
 	}
+	s.owner = owner
 	s.hold = &rootfsHold{}
 	s.undo = append(s.undo, s.hold.untilClose(owner.Close))
 	if err := os.Chmod(s.stateRoot(), 0o711); err != nil {
@@ -693,6 +702,11 @@ func (s *Sandbox) launchInit(mode string, sec *security.Config) (*launched, *os.
 	switch {
 	case !standby && !s.opts.TTY && s.resets > 0:
 		std, streams = s.nextStdio()
+	case !standby && !s.opts.TTY && s.opts.Detachable:
+		var err error
+		if std, err = s.detachedStdio(); err != nil {
+			return nil, nil, err
+		}
 	case !standby && !s.opts.TTY:
 		var err error
 		if std, streams, err = pipedStdio(s.opts.Stdin, s.opts.Stdout, s.opts.Stderr, s.opts.HandOverStdio); err != nil {
@@ -742,7 +756,10 @@ func (s *Sandbox) launchInit(mode string, sec *security.Config) (*launched, *os.
 		// grant it the namespace's capabilities.
 		attr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
 	}
-	p, err := launch(mode, s.cg, std, extra, attr)
+	p, err := launchWith(mode, s.cg, std, extra, attr, !s.opts.Detachable)
+	// The process has its own copies of a detachable sandbox's output
+	// pipes' write ends.
+	s.detached.closeWriteEnds()
 	if streams.feed != nil {
 		// The process has its own copy of the pipe's read end.
 		std.in.(*os.File).Close()
@@ -779,6 +796,10 @@ func (s *Sandbox) attachTerminal(console *os.File) error {
 	}
 	s.ptyMaster = master
 	s.undo = append(s.undo, master.Close)
+	if s.opts.Detachable {
+		// The supervisor copies it (Supervise).
+		return nil
+	}
 	s.ttyDone = make(chan struct{})
 	go func() {
 		copyTerminal(s.teeTerminal(s.opts.Stdout), s.ptyMaster)
@@ -828,6 +849,13 @@ func (p *launched) abandon() {
 // namespaces and born into cg. The process waits for its spec, which run
 // sends. extra files follow the spec and status pipes, from fd 5.
 func launch(mode string, cg *cgroup.Cgroup, std stdio, extra []*os.File, attr *syscall.SysProcAttr) (*launched, error) {
+	return launchWith(mode, cg, std, extra, attr, true)
+}
+
+// launchWith is launch, with the parent-death signal optional: a
+// Detachable sandbox's PID 1 must outlive the thread that forked it,
+// which the exec of Supervise ends.
+func launchWith(mode string, cg *cgroup.Cgroup, std stdio, extra []*os.File, attr *syscall.SysProcAttr, pdeathsig bool) (*launched, error) {
 	self, err := nsinit.SelfExe()
 	if err != nil {
 		return nil, err
@@ -861,7 +889,9 @@ func launch(mode string, cg *cgroup.Cgroup, std stdio, extra []*os.File, attr *s
 
 	// If the host dies, so does the sandbox; Recover then reclaims what it
 	// left.
-	attr.Pdeathsig = syscall.SIGKILL
+	if pdeathsig {
+		attr.Pdeathsig = syscall.SIGKILL
+	}
 	files := append([]*os.File{specR, statusW}, extra...)
 	dir, born := cg.V2Dir()
 	if born {
@@ -1127,6 +1157,9 @@ func (s *Sandbox) Wait() (*Result, error) {
 	if !owned {
 		return nil, ErrNotOwner
 	}
+	if err := s.detached.watch(); err != nil {
+		return nil, err
+	}
 	<-s.done
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -1190,6 +1223,7 @@ func (s *Sandbox) Close() error {
 		// Open's: the sandbox is its starter's to end.
 		return s.proc.Release()
 	}
+	s.detached.watch()
 	select {
 	case <-s.done:
 	default:

@@ -429,8 +429,12 @@ func surveyStateDir(stateDir string) (live map[string]bool, dead []deadSandbox, 
 		}
 		st, damage := readState(dir, e.Name())
 		// Sandboxes of a berth that took no owner lock are alive as
-		// long as the process their record names.
-		if st != nil && st.Alive() {
+		// long as the process their record names. A supervised one's
+		// (Log set) is a berth that takes it, and the program its
+		// supervisor becomes at the end has the supervisor's PID and
+		// start time, and reclaims the sandbox itself: the lock alone
+		// counts.
+		if st != nil && st.Log == "" && st.Alive() {
 			lock.Close()
 			live[e.Name()] = true
 			continue

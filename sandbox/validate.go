@@ -128,6 +128,9 @@ func (o *Options) validate() error {
 // (The seccomp filter is checked where it is compiled or found:
 // startableProgram.)
 func (s *Sandbox) validate() error {
+	if err := s.checkDetachable(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
+	}
 	if s.pool != nil {
 		o := &s.opts
 		if err := checkProcess(o.Args, o.Env, o.Dir, o.User); err != nil {
