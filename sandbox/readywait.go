@@ -11,15 +11,20 @@ import (
 
 // Start builds the sandbox and starts its workload, returning once the
 // workload's program is running, and, with Options.WaitFor, once its
-// service is ready. Cancelling ctx afterwards kills the sandbox, as
-// exec.CommandContext does; cancelling it before, or Options.Timeout
-// running out before, stops the start, and the error wraps ctx's cause
-// (context.Canceled, context.DeadlineExceeded). Options.Timeout counts
-// from the call of Start, not from the workload's start.
+// service is ready. Cancelling ctx afterwards ends the sandbox, as
+// exec.CommandContext does (with Options.Grace: SIGTERM first, SIGKILL
+// once it has passed), and the Result says Canceled; cancelling it
+// before, or Options.Timeout running out before, stops the start at once,
+// and the error wraps ctx's cause (context.Canceled,
+// context.DeadlineExceeded). Options.Timeout counts from the call of
+// Start, not from the workload's start. An error from Start means that no
+// workload ran (it is ErrSetup or ErrExec, with the reason), and that the
+// sandbox holds nothing any more: there is no Result to wait for.
 //
-// A readiness wait that fails (a check fails, Options.ReadyTimeout runs
-// out, the workload ends first) kills the sandbox and waits until it is
-// torn down: the error wraps ErrNotReady, names the check and says why
+// The one exception is a readiness wait that fails (a check fails,
+// Options.ReadyTimeout runs out, the workload ends first): the workload
+// ran, and Start has killed it and waited until the sandbox was torn
+// down. The error wraps ErrNotReady, names the check and says why
 // (wrapping context.DeadlineExceeded when time ran out), and Wait returns
 // how the workload ended.
 func (s *Sandbox) Start(ctx context.Context) error {

@@ -80,14 +80,23 @@ type NamespacePool interface {
 type Options struct {
 	// Args replaces the image's Cmd, as `docker run IMAGE ARGS...` does;
 	// the image's Entrypoint, or Entrypoint below, still runs first, with
-	// Args as its arguments. Empty means the image's Cmd.
+	// Args as its arguments. Empty means the image's Cmd. To run a
+	// command of one's own whatever the image's entrypoint, as a build's
+	// RUN step does, clear it: Entrypoint: []string{}.
 	Args []string
 	// Entrypoint, if not nil, replaces the image's Entrypoint, as `docker
-	// run --entrypoint` does; an empty non-nil slice clears it, so that
-	// Args alone is the command. Setting it also drops the image's Cmd,
-	// as Docker does, unless Args is empty.
-	// (Issue 14 contract: until the goapi branch lands, a non-empty Args
-	// still replaces both.)
+	// run --entrypoint` does, and the command is Entrypoint followed by
+	// Args: the image's Cmd, meant as arguments to its own entrypoint,
+	// is dropped. An empty non-nil slice clears the image's Entrypoint,
+	// so that Args alone is the command, or the image's Cmd if Args is
+	// empty (Docker's --entrypoint ""). In short:
+	//
+	//	Entrypoint      Args   command
+	//	nil             empty  image's Entrypoint + image's Cmd
+	//	nil             set    image's Entrypoint + Args
+	//	[]string{}      empty  image's Cmd
+	//	[]string{}      set    Args
+	//	[]string{e...}  any    e... + Args
 	Entrypoint []string
 	// Name is the sandbox's name, unique among the live sandboxes of its
 	// state directory: Open accepts it wherever it accepts an ID, and
@@ -171,14 +180,19 @@ type Options struct {
 	// Timeout, if positive, sets one deadline, that long after Start is
 	// called, for the start and the workload together: a start not
 	// finished by then is given up, and Start's error wraps
-	// context.DeadlineExceeded; a workload still running then is killed,
-	// and the Result says TimedOut. The time the start took counts: a
-	// sandbox never lives longer than Timeout.
+	// context.DeadlineExceeded; a workload still running then is ended
+	// (see Grace), and the Result says TimedOut. The time the start took
+	// counts: a sandbox never lives longer than Timeout plus Grace.
 	Timeout time.Duration
-	// Grace is how long a workload that Timeout, a cancelled context or
-	// Stop ends is given, between SIGTERM to its processes and SIGKILL
-	// to all of them; 0 means SIGKILL at once. os/exec's WaitDelay is
-	// the model.
+	// Grace is how long a workload that Timeout or the end of Start's
+	// context ends is given to end on its own: it gets SIGTERM (through
+	// its PID 1, which passes it on), and SIGKILL goes to every process
+	// of the sandbox only if it is still running Grace later. 0 means
+	// SIGKILL at once. A workload that handles SIGTERM can so flush and
+	// clean up; the Result still says TimedOut or Canceled, whatever
+	// status it exits with. os/exec's Cmd.Cancel and WaitDelay are the
+	// model. A start that has not finished is given up at once, whatever
+	// Grace says: no workload runs yet. Stop takes a grace of its own.
 	Grace time.Duration
 	// WaitFor makes Start wait until the workload's service is ready:
 	// until every check passes (see ReadyCheck). A check that fails, or
@@ -393,7 +407,18 @@ func (s *Sandbox) ID() string { return s.id }
 
 // Run starts the sandbox, waits for its workload to end and frees
 // everything it used. Its Result and error are Wait's: a Result is never
-// hidden behind an error.
+// hidden behind an error. So:
+//
+//   - the sandbox could not start: nil Result, and Start's error;
+//   - its readiness wait (Options.WaitFor) failed: the Result of the
+//     workload it killed, and Start's error, which wraps ErrNotReady;
+//   - the workload ran: a Result saying how it ended, whatever its
+//     status (a status other than 0 is no error), and a nil error, or
+//     the error of the teardown after it, which does not change how the
+//     workload ended.
+//
+// Output and CombinedOutput are Run for callers who want the output, and
+// an error when the workload fails.
 func (s *Sandbox) Run(ctx context.Context) (*Result, error) {
 	if err := s.Start(ctx); err != nil {
 		return s.resultOfFailedStart(err)
@@ -548,6 +573,10 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 			return "", err
 		}
 	}
+	// What the image's entrypoint leaves to run is known now.
+	if _, err := command(&s.opts, s.img.Config.Config.Entrypoint, s.img.Config.Config.Cmd); err != nil {
+		return "", err
+	}
 	cgm := s.opts.Cgroups
 	if cgm == nil {
 		if cgm, err = defaultCgroups(); err != nil {
@@ -573,11 +602,14 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 		return "", err
 	}
 	s.undo = append(s.undo, s.hold.untilClose(func() error { return removeStateDir(stateDir) }))
+	if err := s.claimName(); err != nil {
+		return "", err
+	}
 	s.state = State{
 		ID: s.id, Image: s.ref, Args: s.opts.Args, Created: time.Now().UTC(), Host: self(),
 		RootfsKey: "sandbox-" + s.id, Cgroup: s.id, Parent: cgm.Parent(), Volumes: volumeNames(s.opts.Mounts),
 		ImageDigest: s.img.Digest.String(), Env: s.opts.Env, User: s.opts.User, Dir: s.opts.Dir,
-		Pending: true,
+		Name: s.opts.Name, Labels: s.opts.Labels, Pending: true,
 	}
 	if st, ok := s.storage.(*layerfs.Store); ok {
 		s.state.Store = st.Root()
@@ -1037,13 +1069,13 @@ func (s *Sandbox) supervise(ctx context.Context, p *launched) {
 		s.mu.Lock()
 		s.killed.timeout = true
 		s.mu.Unlock()
-		s.kill()
+		s.endWorkload(p)
 		<-ended
 	case <-ctx.Done():
 		s.mu.Lock()
 		s.killed.cancel = true
 		s.mu.Unlock()
-		s.kill()
+		s.endWorkload(p)
 		<-ended
 	}
 	p.statusR.Close()
@@ -1146,7 +1178,9 @@ func (s *Sandbox) cleanup() error {
 // ended, even if the error is not nil: the error then reports a failure
 // after the workload ended (reaping PID 1, or tearing the sandbox down),
 // which does not change the workload's status. A nil Result comes only
-// with an error.
+// with an error, when no workload ran here to wait for: ErrNotStarted
+// (Start not called, or failed), or ErrNotOwner (a handle from Open: Stop
+// waits for its end).
 func (s *Sandbox) Wait() (*Result, error) {
 	s.mu.Lock()
 	started, owned := s.started, s.cmd != nil || s.proc == nil

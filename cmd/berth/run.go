@@ -22,6 +22,7 @@ import (
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/internal/clip"
 	"github.com/berth-dev/berth/layerfs"
+	"github.com/berth-dev/berth/netplug"
 	"github.com/berth-dev/berth/plugin"
 	"github.com/berth-dev/berth/sandbox"
 )
@@ -71,6 +72,8 @@ func (f *processFlags) stdin(cmd *cobra.Command) io.Reader {
 func newRunCommand(g *globals) *cobra.Command {
 	var (
 		pf                     processFlags
+		wf                     workloadFlags
+		df                     detachFlags
 		sf                     securityFlags
 		nf                     networkFlags
 		plf                    pluginFlags
@@ -99,11 +102,18 @@ func newRunCommand(g *globals) *cobra.Command {
 				return err
 			}
 			opts.Args, opts.Dir, opts.User, opts.Hostname = args[1:], pf.dir, pf.user, hostname
+			if err := wf.apply(cmd, opts); err != nil {
+				return err
+			}
 			if timeout < 0 {
 				return invalidFlag("--timeout %v: want a positive duration, or 0 for none", timeout)
 			}
 			opts.Stdin, opts.Stdout, opts.Stderr = pf.stdin(cmd), cmd.OutOrStdout(), cmd.ErrOrStderr()
 			opts.ReadonlyRootfs, opts.Timeout, opts.TTY = readOnly, timeout, tty
+			if err := df.check(cmd, opts, plf.storage != "" || plf.network != "", commitName); err != nil {
+				return err
+			}
+			opts.Name = df.name
 			if opts.Security, err = sf.config(); err != nil {
 				return usageError{err}
 			}
@@ -156,10 +166,13 @@ func newRunCommand(g *globals) *cobra.Command {
 					return err
 				}
 			}
-			if tty && !term.IsTerminal(int(os.Stdin.Fd())) {
+			if tty && !df.detach && !term.IsTerminal(int(os.Stdin.Fd())) {
 				return invalidFlag("-t: standard input is not a terminal")
 			}
 			image := args[0]
+			if df.detach && detachedChild() && pullPolicy == pullAlways {
+				pullPolicy = pullMissing // pulled by the parent
+			}
 			if s, ok := opts.Storage.(*layerfs.Store); ok {
 				if image, err = ensureImage(cmd.Context(), s, image, pullPolicy, cmd.ErrOrStderr()); err != nil {
 					return err
@@ -182,12 +195,33 @@ func newRunCommand(g *globals) *cobra.Command {
 					return nil
 				}
 			}
+			if df.detach {
+				// Mistakes are the command's to report, at once.
+				if err := opts.Validate(); err != nil {
+					return err
+				}
+				if !detachedChild() {
+					// A missing image, the commonest mistake, too.
+					if s, ok := opts.Storage.(*layerfs.Store); ok {
+						if _, err := s.Image(cmd.Context(), image); err != nil {
+							return missingImageHint(fmt.Errorf("%w: %w", sandbox.ErrSetup, err), image, pullPolicy)
+						}
+					}
+					return startDetached(cmd, g, df.name)
+				}
+				opts.Detachable, opts.Stdin, opts.Stdout, opts.Stderr = true, nil, nil, nil
+				err := runDetachedChild(cmd, g, sandbox.New(image, opts), args[0], opts, &df)
+				return missingImageHint(err, image, pullPolicy)
+			}
+			if err := nameTaken(g.state, df.name); err != nil {
+				return err
+			}
 			closePlugins, err := plf.open(cmd.Context(), g, cmd, opts)
 			defer closePlugins()
 			if err != nil {
 				return err
 			}
-			err = runSandbox(cmd.Context(), sandbox.New(image, opts), tty, cmd.ErrOrStderr(), after)
+			err = runSandbox(cmd.Context(), sandbox.New(image, opts), tty, cmd.ErrOrStderr(), opts.Ports, after)
 			err = missingImageHint(err, image, pullPolicy)
 			if errors.Is(err, sandbox.ErrSeccompCannotStart) && sf.seccomp != "" {
 				err = fmt.Errorf("--seccomp %s: %w", sf.seccomp, err)
@@ -200,6 +234,8 @@ func newRunCommand(g *globals) *cobra.Command {
 	}
 	cmd.Flags().SetInterspersed(false)
 	pf.add(cmd)
+	wf.add(cmd)
+	df.add(cmd)
 	sf.add(cmd)
 	nf.add(cmd)
 	plf.add(cmd)
@@ -217,15 +253,16 @@ func newRunCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&commitName, "commit", "", "once the workload has exited with status 0, save what it wrote as the image NAME[:TAG] (berth commit needs a running sandbox)")
 	cmd.Flags().BoolVar(&readOnly, "read-only", false, "make the root filesystem read-only")
 	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "give the sandbox a terminal")
-	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give the sandbox this long, start included, then kill it (e.g. 10s)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give the sandbox this long, start included, then kill it (SIGTERM first with --stop-timeout) and exit 124 (e.g. 10s)")
 	return cmd
 }
 
 // runSandbox runs sb in the foreground, passing signals on to it, and
-// exits with its workload's status. after, if not nil, is called once the
-// workload has exited with status 0, before the sandbox is closed; its
-// error is berth's.
-func runSandbox(ctx context.Context, sb *sandbox.Sandbox, tty bool, stderr io.Writer, after func(*sandbox.Sandbox) error) error {
+// exits with its workload's status. ports are the ports it publishes, as
+// asked: those whose host port berth chose are reported on stderr. after,
+// if not nil, is called once the workload has exited with status 0,
+// before the sandbox is closed; its error is berth's.
+func runSandbox(ctx context.Context, sb *sandbox.Sandbox, tty bool, stderr io.Writer, ports []netplug.PortMapping, after func(*sandbox.Sandbox) error) error {
 	// Ctrl-C and friends go to the workload, as they would to a program
 	// run directly, not to berth: once it runs. Until then, the signals
 	// that end ctx stop the start.
@@ -245,6 +282,7 @@ func runSandbox(ctx context.Context, sb *sandbox.Sandbox, tty bool, stderr io.Wr
 		return err
 	}
 	defer sb.Close()
+	reportChosenPorts(stderr, tty, ports, sb.Attachment())
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
 	defer signal.Stop(sigs)
@@ -277,6 +315,14 @@ func runSandbox(ctx context.Context, sb *sandbox.Sandbox, tty bool, stderr io.Wr
 		fmt.Fprintf(stderr, "berth: sandbox %s timed out\n", sb.ID()[:12])
 	case res.OOMKilled:
 		fmt.Fprintf(stderr, "berth: sandbox %s ran out of memory (OOM-killed)\n", sb.ID()[:12])
+	}
+	if res.TimedOut {
+		// Whatever status a workload that handled its SIGTERM
+		// (--stop-timeout) chose: a run cut short did not succeed.
+		if after != nil {
+			fmt.Fprintf(stderr, "berth: sandbox %s not committed: it timed out\n", sb.ID()[:12])
+		}
+		return exitError(exitTimedOut)
 	}
 	if res.ExitCode != 0 || res.Signal != 0 {
 		if after != nil {
@@ -400,7 +446,7 @@ func newExecCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			sb, err := sandbox.Open(cmd.Context(), args[0], opts)
+			sb, err := sandbox.Open(cmd.Context(), sandboxRef(g.state, args[0]), opts)
 			if err != nil {
 				return err
 			}
@@ -439,7 +485,7 @@ func newKillCommand(g *globals) *cobra.Command {
 				return err
 			}
 			for _, id := range args {
-				sb, err := sandbox.Open(cmd.Context(), id, opts)
+				sb, err := sandbox.Open(cmd.Context(), sandboxRef(g.state, id), opts)
 				if err != nil {
 					return err
 				}
