@@ -381,3 +381,38 @@ func TestProbeNeverDialsHost(t *testing.T) {
 	default:
 	}
 }
+
+// WaitReady on a handle from Open of a supervised sandbox: its log line
+// is read from the supervisor's log, its port through its namespace; a
+// workload that ends first ends the wait.
+func TestWaitReadyOpened(t *testing.T) {
+	ctx := context.Background()
+	sv := startSupervised(t, "echo warming up; sleep 1; echo listening; nc -lk -p 7000 -e echo hi & while [ ! -e /x/go ]; do sleep 0.1; done; exit 7")
+	sb, err := Open(ctx, sv.id, opts(func(o *Options) { o.StateDir, o.Cgroups = sv.stateDir, sv.cgm }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	if err := sb.WaitReady(ctx, LogCheck{Match: regexp.MustCompile("^listening$")}, TCPCheck{Port: 7000}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := sb.DialContext(ctx, "tcp", "127.0.0.1:7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply, _ := bufio.NewReader(conn).ReadString('\n')
+	conn.Close()
+	if reply != "hi\n" {
+		t.Errorf("reply through the handle's DialContext: %q", reply)
+	}
+
+	// The workload ends while a check waits in vain.
+	sv.release(t)
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	err = sb.WaitReady(wctx, LogCheck{Match: regexp.MustCompile("never")})
+	if !errors.Is(err, ErrNotReady) || errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "ended") {
+		t.Errorf("WaitReady as the workload ends: %v", err)
+	}
+	sv.wait(t)
+}
