@@ -113,7 +113,7 @@ func (s *Sandbox) waitReady(ctx context.Context, checks []ReadyCheck, watches []
 			if o.err == nil || first != nil {
 				continue
 			}
-			if errors.Is(o.err, ErrNotRunning) || !s.initAlive() {
+			if errors.Is(o.err, ErrNotRunning) || ctx.Err() == nil && !s.initAlive() {
 				first = s.endedFirst()
 			} else {
 				first = fmt.Errorf("%w: %s: %w", ErrNotReady, o.check, o.err)
