@@ -27,9 +27,11 @@ const entryOverhead = 64
 type outputLog struct {
 	mu       sync.Mutex
 	max      int        // bytes kept, entryOverhead each entry included; 0 keeps none
-	entries  []LogEntry // oldest first
-	size     int        // what entries count for against max
+	entries  []LogEntry // entries[head:] are kept, oldest first
+	head     int
+	size     int // what the kept entries count for against max
 	watchers map[*logWatch]struct{}
+	writers  []*teeWriter // whose lines not yet ended Logs shows too
 }
 
 func newOutputLog(max int) *outputLog {
@@ -63,17 +65,17 @@ func (l *outputLog) add(e LogEntry) {
 	}
 	l.entries = append(l.entries, e)
 	l.size += cost
-	drop := 0
 	for l.size > l.max {
-		l.size -= len(l.entries[drop].Text) + entryOverhead
-		drop++
+		l.size -= len(l.entries[l.head].Text) + entryOverhead
+		l.entries[l.head] = LogEntry{}
+		l.head++
 	}
-	if drop > 0 {
-		// Copy down rather than reslice, so that the array does not
-		// grow without bound under a steady flood.
-		n := copy(l.entries, l.entries[drop:])
+	if l.head > len(l.entries)/2 {
+		// Moved down once half is dropped: amortized, a flood costs
+		// each entry one copy, and the array stays bounded.
+		n := copy(l.entries, l.entries[l.head:])
 		clear(l.entries[n:])
-		l.entries = l.entries[:n]
+		l.entries, l.head = l.entries[:n], 0
 	}
 }
 
@@ -99,7 +101,7 @@ func (l *outputLog) watch(re *regexp.Regexp, stream string, want int) *logWatch 
 	w := &logWatch{re: re, stream: stream, want: max(want, 1), done: make(chan struct{})}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, e := range l.entries {
+	for _, e := range l.entries[l.head:] {
 		if w.match(e) {
 			return w
 		}
@@ -115,14 +117,20 @@ func (l *outputLog) unwatch(w *logWatch) {
 	delete(l.watchers, w)
 }
 
-// snapshot returns a copy of the kept entries.
+// snapshot returns a copy of the kept entries, and the lines begun and
+// not yet ended, as partial entries.
 func (l *outputLog) snapshot() []LogEntry {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := make([]LogEntry, len(l.entries))
-	for i, e := range l.entries {
+	var out []LogEntry
+	for _, e := range l.entries[l.head:] {
 		e.Text = append([]byte(nil), e.Text...)
-		out[i] = e
+		out = append(out, e)
+	}
+	for _, w := range l.writers {
+		if len(w.pending) > 0 {
+			out = append(out, LogEntry{Time: w.pendingSince, Stream: w.stream, Partial: true, Text: append([]byte(nil), w.pending...)})
+		}
 	}
 	return out
 }
@@ -130,30 +138,42 @@ func (l *outputLog) snapshot() []LogEntry {
 // writer returns a writer that passes what it is given on to dst (nil
 // for none) and cuts it into the log's entries of stream.
 func (l *outputLog) writer(dst io.Writer, stream string) io.Writer {
-	return &teeWriter{log: l, dst: dst, stream: stream}
+	w := &teeWriter{log: l, dst: dst, stream: stream}
+	l.mu.Lock()
+	l.writers = append(l.writers, w)
+	l.mu.Unlock()
+	return w
 }
 
 // A teeWriter is one stream's tee. Only the goroutine copying the stream
 // writes to it.
 type teeWriter struct {
-	log     *outputLog
-	dst     io.Writer
-	stream  string
-	pending []byte // the start of a line not yet ended
+	log          *outputLog
+	dst          io.Writer
+	stream       string
+	pending      []byte    // the start of a line not yet ended; under log.mu
+	pendingSince time.Time // when it was written
 }
 
 func (t *teeWriter) Write(p []byte) (int, error) {
 	now := time.Now().UTC()
+	l := t.log
 	for rest := p; len(rest) > 0; {
+		l.mu.Lock()
 		i := indexNewline(rest, maxEntryText-len(t.pending))
 		if i < 0 {
+			if len(t.pending) == 0 {
+				t.pendingSince = now
+			}
 			t.pending = append(t.pending, rest...)
+			l.mu.Unlock()
 			break
 		}
 		full := i < len(rest) && rest[i] == '\n'
 		text := append(t.pending, rest[:i]...)
 		t.pending = nil
-		t.log.add(LogEntry{Time: now, Stream: t.stream, Partial: !full, Text: text})
+		l.mu.Unlock()
+		l.add(LogEntry{Time: now, Stream: t.stream, Partial: !full, Text: text})
 		if full {
 			i++
 		}
@@ -185,8 +205,8 @@ func indexNewline(b []byte, limit int) int {
 
 // Logs returns the last of the workload's output that Options.LogBytes
 // keeps, oldest first: stdout and stderr as they were copied, cut into
-// lines, a line longer than 16 KiB into parts (Partial). The start of a
-// line the workload has not ended yet is not among them. Logs returns nil
+// lines, a line longer than 16 KiB into parts (Partial), and, last, the
+// start of any line not ended yet (Partial too). Logs returns nil
 // when LogBytes is 0, and for a handle from Open, whose sandbox's output
 // is its supervisor's: read that with ReadLog. Stdout and Stderr that are
 // one writer give one stream, kept as "stdout"; so does a terminal.

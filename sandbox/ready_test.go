@@ -416,3 +416,23 @@ func TestWaitReadyOpened(t *testing.T) {
 	}
 	sv.wait(t)
 }
+
+// A terminal's output is kept too, as stdout, and so is a last line that
+// never ended.
+func TestLogsTerminalAndUnendedLine(t *testing.T) {
+	sb := New("alpine:test", opts(func(o *Options) {
+		o.Args = []string{"sh", "-c", "echo on a terminal; printf no-newline"}
+		o.TTY = true
+		o.LogBytes = 1024
+	}))
+	if _, err := sb.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range sb.Logs() {
+		got = append(got, fmt.Sprintf("%s %q %v", e.Stream, e.Text, e.Partial))
+	}
+	if want := []string{`stdout "on a terminal\r" false`, `stdout "no-newline" true`}; !slices.Equal(got, want) {
+		t.Errorf("Logs: %q, want %q", got, want)
+	}
+}
