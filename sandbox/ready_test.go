@@ -336,10 +336,17 @@ func TestReadyCheckValidation(t *testing.T) {
 	}
 	err := New("alpine:test", opts(func(o *Options) {
 		o.Detachable = true
-		o.WaitFor = []ReadyCheck{LogCheck{Match: regexp.MustCompile("x")}}
+		o.WaitFor = []ReadyCheck{TCPCheck{Port: 80}}
 	})).Start(context.Background())
 	if !errors.Is(err, ErrInvalidOptions) {
-		t.Errorf("log check on a Detachable sandbox: %v, want ErrInvalidOptions", err)
+		t.Errorf("WaitFor on a Detachable sandbox: %v, want ErrInvalidOptions", err)
+	}
+	err = New("alpine:test", opts(func(o *Options) {
+		o.Detachable = true
+		o.LogBytes = 100
+	})).Start(context.Background())
+	if !errors.Is(err, ErrInvalidOptions) {
+		t.Errorf("LogBytes on a Detachable sandbox: %v, want ErrInvalidOptions", err)
 	}
 	if left := leftBehind(t); len(left) > 0 {
 		t.Errorf("left behind: %q", left)

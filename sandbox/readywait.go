@@ -197,6 +197,12 @@ func (s *Sandbox) prepareOutput() ([]*logWatch, error) {
 	if o.LogBytes < 0 {
 		return nil, fmt.Errorf("%w: LogBytes %d is negative (0 keeps none)", ErrInvalidOptions, o.LogBytes)
 	}
+	if o.Detachable && len(o.WaitFor) > 0 {
+		// Its output waits in pipes until Supervise: a workload that
+		// printed more than they hold while starting would block, and
+		// never be ready.
+		return nil, fmt.Errorf("%w: WaitFor on a Detachable sandbox: wait with WaitReady on a handle from Open once it is supervised", ErrInvalidOptions)
+	}
 	logChecks := false
 	for _, c := range o.WaitFor {
 		if _, ok := c.(LogCheck); ok {
