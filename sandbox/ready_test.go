@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"net/http"
 	"regexp"
 	"slices"
@@ -441,5 +442,25 @@ func TestLogsTerminalAndUnendedLine(t *testing.T) {
 	}
 	if want := []string{`stdout "on a terminal\r" false`, `stdout "no-newline" true`}; !slices.Equal(got, want) {
 		t.Errorf("Logs: %q, want %q", got, want)
+	}
+}
+
+// Options.Validate reports readiness options that cannot work, so that a
+// command line can say so before anything starts.
+func TestValidateReadiness(t *testing.T) {
+	for _, o := range []*Options{
+		{WaitFor: []ReadyCheck{TCPCheck{Port: -1}}},
+		{ReadyTimeout: -time.Second},
+		{LogBytes: -1},
+		{Detachable: true, WaitFor: []ReadyCheck{TCPCheck{}}},
+		{Detachable: true, LogBytes: 1},
+		{HandOverStdio: true, Stdout: os.Stdout, LogBytes: 1},
+	} {
+		if err := o.Validate(); !errors.Is(err, ErrInvalidOptions) {
+			t.Errorf("%+v: %v, want ErrInvalidOptions", o, err)
+		}
+	}
+	if err := (&Options{HandOverStdio: true, Stdout: os.Stdout, WaitFor: []ReadyCheck{TCPCheck{}}}).Validate(); err != nil {
+		t.Errorf("a TCP check needs no output: %v", err)
 	}
 }

@@ -76,15 +76,69 @@ func (s *Sandbox) WaitReady(ctx context.Context, checks ...ReadyCheck) error {
 }
 
 func validateChecks(checks []ReadyCheck) error {
+	if err := checkReadyChecks(checks); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
+	}
+	return nil
+}
+
+func checkReadyChecks(checks []ReadyCheck) error {
 	for i, c := range checks {
 		if c == nil {
-			return fmt.Errorf("%w: ready check %d is nil", ErrInvalidOptions, i)
+			return fmt.Errorf("ready check %d is nil", i)
 		}
 		if err := c.validate(); err != nil {
-			return fmt.Errorf("%w: %s: %w", ErrInvalidOptions, c, err)
+			return fmt.Errorf("%s: %w", c, err)
 		}
 	}
 	return nil
+}
+
+// checkReadiness checks WaitFor, ReadyTimeout and LogBytes, for
+// Options.Validate.
+func checkReadiness(o *Options) error {
+	if err := checkReadyChecks(o.WaitFor); err != nil {
+		return fmt.Errorf("WaitFor: %w", err)
+	}
+	if o.ReadyTimeout < 0 {
+		return fmt.Errorf("ReadyTimeout %v is negative (0 means %v)", o.ReadyTimeout, DefaultReadyTimeout)
+	}
+	if o.LogBytes < 0 {
+		return fmt.Errorf("LogBytes %d is negative (0 keeps none)", o.LogBytes)
+	}
+	if o.Detachable && len(o.WaitFor) > 0 {
+		// Its output waits in pipes until Supervise: a workload that
+		// printed more than they hold while starting would block, and
+		// never be ready.
+		return errors.New("WaitFor on a Detachable sandbox: wait with WaitReady on a handle from Open once it is supervised")
+	}
+	if !o.keepsOutput() {
+		return nil
+	}
+	// The output must pass through this process to be kept.
+	_, outFile := o.Stdout.(*os.File)
+	_, errFile := o.Stderr.(*os.File)
+	switch {
+	case o.Detachable:
+		return errors.New("LogBytes and log checks on a Detachable sandbox, whose output is its supervisor's: read its log with ReadLog")
+	case o.HandOverStdio && (outFile || errFile):
+		return errors.New("LogBytes and log checks need the workload's output copied by this process, and HandOverStdio gives it Stdout and Stderr as they are")
+	}
+	return nil
+}
+
+// keepsOutput reports whether the sandbox's output goes through an
+// outputLog: for Logs, or for log checks.
+func (o *Options) keepsOutput() bool {
+	if o.LogBytes > 0 {
+		return true
+	}
+	for _, c := range o.WaitFor {
+		if _, ok := c.(LogCheck); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // waitReady runs the checks side by side; watches, if not nil, are the
@@ -188,44 +242,14 @@ func (s *Sandbox) prepareOutput() ([]*logWatch, error) {
 		return nil, nil // start says so
 	}
 	o := &s.opts
-	if err := validateChecks(o.WaitFor); err != nil {
-		return nil, fmt.Errorf("WaitFor: %w", err)
+	if err := checkReadiness(o); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 	}
-	if o.ReadyTimeout < 0 {
-		return nil, fmt.Errorf("%w: ReadyTimeout %v is negative (0 means %v)", ErrInvalidOptions, o.ReadyTimeout, DefaultReadyTimeout)
-	}
-	if o.LogBytes < 0 {
-		return nil, fmt.Errorf("%w: LogBytes %d is negative (0 keeps none)", ErrInvalidOptions, o.LogBytes)
-	}
-	if o.Detachable && len(o.WaitFor) > 0 {
-		// Its output waits in pipes until Supervise: a workload that
-		// printed more than they hold while starting would block, and
-		// never be ready.
-		return nil, fmt.Errorf("%w: WaitFor on a Detachable sandbox: wait with WaitReady on a handle from Open once it is supervised", ErrInvalidOptions)
-	}
-	logChecks := false
-	for _, c := range o.WaitFor {
-		if _, ok := c.(LogCheck); ok {
-			logChecks = true
-		}
-	}
-	if o.LogBytes == 0 && !logChecks {
+	if !o.keepsOutput() {
 		return nil, nil
 	}
-	// The output must pass through this process to be kept.
-	why := ""
-	_, outFile := o.Stdout.(*os.File)
-	_, errFile := o.Stderr.(*os.File)
-	switch {
-	case o.Detachable:
-		why = "a Detachable sandbox's output is its supervisor's (read its log with ReadLog)"
-	case s.pool != nil:
-		why = "a pooled sandbox's output is not kept"
-	case o.HandOverStdio && (outFile || errFile):
-		why = "HandOverStdio gives the workload Stdout and Stderr as they are"
-	}
-	if why != "" {
-		return nil, fmt.Errorf("%w: LogBytes and log checks need the workload's output copied by this process: %s", ErrInvalidOptions, why)
+	if s.pool != nil {
+		return nil, fmt.Errorf("%w: LogBytes and log checks: a pooled sandbox's output is not kept", ErrInvalidOptions)
 	}
 	s.output = newOutputLog(o.LogBytes)
 	watches := make([]*logWatch, len(o.WaitFor))
