@@ -19,6 +19,7 @@ import (
 
 	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/netplug"
+	"github.com/berth-dev/berth/security"
 )
 
 // httpdScript serves /www/index.html on port after a pause: without a
@@ -462,5 +463,29 @@ func TestValidateReadiness(t *testing.T) {
 	}
 	if err := (&Options{HandOverStdio: true, Stdout: os.Stdout, WaitFor: []ReadyCheck{TCPCheck{}}}).Validate(); err != nil {
 		t.Errorf("a TCP check needs no output: %v", err)
+	}
+}
+
+// Under Strict, in a user namespace of its own, the checks reach the
+// sandbox as well: its network namespace is entered by a pidfd, and its
+// healthcheck is an Exec with its settings.
+func TestWaitForStrict(t *testing.T) {
+	ctx := context.Background()
+	sb := New("alpine:test", opts(func(o *Options) {
+		o.Security = security.Strict()
+		o.Args = []string{"sh", "-c", "sleep 1; exec nc -lk -p 7000 -e echo hi"}
+		o.WaitFor = []ReadyCheck{TCPCheck{Port: 7000}, HealthCheck{Test: []string{"CMD", "id", "-u"}}}
+	}))
+	if err := sb.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	conn, err := sb.DialContext(ctx, "tcp", "127.0.0.1:7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if reply, _ := bufio.NewReader(conn).ReadString('\n'); reply != "hi\n" {
+		t.Errorf("reply: %q", reply)
 	}
 }
