@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -487,5 +488,23 @@ func TestWaitForStrict(t *testing.T) {
 	defer conn.Close()
 	if reply, _ := bufio.NewReader(conn).ReadString('\n'); reply != "hi\n" {
 		t.Errorf("reply: %q", reply)
+	}
+}
+
+// BenchmarkDialContext measures one TCP probe of a port nothing listens
+// on, as most probes of a service still starting are: a thread that
+// enters the sandbox's network namespace, is refused on its loopback, and
+// is thrown away.
+func BenchmarkDialContext(b *testing.B) {
+	ctx := context.Background()
+	sb := New("alpine:test", opts(func(o *Options) { o.Args = []string{"sleep", "1000"} }))
+	if err := sb.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer sb.Close()
+	for b.Loop() {
+		if _, err := sb.DialContext(ctx, "tcp", "127.0.0.1:9"); !errors.Is(err, syscall.ECONNREFUSED) {
+			b.Fatal(err)
+		}
 	}
 }
