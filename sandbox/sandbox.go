@@ -363,6 +363,10 @@ type Sandbox struct {
 	copying sync.WaitGroup // copying a pooled workload's output
 	output  *outputLog     // the output kept for Logs and log checks, if any
 
+	// lateMounts are the mounts a pool's sandbox adds to the pool's (see
+	// Pool.New), which its PID 1 makes once it is taken.
+	lateMounts []Mount
+
 	// Reset's (reset.go).
 	resetMu        sync.Mutex      // one Reset at a time
 	resetting      chan struct{}   // closed by supervise when the replaced workload is gone
@@ -611,6 +615,7 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 		ImageDigest: s.img.Digest.String(), Env: s.opts.Env, User: s.opts.User, Dir: s.opts.Dir,
 		Name: s.opts.Name, Labels: s.opts.Labels, Pending: true,
 	}
+	s.state.Mounts, s.state.Resources = s.opts.Mounts, s.opts.Resources
 	if st, ok := s.storage.(*layerfs.Store); ok {
 		s.state.Store = st.Root()
 	}

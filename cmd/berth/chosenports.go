@@ -34,6 +34,7 @@ func reportChosenPorts(stderr io.Writer, tty bool, asked []netplug.PortMapping, 
 	}
 }
 
+// protocol is p's protocol, "tcp" when it names none.
 func protocol(p netplug.PortMapping) string {
 	if p.Protocol == "" {
 		return "tcp"

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -55,8 +56,8 @@ restart policy does not start it again.`,
 			if seconds < 0 {
 				return invalidFlag("-t %d: want 0 or more seconds", seconds)
 			}
-			grace := time.Duration(seconds) * time.Second
 			return eachArg(cmd, args, func(arg string) error {
+				grace := stopGrace(cmd, g, arg, seconds)
 				if err := g.stop(cmd.Context(), arg, grace); err != nil {
 					return err
 				}
@@ -67,6 +68,17 @@ restart policy does not start it again.`,
 	}
 	cmd.Flags().IntVarP(&seconds, "time", "t", 10, "seconds to wait for the workload to end before killing it")
 	return cmd
+}
+
+// stopGrace is the grace stop gives the container arg names: -t's, or
+// else the container's --stop-timeout, or else -t's default.
+func stopGrace(cmd *cobra.Command, g *globals, arg string, seconds int) time.Duration {
+	if !cmd.Flags().Changed("time") {
+		if c, err := loadContainer(g.state, arg); err == nil && c.StopTimeout != nil {
+			seconds = *c.StopTimeout
+		}
+	}
+	return time.Duration(seconds) * time.Second
 }
 
 // stop stops the container or sandbox arg names, and waits until it has
@@ -106,7 +118,6 @@ func (g *globals) stopSandbox(ctx context.Context, id string, grace time.Duratio
 	if err != nil {
 		return err
 	}
-	ended := func() bool { return g.sandboxEnded(ctx, id, c) }
 	sb, err := sandbox.Open(ctx, id, opts)
 	switch {
 	case errors.Is(err, sandbox.ErrNotRunning), errors.Is(err, sandbox.ErrNotFound) && c != nil:
@@ -116,18 +127,8 @@ func (g *globals) stopSandbox(ctx context.Context, id string, grace time.Duratio
 		return err
 	}
 	defer sb.Close()
-	if grace > 0 {
-		if err := sb.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, sandbox.ErrNotRunning) {
-			return err
-		}
-		if waitUntil(ctx, grace, ended) {
-			return g.awaitReaped(ctx, id, c)
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-	}
-	if err := sb.Kill(); err != nil && !errors.Is(err, sandbox.ErrNotRunning) {
+	// TERM, grace, KILL; it returns once PID 1 has exited.
+	if err := sb.Stop(ctx, grace); err != nil && !errors.Is(err, sandbox.ErrNotRunning) {
 		return err
 	}
 	return g.awaitReaped(ctx, id, c)
@@ -200,23 +201,6 @@ func (g *globals) owned(id string) bool {
 	return false
 }
 
-// waitUntil polls cond until it holds (true) or d has passed (false).
-func waitUntil(ctx context.Context, d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return false
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(pollInterval):
-		}
-	}
-}
-
 func newRestartCommand(g *globals) *cobra.Command {
 	var seconds int
 	cmd := &cobra.Command{
@@ -227,13 +211,12 @@ func newRestartCommand(g *globals) *cobra.Command {
 			if seconds < 0 {
 				return invalidFlag("-t %d: want 0 or more seconds", seconds)
 			}
-			grace := time.Duration(seconds) * time.Second
 			return eachArg(cmd, args, func(arg string) error {
 				c, err := loadContainer(g.state, arg)
 				if err != nil {
 					return err
 				}
-				if err := g.stop(cmd.Context(), c.ID, grace); err != nil {
+				if err := g.stop(cmd.Context(), c.ID, stopGrace(cmd, g, c.ID, seconds)); err != nil {
 					return err
 				}
 				if err := g.startAgain(cmd, c.ID); err != nil {
@@ -256,6 +239,7 @@ func (g *globals) startAgain(cmd *cobra.Command, id string) error {
 			return fmt.Errorf("container %s: already running", id)
 		}
 		c.Stopped, c.Status = false, statusRestarting
+		c.Generation++
 		return nil
 	})
 	if err != nil {
@@ -266,7 +250,7 @@ func (g *globals) startAgain(cmd *cobra.Command, id string) error {
 		return err
 	}
 	defer r.Close()
-	child := childCommand(c.Argv, id, "3")
+	child := childCommand(c.Argv, id+"/"+strconv.Itoa(c.Generation), "3")
 	child.Dir = c.Dir
 	child.ExtraFiles = []*os.File{w}
 	err = child.Start()
