@@ -194,6 +194,17 @@ type Options struct {
 	// model. A start that has not finished is given up at once, whatever
 	// Grace says: no workload runs yet. Stop takes a grace of its own.
 	Grace time.Duration
+	// WaitFor makes Start wait until the workload's service is ready:
+	// until every check passes (see ReadyCheck). A check that fails, or
+	// ReadyTimeout running out first, fails Start, which then kills the
+	// sandbox.
+	WaitFor []ReadyCheck
+	// ReadyTimeout bounds WaitFor's wait; 0 means DefaultReadyTimeout.
+	ReadyTimeout time.Duration
+	// LogBytes, if positive, keeps about the last LogBytes bytes of the
+	// workload's output in memory, readable with Logs while it runs and
+	// after it has ended.
+	LogBytes int
 	// Detachable starts the sandbox so that Supervise can hand it to a
 	// supervisor process that outlives this one: its PID 1 gets no
 	// parent-death signal, and its output stays in pipes that Supervise
@@ -350,6 +361,7 @@ type Sandbox struct {
 	plan    *security.LSMPlan
 	standby *launched      // a pool's sandbox: PID 1, waiting for its workload
 	copying sync.WaitGroup // copying a pooled workload's output
+	output  *outputLog     // the output kept for Logs and log checks, if any
 
 	// lateMounts are the mounts a pool's sandbox adds to the pool's (see
 	// Pool.New), which its PID 1 makes once it is taken.
@@ -402,6 +414,8 @@ func (s *Sandbox) ID() string { return s.id }
 // hidden behind an error. So:
 //
 //   - the sandbox could not start: nil Result, and Start's error;
+//   - its readiness wait (Options.WaitFor) failed: the Result of the
+//     workload it killed, and Start's error, which wraps ErrNotReady;
 //   - the workload ran: a Result saying how it ended, whatever its
 //     status (a status other than 0 is no error), and a nil error, or
 //     the error of the teardown after it, which does not change how the
@@ -411,22 +425,13 @@ func (s *Sandbox) ID() string { return s.id }
 // an error when the workload fails.
 func (s *Sandbox) Run(ctx context.Context) (*Result, error) {
 	if err := s.Start(ctx); err != nil {
-		return nil, err
+		return s.resultOfFailedStart(err)
 	}
 	return s.Wait()
 }
 
-// Start builds the sandbox and starts its workload, returning once the
-// workload's program is running. Cancelling ctx afterwards ends the
-// sandbox, as exec.CommandContext does (with Options.Grace: SIGTERM
-// first, SIGKILL once it has passed), and the Result says Canceled;
-// cancelling it before, or Options.Timeout running out before, stops the
-// start at once, and the error wraps ctx's cause (context.Canceled,
-// context.DeadlineExceeded). Options.Timeout counts from the call of
-// Start, not from the workload's start. An error from Start means that
-// no workload ran (it is ErrSetup or ErrExec, with the reason), and that
-// the sandbox holds nothing any more: there is no Result to wait for.
-func (s *Sandbox) Start(ctx context.Context) (err error) {
+// start is Start but for the readiness wait (readywait.go).
+func (s *Sandbox) start(ctx context.Context) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.started {
@@ -744,6 +749,7 @@ func (s *Sandbox) launchInit(mode string, sec *security.Config) (*launched, *os.
 		if std, streams, err = pipedStdio(s.opts.Stdin, s.opts.Stdout, s.opts.Stderr, s.opts.HandOverStdio); err != nil {
 			return nil, nil, err
 		}
+		std.out, std.err = s.teeOutputs(std.out, std.err)
 		s.outputs = stdio{out: std.out, err: std.err}
 	}
 	if s.opts.TTY && !standby {
@@ -834,7 +840,7 @@ func (s *Sandbox) attachTerminal(console *os.File) error {
 	}
 	s.ttyDone = make(chan struct{})
 	go func() {
-		copyTerminal(s.opts.Stdout, s.ptyMaster)
+		copyTerminal(s.teeTerminal(s.opts.Stdout), s.ptyMaster)
 		close(s.ttyDone)
 	}()
 	if s.opts.Stdin != nil {

@@ -89,6 +89,9 @@ func (o *Options) validate() error {
 	if err := checkNameAndLabels(o); err != nil {
 		return err
 	}
+	if err := checkReadiness(o); err != nil {
+		return err
+	}
 	if o.Hostname != "" {
 		if err := checkHostName(o.Hostname); err != nil {
 			return fmt.Errorf("Hostname: %w", err)

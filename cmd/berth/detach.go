@@ -122,18 +122,18 @@ func detachedChild() bool {
 }
 
 // startDetached is the parent's part: it starts the child and waits for
-// its word.
-func startDetached(cmd *cobra.Command, g *globals, name string) error {
+// its word. It prints the sandbox's ID, and returns it.
+func startDetached(cmd *cobra.Command, g *globals, name string) (string, error) {
 	argv, _ := cmd.Context().Value(argvKey{}).([]string)
 	if argv == nil {
-		return errors.New("run -d: berth's command line is unknown (not run from main)")
+		return "", errors.New("run -d: berth's command line is unknown (not run from main)")
 	}
 	if err := nameTaken(g.state, name); err != nil {
-		return err
+		return "", err
 	}
 	r, w, err := os.Pipe()
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer r.Close()
 	child := childCommand(argv, "", "3")
@@ -141,28 +141,28 @@ func startDetached(cmd *cobra.Command, g *globals, name string) error {
 	err = child.Start()
 	w.Close()
 	if err != nil {
-		return fmt.Errorf("start the detached berth: %w", err)
+		return "", fmt.Errorf("start the detached berth: %w", err)
 	}
 	id, werr := readWord(cmd.Context(), r)
 	if werr == nil {
 		// It goes on, a supervisor soon; it is no longer ours to wait.
 		child.Process.Release()
 		fmt.Fprintln(cmd.OutOrStdout(), id)
-		return nil
+		return id, nil
 	}
 	var se *startError
 	if errors.As(werr, &se) {
 		child.Wait()
 		fmt.Fprintf(cmd.ErrOrStderr(), "berth: %s\n", clip.Text(se.msg))
-		return exitError(se.code)
+		return "", exitError(se.code)
 	}
 	if cmd.Context().Err() != nil {
 		// Interrupted: the child carries on, in a session of its own.
 		child.Process.Release()
-		return werr
+		return "", werr
 	}
 	err = child.Wait()
-	return fmt.Errorf("%w: the detached berth ended without starting the sandbox (%v): %w", sandbox.ErrSetup, err, werr)
+	return "", fmt.Errorf("%w: the detached berth ended without starting the sandbox (%v): %w", sandbox.ErrSetup, err, werr)
 }
 
 // childCommand is berth started again with argv (berth's arguments), as

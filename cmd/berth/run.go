@@ -73,6 +73,7 @@ func newRunCommand(g *globals) *cobra.Command {
 		pf                     processFlags
 		wf                     workloadFlags
 		df                     detachFlags
+		rf                     waitFlags
 		sf                     securityFlags
 		nf                     networkFlags
 		plf                    pluginFlags
@@ -113,6 +114,12 @@ func newRunCommand(g *globals) *cobra.Command {
 				return err
 			}
 			opts.Name = df.name
+			if err := rf.parse(); err != nil {
+				return err
+			}
+			if !df.detach {
+				opts.WaitFor, opts.ReadyTimeout = rf.checks, rf.timeout
+			}
 			if opts.Security, err = sf.config(); err != nil {
 				return usageError{err}
 			}
@@ -206,7 +213,11 @@ func newRunCommand(g *globals) *cobra.Command {
 							return missingImageHint(fmt.Errorf("%w: %w", sandbox.ErrSetup, err), image, pullPolicy)
 						}
 					}
-					return startDetached(cmd, g, df.name)
+					id, err := startDetached(cmd, g, df.name)
+					if err != nil {
+						return err
+					}
+					return rf.waitDetached(cmd.Context(), id, opts)
 				}
 				opts.Detachable, opts.Stdin, opts.Stdout, opts.Stderr = true, nil, nil, nil
 				err := runDetachedChild(cmd, g, sandbox.New(image, opts), args[0], opts, &df)
@@ -235,6 +246,7 @@ func newRunCommand(g *globals) *cobra.Command {
 	pf.add(cmd)
 	wf.add(cmd)
 	df.add(cmd)
+	rf.add(cmd)
 	sf.add(cmd)
 	nf.add(cmd)
 	plf.add(cmd)
