@@ -360,6 +360,22 @@ func runDetachedChild(cmd *cobra.Command, g *globals, sb *sandbox.Sandbox, image
 	return err
 }
 
+// stillRestarting fails if this process is the child that starts a
+// container again (envContainer) and the container was stopped or
+// removed meanwhile: before run opens the store, which a removed
+// container's --root may no longer have. runDetachedChild checks again,
+// under the record's lock.
+func stillRestarting(g *globals) error {
+	id, _, ok := strings.Cut(os.Getenv(envContainer), "/")
+	if !ok || !detachedChild() {
+		return nil
+	}
+	if c, err := loadContainer(g.state, id); err != nil || c.ID != id || c.Stopped {
+		return errNotRestarting
+	}
+	return nil
+}
+
 // errNotRestarting is a restart's child finding its container stopped or
 // removed meanwhile.
 var errNotRestarting = errors.New("the container was stopped or removed meanwhile")

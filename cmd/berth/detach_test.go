@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,8 +50,15 @@ func newDetachEnv(t *testing.T) *detachEnv {
 	return e
 }
 
+// commandTimeout bounds every berth the tests run, so that one that
+// hangs (wait on a container that never exits) fails the test and lets
+// its cleanups run.
+const commandTimeout = time.Minute
+
 func (e *detachEnv) command(args ...string) *exec.Cmd {
-	return exec.Command(e.bin, append([]string{"--root", e.root}, e.args(args...)...)...)
+	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+	e.t.Cleanup(cancel)
+	return exec.CommandContext(ctx, e.bin, append([]string{"--root", e.root}, e.args(args...)...)...)
 }
 
 // berth runs berth with the env's flags and args, and returns what it
