@@ -3,8 +3,10 @@ package sandbox
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -142,4 +144,19 @@ func prefixState(states []State, prefix string) (*State, error) {
 		}
 	}
 	return st, nil
+}
+
+// State returns the sandbox's record: for a handle from Open, what the
+// sandbox's state directory said when it was opened, its name, labels
+// and the log its supervisor keeps (State.Log, which ReadLog reads)
+// among it.
+func (s *Sandbox) State() State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.state
+	st.Labels = maps.Clone(st.Labels)
+	st.Args = slices.Clone(st.Args)
+	st.Env = slices.Clone(st.Env)
+	st.Volumes = slices.Clone(st.Volumes)
+	return st
 }

@@ -541,3 +541,50 @@ func TestDetachedSupervisorKilled(t *testing.T) {
 		t.Errorf("after rm: %s", strings.Join(left, "; "))
 	}
 }
+
+// The Go API's view of a detached sandbox: Open by its name gives a
+// handle whose record names the supervisor's log, which ReadLog reads,
+// and whose Stop ends it gracefully; the container records the end.
+func TestDetachedOpenByName(t *testing.T) {
+	e := newDetachEnv(t)
+	id := strings.TrimSpace(e.must("run", "-d", "--name", "api", "-l", "team=qa", "busybox:demo", "sh", "-c", "trap 'echo bye; exit 4' TERM; echo hello; while :; do sleep 0.1; done"))
+	ctx := t.Context()
+	h, err := sandbox.Open(ctx, "api", &sandbox.Options{StateDir: e.state, Storage: must(layerfs.Open(e.root, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	st := h.State()
+	if h.ID() != id || st.Name != "api" || st.Labels["team"] != "qa" || st.Log != filepath.Join(containerDir(e.state, id), containerLog) {
+		t.Fatalf("handle %s: %+v", h.ID(), st)
+	}
+	eventually(t, "hello in the log", func() bool {
+		var seen bool
+		sandbox.ReadLog(ctx, st.Log, nil, func(le sandbox.LogEntry) error {
+			seen = seen || (le.Stream == "stdout" && string(le.Text) == "hello")
+			return nil
+		})
+		return seen
+	})
+	if err := h.Stop(ctx, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.must("wait", "api"); got != "4\n" {
+		t.Errorf("wait after Stop: %q", got)
+	}
+	var lines []string
+	err = sandbox.ReadLog(ctx, st.Log, &sandbox.LogOptions{Follow: true, Exit: filepath.Join(containerDir(e.state, id), containerExit)}, func(le sandbox.LogEntry) error {
+		lines = append(lines, string(le.Text))
+		return nil
+	})
+	if err != nil || strings.Join(lines, ",") != "hello,bye" {
+		t.Errorf("the log, followed to the end: %q %v", lines, err)
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
