@@ -121,7 +121,9 @@ func namedState(stateRoot string, states []State, name string) *State {
 		return nil
 	}
 	for i := range states {
-		if states[i].ID == id && states[i].Name == name {
+		// A pending record may not say the name yet (a pool's sandbox
+		// is named when taken); findState waits for it to be complete.
+		if states[i].ID == id && (states[i].Name == name || states[i].Pending) {
 			return &states[i]
 		}
 	}

@@ -159,6 +159,8 @@ func (p *Pool) New(opts *Options) *Sandbox {
 		if opts.Logger != nil {
 			o.Logger = opts.Logger
 		}
+		// Each sandbox's own: taken when it is taken from the pool.
+		o.Name, o.Labels = opts.Name, opts.Labels
 	}
 	s.log = s.opts.logger()
 	return s
