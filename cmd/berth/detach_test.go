@@ -401,6 +401,18 @@ func TestDetachedRestartPolicies(t *testing.T) {
 		t.Errorf("stop of a --stop-timeout 0 container: exit %d, want 137", c.ExitCode)
 	}
 	e.must("rm", "quick")
+
+	// restart of an --rm container keeps it; its stop removes it.
+	id = strings.TrimSpace(e.must("run", "-d", "--rm", "--name", "temp", "busybox:demo", "sleep", "100"))
+	e.must("restart", "-t", "0", "temp")
+	if c := e.container("temp"); !c.Running() || c.SandboxID == id {
+		t.Errorf("after restart: %+v", c)
+	}
+	e.must("stop", "-t", "0", "temp")
+	eventually(t, "--rm to remove the stopped container", func() bool {
+		_, err := loadContainer(e.state, "temp")
+		return errors.Is(err, errContainerNotFound)
+	})
 }
 
 // Mistakes in run -d's command line are the command's to report, with

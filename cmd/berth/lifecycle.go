@@ -216,6 +216,13 @@ func newRestartCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				_, err = updateContainer(g.state, c.ID, func(c *containerRecord) error {
+					c.Restarting = true
+					return nil
+				})
+				if err != nil {
+					return err
+				}
 				if err := g.stop(cmd.Context(), c.ID, stopGrace(cmd, g, c.ID, seconds)); err != nil {
 					return err
 				}
@@ -238,7 +245,7 @@ func (g *globals) startAgain(cmd *cobra.Command, id string) error {
 		if c.Running() {
 			return fmt.Errorf("container %s: already running", id)
 		}
-		c.Stopped, c.Status = false, statusRestarting
+		c.Stopped, c.Restarting, c.Status = false, false, statusRestarting
 		c.Generation++
 		return nil
 	})

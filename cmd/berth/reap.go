@@ -69,7 +69,7 @@ func reap(ctx context.Context, g *globals, id string) error {
 	if err != nil {
 		return err
 	}
-	if c.AutoRemove {
+	if c.AutoRemove && !c.Restarting {
 		return removeContainer(g.state, id)
 	}
 	if !restart {
