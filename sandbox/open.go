@@ -18,9 +18,9 @@ import (
 // Open returns a handle on a running sandbox that another process
 // started, found by its name (Options.Name), or else by its ID or a unique
 // prefix of it (at least 4 characters), in opts.StateDir.
-// The handle can Exec, Signal, Kill, Pause, Resume and read Stats; Wait
-// and Close belong to the process that started the sandbox, and Close on
-// the handle only lets it go.
+// The handle can Exec, Signal, Stop, Kill, Pause, Resume and read Stats;
+// Wait and Close belong to the process that started the sandbox, and
+// Close on the handle only lets it go.
 func Open(ctx context.Context, id string, opts *Options) (*Sandbox, error) {
 	o := Options{}
 	if opts != nil {
