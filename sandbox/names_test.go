@@ -178,28 +178,3 @@ func TestNameAndLabelsValidation(t *testing.T) {
 		t.Error("a name made something outside the names directory")
 	}
 }
-
-// A pool's sandbox takes its name when it is taken from the pool.
-func TestNamePooled(t *testing.T) {
-	p := newPool(t, opts(nil), 1)
-	defer p.Close()
-	sb := p.New(&Options{Args: []string{"sleep", "1000"}, Name: "pooled", Labels: map[string]string{"k": "v"}})
-	if err := sb.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	h, err := Open(context.Background(), "pooled", opts(nil))
-	if err != nil || h.ID() != sb.ID() || h.State().Labels["k"] != "v" {
-		t.Fatalf("Open(pooled): %v", err)
-	}
-	h.Close()
-	dup := p.New(&Options{Args: []string{"true"}, Name: "pooled"})
-	if err := dup.Start(context.Background()); !errors.Is(err, ErrNameInUse) {
-		t.Errorf("a second pooled start with the name: %v", err)
-	}
-	sb.Close()
-	// The pool tears its used sandboxes down in the background.
-	waitFor(t, func() bool {
-		_, err := os.Lstat(filepath.Join(testEnv.stateDir, namesDir, "pooled"))
-		return errors.Is(err, os.ErrNotExist)
-	})
-}
