@@ -19,9 +19,9 @@ import (
 // it looks for: an error must never read as "nothing left".
 
 // sharedStateEntries are what a state directory holds besides its
-// sandboxes', and keeps: the compiled seccomp programs, the lock that
-// orders starts before Recover's survey, and the directory of names.
-var sharedStateEntries = []string{"seccomp", rootLockName, namesDir}
+// sandboxes', and keeps: the compiled seccomp programs and the lock that
+// orders starts before Recover's survey.
+var sharedStateEntries = []string{"seccomp", rootLockName}
 
 // stateLeft returns the entries of the state directory dir that belong to
 // sandboxes: each one's directory, whether or not its record can be read
