@@ -543,6 +543,10 @@ func TestDetachedSupervisorKilled(t *testing.T) {
 	if err := syscall.Kill(supervisor, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
+	// wait sees it end, as stop and rm do.
+	if got := e.must("wait", "orphan"); got != "137\n" {
+		t.Errorf("wait: %q", got)
+	}
 	e.must("stop", "orphan")
 	c := e.container("orphan")
 	if c.Status != statusExited || c.Error == "" {
