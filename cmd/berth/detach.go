@@ -270,35 +270,9 @@ func runDetachedChild(cmd *cobra.Command, g *globals, sb *sandbox.Sandbox, image
 		say("err %d %s\n", exitCode(cmd, err), msg)
 		return err
 	}
-	argv, _ := cmd.Context().Value(argvKey{}).([]string)
-	dir, _ := os.Getwd()
-
-	id := existing
-	if id == "" {
-		id = sb.ID()
-		c := &containerRecord{
-			ID: id, Name: df.name, Created: time.Now().UTC(), Image: image, Command: opts.Args, Labels: opts.Labels,
-			Argv: argv, Dir: dir, Restart: df.policy, AutoRemove: df.autoRemove,
-			SandboxID: sb.ID(), Status: statusCreated,
-		}
-		if cmd.Flags().Changed("stop-timeout") {
-			seconds := int(opts.Grace / time.Second)
-			c.StopTimeout = &seconds
-		}
-		if err := createContainer(g.state, c); err != nil {
-			return fail(err)
-		}
-	} else {
-		_, err := updateContainer(g.state, id, func(c *containerRecord) error {
-			if c.Stopped || c.Status != statusRestarting || strconv.Itoa(c.Generation) != generation {
-				return errNotRestarting
-			}
-			c.SandboxID, c.Status, c.Error = sb.ID(), statusCreated, ""
-			return nil
-		})
-		if err != nil {
-			return fail(err)
-		}
+	id, err := claimContainer(cmd, g, sb, existing, generation, image, opts, df)
+	if err != nil {
+		return fail(err)
 	}
 	if err := sb.Start(cmd.Context()); err != nil {
 		if existing == "" {
@@ -313,7 +287,7 @@ func runDetachedChild(cmd *cobra.Command, g *globals, sb *sandbox.Sandbox, image
 		}
 		return fail(err)
 	}
-	_, err := updateContainer(g.state, id, func(c *containerRecord) error {
+	_, err = updateContainer(g.state, id, func(c *containerRecord) error {
 		if c.Stopped {
 			// berth stop or rm -f came while it started.
 			return errNotRestarting
@@ -345,7 +319,6 @@ func runDetachedChild(cmd *cobra.Command, g *globals, sb *sandbox.Sandbox, image
 	then := []string{"/proc/self/exe"}
 	then = append(then, g.flags()...)
 	then = append(then, reapCommand, id)
-	os.Remove(filepath.Join(dirPath, containerExit))
 	err = sb.Supervise(&sandbox.SuperviseConfig{
 		Log:  filepath.Join(dirPath, containerLog),
 		Exit: filepath.Join(dirPath, containerExit),
@@ -358,6 +331,40 @@ func runDetachedChild(cmd *cobra.Command, g *globals, sb *sandbox.Sandbox, image
 		return nil
 	})
 	return err
+}
+
+// claimContainer makes the record of a new container for sb, or, for
+// the start of container existing again, takes its record for sb if
+// the start is the one asked for (generation). It returns the
+// container's ID.
+func claimContainer(cmd *cobra.Command, g *globals, sb *sandbox.Sandbox, existing, generation, image string, opts *sandbox.Options, df *detachFlags) (string, error) {
+	if existing != "" {
+		_, err := updateContainer(g.state, existing, func(c *containerRecord) error {
+			if c.Stopped || c.Status != statusRestarting || strconv.Itoa(c.Generation) != generation {
+				return errNotRestarting
+			}
+			c.SandboxID, c.Status, c.Error = sb.ID(), statusCreated, ""
+			return nil
+		})
+		if err != nil {
+			return "", err
+		}
+		// The last run's end is not this one's (see orphaned).
+		os.Remove(filepath.Join(containerDir(g.state, existing), containerExit))
+		return existing, nil
+	}
+	argv, _ := cmd.Context().Value(argvKey{}).([]string)
+	dir, _ := os.Getwd()
+	c := &containerRecord{
+		ID: sb.ID(), Name: df.name, Created: time.Now().UTC(), Image: image, Command: opts.Args, Labels: opts.Labels,
+		Argv: argv, Dir: dir, Restart: df.policy, AutoRemove: df.autoRemove,
+		SandboxID: sb.ID(), Status: statusCreated,
+	}
+	if cmd.Flags().Changed("stop-timeout") {
+		seconds := int(opts.Grace / time.Second)
+		c.StopTimeout = &seconds
+	}
+	return c.ID, createContainer(g.state, c)
 }
 
 // stillRestarting fails if this process is the child that starts a
