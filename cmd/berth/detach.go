@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -147,6 +148,7 @@ func startDetached(cmd *cobra.Command, g *globals, name string) error {
 	if werr == nil {
 		// It goes on, a supervisor soon; it is no longer ours to wait.
 		child.Process.Release()
+		awaitSupervised(cmd.Context(), g.state, id)
 		fmt.Fprintln(cmd.OutOrStdout(), id)
 		return nil
 	}
@@ -163,6 +165,30 @@ func startDetached(cmd *cobra.Command, g *globals, name string) error {
 	}
 	err = child.Wait()
 	return fmt.Errorf("%w: the detached berth ended without starting the sandbox (%v): %w", sandbox.ErrSetup, err, werr)
+}
+
+// supervisedWait bounds how long run -d waits, once the sandbox runs,
+// for its supervisor to take it over: a few milliseconds, the exec of
+// a small program.
+const supervisedWait = 5 * time.Second
+
+// awaitSupervised waits until the supervisor has the sandbox id, so that
+// once run -d has returned its output is being logged, and its record
+// names the log (State.Log) for Open's handles; or until the sandbox has
+// ended already, or supervisedWait has passed.
+func awaitSupervised(ctx context.Context, stateRoot, id string) {
+	deadline := time.Now().Add(supervisedWait)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		states, err := sandbox.ReadStates(stateRoot)
+		if err != nil {
+			return
+		}
+		i := slices.IndexFunc(states, func(st sandbox.State) bool { return st.ID == id })
+		if i < 0 || states[i].Log != "" {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // childCommand is berth started again with argv (berth's arguments), as

@@ -288,6 +288,9 @@ func (g *globals) startAgain(cmd *cobra.Command, id string) error {
 	_, werr := readWord(cmd.Context(), r)
 	if werr == nil {
 		child.Process.Release()
+		if now, err := loadContainer(g.state, id); err == nil {
+			awaitSupervised(cmd.Context(), g.state, now.SandboxID)
+		}
 		return nil
 	}
 	if cmd.Context().Err() == nil {
