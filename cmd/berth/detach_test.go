@@ -408,6 +408,9 @@ func TestDetachedRestartPolicies(t *testing.T) {
 	if c := e.container("temp"); !c.Running() || c.SandboxID == id {
 		t.Errorf("after restart: %+v", c)
 	}
+	if got := e.must("exec", "temp", "hostname"); got != id[:12]+"\n" {
+		t.Errorf("host name after restart: %q, want the container's, %s", got, id[:12])
+	}
 	e.must("stop", "-t", "0", "temp")
 	eventually(t, "--rm to remove the stopped container", func() bool {
 		_, err := loadContainer(e.state, "temp")

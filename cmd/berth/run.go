@@ -212,6 +212,10 @@ func newRunCommand(g *globals) *cobra.Command {
 					return startDetached(cmd, g, df.name)
 				}
 				opts.Detachable, opts.Stdin, opts.Stdout, opts.Stderr = true, nil, nil, nil
+				if id, _, ok := strings.Cut(os.Getenv(envContainer), "/"); ok && opts.Hostname == "" && len(id) >= 12 {
+					// Started again: the host name stays the container's.
+					opts.Hostname = id[:12]
+				}
 				err := runDetachedChild(cmd, g, sandbox.New(image, opts), args[0], opts, &df)
 				return missingImageHint(err, image, pullPolicy)
 			}
