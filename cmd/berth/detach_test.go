@@ -546,7 +546,11 @@ func TestDetachedSupervisorKilled(t *testing.T) {
 	if err := syscall.Kill(supervisor, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	// wait sees it end, as stop and rm do.
+	// gc reclaims it, and records its end; so would wait, stop and rm.
+	e.must("gc")
+	if c := e.container("orphan"); c.Status != statusExited {
+		t.Errorf("after gc: %+v", c)
+	}
 	if got := e.must("wait", "orphan"); got != "137\n" {
 		t.Errorf("wait: %q", got)
 	}
@@ -556,6 +560,23 @@ func TestDetachedSupervisorKilled(t *testing.T) {
 		t.Errorf("record: %+v", c)
 	}
 	e.must("rm", "orphan")
+	if left := e.leftBehind(id); len(left) > 0 {
+		t.Errorf("after rm: %s", strings.Join(left, "; "))
+	}
+
+	// Without gc, wait sees it end.
+	id = strings.TrimSpace(e.must("run", "-d", "--name", "orphan2", "busybox:demo", "sleep", "100"))
+	states, err = sandbox.ReadStates(e.state)
+	if err != nil || len(states) != 1 {
+		t.Fatalf("records: %v %+v", err, states)
+	}
+	if err := syscall.Kill(states[0].Host.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.must("wait", "orphan2"); got != "137\n" {
+		t.Errorf("wait: %q", got)
+	}
+	e.must("rm", "orphan2")
 	if left := e.leftBehind(id); len(left) > 0 {
 		t.Errorf("after rm: %s", strings.Join(left, "; "))
 	}

@@ -569,6 +569,8 @@ started them was killed.`,
 			}
 			out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
 			res, rerr := sandbox.Recover(cmd.Context(), opts)
+			// Containers whose supervisor died are exited now.
+			g.settleOrphans()
 			fmt.Fprintf(out, "reclaimed %d dead sandboxes (%d with damaged records), %d stray rootfs, %d stray cgroups\n",
 				len(res.Sandboxes), len(res.Damaged), len(res.Rootfs), len(res.Cgroups))
 			for _, f := range res.Failed {
