@@ -628,3 +628,26 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// A sandbox run in the foreground with --name: other commands take its
+// name, stop ends it gracefully, and the berth that runs it exits with
+// the workload's status.
+func TestStopForegroundByName(t *testing.T) {
+	e := newDetachEnv(t)
+	fg := e.command("run", "--name", "fg", "busybox:demo", "sh", "-c", "trap 'exit 9' TERM; while :; do sleep 0.1; done")
+	if err := fg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the named sandbox", func() bool {
+		out, _, code := e.berth("exec", "fg", "echo", "up")
+		return code == 0 && out == "up\n"
+	})
+	e.must("stop", "-t", "5", "fg")
+	err := fg.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 9 {
+		t.Errorf("the foreground berth: %v, want exit status 9", err)
+	}
+	if _, stderr, code := e.berth("wait", "fg"); code == 0 || !strings.Contains(stderr, "no such container") {
+		t.Errorf("wait of a foreground sandbox: %d %q", code, stderr)
+	}
+}
