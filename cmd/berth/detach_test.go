@@ -159,6 +159,14 @@ func TestDetachedLifecycle(t *testing.T) {
 		return err == nil
 	})
 
+	// The hidden reaper refuses a container that runs.
+	if _, stderr, code := e.berth(reapCommand, id); code == 0 || !strings.Contains(stderr, "still runs") {
+		t.Errorf("%s of a running container: exit %d, %q", reapCommand, code, stderr)
+	}
+	if c := e.container(id); c.Status != statusRunning {
+		t.Errorf("after a refused reap: %+v", c)
+	}
+
 	// The name is taken, by a detached container or a foreground one.
 	for _, args := range [][]string{
 		{"run", "-d", "--name", "db", "busybox:demo", "true"},
