@@ -322,8 +322,14 @@ func poll(ctx context.Context, interval time.Duration, try func() error) error {
 			return fmt.Errorf("%w; last attempt: %w", context.Cause(ctx), last)
 		case <-t.C:
 		}
-		if last = try(); last == nil {
+		err := try()
+		if err == nil {
 			return nil
+		}
+		// An attempt cut short by the end of the wait says only that;
+		// the one before it says why the check never passed.
+		if ctx.Err() == nil || last == nil {
+			last = err
 		}
 		if ctx.Err() == nil {
 			t.Reset(interval)
