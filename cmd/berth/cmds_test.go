@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/sandbox"
 )
 
 // cmdsEnv is an e2eEnv with the busybox image imported, for the commands
@@ -459,5 +461,27 @@ func TestParseWhenAndFilters(t *testing.T) {
 		if _, err := parseFilters([]string{bad}); err == nil {
 			t.Errorf("--filter %s: no error", bad)
 		}
+	}
+}
+
+// inspect --format prints what a caller or an image chose (labels, the
+// command, the environment) with its control characters escaped: an
+// escape sequence reaches no terminal, and a newline makes no line.
+func TestInspectFormatEscapes(t *testing.T) {
+	info := (&globals{}).inspect(t.Context(), &listed{
+		ID: "0123456789abcdef", Name: "n\x1b[2J", State: "exited",
+		Command: []string{"sh", "-c", "a\rb"}, Labels: map[string]string{"k\n": "v\nfake 0 exited"},
+		Sandbox: &sandbox.State{Env: []string{"A=\x1b]0;title\x07"}},
+	})
+	tmpl, _, err := psTemplate(`{{.Name}} {{.Config.Cmd}} {{.Config.Labels}} {{.Config.Env}} {{json .Config.Labels}}`, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := formatInspect(tmpl, info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.ContainsAny(out, "\x1b\r\n\x07") || !strings.Contains(out, `n\x1b[2J`) || !strings.Contains(out, `v\nfake`) {
+		t.Errorf("inspect --format printed %q", out)
 	}
 }

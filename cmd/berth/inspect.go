@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"text/template"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/berth-dev/berth/cgroup"
+	"github.com/berth-dev/berth/internal/clip"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -157,23 +159,11 @@ inspect then fails if one could not.`,
 				fmt.Fprintf(cmd.OutOrStdout(), "%s\n", b)
 			} else {
 				for _, info := range infos {
-					// The template sees the JSON's names, {{.Id}}, as
-					// Docker's does: it runs over the JSON, decoded.
-					j, err := json.Marshal(info)
+					out, err := formatInspect(tmpl, info)
 					if err != nil {
 						return err
 					}
-					var v any
-					dec := json.NewDecoder(bytes.NewReader(j))
-					dec.UseNumber()
-					if err := dec.Decode(&v); err != nil {
-						return err
-					}
-					var b bytes.Buffer
-					if err := tmpl.Execute(&b, v); err != nil {
-						return invalidFlag("--format: %w", err)
-					}
-					fmt.Fprintln(cmd.OutOrStdout(), b.String())
+					fmt.Fprintln(cmd.OutOrStdout(), out)
 				}
 			}
 			if failed != nil {
@@ -185,6 +175,50 @@ inspect then fails if one could not.`,
 	}
 	cmd.Flags().StringVarP(&format, "format", "f", "", "a Go template for each sandbox, instead of JSON")
 	return cmd
+}
+
+// formatInspect runs tmpl over info. The template sees the JSON's names,
+// {{.Id}}, as Docker's does: it runs over the JSON, decoded. Every string
+// in it has its control characters escaped first: a label, a command or
+// an environment variable that a caller or an image chose cannot send
+// the terminal an escape sequence, nor print a line that looks like
+// another's, as the JSON without --format cannot either.
+func formatInspect(tmpl *template.Template, info *inspectInfo) (string, error) {
+	j, err := json.Marshal(info)
+	if err != nil {
+		return "", err
+	}
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err != nil {
+		return "", err
+	}
+	var b bytes.Buffer
+	if err := tmpl.Execute(&b, escapeStrings(v)); err != nil {
+		return "", invalidFlag("--format: %w", err)
+	}
+	return b.String(), nil
+}
+
+// escapeStrings escapes the control characters of every string in v,
+// decoded JSON, map keys included.
+func escapeStrings(v any) any {
+	switch v := v.(type) {
+	case string:
+		return clip.Controls(v)
+	case []any:
+		for i := range v {
+			v[i] = escapeStrings(v[i])
+		}
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, x := range v {
+			out[clip.Controls(k)] = escapeStrings(x)
+		}
+		return out
+	}
+	return v
 }
 
 // inspect describes l. What it cannot learn (a network record removed
