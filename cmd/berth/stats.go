@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -201,7 +202,12 @@ func (m *statsMonitor) close() {
 // netBytes returns what the network namespace of process pid received
 // and sent, loopback left out, from its /proc/PID/net/dev.
 func netBytes(pid int) (rx, tx uint64) {
-	b, err := readAtMost("/proc/"+strconv.Itoa(pid)+"/net/dev", 64<<10)
+	dir, err := os.OpenRoot("/proc/" + strconv.Itoa(pid))
+	if err != nil {
+		return 0, 0
+	}
+	defer dir.Close()
+	b, err := readAtMost(dir, "net/dev", 64<<10)
 	if err != nil {
 		return 0, 0
 	}
