@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/netplug"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -483,5 +484,17 @@ func TestInspectFormatEscapes(t *testing.T) {
 	}
 	if strings.ContainsAny(out, "\x1b\r\n\x07") || !strings.Contains(out, `n\x1b[2J`) || !strings.Contains(out, `v\nfake`) {
 		t.Errorf("inspect --format printed %q", out)
+	}
+}
+
+func TestFormatPort(t *testing.T) {
+	for p, want := range map[netplug.PortMapping]string{
+		{HostPort: 32768, ContainerPort: 80}:                                  "0.0.0.0:32768->80/tcp",
+		{HostIP: "::1", HostPort: 8080, ContainerPort: 53, Protocol: "udp"}:   "[::1]:8080->53/udp",
+		{HostIP: "127.0.0.1", HostPort: 1, ContainerPort: 2, Protocol: "tcp"}: "127.0.0.1:1->2/tcp",
+	} {
+		if got := formatPort(p); got != want {
+			t.Errorf("formatPort(%+v) = %q, want %q", p, got, want)
+		}
 	}
 }

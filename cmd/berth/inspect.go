@@ -2,10 +2,10 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/netip"
 	"strconv"
 	"text/template"
 	"time"
@@ -230,7 +230,7 @@ func (g *globals) inspect(ctx context.Context, l *listed) *inspectInfo {
 		Config: inspectConfig{Image: l.Image, Cmd: l.Command, Labels: l.Labels},
 		State: inspectState{
 			Status: l.State, Running: l.State == "running", ExitCode: l.ExitCode,
-			StartedAt: l.Started, FinishedAt: l.Finished, Error: firstNonEmpty(l.Problem, l.Error),
+			StartedAt: l.Started, FinishedAt: l.Finished, Error: cmp.Or(l.Problem, l.Error),
 		},
 		NetworkSettings: inspectNetwork{Networks: map[string]inspectEndpoint{}, Ports: map[string][]inspectPortBinding{}},
 		Mounts:          []inspectMount{},
@@ -282,11 +282,7 @@ func (g *globals) inspect(ctx context.Context, l *listed) *inspectInfo {
 	}
 	for _, p := range g.ports(ctx, l) {
 		key := strconv.Itoa(int(p.ContainerPort)) + "/" + protocol(p)
-		ip := p.HostIP
-		if ip == "" {
-			ip = netip.IPv4Unspecified().String()
-		}
-		info.NetworkSettings.Ports[key] = append(info.NetworkSettings.Ports[key], inspectPortBinding{HostIP: ip, HostPort: strconv.Itoa(int(p.HostPort))})
+		info.NetworkSettings.Ports[key] = append(info.NetworkSettings.Ports[key], inspectPortBinding{HostIP: cmp.Or(p.HostIP, "0.0.0.0"), HostPort: strconv.Itoa(int(p.HostPort))})
 	}
 	return info
 }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -243,23 +242,5 @@ func publishedPorts(l *listed, atts []*netplug.Attachment) []netplug.PortMapping
 
 // formatPort is Docker's form of a published port: 127.0.0.1:32768->80/tcp.
 func formatPort(p netplug.PortMapping) string {
-	ip := p.HostIP
-	if ip == "" {
-		ip = "0.0.0.0"
-	}
-	return fmt.Sprintf("%s->%d/%s", hostAddr(ip, p.HostPort), p.ContainerPort, protocol(p))
-}
-
-func hostAddr(ip string, port uint16) string {
-	if strings.Contains(ip, ":") {
-		return "[" + ip + "]:" + strconv.Itoa(int(port))
-	}
-	return ip + ":" + strconv.Itoa(int(port))
-}
-
-func firstNonEmpty(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
+	return fmt.Sprintf("%s->%d/%s", hostAddress(p), p.ContainerPort, protocol(p))
 }
