@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -94,10 +95,18 @@ type statsHandle struct {
 
 // sample reads every shown sandbox's figures once. Named sandboxes that
 // cannot be found are an error the first time; a sandbox that ends is
-// shown as gone.
+// shown as gone, once, and then, unless it was named, no longer: a
+// container restarted again and again is not a new row each time.
 func (m *statsMonitor) sample(ctx context.Context) error {
 	var want []*listed
 	if len(m.names) == 0 {
+		m.order = slices.DeleteFunc(m.order, func(id string) bool {
+			if m.handles[id].gone {
+				delete(m.handles, id)
+				return true
+			}
+			return false
+		})
 		all, err := m.g.listAll(ctx)
 		if err != nil {
 			return err
@@ -152,6 +161,7 @@ func (m *statsMonitor) sample(ctx context.Context) error {
 		st, err := h.sb.Stats()
 		if err != nil {
 			h.gone = true
+			h.sb.Close()
 			continue
 		}
 		h.prev, h.prevAt = h.last, h.lastAt
@@ -195,7 +205,7 @@ func (m *statsMonitor) print(w io.Writer) error {
 
 func (m *statsMonitor) close() {
 	for _, h := range m.handles {
-		h.sb.Close()
+		h.sb.Close() // again, for one gone: a no-op
 	}
 }
 

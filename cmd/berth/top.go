@@ -40,6 +40,7 @@ The columns default to ps -ef's: UID PID PPID C STIME TTY TIME CMD.
 			if err != nil {
 				return err
 			}
+			defer sb.Close()
 			pids, err := sb.Pids()
 			if err != nil {
 				return err
