@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-dev/berth/cgroup"
+	"github.com/berth-dev/berth/internal/clip"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -123,7 +124,7 @@ func (m *statsMonitor) sample(ctx context.Context) error {
 				return err
 			}
 			if l.State != "running" {
-				return fmt.Errorf("%s: %w", name, sandbox.ErrNotRunning)
+				return fmt.Errorf("%s: %w", clip.Quote(name), sandbox.ErrNotRunning)
 			}
 			want = append(want, l)
 		}
