@@ -485,6 +485,17 @@ func TestInspectFormatEscapes(t *testing.T) {
 	if strings.ContainsAny(out, "\x1b\r\n\x07") || !strings.Contains(out, `n\x1b[2J`) || !strings.Contains(out, `v\nfake`) {
 		t.Errorf("inspect --format printed %q", out)
 	}
+	// The JSON, too: DEL and the C1 controls (a CSI among them), which
+	// encoding/json leaves raw, are escaped as well.
+	info.Name = "n\u009b2J\x7f"
+	b, err := inspectJSON([]*inspectInfo{info})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back []inspectInfo
+	if bytes.ContainsFunc(b, func(r rune) bool { return r < ' ' && r != '\n' || r >= 0x7f && r <= 0x9f }) || json.Unmarshal(b, &back) != nil || back[0].Name != info.Name {
+		t.Errorf("inspect's JSON: %q", b)
+	}
 }
 
 func TestFormatPort(t *testing.T) {

@@ -149,12 +149,9 @@ inspect then fails if one could not.`,
 				infos = append(infos, g.inspect(cmd.Context(), l))
 			}
 			if format == "" || format == "json" {
-				b, err := json.MarshalIndent(infos, "", "    ")
+				b, err := inspectJSON(infos)
 				if err != nil {
 					return err
-				}
-				if infos == nil {
-					b = []byte("[]")
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s\n", b)
 			} else {
@@ -175,6 +172,33 @@ inspect then fails if one could not.`,
 	}
 	cmd.Flags().StringVarP(&format, "format", "f", "", "a Go template for each sandbox, instead of JSON")
 	return cmd
+}
+
+// inspectJSON is inspect's JSON array of infos. encoding/json escapes the
+// C0 controls (ESC among them) but leaves DEL and the C1 controls raw, a
+// CSI (U+009B) among them, which some terminals obey: those are escaped
+// too. In JSON they can only be in strings, where \u00XX means the same.
+func inspectJSON(infos []*inspectInfo) ([]byte, error) {
+	if infos == nil {
+		return []byte("[]"), nil
+	}
+	b, err := json.MarshalIndent(infos, "", "    ")
+	if err != nil {
+		return nil, err
+	}
+	isC1 := func(r rune) bool { return r >= 0x7f && r <= 0x9f }
+	if !bytes.ContainsFunc(b, isC1) {
+		return b, nil
+	}
+	var out bytes.Buffer
+	for _, r := range string(b) {
+		if isC1(r) {
+			fmt.Fprintf(&out, "\\u%04x", r)
+		} else {
+			out.WriteRune(r)
+		}
+	}
+	return out.Bytes(), nil
 }
 
 // formatInspect runs tmpl over info. The template sees the JSON's names,
