@@ -46,16 +46,6 @@ func cmdsEnv(t *testing.T) (*e2eEnv, string) {
 	return e, root
 }
 
-// waitFor polls cond until it holds, failing the test after a minute.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting: %s", what)
-		}
-	}
-}
-
 // A detached httpd seen through every command that looks at it: logs
 // (and logs -f, which shows lines while the sandbox runs and ends when it
 // exits), ps and ps -a, port (and the port answers), inspect, top, stats.
@@ -108,7 +98,7 @@ i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done`
 		t.Error("port web 81: no error for a port not published")
 	}
 	var body string
-	waitFor(t, "httpd to answer on the published port", func() bool {
+	eventually(t, "httpd to answer on the published port", func() bool {
 		resp, err := http.Get("http://127.0.0.1:" + hostPort + "/")
 		if err != nil {
 			return false
@@ -216,7 +206,7 @@ i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done`
 	if out := e.must(root, "wait", "web"); out != "3\n" {
 		t.Errorf("wait: %q", out)
 	}
-	waitFor(t, "ps -a to say it exited", func() bool {
+	eventually(t, "ps -a to say it exited", func() bool {
 		out, _, _ := e.run(root, "ps", "-a", "--format", "{{.Names}} {{.Status}}")
 		return strings.HasPrefix(out, "web Exited (3) ")
 	})
@@ -285,7 +275,7 @@ func TestForegroundSandboxCommands(t *testing.T) {
 		fg.Wait()
 	}()
 	var id string
-	waitFor(t, "ps to show the sandbox running", func() bool {
+	eventually(t, "ps to show the sandbox running", func() bool {
 		out, _, _ := e.run(root, "ps", "-q", "--filter", "status=running")
 		id = strings.TrimSpace(out)
 		return id != ""
@@ -344,7 +334,7 @@ func TestExecTTY(t *testing.T) {
 	// multiplexer should be: exec -t refuses it, at once, saying why.
 	id = strings.TrimSpace(e.must(root, "run", "-d", "--cap-add", "SYS_ADMIN", "--seccomp", "unconfined", "--userns", "host", "busybox:demo",
 		"sh", "-c", "mount -t tmpfs none /dev/pts && mkfifo /dev/pts/ptmx && touch /tampered && exec sleep 1000"))
-	waitFor(t, "the workload to tamper with /dev/pts", func() bool {
+	eventually(t, "the workload to tamper with /dev/pts", func() bool {
 		_, _, err := e.run(root, "exec", id, "test", "-e", "/tampered")
 		return err == nil
 	})
