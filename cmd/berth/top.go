@@ -47,6 +47,11 @@ The columns default to ps -ef's: UID PID PPID C STIME TTY TIME CMD.
 			}
 			procs := make([]*procInfo, 0, len(pids))
 			for _, pid := range pids {
+				// A sandbox of many thousand processes takes a while:
+				// Ctrl-C ends it.
+				if err := cmd.Context().Err(); err != nil {
+					return err
+				}
 				p, err := readProc(pid, l.SandboxID)
 				if err != nil {
 					continue // gone meanwhile, or no longer the sandbox's
