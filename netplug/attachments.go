@@ -2,10 +2,12 @@ package netplug
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 )
 
 // Attachments returns what netplug recorded of the sandbox id's
@@ -21,17 +23,29 @@ func (n *Networks) Attachments(ctx context.Context, id string) ([]*Attachment, e
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	paths, err := filepath.Glob(filepath.Join(n.opts.RunDir, "attachments", "*", id+".json"))
+	// One record per network, at a path known in advance: a look-up
+	// each, not a scan of every attachment of every network, so that
+	// berth ps asking for each of a thousand sandboxes stays linear.
+	dir := filepath.Join(n.opts.RunDir, "attachments")
+	nets, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}
-	sort.Strings(paths)
 	var out []*Attachment
-	for _, p := range paths {
+	for _, e := range nets {
+		if !e.IsDir() {
+			continue
+		}
+		p := filepath.Join(dir, e.Name(), id+".json")
 		r, err := readRecord(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
 		if err != nil {
-			// Detached meanwhile, or being written: either way not an
-			// attachment to report.
+			// Being written: not an attachment to report yet.
 			n.log.Debug("skipping unreadable attachment record", "path", p, "err", err)
 			continue
 		}

@@ -32,12 +32,13 @@ func consoleSocket() (ours, theirs *os.File, err error) {
 // (`daemon &`) keeps the terminal open for as long as it runs, and Exec
 // must not wait for it.
 type execTerminal struct {
-	master *os.File // non-blocking, so that a deadline can end a Read
-	dst    io.Writer
-	feed   *inputFeed
-	done   chan struct{} // the copying has stopped
-	stop   chan struct{} // closed by finish: the resizing stops
-	buf    []byte
+	master  *os.File // non-blocking, so that a deadline can end a Read
+	dst     io.Writer
+	feed    *inputFeed
+	done    chan struct{} // the copying has stopped
+	stop    chan struct{} // closed by finish: the resizing stops
+	resized chan struct{} // the resizing has stopped
+	buf     []byte
 }
 
 // attachExecTerminal receives the terminal's master from the helper over
@@ -58,7 +59,7 @@ func attachExecTerminal(console *os.File, o *ExecOptions) (*execTerminal, error)
 		unix.Close(fd)
 		return nil, fmt.Errorf("the process's terminal: %w", err)
 	}
-	t := &execTerminal{master: os.NewFile(uintptr(fd), "pty"), dst: o.Stdout, done: make(chan struct{}), stop: make(chan struct{}), buf: make([]byte, 32<<10)}
+	t := &execTerminal{master: os.NewFile(uintptr(fd), "pty"), dst: o.Stdout, done: make(chan struct{}), stop: make(chan struct{}), resized: make(chan struct{}), buf: make([]byte, 32<<10)}
 	if t.dst == nil {
 		t.dst = io.Discard
 	}
@@ -84,8 +85,11 @@ func attachExecTerminal(console *os.File, o *ExecOptions) (*execTerminal, error)
 			}
 		}
 	}()
-	if o.Resize != nil {
+	if o.Resize == nil {
+		close(t.resized)
+	} else {
 		go func() {
+			defer close(t.resized)
 			for {
 				select {
 				case size, ok := <-o.Resize:
@@ -107,6 +111,9 @@ func attachExecTerminal(console *os.File, o *ExecOptions) (*execTerminal, error)
 // the master.
 func (t *execTerminal) finish() {
 	close(t.stop)
+	// The resizing uses the master's descriptor number: it must be done
+	// before the master is closed and the number given to another file.
+	<-t.resized
 	t.feed.stop()
 	t.master.SetReadDeadline(time.Now())
 	<-t.done

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"net"
@@ -31,12 +32,14 @@ func reportChosenPorts(stderr io.Writer, tty bool, asked []netplug.PortMapping, 
 		if asked[i].HostPort != 0 || p.HostPort == 0 {
 			continue
 		}
-		ip := p.HostIP
-		if ip == "" {
-			ip = "0.0.0.0"
-		}
-		fmt.Fprintf(stderr, "berth: published %d/%s on %s%s", p.ContainerPort, protocol(p), net.JoinHostPort(ip, strconv.Itoa(int(p.HostPort))), eol)
+		fmt.Fprintf(stderr, "berth: published %d/%s on %s%s", p.ContainerPort, protocol(p), hostAddress(p), eol)
 	}
+}
+
+// hostAddress is where p is published, HOST:PORT ([HOST]:PORT for IPv6),
+// 0.0.0.0 when it names no host address.
+func hostAddress(p netplug.PortMapping) string {
+	return net.JoinHostPort(cmp.Or(p.HostIP, "0.0.0.0"), strconv.Itoa(int(p.HostPort)))
 }
 
 // protocol is p's protocol, "tcp" when it names none.

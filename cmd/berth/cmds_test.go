@@ -16,6 +16,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/berth-dev/berth/netplug"
+	"github.com/berth-dev/berth/sandbox"
 )
 
 // cmdsEnv is an e2eEnv with the busybox image imported, for the commands
@@ -41,16 +44,6 @@ func cmdsEnv(t *testing.T) (*e2eEnv, string) {
 		}
 	})
 	return e, root
-}
-
-// waitFor polls cond until it holds, failing the test after a minute.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting: %s", what)
-		}
-	}
 }
 
 // A detached httpd seen through every command that looks at it: logs
@@ -105,7 +98,7 @@ i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done`
 		t.Error("port web 81: no error for a port not published")
 	}
 	var body string
-	waitFor(t, "httpd to answer on the published port", func() bool {
+	eventually(t, "httpd to answer on the published port", func() bool {
 		resp, err := http.Get("http://127.0.0.1:" + hostPort + "/")
 		if err != nil {
 			return false
@@ -213,7 +206,7 @@ i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done`
 	if out := e.must(root, "wait", "web"); out != "3\n" {
 		t.Errorf("wait: %q", out)
 	}
-	waitFor(t, "ps -a to say it exited", func() bool {
+	eventually(t, "ps -a to say it exited", func() bool {
 		out, _, _ := e.run(root, "ps", "-a", "--format", "{{.Names}} {{.Status}}")
 		return strings.HasPrefix(out, "web Exited (3) ")
 	})
@@ -282,7 +275,7 @@ func TestForegroundSandboxCommands(t *testing.T) {
 		fg.Wait()
 	}()
 	var id string
-	waitFor(t, "ps to show the sandbox running", func() bool {
+	eventually(t, "ps to show the sandbox running", func() bool {
 		out, _, _ := e.run(root, "ps", "-q", "--filter", "status=running")
 		id = strings.TrimSpace(out)
 		return id != ""
@@ -341,7 +334,7 @@ func TestExecTTY(t *testing.T) {
 	// multiplexer should be: exec -t refuses it, at once, saying why.
 	id = strings.TrimSpace(e.must(root, "run", "-d", "--cap-add", "SYS_ADMIN", "--seccomp", "unconfined", "--userns", "host", "busybox:demo",
 		"sh", "-c", "mount -t tmpfs none /dev/pts && mkfifo /dev/pts/ptmx && touch /tampered && exec sleep 1000"))
-	waitFor(t, "the workload to tamper with /dev/pts", func() bool {
+	eventually(t, "the workload to tamper with /dev/pts", func() bool {
 		_, _, err := e.run(root, "exec", id, "test", "-e", "/tampered")
 		return err == nil
 	})
@@ -458,6 +451,51 @@ func TestParseWhenAndFilters(t *testing.T) {
 	for _, bad := range []string{"status=gone", "colour=red", "label"} {
 		if _, err := parseFilters([]string{bad}); err == nil {
 			t.Errorf("--filter %s: no error", bad)
+		}
+	}
+}
+
+// inspect --format prints what a caller or an image chose (labels, the
+// command, the environment) with its control characters escaped: an
+// escape sequence reaches no terminal, and a newline makes no line.
+func TestInspectFormatEscapes(t *testing.T) {
+	info := (&globals{}).inspect(t.Context(), &listed{
+		ID: "0123456789abcdef", Name: "n\x1b[2J", State: "exited",
+		Command: []string{"sh", "-c", "a\rb"}, Labels: map[string]string{"k\n": "v\nfake 0 exited"},
+		Sandbox: &sandbox.State{Env: []string{"A=\x1b]0;title\x07"}},
+	})
+	tmpl, _, err := psTemplate(`{{.Name}} {{.Config.Cmd}} {{.Config.Labels}} {{.Config.Env}} {{json .Config.Labels}}`, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := formatInspect(tmpl, info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.ContainsAny(out, "\x1b\r\n\x07") || !strings.Contains(out, `n\x1b[2J`) || !strings.Contains(out, `v\nfake`) {
+		t.Errorf("inspect --format printed %q", out)
+	}
+	// The JSON, too: DEL and the C1 controls (a CSI among them), which
+	// encoding/json leaves raw, are escaped as well.
+	info.Name = "n\u009b2J\x7f"
+	b, err := inspectJSON([]*inspectInfo{info})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back []inspectInfo
+	if bytes.ContainsFunc(b, func(r rune) bool { return r < ' ' && r != '\n' || r >= 0x7f && r <= 0x9f }) || json.Unmarshal(b, &back) != nil || back[0].Name != info.Name {
+		t.Errorf("inspect's JSON: %q", b)
+	}
+}
+
+func TestFormatPort(t *testing.T) {
+	for p, want := range map[netplug.PortMapping]string{
+		{HostPort: 32768, ContainerPort: 80}:                                  "0.0.0.0:32768->80/tcp",
+		{HostIP: "::1", HostPort: 8080, ContainerPort: 53, Protocol: "udp"}:   "[::1]:8080->53/udp",
+		{HostIP: "127.0.0.1", HostPort: 1, ContainerPort: 2, Protocol: "tcp"}: "127.0.0.1:1->2/tcp",
+	} {
+		if got := formatPort(p); got != want {
+			t.Errorf("formatPort(%+v) = %q, want %q", p, got, want)
 		}
 	}
 }

@@ -105,10 +105,10 @@ func (e *detachEnv) log(id string) string {
 	return string(old) + string(cur)
 }
 
-// eventually polls cond for up to 20 seconds.
+// eventually polls cond until it holds, failing the test after a minute.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}

@@ -2,16 +2,18 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/netip"
 	"strconv"
+	"text/template"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/berth-dev/berth/cgroup"
+	"github.com/berth-dev/berth/internal/clip"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -147,33 +149,18 @@ inspect then fails if one could not.`,
 				infos = append(infos, g.inspect(cmd.Context(), l))
 			}
 			if format == "" || format == "json" {
-				b, err := json.MarshalIndent(infos, "", "    ")
+				b, err := inspectJSON(infos)
 				if err != nil {
 					return err
-				}
-				if infos == nil {
-					b = []byte("[]")
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s\n", b)
 			} else {
 				for _, info := range infos {
-					// The template sees the JSON's names, {{.Id}}, as
-					// Docker's does: it runs over the JSON, decoded.
-					j, err := json.Marshal(info)
+					out, err := formatInspect(tmpl, info)
 					if err != nil {
 						return err
 					}
-					var v any
-					dec := json.NewDecoder(bytes.NewReader(j))
-					dec.UseNumber()
-					if err := dec.Decode(&v); err != nil {
-						return err
-					}
-					var b bytes.Buffer
-					if err := tmpl.Execute(&b, v); err != nil {
-						return invalidFlag("--format: %w", err)
-					}
-					fmt.Fprintln(cmd.OutOrStdout(), b.String())
+					fmt.Fprintln(cmd.OutOrStdout(), out)
 				}
 			}
 			if failed != nil {
@@ -187,6 +174,77 @@ inspect then fails if one could not.`,
 	return cmd
 }
 
+// inspectJSON is inspect's JSON array of infos. encoding/json escapes the
+// C0 controls (ESC among them) but leaves DEL and the C1 controls raw, a
+// CSI (U+009B) among them, which some terminals obey: those are escaped
+// too. In JSON they can only be in strings, where \u00XX means the same.
+func inspectJSON(infos []*inspectInfo) ([]byte, error) {
+	if infos == nil {
+		return []byte("[]"), nil
+	}
+	b, err := json.MarshalIndent(infos, "", "    ")
+	if err != nil {
+		return nil, err
+	}
+	isC1 := func(r rune) bool { return r >= 0x7f && r <= 0x9f }
+	if !bytes.ContainsFunc(b, isC1) {
+		return b, nil
+	}
+	var out bytes.Buffer
+	for _, r := range string(b) {
+		if isC1(r) {
+			fmt.Fprintf(&out, "\\u%04x", r)
+		} else {
+			out.WriteRune(r)
+		}
+	}
+	return out.Bytes(), nil
+}
+
+// formatInspect runs tmpl over info. The template sees the JSON's names,
+// {{.Id}}, as Docker's does: it runs over the JSON, decoded. Every string
+// in it has its control characters escaped first: a label, a command or
+// an environment variable that a caller or an image chose cannot send
+// the terminal an escape sequence, nor print a line that looks like
+// another's, as the JSON without --format cannot either.
+func formatInspect(tmpl *template.Template, info *inspectInfo) (string, error) {
+	j, err := json.Marshal(info)
+	if err != nil {
+		return "", err
+	}
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.UseNumber()
+	if err := dec.Decode(&v); err != nil {
+		return "", err
+	}
+	var b bytes.Buffer
+	if err := tmpl.Execute(&b, escapeStrings(v)); err != nil {
+		return "", invalidFlag("--format: %w", err)
+	}
+	return b.String(), nil
+}
+
+// escapeStrings escapes the control characters of every string in v,
+// decoded JSON, map keys included.
+func escapeStrings(v any) any {
+	switch v := v.(type) {
+	case string:
+		return clip.Controls(v)
+	case []any:
+		for i := range v {
+			v[i] = escapeStrings(v[i])
+		}
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, x := range v {
+			out[clip.Controls(k)] = escapeStrings(x)
+		}
+		return out
+	}
+	return v
+}
+
 // inspect describes l. What it cannot learn (a network record removed
 // meanwhile) it leaves empty rather than failing: the rest still holds.
 func (g *globals) inspect(ctx context.Context, l *listed) *inspectInfo {
@@ -196,7 +254,7 @@ func (g *globals) inspect(ctx context.Context, l *listed) *inspectInfo {
 		Config: inspectConfig{Image: l.Image, Cmd: l.Command, Labels: l.Labels},
 		State: inspectState{
 			Status: l.State, Running: l.State == "running", ExitCode: l.ExitCode,
-			StartedAt: l.Started, FinishedAt: l.Finished, Error: firstNonEmpty(l.Problem, l.Error),
+			StartedAt: l.Started, FinishedAt: l.Finished, Error: cmp.Or(l.Problem, l.Error),
 		},
 		NetworkSettings: inspectNetwork{Networks: map[string]inspectEndpoint{}, Ports: map[string][]inspectPortBinding{}},
 		Mounts:          []inspectMount{},
@@ -248,11 +306,7 @@ func (g *globals) inspect(ctx context.Context, l *listed) *inspectInfo {
 	}
 	for _, p := range g.ports(ctx, l) {
 		key := strconv.Itoa(int(p.ContainerPort)) + "/" + protocol(p)
-		ip := p.HostIP
-		if ip == "" {
-			ip = netip.IPv4Unspecified().String()
-		}
-		info.NetworkSettings.Ports[key] = append(info.NetworkSettings.Ports[key], inspectPortBinding{HostIP: ip, HostPort: strconv.Itoa(int(p.HostPort))})
+		info.NetworkSettings.Ports[key] = append(info.NetworkSettings.Ports[key], inspectPortBinding{HostIP: cmp.Or(p.HostIP, "0.0.0.0"), HostPort: strconv.Itoa(int(p.HostPort))})
 	}
 	return info
 }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -196,19 +195,23 @@ func (g *globals) findRunning(ctx context.Context, nameOrID string) (*listed, *s
 // attachments returns the network attachments of the live sandbox id
 // from netplug's records, which hold the host ports chosen for its
 // published ports. A host that never used a network has none, and is
-// not given netplug's directories by asking.
+// not given netplug's directories by asking. netplug is opened once per
+// command, not per sandbox listed.
 func (g *globals) attachments(ctx context.Context, id string) ([]*netplug.Attachment, error) {
 	if id == "" {
 		return nil, nil
 	}
-	if _, err := os.Stat(netplug.DefaultRunDir); err != nil {
-		return nil, nil
+	if g.attached == nil {
+		if _, err := os.Stat(netplug.DefaultRunDir); err != nil {
+			return nil, nil
+		}
+		nets, err := g.networks()
+		if err != nil {
+			return nil, err
+		}
+		g.attached = nets
 	}
-	nets, err := g.networks()
-	if err != nil {
-		return nil, err
-	}
-	return nets.Attachments(ctx, id)
+	return g.attached.Attachments(ctx, id)
 }
 
 // ports returns l's published ports, with their host ports: the live
@@ -218,37 +221,26 @@ func (g *globals) ports(ctx context.Context, l *listed) []netplug.PortMapping {
 	if l.State != "running" {
 		return nil
 	}
-	if l.SandboxID != "" {
-		if atts, err := g.attachments(ctx, l.SandboxID); err == nil && len(atts) > 0 {
-			var ps []netplug.PortMapping
-			for _, a := range atts {
-				ps = append(ps, a.Ports...)
-			}
-			return ps
+	atts, _ := g.attachments(ctx, l.SandboxID)
+	return publishedPorts(l, atts)
+}
+
+// publishedPorts is ports, given the attachments of l's live sandbox.
+func publishedPorts(l *listed, atts []*netplug.Attachment) []netplug.PortMapping {
+	if l.State != "running" {
+		return nil
+	}
+	if len(atts) > 0 {
+		var ps []netplug.PortMapping
+		for _, a := range atts {
+			ps = append(ps, a.Ports...)
 		}
+		return ps
 	}
 	return slices.Clone(l.Ports)
 }
 
 // formatPort is Docker's form of a published port: 127.0.0.1:32768->80/tcp.
 func formatPort(p netplug.PortMapping) string {
-	ip := p.HostIP
-	if ip == "" {
-		ip = "0.0.0.0"
-	}
-	return fmt.Sprintf("%s->%d/%s", hostAddr(ip, p.HostPort), p.ContainerPort, protocol(p))
-}
-
-func hostAddr(ip string, port uint16) string {
-	if strings.Contains(ip, ":") {
-		return "[" + ip + "]:" + strconv.Itoa(int(port))
-	}
-	return ip + ":" + strconv.Itoa(int(port))
-}
-
-func firstNonEmpty(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
+	return fmt.Sprintf("%s->%d/%s", hostAddress(p), p.ContainerPort, protocol(p))
 }

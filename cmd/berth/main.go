@@ -16,6 +16,7 @@ import (
 
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/internal/clip"
+	"github.com/berth-dev/berth/netplug"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -89,6 +90,9 @@ func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e))
 type globals struct {
 	root, state, cgroupParent string
 	debug                     bool
+	// attached is netplug opened once for the listing commands' reads
+	// of attachment records (listing.go).
+	attached *netplug.Networks
 }
 
 func (g *globals) logger() *slog.Logger {

@@ -39,16 +39,12 @@ as HOST:PORT lines.`,
 			}
 			found := false
 			for _, p := range g.ports(cmd.Context(), l) {
-				ip := p.HostIP
-				if ip == "" {
-					ip = "0.0.0.0"
-				}
 				if wantPort == 0 {
-					fmt.Fprintf(cmd.OutOrStdout(), "%d/%s -> %s\n", p.ContainerPort, protocol(p), hostAddr(ip, p.HostPort))
+					fmt.Fprintf(cmd.OutOrStdout(), "%d/%s -> %s\n", p.ContainerPort, protocol(p), hostAddress(p))
 					continue
 				}
 				if p.ContainerPort == wantPort && protocol(p) == wantProto {
-					fmt.Fprintln(cmd.OutOrStdout(), hostAddr(ip, p.HostPort))
+					fmt.Fprintln(cmd.OutOrStdout(), hostAddress(p))
 					found = true
 				}
 			}

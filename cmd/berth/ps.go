@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-dev/berth/internal/clip"
+	"github.com/berth-dev/berth/netplug"
 )
 
 func newPsCommand(g *globals) *cobra.Command {
@@ -211,14 +212,15 @@ func (g *globals) psRow(ctx context.Context, l *listed, noTrunc bool) *psRow {
 		r.RunningFor = humanDuration(time.Since(l.Created)) + " ago"
 	}
 	var ports, nets []string
-	for _, p := range g.ports(ctx, l) {
-		ports = append(ports, formatPort(p))
-	}
+	var atts []*netplug.Attachment
 	if l.State == "running" {
-		atts, _ := g.attachments(ctx, l.SandboxID)
+		atts, _ = g.attachments(ctx, l.SandboxID)
 		for _, a := range atts {
 			nets = append(nets, cell(a.Network, 64))
 		}
+	}
+	for _, p := range publishedPorts(l, atts) {
+		ports = append(ports, formatPort(p))
 	}
 	r.Ports, r.Networks = strings.Join(ports, ", "), strings.Join(nets, ",")
 	var labels []string

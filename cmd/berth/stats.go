@@ -6,6 +6,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -16,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/berth-dev/berth/cgroup"
+	"github.com/berth-dev/berth/internal/clip"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -93,10 +96,18 @@ type statsHandle struct {
 
 // sample reads every shown sandbox's figures once. Named sandboxes that
 // cannot be found are an error the first time; a sandbox that ends is
-// shown as gone.
+// shown as gone, once, and then, unless it was named, no longer: a
+// container restarted again and again is not a new row each time.
 func (m *statsMonitor) sample(ctx context.Context) error {
 	var want []*listed
 	if len(m.names) == 0 {
+		m.order = slices.DeleteFunc(m.order, func(id string) bool {
+			if m.handles[id].gone {
+				delete(m.handles, id)
+				return true
+			}
+			return false
+		})
 		all, err := m.g.listAll(ctx)
 		if err != nil {
 			return err
@@ -113,7 +124,7 @@ func (m *statsMonitor) sample(ctx context.Context) error {
 				return err
 			}
 			if l.State != "running" {
-				return fmt.Errorf("%s: %w", name, sandbox.ErrNotRunning)
+				return fmt.Errorf("%s: %w", clip.Quote(name), sandbox.ErrNotRunning)
 			}
 			want = append(want, l)
 		}
@@ -151,6 +162,7 @@ func (m *statsMonitor) sample(ctx context.Context) error {
 		st, err := h.sb.Stats()
 		if err != nil {
 			h.gone = true
+			h.sb.Close()
 			continue
 		}
 		h.prev, h.prevAt = h.last, h.lastAt
@@ -194,14 +206,19 @@ func (m *statsMonitor) print(w io.Writer) error {
 
 func (m *statsMonitor) close() {
 	for _, h := range m.handles {
-		h.sb.Close()
+		h.sb.Close() // again, for one gone: a no-op
 	}
 }
 
 // netBytes returns what the network namespace of process pid received
 // and sent, loopback left out, from its /proc/PID/net/dev.
 func netBytes(pid int) (rx, tx uint64) {
-	b, err := readAtMost("/proc/"+strconv.Itoa(pid)+"/net/dev", 64<<10)
+	dir, err := os.OpenRoot("/proc/" + strconv.Itoa(pid))
+	if err != nil {
+		return 0, 0
+	}
+	defer dir.Close()
+	b, err := readAtMost(dir, "net/dev", 64<<10)
 	if err != nil {
 		return 0, 0
 	}

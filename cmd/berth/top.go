@@ -1,14 +1,15 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -39,12 +40,18 @@ The columns default to ps -ef's: UID PID PPID C STIME TTY TIME CMD.
 			if err != nil {
 				return err
 			}
+			defer sb.Close()
 			pids, err := sb.Pids()
 			if err != nil {
 				return err
 			}
 			procs := make([]*procInfo, 0, len(pids))
 			for _, pid := range pids {
+				// A sandbox of many thousand processes takes a while:
+				// Ctrl-C ends it.
+				if err := cmd.Context().Err(); err != nil {
+					return err
+				}
 				p, err := readProc(pid, l.SandboxID)
 				if err != nil {
 					continue // gone meanwhile, or no longer the sandbox's
@@ -146,17 +153,24 @@ const userHZ = 100
 
 // readProc reads pid's /proc entry, having checked that the process is
 // in the cgroup of sandbox id: a PID read from the cgroup's list may have
-// been reused by another of the host's processes since.
+// been reused by another of the host's processes since. Its files are
+// opened through the one directory opened first, which names that
+// process only: once it has ended, they cannot be opened even if its PID
+// is another's by then.
 func readProc(pid int, id string) (*procInfo, error) {
-	dir := "/proc/" + strconv.Itoa(pid)
-	cg, err := os.ReadFile(dir + "/cgroup")
+	dir, err := os.OpenRoot("/proc/" + strconv.Itoa(pid))
+	if err != nil {
+		return nil, err
+	}
+	defer dir.Close()
+	cg, err := readAtMost(dir, "cgroup", 64<<10)
 	if err != nil {
 		return nil, err
 	}
 	if id == "" || !bytes.Contains(cg, []byte(id)) {
 		return nil, fs.ErrNotExist
 	}
-	stat, err := os.ReadFile(dir + "/stat")
+	stat, err := readAtMost(dir, "stat", 4096)
 	if err != nil {
 		return nil, err
 	}
@@ -178,10 +192,9 @@ func readProc(pid int, id string) (*procInfo, error) {
 	p.started = bootTime().Add(time.Duration(num(19)) * time.Second / userHZ)
 	p.vsz = num(20)
 	p.rss = num(21) * uint64(os.Getpagesize())
-	if status, err := os.Open(dir + "/status"); err == nil {
-		sc := bufio.NewScanner(status)
-		for sc.Scan() {
-			k, v, _ := strings.Cut(sc.Text(), ":")
+	if status, err := readAtMost(dir, "status", 64<<10); err == nil {
+		for _, line := range strings.Split(string(status), "\n") {
+			k, v, _ := strings.Cut(line, ":")
 			fields := strings.Fields(v)
 			switch {
 			case k == "Uid" && len(fields) > 0:
@@ -190,10 +203,9 @@ func readProc(pid int, id string) (*procInfo, error) {
 				p.nspid, _ = strconv.Atoi(fields[len(fields)-1])
 			}
 		}
-		status.Close()
 	}
 	// At most a page of arguments: enough to know the process by.
-	if cmdline, err := readAtMost(dir+"/cmdline", 4096); err == nil && len(cmdline) > 0 {
+	if cmdline, err := readAtMost(dir, "cmdline", 4096); err == nil && len(cmdline) > 0 {
 		p.args = strings.TrimRight(strings.ReplaceAll(string(cmdline), "\x00", " "), " ")
 	} else {
 		p.args = "[" + p.comm + "]"
@@ -201,26 +213,18 @@ func readProc(pid int, id string) (*procInfo, error) {
 	return p, nil
 }
 
-func readAtMost(path string, n int) ([]byte, error) {
-	f, err := os.Open(path)
+// readAtMost reads up to n bytes of the file name under dir.
+func readAtMost(dir *os.Root, name string, n int64) ([]byte, error) {
+	f, err := dir.Open(name)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	buf := make([]byte, n)
-	got := 0
-	for got < n {
-		m, err := f.Read(buf[got:])
-		got += m
-		if err != nil || m == 0 {
-			break
-		}
-	}
-	return buf[:got], nil
+	return io.ReadAll(io.LimitReader(f, n))
 }
 
-// bootTime is when the host booted, from /proc/stat's btime.
-func bootTime() time.Time {
+// bootTime is when the host booted, from /proc/stat's btime, read once.
+var bootTime = sync.OnceValue(func() time.Time {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		return time.Time{}
@@ -232,7 +236,7 @@ func bootTime() time.Time {
 		}
 	}
 	return time.Time{}
-}
+})
 
 func cpuPercent(p *procInfo) float64 {
 	elapsed := time.Since(p.started)

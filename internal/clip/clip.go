@@ -52,8 +52,16 @@ func Text(msg string) string {
 	return shorten(escapeControls(msg))
 }
 
+// Controls escapes every control character of s, newline and tab
+// included, as Go does in a quoted string, and keeps the rest as it is:
+// for a value printed whole (a label, an environment variable) that must
+// neither reach a terminal as an escape sequence nor break a line.
+func Controls(s string) string { return escape(s, isAnyControl) }
+
 // escapeControls escapes msg's control characters but newline and tab.
-func escapeControls(msg string) string {
+func escapeControls(msg string) string { return escape(msg, isControl) }
+
+func escape(msg string, isControl func(rune) bool) string {
 	if !strings.ContainsFunc(msg, isControl) {
 		return msg
 	}
@@ -70,8 +78,10 @@ func escapeControls(msg string) string {
 }
 
 func isControl(r rune) bool {
-	return r != '\n' && r != '\t' && (unicode.IsControl(r) || r == utf8.RuneError)
+	return r != '\n' && r != '\t' && isAnyControl(r)
 }
+
+func isAnyControl(r rune) bool { return unicode.IsControl(r) || r == utf8.RuneError }
 
 func shorten(msg string) string {
 	if len(msg) <= maxWord {

@@ -44,3 +44,11 @@ func TestTextEscapesControls(t *testing.T) {
 		t.Errorf("Text = %q, want %q", got, want)
 	}
 }
+
+func TestControls(t *testing.T) {
+	got := Controls("a\x1b[2Jb\rc\nd\te\u009bf \"g\\h\" é")
+	want := "a\\x1b[2Jb\\rc\\nd\\te\\u009bf \"g\\h\" é"
+	if got != want {
+		t.Errorf("Controls = %q, want %q", got, want)
+	}
+}
