@@ -195,7 +195,12 @@ func (s *Sandbox) execSupervisor(cfg *SuperviseConfig) error {
 	argv := append([]string{"berth-supervise"}, c.Then...)
 
 	// The descriptors pass the exec; the supervisor makes them
-	// close-on-exec again at once, and closes them before Then.
+	// close-on-exec again at once, and closes them before Then. No
+	// process another goroutine starts meanwhile may inherit them: the
+	// owner lock above all, which would keep the sandbox alive to
+	// Recover for as long as that process lived.
+	syscall.ForkLock.Lock()
+	defer syscall.ForkLock.Unlock()
 	for _, f := range passed {
 		if f != nil {
 			if _, err := unix.FcntlInt(f.Fd(), unix.F_SETFD, 0); err != nil {
