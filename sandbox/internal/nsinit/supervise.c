@@ -410,6 +410,17 @@ __attribute__((noreturn)) static void then_exec(char **argv) {
 		if (strncmp(*e, "_BERTH_", 7) != 0)
 			envp[k++] = *e;
 	envp[k] = NULL;
+	// A signal sent since the loop last read the signalfd is pending:
+	// unblocked, with its default action, a late SIGTERM or SIGHUP would
+	// end this process before Then runs. Ignoring a pending signal
+	// discards it.
+	sigset_t pending;
+	if (sigpending(&pending) == 0)
+		for (int sig = 1; sig < NSIG; sig++)
+			if (sig != SIGKILL && sig != SIGSTOP && sigismember(&pending, sig) == 1) {
+				signal(sig, SIG_IGN);
+				signal(sig, SIG_DFL);
+			}
 	sigset_t none;
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
