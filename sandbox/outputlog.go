@@ -15,7 +15,7 @@ import (
 // that a line of a gigabyte costs no more than one of 16 KiB).
 
 // maxEntryText bounds an entry's text, as the supervisor's log does.
-const maxEntryText = 16 << 10
+const maxEntryText = LogEntryMax
 
 // entryOverhead is what an entry counts for against LogBytes besides its
 // text, so that a flood of empty lines cannot keep millions of entries.

@@ -157,6 +157,7 @@ func (s *Sandbox) execSupervisor(cfg *SuperviseConfig) error {
 	// (surveyStateDir). It replaces the one finishStart writes, which
 	// must be written first.
 	<-recorded
+	unsupervised := record
 	record.Log = c.Log
 	st, err := procStartTime(pid)
 	if err != nil {
@@ -195,17 +196,26 @@ func (s *Sandbox) execSupervisor(cfg *SuperviseConfig) error {
 	argv := append([]string{"berth-supervise"}, c.Then...)
 
 	// The descriptors pass the exec; the supervisor makes them
-	// close-on-exec again at once, and closes them before Then.
+	// close-on-exec again at once, and closes them before Then. No
+	// process another goroutine starts meanwhile may inherit them: the
+	// owner lock above all, which would keep the sandbox alive to
+	// Recover for as long as that process lived.
+	syscall.ForkLock.Lock()
+	defer syscall.ForkLock.Unlock()
 	for _, f := range passed {
 		if f != nil {
 			if _, err := unix.FcntlInt(f.Fd(), unix.F_SETFD, 0); err != nil {
 				restoreCloseOnExec(passed)
+				writeState(s.stateDir(), &unsupervised)
 				return err
 			}
 		}
 	}
 	err = syscall.Exec(nsinit.ExecPath(int(self.Fd())), argv, env)
 	restoreCloseOnExec(passed)
+	// The sandbox stays this process's: its record must not name a log
+	// that no supervisor writes, nor count it alive by the lock alone.
+	writeState(s.stateDir(), &unsupervised)
 	return fmt.Errorf("exec the supervisor: %w", err)
 }
 

@@ -72,8 +72,20 @@ func supervisedProcess() int {
 		// As a shell's background job does.
 		signal.Ignore(syscall.SIGINT)
 	}
+	if os.Getenv("BERTH_TEST_SV_E2BIG") != "" {
+		// More than execve takes in one string: the exec fails.
+		os.Setenv("BERTH_TEST_BIG", strings.Repeat("x", 256<<10))
+	}
 	fmt.Println("ok", sb.ID())
 	err = sb.Supervise(cfg)
+	if os.Getenv("BERTH_TEST_SV_E2BIG") != "" {
+		states, rerr := ReadStates(os.Getenv("BERTH_TEST_STATE"))
+		if rerr != nil || len(states) != 1 {
+			fmt.Println("records:", rerr, len(states))
+		} else {
+			fmt.Printf("log %q: %v\n", states[0].Log, err)
+		}
+	}
 	fmt.Println(err)
 	sb.Kill()
 	sb.Close()
@@ -476,6 +488,34 @@ func TestSuperviseTTY(t *testing.T) {
 		t.Errorf("log %q, want %q", got, want)
 	}
 	sv.assertReclaimed(t)
+}
+
+// A Supervise whose exec fails leaves the sandbox its caller's, and its
+// record as it was: naming no log that nobody writes.
+func TestSuperviseExecFails(t *testing.T) {
+	dir, stateDir := t.TempDir(), t.TempDir()
+	parent := fmt.Sprintf("berth-test-%d-%s", os.Getpid(), strings.ToLower(t.Name()))
+	cgm, err := cgroup.NewManager(cgroup.Options{Parent: parent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cgm.RemoveParent() })
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "BERTH_TEST_HOST=supervise", "BERTH_TEST_STORE="+testEnv.store.Root(),
+		"BERTH_TEST_STATE="+stateDir, "BERTH_TEST_CGROUP_PARENT="+parent,
+		"BERTH_TEST_SV_DIR="+dir, "BERTH_TEST_SV_SCRIPT=sleep 100", "BERTH_TEST_SV_E2BIG=1")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	t.Cleanup(func() {
+		Recover(context.Background(), &Options{Storage: testEnv.store, Cgroups: cgm, StateDir: stateDir})
+	})
+	lines := strings.Split(string(out), "\n")
+	if err == nil || len(lines) < 2 || !strings.HasPrefix(lines[0], "ok ") {
+		t.Fatalf("host process: %v, %q", err, out)
+	}
+	if want := `log "": `; !strings.HasPrefix(lines[1], want) || !strings.Contains(lines[1], "exec the supervisor") {
+		t.Errorf("after the failed exec: %q, want %s and the exec's error", lines[1], want)
+	}
 }
 
 // waitForEntry follows the log at path until an entry with text appears.

@@ -67,6 +67,7 @@ struct stream {
 
 static struct {
 	pid_t pid1;
+	int pid1_reaped; // its pid may be another process's now
 	int status_fd, lock_fd, logdir, exitdir, then_fd, log_fd;
 	const char *log_name, *exit_name;
 	char log_old[NAME_MAX + 1]; // log_name + ".1"
@@ -81,7 +82,7 @@ static struct {
 // on unsupervised: PID 1 is killed, and the owner lock, dropped with this
 // process, leaves the rest to Recover.
 __attribute__((noreturn)) static void fail(void) {
-	if (sv.pid1 > 0)
+	if (sv.pid1 > 0 && !sv.pid1_reaped)
 		kill(sv.pid1, SIGKILL);
 	_exit(125);
 }
@@ -409,6 +410,17 @@ __attribute__((noreturn)) static void then_exec(char **argv) {
 		if (strncmp(*e, "_BERTH_", 7) != 0)
 			envp[k++] = *e;
 	envp[k] = NULL;
+	// A signal sent since the loop last read the signalfd is pending:
+	// unblocked, with its default action, a late SIGTERM or SIGHUP would
+	// end this process before Then runs. Ignoring a pending signal
+	// discards it.
+	sigset_t pending;
+	if (sigpending(&pending) == 0)
+		for (int sig = 1; sig < NSIG; sig++)
+			if (sig != SIGKILL && sig != SIGSTOP && sigismember(&pending, sig) == 1) {
+				signal(sig, SIG_IGN);
+				signal(sig, SIG_DFL);
+			}
 	sigset_t none;
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
@@ -473,7 +485,7 @@ __attribute__((noreturn)) void berth_supervise(char **argv) {
 			if (p <= 0)
 				break;
 			if (p == sv.pid1 && !reaped) {
-				reaped = 1;
+				reaped = sv.pid1_reaped = 1;
 				wstatus = st;
 				deadline = monotonic_ms() + DRAIN_MS;
 			}
