@@ -590,6 +590,64 @@ func TestDetachedSupervisorKilled(t *testing.T) {
 	}
 }
 
+// The reaper (Then of the supervisor) records a container's end even
+// while a berth gc reclaims its sandbox, which holds the sandbox's owner
+// lock meanwhile: the sandbox's PID 1 is gone, so it does not run,
+// whoever holds its lock. (The reaper also has the PID and start time the
+// record names as its host.)
+func TestReapWhileGCReclaims(t *testing.T) {
+	e := newDetachEnv(t)
+	id := strings.TrimSpace(e.must("run", "-d", "--name", "gcrace", "busybox:demo", "sleep", "100"))
+	states, err := sandbox.ReadStates(e.state)
+	if err != nil || len(states) != 1 || states[0].ID != id {
+		t.Fatalf("records: %v %+v", err, states)
+	}
+	supervisor := states[0].Host.PID
+	eventually(t, "the supervisor", func() bool {
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", supervisor))
+		return strings.HasPrefix(string(comm), "berth-supervise")
+	})
+	// The record must name PID 1 as the supervisor left it.
+	states, err = sandbox.ReadStates(e.state)
+	if err != nil || len(states) != 1 || states[0].Init.PID == 0 {
+		t.Fatalf("records: %v %+v", err, states)
+	}
+	init := states[0].Init.PID
+	// The supervisor and the sandbox end without the reaper, which this
+	// test runs itself, as the supervisor would have.
+	if err := syscall.Kill(supervisor, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(init, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the sandbox's PID 1 to end", func() bool {
+		return syscall.Kill(init, 0) != nil
+	})
+	// A gc reclaiming it holds its owner lock.
+	lock, err := os.Open(filepath.Join(e.state, id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := e.berth(reapCommand, id); code != 0 {
+		t.Errorf("%s while gc reclaims: exit %d, %q", reapCommand, code, stderr)
+	}
+	if c := e.container("gcrace"); c.Status != statusExited {
+		t.Errorf("record after the reaper: %+v", c)
+	}
+	// The gc's reclaim, which the lock stood for.
+	lock.Close()
+	e.must("gc")
+	e.must("rm", "gcrace")
+	if left := e.leftBehind(id); len(left) > 0 {
+		t.Errorf("after rm: %s", strings.Join(left, "; "))
+	}
+}
+
 // The Go API's view of a detached sandbox: Open by its name gives a
 // handle whose record names the supervisor's log, which ReadLog reads,
 // and whose Stop ends it gracefully; the container records the end.

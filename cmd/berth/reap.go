@@ -39,7 +39,7 @@ func reap(ctx context.Context, g *globals, id string) error {
 	rerr := g.recover(ctx)
 	// Run by hand on a live container, it would record an end that did
 	// not happen, and perhaps start a second sandbox.
-	if c, err := loadContainer(g.state, id); err == nil && c.Running() && g.owned(c.SandboxID) {
+	if c, err := loadContainer(g.state, id); err == nil && c.Running() && g.sandboxRuns(c.SandboxID) {
 		return fmt.Errorf("container %s: its sandbox %s still runs", id, c.SandboxID)
 	}
 	exit, xerr := readExit(g.state, id)
@@ -95,6 +95,24 @@ func reap(ctx context.Context, g *globals, id string) error {
 	}
 	err = syscall.Exec("/proc/self/exe", child.Args, child.Env)
 	return markFailed(g, id, fmt.Errorf("restart: %w", err))
+}
+
+// sandboxRuns reports whether sandbox id may still run: a live process
+// owns it, and it is starting or its PID 1 lives. Owned alone would not
+// do for the reaper: it has the PID and start time the record names as
+// its host (it was the supervisor), and a berth gc reclaiming the
+// sandbox meanwhile holds its owner lock.
+func (g *globals) sandboxRuns(id string) bool {
+	records, err := sandbox.ReadRecords(g.state)
+	if err != nil {
+		return true
+	}
+	for _, r := range records {
+		if r.ID == id {
+			return r.Owned && (r.State == nil || !r.State.Exited())
+		}
+	}
+	return false
 }
 
 // awaitRestart waits for backoff to pass, and reports whether container
