@@ -282,3 +282,27 @@ func TestPoolWaitWhenBuildFails(t *testing.T) {
 		t.Errorf("left behind: %v", left)
 	}
 }
+
+// A request's readiness options are its own sandbox's, not dropped: a
+// port nothing listens on fails the start with ErrNotReady, and LogBytes,
+// which a pool's sandbox cannot keep, is refused.
+func TestPoolRequestWaitFor(t *testing.T) {
+	p := newPool(t, opts(nil), 1)
+	defer p.Close()
+	res, err := p.New(&Options{
+		Args:         []string{"sleep", "30"},
+		WaitFor:      []ReadyCheck{TCPCheck{Port: 9}},
+		ReadyTimeout: 500 * time.Millisecond,
+	}).Run(context.Background())
+	if !errors.Is(err, ErrNotReady) || !errors.Is(err, context.DeadlineExceeded) || res == nil || res.Signal == 0 {
+		t.Errorf("a request waiting for a closed port: %v, %v; want ErrNotReady, the sandbox killed", res, err)
+	}
+	_, err = p.New(&Options{Args: []string{"true"}, LogBytes: 1 << 10}).Run(context.Background())
+	if !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), "a pooled sandbox's output is not kept") {
+		t.Errorf("a request with LogBytes: %v, want ErrInvalidOptions", err)
+	}
+	p.Close()
+	if left := leftBehind(t); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
