@@ -364,7 +364,7 @@ func (p *Pool) build(ctx context.Context) (_ *Sandbox, err error) {
 		}
 	}()
 	e := New(p.ref, &p.tmpl)
-	e.img = p.img
+	e.img, e.forPool = p.img, true
 	defer func() {
 		if err != nil {
 			e.cleanup()

@@ -306,3 +306,35 @@ func TestPoolRequestWaitFor(t *testing.T) {
 		t.Errorf("left behind: %v", left)
 	}
 }
+
+// A pool of an image with no command of its own fills, as it did: its
+// requests give the command, and one that gives none is refused then.
+func TestPoolImageWithoutCommand(t *testing.T) {
+	ctx := context.Background()
+	img, err := testEnv.store.Image(ctx, "alpine:test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := img.Config.Config
+	cfg.Entrypoint, cfg.Cmd = nil, nil
+	ref := "pool-no-command:test"
+	if _, err := testEnv.store.CommitConfig(ctx, img, &layerfs.CommitOptions{Name: ref, Config: &cfg}); err != nil {
+		t.Fatal(err)
+	}
+	defer testEnv.store.Remove(ctx, ref)
+	p, err := NewPool(ctx, ref, opts(nil), 1)
+	if err != nil {
+		t.Fatalf("a pool of an image without a command: %v", err)
+	}
+	defer p.Close()
+	if res, err := p.New(&Options{Args: []string{"true"}}).Run(ctx); err != nil || !res.Success() {
+		t.Errorf("a request giving the command: %v, %v", res, err)
+	}
+	if _, err := p.New(nil).Run(ctx); !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), "no command") {
+		t.Errorf("a request giving none: %v, want ErrInvalidOptions saying no command", err)
+	}
+	p.Close()
+	if left := leftBehind(t); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
