@@ -35,7 +35,9 @@
 // and so never one that an administrator or another program made. The
 // sandbox cgroups Create makes are marked too, and List reports only
 // those: whatever else lives in the parent is never taken for a leftover
-// sandbox. The package writes to cgroups outside those it made in only
+// sandbox. An older berth marked nothing; what it left in a one-level
+// parent (cgroups named by a sandbox ID, and an empty default "berth")
+// is still reclaimed. The package writes to cgroups outside those it made in only
 // two ways, both because the kernel leaves no way around them: on v1 it
 // gives a new cpuset its parent's CPUs and memory nodes, and on V2 it
 // enables the controllers sandboxes need in cgroup.subtree_control at

@@ -469,7 +469,9 @@ func (m *Manager) Open(name string) (*Cgroup, error) {
 // List returns, sorted, the names of the cgroups Create made in berth's
 // parent, in any hierarchy. Directories someone else made there, and
 // those of a nested parent path, are left out: a caller that removes
-// what List returns must never remove those.
+// what List returns must never remove those. An older berth marked
+// nothing, and its parent was always one directory it owned: there, an
+// unmarked cgroup named like a sandbox (see legacyCgroup) is listed too.
 func (m *Manager) List() ([]string, error) {
 	var names []string
 	for _, dir := range m.parentDirs() {
@@ -484,7 +486,8 @@ func (m *Manager) List() ([]string, error) {
 			if !e.IsDir() || !validName(e.Name()) || slices.Contains(names, e.Name()) {
 				continue
 			}
-			if made, err := madeBy(filepath.Join(dir, e.Name())); err == nil && made == madeCgroup {
+			made, err := madeBy(filepath.Join(dir, e.Name()))
+			if err == nil && (made == madeCgroup || made == "" && m.legacyCgroup(e.Name())) {
 				names = append(names, e.Name())
 			}
 		}

@@ -41,6 +41,28 @@ const (
 	madeCgroup = "cgroup"
 )
 
+// legacyParent is the parent every berth made by default before it
+// marked its directories; an unmarked one is taken for an older berth's
+// (RemoveParent removes it once empty, as that berth did).
+const legacyParent = "berth"
+
+// legacyCgroup reports whether an unmarked directory name in m's parent
+// is a sandbox's cgroup made by an older berth, which marked nothing:
+// its parent was a single directory it owned, and a sandbox's cgroup is
+// named by its ID, 16 lowercase hex digits. A nested parent, which only
+// a berth that marks can have made, never has any.
+func (m *Manager) legacyCgroup(name string) bool {
+	if strings.Contains(m.parent, "/") || len(name) != 16 {
+		return false
+	}
+	for i := range len(name) {
+		if c := name[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 // delegateXattrs are the extended attributes systemd (251 and later) puts,
 // with the value "1", on the cgroup of a unit with Delegate=yes: trusted.*
 // from the system manager, user.* from a user manager.
@@ -281,7 +303,8 @@ func isDelegated(dir string) bool {
 }
 
 // RemoveParent removes the directories of the parent path that berth
-// made (it marks them when it makes them), deepest first, from every
+// made (it marks them when it makes them; an unmarked default "berth"
+// is an older berth's), deepest first, from every
 // hierarchy. It keeps every directory it did not make, and everything
 // above it. While a cgroup is left in the parent it fails with an error
 // wrapping EBUSY and removes nothing there; a parent that is already gone
@@ -301,7 +324,7 @@ func (m *Manager) RemoveParent() error {
 				errs = append(errs, err)
 				break
 			}
-			if made != madeParent {
+			if made != madeParent && !(made == "" && m.parent == legacyParent) {
 				break
 			}
 			if err := unix.Rmdir(dir); err != nil && !errors.Is(err, unix.ENOENT) {

@@ -290,3 +290,53 @@ func TestParentUndoneHalfWay(t *testing.T) {
 		gone(t, filepath.Join(mnt, outer, "x"))
 	}
 }
+
+// An older berth marked nothing: the cgroups it left in its one-level
+// parent, named by a sandbox ID, are still listed (so that Recover and
+// berth gc reclaim them), while an unmarked directory of another name,
+// and any unmarked one below a nested parent, are not.
+func TestListUnmarkedLegacyCgroups(t *testing.T) {
+	requireRoot(t)
+	m := hostManager(t, Options{})
+	if err := m.ensureParent(); err != nil {
+		t.Fatal(err)
+	}
+	legacy := fmt.Sprintf("%016x", uint64(os.Getpid())<<20|uint64(nameSeq.Add(1)))
+	foreignDir(t, m, filepath.Join(m.parent, legacy))
+	foreignDir(t, m, filepath.Join(m.parent, "someone-else"))
+	names, err := m.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(names, legacy) || slices.Contains(names, "someone-else") {
+		t.Errorf("List = %v; want the older berth's %s, not someone-else", names, legacy)
+	}
+	c, err := m.Open(legacy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Remove(ctxFor(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+
+	nested, err := m.WithParent(m.parent + "/nested")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nested.ensureParent(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// The test parent above still holds someone-else: EBUSY there.
+		if err := nested.RemoveParent(); err != nil && !errors.Is(err, unix.EBUSY) {
+			t.Error(err)
+		}
+		for _, mnt := range nested.mounts() {
+			gone(t, filepath.Join(mnt, nested.parent))
+		}
+	})
+	foreignDir(t, nested, filepath.Join(nested.parent, legacy))
+	if names, err := nested.List(); err != nil || len(names) != 0 {
+		t.Errorf("nested List = %v, %v; want nothing unmarked", names, err)
+	}
+}

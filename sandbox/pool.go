@@ -108,8 +108,10 @@ func NewPool(ctx context.Context, ref string, opts *Options, size int) (*Pool, e
 
 // New returns a sandbox of the pool, not yet started. opts may set what
 // concerns the workload: Args, Entrypoint, Dir, User, Stdin, Stdout,
-// Stderr, HandOverStdio, TTY, ExtraFiles, Rlimits, Timeout, Grace and
-// Logger, each of which replaces the pool's; Env, whose variables are
+// Stderr, HandOverStdio, TTY, ExtraFiles, Rlimits, Timeout, Grace,
+// WaitFor, ReadyTimeout and Logger, each of which replaces the pool's
+// (LogBytes and log checks are refused: a pool's sandbox keeps no
+// output); Env, whose variables are
 // added to the pool's, replacing those of the same name; and Mounts,
 // added to the pool's where the security model allows (see
 // SECURITY.md): binds, volumes and tmpfs, each on a directory or file of
@@ -176,6 +178,17 @@ func (p *Pool) New(opts *Options) *Sandbox {
 		}
 		if opts.Grace != 0 {
 			o.Grace = opts.Grace
+		}
+		// Start checks them: a pool's sandbox keeps no output, so
+		// LogBytes and log checks are refused there, not dropped.
+		if opts.WaitFor != nil {
+			o.WaitFor = opts.WaitFor
+		}
+		if opts.ReadyTimeout != 0 {
+			o.ReadyTimeout = opts.ReadyTimeout
+		}
+		if opts.LogBytes != 0 {
+			o.LogBytes = opts.LogBytes
 		}
 		if opts.Logger != nil {
 			o.Logger = opts.Logger
@@ -351,7 +364,7 @@ func (p *Pool) build(ctx context.Context) (_ *Sandbox, err error) {
 		}
 	}()
 	e := New(p.ref, &p.tmpl)
-	e.img = p.img
+	e.img, e.forPool = p.img, true
 	defer func() {
 		if err != nil {
 			e.cleanup()

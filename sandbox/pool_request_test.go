@@ -282,3 +282,59 @@ func TestPoolWaitWhenBuildFails(t *testing.T) {
 		t.Errorf("left behind: %v", left)
 	}
 }
+
+// A request's readiness options are its own sandbox's, not dropped: a
+// port nothing listens on fails the start with ErrNotReady, and LogBytes,
+// which a pool's sandbox cannot keep, is refused.
+func TestPoolRequestWaitFor(t *testing.T) {
+	p := newPool(t, opts(nil), 1)
+	defer p.Close()
+	res, err := p.New(&Options{
+		Args:         []string{"sleep", "30"},
+		WaitFor:      []ReadyCheck{TCPCheck{Port: 9}},
+		ReadyTimeout: 500 * time.Millisecond,
+	}).Run(context.Background())
+	if !errors.Is(err, ErrNotReady) || !errors.Is(err, context.DeadlineExceeded) || res == nil || res.Signal == 0 {
+		t.Errorf("a request waiting for a closed port: %v, %v; want ErrNotReady, the sandbox killed", res, err)
+	}
+	_, err = p.New(&Options{Args: []string{"true"}, LogBytes: 1 << 10}).Run(context.Background())
+	if !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), "a pooled sandbox's output is not kept") {
+		t.Errorf("a request with LogBytes: %v, want ErrInvalidOptions", err)
+	}
+	p.Close()
+	if left := leftBehind(t); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
+
+// A pool of an image with no command of its own fills, as it did: its
+// requests give the command, and one that gives none is refused then.
+func TestPoolImageWithoutCommand(t *testing.T) {
+	ctx := context.Background()
+	img, err := testEnv.store.Image(ctx, "alpine:test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := img.Config.Config
+	cfg.Entrypoint, cfg.Cmd = nil, nil
+	ref := "pool-no-command:test"
+	if _, err := testEnv.store.CommitConfig(ctx, img, &layerfs.CommitOptions{Name: ref, Config: &cfg}); err != nil {
+		t.Fatal(err)
+	}
+	defer testEnv.store.Remove(ctx, ref)
+	p, err := NewPool(ctx, ref, opts(nil), 1)
+	if err != nil {
+		t.Fatalf("a pool of an image without a command: %v", err)
+	}
+	defer p.Close()
+	if res, err := p.New(&Options{Args: []string{"true"}}).Run(ctx); err != nil || !res.Success() {
+		t.Errorf("a request giving the command: %v, %v", res, err)
+	}
+	if _, err := p.New(nil).Run(ctx); !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), "no command") {
+		t.Errorf("a request giving none: %v, want ErrInvalidOptions saying no command", err)
+	}
+	p.Close()
+	if left := leftBehind(t); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}

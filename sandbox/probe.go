@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -86,16 +87,22 @@ func (s *Sandbox) initPidFD() (int, error) {
 		return -1, ErrNotRunning
 	default:
 	}
-	fd, err := unix.PidfdOpen(s.proc.Pid, 0)
+	return pidfdOf(s.proc)
+}
+
+// pidfdOf returns a pidfd of proc, or ErrNotRunning if it has exited.
+// proc holds a pidfd of its own (or was reaped by this process): if it
+// still answers once the new pidfd is open, the pid was not reused
+// between its exit and the pidfd's opening, and the pidfd is proc's.
+func pidfdOf(proc *os.Process) (int, error) {
+	fd, err := unix.PidfdOpen(proc.Pid, 0)
 	if err != nil {
 		if errors.Is(err, syscall.ESRCH) {
 			return -1, ErrNotRunning
 		}
 		return -1, fmt.Errorf("pidfd of the sandbox's init: %w", err)
 	}
-	// s.proc holds the init itself: if it still answers, the pid has not
-	// been reused between its reaping and the pidfd's opening.
-	if err := s.proc.Signal(syscall.Signal(0)); err != nil {
+	if err := proc.Signal(syscall.Signal(0)); err != nil {
 		unix.Close(fd)
 		return -1, ErrNotRunning
 	}

@@ -508,3 +508,25 @@ func BenchmarkDialContext(b *testing.B) {
 		}
 	}
 }
+
+// Options.Timeout running out during the readiness wait fails Start as
+// ReadyTimeout would: ErrNotReady, wrapping DeadlineExceeded, and the
+// Result says TimedOut.
+func TestWaitForTimeoutDuringWait(t *testing.T) {
+	sb := New("alpine:test", opts(func(o *Options) {
+		o.Args = []string{"sleep", "1000"}
+		o.WaitFor = []ReadyCheck{TCPCheck{Port: 81}}
+		o.Timeout = 700 * time.Millisecond
+	}))
+	defer sb.Close()
+	err := sb.Start(context.Background())
+	if !errors.Is(err, ErrNotReady) || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "signal 9 (killed)") {
+		t.Errorf("Start: %v, want ErrNotReady and DeadlineExceeded, saying signal 9", err)
+	}
+	if res, _ := sb.Wait(); res == nil || !res.TimedOut {
+		t.Errorf("Wait: %+v, want TimedOut", res)
+	}
+	if left := leftBehind(t); len(left) > 0 {
+		t.Errorf("left behind: %q", left)
+	}
+}

@@ -198,7 +198,12 @@ func (s *Sandbox) endedFirst() error {
 		s.mu.Unlock()
 		how := fmt.Sprintf("exit status %d", r.ExitCode)
 		if r.Signal != 0 {
-			how = "killed by " + r.Signal.String()
+			how = fmt.Sprintf("signal %d (%v)", int(r.Signal), r.Signal)
+		}
+		if r.TimedOut {
+			// Options.Timeout ran out during the wait: time ran out, as
+			// Start says of ReadyTimeout.
+			return fmt.Errorf("%w: the workload ended (%s) before it was ready: its Timeout ran out: %w", ErrNotReady, how, context.DeadlineExceeded)
 		}
 		return fmt.Errorf("%w: the workload ended (%s) before it was ready", ErrNotReady, how)
 	}

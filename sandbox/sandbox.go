@@ -366,6 +366,8 @@ type Sandbox struct {
 	// lateMounts are the mounts a pool's sandbox adds to the pool's (see
 	// Pool.New), which its PID 1 makes once it is taken.
 	lateMounts []Mount
+	// forPool marks a sandbox a pool builds ahead of its request.
+	forPool bool
 
 	// Reset's (reset.go).
 	resetMu        sync.Mutex      // one Reset at a time
@@ -577,9 +579,12 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 			return "", err
 		}
 	}
-	// What the image's entrypoint leaves to run is known now.
-	if _, err := command(&s.opts, s.img.Config.Config.Entrypoint, s.img.Config.Config.Cmd); err != nil {
-		return "", err
+	// What the image's entrypoint leaves to run is known now; a pool's
+	// sandbox runs its request's command, checked once it is taken.
+	if !s.forPool {
+		if _, err := command(&s.opts, s.img.Config.Config.Entrypoint, s.img.Config.Config.Cmd); err != nil {
+			return "", err
+		}
 	}
 	cgm := s.opts.Cgroups
 	if cgm == nil {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -102,18 +101,13 @@ func (s *Sandbox) endWorkload(p *launched) {
 // PID 1's.
 func (s *Sandbox) terminate(proc *os.Process, cg *cgroup.Cgroup, grace time.Duration) (<-chan struct{}, error) {
 	exited := make(chan struct{})
-	fd, err := unix.PidfdOpen(proc.Pid, 0)
-	if errors.Is(err, unix.ESRCH) {
+	fd, err := pidfdOf(proc)
+	if errors.Is(err, ErrNotRunning) {
 		close(exited)
 		return exited, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("pidfd of the sandbox's init: %w", err)
-	}
-	if err := proc.Signal(syscall.Signal(0)); err != nil {
-		unix.Close(fd)
-		close(exited)
-		return exited, nil
+		return nil, err
 	}
 	if cg != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

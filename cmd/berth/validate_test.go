@@ -58,6 +58,8 @@ func TestRunRefusesNonsense(t *testing.T) {
 		{[]string{"--memory-swap", "1g"}, "MemorySwapMax 1073741824 needs a positive MemoryMax"},
 		{[]string{"--timeout", "-1s"}, "--timeout -1s: want a positive duration"},
 		{[]string{"--timeout", "5"}, `invalid argument "5" for "--timeout" flag`},
+		{[]string{"--stop-timeout", "-1"}, "--stop-timeout -1: want a number of seconds, 0 to 9223372036"},
+		{[]string{"--stop-timeout", "10000000000"}, "--stop-timeout 10000000000: want a number of seconds, 0 to 9223372036"},
 		{[]string{"--cpus", "1000"}, fmt.Sprintf("1000 CPUs: want 0.01 to %d (the host's CPUs)", runtime.NumCPU())},
 		{[]string{"--pids-limit", "-5"}, "PidsMax -5"},
 		{[]string{"--pids-limit", "1"}, "PidsMax 1 is too small"},
