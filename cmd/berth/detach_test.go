@@ -499,6 +499,50 @@ func TestContainerRecordJSON(t *testing.T) {
 	}
 }
 
+// A sandbox on its way to its reaper (its exit recorded, its owner lock
+// let go) is no orphan; nor is one whose end a reaper recorded and a
+// restart replaced meanwhile: marking it would record 137 for a workload
+// that ended otherwise, or end the next sandbox's record.
+func TestContainerOrphanedSeams(t *testing.T) {
+	g := &globals{state: t.TempDir()}
+	first, next := "0123456789abcdef", "fedcba9876543210"
+	c := &containerRecord{ID: first, Created: time.Now().UTC(), Image: "busybox:demo", SandboxID: first, Status: statusRunning}
+	if err := createContainer(g.state, c); err != nil {
+		t.Fatal(err)
+	}
+	// No state directory: nothing owns the sandbox.
+	exitFile := filepath.Join(containerDir(g.state, first), containerExit)
+	if err := os.WriteFile(exitFile, []byte(`{"exitCode":7}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if sid := g.orphaned(first); sid != "" {
+		t.Errorf("an exited sandbox, its owner gone, counts as orphaned (%s)", sid)
+	}
+	os.Remove(exitFile)
+	if sid := g.orphaned(first); sid != first {
+		t.Fatalf("orphaned = %q, want %s", sid, first)
+	}
+	// Meanwhile its reaper recorded the end, and a restart began the next.
+	if _, err := updateContainer(g.state, first, func(c *containerRecord) error {
+		c.SandboxID, c.ExitCode = next, 0
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := markOrphanEnded(g.state, first, first); err != nil {
+		t.Fatal(err)
+	}
+	if c := must(loadContainer(g.state, first)); c.Status != statusRunning || c.ExitCode != 0 || c.Error != "" {
+		t.Errorf("the next sandbox's record was marked: %+v", c)
+	}
+	if err := markOrphanEnded(g.state, first, next); err != nil {
+		t.Fatal(err)
+	}
+	if c := must(loadContainer(g.state, first)); c.Status != statusExited || c.ExitCode != 137 {
+		t.Errorf("an orphan's record not marked: %+v", c)
+	}
+}
+
 // Two run -d --name at once: one gets the name, the other is refused.
 func TestDetachedNameRace(t *testing.T) {
 	e := newDetachEnv(t)

@@ -160,8 +160,10 @@ func (g *globals) awaitReaped(ctx context.Context, id string, c *containerRecord
 	ended := func() bool { return g.sandboxEnded(ctx, id, c) }
 	deadline := time.Now().Add(reapWait)
 	for !ended() {
-		if c != nil && g.orphaned(c.ID) {
-			return g.reclaimOrphan(ctx, c.ID)
+		if c != nil {
+			if sid := g.orphaned(c.ID); sid != "" {
+				return g.reclaimOrphan(ctx, c.ID, sid)
+			}
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("sandbox %s: still not reaped after %v", id, reapWait)
@@ -175,34 +177,51 @@ func (g *globals) awaitReaped(ctx context.Context, id string, c *containerRecord
 	return nil
 }
 
-// orphaned reports whether container id's record says its sandbox runs
-// while nothing owns it and its supervisor recorded no end: the
-// supervisor was killed, and no reaper will come.
-func (g *globals) orphaned(id string) bool {
+// orphaned returns the sandbox of container id if the container's record
+// says it runs while nothing owns it and its supervisor recorded no end:
+// the supervisor was killed, and no reaper will come. It returns "" if
+// not.
+//
+// The owner is looked at before the exit record: the supervisor writes
+// the record and only then lets go of the owner lock, for its reaper, so
+// a sandbox found without an owner and then without an exit record had
+// no supervisor to write one. (The other way round, an exit record
+// written just after the look and a lock let go just before the next one
+// made a sandbox on its way to its reaper look orphaned: stop then
+// recorded 137 for a workload that had exited 7.)
+func (g *globals) orphaned(id string) string {
 	c, err := loadContainer(g.state, id)
-	if err != nil || c.Status != statusRunning {
-		return false
+	if err != nil || c.Status != statusRunning || g.owned(c.SandboxID) {
+		return ""
 	}
-	if _, err := os.Stat(filepath.Join(containerDir(g.state, id), containerExit)); err == nil {
-		return false // ended; its reaper is on its way
+	if exited(g.state, id) {
+		return "" // ended; its reaper is on its way
 	}
-	return !g.owned(c.SandboxID)
+	return c.SandboxID
 }
 
-// reclaimOrphan reclaims the sandbox of container id, whose supervisor
-// died (orphaned), as berth gc would, and records its end.
-func (g *globals) reclaimOrphan(ctx context.Context, id string) error {
+// exited reports whether the supervisor of container id's current
+// sandbox recorded its end.
+func exited(stateRoot, id string) bool {
+	_, err := os.Lstat(filepath.Join(containerDir(stateRoot, id), containerExit))
+	return err == nil
+}
+
+// reclaimOrphan reclaims the sandbox sandboxID of container id, whose
+// supervisor died (orphaned), as berth gc would, and records its end.
+func (g *globals) reclaimOrphan(ctx context.Context, id, sandboxID string) error {
 	if err := g.recover(ctx); err != nil {
 		return err
 	}
-	return markOrphanEnded(g.state, id)
+	return markOrphanEnded(g.state, id, sandboxID)
 }
 
-// markOrphanEnded records that container id's sandbox ended with its
-// supervisor, killed.
-func markOrphanEnded(stateRoot, id string) error {
+// markOrphanEnded records that container id's sandbox sandboxID ended
+// with its supervisor, killed: unless the record has moved on meanwhile
+// (a reaper recorded the end, or a restart began another sandbox).
+func markOrphanEnded(stateRoot, id, sandboxID string) error {
 	_, err := updateContainer(stateRoot, id, func(c *containerRecord) error {
-		if c.Status == statusRunning {
+		if c.Status == statusRunning && c.SandboxID == sandboxID && !exited(stateRoot, id) {
 			c.Status, c.Finished = statusExited, time.Now().UTC()
 			c.ExitCode, c.Signal = 128+int(syscall.SIGKILL), int(syscall.SIGKILL)
 			c.Error = "its supervisor died"
@@ -220,8 +239,8 @@ func (g *globals) settleOrphans() {
 		return
 	}
 	for _, c := range cs {
-		if g.orphaned(c.ID) {
-			markOrphanEnded(g.state, c.ID)
+		if sid := g.orphaned(c.ID); sid != "" {
+			markOrphanEnded(g.state, c.ID, sid)
 		}
 	}
 }
@@ -344,8 +363,8 @@ until it stays exited. wait exits 0 once it has printed them all.`,
 						fmt.Fprintln(cmd.OutOrStdout(), now.ExitCode)
 						return nil
 					}
-					if g.orphaned(now.ID) {
-						if err := g.reclaimOrphan(cmd.Context(), now.ID); err != nil {
+					if sid := g.orphaned(now.ID); sid != "" {
+						if err := g.reclaimOrphan(cmd.Context(), now.ID, sid); err != nil {
 							return err
 						}
 						continue
