@@ -90,6 +90,13 @@ type containerRecord struct {
 	Signal     int       `json:"signal,omitempty"`
 	Started    time.Time `json:"started,omitzero"`
 	Finished   time.Time `json:"finished,omitzero"`
+	// Supervisor is the process that started the current sandbox: it
+	// becomes its supervisor, then its reaper, then (for a restart
+	// policy) the start of the next, all with one PID. Once it is dead,
+	// no one will record the end of a sandbox the record says runs (see
+	// orphaned). Nil while berth restart starts one, and in records
+	// made before it was kept.
+	Supervisor *processRef `json:"supervisor,omitempty"`
 	// Ports are the published ports of the current sandbox, with the
 	// host ports bound.
 	Ports []netplug.PortMapping `json:"ports,omitempty"`
@@ -101,6 +108,24 @@ type containerRecord struct {
 // starting or running.
 func (c *containerRecord) Running() bool {
 	return c.Status == statusCreated || c.Status == statusRunning
+}
+
+// A processRef names a process for as long as it lives: its PID and
+// its start time (in clock ticks after boot), as sandbox.State.Host does.
+type processRef struct {
+	PID       int    `json:"pid"`
+	StartTime uint64 `json:"startTime"`
+}
+
+// supervisorGone reports whether c names its supervisor's process, and
+// that process is dead.
+func (c *containerRecord) supervisorGone() bool {
+	if c.Supervisor == nil {
+		return false
+	}
+	var st sandbox.State
+	st.Host.PID, st.Host.StartTime = c.Supervisor.PID, c.Supervisor.StartTime
+	return !st.Alive()
 }
 
 // restartPolicy is --restart: no, on-failure[:N] or always.

@@ -319,6 +319,9 @@ func runDetachedChild(cmd *cobra.Command, g *globals, sb *sandbox.Sandbox, image
 			return errNotRestarting
 		}
 		c.Status, c.Started, c.Finished, c.ExitCode, c.Signal = statusRunning, time.Now().UTC(), time.Time{}, 0, 0
+		// This process, which becomes the supervisor and the reaper.
+		host := sb.State().Host
+		c.Supervisor = &processRef{PID: host.PID, StartTime: host.StartTime}
 		c.Ports = nil
 		if a := sb.Attachment(); a != nil {
 			c.Ports = a.Ports

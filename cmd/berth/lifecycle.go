@@ -177,24 +177,39 @@ func (g *globals) awaitReaped(ctx context.Context, id string, c *containerRecord
 	return nil
 }
 
-// orphaned returns the sandbox of container id if the container's record
-// says it runs while nothing owns it and its supervisor recorded no end:
-// the supervisor was killed, and no reaper will come. It returns "" if
-// not.
+// orphaned returns the sandbox of container id if no one will record its
+// end: the record says it runs, or is to start again, while its
+// supervisor's process (which becomes the reaper, and the next start,
+// with one PID) is dead: killed, as supervisor or as reaper. It returns
+// "" if not.
 //
-// The owner is looked at before the exit record: the supervisor writes
-// the record and only then lets go of the owner lock, for its reaper, so
-// a sandbox found without an owner and then without an exit record had
-// no supervisor to write one. (The other way round, an exit record
-// written just after the look and a lock let go just before the next one
-// made a sandbox on its way to its reaper look orphaned: stop then
-// recorded 137 for a workload that had exited 7.)
+// For a record that names no supervisor's process (made by an older
+// berth), a sandbox that runs is orphaned once nothing owns it and no
+// exit record says its supervisor saw its end. The owner is looked at
+// before the exit record: the supervisor writes the record and only then
+// lets go of the owner lock, for its reaper, so a sandbox found without
+// an owner and then without an exit record had no supervisor to write
+// one. (The other way round, an exit record written just after the look
+// and a lock let go just before the next one made a sandbox on its way to
+// its reaper look orphaned: stop then recorded 137 for a workload that
+// had exited 7.)
 func (g *globals) orphaned(id string) string {
 	c, err := loadContainer(g.state, id)
-	if err != nil || c.Status != statusRunning || g.owned(c.SandboxID) {
+	if err != nil {
 		return ""
 	}
-	if exited(g.state, id) {
+	switch {
+	case c.Status == statusRestarting && c.supervisorGone():
+		// The reaper died while it waited to start it again.
+		return c.SandboxID
+	case c.Status != statusRunning || g.owned(c.SandboxID):
+		return ""
+	case c.Supervisor != nil:
+		if c.supervisorGone() {
+			return c.SandboxID
+		}
+		return ""
+	case exited(g.state, id):
 		return "" // ended; its reaper is on its way
 	}
 	return c.SandboxID
@@ -208,7 +223,8 @@ func exited(stateRoot, id string) bool {
 }
 
 // reclaimOrphan reclaims the sandbox sandboxID of container id, whose
-// supervisor died (orphaned), as berth gc would, and records its end.
+// supervisor or reaper died (orphaned), as berth gc would, and records
+// its end.
 func (g *globals) reclaimOrphan(ctx context.Context, id, sandboxID string) error {
 	if err := g.recover(ctx); err != nil {
 		return err
@@ -216,15 +232,33 @@ func (g *globals) reclaimOrphan(ctx context.Context, id, sandboxID string) error
 	return markOrphanEnded(g.state, id, sandboxID)
 }
 
-// markOrphanEnded records that container id's sandbox sandboxID ended
-// with its supervisor, killed: unless the record has moved on meanwhile
-// (a reaper recorded the end, or a restart began another sandbox).
+// markOrphanEnded records the end of container id's orphaned sandbox
+// sandboxID: as its supervisor recorded it, if it did before its reaper
+// died, or else killed with its supervisor. It changes nothing if the
+// record has moved on meanwhile (a reaper recorded the end, or a restart
+// began another sandbox).
 func markOrphanEnded(stateRoot, id, sandboxID string) error {
 	_, err := updateContainer(stateRoot, id, func(c *containerRecord) error {
-		if c.Status == statusRunning && c.SandboxID == sandboxID && !exited(stateRoot, id) {
+		if c.SandboxID != sandboxID || c.Supervisor != nil && !c.supervisorGone() {
+			return nil
+		}
+		switch {
+		case c.Status == statusRestarting && c.Supervisor != nil:
+			c.Status, c.Error = statusExited, "its reaper died before it started again"
+		case c.Status != statusRunning:
+		case c.Supervisor == nil && exited(stateRoot, id):
+			// Its reaper is on its way.
+		default:
 			c.Status, c.Finished = statusExited, time.Now().UTC()
 			c.ExitCode, c.Signal = 128+int(syscall.SIGKILL), int(syscall.SIGKILL)
 			c.Error = "its supervisor died"
+			if exit, err := readExit(stateRoot, id); err == nil {
+				c.ExitCode, c.Signal = exit.ExitCode, exit.Signal
+				if t, err := time.Parse(time.RFC3339Nano, exit.Exited); err == nil {
+					c.Finished = t
+				}
+				c.Error = "its reaper died"
+			}
 		}
 		return nil
 	})
@@ -306,6 +340,9 @@ func (g *globals) startAgain(cmd *cobra.Command, id string) error {
 		}
 		c.Stopped, c.Restarting, c.Status = false, false, statusRestarting
 		c.Generation++
+		// The last supervisor is dead: the child started below
+		// records itself once it runs the sandbox.
+		c.Supervisor = nil
 		return nil
 	})
 	if err != nil {
