@@ -321,6 +321,11 @@ func removeContainer(stateRoot, id string) error {
 	}
 	defer unlock()
 	c, err := readContainer(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Removed by another rm (or a reaper's --rm) while this one
+		// waited for the lock.
+		return fmt.Errorf("container %s: %w", id, errContainerNotFound)
+	}
 	if err == nil && c.Name != "" {
 		link := nameLink(stateRoot, c.Name)
 		if target, err := os.Readlink(link); err == nil && target == id {

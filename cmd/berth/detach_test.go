@@ -594,6 +594,31 @@ func selfStartTime(t *testing.T) uint64 {
 	return must(strconv.ParseUint(f[19], 10, 64))
 }
 
+// Of two removals of one container at once (two rm, or rm -f and an
+// --rm container's reaper), the one that waited for the lock finds it
+// gone: errContainerNotFound, which rm -f takes for done.
+func TestContainerRemovedWhileWaiting(t *testing.T) {
+	state := t.TempDir()
+	c := &containerRecord{ID: "0123456789abcdef", Name: "web", Created: time.Now().UTC(), Image: "busybox:demo", Status: statusExited}
+	if err := createContainer(state, c); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := lockContainer(containerDir(state, c.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := make(chan error, 1)
+	go func() { second <- removeContainer(state, c.ID) }()
+	time.Sleep(100 * time.Millisecond) // the second waits for the lock
+	if err := os.RemoveAll(containerDir(state, c.ID)); err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	if err := <-second; !errors.Is(err, errContainerNotFound) {
+		t.Errorf("the second removal: %v, want errContainerNotFound", err)
+	}
+}
+
 // Two run -d --name at once: one gets the name, the other is refused.
 func TestDetachedNameRace(t *testing.T) {
 	e := newDetachEnv(t)

@@ -429,6 +429,7 @@ func newRmCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				stopped := false
 				if c.Running() || c.Status == statusRestarting {
 					if !force {
 						return fmt.Errorf("container %s is %s: stop it first, or rm -f", arg, c.Status)
@@ -436,8 +437,10 @@ func newRmCommand(g *globals) *cobra.Command {
 					if err := g.stop(cmd.Context(), c.ID, 0); err != nil {
 						return err
 					}
+					stopped = true
 				}
-				if err := removeContainer(g.state, c.ID); err != nil {
+				// An --rm container's reaper may have removed it since.
+				if err := removeContainer(g.state, c.ID); err != nil && !(stopped && errors.Is(err, errContainerNotFound)) {
 					return err
 				}
 				fmt.Fprintln(cmd.OutOrStdout(), arg)
