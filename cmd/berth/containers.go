@@ -120,12 +120,25 @@ type processRef struct {
 // supervisorGone reports whether c names its supervisor's process, and
 // that process is dead.
 func (c *containerRecord) supervisorGone() bool {
-	if c.Supervisor == nil {
+	return c.Supervisor != nil && !c.Supervisor.alive()
+}
+
+// alive reports whether the process p names runs: a zombie does not (a
+// supervisor killed with -9 stays one until an init that may be slow to
+// reap it does, and it holds no lock and will write nothing).
+func (p *processRef) alive() bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.PID) + "/stat")
+	if err != nil {
 		return false
 	}
-	var st sandbox.State
-	st.Host.PID, st.Host.StartTime = c.Supervisor.PID, c.Supervisor.StartTime
-	return !st.Alive()
+	// The command name may hold spaces and parentheses: the fields are
+	// counted from its last closing parenthesis.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
+		return false
+	}
+	start, err := strconv.ParseUint(f[19], 10, 64)
+	return err == nil && start == p.StartTime
 }
 
 // restartPolicy is --restart: no, on-failure[:N] or always.
