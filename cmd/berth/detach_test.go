@@ -542,7 +542,7 @@ func TestContainerOrphanedSeams(t *testing.T) {
 	}
 
 	// Its supervisor (this process) lives: no orphan, owner or not.
-	self := &processRef{PID: os.Getpid(), StartTime: selfStartTime(t)}
+	self := must(thisProcess())
 	dead := &processRef{PID: os.Getpid(), StartTime: self.StartTime + 1}
 	update(func(c *containerRecord) { c.Supervisor = self })
 	if sid := g.orphaned(first); sid != "" {
@@ -577,21 +577,27 @@ func TestContainerOrphanedSeams(t *testing.T) {
 	if c := must(loadContainer(g.state, first)); c.Status != statusExited {
 		t.Errorf("after its reaper died before a restart: %+v", c)
 	}
-	// berth restart's start, which names no supervisor until it runs.
+	// berth restart's start, which names no supervisor until it claims
+	// the record.
 	update(func(c *containerRecord) { c.Status, c.Supervisor = statusRestarting, nil })
 	if sid := g.orphaned(first); sid != "" {
 		t.Errorf("berth restart's start counts as orphaned (%s)", sid)
 	}
-}
-
-// selfStartTime is this process's start time, /proc/self/stat's field 22.
-func selfStartTime(t *testing.T) uint64 {
-	b, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
+	// The child that starts it, alive, then killed.
+	update(func(c *containerRecord) { c.Status, c.Supervisor = statusCreated, self })
+	if sid := g.orphaned(first); sid != "" {
+		t.Errorf("a container starting counts as orphaned (%s)", sid)
+	}
+	update(func(c *containerRecord) { c.Supervisor = dead })
+	if sid := g.orphaned(first); sid != next {
+		t.Fatalf("orphaned = %q with the berth starting it dead, want %s", sid, next)
+	}
+	if err := markOrphanEnded(g.state, first, next); err != nil {
 		t.Fatal(err)
 	}
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	return must(strconv.ParseUint(f[19], 10, 64))
+	if c := must(loadContainer(g.state, first)); c.Status != statusExited || c.ExitCode != 137 {
+		t.Errorf("after the berth starting it died: %+v", c)
+	}
 }
 
 // Of two removals of one container at once (two rm, or rm -f and an

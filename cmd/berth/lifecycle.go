@@ -178,10 +178,10 @@ func (g *globals) awaitReaped(ctx context.Context, id string, c *containerRecord
 }
 
 // orphaned returns the sandbox of container id if no one will record its
-// end: the record says it runs, or is to start again, while its
-// supervisor's process (which becomes the reaper, and the next start,
-// with one PID) is dead: killed, as supervisor or as reaper. It returns
-// "" if not.
+// end: the record says it starts, runs, or is to start again, while the
+// process that started it (which becomes its supervisor, its reaper and
+// the next start, with one PID) is dead: killed while it started it, as
+// supervisor or as reaper. It returns "" if not.
 //
 // For a record that names no supervisor's process (made by an older
 // berth), a sandbox that runs is orphaned once nothing owns it and no
@@ -199,8 +199,9 @@ func (g *globals) orphaned(id string) string {
 		return ""
 	}
 	switch {
-	case c.Status == statusRestarting && c.supervisorGone():
-		// The reaper died while it waited to start it again.
+	case (c.Status == statusRestarting || c.Status == statusCreated) && c.supervisorGone():
+		// The reaper died while it waited to start it again, or the
+		// child while it started it.
 		return c.SandboxID
 	case c.Status != statusRunning || g.owned(c.SandboxID):
 		return ""
@@ -245,6 +246,9 @@ func markOrphanEnded(stateRoot, id, sandboxID string) error {
 		switch {
 		case c.Status == statusRestarting && c.Supervisor != nil:
 			c.Status, c.Error = statusExited, "its reaper died before it started again"
+		case c.Status == statusCreated && c.Supervisor != nil:
+			c.Status, c.Finished, c.Error = statusExited, time.Now().UTC(), "the berth starting it died"
+			c.ExitCode, c.Signal = 128+int(syscall.SIGKILL), int(syscall.SIGKILL)
 		case c.Status != statusRunning:
 		case c.Supervisor == nil && exited(stateRoot, id):
 			// Its reaper is on its way.
