@@ -78,6 +78,22 @@ func Open(ctx context.Context, id string, opts *Options) (*Sandbox, error) {
 	return s, nil
 }
 
+// supervisorLog returns the log the sandbox's supervisor keeps
+// (State.Log), or "". A handle opened after Start but before Supervise
+// took the sandbox over has a record that names no log yet: it reads the
+// record again, once the sandbox's starter may have handed it over.
+func (s *Sandbox) supervisorLog() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state.Log != "" || s.cmd != nil || s.id == "" {
+		return s.state.Log
+	}
+	if st, err := readState(s.stateDir(), s.id); err == nil && st.Init == s.state.Init {
+		s.state.Log = st.Log
+	}
+	return s.state.Log
+}
+
 func firstNonEmpty(a, b string) string {
 	if a != "" {
 		return a

@@ -249,12 +249,12 @@ func (c LogCheck) wait(ctx context.Context, s *Sandbox, w *logWatch) error {
 		return waitWatch(ctx, s, w)
 	}
 	s.mu.Lock()
-	l, logPath := s.output, s.state.Log
+	l := s.output
 	s.mu.Unlock()
-	switch {
-	case l != nil:
+	if l != nil {
 		return waitWatch(ctx, s, l.watch(c.Match, c.Stream, c.Times))
-	case logPath != "":
+	}
+	if logPath := s.supervisorLog(); logPath != "" {
 		return c.readLog(ctx, logPath)
 	}
 	return errors.New("the sandbox keeps no output to match: set Options.LogBytes, or WaitFor")

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -348,6 +349,32 @@ func TestSuperviseThenRecovers(t *testing.T) {
 	if slices.Contains(rootfsesLeft(t), "sandbox-"+sv.id) {
 		t.Errorf("rootfs of %s left in the store", sv.id)
 	}
+}
+
+// A handle opened between Start and Supervise has a record that names no
+// log yet: a log check on it reads the record again, and follows the
+// supervisor's log, rather than finding no output to match (berth run -d
+// --wait-for log:... once did).
+func TestOpenedBeforeSuperviseFollowsLog(t *testing.T) {
+	sv := startSupervised(t, "echo warming; echo serving; while [ ! -e /x/go ]; do sleep 0.1; done")
+	h, err := Open(t.Context(), sv.id, &Options{Storage: testEnv.store, Cgroups: sv.cgm, StateDir: sv.stateDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	h.mu.Lock()
+	h.state.Log = "" // as read before the supervisor wrote its record
+	h.mu.Unlock()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if err := h.WaitReady(ctx, LogCheck{Match: regexp.MustCompile("^serving$")}); err != nil {
+		t.Errorf("WaitReady on a handle opened before Supervise: %v", err)
+	}
+	if log := h.State().Log; log != filepath.Join(sv.dir, "log") {
+		t.Errorf("State().Log = %q after the check", log)
+	}
+	sv.release(t)
+	sv.wait(t)
 }
 
 // A supervisor killed with SIGKILL drops the owner lock with it: Recover

@@ -90,6 +90,13 @@ type containerRecord struct {
 	Signal     int       `json:"signal,omitempty"`
 	Started    time.Time `json:"started,omitzero"`
 	Finished   time.Time `json:"finished,omitzero"`
+	// Supervisor is the process that starts the current sandbox: it
+	// becomes its supervisor, then its reaper, then (for a restart
+	// policy) the start of the next, all with one PID. Once it is dead,
+	// no one will record the end of a sandbox the record says starts or
+	// runs (see orphaned). Nil until berth restart's start claims the
+	// record, and in records made before it was kept.
+	Supervisor *processRef `json:"supervisor,omitempty"`
 	// Ports are the published ports of the current sandbox, with the
 	// host ports bound.
 	Ports []netplug.PortMapping `json:"ports,omitempty"`
@@ -101,6 +108,53 @@ type containerRecord struct {
 // starting or running.
 func (c *containerRecord) Running() bool {
 	return c.Status == statusCreated || c.Status == statusRunning
+}
+
+// A processRef names a process for as long as it lives: its PID and
+// its start time (in clock ticks after boot), as sandbox.State.Host does.
+type processRef struct {
+	PID       int    `json:"pid"`
+	StartTime uint64 `json:"startTime"`
+}
+
+// supervisorGone reports whether c names its supervisor's process, and
+// that process is dead.
+func (c *containerRecord) supervisorGone() bool {
+	return c.Supervisor != nil && !c.Supervisor.alive()
+}
+
+// alive reports whether the process p names runs: a zombie does not (a
+// supervisor killed with -9 stays one until an init that may be slow to
+// reap it does, and it holds no lock and will write nothing).
+func (p *processRef) alive() bool {
+	now, zombie, err := readProcessRef(p.PID)
+	return err == nil && !zombie && now.StartTime == p.StartTime
+}
+
+// thisProcess names this process.
+func thisProcess() (*processRef, error) {
+	p, _, err := readProcessRef(os.Getpid())
+	return p, err
+}
+
+// readProcessRef reads /proc/<pid>/stat: the process's start time, and
+// whether it is a zombie.
+func readProcessRef(pid int) (p *processRef, zombie bool, err error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil, false, err
+	}
+	// The command name may hold spaces and parentheses: the fields are
+	// counted from its last closing parenthesis.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 20 {
+		return nil, false, fmt.Errorf("/proc/%d/stat: malformed", pid)
+	}
+	start, err := strconv.ParseUint(f[19], 10, 64)
+	if err != nil {
+		return nil, false, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	return &processRef{PID: pid, StartTime: start}, f[0] == "Z" || f[0] == "X", nil
 }
 
 // restartPolicy is --restart: no, on-failure[:N] or always.
@@ -296,6 +350,11 @@ func removeContainer(stateRoot, id string) error {
 	}
 	defer unlock()
 	c, err := readContainer(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Removed by another rm (or a reaper's --rm) while this one
+		// waited for the lock.
+		return fmt.Errorf("container %s: %w", id, errContainerNotFound)
+	}
 	if err == nil && c.Name != "" {
 		link := nameLink(stateRoot, c.Name)
 		if target, err := os.Readlink(link); err == nil && target == id {

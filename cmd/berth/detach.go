@@ -364,12 +364,17 @@ func runDetachedChild(cmd *cobra.Command, g *globals, sb *sandbox.Sandbox, image
 // the start is the one asked for (generation). It returns the
 // container's ID.
 func claimContainer(cmd *cobra.Command, g *globals, sb *sandbox.Sandbox, existing, generation, image string, opts *sandbox.Options, df *detachFlags) (string, error) {
+	// This process, which becomes the supervisor and the reaper.
+	self, err := thisProcess()
+	if err != nil {
+		return "", err
+	}
 	if existing != "" {
 		_, err := updateContainer(g.state, existing, func(c *containerRecord) error {
 			if c.Stopped || c.Status != statusRestarting || strconv.Itoa(c.Generation) != generation {
 				return errNotRestarting
 			}
-			c.SandboxID, c.Status, c.Error = sb.ID(), statusCreated, ""
+			c.SandboxID, c.Status, c.Error, c.Supervisor = sb.ID(), statusCreated, "", self
 			return nil
 		})
 		if err != nil {
@@ -384,7 +389,7 @@ func claimContainer(cmd *cobra.Command, g *globals, sb *sandbox.Sandbox, existin
 	c := &containerRecord{
 		ID: sb.ID(), Name: df.name, Created: time.Now().UTC(), Image: image, Command: opts.Args, Labels: opts.Labels,
 		Argv: argv, Dir: dir, Restart: df.policy, AutoRemove: df.autoRemove,
-		SandboxID: sb.ID(), Status: statusCreated,
+		SandboxID: sb.ID(), Status: statusCreated, Supervisor: self,
 	}
 	if cmd.Flags().Changed("stop-timeout") {
 		seconds := int(opts.Grace / time.Second)

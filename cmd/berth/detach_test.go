@@ -499,6 +499,132 @@ func TestContainerRecordJSON(t *testing.T) {
 	}
 }
 
+// A sandbox on its way to its reaper (its exit recorded, its owner lock
+// let go) is no orphan; nor is one whose end a reaper recorded and a
+// restart replaced meanwhile: marking it would record 137 for a workload
+// that ended otherwise, or end the next sandbox's record. One whose
+// supervisor's process died, as supervisor or as reaper, is: its end is
+// recorded as the supervisor saw it, if it did, and a restart its reaper
+// waited for does not happen.
+func TestContainerOrphanedSeams(t *testing.T) {
+	g := &globals{state: t.TempDir()}
+	first, next := "0123456789abcdef", "fedcba9876543210"
+	c := &containerRecord{ID: first, Created: time.Now().UTC(), Image: "busybox:demo", SandboxID: first, Status: statusRunning}
+	if err := createContainer(g.state, c); err != nil {
+		t.Fatal(err)
+	}
+	update := func(fn func(c *containerRecord)) {
+		t.Helper()
+		if _, err := updateContainer(g.state, first, func(c *containerRecord) error { fn(c); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// No state directory: nothing owns the sandbox. A record from before
+	// supervisors were named: the exit record tells.
+	exitFile := filepath.Join(containerDir(g.state, first), containerExit)
+	if err := os.WriteFile(exitFile, []byte(`{"exitCode":7,"exited":"2026-01-02T03:04:05Z"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if sid := g.orphaned(first); sid != "" {
+		t.Errorf("an exited sandbox, its owner gone, counts as orphaned (%s)", sid)
+	}
+	os.Remove(exitFile)
+	if sid := g.orphaned(first); sid != first {
+		t.Fatalf("orphaned = %q, want %s", sid, first)
+	}
+	// Meanwhile its reaper recorded the end, and a restart began the next.
+	update(func(c *containerRecord) { c.SandboxID = next })
+	if err := markOrphanEnded(g.state, first, first); err != nil {
+		t.Fatal(err)
+	}
+	if c := must(loadContainer(g.state, first)); c.Status != statusRunning || c.ExitCode != 0 || c.Error != "" {
+		t.Errorf("the next sandbox's record was marked: %+v", c)
+	}
+
+	// Its supervisor (this process) lives: no orphan, owner or not.
+	self := must(thisProcess())
+	dead := &processRef{PID: os.Getpid(), StartTime: self.StartTime + 1}
+	update(func(c *containerRecord) { c.Supervisor = self })
+	if sid := g.orphaned(first); sid != "" {
+		t.Errorf("a sandbox whose supervisor lives counts as orphaned (%s)", sid)
+	}
+	// Its reaper died after the supervisor recorded the end.
+	if err := os.WriteFile(exitFile, []byte(`{"exitCode":7,"exited":"2026-01-02T03:04:05Z"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	update(func(c *containerRecord) { c.Supervisor = dead })
+	if sid := g.orphaned(first); sid != next {
+		t.Fatalf("orphaned = %q with its reaper dead, want %s", sid, next)
+	}
+	if err := markOrphanEnded(g.state, first, next); err != nil {
+		t.Fatal(err)
+	}
+	if c := must(loadContainer(g.state, first)); c.Status != statusExited || c.ExitCode != 7 || c.Error != "its reaper died" {
+		t.Errorf("after its reaper died: %+v", c)
+	}
+	// Its reaper died while it waited to start it again.
+	update(func(c *containerRecord) { c.Status, c.Supervisor = statusRestarting, self })
+	if sid := g.orphaned(first); sid != "" {
+		t.Errorf("a restart whose reaper lives counts as orphaned (%s)", sid)
+	}
+	update(func(c *containerRecord) { c.Supervisor = dead })
+	if sid := g.orphaned(first); sid != next {
+		t.Fatalf("orphaned = %q with its reaper dead before a restart, want %s", sid, next)
+	}
+	if err := markOrphanEnded(g.state, first, next); err != nil {
+		t.Fatal(err)
+	}
+	if c := must(loadContainer(g.state, first)); c.Status != statusExited {
+		t.Errorf("after its reaper died before a restart: %+v", c)
+	}
+	// berth restart's start, which names no supervisor until it claims
+	// the record.
+	update(func(c *containerRecord) { c.Status, c.Supervisor = statusRestarting, nil })
+	if sid := g.orphaned(first); sid != "" {
+		t.Errorf("berth restart's start counts as orphaned (%s)", sid)
+	}
+	// The child that starts it, alive, then killed.
+	update(func(c *containerRecord) { c.Status, c.Supervisor = statusCreated, self })
+	if sid := g.orphaned(first); sid != "" {
+		t.Errorf("a container starting counts as orphaned (%s)", sid)
+	}
+	update(func(c *containerRecord) { c.Supervisor = dead })
+	if sid := g.orphaned(first); sid != next {
+		t.Fatalf("orphaned = %q with the berth starting it dead, want %s", sid, next)
+	}
+	if err := markOrphanEnded(g.state, first, next); err != nil {
+		t.Fatal(err)
+	}
+	if c := must(loadContainer(g.state, first)); c.Status != statusExited || c.ExitCode != 137 {
+		t.Errorf("after the berth starting it died: %+v", c)
+	}
+}
+
+// Of two removals of one container at once (two rm, or rm -f and an
+// --rm container's reaper), the one that waited for the lock finds it
+// gone: errContainerNotFound, which rm -f takes for done.
+func TestContainerRemovedWhileWaiting(t *testing.T) {
+	state := t.TempDir()
+	c := &containerRecord{ID: "0123456789abcdef", Name: "web", Created: time.Now().UTC(), Image: "busybox:demo", Status: statusExited}
+	if err := createContainer(state, c); err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := lockContainer(containerDir(state, c.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := make(chan error, 1)
+	go func() { second <- removeContainer(state, c.ID) }()
+	time.Sleep(100 * time.Millisecond) // the second waits for the lock
+	if err := os.RemoveAll(containerDir(state, c.ID)); err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	if err := <-second; !errors.Is(err, errContainerNotFound) {
+		t.Errorf("the second removal: %v, want errContainerNotFound", err)
+	}
+}
+
 // Two run -d --name at once: one gets the name, the other is refused.
 func TestDetachedNameRace(t *testing.T) {
 	e := newDetachEnv(t)

@@ -160,8 +160,10 @@ func (g *globals) awaitReaped(ctx context.Context, id string, c *containerRecord
 	ended := func() bool { return g.sandboxEnded(ctx, id, c) }
 	deadline := time.Now().Add(reapWait)
 	for !ended() {
-		if c != nil && g.orphaned(c.ID) {
-			return g.reclaimOrphan(ctx, c.ID)
+		if c != nil {
+			if sid := g.orphaned(c.ID); sid != "" {
+				return g.reclaimOrphan(ctx, c.ID, sid)
+			}
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("sandbox %s: still not reaped after %v", id, reapWait)
@@ -175,37 +177,92 @@ func (g *globals) awaitReaped(ctx context.Context, id string, c *containerRecord
 	return nil
 }
 
-// orphaned reports whether container id's record says its sandbox runs
-// while nothing owns it and its supervisor recorded no end: the
-// supervisor was killed, and no reaper will come.
-func (g *globals) orphaned(id string) bool {
+// orphaned returns the sandbox of container id if no one will record its
+// end: the record says it starts, runs, or is to start again, while the
+// process that started it (which becomes its supervisor, its reaper and
+// the next start, with one PID) is dead: killed while it started it, as
+// supervisor or as reaper. It returns "" if not.
+//
+// For a record that names no supervisor's process (made by an older
+// berth), a sandbox that runs is orphaned once nothing owns it and no
+// exit record says its supervisor saw its end. The owner is looked at
+// before the exit record: the supervisor writes the record and only then
+// lets go of the owner lock, for its reaper, so a sandbox found without
+// an owner and then without an exit record had no supervisor to write
+// one. (The other way round, an exit record written just after the look
+// and a lock let go just before the next one made a sandbox on its way to
+// its reaper look orphaned: stop then recorded 137 for a workload that
+// had exited 7.)
+func (g *globals) orphaned(id string) string {
 	c, err := loadContainer(g.state, id)
-	if err != nil || c.Status != statusRunning {
-		return false
+	if err != nil {
+		return ""
 	}
-	if _, err := os.Stat(filepath.Join(containerDir(g.state, id), containerExit)); err == nil {
-		return false // ended; its reaper is on its way
+	switch {
+	case (c.Status == statusRestarting || c.Status == statusCreated) && c.supervisorGone():
+		// The reaper died while it waited to start it again, or the
+		// child while it started it.
+		return c.SandboxID
+	case c.Status != statusRunning || g.owned(c.SandboxID):
+		return ""
+	case c.Supervisor != nil:
+		if c.supervisorGone() {
+			return c.SandboxID
+		}
+		return ""
+	case exited(g.state, id):
+		return "" // ended; its reaper is on its way
 	}
-	return !g.owned(c.SandboxID)
+	return c.SandboxID
 }
 
-// reclaimOrphan reclaims the sandbox of container id, whose supervisor
-// died (orphaned), as berth gc would, and records its end.
-func (g *globals) reclaimOrphan(ctx context.Context, id string) error {
+// exited reports whether the supervisor of container id's current
+// sandbox recorded its end.
+func exited(stateRoot, id string) bool {
+	_, err := os.Lstat(filepath.Join(containerDir(stateRoot, id), containerExit))
+	return err == nil
+}
+
+// reclaimOrphan reclaims the sandbox sandboxID of container id, whose
+// supervisor or reaper died (orphaned), as berth gc would, and records
+// its end.
+func (g *globals) reclaimOrphan(ctx context.Context, id, sandboxID string) error {
 	if err := g.recover(ctx); err != nil {
 		return err
 	}
-	return markOrphanEnded(g.state, id)
+	return markOrphanEnded(g.state, id, sandboxID)
 }
 
-// markOrphanEnded records that container id's sandbox ended with its
-// supervisor, killed.
-func markOrphanEnded(stateRoot, id string) error {
+// markOrphanEnded records the end of container id's orphaned sandbox
+// sandboxID: as its supervisor recorded it, if it did before its reaper
+// died, or else killed with its supervisor. It changes nothing if the
+// record has moved on meanwhile (a reaper recorded the end, or a restart
+// began another sandbox).
+func markOrphanEnded(stateRoot, id, sandboxID string) error {
 	_, err := updateContainer(stateRoot, id, func(c *containerRecord) error {
-		if c.Status == statusRunning {
+		if c.SandboxID != sandboxID || c.Supervisor != nil && !c.supervisorGone() {
+			return nil
+		}
+		switch {
+		case c.Status == statusRestarting && c.Supervisor != nil:
+			c.Status, c.Error = statusExited, "its reaper died before it started again"
+		case c.Status == statusCreated && c.Supervisor != nil:
+			c.Status, c.Finished, c.Error = statusExited, time.Now().UTC(), "the berth starting it died"
+			c.ExitCode, c.Signal = 128+int(syscall.SIGKILL), int(syscall.SIGKILL)
+		case c.Status != statusRunning:
+		case c.Supervisor == nil && exited(stateRoot, id):
+			// Its reaper is on its way.
+		default:
 			c.Status, c.Finished = statusExited, time.Now().UTC()
 			c.ExitCode, c.Signal = 128+int(syscall.SIGKILL), int(syscall.SIGKILL)
 			c.Error = "its supervisor died"
+			if exit, err := readExit(stateRoot, id); err == nil {
+				c.ExitCode, c.Signal = exit.ExitCode, exit.Signal
+				if t, err := time.Parse(time.RFC3339Nano, exit.Exited); err == nil {
+					c.Finished = t
+				}
+				c.Error = "its reaper died"
+			}
 		}
 		return nil
 	})
@@ -220,8 +277,8 @@ func (g *globals) settleOrphans() {
 		return
 	}
 	for _, c := range cs {
-		if g.orphaned(c.ID) {
-			markOrphanEnded(g.state, c.ID)
+		if sid := g.orphaned(c.ID); sid != "" {
+			markOrphanEnded(g.state, c.ID, sid)
 		}
 	}
 }
@@ -287,6 +344,9 @@ func (g *globals) startAgain(cmd *cobra.Command, id string) error {
 		}
 		c.Stopped, c.Restarting, c.Status = false, false, statusRestarting
 		c.Generation++
+		// The last supervisor is dead: the child started below
+		// records itself once it runs the sandbox.
+		c.Supervisor = nil
 		return nil
 	})
 	if err != nil {
@@ -344,8 +404,8 @@ until it stays exited. wait exits 0 once it has printed them all.`,
 						fmt.Fprintln(cmd.OutOrStdout(), now.ExitCode)
 						return nil
 					}
-					if g.orphaned(now.ID) {
-						if err := g.reclaimOrphan(cmd.Context(), now.ID); err != nil {
+					if sid := g.orphaned(now.ID); sid != "" {
+						if err := g.reclaimOrphan(cmd.Context(), now.ID, sid); err != nil {
 							return err
 						}
 						continue
@@ -373,6 +433,7 @@ func newRmCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				stopped := false
 				if c.Running() || c.Status == statusRestarting {
 					if !force {
 						return fmt.Errorf("container %s is %s: stop it first, or rm -f", arg, c.Status)
@@ -380,8 +441,10 @@ func newRmCommand(g *globals) *cobra.Command {
 					if err := g.stop(cmd.Context(), c.ID, 0); err != nil {
 						return err
 					}
+					stopped = true
 				}
-				if err := removeContainer(g.state, c.ID); err != nil {
+				// An --rm container's reaper may have removed it since.
+				if err := removeContainer(g.state, c.ID); err != nil && !(stopped && errors.Is(err, errContainerNotFound)) {
 					return err
 				}
 				fmt.Fprintln(cmd.OutOrStdout(), arg)
