@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/sandbox"
 )
 
@@ -160,20 +161,31 @@ func restartBackoff(c *containerRecord) time.Duration {
 // recover reclaims the dead sandboxes of the state directory, as berth
 // gc does, and the cgroup parent if it is left empty.
 func (g *globals) recover(ctx context.Context) error {
-	opts, err := g.sandboxOptions()
+	opts, _, err := g.recoverOptions()
 	if err != nil {
-		return err
-	}
-	store, err := g.store()
-	if err != nil {
-		return err
-	}
-	opts.Storage = store
-	opts.Backends = pluginBackends{g: g, store: store}
-	if opts.Networks, err = g.networks(); err != nil {
 		return err
 	}
 	_, err = sandbox.Recover(ctx, opts)
 	opts.Cgroups.RemoveParent()
 	return err
+}
+
+// recoverOptions are what Recover needs to reclaim any dead sandbox of
+// the state directory: the store, the networks, and the plugins that
+// sandboxes recorded; and the store.
+func (g *globals) recoverOptions() (*sandbox.Options, *layerfs.Store, error) {
+	opts, err := g.sandboxOptions()
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := g.store()
+	if err != nil {
+		return nil, nil, err
+	}
+	opts.Storage = store
+	opts.Backends = pluginBackends{g: g, store: store}
+	if opts.Networks, err = g.networks(); err != nil {
+		return nil, nil, err
+	}
+	return opts, store, nil
 }

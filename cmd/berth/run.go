@@ -566,17 +566,8 @@ socket directories plugins left in /run/berth/plugins when the berth that
 started them was killed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			store, err := g.store()
+			opts, store, err := g.recoverOptions()
 			if err != nil {
-				return err
-			}
-			opts, err := g.sandboxOptions()
-			if err != nil {
-				return err
-			}
-			opts.Storage = store
-			opts.Backends = pluginBackends{g: g, store: store}
-			if opts.Networks, err = g.networks(); err != nil {
 				return err
 			}
 			out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
