@@ -255,37 +255,11 @@ func (f RecoverFailure) Error() string { return f.What + ": " + f.Err.Error() }
 // directory, as for New.
 func Recover(ctx context.Context, opts *Options) (RecoverResult, error) {
 	var res RecoverResult
-	o := Options{}
-	if opts != nil {
-		o = *opts
+	o, cgm, storage, nets, err := recoverySetup(opts)
+	if err != nil {
+		return res, err
 	}
 	stateDir := o.stateRoot()
-	cgm := o.Cgroups
-	if cgm == nil {
-		var err error
-		if cgm, err = defaultCgroups(); err != nil {
-			return res, err
-		}
-	}
-	storage := o.Storage
-	if storage == nil {
-		st, err := defaultStore()
-		if err != nil {
-			return res, err
-		}
-		storage = st
-	}
-
-	nets := o.Networks
-	if nets == nil {
-		// Only a host where networks were ever used has netplug's state;
-		// recovering must not create it.
-		if _, err := os.Stat(netplug.DefaultRunDir); err == nil {
-			if nets, err = netplug.Open(&netplug.Options{Logger: o.Logger}); err != nil {
-				return res, err
-			}
-		}
-	}
 	fail := func(what string, err error) {
 		res.Failed = append(res.Failed, RecoverFailure{What: what, Err: err})
 	}

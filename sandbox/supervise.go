@@ -37,7 +37,7 @@ type SuperviseConfig struct {
 	// Then[0] must be an absolute path (os.Executable() for the host
 	// program itself), the rest its arguments. The supervisor lets go of
 	// the sandbox's owner lock just before, so that Then reclaims the
-	// sandbox with Recover (its cgroup, rootfs, network and state), and
+	// sandbox with Reclaim (its cgroup, rootfs, network and state), and
 	// then does its own bookkeeping. It gets the supervisor's environment
 	// less berth's own variables (those starting "_BERTH_"), /dev/null as
 	// its standard streams and no other descriptor. Empty means exit,

@@ -390,8 +390,19 @@ func TestSupervisorKilled(t *testing.T) {
 		t.Fatalf("sandbox runs %v (%v)", pids, err)
 	}
 	// While the supervisor lives, Recover leaves the sandbox alone.
-	if res, err := Recover(context.Background(), &Options{Storage: testEnv.store, Cgroups: sv.cgm, StateDir: sv.stateDir}); err != nil || len(res.Sandboxes) != 0 {
+	svOpts := &Options{Storage: testEnv.store, Cgroups: sv.cgm, StateDir: sv.stateDir}
+	if res, err := Recover(context.Background(), svOpts); err != nil || len(res.Sandboxes) != 0 {
 		t.Fatalf("Recover with the supervisor alive: %+v %v", res, err)
+	}
+	// And so does Reclaim, which names it.
+	if err := Reclaim(context.Background(), sv.id, svOpts); !errors.Is(err, ErrOwned) {
+		t.Fatalf("Reclaim with the supervisor alive: %v, want ErrOwned", err)
+	}
+	if err := Reclaim(context.Background(), "0123456789abcdef", svOpts); err != nil {
+		t.Errorf("Reclaim of a sandbox that is not there: %v", err)
+	}
+	if err := Reclaim(context.Background(), "../x", svOpts); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Reclaim of a bad ID: %v, want ErrNotFound", err)
 	}
 	sv.cmd.Process.Kill()
 	sv.cmd.Wait()

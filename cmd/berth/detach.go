@@ -35,8 +35,8 @@ import (
 //  3. The parent prints the ID once it reads "ok", and exits: the sandbox
 //     depends on it no more. Killed before, it leaves the child going.
 //  4. The supervisor, once the workload has ended, becomes `berth
-//     reap-container ID` (the reaper), which reclaims the sandbox with
-//     sandbox.Recover, records the end and, per --rm or --restart,
+//     reap-container ID SANDBOX` (the reaper), which reclaims the sandbox with
+//     sandbox.Reclaim, records the end and, per --rm or --restart,
 //     removes the container or starts the child again, by exec.
 const (
 	// envDetached marks the child; its value is the pipe's descriptor,
@@ -344,7 +344,7 @@ func runDetachedChild(cmd *cobra.Command, g *globals, sb *sandbox.Sandbox, image
 	dirPath := containerDir(g.state, id)
 	then := []string{"/proc/self/exe"}
 	then = append(then, g.flags()...)
-	then = append(then, reapCommand, id)
+	then = append(then, reapCommand, id, sb.ID())
 	err = sb.Supervise(&sandbox.SuperviseConfig{
 		Log:  filepath.Join(dirPath, containerLog),
 		Exit: filepath.Join(dirPath, containerExit),

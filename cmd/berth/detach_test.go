@@ -843,3 +843,28 @@ func TestStopForegroundByName(t *testing.T) {
 		t.Errorf("wait of a foreground sandbox: %d %q", code, stderr)
 	}
 }
+
+// A detached sandbox's reaper frees its own sandbox and nothing else:
+// sandboxes recorded in another state directory that shares the store and
+// the cgroup parent are not its leftovers, and keep running.
+func TestDetachedReaperSparesOtherStateDirs(t *testing.T) {
+	e := newDetachEnv(t)
+	other := filepath.Join(t.TempDir(), "state")
+	id := strings.TrimSpace(e.must("run", "-d", "busybox:demo", "sleep", "1000"))
+	short := strings.TrimSpace(e.must("--state", other, "run", "-d", "busybox:demo", "true"))
+	t.Cleanup(func() { e.berth("--state", other, "rm", "-f", short) })
+	if out := strings.TrimSpace(e.must("--state", other, "wait", short)); out != "0" {
+		t.Errorf("wait of the short one: %q", out)
+	}
+	if out := e.must("exec", id, "echo", "alive"); out != "alive\n" {
+		t.Errorf("exec in the sandbox of the other state directory after the reaper ran: %q", out)
+	}
+	if c := e.container(id); c.Status != statusRunning {
+		t.Errorf("its record after the other's reaper: %+v", c)
+	}
+	e.must("--state", other, "rm", short)
+	e.must("rm", "-f", id)
+	if left := e.leftBehind(id); len(left) > 0 {
+		t.Errorf("after rm: %s", strings.Join(left, "; "))
+	}
+}

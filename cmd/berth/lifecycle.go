@@ -227,7 +227,7 @@ func exited(stateRoot, id string) bool {
 // supervisor or reaper died (orphaned), as berth gc would, and records
 // its end.
 func (g *globals) reclaimOrphan(ctx context.Context, id, sandboxID string) error {
-	if err := g.recover(ctx); err != nil {
+	if err := g.reclaim(ctx, sandboxID); err != nil {
 		return err
 	}
 	return markOrphanEnded(g.state, id, sandboxID)

@@ -18,12 +18,16 @@ import (
 // the workload has ended (see detach.go): it is not for people to run.
 func newReapCommand(g *globals) *cobra.Command {
 	return &cobra.Command{
-		Use:    reapCommand + " CONTAINER",
+		Use:    reapCommand + " CONTAINER [SANDBOX]",
 		Short:  "Reclaim a detached sandbox that has ended, and restart or remove its container (run by berth itself)",
 		Hidden: true,
-		Args:   cobra.ExactArgs(1),
+		Args:   cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return reap(cmd.Context(), g, args[0])
+			sandboxID := ""
+			if len(args) == 2 {
+				sandboxID = args[1]
+			}
+			return reap(cmd.Context(), g, args[0], sandboxID)
 		},
 	}
 }
@@ -31,18 +35,26 @@ func newReapCommand(g *globals) *cobra.Command {
 // reap reclaims container id's sandbox, records how it ended, and then
 // removes the container (--rm), starts it again (--restart) or leaves it
 // exited.
-func reap(ctx context.Context, g *globals, id string) error {
+func reap(ctx context.Context, g *globals, id, sandboxID string) error {
 	if !containerIDRE.MatchString(id) {
 		return fmt.Errorf("container ID %q: not an ID", id)
 	}
-	// The supervisor let go of the sandbox just before it became this
-	// process: Recover finds it dead, and frees it like any other.
-	rerr := g.recover(ctx)
-	// Run by hand on a live container, it would record an end that did
-	// not happen, and perhaps start a second sandbox.
-	if c, err := loadContainer(g.state, id); err == nil && c.Running() && g.sandboxRuns(c.SandboxID) {
-		return fmt.Errorf("container %s: its sandbox %s still runs", id, c.SandboxID)
+	if c, err := loadContainer(g.state, id); err == nil {
+		// Run by hand on a live container, it would record an end that
+		// did not happen, and perhaps start a second sandbox.
+		if c.Running() && g.sandboxRuns(c.SandboxID) {
+			return fmt.Errorf("container %s: its sandbox %s still runs", id, c.SandboxID)
+		}
+		if sandboxID == "" {
+			sandboxID = c.SandboxID
+		}
 	}
+	// The supervisor let go of the sandbox just before it became this
+	// process: it is dead, and freed as Recover would free it; but only
+	// it, not what other state directories sharing the cgroup parent or
+	// the store hold. (The supervisor names it: the record may be gone
+	// already, removed by rm -f.)
+	rerr := g.reclaim(ctx, sandboxID)
 	exit, xerr := readExit(g.state, id)
 	var restart bool
 	var backoff time.Duration
@@ -158,14 +170,17 @@ func restartBackoff(c *containerRecord) time.Duration {
 	return min(d, most)
 }
 
-// recover reclaims the dead sandboxes of the state directory, as berth
-// gc does, and the cgroup parent if it is left empty.
-func (g *globals) recover(ctx context.Context) error {
+// reclaim frees the dead sandbox sandboxID, as berth gc would, and the
+// cgroup parent if it is left empty.
+func (g *globals) reclaim(ctx context.Context, sandboxID string) error {
+	if sandboxID == "" {
+		return nil // never started
+	}
 	opts, _, err := g.recoverOptions()
 	if err != nil {
 		return err
 	}
-	_, err = sandbox.Recover(ctx, opts)
+	err = sandbox.Reclaim(ctx, sandboxID, opts)
 	opts.Cgroups.RemoveParent()
 	return err
 }
