@@ -156,7 +156,7 @@ func (r *Results) markdown() string {
 	latency("1. start→exit of `true`", r.Startup)
 	latency("2. start→exit of `true` with a bridge network", r.Network)
 
-	fmt.Fprintf(&b, "\n## 3. host memory per idle sandbox (`sleep 1000`)\n\nPSS and RSS are of the processes the tool keeps on the host besides the workload; kmem is the kernel memory charged to the sandbox's own memory cgroup (v1 `memory.kmem.usage_in_bytes`), – where it has none.\n\n")
+	fmt.Fprintf(&b, "\n## 3. host memory per idle sandbox (`sleep 1000`)\n\nPSS and RSS are of the processes the tool keeps on the host besides the workload; kmem is the kernel memory charged to the sandbox's own memory cgroup (v1 `memory.kmem.usage_in_bytes`, or the `kernel` line of cgroup2's `memory.stat`), – where it has none.\n\n")
 	b.WriteString("| tool | N | host procs / sandbox | PSS KiB / sandbox | RSS KiB / sandbox | kmem KiB / sandbox | result |\n| --- | ---: | ---: | ---: | ---: | ---: | --- |\n")
 	for _, x := range r.Memory {
 		if x.Error != "" {
