@@ -847,3 +847,17 @@ func TestCopyCancelled(t *testing.T) {
 		t.Errorf("cancelled COPY returned after %v", d)
 	}
 }
+
+// RUN runs its command alone, as Docker's does, whatever ENTRYPOINT the
+// stage has: the entrypoint is the image's, for its sandboxes, not the
+// build's. Were it run first, /bin/false would fail the step.
+func TestRunIgnoresEntrypoint(t *testing.T) {
+	dir := writeContext(t, map[string]string{"Dockerfile": "FROM alpine:test\nENTRYPOINT [\"/bin/false\"]\nRUN echo ran > /ran\nRUN [\"sh\", \"-c\", \"cat /ran > /ran2\"]\n"})
+	res, err := build(t, dir, nil)
+	if err != nil {
+		t.Fatalf("build with an ENTRYPOINT before RUN: %v", err)
+	}
+	if ep := res.Image.Config.Config.Entrypoint; !cmp.Equal(ep, []string{"/bin/false"}) {
+		t.Errorf("Entrypoint = %q, want [/bin/false]", ep)
+	}
+}

@@ -44,6 +44,9 @@ func (b *builder) runStep(ctx context.Context, ss *stageState, s step, c *instru
 	}
 	out := &lockedWriter{w: b.opts.Output}
 	sb := sandbox.NewFromImage(ss.img, &sandbox.Options{
+		// RUN runs its command alone, as Docker's does: the stage's
+		// ENTRYPOINT is the image's, for later, not the step's.
+		Entrypoint: []string{},
 		Args:       argv,
 		Env:        env,
 		Dir:        ss.cfg.cfg.WorkingDir,

@@ -49,7 +49,7 @@ const thawTimeout = 10 * time.Second
 // errors.Is errors.ErrUnsupported.
 //
 // The new image's config is the image's, or opts.Config: never what the
-// sandbox was started with (Options.Args, Env, User, Dir), which belongs
+// sandbox was started with (Options.Entrypoint, Args, Env, User, Dir), which belongs
 // to that run. What the workload wrote is untrusted: the diff is unpacked
 // with the checks of an imported layer (names that leave it, links out of
 // it and the like refused). A layerfs.Store bounds it by its reserve of

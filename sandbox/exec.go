@@ -68,7 +68,7 @@ func (s *Sandbox) Exec(ctx context.Context, o *ExecOptions) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, setupError(err))
 	}
-	spec, err := s.processSpec(&base, rootfs, sec, plan, nil)
+	spec, err := s.processSpec(&base, o.Args, rootfs, sec, plan, nil)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, setupError(err))
 	}

@@ -30,6 +30,8 @@ func TestMain(m *testing.M) {
 		os.Exit(fdLayoutProcess())
 	case "keeprootfs":
 		os.Exit(keepRootfsProcess())
+	case "supervise":
+		os.Exit(supervisedProcess())
 	default:
 		os.Exit(hostProcess())
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/berth-dev/berth/cgroup"
@@ -13,7 +14,8 @@ import (
 )
 
 // Open returns a handle on a running sandbox that another process
-// started, found by its ID (or a unique prefix of it) in opts.StateDir.
+// started, found by its name (Options.Name), or else by its ID or a unique
+// prefix of it (at least 4 characters), in opts.StateDir.
 // The handle can Exec, Signal, Kill, Pause, Resume and read Stats; Wait
 // and Close belong to the process that started the sandbox, and Close on
 // the handle only lets it go.
@@ -79,8 +81,8 @@ func firstNonEmpty(a, b string) string {
 // completed; its start has returned a few hundred microseconds before.
 const pendingWait = time.Second
 
-// findState returns the record of the sandbox id (or a unique prefix of
-// it) names, once it is complete.
+// findState returns the record of the sandbox id names (a name, an ID or
+// a unique prefix of one), once it is complete.
 func findState(ctx context.Context, stateRoot, id string) (*State, error) {
 	deadline := time.Now().Add(pendingWait)
 	for {
@@ -88,13 +90,11 @@ func findState(ctx context.Context, stateRoot, id string) (*State, error) {
 		if err != nil {
 			return nil, err
 		}
-		var st *State
-		for i := range states {
-			if len(id) >= 4 && states[i].ID[:min(len(id), len(states[i].ID))] == id {
-				if st != nil {
-					return nil, fmt.Errorf("sandbox %s: %w", clip.String(id), ErrAmbiguousID)
-				}
-				st = &states[i]
+		// A name first: a name may look like an ID prefix.
+		st := namedState(stateRoot, states, id)
+		if st == nil {
+			if st, err = prefixState(states, id); err != nil {
+				return nil, err
 			}
 		}
 		if st == nil {
@@ -110,4 +110,36 @@ func findState(ctx context.Context, stateRoot, id string) (*State, error) {
 		case <-time.After(time.Millisecond):
 		}
 	}
+}
+
+// namedState returns the record of the sandbox whose name is name, or nil.
+func namedState(stateRoot string, states []State, name string) *State {
+	id := lookupName(stateRoot, name)
+	if id == "" {
+		return nil
+	}
+	for i := range states {
+		if states[i].ID == id && states[i].Name == name {
+			return &states[i]
+		}
+	}
+	return nil
+}
+
+// prefixState returns the record of the one sandbox whose ID begins with
+// prefix (at least 4 characters), or nil.
+func prefixState(states []State, prefix string) (*State, error) {
+	if len(prefix) < 4 {
+		return nil, nil
+	}
+	var st *State
+	for i := range states {
+		if strings.HasPrefix(states[i].ID, prefix) {
+			if st != nil {
+				return nil, fmt.Errorf("sandbox %s: %w", clip.String(prefix), ErrAmbiguousID)
+			}
+			st = &states[i]
+		}
+	}
+	return st, nil
 }

@@ -99,8 +99,8 @@ func NewPool(ctx context.Context, ref string, opts *Options, size int) (*Pool, e
 }
 
 // New returns a sandbox of the pool, not yet started. opts may set only
-// what concerns the workload: Args, Env, Dir, User, Stdin, Stdout, Stderr,
-// HandOverStdio, TTY, ExtraFiles, Rlimits, Timeout and Logger; each one set replaces the
+// what concerns the workload: Args, Entrypoint, Env, Dir, User, Stdin, Stdout, Stderr,
+// HandOverStdio, TTY, ExtraFiles, Rlimits, Timeout, Grace and Logger; each one set replaces the
 // pool's. Anything else belongs to the sandboxes the pool has built, and
 // Start reports it as an error. The sandbox's ID is known once Start has
 // returned.
@@ -116,6 +116,9 @@ func (p *Pool) New(opts *Options) *Sandbox {
 		o := &s.opts
 		if opts.Args != nil {
 			o.Args = opts.Args
+		}
+		if opts.Entrypoint != nil {
+			o.Entrypoint = opts.Entrypoint
 		}
 		if opts.Env != nil {
 			o.Env = opts.Env
@@ -149,6 +152,9 @@ func (p *Pool) New(opts *Options) *Sandbox {
 		}
 		if opts.Timeout != 0 {
 			o.Timeout = opts.Timeout
+		}
+		if opts.Grace != 0 {
+			o.Grace = opts.Grace
 		}
 		if opts.Logger != nil {
 			o.Logger = opts.Logger
@@ -495,6 +501,11 @@ func (s *Sandbox) startTaken(ctx, startCtx context.Context) error {
 		spec.Seccomp, spec.SeccompFlags = nil, 0
 	}
 	s.state.Args, s.state.Env, s.state.User, s.state.Dir = s.opts.Args, s.opts.Env, s.opts.User, s.opts.Dir
+	s.state.Name, s.state.Labels = s.opts.Name, s.opts.Labels
+	if err := s.claimName(); err != nil {
+		p.abandon()
+		return err
+	}
 	enc, err := marshalSpec(spec)
 	if err != nil {
 		p.abandon()

@@ -108,6 +108,8 @@ func (s *Sandbox) stopForReset() (<-chan struct{}, *os.File, error) {
 		return nil, nil, fmt.Errorf("a pooled sandbox: %w (take a new one from the pool)", errors.ErrUnsupported)
 	case s.opts.TTY:
 		return nil, nil, fmt.Errorf("a sandbox with a terminal: %w (its session cannot be started again)", errors.ErrUnsupported)
+	case s.opts.Detachable:
+		return nil, nil, fmt.Errorf("a detachable sandbox: %w (its output pipes are its supervisor's)", errors.ErrUnsupported)
 	case s.keepsNetwork() && s.security(&s.opts).UserNamespace != nil && s.opts.Network != nil:
 		// The namespace belongs to the old user namespace, in which a
 		// new init, in a user namespace of its own, has no rights.

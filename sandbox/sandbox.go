@@ -80,14 +80,23 @@ type NamespacePool interface {
 type Options struct {
 	// Args replaces the image's Cmd, as `docker run IMAGE ARGS...` does;
 	// the image's Entrypoint, or Entrypoint below, still runs first, with
-	// Args as its arguments. Empty means the image's Cmd.
+	// Args as its arguments. Empty means the image's Cmd. To run a
+	// command of one's own whatever the image's entrypoint, as a build's
+	// RUN step does, clear it: Entrypoint: []string{}.
 	Args []string
 	// Entrypoint, if not nil, replaces the image's Entrypoint, as `docker
-	// run --entrypoint` does; an empty non-nil slice clears it, so that
-	// Args alone is the command. Setting it also drops the image's Cmd,
-	// as Docker does, unless Args is empty.
-	// (Issue 14 contract: until the goapi branch lands, a non-empty Args
-	// still replaces both.)
+	// run --entrypoint` does, and the command is Entrypoint followed by
+	// Args: the image's Cmd, meant as arguments to its own entrypoint,
+	// is dropped. An empty non-nil slice clears the image's Entrypoint,
+	// so that Args alone is the command, or the image's Cmd if Args is
+	// empty (Docker's --entrypoint ""). In short:
+	//
+	//	Entrypoint      Args   command
+	//	nil             empty  image's Entrypoint + image's Cmd
+	//	nil             set    image's Entrypoint + Args
+	//	[]string{}      empty  image's Cmd
+	//	[]string{}      set    Args
+	//	[]string{e...}  any    e... + Args
 	Entrypoint []string
 	// Name is the sandbox's name, unique among the live sandboxes of its
 	// state directory: Open accepts it wherever it accepts an ID, and
@@ -171,14 +180,19 @@ type Options struct {
 	// Timeout, if positive, sets one deadline, that long after Start is
 	// called, for the start and the workload together: a start not
 	// finished by then is given up, and Start's error wraps
-	// context.DeadlineExceeded; a workload still running then is killed,
-	// and the Result says TimedOut. The time the start took counts: a
-	// sandbox never lives longer than Timeout.
+	// context.DeadlineExceeded; a workload still running then is ended
+	// (see Grace), and the Result says TimedOut. The time the start took
+	// counts: a sandbox never lives longer than Timeout plus Grace.
 	Timeout time.Duration
-	// Grace is how long a workload that Timeout, a cancelled context or
-	// Stop ends is given, between SIGTERM to its processes and SIGKILL
-	// to all of them; 0 means SIGKILL at once. os/exec's WaitDelay is
-	// the model.
+	// Grace is how long a workload that Timeout or the end of Start's
+	// context ends is given to end on its own: it gets SIGTERM (through
+	// its PID 1, which passes it on), and SIGKILL goes to every process
+	// of the sandbox only if it is still running Grace later. 0 means
+	// SIGKILL at once. A workload that handles SIGTERM can so flush and
+	// clean up; the Result still says TimedOut or Canceled, whatever
+	// status it exits with. os/exec's Cmd.Cancel and WaitDelay are the
+	// model. A start that has not finished is given up at once, whatever
+	// Grace says: no workload runs yet. Stop takes a grace of its own.
 	Grace time.Duration
 	// Detachable starts the sandbox so that Supervise can hand it to a
 	// supervisor process that outlives this one: its PID 1 gets no
@@ -346,6 +360,9 @@ type Sandbox struct {
 	rootfsReleased bool            // Reset released the rootfs and has no new one
 	resets         int             // how many times Reset started the workload again
 	recorded       chan struct{}   // closed when the latest workload's record is written
+
+	owner    *os.File // the owner lock on the state directory (ownerlock.go)
+	detached detached // Options.Detachable's (supervise.go)
 }
 
 // New returns a sandbox for the image ref names, not yet started. As with
@@ -378,7 +395,16 @@ func (s *Sandbox) ID() string { return s.id }
 
 // Run starts the sandbox, waits for its workload to end and frees
 // everything it used. Its Result and error are Wait's: a Result is never
-// hidden behind an error.
+// hidden behind an error. So:
+//
+//   - the sandbox could not start: nil Result, and Start's error;
+//   - the workload ran: a Result saying how it ended, whatever its
+//     status (a status other than 0 is no error), and a nil error, or
+//     the error of the teardown after it, which does not change how the
+//     workload ended.
+//
+// Output and CombinedOutput are Run for callers who want the output, and
+// an error when the workload fails.
 func (s *Sandbox) Run(ctx context.Context) (*Result, error) {
 	if err := s.Start(ctx); err != nil {
 		return nil, err
@@ -387,12 +413,15 @@ func (s *Sandbox) Run(ctx context.Context) (*Result, error) {
 }
 
 // Start builds the sandbox and starts its workload, returning once the
-// workload's program is running. Cancelling ctx afterwards kills the
-// sandbox, as exec.CommandContext does; cancelling it before, or
-// Options.Timeout running out before, stops the start, and the error
-// wraps ctx's cause (context.Canceled, context.DeadlineExceeded).
-// Options.Timeout counts from the call of Start, not from the workload's
-// start.
+// workload's program is running. Cancelling ctx afterwards ends the
+// sandbox, as exec.CommandContext does (with Options.Grace: SIGTERM
+// first, SIGKILL once it has passed), and the Result says Canceled;
+// cancelling it before, or Options.Timeout running out before, stops the
+// start at once, and the error wraps ctx's cause (context.Canceled,
+// context.DeadlineExceeded). Options.Timeout counts from the call of
+// Start, not from the workload's start. An error from Start means that
+// no workload ran (it is ErrSetup or ErrExec, with the reason), and that
+// the sandbox holds nothing any more: there is no Result to wait for.
 func (s *Sandbox) Start(ctx context.Context) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -510,6 +539,11 @@ func (s *Sandbox) finishStart(ctx context.Context, p *launched, console *os.File
 		s.undo = append(s.undo, func() error { <-s.recorded; return nil })
 	}
 	p.recorded = recorded
+	if s.opts.Detachable {
+		// Its PID 1 and status pipe wait for Supervise, or for Wait.
+		s.detached.hold(func() { go s.supervise(ctx, p) }, p, s.ptyMaster)
+		return nil
+	}
 	go s.supervise(ctx, p)
 	return nil
 }
@@ -534,6 +568,10 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 			return "", err
 		}
 	}
+	// What the image's entrypoint leaves to run is known now.
+	if _, err := command(&s.opts, s.img.Config.Config.Entrypoint, s.img.Config.Config.Cmd); err != nil {
+		return "", err
+	}
 	cgm := s.opts.Cgroups
 	if cgm == nil {
 		if cgm, err = defaultCgroups(); err != nil {
@@ -552,17 +590,21 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 	if err != nil {
 		return "", err
 	}
+	s.owner = owner
 	s.hold = &rootfsHold{}
 	s.undo = append(s.undo, s.hold.untilClose(owner.Close))
 	if err := os.Chmod(s.stateRoot(), 0o711); err != nil {
 		return "", err
 	}
 	s.undo = append(s.undo, s.hold.untilClose(func() error { return removeStateDir(stateDir) }))
+	if err := s.claimName(); err != nil {
+		return "", err
+	}
 	s.state = State{
 		ID: s.id, Image: s.ref, Args: s.opts.Args, Created: time.Now().UTC(), Host: self(),
 		RootfsKey: "sandbox-" + s.id, Cgroup: s.id, Parent: cgm.Parent(), Volumes: volumeNames(s.opts.Mounts),
 		ImageDigest: s.img.Digest.String(), Env: s.opts.Env, User: s.opts.User, Dir: s.opts.Dir,
-		Pending: true,
+		Name: s.opts.Name, Labels: s.opts.Labels, Pending: true,
 	}
 	if st, ok := s.storage.(*layerfs.Store); ok {
 		s.state.Store = st.Root()
@@ -687,6 +729,11 @@ func (s *Sandbox) launchInit(mode string, sec *security.Config) (*launched, *os.
 	switch {
 	case !standby && !s.opts.TTY && s.resets > 0:
 		std, streams = s.nextStdio()
+	case !standby && !s.opts.TTY && s.opts.Detachable:
+		var err error
+		if std, err = s.detachedStdio(); err != nil {
+			return nil, nil, err
+		}
 	case !standby && !s.opts.TTY:
 		var err error
 		if std, streams, err = pipedStdio(s.opts.Stdin, s.opts.Stdout, s.opts.Stderr, s.opts.HandOverStdio); err != nil {
@@ -735,7 +782,10 @@ func (s *Sandbox) launchInit(mode string, sec *security.Config) (*launched, *os.
 		// grant it the namespace's capabilities.
 		attr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
 	}
-	p, err := launch(mode, s.cg, std, extra, attr)
+	p, err := launchWith(mode, s.cg, std, extra, attr, !s.opts.Detachable)
+	// The process has its own copies of a detachable sandbox's output
+	// pipes' write ends.
+	s.detached.closeWriteEnds()
 	if streams.feed != nil {
 		// The process has its own copy of the pipe's read end.
 		std.in.(*os.File).Close()
@@ -772,6 +822,10 @@ func (s *Sandbox) attachTerminal(console *os.File) error {
 	}
 	s.ptyMaster = master
 	s.undo = append(s.undo, master.Close)
+	if s.opts.Detachable {
+		// The supervisor copies it (Supervise).
+		return nil
+	}
 	s.ttyDone = make(chan struct{})
 	go func() {
 		copyTerminal(s.opts.Stdout, s.ptyMaster)
@@ -821,6 +875,13 @@ func (p *launched) abandon() {
 // namespaces and born into cg. The process waits for its spec, which run
 // sends. extra files follow the spec and status pipes, from fd 5.
 func launch(mode string, cg *cgroup.Cgroup, std stdio, extra []*os.File, attr *syscall.SysProcAttr) (*launched, error) {
+	return launchWith(mode, cg, std, extra, attr, true)
+}
+
+// launchWith is launch, with the parent-death signal optional: a
+// Detachable sandbox's PID 1 must outlive the thread that forked it,
+// which the exec of Supervise ends.
+func launchWith(mode string, cg *cgroup.Cgroup, std stdio, extra []*os.File, attr *syscall.SysProcAttr, pdeathsig bool) (*launched, error) {
 	self, err := nsinit.SelfExe()
 	if err != nil {
 		return nil, err
@@ -854,7 +915,9 @@ func launch(mode string, cg *cgroup.Cgroup, std stdio, extra []*os.File, attr *s
 
 	// If the host dies, so does the sandbox; Recover then reclaims what it
 	// left.
-	attr.Pdeathsig = syscall.SIGKILL
+	if pdeathsig {
+		attr.Pdeathsig = syscall.SIGKILL
+	}
 	files := append([]*os.File{specR, statusW}, extra...)
 	dir, born := cg.V2Dir()
 	if born {
@@ -1000,13 +1063,13 @@ func (s *Sandbox) supervise(ctx context.Context, p *launched) {
 		s.mu.Lock()
 		s.killed.timeout = true
 		s.mu.Unlock()
-		s.kill()
+		s.endWorkload(p)
 		<-ended
 	case <-ctx.Done():
 		s.mu.Lock()
 		s.killed.cancel = true
 		s.mu.Unlock()
-		s.kill()
+		s.endWorkload(p)
 		<-ended
 	}
 	p.statusR.Close()
@@ -1109,7 +1172,9 @@ func (s *Sandbox) cleanup() error {
 // ended, even if the error is not nil: the error then reports a failure
 // after the workload ended (reaping PID 1, or tearing the sandbox down),
 // which does not change the workload's status. A nil Result comes only
-// with an error.
+// with an error, when no workload ran here to wait for: ErrNotStarted
+// (Start not called, or failed), or ErrNotOwner (a handle from Open: Stop
+// waits for its end).
 func (s *Sandbox) Wait() (*Result, error) {
 	s.mu.Lock()
 	started, owned := s.started, s.cmd != nil || s.proc == nil
@@ -1119,6 +1184,9 @@ func (s *Sandbox) Wait() (*Result, error) {
 	}
 	if !owned {
 		return nil, ErrNotOwner
+	}
+	if err := s.detached.watch(); err != nil {
+		return nil, err
 	}
 	<-s.done
 	s.mu.Lock()
@@ -1183,6 +1251,7 @@ func (s *Sandbox) Close() error {
 		// Open's: the sandbox is its starter's to end.
 		return s.proc.Release()
 	}
+	s.detached.watch()
 	select {
 	case <-s.done:
 	default:

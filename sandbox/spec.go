@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path"
@@ -72,7 +71,11 @@ func (s *Sandbox) workloadSpec(rootfs string, sec *security.Config, plan *securi
 	if s.pool != nil {
 		cache = &s.pool.cache
 	}
-	spec, err := s.processSpec(&s.opts, rootfs, sec, plan, cache)
+	args, err := command(&s.opts, s.img.Config.Config.Entrypoint, s.img.Config.Config.Cmd)
+	if err != nil {
+		return nil, err
+	}
+	spec, err := s.processSpec(&s.opts, args, rootfs, sec, plan, cache)
 	if err != nil {
 		return nil, err
 	}
@@ -261,20 +264,13 @@ func (c *specCache) program(stateRoot string, sec *security.Config, caps uint64)
 }
 
 // processSpec describes one process of the sandbox, its workload or one
-// that Exec adds: command, environment, directory, user, and the
+// that Exec adds, that runs args: environment, directory, user, and the
 // privileges sec and plan leave it. cache, if not nil, is the pool's whose
 // sandbox starts (never Exec's, which must see the image as the workload
 // has left it).
-func (s *Sandbox) processSpec(o *Options, rootfs string, sec *security.Config, plan *security.LSMPlan, cache *specCache) (*nsinit.Spec, error) {
+func (s *Sandbox) processSpec(o *Options, args []string, rootfs string, sec *security.Config, plan *security.LSMPlan, cache *specCache) (*nsinit.Spec, error) {
 	cfg := s.img.Config.Config
-	spec := &nsinit.Spec{}
-	spec.Args = o.Args
-	if len(spec.Args) == 0 {
-		spec.Args = append(append([]string(nil), cfg.Entrypoint...), cfg.Cmd...)
-	}
-	if len(spec.Args) == 0 {
-		return nil, errors.New("no command: the image has no Entrypoint or Cmd and Options.Args is empty")
-	}
+	spec := &nsinit.Spec{Args: args}
 
 	spec.Dir = o.Dir
 	if spec.Dir == "" {

@@ -232,7 +232,7 @@ type RecoverResult struct {
 // A RecoverFailure is something Recover found dead but could not
 // reclaim. The next Recover tries again.
 type RecoverFailure struct {
-	What string // "sandbox ID", "rootfs KEY", "cgroup NAME", "rootfs list", "cgroup list" or "networks"
+	What string // "sandbox ID", "rootfs KEY", "cgroup NAME", "rootfs list", "cgroup list", "names" or "networks"
 	Err  error
 }
 
@@ -315,6 +315,12 @@ func Recover(ctx context.Context, opts *Options) (RecoverResult, error) {
 			res.Damaged = append(res.Damaged, d.id)
 		}
 		res.Sandboxes = append(res.Sandboxes, d.id)
+	}
+
+	// Names of sandboxes that are gone, whether reclaimed just now or
+	// long ago.
+	if err := sweepNames(stateDir); err != nil {
+		fail("names", err)
 	}
 
 	// Leftovers with no record at all: from a crash before the record was
@@ -429,8 +435,12 @@ func surveyStateDir(stateDir string) (live map[string]bool, dead []deadSandbox, 
 		}
 		st, damage := readState(dir, e.Name())
 		// Sandboxes of a berth that took no owner lock are alive as
-		// long as the process their record names.
-		if st != nil && st.Alive() {
+		// long as the process their record names. A supervised one's
+		// (Log set) is a berth that takes it, and the program its
+		// supervisor becomes at the end has the supervisor's PID and
+		// start time, and reclaims the sandbox itself: the lock alone
+		// counts.
+		if st != nil && st.Log == "" && st.Alive() {
 			lock.Close()
 			live[e.Name()] = true
 			continue

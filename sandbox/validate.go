@@ -64,7 +64,7 @@ const maxHostname = 64
 // add entries); mounts on /, /proc, /sys, /dev or /dev/pts, or under
 // /proc or /sys, but for bind mounts on the files lxcfs provides
 // (/proc/meminfo and the like, as runc allows), and two mounts on one
-// destination; negative Timeout and DiskQuota, or one below
+// destination; negative Timeout, Grace and DiskQuota, or a DiskQuota below
 // layerfs.MinDiskQuota; Rlimits the kernel does not know or would refuse;
 // Resources the cgroup package refuses, MemoryMax below MinMemory,
 // PidsMax below MinPids, more CPUs than the host has; Ports with no
@@ -80,7 +80,13 @@ func (o *Options) Validate() error {
 }
 
 func (o *Options) validate() error {
-	if err := checkProcess(o.Args, o.Env, o.Dir, o.User); err != nil {
+	if err := checkCommand(o.Entrypoint, o.Args); err != nil {
+		return err
+	}
+	if err := checkProcess(nil, o.Env, o.Dir, o.User); err != nil {
+		return err
+	}
+	if err := checkNameAndLabels(o); err != nil {
 		return err
 	}
 	if o.Hostname != "" {
@@ -98,6 +104,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("DiskQuota %d: a disk quota below the minimum of %d bytes (1 MiB)", o.DiskQuota, layerfs.MinDiskQuota)
 	case o.Timeout < 0:
 		return fmt.Errorf("Timeout %v is negative (0 means none)", o.Timeout)
+	case o.Grace < 0:
+		return fmt.Errorf("Grace %v is negative (0 means SIGKILL at once)", o.Grace)
 	}
 	if err := checkRlimits("Rlimits", o.Rlimits); err != nil {
 		return err
@@ -128,9 +136,15 @@ func (o *Options) validate() error {
 // (The seccomp filter is checked where it is compiled or found:
 // startableProgram.)
 func (s *Sandbox) validate() error {
+	if err := s.checkDetachable(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
+	}
 	if s.pool != nil {
 		o := &s.opts
-		if err := checkProcess(o.Args, o.Env, o.Dir, o.User); err != nil {
+		if err := checkCommand(o.Entrypoint, o.Args); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
+		}
+		if err := checkProcess(nil, o.Env, o.Dir, o.User); err != nil {
 			return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 		}
 		if err := checkRlimits("Rlimits", o.Rlimits); err != nil {
@@ -138,6 +152,12 @@ func (s *Sandbox) validate() error {
 		}
 		if o.Timeout < 0 {
 			return fmt.Errorf("%w: Timeout %v is negative (0 means none)", ErrInvalidOptions, o.Timeout)
+		}
+		if err := checkNameAndLabels(o); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
+		}
+		if o.Grace < 0 {
+			return fmt.Errorf("%w: Grace %v is negative (0 means SIGKILL at once)", ErrInvalidOptions, o.Grace)
 		}
 		return nil
 	}

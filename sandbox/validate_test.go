@@ -46,7 +46,9 @@ var nonsenseOptions = []struct {
 	set  func(*Options)
 	want string
 }{
-	{"empty program", func(o *Options) { o.Args = []string{""} }, "Args[0] is empty"},
+	{"empty program", func(o *Options) { o.Entrypoint, o.Args = []string{}, []string{""} }, "Args[0] is empty"},
+	{"empty entrypoint program", func(o *Options) { o.Entrypoint = []string{""} }, "Entrypoint[0] is empty"},
+	{"negative grace", func(o *Options) { o.Grace = -time.Second }, "Grace -1s is negative"},
 	{"NUL in an argument", func(o *Options) { o.Args = []string{"echo", "a\x00b"} }, "Args[1] \"a\\x00b\" contains a NUL byte"},
 	{"env without =", func(o *Options) { o.Env = []string{"FOO"} }, `Env[0] "FOO" is not NAME=VALUE`},
 	{"env with an empty name", func(o *Options) { o.Env = []string{"A=1", "=value"} }, `Env[1] "=value" has an empty name`},

@@ -50,7 +50,7 @@ Dockerfile.`,
 			if err != nil {
 				return err
 			}
-			sb, err := sandbox.Open(cmd.Context(), args[0], opts)
+			sb, err := sandbox.Open(cmd.Context(), sandboxRef(g.state, args[0]), opts)
 			if errors.Is(err, sandbox.ErrNotRunning) {
 				return fmt.Errorf("%w: berth commit needs a running sandbox", err)
 			}

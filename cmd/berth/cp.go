@@ -62,7 +62,7 @@ setgid bits; copied out, to the user running berth. -a keeps owners
 			if err != nil {
 				return err
 			}
-			sb, err := sandbox.Open(cmd.Context(), id, opts)
+			sb, err := sandbox.Open(cmd.Context(), sandboxRef(g.state, id), opts)
 			if err != nil {
 				return err
 			}

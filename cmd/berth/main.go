@@ -46,7 +46,8 @@ func execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	cmd, err := root.ExecuteContextC(ctx)
+	// run -d starts berth again with the same command line.
+	cmd, err := root.ExecuteContextC(context.WithValue(ctx, argvKey{}, args))
 	if err == nil {
 		return 0
 	}
@@ -131,6 +132,7 @@ exits 125 for a command line it does not understand, and other commands
 	root.AddCommand(newImageCommand(g), newBuildCommand(g), run, exec, newPsCommand(g), newKillCommand(g), newGCCommand(g), newSecurityCommand(), newNetworkCommand(g), newVolumeCommand(g), newPluginCommand(g))
 	root.AddCommand(shipCommands(g)...)
 	root.AddCommand(newCommitCommand(g))
+	root.AddCommand(newStopCommand(g), newRestartCommand(g), newWaitCommand(g), newRmCommand(g), newReapCommand(g))
 	root.AddCommand(newCopyCommand(g))
 	strictUsage(root)
 	return root

@@ -71,6 +71,7 @@ func (f *processFlags) stdin(cmd *cobra.Command) io.Reader {
 func newRunCommand(g *globals) *cobra.Command {
 	var (
 		pf                     processFlags
+		df                     detachFlags
 		sf                     securityFlags
 		nf                     networkFlags
 		plf                    pluginFlags
@@ -104,6 +105,10 @@ func newRunCommand(g *globals) *cobra.Command {
 			}
 			opts.Stdin, opts.Stdout, opts.Stderr = pf.stdin(cmd), cmd.OutOrStdout(), cmd.ErrOrStderr()
 			opts.ReadonlyRootfs, opts.Timeout, opts.TTY = readOnly, timeout, tty
+			if err := df.check(cmd, opts, plf.storage != "" || plf.network != "", commitName); err != nil {
+				return err
+			}
+			opts.Name = df.name
 			if opts.Security, err = sf.config(); err != nil {
 				return usageError{err}
 			}
@@ -156,10 +161,13 @@ func newRunCommand(g *globals) *cobra.Command {
 					return err
 				}
 			}
-			if tty && !term.IsTerminal(int(os.Stdin.Fd())) {
+			if tty && !df.detach && !term.IsTerminal(int(os.Stdin.Fd())) {
 				return invalidFlag("-t: standard input is not a terminal")
 			}
 			image := args[0]
+			if df.detach && detachedChild() && pullPolicy == pullAlways {
+				pullPolicy = pullMissing // pulled by the parent
+			}
 			if s, ok := opts.Storage.(*layerfs.Store); ok {
 				if image, err = ensureImage(cmd.Context(), s, image, pullPolicy, cmd.ErrOrStderr()); err != nil {
 					return err
@@ -182,6 +190,27 @@ func newRunCommand(g *globals) *cobra.Command {
 					return nil
 				}
 			}
+			if df.detach {
+				// Mistakes are the command's to report, at once.
+				if err := opts.Validate(); err != nil {
+					return err
+				}
+				if !detachedChild() {
+					// A missing image, the commonest mistake, too.
+					if s, ok := opts.Storage.(*layerfs.Store); ok {
+						if _, err := s.Image(cmd.Context(), image); err != nil {
+							return missingImageHint(fmt.Errorf("%w: %w", sandbox.ErrSetup, err), image, pullPolicy)
+						}
+					}
+					return startDetached(cmd, g, df.name)
+				}
+				opts.Detachable, opts.Stdin, opts.Stdout, opts.Stderr = true, nil, nil, nil
+				err := runDetachedChild(cmd, g, sandbox.New(image, opts), args[0], opts, &df)
+				return missingImageHint(err, image, pullPolicy)
+			}
+			if err := nameTaken(g.state, df.name); err != nil {
+				return err
+			}
 			closePlugins, err := plf.open(cmd.Context(), g, cmd, opts)
 			defer closePlugins()
 			if err != nil {
@@ -200,6 +229,7 @@ func newRunCommand(g *globals) *cobra.Command {
 	}
 	cmd.Flags().SetInterspersed(false)
 	pf.add(cmd)
+	df.add(cmd)
 	sf.add(cmd)
 	nf.add(cmd)
 	plf.add(cmd)
@@ -400,7 +430,7 @@ func newExecCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			sb, err := sandbox.Open(cmd.Context(), args[0], opts)
+			sb, err := sandbox.Open(cmd.Context(), sandboxRef(g.state, args[0]), opts)
 			if err != nil {
 				return err
 			}
@@ -439,7 +469,7 @@ func newKillCommand(g *globals) *cobra.Command {
 				return err
 			}
 			for _, id := range args {
-				sb, err := sandbox.Open(cmd.Context(), id, opts)
+				sb, err := sandbox.Open(cmd.Context(), sandboxRef(g.state, id), opts)
 				if err != nil {
 					return err
 				}

@@ -45,10 +45,13 @@ func main() {
 		start := time.Now()
 		// What each one runs.
 		res, err := pool.New(&sandbox.Options{
-			Args:    []string{"/bin/sh", "-c", in.Text()},
-			Stdout:  &out,
-			Stderr:  &out,
-			Timeout: *timeout,
+			// The snippet is the command, whatever entrypoint the
+			// image has.
+			Entrypoint: []string{},
+			Args:       []string{"/bin/sh", "-c", in.Text()},
+			Stdout:     &out,
+			Stderr:     &out,
+			Timeout:    *timeout,
 		}).Run(ctx)
 		if err != nil {
 			fmt.Printf("#%d: %v\n", n, err)

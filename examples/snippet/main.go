@@ -29,11 +29,13 @@ func main() {
 
 	var stdout, stderr strings.Builder
 	res, err := sandbox.New(*image, &sandbox.Options{
-		Args:      []string{"/bin/sh", "-c", strings.Join(flag.Args(), " ")},
-		Stdout:    &stdout,
-		Stderr:    &stderr,
-		Resources: &cgroup.Resources{MemoryMax: *memory << 20, PidsMax: 64},
-		Timeout:   *timeout,
+		// The snippet is the command, whatever entrypoint the image has.
+		Entrypoint: []string{},
+		Args:       []string{"/bin/sh", "-c", strings.Join(flag.Args(), " ")},
+		Stdout:     &stdout,
+		Stderr:     &stderr,
+		Resources:  &cgroup.Resources{MemoryMax: *memory << 20, PidsMax: 64},
+		Timeout:    *timeout,
 	}).Run(context.Background())
 	if err != nil {
 		log.Fatal(err)

@@ -60,6 +60,7 @@
 #include <unistd.h>
 
 #include "spec.h"
+#include "supervise.h"
 
 #define SPEC_FD 3
 #define STATUS_FD 4
@@ -1596,10 +1597,16 @@ static void close_host_fds(void) {
 		die("close the host's descriptors");
 }
 
-__attribute__((constructor)) static void berth_nsinit(void) {
+// glibc passes constructors the program's arguments and environment.
+__attribute__((constructor)) static void berth_nsinit(int argc, char **argv, char **envp) {
+	(void)envp;
 	const char *mode = getenv("_BERTH_INIT");
 	if (!mode)
 		return;
+	// The supervisor keeps the descriptors its settings name, wherever
+	// they are, and closes the rest itself.
+	if (strcmp(mode, "supervise") == 0 && argc >= 1)
+		berth_supervise(argv);
 	close_host_fds();
 	if (strcmp(mode, "init") == 0)
 		run_init(0);

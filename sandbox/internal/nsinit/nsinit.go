@@ -39,6 +39,17 @@ const (
 	// sandbox up from a first message on its spec socket, reports Ready,
 	// and starts the workload that a second message names (SendMessage).
 	ModeStandby = "standby"
+	// ModeSupervise is a detached sandbox's supervisor (supervise.c),
+	// which the host process becomes by execve: see the Supervise*
+	// variables for its settings.
+	ModeSupervise = "supervise"
+)
+
+// The supervisor's settings (supervise.c says what they hold).
+const (
+	EnvSupervise     = "_BERTH_SUPERVISE"
+	EnvSuperviseLog  = "_BERTH_SUPERVISE_LOG"
+	EnvSuperviseExit = "_BERTH_SUPERVISE_EXIT"
 )
 
 // MaxStandbyFiles is the most descriptors a standby init's workload

@@ -1,0 +1,460 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/cgroup"
+	"github.com/berth-dev/berth/layerfs"
+	"github.com/berth-dev/berth/netplug"
+)
+
+// berthBinary builds berth once for the tests that need a program of its
+// own: run -d starts its own program again, which a test binary is not.
+var berthBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "berth-detach-test-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "berth")
+	if b, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build berth: %v\n%s", err, b)
+	}
+	return bin, nil
+})
+
+// detachEnv is a cliEnv with busybox:demo too, and berth built.
+type detachEnv struct {
+	*cliEnv
+	bin string
+	t   *testing.T
+}
+
+func newDetachEnv(t *testing.T) *detachEnv {
+	t.Helper()
+	bin, err := berthBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &detachEnv{cliEnv: newCLIEnv(t), bin: bin, t: t}
+	busybox, _ := filepath.Abs("../../../shared/images/busybox-1.38-musl-oci")
+	if _, err := berth(t, e.root, "image", "import", busybox, "--name", "busybox:demo"); err != nil {
+		t.Fatal(err)
+	}
+	// Before the env's gc: whatever a failed test left running goes.
+	t.Cleanup(func() {
+		cs, _ := listContainers(e.state)
+		for _, c := range cs {
+			if _, stderr, code := e.berth("rm", "-f", c.ID); code != 0 {
+				t.Errorf("rm -f %s: %s", c.ID, stderr)
+			}
+		}
+	})
+	return e
+}
+
+func (e *detachEnv) command(args ...string) *exec.Cmd {
+	return exec.Command(e.bin, append([]string{"--root", e.root}, e.args(args...)...)...)
+}
+
+// berth runs berth with the env's flags and args, and returns what it
+// printed and its exit status.
+func (e *detachEnv) berth(args ...string) (stdout, stderr string, code int) {
+	e.t.Helper()
+	cmd := e.command(args...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatal(err)
+	}
+	return out.String(), errOut.String(), code
+}
+
+// must is berth that must succeed.
+func (e *detachEnv) must(args ...string) string {
+	e.t.Helper()
+	out, stderr, code := e.berth(args...)
+	if code != 0 {
+		e.t.Fatalf("berth %s: exit %d: %s", strings.Join(args, " "), code, stderr)
+	}
+	return out
+}
+
+func (e *detachEnv) container(nameOrID string) *containerRecord {
+	e.t.Helper()
+	c, err := loadContainer(e.state, nameOrID)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return c
+}
+
+// log returns the text of container id's log, both files.
+func (e *detachEnv) log(id string) string {
+	dir := containerDir(e.state, id)
+	old, _ := os.ReadFile(filepath.Join(dir, containerLog+".1"))
+	cur, _ := os.ReadFile(filepath.Join(dir, containerLog))
+	return string(old) + string(cur)
+}
+
+// eventually polls cond for up to 20 seconds.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// logLine matches an entry of the supervisor's log with text.
+func logLine(stream, text string) *regexp.Regexp {
+	return regexp.MustCompile(`(?m)^\S+Z ` + stream + ` F ` + regexp.QuoteMeta(text) + `$`)
+}
+
+var idRE = regexp.MustCompile(`^[0-9a-f]{16}\n$`)
+
+// TestDetachedLifecycle is issue 14's story through the real CLI: run -d
+// --name of a server that keeps running after berth has exited, its
+// output in the log and its port answering; a taken name and a bad one
+// refused; stop -t 2 whose TERM the workload's trap sees; wait printing
+// its status; rm leaving nothing behind.
+func TestDetachedLifecycle(t *testing.T) {
+	e := newDetachEnv(t)
+	script := `trap 'echo got TERM; exit 7' TERM; echo started; echo oops >&2; httpd -p 80 -h /; while :; do sleep 0.1; done`
+	out := e.must("run", "-d", "--name", "db", "--net", "bridge", "-p", "127.0.0.1::80", "busybox:demo", "sh", "-c", script)
+	if !idRE.MatchString(out) {
+		t.Fatalf("run -d printed %q, want an ID", out)
+	}
+	id := strings.TrimSpace(out)
+	// berth has exited; the sandbox runs on.
+	if got := e.must("exec", "db", "echo", "hi"); got != "hi\n" {
+		t.Errorf("exec db: %q", got)
+	}
+	if got := e.must("exec", id[:6], "echo", "hi"); got != "hi\n" {
+		t.Errorf("exec by ID prefix: %q", got)
+	}
+	eventually(t, "the output in the log", func() bool {
+		l := e.log(id)
+		return logLine("stdout", "started").MatchString(l) && logLine("stderr", "oops").MatchString(l)
+	})
+	c := e.container("db")
+	if c.ID != id || c.SandboxID != id || c.Status != statusRunning || c.Name != "db" || len(c.Ports) != 1 || c.Ports[0].HostPort == 0 {
+		t.Fatalf("record: %+v", c)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(c.Ports[0].HostPort)))
+	eventually(t, "the published port to answer", func() bool {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			conn.Close()
+		}
+		return err == nil
+	})
+
+	// The name is taken, by a detached container or a foreground one.
+	for _, args := range [][]string{
+		{"run", "-d", "--name", "db", "busybox:demo", "true"},
+		{"run", "--name", "db", "busybox:demo", "true"},
+	} {
+		if _, stderr, code := e.berth(args...); code != 125 || !strings.Contains(stderr, "already in use") {
+			t.Errorf("berth %s: exit %d, %q; want 125 and the name in use", strings.Join(args, " "), code, stderr)
+		}
+	}
+	if _, stderr, code := e.berth("run", "-d", "--name", "../../etc", "busybox:demo", "true"); code != 125 || !strings.Contains(stderr, "--name") {
+		t.Errorf("run -d --name ../../etc: exit %d, %q", code, stderr)
+	}
+	if _, err := os.Lstat(filepath.Join(e.state, "etc")); err == nil {
+		t.Error("a name made a file outside the names directory")
+	}
+
+	if got := e.must("stop", "-t", "2", "db"); got != "db\n" {
+		t.Errorf("stop printed %q", got)
+	}
+	if l := e.log(id); !logLine("stdout", "got TERM").MatchString(l) {
+		t.Errorf("the workload's trap did not run on stop; log:\n%s", l)
+	}
+	if got := e.must("wait", "db"); got != "7\n" {
+		t.Errorf("wait printed %q, want 7", got)
+	}
+	if c := e.container("db"); c.Status != statusExited || c.ExitCode != 7 || !c.Stopped {
+		t.Errorf("record after stop: %+v", c)
+	}
+	if _, _, code := e.berth("exec", "db", "true"); code == 0 {
+		t.Error("exec into a stopped container succeeded")
+	}
+	// The sandbox is gone already: reaped before stop returned.
+	if left := sandboxesLeft(t, e.state); len(left) > 0 {
+		t.Errorf("after stop: %v", left)
+	}
+
+	if got := e.must("rm", "db"); got != "db\n" {
+		t.Errorf("rm printed %q", got)
+	}
+	if left := e.leftBehind(id); len(left) > 0 {
+		t.Errorf("after rm: %s", strings.Join(left, "; "))
+	}
+	if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		conn.Close()
+		t.Error("the published port still answers after rm")
+	}
+	// The name is free again.
+	out = e.must("run", "-d", "--rm", "--name", "db", "busybox:demo", "true")
+	eventually(t, "--rm to remove the container", func() bool {
+		_, err := os.Stat(containerDir(e.state, strings.TrimSpace(out)))
+		return errors.Is(err, os.ErrNotExist)
+	})
+	if left := e.leftBehind(strings.TrimSpace(out)); len(left) > 0 {
+		t.Errorf("after --rm: %s", strings.Join(left, "; "))
+	}
+}
+
+// sandboxesLeft returns the sandboxes' directories in the state directory.
+func sandboxesLeft(t *testing.T, state string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(state)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, e := range entries {
+		if containerIDRE.MatchString(e.Name()) {
+			left = append(left, e.Name())
+		}
+	}
+	return left
+}
+
+// leftBehind lists what of sandbox or container id is left: its
+// container's directory and name, sandbox state, cgroups, rootfs, mounts
+// under the store or the state directory, network attachments.
+func (e *detachEnv) leftBehind(id string) []string {
+	t := e.t
+	t.Helper()
+	var left []string
+	if _, err := os.Stat(containerDir(e.state, id)); !errors.Is(err, os.ErrNotExist) {
+		left = append(left, "container directory")
+	}
+	names, err := os.ReadDir(filepath.Join(containersRoot(e.state), "names"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		left = append(left, "container name "+n.Name())
+	}
+	if s := sandboxesLeft(t, e.state); len(s) > 0 {
+		left = append(left, "sandbox state "+strings.Join(s, " "))
+	}
+	if names, err := os.ReadDir(filepath.Join(e.state, "names")); err == nil && len(names) > 0 {
+		left = append(left, fmt.Sprintf("%d sandbox names", len(names)))
+	}
+	cgm, err := cgroup.NewManager(cgroup.Options{Parent: e.flags[3]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cgs, err := cgm.List(); err != nil {
+		t.Fatal(err)
+	} else if len(cgs) > 0 {
+		left = append(left, "cgroups "+strings.Join(cgs, " "))
+	}
+	store, err := layerfs.Open(e.root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys, err := store.Rootfses(t.Context()); err != nil {
+		t.Fatal(err)
+	} else if len(keys) > 0 {
+		left = append(left, "rootfs "+strings.Join(keys, " "))
+	}
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(mi), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && (strings.HasPrefix(f[4], e.root+"/") || strings.HasPrefix(f[4], e.state+"/")) {
+			left = append(left, "mount "+f[4])
+		}
+	}
+	// The attachment's records (lease, CNI cache), which name the ID.
+	if b, err := exec.Command("grep", "-rl", id, netplug.DefaultRunDir).Output(); err == nil && len(b) > 0 {
+		left = append(left, "network records "+strings.ReplaceAll(strings.TrimSpace(string(b)), "\n", " "))
+	}
+	return left
+}
+
+// The command that starts a detached sandbox is killed with -9 while the
+// sandbox is starting: the sandbox starts all the same, keeps running and
+// logging, and is the container's as usual.
+func TestDetachedSurvivesStarterKill(t *testing.T) {
+	e := newDetachEnv(t)
+	parent := e.command("run", "-d", "--name", "ticker", "busybox:demo", "sh", "-c", `i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.1; done`)
+	if err := parent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// The child has made the container's record: it is starting.
+	var id string
+	eventually(t, "the detached child to start", func() bool {
+		cs, _ := listContainers(e.state)
+		if len(cs) == 1 {
+			id = cs[0].ID
+		}
+		return id != ""
+	})
+	parent.Process.Signal(syscall.SIGKILL)
+	if err := parent.Wait(); err == nil {
+		t.Log("the parent had exited already")
+	}
+	eventually(t, "the container to run", func() bool {
+		c, err := loadContainer(e.state, "ticker")
+		return err == nil && c.Status == statusRunning
+	})
+	ticks := func() int { return len(logLine("stdout", "tick").FindAllString(e.log(id), -1)) }
+	var first int
+	eventually(t, "output in the log", func() bool { first = ticks(); return first > 0 })
+	eventually(t, "more output in the log", func() bool { return ticks() > first })
+	// Its sandbox has no owner but its supervisor, a process with no Go
+	// runtime and no link to the killed command.
+	if got := e.must("exec", "ticker", "echo", "alive"); got != "alive\n" {
+		t.Errorf("exec: %q", got)
+	}
+	e.must("rm", "-f", "ticker")
+	if left := e.leftBehind(id); len(left) > 0 {
+		t.Errorf("after rm -f: %s", strings.Join(left, "; "))
+	}
+}
+
+func TestDetachedRestartPolicies(t *testing.T) {
+	e := newDetachEnv(t)
+	// on-failure:2: two restarts, then it stays exited.
+	id := strings.TrimSpace(e.must("run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox:demo", "sh", "-c", "echo run; exit 3"))
+	if got := e.must("wait", "flaky"); got != "3\n" {
+		t.Errorf("wait: %q", got)
+	}
+	c := e.container("flaky")
+	if c.RestartCount != 2 || c.Status != statusExited || c.ExitCode != 3 {
+		t.Errorf("record: %+v", c)
+	}
+	if n := len(logLine("stdout", "run").FindAllString(e.log(id), -1)); n != 3 {
+		t.Errorf("%d runs in the log, want 3", n)
+	}
+	if left := sandboxesLeft(t, e.state); len(left) > 0 {
+		t.Errorf("sandboxes left: %v", left)
+	}
+	e.must("rm", "flaky")
+
+	// always: restarted until stopped; stop keeps it stopped.
+	e.must("run", "-d", "--name", "loop", "--restart", "always", "busybox:demo", "sh", "-c", "echo run; sleep 0.3; exit 1")
+	eventually(t, "a restart", func() bool { return e.container("loop").RestartCount >= 1 })
+	e.must("stop", "-t", "1", "loop")
+	c = e.container("loop")
+	if c.Status != statusExited || !c.Stopped {
+		t.Errorf("after stop: %+v", c)
+	}
+	count := c.RestartCount
+	time.Sleep(time.Second) // longer than the backoff of the next restart, were there one
+	if c := e.container("loop"); c.Status != statusExited || c.RestartCount != count {
+		t.Errorf("a stopped container was restarted: %+v", c)
+	}
+	// restart starts it again, and a running container is not removed
+	// without -f.
+	e.must("restart", "-t", "0", "loop")
+	if c := e.container("loop"); !c.Running() && c.Status != statusRestarting {
+		t.Errorf("after restart: %+v", c)
+	}
+	if _, stderr, code := e.berth("rm", "loop"); code == 0 || !strings.Contains(stderr, "rm -f") {
+		t.Errorf("rm of a running container: exit %d, %q", code, stderr)
+	}
+	e.must("rm", "-f", "loop")
+	if left := e.leftBehind(c.ID); len(left) > 0 {
+		t.Errorf("after rm -f: %s", strings.Join(left, "; "))
+	}
+}
+
+// Mistakes in run -d's command line are the command's to report, with
+// status 125, before anything starts.
+func TestRunDetachedRefusals(t *testing.T) {
+	e := newCLIEnv(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--restart", "always"}, "only for a detached sandbox"},
+		{[]string{"-d", "--restart", "sometimes"}, "--restart"},
+		{[]string{"-d", "--restart", "on-failure:-1"}, "--restart"},
+		{[]string{"-d", "--rm", "--restart", "always"}, "--rm and --restart"},
+		{[]string{"-d", "-i"}, "-i with -d"},
+		{[]string{"-d", "--timeout", "1s"}, "--timeout with -d"},
+		{[]string{"-d", "--name", "../x"}, "--name"},
+		{[]string{"-d", "--name", "a\nb"}, "--name"},
+		{[]string{"-d", "--name", strings.Repeat("n", 129)}, "--name"},
+	} {
+		args := e.args(append(append([]string{"run"}, c.args...), "alpine:test", "true")...)
+		_, stderr, code := berthExit(t, e.root, args...)
+		if code != 125 || !strings.Contains(stderr, c.want) {
+			t.Errorf("run %s: exit %d, %q; want 125 and %q", strings.Join(c.args, " "), code, stderr, c.want)
+		}
+	}
+	if _, stderr, code := berthExit(t, e.root, e.args("run", "-d", "nope:1", "true")...); code != 125 || !strings.Contains(stderr, "not found") {
+		t.Errorf("run -d of a missing image: exit %d, %q", code, stderr)
+	}
+	if cs, _ := listContainers(e.state); len(cs) > 0 {
+		t.Errorf("refused runs left containers: %v", cs)
+	}
+}
+
+// A container record is JSON a reader can use.
+func TestContainerRecordJSON(t *testing.T) {
+	state := t.TempDir()
+	c := &containerRecord{ID: "0123456789abcdef", Name: "web", Created: time.Now().UTC(), Image: "busybox:demo", Argv: []string{"run", "-d"}, Restart: restartPolicy{Name: "on-failure", MaxRetries: 2}, Status: statusRunning}
+	if err := createContainer(state, c); err != nil {
+		t.Fatal(err)
+	}
+	dup := *c
+	dup.ID = "fedcba9876543210"
+	if err := createContainer(state, &dup); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("a second container named web: %v", err)
+	}
+	if _, err := os.Stat(containerDir(state, dup.ID)); !errors.Is(err, os.ErrNotExist) {
+		t.Error("a refused container left its directory")
+	}
+	b, err := os.ReadFile(filepath.Join(containerDir(state, c.ID), containerConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v map[string]any
+	if err := json.Unmarshal(b, &v); err != nil || v["name"] != "web" || v["status"] != "running" {
+		t.Errorf("config.json: %v %s", err, b)
+	}
+	for _, arg := range []string{"web", "0123", c.ID} {
+		if got, err := loadContainer(state, arg); err != nil || got.ID != c.ID {
+			t.Errorf("loadContainer(%q): %v", arg, err)
+		}
+	}
+	for _, arg := range []string{"012", "../web", "nope"} {
+		if _, err := loadContainer(state, arg); !errors.Is(err, errContainerNotFound) {
+			t.Errorf("loadContainer(%q): %v", arg, err)
+		}
+	}
+	if err := removeContainer(state, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(nameLink(state, "web")); !errors.Is(err, os.ErrNotExist) {
+		t.Error("rm left the name")
+	}
+}

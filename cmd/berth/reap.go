@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/berth-dev/berth/sandbox"
+)
+
+// newReapCommand is what a detached sandbox's supervisor becomes once
+// the workload has ended (see detach.go): it is not for people to run.
+func newReapCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:    reapCommand + " CONTAINER",
+		Short:  "Reclaim a detached sandbox that has ended, and restart or remove its container (run by berth itself)",
+		Hidden: true,
+		Args:   cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return reap(cmd.Context(), g, args[0])
+		},
+	}
+}
+
+// reap reclaims container id's sandbox, records how it ended, and then
+// removes the container (--rm), starts it again (--restart) or leaves it
+// exited.
+func reap(ctx context.Context, g *globals, id string) error {
+	if !containerIDRE.MatchString(id) {
+		return fmt.Errorf("container ID %q: not an ID", id)
+	}
+	// The supervisor let go of the sandbox just before it became this
+	// process: Recover finds it dead, and frees it like any other.
+	rerr := g.recover(ctx)
+	exit, xerr := readExit(g.state, id)
+	var restart bool
+	var backoff time.Duration
+	c, err := updateContainer(g.state, id, func(c *containerRecord) error {
+		c.Finished = time.Now().UTC()
+		switch {
+		case exit != nil:
+			c.ExitCode, c.Signal = exit.ExitCode, exit.Signal
+			if t, err := time.Parse(time.RFC3339Nano, exit.Exited); err == nil {
+				c.Finished = t
+			}
+		default:
+			// No record of the end: the supervisor could not write one.
+			c.ExitCode, c.Signal = 128+int(syscall.SIGKILL), int(syscall.SIGKILL)
+			c.Error = fmt.Sprintf("no exit record: %v", xerr)
+		}
+		if rerr != nil {
+			c.Error = fmt.Sprintf("reclaim: %v", rerr)
+		}
+		restart = !c.Stopped && !c.AutoRemove && c.Restart.shouldRestart(c.ExitCode, c.RestartCount)
+		c.Status = statusExited
+		if restart {
+			c.Status = statusRestarting
+			backoff = restartBackoff(c)
+			c.RestartCount++
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if c.AutoRemove {
+		return removeContainer(g.state, id)
+	}
+	if !restart {
+		return nil
+	}
+	// A crash loop costs a start every backoff, at most.
+	select {
+	case <-time.After(backoff):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// This process becomes the child that starts the container again;
+	// it checks, under the record's lock, that no stop came meanwhile.
+	child := childCommand(c.Argv, id, "")
+	if c.Dir != "" {
+		if err := os.Chdir(c.Dir); err != nil {
+			return markFailed(g, id, fmt.Errorf("restart: %w", err))
+		}
+	}
+	err = syscall.Exec("/proc/self/exe", child.Args, child.Env)
+	return markFailed(g, id, fmt.Errorf("restart: %w", err))
+}
+
+// markFailed records that container id could not be started again.
+func markFailed(g *globals, id string, err error) error {
+	updateContainer(g.state, id, func(c *containerRecord) error {
+		c.Status, c.Error = statusExited, err.Error()
+		return nil
+	})
+	return err
+}
+
+// restartBackoff is how long the reaper waits before starting c again:
+// 100 ms, doubled at each restart up to a minute, as Docker does; back
+// to 100 ms when the last run lasted ten seconds or more.
+func restartBackoff(c *containerRecord) time.Duration {
+	const base, most = 100 * time.Millisecond, time.Minute
+	if !c.Started.IsZero() && c.Finished.Sub(c.Started) >= 10*time.Second {
+		return base
+	}
+	d := base << min(c.RestartCount, 10)
+	return min(d, most)
+}
+
+// recover reclaims the dead sandboxes of the state directory, as berth
+// gc does, and the cgroup parent if it is left empty.
+func (g *globals) recover(ctx context.Context) error {
+	opts, err := g.sandboxOptions()
+	if err != nil {
+		return err
+	}
+	store, err := g.store()
+	if err != nil {
+		return err
+	}
+	opts.Storage = store
+	opts.Backends = pluginBackends{g: g, store: store}
+	if opts.Networks, err = g.networks(); err != nil {
+		return err
+	}
+	_, err = sandbox.Recover(ctx, opts)
+	opts.Cgroups.RemoveParent()
+	return err
+}
