@@ -26,6 +26,16 @@ type ExecOptions struct {
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 	HandOverStdio  bool
+	// TTY gives the process a terminal of its own, made in the
+	// sandbox's devpts, as its standard streams (and its controlling
+	// terminal), as `docker exec -t` does: Stdin is its input and
+	// Stdout gets all it writes, standard error included; Stderr is not
+	// used. HandOverStdio must be unset.
+	TTY bool
+	// Resize, with TTY, carries the sizes the terminal is to take, the
+	// caller's own terminal's as it changes (SIGWINCH). Exec reads it
+	// until the process ends.
+	Resize <-chan TerminalSize
 }
 
 // Exec runs another process in the running sandbox, in all its namespaces
@@ -93,7 +103,24 @@ func (s *Sandbox) Exec(ctx context.Context, o *ExecOptions) (*Result, error) {
 		spec.Namespaces |= unix.CLONE_NEWUSER
 	}
 
-	std, streams, err := pipedStdio(o.Stdin, o.Stdout, o.Stderr, o.HandOverStdio)
+	extra := []*os.File{pidfile}
+	var console *os.File
+	in, out, errw := o.Stdin, o.Stdout, o.Stderr
+	if o.TTY {
+		// The helper makes the terminal and sends its master over the
+		// console socket at fd 5; the pidfd follows.
+		ours, theirs, err := consoleSocket()
+		if err != nil {
+			return nil, fmt.Errorf("sandbox %s exec: %w", s.id, setupError(err))
+		}
+		defer theirs.Close()
+		console = ours
+		defer console.Close()
+		extra = []*os.File{theirs, pidfile}
+		spec.PidFD, spec.TTY = 6, true
+		in, out, errw = nil, nil, nil
+	}
+	std, streams, err := pipedStdio(in, out, errw, o.HandOverStdio)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %s exec: %w", s.id, setupError(err))
 	}
@@ -106,8 +133,12 @@ func (s *Sandbox) Exec(ctx context.Context, o *ExecOptions) (*Result, error) {
 	// Once the process has ended (p.cmd.Wait), only what its output
 	// pipes hold is copied, whatever it left behind.
 	defer outs.finish()
-	p, err := launch(nsinit.ModeExec, s.cg, std, []*os.File{pidfile}, &syscall.SysProcAttr{})
+	p, err := launch(nsinit.ModeExec, s.cg, std, extra, &syscall.SysProcAttr{})
 	outs.closeWriteEnds()
+	if len(extra) > 1 {
+		// The helper has its own copy.
+		extra[0].Close()
+	}
 	if streams.feed != nil {
 		// The process has its own copy of the pipe's read end.
 		std.in.(*os.File).Close()
@@ -121,6 +152,17 @@ func (s *Sandbox) Exec(ctx context.Context, o *ExecOptions) (*Result, error) {
 	}
 	pidfile.Close()
 	res := &Result{Started: p.started}
+	if console != nil {
+		term, err := attachExecTerminal(console, o)
+		if err != nil {
+			p.cmd.Process.Kill()
+			p.statusR.Close()
+			p.cmd.Wait()
+			return nil, fmt.Errorf("sandbox %s exec: %w", s.id, setupError(err))
+		}
+		// Once the process has ended, only what the terminal holds.
+		defer term.finish()
+	}
 
 	ended := make(chan nsinit.Status, 1)
 	go func() {

@@ -606,6 +606,7 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 		ImageDigest: s.img.Digest.String(), Env: s.opts.Env, User: s.opts.User, Dir: s.opts.Dir,
 		Name: s.opts.Name, Labels: s.opts.Labels, Pending: true,
 	}
+	s.state.Mounts, s.state.Resources = s.opts.Mounts, s.opts.Resources
 	if st, ok := s.storage.(*layerfs.Store); ok {
 		s.state.Store = st.Root()
 	}

@@ -46,6 +46,11 @@ type State struct {
 	// Log is the file a supervisor keeps the workload's output in (see
 	// Supervise and ReadLog), once the sandbox is supervised.
 	Log string `json:"log,omitempty"`
+	// Mounts and Resources are Options.Mounts and Options.Resources as
+	// the caller gave them (the limits before the security preset's
+	// defaults, which Security holds), for berth inspect and stats.
+	Mounts    []Mount           `json:"mounts,omitempty"`
+	Resources *cgroup.Resources `json:"resources,omitempty"`
 
 	// What Exec from another process needs to start processes the way
 	// the sandbox's own were.

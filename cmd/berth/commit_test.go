@@ -31,7 +31,7 @@ func TestCommitCommand(t *testing.T) {
 	var id string
 	for deadline := time.Now().Add(30 * time.Second); id == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		out, _ := berth(t, root, append(g, "ps")...)
-		if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) == 2 && strings.Contains(lines[1], "running") {
+		if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) == 2 && strings.Contains(lines[1], " Up ") {
 			id = strings.Fields(lines[1])[0]
 		}
 	}

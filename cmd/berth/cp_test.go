@@ -28,7 +28,7 @@ func TestCopyCommand(t *testing.T) {
 	var id string
 	for deadline := time.Now().Add(10 * time.Second); id == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		out, _, _ := run("ps")
-		if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) == 2 && strings.Contains(lines[1], "running") {
+		if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) == 2 && strings.Contains(lines[1], " Up ") {
 			if _, _, code := run("exec", strings.Fields(lines[1])[0], "test", "-L", "/out"); code == 0 {
 				id = strings.Fields(lines[1])[0]
 			}

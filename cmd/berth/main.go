@@ -134,6 +134,7 @@ exits 125 for a command line it does not understand, and other commands
 	root.AddCommand(newCommitCommand(g))
 	root.AddCommand(newStopCommand(g), newRestartCommand(g), newWaitCommand(g), newRmCommand(g), newReapCommand(g))
 	root.AddCommand(newCopyCommand(g))
+	root.AddCommand(newLogsCommand(g), newInspectCommand(g), newPortCommand(g), newTopCommand(g), newStatsCommand(g))
 	strictUsage(root)
 	return root
 }

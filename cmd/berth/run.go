@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -416,7 +415,10 @@ func parseVolume(v string) (sandbox.Mount, error) {
 }
 
 func newExecCommand(g *globals) *cobra.Command {
-	var pf processFlags
+	var (
+		pf  processFlags
+		tty bool
+	)
 	cmd := &cobra.Command{
 		Use:   "exec [flags] SANDBOX COMMAND [ARG...]",
 		Short: "Run another command in a running sandbox",
@@ -434,10 +436,18 @@ func newExecCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := sb.Exec(cmd.Context(), &sandbox.ExecOptions{
+			eo := &sandbox.ExecOptions{
 				Args: args[1:], Env: env, Dir: pf.dir, User: pf.user,
 				Stdin: pf.stdin(cmd), Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(),
-			})
+			}
+			if tty {
+				restore, err := execTerminal(eo)
+				if err != nil {
+					return err
+				}
+				defer restore()
+			}
+			res, err := sb.Exec(cmd.Context(), eo)
 			res, err = workloadResult(res, err, cmd.ErrOrStderr())
 			if err != nil {
 				return err
@@ -450,6 +460,7 @@ func newExecCommand(g *globals) *cobra.Command {
 	}
 	cmd.Flags().SetInterspersed(false)
 	pf.add(cmd)
+	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "give the command a terminal")
 	return cmd
 }
 
@@ -495,53 +506,6 @@ func parseSignal(s string) (syscall.Signal, error) {
 		}
 	}
 	return 0, fmt.Errorf("unknown signal %q", s)
-}
-
-func newPsCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "ps",
-		Short: "List sandboxes",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			records, err := sandbox.ReadRecords(g.state)
-			if err != nil {
-				return err
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 3, ' ', 0)
-			fmt.Fprintln(tw, "ID\tIMAGE\tCOMMAND\tCREATED\tSTATUS")
-			for _, r := range records {
-				fmt.Fprintln(tw, psLine(r))
-			}
-			return tw.Flush()
-		},
-	}
-}
-
-// psLine is the line of `berth ps` for r. A sandbox whose record cannot
-// be read is listed all the same, with what is wrong, so that it is not
-// overlooked.
-func psLine(r sandbox.Record) string {
-	id := r.ID[:min(12, len(r.ID))]
-	st := r.State
-	if st == nil {
-		status := "dead, damaged record (berth gc reclaims it)"
-		if r.Owned {
-			status = "starting, or damaged record (owner alive)"
-		}
-		why := strings.TrimPrefix(r.Err.Error(), sandbox.ErrDamagedState.Error()+": ")
-		return fmt.Sprintf("%s\t?\t?\t?\t%s: %s", id, status, clip.Cut(why, 80))
-	}
-	status := "running"
-	switch {
-	case !r.Owned:
-		status = "dead (berth gc reclaims it)"
-	case st.Pending:
-		status = "starting, or waiting in a pool"
-	case st.Exited():
-		status = "exited, rootfs kept by its owner"
-	}
-	return fmt.Sprintf("%s\t%s\t%s\t%s ago\t%s", id, clip.Cut(st.Image, 40), clip.Cut(strings.Join(st.Args, " "), 60),
-		time.Since(st.Created).Round(time.Second), status)
 }
 
 func newGCCommand(g *globals) *cobra.Command {

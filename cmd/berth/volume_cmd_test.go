@@ -36,7 +36,7 @@ func TestVolumeCommands(t *testing.T) {
 		out, _, _ := run("ps")
 		lines := strings.Split(strings.TrimSpace(out), "\n")
 		_, err := os.Stat(filepath.Join(e.root, "volumes", "data", "f"))
-		if len(lines) == 2 && strings.Contains(lines[1], "running") && err == nil {
+		if len(lines) == 2 && strings.Contains(lines[1], " Up ") && err == nil {
 			id = strings.Fields(lines[1])[0]
 		}
 	}

@@ -31,6 +31,7 @@
 #include <linux/close_range.h>
 #include <linux/filter.h>
 #include <linux/openat2.h>
+#include <linux/magic.h>
 #include <linux/seccomp.h>
 #include <net/if.h>
 #include <sched.h>
@@ -54,6 +55,7 @@
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/vfs.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -1320,6 +1322,8 @@ static int block_signals(void) {
 	return sfd;
 }
 
+static void give_terminal(struct spec *s, int master, int slave);
+
 // make_terminal opens a terminal in the sandbox's own devpts, so that the
 // workload sees it at a /dev/pts path that exists for it, and hands the
 // master side to the host over the socket at fd 5.
@@ -1335,8 +1339,14 @@ static void make_terminal(struct spec *s) {
 	int slave = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
 	if (slave < 0)
 		die("open %s", path);
+	give_terminal(s, master, slave);
+}
+
+// give_terminal makes slave the workload's terminal, owned by its user,
+// and sends master to the host over the socket at fd 5.
+static void give_terminal(struct spec *s, int master, int slave) {
 	if (fchown(slave, s->uid, (gid_t)-1) < 0)
-		die("chown %s", path);
+		die("chown the terminal");
 	char byte = 0;
 	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
 	union {
@@ -1355,6 +1365,38 @@ static void make_terminal(struct spec *s) {
 	close(master);
 	close(CONSOLE_FD);
 	s->tty_slave = slave;
+}
+
+// make_exec_terminal is make_terminal for a process joining a running
+// sandbox, whose workload has had time to put what it likes at /dev/ptmx
+// and under /dev/pts: a symbolic link out of the sandbox, a FIFO that
+// would hold this process forever in open, another device. So no link is
+// followed, the open does not wait, what was opened must be the ptmx
+// device of a devpts, and the terminal's other side comes from the
+// master itself (TIOCGPTPEER), not from a path.
+static void make_exec_terminal(struct spec *s) {
+	int master = (int)openat2_(AT_FDCWD, "/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC,
+	                           RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+	if (master < 0)
+		die("open the sandbox's /dev/pts/ptmx");
+	struct stat st;
+	struct statfs sfs;
+	if (fstat(master, &st) < 0 || fstatfs(master, &sfs) < 0)
+		die("stat /dev/pts/ptmx");
+	if (!S_ISCHR(st.st_mode) || major(st.st_rdev) != 5 || minor(st.st_rdev) != 2 || sfs.f_type != DEVPTS_SUPER_MAGIC) {
+		errno = EPERM;
+		die("the sandbox's /dev/pts/ptmx is not a devpts ptmx");
+	}
+	int flags = fcntl(master, F_GETFL);
+	if (flags < 0 || fcntl(master, F_SETFL, flags & ~O_NONBLOCK) < 0)
+		die("set up terminal");
+	int unlock = 0;
+	if (ioctl(master, TIOCSPTLCK, &unlock) < 0)
+		die("set up terminal");
+	int slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (slave < 0)
+		die("open the terminal");
+	give_terminal(s, master, slave);
 }
 
 static struct spec *load_spec(void) {
@@ -1571,6 +1613,8 @@ static void run_exec(void) {
 	close(s->target_pidfd);
 	if (chdir("/") < 0)
 		die("chdir /");
+	if (s->tty)
+		make_exec_terminal(s);
 	int sfd = block_signals();
 	pid_t pid = start(s, 0);
 	reap(pid, sfd);
