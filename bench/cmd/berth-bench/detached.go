@@ -35,7 +35,8 @@ type Detached struct {
 	StartSeconds float64 `json:"seconds_to_start_all"`
 	StartP50     float64 `json:"start_p50_ms"`
 	StartP99     float64 `json:"start_p99_ms"`
-	// RemoveSeconds is the time of one `berth rm -f` of all N.
+	// RemoveSeconds is the time of one `berth rm -f` of all N, until
+	// the last of their reapers has exited.
 	RemoveSeconds float64 `json:"seconds_to_remove_all"`
 	Error         string  `json:"error,omitempty"`
 }
@@ -177,6 +178,12 @@ func (e *env) measureDetached(ctx context.Context, n int) (d Detached) {
 		d.Error = err.Error()
 		return d
 	}
+	// rm -f returns once each reaper has recorded its sandbox's end,
+	// after reclaiming it; the reapers then exit.
+	if err := awaitGone(ctx, boxes, time.Minute); err != nil {
+		d.Error = err.Error()
+		return d
+	}
 	d.RemoveSeconds = time.Since(t).Seconds()
 	if err := c.leftovers(boxes); err != nil {
 		d.Error = "berth rm -f left something behind: " + err.Error()
@@ -254,6 +261,25 @@ func (c detachedCLI) boxes(ids []string) (boxes []detachedBox, waiting string, e
 		boxes = append(boxes, b)
 	}
 	return boxes, "", nil
+}
+
+// awaitGone waits until the supervisors of boxes (by then their
+// reapers) have exited.
+func awaitGone(ctx context.Context, boxes []detachedBox, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for _, b := range boxes {
+		for b.supervisor.alive() {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("sandbox %s: its supervisor or reaper %d still runs %v after berth rm -f", b.id, b.supervisor.pid, timeout)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+	return nil
 }
 
 // leftovers checks, after `berth rm -f`, that the removed sandboxes left
@@ -366,6 +392,12 @@ func (c detachedCLI) sweep() error {
 		}
 	}
 	// What rm -f could not remove: kill it, then let gc reclaim it.
+	// The reapers of what it removed exit on their own.
+	var owners []detachedBox
+	for _, st := range states {
+		owners = append(owners, detachedBox{id: st.ID, supervisor: process{st.Host.PID, st.Host.StartTime}})
+	}
+	awaitGone(ctx, owners, 10*time.Second)
 	states, _ = sandbox.ReadStates(c.state)
 	killCgroupProcs(c.cgParent)
 	for _, st := range states {

@@ -218,7 +218,7 @@ func (r *Results) detachedMarkdown(b *strings.Builder) {
 	}
 	b.WriteString("\n## 3b. host memory per idle detached sandbox (`berth run -d alpine sleep 1000`)\n\n" +
 		"A detached sandbox keeps two processes on the host: its supervisor (which holds its output and exit status) and its PID 1. " +
-		"PSS and RSS are per sandbox; total is both PSS plus kmem. Start is N `berth run -d` one after another; remove is one `berth rm -f` of all N.\n\n")
+		"PSS and RSS are per sandbox; total is both PSS plus kmem. Start is N `berth run -d` one after another; remove is one `berth rm -f` of all N, until the last reaper has exited.\n\n")
 	b.WriteString("| N | supervisor PSS KiB | supervisor RSS KiB | PID 1 PSS KiB | PID 1 RSS KiB | kmem KiB | total KiB | start all s | run -d p50 ms | p99 ms | rm -f all s | result |\n" +
 		"| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
 	for _, d := range r.Detached {
