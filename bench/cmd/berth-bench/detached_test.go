@@ -9,13 +9,11 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/berth-dev/berth/layerfs"
 )
 
 // detachedEnv is the part of the harness's env the detached scenario
-// uses: a store holding alpine:bench, the berth command built from this
-// tree, and a cgroup parent of the test's own.
+// uses: the image tarball, the berth command built from this tree, and a
+// cgroup parent of the test's own.
 func detachedEnv(t *testing.T) *env {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -31,13 +29,6 @@ func detachedEnv(t *testing.T) *env {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	e := &env{tmp: t.TempDir(), tarball: tarball, cgParent: fmt.Sprintf("berth-bench-test-%d", os.Getpid())}
-	store, err := layerfs.Open(filepath.Join(e.tmp, "store"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := store.Import(ctx, tarball, &layerfs.ImportOptions{Name: "alpine:bench"}); err != nil {
-		t.Fatal(err)
-	}
 	e.berthBin = filepath.Join(e.tmp, "berth")
 	if out, err := exec.CommandContext(ctx, goTool(), "build", "-o", e.berthBin, "github.com/berth-dev/berth/cmd/berth").CombinedOutput(); err != nil {
 		t.Fatalf("build berth: %v: %s", err, out)
@@ -90,6 +81,9 @@ func TestDetachedLeftoversAndSweep(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	c := e.detachedCLI()
+	if err := c.importImage(ctx, e.tarball); err != nil {
+		t.Fatal(err)
+	}
 	out, err := c.run(ctx, time.Minute, "run", "-d", "alpine:bench", "sleep", "1000")
 	if err != nil {
 		t.Fatal(err)
