@@ -46,6 +46,9 @@ type Detached struct {
 // processes' PSS and its cgroup's kernel memory.
 func (d Detached) PSS() float64 { return d.SupervisorPSS + d.InitPSS + max(d.KernelKB, 0) }
 
+// detachedNotePrefix begins the notes of scenario 3b.
+const detachedNotePrefix = "detached sandboxes (3b): "
+
 // scenarioDetached starts N idle detached sandboxes through the berth
 // command, as a user would (`berth run -d alpine sleep 1000`), measures
 // what the host keeps for them, then removes them all with one
@@ -62,7 +65,7 @@ func scenarioDetached(ctx context.Context, e *env, cfg config, res *Results) err
 		}
 		res.Detached = append(res.Detached, d)
 	}
-	e.note("detached sandboxes (3b) are started one after another by `berth run -d` with a state directory and cgroup parent of their own, and removed by one `berth rm -f` of them all; the supervisor is the process that stays behind for each, the parent of its PID 1")
+	e.note(detachedNotePrefix + "started one after another by `berth run -d` with a state directory and cgroup parent of their own, and removed by one `berth rm -f` of them all; the supervisor is the process that stays behind for each, the parent of its PID 1")
 	return ctx.Err()
 }
 

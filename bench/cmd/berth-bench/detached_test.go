@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -129,5 +130,103 @@ func TestPrintedID(t *testing.T) {
 		if (err == nil) != c.ok || got != c.want {
 			t.Errorf("printedID(%q) = %q, %v; want %q, ok=%v", c.out, got, err, c.want, c.ok)
 		}
+	}
+}
+
+// TestMergeDetached: a -detached only run lands in section 3b of the
+// complete run already in the output directory, and nowhere else.
+func TestMergeDetached(t *testing.T) {
+	dir := t.TempDir()
+	only := &Results{Mode: "full", DetachedOnly: true, Detached: []Detached{{N: 1000, SupervisorPSS: 100}},
+		Notes: []string{"setup note", detachedNotePrefix + "how"}}
+	if got := only.mergeDetached(dir); got != only {
+		t.Error("merged with a results.json that does not exist")
+	}
+	prev := &Results{Mode: "quick", Memory: []Memory{{Tool: "berth (Go API)", N: 100}},
+		Detached: []Detached{{N: 100}}, Notes: []string{"old note", detachedNotePrefix + "how"}}
+	b, err := json.Marshal(prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := only.mergeDetached(dir)
+	if got.DetachedOnly || got.Mode != "quick" || len(got.Memory) != 1 {
+		t.Errorf("the previous run's sections are not kept: %+v", got)
+	}
+	if len(got.Detached) != 1 || got.Detached[0].N != 1000 {
+		t.Errorf("section 3b is not the new run's: %+v", got.Detached)
+	}
+	md := got.markdown()
+	for _, want := range []string{"## 3. host memory", "## 3b.", "| 1000 |", "old note", "later run (-detached only, full mode"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("results.md lacks %q", want)
+		}
+	}
+	if n := strings.Count(md, detachedNotePrefix+"how"); n != 1 {
+		t.Errorf("the scenario's note appears %d times", n)
+	}
+	if strings.Contains(md, "setup note") {
+		t.Error("the -detached only run's other notes were merged")
+	}
+
+	prev.PluginsOnly = true
+	b, _ = json.Marshal(prev)
+	os.WriteFile(filepath.Join(dir, "results.json"), b, 0o644)
+	if got := only.mergeDetached(dir); got != only {
+		t.Error("merged into a -plugins only run")
+	}
+}
+
+// TestBoxesWaitsForTheSupervisor: a sandbox is measured only once its
+// owner is the single-threaded C supervisor and the parent of its PID 1,
+// never while the owner is still the Go child `run -d` forked.
+func TestBoxesWaitsForTheSupervisor(t *testing.T) {
+	const id = "0123456789abcdef"
+	state := t.TempDir()
+	c := detachedCLI{state: state}
+	child := exec.Command("sleep", "100")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { child.Process.Kill(); child.Wait() }()
+	record := func(host, init int) {
+		t.Helper()
+		hostStart, err := startTime(host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		initStart, _ := startTime(init)
+		st := map[string]any{"id": id, "host": map[string]any{"pid": host, "startTime": hostStart}}
+		if init != 0 {
+			st["init"] = map[string]any{"pid": init, "startTime": initStart}
+		}
+		b, _ := json.Marshal(st)
+		if err := os.MkdirAll(filepath.Join(state, id), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(state, id, "state.json"), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	record(os.Getpid(), 0)
+	if _, waiting, err := c.boxes([]string{id[:12]}); err != nil || !strings.Contains(waiting, "not recorded") {
+		t.Errorf("no PID 1 yet: waiting %q, err %v", waiting, err)
+	}
+	// This test's process, a Go program, owns the sandbox: not yet the
+	// supervisor.
+	record(os.Getpid(), child.Process.Pid)
+	if _, waiting, err := c.boxes([]string{id[:12]}); err != nil || !strings.Contains(waiting, "threads") {
+		t.Errorf("a multi-threaded owner: waiting %q, err %v", waiting, err)
+	}
+	// An owner that is not PID 1's parent is wrong, not early.
+	record(child.Process.Pid, child.Process.Pid)
+	if _, _, err := c.boxes([]string{id[:12]}); err == nil || !strings.Contains(err.Error(), "child of") {
+		t.Errorf("an owner that is not PID 1's parent: err %v", err)
+	}
+	if _, _, err := c.boxes([]string{"fedcba987654"}); err == nil || !strings.Contains(err.Error(), "no record") {
+		t.Errorf("an ID with no record: err %v", err)
 	}
 }

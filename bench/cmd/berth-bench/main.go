@@ -154,6 +154,9 @@ func run(ctx context.Context, cfg config) (err error) {
 	}
 	res.DurationSeconds = time.Since(began).Seconds()
 	res.Notes = e.notes
+	if res.DetachedOnly {
+		res = res.mergeDetached(*outDir)
+	}
 	return res.write(*outDir)
 }
 

@@ -53,6 +53,30 @@ func (r *Results) write(dir string) error {
 	return nil
 }
 
+// mergeDetached returns the results already in dir with section 3b
+// replaced by r's, so that a -detached only run lands next to the
+// figures it is compared with; or r itself if dir holds no complete run.
+func (r *Results) mergeDetached(dir string) *Results {
+	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		return r
+	}
+	var prev Results
+	if err := json.Unmarshal(b, &prev); err != nil || prev.PluginsOnly || prev.DetachedOnly {
+		return r
+	}
+	prev.Detached = r.Detached
+	prev.Notes = slices.DeleteFunc(prev.Notes, func(n string) bool { return strings.HasPrefix(n, detachedNotePrefix) })
+	for _, n := range r.Notes {
+		if strings.HasPrefix(n, detachedNotePrefix) && !slices.Contains(prev.Notes, n) {
+			prev.Notes = append(prev.Notes, n)
+		}
+	}
+	prev.Notes = append(prev.Notes, fmt.Sprintf("%ssection 3b comes from a later run (-detached only, %s mode, %s, %.0f s); the other sections from the run above",
+		detachedNotePrefix, r.Mode, r.Started.Format(time.RFC3339), r.DurationSeconds))
+	return &prev
+}
+
 func writeChart(path string, c *bench.Chart) error {
 	f, err := os.Create(path)
 	if err != nil {
