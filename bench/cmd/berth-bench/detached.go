@@ -30,7 +30,10 @@ type Detached struct {
 	SupervisorRSS float64 `json:"supervisor_rss_kib"`
 	InitPSS       float64 `json:"init_pss_kib"`
 	InitRSS       float64 `json:"init_rss_kib"`
-	KernelKB      float64 `json:"kmem_kib_per_sandbox"` // -1: not readable
+	// Private is both processes' private memory (Private_Clean and
+	// Private_Dirty of smaps): the floor PSS nears as N grows.
+	Private  float64 `json:"private_kib_per_sandbox"`
+	KernelKB float64 `json:"kmem_kib_per_sandbox"` // -1: not readable
 	// StartSeconds is the time to start all N, one `berth run -d` after
 	// another; StartP50 and StartP99 are one command's, in ms.
 	StartSeconds float64 `json:"seconds_to_start_all"`
@@ -176,13 +179,14 @@ func (e *env) measureDetached(ctx context.Context, n int) (d Detached) {
 		d.Error = err.Error()
 		return d
 	}
-	var supPSS, supRSS, initPSS, initRSS, kmem int
+	var supPSS, supRSS, initPSS, initRSS, private, kmem int
 	kmemOK := true
 	for _, b := range boxes {
 		ps, rs := smaps(b.supervisor.pid)
 		supPSS, supRSS = supPSS+ps, supRSS+rs
 		ps, rs = smaps(b.init.pid)
 		initPSS, initRSS = initPSS+ps, initRSS+rs
+		private += privateKiB(b.supervisor.pid) + privateKiB(b.init.pid)
 		k := kmemKiB(b.init.pid)
 		if k < 0 {
 			kmemOK = false
@@ -193,6 +197,7 @@ func (e *env) measureDetached(ctx context.Context, n int) (d Detached) {
 	d.Procs = 2
 	d.SupervisorPSS, d.SupervisorRSS = float64(supPSS)/f, float64(supRSS)/f
 	d.InitPSS, d.InitRSS = float64(initPSS)/f, float64(initRSS)/f
+	d.Private = float64(private) / f
 	if kmemOK {
 		d.KernelKB = float64(kmem) / f
 	}

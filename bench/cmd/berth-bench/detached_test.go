@@ -60,7 +60,7 @@ func TestDetachedScenario(t *testing.T) {
 		t.Fatalf("scenario failed: %s", d.Error)
 	}
 	t.Logf("%+v", d)
-	if d.SupervisorRSS <= 0 || d.InitRSS <= 0 || d.SupervisorPSS <= 0 || d.InitPSS <= 0 {
+	if d.SupervisorRSS <= 0 || d.InitRSS <= 0 || d.SupervisorPSS <= 0 || d.InitPSS <= 0 || d.Private <= 0 {
 		t.Errorf("a host-side process was not measured: %+v", d)
 	}
 	if d.StartSeconds <= 0 || d.RemoveSeconds <= 0 {

@@ -108,6 +108,25 @@ func smaps(pid int) (pss, rss int) {
 	return pss, rss
 }
 
+// privateKiB is the memory a process has to itself (Private_Clean +
+// Private_Dirty, in KiB): what its PSS comes down to when many processes
+// share the rest.
+func privateKiB(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && (f[0] == "Private_Clean:" || f[0] == "Private_Dirty:") {
+			v, _ := strconv.Atoi(f[1])
+			n += v
+		}
+	}
+	return n
+}
+
 // memoryCgroup is the memory cgroup path of pid ("" if none): its v1
 // memory hierarchy's where there is one (hybrid and v1 hosts), else its
 // cgroup2 path.

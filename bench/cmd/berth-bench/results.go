@@ -242,12 +242,12 @@ func (r *Results) detachedMarkdown(b *strings.Builder) {
 	}
 	b.WriteString("\n## 3b. host memory per idle detached sandbox (`berth run -d alpine sleep 1000`)\n\n" +
 		"A detached sandbox keeps two processes on the host: its supervisor (which holds its output and exit status) and its PID 1. " +
-		"PSS and RSS are per sandbox; total is both PSS plus kmem. Start is N `berth run -d` one after another; remove is one `berth rm -f` of all N, until the last reaper has exited.\n\n")
-	b.WriteString("| N | supervisor PSS KiB | supervisor RSS KiB | PID 1 PSS KiB | PID 1 RSS KiB | kmem KiB | total KiB | start all s | run -d p50 ms | p99 ms | rm -f all s | result |\n" +
-		"| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+		"PSS and RSS are per sandbox; total is both PSS plus kmem; private is what the two processes have to themselves (smaps Private_Clean + Private_Dirty), the floor their PSS nears as N grows. Start is N `berth run -d` one after another; remove is one `berth rm -f` of all N, until the last reaper has exited.\n\n")
+	b.WriteString("| N | supervisor PSS KiB | supervisor RSS KiB | PID 1 PSS KiB | PID 1 RSS KiB | private KiB | kmem KiB | total KiB | start all s | run -d p50 ms | p99 ms | rm -f all s | result |\n" +
+		"| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
 	for _, d := range r.Detached {
 		if d.Error != "" && d.SupervisorRSS == 0 {
-			fmt.Fprintf(b, "| %d | – | – | – | – | – | – | – | – | – | – | FAILED: %s |\n", d.N, cell(d.Error))
+			fmt.Fprintf(b, "| %d | – | – | – | – | – | – | – | – | – | – | – | FAILED: %s |\n", d.N, cell(d.Error))
 			continue
 		}
 		kmem := "–"
@@ -258,7 +258,7 @@ func (r *Results) detachedMarkdown(b *strings.Builder) {
 		if d.Error != "" {
 			result = "FAILED: " + cell(d.Error)
 		}
-		fmt.Fprintf(b, "| %d | %.0f | %.0f | %.0f | %.0f | %s | %.0f | %.1f | %.1f | %.1f | %.1f | %s |\n", d.N, d.SupervisorPSS, d.SupervisorRSS,
-			d.InitPSS, d.InitRSS, kmem, d.PSS(), d.StartSeconds, d.StartP50, d.StartP99, d.RemoveSeconds, result)
+		fmt.Fprintf(b, "| %d | %.0f | %.0f | %.0f | %.0f | %.0f | %s | %.0f | %.1f | %.1f | %.1f | %.1f | %s |\n", d.N, d.SupervisorPSS, d.SupervisorRSS,
+			d.InitPSS, d.InitRSS, d.Private, kmem, d.PSS(), d.StartSeconds, d.StartP50, d.StartP99, d.RemoveSeconds, result)
 	}
 }
