@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -24,6 +25,9 @@ import (
 // BERTH_TEST_SV_SCRIPT with the test's directory at /x, prints "ok <ID>",
 // and becomes the sandbox's supervisor.
 func supervisedProcess() int {
+	if os.Args[len(os.Args)-1] == "berth-test-reap" {
+		return reaperProcess()
+	}
 	store, err := layerfs.Open(os.Getenv("BERTH_TEST_STORE"), nil)
 	if err != nil {
 		fmt.Println(err)
@@ -47,7 +51,11 @@ func supervisedProcess() int {
 		return 1
 	}
 	cfg := &SuperviseConfig{Log: filepath.Join(dir, "log"), Exit: filepath.Join(dir, "exit.json")}
-	if then := os.Getenv("BERTH_TEST_SV_THEN"); then != "" {
+	switch then := os.Getenv("BERTH_TEST_SV_THEN"); then {
+	case "":
+	case "reap":
+		cfg.Then = []string{os.Args[0], "-test.run=^$", "berth-test-reap"}
+	default:
 		cfg.Then = []string{then, filepath.Join(dir, "then.out")}
 	}
 	if n := os.Getenv("BERTH_TEST_SV_LOGMAX"); n != "" {
@@ -59,6 +67,24 @@ func supervisedProcess() int {
 	sb.Kill()
 	sb.Close()
 	return 1
+}
+
+// reaperProcess is the Then program of TestSuperviseThenRecovers, run by
+// the supervisor: it reclaims the sandbox with Recover, as berth's reaper
+// does, and says what it found in then.out.
+func reaperProcess() int {
+	store, err := layerfs.Open(os.Getenv("BERTH_TEST_STORE"), nil)
+	if err != nil {
+		return 1
+	}
+	cgm, err := cgroup.NewManager(cgroup.Options{Parent: os.Getenv("BERTH_TEST_CGROUP_PARENT")})
+	if err != nil {
+		return 1
+	}
+	res, err := Recover(context.Background(), &Options{Storage: store, Cgroups: cgm, StateDir: os.Getenv("BERTH_TEST_STATE")})
+	msg := fmt.Sprintf("recovered %v %v", res.Sandboxes, err)
+	os.WriteFile(filepath.Join(os.Getenv("BERTH_TEST_SV_DIR"), "then.out"), []byte(msg), 0o600)
+	return 0
 }
 
 // A supervised is a sandbox that a supervisor process holds.
@@ -93,6 +119,9 @@ func startSupervised(t testing.TB, script string, env ...string) *supervised {
 		"BERTH_TEST_STATE="+sv.stateDir, "BERTH_TEST_CGROUP_PARENT="+parent,
 		"BERTH_TEST_SV_DIR="+sv.dir, "BERTH_TEST_SV_SCRIPT="+script, "BERTH_TEST_SV_THEN="+then)
 	cmd.Env = append(cmd.Env, env...)
+	if slices.Contains(env, "BERTH_TEST_SV_THEN=reap") {
+		cmd.Env = slices.DeleteFunc(cmd.Env, func(e string) bool { return e == "BERTH_TEST_SV_THEN="+then })
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -260,6 +289,34 @@ func TestSupervise(t *testing.T) {
 		t.Errorf("log entries %q, want %q", got, want)
 	}
 	sv.assertReclaimed(t)
+}
+
+// Then, the host program itself as berth's reaper is, reclaims the
+// sandbox with Recover: the supervisor has let go of the owner lock, and
+// the record, whose host process has Then's PID and start time, does not
+// keep the sandbox alive.
+func TestSuperviseThenRecovers(t *testing.T) {
+	sv := startSupervised(t, "echo done", "BERTH_TEST_SV_THEN=reap")
+	sv.wait(t)
+	if st := sv.exitStatus(t); st.ExitCode != 0 {
+		t.Errorf("exit status %+v", st)
+	}
+	then, err := os.ReadFile(filepath.Join(sv.dir, "then.out"))
+	if want := fmt.Sprintf("recovered [%s] <nil>", sv.id); err != nil || string(then) != want {
+		t.Errorf("Then: %q %v, want %q", then, err, want)
+	}
+	if names := cgroupsLeft(t, sv.cgm); len(names) > 0 {
+		t.Errorf("cgroups left: %v", names)
+	}
+	if left := stateLeft(t, sv.stateDir); len(left) > 0 {
+		t.Errorf("state left: %v", left)
+	}
+	if mounts := mountsUnder(t, sv.stateDir); len(mounts) > 0 {
+		t.Errorf("mounts left in the state directory: %v", mounts)
+	}
+	if slices.Contains(rootfsesLeft(t), "sandbox-"+sv.id) {
+		t.Errorf("rootfs of %s left in the store", sv.id)
+	}
 }
 
 // A supervisor killed with SIGKILL drops the owner lock with it: Recover
@@ -469,4 +526,89 @@ func smapsRollup(t testing.TB, pid int, priv *int) (pss, rss int) {
 		}
 	}
 	return pss, rss
+}
+
+// What a Detachable sandbox cannot have is refused before anything is
+// made.
+func TestDetachableOptions(t *testing.T) {
+	for name, set := range map[string]func(*Options){
+		"Stdout":     func(o *Options) { o.Stdout = new(strings.Builder) },
+		"Stderr":     func(o *Options) { o.Stderr = new(strings.Builder) },
+		"Stdin":      func(o *Options) { o.Stdin = strings.NewReader("") },
+		"Timeout":    func(o *Options) { o.Timeout = time.Minute },
+		"KeepRootfs": func(o *Options) { o.KeepRootfs = true },
+	} {
+		sb := New("alpine:test", opts(func(o *Options) {
+			o.Args = []string{"true"}
+			o.Detachable = true
+			set(o)
+		}))
+		err := sb.Start(context.Background())
+		if !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), name) {
+			t.Errorf("Detachable with %s: %v, want ErrInvalidOptions naming it", name, err)
+		}
+		sb.Close()
+	}
+}
+
+// A Detachable sandbox that is waited for instead of supervised works as
+// any other, its output discarded; Supervise refuses bad settings with
+// the sandbox still its caller's, and a sandbox already waited for.
+func TestDetachableWithoutSupervise(t *testing.T) {
+	dir := t.TempDir()
+	sb := New("alpine:test", opts(func(o *Options) {
+		// More output than a pipe holds: nothing may wait for a reader.
+		o.Args = []string{"sh", "-c", "head -c 1000000 /dev/zero; exit 4"}
+		o.Detachable = true
+	}))
+	if err := sb.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	then := filepath.Join(dir, "then")
+	os.WriteFile(then, []byte("#!/bin/sh\n"), 0o755)
+	log, exit := filepath.Join(dir, "log"), filepath.Join(dir, "exit.json")
+	for _, c := range []struct {
+		name string
+		cfg  *SuperviseConfig
+	}{
+		{"no config", nil},
+		{"relative log", &SuperviseConfig{Log: "log", Exit: exit}},
+		{"no exit", &SuperviseConfig{Log: log}},
+		{"log is exit", &SuperviseConfig{Log: log, Exit: log}},
+		{"exit is the rotated log", &SuperviseConfig{Log: log, Exit: log + ".1"}},
+		{"no log directory", &SuperviseConfig{Log: filepath.Join(dir, "none", "log"), Exit: exit}},
+		{"small bound", &SuperviseConfig{Log: log, Exit: exit, LogMaxBytes: 100}},
+		{"relative Then", &SuperviseConfig{Log: log, Exit: exit, Then: []string{"then"}}},
+		{"missing Then", &SuperviseConfig{Log: log, Exit: exit, Then: []string{filepath.Join(dir, "none")}}},
+		{"Then a directory", &SuperviseConfig{Log: log, Exit: exit, Then: []string{dir}}},
+	} {
+		if err := sb.Supervise(c.cfg); err == nil {
+			t.Fatalf("%s: Supervise returned no error", c.name)
+		} else {
+			t.Logf("%s: %v", c.name, err)
+		}
+	}
+	if err := sb.Reset(context.Background()); !errors.Is(err, errors.ErrUnsupported) {
+		t.Errorf("Reset: %v, want ErrUnsupported", err)
+	}
+	// The workload blocks on its full pipe until Wait discards its
+	// output.
+	r, err := sb.Wait()
+	if err != nil || r.ExitCode != 4 {
+		t.Errorf("Wait: %+v %v, want the workload's exit 4", r, err)
+	}
+	if err := sb.Supervise(&SuperviseConfig{Log: log, Exit: exit}); err == nil {
+		t.Error("Supervise after Wait returned no error")
+	}
+
+	// Supervise is for Detachable sandboxes only.
+	plain := New("alpine:test", opts(func(o *Options) { o.Args = []string{"sleep", "100"} }))
+	if err := plain.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	if err := plain.Supervise(&SuperviseConfig{Log: log, Exit: exit}); !errors.Is(err, ErrInvalidOptions) {
+		t.Errorf("Supervise of a sandbox not Detachable: %v", err)
+	}
 }
