@@ -153,11 +153,11 @@ func (s *Sandbox) validate() error {
 		if o.Timeout < 0 {
 			return fmt.Errorf("%w: Timeout %v is negative (0 means none)", ErrInvalidOptions, o.Timeout)
 		}
-		if err := checkNameAndLabels(o); err != nil {
-			return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
-		}
 		if o.Grace < 0 {
 			return fmt.Errorf("%w: Grace %v is negative (0 means SIGKILL at once)", ErrInvalidOptions, o.Grace)
+		}
+		if err := checkNameAndLabels(o); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 		}
 		return nil
 	}
@@ -177,12 +177,6 @@ func (o *ExecOptions) validate() error {
 	}
 	if err := checkProcess(o.Args, o.Env, o.Dir, o.User); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
-	}
-	if o.TTY && o.HandOverStdio {
-		return fmt.Errorf("%w: TTY with HandOverStdio: the terminal is the process's standard streams", ErrInvalidOptions)
-	}
-	if o.Resize != nil && !o.TTY {
-		return fmt.Errorf("%w: Resize without TTY", ErrInvalidOptions)
 	}
 	return nil
 }

@@ -73,7 +73,10 @@ type containerRecord struct {
 	// last one once it has exited.
 	SandboxID    string `json:"sandboxId,omitempty"`
 	RestartCount int    `json:"restartCount"`
-	Status       string `json:"status"`
+	// Generation counts the starts asked for: a start's child goes
+	// ahead only if it is the latest (see envContainer).
+	Generation int    `json:"generation"`
+	Status     string `json:"status"`
 	// Stopped means `berth stop` (or rm, or restart) ended it: a restart
 	// policy does not start it again.
 	Stopped  bool      `json:"stopped,omitempty"`

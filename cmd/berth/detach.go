@@ -42,7 +42,10 @@ const (
 	// or empty for a child that reports to no one (a restart).
 	envDetached = "_BERTH_DETACHED"
 	// envContainer names the container a child starts again, instead
-	// of making a new one.
+	// of making a new one, as ID/GENERATION: the start the record asks
+	// for (containerRecord.Generation), so that of two starts of one
+	// container (the reaper's and berth restart's) only the one asked
+	// for last goes ahead.
 	envContainer = "_BERTH_CONTAINER"
 	// reapCommand is the hidden command the supervisor becomes.
 	reapCommand = "reap-container"
@@ -252,7 +255,7 @@ func runDetachedChild(cmd *cobra.Command, g *globals, sb *sandbox.Sandbox, image
 		syscall.CloseOnExec(n)
 		defer report.Close()
 	}
-	existing := os.Getenv(envContainer)
+	existing, generation, _ := strings.Cut(os.Getenv(envContainer), "/")
 	os.Unsetenv(envDetached)
 	os.Unsetenv(envContainer)
 	// A parent killed meanwhile makes writes fail, which changes nothing:
@@ -283,7 +286,7 @@ func runDetachedChild(cmd *cobra.Command, g *globals, sb *sandbox.Sandbox, image
 		}
 	} else {
 		_, err := updateContainer(g.state, id, func(c *containerRecord) error {
-			if c.Stopped || c.Status != statusRestarting {
+			if c.Stopped || c.Status != statusRestarting || strconv.Itoa(c.Generation) != generation {
 				return errNotRestarting
 			}
 			c.SandboxID, c.Status, c.Error = sb.ID(), statusCreated, ""
@@ -298,7 +301,9 @@ func runDetachedChild(cmd *cobra.Command, g *globals, sb *sandbox.Sandbox, image
 			removeContainer(g.state, id)
 		} else {
 			updateContainer(g.state, id, func(c *containerRecord) error {
-				c.Status, c.ExitCode, c.Error, c.Finished = statusExited, exitCode(cmd, err), err.Error(), time.Now().UTC()
+				if c.SandboxID == sb.ID() {
+					c.Status, c.ExitCode, c.Error, c.Finished = statusExited, exitCode(cmd, err), err.Error(), time.Now().UTC()
+				}
 				return nil
 			})
 		}
@@ -320,8 +325,10 @@ func runDetachedChild(cmd *cobra.Command, g *globals, sb *sandbox.Sandbox, image
 		// Stopped or removed while it started: it goes.
 		sb.Close()
 		updateContainer(g.state, id, func(c *containerRecord) error {
-			c.Status, c.Finished = statusExited, time.Now().UTC()
-			c.ExitCode, c.Signal = 128+int(syscall.SIGKILL), int(syscall.SIGKILL)
+			if c.SandboxID == sb.ID() {
+				c.Status, c.Finished = statusExited, time.Now().UTC()
+				c.ExitCode, c.Signal = 128+int(syscall.SIGKILL), int(syscall.SIGKILL)
+			}
 			return nil
 		})
 		return fail(err)

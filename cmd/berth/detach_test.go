@@ -12,7 +12,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,21 +19,8 @@ import (
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/netplug"
+	"github.com/berth-dev/berth/sandbox"
 )
-
-// berthBinary builds berth once for the tests that need a program of its
-// own: run -d starts its own program again, which a test binary is not.
-var berthBinary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "berth-detach-test-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "berth")
-	if b, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build berth: %v\n%s", err, b)
-	}
-	return bin, nil
-})
 
 // detachEnv is a cliEnv with busybox:demo too, and berth built.
 type detachEnv struct {
@@ -45,10 +31,7 @@ type detachEnv struct {
 
 func newDetachEnv(t *testing.T) *detachEnv {
 	t.Helper()
-	bin, err := berthBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := buildBerth(t)
 	e := &detachEnv{cliEnv: newCLIEnv(t), bin: bin, t: t}
 	busybox, _ := filepath.Abs("../../../shared/images/busybox-1.38-musl-oci")
 	if _, err := berth(t, e.root, "image", "import", busybox, "--name", "busybox:demo"); err != nil {
@@ -196,6 +179,12 @@ func TestDetachedLifecycle(t *testing.T) {
 	if c := e.container("db"); c.Status != statusExited || c.ExitCode != 7 || !c.Stopped {
 		t.Errorf("record after stop: %+v", c)
 	}
+	if ps := e.must("ps", "-a"); !regexp.MustCompile(`(?m)^` + id[:12] + ` .*Exited \(7\).* db$`).MatchString(ps) {
+		t.Errorf("ps -a does not show db exited with 7:\n%s", ps)
+	}
+	if logs := e.must("logs", "db"); !strings.Contains(logs, "started\n") || !strings.Contains(logs, "got TERM\n") {
+		t.Errorf("logs db: %q", logs)
+	}
 	if _, _, code := e.berth("exec", "db", "true"); code == 0 {
 		t.Error("exec into a stopped container succeeded")
 	}
@@ -324,7 +313,8 @@ func TestDetachedSurvivesStarterKill(t *testing.T) {
 		c, err := loadContainer(e.state, "ticker")
 		return err == nil && c.Status == statusRunning
 	})
-	ticks := func() int { return len(logLine("stdout", "tick").FindAllString(e.log(id), -1)) }
+	tick := regexp.MustCompile(`(?m)^\S+Z stdout F tick [0-9]+$`)
+	ticks := func() int { return len(tick.FindAllString(e.log(id), -1)) }
 	var first int
 	eventually(t, "output in the log", func() bool { first = ticks(); return first > 0 })
 	eventually(t, "more output in the log", func() bool { return ticks() > first })
@@ -456,5 +446,71 @@ func TestContainerRecordJSON(t *testing.T) {
 	}
 	if _, err := os.Lstat(nameLink(state, "web")); !errors.Is(err, os.ErrNotExist) {
 		t.Error("rm left the name")
+	}
+}
+
+// Two run -d --name at once: one gets the name, the other is refused.
+func TestDetachedNameRace(t *testing.T) {
+	e := newDetachEnv(t)
+	type result struct {
+		out, stderr string
+		code        int
+	}
+	results := make(chan result, 2)
+	for range 2 {
+		go func() {
+			cmd := e.command("run", "-d", "--name", "same", "busybox:demo", "sleep", "100")
+			var out, errOut bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &errOut
+			err := cmd.Run()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			} else if err != nil {
+				code = -1
+			}
+			results <- result{out.String(), errOut.String(), code}
+		}()
+	}
+	a, b := <-results, <-results
+	if a.code != 0 {
+		a, b = b, a
+	}
+	if a.code != 0 || !idRE.MatchString(a.out) || b.code != 125 || !strings.Contains(b.stderr, "already in use") {
+		t.Errorf("two run -d --name same: %+v and %+v; want one ID and one refusal", a, b)
+	}
+	if cs, _ := listContainers(e.state); len(cs) != 1 {
+		t.Errorf("%d containers, want 1", len(cs))
+	}
+}
+
+// A supervisor killed with -9 leaves a container whose record says it
+// runs, and a sandbox with no owner: stop reclaims it (as berth gc would)
+// and records the end, and rm leaves nothing.
+func TestDetachedSupervisorKilled(t *testing.T) {
+	e := newDetachEnv(t)
+	id := strings.TrimSpace(e.must("run", "-d", "--name", "orphan", "busybox:demo", "sleep", "100"))
+	states, err := sandbox.ReadStates(e.state)
+	if err != nil || len(states) != 1 || states[0].ID != id {
+		t.Fatalf("records: %v %+v", err, states)
+	}
+	supervisor := states[0].Host.PID
+	// The child that started the sandbox becomes its supervisor, with
+	// the same PID, just after run -d returns.
+	eventually(t, "the supervisor", func() bool {
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", supervisor))
+		return strings.HasPrefix(string(comm), "berth-supervise")
+	})
+	if err := syscall.Kill(supervisor, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	e.must("stop", "orphan")
+	c := e.container("orphan")
+	if c.Status != statusExited || c.Error == "" {
+		t.Errorf("record: %+v", c)
+	}
+	e.must("rm", "orphan")
+	if left := e.leftBehind(id); len(left) > 0 {
+		t.Errorf("after rm: %s", strings.Join(left, "; "))
 	}
 }

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
 	"github.com/berth-dev/berth/sandbox"
@@ -48,19 +50,30 @@ func execTerminal(eo *sandbox.ExecOptions) (restore func(), err error) {
 			}
 		}
 	}()
-	var old *term.State
-	if eo.Stdin != nil {
-		if old, err = term.MakeRaw(fd); err != nil {
-			signal.Stop(winch)
-			close(done)
-			return nil, err
+	// The process's terminal has done the output processing (a newline
+	// made \r\n) already: berth's must not do it again. Without -i,
+	// only that: keys stay berth's, Ctrl-C among them.
+	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err == nil {
+		raw := *old
+		raw.Oflag &^= unix.OPOST
+		if eo.Stdin != nil {
+			raw.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
+			raw.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
+			raw.Cflag &^= unix.CSIZE | unix.PARENB
+			raw.Cflag |= unix.CS8
+			raw.Cc[unix.VMIN], raw.Cc[unix.VTIME] = 1, 0
 		}
+		err = unix.IoctlSetTermios(fd, unix.TCSETS, &raw)
+	}
+	if err != nil {
+		signal.Stop(winch)
+		close(done)
+		return nil, fmt.Errorf("-t: set up the terminal: %w", err)
 	}
 	return func() {
 		signal.Stop(winch)
 		close(done)
-		if old != nil {
-			term.Restore(fd, old)
-		}
+		unix.IoctlSetTermios(fd, unix.TCSETS, old)
 	}, nil
 }

@@ -85,7 +85,7 @@ func TestExitCodes(t *testing.T) {
 		{"no such program", e.args("run", "alpine:test", "nosuchprog"), 127, false, "nosuchprog"},
 		{"program not executable", e.args("run", "alpine:test", "/etc/passwd"), 126, false, "permission denied"},
 
-		{"missing image", e.args("run", "nope:1", "true"), 125, true, `"nope:1": not found`},
+		{"missing image", e.args("run", "nope:1", "true"), 125, true, `image "nope:1" not found in the store; berth pull nope:1 gets it`},
 		{"unknown user", e.args("run", "-u", "nobodyx", "alpine:test", "true"), 125, true, `"nobodyx"`},
 		{"missing volume source", e.args("run", "-v", "/does/not/exist:/x", "alpine:test", "true"), 125, true, "/does/not/exist"},
 		{"bad volume name", e.args("run", "-v", "bad..name!:/x", "alpine:test", "true"), 125, true, "volume name"},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -106,7 +107,6 @@ func (g *globals) stopSandbox(ctx context.Context, id string, grace time.Duratio
 	if err != nil {
 		return err
 	}
-	ended := func() bool { return g.sandboxEnded(ctx, id, c) }
 	sb, err := sandbox.Open(ctx, id, opts)
 	switch {
 	case errors.Is(err, sandbox.ErrNotRunning), errors.Is(err, sandbox.ErrNotFound) && c != nil:
@@ -116,18 +116,8 @@ func (g *globals) stopSandbox(ctx context.Context, id string, grace time.Duratio
 		return err
 	}
 	defer sb.Close()
-	if grace > 0 {
-		if err := sb.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, sandbox.ErrNotRunning) {
-			return err
-		}
-		if waitUntil(ctx, grace, ended) {
-			return g.awaitReaped(ctx, id, c)
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-	}
-	if err := sb.Kill(); err != nil && !errors.Is(err, sandbox.ErrNotRunning) {
+	// TERM, grace, KILL; it returns once PID 1 has exited.
+	if err := sb.Stop(ctx, grace); err != nil && !errors.Is(err, sandbox.ErrNotRunning) {
 		return err
 	}
 	return g.awaitReaped(ctx, id, c)
@@ -200,23 +190,6 @@ func (g *globals) owned(id string) bool {
 	return false
 }
 
-// waitUntil polls cond until it holds (true) or d has passed (false).
-func waitUntil(ctx context.Context, d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return false
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(pollInterval):
-		}
-	}
-}
-
 func newRestartCommand(g *globals) *cobra.Command {
 	var seconds int
 	cmd := &cobra.Command{
@@ -256,6 +229,7 @@ func (g *globals) startAgain(cmd *cobra.Command, id string) error {
 			return fmt.Errorf("container %s: already running", id)
 		}
 		c.Stopped, c.Status = false, statusRestarting
+		c.Generation++
 		return nil
 	})
 	if err != nil {
@@ -266,7 +240,7 @@ func (g *globals) startAgain(cmd *cobra.Command, id string) error {
 		return err
 	}
 	defer r.Close()
-	child := childCommand(c.Argv, id, "3")
+	child := childCommand(c.Argv, id+"/"+strconv.Itoa(c.Generation), "3")
 	child.Dir = c.Dir
 	child.ExtraFiles = []*os.File{w}
 	err = child.Start()

@@ -205,9 +205,13 @@ func (g *globals) attachments(ctx context.Context, id string) ([]*netplug.Attach
 }
 
 // ports returns l's published ports, with their host ports: the live
-// sandbox's from netplug, or those the container record kept.
+// sandbox's from netplug, or those the container record kept. A sandbox
+// that is not running publishes none, as Docker shows it.
 func (g *globals) ports(ctx context.Context, l *listed) []netplug.PortMapping {
-	if l.SandboxID != "" && l.State == "running" {
+	if l.State != "running" {
+		return nil
+	}
+	if l.SandboxID != "" {
 		if atts, err := g.attachments(ctx, l.SandboxID); err == nil && len(atts) > 0 {
 			var ps []netplug.PortMapping
 			for _, a := range atts {

@@ -33,6 +33,7 @@ func main() {
 // around containers expect. Any other status is the workload's.
 const (
 	exitFailure  = 1   // a command other than run or exec failed
+	exitTimedOut = 124 // run's --timeout ran out, as timeout(1) says
 	exitSetup    = 125 // the command line was not understood, or the sandbox could not be made
 	exitCannot   = 126 // the program could not be run
 	exitNotFound = 127 // there is no such program
@@ -116,7 +117,8 @@ func newRootCommand() *cobra.Command {
 
 Exit status: run and exec exit with their workload's status, or 125 if
 berth could not make the sandbox (or start the process), 126 if the
-program cannot be run and 127 if there is no such program. Every command
+program cannot be run and 127 if there is no such program; run exits 124
+if its --timeout ran out, as timeout(1) does. Every command
 exits 125 for a command line it does not understand, and other commands
 1 when they fail.`,
 		SilenceUsage:  true,

@@ -26,7 +26,7 @@ type networkFlags struct {
 
 func (f *networkFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.net, "net", "none", "network: none, host, bridge, the name of a network (berth network create), or container:ID to share a running sandbox's")
-	cmd.Flags().StringArrayVarP(&f.ports, "publish", "p", nil, "publish a port: [HOSTIP:][HOSTPORT:]PORT[/udp]")
+	cmd.Flags().StringArrayVarP(&f.ports, "publish", "p", nil, "publish a port: [HOSTIP:][HOSTPORT:]PORT[/udp]; without HOSTPORT, berth picks a free one and prints it on stderr")
 	cmd.Flags().StringArrayVar(&f.dns, "dns", nil, "a DNS server for the sandbox (instead of the host's)")
 	cmd.Flags().StringArrayVar(&f.aliases, "network-alias", nil, "another name the sandbox has on its network")
 	cmd.Flags().StringArrayVar(&f.addHosts, "add-host", nil, "add NAME:IP to the sandbox's /etc/hosts")
@@ -154,6 +154,7 @@ func newNetworkCommand(g *globals) *cobra.Command {
 		},
 	}
 	cmd.AddCommand(create, ls, rm)
+	cmd.AddCommand(networkAttachCommands()...)
 	return cmd
 }
 

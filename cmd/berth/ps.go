@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"text/template"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -200,7 +201,7 @@ func (g *globals) psRow(ctx context.Context, l *listed, noTrunc bool) *psRow {
 	if noTrunc {
 		r.Command = cell(command, 4096)
 	} else {
-		r.Command = cell(command, 40)
+		r.Command = cell(truncate(command, 30), 64)
 	}
 	if l.Problem != "" {
 		r.Image, r.Command = "?", "?"
@@ -323,4 +324,13 @@ func parseFilters(filters []string) (func(*listed) bool, error) {
 			}) &&
 			anyOf("status", func(v string) bool { return l.State == v })
 	}, nil
+}
+
+// truncate cuts s to n runes, with an ellipsis if it was longer, as
+// Docker's ps does its commands.
+func truncate(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n-1]) + "…"
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -61,6 +62,7 @@ func reap(ctx context.Context, g *globals, id string) error {
 			c.Status = statusRestarting
 			backoff = restartBackoff(c)
 			c.RestartCount++
+			c.Generation++
 		}
 		return nil
 	})
@@ -81,7 +83,7 @@ func reap(ctx context.Context, g *globals, id string) error {
 	}
 	// This process becomes the child that starts the container again;
 	// it checks, under the record's lock, that no stop came meanwhile.
-	child := childCommand(c.Argv, id, "")
+	child := childCommand(c.Argv, id+"/"+strconv.Itoa(c.Generation), "")
 	if c.Dir != "" {
 		if err := os.Chdir(c.Dir); err != nil {
 			return markFailed(g, id, fmt.Errorf("restart: %w", err))

@@ -21,6 +21,7 @@ import (
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/internal/clip"
 	"github.com/berth-dev/berth/layerfs"
+	"github.com/berth-dev/berth/netplug"
 	"github.com/berth-dev/berth/plugin"
 	"github.com/berth-dev/berth/sandbox"
 )
@@ -70,6 +71,7 @@ func (f *processFlags) stdin(cmd *cobra.Command) io.Reader {
 func newRunCommand(g *globals) *cobra.Command {
 	var (
 		pf                     processFlags
+		wf                     workloadFlags
 		df                     detachFlags
 		sf                     securityFlags
 		nf                     networkFlags
@@ -99,6 +101,9 @@ func newRunCommand(g *globals) *cobra.Command {
 				return err
 			}
 			opts.Args, opts.Dir, opts.User, opts.Hostname = args[1:], pf.dir, pf.user, hostname
+			if err := wf.apply(cmd, opts); err != nil {
+				return err
+			}
 			if timeout < 0 {
 				return invalidFlag("--timeout %v: want a positive duration, or 0 for none", timeout)
 			}
@@ -215,7 +220,7 @@ func newRunCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			err = runSandbox(cmd.Context(), sandbox.New(image, opts), tty, cmd.ErrOrStderr(), after)
+			err = runSandbox(cmd.Context(), sandbox.New(image, opts), tty, cmd.ErrOrStderr(), opts.Ports, after)
 			err = missingImageHint(err, image, pullPolicy)
 			if errors.Is(err, sandbox.ErrSeccompCannotStart) && sf.seccomp != "" {
 				err = fmt.Errorf("--seccomp %s: %w", sf.seccomp, err)
@@ -228,6 +233,7 @@ func newRunCommand(g *globals) *cobra.Command {
 	}
 	cmd.Flags().SetInterspersed(false)
 	pf.add(cmd)
+	wf.add(cmd)
 	df.add(cmd)
 	sf.add(cmd)
 	nf.add(cmd)
@@ -246,15 +252,16 @@ func newRunCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&commitName, "commit", "", "once the workload has exited with status 0, save what it wrote as the image NAME[:TAG] (berth commit needs a running sandbox)")
 	cmd.Flags().BoolVar(&readOnly, "read-only", false, "make the root filesystem read-only")
 	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "give the sandbox a terminal")
-	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give the sandbox this long, start included, then kill it (e.g. 10s)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "give the sandbox this long, start included, then kill it (SIGTERM first with --stop-timeout) and exit 124 (e.g. 10s)")
 	return cmd
 }
 
 // runSandbox runs sb in the foreground, passing signals on to it, and
-// exits with its workload's status. after, if not nil, is called once the
-// workload has exited with status 0, before the sandbox is closed; its
-// error is berth's.
-func runSandbox(ctx context.Context, sb *sandbox.Sandbox, tty bool, stderr io.Writer, after func(*sandbox.Sandbox) error) error {
+// exits with its workload's status. ports are the ports it publishes, as
+// asked: those whose host port berth chose are reported on stderr. after,
+// if not nil, is called once the workload has exited with status 0,
+// before the sandbox is closed; its error is berth's.
+func runSandbox(ctx context.Context, sb *sandbox.Sandbox, tty bool, stderr io.Writer, ports []netplug.PortMapping, after func(*sandbox.Sandbox) error) error {
 	// Ctrl-C and friends go to the workload, as they would to a program
 	// run directly, not to berth: once it runs. Until then, the signals
 	// that end ctx stop the start.
@@ -274,6 +281,7 @@ func runSandbox(ctx context.Context, sb *sandbox.Sandbox, tty bool, stderr io.Wr
 		return err
 	}
 	defer sb.Close()
+	reportChosenPorts(stderr, tty, ports, sb.Attachment())
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
 	defer signal.Stop(sigs)
@@ -306,6 +314,14 @@ func runSandbox(ctx context.Context, sb *sandbox.Sandbox, tty bool, stderr io.Wr
 		fmt.Fprintf(stderr, "berth: sandbox %s timed out\n", sb.ID()[:12])
 	case res.OOMKilled:
 		fmt.Fprintf(stderr, "berth: sandbox %s ran out of memory (OOM-killed)\n", sb.ID()[:12])
+	}
+	if res.TimedOut {
+		// Whatever status a workload that handled its SIGTERM
+		// (--stop-timeout) chose: a run cut short did not succeed.
+		if after != nil {
+			fmt.Fprintf(stderr, "berth: sandbox %s not committed: it timed out\n", sb.ID()[:12])
+		}
+		return exitError(exitTimedOut)
 	}
 	if res.ExitCode != 0 || res.Signal != 0 {
 		if after != nil {

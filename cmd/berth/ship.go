@@ -274,13 +274,29 @@ func ensureImage(ctx context.Context, s *layerfs.Store, ref, policy string, stde
 }
 
 // missingImageHint is err, the failure of a run of ref that was not to
-// pull it, saying how to get the image when the store lacks it.
+// pull it, saying how to get the image when the store lacks it: which
+// image, and the command that gets it, rather than the ID of a sandbox
+// that never was.
 func missingImageHint(err error, ref, policy string) error {
 	if policy == pullNever && errors.Is(err, sandbox.ErrSetup) && errors.Is(err, layerfs.ErrNotFound) {
-		return fmt.Errorf("%w; berth image pull %s gets it (or berth run --pull missing)", err, ref)
+		return &missingImage{ref: ref, err: err}
 	}
 	return err
 }
+
+// missingImage is the error of a run of an image the store lacks. It
+// wraps the sandbox's, so that errors.Is still finds ErrSetup (status
+// 125) and layerfs.ErrNotFound.
+type missingImage struct {
+	ref string
+	err error
+}
+
+func (e *missingImage) Error() string {
+	return fmt.Sprintf("image %s not found in the store; berth pull %s gets it (or berth run --pull missing)", clip.Quote(e.ref), clip.String(e.ref))
+}
+
+func (e *missingImage) Unwrap() error { return e.err }
 
 // shipCommands are the top-level commands of registries: pull and push,
 // where Docker's habits look for them as well as under `berth image`,

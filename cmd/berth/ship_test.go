@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -151,8 +152,8 @@ func TestRunPull(t *testing.T) {
 	ref := e.ref("x/busybox:1")
 
 	_, stderr, code := berthExit(t, e.root, e.args("run", ref, "true")...)
-	if code != exitSetup || !strings.Contains(stderr, "berth image pull "+ref) {
-		t.Errorf("run of an image the store lacks: exit %d, %q; want %d saying berth image pull %s", code, stderr, exitSetup, ref)
+	if code != exitSetup || !strings.Contains(stderr, "berth pull "+ref) || !strings.Contains(stderr, "image "+strconv.Quote(ref)+" not found") {
+		t.Errorf("run of an image the store lacks: exit %d, %q; want %d naming it and saying berth pull %s", code, stderr, exitSetup, ref)
 	}
 	_, stderr, code = berthExit(t, e.root, e.args("run", "--pull", "sometimes", ref, "true")...)
 	if code != exitSetup || !strings.Contains(stderr, "--pull") {

@@ -38,7 +38,7 @@ func TestTeardownErrorKeepsStatus(t *testing.T) {
 	}
 	opts.Args, opts.Network = []string{"sh", "-c", "exit 3"}, brokenDetach{}
 	var stderr bytes.Buffer
-	err = runSandbox(context.Background(), sandbox.New("alpine:test", opts), false, &stderr, nil)
+	err = runSandbox(context.Background(), sandbox.New("alpine:test", opts), false, &stderr, nil, nil)
 	if ee, ok := errors.AsType[exitError](err); !ok || ee != 3 {
 		t.Errorf("run: %v, want the workload's exit status 3", err)
 	}

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
 )
 
 // What berth does not understand fails, with status 125, and the message
@@ -16,7 +19,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"bogus"}, []string{`unknown command "bogus" for "berth"`, "image"}},
 		{[]string{"image", "sync", "x", "y"}, []string{`unknown command "sync" for "berth image"`, "import"}},
 		{[]string{"image", "lss"}, []string{`unknown command "lss" for "berth image"`, "did you mean ls?"}},
-		{[]string{"network", "connect"}, []string{`unknown command "connect" for "berth network"`}},
+		{[]string{"network", "attach"}, []string{`unknown command "attach" for "berth network"`}},
 		{[]string{"volume", "mount", "x"}, []string{`unknown command "mount" for "berth volume"`}},
 		{[]string{"image"}, []string{`"berth image" needs a command`, "import", "berth image --help"}},
 		{[]string{"network"}, []string{`"berth network" needs a command`}},
@@ -58,5 +61,50 @@ func TestUsageErrors(t *testing.T) {
 	}
 	if stdout, _, _ := berthExit(t, root, "volume", "rm", "--help"); !strings.Contains(stdout, "berth volume rm [-f] NAME...") {
 		t.Errorf("berth volume rm --help:\n%s", stdout)
+	}
+}
+
+// Every command group, those added later included, refuses to be run
+// alone or with a command it does not have: with status 125 and a line
+// on stderr, never its help on stdout and status 0, which a script would
+// take for success.
+func TestEveryGroupRefusesNonsense(t *testing.T) {
+	root := t.TempDir()
+	var groups [][]string
+	var walk func(c *cobra.Command, path []string)
+	walk = func(c *cobra.Command, path []string) {
+		if c.HasSubCommands() {
+			groups = append(groups, path)
+		}
+		for _, sub := range c.Commands() {
+			walk(sub, append(slices.Clip(path), sub.Name()))
+		}
+	}
+	walk(newRootCommand(), nil)
+	if len(groups) < 6 {
+		t.Fatalf("found only the groups %q", groups)
+	}
+	for _, g := range groups {
+		for _, args := range [][]string{g, append(slices.Clip(g), "bogus-command")} {
+			if len(args) == 0 {
+				continue // berth alone prints its help, as every command does
+			}
+			stdout, stderr, code := berthExit(t, root, args...)
+			if code != exitSetup || stdout != "" || !strings.HasPrefix(stderr, "berth: ") || strings.Count(stderr, "\n") != 1 {
+				t.Errorf("berth %s: exit %d, stdout %q, stderr %q; want 125 and one line on stderr", strings.Join(args, " "), code, stdout, stderr)
+			}
+		}
+	}
+}
+
+// berth network connect and disconnect refuse, whatever their arguments,
+// and say what to do instead.
+func TestNetworkConnectRefused(t *testing.T) {
+	root := t.TempDir()
+	for _, args := range [][]string{{"network", "connect"}, {"network", "connect", "net1", "db"}, {"network", "disconnect", "net1", "db"}} {
+		stdout, stderr, code := berthExit(t, root, args...)
+		if code != exitFailure || stdout != "" || !strings.Contains(stderr, "not supported for a running sandbox") || !strings.Contains(stderr, "--net") {
+			t.Errorf("berth %s: exit %d, stdout %q, stderr %q; want 1 and a refusal saying what to do", strings.Join(args, " "), code, stdout, stderr)
+		}
 	}
 }
