@@ -10,6 +10,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"github.com/berth-dev/berth/sandbox/internal/nsinit"
 )
 
 // The supervisor's log (SuperviseConfig.Log) is the CRI container log
@@ -29,7 +31,7 @@ import (
 // out.
 
 // LogEntryMax is the most text one entry of a supervisor's log holds.
-const LogEntryMax = 16 << 10
+const LogEntryMax = nsinit.SuperviseEntryMax
 
 // maxLogLine is the longest well-formed line: the header (a timestamp of
 // 30 bytes, a stream, a tag, three spaces) and the most text.

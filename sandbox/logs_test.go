@@ -149,11 +149,16 @@ func TestReadLogFollow(t *testing.T) {
 	}
 	appendLog(logLine(0, "stdout", "F", "before"), logLine(1, "stdout", "F", "tail"))
 
+	// A follower that misses what it waits for fails the test, rather
+	// than hanging it, when ctx ends.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	seen := make(chan string, 100)
 	done := make(chan error, 1)
 	var got []string
 	go func() {
-		done <- ReadLog(context.Background(), path, &LogOptions{Tail: 1, Follow: true, Exit: exit}, func(e LogEntry) error {
+		defer close(seen)
+		done <- ReadLog(ctx, path, &LogOptions{Tail: 1, Follow: true, Exit: exit}, func(e LogEntry) error {
 			got = append(got, string(e.Text))
 			seen <- string(e.Text)
 			return nil
@@ -166,6 +171,7 @@ func TestReadLogFollow(t *testing.T) {
 				return
 			}
 		}
+		t.Fatalf("following ended before %q: %v", text, <-done)
 	}
 	waitSeen("tail")
 	// Written in two steps: a follower must not take half a line.
@@ -198,7 +204,7 @@ func TestReadLogFollow(t *testing.T) {
 	}
 
 	// Without Exit, following ends with ctx.
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel = context.WithCancel(context.Background())
 	err = ReadLog(ctx, path, &LogOptions{Follow: true}, func(e LogEntry) error {
 		if string(e.Text) == "last" {
 			cancel()

@@ -783,7 +783,8 @@ func (s *Sandbox) launchInit(mode string, sec *security.Config) (*launched, *os.
 		// grant it the namespace's capabilities.
 		attr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
 	}
-	p, err := launchWith(mode, s.cg, std, extra, attr, !s.opts.Detachable)
+	// A pool's standby init is never detached: it is the pool's.
+	p, err := launchWith(mode, s.cg, std, extra, attr, standby || !s.opts.Detachable)
 	// The process has its own copies of a detachable sandbox's output
 	// pipes' write ends.
 	s.detached.closeWriteEnds()

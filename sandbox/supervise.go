@@ -83,15 +83,26 @@ var ErrSupervised = errors.New("sandbox handed to a supervisor")
 //
 // Once the workload's PID 1 has ended and its output is copied (up to
 // two seconds more for output a process outside the sandbox may hold
-// open), the supervisor writes cfg.Exit and execs cfg.Then.
+// open), the supervisor writes cfg.Exit and execs cfg.Then. If the log
+// cannot be written (the disk is full), output is dropped rather than
+// held: the workload is never slowed down by the host's disk, only by
+// how fast the supervisor copies.
+//
+// A Detachable sandbox's Stdin, Stdout and Stderr must be nil, and
+// Timeout, KeepRootfs and a Pool are refused. Until Supervise takes it,
+// nothing in the process watches it: the end of Start's context does not
+// kill it. Wait or Close, called instead of Supervise, watch it as any
+// other sandbox, its output discarded; Supervise then refuses it. Reset
+// refuses a Detachable sandbox.
 func (s *Sandbox) Supervise(cfg *SuperviseConfig) error {
-	if err := s.supervise1(cfg); err != nil {
+	if err := s.execSupervisor(cfg); err != nil {
 		return fmt.Errorf("sandbox %s: supervise: %w", s.id, err)
 	}
 	return nil
 }
 
-func (s *Sandbox) supervise1(cfg *SuperviseConfig) error {
+// execSupervisor is Supervise, its errors without the sandbox's ID.
+func (s *Sandbox) execSupervisor(cfg *SuperviseConfig) error {
 	c, err := cfg.checked()
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidOptions, err)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/layerfs"
@@ -50,7 +53,11 @@ func supervisedProcess() int {
 		fmt.Println(err)
 		return 1
 	}
-	cfg := &SuperviseConfig{Log: filepath.Join(dir, "log"), Exit: filepath.Join(dir, "exit.json")}
+	logDir := dir
+	if d := os.Getenv("BERTH_TEST_SV_LOGDIR"); d != "" {
+		logDir = d
+	}
+	cfg := &SuperviseConfig{Log: filepath.Join(logDir, "log"), Exit: filepath.Join(dir, "exit.json")}
 	switch then := os.Getenv("BERTH_TEST_SV_THEN"); then {
 	case "":
 	case "reap":
@@ -60,6 +67,10 @@ func supervisedProcess() int {
 	}
 	if n := os.Getenv("BERTH_TEST_SV_LOGMAX"); n != "" {
 		cfg.LogMaxBytes, _ = strconv.ParseInt(n, 10, 64)
+	}
+	if os.Getenv("BERTH_TEST_SV_IGNORE_INT") != "" {
+		// As a shell's background job does.
+		signal.Ignore(syscall.SIGINT)
 	}
 	fmt.Println("ok", sb.ID())
 	err = sb.Supervise(cfg)
@@ -110,8 +121,9 @@ func startSupervised(t testing.TB, script string, env ...string) *supervised {
 	sv.cgm = cgm
 	t.Cleanup(func() { cgm.RemoveParent() })
 	then := filepath.Join(t.TempDir(), "then")
-	// It records its arguments and the descriptors it was given.
-	if err := os.WriteFile(then, []byte("#!/bin/sh\nls -l /proc/$$/fd > \"$1.fds\"\necho ran \"$@\" > \"$1\"\n"), 0o755); err != nil {
+	// It records its arguments, the descriptors it was given and the
+	// signals it ignores.
+	if err := os.WriteFile(then, []byte("#!/bin/sh\nls -l /proc/$$/fd > \"$1.fds\"\ngrep SigIgn /proc/$$/status > \"$1.sigign\"\necho ran \"$@\" > \"$1\"\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -166,10 +178,17 @@ func (sv *supervised) release(t testing.TB) {
 	}
 }
 
-// wait waits for the supervisor and the Then program after it.
+// wait waits for the supervisor and the Then program after it. A
+// supervisor that does not end within minutes is broken: it is killed, so
+// that the test fails rather than hangs.
 func (sv *supervised) wait(t testing.TB) {
 	t.Helper()
-	if err := sv.cmd.Wait(); err != nil {
+	hung := time.AfterFunc(2*time.Minute, func() { sv.cmd.Process.Kill() })
+	err := sv.cmd.Wait()
+	if !hung.Stop() {
+		t.Fatalf("the supervisor did not end: %v", err)
+	}
+	if err != nil {
 		t.Errorf("supervisor and Then: %v", err)
 	}
 }
@@ -409,16 +428,18 @@ func TestSuperviseLongLine(t *testing.T) {
 	sv.assertReclaimed(t)
 }
 
-// SIGHUP does not end a supervisor; SIGTERM is passed on to the workload,
-// whose trap runs, and whose end is recorded as usual.
+// SIGHUP does not end a supervisor; SIGINT (as SIGTERM and SIGQUIT) is
+// passed on to the workload, whose trap runs, and whose end is recorded
+// as usual, even when the process that became the supervisor ignored it.
 func TestSupervisorSignals(t *testing.T) {
-	sv := startSupervised(t, "trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.1; done")
+	sv := startSupervised(t, "trap 'echo got INT; exit 7' INT; echo ready; while :; do sleep 0.1; done",
+		"BERTH_TEST_SV_IGNORE_INT=1")
 	waitForEntry(t, filepath.Join(sv.dir, "log"), "ready")
 	pid := sv.cmd.Process.Pid
 	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+	if err := syscall.Kill(pid, syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
 	sv.wait(t)
@@ -429,8 +450,12 @@ func TestSupervisorSignals(t *testing.T) {
 	for _, e := range sv.entries(t, nil) {
 		texts = append(texts, string(e.Text))
 	}
-	if !slices.Contains(texts, "got TERM") {
+	if !slices.Contains(texts, "got INT") {
 		t.Errorf("log %q: the trap did not run", texts)
+	}
+	// Then does not inherit the starter's ignored SIGINT.
+	if ign, err := os.ReadFile(filepath.Join(sv.dir, "then.out.sigign")); err != nil || strings.Fields(string(ign))[1] != "0000000000000000" {
+		t.Errorf("Then's ignored signals: %q %v, want none", ign, err)
 	}
 	sv.assertReclaimed(t)
 }
@@ -611,4 +636,112 @@ func TestDetachableWithoutSupervise(t *testing.T) {
 	if err := plain.Supervise(&SuperviseConfig{Log: log, Exit: exit}); !errors.Is(err, ErrInvalidOptions) {
 		t.Errorf("Supervise of a sandbox not Detachable: %v", err)
 	}
+}
+
+// A pool's sandboxes cannot be detached: the pool owns them.
+func TestDetachablePool(t *testing.T) {
+	p, err := NewPool(context.Background(), "alpine:test", opts(func(o *Options) {
+		o.Args = []string{"true"}
+		o.Detachable = true
+	}), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	sb := p.New(nil)
+	if err := sb.Start(context.Background()); !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), "Detachable") {
+		t.Errorf("a pooled Detachable sandbox: %v, want ErrInvalidOptions naming Detachable", err)
+	}
+	sb.Close()
+}
+
+// A log whose disk is full drops output rather than holding the workload
+// up, and what it holds stays whole entries.
+func TestSuperviseDiskFull(t *testing.T) {
+	logDir := t.TempDir()
+	// A disk of 96 KiB: full before the log reaches its bound of 64
+	// KiB a second time.
+	if err := unix.Mount("tmpfs", logDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=96k"); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(logDir, unix.MNT_DETACH)
+	sv := startSupervised(t, "yes 0123456789012345678901234567890123456789012345678901234567890123456789 | head -c 10485760",
+		"BERTH_TEST_SV_LOGDIR="+logDir, "BERTH_TEST_SV_LOGMAX=65536")
+	sv.wait(t)
+	if st := sv.exitStatus(t); st.ExitCode != 0 {
+		t.Errorf("exit status %+v: the workload did not end on its own", st)
+	}
+	for _, name := range []string{"log", "log.1"} {
+		b, err := os.ReadFile(filepath.Join(logDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) == 0 || b[len(b)-1] != '\n' {
+			t.Errorf("%s ends with a broken entry: %q", name, b[max(0, len(b)-80):])
+		}
+		for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+			if _, ok := parseLogLine([]byte(l)); !ok {
+				t.Fatalf("%s: damaged line %q", name, l)
+			}
+		}
+	}
+	sv.assertReclaimed(t)
+}
+
+// A process outside the sandbox holding the workload's output pipe does
+// not keep the supervisor from recording the end: the drain after PID 1's
+// end is bounded.
+func TestSuperviseOutputHeldOutside(t *testing.T) {
+	sv := startSupervised(t, "echo ready; while [ ! -e /x/go ]; do sleep 0.05; done; exit 6")
+	waitForEntry(t, filepath.Join(sv.dir, "log"), "ready")
+	cg, err := sv.cgm.Open(sv.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids, err := cg.Pids()
+	if err != nil || len(pids) < 2 {
+		t.Fatalf("sandbox runs %v (%v)", pids, err)
+	}
+	// The workload's shell, PID 1's child: take its stdout.
+	var held *os.File
+	for _, pid := range pids {
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if string(comm) != "sh\n" {
+			continue
+		}
+		pidfd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd, err := unix.PidfdGetfd(pidfd, 1, 0)
+		unix.Close(pidfd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = os.NewFile(uintptr(fd), "the workload's stdout")
+	}
+	if held == nil {
+		t.Fatalf("no workload shell among %v", pids)
+	}
+	defer held.Close()
+	sv.release(t)
+	sv.wait(t)
+	if st := sv.exitStatus(t); st.ExitCode != 6 {
+		t.Errorf("exit status %+v, want 6", st)
+	}
+	sv.assertReclaimed(t)
+}
+
+// A workload that leaves a process behind holding its output does not
+// keep the supervisor waiting: the sandbox ends with its main process.
+func TestSuperviseOutputHeldByOrphan(t *testing.T) {
+	sv := startSupervised(t, "(trap '' TERM HUP; sleep 1000) & echo bye; exit 2")
+	sv.wait(t)
+	if st := sv.exitStatus(t); st.ExitCode != 2 {
+		t.Errorf("exit status %+v, want 2", st)
+	}
+	if e := sv.entries(t, nil); len(e) != 1 || string(e[0].Text) != "bye" {
+		t.Errorf("log %+v", e)
+	}
+	sv.assertReclaimed(t)
 }

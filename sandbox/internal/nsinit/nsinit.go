@@ -10,6 +10,7 @@
 package nsinit
 
 // #include "spec.h"
+// #include "supervise.h"
 import "C"
 
 import (
@@ -44,6 +45,10 @@ const (
 	// variables for its settings.
 	ModeSupervise = "supervise"
 )
+
+// SuperviseEntryMax is the most text one entry of the supervisor's log
+// holds.
+const SuperviseEntryMax = C.SUPERVISE_ENTRY_MAX
 
 // The supervisor's settings (supervise.c says what they hold).
 const (

@@ -44,16 +44,13 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
-#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "supervise.h"
 
-// ENTRY_MAX is the most text one log entry holds; a longer line is split
-// into "P" entries of this size.
-#define ENTRY_MAX 16384
+#define ENTRY_MAX SUPERVISE_ENTRY_MAX
 // DRAIN_MS bounds how long output is still copied once PID 1 has been
 // reaped. Its end kills every process of its PID namespace, so the pipes
 // reach EOF at once, unless something outside the sandbox holds a write
@@ -115,15 +112,14 @@ static int timestamp(char *buf, size_t n, long long t) {
 // a regular file will do: O_NOFOLLOW refuses a symbolic link, O_NONBLOCK
 // keeps a FIFO from holding the open up, and fstat tells the rest.
 static void open_log(void) {
+	sv.log_fd = -1;
+	sv.log_size = 0;
 	int fd = openat(sv.logdir, sv.log_name, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		sv.log_fd = -1;
+	if (fd < 0)
 		return;
-	}
 	struct stat st;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		close(fd);
-		sv.log_fd = -1;
 		return;
 	}
 	sv.log_fd = fd;
@@ -144,48 +140,72 @@ static void rotate(void) {
 	open_log();
 }
 
-// entry appends one log entry. One writev of the whole entry to a file
-// opened O_APPEND, so that a reader never sees two entries mixed. An entry
-// the disk refuses (full, failing) is dropped: output keeps being read, so
-// the workload is not held up by the host's disk.
-static void entry(const struct stream *s, int partial, const char *text, size_t n) {
-	char hdr[64];
-	int h = timestamp(hdr, sizeof hdr - 16, now_ns());
-	h += snprintf(hdr + h, sizeof hdr - (size_t)h, " %s %c ", s->name, partial ? 'P' : 'F');
-	long long total = h + (long long)n + 1;
-	if (sv.log_fd < 0 || (sv.log_size > 0 && sv.log_size + total > sv.log_max))
-		rotate();
-	if (sv.log_fd < 0)
+// The entries of one read are gathered in out and written together: a
+// workload writing many short lines must not cost the host a system call
+// for each (the supervisor's CPU time is the host's, not the sandbox's).
+// It holds at least one entry of the longest.
+#define OUT_MAX (2 * ENTRY_MAX)
+static char out[OUT_MAX];
+static size_t out_len;
+
+// flush writes what out holds to the log, appended (O_APPEND) in one
+// write as a rule. What the disk refuses (full, failing) is dropped, and
+// the log cut back to its last whole entry, so that a later entry never
+// continues a broken one: output keeps being read, and the workload is
+// not held up by the host's disk.
+static void flush(void) {
+	if (out_len == 0)
 		return;
-	struct iovec iov[3] = {
-	    {.iov_base = hdr, .iov_len = (size_t)h},
-	    {.iov_base = (void *)text, .iov_len = n},
-	    {.iov_base = "\n", .iov_len = 1},
-	};
-	int cnt = 3, i = 0;
-	while (i < cnt) {
-		ssize_t w = writev(sv.log_fd, iov + i, cnt - i);
-		if (w < 0) {
-			if (errno == EINTR || errno == EAGAIN)
-				continue;
+	if (sv.log_fd < 0)
+		rotate();
+	size_t done = 0;
+	while (sv.log_fd >= 0 && done < out_len) {
+		ssize_t w = write(sv.log_fd, out + done, out_len - done);
+		if (w < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (w <= 0) {
+			if (done > 0 && ftruncate(sv.log_fd, sv.log_size) < 0) {
+				// The end of the log is not an entry's: start
+				// afresh rather than append to it.
+				close(sv.log_fd);
+				sv.log_fd = -1;
+			}
+			out_len = 0;
 			return;
 		}
-		sv.log_size += w;
-		while (i < cnt && (size_t)w >= iov[i].iov_len) {
-			w -= (ssize_t)iov[i].iov_len;
-			i++;
-		}
-		if (i < cnt) {
-			iov[i].iov_base = (char *)iov[i].iov_base + w;
-			iov[i].iov_len -= (size_t)w;
-		}
+		done += (size_t)w;
 	}
+	if (sv.log_fd >= 0)
+		sv.log_size += (long long)out_len;
+	out_len = 0;
+}
+
+// entry adds one log entry, stamped with the time its text was read (ts,
+// the header's start). The log is rotated before an entry that would take
+// it past its bound.
+static void entry(const struct stream *s, const char *ts, int partial, const char *text, size_t n) {
+	char hdr[64];
+	int h = snprintf(hdr, sizeof hdr, "%s %s %c ", ts, s->name, partial ? 'P' : 'F');
+	size_t total = (size_t)h + n + 1;
+	if (sv.log_size + (long long)(out_len + total) > sv.log_max) {
+		flush();
+		if (sv.log_size > 0)
+			rotate();
+	}
+	if (out_len + total > sizeof out)
+		flush();
+	memcpy(out + out_len, hdr, (size_t)h);
+	memcpy(out + out_len + h, text, n);
+	out[out_len + total - 1] = '\n';
+	out_len += total;
 }
 
 // flush_lines writes the buffer's complete lines as entries, and, if the
 // buffer is full with no line end (or the stream has ended), what is
 // left as a partial one.
 static void flush_lines(struct stream *s, int ended) {
+	char ts[48];
+	timestamp(ts, sizeof ts, now_ns());
 	size_t start = 0;
 	for (;;) {
 		char *nl = memchr(s->buf + start, '\n', s->len - start);
@@ -194,7 +214,7 @@ static void flush_lines(struct stream *s, int ended) {
 		size_t end = (size_t)(nl - s->buf), n = end - start;
 		if (s->tty && n > 0 && s->buf[end - 1] == '\r')
 			n--;
-		entry(s, 0, s->buf + start, n);
+		entry(s, ts, 0, s->buf + start, n);
 		start = end + 1;
 	}
 	if (start > 0) {
@@ -202,9 +222,10 @@ static void flush_lines(struct stream *s, int ended) {
 		s->len -= start;
 	}
 	if (s->len > 0 && (s->len == sizeof s->buf || ended)) {
-		entry(s, 1, s->buf, s->len);
+		entry(s, ts, 1, s->buf, s->len);
 		s->len = 0;
 	}
+	flush();
 }
 
 static void end_stream(struct stream *s) {
@@ -424,6 +445,13 @@ __attribute__((noreturn)) void berth_supervise(char **argv) {
 	// SIGHUP above all: the terminal a detached sandbox was started from
 	// may go away. Only SIGKILL ends the supervisor, and Recover then
 	// reclaims the sandbox as for any owner that died.
+	// Signals the starter ignored (a shell's background job ignores
+	// SIGINT and SIGQUIT) go back to their defaults, which Then and the
+	// programs it starts inherit. (Blocked, they reach the signalfd
+	// either way.)
+	for (int sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			signal(sig, SIG_DFL);
 	sigset_t all;
 	sigfillset(&all);
 	if (sigprocmask(SIG_BLOCK, &all, NULL) < 0)
