@@ -68,6 +68,9 @@ type containerRecord struct {
 	// Restart is the restart policy, as --restart gave it.
 	Restart    restartPolicy `json:"restart"`
 	AutoRemove bool          `json:"autoRemove,omitempty"`
+	// StopTimeout is --stop-timeout, in seconds: berth stop's grace
+	// when it is given no -t.
+	StopTimeout *int `json:"stopTimeout,omitempty"`
 
 	// SandboxID is the ID of the container's current sandbox, or of its
 	// last one once it has exited.
@@ -376,6 +379,17 @@ func readExit(stateRoot, id string) (*sandbox.ExitStatus, error) {
 		return nil, fmt.Errorf("%s: %w", containerExit, err)
 	}
 	return &e, nil
+}
+
+// markStopped marks the container arg names, if it names one, as
+// stopped by hand, so that its restart policy does not start it again.
+func markStopped(stateRoot, arg string) {
+	if c, err := loadContainer(stateRoot, arg); err == nil {
+		updateContainer(stateRoot, c.ID, func(c *containerRecord) error {
+			c.Stopped = true
+			return nil
+		})
+	}
 }
 
 // sandboxRef is what commands that act on a live sandbox (kill, exec, cp,

@@ -281,6 +281,10 @@ func runDetachedChild(cmd *cobra.Command, g *globals, sb *sandbox.Sandbox, image
 			Argv: argv, Dir: dir, Restart: df.policy, AutoRemove: df.autoRemove,
 			SandboxID: sb.ID(), Status: statusCreated,
 		}
+		if cmd.Flags().Changed("stop-timeout") {
+			seconds := int(opts.Grace / time.Second)
+			c.StopTimeout = &seconds
+		}
 		if err := createContainer(g.state, c); err != nil {
 			return fail(err)
 		}

@@ -370,10 +370,29 @@ func TestDetachedRestartPolicies(t *testing.T) {
 	if _, stderr, code := e.berth("rm", "loop"); code == 0 || !strings.Contains(stderr, "rm -f") {
 		t.Errorf("rm of a running container: exit %d, %q", code, stderr)
 	}
-	e.must("rm", "-f", "loop")
+	// berth kill stops it for good too.
+	eventually(t, "the restarted container to run", func() bool { return e.container("loop").Status == statusRunning })
+	e.must("kill", "loop")
+	// (Killed, or, if it was ending just then, its own status.)
+	if got := e.must("wait", "loop"); got != "137\n" && got != "1\n" {
+		t.Errorf("wait after kill: %q", got)
+	}
+	if c := e.container("loop"); c.Status != statusExited || !c.Stopped {
+		t.Errorf("after kill: %+v", c)
+	}
+	e.must("rm", "loop")
 	if left := e.leftBehind(c.ID); len(left) > 0 {
 		t.Errorf("after rm -f: %s", strings.Join(left, "; "))
 	}
+
+	// --stop-timeout is stop's grace when -t is not given: 0 kills at
+	// once, and the trap never runs.
+	e.must("run", "-d", "--name", "quick", "--stop-timeout", "0", "busybox:demo", "sh", "-c", "trap 'exit 5' TERM; while :; do sleep 0.1; done")
+	e.must("stop", "quick")
+	if c := e.container("quick"); c.ExitCode != 137 {
+		t.Errorf("stop of a --stop-timeout 0 container: exit %d, want 137", c.ExitCode)
+	}
+	e.must("rm", "quick")
 }
 
 // Mistakes in run -d's command line are the command's to report, with

@@ -56,8 +56,8 @@ restart policy does not start it again.`,
 			if seconds < 0 {
 				return invalidFlag("-t %d: want 0 or more seconds", seconds)
 			}
-			grace := time.Duration(seconds) * time.Second
 			return eachArg(cmd, args, func(arg string) error {
+				grace := stopGrace(cmd, g, arg, seconds)
 				if err := g.stop(cmd.Context(), arg, grace); err != nil {
 					return err
 				}
@@ -68,6 +68,17 @@ restart policy does not start it again.`,
 	}
 	cmd.Flags().IntVarP(&seconds, "time", "t", 10, "seconds to wait for the workload to end before killing it")
 	return cmd
+}
+
+// stopGrace is the grace stop gives the container arg names: -t's, or
+// else the container's --stop-timeout, or else -t's default.
+func stopGrace(cmd *cobra.Command, g *globals, arg string, seconds int) time.Duration {
+	if !cmd.Flags().Changed("time") {
+		if c, err := loadContainer(g.state, arg); err == nil && c.StopTimeout != nil {
+			seconds = *c.StopTimeout
+		}
+	}
+	return time.Duration(seconds) * time.Second
 }
 
 // stop stops the container or sandbox arg names, and waits until it has
@@ -200,13 +211,12 @@ func newRestartCommand(g *globals) *cobra.Command {
 			if seconds < 0 {
 				return invalidFlag("-t %d: want 0 or more seconds", seconds)
 			}
-			grace := time.Duration(seconds) * time.Second
 			return eachArg(cmd, args, func(arg string) error {
 				c, err := loadContainer(g.state, arg)
 				if err != nil {
 					return err
 				}
-				if err := g.stop(cmd.Context(), c.ID, grace); err != nil {
+				if err := g.stop(cmd.Context(), c.ID, stopGrace(cmd, g, c.ID, seconds)); err != nil {
 					return err
 				}
 				if err := g.startAgain(cmd, c.ID); err != nil {

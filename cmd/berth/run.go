@@ -500,6 +500,10 @@ func newKillCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				if s == syscall.SIGKILL {
+					// Killed by hand, as stopped: not restarted.
+					markStopped(g.state, id)
+				}
 				if err := sb.Signal(s); err != nil {
 					return fmt.Errorf("sandbox %s: %w", id, err)
 				}
