@@ -34,7 +34,9 @@ type ExecOptions struct {
 	TTY bool
 	// Resize, with TTY, carries the sizes the terminal is to take, the
 	// caller's own terminal's as it changes (SIGWINCH). Exec reads it
-	// until the process ends.
+	// until the process ends. A size already waiting in it when Exec is
+	// called is the terminal's from the start: the process never sees
+	// it without one.
 	Resize <-chan TerminalSize
 }
 
@@ -118,6 +120,13 @@ func (s *Sandbox) Exec(ctx context.Context, o *ExecOptions) (*Result, error) {
 		defer console.Close()
 		extra = []*os.File{theirs, pidfile}
 		spec.PidFD, spec.TTY = 6, true
+		select {
+		case size, ok := <-o.Resize:
+			if ok {
+				spec.TTYRows, spec.TTYCols = size.Rows, size.Cols
+			}
+		default:
+		}
 		in, out, errw = nil, nil, nil
 	}
 	std, streams, err := pipedStdio(in, out, errw, o.HandOverStdio)

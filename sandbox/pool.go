@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,7 +33,9 @@ const MaxPoolSize = 1024
 // the pool, so its Wait returns as soon as the workload has ended.
 //
 // A Pool is safe for concurrent use. Sandboxes wanted faster than the pool
-// refills are built when they start, as New's would be.
+// refills are built when they start, as New's would be, or waited for (see
+// SetWhenEmpty); Stats counts them, and the pool logs a warning, at most
+// every PoolWarnInterval, while it cannot keep up.
 type Pool struct {
 	ref  string
 	img  *layerfs.Image
@@ -54,6 +57,11 @@ type Pool struct {
 	buildErr error          // why the filler last stopped short, if it did
 	teardown sync.WaitGroup // used sandboxes being torn down
 	busy     atomic.Int64   // teardowns under way
+	failed   chan struct{}  // closed, and replaced, when the filler stops short
+
+	stats     poolCounters
+	whenEmpty atomic.Int32 // a WhenEmpty
+	lastWarn  atomic.Int64 // when the pool last warned it cannot keep up, in Unix nanoseconds
 }
 
 // NewPool returns a pool that keeps size sandboxes of the image ref names
@@ -69,7 +77,7 @@ func NewPool(ctx context.Context, ref string, opts *Options, size int) (*Pool, e
 	if opts != nil && opts.KeepRootfs {
 		return nil, fmt.Errorf("sandbox pool: %w", errPoolKeepRootfs)
 	}
-	p := &Pool{ref: ref, ready: make(chan *Sandbox, size), refill: make(chan struct{}, 1), filled: make(chan struct{})}
+	p := &Pool{ref: ref, ready: make(chan *Sandbox, size), refill: make(chan struct{}, 1), filled: make(chan struct{}), failed: make(chan struct{})}
 	if opts != nil {
 		p.tmpl = *opts
 	}
@@ -98,20 +106,33 @@ func NewPool(ctx context.Context, ref string, opts *Options, size int) (*Pool, e
 	return p, nil
 }
 
-// New returns a sandbox of the pool, not yet started. opts may set only
-// what concerns the workload: Args, Entrypoint, Env, Dir, User, Stdin, Stdout, Stderr,
-// HandOverStdio, TTY, ExtraFiles, Rlimits, Timeout, Grace and Logger; each one set replaces the
-// pool's. Anything else belongs to the sandboxes the pool has built, and
-// Start reports it as an error. The sandbox's ID is known once Start has
-// returned.
+// New returns a sandbox of the pool, not yet started. opts may set what
+// concerns the workload: Args, Entrypoint, Dir, User, Stdin, Stdout,
+// Stderr, HandOverStdio, TTY, ExtraFiles, Rlimits, Timeout, Grace and
+// Logger, each of which replaces the pool's; Env, whose variables are
+// added to the pool's, replacing those of the same name; and Mounts,
+// added to the pool's where the security model allows (see
+// SECURITY.md): binds, volumes and tmpfs, each on a directory or file of
+// the image's own filesystem (not in /proc, /sys, /dev or one of the
+// pool's mounts), and not in a sandbox with a user namespace. Anything
+// else belongs to the sandboxes the pool has built, and Start reports it
+// as an error wrapping ErrInvalidOptions that names the fields. The
+// sandbox's ID is known once Start has returned.
 func (p *Pool) New(opts *Options) *Sandbox {
 	s := &Sandbox{ref: p.ref, img: p.img, opts: p.tmpl, pool: p, done: make(chan struct{})}
 	if opts != nil {
 		if fixed := sandboxFields(opts); len(fixed) > 0 {
-			s.poolErr = fmt.Errorf("options fixed by the pool for all its sandboxes: %s", strings.Join(fixed, ", "))
+			s.poolErr = fmt.Errorf("%w: options fixed by the pool for all its sandboxes: %s", ErrInvalidOptions, strings.Join(fixed, ", "))
+		}
+		if unsupported := poolUnsupported(opts); len(unsupported) > 0 {
+			s.poolErr = fmt.Errorf("%w: options a pool's sandbox does not take: %s: %w", ErrInvalidOptions, strings.Join(unsupported, ", "), errors.ErrUnsupported)
 		}
 		if opts.KeepRootfs {
 			s.poolErr = errPoolKeepRootfs
+		}
+		if opts.Mounts != nil && s.poolErr == nil {
+			s.poolErr = p.checkRequestMounts(opts.Mounts)
+			s.lateMounts = slices.Clone(opts.Mounts)
 		}
 		o := &s.opts
 		if opts.Args != nil {
@@ -121,7 +142,7 @@ func (p *Pool) New(opts *Options) *Sandbox {
 			o.Entrypoint = opts.Entrypoint
 		}
 		if opts.Env != nil {
-			o.Env = opts.Env
+			o.Env = mergeEnv(p.tmpl.Env, opts.Env)
 		}
 		if opts.Dir != "" {
 			o.Dir = opts.Dir
@@ -172,7 +193,6 @@ func sandboxFields(o *Options) []string {
 		set  bool
 	}{
 		{"Hostname", o.Hostname != ""},
-		{"Mounts", o.Mounts != nil},
 		{"ReadonlyRootfs", o.ReadonlyRootfs},
 		{"DiskQuota", o.DiskQuota != 0},
 		{"Resources", o.Resources != nil},
@@ -274,6 +294,12 @@ func (p *Pool) fill() {
 			e, err := p.build(p.ctx)
 			p.mu.Lock()
 			p.buildErr = err
+			if err != nil {
+				// Wakes the starts waiting for a sandbox (WaitWhenEmpty),
+				// which then build one to report what is wrong.
+				close(p.failed)
+				p.failed = make(chan struct{})
+			}
 			p.mu.Unlock()
 			if err != nil {
 				// Not retried until a sandbox is taken, whose own
@@ -292,7 +318,8 @@ func (p *Pool) fill() {
 	}
 }
 
-// take returns a built sandbox: a waiting one, or one built now.
+// take returns a built sandbox: a waiting one, or, if none waits, one
+// built now or the next the pool builds, as SetWhenEmpty says.
 func (p *Pool) take(ctx context.Context) (*Sandbox, error) {
 	p.mu.Lock()
 	closed := p.closed
@@ -302,15 +329,27 @@ func (p *Pool) take(ctx context.Context) (*Sandbox, error) {
 	}
 	select {
 	case e := <-p.ready:
+		p.stats.hits.Add(1)
 		return e, nil
 	default:
-		return p.build(ctx)
 	}
+	p.missed()
+	if p.WhenEmpty() == WaitWhenEmpty {
+		return p.waitReady(ctx)
+	}
+	return p.build(ctx)
 }
 
 // build makes a sandbox up to its workload: everything Start does before
 // the workload's part of the spec, with PID 1 reporting it ready.
 func (p *Pool) build(ctx context.Context) (_ *Sandbox, err error) {
+	defer func() {
+		if err != nil {
+			p.stats.buildFailures.Add(1)
+		} else {
+			p.stats.builds.Add(1)
+		}
+	}()
 	e := New(p.ref, &p.tmpl)
 	e.img = p.img
 	defer func() {
@@ -506,6 +545,15 @@ func (s *Sandbox) startTaken(ctx, startCtx context.Context) error {
 		p.abandon()
 		return err
 	}
+	var late *lateMounts
+	if len(s.lateMounts) > 0 {
+		if late, err = s.openLateMounts(rootfs); err != nil {
+			p.abandon()
+			return err
+		}
+		defer late.close()
+		spec.LateMounts = true
+	}
 	enc, err := marshalSpec(spec)
 	if err != nil {
 		p.abandon()
@@ -529,6 +577,9 @@ func (s *Sandbox) startTaken(ctx, startCtx context.Context) error {
 	// read it: ending startCtx kills the init, which ends the send.
 	stop := context.AfterFunc(startCtx, func() { p.cmd.Process.Kill() })
 	err = nsinit.SendMessage(int(p.specW.Fd()), enc, fds)
+	if err == nil && late != nil {
+		err = late.send(p.specW)
+	}
 	stop()
 	files.sent(err == nil)
 	p.specW.Close()

@@ -173,8 +173,8 @@ func TestPoolFeatures(t *testing.T) {
 	if !errors.Is(err, ErrExec) || !errors.Is(err, syscall.ENOENT) {
 		t.Errorf("missing program: %v", err)
 	}
-	_, err = p.New(&Options{Args: []string{"true"}, Mounts: []Mount{{Source: "/tmp", Destination: "/x"}}, Hostname: "h"}).Run(ctx)
-	if err == nil || !strings.Contains(err.Error(), "Hostname, Mounts") {
+	_, err = p.New(&Options{Args: []string{"true"}, ReadonlyRootfs: true, Hostname: "h"}).Run(ctx)
+	if !errors.Is(err, ErrInvalidOptions) || !strings.Contains(err.Error(), "Hostname, ReadonlyRootfs") {
 		t.Errorf("options the pool fixes: %v", err)
 	}
 	_, err = p.New(&Options{Args: []string{"true"}, User: "nosuchuser"}).Run(ctx)

@@ -351,6 +351,10 @@ type Sandbox struct {
 	standby *launched      // a pool's sandbox: PID 1, waiting for its workload
 	copying sync.WaitGroup // copying a pooled workload's output
 
+	// lateMounts are the mounts a pool's sandbox adds to the pool's (see
+	// Pool.New), which its PID 1 makes once it is taken.
+	lateMounts []Mount
+
 	// Reset's (reset.go).
 	resetMu        sync.Mutex      // one Reset at a time
 	resetting      chan struct{}   // closed by supervise when the replaced workload is gone

@@ -178,6 +178,12 @@ func (o *ExecOptions) validate() error {
 	if err := checkProcess(o.Args, o.Env, o.Dir, o.User); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
 	}
+	if o.TTY && o.HandOverStdio {
+		return fmt.Errorf("%w: TTY with HandOverStdio: the terminal is the process's standard streams", ErrInvalidOptions)
+	}
+	if o.Resize != nil && !o.TTY {
+		return fmt.Errorf("%w: Resize without TTY", ErrInvalidOptions)
+	}
 	return nil
 }
 

@@ -33,3 +33,11 @@ func reportChosenPorts(stderr io.Writer, tty bool, asked []netplug.PortMapping, 
 		fmt.Fprintf(stderr, "berth: published %d/%s on %s%s", p.ContainerPort, protocol(p), net.JoinHostPort(ip, strconv.Itoa(int(p.HostPort))), eol)
 	}
 }
+
+// protocol is p's protocol, "tcp" when it names none.
+func protocol(p netplug.PortMapping) string {
+	if p.Protocol == "" {
+		return "tcp"
+	}
+	return p.Protocol
+}

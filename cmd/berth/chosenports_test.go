@@ -29,7 +29,8 @@ func TestRunReportsChosenPort(t *testing.T) {
 	go func() {
 		done <- execute(context.Background(), append([]string{"--root", e.root}, e.args("run", "--net", "bridge",
 			"-p", "127.0.0.1::80", "-p", "127.0.0.1:"+strconv.Itoa(fixed)+":81", "alpine:test",
-			"sh", "-c", "echo served | nc -l -p 80")...), strings.NewReader(""), &stdout, stderrW)
+			// Bounded, so that a run that never says its port ends.
+			"sh", "-c", "echo served | timeout 60 nc -l -p 80")...), strings.NewReader(""), &stdout, stderrW)
 		stderrW.Close()
 	}()
 	lines := bufio.NewScanner(stderrR)

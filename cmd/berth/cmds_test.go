@@ -61,7 +61,7 @@ func TestDetachedSandboxCommands(t *testing.T) {
 	script := `echo started; echo warning >&2; mkdir /www; echo hello > /www/index.html; httpd -p 80 -h /www
 trap 'echo bye; exit 3' TERM
 i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done`
-	id := strings.TrimSpace(e.must(root, "run", "-d", "--name", "web", "--net", "bridge", "-p", "127.0.0.1::80", "-m", "48m", "busybox:demo", "sh", "-c", script))
+	id := strings.TrimSpace(e.must(root, "run", "-d", "--name", "web", "-l", "tier=front", "-l", "team=a b", "--net", "bridge", "-p", "127.0.0.1::80", "-m", "48m", "busybox:demo", "sh", "-c", script))
 	if !regexp.MustCompile(`^[0-9a-f]{16}$`).MatchString(id) {
 		t.Fatalf("run -d printed %q, not an ID", id)
 	}
@@ -127,8 +127,13 @@ i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done`
 	if out := e.must(root, "ps", "-q", "--filter", "name=other"); out != "" {
 		t.Errorf("ps -q --filter name=other: %q", out)
 	}
-	if out := e.must(root, "ps", "--format", "{{.Names}} {{.State}}"); out != "web running\n" {
+	if out := e.must(root, "ps", "--format", "{{.Names}} {{.State}} {{.Label \"team\"}}"); out != "web running a b\n" {
 		t.Errorf("ps --format: %q", out)
+	}
+	for filter, want := range map[string]string{"label=tier": id[:12] + "\n", "label=tier=front": id[:12] + "\n", "label=tier=back": "", "label=other": ""} {
+		if out := e.must(root, "ps", "-q", "--filter", filter); out != want {
+			t.Errorf("ps --filter %s: %q", filter, out)
+		}
 	}
 
 	var infos []inspectInfo
@@ -168,6 +173,31 @@ i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done`
 		t.Errorf("stats --no-stream:\n%s", stats)
 	}
 
+	// Without --no-stream, stats refreshes until interrupted.
+	streaming := exec.Command(e.bin, append(append([]string{"--root", root}, e.flags...), "stats")...)
+	statsOut, err := streaming.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := streaming.Start(); err != nil {
+		t.Fatal(err)
+	}
+	refreshes := bufio.NewScanner(statsOut)
+	for n := 0; n < 2; {
+		if !refreshes.Scan() {
+			t.Fatalf("stats ended: %v", refreshes.Err())
+		}
+		if strings.HasPrefix(refreshes.Text(), "\x1b[H\x1b[2JID ") {
+			n++
+		} else if !strings.HasPrefix(refreshes.Text(), id[:12]+"   web ") {
+			t.Errorf("stats printed %q", refreshes.Text())
+		}
+	}
+	streaming.Process.Signal(os.Interrupt)
+	if err := streaming.Wait(); err != nil {
+		t.Errorf("stats, interrupted: %v", err)
+	}
+
 	// It ends: its trap runs, logs -f prints its last line and ends.
 	e.must(root, "kill", "-s", "TERM", "web")
 	var rest []string
@@ -179,6 +209,9 @@ i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done`
 	}
 	if len(rest) == 0 || rest[len(rest)-1] != "bye" {
 		t.Errorf("logs -f ended with %q", rest[max(0, len(rest)-3):])
+	}
+	if out := e.must(root, "wait", "web"); out != "3\n" {
+		t.Errorf("wait: %q", out)
 	}
 	waitFor(t, "ps -a to say it exited", func() bool {
 		out, _, _ := e.run(root, "ps", "-a", "--format", "{{.Names}} {{.Status}}")
@@ -244,7 +277,10 @@ func TestForegroundSandboxCommands(t *testing.T) {
 	if err := fg.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer fg.Process.Kill()
+	defer func() {
+		fg.Process.Kill()
+		fg.Wait()
+	}()
 	var id string
 	waitFor(t, "ps to show the sandbox running", func() bool {
 		out, _, _ := e.run(root, "ps", "-q", "--filter", "status=running")
@@ -257,6 +293,19 @@ func TestForegroundSandboxCommands(t *testing.T) {
 	if out := e.must(root, "top", id, "-o", "comm"); !strings.Contains(out, "\nsleep\n") {
 		t.Errorf("top:\n%s", out)
 	}
+	// top reads /proc only for processes still in the sandbox's cgroup:
+	// a PID the cgroup listed may name another process by the time it is
+	// read.
+	var full string
+	fmt.Sscan(e.must(root, "inspect", "--format", "{{.Id}}", id), &full)
+	var pid int
+	fmt.Sscan(e.must(root, "inspect", "--format", "{{.State.Pid}}", id), &pid)
+	if p, err := readProc(pid, full); err != nil || p.comm != "berth-init" {
+		t.Errorf("readProc of the sandbox's PID 1: %+v %v", p, err)
+	}
+	if p, err := readProc(os.Getpid(), full); err == nil {
+		t.Errorf("readProc of a process outside the sandbox: %+v", p)
+	}
 	if _, errOut, err := e.run(root, "logs", id); exitStatus(err) != exitFailure || !strings.Contains(errOut, "not a detached sandbox") {
 		t.Errorf("logs of a foreground sandbox: %v %s", err, errOut)
 	}
@@ -264,7 +313,6 @@ func TestForegroundSandboxCommands(t *testing.T) {
 		t.Errorf("top with ps options it does not know: %v %s", err, errOut)
 	}
 	e.must(root, "kill", id)
-	fg.Wait()
 }
 
 // berth exec -t gives the process a terminal: its own, sized as berth's.
@@ -338,7 +386,7 @@ func runOnTerminal(t *testing.T, e *e2eEnv, root string, rows, cols uint16, inpu
 	}
 	var out bytes.Buffer
 	io.Copy(&out, master) // EIO once berth, the last holder, is gone
-	cmd.Wait() // its status is for the caller to judge from the output
+	cmd.Wait()            // its status is for the caller to judge from the output
 	return out.String()
 }
 

@@ -157,8 +157,20 @@ inspect then fails if one could not.`,
 				fmt.Fprintf(cmd.OutOrStdout(), "%s\n", b)
 			} else {
 				for _, info := range infos {
+					// The template sees the JSON's names, {{.Id}}, as
+					// Docker's does: it runs over the JSON, decoded.
+					j, err := json.Marshal(info)
+					if err != nil {
+						return err
+					}
+					var v any
+					dec := json.NewDecoder(bytes.NewReader(j))
+					dec.UseNumber()
+					if err := dec.Decode(&v); err != nil {
+						return err
+					}
 					var b bytes.Buffer
-					if err := tmpl.Execute(&b, info); err != nil {
+					if err := tmpl.Execute(&b, v); err != nil {
 						return invalidFlag("--format: %w", err)
 					}
 					fmt.Fprintln(cmd.OutOrStdout(), b.String())

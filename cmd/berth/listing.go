@@ -70,19 +70,26 @@ func (g *globals) listAll(ctx context.Context) ([]*listed, error) {
 	for _, c := range containers {
 		if r, ok := bySandbox[c.SandboxID]; ok && c.SandboxID != "" {
 			claimed[r.ID] = true
-			if r.State != nil && r.Owned && !r.State.Pending && !r.State.Exited() {
+			if r.State != nil && r.Owned && !r.State.Exited() {
 				c.Sandbox = r.State
 				c.State = "running"
+				if r.State.Pending {
+					c.State = "created"
+				}
 				if c.Started.IsZero() {
 					c.Started = r.State.Created
 				}
 			}
 		}
 		if c.State == statusRunning && c.Sandbox == nil {
-			// The record says running, but no live sandbox backs it:
-			// its supervisor died, or the reaper has not written yet.
-			c.SandboxID = ""
+			// The record says running, but no live sandbox backs it: it
+			// has just ended, and its reaper has yet to say so, or its
+			// supervisor was killed.
 			c.State = "dead"
+			if e, err := readExit(g.state, c.ID); err == nil {
+				c.State, c.ExitCode = "exited", e.ExitCode
+				c.Finished, _ = time.Parse(time.RFC3339Nano, e.Exited)
+			}
 		}
 		out = append(out, c)
 	}
@@ -237,13 +244,6 @@ func hostAddr(ip string, port uint16) string {
 		return "[" + ip + "]:" + strconv.Itoa(int(port))
 	}
 	return ip + ":" + strconv.Itoa(int(port))
-}
-
-func protocol(p netplug.PortMapping) string {
-	if p.Protocol == "" {
-		return "tcp"
-	}
-	return p.Protocol
 }
 
 func firstNonEmpty(a, b string) string {

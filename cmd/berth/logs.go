@@ -54,7 +54,7 @@ printing what the sandbox writes, and ends once it has exited.`,
 			}
 			if follow {
 				opts.Exit = l.Exit
-				if l.State != "running" && l.State != "restarting" {
+				if l.State == "exited" || l.State == "dead" {
 					// It has ended: there is nothing to wait for.
 					opts.Follow = false
 				}

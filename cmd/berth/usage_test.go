@@ -16,7 +16,7 @@ func TestUsageErrors(t *testing.T) {
 		args []string
 		want []string // all in the one-line message
 	}{
-		{[]string{"bogus"}, []string{`unknown command "bogus" for "berth"`, "image"}},
+		{[]string{"frobnicate"}, []string{`unknown command "frobnicate" for "berth"`, "image"}},
 		{[]string{"image", "sync", "x", "y"}, []string{`unknown command "sync" for "berth image"`, "import"}},
 		{[]string{"image", "lss"}, []string{`unknown command "lss" for "berth image"`, "did you mean ls?"}},
 		{[]string{"network", "attach"}, []string{`unknown command "attach" for "berth network"`}},

@@ -33,7 +33,7 @@ func (f *workloadFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringArrayVar(&f.envFiles, "env-file", nil, "read environment variables from a file: KEY=VALUE lines, KEY alone to pass the host's, # comments (-e wins over it)")
 	cmd.Flags().StringArrayVarP(&f.labels, "label", "l", nil, "set a label on the sandbox: KEY=VALUE, or KEY for an empty value")
 	cmd.Flags().StringArrayVar(&f.labelFiles, "label-file", nil, "read labels from a file: KEY=VALUE lines, # comments (--label wins over it)")
-	cmd.Flags().IntVar(&f.stopTimeout, "stop-timeout", 0, "when --timeout runs out, send the workload SIGTERM and SIGKILL only this many seconds later (default 0: SIGKILL at once)")
+	cmd.Flags().IntVar(&f.stopTimeout, "stop-timeout", 0, "seconds between SIGTERM and SIGKILL when --timeout runs out (default 0: SIGKILL at once), and, with -d, berth stop's default grace")
 }
 
 // apply sets in opts what the flags say. Variables from --env-file come

@@ -177,6 +177,7 @@ struct spec {
 	int oom_score_adj, have_oom_score_adj;
 	int target_pidfd;  // exec mode
 	int tty_slave;     // the terminal made in the sandbox's devpts, or -1
+	unsigned short tty_rows, tty_cols; // its size, if set
 	int netns_fd;      // a network namespace to join, or -1
 	uint64_t landlock; // Landlock file rights to confine to "/", or 0
 	int extra_files;   // descriptors from fd 6 to pass as 3, 4, ...
@@ -193,6 +194,7 @@ struct spec {
 	int nsysctls;
 	struct devspec *devices; // nodes added to /dev
 	int ndevices;
+	int late_mounts; // standby: the request's mounts follow the workload's message
 };
 
 // read_all reads the spec to EOF. The buffer grows as needed, to one byte
@@ -340,6 +342,7 @@ static void parse_spec(struct spec *s, char *buf, size_t len) {
 		case TAG_LOOPBACK: s->loopback = 1; break;
 		case TAG_BIND_DEVICES: s->bind_devices = 1; break;
 		case TAG_UNSHARE_CGROUP: s->unshare_cgroup = 1; break;
+		case TAG_LATE_MOUNTS: s->late_mounts = 1; break;
 		case TAG_PIDFD: s->target_pidfd = fdnum(v, "pidfd"); break;
 		case TAG_LANDLOCK: s->landlock = num(v, "landlock rights"); break;
 		case TAG_SECCOMP_FLAGS: s->seccomp_flags = (unsigned int)num_max(v, "seccomp flags", UINT_MAX); break;
@@ -386,6 +389,15 @@ static void parse_spec(struct spec *s, char *buf, size_t len) {
 				s->caps[i] = num(f[i], "capability set");
 			s->have_caps = 1;
 			break;
+		case TAG_TTY_SIZE: {
+			if (fields(v, n, f, 2) != 2) {
+				errno = EINVAL;
+				die("spec: terminal size needs 2 fields");
+			}
+			s->tty_rows = (unsigned short)num_max(f[0], "terminal rows", USHRT_MAX);
+			s->tty_cols = (unsigned short)num_max(f[1], "terminal columns", USHRT_MAX);
+			break;
+		}
 		case TAG_RLIMIT: {
 			if (fields(v, n, f, 3) != 3) {
 				errno = EINVAL;
@@ -495,18 +507,35 @@ static long openat2_(int dirfd, const char *path, int flags, unsigned long long 
 }
 
 // open_in_root opens path inside the rootfs as if the rootfs were "/": a
-// symlink in the image can never lead a mount out of it.
-static int open_in_root(int rootfd, const char *path, int flags) {
+// symlink in the image can never lead a mount out of it. resolve adds
+// RESOLVE_* flags: RESOLVE_NO_XDEV keeps the walk on the rootfs's own
+// filesystem.
+static int open_in_root_how(int rootfd, const char *path, int flags, unsigned long long resolve) {
 	while (*path == '/')
 		path++;
 	if (!*path)
 		path = ".";
-	return (int)openat2_(rootfd, path, flags | O_CLOEXEC, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+	return (int)openat2_(rootfd, path, flags | O_CLOEXEC, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | resolve);
+}
+
+static int open_in_root(int rootfd, const char *path, int flags) {
+	return open_in_root_how(rootfd, path, flags, 0);
+}
+
+// target_failed reports a mount target that could not be reached. With
+// RESOLVE_NO_XDEV, EXDEV means its path crosses into another mount.
+__attribute__((noreturn)) static void target_failed(const char *what, const char *path, unsigned long long resolve) {
+	if ((resolve & RESOLVE_NO_XDEV) && errno == EXDEV)
+		die("mount target %s: leads out of the image's own filesystem, into another mount "
+		    "(a pooled sandbox's own mounts go only into the image's directories)",
+		    path);
+	die("%s %s", what, path);
 }
 
 // make_in_root creates path's missing directories inside the rootfs, and
-// the last component as a directory or (file set) an empty file.
-static void make_in_root(int rootfd, const char *path, int file) {
+// the last component as a directory or (file set) an empty file, resolving
+// each step with resolve's flags added.
+static void make_in_root(int rootfd, const char *path, int file, unsigned long long resolve) {
 	char buf[PATH_MAX];
 	if (strlen(path) >= sizeof buf) {
 		errno = ENAMETOOLONG;
@@ -521,7 +550,7 @@ static void make_in_root(int rootfd, const char *path, int file) {
 		int last = slash == NULL;
 		if (slash)
 			*slash = 0;
-		int fd = open_in_root(rootfd, buf, O_PATH);
+		int fd = open_in_root_how(rootfd, buf, O_PATH, resolve);
 		if (fd >= 0) {
 			close(fd);
 		} else if (errno == ENOENT) {
@@ -530,15 +559,15 @@ static void make_in_root(int rootfd, const char *path, int file) {
 			int pfd;
 			if (base) {
 				*base = 0;
-				pfd = open_in_root(rootfd, buf, O_PATH | O_DIRECTORY);
+				pfd = open_in_root_how(rootfd, buf, O_PATH | O_DIRECTORY, resolve);
 				*base = '/';
 				base++;
 			} else {
-				pfd = open_in_root(rootfd, ".", O_PATH | O_DIRECTORY);
+				pfd = open_in_root_how(rootfd, ".", O_PATH | O_DIRECTORY, resolve);
 				base = buf;
 			}
 			if (pfd < 0)
-				die("mount target %s: parent", path);
+				target_failed("the parent of mount target", path, resolve);
 			int r;
 			if (last && file) {
 				r = openat(pfd, base, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0644);
@@ -551,7 +580,7 @@ static void make_in_root(int rootfd, const char *path, int file) {
 				die("create mount target %s", path);
 			close(pfd);
 		} else {
-			die("mount target %s", path);
+			target_failed("mount target", path, resolve);
 		}
 		if (last)
 			return;
@@ -674,7 +703,7 @@ static void do_mount(int rootfd, const struct mountspec *m, int lock) {
 			die("bind mount source %s", m->source);
 		file = !S_ISDIR(st.st_mode);
 	}
-	make_in_root(rootfd, m->target, file);
+	make_in_root(rootfd, m->target, file, 0);
 	int fd = open_in_root(rootfd, m->target, O_PATH);
 	if (fd < 0)
 		die("mount target %s", m->target);
@@ -705,6 +734,94 @@ static void do_mount(int rootfd, const struct mountspec *m, int lock) {
 			die("mount %s (%s) on %s", m->source, m->fstype, m->target);
 	}
 	close(fd);
+}
+
+// ---- a pooled sandbox's own mounts -------------------------------------------
+
+// only_mounts checks that a request's mounts message holds TAG_MOUNT
+// records and nothing else: the rest of a spec is no business of PID 1's
+// once the sandbox is built.
+static void only_mounts(const char *buf, size_t len) {
+	for (size_t off = 0; off + 6 <= len;) {
+		uint16_t tag;
+		uint32_t n;
+		memcpy(&tag, buf + off, 2);
+		memcpy(&n, buf + off + 2, 4);
+		off += 6;
+		if (tag != TAG_MOUNT || n > len - off) {
+			errno = EINVAL;
+			die("spec: record %d among a request's mounts", tag);
+		}
+		off += n;
+	}
+}
+
+// late_mounts makes a pooled sandbox's request's mounts, in PID 1, once
+// the sandbox is built and pivoted into: each bind mount's source is the
+// next of fds, a detached mount tree the host opened, and a tmpfs is made
+// here. A target is resolved inside the sandbox's root without leaving
+// the image's own filesystem (RESOLVE_NO_XDEV), as are the directories
+// made for it: nothing goes into /proc, /sys, /dev, the etc files or the
+// pool's own mounts, whatever links the image has, and nothing is made
+// inside them on the way.
+static void late_mounts(char *buf, size_t len, const int *fds, int nfds) {
+	only_mounts(buf, len);
+	struct spec late;
+	init_spec(&late);
+	parse_spec(&late, buf, len);
+	int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	struct stat rst;
+	if (root < 0 || fstat(root, &rst) < 0)
+		die("open the sandbox's root");
+	const unsigned long known = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC;
+	int next = 0;
+	for (int i = 0; i < late.nmounts; i++) {
+		struct mountspec *m = &late.mounts[i];
+		int file = 0;
+		if (m->kind == MOUNT_BIND) {
+			if (next == nfds) {
+				errno = EINVAL;
+				die("spec: bind mount on %s without its source", m->target);
+			}
+			m->source_fd = fds[next++];
+			struct stat st;
+			if (fstat(m->source_fd, &st) < 0)
+				die("bind mount source %s", m->source);
+			file = !S_ISDIR(st.st_mode);
+		} else if (m->kind != MOUNT_FS || strcmp(m->fstype, "tmpfs") != 0 || (m->flags & ~known)) {
+			errno = EINVAL;
+			die("spec: a request's mount on %s: kind %d, type %s, flags %#lx", m->target, m->kind, m->fstype, m->flags);
+		}
+		make_in_root(root, m->target, file, RESOLVE_NO_XDEV);
+		int fd = open_in_root_how(root, m->target, O_PATH, RESOLVE_NO_XDEV);
+		if (fd < 0)
+			target_failed("mount target", m->target, RESOLVE_NO_XDEV);
+		struct stat tst;
+		if (fstat(fd, &tst) < 0)
+			die("mount target %s", m->target);
+		if (tst.st_dev == rst.st_dev && tst.st_ino == rst.st_ino) {
+			errno = EINVAL;
+			die("mount target %s: the sandbox's root", m->target);
+		}
+		if (m->kind == MOUNT_BIND) {
+			// Never cloned again here: a request's mounts are refused
+			// with a user namespace, the only case where locking them
+			// would keep anything from the workload.
+			attach_tree(m, fd, 0);
+		} else {
+			char where[64];
+			fdpath(where, sizeof where, fd);
+			if (mount("tmpfs", where, "tmpfs", m->flags, m->data[0] ? m->data : NULL) < 0)
+				die("mount tmpfs on %s", m->target);
+		}
+		close(fd);
+	}
+	if (next != nfds) {
+		errno = EINVAL;
+		die("spec: %d descriptors for %d bind mounts", nfds, next);
+	}
+	close(root);
+	free(late.mounts);
 }
 
 struct devnode {
@@ -1193,6 +1310,7 @@ __attribute__((noreturn)) static void exec_workload(struct spec *s, int errfd) {
 }
 
 static void await_workload(struct spec *s, int *errfd);
+static void pass_late_mounts(int chan);
 
 // forget_workload frees, in PID 1 once the workload runs, what only the
 // workload's exec needed: the records and the arrays of its arguments and
@@ -1207,12 +1325,91 @@ static void forget_workload(struct spec *s) {
 	s->argc = s->envc = 0;
 }
 
+// read_report reads what the workload's process says before its exec,
+// which closes its end: nothing, or why it could not start.
+static size_t read_report(int fd, char *buf, size_t cap) {
+	ssize_t n;
+	size_t got = 0;
+	while ((n = read(fd, buf + got, cap - 1 - got)) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		got += (size_t)n;
+		if (got >= cap - 1)
+			break;
+	}
+	return got;
+}
+
+// serve_standby is read_report for a standby init's workload process,
+// which may first have PID 1 make its request's mounts: a record that
+// begins with 'M', the mounts message after it and its sources attached
+// (see pass_late_mounts). PID 1 answers "K" once they are made.
+static size_t serve_standby(int fd, char *buf, size_t cap) {
+	size_t got = 0;
+	for (;;) {
+		char kind;
+		ssize_t size = recv(fd, &kind, 1, MSG_PEEK | MSG_TRUNC);
+		if (size < 0 && errno == EINTR)
+			continue;
+		if (size <= 0)
+			return got;
+		if (kind != 'M') {
+			if (got >= cap - 1)
+				return got;
+			ssize_t n = recv(fd, buf + got, cap - 1 - got, 0);
+			if (n > 0)
+				got += (size_t)n;
+			continue;
+		}
+		if ((size_t)size > 1 + LATE_MOUNTS_MAX_BYTES) {
+			errno = E2BIG;
+			die("the request's mounts: %zd bytes", size);
+		}
+		char *msg = malloc((size_t)size);
+		if (!msg)
+			die("the request's mounts: out of memory");
+		union {
+			char buf[CMSG_SPACE(sizeof(int) * STANDBY_MAX_FDS)];
+			struct cmsghdr align;
+		} u;
+		struct iovec iov = {.iov_base = msg, .iov_len = (size_t)size};
+		struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
+		ssize_t n;
+		while ((n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+			;
+		if (n != size || (mh.msg_flags & (MSG_CTRUNC | MSG_TRUNC))) {
+			errno = EMSGSIZE;
+			die("receive the request's mounts");
+		}
+		int fds[STANDBY_MAX_FDS], nfds = 0;
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+				continue;
+			int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+			if (nfds + k > STANDBY_MAX_FDS) {
+				errno = EMSGSIZE;
+				die("receive the request's mounts: too many descriptors");
+			}
+			memcpy(fds + nfds, CMSG_DATA(c), sizeof(int) * (size_t)k);
+			nfds += k;
+		}
+		late_mounts(msg + 1, (size_t)size - 1, fds, nfds);
+		free(msg);
+		write_all(fd, "K", 1);
+	}
+}
+
 // start forks the workload and waits for its exec: returns its pid, or
 // reports the failure and exits. A standby init forks it ahead of its
 // spec, reports itself ready, and leaves the process to wait for it.
 static pid_t start(struct spec *s, int standby) {
 	int p[2];
-	if (pipe2(p, O_CLOEXEC) < 0)
+	// A standby init's workload process may pass PID 1 descriptors (see
+	// serve_standby): it reports on a socket rather than a pipe.
+	if ((standby ? socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, p) : pipe2(p, O_CLOEXEC)) < 0)
 		die("pipe");
 	pid_t pid = fork();
 	if (pid < 0)
@@ -1227,17 +1424,7 @@ static pid_t start(struct spec *s, int standby) {
 	if (standby)
 		close(SPEC_FD);
 	char buf[512];
-	ssize_t n, got = 0;
-	while ((n = read(p[0], buf + got, sizeof buf - 1 - (size_t)got)) != 0) {
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			break;
-		}
-		got += n;
-		if ((size_t)got >= sizeof buf - 1)
-			break;
-	}
+	size_t got = standby ? serve_standby(p[0], buf, sizeof buf) : read_report(p[0], buf, sizeof buf);
 	close(p[0]);
 	if (standby && got > 0 && buf[0] == 'N') {
 		waitpid(pid, NULL, 0);
@@ -1245,7 +1432,7 @@ static pid_t start(struct spec *s, int standby) {
 	}
 	if (got > 0) {
 		// The workload's own report of why it could not start.
-		write_all(status_fd, buf, (size_t)got);
+		write_all(status_fd, buf, got);
 		waitpid(pid, NULL, 0);
 		_exit(126);
 	}
@@ -1347,6 +1534,11 @@ static void make_terminal(struct spec *s) {
 static void give_terminal(struct spec *s, int master, int slave) {
 	if (fchown(slave, s->uid, (gid_t)-1) < 0)
 		die("chown the terminal");
+	if (s->tty_rows || s->tty_cols) {
+		struct winsize ws = {.ws_row = s->tty_rows, .ws_col = s->tty_cols};
+		if (ioctl(master, TIOCSWINSZ, &ws) < 0)
+			die("set the terminal's size");
+	}
 	char byte = 0;
 	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
 	union {
@@ -1557,13 +1749,72 @@ static void await_workload(struct spec *s, int *errfd) {
 		write_all(high, "N\n", 2);
 		_exit(0);
 	}
-	close(SPEC_FD);
 	parse_spec(s, buf, len);
+	if (s->late_mounts)
+		pass_late_mounts(high);
+	close(SPEC_FD);
 	need_command(s);
 	align_seccomp(s);
 	install_fds(s, fds, nfds);
 	if (s->tty)
 		make_terminal(s);
+}
+
+// pass_late_mounts reads the request's mounts, the message that follows
+// the workload's, and has PID 1 make them (serve_standby): this process
+// may be under its seccomp filter already, which refuses mount calls; PID
+// 1 never is. PID 1 answers "K" once they are made; if it cannot make
+// them, it reports why to the host and exits, which ends this process.
+static void pass_late_mounts(int chan) {
+	size_t len;
+	int fds[STANDBY_MAX_FDS], nfds;
+	char *buf = read_message(&len, fds, &nfds);
+	if (!buf) {
+		errno = EPIPE;
+		die("read the request's mounts: cut short");
+	}
+	if (len > LATE_MOUNTS_MAX_BYTES) {
+		errno = E2BIG;
+		die("the request's mounts: %zu bytes, more than %d", len, LATE_MOUNTS_MAX_BYTES);
+	}
+	char *msg = malloc(len + 1);
+	if (!msg)
+		die("the request's mounts: out of memory");
+	msg[0] = 'M';
+	memcpy(msg + 1, buf, len);
+	free(buf);
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * STANDBY_MAX_FDS)];
+		struct cmsghdr align;
+	} u;
+	memset(&u, 0, sizeof u);
+	struct iovec iov = {.iov_base = msg, .iov_len = len + 1};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+	if (nfds > 0) {
+		mh.msg_control = u.buf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+		memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+	}
+	ssize_t w;
+	while ((w = sendmsg(chan, &mh, 0)) < 0 && errno == EINTR)
+		;
+	if (w != (ssize_t)(len + 1))
+		die("pass the request's mounts to PID 1");
+	free(msg);
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+	char ok = 0;
+	ssize_t r;
+	while ((r = read(chan, &ok, 1)) < 0 && errno == EINTR)
+		;
+	if (r != 1 || ok != 'K') {
+		errno = EPROTO;
+		die("PID 1 did not make the request's mounts");
+	}
 }
 
 static void run_init(int standby) {

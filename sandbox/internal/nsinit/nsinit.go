@@ -117,15 +117,19 @@ type Spec struct {
 	ReadonlyRoot  bool
 	NoNewPrivs    bool
 	TTY           bool
-	Loopback      bool // bring lo up in a new network namespace
-	BindDevices   bool // bind device nodes from the host (no mknod in a user namespace)
-	Caps          *Caps
-	Rlimits       []Rlimit
-	Seccomp       []byte // a compiled BPF program (struct sock_filter array)
-	SeccompFlags  uint   // SECCOMP_FILTER_FLAG_* for seccomp(2)
-	OOMScoreAdj   *int
-	PidFD         int // exec mode: descriptor number of a pidfd on the sandbox's PID 1
-	Namespaces    int // exec mode: CLONE_NEW* flags to join
+	// TTYRows and TTYCols, if not zero, are the terminal's size, set
+	// before the workload runs, so that it never sees the terminal
+	// without one.
+	TTYRows, TTYCols uint16
+	Loopback         bool // bring lo up in a new network namespace
+	BindDevices      bool // bind device nodes from the host (no mknod in a user namespace)
+	Caps             *Caps
+	Rlimits          []Rlimit
+	Seccomp          []byte // a compiled BPF program (struct sock_filter array)
+	SeccompFlags     uint   // SECCOMP_FILTER_FLAG_* for seccomp(2)
+	OOMScoreAdj      *int
+	PidFD            int // exec mode: descriptor number of a pidfd on the sandbox's PID 1
+	Namespaces       int // exec mode: CLONE_NEW* flags to join
 	// Landlock, if nonzero, is the set of Landlock file access rights to
 	// confine to the sandbox's own tree.
 	Landlock uint64
@@ -151,6 +155,10 @@ type Spec struct {
 	// Devices are nodes the init adds to the sandbox's /dev, after its
 	// usual ones (TAG_DEVICE).
 	Devices []Device
+	// LateMounts, in a standby init's workload message, says that a
+	// message of mounts follows it (EncodeLateMounts), which PID 1 makes
+	// before the workload runs.
+	LateMounts bool
 }
 
 // A Device is a device node the init makes in the sandbox's /dev.
@@ -216,6 +224,7 @@ func (s *Spec) Encode() []byte {
 		rec(C.TAG_GROUP, u(uint64(g)))
 	}
 	flag(C.TAG_UNSHARE_CGROUP, s.UnshareCgroup)
+	flag(C.TAG_LATE_MOUNTS, s.LateMounts)
 	for _, m := range s.Mounts {
 		rec(C.TAG_MOUNT, u(uint64(m.Kind)), m.Source, m.Target, m.FSType, u(uint64(m.Flags)), m.Data)
 		if m.SourceFD != 0 {
@@ -231,6 +240,9 @@ func (s *Spec) Encode() []byte {
 	flag(C.TAG_READONLY_ROOT, s.ReadonlyRoot)
 	flag(C.TAG_NO_NEW_PRIVS, s.NoNewPrivs)
 	flag(C.TAG_TTY, s.TTY)
+	if s.TTYRows != 0 || s.TTYCols != 0 {
+		rec(C.TAG_TTY_SIZE, u(uint64(s.TTYRows)), u(uint64(s.TTYCols)))
+	}
 	flag(C.TAG_LOOPBACK, s.Loopback)
 	flag(C.TAG_BIND_DEVICES, s.BindDevices)
 	if c := s.Caps; c != nil {
@@ -284,6 +296,38 @@ func (s *Spec) Encode() []byte {
 		rec(C.TAG_NAMESPACES, strconv.Itoa(s.Namespaces))
 	}
 	return b
+}
+
+// MaxLateMountsBytes bounds the message EncodeLateMounts makes.
+const MaxLateMountsBytes = C.LATE_MOUNTS_MAX_BYTES
+
+// EncodeLateMounts encodes the mounts a pooled sandbox's request adds, the
+// message that follows a workload message whose Spec sets LateMounts. Each
+// MountBind's source goes with the message as a descriptor, one per bind
+// mount and in their order, so SourceFD must be 0; only binds and tmpfs
+// are taken. PID 1 makes them inside the built sandbox, each target
+// resolved in its root without leaving the image's own filesystem.
+func EncodeLateMounts(mounts []Mount) ([]byte, error) {
+	var b []byte
+	for _, m := range mounts {
+		if m.SourceFD != 0 || (m.Kind != MountBind && (m.Kind != MountFS || m.FSType != "tmpfs")) {
+			return nil, fmt.Errorf("nsinit: a late mount on %s: kind %d, type %q, source descriptor %d", m.Target, m.Kind, m.FSType, m.SourceFD)
+		}
+		fields := []string{strconv.Itoa(int(m.Kind)), m.Source, m.Target, m.FSType, strconv.FormatUint(uint64(m.Flags), 10), m.Data}
+		n := 0
+		for _, f := range fields {
+			n += len(f) + 1
+		}
+		b = binary.NativeEndian.AppendUint16(b, C.TAG_MOUNT)
+		b = binary.NativeEndian.AppendUint32(b, uint32(n))
+		for _, f := range fields {
+			b = append(append(b, f...), 0)
+		}
+	}
+	if len(b) > MaxLateMountsBytes {
+		return nil, fmt.Errorf("nsinit: late mounts of %d bytes, at most %d", len(b), MaxLateMountsBytes)
+	}
+	return b, nil
 }
 
 // SendMessage sends a standby init one framed part of its spec over the

@@ -38,12 +38,21 @@ enum {
 	TAG_SYSCTL,          // a /proc/sys file to write inside the sandbox
 	TAG_DEVICE,          // an extra device node for /dev
 	TAG_MOUNT_SOURCE_FD, // a bind mount's source, as a descriptor
+	TAG_LATE_MOUNTS,     // standby: a message of mounts follows the workload's
+	TAG_TTY_SIZE,        // the terminal's rows and columns, set before the workload runs
 };
 
 // A standby init's messages are framed: a 4-byte length, then records.
 // The workload's message carries its descriptors, in this order: stdin,
 // stdout, stderr, the extra files, then the console socket if TTY is set.
 enum { STANDBY_MAX_FDS = 200 };
+
+// A pooled sandbox's request may add mounts: with TAG_LATE_MOUNTS in the
+// workload's message, a third message follows, of TAG_MOUNT records only,
+// carrying the sources of its bind mounts as descriptors, one per bind
+// mount and in their order (no TAG_MOUNT_SOURCE_FD). It is at most
+// LATE_MOUNTS_MAX_BYTES.
+enum { LATE_MOUNTS_MAX_BYTES = 64 << 10 };
 
 // SPEC_MAX_BYTES bounds what the init reads of a spec (each message, for a
 // standby init), so that a broken or hostile host side cannot make it
