@@ -49,6 +49,11 @@ func (s *Sandbox) Stop(ctx context.Context, grace time.Duration) error {
 			return nil
 		default:
 		}
+		// A Detachable sandbox not handed to Supervise is watched
+		// here from now on, as by Wait, so that done comes.
+		if err := s.detached.watch(); err != nil {
+			owned = false
+		}
 	}
 	exited, err := s.terminate(proc, cg, grace)
 	if err != nil {

@@ -201,3 +201,26 @@ func running(pid int) bool {
 	i := bytes.LastIndexByte(b, ')')
 	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z'
 }
+
+// Stop of a Detachable sandbox that was never handed to Supervise ends it
+// and tears it down here, as Wait would.
+func TestStopDetachable(t *testing.T) {
+	sb := New("alpine:test", opts(func(o *Options) { o.Args, o.Detachable = politeWorkload, true }))
+	if err := sb.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := sb.Stop(ctx, longGrace); err != nil {
+		t.Fatal(err)
+	}
+	res, err := sb.Wait()
+	// SIGTERM may come before the trap is set: either end will do.
+	if err != nil || !res.Success() && res.Signal != syscall.SIGTERM {
+		t.Errorf("%+v, %v; want the workload ended by its trap or by SIGTERM", res, err)
+	}
+	if left := leftBehind(t); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
