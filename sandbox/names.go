@@ -102,13 +102,9 @@ func printable(s string) bool {
 // its caller has locked. A live sandbox with the name makes it fail with
 // ErrNameInUse; a stale link is removed and the claim tried again.
 func claimName(root, name, id string) error {
-	dir := filepath.Join(root, namesDir)
-	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("names directory: %w", err)
-	}
-	link := filepath.Join(dir, name)
+	link := filepath.Join(root, namesDir, name)
 	for attempt := 0; ; attempt++ {
-		err := os.Symlink(id, link)
+		err := makeNameLink(id, link)
 		if err == nil {
 			return nil
 		}
@@ -127,6 +123,22 @@ func claimName(root, name, id string) error {
 			return fmt.Errorf("name %s: %w", name, ErrNameInUse)
 		}
 	}
+}
+
+// makeNameLink makes the link, and the names directory if need be: it
+// may be missing, never made or removed with the last name just now
+// (removeNamesDirIfEmpty).
+func makeNameLink(id, link string) error {
+	var err error
+	for range 3 {
+		if err = os.Symlink(id, link); !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		if err := os.Mkdir(filepath.Dir(link), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("names directory: %w", err)
+		}
+	}
+	return err
 }
 
 // freeStaleName removes the link of name if the sandbox it names has no
@@ -188,7 +200,16 @@ func releaseName(root, name, id string) error {
 	if err := os.Remove(link); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("release name %s: %w", name, err)
 	}
+	removeNamesDirIfEmpty(root)
 	return nil
+}
+
+// removeNamesDirIfEmpty removes the names directory once it holds no
+// name, so that a state directory whose sandboxes are gone holds nothing
+// of theirs. rmdir(2) fails on a directory that is not empty, and a claim
+// that finds the directory gone makes it again (claimName).
+func removeNamesDirIfEmpty(root string) {
+	os.Remove(filepath.Join(root, namesDir))
 }
 
 // sweepNames removes the stale name links of the state root, for Recover.
@@ -211,6 +232,7 @@ func sweepNames(root string) error {
 			errs = append(errs, fmt.Errorf("name %s: %w", e.Name(), err))
 		}
 	}
+	removeNamesDirIfEmpty(root)
 	return errors.Join(errs...)
 }
 

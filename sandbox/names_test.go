@@ -73,6 +73,11 @@ func TestNameUniqueOpenAndReleased(t *testing.T) {
 	if !res.Success() {
 		t.Errorf("reuse of a released name: %+v", res)
 	}
+	// With the last name gone, so is the directory: a state directory
+	// holds nothing of sandboxes that have ended.
+	if _, err := os.Stat(filepath.Join(testEnv.stateDir, namesDir)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("names directory with no names: %v", err)
+	}
 }
 
 func TestNameRaceOneWins(t *testing.T) {

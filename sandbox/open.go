@@ -3,8 +3,10 @@ package sandbox
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,9 +18,9 @@ import (
 // Open returns a handle on a running sandbox that another process
 // started, found by its name (Options.Name), or else by its ID or a unique
 // prefix of it (at least 4 characters), in opts.StateDir.
-// The handle can Exec, Signal, Kill, Pause, Resume and read Stats; Wait
-// and Close belong to the process that started the sandbox, and Close on
-// the handle only lets it go.
+// The handle can Exec, Signal, Stop, Kill, Pause, Resume and read Stats;
+// Wait and Close belong to the process that started the sandbox, and
+// Close on the handle only lets it go.
 func Open(ctx context.Context, id string, opts *Options) (*Sandbox, error) {
 	o := Options{}
 	if opts != nil {
@@ -119,7 +121,9 @@ func namedState(stateRoot string, states []State, name string) *State {
 		return nil
 	}
 	for i := range states {
-		if states[i].ID == id && states[i].Name == name {
+		// A pending record may not say the name yet (a pool's sandbox
+		// is named when taken); findState waits for it to be complete.
+		if states[i].ID == id && (states[i].Name == name || states[i].Pending) {
 			return &states[i]
 		}
 	}
@@ -142,4 +146,19 @@ func prefixState(states []State, prefix string) (*State, error) {
 		}
 	}
 	return st, nil
+}
+
+// State returns the sandbox's record: for a handle from Open, what the
+// sandbox's state directory said when it was opened, its name, labels
+// and the log its supervisor keeps (State.Log, which ReadLog reads)
+// among it.
+func (s *Sandbox) State() State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.state
+	st.Labels = maps.Clone(st.Labels)
+	st.Args = slices.Clone(st.Args)
+	st.Env = slices.Clone(st.Env)
+	st.Volumes = slices.Clone(st.Volumes)
+	return st
 }

@@ -14,6 +14,11 @@ import (
 // foreground run has no other place to say it, and without it the port
 // could only be guessed. Ports the caller named are not repeated. On a
 // raw terminal (-t) a line needs its carriage return.
+//
+// The line is for people: it shares stderr with the workload, which is
+// running by then and may print a line just like it. A program should ask
+// for the port where the workload cannot answer: the Go API's
+// Sandbox.Attachment, or berth port of a detached sandbox.
 func reportChosenPorts(stderr io.Writer, tty bool, asked []netplug.PortMapping, a *netplug.Attachment) {
 	if a == nil || len(a.Ports) != len(asked) {
 		return

@@ -82,11 +82,14 @@ type containerRecord struct {
 	Status     string `json:"status"`
 	// Stopped means `berth stop` (or rm, or restart) ended it: a restart
 	// policy does not start it again.
-	Stopped  bool      `json:"stopped,omitempty"`
-	ExitCode int       `json:"exitCode"`
-	Signal   int       `json:"signal,omitempty"`
-	Started  time.Time `json:"started,omitzero"`
-	Finished time.Time `json:"finished,omitzero"`
+	Stopped bool `json:"stopped,omitempty"`
+	// Restarting means berth restart stopped it, to start it again: an
+	// --rm container is not removed meanwhile.
+	Restarting bool      `json:"restarting,omitempty"`
+	ExitCode   int       `json:"exitCode"`
+	Signal     int       `json:"signal,omitempty"`
+	Started    time.Time `json:"started,omitzero"`
+	Finished   time.Time `json:"finished,omitzero"`
 	// Ports are the published ports of the current sandbox, with the
 	// host ports bound.
 	Ports []netplug.PortMapping `json:"ports,omitempty"`

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -147,6 +148,7 @@ func startDetached(cmd *cobra.Command, g *globals, name string) error {
 	if werr == nil {
 		// It goes on, a supervisor soon; it is no longer ours to wait.
 		child.Process.Release()
+		awaitSupervised(cmd.Context(), g.state, id)
 		fmt.Fprintln(cmd.OutOrStdout(), id)
 		return nil
 	}
@@ -163,6 +165,30 @@ func startDetached(cmd *cobra.Command, g *globals, name string) error {
 	}
 	err = child.Wait()
 	return fmt.Errorf("%w: the detached berth ended without starting the sandbox (%v): %w", sandbox.ErrSetup, err, werr)
+}
+
+// supervisedWait bounds how long run -d waits, once the sandbox runs,
+// for its supervisor to take it over: a few milliseconds, the exec of
+// a small program.
+const supervisedWait = 5 * time.Second
+
+// awaitSupervised waits until the supervisor has the sandbox id, so that
+// once run -d has returned its output is being logged, and its record
+// names the log (State.Log) for Open's handles; or until the sandbox has
+// ended already, or supervisedWait has passed.
+func awaitSupervised(ctx context.Context, stateRoot, id string) {
+	deadline := time.Now().Add(supervisedWait)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		states, err := sandbox.ReadStates(stateRoot)
+		if err != nil {
+			return
+		}
+		i := slices.IndexFunc(states, func(st sandbox.State) bool { return st.ID == id })
+		if i < 0 || states[i].Log != "" {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // childCommand is berth started again with argv (berth's arguments), as
@@ -270,35 +296,9 @@ func runDetachedChild(cmd *cobra.Command, g *globals, sb *sandbox.Sandbox, image
 		say("err %d %s\n", exitCode(cmd, err), msg)
 		return err
 	}
-	argv, _ := cmd.Context().Value(argvKey{}).([]string)
-	dir, _ := os.Getwd()
-
-	id := existing
-	if id == "" {
-		id = sb.ID()
-		c := &containerRecord{
-			ID: id, Name: df.name, Created: time.Now().UTC(), Image: image, Command: opts.Args, Labels: opts.Labels,
-			Argv: argv, Dir: dir, Restart: df.policy, AutoRemove: df.autoRemove,
-			SandboxID: sb.ID(), Status: statusCreated,
-		}
-		if cmd.Flags().Changed("stop-timeout") {
-			seconds := int(opts.Grace / time.Second)
-			c.StopTimeout = &seconds
-		}
-		if err := createContainer(g.state, c); err != nil {
-			return fail(err)
-		}
-	} else {
-		_, err := updateContainer(g.state, id, func(c *containerRecord) error {
-			if c.Stopped || c.Status != statusRestarting || strconv.Itoa(c.Generation) != generation {
-				return errNotRestarting
-			}
-			c.SandboxID, c.Status, c.Error = sb.ID(), statusCreated, ""
-			return nil
-		})
-		if err != nil {
-			return fail(err)
-		}
+	id, err := claimContainer(cmd, g, sb, existing, generation, image, opts, df)
+	if err != nil {
+		return fail(err)
 	}
 	if err := sb.Start(cmd.Context()); err != nil {
 		if existing == "" {
@@ -313,7 +313,7 @@ func runDetachedChild(cmd *cobra.Command, g *globals, sb *sandbox.Sandbox, image
 		}
 		return fail(err)
 	}
-	_, err := updateContainer(g.state, id, func(c *containerRecord) error {
+	_, err = updateContainer(g.state, id, func(c *containerRecord) error {
 		if c.Stopped {
 			// berth stop or rm -f came while it started.
 			return errNotRestarting
@@ -345,7 +345,6 @@ func runDetachedChild(cmd *cobra.Command, g *globals, sb *sandbox.Sandbox, image
 	then := []string{"/proc/self/exe"}
 	then = append(then, g.flags()...)
 	then = append(then, reapCommand, id)
-	os.Remove(filepath.Join(dirPath, containerExit))
 	err = sb.Supervise(&sandbox.SuperviseConfig{
 		Log:  filepath.Join(dirPath, containerLog),
 		Exit: filepath.Join(dirPath, containerExit),
@@ -358,6 +357,56 @@ func runDetachedChild(cmd *cobra.Command, g *globals, sb *sandbox.Sandbox, image
 		return nil
 	})
 	return err
+}
+
+// claimContainer makes the record of a new container for sb, or, for
+// the start of container existing again, takes its record for sb if
+// the start is the one asked for (generation). It returns the
+// container's ID.
+func claimContainer(cmd *cobra.Command, g *globals, sb *sandbox.Sandbox, existing, generation, image string, opts *sandbox.Options, df *detachFlags) (string, error) {
+	if existing != "" {
+		_, err := updateContainer(g.state, existing, func(c *containerRecord) error {
+			if c.Stopped || c.Status != statusRestarting || strconv.Itoa(c.Generation) != generation {
+				return errNotRestarting
+			}
+			c.SandboxID, c.Status, c.Error = sb.ID(), statusCreated, ""
+			return nil
+		})
+		if err != nil {
+			return "", err
+		}
+		// The last run's end is not this one's (see orphaned).
+		os.Remove(filepath.Join(containerDir(g.state, existing), containerExit))
+		return existing, nil
+	}
+	argv, _ := cmd.Context().Value(argvKey{}).([]string)
+	dir, _ := os.Getwd()
+	c := &containerRecord{
+		ID: sb.ID(), Name: df.name, Created: time.Now().UTC(), Image: image, Command: opts.Args, Labels: opts.Labels,
+		Argv: argv, Dir: dir, Restart: df.policy, AutoRemove: df.autoRemove,
+		SandboxID: sb.ID(), Status: statusCreated,
+	}
+	if cmd.Flags().Changed("stop-timeout") {
+		seconds := int(opts.Grace / time.Second)
+		c.StopTimeout = &seconds
+	}
+	return c.ID, createContainer(g.state, c)
+}
+
+// stillRestarting fails if this process is the child that starts a
+// container again (envContainer) and the container was stopped or
+// removed meanwhile: before run opens the store, which a removed
+// container's --root may no longer have. runDetachedChild checks again,
+// under the record's lock.
+func stillRestarting(g *globals) error {
+	id, _, ok := strings.Cut(os.Getenv(envContainer), "/")
+	if !ok || !detachedChild() {
+		return nil
+	}
+	if c, err := loadContainer(g.state, id); err != nil || c.ID != id || c.Stopped {
+		return errNotRestarting
+	}
+	return nil
 }
 
 // errNotRestarting is a restart's child finding its container stopped or

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,8 +50,15 @@ func newDetachEnv(t *testing.T) *detachEnv {
 	return e
 }
 
+// commandTimeout bounds every berth the tests run, so that one that
+// hangs (wait on a container that never exits) fails the test and lets
+// its cleanups run.
+const commandTimeout = time.Minute
+
 func (e *detachEnv) command(args ...string) *exec.Cmd {
-	return exec.Command(e.bin, append([]string{"--root", e.root}, e.args(args...)...)...)
+	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+	e.t.Cleanup(cancel)
+	return exec.CommandContext(ctx, e.bin, append([]string{"--root", e.root}, e.args(args...)...)...)
 }
 
 // berth runs berth with the env's flags and args, and returns what it
@@ -393,6 +401,18 @@ func TestDetachedRestartPolicies(t *testing.T) {
 		t.Errorf("stop of a --stop-timeout 0 container: exit %d, want 137", c.ExitCode)
 	}
 	e.must("rm", "quick")
+
+	// restart of an --rm container keeps it; its stop removes it.
+	id = strings.TrimSpace(e.must("run", "-d", "--rm", "--name", "temp", "busybox:demo", "sleep", "100"))
+	e.must("restart", "-t", "0", "temp")
+	if c := e.container("temp"); !c.Running() || c.SandboxID == id {
+		t.Errorf("after restart: %+v", c)
+	}
+	e.must("stop", "-t", "0", "temp")
+	eventually(t, "--rm to remove the stopped container", func() bool {
+		_, err := loadContainer(e.state, "temp")
+		return errors.Is(err, errContainerNotFound)
+	})
 }
 
 // Mistakes in run -d's command line are the command's to report, with
@@ -523,6 +543,10 @@ func TestDetachedSupervisorKilled(t *testing.T) {
 	if err := syscall.Kill(supervisor, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
+	// wait sees it end, as stop and rm do.
+	if got := e.must("wait", "orphan"); got != "137\n" {
+		t.Errorf("wait: %q", got)
+	}
 	e.must("stop", "orphan")
 	c := e.container("orphan")
 	if c.Status != statusExited || c.Error == "" {
@@ -532,4 +556,51 @@ func TestDetachedSupervisorKilled(t *testing.T) {
 	if left := e.leftBehind(id); len(left) > 0 {
 		t.Errorf("after rm: %s", strings.Join(left, "; "))
 	}
+}
+
+// The Go API's view of a detached sandbox: Open by its name gives a
+// handle whose record names the supervisor's log, which ReadLog reads,
+// and whose Stop ends it gracefully; the container records the end.
+func TestDetachedOpenByName(t *testing.T) {
+	e := newDetachEnv(t)
+	id := strings.TrimSpace(e.must("run", "-d", "--name", "api", "-l", "team=qa", "busybox:demo", "sh", "-c", "trap 'echo bye; exit 4' TERM; echo hello; while :; do sleep 0.1; done"))
+	ctx := t.Context()
+	h, err := sandbox.Open(ctx, "api", &sandbox.Options{StateDir: e.state, Storage: must(layerfs.Open(e.root, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	st := h.State()
+	if h.ID() != id || st.Name != "api" || st.Labels["team"] != "qa" || st.Log != filepath.Join(containerDir(e.state, id), containerLog) {
+		t.Fatalf("handle %s: %+v", h.ID(), st)
+	}
+	eventually(t, "hello in the log", func() bool {
+		var seen bool
+		sandbox.ReadLog(ctx, st.Log, nil, func(le sandbox.LogEntry) error {
+			seen = seen || (le.Stream == "stdout" && string(le.Text) == "hello")
+			return nil
+		})
+		return seen
+	})
+	if err := h.Stop(ctx, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.must("wait", "api"); got != "4\n" {
+		t.Errorf("wait after Stop: %q", got)
+	}
+	var lines []string
+	err = sandbox.ReadLog(ctx, st.Log, &sandbox.LogOptions{Follow: true, Exit: filepath.Join(containerDir(e.state, id), containerExit)}, func(le sandbox.LogEntry) error {
+		lines = append(lines, string(le.Text))
+		return nil
+	})
+	if err != nil || strings.Join(lines, ",") != "hello,bye" {
+		t.Errorf("the log, followed to the end: %q %v", lines, err)
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

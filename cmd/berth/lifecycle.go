@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -159,20 +160,8 @@ func (g *globals) awaitReaped(ctx context.Context, id string, c *containerRecord
 	ended := func() bool { return g.sandboxEnded(ctx, id, c) }
 	deadline := time.Now().Add(reapWait)
 	for !ended() {
-		if c != nil && !g.owned(id) {
-			// Recover reclaims it, if no reaper did meanwhile.
-			if err := g.recover(ctx); err != nil {
-				return err
-			}
-			_, err := updateContainer(g.state, c.ID, func(r *containerRecord) error {
-				if r.SandboxID == id && r.Running() {
-					r.Status, r.Finished = statusExited, time.Now().UTC()
-					r.ExitCode, r.Signal = 128+int(syscall.SIGKILL), int(syscall.SIGKILL)
-					r.Error = "its supervisor died"
-				}
-				return nil
-			})
-			return err
+		if c != nil && g.orphaned(c.ID) {
+			return g.reclaimOrphan(ctx, c.ID)
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("sandbox %s: still not reaped after %v", id, reapWait)
@@ -184,6 +173,37 @@ func (g *globals) awaitReaped(ctx context.Context, id string, c *containerRecord
 		}
 	}
 	return nil
+}
+
+// orphaned reports whether container id's record says its sandbox runs
+// while nothing owns it and its supervisor recorded no end: the
+// supervisor was killed, and no reaper will come.
+func (g *globals) orphaned(id string) bool {
+	c, err := loadContainer(g.state, id)
+	if err != nil || c.Status != statusRunning {
+		return false
+	}
+	if _, err := os.Stat(filepath.Join(containerDir(g.state, id), containerExit)); err == nil {
+		return false // ended; its reaper is on its way
+	}
+	return !g.owned(c.SandboxID)
+}
+
+// reclaimOrphan reclaims the sandbox of container id, whose supervisor
+// died (orphaned), as berth gc would, and records its end.
+func (g *globals) reclaimOrphan(ctx context.Context, id string) error {
+	if err := g.recover(ctx); err != nil {
+		return err
+	}
+	_, err := updateContainer(g.state, id, func(c *containerRecord) error {
+		if c.Status == statusRunning {
+			c.Status, c.Finished = statusExited, time.Now().UTC()
+			c.ExitCode, c.Signal = 128+int(syscall.SIGKILL), int(syscall.SIGKILL)
+			c.Error = "its supervisor died"
+		}
+		return nil
+	})
+	return err
 }
 
 // owned reports whether a live process (its supervisor, its reaper, or
@@ -216,6 +236,13 @@ func newRestartCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				_, err = updateContainer(g.state, c.ID, func(c *containerRecord) error {
+					c.Restarting = true
+					return nil
+				})
+				if err != nil {
+					return err
+				}
 				if err := g.stop(cmd.Context(), c.ID, stopGrace(cmd, g, c.ID, seconds)); err != nil {
 					return err
 				}
@@ -238,7 +265,7 @@ func (g *globals) startAgain(cmd *cobra.Command, id string) error {
 		if c.Running() {
 			return fmt.Errorf("container %s: already running", id)
 		}
-		c.Stopped, c.Status = false, statusRestarting
+		c.Stopped, c.Restarting, c.Status = false, false, statusRestarting
 		c.Generation++
 		return nil
 	})
@@ -261,6 +288,9 @@ func (g *globals) startAgain(cmd *cobra.Command, id string) error {
 	_, werr := readWord(cmd.Context(), r)
 	if werr == nil {
 		child.Process.Release()
+		if now, err := loadContainer(g.state, id); err == nil {
+			awaitSupervised(cmd.Context(), g.state, now.SandboxID)
+		}
 		return nil
 	}
 	if cmd.Context().Err() == nil {
@@ -293,6 +323,12 @@ until it stays exited. wait exits 0 once it has printed them all.`,
 					if now.Status == statusExited {
 						fmt.Fprintln(cmd.OutOrStdout(), now.ExitCode)
 						return nil
+					}
+					if g.orphaned(now.ID) {
+						if err := g.reclaimOrphan(cmd.Context(), now.ID); err != nil {
+							return err
+						}
+						continue
 					}
 					select {
 					case <-cmd.Context().Done():

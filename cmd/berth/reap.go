@@ -69,17 +69,16 @@ func reap(ctx context.Context, g *globals, id string) error {
 	if err != nil {
 		return err
 	}
-	if c.AutoRemove {
+	if c.AutoRemove && !c.Restarting {
 		return removeContainer(g.state, id)
 	}
 	if !restart {
 		return nil
 	}
-	// A crash loop costs a start every backoff, at most.
-	select {
-	case <-time.After(backoff):
-	case <-ctx.Done():
-		return ctx.Err()
+	// A crash loop costs a start every backoff, at most. A stop or rm
+	// meanwhile ends the wait, and the restart.
+	if !awaitRestart(ctx, g.state, id, c.Generation, backoff) {
+		return nil
 	}
 	// This process becomes the child that starts the container again;
 	// it checks, under the record's lock, that no stop came meanwhile.
@@ -91,6 +90,27 @@ func reap(ctx context.Context, g *globals, id string) error {
 	}
 	err = syscall.Exec("/proc/self/exe", child.Args, child.Env)
 	return markFailed(g, id, fmt.Errorf("restart: %w", err))
+}
+
+// awaitRestart waits for backoff to pass, and reports whether container
+// id is still to be started again then, as its generation's start.
+func awaitRestart(ctx context.Context, stateRoot, id string, generation int, backoff time.Duration) bool {
+	deadline := time.Now().Add(backoff)
+	for {
+		c, err := loadContainer(stateRoot, id)
+		if err != nil || c.ID != id || c.Stopped || c.Status != statusRestarting || c.Generation != generation {
+			return false
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return true
+		}
+		select {
+		case <-time.After(min(left, 100*time.Millisecond)):
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 // markFailed records that container id could not be started again.

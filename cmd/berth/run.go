@@ -93,6 +93,9 @@ func newRunCommand(g *globals) *cobra.Command {
 		Short: "Run a command in a new sandbox, and exit with its status",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := stillRestarting(g); err != nil {
+				return err
+			}
 			opts, err := g.sandboxOptions()
 			if err != nil {
 				return err
