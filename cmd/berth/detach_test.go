@@ -159,6 +159,14 @@ func TestDetachedLifecycle(t *testing.T) {
 		return err == nil
 	})
 
+	// The hidden reaper refuses a container that runs.
+	if _, stderr, code := e.berth(reapCommand, id); code == 0 || !strings.Contains(stderr, "still runs") {
+		t.Errorf("%s of a running container: exit %d, %q", reapCommand, code, stderr)
+	}
+	if c := e.container(id); c.Status != statusRunning {
+		t.Errorf("after a refused reap: %+v", c)
+	}
+
 	// The name is taken, by a detached container or a foreground one.
 	for _, args := range [][]string{
 		{"run", "-d", "--name", "db", "busybox:demo", "true"},
@@ -408,6 +416,9 @@ func TestDetachedRestartPolicies(t *testing.T) {
 	if c := e.container("temp"); !c.Running() || c.SandboxID == id {
 		t.Errorf("after restart: %+v", c)
 	}
+	if got := e.must("exec", "temp", "hostname"); got != id[:12]+"\n" {
+		t.Errorf("host name after restart: %q, want the container's, %s", got, id[:12])
+	}
 	e.must("stop", "-t", "0", "temp")
 	eventually(t, "--rm to remove the stopped container", func() bool {
 		_, err := loadContainer(e.state, "temp")
@@ -543,7 +554,11 @@ func TestDetachedSupervisorKilled(t *testing.T) {
 	if err := syscall.Kill(supervisor, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	// wait sees it end, as stop and rm do.
+	// gc reclaims it, and records its end; so would wait, stop and rm.
+	e.must("gc")
+	if c := e.container("orphan"); c.Status != statusExited {
+		t.Errorf("after gc: %+v", c)
+	}
 	if got := e.must("wait", "orphan"); got != "137\n" {
 		t.Errorf("wait: %q", got)
 	}
@@ -553,6 +568,23 @@ func TestDetachedSupervisorKilled(t *testing.T) {
 		t.Errorf("record: %+v", c)
 	}
 	e.must("rm", "orphan")
+	if left := e.leftBehind(id); len(left) > 0 {
+		t.Errorf("after rm: %s", strings.Join(left, "; "))
+	}
+
+	// Without gc, wait sees it end.
+	id = strings.TrimSpace(e.must("run", "-d", "--name", "orphan2", "busybox:demo", "sleep", "100"))
+	states, err = sandbox.ReadStates(e.state)
+	if err != nil || len(states) != 1 {
+		t.Fatalf("records: %v %+v", err, states)
+	}
+	if err := syscall.Kill(states[0].Host.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.must("wait", "orphan2"); got != "137\n" {
+		t.Errorf("wait: %q", got)
+	}
+	e.must("rm", "orphan2")
 	if left := e.leftBehind(id); len(left) > 0 {
 		t.Errorf("after rm: %s", strings.Join(left, "; "))
 	}
@@ -603,4 +635,27 @@ func must[T any](v T, err error) T {
 		panic(err)
 	}
 	return v
+}
+
+// A sandbox run in the foreground with --name: other commands take its
+// name, stop ends it gracefully, and the berth that runs it exits with
+// the workload's status.
+func TestStopForegroundByName(t *testing.T) {
+	e := newDetachEnv(t)
+	fg := e.command("run", "--name", "fg", "busybox:demo", "sh", "-c", "trap 'exit 9' TERM; while :; do sleep 0.1; done")
+	if err := fg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the named sandbox", func() bool {
+		out, _, code := e.berth("exec", "fg", "echo", "up")
+		return code == 0 && out == "up\n"
+	})
+	e.must("stop", "-t", "5", "fg")
+	err := fg.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 9 {
+		t.Errorf("the foreground berth: %v, want exit status 9", err)
+	}
+	if _, stderr, code := e.berth("wait", "fg"); code == 0 || !strings.Contains(stderr, "no such container") {
+		t.Errorf("wait of a foreground sandbox: %d %q", code, stderr)
+	}
 }

@@ -195,7 +195,13 @@ func (g *globals) reclaimOrphan(ctx context.Context, id string) error {
 	if err := g.recover(ctx); err != nil {
 		return err
 	}
-	_, err := updateContainer(g.state, id, func(c *containerRecord) error {
+	return markOrphanEnded(g.state, id)
+}
+
+// markOrphanEnded records that container id's sandbox ended with its
+// supervisor, killed.
+func markOrphanEnded(stateRoot, id string) error {
+	_, err := updateContainer(stateRoot, id, func(c *containerRecord) error {
 		if c.Status == statusRunning {
 			c.Status, c.Finished = statusExited, time.Now().UTC()
 			c.ExitCode, c.Signal = 128+int(syscall.SIGKILL), int(syscall.SIGKILL)
@@ -204,6 +210,20 @@ func (g *globals) reclaimOrphan(ctx context.Context, id string) error {
 		return nil
 	})
 	return err
+}
+
+// settleOrphans records the end of every orphaned container, for gc,
+// whose Recover has reclaimed their sandboxes.
+func (g *globals) settleOrphans() {
+	cs, err := listContainers(g.state)
+	if err != nil {
+		return
+	}
+	for _, c := range cs {
+		if g.orphaned(c.ID) {
+			markOrphanEnded(g.state, c.ID)
+		}
+	}
 }
 
 // owned reports whether a live process (its supervisor, its reaper, or

@@ -37,6 +37,11 @@ func reap(ctx context.Context, g *globals, id string) error {
 	// The supervisor let go of the sandbox just before it became this
 	// process: Recover finds it dead, and frees it like any other.
 	rerr := g.recover(ctx)
+	// Run by hand on a live container, it would record an end that did
+	// not happen, and perhaps start a second sandbox.
+	if c, err := loadContainer(g.state, id); err == nil && c.Running() && g.owned(c.SandboxID) {
+		return fmt.Errorf("container %s: its sandbox %s still runs", id, c.SandboxID)
+	}
 	exit, xerr := readExit(g.state, id)
 	var restart bool
 	var backoff time.Duration

@@ -212,6 +212,10 @@ func newRunCommand(g *globals) *cobra.Command {
 					return startDetached(cmd, g, df.name)
 				}
 				opts.Detachable, opts.Stdin, opts.Stdout, opts.Stderr = true, nil, nil, nil
+				if id, _, ok := strings.Cut(os.Getenv(envContainer), "/"); ok && opts.Hostname == "" && len(id) >= 12 {
+					// Started again: the host name stays the container's.
+					opts.Hostname = id[:12]
+				}
 				err := runDetachedChild(cmd, g, sandbox.New(image, opts), args[0], opts, &df)
 				return missingImageHint(err, image, pullPolicy)
 			}
@@ -565,6 +569,8 @@ started them was killed.`,
 			}
 			out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
 			res, rerr := sandbox.Recover(cmd.Context(), opts)
+			// Containers whose supervisor died are exited now.
+			g.settleOrphans()
 			fmt.Fprintf(out, "reclaimed %d dead sandboxes (%d with damaged records), %d stray rootfs, %d stray cgroups\n",
 				len(res.Sandboxes), len(res.Damaged), len(res.Rootfs), len(res.Cgroups))
 			for _, f := range res.Failed {
