@@ -548,7 +548,13 @@ func command(ctx context.Context, name string, args ...string) error {
 }
 
 func commandOutput(ctx context.Context, name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	return commandOutputTimeout(ctx, 2*time.Minute, name, args...)
+}
+
+// commandOutputTimeout is commandOutput for a command that may take
+// longer than two minutes, or should not take that long.
+func commandOutputTimeout(ctx context.Context, timeout time.Duration, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	// Files, not pipes: a detached container inherits the tool's stdio,
 	// and with pipes Wait would wait for the container to exit.
@@ -587,7 +593,7 @@ func commandOutput(ctx context.Context, name string, args ...string) (string, er
 func subcommand(args []string) string {
 	for _, a := range args {
 		switch a {
-		case "run", "import", "rm", "rmi", "inspect", "delete", "state", "list", "build":
+		case "run", "import", "rm", "rmi", "inspect", "delete", "state", "list", "build", "ps", "gc":
 			return a
 		}
 	}

@@ -108,19 +108,50 @@ func smaps(pid int) (pss, rss int) {
 	return pss, rss
 }
 
-// memoryCgroup is the v1 memory cgroup path of pid ("" if none).
+// privateKiB is the memory a process has to itself (Private_Clean +
+// Private_Dirty, in KiB): what its PSS comes down to when many processes
+// share the rest.
+func privateKiB(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && (f[0] == "Private_Clean:" || f[0] == "Private_Dirty:") {
+			v, _ := strconv.Atoi(f[1])
+			n += v
+		}
+	}
+	return n
+}
+
+// memoryCgroup is the memory cgroup path of pid ("" if none): its v1
+// memory hierarchy's where there is one (hybrid and v1 hosts), else its
+// cgroup2 path.
 func memoryCgroup(pid int) string {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 	if err != nil {
 		return ""
 	}
+	unified := ""
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.SplitN(line, ":", 3)
-		if len(f) == 3 && slices.Contains(strings.Split(f[1], ","), "memory") {
+		if len(f) != 3 {
+			continue
+		}
+		if slices.Contains(strings.Split(f[1], ","), "memory") {
 			return f[2]
 		}
+		if f[0] == "0" && f[1] == "" {
+			unified = f[2]
+		}
 	}
-	return ""
+	if fileExists(memoryV1) {
+		return "" // v1 has a memory hierarchy, and pid is not in it
+	}
+	return unified
 }
 
 // ownCgroup tells whether pid is in a memory cgroup other than this
@@ -130,14 +161,21 @@ func ownCgroup(pid int) bool {
 	return cg != "" && cg != memoryCgroup(os.Getpid())
 }
 
-const memoryV1 = "/sys/fs/cgroup/memory"
+const (
+	memoryV1 = "/sys/fs/cgroup/memory"
+	cgroupV2 = "/sys/fs/cgroup" // on a host with cgroup2 alone
+)
 
-// kmemKiB is the kernel memory charged to pid's v1 memory cgroup, in KiB,
-// or -1 where it cannot be read.
+// kmemKiB is the kernel memory charged to pid's memory cgroup, in KiB,
+// or -1 where it cannot be read: v1's memory.kmem.usage_in_bytes, or
+// the "kernel" line of cgroup2's memory.stat.
 func kmemKiB(pid int) int {
 	cg := memoryCgroup(pid)
 	if cg == "" {
 		return -1
+	}
+	if !fileExists(memoryV1) {
+		return kmemV2KiB(filepath.Join(cgroupV2, cg, "memory.stat"))
 	}
 	b, err := os.ReadFile(filepath.Join(memoryV1, cg, "memory.kmem.usage_in_bytes"))
 	if err != nil {
@@ -148,6 +186,23 @@ func kmemKiB(pid int) int {
 		return -1
 	}
 	return n / 1024
+}
+
+// kmemV2KiB is the "kernel" line of a cgroup2 memory.stat, in KiB, or
+// -1 where there is none (kernels before 5.18).
+func kmemV2KiB(memoryStat string) int {
+	b, err := os.ReadFile(memoryStat)
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "kernel "); ok {
+			if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+				return n / 1024
+			}
+		}
+	}
+	return -1
 }
 
 // mountPoints lists mount points from /proc/self/mountinfo, with their

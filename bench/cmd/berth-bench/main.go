@@ -9,6 +9,8 @@
 //
 // Scenario 7 times storage and network backends run as plugins against
 // the built-in ones; -plugins only runs it alone, -plugins no leaves it out.
+// Scenario 3b measures idle detached sandboxes (`berth run -d`); -detached
+// only and -detached no do the same for it.
 //
 // It writes results.json, results.md, startup-cdf.svg and memory.svg to
 // -out, prints progress to stderr and the markdown tables to stdout. It
@@ -30,18 +32,27 @@ import (
 )
 
 var (
-	quick   = flag.Bool("quick", false, "quick mode: 30 runs per tool, idle sandboxes up to 100, density cap 200 (the default)")
-	full    = flag.Bool("full", false, "full mode: 200 runs per tool, idle sandboxes up to 1000, density cap 2000")
-	outDir  = flag.String("out", "bench/results", "directory for results.json, results.md and the SVG plots")
-	image   = flag.String("image", "../shared/images/alpine-minirootfs-3.20.3-x86_64.tar.gz", "the Alpine minirootfs tarball every tool runs")
-	keepTmp = flag.Bool("keep-tmp", false, "leave the temporary directory (stores, bundles) in place, for debugging")
-	plugins = flag.String("plugins", "yes", "scenario 7, what a plugin costs: yes, no, or only (skip scenarios 1-6)")
+	quick    = flag.Bool("quick", false, "quick mode: 30 runs per tool, idle sandboxes up to 100, density cap 200 (the default)")
+	full     = flag.Bool("full", false, "full mode: 200 runs per tool, idle sandboxes up to 1000, density cap 2000")
+	outDir   = flag.String("out", "bench/results", "directory for results.json, results.md and the SVG plots")
+	image    = flag.String("image", "../shared/images/alpine-minirootfs-3.20.3-x86_64.tar.gz", "the Alpine minirootfs tarball every tool runs")
+	keepTmp  = flag.Bool("keep-tmp", false, "leave the temporary directory (stores, bundles) in place, for debugging")
+	plugins  = flag.String("plugins", "yes", "scenario 7, what a plugin costs: yes, no, or only (skip scenarios 1-6)")
+	detached = flag.String("detached", "yes", "scenario 3b, idle detached sandboxes of berth run -d: yes, no, or only (skip the others)")
 )
 
 func main() {
 	flag.Parse()
 	if *plugins != "yes" && *plugins != "no" && *plugins != "only" {
 		fmt.Fprintf(os.Stderr, "berth-bench: -plugins %q: want yes, no or only\n", *plugins)
+		os.Exit(2)
+	}
+	if *detached != "yes" && *detached != "no" && *detached != "only" {
+		fmt.Fprintf(os.Stderr, "berth-bench: -detached %q: want yes, no or only\n", *detached)
+		os.Exit(2)
+	}
+	if *plugins == "only" && *detached == "only" {
+		fmt.Fprintln(os.Stderr, "berth-bench: -plugins only and -detached only exclude each other")
 		os.Exit(2)
 	}
 	if *quick && *full {
@@ -66,6 +77,7 @@ type config struct {
 	Mode           string
 	Runs           int   // start→exit samples per tool
 	IdleN          []int // idle sandbox counts for the memory scenario
+	DetachedN      []int // idle detached sandbox counts (`berth run -d`)
 	PodmanIdleMax  int   // podman is slow to start and stop: cap its idle N
 	DensityCap     int
 	ThroughputTime time.Duration
@@ -76,10 +88,10 @@ type config struct {
 }
 
 var (
-	quickConfig = config{Mode: "quick", Runs: 30, IdleN: []int{1, 10, 100}, PodmanIdleMax: 10,
+	quickConfig = config{Mode: "quick", Runs: 30, IdleN: []int{1, 10, 100}, DetachedN: []int{100}, PodmanIdleMax: 10,
 		DensityCap: 200, ThroughputTime: 4 * time.Second, Imports: 5, PrepareRuns: 100,
 		PluginCalls: 2000, PluginStarts: 20}
-	fullConfig = config{Mode: "full", Runs: 200, IdleN: []int{1, 10, 100, 1000}, PodmanIdleMax: 100,
+	fullConfig = config{Mode: "full", Runs: 200, IdleN: []int{1, 10, 100, 1000}, DetachedN: []int{100, 1000}, PodmanIdleMax: 100,
 		DensityCap: 2000, ThroughputTime: 20 * time.Second, Imports: 20, PrepareRuns: 1000,
 		PluginCalls: 20000, PluginStarts: 100}
 )
@@ -110,7 +122,7 @@ func run(ctx context.Context, cfg config) (err error) {
 	if err != nil {
 		return err
 	}
-	res := &Results{Mode: cfg.Mode, Started: began.UTC(), Machine: machineInfo(), Notes: e.notes, PluginsOnly: *plugins == "only"}
+	res := &Results{Mode: cfg.Mode, Started: began.UTC(), Machine: machineInfo(), Notes: e.notes, PluginsOnly: *plugins == "only", DetachedOnly: *detached == "only"}
 	res.Machine.Tools = e.versions()
 
 	scenarios := []struct {
@@ -120,6 +132,7 @@ func run(ctx context.Context, cfg config) (err error) {
 		{"1 start→exit", scenarioStartup},
 		{"2 start→exit with a network", scenarioNetwork},
 		{"3 memory per idle sandbox", scenarioMemory},
+		{"3b memory per idle detached sandbox", scenarioDetached},
 		{"4 density", scenarioDensity},
 		{"5 throughput", scenarioThroughput},
 		{"6 layerfs", scenarioLayerfs},
@@ -141,6 +154,9 @@ func run(ctx context.Context, cfg config) (err error) {
 	}
 	res.DurationSeconds = time.Since(began).Seconds()
 	res.Notes = e.notes
+	if res.DetachedOnly {
+		res = res.mergeDetached(*outDir)
+	}
 	return res.write(*outDir)
 }
 
@@ -148,8 +164,10 @@ func progress(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "%s berth-bench: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
 
-// skipScenario reports whether -plugins leaves the scenario out.
+// skipScenario reports whether -plugins or -detached leaves the
+// scenario out.
 func skipScenario(name string) bool {
-	isPlugins := name == "7 plugins"
-	return (*plugins == "no" && isPlugins) || (*plugins == "only" && !isPlugins)
+	isPlugins, isDetached := name == "7 plugins", name == "3b memory per idle detached sandbox"
+	return (*plugins == "no" && isPlugins) || (*plugins == "only" && !isPlugins) ||
+		(*detached == "no" && isDetached) || (*detached == "only" && !isDetached)
 }

@@ -21,11 +21,13 @@ type Results struct {
 	Startup         []Latency    `json:"startup"`
 	Network         []Latency    `json:"network"`
 	Memory          []Memory     `json:"memory"`
+	Detached        []Detached   `json:"detached,omitempty"`
 	Density         []Density    `json:"density"`
 	Throughput      []Throughput `json:"throughput"`
 	Layerfs         Layerfs      `json:"layerfs"`
 	Plugins         *Plugins     `json:"plugins,omitempty"`
-	PluginsOnly     bool         `json:"plugins_only,omitempty"` // -plugins only: scenarios 1-6 did not run
+	PluginsOnly     bool         `json:"plugins_only,omitempty"`  // -plugins only: scenarios 1-6 did not run
+	DetachedOnly    bool         `json:"detached_only,omitempty"` // -detached only: only scenario 3b ran
 	Notes           []string     `json:"notes"`
 }
 
@@ -49,6 +51,30 @@ func (r *Results) write(dir string) error {
 	}
 	fmt.Print(md)
 	return nil
+}
+
+// mergeDetached returns the results already in dir with section 3b
+// replaced by r's, so that a -detached only run lands next to the
+// figures it is compared with; or r itself if dir holds no complete run.
+func (r *Results) mergeDetached(dir string) *Results {
+	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		return r
+	}
+	var prev Results
+	if err := json.Unmarshal(b, &prev); err != nil || prev.PluginsOnly || prev.DetachedOnly {
+		return r
+	}
+	prev.Detached = r.Detached
+	prev.Notes = slices.DeleteFunc(prev.Notes, func(n string) bool { return strings.HasPrefix(n, detachedNotePrefix) })
+	for _, n := range r.Notes {
+		if strings.HasPrefix(n, detachedNotePrefix) && !slices.Contains(prev.Notes, n) {
+			prev.Notes = append(prev.Notes, n)
+		}
+	}
+	prev.Notes = append(prev.Notes, fmt.Sprintf("%ssection 3b comes from a later run (-detached only, %s mode, %s, %.0f s); the other sections from the run above",
+		detachedNotePrefix, r.Mode, r.Started.Format(time.RFC3339), r.DurationSeconds))
+	return &prev
 }
 
 func writeChart(path string, c *bench.Chart) error {
@@ -88,6 +114,16 @@ func (r *Results) memoryChart() *bench.Chart {
 				s.Y = append(s.Y, m.PSS+max(m.KernelKB, 0))
 			}
 		}
+		c.Series = append(c.Series, s)
+	}
+	s := bench.Series{Name: "berth run -d (supervisor + PID 1)"}
+	for _, d := range r.Detached {
+		if d.Error == "" {
+			s.X = append(s.X, float64(d.N))
+			s.Y = append(s.Y, d.PSS())
+		}
+	}
+	if len(s.X) > 0 {
 		c.Series = append(c.Series, s)
 	}
 	return c
@@ -136,10 +172,15 @@ func (r *Results) markdown() string {
 		r.pluginsOnlyMarkdown(&b)
 		return b.String()
 	}
+	if r.DetachedOnly {
+		r.detachedMarkdown(&b)
+		r.notesMarkdown(&b)
+		return b.String()
+	}
 	latency("1. start→exit of `true`", r.Startup)
 	latency("2. start→exit of `true` with a bridge network", r.Network)
 
-	fmt.Fprintf(&b, "\n## 3. host memory per idle sandbox (`sleep 1000`)\n\nPSS and RSS are of the processes the tool keeps on the host besides the workload; kmem is the kernel memory charged to the sandbox's own memory cgroup (v1 `memory.kmem.usage_in_bytes`), – where it has none.\n\n")
+	fmt.Fprintf(&b, "\n## 3. host memory per idle sandbox (`sleep 1000`)\n\nPSS and RSS are of the processes the tool keeps on the host besides the workload; kmem is the kernel memory charged to the sandbox's own memory cgroup (v1 `memory.kmem.usage_in_bytes`, or the `kernel` line of cgroup2's `memory.stat`), – where it has none.\n\n")
 	b.WriteString("| tool | N | host procs / sandbox | PSS KiB / sandbox | RSS KiB / sandbox | kmem KiB / sandbox | result |\n| --- | ---: | ---: | ---: | ---: | ---: | --- |\n")
 	for _, x := range r.Memory {
 		if x.Error != "" {
@@ -152,6 +193,7 @@ func (r *Results) markdown() string {
 		}
 		fmt.Fprintf(&b, "| %s | %d | %.1f | %.0f | %.0f | %s | ok |\n", x.Tool, x.N, x.Procs, x.PSS, x.RSS, kmem)
 	}
+	r.detachedMarkdown(&b)
 
 	b.WriteString("\n## 4. density: idle sandboxes running at once\n\n| tool | cap | reached | seconds to start all | seconds to close all | stopped by |\n| --- | ---: | ---: | ---: | ---: | --- |\n")
 	for _, d := range r.Density {
@@ -180,11 +222,43 @@ func (r *Results) markdown() string {
 		r.Plugins.markdown(&b)
 	}
 
+	r.notesMarkdown(&b)
+	return b.String()
+}
+
+func (r *Results) notesMarkdown(b *strings.Builder) {
 	if len(r.Notes) > 0 {
 		b.WriteString("\n## Notes\n\n")
 		for _, n := range r.Notes {
-			fmt.Fprintf(&b, "- %s\n", n)
+			fmt.Fprintf(b, "- %s\n", n)
 		}
 	}
-	return b.String()
+}
+
+// detachedMarkdown is section 3b, next to section 3's rows.
+func (r *Results) detachedMarkdown(b *strings.Builder) {
+	if len(r.Detached) == 0 {
+		return
+	}
+	b.WriteString("\n## 3b. host memory per idle detached sandbox (`berth run -d alpine sleep 1000`)\n\n" +
+		"A detached sandbox keeps two processes on the host: its supervisor (which holds its output and exit status) and its PID 1. " +
+		"PSS and RSS are per sandbox; total is both PSS plus kmem; private is what the two processes have to themselves (smaps Private_Clean + Private_Dirty), the floor their PSS nears as N grows. Start is N `berth run -d` one after another; remove is one `berth rm -f` of all N, until the last reaper has exited.\n\n")
+	b.WriteString("| N | supervisor PSS KiB | supervisor RSS KiB | PID 1 PSS KiB | PID 1 RSS KiB | private KiB | kmem KiB | total KiB | start all s | run -d p50 ms | p99 ms | rm -f all s | result |\n" +
+		"| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	for _, d := range r.Detached {
+		if d.Error != "" && d.SupervisorRSS == 0 {
+			fmt.Fprintf(b, "| %d | – | – | – | – | – | – | – | – | – | – | – | FAILED: %s |\n", d.N, cell(d.Error))
+			continue
+		}
+		kmem := "–"
+		if d.KernelKB >= 0 {
+			kmem = fmt.Sprintf("%.0f", d.KernelKB)
+		}
+		result := "ok"
+		if d.Error != "" {
+			result = "FAILED: " + cell(d.Error)
+		}
+		fmt.Fprintf(b, "| %d | %.0f | %.0f | %.0f | %.0f | %.0f | %s | %.0f | %.1f | %.1f | %.1f | %.1f | %s |\n", d.N, d.SupervisorPSS, d.SupervisorRSS,
+			d.InitPSS, d.InitRSS, d.Private, kmem, d.PSS(), d.StartSeconds, d.StartP50, d.StartP99, d.RemoveSeconds, result)
+	}
 }

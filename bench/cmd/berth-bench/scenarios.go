@@ -132,7 +132,7 @@ func scenarioMemory(ctx context.Context, e *env, cfg config, res *Results) error
 	if cfg.PodmanIdleMax < cfg.IdleN[len(cfg.IdleN)-1] {
 		e.note("podman's idle memory is measured up to N=%d only: it starts and removes containers at well under 10 a second", cfg.PodmanIdleMax)
 	}
-	e.note("berth (CLI) is left out of the idle memory scenario: `berth run` waits in the foreground, so its cost is that of the Go API plus one CLI process")
+	e.note("berth (CLI) is left out of the idle memory scenario: `berth run` waits in the foreground, so its cost is that of the Go API plus one CLI process; section 3b measures `berth run -d`, which returns")
 	return nil
 }
 
