@@ -110,16 +110,9 @@ const pendingWait = time.Second
 func findState(ctx context.Context, stateRoot, id string) (*State, error) {
 	deadline := time.Now().Add(pendingWait)
 	for {
-		states, err := ReadStates(stateRoot)
+		st, err := lookState(stateRoot, id)
 		if err != nil {
 			return nil, err
-		}
-		// A name first: a name may look like an ID prefix.
-		st := namedState(stateRoot, states, id)
-		if st == nil {
-			if st, err = prefixState(states, id); err != nil {
-				return nil, err
-			}
 		}
 		if st == nil {
 			return nil, fmt.Errorf("sandbox %s: %w", clip.String(id), ErrNotFound)
@@ -136,20 +129,27 @@ func findState(ctx context.Context, stateRoot, id string) (*State, error) {
 	}
 }
 
-// namedState returns the record of the sandbox whose name is name, or nil.
-func namedState(stateRoot string, states []State, name string) *State {
-	id := lookupName(stateRoot, name)
-	if id == "" {
-		return nil
-	}
-	for i := range states {
+// lookState returns the record id names, or nil: a name first, since a
+// name may look like an ID prefix; then a whole ID; then a prefix. A name
+// or a whole ID reads that one record, not every sandbox's.
+func lookState(stateRoot, id string) (*State, error) {
+	if named := lookupName(stateRoot, id); named != "" {
 		// A pending record may not say the name yet (a pool's sandbox
 		// is named when taken); findState waits for it to be complete.
-		if states[i].ID == id && (states[i].Name == name || states[i].Pending) {
-			return &states[i]
+		if st, err := ReadState(stateRoot, named); err == nil && (st.Name == id || st.Pending) {
+			return st, nil
 		}
 	}
-	return nil
+	if sandboxIDRE.MatchString(id) {
+		if st, err := ReadState(stateRoot, id); err == nil {
+			return st, nil
+		}
+	}
+	states, err := ReadStates(stateRoot)
+	if err != nil {
+		return nil, err
+	}
+	return prefixState(states, id)
 }
 
 // prefixState returns the record of the one sandbox whose ID begins with

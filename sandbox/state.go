@@ -18,6 +18,7 @@ import (
 
 	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/internal/atomicfile"
+	"github.com/berth-dev/berth/internal/clip"
 	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/netplug"
 	"github.com/berth-dev/berth/security"
@@ -203,6 +204,27 @@ func ReadRecords(stateDir string) ([]Record, error) {
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// ReadState returns the record of the sandbox whose full ID is id in
+// stateDir ("" for DefaultStateDir), reading only its own: the error
+// wraps ErrNotFound if it has none, ErrDamagedState if it cannot be read.
+func ReadState(stateDir, id string) (*State, error) {
+	if !sandboxIDRE.MatchString(id) {
+		return nil, fmt.Errorf("sandbox %s: %w", clip.String(id), ErrNotFound)
+	}
+	if stateDir == "" {
+		stateDir = DefaultStateDir
+	}
+	dir := filepath.Join(stateDir, id)
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("sandbox %s: %w", id, ErrNotFound)
+	}
+	st, err := readState(dir, id)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %s: %w", id, err)
+	}
+	return st, nil
 }
 
 // readState reads the record in the state directory dir of sandbox id.

@@ -409,6 +409,12 @@ func loadContainer(stateRoot, nameOrID string) (*containerRecord, error) {
 			}
 		}
 	}
+	if containerIDRE.MatchString(nameOrID) {
+		// A whole ID: its own record, without reading every other's.
+		if c, err := readContainer(containerDir(stateRoot, nameOrID)); err == nil && c.ID == nameOrID {
+			return c, nil
+		}
+	}
 	all, err := listContainers(stateRoot)
 	if err != nil {
 		return nil, err
