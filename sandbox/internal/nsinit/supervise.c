@@ -438,6 +438,16 @@ __attribute__((noreturn)) static void then_exec(char **argv) {
 	_exit(127);
 }
 
+// default_action gives sig its default action, through the system call:
+// glibc's signal() refuses the two real-time signals it keeps for itself
+// (32 and 33), and a starter may have ignored those too. A zeroed
+// kernel sigaction is SIG_DFL, no flags and an empty mask on every
+// architecture.
+static void default_action(int sig) {
+	unsigned long act[8] = {0};
+	syscall(SYS_rt_sigaction, sig, act, NULL, (size_t)8);
+}
+
 __attribute__((noreturn)) void berth_supervise(char **argv) {
 	prctl(PR_SET_NAME, "berth-supervise", 0, 0, 0);
 	sv.log_fd = -1;
@@ -463,7 +473,7 @@ __attribute__((noreturn)) void berth_supervise(char **argv) {
 	// either way.)
 	for (int sig = 1; sig < NSIG; sig++)
 		if (sig != SIGKILL && sig != SIGSTOP)
-			signal(sig, SIG_DFL);
+			default_action(sig);
 	sigset_t all;
 	sigfillset(&all);
 	if (sigprocmask(SIG_BLOCK, &all, NULL) < 0)
