@@ -410,8 +410,18 @@ func TestInitOOMIsReported(t *testing.T) {
 		if err := cgm.RemoveParent(); err != nil {
 			t.Errorf("remove the parent cgroup: %v", err)
 		}
-		if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("%s left behind (stat: %v)", dir, err)
+		// berth removes only what it made: the parent's directories in
+		// the other hierarchies, not the memory one this test made.
+		if _, err := os.Stat(dir); err != nil {
+			t.Errorf("%s, which the test made, was removed by berth (stat: %v)", dir, err)
+		}
+		if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("remove %s: %v", dir, err)
+		}
+		for _, h := range []string{"pids", "cpu", "devices"} {
+			if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", h, parent)); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("%s parent %s left behind (stat: %v)", h, parent, err)
+			}
 		}
 	}()
 	// Far less than an init needs (MinMemory), and more than the kernel
