@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strings"
 	"time"
@@ -86,8 +87,10 @@ func (f *workloadFlags) apply(cmd *cobra.Command, opts *sandbox.Options) error {
 		opts.Labels = labels
 	}
 
-	if f.stopTimeout < 0 {
-		return invalidFlag("--stop-timeout %d: want a number of seconds, 0 or more", f.stopTimeout)
+	// More seconds than a time.Duration holds would wrap round, to a
+	// negative grace or a far shorter one than asked.
+	if maxSeconds := int(math.MaxInt64 / int64(time.Second)); f.stopTimeout < 0 || f.stopTimeout > maxSeconds {
+		return invalidFlag("--stop-timeout %d: want a number of seconds, 0 to %d", f.stopTimeout, maxSeconds)
 	}
 	opts.Grace = time.Duration(f.stopTimeout) * time.Second
 	return nil
