@@ -63,6 +63,17 @@ func (s *storageServer) Prepare(ctx context.Context, in *pb.PrepareRequest) (*pb
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	if ctx.Err() != nil {
+		// The caller gave up while the plugin worked: nobody will mount
+		// the rootfs, and the Release berth sent when it gave up may
+		// have come before it was made. The plugin undoes it itself.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+		defer cancel()
+		if rerr := s.impl.Release(rctx, req.Key); rerr != nil {
+			return nil, toStatus(fmt.Errorf("%w (and releasing what was made: %v)", ctx.Err(), rerr))
+		}
+		return nil, toStatus(ctx.Err())
+	}
 	if res == nil {
 		return nil, toStatus(fmt.Errorf("prepare %s: the plugin returned no mounts", req.Key))
 	}
