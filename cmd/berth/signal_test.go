@@ -26,6 +26,13 @@ func frozenParent(t *testing.T, name string) (thaw func()) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// berth removes only the cgroup directories it made: this one is the
+	// test's, gone once the test's deferred gc has emptied it.
+	t.Cleanup(func() {
+		if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("remove %s: %v", dir, err)
+		}
+	})
 	if err := os.WriteFile(filepath.Join(dir, file), []byte(frozen), 0o644); err != nil {
 		t.Fatal(err)
 	}
