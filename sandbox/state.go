@@ -187,23 +187,48 @@ func ReadRecords(stateDir string) ([]Record, error) {
 		if !e.IsDir() || !sandboxIDRE.MatchString(e.Name()) {
 			continue
 		}
-		dir := filepath.Join(stateDir, e.Name())
-		r := Record{ID: e.Name()}
-		r.State, r.Err = readState(dir, e.Name())
-		// A shared lock tests for the owner's exclusive one without
-		// getting in the way of other readers doing the same.
-		lock, err := tryOwnerLock(dir, unix.LOCK_SH)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue // removed meanwhile
+		if r, ok := readRecord(stateDir, e.Name()); ok {
+			out = append(out, r)
 		}
-		if lock != nil {
-			lock.Close()
-		}
-		// A lock that cannot be tested is no proof of death either.
-		r.Owned = err != nil || lock == nil || (r.State != nil && r.State.Alive())
-		out = append(out, r)
 	}
 	return out, nil
+}
+
+// ReadRecord is ReadRecords for the one sandbox whose full ID is id: it
+// reads that sandbox's state directory alone. The error wraps ErrNotFound
+// if there is none.
+func ReadRecord(stateDir, id string) (Record, error) {
+	if stateDir == "" {
+		stateDir = DefaultStateDir
+	}
+	if !sandboxIDRE.MatchString(id) {
+		return Record{}, fmt.Errorf("sandbox %s: %w", clip.String(id), ErrNotFound)
+	}
+	r, ok := readRecord(stateDir, id)
+	if !ok {
+		return Record{}, fmt.Errorf("sandbox %s: %w", id, ErrNotFound)
+	}
+	return r, nil
+}
+
+// readRecord reads the state directory of sandbox id; false if there is
+// none (or it was removed meanwhile).
+func readRecord(stateDir, id string) (Record, bool) {
+	dir := filepath.Join(stateDir, id)
+	r := Record{ID: id}
+	r.State, r.Err = readState(dir, id)
+	// A shared lock tests for the owner's exclusive one without getting
+	// in the way of other readers doing the same.
+	lock, err := tryOwnerLock(dir, unix.LOCK_SH)
+	if errors.Is(err, fs.ErrNotExist) {
+		return r, false
+	}
+	if lock != nil {
+		lock.Close()
+	}
+	// A lock that cannot be tested is no proof of death either.
+	r.Owned = err != nil || lock == nil || (r.State != nil && r.State.Alive())
+	return r, true
 }
 
 // ReadState returns the record of the sandbox whose full ID is id in

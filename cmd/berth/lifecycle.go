@@ -286,16 +286,11 @@ func (g *globals) settleOrphans() {
 // owned reports whether a live process (its supervisor, its reaper, or
 // the child starting it) still owns the sandbox id, or is about to.
 func (g *globals) owned(id string) bool {
-	records, err := sandbox.ReadRecords(g.state)
-	if err != nil {
-		return true
+	r, err := sandbox.ReadRecord(g.state, id)
+	if errors.Is(err, sandbox.ErrNotFound) {
+		return false
 	}
-	for _, r := range records {
-		if r.ID == id {
-			return r.Owned
-		}
-	}
-	return false
+	return err != nil || r.Owned
 }
 
 func newRestartCommand(g *globals) *cobra.Command {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -116,16 +117,11 @@ func reap(ctx context.Context, g *globals, id, sandboxID string) error {
 // its host (it was the supervisor), and a berth gc reclaiming the
 // sandbox meanwhile holds its owner lock.
 func (g *globals) sandboxRuns(id string) bool {
-	records, err := sandbox.ReadRecords(g.state)
-	if err != nil {
-		return true
+	r, err := sandbox.ReadRecord(g.state, id)
+	if errors.Is(err, sandbox.ErrNotFound) {
+		return false
 	}
-	for _, r := range records {
-		if r.ID == id {
-			return r.Owned && (r.State == nil || !r.State.Exited())
-		}
-	}
-	return false
+	return err != nil || r.Owned && (r.State == nil || !r.State.Exited())
 }
 
 // awaitRestart waits for backoff to pass, and reports whether container
