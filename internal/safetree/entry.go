@@ -18,6 +18,10 @@ var ErrUnsafeEntry = errors.New("unsafe entry")
 // ErrTooDeep means a tree is nested deeper than MaxDepth directories.
 var ErrTooDeep = errors.New("tree nested too deep")
 
+// ErrChanged means the path a walk was asked to copy was removed, or
+// swapped for an entry of another type, while the walk opened it.
+var ErrChanged = errors.New("changed while being copied")
+
 // MaxDepth is how deep a walk descends. Each level holds a descriptor
 // open; a tree a workload made may be far deeper than PATH_MAX allows to
 // name, and no real one is.

@@ -22,8 +22,9 @@ import (
 // are passed to fn, which decides, but never opened.
 //
 // A tree that changes while it is walked gives entries as they were when
-// each was looked at; an entry that vanished or changed its kind between
-// its stat and its open is skipped.
+// each was looked at; an entry below name that vanished or changed its
+// kind between its stat and its open is skipped. Should name itself do
+// so, Walk returns an error that errors.Is ErrChanged.
 func Walk(ctx context.Context, dir int, name, as string, fn func(*Entry) error) error {
 	w := &walker{fn: fn, links: map[[2]uint64]string{}}
 	return w.walk(ctx, dir, name, as, 0)
@@ -80,8 +81,11 @@ func (w *walker) walk(ctx context.Context, dir int, name, as string, depth int) 
 			}
 		}
 		f, ok, err := openRegular(dir, name, as)
-		if err != nil || !ok {
+		if err != nil {
 			return err
+		}
+		if !ok {
+			return w.changed(depth, as)
 		}
 		defer f.Close()
 		var now unix.Stat_t
@@ -104,7 +108,7 @@ func (w *walker) walk(ctx context.Context, dir int, name, as string, depth int) 
 		fd, err := unix.Openat(dir, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
 			if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ENOENT) {
-				return nil // swapped since its stat
+				return w.changed(depth, as)
 			}
 			return pathError("open", as, err)
 		}
@@ -137,6 +141,18 @@ func (w *walker) walk(ctx context.Context, dir int, name, as string, depth int) 
 		}
 	}
 	return fn(e)
+}
+
+// changed answers for an entry that was removed or swapped for one of
+// another type between its lstat and its open. Below the walk's root it
+// is left out, as it would have been had its owner been a moment faster.
+// The root itself is all the walk was asked for: leaving it out would end
+// a walk that produced nothing in success, so it is an error.
+func (w *walker) changed(depth int, as string) error {
+	if depth > 0 {
+		return nil
+	}
+	return pathError("walk", as, ErrChanged)
 }
 
 // kernelFS reports whether fd (O_PATH will do) is on a filesystem of the
