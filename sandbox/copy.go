@@ -100,7 +100,7 @@ func (s *Sandbox) CopyTo(ctx context.Context, hostPath, sandboxPath string, opts
 // exist. Absolute member names are taken from sandboxDir; a name or hard
 // link that climbs out of it with "..", a device node, or a member below
 // a symbolic link (one the stream made included) is refused with
-// safetree.ErrUnsafeEntry, and the members unpacked before stay.
+// ErrUnsafeEntry, and the members unpacked before stay.
 // Symbolic links are made as they are: inside the sandbox they resolve
 // within it. Owners, setuid and setgid bits are kept only with
 // opts.Archive, as for CopyTo.

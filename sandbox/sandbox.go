@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/berth-dev/berth/cgroup"
+	"github.com/berth-dev/berth/internal/safetree"
 	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/netplug"
 	"github.com/berth-dev/berth/sandbox/internal/nsinit"
@@ -47,6 +48,16 @@ var (
 	// ErrExec means the sandbox was built but its program could not be
 	// run; the wrapped errno says why (ENOENT: no such program).
 	ErrExec = errors.New("cannot run the program")
+	// ErrUnsafeEntry means a copy refused an entry: a tar member whose
+	// name or hard link leaves its destination, or one below a symbolic
+	// link, a device node, or a file of a kernel filesystem.
+	ErrUnsafeEntry = safetree.ErrUnsafeEntry
+	// ErrTooDeep means a copy met a tree nested deeper than it descends.
+	ErrTooDeep = safetree.ErrTooDeep
+	// ErrCopyChanged means the path a copy was asked for was removed, or
+	// swapped for an entry of another kind, while the copy opened it: the
+	// workload changed it meanwhile. Trying again sees what it is now.
+	ErrCopyChanged = safetree.ErrChanged
 )
 
 // DefaultStateDir holds the runtime state of running sandboxes. It is on
@@ -581,8 +592,9 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 	}
 	// What the image's entrypoint leaves to run is known now; a pool's
 	// sandbox runs its request's command, checked once it is taken.
+	var argv []string
 	if !s.forPool {
-		if _, err := command(&s.opts, s.img.Config.Config.Entrypoint, s.img.Config.Config.Cmd); err != nil {
+		if argv, err = command(&s.opts, s.img.Config.Config.Entrypoint, s.img.Config.Config.Cmd); err != nil {
 			return "", err
 		}
 	}
@@ -615,7 +627,7 @@ func (s *Sandbox) build(ctx context.Context, sec *security.Config) (rootfs strin
 		return "", err
 	}
 	s.state = State{
-		ID: s.id, Image: s.ref, Args: s.opts.Args, Created: time.Now().UTC(), Host: self(),
+		ID: s.id, Image: s.ref, Args: s.opts.Args, Command: argv, Created: time.Now().UTC(), Host: self(),
 		RootfsKey: "sandbox-" + s.id, Cgroup: s.id, Parent: cgm.Parent(), Volumes: volumeNames(s.opts.Mounts),
 		ImageDigest: s.img.Digest.String(), Env: s.opts.Env, User: s.opts.User, Dir: s.opts.Dir,
 		Name: s.opts.Name, Labels: s.opts.Labels, Pending: true,

@@ -75,7 +75,7 @@ func (w *Writer) Write(ctx context.Context, e *Entry) error {
 	if parentName != "" {
 		fd, err := w.parent(path.Clean(parentName))
 		if err != nil {
-			return pathError("write", e.Name, fmt.Errorf("its directory: %w", err))
+			return pathError("write", e.Name, fmt.Errorf("its directory: %w", belowLink(err)))
 		}
 		defer unix.Close(fd)
 		parent = fd
@@ -233,7 +233,7 @@ func (w *Writer) link(parent int, tmp string, e *Entry) error {
 	if dir != "" {
 		fd, err := Beneath(w.dir, dir, unix.O_PATH|unix.O_DIRECTORY)
 		if err != nil {
-			return fmt.Errorf("hard link to %s: %w", e.HardLink, err)
+			return fmt.Errorf("hard link to %s: %w", e.HardLink, belowLink(err))
 		}
 		defer unix.Close(fd)
 		from = fd
@@ -274,6 +274,17 @@ func (w *Writer) perm(e *Entry) uint32 {
 		keep |= unix.S_ISUID | unix.S_ISGID
 	}
 	return e.Mode & keep
+}
+
+// belowLink marks as ErrUnsafeEntry the error of a path the Writer
+// resolved without following links, that met one (ELOOP) or would have
+// left its directory through one (EXDEV): an entry named below a link
+// is refused, not a failure to write it.
+func belowLink(err error) error {
+	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EXDEV) {
+		return fmt.Errorf("%w: below a symbolic link: %w", ErrUnsafeEntry, err)
+	}
+	return err
 }
 
 // validName reports whether name is a clean relative path that stays
