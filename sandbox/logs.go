@@ -59,6 +59,11 @@ type LogOptions struct {
 	// to its end.
 	Follow bool
 	Exit   string
+	// Ended, if set, is asked at each look while following. Once it
+	// reports true, the log is read to its end and following stops, as
+	// when Exit appears: for a writer that can end without leaving Exit
+	// behind, such as a supervisor killed with SIGKILL.
+	Ended func() bool
 }
 
 // ReadLog calls fn with the entries of the log at path, oldest first,
@@ -68,8 +73,8 @@ type LogOptions struct {
 // not exist (yet) has no entries.
 //
 // Following ends without an error once an entry at or after Until has
-// been seen, or once the Exit file exists and the log is read to its
-// end; with ctx's error when ctx is done. A rotation while following is
+// been seen, or once the Exit file exists (or Ended reports true) and the
+// log is read to its end; with ctx's error when ctx is done. A rotation while following is
 // followed into the new file; entries of a file that was rotated twice
 // between two looks (every 100 ms) are missed. Memory stays bounded
 // whatever the log holds: Tail keeps only the last Tail entries.
@@ -126,7 +131,7 @@ func ReadLog(ctx context.Context, path string, opts *LogOptions, fn func(LogEntr
 	for {
 		// The exit file comes after the last entry: once it is seen,
 		// one more read to the end finds everything.
-		exited := o.Exit != "" && fileExists(o.Exit)
+		exited := o.Exit != "" && fileExists(o.Exit) || o.Ended != nil && o.Ended()
 		if next, err := openLog(path); err != nil {
 			return err
 		} else if next != nil && (cur == nil || !next.sameFile(cur.f)) {

@@ -677,8 +677,24 @@ func TestDetachedSupervisorKilled(t *testing.T) {
 		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", supervisor))
 		return strings.HasPrefix(string(comm), "berth-supervise")
 	})
+	// A follower of its log: no exit record will ever come, so it must
+	// see the supervisor die instead.
+	follow := e.command("logs", "-f", "orphan")
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	followed := make(chan error, 1)
+	go func() { followed <- follow.Wait() }()
 	if err := syscall.Kill(supervisor, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
+	}
+	select {
+	case err := <-followed:
+		if err != nil {
+			t.Errorf("logs -f: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("logs -f still follows 30 s after the supervisor died")
 	}
 	// gc reclaims it, and records its end; so would wait, stop and rm.
 	e.must("gc")

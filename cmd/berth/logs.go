@@ -30,7 +30,8 @@ older output is gone.
 
 WHEN is a duration before now (10m, 1h30m) or a time (RFC 3339, e.g.
 2026-12-06T13:45:00Z, or seconds since 1970). With -f, logs keeps
-printing what the sandbox writes, and ends once it has exited.`,
+printing what the sandbox writes, and ends once it has exited (or its
+supervisor has died, as berth ps -a then shows).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts := &sandbox.LogOptions{Follow: follow}
@@ -54,6 +55,10 @@ printing what the sandbox writes, and ends once it has exited.`,
 			}
 			if follow {
 				opts.Exit = l.Exit
+				// A supervisor killed with SIGKILL writes no exit
+				// record: without this, -f would follow for ever.
+				id := l.ID
+				opts.Ended = func() bool { return g.orphaned(id) != "" }
 				if l.State == "exited" || l.State == "dead" {
 					// It has ended: there is nothing to wait for.
 					opts.Follow = false
