@@ -451,8 +451,9 @@ func parseVolume(v string) (sandbox.Mount, error) {
 
 func newExecCommand(g *globals) *cobra.Command {
 	var (
-		pf  processFlags
-		tty bool
+		pf       processFlags
+		tty      bool
+		envFiles []string
 	)
 	cmd := &cobra.Command{
 		Use:   "exec [flags] SANDBOX COMMAND [ARG...]",
@@ -463,10 +464,16 @@ func newExecCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			fromFiles, err := readEnvFiles(envFiles)
+			if err != nil {
+				return err
+			}
 			env, err := pf.environment()
 			if err != nil {
 				return err
 			}
+			// -e wins over --env-file, as for run.
+			env = append(fromFiles, env...)
 			sb, err := sandbox.Open(cmd.Context(), sandboxRef(g.state, args[0]), opts)
 			if err != nil {
 				return err
@@ -496,6 +503,7 @@ func newExecCommand(g *globals) *cobra.Command {
 	cmd.Flags().SetInterspersed(false)
 	pf.add(cmd)
 	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "give the command a terminal")
+	cmd.Flags().StringArrayVar(&envFiles, "env-file", nil, "read environment variables from a file: KEY=VALUE lines, KEY alone to pass the host's, # comments (-e wins over it)")
 	return cmd
 }
 

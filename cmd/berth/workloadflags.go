@@ -47,22 +47,9 @@ func (f *workloadFlags) apply(cmd *cobra.Command, opts *sandbox.Options) error {
 			opts.Entrypoint = []string{f.entrypoint}
 		}
 	}
-	var env []string
-	for _, name := range f.envFiles {
-		lines, err := readKeyValueFile("--env-file", name)
-		if err != nil {
-			return err
-		}
-		for _, l := range lines {
-			if !l.hasValue {
-				v, ok := os.LookupEnv(l.key)
-				if !ok {
-					continue // as -e KEY: left out when the host has none
-				}
-				l.value = v
-			}
-			env = append(env, l.key+"="+l.value)
-		}
+	env, err := readEnvFiles(f.envFiles)
+	if err != nil {
+		return err
 	}
 	opts.Env = append(env, opts.Env...)
 
@@ -94,6 +81,28 @@ func (f *workloadFlags) apply(cmd *cobra.Command, opts *sandbox.Options) error {
 	}
 	opts.Grace = time.Duration(f.stopTimeout) * time.Second
 	return nil
+}
+
+// readEnvFiles reads the variables of --env-file files, in order.
+func readEnvFiles(names []string) ([]string, error) {
+	var env []string
+	for _, name := range names {
+		lines, err := readKeyValueFile("--env-file", name)
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range lines {
+			if !l.hasValue {
+				v, ok := os.LookupEnv(l.key)
+				if !ok {
+					continue // as -e KEY: left out when the host has none
+				}
+				l.value = v
+			}
+			env = append(env, l.key+"="+l.value)
+		}
+	}
+	return env, nil
 }
 
 // maxKeyValueFile bounds what --env-file and --label-file read: an

@@ -194,3 +194,22 @@ func TestRunStopTimeout(t *testing.T) {
 		t.Errorf("run --stop-timeout -1: exit %d, %q; want 125", code, stderr)
 	}
 }
+
+// exec takes --env-file as run does: the file's variables first, -e's
+// winning over them; a bad line names it, and nothing runs.
+func TestExecEnvFile(t *testing.T) {
+	e := newDetachEnv(t)
+	e.must("run", "-d", "--name", "envs", "busybox:demo", "sleep", "100")
+	t.Cleanup(func() { e.berth("rm", "-f", "envs") })
+	dir := t.TempDir()
+	f, bad := filepath.Join(dir, "exec.env"), filepath.Join(dir, "bad.env")
+	os.WriteFile(f, []byte("A=from file\nB=file b\n"), 0o600)
+	os.WriteFile(bad, []byte("A=1\nnot a name=1\n"), 0o600)
+	if got := e.must("exec", "--env-file", f, "-e", "A=from -e", "envs", "sh", "-c", `echo "$A|$B"`); got != "from -e|file b\n" {
+		t.Errorf("exec --env-file: %q", got)
+	}
+	stdout, stderr, code := e.berth("exec", "--env-file", bad, "envs", "sh", "-c", "echo ran")
+	if code == 0 || stdout != "" || !strings.Contains(stderr, bad+`", line 2: name "not a name"`) {
+		t.Errorf("exec with a bad --env-file: exit %d, %q %q; want a refusal naming line 2", code, stdout, stderr)
+	}
+}
