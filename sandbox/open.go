@@ -180,6 +180,7 @@ func (s *Sandbox) State() State {
 	st := s.state
 	st.Labels = maps.Clone(st.Labels)
 	st.Args = slices.Clone(st.Args)
+	st.Command = slices.Clone(st.Command)
 	st.Env = slices.Clone(st.Env)
 	st.Volumes = slices.Clone(st.Volumes)
 	return st

@@ -553,6 +553,7 @@ func (s *Sandbox) startTaken(ctx, startCtx context.Context) error {
 		spec.Seccomp, spec.SeccompFlags = nil, 0
 	}
 	s.state.Args, s.state.Env, s.state.User, s.state.Dir = s.opts.Args, s.opts.Env, s.opts.User, s.opts.Dir
+	s.state.Command = spec.Args
 	var late *lateMounts
 	if len(s.lateMounts) > 0 {
 		if late, err = s.openLateMounts(rootfs); err != nil {

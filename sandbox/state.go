@@ -32,7 +32,8 @@ import (
 type State struct {
 	ID        string            `json:"id"`
 	Image     string            `json:"image"`
-	Args      []string          `json:"args"`
+	Args      []string          `json:"args"`              // Options.Args
+	Command   []string          `json:"command,omitempty"` // PID 1's: entrypoint, then Args or the image's Cmd
 	Created   time.Time         `json:"created"`
 	Host      procID            `json:"host"`          // the process that started it
 	Init      procID            `json:"init,omitzero"` // its PID 1, once started

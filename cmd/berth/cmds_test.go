@@ -499,3 +499,25 @@ func TestFormatPort(t *testing.T) {
 		}
 	}
 }
+
+// ps shows the command line PID 1 runs, the entrypoint included, both
+// while the container runs and after it exited; inspect splits it into
+// Path and Args as Docker does, and Config.Cmd stays the arguments given
+// after the image.
+func TestPsCommandLine(t *testing.T) {
+	e := newDetachEnv(t)
+	e.must("run", "-d", "--name", "ep", "--entrypoint", "/bin/sleep", "busybox:demo", "100")
+	t.Cleanup(func() { e.berth("rm", "-f", "ep") })
+	check := func(when string) {
+		t.Helper()
+		if out := e.must("ps", "-a", "--filter", "name=ep", "--format", "{{.Command}}"); out != "/bin/sleep 100\n" {
+			t.Errorf("ps, %s: %q", when, out)
+		}
+		if out := e.must("inspect", "--format", "{{.Path}} {{.Args}} {{.Config.Cmd}}", "ep"); out != "/bin/sleep [100] [100]\n" {
+			t.Errorf("inspect, %s: %q", when, out)
+		}
+	}
+	check("running")
+	e.must("stop", "-t", "0", "ep")
+	check("exited")
+}

@@ -72,6 +72,12 @@ type containerRecord struct {
 	// when it is given no -t.
 	StopTimeout *int `json:"stopTimeout,omitempty"`
 
+	// Last is its last sandbox's record as that sandbox started, for ps
+	// and inspect once it has gone: the command line PID 1 ran, its
+	// environment, mounts and limits. Like every listing field, it is
+	// for printing only.
+	Last *sandbox.State `json:"last,omitempty"`
+
 	// SandboxID is the ID of the container's current sandbox, or of its
 	// last one once it has exited.
 	SandboxID    string `json:"sandboxId,omitempty"`

@@ -316,6 +316,8 @@ func runDetachedChild(cmd *cobra.Command, g *globals, sb *sandbox.Sandbox, image
 			return errNotRestarting
 		}
 		c.Status, c.Started, c.Finished, c.ExitCode, c.Signal = statusRunning, time.Now().UTC(), time.Time{}, 0, 0
+		last := sb.State()
+		c.Last = &last
 		c.Ports = nil
 		if a := sb.Attachment(); a != nil {
 			c.Ports = a.Ports

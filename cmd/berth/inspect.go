@@ -24,6 +24,8 @@ import (
 //
 //	Id, SandboxId     the container's ID (its first sandbox's), the live sandbox's
 //	Name, Created, Detached, RestartCount, LogPath
+//	Path, Args        the program PID 1 runs (ran) and its arguments, the
+//	                  image's entrypoint included
 //	Config            Image, ImageDigest, Cmd, Env, User, WorkingDir, Hostname, Labels
 //	State             Status (created|running|restarting|exited|dead), Running,
 //	                  Pid (PID 1's on the host), ExitCode, StartedAt, FinishedAt, Error
@@ -41,6 +43,8 @@ type inspectInfo struct {
 	Detached        bool             `json:"Detached"`
 	RestartCount    int              `json:"RestartCount"`
 	LogPath         string           `json:"LogPath"`
+	Path            string           `json:"Path"`
+	Args            []string         `json:"Args"`
 	Config          inspectConfig    `json:"Config"`
 	State           inspectState     `json:"State"`
 	NetworkSettings inspectNetwork   `json:"NetworkSettings"`
@@ -251,13 +255,17 @@ func (g *globals) inspect(ctx context.Context, l *listed) *inspectInfo {
 	info := &inspectInfo{
 		ID: l.ID, SandboxID: l.SandboxID, Name: l.Name, Created: l.Created, Detached: l.Detached,
 		RestartCount: l.RestartCount, LogPath: l.Log,
-		Config: inspectConfig{Image: l.Image, Cmd: l.Command, Labels: l.Labels},
+		Config: inspectConfig{Image: l.Image, Cmd: l.Args, Labels: l.Labels},
+		Args:   []string{},
 		State: inspectState{
 			Status: l.State, Running: l.State == "running", ExitCode: l.ExitCode,
 			StartedAt: l.Started, FinishedAt: l.Finished, Error: cmp.Or(l.Problem, l.Error),
 		},
 		NetworkSettings: inspectNetwork{Networks: map[string]inspectEndpoint{}, Ports: map[string][]inspectPortBinding{}},
 		Mounts:          []inspectMount{},
+	}
+	if len(l.Command) > 0 {
+		info.Path, info.Args = l.Command[0], append(info.Args, l.Command[1:]...)
 	}
 	// Empty rather than null, for jq and templates.
 	if info.Config.Labels == nil {
@@ -267,7 +275,8 @@ func (g *globals) inspect(ctx context.Context, l *listed) *inspectInfo {
 		info.Config.Cmd = []string{}
 	}
 	info.Config.Env = []string{}
-	if st := l.Sandbox; st != nil {
+	// An exited container's settings are its last sandbox's.
+	if st := cmp.Or(l.Sandbox, l.Last); st != nil {
 		info.Config.ImageDigest, info.Config.User = st.ImageDigest, st.User
 		info.Config.Env = append(info.Config.Env, st.Env...)
 		info.Config.WorkingDir, info.Config.Hostname = st.Dir, st.Hostname

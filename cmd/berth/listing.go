@@ -25,9 +25,13 @@ type listed struct {
 	SandboxID string // the live sandbox's ID; empty when none runs
 	Name      string
 	Image     string
-	Command   []string
-	Labels    map[string]string
-	Created   time.Time
+	// Command is the command line PID 1 runs (ran), the entrypoint
+	// included, as ps shows it; Args are the arguments given after the
+	// image, which replaced its Cmd.
+	Command []string
+	Args    []string
+	Labels  map[string]string
+	Created time.Time
 	// State is Docker's: "created", "running", "restarting", "exited"
 	// or "dead" (a sandbox whose owner died, or whose record is
 	// damaged, until berth gc reclaims it).
@@ -40,8 +44,10 @@ type listed struct {
 	Ports        []netplug.PortMapping
 	Log          string // the supervisor's log, for a detached sandbox
 	Exit         string // the supervisor's exit record
-	// Sandbox is the live sandbox's record, if there is one.
+	// Sandbox is the live sandbox's record, if there is one; Last, a
+	// detached container's last sandbox's, kept after it has gone.
 	Sandbox *sandbox.State
+	Last    *sandbox.State
 	// Problem says what is wrong with an entry whose record is damaged.
 	Problem string
 	// Error says why a container's last start, or its reaping, failed.
@@ -117,7 +123,11 @@ func fromRecord(r sandbox.Record) *listed {
 		return l
 	}
 	l.Sandbox = st
-	l.Name, l.Image, l.Command, l.Labels, l.Created, l.Started = st.Name, st.Image, st.Args, st.Labels, st.Created, st.Created
+	l.Name, l.Image, l.Labels, l.Created, l.Started = st.Name, st.Image, st.Labels, st.Created, st.Created
+	l.Command, l.Args = st.Command, st.Args
+	if len(l.Command) == 0 {
+		l.Command = st.Args // an older berth's record, or a pool's sandbox not yet taken
+	}
 	l.Log = st.Log
 	switch {
 	case !r.Owned:
