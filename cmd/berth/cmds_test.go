@@ -506,7 +506,7 @@ func TestFormatPort(t *testing.T) {
 // after the image.
 func TestPsCommandLine(t *testing.T) {
 	e := newDetachEnv(t)
-	e.must("run", "-d", "--name", "ep", "--entrypoint", "/bin/sleep", "busybox:demo", "100")
+	e.must("run", "-d", "--name", "ep", "-e", "MARK=kept", "--memory", "64m", "--entrypoint", "/bin/sleep", "busybox:demo", "100")
 	t.Cleanup(func() { e.berth("rm", "-f", "ep") })
 	check := func(when string) {
 		t.Helper()
@@ -514,6 +514,10 @@ func TestPsCommandLine(t *testing.T) {
 			t.Errorf("ps, %s: %q", when, out)
 		}
 		if out := e.must("inspect", "--format", "{{.Path}} {{.Args}} {{.Config.Cmd}}", "ep"); out != "/bin/sleep [100] [100]\n" {
+			t.Errorf("inspect, %s: %q", when, out)
+		}
+		// The settings it ran with, after it has gone too.
+		if out := e.must("inspect", "--format", "{{.Config.Env}} {{.Resources.Memory}}", "ep"); !strings.Contains(out, "MARK=kept") || !strings.HasSuffix(out, " 67108864\n") {
 			t.Errorf("inspect, %s: %q", when, out)
 		}
 	}
