@@ -18,7 +18,7 @@ import (
 // store.
 func TestCheck(t *testing.T) {
 	ctx := context.Background()
-	for _, tc := range []struct {
+	for i, tc := range []struct {
 		name   string
 		damage func(t *testing.T, s *Store, img *Image)
 		kind   ProblemKind
@@ -155,6 +155,9 @@ func TestCheck(t *testing.T) {
 		kind: ProblemMissingLayer,
 		path: func(s *Store, img *Image) string { return s.path("rootfs", "stray") },
 	}} {
+		if shortCases(t, i) {
+			break
+		}
 		t.Run(tc.name, func(t *testing.T) {
 			s := newStore(t, nil)
 			img, err := s.Import(ctx, sharedImage(t, alpineTar), &ImportOptions{Name: "check:test"})
@@ -303,7 +306,7 @@ func mustMkdir(t *testing.T, path string) {
 // nothing on the intact store.
 func TestCheckLayers(t *testing.T) {
 	ctx := context.Background()
-	for _, tc := range []struct {
+	for i, tc := range []struct {
 		name   string
 		file   string // in the layer
 		change func(path string) error
@@ -336,6 +339,9 @@ func TestCheckLayers(t *testing.T) {
 		{"added", "etc/added", func(p string) error { return os.WriteFile(p, nil, 0o644) }},
 		{"extended attribute", "etc/hostname", func(p string) error { return unix.Lsetxattr(p, "user.added", []byte("1"), 0) }},
 	} {
+		if shortCases(t, i) {
+			break
+		}
 		t.Run(tc.name, func(t *testing.T) {
 			s := newStore(t, nil)
 			img, err := s.Import(ctx, sharedImage(t, alpineTar), nil)
@@ -457,4 +463,17 @@ func TestProblemStringOneLine(t *testing.T) {
 	if got, want := plain.String(), "orphan: /store/blobs/sha256/ab: no image uses it"; got != want {
 		t.Errorf("Problem.String() = %q, want %q", got, want)
 	}
+}
+
+// shortCases reports whether a table's case i is past what -short runs:
+// each case imports an image into a store of its own, which the race
+// detector (make test's -race -short run) makes ten times slower. The
+// first cases take Check's paths under the race detector; the plain run
+// takes every case.
+func shortCases(t *testing.T, i int) bool {
+	if testing.Short() && i >= 3 {
+		t.Logf("-short: the first 3 cases only")
+		return true
+	}
+	return false
 }
