@@ -23,8 +23,9 @@ import (
 //
 // The one exception is a readiness wait that fails (a check fails,
 // Options.ReadyTimeout runs out, the workload ends first): the workload
-// ran, and Start has killed it and waited until the sandbox was torn
-// down. The error wraps ErrNotReady, names the check and says why
+// ran, and Start has ended it (SIGTERM first, with a Grace, as Stop
+// does; SIGKILL at once if ctx is done) and waited until the sandbox was
+// torn down. The error wraps ErrNotReady, names the check and says why
 // (wrapping context.DeadlineExceeded when time ran out), and Wait returns
 // how the workload ended.
 func (s *Sandbox) Start(ctx context.Context) error {
@@ -46,7 +47,12 @@ func (s *Sandbox) Start(ctx context.Context) error {
 		fmt.Errorf("gave up after %v (ReadyTimeout): %w", timeout, context.DeadlineExceeded))
 	defer cancel()
 	if err := s.waitReady(rctx, s.opts.WaitFor, watches); err != nil {
-		s.Kill()
+		// A service that never became ready may still have something
+		// to flush: it gets the Grace a timeout would give it, unless
+		// the caller has given up on the start altogether.
+		if s.opts.Grace == 0 || ctx.Err() != nil || s.Stop(ctx, s.opts.Grace) != nil {
+			s.Kill()
+		}
 		<-s.done
 		return fmt.Errorf("sandbox %s: %w", s.id, err)
 	}

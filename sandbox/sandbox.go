@@ -207,8 +207,8 @@ type Options struct {
 	Grace time.Duration
 	// WaitFor makes Start wait until the workload's service is ready:
 	// until every check passes (see ReadyCheck). A check that fails, or
-	// ReadyTimeout running out first, fails Start, which then kills the
-	// sandbox.
+	// ReadyTimeout running out first, fails Start, which then ends the
+	// workload as Stop does with Grace, and waits for its teardown.
 	WaitFor []ReadyCheck
 	// ReadyTimeout bounds WaitFor's wait; 0 means DefaultReadyTimeout.
 	ReadyTimeout time.Duration

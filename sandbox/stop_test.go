@@ -224,3 +224,25 @@ func TestStopDetachable(t *testing.T) {
 		t.Errorf("left behind: %v", left)
 	}
 }
+
+// A readiness wait that fails ends the workload as Stop does: with a
+// Grace, SIGTERM first, so that a service that never became ready can
+// still say goodbye; the sandbox is torn down by the time Start returns.
+func TestGraceOnFailedReadiness(t *testing.T) {
+	var out syncBuffer
+	sb := New("alpine:test", opts(func(o *Options) {
+		o.Args, o.Stdout, o.Grace = politeWorkload, &out, longGrace
+		o.WaitFor, o.ReadyTimeout = []ReadyCheck{TCPCheck{Port: 9}}, time.Second
+	}))
+	defer sb.Close()
+	if err := sb.Start(context.Background()); !errors.Is(err, ErrNotReady) {
+		t.Fatalf("Start: %v, want ErrNotReady", err)
+	}
+	if left := leftBehind(t); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+	res, err := sb.Wait()
+	if err != nil || res == nil || !res.Success() || out.String() != "ready\nbye\n" {
+		t.Errorf("%+v, %v, output %q; want a workload that said bye and exited 0", res, err, out.String())
+	}
+}
