@@ -884,3 +884,36 @@ func TestDetachedReaperSparesOtherStateDirs(t *testing.T) {
 		t.Errorf("after rm: %s", strings.Join(left, "; "))
 	}
 }
+
+// stop ends several containers at once, not one after another: each of
+// three workloads, asked to stop, waits until all three have been asked
+// before it exits 0, which one-at-a-time stops would never let happen
+// before the grace ran out (and SIGKILL made it 137). What stop and rm
+// print follows the arguments' order, and a name that names nothing
+// fails on its own.
+func TestStopConcurrently(t *testing.T) {
+	e := newDetachEnv(t)
+	shared := t.TempDir()
+	names := []string{"one", "two", "three"}
+	for _, n := range names {
+		e.must("run", "-d", "--name", n, "-v", shared+":/shared", "-e", "N="+n, "busybox:demo", "sh", "-c",
+			`trap 'touch /shared/$N; while [ $(ls /shared | wc -l) -lt 3 ]; do sleep 0.05; done; exit 0' TERM; echo ready; while :; do sleep 1; done`)
+	}
+	t.Cleanup(func() { e.berth(append([]string{"rm", "-f"}, names...)...) })
+	for _, n := range names {
+		id := e.container(n).ID
+		eventually(t, n+"'s trap", func() bool { return strings.Contains(e.log(id), "ready") })
+	}
+	if out := e.must(append([]string{"stop", "-t", "60"}, names...)...); out != "one\ntwo\nthree\n" {
+		t.Errorf("stop printed %q", out)
+	}
+	for _, n := range names {
+		if c := e.container(n); c.Status != statusExited || c.ExitCode != 0 {
+			t.Errorf("%s after stop: %s, exit %d; want exited 0", n, c.Status, c.ExitCode)
+		}
+	}
+	stdout, stderr, code := e.berth("rm", "three", "none-such", "one", "two")
+	if code != exitFailure || stdout != "three\none\ntwo\n" || !strings.Contains(stderr, "none-such") {
+		t.Errorf("rm: exit %d, %q %q; want the three removed in order, and none-such refused", code, stdout, stderr)
+	}
+}

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -29,6 +31,49 @@ const reapWait = 30 * time.Second
 // pollInterval is how often a command looks at a container's record
 // while it waits for it to change.
 const pollInterval = 50 * time.Millisecond
+
+// maxConcurrentArgs bounds how many containers stop and rm end at once:
+// ending one is mostly waiting (for its grace, then for its reaper's
+// teardown), and one after another, 1,000 took minutes.
+const maxConcurrentArgs = 8
+
+// eachArgConcurrently is eachArg for stop and rm: fn runs for up to
+// maxConcurrentArgs arguments at once, and writes what it prints to out.
+// That, and each failure, is printed in the arguments' order, each as
+// soon as the arguments before it are done.
+func eachArgConcurrently(cmd *cobra.Command, args []string, fn func(arg string, out io.Writer) error) error {
+	type result struct {
+		out  bytes.Buffer
+		err  error
+		done chan struct{}
+	}
+	results := make([]*result, len(args))
+	for i := range results {
+		results[i] = &result{done: make(chan struct{})}
+	}
+	slots := make(chan struct{}, maxConcurrentArgs)
+	go func() {
+		for i, a := range args {
+			slots <- struct{}{}
+			go func() {
+				defer func() { <-slots }()
+				r := results[i]
+				r.err = fn(a, &r.out)
+				close(r.done)
+			}()
+		}
+	}()
+	var failed error
+	for _, r := range results {
+		<-r.done
+		cmd.OutOrStdout().Write(r.out.Bytes())
+		if r.err != nil {
+			fmt.Fprintf(cmd.ErrOrStderr(), "berth: %s\n", clip.Text(r.err.Error()))
+			failed = exitError(exitFailure)
+		}
+	}
+	return failed
+}
 
 // eachArg runs fn for every argument, printing each failure and
 // carrying on; it fails if one did.
@@ -57,12 +102,12 @@ restart policy does not start it again.`,
 			if seconds < 0 {
 				return invalidFlag("-t %d: want 0 or more seconds", seconds)
 			}
-			return eachArg(cmd, args, func(arg string) error {
+			return eachArgConcurrently(cmd, args, func(arg string, out io.Writer) error {
 				grace := stopGrace(cmd, g, arg, seconds)
 				if err := g.stop(cmd.Context(), arg, grace); err != nil {
 					return err
 				}
-				fmt.Fprintln(cmd.OutOrStdout(), arg)
+				fmt.Fprintln(out, arg)
 				return nil
 			})
 		},
@@ -423,7 +468,7 @@ func newRmCommand(g *globals) *cobra.Command {
 		Short: "Remove exited detached containers: their records, logs and names",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return eachArg(cmd, args, func(arg string) error {
+			return eachArgConcurrently(cmd, args, func(arg string, out io.Writer) error {
 				c, err := loadContainer(g.state, arg)
 				if err != nil {
 					return err
@@ -442,7 +487,7 @@ func newRmCommand(g *globals) *cobra.Command {
 				if err := removeContainer(g.state, c.ID); err != nil && !(stopped && errors.Is(err, errContainerNotFound)) {
 					return err
 				}
-				fmt.Fprintln(cmd.OutOrStdout(), arg)
+				fmt.Fprintln(out, arg)
 				return nil
 			})
 		},
