@@ -264,6 +264,32 @@ func readWord(ctx context.Context, r *os.File) (string, error) {
 	return "", fmt.Errorf("unexpected report %s", clip.Quote(line))
 }
 
+// restartImage is the image a detached child starts: image, the one
+// named on the command line, for a new container; for one started again
+// (by its restart policy or berth restart), the image its last sandbox
+// ran, by digest, as Docker's restarts run the image the container was
+// made from and not whatever its tag names by then. An image that has
+// left the store since is an error that says so.
+func (g *globals) restartImage(image string) (string, error) {
+	id, _, ok := strings.Cut(os.Getenv(envContainer), "/")
+	if !ok {
+		return image, nil
+	}
+	c, err := loadContainer(g.state, id)
+	if err != nil || c.ID != id || c.Last == nil || c.Last.ImageDigest == "" {
+		return image, nil // never started, or by an older berth
+	}
+	s, err := g.store()
+	if err != nil {
+		return "", err
+	}
+	if _, err := s.Image(context.Background(), c.Last.ImageDigest); err != nil {
+		return "", fmt.Errorf("%w: container %s: the image it was started from, %s (%s then), is no longer in the store: %w",
+			sandbox.ErrSetup, c.ID[:12], c.Last.ImageDigest, clip.Quote(image), err)
+	}
+	return c.Last.ImageDigest, nil
+}
+
 // runDetachedChild is the child's part: it starts the sandbox sb, whose
 // options are run's, and hands it to the supervisor. It returns only if
 // the sandbox could not be started or supervised.

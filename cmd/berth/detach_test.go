@@ -917,3 +917,23 @@ func TestStopConcurrently(t *testing.T) {
 		t.Errorf("rm: exit %d, %q %q; want the three removed in order, and none-such refused", code, stdout, stderr)
 	}
 }
+
+// A container started again runs the image it was made from, by digest,
+// not whatever its tag names by then, as Docker's restarts do.
+func TestRestartKeepsItsImage(t *testing.T) {
+	e := newDetachEnv(t)
+	e.must("image", "tag", "busybox:demo", "pinned:test")
+	e.must("run", "-d", "--name", "pin", "pinned:test", "sh", "-c", "if [ -e /etc/alpine-release ]; then echo alpine; else echo busybox; fi; sleep 1000")
+	t.Cleanup(func() { e.berth("rm", "-f", "pin") })
+	id := e.container("pin").ID
+	eventually(t, "the first run's line", func() bool { return strings.Contains(e.log(id), "busybox") })
+	e.must("image", "tag", "alpine:test", "pinned:test")
+	e.must("restart", "-t", "0", "pin")
+	eventually(t, "the second run's line", func() bool { return strings.Count(e.log(id), "\n") >= 2 })
+	if log := e.log(id); strings.Contains(log, "alpine") {
+		t.Errorf("restarted with the image its tag names now:\n%s", log)
+	}
+	if out := e.must("ps", "-a", "--filter", "name=pin", "--format", "{{.Image}}"); out != "pinned:test\n" {
+		t.Errorf("ps shows image %q; want the name it was run with", out)
+	}
+}

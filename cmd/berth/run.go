@@ -182,6 +182,11 @@ func newRunCommand(g *globals) *cobra.Command {
 			if df.detach && detachedChild() && pullPolicy == pullAlways {
 				pullPolicy = pullMissing // pulled by the parent
 			}
+			if df.detach && detachedChild() {
+				if image, err = g.restartImage(image); err != nil {
+					return err
+				}
+			}
 			if s, ok := opts.Storage.(*layerfs.Store); ok {
 				if image, err = ensureImage(cmd.Context(), s, image, pullPolicy, cmd.ErrOrStderr()); err != nil {
 					return err
