@@ -9,22 +9,48 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 )
 
-// buildBerth builds the berth command into a directory of the test's, to
-// run it as users do: its exit status is main's.
+// buildBerth returns the berth command, built for the tests to run as
+// users do: its exit status is main's. It is built once per test binary
+// (berthBinary): even from the build cache, a build links for about two
+// seconds, and some twenty tests want one.
 func buildBerth(t *testing.T) string {
 	t.Helper()
+	bin, err := berthBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// berthBinaryDir holds the berth that berthBinary built; TestMain removes
+// it once the tests are done.
+var berthBinaryDir string
+
+var berthBinary = sync.OnceValues(func() (string, error) {
 	gobin, err := exec.LookPath("go")
 	if err != nil {
 		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
-	bin := filepath.Join(t.TempDir(), "berth")
-	if out, err := exec.Command(gobin, "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	if berthBinaryDir, err = os.MkdirTemp("", "berth-test-bin-"); err != nil {
+		return "", err
 	}
-	return bin
+	bin := filepath.Join(berthBinaryDir, "berth")
+	if out, err := exec.Command(gobin, "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %w\n%s", err, out)
+	}
+	return bin, nil
+})
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if berthBinaryDir != "" {
+		os.RemoveAll(berthBinaryDir)
+	}
+	os.Exit(code)
 }
 
 // Flags and options that make no sense exit 125, as every failure before
