@@ -53,6 +53,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	testPluginBin = filepath.Join(dir, "testplugin")
+	testBuildDir = dir
 	if err := copyExecutable(testPluginBin); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -62,13 +63,56 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// testBuildDir holds the programs testBuild built, and goes with the
+// tests' end (TestMain).
+var testBuildDir string
+
+// testBuilds are the packages testBuild built, by package.
+var testBuilds sync.Map // string -> func() (string, error)
+
+// testBuild installs a build of the package pkg (./internal/...) at
+// path, and returns path. The package is built once per test binary and
+// copied for each caller: even from the build cache a build links for
+// about two seconds, and the test plugins find their state beside their
+// executable, so each test wants a copy of its own.
+func testBuild(t testing.TB, pkg, path string) string {
+	t.Helper()
+	build, _ := testBuilds.LoadOrStore(pkg, sync.OnceValues(func() (string, error) {
+		gobin, err := exec.LookPath("go")
+		if err != nil {
+			gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		}
+		bin := filepath.Join(testBuildDir, "build-"+filepath.Base(pkg))
+		if out, err := exec.Command(gobin, "build", "-o", bin, pkg).CombinedOutput(); err != nil {
+			return "", fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
+		}
+		return bin, nil
+	}))
+	bin, err := build.(func() (string, error))()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := copyFile(bin, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // copyExecutable copies the running test binary to path.
 func copyExecutable(path string) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	src, err := os.Open(self)
+	return copyFile(self, path)
+}
+
+// copyFile copies the executable file from to a new file path.
+func copyFile(from, path string) error {
+	src, err := os.Open(from)
 	if err != nil {
 		return err
 	}

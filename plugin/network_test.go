@@ -5,9 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,16 +38,10 @@ func buildTestNetwork(t testing.TB) testNetworkBins {
 	if os.Geteuid() != 0 {
 		t.Skip("network plugin tests make namespaces and interfaces: they must run as root")
 	}
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
 	dir := t.TempDir()
 	b := testNetworkBins{sdk: filepath.Join(dir, "testnetwork"), raw: filepath.Join(dir, "testnetwork-raw"),
 		nocaps: filepath.Join(dir, "testnetwork-nocaps")}
-	if out, err := exec.Command(gobin, "build", "-o", b.sdk, "./internal/testnetwork").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	testBuild(t, "./internal/testnetwork", b.sdk)
 	for _, name := range []string{b.raw, b.nocaps} {
 		if err := os.Link(b.sdk, name); err != nil {
 			t.Fatal(err)

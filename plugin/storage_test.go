@@ -65,9 +65,7 @@ func newStorageEnv(t testing.TB) *storageEnv {
 	}
 	e.bin = filepath.Join(dir, "bin", "teststorage")
 	e.root = filepath.Join(dir, "bin", "root")
-	if out, err := exec.Command("go", "build", "-o", e.bin, "./internal/teststorage").CombinedOutput(); err != nil {
-		t.Fatalf("build the test plugin: %v\n%s", err, out)
-	}
+	plugin.TestBuild(t, "./internal/teststorage", e.bin)
 	return e
 }
 
