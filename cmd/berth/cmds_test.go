@@ -165,6 +165,12 @@ i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done`
 	if lines := strings.Split(strings.TrimSpace(stats), "\n"); len(lines) != 2 || !strings.Contains(lines[1], id[:12]+"   web ") || !strings.Contains(lines[1], "/ 48.0 MiB") {
 		t.Errorf("stats --no-stream:\n%s", stats)
 	}
+	if out := e.must(root, "stats", "--no-stream", "--format", "{{.Container}} {{.ID}} {{.PIDs}}", "web"); !regexp.MustCompile(`^web ` + id[:12] + ` \d+\n$`).MatchString(out) {
+		t.Errorf("stats --format: %q", out)
+	}
+	if out := e.must(root, "stats", "--no-stream", "--format", "json", "web"); !strings.HasPrefix(out, `{"ID":"`+id[:12]+`","Container":"web","Name":"web","CPUPerc":"`) || strings.Count(out, "\n") != 1 {
+		t.Errorf("stats --format json: %q", out)
+	}
 
 	// Without --no-stream, stats refreshes until interrupted.
 	streaming := exec.Command(e.bin, append(append([]string{"--root", root}, e.flags...), "stats")...)
@@ -398,14 +404,14 @@ func TestPsCellsAreOneLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	var b bytes.Buffer
-	if err := printRows(&b, []*psRow{g.psRow(t.Context(), l, true)}, tmpl, table, false); err != nil {
+	if err := printRows(&b, []*psRow{g.psRow(t.Context(), l, true)}, psHeader, tmpl, table, false); err != nil {
 		t.Fatal(err)
 	}
 	if lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n"); len(lines) != 2 || strings.ContainsAny(b.String(), "\x1b\r") {
 		t.Errorf("ps printed %d lines:\n%q", len(lines), b.String())
 	}
 	var j bytes.Buffer
-	if err := printRows(&j, []*psRow{g.psRow(t.Context(), l, true)}, nil, false, true); err != nil || strings.Count(j.String(), "\n") != 1 {
+	if err := printRows(&j, []*psRow{g.psRow(t.Context(), l, true)}, psHeader, nil, false, true); err != nil || strings.Count(j.String(), "\n") != 1 {
 		t.Errorf("ps --format json: %v %q", err, j.String())
 	}
 }

@@ -75,7 +75,7 @@ it as a table with headers, "json" one JSON object per line.`,
 				}
 				rows = append(rows, g.psRow(cmd.Context(), l, noTrunc))
 			}
-			return printRows(cmd.OutOrStdout(), rows, tmpl, table, format == "json")
+			return printRows(cmd.OutOrStdout(), rows, psHeader, tmpl, table, format == "json")
 		},
 	}
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "show exited sandboxes too")
@@ -91,15 +91,20 @@ const defaultPsTable = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}
 
 // psTemplate parses --format: a template, "table TEMPLATE", or "json".
 func psTemplate(format string, quiet bool) (tmpl *template.Template, table bool, err error) {
-	switch {
-	case quiet && format == "":
+	if quiet && format == "" {
 		format = "{{.ID}}"
-	case format == "":
-		format = defaultPsTable
-	case format == "json":
+	}
+	return parseFormat(format, defaultPsTable)
+}
+
+// parseFormat parses a listing's --format: a template, "table
+// TEMPLATE", or "json" (a nil template); "" and "table" are defaultTable.
+func parseFormat(format, defaultTable string) (tmpl *template.Template, table bool, err error) {
+	switch format {
+	case "", "table":
+		format = defaultTable
+	case "json":
 		return nil, false, nil
-	case format == "table":
-		format = defaultPsTable
 	}
 	if rest, ok := strings.CutPrefix(format, "table "); ok {
 		format, table = rest, true
@@ -122,9 +127,9 @@ func psTemplate(format string, quiet bool) (tmpl *template.Template, table bool,
 	return tmpl, table, nil
 }
 
-// printRows writes rows with tmpl, as a table with a header line if
-// table, or as JSON lines.
-func printRows(w io.Writer, rows []*psRow, tmpl *template.Template, table, asJSON bool) error {
+// printRows writes rows with tmpl, as a table with a header line (tmpl
+// run over header) if table, or as JSON lines.
+func printRows[R any](w io.Writer, rows []R, header R, tmpl *template.Template, table, asJSON bool) error {
 	if asJSON {
 		enc := json.NewEncoder(w)
 		for _, r := range rows {
@@ -139,11 +144,11 @@ func printRows(w io.Writer, rows []*psRow, tmpl *template.Template, table, asJSO
 	if table {
 		tw = tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
 		out = tw
-		var header bytes.Buffer
-		if err := tmpl.Execute(&header, psHeader); err != nil {
+		var head bytes.Buffer
+		if err := tmpl.Execute(&head, header); err != nil {
 			return invalidFlag("--format: %w", err)
 		}
-		fmt.Fprintln(out, strings.TrimRight(header.String(), "\n"))
+		fmt.Fprintln(out, strings.TrimRight(head.String(), "\n"))
 	}
 	for _, r := range rows {
 		var b bytes.Buffer

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -10,7 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
+	"text/template"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -27,7 +28,10 @@ import (
 const statsInterval = time.Second
 
 func newStatsCommand(g *globals) *cobra.Command {
-	var noStream bool
+	var (
+		noStream bool
+		format   string
+	)
 	cmd := &cobra.Command{
 		Use:   "stats [--no-stream] [NAME...]",
 		Short: "Show running sandboxes' use of CPU, memory, network and processes",
@@ -39,10 +43,20 @@ CPU % is of one CPU (200% is two CPUs' worth) over the last second; MEM
 USAGE / LIMIT is the cgroup's memory, page cache included, and its limit
 (the host's memory if it has none); NET I/O is what its network
 namespace received and sent, loopback left out; PIDS counts processes
-and threads.`,
+and threads.
+
+--format is a Go template over the fields .ID, .Container (the name, or
+else the ID), .Name, .CPUPerc, .MemUsage, .MemPerc, .NetIO and .PIDs;
+"table TEMPLATE" prints it as a table with headers, "json" one JSON
+object per line.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			m := &statsMonitor{g: g, names: args, handles: map[string]*statsHandle{}}
+			tmpl, table, err := parseFormat(format, defaultStatsTable)
+			if err != nil {
+				return err
+			}
+			m := &statsMonitor{g: g, names: args, handles: map[string]*statsHandle{},
+				tmpl: tmpl, table: table, asJSON: format == "json"}
 			defer m.close()
 			if err := m.sample(ctx); err != nil {
 				return err
@@ -71,8 +85,25 @@ and threads.`,
 		},
 	}
 	cmd.Flags().BoolVar(&noStream, "no-stream", false, "print the figures once and exit")
+	cmd.Flags().StringVar(&format, "format", "", `a Go template, "table TEMPLATE" or "json"`)
 	return cmd
 }
+
+// defaultStatsTable is what stats prints without --format.
+const defaultStatsTable = "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.PIDs}}"
+
+// A statsRow is one line of stats, as --format sees it. Its strings come
+// out of cell, as ps's do.
+type statsRow struct {
+	ID, Container, Name string
+	CPUPerc, MemUsage   string
+	MemPerc, NetIO      string
+	PIDs                string
+}
+
+// statsHeader is the header line of a table, the template run over it.
+var statsHeader = statsRow{ID: "ID", Container: "CONTAINER", Name: "NAME", CPUPerc: "CPU %",
+	MemUsage: "MEM USAGE / LIMIT", MemPerc: "MEM %", NetIO: "NET I/O", PIDs: "PIDS"}
 
 // statsMonitor keeps a handle on each sandbox it shows, so that a refresh
 // costs a few reads from its cgroup, not an Open.
@@ -81,6 +112,9 @@ type statsMonitor struct {
 	names   []string
 	handles map[string]*statsHandle // by sandbox ID
 	order   []string
+	// How print prints: --format's template, or JSON lines.
+	tmpl          *template.Template
+	table, asJSON bool
 }
 
 type statsHandle struct {
@@ -175,16 +209,17 @@ func (m *statsMonitor) sample(ctx context.Context) error {
 }
 
 func (m *statsMonitor) print(w io.Writer) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tCPU %\tMEM USAGE / LIMIT\tMEM %\tNET I/O\tPIDS")
+	rows := make([]statsRow, 0, len(m.order))
 	for _, id := range m.order {
 		h := m.handles[id]
-		name := cell(h.l.Name, 64)
-		if name == "" {
-			name = "--"
+		r := statsRow{ID: h.l.ID[:12], Name: cell(h.l.Name, 64)}
+		r.Container = cmp.Or(r.Name, r.ID)
+		if r.Name == "" {
+			r.Name = "--"
 		}
 		if h.gone {
-			fmt.Fprintf(tw, "%s\t%s\t--\t-- / --\t--\t--\t--\n", h.l.ID[:12], name)
+			r.CPUPerc, r.MemUsage, r.MemPerc, r.NetIO, r.PIDs = "--", "-- / --", "--", "--", "--"
+			rows = append(rows, r)
 			continue
 		}
 		cpu := 0.0
@@ -197,11 +232,14 @@ func (m *statsMonitor) print(w io.Writer) error {
 		if h.limit > 0 {
 			mem = float64(h.last.Memory) / float64(h.limit) * 100
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.2f%%\t%s / %s\t%.2f%%\t%s / %s\t%d\n", h.l.ID[:12], name, cpu,
-			humanSize(int64(h.last.Memory)), humanSize(int64(h.limit)), mem,
-			decimalSize(h.rx), decimalSize(h.tx), h.last.Pids)
+		r.CPUPerc = fmt.Sprintf("%.2f%%", cpu)
+		r.MemUsage = humanSize(int64(h.last.Memory)) + " / " + humanSize(int64(h.limit))
+		r.MemPerc = fmt.Sprintf("%.2f%%", mem)
+		r.NetIO = decimalSize(h.rx) + " / " + decimalSize(h.tx)
+		r.PIDs = strconv.FormatUint(h.last.Pids, 10)
+		rows = append(rows, r)
 	}
-	return tw.Flush()
+	return printRows(w, rows, statsHeader, m.tmpl, m.table, m.asJSON)
 }
 
 func (m *statsMonitor) close() {
