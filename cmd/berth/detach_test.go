@@ -936,4 +936,23 @@ func TestRestartKeepsItsImage(t *testing.T) {
 	if out := e.must("ps", "-a", "--filter", "name=pin", "--format", "{{.Image}}"); out != "pinned:test\n" {
 		t.Errorf("ps shows image %q; want the name it was run with", out)
 	}
+
+	// Its image stays while the container does: by digest, or by its
+	// last name. A name of an image with others may go.
+	digest := strings.TrimSpace(e.must("inspect", "--format", "{{.Config.ImageDigest}}", "pin"))
+	e.must("image", "tag", digest, "other:name")
+	refused := func(ref string) {
+		t.Helper()
+		if _, stderr, code := e.berth("image", "rm", ref); code == 0 || !strings.Contains(stderr, "container pin") {
+			t.Errorf("image rm %s of pin's image: exit %d, %q; want a refusal naming pin", ref, code, stderr)
+		}
+	}
+	refused(digest)
+	e.must("image", "rm", "other:name")
+	refused("busybox:demo")
+	e.must("rm", "-f", "pin")
+	e.must("image", "rm", "busybox:demo")
+	if _, _, code := e.berth("image", "inspect", digest); code == 0 {
+		t.Errorf("pin's image is still there after its container and its last name went")
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -249,17 +250,28 @@ func newImageInspectCommand(g *globals) *cobra.Command {
 }
 
 func newImageRemoveCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:     "rm REF...",
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "rm [-f] REF...",
 		Aliases: []string{"remove"},
 		Short:   "Remove names, or images by digest; `berth image gc` frees the space",
-		Args:    cobra.MinimumNArgs(1),
+		Long: `Remove names, or images by digest. Removing an image's last name removes
+the image. An image that a container or sandbox of the state directory
+was started from is kept, as Docker keeps it: a container started again
+runs the image it was made from. -f removes it all the same; that
+container's next start then fails.`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := g.store()
 			if err != nil {
 				return err
 			}
 			for _, ref := range args {
+				if !force {
+					if err := g.imageInUse(cmd.Context(), s, ref); err != nil {
+						return err
+					}
+				}
 				if err := s.Remove(cmd.Context(), ref); err != nil {
 					return err
 				}
@@ -267,6 +279,47 @@ func newImageRemoveCommand(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove an image that containers were started from")
+	return cmd
+}
+
+// errImageInUse is image rm's refusal of an image a container or sandbox
+// was started from.
+var errImageInUse = errors.New("image is in use")
+
+// imageInUse returns errImageInUse if removing ref would remove an image
+// (not just one of its names) that a container or a live sandbox of the
+// state directory was started from. Other state directories sharing the
+// store are not looked at.
+func (g *globals) imageInUse(ctx context.Context, s *layerfs.Store, ref string) error {
+	img, err := s.Image(ctx, ref)
+	if err != nil {
+		return nil // Remove says what is wrong
+	}
+	if r, err := layerfs.ParseReference(ref); err == nil && r.Digest == "" && slices.Contains(img.Names, r.String()) && len(img.Names) > 1 {
+		return nil // a name goes; the image keeps its others
+	}
+	digest := img.Digest.String()
+	cs, err := listContainers(g.state)
+	if err != nil {
+		return err
+	}
+	for _, c := range cs {
+		if c.Last != nil && c.Last.ImageDigest == digest {
+			return fmt.Errorf("%w: %s: container %s (%s) was started from it; berth rm the container first, or image rm -f",
+				errImageInUse, clip.Quote(ref), cell(c.Name, 128), c.ID[:12])
+		}
+	}
+	records, err := sandbox.ReadRecords(g.state)
+	if err != nil {
+		return err
+	}
+	for _, r := range records {
+		if r.State != nil && r.Owned && r.State.ImageDigest == digest {
+			return fmt.Errorf("%w: %s: sandbox %s runs it; end it first, or image rm -f", errImageInUse, clip.Quote(ref), r.ID[:12])
+		}
+	}
+	return nil
 }
 
 func newImageTagCommand(g *globals) *cobra.Command {
