@@ -207,7 +207,8 @@ func (s *Sandbox) withRootfs(fn func(path string, running bool) error) error {
 }
 
 // Image returns the image the sandbox was made from, once Start (or Open)
-// has resolved it; nil before. A caller changing a commit's config starts
+// has resolved it; nil before, and on a handle from Open whose image has
+// left the store since. A caller changing a commit's config starts
 // from a copy of its Config.Config.
 func (s *Sandbox) Image() *layerfs.Image {
 	s.mu.Lock()

@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -54,7 +55,13 @@ func Open(ctx context.Context, id string, opts *Options) (*Sandbox, error) {
 			return nil, err
 		}
 	}
-	if s.img, err = s.storage.Image(ctx, st.ImageDigest); err != nil {
+	// An image removed from the store since the sandbox started (berth
+	// image rm -f) must not leave it beyond Stop and Kill: the handle
+	// then has no image, and only Exec, which needs the image's
+	// defaults, refuses.
+	if s.img, err = s.storage.Image(ctx, st.ImageDigest); errors.Is(err, layerfs.ErrNotFound) {
+		s.log.Warn("open sandbox: its image has left the store", "id", st.ID, "image", st.ImageDigest)
+	} else if err != nil {
 		return nil, fmt.Errorf("sandbox %s: %w", st.ID, err)
 	}
 	cgm := o.Cgroups

@@ -956,3 +956,23 @@ func TestRestartKeepsItsImage(t *testing.T) {
 		t.Errorf("pin's image is still there after its container and its last name went")
 	}
 }
+
+// A container whose image was removed with image rm -f can still be
+// looked at, stopped and removed, leaving nothing; only exec, which
+// needs the image's defaults, refuses, saying why.
+func TestImageRemovedUnderContainer(t *testing.T) {
+	e := newDetachEnv(t)
+	e.must("image", "tag", "busybox:demo", "doomed:test")
+	id := strings.TrimSpace(e.must("run", "-d", "--name", "orphaned-image", "doomed:test", "sleep", "1000"))
+	digest := strings.TrimSpace(e.must("inspect", "--format", "{{.Config.ImageDigest}}", "orphaned-image"))
+	e.must("image", "rm", "-f", digest)
+	if _, stderr, code := e.berth("exec", "orphaned-image", "true"); code == 0 || !strings.Contains(stderr, "has left the store") {
+		t.Errorf("exec after the image went: exit %d, %q; want a refusal saying the image is gone", code, stderr)
+	}
+	e.must("inspect", "orphaned-image")
+	e.must("stop", "-t", "0", "orphaned-image")
+	e.must("rm", "orphaned-image")
+	if left := e.leftBehind(id); len(left) > 0 {
+		t.Errorf("after rm: %s", strings.Join(left, "; "))
+	}
+}
