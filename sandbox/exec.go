@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/sandbox/internal/nsinit"
 )
 
@@ -60,6 +61,12 @@ func (s *Sandbox) Exec(ctx context.Context, o *ExecOptions) (*Result, error) {
 		s.mu.Unlock()
 		return nil, ErrNotRunning
 	default:
+	}
+	if s.img == nil {
+		// A handle from Open whose image has left the store since.
+		s.mu.Unlock()
+		return nil, fmt.Errorf("sandbox %s exec: its image %s has left the store, and with it the environment and user a process starts with: %w",
+			s.id, s.state.ImageDigest, setupError(layerfs.ErrNotFound))
 	}
 	initProc := s.proc
 	initPid := s.proc.Pid

@@ -74,9 +74,9 @@ type LogOptions struct {
 //
 // Following ends without an error once an entry at or after Until has
 // been seen, or once the Exit file exists (or Ended reports true) and the
-// log is read to its end; with ctx's error when ctx is done. A rotation while following is
-// followed into the new file; entries of a file that was rotated twice
-// between two looks (every 100 ms) are missed. Memory stays bounded
+// log is read to its end; with ctx's error when ctx is done. A rotation
+// while following is followed into the new file; entries of a file that
+// was rotated twice between two looks (every 100 ms) are missed. Memory stays bounded
 // whatever the log holds: Tail keeps only the last Tail entries.
 func ReadLog(ctx context.Context, path string, opts *LogOptions, fn func(LogEntry) error) error {
 	var o LogOptions

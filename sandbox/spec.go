@@ -12,7 +12,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/netplug"
 	"github.com/berth-dev/berth/sandbox/internal/nsinit"
 	"github.com/berth-dev/berth/security"
@@ -270,11 +269,6 @@ func (c *specCache) program(stateRoot string, sec *security.Config, caps uint64)
 // sandbox starts (never Exec's, which must see the image as the workload
 // has left it).
 func (s *Sandbox) processSpec(o *Options, args []string, rootfs string, sec *security.Config, plan *security.LSMPlan, cache *specCache) (*nsinit.Spec, error) {
-	if s.img == nil {
-		// A handle from Open whose image has left the store.
-		return nil, fmt.Errorf("its image %s has left the store, and with it the environment and user a process starts with: %w",
-			s.state.ImageDigest, layerfs.ErrNotFound)
-	}
 	cfg := s.img.Config.Config
 	spec := &nsinit.Spec{Args: args}
 
