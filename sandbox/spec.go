@@ -71,9 +71,14 @@ func (s *Sandbox) workloadSpec(rootfs string, sec *security.Config, plan *securi
 	if s.pool != nil {
 		cache = &s.pool.cache
 	}
-	args, err := command(&s.opts, s.img.Config.Config.Entrypoint, s.img.Config.Config.Cmd)
-	if err != nil {
-		return nil, err
+	// The record has it already, but for a pool's sandbox, whose
+	// request's command is known only now.
+	args := s.state.Command
+	if args == nil {
+		var err error
+		if args, err = command(&s.opts, s.img.Config.Config.Entrypoint, s.img.Config.Config.Cmd); err != nil {
+			return nil, err
+		}
 	}
 	spec, err := s.processSpec(&s.opts, args, rootfs, sec, plan, cache)
 	if err != nil {
