@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/bench"
+	"github.com/berth-dev/berth/internal/clip"
 	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/sandbox"
 )
@@ -45,9 +46,9 @@ type Detached struct {
 	Error         string  `json:"error,omitempty"`
 }
 
-// PSS is what one detached sandbox costs the host in memory: its two
+// Total is what one detached sandbox costs the host in memory: its two
 // processes' PSS and its cgroup's kernel memory.
-func (d Detached) PSS() float64 { return d.SupervisorPSS + d.InitPSS + max(d.KernelKB, 0) }
+func (d Detached) Total() float64 { return d.SupervisorPSS + d.InitPSS + max(d.KernelKB, 0) }
 
 // detachedNotePrefix begins the notes of scenario 3b.
 const detachedNotePrefix = "detached sandboxes (3b): "
@@ -182,11 +183,10 @@ func (e *env) measureDetached(ctx context.Context, n int) (d Detached) {
 	var supPSS, supRSS, initPSS, initRSS, private, kmem int
 	kmemOK := true
 	for _, b := range boxes {
-		ps, rs := smaps(b.supervisor.pid)
-		supPSS, supRSS = supPSS+ps, supRSS+rs
-		ps, rs = smaps(b.init.pid)
-		initPSS, initRSS = initPSS+ps, initRSS+rs
-		private += privateKiB(b.supervisor.pid) + privateKiB(b.init.pid)
+		ps, rs, pr := smaps(b.supervisor.pid)
+		supPSS, supRSS, private = supPSS+ps, supRSS+rs, private+pr
+		ps, rs, pr = smaps(b.init.pid)
+		initPSS, initRSS, private = initPSS+ps, initRSS+rs, private+pr
 		k := kmemKiB(b.init.pid)
 		if k < 0 {
 			kmemOK = false
@@ -230,7 +230,7 @@ func printedID(out string) (string, error) {
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	id := strings.TrimSpace(lines[len(lines)-1])
 	if !hexID.MatchString(id) {
-		return "", fmt.Errorf("berth run -d printed %q, not an ID", clipString(out, 200))
+		return "", fmt.Errorf("berth run -d printed %q, not an ID", clip.Cut(strings.TrimSpace(out), 200))
 	}
 	return id, nil
 }
@@ -334,13 +334,13 @@ func (c detachedCLI) leftovers(boxes []detachedBox) error {
 	if lines, err := c.psAll(); err != nil {
 		errs = append(errs, err)
 	} else if len(lines) > 0 {
-		errs = append(errs, fmt.Errorf("berth ps -a still lists %d: %s", len(lines), clipString(lines[0], 200)))
+		errs = append(errs, fmt.Errorf("berth ps -a still lists %d: %s", len(lines), clip.Cut(lines[0], 200)))
 	}
 	if left := containerDirs(c.state); len(left) > 0 {
-		errs = append(errs, fmt.Errorf("container directories or names left: %s", clipString(strings.Join(left, " "), 200)))
+		errs = append(errs, fmt.Errorf("container directories or names left: %s", clip.Cut(strings.Join(left, " "), 200)))
 	}
 	if left := cgroupsUnder(c.cgParent); len(left) > 0 {
-		errs = append(errs, fmt.Errorf("cgroups left: %s", clipString(strings.Join(left, " "), 200)))
+		errs = append(errs, fmt.Errorf("cgroups left: %s", clip.Cut(strings.Join(left, " "), 200)))
 	}
 	points, _ := mountPoints()
 	for _, b := range boxes {
@@ -443,7 +443,7 @@ func (c detachedCLI) sweep() error {
 		return err
 	}
 	if left := cgroupsUnder(c.cgParent); len(left) > 0 {
-		return fmt.Errorf("cgroups left: %s", clipString(strings.Join(left, " "), 200))
+		return fmt.Errorf("cgroups left: %s", clip.Cut(strings.Join(left, " "), 200))
 	}
 	return nil
 }
@@ -516,12 +516,4 @@ func joinErr(a, b string) string {
 		return b
 	}
 	return a + "; " + b
-}
-
-func clipString(s string, n int) string {
-	s = strings.TrimSpace(s)
-	if len(s) > n {
-		return s[:n] + "…"
-	}
-	return s
 }

@@ -84,11 +84,13 @@ func descendants(pid int, self bool) []int {
 
 func containsInt(s []int, v int) bool { return slices.Contains(s, v) }
 
-// smaps returns a process's proportional and resident set sizes in KiB.
-func smaps(pid int) (pss, rss int) {
+// smaps returns a process's proportional and resident set sizes, and
+// the memory it has to itself (Private_Clean + Private_Dirty: what its
+// PSS comes down to when many processes share the rest), in KiB.
+func smaps(pid int) (pss, rss, private int) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
 	if err != nil {
-		return 0, 0
+		return 0, 0, 0
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -103,28 +105,11 @@ func smaps(pid int) (pss, rss int) {
 			pss = n
 		case "Rss:":
 			rss = n
+		case "Private_Clean:", "Private_Dirty:":
+			private += n
 		}
 	}
-	return pss, rss
-}
-
-// privateKiB is the memory a process has to itself (Private_Clean +
-// Private_Dirty, in KiB): what its PSS comes down to when many processes
-// share the rest.
-func privateKiB(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
-	if err != nil {
-		return 0
-	}
-	n := 0
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 2 && (f[0] == "Private_Clean:" || f[0] == "Private_Dirty:") {
-			v, _ := strconv.Atoi(f[1])
-			n += v
-		}
-	}
-	return n
+	return pss, rss, private
 }
 
 // memoryCgroup is the memory cgroup path of pid ("" if none): its v1

@@ -68,7 +68,7 @@ func (r *Results) mergeDetached(dir string) *Results {
 	prev.Detached = r.Detached
 	prev.Notes = slices.DeleteFunc(prev.Notes, func(n string) bool { return strings.HasPrefix(n, detachedNotePrefix) })
 	for _, n := range r.Notes {
-		if strings.HasPrefix(n, detachedNotePrefix) && !slices.Contains(prev.Notes, n) {
+		if strings.HasPrefix(n, detachedNotePrefix) {
 			prev.Notes = append(prev.Notes, n)
 		}
 	}
@@ -120,7 +120,7 @@ func (r *Results) memoryChart() *bench.Chart {
 	for _, d := range r.Detached {
 		if d.Error == "" {
 			s.X = append(s.X, float64(d.N))
-			s.Y = append(s.Y, d.PSS())
+			s.Y = append(s.Y, d.Total())
 		}
 	}
 	if len(s.X) > 0 {
@@ -259,6 +259,6 @@ func (r *Results) detachedMarkdown(b *strings.Builder) {
 			result = "FAILED: " + cell(d.Error)
 		}
 		fmt.Fprintf(b, "| %d | %.0f | %.0f | %.0f | %.0f | %.0f | %s | %.0f | %.1f | %.1f | %.1f | %.1f | %s |\n", d.N, d.SupervisorPSS, d.SupervisorRSS,
-			d.InitPSS, d.InitRSS, d.Private, kmem, d.PSS(), d.StartSeconds, d.StartP50, d.StartP99, d.RemoveSeconds, result)
+			d.InitPSS, d.InitRSS, d.Private, kmem, d.Total(), d.StartSeconds, d.StartP50, d.StartP99, d.RemoveSeconds, result)
 	}
 }

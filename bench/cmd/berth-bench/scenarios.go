@@ -164,7 +164,7 @@ func measureIdle(ctx context.Context, t *tool, n int) Memory {
 	for _, b := range boxes {
 		procs += len(b.hostPIDs)
 		for _, p := range b.hostPIDs {
-			ps, rs := smaps(p)
+			ps, rs, _ := smaps(p)
 			pss, rss = pss+ps, rss+rs
 		}
 		k := -1
