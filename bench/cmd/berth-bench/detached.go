@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/bench"
+	"github.com/berth-dev/berth/cgroup"
 	"github.com/berth-dev/berth/internal/clip"
 	"github.com/berth-dev/berth/layerfs"
 	"github.com/berth-dev/berth/sandbox"
@@ -429,7 +430,7 @@ func (c detachedCLI) sweep() error {
 	}
 	awaitGone(ctx, owners, 10*time.Second)
 	states, _ = sandbox.ReadStates(c.state)
-	killCgroupProcs(c.cgParent)
+	killCgroups(ctx, c.cgParent)
 	for _, st := range states {
 		killProcess(process{st.Init.PID, st.Init.StartTime})
 		killProcess(process{st.Host.PID, st.Host.StartTime})
@@ -448,15 +449,21 @@ func (c detachedCLI) sweep() error {
 	return nil
 }
 
-// killCgroupProcs sends SIGKILL to every process in a cgroup below
-// parent: the sandboxes' own processes, nothing else.
-func killCgroupProcs(parent string) {
-	for _, cg := range cgroupsUnder(parent) {
-		b, _ := os.ReadFile(filepath.Join(cg, "cgroup.procs"))
-		for _, f := range strings.Fields(string(b)) {
-			if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
+// killCgroups kills every process in the sandbox cgroups berth made
+// below parent, with the cgroup package's own Kill: the cgroup frozen (or
+// cgroup.kill), each process signalled through a pidfd once it is seen
+// to be a member, so that a PID reused meanwhile is never hit.
+func killCgroups(ctx context.Context, parent string) {
+	m, err := cgroup.NewManager(cgroup.Options{Parent: parent})
+	if err != nil {
+		return
+	}
+	names, _ := m.List()
+	for _, name := range names {
+		if cg, err := m.Open(name); err == nil {
+			kctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			cg.Kill(kctx)
+			cancel()
 		}
 	}
 }
