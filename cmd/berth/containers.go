@@ -72,10 +72,10 @@ type containerRecord struct {
 	// when it is given no -t.
 	StopTimeout *int `json:"stopTimeout,omitempty"`
 
-	// Last is its last sandbox's record as that sandbox started, for ps
-	// and inspect once it has gone: the command line PID 1 ran, its
-	// environment, mounts and limits. Like every listing field, it is
-	// for printing only.
+	// Last is what the record of its last sandbox said as that sandbox
+	// started (lastSandbox): for ps and inspect once it has gone (the
+	// command line PID 1 ran, its environment, mounts and limits), and
+	// the image digest its restarts run and image rm keeps.
 	Last *sandbox.State `json:"last,omitempty"`
 
 	// SandboxID is the ID of the container's current sandbox, or of its

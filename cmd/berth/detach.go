@@ -18,6 +18,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/clip"
 	"github.com/berth-dev/berth/sandbox"
+	"github.com/berth-dev/berth/security"
 )
 
 // `berth run -d` starts a sandbox that outlives it, without a daemon:
@@ -264,6 +265,23 @@ func readWord(ctx context.Context, r *os.File) (string, error) {
 	return "", fmt.Errorf("unexpected report %s", clip.Quote(line))
 }
 
+// lastSandbox is what a container's record keeps of its sandbox st, for
+// after it has gone: what it ran and with which settings. Not its
+// seccomp profile, the bulk of a record, nor what named the running
+// sandbox's processes, mounts and cgroups, stale once it has gone; of
+// its security settings, only the limits inspect shows.
+func lastSandbox(st sandbox.State) *sandbox.State {
+	last := &sandbox.State{
+		ID: st.ID, Image: st.Image, Args: st.Args, Command: st.Command, Created: st.Created,
+		Hostname: st.Hostname, Name: st.Name, Labels: st.Labels, Mounts: st.Mounts, Resources: st.Resources,
+		ImageDigest: st.ImageDigest, Env: st.Env, User: st.User, Dir: st.Dir,
+	}
+	if sec := st.Security; sec != nil {
+		last.Security = &security.Config{MemoryMax: sec.MemoryMax, PidsMax: sec.PidsMax}
+	}
+	return last
+}
+
 // restartImage is the image a detached child starts: image, the one
 // named on the command line, for a new container; for one started again
 // (by its restart policy or berth restart), the image its last sandbox
@@ -342,8 +360,7 @@ func runDetachedChild(cmd *cobra.Command, g *globals, sb *sandbox.Sandbox, image
 			return errNotRestarting
 		}
 		c.Status, c.Started, c.Finished, c.ExitCode, c.Signal = statusRunning, time.Now().UTC(), time.Time{}, 0, 0
-		last := sb.State()
-		c.Last = &last
+		c.Last = lastSandbox(sb.State())
 		c.Ports = nil
 		if a := sb.Attachment(); a != nil {
 			c.Ports = a.Ports

@@ -121,6 +121,8 @@ with one object per NAME (a name, an ID or an ID prefix). The fields:
 
   Id, SandboxId     the container's ID (its first sandbox's), the live sandbox's
   Name, Created, Detached, RestartCount, LogPath
+  Path, Args        the program PID 1 runs (ran), the image's entrypoint
+                    included, and its arguments
   Config            Image, ImageDigest, Cmd, Env, User, WorkingDir, Hostname, Labels
   State             Status (created, running, restarting, exited or dead),
                     Running, Pid (PID 1's, on the host), ExitCode, StartedAt,

@@ -52,9 +52,18 @@ func eachArgConcurrently(cmd *cobra.Command, args []string, fn func(arg string, 
 		results[i] = &result{done: make(chan struct{})}
 	}
 	slots := make(chan struct{}, maxConcurrentArgs)
+	ctx := cmd.Context()
 	go func() {
 		for i, a := range args {
 			slots <- struct{}{}
+			if err := ctx.Err(); err != nil {
+				// Interrupted: what has not begun does not, not even
+				// in part (a stop would mark its container stopped).
+				results[i].err = err
+				close(results[i].done)
+				<-slots
+				continue
+			}
 			go func() {
 				defer func() { <-slots }()
 				r := results[i]
@@ -99,8 +108,8 @@ default). A detached container stays, exited, until berth rm, and its
 restart policy does not start it again.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if seconds < 0 {
-				return invalidFlag("-t %d: want 0 or more seconds", seconds)
+			if _, err := graceSeconds("-t", seconds); err != nil {
+				return err
 			}
 			return eachArgConcurrently(cmd, args, func(arg string, out io.Writer) error {
 				grace := stopGrace(cmd, g, arg, seconds)
@@ -345,8 +354,8 @@ func newRestartCommand(g *globals) *cobra.Command {
 		Short: "Stop detached containers (as berth stop does) and start them again",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if seconds < 0 {
-				return invalidFlag("-t %d: want 0 or more seconds", seconds)
+			if _, err := graceSeconds("-t", seconds); err != nil {
+				return err
 			}
 			return eachArg(cmd, args, func(arg string) error {
 				c, err := loadContainer(g.state, arg)

@@ -55,10 +55,12 @@ supervisor has died, as berth ps -a then shows).`,
 			}
 			if follow {
 				opts.Exit = l.Exit
-				// A supervisor killed with SIGKILL writes no exit
-				// record: without this, -f would follow for ever.
-				id := l.ID
-				opts.Ended = func() bool { return g.orphaned(id) != "" }
+				if l.Detached {
+					// A supervisor killed with SIGKILL writes no exit
+					// record: without this, -f would follow for ever.
+					id := l.ID
+					opts.Ended = func() bool { return g.orphaned(id) != "" }
+				}
 				if l.State == "exited" || l.State == "dead" {
 					// It has ended: there is nothing to wait for.
 					opts.Follow = false

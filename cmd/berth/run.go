@@ -28,22 +28,27 @@ import (
 
 // processFlags are the flags `berth run` and `berth exec` share.
 type processFlags struct {
-	env         []string
-	dir, user   string
-	interactive bool
+	env, envFiles []string
+	dir, user     string
+	interactive   bool
 }
 
 func (f *processFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringArrayVarP(&f.env, "env", "e", nil, "set an environment variable (KEY=VALUE, or KEY to pass the host's)")
+	cmd.Flags().StringArrayVar(&f.envFiles, "env-file", nil, "read environment variables from a file: KEY=VALUE lines, KEY alone to pass the host's, # comments (-e wins over it)")
 	cmd.Flags().StringVarP(&f.dir, "workdir", "w", "", "working directory inside the sandbox")
 	cmd.Flags().StringVarP(&f.user, "user", "u", "", "user[:group], by name or number")
 	cmd.Flags().BoolVarP(&f.interactive, "interactive", "i", false, "pass standard input to the sandbox")
 }
 
-// environment returns the variables -e sets: KEY=VALUE, or KEY for the
-// host's value of KEY (left out if the host has none, as Docker does).
+// environment returns the variables --env-file and -e set, the files'
+// first, so that -e's win: KEY=VALUE, or KEY for the host's value of KEY
+// (left out if the host has none, as Docker does).
 func (f *processFlags) environment() ([]string, error) {
-	var out []string
+	out, err := readEnvFiles(f.envFiles)
+	if err != nil {
+		return nil, err
+	}
 	for _, e := range f.env {
 		name, _, hasValue := strings.Cut(e, "=")
 		if name == "" {
@@ -456,9 +461,8 @@ func parseVolume(v string) (sandbox.Mount, error) {
 
 func newExecCommand(g *globals) *cobra.Command {
 	var (
-		pf       processFlags
-		tty      bool
-		envFiles []string
+		pf  processFlags
+		tty bool
 	)
 	cmd := &cobra.Command{
 		Use:   "exec [flags] SANDBOX COMMAND [ARG...]",
@@ -469,16 +473,10 @@ func newExecCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fromFiles, err := readEnvFiles(envFiles)
-			if err != nil {
-				return err
-			}
 			env, err := pf.environment()
 			if err != nil {
 				return err
 			}
-			// -e wins over --env-file, as for run.
-			env = append(fromFiles, env...)
 			sb, err := sandbox.Open(cmd.Context(), sandboxRef(g.state, args[0]), opts)
 			if err != nil {
 				return err
@@ -508,7 +506,6 @@ func newExecCommand(g *globals) *cobra.Command {
 	cmd.Flags().SetInterspersed(false)
 	pf.add(cmd)
 	cmd.Flags().BoolVarP(&tty, "tty", "t", false, "give the command a terminal")
-	cmd.Flags().StringArrayVar(&envFiles, "env-file", nil, "read environment variables from a file: KEY=VALUE lines, KEY alone to pass the host's, # comments (-e wins over it)")
 	return cmd
 }
 

@@ -33,7 +33,7 @@ func newStatsCommand(g *globals) *cobra.Command {
 		format   string
 	)
 	cmd := &cobra.Command{
-		Use:   "stats [--no-stream] [NAME...]",
+		Use:   "stats [--no-stream] [--format TEMPLATE] [NAME...]",
 		Short: "Show running sandboxes' use of CPU, memory, network and processes",
 		Long: `Show running sandboxes' use of resources, refreshed every second until
 interrupted, or once with --no-stream. Without NAMEs, every running

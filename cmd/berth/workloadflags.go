@@ -19,11 +19,9 @@ import (
 )
 
 // workloadFlags are `berth run`'s flags for what runs and what it is
-// known by: --entrypoint, --env-file, --label, --label-file and
-// --stop-timeout.
+// known by: --entrypoint, --label, --label-file and --stop-timeout.
 type workloadFlags struct {
 	entrypoint  string
-	envFiles    []string
 	labels      []string
 	labelFiles  []string
 	stopTimeout int
@@ -31,14 +29,12 @@ type workloadFlags struct {
 
 func (f *workloadFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.entrypoint, "entrypoint", "", `run this program instead of the image's entrypoint, with COMMAND [ARG...] as its arguments (the image's Cmd is dropped); --entrypoint "" clears it, so that COMMAND, or the image's Cmd, runs alone`)
-	cmd.Flags().StringArrayVar(&f.envFiles, "env-file", nil, "read environment variables from a file: KEY=VALUE lines, KEY alone to pass the host's, # comments (-e wins over it)")
 	cmd.Flags().StringArrayVarP(&f.labels, "label", "l", nil, "set a label on the sandbox: KEY=VALUE, or KEY for an empty value")
 	cmd.Flags().StringArrayVar(&f.labelFiles, "label-file", nil, "read labels from a file: KEY=VALUE lines, # comments (--label wins over it)")
 	cmd.Flags().IntVar(&f.stopTimeout, "stop-timeout", 0, "seconds between SIGTERM and SIGKILL when --timeout runs out (default 0: SIGKILL at once), and, with -d, berth stop's default grace")
 }
 
-// apply sets in opts what the flags say. Variables from --env-file come
-// before opts.Env (-e's), which win over them, as Docker's do.
+// apply sets in opts what the flags say.
 func (f *workloadFlags) apply(cmd *cobra.Command, opts *sandbox.Options) error {
 	if cmd.Flags().Changed("entrypoint") {
 		// One program, as Docker's: its arguments are COMMAND's.
@@ -47,11 +43,6 @@ func (f *workloadFlags) apply(cmd *cobra.Command, opts *sandbox.Options) error {
 			opts.Entrypoint = []string{f.entrypoint}
 		}
 	}
-	env, err := readEnvFiles(f.envFiles)
-	if err != nil {
-		return err
-	}
-	opts.Env = append(env, opts.Env...)
 
 	labels := map[string]string{}
 	for _, name := range f.labelFiles {
@@ -74,13 +65,22 @@ func (f *workloadFlags) apply(cmd *cobra.Command, opts *sandbox.Options) error {
 		opts.Labels = labels
 	}
 
-	// More seconds than a time.Duration holds would wrap round, to a
-	// negative grace or a far shorter one than asked.
-	if maxSeconds := int(math.MaxInt64 / int64(time.Second)); f.stopTimeout < 0 || f.stopTimeout > maxSeconds {
-		return invalidFlag("--stop-timeout %d: want a number of seconds, 0 to %d", f.stopTimeout, maxSeconds)
+	grace, err := graceSeconds("--stop-timeout", f.stopTimeout)
+	if err != nil {
+		return err
 	}
-	opts.Grace = time.Duration(f.stopTimeout) * time.Second
+	opts.Grace = grace
 	return nil
+}
+
+// graceSeconds checks a grace given in seconds by flag: more seconds than
+// a time.Duration holds would wrap round, to a negative grace or a far
+// shorter one than asked.
+func graceSeconds(flag string, seconds int) (time.Duration, error) {
+	if maxSeconds := int(math.MaxInt64 / int64(time.Second)); seconds < 0 || seconds > maxSeconds {
+		return 0, invalidFlag("%s %d: want a number of seconds, 0 to %d", flag, seconds, maxSeconds)
+	}
+	return time.Duration(seconds) * time.Second, nil
 }
 
 // readEnvFiles reads the variables of --env-file files, in order.
