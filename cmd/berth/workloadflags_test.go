@@ -213,3 +213,17 @@ func TestExecEnvFile(t *testing.T) {
 		t.Errorf("exec with a bad --env-file: exit %d, %q %q; want a refusal naming line 2", code, stdout, stderr)
 	}
 }
+
+// A grace in seconds that a time.Duration cannot hold is refused, for
+// stop -t and restart -t as for --stop-timeout, never wrapped round.
+func TestGraceSeconds(t *testing.T) {
+	for _, c := range []struct {
+		seconds int
+		ok      bool
+	}{{0, true}, {10, true}, {9223372036, true}, {9223372037, false}, {-1, false}, {1 << 62, false}} {
+		got, err := graceSeconds("-t", c.seconds)
+		if (err == nil) != c.ok || c.ok && got != time.Duration(c.seconds)*time.Second || c.ok && got < 0 {
+			t.Errorf("graceSeconds(%d) = %v, %v", c.seconds, got, err)
+		}
+	}
+}
