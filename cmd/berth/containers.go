@@ -134,7 +134,35 @@ func (c *containerRecord) supervisorGone() bool {
 // reap it does, and it holds no lock and will write nothing).
 func (p *processRef) alive() bool {
 	now, zombie, err := readProcessRef(p.PID)
-	return err == nil && !zombie && now.StartTime == p.StartTime
+	return err == nil && now.StartTime == p.StartTime && (!zombie || threadLives(p.PID))
+}
+
+// threadLives reports whether a thread of process pid other than its
+// leader runs. A process that calls execve from a thread other than its
+// leader (Go's syscall.Exec runs on whichever thread it is on, as a
+// reaper's restart does) shows its leader as a zombie until the calling
+// thread has taken the leader's place, PID and start time included: it
+// is not dead meanwhile, and taking it for dead made wait and stop
+// reclaim a container just as it started again.
+func threadLives(pid int) bool {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		if e.Name() == strconv.Itoa(pid) {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:])); len(f) > 0 && f[0] != "Z" && f[0] != "X" {
+			return true
+		}
+	}
+	return false
 }
 
 // thisProcess names this process.
